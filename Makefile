@@ -1,0 +1,52 @@
+# govcloud — build, generate, test, benchmark and demo.
+# Every target that touches the kernel (test, bench-*, demo) needs root.
+
+GO        ?= go
+CLANG     ?= clang-19
+BIN       := bin/govcloud
+GOTESTFLAGS ?= -count=1 -timeout 30m
+export CGO_ENABLED ?= 0
+
+.PHONY: all build generate check-generate test test-unit vet deps demo demo-down \
+        bench-lb clean help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+build: ## build bin/govcloud
+	$(GO) build -o $(BIN) ./cmd/govcloud
+
+generate: ## rebuild the committed eBPF objects with the pinned clang (clang-19)
+	@command -v $(CLANG) >/dev/null || { echo "generate: $(CLANG) not found; run 'sudo make deps'" >&2; exit 1; }
+	BPF_CLANG=$(CLANG) $(GO) generate ./dataplane/bpfobj/...
+
+check-generate: generate ## fail if the committed eBPF objects are stale
+	@git diff --exit-code --stat -- dataplane/bpfobj || { \
+	  echo "check-generate: committed eBPF objects differ from 'make generate'; commit the regenerated files" >&2; exit 1; }
+
+vet: ## go vet
+	$(GO) vet ./...
+
+deps: ## install what builds, tests and the demo need (Debian/Ubuntu, idempotent)
+	./scripts/deps.sh
+
+test: build ## every test, privileged ones included (run as root)
+	$(GO) test $(GOTESTFLAGS) ./...
+
+test-unit: ## only the tests that need neither root nor tools
+	GOVCLOUD_UNPRIVILEGED=1 $(GO) test -count=1 -short ./...
+
+bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, table swap (root)
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./dataplane/lbbench/ -args -report
+
+demo: deps build ## build and bring up the lab
+	./$(BIN) lab up
+
+demo-down: ## remove everything the lab made
+	@[ -x $(BIN) ] || $(GO) build -o $(BIN) ./cmd/govcloud
+	./$(BIN) lab down
+
+clean:
+	rm -rf bin

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages that building, testing and the demo need.
+# Idempotent and quick when everything is present: it asks apt only for what is missing.
+set -euo pipefail
+
+PKGS=(
+  # eBPF toolchain for 'make generate' (pinned clang) and inspection
+  clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool
+  # kernel-facing tools the privileged tests and the benchmarks drive
+  iproute2 nftables tcpdump iperf3 iputils-ping curl python3-scapy procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "deps: missing packages: ${missing[*]}; run 'sudo make deps'" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "deps: all ${#PKGS[@]} packages present"
+fi
+
+# bpffs for pinned maps and links.
+if [[ $EUID -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
