@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* trunk.bpf.c — 802.1Q trunking between per-segment ports and the host uplink, at TCX ingress.
+ *
+ * Topology (per segment, see dataplane/netdev): the segment's Linux bridge has one veth end
+ * (the bridge-side trunk port) as a member; the other end of that veth (the segment-side port)
+ * carries trunk_from_segment. Frames the bridge floods or forwards toward the trunk arrive there
+ * untagged, get the segment's VLAN pushed and are redirected out the uplink.
+ * trunk_from_uplink runs on the uplink: tagged frames are popped and redirected out the
+ * segment-side port of their VLAN, so they enter the bridge through the bridge-side end.
+ * Untagged uplink traffic (the host's own underlay) is left alone.
+ *
+ * The tag of a received frame may be in-band (BPF_PROG_TEST_RUN, some drivers) or already in
+ * skb metadata (the kernel untags on receive before TC runs); both are handled.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "trunk_consts.h"
+#include "trunk_structs.h"
+#include "trunk_maps.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_HLEN_ 14
+#define VLAN_HLEN_ 4
+
+static __always_inline int is_vlan_proto(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+static __always_inline void count(void *map, void *key, __u64 bytes)
+{
+	struct trunk_counter *c = bpf_map_lookup_elem(map, key);
+	if (!c) {
+		struct trunk_counter zero = {};
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(map, key);
+		if (!c)
+			return;
+	}
+	/* Per-CPU values: no other CPU writes this copy. */
+	c->packets += 1;
+	c->bytes += bytes;
+}
+
+static __always_inline int drop(__u32 dept, __u32 seg, __u32 reason, __u64 bytes)
+{
+	struct trunk_drop_key k = { .dept_id = dept, .seg_id = seg, .reason = reason };
+	count(&trunk_drops, &k, bytes);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline void count_traffic(__u32 dept, __u32 seg, __u32 dir, __u64 bytes)
+{
+	struct trunk_stat_key k = { .dept_id = dept, .seg_id = seg, .dir = dir };
+	count(&trunk_stats, &k, bytes);
+}
+
+/* is_gateway_nd reports whether an untagged frame is ARP or IPv6 neighbour discovery that names
+ * the segment's distributed gateway (as sender or target). Such frames never cross the trunk:
+ * every host answers for the gateway itself. */
+static __always_inline int is_gateway_nd(struct __sk_buff *skb, const struct trunk_segment *seg)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		/* arphdr (8) + sender hw (6) + sender ip (4) + target hw (6) + target ip (4) */
+		__u8 *arp = data + ETH_HLEN_;
+		__be32 spa, tpa;
+		if (!(seg->flags & TRUNK_SEG_GW4))
+			return 0;
+		if ((void *)(arp + 28) > end)
+			return 0;
+		__builtin_memcpy(&spa, arp + 14, 4);
+		__builtin_memcpy(&tpa, arp + 24, 4);
+		return spa == seg->gw4 || tpa == seg->gw4;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		/* ipv6hdr (40), then ICMPv6 type (1) code (1) csum (2) reserved (4) target (16) */
+		__u8 *ip6 = data + ETH_HLEN_;
+		__u8 *icmp = ip6 + 40;
+		if (!(seg->flags & TRUNK_SEG_GW6))
+			return 0;
+		if ((void *)(icmp + 24) > end)
+			return 0;
+		if (ip6[6] != 58 /* IPPROTO_ICMPV6 */)
+			return 0;
+		if (icmp[0] != 135 && icmp[0] != 136) /* neighbour solicitation / advertisement */
+			return 0;
+		/* NS/NA target; also the source of an NA or a gateway-sourced NS. */
+		if (__builtin_memcmp(icmp + 8, seg->gw6, 16) == 0)
+			return 1;
+		return __builtin_memcmp(ip6 + 8, seg->gw6, 16) == 0;
+	}
+	return 0;
+}
+
+/* trunk_from_segment: on the segment-side port; tag and send out the uplink. */
+SEC("tcx/ingress")
+int trunk_from_segment(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct trunk_segment *seg;
+	struct trunk_config *cfg;
+	struct trunk_port *port;
+	__u32 ifindex = skb->ifindex, zero = 0, vlan, dept, segid, uplink;
+	__u64 len = skb->len;
+
+	port = bpf_map_lookup_elem(&trunk_ports, &ifindex);
+	if (!port)
+		return drop(0, 0, TRUNK_DROP_NO_PORT, len);
+	vlan = port->vlan;
+	seg = bpf_map_lookup_elem(&trunk_segments, &vlan);
+	if (!seg || seg->ifindex != ifindex)
+		return drop(0, 0, TRUNK_DROP_NO_PORT, len);
+	dept = seg->dept_id;
+	segid = seg->seg_id;
+
+	if ((void *)(eth + 1) > end)
+		return drop(dept, segid, TRUNK_DROP_MALFORMED, len);
+	/* A segment port is an access port: any tag on it is foreign; two tags are QinQ. */
+	if (skb->vlan_present)
+		return drop(dept, segid, is_vlan_proto(eth->h_proto) ? TRUNK_DROP_DOUBLE_TAG : TRUNK_DROP_WRONG_VLAN, len);
+	if (is_vlan_proto(eth->h_proto)) {
+		__be16 *inner = data + ETH_HLEN_ + 2;
+		if ((void *)(inner + 1) > end)
+			return drop(dept, segid, TRUNK_DROP_MALFORMED, len);
+		return drop(dept, segid, is_vlan_proto(*inner) ? TRUNK_DROP_DOUBLE_TAG : TRUNK_DROP_WRONG_VLAN, len);
+	}
+	if (is_gateway_nd(skb, seg))
+		return drop(dept, segid, TRUNK_DROP_GATEWAY_ND, len);
+
+	cfg = bpf_map_lookup_elem(&trunk_cfg, &zero);
+	uplink = cfg ? cfg->uplink_ifindex : 0;
+	if (!uplink)
+		return drop(dept, segid, TRUNK_DROP_NO_UPLINK, len);
+	if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), vlan & VLAN_VID_MASK))
+		return drop(dept, segid, TRUNK_DROP_NO_UPLINK, len);
+	count_traffic(dept, segid, TRUNK_DIR_TX, len);
+	return bpf_redirect(uplink, 0);
+}
+
+/* trunk_from_uplink: on the uplink; untag and deliver to the VLAN's segment. */
+SEC("tcx/ingress")
+int trunk_from_uplink(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct trunk_segment *seg;
+	__u32 vid, dept, segid, ifindex;
+	__u64 len = skb->len;
+
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_UNSPEC;
+	if (skb->vlan_present) {
+		/* Outer tag already in metadata; data holds the next ethertype. */
+		if (is_vlan_proto(eth->h_proto))
+			return drop(0, 0, TRUNK_DROP_DOUBLE_TAG, len);
+		if (skb->vlan_proto != bpf_htons(ETH_P_8021Q))
+			return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
+		vid = skb->vlan_tci & VLAN_VID_MASK;
+	} else {
+		__be16 *tci, *inner;
+		if (!is_vlan_proto(eth->h_proto))
+			return TC_ACT_UNSPEC; /* untagged: the host's own traffic (TCX_NEXT) */
+		tci = data + ETH_HLEN_;
+		inner = data + ETH_HLEN_ + 2;
+		if ((void *)(inner + 1) > end)
+			return drop(0, 0, TRUNK_DROP_MALFORMED, len);
+		if (is_vlan_proto(*inner))
+			return drop(0, 0, TRUNK_DROP_DOUBLE_TAG, len);
+		if (eth->h_proto != bpf_htons(ETH_P_8021Q))
+			return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
+		vid = bpf_ntohs(*tci) & VLAN_VID_MASK;
+		len -= VLAN_HLEN_;
+	}
+
+	seg = bpf_map_lookup_elem(&trunk_segments, &vid);
+	if (!seg || !seg->ifindex || vid == 0)
+		return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
+	dept = seg->dept_id;
+	segid = seg->seg_id;
+	ifindex = seg->ifindex;
+
+	if (bpf_skb_vlan_pop(skb))
+		return drop(dept, segid, TRUNK_DROP_MALFORMED, len);
+	if (is_gateway_nd(skb, seg))
+		return drop(dept, segid, TRUNK_DROP_GATEWAY_ND, len);
+	count_traffic(dept, segid, TRUNK_DIR_RX, len);
+	return bpf_redirect(ifindex, 0);
+}
