@@ -1,0 +1,129 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+const hashPrefix = "govcloud plan "
+
+// Applied returns the hash of the plan the kernel holds, or "" when the tables are missing
+// or were changed by hand (the marker is gone).
+func Applied(c *nftables.Conn) (string, error) {
+	tables, err := c.ListTables()
+	if err != nil {
+		return "", fmt.Errorf("listing nftables tables: %w", err)
+	}
+	var haveBridge, haveInet bool
+	for _, t := range tables {
+		if t.Name != TableName {
+			continue
+		}
+		haveBridge = haveBridge || t.Family == nftables.TableFamilyBridge
+		haveInet = haveInet || t.Family == nftables.TableFamilyINet
+	}
+	if !haveBridge || !haveInet {
+		return "", nil
+	}
+	in := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	rules, err := c.GetRules(in, &nftables.Chain{Name: "state", Table: in})
+	if err != nil {
+		return "", nil // no state chain: not ours or half-made
+	}
+	for _, r := range rules {
+		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+			if h, ok := strings.CutPrefix(s, hashPrefix); ok {
+				return h, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// Apply makes the kernel hold plan. When it already does (same hash), nothing is sent and
+// changed is false. Otherwise both tables are replaced in one transaction, so packets never
+// see a half-written rule set.
+func Apply(c *nftables.Conn, plan *Plan) (changed bool, err error) {
+	h, err := Applied(c)
+	if err != nil {
+		return false, err
+	}
+	if h == plan.Hash {
+		return false, nil
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return false, fmt.Errorf("listing nftables tables: %w", err)
+	}
+	for _, tp := range plan.Tables {
+		for _, t := range tables {
+			if t.Name == TableName && t.Family == tp.Table.Family {
+				c.DelTable(tp.Table)
+			}
+		}
+	}
+	for _, tp := range plan.Tables {
+		c.AddTable(tp.Table)
+		ids := map[string]uint32{}
+		for _, s := range tp.Sets {
+			set := *s.Set
+			if err := c.AddSet(&set, s.Elems); err != nil {
+				return false, fmt.Errorf("nftables set %s: %w", set.Name, err)
+			}
+			ids[set.Name] = set.ID
+		}
+		// Chains first: rules may jump to chains that come later.
+		for _, cp := range tp.Chains {
+			c.AddChain(cp.Chain)
+		}
+		for _, cp := range tp.Chains {
+			for _, r := range cp.Rules {
+				exprs := make([]expr.Any, len(r))
+				for i, e := range r {
+					if l, ok := e.(*expr.Lookup); ok {
+						cp := *l
+						cp.SetID = ids[l.SetName]
+						e = &cp
+					}
+					exprs[i] = e
+				}
+				nr := &nftables.Rule{Table: tp.Table, Chain: cp.Chain, Exprs: exprs}
+				if cp.Chain.Name == "state" {
+					nr.UserData = userdata.AppendString(nil, userdata.TypeComment, hashPrefix+plan.Hash)
+				}
+				c.AddRule(nr)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return false, fmt.Errorf("applying nftables plan %s: %w", plan.Hash, err)
+	}
+	return true, nil
+}
+
+// Delete removes both tables (missing ones are fine).
+func Delete(c *nftables.Conn) error {
+	tables, err := c.ListTables()
+	if err != nil {
+		return fmt.Errorf("listing nftables tables: %w", err)
+	}
+	n := 0
+	for _, t := range tables {
+		if t.Name == TableName && (t.Family == nftables.TableFamilyBridge || t.Family == nftables.TableFamilyINet) {
+			c.DelTable(t)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := c.Flush(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("deleting nftables tables %s: %w", TableName, err)
+	}
+	return nil
+}

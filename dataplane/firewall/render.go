@@ -1,0 +1,151 @@
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// String renders the plan in an nft-like text, straight from the expressions that Apply
+// sends. It is what the hash covers and what unprivileged tests compare.
+func (p *Plan) String() string {
+	var b strings.Builder
+	for _, t := range p.Tables {
+		fmt.Fprintf(&b, "table %s %s\n", family(t.Table.Family), t.Table.Name)
+		for _, s := range t.Sets {
+			var el []string
+			for _, e := range s.Elems {
+				el = append(el, fmt.Sprintf("%q", strings.TrimRight(string(e.Key), "\x00")))
+			}
+			fmt.Fprintf(&b, "  set %s { type %s; elements = { %s } }\n", s.Set.Name, s.Set.KeyType.Name, strings.Join(el, ", "))
+		}
+		for _, c := range t.Chains {
+			fmt.Fprintf(&b, "  chain %s", c.Chain.Name)
+			if c.Chain.Hooknum != nil {
+				fmt.Fprintf(&b, " { hook %s priority %d }", hook(t.Table.Family, *c.Chain.Hooknum), *c.Chain.Priority)
+			}
+			b.WriteString("\n")
+			for _, r := range c.Rules {
+				fmt.Fprintf(&b, "    %s\n", renderRule(r))
+			}
+		}
+	}
+	return b.String()
+}
+
+func family(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyINet:
+		return "inet"
+	}
+	return fmt.Sprintf("family%d", f)
+}
+
+func hook(f nftables.TableFamily, h nftables.ChainHook) string {
+	switch h {
+	case *nftables.ChainHookPrerouting:
+		return "prerouting"
+	case *nftables.ChainHookInput:
+		return "input"
+	case *nftables.ChainHookForward:
+		return "forward"
+	}
+	return fmt.Sprintf("hook%d", h)
+}
+
+// renderRule prints the expressions this package uses; a loaded register is printed when the
+// expression that consumes it comes.
+func renderRule(r []expr.Any) string {
+	var parts []string
+	reg := ""
+	for _, e := range r {
+		switch x := e.(type) {
+		case *expr.Meta:
+			reg = map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
+				expr.MetaKeyNFPROTO: "meta nfproto", expr.MetaKeyL4PROTO: "meta l4proto"}[x.Key]
+		case *expr.Payload:
+			reg = payloadName(x)
+		case *expr.Bitwise:
+			reg = fmt.Sprintf("%s & %s", reg, value(reg, x.Mask))
+		case *expr.Cmp:
+			op := "=="
+			if x.Op == expr.CmpOpNeq {
+				op = "!="
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %s", reg, op, value(reg, x.Data)))
+		case *expr.Lookup:
+			op := ""
+			if x.Invert {
+				op = "!= "
+			}
+			parts = append(parts, fmt.Sprintf("%s %s@%s", reg, op, x.SetName))
+		case *expr.Counter:
+			parts = append(parts, "counter")
+		case *expr.Verdict:
+			switch x.Kind {
+			case expr.VerdictDrop:
+				parts = append(parts, "drop")
+			case expr.VerdictAccept:
+				parts = append(parts, "accept")
+			case expr.VerdictJump:
+				parts = append(parts, "jump "+x.Chain)
+			}
+		default:
+			parts = append(parts, fmt.Sprintf("%T", e))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func payloadName(p *expr.Payload) string {
+	switch p.Base {
+	case expr.PayloadBaseLLHeader:
+		switch p.Offset {
+		case 6:
+			return "ether saddr"
+		case 12:
+			return "ether type"
+		}
+	case expr.PayloadBaseNetworkHeader:
+		switch {
+		case p.Offset == 12 && p.Len == 4:
+			return "ip saddr"
+		case p.Offset == 16 && p.Len == 4:
+			return "ip daddr"
+		case p.Offset == 8 && p.Len == 6:
+			return "arp saddr ether"
+		case p.Offset == 14 && p.Len == 4:
+			return "arp saddr ip"
+		case p.Offset == 8 && p.Len == 16:
+			return "ip6 saddr"
+		case p.Offset == 24 && p.Len == 16:
+			return "ip6 daddr"
+		}
+	case expr.PayloadBaseTransportHeader:
+		if p.Offset == 0 && p.Len == 1 {
+			return "icmpv6 type"
+		}
+	}
+	return fmt.Sprintf("payload(%d,%d,%d)", p.Base, p.Offset, p.Len)
+}
+
+func value(reg string, b []byte) string {
+	switch {
+	case strings.HasPrefix(reg, "iifname"), strings.HasPrefix(reg, "oifname"):
+		return fmt.Sprintf("%q", strings.TrimRight(string(b), "\x00"))
+	case strings.HasPrefix(reg, "ether type"):
+		return fmt.Sprintf("0x%02x%02x", b[0], b[1])
+	case len(b) == 6:
+		return net.HardwareAddr(b).String()
+	case len(b) == 4 || len(b) == 16:
+		a, _ := netip.AddrFromSlice(b)
+		return a.String()
+	}
+	return fmt.Sprintf("%d", b)
+}

@@ -1,0 +1,340 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Rule selects a department's table for traffic arriving on a segment bridge.
+type Rule struct {
+	Family   int // unix.AF_INET or unix.AF_INET6
+	IifName  string
+	Table    int
+	Priority int
+}
+
+func (r Rule) String() string {
+	f := "v4"
+	if r.Family == unix.AF_INET6 {
+		f = "v6"
+	}
+	return fmt.Sprintf("%s pref %d iif %s lookup %d", f, r.Priority, r.IifName, r.Table)
+}
+
+// OwnedRules lists the policy rules carrying Proto.
+func (m *Manager) OwnedRules() ([]Rule, error) {
+	var out []Rule
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		rules, err := m.nl.RuleListFiltered(fam, &netlink.Rule{Protocol: Proto}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return nil, fmt.Errorf("listing rules: %w", err)
+		}
+		for _, r := range rules {
+			if r.Protocol != Proto {
+				continue
+			}
+			out = append(out, Rule{Family: fam, IifName: r.IifName, Table: r.Table, Priority: r.Priority})
+		}
+	}
+	return out, nil
+}
+
+// EnsureRules makes the Proto rules exactly want.
+func (m *Manager) EnsureRules(want []Rule) error {
+	have, err := m.OwnedRules()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range have {
+		if slices.Contains(want, r) {
+			continue
+		}
+		if err := m.nl.RuleDel(m.rule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("deleting rule %s: %w", r, err))
+			continue
+		}
+		m.changed("rule deleted", "rule", r.String())
+	}
+	for _, r := range want {
+		if slices.Contains(have, r) {
+			continue
+		}
+		if err := m.nl.RuleAdd(m.rule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("adding rule %s: %w", r, err))
+			continue
+		}
+		m.changed("rule added", "rule", r.String())
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) rule(r Rule) *netlink.Rule {
+	nr := netlink.NewRule()
+	nr.Family = r.Family
+	nr.IifName = r.IifName
+	nr.Table = r.Table
+	nr.Priority = r.Priority
+	nr.Protocol = Proto
+	return nr
+}
+
+// Route is one route in a department table: a segment prefix on its bridge, or (Dev "") an
+// unreachable route that ends the lookup so traffic never falls through to other tables.
+type Route struct {
+	Table int
+	Dst   netip.Prefix
+	Dev   string     // "" for unreachable
+	Src   netip.Addr // preferred source (the gateway), optional
+}
+
+func (r Route) String() string {
+	if r.Dev == "" {
+		return fmt.Sprintf("table %d unreachable %s", r.Table, r.Dst)
+	}
+	return fmt.Sprintf("table %d %s dev %s src %s", r.Table, r.Dst, r.Dev, r.Src)
+}
+
+// OwnedRoutes lists the Proto routes of all tables.
+func (m *Manager) OwnedRoutes() ([]Route, error) {
+	var out []Route
+	names := map[int]string{}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		routes, err := m.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: Proto},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return nil, fmt.Errorf("listing routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Protocol != Proto {
+				continue
+			}
+			rt := Route{Table: r.Table}
+			if r.Dst != nil {
+				rt.Dst, _ = prefixOf(r.Dst)
+			} else if fam == unix.AF_INET {
+				rt.Dst = netip.MustParsePrefix("0.0.0.0/0")
+			} else {
+				rt.Dst = netip.MustParsePrefix("::/0")
+			}
+			if r.Type != unix.RTN_UNREACHABLE {
+				if _, ok := names[r.LinkIndex]; !ok {
+					if l, err := m.nl.LinkByIndex(r.LinkIndex); err == nil {
+						names[r.LinkIndex] = l.Attrs().Name
+					} else {
+						names[r.LinkIndex] = fmt.Sprintf("if%d", r.LinkIndex)
+					}
+				}
+				rt.Dev = names[r.LinkIndex]
+				if a, ok := netip.AddrFromSlice(r.Src); ok {
+					rt.Src = a.Unmap()
+				}
+			}
+			out = append(out, rt)
+		}
+	}
+	return out, nil
+}
+
+// EnsureRoutes makes the Proto routes (in every table) exactly want.
+func (m *Manager) EnsureRoutes(want []Route) error {
+	have, err := m.OwnedRoutes()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range have {
+		if slices.Contains(want, r) {
+			continue
+		}
+		nr, err := m.route(r, true)
+		if err == nil {
+			err = m.nl.RouteDel(nr)
+		}
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("deleting route %s: %w", r, err))
+			continue
+		}
+		m.changed("route deleted", "route", r.String())
+	}
+	for _, r := range want {
+		if slices.Contains(have, r) {
+			continue
+		}
+		nr, err := m.route(r, false)
+		if err == nil {
+			err = m.nl.RouteReplace(nr)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("adding route %s: %w", r, err))
+			continue
+		}
+		m.changed("route added", "route", r.String())
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) route(r Route, forDelete bool) (*netlink.Route, error) {
+	nr := &netlink.Route{Table: r.Table, Dst: ipnet(r.Dst), Protocol: Proto}
+	if r.Dst.Addr().Is4() {
+		nr.Family = unix.AF_INET
+	} else {
+		nr.Family = unix.AF_INET6
+	}
+	if r.Dev == "" {
+		nr.Type = unix.RTN_UNREACHABLE
+		return nr, nil
+	}
+	l, err := m.nl.LinkByName(r.Dev)
+	if err != nil {
+		if forDelete {
+			return nr, nil
+		}
+		return nil, fmt.Errorf("device %s: %w", r.Dev, err)
+	}
+	nr.LinkIndex = l.Attrs().Index
+	nr.Scope = netlink.SCOPE_LINK
+	if r.Src.IsValid() {
+		nr.Src = r.Src.AsSlice()
+	}
+	return nr, nil
+}
+
+// Neighbor is a permanent IP -> MAC entry on a bridge: guests the distributed gateway routes
+// to are known, so the gateway never has to ARP (which would leave onto the trunk).
+type Neighbor struct {
+	Dev  string
+	IP   netip.Addr
+	MAC  string // canonical lower-case form
+	FDB  string // when set: also a static bridge FDB entry pointing the MAC at this port
+	Link int    // filled by the reader
+}
+
+// EnsureNeighbors makes the permanent neighbours and static FDB entries on the given bridges
+// exactly want (other bridges are not looked at).
+func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
+	var errs []error
+	type nkey struct {
+		dev string
+		ip  netip.Addr
+	}
+	type fkey struct{ port, mac string }
+	wantN := map[nkey]string{}
+	wantF := map[fkey]bool{}
+	for _, n := range want {
+		wantN[nkey{n.Dev, n.IP}] = n.MAC
+		if n.FDB != "" {
+			wantF[fkey{n.FDB, n.MAC}] = true
+		}
+	}
+	ports := map[string]bool{}
+	for _, n := range want {
+		if n.FDB != "" {
+			ports[n.FDB] = true
+		}
+	}
+	for _, b := range bridges {
+		br, err := m.nl.LinkByName(b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: %w", b, err))
+			continue
+		}
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			have, err := m.nl.NeighList(br.Attrs().Index, fam)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("neighbours of %s: %w", b, err))
+				continue
+			}
+			for _, n := range have {
+				if n.State&unix.NUD_PERMANENT == 0 {
+					continue
+				}
+				ip, _ := netip.AddrFromSlice(n.IP)
+				k := nkey{b, ip.Unmap()}
+				if mac, ok := wantN[k]; ok && mac == n.HardwareAddr.String() {
+					delete(wantN, k)
+					continue
+				}
+				if err := m.nl.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+					errs = append(errs, fmt.Errorf("deleting neighbour %s on %s: %w", ip, b, err))
+					continue
+				}
+				m.changed("neighbour deleted", "dev", b, "ip", ip)
+			}
+		}
+		// Static FDB entries live on the bridge ports (family AF_BRIDGE, master).
+		fdb, err := m.nl.NeighList(0, unix.AF_BRIDGE)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("fdb of %s: %w", b, err))
+			continue
+		}
+		for _, n := range fdb {
+			if n.MasterIndex != br.Attrs().Index && n.MasterIndex != 0 {
+				continue
+			}
+			if n.State&unix.NUD_NOARP == 0 || n.Flags&unix.NTF_MASTER == 0 || n.State&unix.NUD_PERMANENT != 0 {
+				continue // learned, local or permanent (the bridge's own) entries
+			}
+			pl, err := m.nl.LinkByIndex(n.LinkIndex)
+			if err != nil || pl.Attrs().MasterIndex != br.Attrs().Index {
+				continue
+			}
+			k := fkey{pl.Attrs().Name, n.HardwareAddr.String()}
+			if wantF[k] {
+				delete(wantF, k)
+				continue
+			}
+			if !ports[pl.Attrs().Name] && !isOurName(pl.Attrs().Name) {
+				continue
+			}
+			if err := m.nl.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("deleting fdb %s on %s: %w", n.HardwareAddr, pl.Attrs().Name, err))
+				continue
+			}
+			m.changed("fdb deleted", "port", pl.Attrs().Name, "mac", n.HardwareAddr)
+		}
+	}
+	for _, n := range want {
+		if mac, ok := wantN[nkey{n.Dev, n.IP}]; ok {
+			l, err := m.nl.LinkByName(n.Dev)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("neighbour %s: device %s: %w", n.IP, n.Dev, err))
+				continue
+			}
+			hw, _ := net.ParseMAC(mac)
+			fam := unix.AF_INET
+			if n.IP.Is6() {
+				fam = unix.AF_INET6
+			}
+			nn := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: unix.NUD_PERMANENT, IP: n.IP.AsSlice(), HardwareAddr: hw}
+			if err := m.nl.NeighSet(nn); err != nil {
+				errs = append(errs, fmt.Errorf("neighbour %s lladdr %s on %s: %w", n.IP, mac, n.Dev, err))
+				continue
+			}
+			delete(wantN, nkey{n.Dev, n.IP})
+			m.changed("neighbour set", "dev", n.Dev, "ip", n.IP)
+		}
+		if n.FDB != "" && wantF[fkey{n.FDB, n.MAC}] {
+			l, err := m.nl.LinkByName(n.FDB)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("fdb %s: port %s: %w", n.MAC, n.FDB, err))
+				continue
+			}
+			hw, _ := net.ParseMAC(n.MAC)
+			fe := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: unix.NUD_NOARP, Flags: unix.NTF_MASTER, HardwareAddr: hw}
+			if err := m.nl.NeighSet(fe); err != nil {
+				errs = append(errs, fmt.Errorf("fdb %s on %s: %w", n.MAC, n.FDB, err))
+				continue
+			}
+			delete(wantF, fkey{n.FDB, n.MAC})
+			m.changed("fdb set", "port", n.FDB, "mac", n.MAC)
+		}
+	}
+	return errors.Join(errs...)
+}
