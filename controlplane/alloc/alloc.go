@@ -1,0 +1,386 @@
+// Package alloc assigns the values the controller owns: VLAN IDs per fabric from a configured
+// range, a routing table ID and route distinguisher/target per department, service VIPs from
+// address pools (IPv4 and IPv6), VM placement and VM addresses inside their segments. It works
+// on a whole config.State: a value already assigned and still valid is kept, a value in use is
+// never handed out again, and everything is deterministic (lowest free value first), so the
+// result can be committed in the same etcd transaction as the objects.
+package alloc
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+)
+
+// Range is an inclusive integer range.
+type Range struct{ First, Last int }
+
+func (r Range) contains(v int) bool { return v >= r.First && v <= r.Last }
+
+// ParseRange reads "100-3999".
+func ParseRange(s string) (Range, error) {
+	a, b, ok := strings.Cut(s, "-")
+	x, err1 := strconv.Atoi(strings.TrimSpace(a))
+	y, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || x > y || x < 1 {
+		return Range{}, fmt.Errorf("range %q: want FIRST-LAST with 1 <= FIRST <= LAST", s)
+	}
+	return Range{x, y}, nil
+}
+
+// Config holds the ranges allocation draws from.
+type Config struct {
+	VLANs  map[string]Range // per fabric; "default" applies to fabrics not listed
+	Tables Range            // routing table IDs for department VRFs
+	ASN    uint32           // administrator part of RD/RT values
+}
+
+// DefaultConfig is what the controller uses unless told otherwise.
+func DefaultConfig() Config {
+	return Config{VLANs: map[string]Range{"default": {100, 3999}}, Tables: Range{1000, 1999}, ASN: 65000}
+}
+
+func (c Config) vlanRange(fabric string) Range {
+	if r, ok := c.VLANs[fabric]; ok {
+		return r
+	}
+	if r, ok := c.VLANs["default"]; ok {
+		return r
+	}
+	return Range{100, 3999}
+}
+
+// Allocate fills the status of every object in st that needs a value, keeping values already
+// held. It changes objects in place: callers pass clones.
+func Allocate(st *config.State, c Config) config.Errors {
+	var es config.Errors
+	es = append(es, tables(st, c)...)
+	es = append(es, vlans(st, c)...)
+	es = append(es, vips(st)...)
+	es = append(es, vms(st)...)
+	return es
+}
+
+func tables(st *config.State, c Config) config.Errors {
+	depts := st.List(config.KindDepartment)
+	used := map[int]bool{}
+	var need []*config.Object
+	for _, o := range depts {
+		if t := o.Status.TableID; t != 0 && c.Tables.contains(t) && !used[t] {
+			used[t] = true
+		} else {
+			need = append(need, o)
+		}
+	}
+	var es config.Errors
+	next := c.Tables.First
+	for _, o := range need {
+		for next <= c.Tables.Last && used[next] {
+			next++
+		}
+		if next > c.Tables.Last {
+			es = append(es, config.ErrAt(o, "metadata.name", o.Metadata.Name, "no free routing table ID left in %d-%d", c.Tables.First, c.Tables.Last))
+			continue
+		}
+		used[next] = true
+		o.Status.TableID = next
+	}
+	for _, o := range depts {
+		if o.Status.TableID != 0 {
+			v := fmt.Sprintf("%d:%d", c.ASN, o.Status.TableID)
+			o.Status.RD, o.Status.RT = v, v
+		}
+	}
+	return es
+}
+
+func vlans(st *config.State, c Config) config.Errors {
+	segs := st.List(config.KindSegment)
+	used := map[string]bool{} // fabric/vlan
+	key := func(f string, v int) string { return f + "/" + strconv.Itoa(v) }
+	var need []*config.Object
+	// Given VLANs first, then kept allocations, then new ones.
+	for _, o := range segs {
+		s := o.Spec.(*config.SegmentSpec)
+		if s.VLAN != nil {
+			o.Status.VLAN, o.Status.Fabric = *s.VLAN, s.FabricName()
+			used[key(s.FabricName(), *s.VLAN)] = true
+		}
+	}
+	for _, o := range segs {
+		s := o.Spec.(*config.SegmentSpec)
+		if s.VLAN != nil {
+			continue
+		}
+		k := key(s.FabricName(), o.Status.VLAN)
+		if o.Status.VLAN != 0 && o.Status.Fabric == s.FabricName() && !used[k] {
+			used[k] = true
+			continue
+		}
+		need = append(need, o)
+	}
+	var es config.Errors
+	for _, o := range need {
+		s := o.Spec.(*config.SegmentSpec)
+		r := c.vlanRange(s.FabricName())
+		v := r.First
+		for v <= r.Last && used[key(s.FabricName(), v)] {
+			v++
+		}
+		if v > r.Last {
+			es = append(es, config.ErrAt(o, "spec.vlan", "", "no free VLAN left in %d-%d on fabric %q", r.First, r.Last, s.FabricName()))
+			continue
+		}
+		used[key(s.FabricName(), v)] = true
+		o.Status.VLAN, o.Status.Fabric = v, s.FabricName()
+	}
+	return es
+}
+
+// poolFor returns the pool holding a (that serves department and matches want, when set).
+func poolFor(pools []*config.Object, a netip.Addr, department, want string) *config.Object {
+	for _, p := range pools {
+		ap := p.Spec.(*config.AddressPool)
+		if !ap.Allows(department) || (want != "" && want != p.Metadata.Name) {
+			continue
+		}
+		for _, q := range ap.Prefixes() {
+			if q.Contains(a) {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func vips(st *config.State) config.Errors {
+	svcs := st.List(config.KindService)
+	pools := st.List(config.KindAddressPool)
+	used := map[netip.Addr]bool{}
+	var need []*config.Object
+	for _, o := range svcs {
+		s := o.Spec.(*config.ServiceSpec)
+		if s.VIP != "" {
+			a, _ := netip.ParseAddr(s.VIP)
+			used[a] = true
+			o.Status.VIP, o.Status.Pool = a.String(), ""
+			if p := poolFor(pools, a, s.Department, s.Pool); p != nil {
+				o.Status.Pool = p.Metadata.Name
+			}
+		}
+	}
+	for _, o := range svcs {
+		s := o.Spec.(*config.ServiceSpec)
+		if s.VIP != "" {
+			continue
+		}
+		a, err := netip.ParseAddr(o.Status.VIP)
+		fam := s.IPFamily
+		if fam == "" {
+			fam = "ipv4"
+		}
+		if err == nil && !used[a] && (a.Is6() == (fam == "ipv6")) {
+			if p := poolFor(pools, a, s.Department, s.Pool); p != nil {
+				used[a] = true
+				o.Status.Pool = p.Metadata.Name
+				continue
+			}
+		}
+		o.Status.VIP, o.Status.Pool = "", ""
+		need = append(need, o)
+	}
+	var es config.Errors
+	for _, o := range need {
+		s := o.Spec.(*config.ServiceSpec)
+		v6 := s.IPFamily == "ipv6"
+		var found bool
+		var tried []string
+		for _, p := range pools {
+			ap := p.Spec.(*config.AddressPool)
+			if !ap.Allows(s.Department) || (s.Pool != "" && s.Pool != p.Metadata.Name) {
+				continue
+			}
+			tried = append(tried, p.Metadata.Name)
+			for _, q := range ap.Prefixes() {
+				if q.Addr().Is6() != v6 {
+					continue
+				}
+				if a, ok := firstFree(q, used, nil); ok {
+					used[a] = true
+					o.Status.VIP, o.Status.Pool = a.String(), p.Metadata.Name
+					found = true
+					break
+				}
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			fam := "IPv4"
+			if v6 {
+				fam = "IPv6"
+			}
+			msg := fmt.Sprintf("no free %s VIP for department %q", fam, s.Department)
+			if len(tried) == 0 {
+				msg += ": no address pool serves this department"
+			} else {
+				msg += " in pools " + strings.Join(tried, ", ")
+			}
+			es = append(es, config.ErrAt(o, "spec.vip", "", "%s", msg))
+		}
+	}
+	return es
+}
+
+// firstFree returns the lowest address of q not in used or reserved, skipping the network and
+// broadcast addresses of IPv4 prefixes shorter than /31. It gives up after 1<<20 candidates.
+func firstFree(q netip.Prefix, used map[netip.Addr]bool, reserved map[netip.Addr]bool) (netip.Addr, bool) {
+	a := q.Masked().Addr()
+	last := config.LastAddr(q)
+	skipEnds := a.Is4() && q.Bits() < 31
+	for i := 0; i < 1<<20 && q.Contains(a); i++ {
+		if !(skipEnds && (a == q.Masked().Addr() || a == last)) && !used[a] && !reserved[a] {
+			return a, true
+		}
+		if a == last {
+			break
+		}
+		a = a.Next()
+	}
+	return netip.Addr{}, false
+}
+
+// MAC derives a stable locally administered MAC address for a VM interface.
+func MAC(vm, segment string) string {
+	h := sha256.Sum256([]byte(vm + "/" + segment))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
+func vms(st *config.State) config.Errors {
+	list := st.List(config.KindVM)
+	hosts := st.List(config.KindHost)
+	load := map[string]int{}
+	used := map[netip.Addr]bool{}
+	// Static addresses and kept placement/addresses first.
+	for _, o := range list {
+		s := o.Spec.(*config.VMSpec)
+		for _, n := range s.Networks {
+			if a, err := netip.ParseAddr(n.IPv4); err == nil {
+				used[a] = true
+			}
+			if a, err := netip.ParseAddr(n.IPv6); err == nil {
+				used[a] = true
+			}
+		}
+	}
+	matches := func(h *config.Object, sel map[string]string) bool {
+		labels := h.Spec.(*config.HostSpec).Labels
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	prev := map[string]map[string]config.VMAddress{}
+	for _, o := range list {
+		s := o.Spec.(*config.VMSpec)
+		if s.Host != "" {
+			o.Status.Host = s.Host
+		} else if h := st.Get(config.KindHost, o.Status.Host); h == nil || !matches(h, s.HostSelector) {
+			o.Status.Host = ""
+		}
+		if o.Status.Host != "" {
+			load[o.Status.Host]++
+		}
+		m := map[string]config.VMAddress{}
+		for _, n := range o.Status.Networks {
+			m[n.Segment] = n
+		}
+		prev[o.Metadata.Name] = m
+		o.Status.Networks = nil
+	}
+	// Keep previous addresses still inside their segment and free.
+	keep := map[string]map[string]config.VMAddress{}
+	for _, o := range list {
+		s := o.Spec.(*config.VMSpec)
+		keep[o.Metadata.Name] = map[string]config.VMAddress{}
+		for _, n := range s.Networks {
+			seg := st.Get(config.KindSegment, n.Segment)
+			p, ok := prev[o.Metadata.Name][n.Segment]
+			if seg == nil || !ok {
+				continue
+			}
+			ss := seg.Spec.(*config.SegmentSpec)
+			k := config.VMAddress{Segment: n.Segment, MAC: p.MAC}
+			if a, err := netip.ParseAddr(p.IPv4); n.IPv4 == "" && err == nil && ss.Prefix4().Contains(a) && !used[a] && a != ss.Gateway4() {
+				used[a] = true
+				k.IPv4 = p.IPv4
+			}
+			if a, err := netip.ParseAddr(p.IPv6); n.IPv6 == "" && err == nil && ss.Prefix6().IsValid() && ss.Prefix6().Contains(a) && !used[a] && a != ss.Gateway6Addr() {
+				used[a] = true
+				k.IPv6 = p.IPv6
+			}
+			keep[o.Metadata.Name][n.Segment] = k
+		}
+	}
+	var es config.Errors
+	for _, o := range list {
+		s := o.Spec.(*config.VMSpec)
+		if o.Status.Host == "" {
+			best := ""
+			for _, h := range hosts {
+				if matches(h, s.HostSelector) && (best == "" || load[h.Metadata.Name] < load[best]) {
+					best = h.Metadata.Name
+				}
+			}
+			if best != "" {
+				o.Status.Host = best
+				load[best]++
+			}
+		}
+		for i, n := range s.Networks {
+			seg := st.Get(config.KindSegment, n.Segment)
+			if seg == nil {
+				continue
+			}
+			ss := seg.Spec.(*config.SegmentSpec)
+			a := keep[o.Metadata.Name][n.Segment]
+			a.Segment = n.Segment
+			if a.MAC == "" {
+				a.MAC = MAC(o.Metadata.Name, n.Segment)
+			}
+			reserved := map[netip.Addr]bool{ss.Gateway4(): true}
+			if n.IPv4 != "" {
+				a.IPv4 = n.IPv4
+			} else if a.IPv4 == "" {
+				if ip, ok := firstFree(ss.Prefix4(), used, reserved); ok {
+					used[ip] = true
+					a.IPv4 = ip.String()
+				} else {
+					es = append(es, config.ErrAt(o, fmt.Sprintf("spec.networks[%d].segment", i), n.Segment, "no free IPv4 address left in segment (%s)", ss.IPv4))
+				}
+			}
+			if p6 := ss.Prefix6(); p6.IsValid() {
+				if n.IPv6 != "" {
+					a.IPv6 = n.IPv6
+				} else if a.IPv6 == "" {
+					reserved6 := map[netip.Addr]bool{p6.Addr(): true, ss.Gateway6Addr(): true}
+					if ip, ok := firstFree(p6, used, reserved6); ok {
+						used[ip] = true
+						a.IPv6 = ip.String()
+					}
+				}
+			}
+			o.Status.Networks = append(o.Status.Networks, a)
+		}
+	}
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Name < es[j].Name })
+	return es
+}

@@ -1,0 +1,132 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const base = `apiVersion: govcloud/v1
+kind: Department
+metadata: {name: lands}
+spec: {displayName: Lands, quotas: {vcpus: 4, storageGiB: 10}}
+---
+apiVersion: govcloud/v1
+kind: Department
+metadata: {name: health}
+spec: {}
+---
+apiVersion: govcloud/v1
+kind: AddressPool
+metadata: {name: lands-public}
+spec: {cidrs: [198.19.0.0/28], departments: [lands]}
+---
+apiVersion: govcloud/v1
+kind: AddressPool
+metadata: {name: health-public}
+spec: {cidrs: [198.19.1.0/28], departments: [health]}
+---
+apiVersion: govcloud/v1
+kind: Segment
+metadata: {name: lands-web}
+spec: {department: lands, vlan: 120, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
+---
+apiVersion: govcloud/v1
+kind: Segment
+metadata: {name: health-web}
+spec: {department: health, ipv4: 198.18.30.0/24}
+`
+
+func parseValidate(t testing.TB, y string) error {
+	objs, err := Parse("test.yaml", []byte(y))
+	if err != nil {
+		return err
+	}
+	st := NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	return Validate(st).Err()
+}
+
+func TestValid(t *testing.T) {
+	if err := parseValidate(t, base); err != nil {
+		t.Fatalf("valid input refused: %v", err)
+	}
+	objs, _ := Parse("x.yaml", []byte(base))
+	if len(objs) != 6 || *objs[4].Spec.(*SegmentSpec).VLAN != 120 {
+		t.Fatalf("parsed %d objects, first segment %+v", len(objs), objs[4].Spec)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	for _, tc := range []struct {
+		desc, yaml string
+		want       []string // substrings of the error
+	}{
+		{"invalid YAML", base + "---\nkind: [unclosed\n", []string{"test.yaml:", "document 7", "invalid YAML"}},
+		{"unknown kind", base + doc("Router", "r1", "{}"), []string{"document 7", `"Router"`, "unknown kind"}},
+		{"unknown field", base + doc("Segment", "s1", "{department: lands, ipv4: 198.18.21.0/24, colour: red}"), []string{"test.yaml:34:", `Segment "s1"`, "spec.colour", "unknown field"}},
+		{"VLAN 0", base + doc("Segment", "s1", "{department: lands, vlan: 0, ipv4: 198.18.21.0/24}"), []string{`Segment "s1"`, `spec.vlan "0"`, "1 to 4094"}},
+		{"VLAN 4095", base + doc("Segment", "s1", "{department: lands, vlan: 4095, ipv4: 198.18.21.0/24}"), []string{`spec.vlan "4095"`}},
+		{"VLAN not a number", base + doc("Segment", "s1", "{department: lands, vlan: ten, ipv4: 198.18.21.0/24}"), []string{`spec.vlan "ten"`, "integer"}},
+		{"duplicate VLAN", base + doc("Segment", "s1", "{department: health, vlan: 120, ipv4: 198.18.21.0/24}"), []string{`Segment "s1"`, "duplicate VLAN", `"lands-web"`}},
+		{"CIDR overlap in one department", base + doc("Segment", "s1", "{department: lands, ipv4: 198.18.20.128/25}"), []string{`Segment "s1"`, `spec.ipv4 "198.18.20.128/25"`, "overlaps", `"lands-web"`}},
+		{"gateway outside segment", base + doc("Segment", "s1", "{department: lands, ipv4: 198.18.21.0/24, gateway: 198.18.22.1}"), []string{`spec.gateway "198.18.22.1"`, "outside the segment"}},
+		{"host bits set", base + doc("Segment", "s1", "{department: lands, ipv4: 198.18.21.5/24}"), []string{`spec.ipv4 "198.18.21.5/24"`, "host bits"}},
+		{"VIP outside every pool", base + doc("Service", "web", "{department: lands, vip: 203.0.113.10, ports: [{port: 80}]}"), []string{`Service "web"`, `spec.vip "203.0.113.10"`, "outside every address pool"}},
+		{"VIP in another department's pool", base + doc("Service", "web", "{department: lands, vip: 198.19.1.5, ports: [{port: 80}]}"), []string{`spec.vip "198.19.1.5"`, `"health-public"`, "does not serve"}},
+		{"backend in another department", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{address: 198.18.30.5}]}"), []string{`spec.backends[0].address "198.18.30.5"`, `department "health"`}},
+		{"unknown department", base + doc("Segment", "s1", "{department: nosuch, ipv4: 198.18.21.0/24}"), []string{`spec.department "nosuch"`, "unknown department"}},
+		{"quota exceeded", base + doc("Volume", "v1", "{department: lands, sizeGiB: 11}"), []string{`Volume "v1"`, "quota exceeded", "10 GiB"}},
+		{"status given", base + "---\napiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec: {}\nstatus: {}\n", []string{"status is written by the controller"}},
+		{"bad name", base + doc("Department", "Bad_Name", "{}"), []string{`metadata.name "Bad_Name"`}},
+		{"object twice", base + doc("Department", "lands", "{}"), []string{`Department "lands"`, "given twice"}},
+		{"wrong apiVersion", strings.Replace(base, "govcloud/v1", "govcloud/v2", 1), []string{`apiVersion "govcloud/v2"`}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			err := parseValidate(t, tc.yaml)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestOverlapAcrossDepartmentsAllowed(t *testing.T) {
+	y := base + "---\napiVersion: govcloud/v1\nkind: Segment\nmetadata: {name: h2}\nspec: {department: health, ipv4: 198.18.20.0/24}\n"
+	if err := parseValidate(t, y); err != nil {
+		t.Fatalf("overlap across departments refused: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(base)
+	f.Add("kind: Segment\nmetadata: {name: a}\nspec: {vlan: 4095}")
+	f.Add("---\n- a\n- b\n")
+	f.Add("apiVersion: govcloud/v1\nkind: Service\nmetadata: {name: s}\nspec: {department: d, ports: [{port: 99999}], backends: [{vm: x, address: y}], healthCheck: {type: http, interval: -1s}}")
+	f.Add("apiVersion: govcloud/v1\nkind: VM\nmetadata: {name: v}\nspec: {department: d, networks: [{segment: s, ipv4: 1.2.3.4}], volumes: [a, a]}")
+	f.Add("a: &x [*x]")
+	f.Fuzz(func(t *testing.T, y string) {
+		err := parseValidate(t, y)
+		if err == nil {
+			return
+		}
+		es := AsErrors(err)
+		if len(es) == 0 {
+			t.Fatalf("error without structure: %v", err)
+		}
+		for _, e := range es {
+			if e.Doc == 0 && e.Name == "" && e.Kind == "" {
+				t.Fatalf("error names no object or document: %v", e)
+			}
+		}
+	})
+}

@@ -1,0 +1,128 @@
+// Package desired is the plain description of what one host must realize, as the controller
+// sends it to the agents: segments, department VRFs, services with resolved backends, BGP peers
+// and the VMs/volumes placed on the host. It has no dependencies so agents can import it
+// without pulling in etcd.
+package desired
+
+// State is everything one host must realize. Revision is the store revision it was computed
+// at; agents pass it back to wait for the next change.
+type State struct {
+	Host        string       `json:"host"`
+	Revision    int64        `json:"revision"`
+	Uplink      string       `json:"uplink,omitempty"`
+	Address     string       `json:"address,omitempty"`
+	Departments []Department `json:"departments"`
+	Segments    []Segment    `json:"segments"`
+	Services    []Service    `json:"services"`
+	BGP         *BGP         `json:"bgp,omitempty"`
+	VMs         []VM         `json:"vms"`
+	Volumes     []Volume     `json:"volumes"`
+}
+
+// Department is a tenant's VRF-lite: its routing table and BGP RD/RT.
+type Department struct {
+	Name          string `json:"name"`
+	TableID       int    `json:"tableId"`
+	RD            string `json:"rd"`
+	RT            string `json:"rt"`
+	BandwidthMbps int    `json:"bandwidthMbps,omitempty"`
+}
+
+// Segment is one department L2 segment carried on the host's trunk.
+type Segment struct {
+	Name       string `json:"name"`
+	Department string `json:"department"`
+	Fabric     string `json:"fabric"`
+	VLAN       int    `json:"vlan"`
+	IPv4       string `json:"ipv4"`
+	Gateway    string `json:"gateway"`
+	IPv6       string `json:"ipv6,omitempty"`
+	Gateway6   string `json:"gateway6,omitempty"`
+	TableID    int    `json:"tableId"`
+}
+
+// Port is one listening port of a service.
+type Port struct {
+	Port       int    `json:"port"`
+	Protocol   string `json:"protocol"`
+	TargetPort int    `json:"targetPort"`
+}
+
+// Backend is one real server.
+type Backend struct {
+	Address string `json:"address"`
+	Weight  int    `json:"weight"`
+	VM      string `json:"vm,omitempty"`
+	Host    string `json:"host,omitempty"` // host the VM runs on, when a VM
+	Segment string `json:"segment,omitempty"`
+}
+
+// HealthCheck probes backends; durations in milliseconds.
+type HealthCheck struct {
+	Type               string `json:"type"`
+	Port               int    `json:"port,omitempty"`
+	Path               string `json:"path,omitempty"`
+	IntervalMs         int64  `json:"intervalMs"`
+	TimeoutMs          int64  `json:"timeoutMs"`
+	HealthyThreshold   int    `json:"healthyThreshold"`
+	UnhealthyThreshold int    `json:"unhealthyThreshold"`
+}
+
+// Service is a VIP to load-balance.
+type Service struct {
+	Name        string       `json:"name"`
+	Department  string       `json:"department"`
+	VIP         string       `json:"vip"`
+	Scope       string       `json:"scope"` // public (advertise) | internal
+	Mode        string       `json:"mode"`  // nat | dsr
+	Ports       []Port       `json:"ports"`
+	Backends    []Backend    `json:"backends"`
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	TableID     int          `json:"tableId"`
+}
+
+// BGP is the host's speaker configuration.
+type BGP struct {
+	ASN      uint32 `json:"asn"`
+	RouterID string `json:"routerID"`
+	Peers    []Peer `json:"peers"`
+}
+
+// Peer is one BGP neighbour; the password is read by the agent from the file or variable.
+type Peer struct {
+	Address         string `json:"address"`
+	ASN             uint32 `json:"asn"`
+	PasswordFile    string `json:"passwordFile,omitempty"`
+	PasswordEnv     string `json:"passwordEnv,omitempty"`
+	GracefulRestart bool   `json:"gracefulRestart,omitempty"`
+	Multihop        int    `json:"multihop,omitempty"`
+}
+
+// VM is a virtual machine placed on this host.
+type VM struct {
+	Name       string      `json:"name"`
+	Department string      `json:"department"`
+	VCPUs      int         `json:"vcpus"`
+	MemoryMiB  int         `json:"memoryMiB"`
+	Image      string      `json:"image,omitempty"`
+	Volumes    []string    `json:"volumes,omitempty"`
+	Interfaces []Interface `json:"interfaces"`
+}
+
+// Interface is a VM NIC on a segment.
+type Interface struct {
+	Segment string `json:"segment"`
+	VLAN    int    `json:"vlan"`
+	MAC     string `json:"mac"`
+	IPv4    string `json:"ipv4,omitempty"` // CIDR form, e.g. 198.18.20.10/24
+	IPv6    string `json:"ipv6,omitempty"`
+	Gateway string `json:"gateway"`
+}
+
+// Volume is a block volume used by a VM on this host.
+type Volume struct {
+	Name       string `json:"name"`
+	Department string `json:"department"`
+	SizeGiB    int    `json:"sizeGiB"`
+	Image      string `json:"image,omitempty"`
+}

@@ -1,0 +1,166 @@
+// Package reconcile computes the desired state of one host from the whole configuration:
+// every host carries every segment and every service (any host may receive a VIP's traffic),
+// its own BGP peers, and the VMs and volumes placed on it.
+package reconcile
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/desired"
+)
+
+// ForHost returns host's desired state, or nil when no such Host object exists.
+func ForHost(st *config.State, host string, rev int64) *desired.State {
+	h := st.Get(config.KindHost, host)
+	if h == nil {
+		return nil
+	}
+	hs := h.Spec.(*config.HostSpec)
+	out := &desired.State{Host: host, Revision: rev, Uplink: hs.Uplink, Address: hs.Address,
+		Departments: []desired.Department{}, Segments: []desired.Segment{}, Services: []desired.Service{},
+		VMs: []desired.VM{}, Volumes: []desired.Volume{}}
+	table := map[string]int{}
+	for _, o := range st.List(config.KindDepartment) {
+		d := o.Spec.(*config.DepartmentSpec)
+		dd := desired.Department{Name: o.Metadata.Name, TableID: o.Status.TableID, RD: o.Status.RD, RT: o.Status.RT}
+		if d.Quotas.BandwidthMbps != nil {
+			dd.BandwidthMbps = *d.Quotas.BandwidthMbps
+		}
+		table[o.Metadata.Name] = o.Status.TableID
+		out.Departments = append(out.Departments, dd)
+	}
+	segVLAN := map[string]int{}
+	for _, o := range st.List(config.KindSegment) {
+		s := o.Spec.(*config.SegmentSpec)
+		ds := desired.Segment{Name: o.Metadata.Name, Department: s.Department, Fabric: s.FabricName(),
+			VLAN: config.EffectiveVLAN(o), IPv4: s.IPv4, Gateway: s.Gateway4().String(), TableID: table[s.Department]}
+		if s.IPv6 != "" {
+			ds.IPv6, ds.Gateway6 = s.IPv6, s.Gateway6Addr().String()
+		}
+		segVLAN[o.Metadata.Name] = ds.VLAN
+		out.Segments = append(out.Segments, ds)
+	}
+	for _, o := range st.List(config.KindService) {
+		s := o.Spec.(*config.ServiceSpec)
+		ds := desired.Service{Name: o.Metadata.Name, Department: s.Department, VIP: config.EffectiveVIP(o).String(),
+			Scope: "public", Mode: s.Mode, Ports: []desired.Port{}, Backends: []desired.Backend{}, TableID: table[s.Department]}
+		if ds.Mode == "" {
+			ds.Mode = "nat"
+		}
+		if p := st.Get(config.KindAddressPool, o.Status.Pool); p != nil {
+			ds.Scope = p.Spec.(*config.AddressPool).ScopeName()
+		}
+		for _, p := range s.Ports {
+			dp := desired.Port{Port: p.Port, Protocol: p.Protocol, TargetPort: p.TargetPort}
+			if dp.Protocol == "" {
+				dp.Protocol = "tcp"
+			}
+			if dp.TargetPort == 0 {
+				dp.TargetPort = p.Port
+			}
+			ds.Ports = append(ds.Ports, dp)
+		}
+		for _, b := range s.Backends {
+			w := 1
+			if b.Weight != nil {
+				w = *b.Weight
+			}
+			if b.Address != "" {
+				db := desired.Backend{Address: b.Address, Weight: w}
+				if a, err := netip.ParseAddr(b.Address); err == nil {
+					for _, seg := range st.List(config.KindSegment) {
+						if ss := seg.Spec.(*config.SegmentSpec); ss.Department == s.Department && (ss.Prefix4().Contains(a) || (ss.Prefix6().IsValid() && ss.Prefix6().Contains(a))) {
+							db.Segment = seg.Metadata.Name
+						}
+					}
+				}
+				ds.Backends = append(ds.Backends, db)
+				continue
+			}
+			vm := st.Get(config.KindVM, b.VM)
+			if vm == nil {
+				continue
+			}
+			for _, n := range vm.Status.Networks {
+				addr := n.IPv4
+				if config.EffectiveVIP(o).Is6() {
+					addr = n.IPv6
+				}
+				if addr != "" {
+					ds.Backends = append(ds.Backends, desired.Backend{Address: addr, Weight: w, VM: b.VM, Host: vm.Status.Host, Segment: n.Segment})
+					break
+				}
+			}
+		}
+		if h := s.HealthCheck; h != nil {
+			dh := &desired.HealthCheck{Type: h.Type, Port: h.Port, Path: h.Path, IntervalMs: 5000, TimeoutMs: 2000,
+				HealthyThreshold: h.HealthyThreshold, UnhealthyThreshold: h.UnhealthyThreshold}
+			if d, err := time.ParseDuration(h.Interval); err == nil {
+				dh.IntervalMs = d.Milliseconds()
+			}
+			if d, err := time.ParseDuration(h.Timeout); err == nil {
+				dh.TimeoutMs = d.Milliseconds()
+			}
+			if dh.HealthyThreshold == 0 {
+				dh.HealthyThreshold = 2
+			}
+			if dh.UnhealthyThreshold == 0 {
+				dh.UnhealthyThreshold = 3
+			}
+			if dh.Type == "http" && dh.Path == "" {
+				dh.Path = "/"
+			}
+			ds.HealthCheck = dh
+		}
+		out.Services = append(out.Services, ds)
+	}
+	if hs.ASN != 0 || len(hs.BGPPeers) > 0 {
+		b := &desired.BGP{ASN: hs.ASN, RouterID: hs.RouterID, Peers: []desired.Peer{}}
+		if b.RouterID == "" {
+			if a, err := netip.ParseAddr(hs.Address); err == nil && a.Is4() {
+				b.RouterID = a.String()
+			}
+		}
+		for _, p := range hs.BGPPeers {
+			b.Peers = append(b.Peers, desired.Peer{Address: p.Address, ASN: p.ASN, PasswordFile: p.PasswordFile,
+				PasswordEnv: p.PasswordEnv, GracefulRestart: p.GracefulRestart, Multihop: p.Multihop})
+		}
+		out.BGP = b
+	}
+	var vols []string
+	for _, o := range st.List(config.KindVM) {
+		if o.Status.Host != host {
+			continue
+		}
+		s := o.Spec.(*config.VMSpec)
+		vm := desired.VM{Name: o.Metadata.Name, Department: s.Department, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB,
+			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}}
+		for _, n := range o.Status.Networks {
+			seg := st.Get(config.KindSegment, n.Segment)
+			if seg == nil {
+				continue
+			}
+			ss := seg.Spec.(*config.SegmentSpec)
+			in := desired.Interface{Segment: n.Segment, VLAN: segVLAN[n.Segment], MAC: n.MAC, Gateway: ss.Gateway4().String()}
+			if n.IPv4 != "" {
+				in.IPv4 = netip.PrefixFrom(netip.MustParseAddr(n.IPv4), ss.Prefix4().Bits()).String()
+			}
+			if n.IPv6 != "" && ss.Prefix6().IsValid() {
+				in.IPv6 = netip.PrefixFrom(netip.MustParseAddr(n.IPv6), ss.Prefix6().Bits()).String()
+			}
+			vm.Interfaces = append(vm.Interfaces, in)
+		}
+		vols = append(vols, s.Volumes...)
+		out.VMs = append(out.VMs, vm)
+	}
+	for _, o := range st.List(config.KindVolume) {
+		if slices.Contains(vols, o.Metadata.Name) {
+			s := o.Spec.(*config.VolumeSpec)
+			out.Volumes = append(out.Volumes, desired.Volume{Name: o.Metadata.Name, Department: s.Department, SizeGiB: s.SizeGiB, Image: s.Image})
+		}
+	}
+	return out
+}
