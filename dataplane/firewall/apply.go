@@ -106,6 +106,20 @@ func Apply(c *nftables.Conn, plan *Plan) (changed bool, err error) {
 	return true, nil
 }
 
+// Exists reports whether either govcloud table is in the kernel.
+func Exists(c *nftables.Conn) (bool, error) {
+	tables, err := c.ListTables()
+	if err != nil {
+		return false, fmt.Errorf("listing nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName && (t.Family == nftables.TableFamilyBridge || t.Family == nftables.TableFamilyINet) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Delete removes both tables (missing ones are fine).
 func Delete(c *nftables.Conn) error {
 	tables, err := c.ListTables()

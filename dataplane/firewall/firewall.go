@@ -107,7 +107,7 @@ func Build(cfg Config) (*Plan, error) {
 		}
 		c := &ChainPlan{Chain: &nftables.Chain{Name: "port-" + p.Ifname, Table: br}}
 		guests.Rules = append(guests.Rules, rule(matchIif(p.Ifname), jump(c.Chain.Name)))
-		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), drop()))
+		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), counter(), drop()))
 		for _, a := range p.Addrs {
 			if a.Is4() {
 				b := a.As4()

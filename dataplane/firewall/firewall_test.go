@@ -41,7 +41,7 @@ func TestBuild(t *testing.T) {
   chain guests { hook prerouting priority -200 }
     iifname == "vm-a" jump port-vm-a
   chain port-vm-a
-    ether saddr != 02:00:00:00:00:0a drop
+    ether saddr != 02:00:00:00:00:0a counter drop
     ether type == 0x0800 ip saddr == 198.18.20.10 accept
     ether type == 0x0806 arp saddr ether == 02:00:00:00:00:0a arp saddr ip == 198.18.20.10 accept
     ether type == 0x86dd ip6 saddr == 2001:db8:20::a accept

@@ -1,0 +1,46 @@
+package hostnet
+
+import "sync"
+
+// Fake records what it is asked to Set, for unit tests of callers. It validates like Host and
+// returns Err (when set) from Set.
+type Fake struct {
+	mu     sync.Mutex
+	Sets   []HostNetwork
+	Err    error
+	Closed bool
+}
+
+var _ Network = (*Fake)(nil)
+
+// Set records desired (after validation).
+func (f *Fake) Set(desired HostNetwork) error {
+	if err := desired.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	f.Sets = append(f.Sets, desired)
+	return nil
+}
+
+// Current returns the last desired state Set accepted.
+func (f *Fake) Current() (HostNetwork, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.Sets) == 0 {
+		return HostNetwork{}, false
+	}
+	return f.Sets[len(f.Sets)-1], true
+}
+
+// Close marks the fake closed.
+func (f *Fake) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Closed = true
+	return nil
+}

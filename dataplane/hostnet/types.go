@@ -1,0 +1,162 @@
+// Package hostnet realises a host's whole tenant network from one declarative description:
+// per segment a bridge with the distributed gateway, a veth pair into the eBPF VLAN trunk on
+// the uplink, a routing table per department (VRF-lite), guest ports, permanent neighbours
+// and the nftables isolation rules. Set is level-triggered and idempotent (Tailscale's
+// wgengine/router style): it reads the kernel, works out the difference and converges from any
+// state, including one a crashed agent left half-way. Teardown removes everything it made.
+package hostnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+)
+
+// HostNetwork is everything one host should have.
+type HostNetwork struct {
+	// Uplink is the interface that carries the 802.1Q trunk to the top-of-rack switch.
+	Uplink string
+	// GatewayMAC is the distributed gateway's MAC, the same on every host (DefaultGatewayMAC
+	// when nil).
+	GatewayMAC  net.HardwareAddr
+	Departments []Department
+	Segments    []Segment
+	// Guests are guest ports. A guest with an empty Ifname lives on another host: only its
+	// permanent neighbour entry and a static FDB entry toward the trunk are made here, so the
+	// local gateway can route to it without ARP crossing the trunk.
+	Guests []Guest
+	// Management prefixes are never reachable from tenant segments.
+	Management []netip.Prefix
+}
+
+// Department is a tenant with its own routing table.
+type Department struct {
+	Name  string
+	ID    uint32 // counter label, unique
+	Table int    // routing table, unique, not 0/253/254/255
+}
+
+// Segment is one L2 segment of a department.
+type Segment struct {
+	Name       string
+	Department string
+	ID         uint32 // counter label; 0 means the VLAN id
+	VLAN       uint16
+	IPv4       netip.Prefix
+	IPv6       netip.Prefix // optional
+	Gateway    netip.Addr   // IPv4 gateway inside IPv4
+	Gateway6   netip.Addr   // optional; defaults to the first address of IPv6
+}
+
+// Guest is a guest's port on a segment.
+type Guest struct {
+	Segment string
+	Ifname  string // host-side port (tap or veth end); "" for a guest on another host
+	MAC     net.HardwareAddr
+	Addr    netip.Addr // IPv4
+	Addr6   netip.Addr // optional
+}
+
+// DefaultGatewayMAC is the gateway MAC used when HostNetwork.GatewayMAC is nil
+// (locally administered).
+var DefaultGatewayMAC = net.HardwareAddr{0x02, 0x67, 0x63, 0x00, 0x00, 0x01}
+
+// Validate reports the first problem that would stop Set, naming the object and value.
+func (h HostNetwork) Validate() error {
+	_, err := h.normalize()
+	return err
+}
+
+func (h HostNetwork) normalize() (HostNetwork, error) {
+	out := HostNetwork{Uplink: h.Uplink, GatewayMAC: h.GatewayMAC, Management: slices.Clone(h.Management)}
+	if out.GatewayMAC == nil {
+		out.GatewayMAC = DefaultGatewayMAC
+	}
+	if len(out.GatewayMAC) != 6 {
+		return out, fmt.Errorf("gateway MAC %q is not a 6-byte Ethernet address", out.GatewayMAC)
+	}
+	depts := map[string]Department{}
+	ids := map[uint32]string{}
+	tables := map[int]string{}
+	for _, d := range h.Departments {
+		switch {
+		case d.Name == "":
+			return out, fmt.Errorf("department with id %d has no name", d.ID)
+		case depts[d.Name].Name != "":
+			return out, fmt.Errorf("department %q listed twice", d.Name)
+		case ids[d.ID] != "":
+			return out, fmt.Errorf("department %q: id %d already used by %q", d.Name, d.ID, ids[d.ID])
+		case d.Table <= 0 || d.Table >= 253 && d.Table <= 255 || d.Table > 0x7fffffff:
+			return out, fmt.Errorf("department %q: routing table %d is reserved or invalid", d.Name, d.Table)
+		case tables[d.Table] != "":
+			return out, fmt.Errorf("department %q: routing table %d already used by %q", d.Name, d.Table, tables[d.Table])
+		}
+		depts[d.Name], ids[d.ID], tables[d.Table] = d, d.Name, d.Name
+		out.Departments = append(out.Departments, d)
+	}
+	segs := map[string]Segment{}
+	vlans := map[uint16]string{}
+	for _, s := range h.Segments {
+		switch {
+		case s.Name == "":
+			return out, fmt.Errorf("segment with vlan %d has no name", s.VLAN)
+		case segs[s.Name].Name != "":
+			return out, fmt.Errorf("segment %q listed twice", s.Name)
+		case depts[s.Department].Name == "":
+			return out, fmt.Errorf("segment %q: unknown department %q", s.Name, s.Department)
+		case s.VLAN < 1 || s.VLAN > 4094:
+			return out, fmt.Errorf("segment %q: vlan %d out of range 1-4094", s.Name, s.VLAN)
+		case vlans[s.VLAN] != "":
+			return out, fmt.Errorf("segment %q: vlan %d already used by %q", s.Name, s.VLAN, vlans[s.VLAN])
+		case !s.IPv4.IsValid() || !s.IPv4.Addr().Is4():
+			return out, fmt.Errorf("segment %q: ipv4 %q is not an IPv4 prefix", s.Name, s.IPv4)
+		case !s.Gateway.Is4() || !s.IPv4.Contains(s.Gateway) || s.Gateway == s.IPv4.Masked().Addr():
+			return out, fmt.Errorf("segment %q: gateway %q is not a host address in %s", s.Name, s.Gateway, s.IPv4)
+		}
+		s.IPv4 = s.IPv4.Masked()
+		if s.IPv6.IsValid() {
+			if !s.IPv6.Addr().Is6() || s.IPv6.Addr().Is4In6() {
+				return out, fmt.Errorf("segment %q: ipv6 %q is not an IPv6 prefix", s.Name, s.IPv6)
+			}
+			s.IPv6 = s.IPv6.Masked()
+			if !s.Gateway6.IsValid() {
+				s.Gateway6 = s.IPv6.Addr().Next()
+			}
+			if !s.IPv6.Contains(s.Gateway6) {
+				return out, fmt.Errorf("segment %q: gateway6 %s is not in %s", s.Name, s.Gateway6, s.IPv6)
+			}
+		} else if s.Gateway6.IsValid() {
+			return out, fmt.Errorf("segment %q: gateway6 %s without an ipv6 prefix", s.Name, s.Gateway6)
+		}
+		if s.ID == 0 {
+			s.ID = uint32(s.VLAN)
+		}
+		segs[s.Name], vlans[s.VLAN] = s, s.Name
+		out.Segments = append(out.Segments, s)
+	}
+	ports := map[string]bool{}
+	for _, g := range h.Guests {
+		s, ok := segs[g.Segment]
+		switch {
+		case !ok:
+			return out, fmt.Errorf("guest %s (%s): unknown segment %q", g.Ifname, g.Addr, g.Segment)
+		case len(g.MAC) != 6:
+			return out, fmt.Errorf("guest %s (%s): MAC %q is not a 6-byte Ethernet address", g.Ifname, g.Addr, g.MAC)
+		case g.Addr.IsValid() && !s.IPv4.Contains(g.Addr):
+			return out, fmt.Errorf("guest %s: address %s is not in segment %q (%s)", g.Ifname, g.Addr, s.Name, s.IPv4)
+		case g.Addr6.IsValid() && !s.IPv6.Contains(g.Addr6):
+			return out, fmt.Errorf("guest %s: address %s is not in segment %q (%s)", g.Ifname, g.Addr6, s.Name, s.IPv6)
+		case len(g.Ifname) > 15:
+			return out, fmt.Errorf("guest %s: interface name longer than 15 bytes", g.Ifname)
+		case g.Ifname != "" && ports[g.Ifname]:
+			return out, fmt.Errorf("guest port %s listed twice", g.Ifname)
+		}
+		ports[g.Ifname] = g.Ifname != ""
+		out.Guests = append(out.Guests, g)
+	}
+	if len(out.Segments) > 0 && out.Uplink == "" {
+		return out, fmt.Errorf("segments need an uplink interface")
+	}
+	return out, nil
+}
