@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,9 @@ type Network interface {
 	Close() error
 }
 
+// DefaultStateDir is where a Host keeps the sysctl values it will restore.
+const DefaultStateDir = "/run/govcloud/hostnet"
+
 // DefaultRulePriority is the policy-rule priority of the department rules (before main).
 const DefaultRulePriority = 1000
 
@@ -43,6 +47,9 @@ type Config struct {
 	PinPath string
 	// RulePriority of the "iif <bridge> lookup <table>" rules (DefaultRulePriority).
 	RulePriority int
+	// StateDir keeps what must outlive a crash besides the pins: the sysctl values found
+	// before the first change, so Teardown can restore them (DefaultStateDir).
+	StateDir string
 	// Keep makes Close leave the dataplane forwarding (an agent upgrade) instead of removing it.
 	Keep bool
 }
@@ -77,7 +84,15 @@ func New(cfg Config) (*Host, error) {
 	if cfg.RulePriority == 0 {
 		cfg.RulePriority = DefaultRulePriority
 	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
 	h := &Host{cfg: cfg, log: cfg.Logger, attached: map[string]int{}, sysctls: map[string]string{}}
+	if b, err := os.ReadFile(h.sysctlFile()); err == nil {
+		if err := json.Unmarshal(b, &h.sysctls); err != nil {
+			return nil, fmt.Errorf("reading saved sysctls %s: %w", h.sysctlFile(), err)
+		}
+	}
 	var err error
 	if cfg.NetNS > 0 {
 		h.nl, err = netlink.NewHandleAt(cfg.NetNS)
@@ -159,12 +174,37 @@ func (h *Host) sysctl(key, val string) error {
 	}
 	if _, ok := h.sysctls[key]; !ok {
 		h.sysctls[key] = c
+		if !strings.HasPrefix(key, "net.ipv4.conf.gcbr") {
+			if err := h.saveSysctls(); err != nil {
+				return err
+			}
+		}
 	}
 	if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
 		return fmt.Errorf("sysctl %s=%s: %w", key, val, err)
 	}
 	h.writes++
 	return nil
+}
+
+func (h *Host) sysctlFile() string { return filepath.Join(h.cfg.StateDir, "sysctl.json") }
+
+func (h *Host) saveSysctls() error {
+	keep := map[string]string{}
+	for k, v := range h.sysctls {
+		if !strings.HasPrefix(k, "net.ipv4.conf.gcbr") {
+			keep[k] = v
+		}
+	}
+	b, _ := json.Marshal(keep)
+	if err := os.MkdirAll(h.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir %s: %w", h.cfg.StateDir, err)
+	}
+	tmp := h.sysctlFile() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("saving sysctls: %w", err)
+	}
+	return os.Rename(tmp, h.sysctlFile())
 }
 
 func bridgeOf(s Segment) string { return netdev.BridgeName(s.VLAN) }
@@ -605,6 +645,9 @@ func (h *Host) Teardown() error {
 		return errors.Join(e...)
 	}))
 	h.sysctls = map[string]string{}
+	if err := os.Remove(h.sysctlFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

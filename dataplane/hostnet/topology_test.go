@@ -91,7 +91,7 @@ func newLab(t *testing.T) *lab {
 		if err := ns.AddrAdd("up0", fmt.Sprintf("192.0.2.%d/24", i+1)); err != nil {
 			t.Fatal(err)
 		}
-		hn, err := hostnet.New(hostnet.Config{NetNS: ns.Handle(), PinPath: filepath.Join(bpffs, h)})
+		hn, err := hostnet.New(hostnet.Config{NetNS: ns.Handle(), PinPath: filepath.Join(bpffs, h), StateDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +207,7 @@ func (l *lab) dial(guest, network, addr string) (string, error) {
 	return out, err
 }
 
-var counterRE = regexp.MustCompile(`counter packets (\d+)`)
+var counterRE = regexp.MustCompile(`counter packets (\d+) bytes \d+`)
 
 // nftDrops sums the counters of a chain in the host's govcloud table.
 func nftDrops(t *testing.T, host *netnstest.NS, family, chain string) int {

@@ -174,11 +174,8 @@ func (m *Manager) ensureVeth(a, b string, mtu int) (netlink.Link, netlink.Link, 
 	la, errA := m.nl.LinkByName(a)
 	lb, errB := m.nl.LinkByName(b)
 	ok := errA == nil && errB == nil && la.Type() == "veth" && lb.Type() == "veth"
-	if ok {
-		if peer, err := netlink.VethPeerIndex(&netlink.Veth{LinkAttrs: *la.Attrs()}); err != nil || peer != lb.Attrs().Index {
-			ok = false
-		}
-	}
+	// A veth's IFLA_LINK is its peer's ifindex (both ends live in this namespace).
+	ok = ok && la.Attrs().ParentIndex == lb.Attrs().Index && lb.Attrs().ParentIndex == la.Attrs().Index
 	if !ok {
 		// Half-made or foreign: remove what is ours and start again.
 		for _, l := range []netlink.Link{la, lb} {

@@ -275,11 +275,10 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 			continue
 		}
 		for _, n := range fdb {
-			if n.MasterIndex != br.Attrs().Index && n.MasterIndex != 0 {
+			// Static entries dump as NUD_NOARP with the bridge as master (no NTF_MASTER
+			// flag); learned ones are reachable/stale, the bridge's own are permanent.
+			if n.MasterIndex != br.Attrs().Index || n.State != unix.NUD_NOARP {
 				continue
-			}
-			if n.State&unix.NUD_NOARP == 0 || n.Flags&unix.NTF_MASTER == 0 || n.State&unix.NUD_PERMANENT != 0 {
-				continue // learned, local or permanent (the bridge's own) entries
 			}
 			pl, err := m.nl.LinkByIndex(n.LinkIndex)
 			if err != nil || pl.Attrs().MasterIndex != br.Attrs().Index {
