@@ -404,16 +404,20 @@ func TestReconcile(t *testing.T) {
 func TestValidate(t *testing.T) {
 	base := stateA()
 	cases := map[string]func(*hostnet.HostNetwork){
-		"duplicate vlan":      func(d *hostnet.HostNetwork) { d.Segments[1].VLAN = 120 },
-		"vlan 0":              func(d *hostnet.HostNetwork) { d.Segments[0].VLAN = 0 },
-		"vlan 4095":           func(d *hostnet.HostNetwork) { d.Segments[0].VLAN = 4095 },
-		"unknown department":  func(d *hostnet.HostNetwork) { d.Segments[0].Department = "nope" },
-		"gateway outside":     func(d *hostnet.HostNetwork) { d.Segments[0].Gateway = ip("198.18.99.1") },
-		"reserved table":      func(d *hostnet.HostNetwork) { d.Departments[0].Table = 254 },
-		"duplicate table":     func(d *hostnet.HostNetwork) { d.Departments[1].Table = 100 },
-		"guest outside":       func(d *hostnet.HostNetwork) { d.Guests[0].Addr = ip("198.18.30.5") },
-		"guest short MAC":     func(d *hostnet.HostNetwork) { d.Guests[0].MAC = d.Guests[0].MAC[:3] },
-		"duplicate port":      func(d *hostnet.HostNetwork) { d.Guests[1].Ifname = "vga"; d.Guests[1].Segment = "lands-web"; d.Guests[1].Addr = ip("198.18.20.3") },
+		"duplicate vlan":     func(d *hostnet.HostNetwork) { d.Segments[1].VLAN = 120 },
+		"vlan 0":             func(d *hostnet.HostNetwork) { d.Segments[0].VLAN = 0 },
+		"vlan 4095":          func(d *hostnet.HostNetwork) { d.Segments[0].VLAN = 4095 },
+		"unknown department": func(d *hostnet.HostNetwork) { d.Segments[0].Department = "nope" },
+		"gateway outside":    func(d *hostnet.HostNetwork) { d.Segments[0].Gateway = ip("198.18.99.1") },
+		"reserved table":     func(d *hostnet.HostNetwork) { d.Departments[0].Table = 254 },
+		"duplicate table":    func(d *hostnet.HostNetwork) { d.Departments[1].Table = 100 },
+		"guest outside":      func(d *hostnet.HostNetwork) { d.Guests[0].Addr = ip("198.18.30.5") },
+		"guest short MAC":    func(d *hostnet.HostNetwork) { d.Guests[0].MAC = d.Guests[0].MAC[:3] },
+		"duplicate port": func(d *hostnet.HostNetwork) {
+			d.Guests[1].Ifname = "vga"
+			d.Guests[1].Segment = "lands-web"
+			d.Guests[1].Addr = ip("198.18.20.3")
+		},
 		"no uplink":           func(d *hostnet.HostNetwork) { d.Uplink = "" },
 		"unknown guest seg":   func(d *hostnet.HostNetwork) { d.Guests[0].Segment = "nope" },
 		"gateway is network":  func(d *hostnet.HostNetwork) { d.Segments[0].Gateway = ip("198.18.20.0") },
