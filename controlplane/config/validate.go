@@ -334,7 +334,9 @@ func (p *AddressPool) ScopeName() string {
 }
 
 // Allows says whether department may draw from the pool.
-func (p *AddressPool) Allows(department string) bool { return slices.Contains(p.Departments, department) }
+func (p *AddressPool) Allows(department string) bool {
+	return slices.Contains(p.Departments, department)
+}
 
 // EffectiveVLAN is the VLAN a segment uses: given or allocated (0 when pending).
 func EffectiveVLAN(o *Object) int {

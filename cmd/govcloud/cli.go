@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/config"
+)
+
+// cliError turns a controller error into one line per problem.
+func cliError(err error) error {
+	var ce *client.Error
+	if errors.As(err, &ce) && len(ce.Errors) > 1 {
+		lines := make([]string, 0, len(ce.Errors)+1)
+		lines = append(lines, fmt.Sprintf("%d problems, nothing was changed:", len(ce.Errors)))
+		for _, e := range ce.Errors {
+			lines = append(lines, "  "+e.Error())
+		}
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	return err
+}
+
+func readInput(file string) ([]byte, string, error) {
+	if file == "" {
+		return nil, "", errors.New("-f FILE required ('-' reads standard input)")
+	}
+	if file == "-" {
+		b, err := io.ReadAll(os.Stdin)
+		return b, "<stdin>", err
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, file, fmt.Errorf("read %s: %w", file, err)
+	}
+	return b, file, nil
+}
+
+func checkOutput(o string, allowed ...string) error {
+	for _, a := range allowed {
+		if o == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("-o %q: want one of %s", o, strings.Join(allowed, ", "))
+}
+
+// printData writes JSON bytes as json or yaml.
+func printData(w io.Writer, raw json.RawMessage, format string) error {
+	switch format {
+	case "json":
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		defer enc.Close()
+		return enc.Encode(v)
+	}
+	return fmt.Errorf("unknown output format %q", format)
+}
+
+func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
+	sym := map[string]string{"create": "+", "update": "~", "delete": "-", "unchanged": "="}
+	for _, c := range res.Changes {
+		if c.Action == "unchanged" {
+			continue
+		}
+		line := fmt.Sprintf("%s %s %s %s", sym[c.Action], c.Action, c.Kind, c.Name)
+		if len(c.Fields) > 0 {
+			line += " (" + strings.Join(c.Fields, ", ") + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	n := res.Counts
+	fmt.Fprintf(w, "%s: %d to create, %d to update, %d to delete, %d unchanged (revision %d)\n",
+		verb, n["create"], n["update"], n["delete"], n["unchanged"], res.Revision)
+}
+
+func detail(o client.Object) []string {
+	switch s := o.Spec.(type) {
+	case *config.DepartmentSpec:
+		return []string{fmt.Sprintf("table=%d rd=%s", o.Status.TableID, o.Status.RD)}
+	case *config.SegmentSpec:
+		d := fmt.Sprintf("vlan=%d ipv4=%s gw=%s", config.EffectiveVLAN(&o.Object), s.IPv4, s.Gateway4())
+		if s.IPv6 != "" {
+			d += " ipv6=" + s.IPv6
+		}
+		return []string{d}
+	case *config.AddressPool:
+		return []string{fmt.Sprintf("%s scope=%s for=%s", strings.Join(s.CIDRs, ","), s.ScopeName(), strings.Join(s.Departments, ","))}
+	case *config.ServiceSpec:
+		ports := make([]string, len(s.Ports))
+		for i, p := range s.Ports {
+			proto := p.Protocol
+			if proto == "" {
+				proto = "tcp"
+			}
+			ports[i] = fmt.Sprintf("%d/%s", p.Port, proto)
+		}
+		return []string{fmt.Sprintf("vip=%s ports=%s backends=%d", o.VIP, strings.Join(ports, ","), len(s.Backends))}
+	case *config.HostSpec:
+		return []string{fmt.Sprintf("address=%s uplink=%s peers=%d", s.Address, s.Uplink, len(s.BGPPeers))}
+	case *config.VMSpec:
+		host := o.Status.Host
+		if host == "" {
+			host = "(pending)"
+		}
+		return []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+	case *config.VolumeSpec:
+		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
+	}
+	return nil
+}
+
+func printTable(w io.Writer, objs []client.Object) error {
+	sort.SliceStable(objs, func(i, j int) bool {
+		if objs[i].Kind != objs[j].Kind {
+			return config.KindOrder(objs[i].Kind) < config.KindOrder(objs[j].Kind)
+		}
+		return objs[i].Name < objs[j].Name
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAME\tDEPARTMENT\tDETAIL")
+	for _, o := range objs {
+		d := o.Department
+		if d == "" {
+			d = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Kind, o.Name, d, strings.Join(detail(o), " "))
+	}
+	return tw.Flush()
+}

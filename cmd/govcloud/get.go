@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/config"
+)
+
+func init() { register(newGetCmd) }
+
+func newGetCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "get KIND [NAME]",
+		Short: "Show objects (departments, segments, pools, services, hosts, vms, volumes, all)",
+		Long: `get lists objects of KIND, or one object. JSON output includes, for each object, name,
+department, and for services "vip", for VMs "addresses".`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(out, "table", "json", "yaml"); err != nil {
+				return err
+			}
+			kind := ""
+			if args[0] != "all" {
+				if kind = config.NormalizeKind(args[0]); kind == "" {
+					return fmt.Errorf("unknown kind %q (want one of %s, or all)", args[0], strings.Join(config.Kinds, ", "))
+				}
+			}
+			c := client.FromEnv()
+			var raw json.RawMessage
+			var err error
+			if len(args) == 2 {
+				if kind == "" {
+					return fmt.Errorf("get all takes no name")
+				}
+				raw, err = c.GetRaw(cmd.Context(), kind, args[1])
+			} else {
+				raw, err = c.ListRaw(cmd.Context(), kind)
+			}
+			if err != nil {
+				return cliError(err)
+			}
+			if out != "table" {
+				return printData(cmd.OutOrStdout(), raw, out)
+			}
+			var objs []client.Object
+			if len(args) == 2 {
+				var o client.Object
+				if err := json.Unmarshal(raw, &o); err != nil {
+					return err
+				}
+				objs = []client.Object{o}
+			} else if err := json.Unmarshal(raw, &objs); err != nil {
+				return err
+			}
+			return printTable(cmd.OutOrStdout(), objs)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or yaml")
+	return cmd
+}

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/store"
+)
+
+// Roles.
+const (
+	RoleAdmin      = "admin"      // everything
+	RoleNetwork    = "network"    // network resources: departments, pools, segments, services, hosts
+	RoleDepartment = "department" // read-only, its own department's resources and usage
+	RoleAgent      = "agent"      // its own host's desired state and status
+	roleAnonymous  = "anonymous"  // reads without a token when the controller allows it (lab)
+)
+
+// networkKinds are what the network role may write.
+var networkKinds = map[string]bool{config.KindDepartment: true, config.KindAddressPool: true, config.KindSegment: true,
+	config.KindService: true, config.KindHost: true}
+
+// NewToken returns a fresh random token and the hash stored for it.
+func NewToken() (token, hash string) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	token = "gc_" + hex.EncodeToString(b)
+	return token, HashToken(token)
+}
+
+// HashToken is how tokens are looked up: only the SHA-256 is stored.
+func HashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+type principal struct {
+	store.Token
+}
+
+func (p *principal) who() string { return p.Name + " (" + p.Role + ")" }
+
+// canRead says whether p may read o.
+func (p *principal) canRead(o *config.Object) bool {
+	switch p.Role {
+	case RoleAdmin, RoleNetwork, roleAnonymous:
+		return true
+	case RoleDepartment:
+		if ap, ok := o.Spec.(*config.AddressPool); ok {
+			return ap.Allows(p.Department)
+		}
+		return o.Department() == p.Department
+	}
+	return false
+}
+
+// canWrite says whether p may create, change or delete objects of kind.
+func (p *principal) canWrite(kind string) bool {
+	return p.Role == RoleAdmin || (p.Role == RoleNetwork && networkKinds[kind])
+}
+
+type tokenCache struct {
+	mu sync.Mutex
+	m  map[string]cachedToken
+}
+
+type cachedToken struct {
+	t   *store.Token
+	exp time.Time
+}
+
+var errUnauthorized = errors.New("unauthorized")
+
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal, *apiError) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if h == "" || !ok || tok == "" {
+		if s.opt.AnonymousRead && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			return &principal{store.Token{Name: "anonymous", Role: roleAnonymous}}, nil
+		}
+		if h == "" {
+			return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing bearer token (set GOVCLOUD_TOKEN)"}
+		}
+		return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "malformed Authorization header: want 'Bearer TOKEN'"}
+	}
+	hash := HashToken(strings.TrimSpace(tok))
+	s.tokens.mu.Lock()
+	c, ok := s.tokens.m[hash]
+	s.tokens.mu.Unlock()
+	if ok && time.Now().Before(c.exp) {
+		if c.t == nil {
+			return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid token"}
+		}
+		return &principal{*c.t}, nil
+	}
+	t, err := s.store.GetToken(ctx, hash)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
+	}
+	s.tokens.mu.Lock()
+	if len(s.tokens.m) > 10000 {
+		s.tokens.m = map[string]cachedToken{}
+	}
+	s.tokens.m[hash] = cachedToken{t: t, exp: time.Now().Add(2 * time.Second)}
+	s.tokens.mu.Unlock()
+	if t == nil {
+		return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid token"}
+	}
+	return &principal{*t}, nil
+}
+
+// TokenRequest asks for a new token.
+type TokenRequest struct {
+	Name       string `json:"name"`
+	Role       string `json:"role"`
+	Department string `json:"department,omitempty"`
+	Host       string `json:"host,omitempty"`
+}
+
+// TokenResponse carries a new token; it is shown once and never stored.
+type TokenResponse struct {
+	Token string      `json:"token"`
+	Grant store.Token `json:"grant"`
+}
+
+func validateTokenRequest(req TokenRequest) error {
+	switch req.Role {
+	case RoleAdmin, RoleNetwork:
+		if req.Department != "" || req.Host != "" {
+			return fmt.Errorf("token %q: role %s takes no department or host", req.Name, req.Role)
+		}
+	case RoleDepartment:
+		if req.Department == "" {
+			return fmt.Errorf("token %q: role department needs a department", req.Name)
+		}
+	case RoleAgent:
+		if req.Host == "" {
+			return fmt.Errorf("token %q: role agent needs a host", req.Name)
+		}
+	default:
+		return fmt.Errorf("token %q: role %q: want admin, network, department or agent", req.Name, req.Role)
+	}
+	if req.Name == "" {
+		return errors.New("token: name required")
+	}
+	return nil
+}

@@ -1,0 +1,550 @@
+// Package api is the controller's REST API (JSON under /v1, OpenAPI at /v1/openapi.json):
+// apply/plan of YAML, get/delete of objects, per-host desired state with long-poll watch,
+// host status write-back, audit log and tokens. Every request carries a bearer token whose
+// role (admin, network, department, agent) decides what it may see and change; every write
+// is recorded in the audit log in the same etcd transaction as the change.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/alloc"
+	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/plan"
+	"github.com/govcloud/govcloud/controlplane/reconcile"
+	"github.com/govcloud/govcloud/controlplane/store"
+)
+
+// Options configure the server.
+type Options struct {
+	Alloc         alloc.Config
+	AnonymousRead bool              // allow GETs without a token (the lab)
+	ID            string            // this controller's name in status
+	Leader        func() LeaderInfo // who leads; nil = always this one
+}
+
+// LeaderInfo describes the election.
+type LeaderInfo struct {
+	IsLeader bool   `json:"isLeader"`
+	Leader   string `json:"leader"`
+}
+
+// Server serves the API.
+type Server struct {
+	store *store.Store
+	log   *slog.Logger
+	opt   Options
+
+	applyMu sync.Mutex
+	tokens  tokenCache
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced on every state change
+}
+
+// New returns a server over st.
+func New(st *store.Store, log *slog.Logger, opt Options) *Server {
+	if opt.Alloc.VLANs == nil {
+		opt.Alloc = alloc.DefaultConfig()
+	}
+	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{})}
+}
+
+// Run follows state changes (for watches) until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	s.store.WatchState(ctx, func(int64) { s.wake() })
+}
+
+func (s *Server) wake() {
+	s.notifyMu.Lock()
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.notifyMu.Unlock()
+}
+
+func (s *Server) waiter() <-chan struct{} {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.notify
+}
+
+// apiError is the JSON body of every failure.
+type apiError struct {
+	Status  int           `json:"-"`
+	Code    string        `json:"code"`
+	Message string        `json:"error"`
+	Errors  config.Errors `json:"errors,omitempty"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, e *apiError) { writeJSON(w, e.Status, e) }
+
+func forbidden(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf(format, args...)}
+}
+
+func invalid(err error) *apiError {
+	return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: err.Error(), Errors: config.AsErrors(err)}
+}
+
+func internal(err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, p *principal) *apiError
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(openAPI))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	route := func(pattern string, h handler) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			p, e := s.authenticate(r.Context(), r)
+			if e == nil {
+				e = h(w, r, p)
+			}
+			if e != nil {
+				if e.Status >= 500 {
+					s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", e.Message)
+				}
+				writeErr(w, e)
+			}
+		})
+	}
+	route("POST /v1/apply", s.handleApply)
+	route("POST /v1/plan", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		q := r.URL.Query()
+		q.Set("dryRun", "true")
+		r.URL.RawQuery = q.Encode()
+		return s.handleApply(w, r, p)
+	})
+	route("GET /v1/objects", s.handleList)
+	route("GET /v1/objects/{kind}", s.handleList)
+	route("GET /v1/objects/{kind}/{name}", s.handleGet)
+	route("DELETE /v1/objects/{kind}/{name}", s.handleDelete)
+	route("GET /v1/hosts/{name}/desired", s.handleDesired)
+	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
+	route("GET /v1/status", s.handleStatus)
+	route("GET /v1/audit", s.handleAudit)
+	route("POST /v1/tokens", s.handleToken)
+	route("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		writeJSON(w, http.StatusOK, p.Token)
+		return nil
+	})
+	return mux
+}
+
+// ApplyResult is the answer to apply and plan.
+type ApplyResult struct {
+	DryRun   bool          `json:"dryRun"`
+	Revision int64         `json:"revision"` // state revision after the apply (before, for a plan)
+	Changes  []plan.Change `json:"changes"`
+	Counts   map[string]int `json:"counts"`
+}
+
+func boolParam(r *http.Request, name string) bool {
+	v, _ := strconv.ParseBool(r.URL.Query().Get(name))
+	return v
+}
+
+func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	if p.Role != RoleAdmin && p.Role != RoleNetwork {
+		return forbidden("%s may not apply configuration (needs role admin or network)", p.who())
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, config.MaxInput+1))
+	if err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "read body: " + err.Error()}
+	}
+	file := r.Header.Get("X-Govcloud-File")
+	if file == "" {
+		file = "<request>"
+	}
+	objs, err := config.Parse(file, body)
+	if err != nil {
+		return invalid(err)
+	}
+	for _, o := range objs {
+		if !p.canWrite(o.Kind) {
+			return forbidden("%s may not write %s (role %s manages %s)", p.who(), o.Key(), p.Role, "network resources")
+		}
+	}
+	base, _ := strconv.ParseInt(r.URL.Query().Get("baseRevision"), 10, 64)
+	req := plan.Request{Objects: objs, Prune: boolParam(r, "prune")}
+	if req.Prune && p.Role != RoleAdmin {
+		return forbidden("%s may not prune (needs role admin)", p.who())
+	}
+	res, e := s.change(r.Context(), p, req, base, boolParam(r, "dryRun"), "apply")
+	if e != nil {
+		return e
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// change plans req and, unless dryRun, commits it. base is the revision the caller planned
+// against (0: the revision when the request arrived); an object changed by someone else
+// after base is a conflict.
+func (s *Server) change(ctx context.Context, p *principal, req plan.Request, base int64, dryRun bool, action string) (*ApplyResult, *apiError) {
+	if base == 0 {
+		snap, err := s.store.Snapshot(ctx)
+		if err != nil {
+			return nil, internal(err)
+		}
+		base = snap.Revision
+	}
+	if !dryRun {
+		s.applyMu.Lock()
+		defer s.applyMu.Unlock()
+	}
+	for attempt := 0; ; attempt++ {
+		snap, err := s.store.Snapshot(ctx)
+		if err != nil {
+			return nil, internal(err)
+		}
+		res, err := plan.Compute(snap.State, snap, req, s.opt.Alloc)
+		if err != nil {
+			return nil, invalid(err)
+		}
+		// Objects this request changes must not have been changed by someone else since base.
+		mine := map[config.Key]bool{}
+		for _, o := range req.Objects {
+			mine[o.Key()] = true
+		}
+		for _, k := range req.Deletes {
+			mine[k] = true
+		}
+		for _, c := range res.Changes {
+			k := config.Key{Kind: c.Kind, Name: c.Name}
+			if c.Action == plan.Unchanged || !(mine[k] || req.Prune) {
+				continue
+			}
+			if mr := snap.ModRev[k]; mr > base {
+				return nil, &apiError{Status: http.StatusConflict, Code: "conflict",
+					Message: fmt.Sprintf("%s %q: conflict: changed by another write at revision %d, after revision %d this %s was based on; nothing was changed, re-plan and apply again", k.Kind, k.Name, mr, base, action),
+					Errors:  config.Errors{{Kind: k.Kind, Name: k.Name, Msg: "conflict: changed concurrently"}}}
+			}
+		}
+		out := &ApplyResult{DryRun: dryRun, Revision: snap.Revision, Changes: res.Changes, Counts: res.Counts()}
+		if out.Changes == nil {
+			out.Changes = []plan.Change{}
+		}
+		if dryRun || (len(res.Puts) == 0 && len(res.Deletes) == 0) {
+			return out, nil
+		}
+		ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: action}
+		for _, c := range res.Changes {
+			if c.Action != plan.Unchanged {
+				ae.Changes = append(ae.Changes, store.AuditChange{Kind: c.Kind, Name: c.Name, Action: c.Action})
+			}
+		}
+		_, err = s.store.Commit(ctx, snap, res.Puts, res.Deletes, ae)
+		if errors.Is(err, store.ErrStale) && attempt < 50 {
+			continue // another controller wrote in between: recompute on the new state
+		}
+		if err != nil {
+			return nil, internal(err)
+		}
+		after, err := s.store.Snapshot(ctx)
+		if err != nil {
+			return nil, internal(err)
+		}
+		out.Revision = after.Revision
+		s.log.Info("applied", "who", p.Name, "action", action, "counts", out.Counts, "revision", out.Revision)
+		return out, nil
+	}
+}
+
+func (s *Server) kindParam(r *http.Request) (string, *apiError) {
+	raw := r.PathValue("kind")
+	if raw == "" {
+		return "", nil
+	}
+	k := config.NormalizeKind(raw)
+	if k == "" {
+		return "", &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("unknown kind %q (want one of %s)", raw, strings.Join(config.Kinds, ", "))}
+	}
+	return k, nil
+}
+
+// View is how objects are shown: the object plus the addresses scripts look for.
+type View struct {
+	*config.Object
+	Name       string   `json:"name"`
+	Department string   `json:"department,omitempty"`
+	VIP        string   `json:"vip,omitempty"`
+	Addresses  []string `json:"addresses,omitempty"`
+	VLAN       int      `json:"vlan,omitempty"`
+	Revision   int64    `json:"revision"`
+}
+
+func view(o *config.Object, rev int64) View {
+	v := View{Object: o, Name: o.Metadata.Name, Department: o.Department(), Revision: rev}
+	switch o.Kind {
+	case config.KindService:
+		if a := config.EffectiveVIP(o); a.IsValid() {
+			v.VIP = a.String()
+			v.Addresses = []string{v.VIP}
+		}
+	case config.KindVM:
+		for _, n := range o.Status.Networks {
+			if n.IPv4 != "" {
+				v.Addresses = append(v.Addresses, n.IPv4)
+			}
+			if n.IPv6 != "" {
+				v.Addresses = append(v.Addresses, n.IPv6)
+			}
+		}
+	case config.KindSegment:
+		v.VLAN = config.EffectiveVLAN(o)
+	}
+	return v
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	if p.Role == RoleAgent {
+		return forbidden("%s may read only its host's desired state", p.who())
+	}
+	kind, e := s.kindParam(r)
+	if e != nil {
+		return e
+	}
+	snap, err := s.store.Snapshot(r.Context())
+	if err != nil {
+		return internal(err)
+	}
+	dept := r.URL.Query().Get("department")
+	if p.Role == RoleDepartment && dept != "" && dept != p.Department {
+		return forbidden("%s may not read department %q", p.who(), dept)
+	}
+	out := []View{}
+	for _, o := range snap.State.List(kind) {
+		if !p.canRead(o) || (dept != "" && o.Department() != dept) {
+			continue
+		}
+		out = append(out, view(o, snap.ModRev[o.Key()]))
+	}
+	w.Header().Set("X-Govcloud-Revision", strconv.FormatInt(snap.Revision, 10))
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	if p.Role == RoleAgent {
+		return forbidden("%s may read only its host's desired state", p.who())
+	}
+	kind, e := s.kindParam(r)
+	if e != nil {
+		return e
+	}
+	snap, err := s.store.Snapshot(r.Context())
+	if err != nil {
+		return internal(err)
+	}
+	name := r.PathValue("name")
+	o := snap.State.Get(kind, name)
+	if o == nil {
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", kind, name)}
+	}
+	if !p.canRead(o) {
+		return forbidden("%s may not read %s of department %q", p.who(), o.Key(), o.Department())
+	}
+	w.Header().Set("X-Govcloud-Revision", strconv.FormatInt(snap.Revision, 10))
+	writeJSON(w, http.StatusOK, view(o, snap.ModRev[o.Key()]))
+	return nil
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	kind, e := s.kindParam(r)
+	if e != nil {
+		return e
+	}
+	if !p.canWrite(kind) {
+		return forbidden("%s may not delete %s objects", p.who(), kind)
+	}
+	base, _ := strconv.ParseInt(r.URL.Query().Get("baseRevision"), 10, 64)
+	k := config.Key{Kind: kind, Name: r.PathValue("name")}
+	res, ae := s.change(r.Context(), p, plan.Request{Deletes: []config.Key{k}}, base, boolParam(r, "dryRun"), "delete")
+	if ae != nil {
+		if len(ae.Errors) == 1 && ae.Errors[0].Msg == "not found" {
+			ae.Status, ae.Code = http.StatusNotFound, "not_found"
+		}
+		return ae
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	host := r.PathValue("name")
+	if p.Role == RoleDepartment || (p.Role == RoleAgent && p.Host != host) {
+		return forbidden("%s may not read the desired state of host %q", p.who(), host)
+	}
+	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	timeout := 30 * time.Second
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d < 0 || d > 10*time.Minute {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("timeout %q: want a duration up to 10m", t)}
+		}
+		timeout = d
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		wait := s.waiter()
+		snap, err := s.store.Snapshot(r.Context())
+		if err != nil {
+			return internal(err)
+		}
+		if snap.Revision > after {
+			d := reconcile.ForHost(snap.State, host, snap.Revision)
+			if d == nil {
+				return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("Host %q not found", host)}
+			}
+			writeJSON(w, http.StatusOK, d)
+			return nil
+		}
+		select {
+		case <-wait:
+		case <-time.After(2 * time.Second): // also poll, in case a watch event was missed
+		case <-deadline.C:
+			w.Header().Set("X-Govcloud-Revision", strconv.FormatInt(snap.Revision, 10))
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (s *Server) handleHostStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	host := r.PathValue("name")
+	if p.Role != RoleAdmin && !(p.Role == RoleAgent && p.Host == host) {
+		return forbidden("%s may not write the status of host %q", p.who(), host)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil || !json.Valid(body) {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("status of host %q: body must be JSON", host)}
+	}
+	if err := s.store.PutHostStatus(r.Context(), host, body); err != nil {
+		return internal(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"host": host, "result": "stored"})
+	return nil
+}
+
+// Status is the controller's summary.
+type Status struct {
+	ID       string                     `json:"id"`
+	Leader   LeaderInfo                 `json:"leader"`
+	Revision int64                      `json:"revision"`
+	Objects  map[string]int             `json:"objects"`
+	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	snap, err := s.store.Snapshot(r.Context())
+	if err != nil {
+		return internal(err)
+	}
+	st := Status{ID: s.opt.ID, Leader: LeaderInfo{IsLeader: true, Leader: s.opt.ID}, Revision: snap.Revision, Objects: map[string]int{}}
+	if s.opt.Leader != nil {
+		st.Leader = s.opt.Leader()
+	}
+	for _, k := range config.Kinds {
+		st.Objects[k] = 0
+	}
+	for _, o := range snap.State.Objects {
+		if p.canRead(o) {
+			st.Objects[o.Kind]++
+		}
+	}
+	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == roleAnonymous {
+		if st.Hosts, err = s.store.HostStatus(r.Context()); err != nil {
+			return internal(err)
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	if p.Role != RoleAdmin && p.Role != RoleNetwork {
+		return forbidden("%s may not read the audit log", p.who())
+	}
+	limit, _ := strconv.ParseInt(r.URL.Query().Get("limit"), 10, 64)
+	if limit <= 0 || limit > 10000 {
+		limit = 100
+	}
+	out, err := s.store.Audit(r.Context(), limit)
+	if err != nil {
+		return internal(err)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	if p.Role != RoleAdmin {
+		return forbidden("%s may not create tokens (needs role admin)", p.who())
+	}
+	var req TokenRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "token request: " + err.Error()}
+	}
+	if err := validateTokenRequest(req); err != nil {
+		return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: err.Error()}
+	}
+	tok, hash := NewToken()
+	grant := store.Token{Name: req.Name, Role: req.Role, Department: req.Department, Host: req.Host, Created: time.Now().UTC()}
+	ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: "token", Detail: map[string]any{"name": req.Name, "role": req.Role, "department": req.Department, "host": req.Host}}
+	if err := s.store.PutToken(r.Context(), hash, grant, ae); err != nil {
+		return internal(err)
+	}
+	writeJSON(w, http.StatusCreated, TokenResponse{Token: tok, Grant: grant})
+	return nil
+}
+
+// Bootstrap creates the first admin token if the store has none; it returns the token, or ""
+// when one was created before.
+func Bootstrap(ctx context.Context, st *store.Store) (string, error) {
+	tok, hash := NewToken()
+	ok, err := st.PutTokenIfNone(ctx, hash, store.Token{Name: "admin", Role: RoleAdmin, Created: time.Now().UTC()})
+	if err != nil || !ok {
+		return "", err
+	}
+	return tok, nil
+}
+
+// Sweep fills in allocations still pending (run by the leader). It commits only if something
+// changed.
+func (s *Server) Sweep(ctx context.Context) error {
+	p := &principal{store.Token{Name: "controller", Role: RoleAdmin}}
+	if _, e := s.change(ctx, p, plan.Request{}, 0, false, "allocate"); e != nil {
+		return e
+	}
+	return nil
+}

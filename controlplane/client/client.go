@@ -1,0 +1,295 @@
+// Package client is the Go client of the controller's REST API, used by the CLI verbs and the
+// agents. It depends on neither etcd nor the server.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/plan"
+)
+
+// DefaultAPI is where the controller listens unless GOVCLOUD_API says otherwise.
+const DefaultAPI = "http://127.0.0.1:8480"
+
+// Client talks to one controller.
+type Client struct {
+	Base  string
+	Token string
+	HTTP  *http.Client
+}
+
+// New returns a client for base (e.g. http://127.0.0.1:8480) with a bearer token.
+func New(base, token string) *Client {
+	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+}
+
+// FromEnv uses GOVCLOUD_API and GOVCLOUD_TOKEN.
+func FromEnv() *Client {
+	base := os.Getenv("GOVCLOUD_API")
+	if base == "" {
+		base = DefaultAPI
+	}
+	return New(base, strings.TrimSpace(os.Getenv("GOVCLOUD_TOKEN")))
+}
+
+// Error is a failure reported by the controller.
+type Error struct {
+	Status  int           `json:"-"`
+	Code    string        `json:"code"`
+	Message string        `json:"error"`
+	Errors  config.Errors `json:"errors,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("controller answered HTTP %d", e.Status)
+	}
+	return e.Message
+}
+
+func (c *Client) do(ctx context.Context, method, path string, hdr map[string]string, body io.Reader, out any) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("controller %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp, fmt.Errorf("controller %s: read answer: %w", c.Base, err)
+	}
+	if resp.StatusCode >= 400 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(b, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("controller answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		return resp, e
+	}
+	if out != nil && resp.StatusCode != http.StatusNotModified && len(b) > 0 {
+		if raw, ok := out.(*json.RawMessage); ok {
+			*raw = append((*raw)[:0], b...)
+			return resp, nil
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp, fmt.Errorf("controller %s%s: decode answer: %w", c.Base, path, err)
+		}
+	}
+	return resp, nil
+}
+
+// ApplyResult is the answer to apply, plan and delete.
+type ApplyResult struct {
+	DryRun   bool           `json:"dryRun"`
+	Revision int64          `json:"revision"`
+	Changes  []plan.Change  `json:"changes"`
+	Counts   map[string]int `json:"counts"`
+}
+
+// ApplyOptions modify an apply.
+type ApplyOptions struct {
+	DryRun       bool
+	Prune        bool
+	BaseRevision int64
+}
+
+// Apply sends a YAML file; file names it in error messages.
+func (c *Client) Apply(ctx context.Context, file string, data []byte, opt ApplyOptions) (*ApplyResult, error) {
+	q := url.Values{}
+	if opt.DryRun {
+		q.Set("dryRun", "true")
+	}
+	if opt.Prune {
+		q.Set("prune", "true")
+	}
+	if opt.BaseRevision > 0 {
+		q.Set("baseRevision", strconv.FormatInt(opt.BaseRevision, 10))
+	}
+	var out ApplyResult
+	_, err := c.do(ctx, http.MethodPost, "/v1/apply?"+q.Encode(), map[string]string{"Content-Type": "application/yaml", "X-Govcloud-File": file}, bytes.NewReader(data), &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Delete removes one object.
+func (c *Client) Delete(ctx context.Context, kind, name string, dryRun bool) (*ApplyResult, error) {
+	var out ApplyResult
+	p := "/v1/objects/" + url.PathEscape(kind) + "/" + url.PathEscape(name)
+	if dryRun {
+		p += "?dryRun=true"
+	}
+	if _, err := c.do(ctx, http.MethodDelete, p, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Object is an object as the API shows it.
+type Object struct {
+	config.Object
+	Name       string   `json:"name"`
+	Department string   `json:"department,omitempty"`
+	VIP        string   `json:"vip,omitempty"`
+	Addresses  []string `json:"addresses,omitempty"`
+	VLAN       int      `json:"vlan,omitempty"`
+	Revision   int64    `json:"revision"`
+}
+
+// UnmarshalJSON decodes both the object and the convenience fields.
+func (o *Object) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &o.Object); err != nil {
+		return err
+	}
+	var extra struct {
+		Name       string   `json:"name"`
+		Department string   `json:"department"`
+		VIP        string   `json:"vip"`
+		Addresses  []string `json:"addresses"`
+		VLAN       int      `json:"vlan"`
+		Revision   int64    `json:"revision"`
+	}
+	if err := json.Unmarshal(b, &extra); err != nil {
+		return err
+	}
+	o.Name, o.Department, o.VIP, o.Addresses, o.VLAN, o.Revision = extra.Name, extra.Department, extra.VIP, extra.Addresses, extra.VLAN, extra.Revision
+	return nil
+}
+
+// ListRaw returns the JSON list of objects of kind ("" = all kinds).
+func (c *Client) ListRaw(ctx context.Context, kind string) (json.RawMessage, error) {
+	var out json.RawMessage
+	p := "/v1/objects"
+	if kind != "" {
+		p += "/" + url.PathEscape(kind)
+	}
+	_, err := c.do(ctx, http.MethodGet, p, nil, nil, &out)
+	return out, err
+}
+
+// GetRaw returns one object as JSON.
+func (c *Client) GetRaw(ctx context.Context, kind, name string) (json.RawMessage, error) {
+	var out json.RawMessage
+	_, err := c.do(ctx, http.MethodGet, "/v1/objects/"+url.PathEscape(kind)+"/"+url.PathEscape(name), nil, nil, &out)
+	return out, err
+}
+
+// List returns the objects of kind.
+func (c *Client) List(ctx context.Context, kind string) ([]Object, error) {
+	raw, err := c.ListRaw(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	var out []Object
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode %s list: %w", kind, err)
+	}
+	return out, nil
+}
+
+// Get returns one object.
+func (c *Client) Get(ctx context.Context, kind, name string) (*Object, error) {
+	raw, err := c.GetRaw(ctx, kind, name)
+	if err != nil {
+		return nil, err
+	}
+	var o Object
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, fmt.Errorf("decode %s %q: %w", kind, name, err)
+	}
+	return &o, nil
+}
+
+// Desired returns host's desired state once the state revision exceeds after, waiting up to
+// timeout; it returns nil (and no error) when nothing changed in that time.
+func (c *Client) Desired(ctx context.Context, host string, after int64, timeout time.Duration) (*desired.State, error) {
+	var out desired.State
+	p := fmt.Sprintf("/v1/hosts/%s/desired?after=%d&timeout=%s", url.PathEscape(host), after, timeout)
+	resp, err := c.do(ctx, http.MethodGet, p, nil, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotModified {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// PutHostStatus reports an agent's status (any JSON-encodable value).
+func (c *Client) PutHostStatus(ctx context.Context, host string, status any) error {
+	b, err := json.Marshal(status)
+	if err != nil {
+		return fmt.Errorf("encode status of host %q: %w", host, err)
+	}
+	_, err = c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/status", map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), nil)
+	return err
+}
+
+// Status is the controller's summary.
+type Status struct {
+	ID     string `json:"id"`
+	Leader struct {
+		IsLeader bool   `json:"isLeader"`
+		Leader   string `json:"leader"`
+	} `json:"leader"`
+	Revision int64                      `json:"revision"`
+	Objects  map[string]int             `json:"objects"`
+	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
+}
+
+// Status returns the controller's summary.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var out Status
+	if _, err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// TokenRequest asks for a token.
+type TokenRequest struct {
+	Name       string `json:"name"`
+	Role       string `json:"role"`
+	Department string `json:"department,omitempty"`
+	Host       string `json:"host,omitempty"`
+}
+
+// CreateToken creates a token (admin only) and returns it.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (string, error) {
+	b, _ := json.Marshal(req)
+	var out struct {
+		Token string `json:"token"`
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/v1/tokens", map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), &out); err != nil {
+		return "", err
+	}
+	return out.Token, nil
+}
+
+// Audit returns the newest audit entries as JSON.
+func (c *Client) Audit(ctx context.Context, limit int) (json.RawMessage, error) {
+	var out json.RawMessage
+	_, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/audit?limit=%d", limit), nil, nil, &out)
+	return out, err
+}

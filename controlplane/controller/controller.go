@@ -1,0 +1,219 @@
+// Package controller wires the control plane together: the store (embedded etcd under the data
+// directory, or an external cluster), the first admin token, leader election among controllers
+// sharing one etcd, the leader's allocation sweep, and the HTTP API.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/govcloud/govcloud/controlplane/alloc"
+	"github.com/govcloud/govcloud/controlplane/api"
+	"github.com/govcloud/govcloud/controlplane/store"
+)
+
+// Options configure a controller.
+type Options struct {
+	DataDir       string
+	Listen        string   // e.g. 127.0.0.1:8480
+	EtcdEndpoints []string // empty: embedded etcd under DataDir
+	Alloc         alloc.Config
+	AnonymousRead bool
+	ElectionTTL   time.Duration
+	ID            string
+	Out           io.Writer // where the first admin token is announced
+	NoFsync       bool      // embedded etcd without fsync (tests)
+	Ready         func(addr string)
+}
+
+// TokenFile is where the first admin token is written, under the data directory.
+const TokenFile = "admin-token"
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, log *slog.Logger, opt Options) error {
+	if opt.ElectionTTL <= 0 {
+		opt.ElectionTTL = 5 * time.Second
+	}
+	if opt.Out == nil {
+		opt.Out = os.Stdout
+	}
+	if err := os.MkdirAll(opt.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", opt.DataDir, err)
+	}
+	endpoints := opt.EtcdEndpoints
+	if len(endpoints) == 0 {
+		e, err := store.StartEmbedded(opt.DataDir, log, store.EmbeddedOptions{NoFsync: opt.NoFsync})
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		endpoints = []string{e.Endpoint}
+	}
+	st, err := store.Connect(endpoints, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	tok, err := api.Bootstrap(ctx, st)
+	if err != nil {
+		return err
+	}
+	tf := filepath.Join(opt.DataDir, TokenFile)
+	if tok != "" {
+		if err := os.WriteFile(tf, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write admin token: %w", err)
+		}
+		fmt.Fprintf(opt.Out, "admin token (also in %s): %s\n", tf, tok)
+	} else if _, err := os.Stat(tf); err == nil {
+		fmt.Fprintf(opt.Out, "admin token: see %s\n", tf)
+	} else {
+		fmt.Fprintln(opt.Out, "admin token: created earlier by another controller of this etcd")
+	}
+
+	l, err := net.Listen("tcp", opt.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", opt.Listen, err)
+	}
+	if opt.ID == "" {
+		h, _ := os.Hostname()
+		opt.ID = h + "/" + l.Addr().String()
+	}
+	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log}
+	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); srv.Run(ctx) }()
+	go func() { defer wg.Done(); el.run(ctx, func(lctx context.Context) { leaderLoop(lctx, srv, log) }) }()
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = hs.Shutdown(sctx)
+	}()
+	log.Info("controller serving", "listen", l.Addr().String(), "id", opt.ID, "etcd", endpoints)
+	if opt.Ready != nil {
+		opt.Ready(l.Addr().String())
+	}
+	err = hs.Serve(l)
+	cancel()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// leaderLoop is the leader's job: sweep allocations so pending values (a VM waiting for a host,
+// a value freed by a failed writer) are filled in without waiting for the next apply.
+func leaderLoop(ctx context.Context, srv *api.Server, log *slog.Logger) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		if err := srv.Sweep(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("allocation sweep", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type election struct {
+	cli *clientv3.Client
+	id  string
+	ttl time.Duration
+	log *slog.Logger
+
+	mu     sync.Mutex
+	leader string
+	me     bool
+}
+
+func (e *election) info() api.LeaderInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return api.LeaderInfo{IsLeader: e.me, Leader: e.leader}
+}
+
+func (e *election) set(leader string, me bool) {
+	e.mu.Lock()
+	e.leader, e.me = leader, me
+	e.mu.Unlock()
+}
+
+// run campaigns until ctx ends, calling lead while this controller leads.
+func (e *election) run(ctx context.Context, lead func(context.Context)) {
+	for ctx.Err() == nil {
+		if err := e.once(ctx, lead); err != nil && ctx.Err() == nil {
+			e.log.Warn("leader election", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (e *election) once(ctx context.Context, lead func(context.Context)) error {
+	sess, err := concurrency.NewSession(e.cli, concurrency.WithTTL(int(max(1, e.ttl/time.Second))), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, store.ElectionPrefix)
+	octx, ocancel := context.WithCancel(ctx)
+	defer ocancel()
+	go func() {
+		for r := range el.Observe(octx) {
+			if len(r.Kvs) > 0 {
+				l := string(r.Kvs[0].Value)
+				e.set(l, l == e.id)
+			}
+		}
+	}()
+	cctx, ccancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-sess.Done():
+		case <-cctx.Done():
+		}
+		ccancel()
+	}()
+	if err := el.Campaign(cctx, e.id); err != nil {
+		ccancel()
+		return fmt.Errorf("campaign: %w", err)
+	}
+	e.log.Info("leading: running allocators", "id", e.id)
+	e.set(e.id, true)
+	lead(cctx)
+	ccancel()
+	e.set("", false)
+	select {
+	case <-sess.Done():
+		return errors.New("session expired; campaigning again")
+	default:
+	}
+	rctx, rc := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rc()
+	_ = el.Resign(rctx)
+	return nil
+}

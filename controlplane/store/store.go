@@ -1,0 +1,293 @@
+// Package store keeps govcloud's objects, audit log, tokens and host status in etcd (embedded
+// or external). Every change of objects is one etcd transaction guarded by the revision of a
+// single state key, so two writers can never both commit against the same snapshot
+// (optimistic concurrency); allocations live in the objects' status and commit with them.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+)
+
+// Key layout.
+const (
+	Prefix        = "/govcloud/"
+	keyState      = Prefix + "state"   // rewritten by every object change: the store's version
+	keyObjects    = Prefix + "objects/" // + Kind/Name -> config.Object JSON
+	keyAudit      = Prefix + "audit/"   // + zero-padded unix nanos -> AuditEntry JSON
+	keyTokens     = Prefix + "tokens/"  // + sha256(token) hex -> Token JSON
+	keyHostStatus = Prefix + "hoststatus/"
+	// ElectionPrefix is where controllers campaign for leadership.
+	ElectionPrefix = Prefix + "leader"
+)
+
+// ErrStale means the state changed between the snapshot and the commit; recompute and retry.
+var ErrStale = errors.New("state changed since the snapshot")
+
+// ErrNotFound is returned for missing keys.
+var ErrNotFound = errors.New("not found")
+
+// Store is the etcd-backed store.
+type Store struct {
+	cli *clientv3.Client
+	log *slog.Logger
+
+	mu    sync.Mutex
+	cache *Snapshot
+}
+
+// Connect opens a client to endpoints.
+func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:          endpoints,
+		DialTimeout:        5 * time.Second,
+		MaxCallSendMsgSize: 64 << 20,
+		MaxCallRecvMsgSize: 256 << 20,
+		Logger:             nil,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(ctx, keyState); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return &Store{cli: cli, log: log}, nil
+}
+
+// Client exposes the etcd client (leader election).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Close closes the client.
+func (s *Store) Close() error { return s.cli.Close() }
+
+// Snapshot is a consistent view of every object at one state version.
+type Snapshot struct {
+	State     *config.State
+	Revision  int64                // mod revision of the state key: changes with every object write (0 = empty store)
+	ModRev    map[config.Key]int64 // per object
+	raw       map[config.Key][]byte
+	EtcdRev   int64
+	Timestamp time.Time
+}
+
+// Raw returns the stored JSON of an object (nil if absent).
+func (s *Snapshot) Raw(k config.Key) []byte { return s.raw[k] }
+
+func objKey(k config.Key) string { return keyObjects + k.Kind + "/" + k.Name }
+
+// Snapshot returns the current objects, from cache when the state key has not moved.
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	r, err := s.cli.Get(ctx, keyState)
+	if err != nil {
+		return nil, fmt.Errorf("read state version: %w", err)
+	}
+	var rev int64
+	if len(r.Kvs) > 0 {
+		rev = r.Kvs[0].ModRevision
+	}
+	s.mu.Lock()
+	c := s.cache
+	s.mu.Unlock()
+	if c != nil && c.Revision == rev {
+		return c, nil
+	}
+	tr, err := s.cli.Txn(ctx).Then(clientv3.OpGet(keyState), clientv3.OpGet(keyObjects, clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read objects: %w", err)
+	}
+	snap := &Snapshot{State: config.NewState(), ModRev: map[config.Key]int64{}, raw: map[config.Key][]byte{}, EtcdRev: tr.Header.Revision, Timestamp: time.Now()}
+	if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		snap.Revision = kvs[0].ModRevision
+	}
+	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
+		var o config.Object
+		if err := json.Unmarshal(kv.Value, &o); err != nil {
+			return nil, fmt.Errorf("stored object %s: %w", kv.Key, err)
+		}
+		k := o.Key()
+		snap.State.Objects[k] = &o
+		snap.ModRev[k] = kv.ModRevision
+		snap.raw[k] = kv.Value
+	}
+	s.mu.Lock()
+	if s.cache == nil || s.cache.Revision < snap.Revision {
+		s.cache = snap
+	}
+	s.mu.Unlock()
+	return snap, nil
+}
+
+// AuditEntry records one write.
+type AuditEntry struct {
+	Time           time.Time      `json:"time"`
+	Who            string         `json:"who"`
+	Role           string         `json:"role"`
+	Action         string         `json:"action"` // apply | delete | token
+	Changes        []AuditChange  `json:"changes,omitempty"`
+	BeforeRevision int64          `json:"beforeRevision"`
+	AfterRevision  int64          `json:"afterRevision"`
+	Detail         map[string]any `json:"detail,omitempty"`
+}
+
+// AuditChange is one object changed by a write.
+type AuditChange struct {
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	Action string `json:"action"`
+}
+
+// Commit writes puts and deletes in one transaction that succeeds only if the state version is
+// still snap.Revision, together with the audit entry. It returns the new state revision, or
+// ErrStale.
+func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Object, deletes []config.Key, audit AuditEntry) (int64, error) {
+	ops := make([]clientv3.Op, 0, len(puts)+len(deletes)+2)
+	for _, o := range puts {
+		b, err := json.Marshal(o)
+		if err != nil {
+			return 0, fmt.Errorf("encode %s: %w", o.Key(), err)
+		}
+		ops = append(ops, clientv3.OpPut(objKey(o.Key()), string(b)))
+	}
+	for _, k := range deletes {
+		ops = append(ops, clientv3.OpDelete(objKey(k)))
+	}
+	audit.BeforeRevision = snap.Revision
+	if audit.Time.IsZero() {
+		audit.Time = time.Now().UTC()
+	}
+	ab, _ := json.Marshal(audit)
+	ops = append(ops,
+		clientv3.OpPut(keyState, fmt.Sprint(time.Now().UnixNano())),
+		clientv3.OpPut(fmt.Sprintf("%s%020d", keyAudit, audit.Time.UnixNano()), string(ab)))
+	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(keyState), "=", snap.Revision)).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("commit %d changes: %w", len(ops)-2, err)
+	}
+	if !tr.Succeeded {
+		return 0, ErrStale
+	}
+	return tr.Header.Revision, nil
+}
+
+// Audit returns up to limit entries, newest first.
+func (s *Store) Audit(ctx context.Context, limit int64) ([]AuditEntry, error) {
+	r, err := s.cli.Get(ctx, keyAudit, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	out := make([]AuditEntry, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		var e AuditEntry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, fmt.Errorf("audit entry %s: %w", kv.Key, err)
+		}
+		e.AfterRevision = kv.ModRevision
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Token is a bearer token's grant; the token itself is never stored, only its hash.
+type Token struct {
+	Name       string    `json:"name"`
+	Role       string    `json:"role"`
+	Department string    `json:"department,omitempty"`
+	Host       string    `json:"host,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// PutToken stores a grant under the token's hash, with its audit entry.
+func (s *Store) PutToken(ctx context.Context, hash string, t Token, audit AuditEntry) error {
+	if audit.Time.IsZero() {
+		audit.Time = time.Now().UTC()
+	}
+	b, _ := json.Marshal(t)
+	ab, _ := json.Marshal(audit)
+	_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(keyTokens+hash, string(b)),
+		clientv3.OpPut(fmt.Sprintf("%s%020d", keyAudit, audit.Time.UnixNano()), string(ab))).Commit()
+	if err != nil {
+		return fmt.Errorf("store token %q: %w", t.Name, err)
+	}
+	return nil
+}
+
+// PutTokenIfNone stores a grant only when no token exists at all (first start). It reports
+// whether it stored it.
+func (s *Store) PutTokenIfNone(ctx context.Context, hash string, t Token) (bool, error) {
+	b, _ := json.Marshal(t)
+	// The bootstrap marker key guards against two controllers both creating an admin token.
+	marker := keyTokens[:len(keyTokens)-1] + "-bootstrapped"
+	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(marker), "=", 0)).
+		Then(clientv3.OpPut(marker, t.Name), clientv3.OpPut(keyTokens+hash, string(b))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("store bootstrap token: %w", err)
+	}
+	return tr.Succeeded, nil
+}
+
+// GetToken returns the grant for a token hash.
+func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
+	r, err := s.cli.Get(ctx, keyTokens+hash)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	var t Token
+	if err := json.Unmarshal(r.Kvs[0].Value, &t); err != nil {
+		return nil, fmt.Errorf("stored token: %w", err)
+	}
+	return &t, nil
+}
+
+// PutHostStatus stores what an agent reports about its host.
+func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage) error {
+	v, _ := json.Marshal(map[string]any{"host": host, "time": time.Now().UTC(), "status": status})
+	if _, err := s.cli.Put(ctx, keyHostStatus+host, string(v)); err != nil {
+		return fmt.Errorf("store status of host %q: %w", host, err)
+	}
+	return nil
+}
+
+// HostStatus returns every host's last report, by host name.
+func (s *Store) HostStatus(ctx context.Context) (map[string]json.RawMessage, error) {
+	r, err := s.cli.Get(ctx, keyHostStatus, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read host status: %w", err)
+	}
+	out := map[string]json.RawMessage{}
+	for _, kv := range r.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), keyHostStatus)] = json.RawMessage(kv.Value)
+	}
+	return out, nil
+}
+
+// WatchState calls fn with the new state revision after every object change, until ctx ends.
+func (s *Store) WatchState(ctx context.Context, fn func(rev int64)) {
+	for ctx.Err() == nil {
+		wc := s.cli.Watch(clientv3.WithRequireLeader(ctx), keyState)
+		for wr := range wc {
+			for _, ev := range wr.Events {
+				fn(ev.Kv.ModRevision)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
