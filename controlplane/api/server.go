@@ -159,9 +159,9 @@ func (s *Server) Handler() http.Handler {
 
 // ApplyResult is the answer to apply and plan.
 type ApplyResult struct {
-	DryRun   bool          `json:"dryRun"`
-	Revision int64         `json:"revision"` // state revision after the apply (before, for a plan)
-	Changes  []plan.Change `json:"changes"`
+	DryRun   bool           `json:"dryRun"`
+	Revision int64          `json:"revision"` // state revision after the apply (before, for a plan)
+	Changes  []plan.Change  `json:"changes"`
 	Counts   map[string]int `json:"counts"`
 }
 

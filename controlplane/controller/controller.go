@@ -91,7 +91,7 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		h, _ := os.Hostname()
 		opt.ID = h + "/" + l.Addr().String()
 	}
-	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log}
+	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log, prefix: st.ElectionPrefix()}
 	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -138,10 +138,11 @@ func leaderLoop(ctx context.Context, srv *api.Server, log *slog.Logger) {
 }
 
 type election struct {
-	cli *clientv3.Client
-	id  string
-	ttl time.Duration
-	log *slog.Logger
+	cli    *clientv3.Client
+	id     string
+	ttl    time.Duration
+	log    *slog.Logger
+	prefix string
 
 	mu     sync.Mutex
 	leader string
@@ -179,7 +180,7 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 		return fmt.Errorf("session: %w", err)
 	}
 	defer sess.Close()
-	el := concurrency.NewElection(sess, store.ElectionPrefix)
+	el := concurrency.NewElection(sess, e.prefix)
 	octx, ocancel := context.WithCancel(ctx)
 	defer ocancel()
 	go func() {

@@ -65,6 +65,7 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = "govcloud=" + pu.String()
 	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
 	cfg.MaxTxnOps = 1 << 20
 	cfg.MaxRequestBytes = 64 << 20
 	cfg.UnsafeNoFsync = opt.NoFsync

@@ -19,17 +19,30 @@ import (
 	"github.com/govcloud/govcloud/controlplane/config"
 )
 
-// Key layout.
-const (
-	Prefix        = "/govcloud/"
-	keyState      = Prefix + "state"   // rewritten by every object change: the store's version
-	keyObjects    = Prefix + "objects/" // + Kind/Name -> config.Object JSON
-	keyAudit      = Prefix + "audit/"   // + zero-padded unix nanos -> AuditEntry JSON
-	keyTokens     = Prefix + "tokens/"  // + sha256(token) hex -> Token JSON
-	keyHostStatus = Prefix + "hoststatus/"
-	// ElectionPrefix is where controllers campaign for leadership.
-	ElectionPrefix = Prefix + "leader"
-)
+// Key layout under the store's prefix (default /govcloud/):
+//
+//	state             rewritten by every object change: the store's version
+//	objects/KIND/NAME config.Object JSON (spec and status)
+//	audit/NANOS       AuditEntry JSON
+//	tokens/SHA256     Token JSON (the token itself is never stored)
+//	hoststatus/HOST   last report of the host's agent
+//	leader            election prefix
+const DefaultPrefix = "/govcloud/"
+
+func (s *Store) keyState() string      { return s.prefix + "state" }
+func (s *Store) keyObjects() string    { return s.prefix + "objects/" }
+func (s *Store) keyAudit() string      { return s.prefix + "audit/" }
+func (s *Store) keyTokens() string     { return s.prefix + "tokens/" }
+func (s *Store) keyHostStatus() string { return s.prefix + "hoststatus/" }
+
+// ElectionPrefix is where controllers of this store campaign for leadership.
+func (s *Store) ElectionPrefix() string { return s.prefix + "leader" }
+
+// WithPrefix returns a store sharing the client but keeping its keys under prefix (tests keep
+// their data apart in one etcd this way).
+func (s *Store) WithPrefix(prefix string) *Store {
+	return &Store{cli: s.cli, log: s.log, prefix: prefix}
+}
 
 // ErrStale means the state changed between the snapshot and the commit; recompute and retry.
 var ErrStale = errors.New("state changed since the snapshot")
@@ -39,8 +52,9 @@ var ErrNotFound = errors.New("not found")
 
 // Store is the etcd-backed store.
 type Store struct {
-	cli *clientv3.Client
-	log *slog.Logger
+	cli    *clientv3.Client
+	log    *slog.Logger
+	prefix string
 
 	mu    sync.Mutex
 	cache *Snapshot
@@ -60,11 +74,11 @@ func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cli.Get(ctx, keyState); err != nil {
+	if _, err := cli.Get(ctx, DefaultPrefix+"state"); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
-	return &Store{cli: cli, log: log}, nil
+	return &Store{cli: cli, log: log, prefix: DefaultPrefix}, nil
 }
 
 // Client exposes the etcd client (leader election).
@@ -86,11 +100,11 @@ type Snapshot struct {
 // Raw returns the stored JSON of an object (nil if absent).
 func (s *Snapshot) Raw(k config.Key) []byte { return s.raw[k] }
 
-func objKey(k config.Key) string { return keyObjects + k.Kind + "/" + k.Name }
+func (s *Store) objKey(k config.Key) string { return s.keyObjects() + k.Kind + "/" + k.Name }
 
 // Snapshot returns the current objects, from cache when the state key has not moved.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
-	r, err := s.cli.Get(ctx, keyState)
+	r, err := s.cli.Get(ctx, s.keyState())
 	if err != nil {
 		return nil, fmt.Errorf("read state version: %w", err)
 	}
@@ -104,7 +118,7 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if c != nil && c.Revision == rev {
 		return c, nil
 	}
-	tr, err := s.cli.Txn(ctx).Then(clientv3.OpGet(keyState), clientv3.OpGet(keyObjects, clientv3.WithPrefix())).Commit()
+	tr, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keyState()), clientv3.OpGet(s.keyObjects(), clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read objects: %w", err)
 	}
@@ -159,10 +173,10 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 		if err != nil {
 			return 0, fmt.Errorf("encode %s: %w", o.Key(), err)
 		}
-		ops = append(ops, clientv3.OpPut(objKey(o.Key()), string(b)))
+		ops = append(ops, clientv3.OpPut(s.objKey(o.Key()), string(b)))
 	}
 	for _, k := range deletes {
-		ops = append(ops, clientv3.OpDelete(objKey(k)))
+		ops = append(ops, clientv3.OpDelete(s.objKey(k)))
 	}
 	audit.BeforeRevision = snap.Revision
 	if audit.Time.IsZero() {
@@ -170,9 +184,9 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 	}
 	ab, _ := json.Marshal(audit)
 	ops = append(ops,
-		clientv3.OpPut(keyState, fmt.Sprint(time.Now().UnixNano())),
-		clientv3.OpPut(fmt.Sprintf("%s%020d", keyAudit, audit.Time.UnixNano()), string(ab)))
-	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(keyState), "=", snap.Revision)).Then(ops...).Commit()
+		clientv3.OpPut(s.keyState(), fmt.Sprint(time.Now().UnixNano())),
+		clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab)))
+	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keyState()), "=", snap.Revision)).Then(ops...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("commit %d changes: %w", len(ops)-2, err)
 	}
@@ -184,7 +198,7 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 
 // Audit returns up to limit entries, newest first.
 func (s *Store) Audit(ctx context.Context, limit int64) ([]AuditEntry, error) {
-	r, err := s.cli.Get(ctx, keyAudit, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
+	r, err := s.cli.Get(ctx, s.keyAudit(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
@@ -216,8 +230,8 @@ func (s *Store) PutToken(ctx context.Context, hash string, t Token, audit AuditE
 	}
 	b, _ := json.Marshal(t)
 	ab, _ := json.Marshal(audit)
-	_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(keyTokens+hash, string(b)),
-		clientv3.OpPut(fmt.Sprintf("%s%020d", keyAudit, audit.Time.UnixNano()), string(ab))).Commit()
+	_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.keyTokens()+hash, string(b)),
+		clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab))).Commit()
 	if err != nil {
 		return fmt.Errorf("store token %q: %w", t.Name, err)
 	}
@@ -229,9 +243,9 @@ func (s *Store) PutToken(ctx context.Context, hash string, t Token, audit AuditE
 func (s *Store) PutTokenIfNone(ctx context.Context, hash string, t Token) (bool, error) {
 	b, _ := json.Marshal(t)
 	// The bootstrap marker key guards against two controllers both creating an admin token.
-	marker := keyTokens[:len(keyTokens)-1] + "-bootstrapped"
+	marker := s.keyTokens()[:len(s.keyTokens())-1] + "-bootstrapped"
 	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(marker), "=", 0)).
-		Then(clientv3.OpPut(marker, t.Name), clientv3.OpPut(keyTokens+hash, string(b))).Commit()
+		Then(clientv3.OpPut(marker, t.Name), clientv3.OpPut(s.keyTokens()+hash, string(b))).Commit()
 	if err != nil {
 		return false, fmt.Errorf("store bootstrap token: %w", err)
 	}
@@ -240,7 +254,7 @@ func (s *Store) PutTokenIfNone(ctx context.Context, hash string, t Token) (bool,
 
 // GetToken returns the grant for a token hash.
 func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
-	r, err := s.cli.Get(ctx, keyTokens+hash)
+	r, err := s.cli.Get(ctx, s.keyTokens()+hash)
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
 	}
@@ -257,7 +271,7 @@ func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
 // PutHostStatus stores what an agent reports about its host.
 func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage) error {
 	v, _ := json.Marshal(map[string]any{"host": host, "time": time.Now().UTC(), "status": status})
-	if _, err := s.cli.Put(ctx, keyHostStatus+host, string(v)); err != nil {
+	if _, err := s.cli.Put(ctx, s.keyHostStatus()+host, string(v)); err != nil {
 		return fmt.Errorf("store status of host %q: %w", host, err)
 	}
 	return nil
@@ -265,13 +279,13 @@ func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawM
 
 // HostStatus returns every host's last report, by host name.
 func (s *Store) HostStatus(ctx context.Context) (map[string]json.RawMessage, error) {
-	r, err := s.cli.Get(ctx, keyHostStatus, clientv3.WithPrefix())
+	r, err := s.cli.Get(ctx, s.keyHostStatus(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read host status: %w", err)
 	}
 	out := map[string]json.RawMessage{}
 	for _, kv := range r.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), keyHostStatus)] = json.RawMessage(kv.Value)
+		out[strings.TrimPrefix(string(kv.Key), s.keyHostStatus())] = json.RawMessage(kv.Value)
 	}
 	return out, nil
 }
@@ -279,7 +293,7 @@ func (s *Store) HostStatus(ctx context.Context) (map[string]json.RawMessage, err
 // WatchState calls fn with the new state revision after every object change, until ctx ends.
 func (s *Store) WatchState(ctx context.Context, fn func(rev int64)) {
 	for ctx.Err() == nil {
-		wc := s.cli.Watch(clientv3.WithRequireLeader(ctx), keyState)
+		wc := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.keyState())
 		for wr := range wc {
 			for _, ev := range wr.Events {
 				fn(ev.Kv.ModRevision)
@@ -291,3 +305,6 @@ func (s *Store) WatchState(ctx context.Context, fn func(rev int64)) {
 		}
 	}
 }
+
+// Prefix is where this store keeps its keys.
+func (s *Store) Prefix() string { return s.prefix }
