@@ -7,7 +7,7 @@ PKGS=(
   # eBPF toolchain for 'make generate' (pinned clang) and inspection
   clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool
   # kernel-facing tools the privileged tests and the benchmarks drive
-  iproute2 nftables tcpdump iperf3 iputils-ping curl python3-scapy procps
+  iproute2 nftables ethtool tcpdump iperf3 iputils-ping curl python3-scapy procps
 )
 
 missing=()

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* lb_consts.h — constants of the XDP load balancer. Each can be overridden with -D. */
+#ifndef GOVCLOUD_LB_CONSTS_H
+#define GOVCLOUD_LB_CONSTS_H
+
+/* Most VIPs (department, address, port, protocol) one host serves. Also the size of the
+ * outer Maglev map: each VIP id indexes one inner table. */
+#ifndef LB_MAX_VIPS
+#define LB_MAX_VIPS 1024
+#endif
+
+/* Most backends across all VIPs. Backend id 0 is never used: it marks an empty slot. */
+#ifndef LB_MAX_BACKENDS
+#define LB_MAX_BACKENDS 16384
+#endif
+
+/* Default Maglev table size (a prime). The loader overrides the inner map's max_entries
+ * and lb_config.ring_size together, so one object serves any configured size. */
+#ifndef LB_RING_SIZE
+#define LB_RING_SIZE 65537
+#endif
+
+/* Default connection-table capacity; the loader may override max_entries. */
+#ifndef LB_CT_SIZE
+#define LB_CT_SIZE 65536
+#endif
+
+/* Capacity of the NAT reverse table (replies from backends in nat mode). */
+#ifndef LB_NAT_SIZE
+#define LB_NAT_SIZE 65536
+#endif
+
+/* Local addresses whose IPIP/IP6IP6 traffic this host decapsulates (dsr backends here). */
+#ifndef LB_MAX_DECAP
+#define LB_MAX_DECAP 64
+#endif
+
+/* Tries to find a free SNAT source port before the packet is dropped. */
+#define LB_SNAT_TRIES 4
+#define LB_SNAT_PORT_MIN 1024
+
+#define LB_TTL 64
+
+/* How long a cached backend next hop is trusted before the FIB is asked again. */
+#ifndef LB_NEXTHOP_TTL_NS
+#define LB_NEXTHOP_TTL_NS 1000000000ULL
+#endif
+
+/* vip_meta.flags */
+#define F_VIP_NAT (1U << 0) /* full DNAT+SNAT at the LB host; otherwise dsr (IPIP/IP6IP6) */
+
+/* backend.flags */
+#define F_BACKEND_ACTIVE (1U << 0) /* connections may stay on it (weight may still be 0: drain) */
+
+/* Address families as stored in keys. */
+#define LB_AF_INET 4
+#define LB_AF_INET6 6
+
+/* Drop reasons: index into drop_stats. Keep in sync with dataplane/lbmap (generated enum). */
+enum drop_reason {
+	DROP_NONE = 0,
+	DROP_NO_BACKEND = 1,    /* VIP has no backend with weight > 0 and no existing flow */
+	DROP_FRAGMENT = 2,      /* IP fragment addressed to a VIP: ports unknown, never guessed */
+	DROP_MALFORMED = 3,     /* header to a VIP truncated or inconsistent */
+	DROP_NO_ROUTE = 4,      /* no route to the backend (fib lookup failed) */
+	DROP_SNAT_EXHAUSTED = 5,/* nat mode: no free source port after LB_SNAT_TRIES */
+	DROP_UNSUPPORTED = 6,   /* a VIP packet the LB cannot forward (e.g. ICMP too-big in nat mode) */
+	DROP_ENCAP = 7,         /* headroom could not be grown or shrunk */
+	DROP_NO_NEIGHBOR = 8,   /* next hop's MAC not resolved yet (the agent resolves backend hosts) */
+	DROP_MAX = 9,
+};
+
+#endif

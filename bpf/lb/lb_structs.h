@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* lb_structs.h — the structs shared with Go (bpf2go -type generates their Go mirrors). */
+#ifndef GOVCLOUD_LB_STRUCTS_H
+#define GOVCLOUD_LB_STRUCTS_H
+
+#include <linux/types.h>
+
+/* A VIP as the LB sees it. domain is the department's routing domain (0: the public fabric);
+ * the same address and port in two domains are two VIPs with disjoint backends.
+ * Addresses are network order; IPv4 uses addr[0] and zeroes the rest. */
+struct vip_key {
+	__u32 domain;
+	__u32 addr[4];
+	__u16 port; /* network order */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* LB_AF_INET or LB_AF_INET6 */
+};
+
+struct vip_meta {
+	__u32 id;    /* index into rings, vip_stats */
+	__u32 flags; /* F_VIP_* */
+};
+
+/* (domain, address) of every VIP: lets fragments and ICMP to a VIP be recognised without ports. */
+struct vip_addr_key {
+	__u32 domain;
+	__u32 addr[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* A backend. dsr: addr is the tunnel endpoint (the backend's host). nat: addr:port is the
+ * backend itself (port 0 keeps the VIP's port). */
+struct backend {
+	__u32 addr[4];
+	__u16 port; /* network order */
+	__u8 family;
+	__u8 flags; /* F_BACKEND_* */
+};
+
+/* A flow in one routing domain, as sent by the client (or as replied by a nat backend). */
+struct flow_key {
+	__u32 domain;
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+/* Connection-table entry. */
+struct ct_entry {
+	__u32 backend_id;
+	__u16 snat_port; /* nat mode: the source port used toward the backend, network order */
+	__u16 pad;
+	__u64 atime_ns;
+};
+
+/* NAT reverse entry: what a reply from a backend is rewritten back to. */
+struct nat_entry {
+	__u32 client[4];
+	__u32 vip[4];
+	__u16 client_port; /* network order */
+	__u16 vip_port;    /* network order */
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* Host-wide settings (index 0 of lb_config). */
+struct lb_config {
+	__u32 ring_size;       /* Maglev table size; equals the inner map's max_entries */
+	__u32 untagged_domain; /* routing domain of untagged frames (0: public fabric) */
+	__u32 encap_src4;      /* outer IPv4 source for dsr (network order) */
+	__u32 encap_src6[4];   /* outer IPv6 source for dsr */
+	__u32 snat_src4;       /* nat mode source address toward backends */
+	__u32 snat_src6[4];
+};
+
+/* A backend's resolved next hop, cached per CPU so the FIB is consulted once a second per
+ * backend rather than per packet. */
+struct nexthop_cache {
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 ifindex;   /* egress */
+	__u32 ingress;   /* the ingress this entry was resolved for */
+	__u32 pad;
+	__u64 expires_ns;
+};
+
+struct lb_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct vip_counter {
+	__u64 packets;
+	__u64 bytes;
+	__u64 conns; /* new connections scheduled (conntrack misses that were inserted) */
+};
+
+#endif

@@ -1,0 +1,323 @@
+package lbmap
+
+import (
+	"bytes"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/dataplane/netnstest"
+	"github.com/govcloud/govcloud/lb"
+)
+
+// XDP verdicts.
+const (
+	xdpDrop     = 1
+	xdpPass     = 2
+	xdpTX       = 3
+	xdpRedirect = 4
+)
+
+var verdictName = map[uint32]string{0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
+
+// The test fabric: one uplink (up0) with static neighbours for every host the LB sends to.
+var (
+	upMAC     = mac("02:00:00:00:00:01")
+	clientMAC = mac("02:00:00:00:00:64")
+	hostA4    = "198.18.0.10"
+	hostB4    = "198.18.0.11"
+	natBE4    = "198.18.0.20"
+	client4   = "198.18.0.100"
+	hostA6    = "2001:db8::10"
+	hostB6    = "2001:db8::11"
+	natBE6    = "2001:db8::20"
+	client6   = "2001:db8::100"
+	self4     = "198.18.0.1"
+	self6     = "2001:db8::1"
+	neighbors = map[string]net.HardwareAddr{
+		hostA4: mac("02:00:00:00:00:0a"), hostB4: mac("02:00:00:00:00:0b"), natBE4: mac("02:00:00:00:00:14"), client4: clientMAC,
+		hostA6: mac("02:00:00:00:00:0a"), hostB6: mac("02:00:00:00:00:0b"), natBE6: mac("02:00:00:00:00:14"), client6: clientMAC,
+	}
+)
+
+type xdpMd struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// rig is a namespace with an uplink and a loaded dataplane; packets run through xdp_lb with
+// BPF_PROG_TEST_RUN inside the namespace, so FIB lookups see its routes and neighbours.
+type rig struct {
+	ns      *netnstest.NS
+	dp      *Dataplane
+	ifindex int
+}
+
+func newRig(t testing.TB, opts Options) *rig {
+	t.Helper()
+	netnstest.RequirePrivileged(t)
+	ns := netnstest.New(t, "gct-lb")
+	nl := ns.Netlink()
+	if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", HardwareAddr: upMAC}, PeerName: "up1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"up0", "up1"} {
+		l, err := nl.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nl.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []string{self4 + "/24", self6 + "/64", "2001:db8:1::1/64"} {
+		if err := ns.AddrAdd("up0", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	up, _ := nl.LinkByName("up0")
+	for addr, hw := range neighbors {
+		if err := nl.NeighAdd(&netlink.Neigh{LinkIndex: up.Attrs().Index, State: netlink.NUD_PERMANENT, IP: ip(addr), HardwareAddr: hw, Family: familyOf(addr)}); err != nil {
+			t.Fatalf("neighbour %s: %v", addr, err)
+		}
+	}
+	if opts.ConnTableSize == 0 {
+		opts.ConnTableSize = 1 << 14
+	}
+	dp, err := Load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	if err := dp.SetConfig(Config{
+		EncapSource4: netip.MustParseAddr(self4), EncapSource6: netip.MustParseAddr(self6),
+		SNATSource4: netip.MustParseAddr(self4), SNATSource6: netip.MustParseAddr(self6),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetVLANDomains(map[uint16]uint32{120: 7, 130: 8}); err != nil {
+		t.Fatal(err)
+	}
+	return &rig{ns: ns, dp: dp, ifindex: up.Attrs().Index}
+}
+
+func familyOf(a string) int {
+	if netip.MustParseAddr(a).Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// run sends one frame through prog inside the namespace and returns verdict and output.
+func (r *rig) run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) {
+	t.Helper()
+	var verdict uint32
+	out := make([]byte, len(in)+256)
+	err := r.ns.Do(func() error {
+		opts := ebpf.RunOptions{Data: in, DataOut: out, Context: xdpMd{DataEnd: uint32(len(in)), IngressIfindex: uint32(r.ifindex)}}
+		var err error
+		verdict, err = prog.Run(&opts)
+		out = opts.DataOut
+		return err
+	})
+	if err != nil {
+		t.Fatalf("prog.Run: %v", err)
+	}
+	return verdict, out
+}
+
+func svc(name string, domain uint32, vip string, port uint16, proto lb.Protocol, mode lb.Mode, bes ...lb.Backend) lb.Service {
+	return lb.Service{Name: name, Mode: mode, VIP: lb.VIP{Domain: domain, Addr: netip.MustParseAddr(vip), Port: port, Proto: proto}, Backends: bes}
+}
+
+func be(addr string, port uint16, weight uint32) lb.Backend {
+	return lb.Backend{Addr: netip.MustParseAddr(addr), Port: port, Weight: weight}
+}
+
+// The services every packet test runs against: both families, both modes, tenant-keyed VIPs.
+func testServices() []lb.Service {
+	return []lb.Service{
+		svc("web4", 0, "203.0.113.10", 80, lb.TCP, lb.DSR, be(hostA4, 0, 1)),
+		svc("dns4", 0, "203.0.113.11", 53, lb.UDP, lb.DSR, be(hostB4, 0, 1)),
+		svc("web6", 0, "2001:db8:f::10", 80, lb.TCP, lb.DSR, be(hostA6, 0, 1)),
+		svc("dns6", 0, "2001:db8:f::11", 53, lb.UDP, lb.DSR, be(hostB6, 0, 1)),
+		svc("web4in6", 0, "203.0.113.15", 80, lb.TCP, lb.DSR, be(hostA6, 0, 1)),
+		svc("nat4", 0, "203.0.113.12", 80, lb.TCP, lb.NAT, be(natBE4, 8080, 1)),
+		svc("nat6", 0, "2001:db8:f::12", 53, lb.UDP, lb.NAT, be(natBE6, 5353, 1)),
+		svc("two", 0, "203.0.113.13", 80, lb.TCP, lb.DSR, be(hostA4, 0, 1), be(hostB4, 0, 1)),
+		svc("two6", 0, "2001:db8:f::13", 80, lb.TCP, lb.DSR, be(hostA6, 0, 1), be(hostB6, 0, 1)),
+		svc("drained", 0, "203.0.113.14", 80, lb.TCP, lb.DSR, be(hostA4, 0, 0)),
+		// The same VIP:port in two departments: disjoint backends.
+		svc("lands-app", 7, "198.19.0.10", 80, lb.TCP, lb.DSR, be(hostA4, 0, 1)),
+		svc("health-app", 8, "198.19.0.10", 80, lb.TCP, lb.DSR, be(hostB4, 0, 1)),
+	}
+}
+
+func mustSet(t testing.TB, dp *Dataplane, services []lb.Service) {
+	t.Helper()
+	if err := dp.Set(services); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dsrTo(t testing.TB, host string, vlan uint16, inner []byte) []byte {
+	outerSrc := self4
+	if netip.MustParseAddr(host).Is6() {
+		outerSrc = self6
+	}
+	var fl uint32
+	if inner[0]>>4 == 4 {
+		p := gopacket.NewPacket(inner, layers.LayerTypeIPv4, gopacket.Default)
+		fl = flowHashOf(p)
+	} else {
+		p := gopacket.NewPacket(inner, layers.LayerTypeIPv6, gopacket.Default)
+		fl = flowHashOf(p)
+	}
+	return encapsulated(t, upMAC, neighbors[host], vlan, outerSrc, host, fl, inner)
+}
+
+// flowHashOf computes the program's flow hash of a client packet (or of the flow an ICMP
+// error quotes, swapped back to client -> VIP).
+func flowHashOf(p gopacket.Packet) uint32 {
+	var src, dst netip.Addr
+	if l, ok := p.NetworkLayer().(*layers.IPv4); ok {
+		src, dst = netip.AddrFrom4([4]byte(l.SrcIP.To4())), netip.AddrFrom4([4]byte(l.DstIP.To4()))
+	} else if l, ok := p.NetworkLayer().(*layers.IPv6); ok {
+		src, dst = netip.AddrFrom16([16]byte(l.SrcIP)), netip.AddrFrom16([16]byte(l.DstIP))
+	}
+	switch l := p.TransportLayer().(type) {
+	case *layers.TCP:
+		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.TCP)
+	case *layers.UDP:
+		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.UDP)
+	}
+	return 0
+}
+
+func TestXDPPackets(t *testing.T) {
+	r := newRig(t, Options{})
+	mustSet(t, r.dp, testServices())
+
+	ext := mac("02:00:00:00:00:fe") // the ToR's MAC, source of client frames
+	web4 := ipPacket(t, flow{src: client4, dst: "203.0.113.10", sport: 40000, dport: 80, payload: "GET /"})
+	dns4 := ipPacket(t, flow{src: client4, dst: "203.0.113.11", sport: 40001, dport: 53, udp: true, payload: "query"})
+	web6 := ipPacket(t, flow{src: client6, dst: "2001:db8:f::10", sport: 40002, dport: 80, payload: "GET /"})
+	dns6 := ipPacket(t, flow{src: client6, dst: "2001:db8:f::11", sport: 40003, dport: 53, udp: true, payload: "query"})
+	web4in6 := ipPacket(t, flow{src: client4, dst: "203.0.113.15", sport: 40004, dport: 80, payload: "x"})
+	lands := ipPacket(t, flow{src: "198.19.1.5", dst: "198.19.0.10", sport: 40005, dport: 80, payload: "lands"})
+	health := ipPacket(t, flow{src: "198.19.1.5", dst: "198.19.0.10", sport: 40005, dport: 80, payload: "lands"})
+	notVIP := ipPacket(t, flow{src: client4, dst: "203.0.113.99", sport: 40006, dport: 80, payload: "x"})
+	otherPort := ipPacket(t, flow{src: client4, dst: "203.0.113.10", sport: 40007, dport: 443, payload: "x"})
+	wrongProto := ipPacket(t, flow{src: client4, dst: "203.0.113.10", sport: 40008, dport: 80, udp: true, payload: "x"})
+
+	// Fragments: first fragment (MF) and a later one, to a VIP and to another address.
+	frag := func(dst string, off uint16, mf bool) []byte {
+		v := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: ip(client4), DstIP: ip(dst), FragOffset: off}
+		if mf {
+			v.Flags = layers.IPv4MoreFragments
+		}
+		return serialize(t, v, gopacket.Payload(bytes.Repeat([]byte{0xab}, 24)))
+	}
+	frag6 := func(dst string) []byte {
+		v := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: ip(client6), DstIP: ip(dst)}
+		fh := []byte{byte(layers.IPProtocolTCP), 0, 0, 1, 0, 0, 0, 42} // offset 0, M=1
+		return serialize(t, v, gopacket.Payload(append(fh, bytes.Repeat([]byte{0xcd}, 24)...)))
+	}
+	truncTCP := web4[:20+10]          // IPv4 header + 10 of 20 TCP bytes
+	fixLen := func(p []byte) []byte { // make tot_len match the truncation so only L4 is short
+		q := append([]byte(nil), p...)
+		q[2], q[3] = byte(len(q)>>8), byte(len(q))
+		q[10], q[11] = 0, 0
+		s := uint32(0)
+		for i := 0; i < 20; i += 2 {
+			s += uint32(q[i])<<8 | uint32(q[i+1])
+		}
+		for s > 0xffff {
+			s = s&0xffff + s>>16
+		}
+		q[10], q[11] = byte(^s>>8), byte(^s)
+		return q
+	}
+	badIHL := append([]byte(nil), web4...)
+	badIHL[0] = 0x44 // IHL 4 < 5
+	longTotLen := append([]byte(nil), web4...)
+	longTotLen[2], longTotLen[3] = 0x05, 0xdc // claims 1500 bytes
+
+	synDrained := ipPacket(t, flow{src: client4, dst: "203.0.113.14", sport: 40009, dport: 80, syn: true})
+
+	arp := serialize(t, &layers.Ethernet{SrcMAC: ext, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: layers.ARPRequest, SourceHwAddress: ext, SourceProtAddress: ip(client4).To4(), DstHwAddress: make([]byte, 6), DstProtAddress: ip("203.0.113.10").To4()})
+	doubleTag := serialize(t, &layers.Ethernet{SrcMAC: ext, DstMAC: upMAC, EthernetType: layers.EthernetTypeDot1Q},
+		&layers.Dot1Q{VLANIdentifier: 120, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 130, Type: layers.EthernetTypeIPv4}, gopacket.Payload(lands))
+
+	tests := []struct {
+		name    string
+		in      []byte
+		verdict uint32
+		out     []byte // nil: output must equal input
+		drop    string // drop counter that must move by one
+	}{
+		{name: "v4 tcp untagged dsr -> IPIP to host A", in: frame(t, ext, upMAC, 0, web4), verdict: xdpTX, out: dsrTo(t, hostA4, 0, web4)},
+		{name: "v4 udp untagged dsr -> IPIP to host B", in: frame(t, ext, upMAC, 0, dns4), verdict: xdpTX, out: dsrTo(t, hostB4, 0, dns4)},
+		{name: "v6 tcp dsr -> IP6IP6 to host A", in: frame(t, ext, upMAC, 0, web6), verdict: xdpTX, out: dsrTo(t, hostA6, 0, web6)},
+		{name: "v6 udp dsr -> IP6IP6 to host B", in: frame(t, ext, upMAC, 0, dns6), verdict: xdpTX, out: dsrTo(t, hostB6, 0, dns6)},
+		{name: "v4 VIP, v6 backend host -> 4in6", in: frame(t, ext, upMAC, 0, web4in6), verdict: xdpTX, out: dsrTo(t, hostA6, 0, web4in6)},
+		{name: "tagged vlan 120 (lands) -> lands backend, tag kept", in: frame(t, ext, upMAC, 120, lands), verdict: xdpTX, out: dsrTo(t, hostA4, 120, lands)},
+		{name: "same VIP tagged vlan 130 (health) -> health backend", in: frame(t, ext, upMAC, 130, health), verdict: xdpTX, out: dsrTo(t, hostB4, 130, health)},
+		{name: "department VIP untagged (public domain) passes", in: frame(t, ext, upMAC, 0, lands)},
+		{name: "unknown vlan passes untouched", in: frame(t, ext, upMAC, 999, web4)},
+		{name: "double tag passes untouched (trunk drops it)", in: doubleTag},
+		{name: "non-VIP v4 passes untouched", in: frame(t, ext, upMAC, 0, notVIP)},
+		{name: "VIP address, other port passes", in: frame(t, ext, upMAC, 0, otherPort)},
+		{name: "VIP address:port, other protocol passes", in: frame(t, ext, upMAC, 0, wrongProto)},
+		{name: "ARP passes untouched", in: arp},
+		{name: "v4 first fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag("203.0.113.10", 0, true)), verdict: xdpDrop, drop: "fragment"},
+		{name: "v4 later fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag("203.0.113.10", 3, false)), verdict: xdpDrop, drop: "fragment"},
+		{name: "v4 fragment to non-VIP passes", in: frame(t, ext, upMAC, 0, frag("203.0.113.99", 0, true))},
+		{name: "v6 fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag6("2001:db8:f::10")), verdict: xdpDrop, drop: "fragment"},
+		{name: "v6 fragment to non-VIP passes", in: frame(t, ext, upMAC, 0, frag6("2001:db8:f::99"))},
+		{name: "truncated TCP header to VIP dropped", in: frame(t, ext, upMAC, 0, fixLen(truncTCP)), verdict: xdpDrop, drop: "malformed"},
+		{name: "IPv4 IHL < 5 to VIP dropped", in: frame(t, ext, upMAC, 0, badIHL), verdict: xdpDrop, drop: "malformed"},
+		{name: "IPv4 total length beyond frame to VIP dropped", in: frame(t, ext, upMAC, 0, longTotLen), verdict: xdpDrop, drop: "malformed"},
+		{name: "truncated IPv4 header passes (no address to judge)", in: frame(t, ext, upMAC, 0, web4[:12])},
+		{name: "ethernet header only passes", in: frame(t, ext, upMAC, 0, nil)[:14]},
+		{name: "drained-only VIP: new flow dropped", in: frame(t, ext, upMAC, 0, synDrained), verdict: xdpDrop, drop: "no_backend"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := r.dp.Drops()
+			v, out := r.run(t, r.dp.Program(), tc.in)
+			want := tc.verdict
+			if want == 0 {
+				want = xdpPass
+			}
+			if v != want {
+				t.Fatalf("verdict %s, want %s", verdictName[v], verdictName[want])
+			}
+			wantOut := tc.out
+			if wantOut == nil && want != xdpDrop {
+				wantOut = tc.in
+			}
+			if wantOut != nil && !bytes.Equal(out, wantOut) {
+				t.Fatalf("output differs\n got  %s\n want %s", hex.EncodeToString(out), hex.EncodeToString(wantOut))
+			}
+			after, _ := r.dp.Drops()
+			for reason := range after {
+				d := after[reason].Packets - before[reason].Packets
+				if reason == tc.drop && d != 1 {
+					t.Errorf("drop counter %s moved by %d, want 1", reason, d)
+				}
+				if reason != tc.drop && d != 0 {
+					t.Errorf("drop counter %s moved by %d, want 0", reason, d)
+				}
+			}
+		})
+	}
+}

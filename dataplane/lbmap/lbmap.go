@@ -1,0 +1,479 @@
+// Package lbmap loads the XDP load balancer (bpf/lb), pins its maps under bpffs so an agent
+// restart keeps flows, tables and counters, attaches it, and programs it from lb's desired
+// state: a declarative Set that works out the difference itself and swaps each VIP's whole
+// Maglev table in one pointer update.
+package lbmap
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/govcloud/govcloud/dataplane/bpfobj"
+	"github.com/govcloud/govcloud/lb"
+)
+
+// DefaultPinPath is where the agent pins the load balancer's maps and links.
+const DefaultPinPath = "/sys/fs/bpf/govcloud/lb"
+
+// Capacities compiled into the object (bpf/lb/lb_consts.h).
+const (
+	MaxVIPs     = 1024
+	MaxBackends = 16384
+)
+
+// Options tune Load. Zero values take the defaults.
+type Options struct {
+	// PinPath pins maps (and links) there; "" pins nothing (tests, benchmarks).
+	PinPath string
+	// TableSize is the Maglev table size, a prime (default lb.DefaultTableSize).
+	TableSize uint32
+	// ConnTableSize is the connection-table capacity (default 1<<20 flows).
+	ConnTableSize uint32
+	// NATTableSize is the nat-mode reverse table capacity (default 1<<18).
+	NATTableSize uint32
+	Log          *slog.Logger
+}
+
+// Config is the host-wide LB configuration.
+type Config struct {
+	UntaggedDomain uint32     // routing domain of untagged frames (0: public fabric)
+	EncapSource4   netip.Addr // outer source of dsr IPv4 tunnels (this host's fabric address)
+	EncapSource6   netip.Addr
+	SNATSource4    netip.Addr // nat mode source toward backends
+	SNATSource6    netip.Addr
+}
+
+// Dataplane is a loaded load balancer.
+type Dataplane struct {
+	mu      sync.Mutex
+	objs    bpfobj.LbObjects
+	log     *slog.Logger
+	pinPath string
+	size    uint32
+	slots   []uint32 // 0..size-1, keys for batch writes
+	state   *lb.State
+	vipAddr map[bpfobj.LbVipAddrKey]uint32
+}
+
+// Load loads the objects (reusing pinned maps when present), restores the programmed state
+// from them and returns the dataplane. Nothing is attached yet.
+func Load(opts Options) (*Dataplane, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.TableSize == 0 {
+		opts.TableSize = lb.DefaultTableSize
+	}
+	if !lb.IsPrime(opts.TableSize) {
+		return nil, fmt.Errorf("maglev table size %d is not prime", opts.TableSize)
+	}
+	if opts.ConnTableSize == 0 {
+		opts.ConnTableSize = 1 << 20
+	}
+	if opts.NATTableSize == 0 {
+		opts.NATTableSize = 1 << 18
+	}
+	spec, err := bpfobj.LoadLb()
+	if err != nil {
+		return nil, fmt.Errorf("loading lb object spec: %w", err)
+	}
+	spec.Maps[bpfobj.LbMapRings].InnerMap.MaxEntries = opts.TableSize
+	spec.Maps[bpfobj.LbMapConntrack].MaxEntries = opts.ConnTableSize
+	spec.Maps[bpfobj.LbMapNatRev].MaxEntries = opts.NATTableSize
+	if opts.PinPath == "" {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	} else if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
+		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
+	}
+	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
+			opts.PinPath, opts.TableSize, opts.ConnTableSize, err)
+	}
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading lb programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading lb programs: %w", err)
+	}
+	d.slots = make([]uint32, opts.TableSize)
+	for i := range d.slots {
+		d.slots[i] = uint32(i)
+	}
+	if d.state, err = lb.NewState(opts.TableSize, MaxVIPs, MaxBackends); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if err := d.restore(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("restoring lb state from %s: %w", opts.PinPath, err)
+	}
+	var cfg bpfobj.LbLbConfig
+	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("reading lb config: %w", err)
+	}
+	if cfg.RingSize != opts.TableSize {
+		cfg.RingSize = opts.TableSize
+		if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
+			d.objs.Close()
+			return nil, fmt.Errorf("writing lb config: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// Close releases this process's handles. Pinned maps (and a pinned, attached program) stay,
+// so forwarding goes on while the agent restarts.
+func (d *Dataplane) Close() error { return d.objs.Close() }
+
+// Program returns the load-balancing XDP program.
+func (d *Dataplane) Program() *ebpf.Program { return d.objs.XdpLb }
+
+// DecapProgram returns the decapsulation-only XDP program.
+func (d *Dataplane) DecapProgram() *ebpf.Program { return d.objs.XdpDecap }
+
+// PassProgram returns the trivial XDP_PASS program (the benchmarks' baseline).
+func (d *Dataplane) PassProgram() *ebpf.Program { return d.objs.XdpPass }
+
+// Objects exposes the raw maps for tests and benchmarks in this module.
+func (d *Dataplane) Objects() *bpfobj.LbObjects { return &d.objs }
+
+// Unpin removes the pinned maps of this dataplane (clean shutdown without keeping state).
+func (d *Dataplane) Unpin() error {
+	if d.pinPath == "" {
+		return nil
+	}
+	return os.RemoveAll(filepath.Clean(d.pinPath))
+}
+
+// SetConfig writes the host-wide configuration.
+func (d *Dataplane) SetConfig(c Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg := bpfobj.LbLbConfig{RingSize: d.size, UntaggedDomain: c.UntaggedDomain}
+	for _, a := range []struct {
+		addr netip.Addr
+		v4   *uint32
+		v6   *[4]uint32
+		name string
+	}{{c.EncapSource4, &cfg.EncapSrc4, &cfg.EncapSrc6, "encap source"}, {c.SNATSource4, &cfg.SnatSrc4, &cfg.SnatSrc6, "snat source"}} {
+		if a.addr.IsValid() && !a.addr.Is4() {
+			return fmt.Errorf("%s %s: want an IPv4 address", a.name, a.addr)
+		}
+		if a.addr.IsValid() {
+			*a.v4 = addrWords(a.addr)[0]
+		}
+	}
+	for _, a := range []struct {
+		addr netip.Addr
+		v6   *[4]uint32
+		name string
+	}{{c.EncapSource6, &cfg.EncapSrc6, "encap source"}, {c.SNATSource6, &cfg.SnatSrc6, "snat source"}} {
+		if a.addr.IsValid() && !a.addr.Is6() {
+			return fmt.Errorf("%s %s: want an IPv6 address", a.name, a.addr)
+		}
+		if a.addr.IsValid() {
+			*a.v6 = addrWords(a.addr)
+		}
+	}
+	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("writing lb config: %w", err)
+	}
+	return nil
+}
+
+// SetVLANDomains replaces the VLAN -> routing-domain mapping (VLANs absent pass untouched).
+func (d *Dataplane) SetVLANDomains(m map[uint16]uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys := make([]uint32, 4096)
+	vals := make([]uint32, 4096)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	for vlan, dom := range m {
+		if vlan == 0 || vlan > 4094 {
+			return fmt.Errorf("vlan %d: want 1-4094", vlan)
+		}
+		vals[vlan] = dom
+	}
+	if _, err := d.objs.VlanDomain.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("writing vlan domains: %w", err)
+	}
+	return nil
+}
+
+// SetDecapAddrs replaces the set of local tunnel endpoints (dsr backends on this host).
+func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := map[bpfobj.LbVipAddrKey]bool{}
+	for _, a := range addrs {
+		want[addrKey(0, a)] = true
+		if err := d.objs.DecapAddrs.Put(addrKey(0, a), uint32(1)); err != nil {
+			return fmt.Errorf("decap address %s: %w", a, err)
+		}
+	}
+	var k bpfobj.LbVipAddrKey
+	var v uint32
+	var stale []bpfobj.LbVipAddrKey
+	it := d.objs.DecapAddrs.Iterate()
+	for it.Next(&k, &v) {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading decap addresses: %w", err)
+	}
+	for _, k := range stale {
+		if err := d.objs.DecapAddrs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing decap address: %w", err)
+		}
+	}
+	return nil
+}
+
+// Set programs the whole desired set of services. Calling it twice with the same services
+// changes nothing. Each VIP's table is built in a fresh inner map and swapped in with one
+// update of the outer map, so no packet sees a half-written table.
+func (d *Dataplane) Set(services []lb.Service) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	plan, err := d.state.Plan(services)
+	if err != nil {
+		return err
+	}
+	if err := d.apply(plan.Diff); err != nil {
+		return err
+	}
+	d.state.Commit(plan)
+	return nil
+}
+
+func (d *Dataplane) apply(diff lb.Diff) error {
+	for _, b := range diff.UpsertBackends {
+		v := bpfobj.LbBackend{Addr: addrWords(b.Backend.Addr), Port: htons(b.Backend.Port), Family: family(b.Backend.Addr), Flags: 1}
+		if err := d.objs.Backends.Put(b.ID, &v); err != nil {
+			return fmt.Errorf("backend %s (id %d): %w", b.Backend.Key(), b.ID, err)
+		}
+		if err := zeroPerCPU(d.objs.BackendStats, b.ID, bpfobj.LbLbCounter{}); err != nil {
+			return fmt.Errorf("backend %s counters: %w", b.Backend.Key(), err)
+		}
+		if err := zeroPerCPU(d.objs.Nexthops, b.ID, bpfobj.LbNexthopCache{}); err != nil {
+			return fmt.Errorf("backend %s next hop: %w", b.Backend.Key(), err)
+		}
+	}
+	for _, u := range diff.UpsertVIPs {
+		if u.New {
+			if err := zeroPerCPU(d.objs.VipStats, u.ID, bpfobj.LbVipCounter{}); err != nil {
+				return fmt.Errorf("VIP %s counters: %w", u.VIP, err)
+			}
+		}
+		if u.Table != nil {
+			if err := d.swapTable(u.ID, u.Table); err != nil {
+				return fmt.Errorf("VIP %s: %w", u.VIP, err)
+			}
+		}
+		var flags uint32
+		if u.Mode == lb.NAT {
+			flags = 1
+		}
+		if err := d.objs.Vips.Put(vipKey(u.VIP), &bpfobj.LbVipMeta{Id: u.ID, Flags: flags}); err != nil {
+			return fmt.Errorf("VIP %s: %w", u.VIP, err)
+		}
+		ak := addrKey(u.VIP.Domain, u.VIP.Addr)
+		if u.New {
+			d.vipAddr[ak]++
+		}
+		if err := d.objs.VipAddrs.Put(ak, d.vipAddr[ak]); err != nil {
+			return fmt.Errorf("VIP %s address: %w", u.VIP, err)
+		}
+	}
+	for _, u := range diff.DeleteVIPs {
+		if err := d.objs.Vips.Delete(vipKey(u.VIP)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing VIP %s: %w", u.VIP, err)
+		}
+		if err := d.objs.Rings.Delete(u.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing VIP %s table: %w", u.VIP, err)
+		}
+		ak := addrKey(u.VIP.Domain, u.VIP.Addr)
+		if d.vipAddr[ak] > 0 {
+			d.vipAddr[ak]--
+		}
+		if d.vipAddr[ak] == 0 {
+			delete(d.vipAddr, ak)
+			if err := d.objs.VipAddrs.Delete(ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing VIP address %s: %w", u.VIP.Addr, err)
+			}
+		} else if err := d.objs.VipAddrs.Put(ak, d.vipAddr[ak]); err != nil {
+			return fmt.Errorf("VIP address %s: %w", u.VIP.Addr, err)
+		}
+	}
+	for _, id := range diff.DeleteBackends {
+		// Inactive: connection-table entries that still name it pick a new backend.
+		if err := d.objs.Backends.Put(id, &bpfobj.LbBackend{}); err != nil {
+			return fmt.Errorf("removing backend id %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// swapTable writes table into a new inner map and installs it for VIP id in one update.
+func (d *Dataplane) swapTable(id uint32, table []uint32) error {
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size})
+	if err != nil {
+		return fmt.Errorf("creating maglev table: %w", err)
+	}
+	defer inner.Close()
+	if _, err := inner.BatchUpdate(d.slots, table, nil); err != nil {
+		return fmt.Errorf("filling maglev table: %w", err)
+	}
+	if err := d.objs.Rings.Put(id, inner); err != nil {
+		return fmt.Errorf("installing maglev table: %w", err)
+	}
+	return nil
+}
+
+// restore reads back VIPs, backends and tables left in pinned maps by a previous run.
+func (d *Dataplane) restore() error {
+	backends := map[uint32]lb.Backend{}
+	var id uint32
+	var be bpfobj.LbBackend
+	it := d.objs.Backends.Iterate()
+	for it.Next(&id, &be) {
+		if be.Flags&1 != 0 {
+			backends[id] = lb.Backend{Addr: wordsAddr(be.Addr, be.Family), Port: htons(be.Port)}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading backends: %w", err)
+	}
+	var vips []lb.RestoredVIP
+	var k bpfobj.LbVipKey
+	var m bpfobj.LbVipMeta
+	vit := d.objs.Vips.Iterate()
+	for vit.Next(&k, &m) {
+		r := lb.RestoredVIP{
+			VIP:  lb.VIP{Domain: k.Domain, Addr: wordsAddr(k.Addr, k.Family), Port: htons(k.Port), Proto: lb.Protocol(k.Proto)},
+			ID:   m.Id,
+			Mode: lb.DSR,
+		}
+		if m.Flags&1 != 0 {
+			r.Mode = lb.NAT
+		}
+		t, err := d.readTable(m.Id)
+		if err != nil {
+			return fmt.Errorf("VIP %s: %w", r.VIP, err)
+		}
+		r.Table = t
+		vips = append(vips, r)
+		d.vipAddr[addrKey(k.Domain, r.VIP.Addr)]++
+	}
+	if err := vit.Err(); err != nil {
+		return fmt.Errorf("reading VIPs: %w", err)
+	}
+	if len(vips) > 0 || len(backends) > 0 {
+		d.log.Info("restored load balancer state from pinned maps", "vips", len(vips), "backends", len(backends))
+	}
+	d.state.Restore(vips, backends)
+	return nil
+}
+
+func (d *Dataplane) readTable(id uint32) ([]uint32, error) {
+	var innerID uint32
+	if err := d.objs.Rings.Lookup(id, &innerID); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("looking up table: %w", err)
+	}
+	inner, err := ebpf.NewMapFromID(ebpf.MapID(innerID))
+	if err != nil {
+		return nil, fmt.Errorf("opening table: %w", err)
+	}
+	defer inner.Close()
+	if inner.MaxEntries() != d.size {
+		d.log.Warn("pinned maglev table has another size; rebuilding it", "id", id, "size", inner.MaxEntries(), "want", d.size)
+		return nil, nil
+	}
+	t := make([]uint32, d.size)
+	var cursor ebpf.MapBatchCursor
+	keys := make([]uint32, d.size)
+	n, err := inner.BatchLookup(&cursor, keys, t, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("reading table: %w", err)
+	}
+	if n != int(d.size) {
+		return nil, fmt.Errorf("reading table: got %d of %d slots", n, d.size)
+	}
+	return t, nil
+}
+
+func zeroPerCPU[T any](m *ebpf.Map, id uint32, zero T) error {
+	vals := make([]T, ebpf.MustPossibleCPU())
+	for i := range vals {
+		vals[i] = zero
+	}
+	return m.Put(id, vals)
+}
+
+func htons(p uint16) uint16 { return bits.ReverseBytes16(p) }
+
+func family(a netip.Addr) uint8 {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// addrWords lays an address out as the BPF side stores it: network byte order in memory.
+func addrWords(a netip.Addr) [4]uint32 {
+	var w [4]uint32
+	if a.Is4() {
+		b := a.As4()
+		w[0] = le32(b[:])
+		return w
+	}
+	b := a.As16()
+	for i := range w {
+		w[i] = le32(b[i*4:])
+	}
+	return w
+}
+
+func wordsAddr(w [4]uint32, fam uint8) netip.Addr {
+	var b [16]byte
+	for i := range w {
+		b[i*4], b[i*4+1], b[i*4+2], b[i*4+3] = byte(w[i]), byte(w[i]>>8), byte(w[i]>>16), byte(w[i]>>24)
+	}
+	if fam == 4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func vipKey(v lb.VIP) bpfobj.LbVipKey {
+	return bpfobj.LbVipKey{Domain: v.Domain, Addr: addrWords(v.Addr), Port: htons(v.Port), Proto: uint8(v.Proto), Family: family(v.Addr)}
+}
+
+func addrKey(domain uint32, a netip.Addr) bpfobj.LbVipAddrKey {
+	return bpfobj.LbVipAddrKey{Domain: domain, Addr: addrWords(a), Family: family(a)}
+}

@@ -1,0 +1,287 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// VIPUpdate is one VIP the dataplane must (re)program. Table is nil when the VIP's Maglev
+// table did not change (only metadata to write) and for deletions.
+type VIPUpdate struct {
+	VIP   VIP
+	ID    uint32
+	Mode  Mode
+	Table []uint32
+	New   bool // the id was just assigned: its counters start at zero
+}
+
+// BackendUpdate is one backend id the dataplane must write.
+type BackendUpdate struct {
+	ID      uint32
+	Backend Backend
+}
+
+// Diff is what changes in the dataplane between two desired states. Apply order that keeps
+// every packet consistent: upsert backends, upsert VIPs (table swap), delete VIPs, delete
+// backends.
+type Diff struct {
+	UpsertBackends []BackendUpdate
+	UpsertVIPs     []VIPUpdate
+	DeleteVIPs     []VIPUpdate
+	DeleteBackends []uint32
+}
+
+// Empty reports whether the diff changes nothing.
+func (d Diff) Empty() bool {
+	return len(d.UpsertBackends)+len(d.UpsertVIPs)+len(d.DeleteVIPs)+len(d.DeleteBackends) == 0
+}
+
+type vipState struct {
+	id       uint32
+	mode     Mode
+	backends []Backend // as last programmed, sorted by key
+	table    []uint32
+}
+
+type backendState struct {
+	id      uint32
+	backend Backend // weight not meaningful here
+}
+
+// State is the load balancer's programmed state: VIP and backend ids and each VIP's current
+// Maglev table (the base of the next incremental build). Not safe for concurrent use.
+type State struct {
+	tableSize   uint32
+	maxVIPs     uint32
+	maxBackends uint32
+	vips        map[VIP]*vipState
+	backends    map[string]*backendState
+	nextVIP     uint32
+	nextBackend uint32
+}
+
+// NewState returns an empty state. tableSize must be prime; ids are below maxVIPs and
+// maxBackends (backend id 0 is never used).
+func NewState(tableSize, maxVIPs, maxBackends uint32) (*State, error) {
+	if !IsPrime(tableSize) {
+		return nil, fmt.Errorf("maglev table size %d is not prime", tableSize)
+	}
+	if maxVIPs == 0 || maxBackends < 2 {
+		return nil, fmt.Errorf("capacity: %d VIPs, %d backends", maxVIPs, maxBackends)
+	}
+	return &State{
+		tableSize: tableSize, maxVIPs: maxVIPs, maxBackends: maxBackends,
+		vips: map[VIP]*vipState{}, backends: map[string]*backendState{}, nextBackend: 1,
+	}, nil
+}
+
+// TableSize is the Maglev table size of every VIP.
+func (s *State) TableSize() uint32 { return s.tableSize }
+
+// RestoredVIP is a VIP read back from the dataplane (pinned maps) after a restart.
+type RestoredVIP struct {
+	VIP   VIP
+	ID    uint32
+	Mode  Mode
+	Table []uint32
+}
+
+// Restore seeds the state from what the dataplane still holds, so that a restarted agent keeps
+// the ids and builds the next tables incrementally from the ones packets use now.
+// backends maps id to the backend's address and port.
+func (s *State) Restore(vips []RestoredVIP, backends map[uint32]Backend) {
+	for id, b := range backends {
+		s.backends[b.Key()] = &backendState{id: id, backend: b}
+		s.nextBackend = max(s.nextBackend, id+1)
+	}
+	byID := make(map[uint32]Backend, len(backends))
+	maps.Copy(byID, backends)
+	for _, r := range vips {
+		vs := &vipState{id: r.ID, mode: r.Mode}
+		if len(r.Table) == int(s.tableSize) {
+			vs.table = r.Table
+		}
+		// The weights are unknown until the next Plan; the table is what matters.
+		s.vips[r.VIP] = vs
+		s.nextVIP = max(s.nextVIP, r.ID+1)
+	}
+	s.nextVIP %= s.maxVIPs
+	if s.nextBackend >= s.maxBackends {
+		s.nextBackend = 1
+	}
+}
+
+// Plan is a computed next state; Commit it once the dataplane applied its Diff.
+type Plan struct {
+	Diff     Diff
+	vips     map[VIP]*vipState
+	backends map[string]*backendState
+	nextVIP  uint32
+	nextBE   uint32
+}
+
+// Plan computes the dataplane changes that turn the current state into services. It changes
+// nothing until Commit. Tables are built incrementally from the current ones, so a removed
+// backend moves only its own slots.
+func (s *State) Plan(services []Service) (*Plan, error) {
+	p := &Plan{vips: make(map[VIP]*vipState, len(services)), backends: make(map[string]*backendState), nextVIP: s.nextVIP, nextBE: s.nextBackend}
+	seen := make(map[VIP]string, len(services))
+	for _, svc := range services {
+		if err := svc.Validate(); err != nil {
+			return nil, err
+		}
+		if other, dup := seen[svc.VIP]; dup {
+			return nil, fmt.Errorf("service %q: VIP %s already used by service %q", svc.Name, svc.VIP, other)
+		}
+		seen[svc.VIP] = svc.Name
+	}
+	if uint32(len(services)) > s.maxVIPs {
+		return nil, fmt.Errorf("%d services exceed the dataplane's %d VIPs", len(services), s.maxVIPs)
+	}
+
+	// Backend ids: keep existing ones, assign new ones.
+	usedBE := make(map[uint32]bool, len(s.backends))
+	for _, b := range s.backends {
+		usedBE[b.id] = true
+	}
+	for _, svc := range services {
+		for _, b := range svc.Backends {
+			k := b.Key()
+			if _, ok := p.backends[k]; ok {
+				continue
+			}
+			if old, ok := s.backends[k]; ok {
+				p.backends[k] = old
+				continue
+			}
+			id, err := allocID(&p.nextBE, 1, s.maxBackends, usedBE)
+			if err != nil {
+				return nil, fmt.Errorf("service %q: backend %s: %w", svc.Name, k, err)
+			}
+			nb := &backendState{id: id, backend: Backend{Addr: b.Addr, Port: b.Port}}
+			p.backends[k] = nb
+			p.Diff.UpsertBackends = append(p.Diff.UpsertBackends, BackendUpdate{ID: id, Backend: nb.backend})
+		}
+	}
+
+	usedVIP := make(map[uint32]bool, len(s.vips))
+	for _, v := range s.vips {
+		usedVIP[v.id] = true
+	}
+	for _, svc := range services {
+		bs := slices.Clone(svc.Backends)
+		slices.SortFunc(bs, func(a, b Backend) int { return cmpString(a.Key(), b.Key()) })
+		old := s.vips[svc.VIP]
+		nv := &vipState{mode: svc.Mode, backends: bs}
+		upd := VIPUpdate{VIP: svc.VIP, Mode: svc.Mode}
+		var prev []uint32
+		if old != nil {
+			nv.id = old.id
+			prev = old.table
+		} else {
+			id, err := allocID(&p.nextVIP, 0, s.maxVIPs, usedVIP)
+			if err != nil {
+				return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+			}
+			nv.id = id
+			upd.New = true
+		}
+		upd.ID = nv.id
+		if old != nil && old.table != nil && slices.Equal(old.backends, bs) {
+			nv.table = old.table
+			if old.mode != svc.Mode {
+				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
+			}
+		} else {
+			ws := make([]Weighted, len(bs))
+			for i, b := range bs {
+				ws[i] = Weighted{ID: p.backends[b.Key()].id, Key: b.Key(), Weight: b.Weight}
+			}
+			t, err := Table(s.tableSize, prev, ws)
+			if err != nil {
+				return nil, fmt.Errorf("service %q: maglev: %w", svc.Name, err)
+			}
+			nv.table = t
+			upd.Table = t
+			p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
+		}
+		p.vips[svc.VIP] = nv
+	}
+
+	for v, old := range s.vips {
+		if _, keep := p.vips[v]; !keep {
+			p.Diff.DeleteVIPs = append(p.Diff.DeleteVIPs, VIPUpdate{VIP: v, ID: old.id, Mode: old.mode})
+		}
+	}
+	for k, old := range s.backends {
+		if _, keep := p.backends[k]; !keep {
+			p.Diff.DeleteBackends = append(p.Diff.DeleteBackends, old.id)
+		}
+	}
+	slices.SortFunc(p.Diff.DeleteVIPs, func(a, b VIPUpdate) int { return int(a.ID) - int(b.ID) })
+	slices.Sort(p.Diff.DeleteBackends)
+	return p, nil
+}
+
+// Commit makes a plan the current state.
+func (s *State) Commit(p *Plan) {
+	s.vips, s.backends, s.nextVIP, s.nextBackend = p.vips, p.backends, p.nextVIP, p.nextBE
+}
+
+var errFull = errors.New("no free id")
+
+// allocID hands out ids round-robin from *next, skipping used ones, so a freed id is reused
+// as late as possible (a stale connection-table entry never finds a stranger behind its id).
+func allocID(next *uint32, lo, hi uint32, used map[uint32]bool) (uint32, error) {
+	n := hi - lo
+	for i := uint32(0); i < n; i++ {
+		id := *next
+		if id < lo || id >= hi {
+			id = lo
+		}
+		*next = id + 1
+		if !used[id] {
+			used[id] = true
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: all %d in use", errFull, n)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// VIPIDs returns each programmed VIP's dataplane id.
+func (s *State) VIPIDs() map[VIP]uint32 {
+	m := make(map[VIP]uint32, len(s.vips))
+	for v, st := range s.vips {
+		m[v] = st.id
+	}
+	return m
+}
+
+// BackendIDs returns each programmed backend's dataplane id by Backend.Key.
+func (s *State) BackendIDs() map[string]uint32 {
+	m := make(map[string]uint32, len(s.backends))
+	for k, st := range s.backends {
+		m[k] = st.id
+	}
+	return m
+}
+
+// TableOf returns the VIP's current Maglev table (nil if unknown). Do not modify it.
+func (s *State) TableOf(v VIP) []uint32 {
+	if st := s.vips[v]; st != nil {
+		return st.table
+	}
+	return nil
+}
