@@ -39,7 +39,7 @@ test-unit: ## only the tests that need neither root nor tools
 	GOVCLOUD_UNPRIVILEGED=1 $(GO) test -count=1 -short ./...
 
 bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, table swap (root)
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./dataplane/lbbench/ -args -report
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkLBReport -benchtime 1x -timeout 30m ./dataplane/lbmap/
 
 demo: deps build ## build and bring up the lab
 	./$(BIN) lab up
