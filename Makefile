@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet deps demo demo-down \
-        bench-lb clean help
+        bench-lb fuzz-lb clean help
 
 all: build
 
@@ -40,6 +40,9 @@ test-unit: ## only the tests that need neither root nor tools
 
 bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, table swap (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkLBReport -benchtime 1x -timeout 30m ./dataplane/lbmap/
+
+fuzz-lb: ## fuzz the XDP load balancer through BPF_PROG_TEST_RUN for FUZZTIME (default 60s, root)
+	$(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime $(or $(FUZZTIME),60s) ./dataplane/lbmap/
 
 demo: deps build ## build and bring up the lab
 	./$(BIN) lab up
