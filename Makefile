@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet deps demo demo-down \
-        bench-lb fuzz-lb clean help
+        bench-lb fuzz-lb bench-agent clean help
 
 all: build
 
@@ -43,6 +43,9 @@ bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, tabl
 
 fuzz-lb: ## fuzz the XDP load balancer through BPF_PROG_TEST_RUN for FUZZTIME (default 60s, root)
 	$(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime $(or $(FUZZTIME),60s) ./dataplane/lbmap/
+
+bench-agent: ## host network: 4094 VLAN mappings (reconcile time), eBPF trunk vs plain veth throughput (root)
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./dataplane/hostnet/
 
 demo: deps build ## build and bring up the lab
 	./$(BIN) lab up

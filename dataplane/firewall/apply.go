@@ -8,6 +8,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 const hashPrefix = "govcloud plan "
@@ -104,6 +106,28 @@ func Apply(c *nftables.Conn, plan *Plan) (changed bool, err error) {
 		return false, fmt.Errorf("applying nftables plan %s: %w", plan.Hash, err)
 	}
 	return true, nil
+}
+
+// BigBuffers is a google/nftables connection option for large rule sets: a whole plan goes
+// to the kernel in one batch, and thousands of segments overflow the default socket buffers.
+func BigBuffers() nftables.ConnOption {
+	return nftables.WithSockOptions(func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			for _, o := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o, 64<<20); e != nil {
+					serr = e
+				}
+			}
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
 }
 
 // Exists reports whether either govcloud table is in the kernel.

@@ -142,17 +142,26 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	slices.SortFunc(tenant.Elems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
 
-	input := &ChainPlan{Chain: &nftables.Chain{Name: "input", Table: in, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}}
+	// Gateways as (bridge . address) sets: one lookup however many segments there are.
+	gw4 := &SetPlan{Set: &nftables.Set{Table: in, Name: "gateway4", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}}
+	gw6 := &SetPlan{Set: &nftables.Set{Table: in, Name: "gateway6", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)}}
 	for _, g := range cfg.Gateways {
 		if g.Addr.Is4() {
 			b := g.Addr.As4()
-			input.Rules = append(input.Rules, rule(matchIif(g.Bridge), nfproto(unix.NFPROTO_IPV4), payloadNet(16, 4), eq(b[:]), accept()))
+			gw4.Elems = append(gw4.Elems, nftables.SetElement{Key: append(ifname(g.Bridge), b[:]...)})
 		} else {
 			b := g.Addr.As16()
-			input.Rules = append(input.Rules, rule(matchIif(g.Bridge), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), eq(b[:]), accept()))
+			gw6.Elems = append(gw6.Elems, nftables.SetElement{Key: append(ifname(g.Bridge), b[:]...)})
 		}
 	}
+	it.Sets = append(it.Sets, gw4, gw6)
+	input := &ChainPlan{Chain: &nftables.Chain{Name: "input", Table: in, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}}
+	input.Rules = append(input.Rules,
+		rule(nfproto(unix.NFPROTO_IPV4), concatIifDaddr(16, 4, "gateway4"), accept()),
+		rule(nfproto(unix.NFPROTO_IPV6), concatIifDaddr(24, 16, "gateway6"), accept()))
 	for _, t := range []byte{133, 135, 136} { // router solicit, neighbour solicit/advert
 		input.Rules = append(input.Rules, rule(iifInSet("tenant", false), l4proto(unix.IPPROTO_ICMPV6), payloadTransport(0, 1), eq([]byte{t}), accept()))
 	}
@@ -225,6 +234,16 @@ func matchIif(n string) []expr.Any {
 
 func iifInSet(set string, invert bool) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Lookup{SourceRegister: 1, SetName: set, Invert: invert}}
+}
+
+// concatIifDaddr looks up (iifname . destination address) in a concatenated set: the name
+// fills 32-bit registers 8-11 (NFT_REG32_00..03), the address follows from register 12.
+func concatIifDaddr(off, n uint32, set string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 8},
+		&expr.Payload{DestRegister: 12, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 8, SetName: set},
+	}
 }
 
 func oifInSet(set string, invert bool) []expr.Any {

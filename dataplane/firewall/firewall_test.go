@@ -52,11 +52,11 @@ table inet govcloud
   set tenant { type ifname; elements = { "gcbr120", "gcbr121", "gcbr130" } }
   set dept-3 { type ifname; elements = { "gcbr120", "gcbr121" } }
   set dept-7 { type ifname; elements = { "gcbr130" } }
+  set gateway4 { type ifname . ipv4_addr; elements = { "gcbr120" . 198.18.20.1, "gcbr121" . 198.18.21.1, "gcbr130" . 198.18.30.1 } }
+  set gateway6 { type ifname . ipv6_addr; elements = { "gcbr120" . 2001:db8:20::1 } }
   chain input { hook input priority 0 }
-    iifname == "gcbr120" meta nfproto == [2] ip daddr == 198.18.20.1 accept
-    iifname == "gcbr120" meta nfproto == [10] ip6 daddr == 2001:db8:20::1 accept
-    iifname == "gcbr121" meta nfproto == [2] ip daddr == 198.18.21.1 accept
-    iifname == "gcbr130" meta nfproto == [2] ip daddr == 198.18.30.1 accept
+    meta nfproto == [2] iifname . ip daddr @gateway4 accept
+    meta nfproto == [10] iifname . ip6 daddr @gateway6 accept
     iifname @tenant meta l4proto == [58] icmpv6 type == [133] accept
     iifname @tenant meta l4proto == [58] icmpv6 type == [135] accept
     iifname @tenant meta l4proto == [58] icmpv6 type == [136] accept

@@ -19,7 +19,12 @@ func (p *Plan) String() string {
 		for _, s := range t.Sets {
 			var el []string
 			for _, e := range s.Elems {
-				el = append(el, fmt.Sprintf("%q", strings.TrimRight(string(e.Key), "\x00")))
+				name := fmt.Sprintf("%q", strings.TrimRight(string(e.Key[:min(16, len(e.Key))]), "\x00"))
+				if s.Set.Concatenation && len(e.Key) > 16 {
+					a, _ := netip.AddrFromSlice(e.Key[16:])
+					name += " . " + a.String()
+				}
+				el = append(el, name)
 			}
 			fmt.Fprintf(&b, "  set %s { type %s; elements = { %s } }\n", s.Set.Name, s.Set.KeyType.Name, strings.Join(el, ", "))
 		}
@@ -63,28 +68,32 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 // expression that consumes it comes.
 func renderRule(r []expr.Any) string {
 	var parts []string
-	reg := ""
+	regs := map[uint32]string{}
 	for _, e := range r {
 		switch x := e.(type) {
 		case *expr.Meta:
-			reg = map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
+			regs[x.Register] = map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
 				expr.MetaKeyNFPROTO: "meta nfproto", expr.MetaKeyL4PROTO: "meta l4proto"}[x.Key]
 		case *expr.Payload:
-			reg = payloadName(x)
+			regs[x.DestRegister] = payloadName(x)
 		case *expr.Bitwise:
-			reg = fmt.Sprintf("%s & %s", reg, value(reg, x.Mask))
+			regs[x.DestRegister] = fmt.Sprintf("%s & %s", regs[x.SourceRegister], value(regs[x.SourceRegister], x.Mask))
 		case *expr.Cmp:
 			op := "=="
 			if x.Op == expr.CmpOpNeq {
 				op = "!="
 			}
-			parts = append(parts, fmt.Sprintf("%s %s %s", reg, op, value(reg, x.Data)))
+			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
 		case *expr.Lookup:
 			op := ""
 			if x.Invert {
 				op = "!= "
 			}
-			parts = append(parts, fmt.Sprintf("%s %s@%s", reg, op, x.SetName))
+			key := regs[x.SourceRegister]
+			if x.SourceRegister == 8 {
+				key += " . " + regs[12]
+			}
+			parts = append(parts, fmt.Sprintf("%s %s@%s", key, op, x.SetName))
 		case *expr.Counter:
 			parts = append(parts, "counter")
 		case *expr.Verdict:

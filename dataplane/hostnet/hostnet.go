@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -103,9 +104,9 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
 	if cfg.NetNS > 0 {
-		h.nft, err = nftables.New(nftables.WithNetNSFd(int(cfg.NetNS)))
+		h.nft, err = nftables.New(nftables.WithNetNSFd(int(cfg.NetNS)), firewall.BigBuffers())
 	} else {
-		h.nft, err = nftables.New()
+		h.nft, err = nftables.New(firewall.BigBuffers())
 	}
 	if err != nil {
 		h.nl.Close()
@@ -224,6 +225,12 @@ func (h *Host) Set(desired HostNetwork) error {
 	defer func() { h.last = h.nd.Changes - startNL + h.writes }()
 
 	var errs []error
+	phase, t0 := "validate", time.Now()
+	mark := func(next string) {
+		h.log.Debug("set phase", "phase", phase, "took", time.Since(t0))
+		phase, t0 = next, time.Now()
+	}
+	defer mark("")
 	depts := map[string]Department{}
 	for _, dp := range d.Departments {
 		depts[dp.Name] = dp
@@ -251,6 +258,7 @@ func (h *Host) Set(desired HostNetwork) error {
 		errs = append(errs, err)
 	}
 
+	mark("remove")
 	// 2. Remove segments that are no longer wanted: trunk entry first (no traffic), then links.
 	owned, err := h.nd.OwnedLinks()
 	if err != nil {
@@ -273,22 +281,27 @@ func (h *Host) Set(desired HostNetwork) error {
 			gone[v] = true
 		}
 	}
-	for _, v := range sortedKeys(gone) {
+	goneVLANs := sortedKeys(gone)
+	for _, v := range goneVLANs {
 		if _, ok := segsInMap[v]; ok {
 			if err := h.tr.DeleteSegment(v); err != nil {
 				errs = append(errs, err)
 			}
 			h.writes++
 		}
-		if err := h.do(func() error { return h.tr.Detach(trunk.RoleSegment, netdev.TrunkPortName(v)) }); err != nil {
+	}
+	// Links go first (one batch); their program links are then defunct and unpin cheaply.
+	if err := h.nd.DeleteSegments(goneVLANs, h.do); err != nil {
+		errs = append(errs, err)
+	}
+	for _, v := range goneVLANs {
+		if err := h.tr.Detach(trunk.RoleSegment, netdev.TrunkPortName(v)); err != nil {
 			errs = append(errs, err)
 		}
 		delete(h.attached, string(trunk.RoleSegment)+"/"+netdev.TrunkPortName(v))
-		if err := h.nd.DeleteSegment(v); err != nil {
-			errs = append(errs, err)
-		}
 	}
 
+	mark("segments")
 	// 3. Segment links and gateway addresses.
 	portIdx := map[uint16]int{}
 	for _, s := range d.Segments {
@@ -317,6 +330,7 @@ func (h *Host) Set(desired HostNetwork) error {
 		}
 	}
 
+	mark("ports")
 	// 4. Guest ports: local ones join their bridge; ports in our bridges that are no longer
 	// wanted are released (not deleted: they belong to the compute agent).
 	wantPort := map[string]string{}
@@ -325,19 +339,20 @@ func (h *Host) Set(desired HostNetwork) error {
 			wantPort[g.Ifname] = bridgeOf(segs[g.Segment])
 		}
 	}
-	for _, s := range d.Segments {
-		br, err := h.nl.LinkByName(bridgeOf(s))
-		if err != nil {
-			continue
+	if links, err := h.nl.LinkList(); err != nil {
+		errs = append(errs, fmt.Errorf("listing links: %w", err))
+	} else {
+		names := map[int]string{}
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
 		}
-		members, err := h.nd.Members(br)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, m := range members {
+		for _, m := range links {
+			br := names[m.Attrs().MasterIndex]
+			if v, ok := netdev.SegmentVLAN(br); !ok || br != netdev.BridgeName(v) {
+				continue // not in one of our bridges
+			}
 			n := m.Attrs().Name
-			if _, ours := netdev.SegmentVLAN(n); ours || wantPort[n] == bridgeOf(s) {
+			if _, ours := netdev.SegmentVLAN(n); ours || wantPort[n] == br {
 				continue
 			}
 			if err := h.nd.ReleasePort(m); err != nil {
@@ -357,6 +372,7 @@ func (h *Host) Set(desired HostNetwork) error {
 		}
 	}
 
+	mark("neighbours")
 	// 5. Permanent neighbours for every known guest (static FDB toward the trunk for remote
 	// ones), so the distributed gateway never ARPs across the trunk.
 	var neigh []netdev.Neighbor
@@ -389,6 +405,7 @@ func (h *Host) Set(desired HostNetwork) error {
 		errs = append(errs, err)
 	}
 
+	mark("routing")
 	// 6. VRF-lite: a table per department, chosen by the bridge a packet came in on.
 	var rules []netdev.Rule
 	var routes []netdev.Route
@@ -421,11 +438,13 @@ func (h *Host) Set(desired HostNetwork) error {
 		errs = append(errs, err)
 	}
 
+	mark("trunk")
 	// 7. The trunk: uplink, VLAN map, programs.
 	if err := h.setTrunk(d, segs, depts, portIdx); err != nil {
 		errs = append(errs, err)
 	}
 
+	mark("nftables")
 	// 8. nftables.
 	if err := h.setFirewall(d, segs, depts, portIdx); err != nil {
 		errs = append(errs, err)
@@ -505,38 +524,58 @@ func (h *Host) setTrunk(d HostNetwork, segs map[string]Segment, depts map[string
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := h.do(func() error {
-		var e []error
-		for role, names := range attached {
-			for _, n := range names {
-				key := string(role) + "/" + n
-				if _, ok := wantLinks[key]; ok {
-					continue
-				}
-				e = append(e, h.tr.Detach(role, n))
-				delete(h.attached, key)
-				h.writes++
-			}
-		}
-		for _, key := range sortedKeys(wantLinks) {
-			idx := wantLinks[key]
-			role, name, _ := strings.Cut(key, "/")
-			if h.attached[key] == idx {
-				if pinned, err := h.tr.AttachedIfindex(trunk.Role(role), name); err == nil && pinned == idx {
-					continue
-				}
-			}
-			if err := h.tr.Attach(trunk.Role(role), name, idx); err != nil {
-				e = append(e, err)
+	for role, names := range attached {
+		for _, n := range names {
+			key := string(role) + "/" + n
+			if _, ok := wantLinks[key]; ok {
 				continue
 			}
-			h.attached[key] = idx
+			errs = append(errs, h.tr.Detach(role, n))
+			delete(h.attached, key)
 			h.writes++
 		}
-		return errors.Join(e...)
-	}); err != nil {
-		errs = append(errs, err)
 	}
+	var todo []string
+	for _, key := range sortedKeys(wantLinks) {
+		idx := wantLinks[key]
+		role, name, _ := strings.Cut(key, "/")
+		if h.attached[key] == idx {
+			if pinned, err := h.tr.AttachedIfindex(trunk.Role(role), name); err == nil && pinned == idx {
+				continue
+			}
+		}
+		todo = append(todo, key)
+	}
+	// Each TCX attach waits for an RCU grace period; concurrent attaches share them.
+	const workers = 16
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < workers && w < len(todo); w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			err := h.do(func() error {
+				var e []error
+				for i := w; i < len(todo); i += workers {
+					key := todo[i]
+					role, name, _ := strings.Cut(key, "/")
+					if err := h.tr.Attach(trunk.Role(role), name, wantLinks[key]); err != nil {
+						e = append(e, err)
+						continue
+					}
+					mu.Lock()
+					h.attached[key] = wantLinks[key]
+					h.writes++
+					mu.Unlock()
+				}
+				return errors.Join(e...)
+			})
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -603,33 +642,18 @@ func (h *Host) Teardown() error {
 	var errs []error
 	errs = append(errs, firewall.Delete(h.nft))
 	errs = append(errs, h.nd.EnsureRules(nil), h.nd.EnsureRoutes(nil))
+	// Links first, in one batch; the pinned program links are defunct afterwards.
+	errs = append(errs, h.nd.DeleteAll(h.do))
 	if attached, err := h.tr.Attached(); err == nil {
-		errs = append(errs, h.do(func() error {
-			var e []error
-			for role, names := range attached {
-				for _, n := range names {
-					e = append(e, h.tr.Detach(role, n))
-				}
+		for role, names := range attached {
+			for _, n := range names {
+				errs = append(errs, h.tr.Detach(role, n))
 			}
-			return errors.Join(e...)
-		}))
+		}
 	} else {
 		errs = append(errs, err)
 	}
 	h.attached = map[string]int{}
-	if owned, err := h.nd.OwnedLinks(); err == nil {
-		vlans := map[uint16]bool{}
-		for n := range owned {
-			if v, ok := netdev.SegmentVLAN(n); ok {
-				vlans[v] = true
-			}
-		}
-		for _, v := range sortedKeys(vlans) {
-			errs = append(errs, h.nd.DeleteSegment(v))
-		}
-	} else {
-		errs = append(errs, err)
-	}
 	errs = append(errs, h.tr.Unpin())
 	errs = append(errs, h.do(func() error {
 		var e []error

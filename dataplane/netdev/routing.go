@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -52,8 +51,9 @@ func (m *Manager) EnsureRules(want []Rule) error {
 		return err
 	}
 	var errs []error
+	wantSet, haveSet := setOf(want), setOf(have)
 	for _, r := range have {
-		if slices.Contains(want, r) {
+		if wantSet[r] {
 			continue
 		}
 		if err := m.nl.RuleDel(m.rule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -63,7 +63,7 @@ func (m *Manager) EnsureRules(want []Rule) error {
 		m.changed("rule deleted", "rule", r.String())
 	}
 	for _, r := range want {
-		if slices.Contains(have, r) {
+		if haveSet[r] {
 			continue
 		}
 		if err := m.nl.RuleAdd(m.rule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -73,6 +73,14 @@ func (m *Manager) EnsureRules(want []Rule) error {
 		m.changed("rule added", "rule", r.String())
 	}
 	return errors.Join(errs...)
+}
+
+func setOf[T comparable](xs []T) map[T]bool {
+	m := make(map[T]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
 }
 
 func (m *Manager) rule(r Rule) *netlink.Rule {
@@ -149,8 +157,9 @@ func (m *Manager) EnsureRoutes(want []Route) error {
 		return err
 	}
 	var errs []error
+	wantSet, haveSet := setOf(want), setOf(have)
 	for _, r := range have {
-		if slices.Contains(want, r) {
+		if wantSet[r] {
 			continue
 		}
 		nr, err := m.route(r, true)
@@ -164,7 +173,7 @@ func (m *Manager) EnsureRoutes(want []Route) error {
 		m.changed("route deleted", "route", r.String())
 	}
 	for _, r := range want {
-		if slices.Contains(have, r) {
+		if haveSet[r] {
 			continue
 		}
 		nr, err := m.route(r, false)
@@ -239,6 +248,17 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 			ports[n.FDB] = true
 		}
 	}
+	// One dump of the FDB for all bridges (static entries only matter here).
+	fdbAll, fdbErr := m.nl.NeighList(0, unix.AF_BRIDGE)
+	if fdbErr != nil {
+		errs = append(errs, fmt.Errorf("listing fdb: %w", fdbErr))
+	}
+	fdbBy := map[int][]netlink.Neigh{}
+	for _, n := range fdbAll {
+		if n.State == unix.NUD_NOARP {
+			fdbBy[n.MasterIndex] = append(fdbBy[n.MasterIndex], n)
+		}
+	}
 	for _, b := range bridges {
 		br, err := m.nl.LinkByName(b)
 		if err != nil {
@@ -269,12 +289,7 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 			}
 		}
 		// Static FDB entries live on the bridge ports (family AF_BRIDGE, master).
-		fdb, err := m.nl.NeighList(0, unix.AF_BRIDGE)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("fdb of %s: %w", b, err))
-			continue
-		}
-		for _, n := range fdb {
+		for _, n := range fdbBy[br.Attrs().Index] {
 			// Static entries dump as NUD_NOARP with the bridge as master (no NTF_MASTER
 			// flag); learned ones are reachable/stale, the bridge's own are permanent.
 			if n.MasterIndex != br.Attrs().Index || n.State != unix.NUD_NOARP {
