@@ -17,6 +17,9 @@ type State struct {
 	BGP         *BGP         `json:"bgp,omitempty"`
 	VMs         []VM         `json:"vms"`
 	Volumes     []Volume     `json:"volumes"`
+	// Hosts maps every host's name to its fabric address: the dsr tunnel endpoint of the
+	// backends running there.
+	Hosts map[string]string `json:"hosts,omitempty"`
 }
 
 // Department is a tenant's VRF-lite: its routing table and BGP RD/RT.

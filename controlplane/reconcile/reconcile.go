@@ -21,7 +21,10 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	hs := h.Spec.(*config.HostSpec)
 	out := &desired.State{Host: host, Revision: rev, Uplink: hs.Uplink, Address: hs.Address,
 		Departments: []desired.Department{}, Segments: []desired.Segment{}, Services: []desired.Service{},
-		VMs: []desired.VM{}, Volumes: []desired.Volume{}}
+		VMs: []desired.VM{}, Volumes: []desired.Volume{}, Hosts: map[string]string{}}
+	for _, o := range st.List(config.KindHost) {
+		out.Hosts[o.Metadata.Name] = o.Spec.(*config.HostSpec).Address
+	}
 	table := map[string]int{}
 	for _, o := range st.List(config.KindDepartment) {
 		d := o.Spec.(*config.DepartmentSpec)
