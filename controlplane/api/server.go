@@ -482,7 +482,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *princip
 			st.Objects[o.Kind]++
 		}
 	}
-	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == roleAnonymous {
+	// Agents read their peers' reports too: each learns there which remote backends are down.
+	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == RoleAgent || p.Role == roleAnonymous {
 		if st.Hosts, err = s.store.HostStatus(r.Context()); err != nil {
 			return internal(err)
 		}
