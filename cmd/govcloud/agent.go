@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
+
+	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/controlplane/client"
+)
+
+func init() { register(newAgentCmd) }
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var (
+		host, api, tokenFile, apiNetns, metricsListen string
+		cfg                                           agent.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the host agent: segments, VLAN trunk, VRF-lite, isolation, XDP load balancer",
+		Long: `agent makes its host's desired state real and keeps it so. It long-polls the controller
+for the host's desired state (GOVCLOUD_API, token from --token-file or GOVCLOUD_TOKEN, role
+agent), and on every change — and every 30 s regardless — applies all of it: segment bridges
+with the distributed gateway, the eBPF VLAN trunk on the uplink, a routing table per
+department, nftables isolation and anti-spoofing, the XDP load balancer on the uplink, and
+routes delivering VIP traffic to healthy local backends. It health-checks the backends on this
+host and reports status back (see 'govcloud status').
+
+With the controller away nothing changes (fail-static). Maps and the XDP link are pinned
+under --pin-root, so a restarted agent keeps every flow. SIGTERM removes everything the agent
+made; with --keep-dataplane the dataplane stays (upgrades).
+
+--api-netns dials the controller from another network namespace (e.g. /proc/1/ns/net when
+the agent runs inside a lab host namespace and the controller listens on the machine's
+loopback). Serves /status (JSON) and /metrics on --metrics-listen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if host == "" {
+				host, _ = os.Hostname()
+			}
+			c := client.FromEnv()
+			if api != "" {
+				c.Base = strings.TrimRight(api, "/")
+			}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				c.Token = strings.TrimSpace(string(b))
+			}
+			if apiNetns != "" {
+				tr, err := netnsTransport(apiNetns)
+				if err != nil {
+					return err
+				}
+				c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+			}
+			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", metricsListen)
+			if err != nil {
+				a.Close()
+				return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
+			}
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(a.Status())
+			})
+			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+			if h := agentMetrics(a, host); h != nil {
+				mux.Handle("GET /metrics", h)
+			}
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", ln.Addr().String())
+			err = a.Run(cmd.Context())
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = srv.Shutdown(sctx)
+			cancel()
+			return errors.Join(err, a.Close())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
+	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API or "+client.DefaultAPI+")")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
+	f.StringVar(&apiNetns, "api-netns", "", "network namespace file to dial the controller from (e.g. /proc/1/ns/net)")
+	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address for /metrics and /status")
+	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
+	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
+	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
+	return cmd
+}
+
+// netnsTransport dials from the network namespace at path: each dial runs on a locked thread
+// that enters the namespace, creates the socket and comes back (a socket keeps its namespace).
+func netnsTransport(path string) (*http.Transport, error) {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("--api-netns %s: %w", path, err)
+	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				runtime.UnlockOSThread()
+				ch <- result{nil, err}
+				return
+			}
+			defer orig.Close()
+			if err := netns.Set(target); err != nil {
+				runtime.UnlockOSThread()
+				ch <- result{nil, fmt.Errorf("entering %s: %w", path, err)}
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread() // otherwise the thread dies with the goroutine
+			}
+			ch <- result{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+	return &http.Transport{DialContext: dial, MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second}, nil
+}

@@ -1,0 +1,135 @@
+// Package viproute keeps the routes that deliver decapsulated VIP traffic to the backends
+// running on this host: one /32 (or /128) per VIP in the main table, with a next hop per
+// healthy local backend (multipath: the kernel spreads flows by hash). Set is declarative:
+// routes it made that are no longer wanted are removed. Routes carry their own protocol
+// number so nothing else on the host is touched.
+package viproute
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Proto marks the routes this package owns (rtnetlink protocol number, unused by iproute2).
+const Proto netlink.RouteProtocol = 0x47
+
+// NextHop is one local backend: its address and the bridge it sits on.
+type NextHop struct {
+	Addr netip.Addr
+	Dev  string
+}
+
+// Routes realises VIP routes through one netlink handle (the host's namespace).
+type Routes struct {
+	nl  *netlink.Handle
+	log *slog.Logger
+}
+
+// New returns a Routes working through nl.
+func New(nl *netlink.Handle, log *slog.Logger) *Routes {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Routes{nl: nl, log: log}
+}
+
+// Set makes the owned routes exactly want: VIP -> next hops. A VIP with no next hop gets no
+// route (its traffic is not delivered here).
+func (r *Routes) Set(want map[netip.Addr][]NextHop) error {
+	have, err := r.list()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for vip, nhs := range want {
+		if len(nhs) == 0 {
+			continue
+		}
+		route, err := r.route(vip, nhs)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if old, ok := have[vip]; ok && sameNextHops(old, route) {
+			continue
+		}
+		if err := r.nl.RouteReplace(route); err != nil {
+			errs = append(errs, fmt.Errorf("route to VIP %s via %v: %w", vip, nhs, err))
+			continue
+		}
+		r.log.Debug("vip route set", "vip", vip, "nexthops", len(nhs))
+	}
+	for vip, old := range have {
+		if len(want[vip]) > 0 {
+			continue
+		}
+		if err := r.nl.RouteDel(&old); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("removing route to VIP %s: %w", vip, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Routes) route(vip netip.Addr, nhs []NextHop) (*netlink.Route, error) {
+	bits := 32
+	if vip.Is6() {
+		bits = 128
+	}
+	rt := &netlink.Route{Dst: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}, Protocol: Proto, Table: unix.RT_TABLE_MAIN}
+	sorted := slices.Clone(nhs)
+	slices.SortFunc(sorted, func(a, b NextHop) int { return a.Addr.Compare(b.Addr) })
+	for _, nh := range sorted {
+		l, err := r.nl.LinkByName(nh.Dev)
+		if err != nil {
+			return nil, fmt.Errorf("VIP %s: backend %s: device %q: %w", vip, nh.Addr, nh.Dev, err)
+		}
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: l.Attrs().Index, Gw: nh.Addr.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+	}
+	if len(rt.MultiPath) == 1 {
+		rt.LinkIndex, rt.Gw, rt.Flags = rt.MultiPath[0].LinkIndex, rt.MultiPath[0].Gw, int(netlink.FLAG_ONLINK)
+		rt.MultiPath = nil
+	}
+	return rt, nil
+}
+
+func (r *Routes) list() (map[netip.Addr]netlink.Route, error) {
+	out := map[netip.Addr]netlink.Route{}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := r.nl.RouteListFiltered(fam, &netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("listing VIP routes: %w", err)
+		}
+		for _, rt := range rs {
+			if rt.Dst == nil {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(rt.Dst.IP); ok {
+				out[a.Unmap()] = rt
+			}
+		}
+	}
+	return out, nil
+}
+
+func sameNextHops(have netlink.Route, want *netlink.Route) bool {
+	key := func(r *netlink.Route) string {
+		var parts []string
+		if len(r.MultiPath) == 0 {
+			parts = append(parts, fmt.Sprintf("%d/%s", r.LinkIndex, r.Gw))
+		}
+		for _, nh := range r.MultiPath {
+			parts = append(parts, fmt.Sprintf("%d/%s", nh.LinkIndex, nh.Gw))
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, ",")
+	}
+	return key(&have) == key(want)
+}
