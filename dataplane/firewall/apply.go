@@ -73,9 +73,17 @@ func Apply(c *nftables.Conn, plan *Plan) (changed bool, err error) {
 		c.AddTable(tp.Table)
 		ids := map[string]uint32{}
 		for _, s := range tp.Sets {
+			// A netlink attribute is at most 64 KiB: send big sets in chunks.
+			const chunk = 512
 			set := *s.Set
-			if err := c.AddSet(&set, s.Elems); err != nil {
+			first := s.Elems[:min(chunk, len(s.Elems))]
+			if err := c.AddSet(&set, first); err != nil {
 				return false, fmt.Errorf("nftables set %s: %w", set.Name, err)
+			}
+			for i := len(first); i < len(s.Elems); i += chunk {
+				if err := c.SetAddElements(&set, s.Elems[i:min(i+chunk, len(s.Elems))]); err != nil {
+					return false, fmt.Errorf("nftables set %s elements: %w", set.Name, err)
+				}
 			}
 			ids[set.Name] = set.ID
 		}

@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -128,5 +129,43 @@ func TestApplyAndSend(t *testing.T) {
 	}
 	if out := host.MustRun(t, "nft", "list", "ruleset"); strings.Contains(out, "govcloud") {
 		t.Fatalf("tables left after Delete:\n%s", out)
+	}
+}
+
+// TestApplyLarge applies a plan with thousands of segments and guest ports: sets bigger than
+// one netlink attribute and a batch bigger than the default socket buffer.
+func TestApplyLarge(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	ns := netnstest.New(t, "gct-fl")
+	var cfg firewall.Config
+	for d := 0; d < 30; d++ {
+		cfg.Departments = append(cfg.Departments, firewall.Department{ID: uint32(d + 1)})
+	}
+	for v := 1; v <= 4094; v++ {
+		br := fmt.Sprintf("gcbr%d", v)
+		cfg.Departments[v%30].Bridges = append(cfg.Departments[v%30].Bridges, br)
+		cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: br, Addr: netip.AddrFrom4([4]byte{198, 18, byte(v >> 3), byte(v&7)<<5 | 1})})
+	}
+	for i := 0; i < 500; i++ {
+		cfg.Ports = append(cfg.Ports, firewall.Port{Ifname: fmt.Sprintf("vm%d", i), MAC: tt.MAC(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff)),
+			Addrs: []netip.Addr{netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})}})
+	}
+	plan, err := firewall.Build(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.Handle())), firewall.BigBuffers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := firewall.Apply(conn, plan); err != nil || !changed {
+		t.Fatalf("apply: changed=%v err=%v", changed, err)
+	}
+	if h, err := firewall.Applied(conn); err != nil || h != plan.Hash {
+		t.Fatalf("applied hash %q (%v), want %q", h, err, plan.Hash)
+	}
+	out := ns.MustRun(t, "nft", "list", "set", "inet", "govcloud", "gateway4")
+	if n := strings.Count(out, `"gcbr`); n != 4094 {
+		t.Fatalf("gateway4 holds %d elements, want 4094", n)
 	}
 }

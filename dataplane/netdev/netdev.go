@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -301,9 +302,9 @@ func isOurName(n string) bool {
 func SegmentVLAN(name string) (uint16, bool) {
 	for _, p := range []string{bridgePrefix, bportPrefix, tportPrefix} {
 		if rest, ok := strings.CutPrefix(name, p); ok {
-			var v uint16
-			if _, err := fmt.Sscanf(rest, "%d", &v); err == nil && fmt.Sprint(v) == rest {
-				return v, true
+			v, err := strconv.ParseUint(rest, 10, 16)
+			if err == nil && v >= 1 && v <= 4094 && strconv.FormatUint(v, 10) == rest {
+				return uint16(v), true
 			}
 		}
 	}

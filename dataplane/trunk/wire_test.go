@@ -154,6 +154,35 @@ func TestWire(t *testing.T) {
 			t.Fatalf("gateway_nd drops moved by %d, want 1", d)
 		}
 	})
+	t.Run("counters are exact on the wire", func(t *testing.T) {
+		before, err := tr.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 25
+		out := tt.Pad(frame("cnt-tx"), 100)
+		in := tt.Pad(frame("cnt-rx"), 200)
+		for i := 0; i < n; i++ {
+			if err := guestSock.Send(out); err != nil {
+				t.Fatal(err)
+			}
+			if err := torSock.Send(tt.Tag(in, tt.Ether8021Q, 120)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		after, err := tr.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for dir, size := range map[trunk.Direction]uint64{trunk.TX: 100, trunk.RX: 200} {
+			k := trunk.StatKey{Department: 3, Segment: 20, Direction: dir}
+			got := trunk.Counter{Packets: after[k].Packets - before[k].Packets, Bytes: after[k].Bytes - before[k].Bytes}
+			if want := (trunk.Counter{Packets: n, Bytes: n * size}); got != want {
+				t.Errorf("%s moved by %+v, want %+v", dir, got, want)
+			}
+		}
+	})
 	t.Run("pinned links survive the loader", func(t *testing.T) {
 		att, err := tr.Attached()
 		if err != nil {
