@@ -74,7 +74,10 @@ func IsPrime(n uint32) bool {
 //   - With prev, every backend keeps min(its slots in prev, its target) of its previous slots, and
 //     only the other slots change owner. A backend above target keeps its lowest-index slots and
 //     releases its highest-index ones. Previous slots are recognized by ID, so a reused ID keeps the
-//     slots of the backend that had it before.
+//     slots of the backend that had it before. With equal weights, removing a backend never
+//     lowers another's target and adding one never raises another's, so those changes move no
+//     other backend's slots; with unequal weights largest-remainder rounding can (rarely) shift
+//     one slot between two others.
 //   - No backend with weight > 0: every slot is NoBackend.
 //
 // Cost is O(size·log(size)) probes from scratch and far less for small changes; a 1000-backend,

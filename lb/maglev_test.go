@@ -428,22 +428,30 @@ func checkIncremental(t *testing.T, size uint32, prev, tab []uint32, bs []Weight
 	t.Helper()
 	active := sortedActive(bs)
 	tg := targets(size, active)
+	type state struct {
+		had, kept, target int
+		released          bool
+	}
+	st := make(map[uint32]*state, len(active))
 	for i, b := range active {
-		var had, kept int
-		released := false
-		for s := range prev {
-			if prev[s] != b.ID {
-				continue
-			}
-			had++
-			if tab[s] == b.ID && !released {
-				kept++
-				continue
-			}
-			released = true // every later slot of b was over target
+		st[b.ID] = &state{target: int(tg[i])}
+	}
+	for s, id := range prev {
+		b := st[id]
+		if b == nil {
+			continue
 		}
-		if want := min(had, int(tg[i])); kept != want {
-			t.Fatalf("backend %q: kept %d of its %d lowest slots, want min(%d, target %d) = %d", b.Key, kept, had, had, tg[i], want)
+		b.had++
+		if tab[s] == id && !b.released {
+			b.kept++
+		} else {
+			b.released = true // every later slot of this backend was over target
+		}
+	}
+	for _, b := range active {
+		x := st[b.ID]
+		if want := min(x.had, x.target); x.kept != want {
+			t.Fatalf("backend %q: kept %d of its %d lowest slots, want min(%d, target %d) = %d", b.Key, x.kept, x.had, x.had, x.target, want)
 		}
 	}
 }
@@ -489,7 +497,7 @@ func caseFromBytes(data []byte) (uint32, []Weighted, []Weighted) {
 	data = data[1:]
 	var old, next []Weighted
 	weight := func(b byte) uint32 { return uint32(b&15) << (3 * (b >> 6)) }
-	for i := 0; i+1 < len(data) && i < 2*300; i += 2 {
+	for i := 0; i+1 < len(data) && i < 2*120; i += 2 {
 		b := Weighted{ID: uint32(i/2 + 1), Key: backendKey(i / 2)}
 		if data[i]%5 != 0 {
 			b.Weight = weight(data[i])
@@ -527,4 +535,22 @@ func FuzzTable(f *testing.F) {
 		size, old, next := caseFromBytes(data)
 		checkCase(t, size, old, next)
 	})
+}
+
+func TestTableRemoveOneMixedWeights(t *testing.T) {
+	// Largest remainder can in principle shift one slot between the others when the total weight
+	// changes (the "new states" paradox); with realistic weights it does not happen, and this
+	// fixed-seed sample pins that down.
+	rng := rand.New(rand.NewPCG(9, 9))
+	for range 50 {
+		bs := backendsN(100, func(int) uint32 { return 1 + rng.Uint32N(10) })
+		before := mustTable(t, DefaultTableSize, nil, bs)
+		k := rng.IntN(len(bs))
+		after := mustTable(t, DefaultTableSize, before, slices.Delete(slices.Clone(bs), k, k+1))
+		for s := range before {
+			if before[s] != bs[k].ID && after[s] != before[s] {
+				t.Fatalf("removing %q moved slot %d from backend %d to %d", bs[k].Key, s, before[s], after[s])
+			}
+		}
+	}
 }
