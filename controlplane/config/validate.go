@@ -431,12 +431,20 @@ func Validate(st *State) Errors {
 		}
 	}
 	// Segment lookups for addresses.
+	type segNet struct {
+		o      *Object
+		p4, p6 netip.Prefix
+	}
+	nets := make([]segNet, 0, len(segs))
+	for _, o := range segs {
+		s := o.Spec.(*SegmentSpec)
+		nets = append(nets, segNet{o, s.Prefix4(), s.Prefix6()})
+	}
 	segFor := func(a netip.Addr) []*Object {
 		var out []*Object
-		for _, o := range segs {
-			s := o.Spec.(*SegmentSpec)
-			if s.Prefix4().Contains(a) || (s.Prefix6().IsValid() && s.Prefix6().Contains(a)) {
-				out = append(out, o)
+		for _, n := range nets {
+			if n.p4.Contains(a) || (n.p6.IsValid() && n.p6.Contains(a)) {
+				out = append(out, n.o)
 			}
 		}
 		return out

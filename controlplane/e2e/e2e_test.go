@@ -166,7 +166,9 @@ func TestCLIVerbs(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
+func freePort(t *testing.T) string { return freePortB(t) }
+
+func freePortB(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -126,6 +127,9 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 	res := &Result{Next: next, Deletes: delKeys}
 	for _, o := range next.List("") {
 		k := o.Key()
+		if old := cur.Objects[k]; old != nil && !inInput[k] && reflect.DeepEqual(old.Status, o.Status) {
+			continue // neither spec nor status touched
+		}
 		b, err := json.Marshal(o)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", k, err)

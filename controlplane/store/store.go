@@ -168,11 +168,13 @@ type AuditChange struct {
 // ErrStale.
 func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Object, deletes []config.Key, audit AuditEntry) (int64, error) {
 	ops := make([]clientv3.Op, 0, len(puts)+len(deletes)+2)
-	for _, o := range puts {
+	raws := make([][]byte, len(puts))
+	for i, o := range puts {
 		b, err := json.Marshal(o)
 		if err != nil {
 			return 0, fmt.Errorf("encode %s: %w", o.Key(), err)
 		}
+		raws[i] = b
 		ops = append(ops, clientv3.OpPut(s.objKey(o.Key()), string(b)))
 	}
 	for _, k := range deletes {
@@ -193,7 +195,30 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 	if !tr.Succeeded {
 		return 0, ErrStale
 	}
-	return tr.Header.Revision, nil
+	// Write-through: the next snapshot is this one plus the change, without re-reading etcd.
+	rev := tr.Header.Revision
+	next := &Snapshot{State: config.NewState(), Revision: rev, EtcdRev: rev, Timestamp: time.Now(),
+		ModRev: make(map[config.Key]int64, len(snap.ModRev)+len(puts)), raw: make(map[config.Key][]byte, len(snap.raw)+len(puts))}
+	for k, o := range snap.State.Objects {
+		next.State.Objects[k], next.ModRev[k], next.raw[k] = o, snap.ModRev[k], snap.raw[k]
+	}
+	for i, o := range puts {
+		k := o.Key()
+		c := *o
+		c.Source = nil
+		next.State.Objects[k], next.ModRev[k], next.raw[k] = &c, rev, raws[i]
+	}
+	for _, k := range deletes {
+		delete(next.State.Objects, k)
+		delete(next.ModRev, k)
+		delete(next.raw, k)
+	}
+	s.mu.Lock()
+	if s.cache == nil || s.cache.Revision < rev {
+		s.cache = next
+	}
+	s.mu.Unlock()
+	return rev, nil
 }
 
 // Audit returns up to limit entries, newest first.

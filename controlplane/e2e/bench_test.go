@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+)
+
+// bigConfig is 30 departments x 4 segments x 10 services per segment (1200 services), each
+// department with its own VIP pool, plus two hosts.
+func bigConfig(changedPort int) string {
+	var b strings.Builder
+	doc := func(kind, name, spec string) {
+		fmt.Fprintf(&b, "---\napiVersion: govcloud/v1\nkind: %s\nmetadata: {name: %s}\nspec: %s\n", kind, name, spec)
+	}
+	for h := 1; h <= 2; h++ {
+		doc("Host", fmt.Sprintf("host%d", h), fmt.Sprintf("{uplink: eth0, address: 198.18.255.%d, asn: 65001, bgpPeers: [{address: 198.18.255.254, asn: 65000}]}", h))
+	}
+	for d := 0; d < 30; d++ {
+		dept := fmt.Sprintf("dept%02d", d)
+		doc("Department", dept, fmt.Sprintf("{displayName: Department %d, costCentre: CC-%04d, quotas: {vcpus: 64, memoryGiB: 256, storageGiB: 4096}}", d, d))
+		doc("AddressPool", dept+"-vips", fmt.Sprintf("{cidrs: [198.19.%d.0/24], departments: [%s], scope: public}", d, dept))
+		for s := 0; s < 4; s++ {
+			seg := fmt.Sprintf("%s-seg%d", dept, s)
+			net := d*4 + s
+			doc("Segment", seg, fmt.Sprintf("{department: %s, ipv4: 198.18.%d.0/24, gateway: 198.18.%d.1}", dept, net, net))
+			for v := 0; v < 10; v++ {
+				port := 8000 + v
+				if d == 7 && s == 2 && v == 5 && changedPort != 0 {
+					port = changedPort
+				}
+				doc("Service", fmt.Sprintf("%s-svc%d", seg, v), fmt.Sprintf(
+					"{department: %s, ports: [{port: %d, protocol: tcp}], backends: [{address: 198.18.%d.%d}, {address: 198.18.%d.%d, weight: 2}], healthCheck: {type: tcp, interval: 5s}}",
+					dept, port, net, 10+v, net, 100+v))
+			}
+		}
+	}
+	return b.String()
+}
+
+func timeRun(b *testing.B, api, tok string, args ...string) (time.Duration, string) {
+	start := time.Now()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "GOVCLOUD_API="+api, "GOVCLOUD_TOKEN="+tok)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%v: %v\n%s", args, err, out.String())
+	}
+	return time.Since(start), out.String()
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	i := int(float64(len(d)-1) * p)
+	return d[i]
+}
+
+func goal(ok bool) string {
+	if ok {
+		return "meets goal"
+	}
+	return "MISSES goal"
+}
+
+// BenchmarkControlPlane is 'make bench-controlplane': apply and plan of a large file end to end
+// through the CLI, then mixed load on the API from this (second) process.
+func BenchmarkControlPlane(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("run with -benchtime 1x")
+	}
+	dir := b.TempDir()
+	c := startControllerB(b, "--data-dir", dir)
+	tokb, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
+	tok := strings.TrimSpace(string(tokb))
+	big := filepath.Join(dir, "big.yaml")
+	big2 := filepath.Join(dir, "big-one-change.yaml")
+	cfg := bigConfig(0)
+	_ = os.WriteFile(big, []byte(cfg), 0o600)
+	_ = os.WriteFile(big2, []byte(bigConfig(9999)), 0o600)
+	docs := strings.Count(cfg, "\n---\n") + 1
+	fmt.Printf("\n== control plane benchmark (controller with embedded etcd, fsync on; 2 cores) ==\n")
+	fmt.Printf("input: 30 departments x 4 segments x 10 services = 1200 services, %d documents, %d KiB\n", docs, len(cfg)/1024)
+
+	d, out := timeRun(b, c.url(), tok, "apply", "-f", big)
+	fmt.Printf("apply (first, allocates 120 VLANs, 1200 VIPs), end to end through the CLI: %v  [goal < 1s: %s]\n    %s", d.Round(time.Millisecond), goal(d < time.Second), lastLine(out))
+	d, out = timeRun(b, c.url(), tok, "plan", "-f", big2)
+	fmt.Printf("plan of the same file with one change, end to end through the CLI: %v  [goal < 200ms: %s]\n    %s", d.Round(time.Millisecond), goal(d < 200*time.Millisecond), lastLine(out))
+	if !strings.Contains(out, "1 to update") {
+		b.Fatalf("plan did not find the one change: %s", out)
+	}
+	d, out = timeRun(b, c.url(), tok, "apply", "-f", big)
+	fmt.Printf("re-apply of the unchanged file (no-op): %v\n    %s", d.Round(time.Millisecond), lastLine(out))
+
+	// Load: ~500 requests/s for 10 s, open loop: 49% get one service, 49% list departments,
+	// 2% apply (change one service's backend weight; a different service each time).
+	const rate, dur = 500, 10 * time.Second
+	cl := client.New(c.url(), tok)
+	cl.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+	var mu sync.Mutex
+	lat := map[string][]time.Duration{}
+	errs := map[string]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	tick := time.NewTicker(time.Second / rate)
+	end := time.Now().Add(dur)
+	ctx := context.Background()
+	n := 0
+	for time.Now().Before(end) {
+		<-tick.C
+		n++
+		i := n
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var kind string
+			var err error
+			start := time.Now()
+			switch r := i % 50; {
+			case r < 25:
+				kind = "get-object"
+				_, err = cl.GetRaw(ctx, "services", fmt.Sprintf("dept%02d-seg%d-svc%d", i%30, i%4, i%10))
+			case r < 49:
+				kind = "list-departments"
+				_, err = cl.ListRaw(ctx, "departments")
+			default:
+				kind = "apply"
+				j := i / 50
+				d, s, v := j%30, (j/30)%4, (j/120)%10
+				y := fmt.Sprintf("apiVersion: govcloud/v1\nkind: Service\nmetadata: {name: dept%02d-seg%d-svc%d}\nspec: {department: dept%02d, ports: [{port: %d}], backends: [{address: 198.18.%d.10, weight: %d}], healthCheck: {type: tcp, interval: 5s}}\n",
+					d, s, v, d, 8000+v, d*4+s, 2+i%100)
+				_, err = cl.Apply(ctx, "load.yaml", []byte(y), client.ApplyOptions{})
+			}
+			el := time.Since(start)
+			mu.Lock()
+			if err != nil {
+				if errs[kind] < 3 {
+					fmt.Printf("    %s error: %v\n", kind, err)
+				}
+				errs[kind]++
+			} else {
+				lat[kind] = append(lat[kind], el)
+			}
+			mu.Unlock()
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	fmt.Printf("API under load from a second process on loopback: %d requests in %v (%.0f req/s offered)\n", n, dur, float64(n)/dur.Seconds())
+	var reads []time.Duration
+	for _, k := range []string{"get-object", "list-departments", "apply"} {
+		l := lat[k]
+		if k != "apply" {
+			reads = append(reads, l...)
+		}
+		fmt.Printf("    %-17s n=%-5d errors=%-3d p50=%-9v p99=%-9v max=%v\n", k, len(l), errs[k], pct(l, 0.5).Round(10*time.Microsecond), pct(l, 0.99).Round(10*time.Microsecond), pct(l, 1).Round(10*time.Microsecond))
+	}
+	p99 := pct(reads, 0.99)
+	fmt.Printf("    reads overall     p50=%v p99=%v  [goal p99 < 20ms: %s]\n", pct(reads, 0.5).Round(10*time.Microsecond), p99.Round(10*time.Microsecond), goal(p99 < 20*time.Millisecond))
+	for k, v := range errs {
+		if v > 0 {
+			b.Errorf("%d %s requests failed", v, k)
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1] + "\n"
+}
+
+func startControllerB(b *testing.B, args ...string) *proc {
+	addr := freePortB(b)
+	cmd := exec.Command(bin, append([]string{"controller", "--listen", addr, "--log-level", "warn"}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &proc{cmd: cmd, addr: addr, out: &out}
+	b.Cleanup(p.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("controller not up: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
