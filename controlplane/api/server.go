@@ -182,10 +182,12 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, p *principa
 	if file == "" {
 		file = "<request>"
 	}
+	t0 := time.Now()
 	objs, err := config.Parse(file, body)
 	if err != nil {
 		return invalid(err)
 	}
+	s.log.Debug("parsed", "file", file, "objects", len(objs), "took", time.Since(t0))
 	for _, o := range objs {
 		if !p.canWrite(o.Kind) {
 			return forbidden("%s may not write %s (role %s manages %s)", p.who(), o.Key(), p.Role, "network resources")
@@ -224,10 +226,12 @@ func (s *Server) change(ctx context.Context, p *principal, req plan.Request, bas
 		if err != nil {
 			return nil, internal(err)
 		}
+		t0 := time.Now()
 		res, err := plan.Compute(snap.State, snap, req, s.opt.Alloc)
 		if err != nil {
 			return nil, invalid(err)
 		}
+		s.log.Debug("planned", "objects", len(snap.State.Objects), "changes", len(res.Puts)+len(res.Deletes), "took", time.Since(t0))
 		// Objects this request changes must not have been changed by someone else since base.
 		mine := map[config.Key]bool{}
 		for _, o := range req.Objects {
@@ -260,7 +264,9 @@ func (s *Server) change(ctx context.Context, p *principal, req plan.Request, bas
 				ae.Changes = append(ae.Changes, store.AuditChange{Kind: c.Kind, Name: c.Name, Action: c.Action})
 			}
 		}
+		t0 = time.Now()
 		_, err = s.store.Commit(ctx, snap, res.Puts, res.Deletes, ae)
+		s.log.Debug("committed", "puts", len(res.Puts), "deletes", len(res.Deletes), "took", time.Since(t0), "err", err)
 		if errors.Is(err, store.ErrStale) && attempt < 50 {
 			continue // another controller wrote in between: recompute on the new state
 		}

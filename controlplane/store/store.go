@@ -56,8 +56,9 @@ type Store struct {
 	log    *slog.Logger
 	prefix string
 
-	mu    sync.Mutex
-	cache *Snapshot
+	mu       sync.Mutex
+	cache    *Snapshot
+	reloadMu sync.Mutex
 }
 
 // Connect opens a client to endpoints.
@@ -102,7 +103,8 @@ func (s *Snapshot) Raw(k config.Key) []byte { return s.raw[k] }
 
 func (s *Store) objKey(k config.Key) string { return s.keyObjects() + k.Kind + "/" + k.Name }
 
-// Snapshot returns the current objects, from cache when the state key has not moved.
+// Snapshot returns the current objects, from cache when the state key has not moved. When it
+// has, only objects changed since the cached snapshot are read and decoded.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	r, err := s.cli.Get(ctx, s.keyState())
 	if err != nil {
@@ -112,13 +114,43 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if len(r.Kvs) > 0 {
 		rev = r.Kvs[0].ModRevision
 	}
-	s.mu.Lock()
-	c := s.cache
-	s.mu.Unlock()
-	if c != nil && c.Revision == rev {
+	if c := s.cached(); c != nil && c.Revision >= rev {
 		return c, nil
 	}
-	tr, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keyState()), clientv3.OpGet(s.keyObjects(), clientv3.WithPrefix())).Commit()
+	s.reloadMu.Lock() // one reload at a time; the others then find it cached
+	defer s.reloadMu.Unlock()
+	c := s.cached()
+	if c != nil && c.Revision >= rev {
+		return c, nil
+	}
+	snap, err := s.load(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.cache == nil || s.cache.Revision < snap.Revision {
+		s.cache = snap
+	}
+	s.mu.Unlock()
+	return snap, nil
+}
+
+func (s *Store) cached() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cache
+}
+
+// load reads a consistent snapshot; with prev, it decodes only objects changed since prev.
+func (s *Store) load(ctx context.Context, prev *Snapshot) (*Snapshot, error) {
+	ops := []clientv3.Op{clientv3.OpGet(s.keyState())}
+	if prev == nil {
+		ops = append(ops, clientv3.OpGet(s.keyObjects(), clientv3.WithPrefix()))
+	} else {
+		ops = append(ops, clientv3.OpGet(s.keyObjects(), clientv3.WithPrefix(), clientv3.WithMinModRev(prev.EtcdRev+1)),
+			clientv3.OpGet(s.keyObjects(), clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+	}
+	tr, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read objects: %w", err)
 	}
@@ -136,11 +168,25 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		snap.ModRev[k] = kv.ModRevision
 		snap.raw[k] = kv.Value
 	}
-	s.mu.Lock()
-	if s.cache == nil || s.cache.Revision < snap.Revision {
-		s.cache = snap
+	if prev == nil {
+		return snap, nil
 	}
-	s.mu.Unlock()
+	// Unchanged objects come from prev; keys absent from the listing were deleted.
+	for _, kv := range tr.Responses[2].GetResponseRange().Kvs {
+		kind, name, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), s.keyObjects()), "/")
+		if !ok {
+			continue
+		}
+		k := config.Key{Kind: kind, Name: name}
+		if _, changed := snap.State.Objects[k]; changed {
+			continue
+		}
+		o := prev.State.Objects[k]
+		if o == nil || prev.ModRev[k] != kv.ModRevision {
+			return s.load(ctx, nil) // prev does not explain this key: read everything
+		}
+		snap.State.Objects[k], snap.ModRev[k], snap.raw[k] = o, kv.ModRevision, prev.raw[k]
+	}
 	return snap, nil
 }
 
