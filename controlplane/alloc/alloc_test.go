@@ -1,0 +1,133 @@
+package alloc
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/govcloud/govcloud/controlplane/config"
+)
+
+func state(t *testing.T, y string) *config.State {
+	t.Helper()
+	objs, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := config.NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if err := config.Validate(st).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func doc(kind, name, spec string) string {
+	return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+}
+
+const depts = "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: a}\nspec: {}\n" +
+	"---\napiVersion: govcloud/v1\nkind: Department\nmetadata: {name: b}\nspec: {}\n"
+
+func TestVLANsTablesKeptAndUnique(t *testing.T) {
+	st := state(t, depts+
+		doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/24}")+
+		doc("Segment", "s2", "{department: a, vlan: 100, ipv4: 198.18.2.0/24}")+
+		doc("Segment", "s3", "{department: b, ipv4: 198.18.3.0/24}")+
+		doc("Segment", "s4", "{department: b, fabric: dc2, ipv4: 198.18.4.0/24}"))
+	c := DefaultConfig()
+	c.VLANs["dc2"] = Range{2000, 2001}
+	if es := Allocate(st, c); len(es) > 0 {
+		t.Fatal(es)
+	}
+	got := map[string]int{}
+	for _, o := range st.List(config.KindSegment) {
+		got[o.Metadata.Name] = o.Status.VLAN
+	}
+	// 100 is given to s2, so s1 and s3 get 101 and 102; dc2 has its own range.
+	if got["s1"] != 101 || got["s2"] != 100 || got["s3"] != 102 || got["s4"] != 2000 {
+		t.Errorf("VLANs %v", got)
+	}
+	a, b := st.Get(config.KindDepartment, "a").Status, st.Get(config.KindDepartment, "b").Status
+	if a.TableID != 1000 || b.TableID != 1001 || a.RD != "65000:1000" || a.RT != "65000:1000" {
+		t.Errorf("tables %+v %+v", a, b)
+	}
+	// Deleting s1 and adding s5: s5 must not take s3's VLAN, and s3 keeps 102.
+	delete(st.Objects, config.Key{Kind: config.KindSegment, Name: "s1"})
+	st2 := state(t, depts+doc("Segment", "s5", "{department: a, ipv4: 198.18.5.0/24}"))
+	for k, o := range st.Objects {
+		if _, ok := st2.Objects[k]; !ok {
+			st2.Objects[k] = o
+		}
+	}
+	st2.Get(config.KindDepartment, "a").Status = a
+	st2.Get(config.KindDepartment, "b").Status = b
+	if es := Allocate(st2, c); len(es) > 0 {
+		t.Fatal(es)
+	}
+	if v := st2.Get(config.KindSegment, "s3").Status.VLAN; v != 102 {
+		t.Errorf("s3 moved to VLAN %d", v)
+	}
+	if v := st2.Get(config.KindSegment, "s5").Status.VLAN; v != 101 {
+		t.Errorf("s5 got VLAN %d, want the freed 101", v)
+	}
+	// Exhaustion names the segment and the range.
+	st3 := state(t, depts+doc("Segment", "x1", "{department: a, fabric: dc2, ipv4: 198.18.1.0/24}")+
+		doc("Segment", "x2", "{department: a, fabric: dc2, ipv4: 198.18.2.0/24}")+
+		doc("Segment", "x3", "{department: a, fabric: dc2, ipv4: 198.18.3.0/24}"))
+	es := Allocate(st3, c)
+	if len(es) != 1 || !strings.Contains(es[0].Error(), `Segment "x3"`) || !strings.Contains(es[0].Error(), "2000-2001") {
+		t.Errorf("exhaustion error %v", es)
+	}
+}
+
+func TestVIPsFromTheDepartmentsPools(t *testing.T) {
+	st := state(t, depts+
+		doc("AddressPool", "pa", "{cidrs: [198.19.0.0/30], departments: [a]}")+
+		doc("AddressPool", "pb", "{cidrs: [198.19.1.0/24, \"2001:db8::/126\"], departments: [b], scope: internal}")+
+		doc("Service", "a1", "{department: a, ports: [{port: 80}]}")+
+		doc("Service", "a2", "{department: a, ports: [{port: 80}]}")+
+		doc("Service", "b6", "{department: b, ipFamily: ipv6, ports: [{port: 80}]}")+
+		doc("Service", "b1", "{department: b, vip: 198.19.1.1, ports: [{port: 80}]}")+
+		doc("Service", "b2", "{department: b, ports: [{port: 80}]}"))
+	if es := Allocate(st, DefaultConfig()); len(es) > 0 {
+		t.Fatal(es)
+	}
+	want := map[string]string{"a1": "198.19.0.1", "a2": "198.19.0.2", "b6": "2001:db8::", "b1": "198.19.1.1", "b2": "198.19.1.2"}
+	for n, w := range want {
+		if got := st.Get(config.KindService, n).Status.VIP; got != w {
+			t.Errorf("service %s VIP %s, want %s", n, got, w)
+		}
+	}
+	// A /30 has two usable addresses: a third service in department a gets a clear error.
+	st.Objects[config.Key{Kind: config.KindService, Name: "a3"}] = state(t, depts+doc("Service", "a3", "{department: a, ports: [{port: 80}]}")).Get(config.KindService, "a3")
+	es := Allocate(st, DefaultConfig())
+	if len(es) != 1 || !strings.Contains(es[0].Error(), `Service "a3"`) || !strings.Contains(es[0].Error(), "pa") {
+		t.Errorf("exhaustion: %v", es)
+	}
+}
+
+func TestVMPlacementAndAddresses(t *testing.T) {
+	st := state(t, depts+
+		doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/29, gateway: 198.18.1.2}")+
+		doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1, labels: {rack: r1}}")+
+		doc("Host", "h2", "{uplink: eth0, address: 198.18.0.2, labels: {rack: r2}}")+
+		doc("VM", "v1", "{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s1}], hostSelector: {rack: r2}}")+
+		doc("VM", "v2", "{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s1, ipv4: 198.18.1.3}]}")+
+		doc("VM", "v3", "{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s1}]}"))
+	if es := Allocate(st, DefaultConfig()); len(es) > 0 {
+		t.Fatal(es)
+	}
+	v1, v2, v3 := st.Get(config.KindVM, "v1").Status, st.Get(config.KindVM, "v2").Status, st.Get(config.KindVM, "v3").Status
+	if v1.Host != "h2" || v1.Networks[0].IPv4 != "198.18.1.1" {
+		t.Errorf("v1 %+v", v1)
+	}
+	// .2 is the gateway and .3 is v2's static address.
+	if v2.Networks[0].IPv4 != "198.18.1.3" || v3.Networks[0].IPv4 != "198.18.1.4" || v3.Host != "h1" {
+		t.Errorf("v2 %+v v3 %+v", v2, v3)
+	}
+	if v1.Networks[0].MAC == v3.Networks[0].MAC || !strings.HasPrefix(v1.Networks[0].MAC, "02:") {
+		t.Errorf("MACs %s %s", v1.Networks[0].MAC, v3.Networks[0].MAC)
+	}
+}
