@@ -127,6 +127,13 @@ func (s *Server) Handler() http.Handler {
 				e = h(w, r, p)
 			}
 			if e != nil {
+				if (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden) && r.Method != http.MethodGet {
+					who := "unauthenticated"
+					if p != nil {
+						who = p.who()
+					}
+					s.log.Warn("write refused", "who", who, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", e.Message)
+				}
 				if e.Status >= 500 {
 					s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", e.Message)
 				}

@@ -155,6 +155,11 @@ func TestCLIVerbs(t *testing.T) {
 	if r := run(t, env.URL, env.Tokens["lands"], "get", "segments"); r.code != 0 || strings.Contains(r.stdout, "health-web") || !strings.Contains(r.stdout, "lands-web") {
 		t.Fatalf("department token listing: %+v", r)
 	}
+	// plan --prune shows what apply --prune would delete.
+	withoutHealthWWW := apitest.Base[:strings.Index(apitest.Base, "---\napiVersion: govcloud/v1\nkind: Service\nmetadata: {name: health-www}")]
+	if r := run(t, env.URL, admin, "plan", "--prune", "-f", writeFile(t, withoutHealthWWW)); r.code != 0 || !strings.Contains(r.stdout, "- delete Service health-www") || !strings.Contains(r.stdout, "1 to delete") {
+		t.Fatalf("plan --prune: %+v", r)
+	}
 	if r := run(t, env.URL, admin, "delete", "service", "health-www"); r.code != 0 || !strings.Contains(r.stdout, "- delete Service health-www") {
 		t.Fatalf("delete: %+v", r)
 	}
@@ -163,6 +168,54 @@ func TestCLIVerbs(t *testing.T) {
 	}
 	if r := run(t, env.URL, admin, "token", "create", "--name", "x", "--role", "department"); r.code == 0 || !strings.Contains(r.stderr, "needs a department") {
 		t.Fatalf("bad token request: %+v", r)
+	}
+}
+
+// Two engineers plan at the same revision and apply conflicting changes at once: one wins, the
+// other gets a conflict naming the object, and its change is not made.
+func TestCLIConcurrentConflictingApplies(t *testing.T) {
+	env := apitest.New(t)
+	admin := env.Tokens["admin"]
+	if r := run(t, env.URL, admin, "apply", "-f", writeFile(t, apitest.Base)); r.code != 0 {
+		t.Fatalf("apply base: %+v", r)
+	}
+	r := run(t, env.URL, admin, "plan", "-f", writeFile(t, apitest.Base), "-o", "json")
+	var p struct {
+		Revision int64 `json:"revision"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil || p.Revision == 0 {
+		t.Fatalf("plan -o json: %v %+v", err, r)
+	}
+	files := []string{
+		writeFile(t, apitest.Doc("Segment", "lands-web", "{department: lands, vlan: 131, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}")),
+		writeFile(t, apitest.Doc("Segment", "lands-web", "{department: lands, vlan: 132, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}")),
+	}
+	results := make([]result, 2)
+	done := make(chan int)
+	for i := range files {
+		go func() {
+			results[i] = run(t, env.URL, env.Tokens["network"], "apply", "-f", files[i], "--base-revision", fmt.Sprint(p.Revision))
+			done <- i
+		}()
+	}
+	<-done
+	<-done
+	winner := -1
+	for i, r := range results {
+		switch {
+		case r.code == 0:
+			winner = i
+		case strings.Contains(r.stderr, `Segment "lands-web"`) && strings.Contains(r.stderr, "conflict"):
+		default:
+			t.Errorf("apply %d: %+v", i, r)
+		}
+	}
+	if winner < 0 || results[0].code == results[1].code {
+		t.Fatalf("want exactly one success: %+v", results)
+	}
+	r = run(t, env.URL, admin, "get", "segment", "lands-web", "-o", "json")
+	if !strings.Contains(r.stdout, fmt.Sprintf(`"vlan": %d`, 131+winner)) {
+		t.Errorf("segment after the race is not the winner's (VLAN %d): %s", 131+winner, r.stdout)
 	}
 }
 

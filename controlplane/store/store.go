@@ -236,6 +236,9 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 		clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab)))
 	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keyState()), "=", snap.Revision)).Then(ops...).Commit()
 	if err != nil {
+		if strings.Contains(err.Error(), "too many operations") || strings.Contains(err.Error(), "request is too large") {
+			return 0, fmt.Errorf("commit %d changes: etcd refused one transaction of %d operations (%w); start etcd with a larger --max-txn-ops / --max-request-bytes", len(ops)-2, len(ops), err)
+		}
 		return 0, fmt.Errorf("commit %d changes: %w", len(ops)-2, err)
 	}
 	if !tr.Succeeded {
