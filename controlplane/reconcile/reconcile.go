@@ -36,8 +36,14 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		out.Departments = append(out.Departments, dd)
 	}
 	segVLAN := map[string]int{}
+	type segNet struct {
+		name, dept string
+		p4, p6     netip.Prefix
+	}
+	var nets []segNet
 	for _, o := range st.List(config.KindSegment) {
 		s := o.Spec.(*config.SegmentSpec)
+		nets = append(nets, segNet{o.Metadata.Name, s.Department, s.Prefix4(), s.Prefix6()})
 		ds := desired.Segment{Name: o.Metadata.Name, Department: s.Department, Fabric: s.FabricName(),
 			VLAN: config.EffectiveVLAN(o), IPv4: s.IPv4, Gateway: s.Gateway4().String(), TableID: table[s.Department]}
 		if s.IPv6 != "" {
@@ -74,9 +80,9 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 			if b.Address != "" {
 				db := desired.Backend{Address: b.Address, Weight: w}
 				if a, err := netip.ParseAddr(b.Address); err == nil {
-					for _, seg := range st.List(config.KindSegment) {
-						if ss := seg.Spec.(*config.SegmentSpec); ss.Department == s.Department && (ss.Prefix4().Contains(a) || (ss.Prefix6().IsValid() && ss.Prefix6().Contains(a))) {
-							db.Segment = seg.Metadata.Name
+					for _, n := range nets {
+						if n.dept == s.Department && (n.p4.Contains(a) || (n.p6.IsValid() && n.p6.Contains(a))) {
+							db.Segment = n.name
 						}
 					}
 				}
