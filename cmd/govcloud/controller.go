@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -8,10 +9,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/govcloud/govcloud/controlplane/alloc"
+	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/controller"
+	"github.com/govcloud/govcloud/controlplane/store"
 )
 
 func init() { register(newControllerCmd) }
+
+// controllerExtensions are appended from other files' init (e.g. the usage ledger) to serve
+// more routes from the controller without editing this file.
+var controllerExtensions []func(ctx context.Context, srv *api.Server, st *store.Store) error
 
 func newControllerCmd(g *globals) *cobra.Command {
 	var (
@@ -58,6 +65,7 @@ admin token and writes it to DATA-DIR/admin-token.`,
 			}
 			opt.Alloc.Tables = tr
 			opt.Out = cmd.OutOrStdout()
+			opt.Extend = controllerExtensions
 			return controller.Run(cmd.Context(), g.log, opt)
 		},
 	}

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/apitest"
 	"github.com/govcloud/govcloud/controlplane/client"
 )
@@ -325,5 +328,49 @@ func TestOpenAPI(t *testing.T) {
 	}
 	if doc.OpenAPI != "3.0.3" {
 		t.Errorf("openapi %q", doc.OpenAPI)
+	}
+}
+
+func TestExtraRoutes(t *testing.T) {
+	st := apitest.Store(t).WithPrefix("/test/extra/")
+	srv := api.New(st, apitest.Log, api.Options{})
+	srv.Handle("GET /v1/usage", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
+		if p.Role == api.RoleDepartment && r.URL.Query().Get("department") != p.Department {
+			return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden", Message: p.Name + " may read only its own usage"}
+		}
+		_, err := fmt.Fprintf(w, "usage for %s", p.Name)
+		return err
+	})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	tok, err := api.Bootstrap(context.Background(), st)
+	if err != nil || tok == "" {
+		t.Fatalf("bootstrap: %q %v", tok, err)
+	}
+	get := func(token, q string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/v1/usage"+q, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(tok, ""); code != 200 || body != "usage for admin" {
+		t.Errorf("admin: %d %q", code, body)
+	}
+	if code, _ := get("", ""); code != 401 {
+		t.Errorf("no token: %d", code)
+	}
+	dt, err := client.New(hs.URL, tok).CreateToken(context.Background(), client.TokenRequest{Name: "d", Role: api.RoleDepartment, Department: "lands"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(dt, "?department=health"); code != 403 || !strings.Contains(body, "only its own usage") {
+		t.Errorf("department token, other department: %d %q", code, body)
 	}
 }

@@ -50,6 +50,38 @@ type Server struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced on every state change
+
+	extra []extraRoute
+}
+
+type extraRoute struct {
+	pattern string
+	h       func(http.ResponseWriter, *http.Request, Principal) error
+}
+
+// Principal is who made a request, for handlers added with Handle.
+type Principal struct {
+	Name       string `json:"name"`
+	Role       string `json:"role"`
+	Department string `json:"department,omitempty"`
+	Host       string `json:"host,omitempty"`
+}
+
+// HTTPError lets a handler added with Handle choose the status of its failure; the body is
+// the API's usual error JSON.
+type HTTPError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *HTTPError) Error() string { return e.Message }
+
+// Handle adds an authenticated route (Go ServeMux pattern, e.g. "GET /v1/usage") served next to
+// the built-in ones: how other parts of the controller (the usage ledger) expose their API.
+// Call it before Handler. The handler decides what each role may do.
+func (s *Server) Handle(pattern string, h func(w http.ResponseWriter, r *http.Request, p Principal) error) {
+	s.extra = append(s.extra, extraRoute{pattern, h})
 }
 
 // New returns a server over st.
@@ -157,6 +189,19 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/status", s.handleStatus)
 	route("GET /v1/audit", s.handleAudit)
 	route("POST /v1/tokens", s.handleToken)
+	for _, x := range s.extra {
+		route(x.pattern, func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+			err := x.h(w, r, Principal{Name: p.Name, Role: p.Role, Department: p.Department, Host: p.Host})
+			if err == nil {
+				return nil
+			}
+			var he *HTTPError
+			if errors.As(err, &he) {
+				return &apiError{Status: he.Status, Code: he.Code, Message: he.Message}
+			}
+			return internal(err)
+		})
+	}
 	route("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
 		writeJSON(w, http.StatusOK, p.Token)
 		return nil

@@ -36,6 +36,9 @@ type Options struct {
 	Out           io.Writer // where the first admin token is announced
 	NoFsync       bool      // embedded etcd without fsync (tests)
 	Ready         func(addr string)
+	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
+	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
+	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
 }
 
 // TokenFile is where the first admin token is written, under the data directory.
@@ -95,6 +98,12 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	for _, ext := range opt.Extend {
+		if err := ext(ctx, srv, st); err != nil {
+			l.Close()
+			return fmt.Errorf("controller extension: %w", err)
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
