@@ -166,6 +166,12 @@ func TestCLIVerbs(t *testing.T) {
 	if r := run(t, env.URL, admin, "status"); r.code != 0 || !strings.Contains(r.stdout, "Service:     1") {
 		t.Fatalf("status: %+v", r)
 	}
+	if r := run(t, env.URL, admin, "audit"); r.code != 0 || !strings.Contains(r.stdout, "delete Service/health-www") || !strings.Contains(r.stdout, "admin (admin)") {
+		t.Fatalf("audit: %+v", r)
+	}
+	if r := run(t, env.URL, env.Tokens["lands"], "audit"); r.code == 0 || !strings.Contains(r.stderr, "may not read the audit log") {
+		t.Fatalf("audit with a department token: %+v", r)
+	}
 	if r := run(t, env.URL, admin, "token", "create", "--name", "x", "--role", "department"); r.code == 0 || !strings.Contains(r.stderr, "needs a department") {
 		t.Fatalf("bad token request: %+v", r)
 	}
