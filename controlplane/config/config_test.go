@@ -81,6 +81,8 @@ func TestBadInput(t *testing.T) {
 		{"backend in another department", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{address: 198.18.30.5}]}"), []string{`spec.backends[0].address "198.18.30.5"`, `department "health"`}},
 		{"unknown department", base + doc("Segment", "s1", "{department: nosuch, ipv4: 198.18.21.0/24}"), []string{`spec.department "nosuch"`, "unknown department"}},
 		{"quota exceeded", base + doc("Volume", "v1", "{department: lands, sizeGiB: 11}"), []string{`Volume "v1"`, "quota exceeded", "10 GiB"}},
+		{"BGP hold time too short", base + doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1, asn: 65001, bgpPeers: [{address: 198.18.0.254, asn: 65000, holdTime: 2}]}"), []string{`Host "h1"`, `spec.bgpPeers[0].holdTime "2"`}},
+		{"negative local preference", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], bgp: {localPref: -1}}"), []string{`Service "web"`, `spec.bgp.localPref "-1"`}},
 		{"status given", base + "---\napiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec: {}\nstatus: {}\n", []string{"status is written by the controller"}},
 		{"bad name", base + doc("Department", "Bad_Name", "{}"), []string{`metadata.name "Bad_Name"`}},
 		{"object twice", base + doc("Department", "lands", "{}"), []string{`Department "lands"`, "given twice"}},

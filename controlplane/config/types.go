@@ -220,6 +220,7 @@ type ServiceSpec struct {
 	Backends    []Backend     `yaml:"backends" json:"backends"`
 	HealthCheck *HealthCheck  `yaml:"healthCheck" json:"healthCheck,omitempty"`
 	Mode        string        `yaml:"mode" json:"mode,omitempty"` // nat (default) | dsr
+	BGP         *ServiceBGP   `yaml:"bgp" json:"bgp,omitempty"`
 }
 
 // BGPPeer is a BGP neighbour of a host.
@@ -230,6 +231,14 @@ type BGPPeer struct {
 	PasswordEnv     string `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
 	GracefulRestart bool   `yaml:"gracefulRestart" json:"gracefulRestart,omitempty"`
 	Multihop        int    `yaml:"multihop" json:"multihop,omitempty"`
+	HoldTime        int    `yaml:"holdTime" json:"holdTime,omitempty"`   // seconds (0: speaker default)
+	Keepalive       int    `yaml:"keepalive" json:"keepalive,omitempty"` // seconds (0: speaker default)
+}
+
+// ServiceBGP tunes how a service's VIP is advertised.
+type ServiceBGP struct {
+	LocalPref *uint32 `yaml:"localPref" json:"localPref,omitempty"`
+	MED       *uint32 `yaml:"med" json:"med,omitempty"`
 }
 
 // HostSpec is a server running the agents.

@@ -191,6 +191,12 @@ func ValidateObject(o *Object) Errors {
 			if p.Multihop < 0 || p.Multihop > 255 {
 				bad(f+".multihop", strconv.Itoa(p.Multihop), "must be from 0 to 255")
 			}
+			if p.HoldTime != 0 && (p.HoldTime < 3 || p.HoldTime > 65535) {
+				bad(f+".holdTime", strconv.Itoa(p.HoldTime), "must be 0 (default) or from 3 to 65535 seconds")
+			}
+			if p.Keepalive < 0 || (p.HoldTime != 0 && p.Keepalive*3 > p.HoldTime) {
+				bad(f+".keepalive", strconv.Itoa(p.Keepalive), "must not be negative nor more than a third of holdTime")
+			}
 		}
 		if len(s.BGPPeers) > 0 && s.ASN == 0 {
 			bad("spec.asn", "", "required when bgpPeers are given")

@@ -82,6 +82,8 @@ type Service struct {
 	Backends    []Backend    `json:"backends"`
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 	TableID     int          `json:"tableId"`
+	LocalPref   *uint32      `json:"localPref,omitempty"` // BGP, when set on the service
+	MED         *uint32      `json:"med,omitempty"`
 }
 
 // BGP is the host's speaker configuration.
@@ -99,6 +101,8 @@ type Peer struct {
 	PasswordEnv     string `json:"passwordEnv,omitempty"`
 	GracefulRestart bool   `json:"gracefulRestart,omitempty"`
 	Multihop        int    `json:"multihop,omitempty"`
+	HoldTime        int    `json:"holdTime,omitempty"`  // seconds; 0: speaker default
+	Keepalive       int    `json:"keepalive,omitempty"` // seconds; 0: speaker default
 }
 
 // VM is a virtual machine placed on this host.

@@ -59,6 +59,9 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		if ds.Mode == "" {
 			ds.Mode = "nat"
 		}
+		if s.BGP != nil {
+			ds.LocalPref, ds.MED = s.BGP.LocalPref, s.BGP.MED
+		}
 		if p := st.Get(config.KindAddressPool, o.Status.Pool); p != nil {
 			ds.Scope = p.Spec.(*config.AddressPool).ScopeName()
 		}
@@ -135,7 +138,8 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 		for _, p := range hs.BGPPeers {
 			b.Peers = append(b.Peers, desired.Peer{Address: p.Address, ASN: p.ASN, PasswordFile: p.PasswordFile,
-				PasswordEnv: p.PasswordEnv, GracefulRestart: p.GracefulRestart, Multihop: p.Multihop})
+				PasswordEnv: p.PasswordEnv, GracefulRestart: p.GracefulRestart, Multihop: p.Multihop,
+				HoldTime: p.HoldTime, Keepalive: p.Keepalive})
 		}
 		out.BGP = b
 	}

@@ -34,6 +34,14 @@ func TestExampleDesiredState(t *testing.T) {
 	if d.Revision != 7 || d.BGP == nil || d.BGP.RouterID != "198.18.0.11" || d.BGP.ASN != 65001 || len(d.BGP.Peers) != 1 || !d.BGP.Peers[0].GracefulRestart {
 		t.Errorf("bgp %+v", d.BGP)
 	}
+	if d.BGP.Peers[0].HoldTime != 9 || d.BGP.Peers[0].Keepalive != 3 {
+		t.Errorf("peer timers %+v", d.BGP.Peers[0])
+	}
+	for _, s := range d.Services {
+		if (s.Name == "lands-www") != (s.LocalPref != nil && *s.LocalPref == 200) {
+			t.Errorf("service %s local-pref %v", s.Name, s.LocalPref)
+		}
+	}
 	if len(d.Segments) != 2 || len(d.Departments) != 2 || len(d.Services) != 2 {
 		t.Fatalf("segments %d departments %d services %d", len(d.Segments), len(d.Departments), len(d.Services))
 	}
