@@ -30,6 +30,30 @@ func newTokenCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&req.Role, "role", "", "admin, network, department or agent")
 	create.Flags().StringVar(&req.Department, "department", "", "department (role department)")
 	create.Flags().StringVar(&req.Host, "host", "", "host (role agent)")
-	cmd.AddCommand(create)
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke every token with this name",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := client.FromEnv().RevokeToken(cmd.Context(), args[0]); err != nil {
+				return cliError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %q\n", args[0])
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List grants (name, role, department, host)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw, err := client.FromEnv().TokensRaw(cmd.Context())
+			if err != nil {
+				return cliError(err)
+			}
+			return printData(cmd.OutOrStdout(), raw, "yaml")
+		},
+	}
+	cmd.AddCommand(create, revoke, list)
 	return cmd
 }

@@ -374,3 +374,25 @@ func TestExtraRoutes(t *testing.T) {
 		t.Errorf("department token, other department: %d %q", code, body)
 	}
 }
+
+func TestRevokeToken(t *testing.T) {
+	env, ctx := setup(t)
+	lands := env.Client("lands")
+	if _, err := lands.List(ctx, "segments"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lands.RevokeToken(ctx, "lands-viewer"); err == nil {
+		t.Error("a department token revoked a token")
+	}
+	if err := env.Client("admin").RevokeToken(ctx, "lands-viewer"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := lands.List(ctx, "segments")
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+		t.Errorf("revoked token still works: %v", err)
+	}
+	if err := env.Client("admin").RevokeToken(ctx, "lands-viewer"); err == nil || !strings.Contains(err.Error(), `token "lands-viewer" not found`) {
+		t.Errorf("second revoke: %v", err)
+	}
+}

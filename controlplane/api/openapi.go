@@ -79,7 +79,11 @@ const openAPI = `{
     "/v1/audit": {"get": {"summary": "Audit log, newest first (admin, network)", "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": {"description": "entries"}}}},
     "/v1/tokens": {"post": {"summary": "Create a token (admin); the token is returned once",
       "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
-      "responses": {"201": {"description": "token"}, "403": {"$ref": "#/components/responses/Error"}}}},
+      "responses": {"201": {"description": "token"}, "403": {"$ref": "#/components/responses/Error"}}},
+      "get": {"summary": "List grants (admin); tokens themselves are never stored", "responses": {"200": {"description": "grants"}}}},
+    "/v1/tokens/{name}": {"delete": {"summary": "Revoke every token with this name (admin); other controllers forget it within 2 s",
+      "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "responses": {"200": {"description": "revoked"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
     "/v1/whoami": {"get": {"summary": "The caller's grant", "responses": {"200": {"description": "grant"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}}
   }

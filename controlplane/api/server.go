@@ -189,6 +189,35 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/status", s.handleStatus)
 	route("GET /v1/audit", s.handleAudit)
 	route("POST /v1/tokens", s.handleToken)
+	route("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		if p.Role != RoleAdmin {
+			return forbidden("%s may not list tokens (needs role admin)", p.who())
+		}
+		ts, err := s.store.Tokens(r.Context())
+		if err != nil {
+			return internal(err)
+		}
+		writeJSON(w, http.StatusOK, ts)
+		return nil
+	})
+	route("DELETE /v1/tokens/{name}", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		name := r.PathValue("name")
+		if p.Role != RoleAdmin {
+			return forbidden("%s may not revoke tokens (needs role admin)", p.who())
+		}
+		n, err := s.store.RevokeToken(r.Context(), name, store.AuditEntry{Who: p.Name, Role: p.Role, Action: "revoke-token", Detail: map[string]any{"name": name}})
+		if err != nil {
+			return internal(err)
+		}
+		if n == 0 {
+			return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("token %q not found", name)}
+		}
+		s.tokens.mu.Lock()
+		s.tokens.m = map[string]cachedToken{} // this controller forgets at once; others within 2s
+		s.tokens.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"revoked": name, "count": n})
+		return nil
+	})
 	for _, x := range s.extra {
 		route(x.pattern, func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
 			err := x.h(w, r, Principal{Name: p.Name, Role: p.Role, Department: p.Department, Host: p.Host})

@@ -293,3 +293,16 @@ func (c *Client) Audit(ctx context.Context, limit int) (json.RawMessage, error) 
 	_, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/audit?limit=%d", limit), nil, nil, &out)
 	return out, err
 }
+
+// RevokeToken revokes every token named name (admin only).
+func (c *Client) RevokeToken(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(name), nil, nil, nil)
+	return err
+}
+
+// TokensRaw lists the grants as JSON (admin only).
+func (c *Client) TokensRaw(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	_, err := c.do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
+	return out, err
+}

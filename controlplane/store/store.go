@@ -342,6 +342,56 @@ func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
 	return &t, nil
 }
 
+// Tokens lists every grant (never the tokens themselves).
+func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
+	r, err := s.cli.Get(ctx, s.keyTokens(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read tokens: %w", err)
+	}
+	out := make([]Token, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		var t Token
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("stored token %s: %w", kv.Key, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// RevokeToken deletes every grant named name, with an audit entry; it returns how many.
+func (s *Store) RevokeToken(ctx context.Context, name string, audit AuditEntry) (int, error) {
+	r, err := s.cli.Get(ctx, s.keyTokens(), clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read tokens: %w", err)
+	}
+	var ops []clientv3.Op
+	var cmps []clientv3.Cmp
+	for _, kv := range r.Kvs {
+		var t Token
+		if json.Unmarshal(kv.Value, &t) == nil && t.Name == name {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+		}
+	}
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	if audit.Time.IsZero() {
+		audit.Time = time.Now().UTC()
+	}
+	ab, _ := json.Marshal(audit)
+	ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab)))
+	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("revoke token %q: %w", name, err)
+	}
+	if !tr.Succeeded {
+		return 0, fmt.Errorf("revoke token %q: %w", name, ErrStale)
+	}
+	return len(ops) - 1, nil
+}
+
 // PutHostStatus stores what an agent reports about its host.
 func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage) error {
 	v, _ := json.Marshal(map[string]any{"host": host, "time": time.Now().UTC(), "status": status})
