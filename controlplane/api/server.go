@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,9 @@ type Options struct {
 	AnonymousRead bool              // allow GETs without a token (the lab)
 	ID            string            // this controller's name in status
 	Leader        func() LeaderInfo // who leads; nil = always this one
+	// LeaderURL returns the leader's API URL when another controller leads: writes are then
+	// forwarded there, so allocation runs on the leader. nil or ok=false: serve locally.
+	LeaderURL func(ctx context.Context) (url string, ok bool)
 }
 
 // LeaderInfo describes the election.
@@ -154,6 +158,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	route := func(pattern string, h handler) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if s.opt.ID != "" {
+				w.Header().Set("X-Govcloud-Controller", s.opt.ID)
+			}
 			p, e := s.authenticate(r.Context(), r)
 			if e == nil {
 				e = h(w, r, p)
@@ -173,7 +180,7 @@ func (s *Server) Handler() http.Handler {
 			}
 		})
 	}
-	route("POST /v1/apply", s.handleApply)
+	route("POST /v1/apply", s.toLeader(s.handleApply))
 	route("POST /v1/plan", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
 		q := r.URL.Query()
 		q.Set("dryRun", "true")
@@ -183,7 +190,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/objects", s.handleList)
 	route("GET /v1/objects/{kind}", s.handleList)
 	route("GET /v1/objects/{kind}/{name}", s.handleGet)
-	route("DELETE /v1/objects/{kind}/{name}", s.handleDelete)
+	route("DELETE /v1/objects/{kind}/{name}", s.toLeader(s.handleDelete))
 	route("GET /v1/hosts/{name}/desired", s.handleDesired)
 	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
 	route("GET /v1/status", s.handleStatus)
@@ -237,6 +244,52 @@ func (s *Server) Handler() http.Handler {
 	})
 	return mux
 }
+
+// toLeader forwards a write to the leading controller when another one leads (allocation runs
+// on the leader); plans, requests already forwarded, and writes while no leader answers are
+// served here (still safe: every commit is revision-guarded).
+func (s *Server) toLeader(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		if s.opt.LeaderURL == nil || boolParam(r, "dryRun") || r.Header.Get("X-Govcloud-Forwarded") != "" {
+			return h(w, r, p)
+		}
+		leader, ok := s.opt.LeaderURL(r.Context())
+		if !ok {
+			return h(w, r, p)
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, config.MaxInput+1))
+		if err != nil {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "read body: " + err.Error()}
+		}
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.RequestURI(), bytes.NewReader(body))
+		if err != nil {
+			return internal(err)
+		}
+		for _, k := range []string{"Authorization", "Content-Type", "X-Govcloud-File"} {
+			if v := r.Header.Get(k); v != "" {
+				req.Header.Set(k, v)
+			}
+		}
+		req.Header.Set("X-Govcloud-Forwarded", s.opt.ID)
+		resp, err := forwardClient.Do(req)
+		if err != nil {
+			s.log.Warn("leader unreachable; serving the write here", "leader", leader, "err", err)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return h(w, r, p)
+		}
+		defer resp.Body.Close()
+		for _, k := range []string{"Content-Type", "X-Govcloud-Controller"} {
+			if v := resp.Header.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		return nil
+	}
+}
+
+var forwardClient = &http.Client{Timeout: 5 * time.Minute}
 
 // ApplyResult is the answer to apply and plan.
 type ApplyResult struct {

@@ -94,8 +94,9 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		h, _ := os.Hostname()
 		opt.ID = h + "/" + l.Addr().String()
 	}
-	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log, prefix: st.ElectionPrefix()}
-	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info})
+	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log, prefix: st.ElectionPrefix(),
+		urls: st.Prefix() + "controllers/", url: "http://" + l.Addr().String()}
+	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info, LeaderURL: el.leaderURL})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, ext := range opt.Extend {
@@ -152,6 +153,8 @@ type election struct {
 	ttl    time.Duration
 	log    *slog.Logger
 	prefix string
+	urls   string // key prefix: controller id -> API URL, held by each controller's session
+	url    string // this controller's API URL
 
 	mu     sync.Mutex
 	leader string
@@ -168,6 +171,21 @@ func (e *election) set(leader string, me bool) {
 	e.mu.Lock()
 	e.leader, e.me = leader, me
 	e.mu.Unlock()
+}
+
+// leaderURL returns the API URL of the leader when it is another controller.
+func (e *election) leaderURL(ctx context.Context) (string, bool) {
+	info := e.info()
+	if info.IsLeader || info.Leader == "" {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r, err := e.cli.Get(ctx, e.urls+info.Leader)
+	if err != nil || len(r.Kvs) == 0 {
+		return "", false
+	}
+	return string(r.Kvs[0].Value), true
 }
 
 // run campaigns until ctx ends, calling lead while this controller leads.
@@ -189,6 +207,9 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 		return fmt.Errorf("session: %w", err)
 	}
 	defer sess.Close()
+	if _, err := e.cli.Put(ctx, e.urls+e.id, e.url, clientv3.WithLease(sess.Lease())); err != nil {
+		return fmt.Errorf("register API URL: %w", err)
+	}
 	el := concurrency.NewElection(sess, e.prefix)
 	octx, ocancel := context.WithCancel(ctx)
 	defer ocancel()

@@ -356,9 +356,22 @@ func TestLeaderFailover(t *testing.T) {
 	if leader == "" {
 		t.Fatalf("no single leader agreed on: %s / %s", c1.out, c2.out)
 	}
-	survivor := procs["c1"]
+	survivor, follower := procs["c1"], "c1"
 	if leader == "c1" {
-		survivor = procs["c2"]
+		survivor, follower = procs["c2"], "c2"
+	}
+	// A write sent to the follower is forwarded to the leader, which allocates and commits.
+	example, _ := filepath.Abs("../../deploy/examples/departments.yaml")
+	data, _ := os.ReadFile(example)
+	req, _ := http.NewRequest(http.MethodPost, survivor.url()+"/v1/apply", bytes.NewReader(data))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Govcloud-Controller") != leader {
+		t.Fatalf("apply via follower %s: HTTP %d served by %q, want the leader %s", follower, resp.StatusCode, resp.Header.Get("X-Govcloud-Controller"), leader)
 	}
 	procs[leader].kill()
 	start := time.Now()
@@ -372,8 +385,9 @@ func TestLeaderFailover(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("leader %s killed; survivor took over in %v", leader, time.Since(start).Round(time.Millisecond))
-	example, _ := filepath.Abs("../../deploy/examples/departments.yaml")
-	if r := run(t, survivor.url(), tok, "apply", "-f", example); r.code != 0 {
+	changed := filepath.Join(t.TempDir(), "changed.yaml")
+	_ = os.WriteFile(changed, []byte(strings.Replace(string(data), "vlan: 120", "vlan: 121", 1)), 0o600)
+	if r := run(t, survivor.url(), tok, "apply", "-f", changed); r.code != 0 || !strings.Contains(r.stdout, "~ update Segment lands-web") {
 		t.Fatalf("apply through the survivor: %+v", r)
 	}
 }
