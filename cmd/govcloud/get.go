@@ -14,7 +14,7 @@ import (
 func init() { register(newGetCmd) }
 
 func newGetCmd(g *globals) *cobra.Command {
-	var out string
+	var out, department string
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "Show objects (departments, segments, pools, services, hosts, vms, volumes, all)",
@@ -40,7 +40,7 @@ department, and for services "vip", for VMs "addresses".`,
 				}
 				raw, err = c.GetRaw(cmd.Context(), kind, args[1])
 			} else {
-				raw, err = c.ListRaw(cmd.Context(), kind)
+				raw, err = c.ListDepartmentRaw(cmd.Context(), kind, department)
 			}
 			if err != nil {
 				return cliError(err)
@@ -62,5 +62,6 @@ department, and for services "vip", for VMs "addresses".`,
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or yaml")
+	cmd.Flags().StringVarP(&department, "department", "d", "", "only this department's objects")
 	return cmd
 }

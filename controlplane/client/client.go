@@ -179,10 +179,18 @@ func (o *Object) UnmarshalJSON(b []byte) error {
 
 // ListRaw returns the JSON list of objects of kind ("" = all kinds).
 func (c *Client) ListRaw(ctx context.Context, kind string) (json.RawMessage, error) {
+	return c.ListDepartmentRaw(ctx, kind, "")
+}
+
+// ListDepartmentRaw is ListRaw restricted to one department's objects ("" = all).
+func (c *Client) ListDepartmentRaw(ctx context.Context, kind, department string) (json.RawMessage, error) {
 	var out json.RawMessage
 	p := "/v1/objects"
 	if kind != "" {
 		p += "/" + url.PathEscape(kind)
+	}
+	if department != "" {
+		p += "?department=" + url.QueryEscape(department)
 	}
 	_, err := c.do(ctx, http.MethodGet, p, nil, nil, &out)
 	return out, err

@@ -149,6 +149,9 @@ func TestCLIVerbs(t *testing.T) {
 	if r := run(t, env.URL, admin, "get", "all"); r.code != 0 || !strings.Contains(r.stdout, "vip=198.19.1.10") || !strings.Contains(r.stdout, "vlan=100") {
 		t.Fatalf("get all: %+v", r)
 	}
+	if r := run(t, env.URL, admin, "get", "all", "--department", "health"); r.code != 0 || strings.Contains(r.stdout, "lands") || !strings.Contains(r.stdout, "health-web") {
+		t.Fatalf("get all --department health: %+v", r)
+	}
 	if r := run(t, env.URL, admin, "get", "routers"); r.code == 0 || !strings.Contains(r.stderr, `unknown kind "routers"`) {
 		t.Fatalf("get unknown kind: %+v", r)
 	}
