@@ -187,7 +187,7 @@ func TestDesiredStateAndWatch(t *testing.T) {
 	if n := <-got; n != 3 {
 		t.Fatalf("watch returned %d segments, want 3", n)
 	}
-	if el := time.Since(start); el > 2*time.Second {
+	if el := time.Since(start); el > 5*time.Second { // generous: CI machines may be loaded
 		t.Errorf("watch woke after %v", el)
 	}
 	// Status write-back.
