@@ -181,6 +181,7 @@ func BenchmarkTrunkThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	g[0].MustRun(b, "ping", "-c1", "-W5", "198.18.20.11")
 	tagged := iperf(b, g[0], g[1], "198.18.20.11", secs)
 
 	// Plain: same namespaces and hops, bridges and veths only.
@@ -221,20 +222,23 @@ func iperf(b *testing.B, client, server *netnstest.NS, addr, secs string) float6
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Wait()
-	var out string
-	var err error
-	for i := 0; i < 50; i++ { // wait for the server to listen
-		if out, err = client.Run("iperf3", "-c", addr, "-p", "5201", "-t", secs, "-J"); err == nil {
+	defer func() { srv.Process.Kill(); srv.Wait() }() // -1: it exits after one test anyway
+	for i := 0; ; i++ { // wait for the server to listen (a busy machine can take a while)
+		if out, _ := server.Run("ss", "-Hltn", "sport = :5201"); strings.Contains(out, "5201") {
 			break
+		}
+		if i == 600 {
+			b.Fatalf("iperf3 server in %s not listening after 60s", server.Name)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	out, err := client.Run("iperf3", "-c", addr, "-p", "5201", "-t", secs, "-J")
 	if err != nil {
 		b.Fatalf("iperf3: %v\n%s", err, out)
 	}
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -242,6 +246,9 @@ func iperf(b *testing.B, client, server *netnstest.NS, addr, secs string) float6
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
+		b.Fatalf("iperf3 to %s: %q, %v bit/s", addr, res.Error, res.End.SumReceived.BitsPerSecond)
 	}
 	return res.End.SumReceived.BitsPerSecond
 }

@@ -302,6 +302,10 @@ func (h *Host) Set(desired HostNetwork) error {
 	}
 
 	mark("segments")
+	if err := h.nd.Refresh(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer h.nd.Forget()
 	// 3. Segment links and gateway addresses.
 	portIdx := map[uint16]int{}
 	for _, s := range d.Segments {

@@ -21,6 +21,7 @@ import (
 
 type guestDef struct {
 	name, host, segment, addr, mac string
+	addr6                          string // optional
 }
 
 var (
@@ -31,11 +32,11 @@ var (
 		{Name: "health-web", Department: "health", VLAN: 130, IPv4: pfx("198.18.30.0/24"), Gateway: ip("198.18.30.1")},
 	}
 	guests = []guestDef{
-		{"g1a", "h1", "lands-web", "198.18.20.10", "02:00:00:00:01:0a"},
-		{"g2a", "h2", "lands-web", "198.18.20.11", "02:00:00:00:02:0a"},
-		{"g2b", "h2", "lands-db", "198.18.21.10", "02:00:00:00:02:0b"},
-		{"g1h", "h1", "health-web", "198.18.30.10", "02:00:00:00:01:0c"},
-		{"g2h", "h2", "health-web", "198.18.30.11", "02:00:00:00:02:0c"},
+		{"g1a", "h1", "lands-web", "198.18.20.10", "02:00:00:00:01:0a", "2001:db8:20::a"},
+		{"g2a", "h2", "lands-web", "198.18.20.11", "02:00:00:00:02:0a", "2001:db8:20::b"},
+		{"g2b", "h2", "lands-db", "198.18.21.10", "02:00:00:00:02:0b", ""},
+		{"g1h", "h1", "health-web", "198.18.30.10", "02:00:00:00:01:0c", ""},
+		{"g2h", "h2", "health-web", "198.18.30.11", "02:00:00:00:02:0c", ""},
 	}
 	management = []netip.Prefix{pfx("192.0.2.0/24")}
 )
@@ -57,6 +58,9 @@ func desiredFor(host string) hostnet.HostNetwork {
 	d := hostnet.HostNetwork{Uplink: "up0", Departments: departments, Segments: segments, Management: management}
 	for _, g := range guests {
 		gg := hostnet.Guest{Segment: g.segment, MAC: tt.MAC(g.mac), Addr: ip(g.addr)}
+		if g.addr6 != "" {
+			gg.Addr6 = ip(g.addr6)
+		}
 		if g.host == host {
 			gg.Ifname = "v" + g.name
 		}
@@ -113,6 +117,11 @@ func newLab(t *testing.T) *lab {
 			t.Fatal(err)
 		}
 		gns.MustRun(t, "ip", "route", "add", "default", "via", gatewayOf(g.segment))
+		if g.addr6 != "" {
+			if err := gns.AddrAdd("eth0", g.addr6+"/64"); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	for h, hn := range l.nets {
 		if err := hn.Set(desiredFor(h)); err != nil {
@@ -237,6 +246,15 @@ func TestTopology(t *testing.T) {
 		}
 		if err := l.ping(t, "g1h", addrOf("g2h")); err != nil {
 			t.Fatalf("health guests: %v", err)
+		}
+	})
+	t.Run("IPv6 inside the segment and to its gateway", func(t *testing.T) {
+		// Right after setup the guests' link-locals may still be in DAD: allow a few seconds.
+		if _, err := l.guests["g1a"].Run("ping", "-6", "-c1", "-w5", "2001:db8:20::b"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.guests["g1a"].Run("ping", "-6", "-c1", "-w5", "2001:db8:20::1"); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("a department's segments route to each other across hosts", func(t *testing.T) {

@@ -55,8 +55,9 @@ func TrunkPortName(vlan uint16) string { return fmt.Sprintf("%s%d", tportPrefix,
 
 // Manager changes one network namespace through a netlink handle bound to it.
 type Manager struct {
-	nl  *netlink.Handle
-	log *slog.Logger
+	nl   *netlink.Handle
+	log  *slog.Logger
+	snap *snapshot
 	// Changes counts netlink writes since the Manager was made (for idempotence checks).
 	Changes int
 }
@@ -67,6 +68,68 @@ func New(nl *netlink.Handle, log *slog.Logger) *Manager {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Manager{nl: nl, log: log}
+}
+
+// snapshot holds one dump of links, addresses and permanent neighbours, so that converging
+// thousands of segments costs a few dumps instead of a lookup (or a whole dump) per object.
+type snapshot struct {
+	links map[string]netlink.Link
+	addrs map[int][]netlink.Addr
+	neigh map[int][]netlink.Neigh
+}
+
+// Refresh takes a snapshot that later lookups use until Forget. Objects created after it are
+// looked up directly. Call it at the start of a reconcile and Forget at the end.
+func (m *Manager) Refresh() error {
+	links, err := m.nl.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing links: %w", err)
+	}
+	addrs, err := m.nl.AddrList(nil, unix.AF_UNSPEC)
+	if err != nil {
+		return fmt.Errorf("listing addresses: %w", err)
+	}
+	sn := &snapshot{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}, neigh: map[int][]netlink.Neigh{}}
+	for _, l := range links {
+		sn.links[l.Attrs().Name] = l
+	}
+	for _, a := range addrs {
+		sn.addrs[a.LinkIndex] = append(sn.addrs[a.LinkIndex], a)
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		ns, err := m.nl.NeighList(0, fam)
+		if err != nil {
+			return fmt.Errorf("listing neighbours: %w", err)
+		}
+		for _, n := range ns {
+			if n.State&unix.NUD_PERMANENT != 0 {
+				sn.neigh[n.LinkIndex] = append(sn.neigh[n.LinkIndex], n)
+			}
+		}
+	}
+	m.snap = sn
+	return nil
+}
+
+// Forget drops the snapshot.
+func (m *Manager) Forget() { m.snap = nil }
+
+func (m *Manager) linkByName(name string) (netlink.Link, error) {
+	if m.snap != nil {
+		if l, ok := m.snap.links[name]; ok {
+			return l, nil
+		}
+	}
+	return m.nl.LinkByName(name)
+}
+
+func (m *Manager) addrList(l netlink.Link) ([]netlink.Addr, error) {
+	if m.snap != nil {
+		if _, ok := m.snap.links[l.Attrs().Name]; ok {
+			return m.snap.addrs[l.Attrs().Index], nil
+		}
+	}
+	return m.nl.AddrList(l, unix.AF_UNSPEC)
 }
 
 func (m *Manager) changed(what string, args ...any) {
@@ -122,7 +185,7 @@ func (m *Manager) up(l netlink.Link) error {
 }
 
 func (m *Manager) ensureBridge(name string, mac net.HardwareAddr, mtu int) (netlink.Link, error) {
-	l, err := m.nl.LinkByName(name)
+	l, err := m.linkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if !errors.As(err, &nf) {
@@ -187,8 +250,8 @@ func (m *Manager) mark(l netlink.Link) error {
 }
 
 func (m *Manager) ensureVeth(a, b string, mtu int) (netlink.Link, netlink.Link, error) {
-	la, errA := m.nl.LinkByName(a)
-	lb, errB := m.nl.LinkByName(b)
+	la, errA := m.linkByName(a)
+	lb, errB := m.linkByName(b)
 	ok := errA == nil && errB == nil && la.Type() == "veth" && lb.Type() == "veth"
 	// A veth's IFLA_LINK is its peer's ifindex (both ends live in this namespace).
 	ok = ok && la.Attrs().ParentIndex == lb.Attrs().Index && lb.Attrs().ParentIndex == la.Attrs().Index
@@ -236,7 +299,7 @@ func (m *Manager) ensureVeth(a, b string, mtu int) (netlink.Link, netlink.Link, 
 
 // EnsureAddrs makes the link's global addresses exactly want (link-local ones are left alone).
 func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
-	have, err := m.nl.AddrList(l, unix.AF_UNSPEC)
+	have, err := m.addrList(l)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -382,11 +445,11 @@ func deleteGroup(group uint32) error {
 
 // EnsurePort makes ifname a member of bridge and brings it up (a guest's host-side port).
 func (m *Manager) EnsurePort(ifname, bridge string) error {
-	l, err := m.nl.LinkByName(ifname)
+	l, err := m.linkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("guest port %s: %w", ifname, err)
 	}
-	br, err := m.nl.LinkByName(bridge)
+	br, err := m.linkByName(bridge)
 	if err != nil {
 		return fmt.Errorf("guest port %s: bridge %s: %w", ifname, bridge, err)
 	}

@@ -200,7 +200,7 @@ func (m *Manager) route(r Route, forDelete bool) (*netlink.Route, error) {
 		nr.Type = unix.RTN_UNREACHABLE
 		return nr, nil
 	}
-	l, err := m.nl.LinkByName(r.Dev)
+	l, err := m.linkByName(r.Dev)
 	if err != nil {
 		if forDelete {
 			return nr, nil
@@ -260,14 +260,20 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 		}
 	}
 	for _, b := range bridges {
-		br, err := m.nl.LinkByName(b)
+		br, err := m.linkByName(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bridge %s: %w", b, err))
 			continue
 		}
 		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-			have, err := m.nl.NeighList(br.Attrs().Index, fam)
-			if err != nil {
+			var have []netlink.Neigh
+			if m.snap != nil && m.snap.links[b] != nil {
+				for _, n := range m.snap.neigh[br.Attrs().Index] {
+					if (fam == unix.AF_INET) == (n.IP.To4() != nil) {
+						have = append(have, n)
+					}
+				}
+			} else if have, err = m.nl.NeighList(br.Attrs().Index, fam); err != nil {
 				errs = append(errs, fmt.Errorf("neighbours of %s: %w", b, err))
 				continue
 			}
@@ -316,7 +322,7 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 	}
 	for _, n := range want {
 		if mac, ok := wantN[nkey{n.Dev, n.IP}]; ok {
-			l, err := m.nl.LinkByName(n.Dev)
+			l, err := m.linkByName(n.Dev)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("neighbour %s: device %s: %w", n.IP, n.Dev, err))
 				continue
@@ -335,7 +341,7 @@ func (m *Manager) EnsureNeighbors(bridges []string, want []Neighbor) error {
 			m.changed("neighbour set", "dev", n.Dev, "ip", n.IP)
 		}
 		if n.FDB != "" && wantF[fkey{n.FDB, n.MAC}] {
-			l, err := m.nl.LinkByName(n.FDB)
+			l, err := m.linkByName(n.FDB)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("fdb %s: port %s: %w", n.MAC, n.FDB, err))
 				continue
