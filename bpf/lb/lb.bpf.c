@@ -736,8 +736,12 @@ static __always_inline int process(struct xdp_md *ctx)
 	}
 	count(&backend_stats, bid, bytes);
 
-	if (!nat)
+	if (!nat) {
+		/* The backend's host is this one: the kernel's VIP route delivers it locally. */
+		if (be->flags & F_BACKEND_LOCAL)
+			return XDP_PASS;
 		return encap(ctx, &p, bid, be, cfg, hash, bytes);
+	}
 
 	if (be->family != p.flow.family)
 		return count_drop(DROP_UNSUPPORTED, bytes);

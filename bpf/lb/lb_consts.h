@@ -51,6 +51,7 @@
 
 /* backend.flags */
 #define F_BACKEND_ACTIVE (1U << 0) /* connections may stay on it (weight may still be 0: drain) */
+#define F_BACKEND_LOCAL (1U << 1)  /* dsr endpoint is this host: pass the packet up unchanged */
 
 /* Address families as stored in keys. */
 #define LB_AF_INET 4

@@ -59,3 +59,28 @@ func DetachXDP(l link.Link) error {
 	}
 	return l.Close()
 }
+
+// AttachPass attaches the trivial XDP_PASS program to ifname in the calling thread's namespace
+// and pins the link at pin, so it stays after this process exits. A veth whose peer sends
+// XDP_TX or redirected frames needs an XDP program of its own to receive them (labs and
+// tests emulating a switch port). Remove the pin to detach.
+func AttachPass(ifname, pin string) error {
+	d, err := Load(Options{ConnTableSize: 1024, NATTableSize: 1024, TableSize: 251})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attaching xdp_pass: interface %q: %w", ifname, err)
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.PassProgram(), Interface: ifc.Index, Flags: link.XDPDriverMode})
+	if err != nil {
+		return fmt.Errorf("attaching xdp_pass to %s: %w", ifname, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pinning xdp_pass link on %s: %w", ifname, err)
+	}
+	return nil
+}

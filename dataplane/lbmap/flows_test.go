@@ -287,3 +287,36 @@ func TestXDPCounters(t *testing.T) {
 	}
 	_ = binary.BigEndian
 }
+
+// A dsr backend on this very host: the packet goes up the stack unchanged (the kernel's VIP
+// route delivers it), counted for the VIP; backends elsewhere are still tunnelled.
+func TestXDPLocalBackendPassesUp(t *testing.T) {
+	r := newRig(t, Options{})
+	if err := r.dp.SetDecapAddrs([]netip.Addr{netip.MustParseAddr(self4)}); err != nil {
+		t.Fatal(err)
+	}
+	mustSet(t, r.dp, []lb.Service{
+		svc("here", 0, "203.0.113.30", 80, lb.TCP, lb.DSR, be(self4, 0, 1)),
+		svc("there", 0, "203.0.113.31", 80, lb.TCP, lb.DSR, be(hostA4, 0, 1)),
+	})
+	ext := mac("02:00:00:00:00:fe")
+	in := frame(t, ext, upMAC, 0, ipPacket(t, flow{src: client4, dst: "203.0.113.30", sport: 45000, dport: 80}))
+	if v, out := r.run(t, r.dp.Program(), in); v != xdpPass || !bytes.Equal(out, in) {
+		t.Fatalf("local backend: verdict %s, unchanged %v", verdictName[v], bytes.Equal(out, in))
+	}
+	inner := ipPacket(t, flow{src: client4, dst: "203.0.113.31", sport: 45001, dport: 80})
+	if v, out := r.run(t, r.dp.Program(), frame(t, ext, upMAC, 0, inner)); v != xdpTX || !bytes.Equal(out, dsrTo(t, hostA4, 0, inner)) {
+		t.Fatalf("remote backend: verdict %s", verdictName[v])
+	}
+	// The tunnel endpoint stops being local: the same backend is now tunnelled to.
+	if err := r.dp.SetDecapAddrs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.run(t, r.dp.Program(), in); v == xdpPass {
+		t.Fatal("backend still treated as local after its address left the decap set")
+	}
+	vc, _ := r.dp.VIPCounters()
+	if c := vc[lb.VIP{Addr: netip.MustParseAddr("203.0.113.30"), Port: 80, Proto: lb.TCP}]; c.Packets != 2 {
+		t.Fatalf("VIP counter %+v, want 2 packets", c)
+	}
+}

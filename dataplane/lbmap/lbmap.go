@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"net/netip"
 	"os"
@@ -61,6 +62,7 @@ type Dataplane struct {
 	slots   []uint32 // 0..size-1, keys for batch writes
 	state   *lb.State
 	vipAddr map[bpfobj.LbVipAddrKey]uint32
+	local   map[netip.Addr]bool // this host's tunnel endpoints (SetDecapAddrs)
 }
 
 // Load loads the objects (reusing pinned maps when present), restores the programmed state
@@ -95,7 +97,7 @@ func Load(opts Options) (*Dataplane, error) {
 	} else if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
 		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
 	}
-	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}}
+	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
@@ -217,9 +219,27 @@ func (d *Dataplane) SetVLANDomains(m map[uint16]uint32) error {
 }
 
 // SetDecapAddrs replaces the set of local tunnel endpoints (dsr backends on this host).
+// Backends at these addresses are marked local: their packets go up this host's stack as they
+// are, no tunnel.
 func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	local := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		local[a] = true
+	}
+	if !maps.Equal(local, d.local) {
+		d.local = local
+		for key, id := range d.state.BackendIDs() {
+			ap, err := netip.ParseAddrPort(key)
+			if err != nil {
+				continue
+			}
+			if err := d.objs.Backends.Put(id, d.backendValue(lb.Backend{Addr: ap.Addr(), Port: ap.Port()})); err != nil {
+				return fmt.Errorf("backend %s: %w", key, err)
+			}
+		}
+	}
 	want := map[bpfobj.LbVipAddrKey]bool{}
 	for _, a := range addrs {
 		want[addrKey(0, a)] = true
@@ -266,8 +286,7 @@ func (d *Dataplane) Set(services []lb.Service) error {
 
 func (d *Dataplane) apply(diff lb.Diff) error {
 	for _, b := range diff.UpsertBackends {
-		v := bpfobj.LbBackend{Addr: addrWords(b.Backend.Addr), Port: htons(b.Backend.Port), Family: family(b.Backend.Addr), Flags: 1}
-		if err := d.objs.Backends.Put(b.ID, &v); err != nil {
+		if err := d.objs.Backends.Put(b.ID, d.backendValue(b.Backend)); err != nil {
 			return fmt.Errorf("backend %s (id %d): %w", b.Backend.Key(), b.ID, err)
 		}
 		if err := zeroPerCPU(d.objs.BackendStats, b.ID, bpfobj.LbLbCounter{}); err != nil {
@@ -331,6 +350,20 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 	}
 	return nil
 }
+
+func (d *Dataplane) backendValue(b lb.Backend) *bpfobj.LbBackend {
+	v := &bpfobj.LbBackend{Addr: addrWords(b.Addr), Port: htons(b.Port), Family: family(b.Addr), Flags: flagActive}
+	if d.local[b.Addr] {
+		v.Flags |= flagLocal
+	}
+	return v
+}
+
+// Backend flags (bpf/lb/lb_consts.h).
+const (
+	flagActive = 1 << 0
+	flagLocal  = 1 << 1
+)
 
 // swapTable writes table into a new inner map and installs it for VIP id in one update.
 func (d *Dataplane) swapTable(id uint32, table []uint32) error {
