@@ -89,6 +89,9 @@ func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 			line += " (" + strings.Join(c.Fields, ", ") + ")"
 		}
 		fmt.Fprintln(w, line)
+		for _, v := range c.Values {
+			fmt.Fprintf(w, "    %s: %s -> %s\n", v.Field, v.From, v.To)
+		}
 	}
 	n := res.Counts
 	fmt.Fprintf(w, "%s: %d to create, %d to update, %d to delete, %d unchanged (revision %d)\n",

@@ -125,7 +125,7 @@ func TestCLIVerbs(t *testing.T) {
 	// One change: plan names it and the field.
 	changed := strings.Replace(apitest.Base, "vlan: 120", "vlan: 130", 1)
 	r = run(t, env.URL, admin, "plan", "-f", writeFile(t, changed))
-	if r.code != 0 || !strings.Contains(r.stdout, "~ update Segment lands-web (spec.vlan, status.vlan)") || !strings.Contains(r.stdout, "0 to create, 1 to update, 0 to delete, 9 unchanged") {
+	if r.code != 0 || !strings.Contains(r.stdout, "~ update Segment lands-web (spec.vlan, status.vlan)\n    spec.vlan: 120 -> 130\n") || !strings.Contains(r.stdout, "0 to create, 1 to update, 0 to delete, 9 unchanged") {
 		t.Fatalf("plan of one change: %+v", r)
 	}
 	r = run(t, env.URL, admin, "get", "services", "-o", "json")

@@ -25,10 +25,18 @@ const (
 
 // Change is what happens to one object.
 type Change struct {
-	Kind   string   `json:"kind"`
-	Name   string   `json:"name"`
-	Action string   `json:"action"`
-	Fields []string `json:"fields,omitempty"` // for updates: top-level spec/status fields that differ
+	Kind   string        `json:"kind"`
+	Name   string        `json:"name"`
+	Action string        `json:"action"`
+	Fields []string      `json:"fields,omitempty"` // for updates: top-level spec/status fields that differ
+	Values []FieldChange `json:"values,omitempty"` // the same fields with old and new values (JSON, shortened)
+}
+
+// FieldChange is one changed field of an update.
+type FieldChange struct {
+	Field string `json:"field"`
+	From  string `json:"from"`
+	To    string `json:"to"`
 }
 
 // Result is a computed plan.
@@ -140,7 +148,12 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 			res.Changes = append(res.Changes, Change{Kind: k.Kind, Name: k.Name, Action: Create})
 			res.Puts = append(res.Puts, o)
 		case !bytes.Equal(old, b):
-			res.Changes = append(res.Changes, Change{Kind: k.Kind, Name: k.Name, Action: Update, Fields: diffFields(old, b)})
+			vals := diffFields(old, b)
+			c := Change{Kind: k.Kind, Name: k.Name, Action: Update, Values: vals}
+			for _, v := range vals {
+				c.Fields = append(c.Fields, v.Field)
+			}
+			res.Changes = append(res.Changes, c)
 			res.Puts = append(res.Puts, o)
 		case inInput[k]:
 			res.Changes = append(res.Changes, Change{Kind: k.Kind, Name: k.Name, Action: Unchanged})
@@ -153,12 +166,12 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 	return res, nil
 }
 
-// diffFields names the spec.X / status.X fields that differ between two encoded objects.
-func diffFields(a, b []byte) []string {
+// diffFields lists the spec.X / status.X fields that differ between two encoded objects.
+func diffFields(a, b []byte) []FieldChange {
 	var x, y map[string]json.RawMessage
 	_ = json.Unmarshal(a, &x)
 	_ = json.Unmarshal(b, &y)
-	var out []string
+	var out []FieldChange
 	for _, part := range []string{"spec", "status"} {
 		var xp, yp map[string]json.RawMessage
 		_ = json.Unmarshal(x[part], &xp)
@@ -172,10 +185,21 @@ func diffFields(a, b []byte) []string {
 		}
 		for k := range keys {
 			if !bytes.Equal(xp[k], yp[k]) {
-				out = append(out, part+"."+k)
+				out = append(out, FieldChange{Field: part + "." + k, From: short(xp[k]), To: short(yp[k])})
 			}
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].Field < out[j].Field })
 	return out
+}
+
+func short(v json.RawMessage) string {
+	if len(v) == 0 {
+		return "(none)"
+	}
+	s := string(v)
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
 }
