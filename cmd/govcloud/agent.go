@@ -41,9 +41,9 @@ With the controller away nothing changes (fail-static). Maps and the XDP link ar
 under --pin-root, so a restarted agent keeps every flow. SIGTERM removes everything the agent
 made; with --keep-dataplane the dataplane stays (upgrades).
 
---api-netns dials the controller from another network namespace (e.g. /proc/1/ns/net when
-the agent runs inside a lab host namespace and the controller listens on the machine's
-loopback). Serves /status (JSON) and /metrics on --metrics-listen.`,
+--api-netns dials the controller from another network namespace: the lab runs agents inside
+host namespaces and gives them a bind mount of the machine's own namespace, where the
+controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if host == "" {
@@ -100,7 +100,7 @@ loopback). Serves /status (JSON) and /metrics on --metrics-listen.`,
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
 	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API or "+client.DefaultAPI+")")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
-	f.StringVar(&apiNetns, "api-netns", "", "network namespace file to dial the controller from (e.g. /proc/1/ns/net)")
+	f.StringVar(&apiNetns, "api-netns", "", "network namespace file (e.g. a bind mount of /proc/self/ns/net) to dial the controller from")
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address for /metrics and /status")
 	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")

@@ -1,25 +1,57 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/govcloud/govcloud/lab"
 )
 
 func init() { register(newLabCmd) }
 
 func newLabCmd(g *globals) *cobra.Command {
+	var opt lab.Options
 	cmd := &cobra.Command{
 		Use:   "lab up|verify|down",
-		Short: "Run the whole system on one machine in network namespaces (not yet)",
-		Long: `lab builds a small data centre out of network namespaces on this machine:
-gc-tor (FRR), gc-host1 and gc-host2 (agents), gc-client, and a controller.
+		Short: "Run the whole system on one machine in network namespaces",
+		Long: `lab builds a small data centre out of network namespaces on this machine and runs every
+real component in it:
 
-Not yet implemented: the lab lands with the lab issue. 'make test' works today.`,
-		Args: cobra.ExactArgs(1),
+  gc-client --- gc-tor (FRR bgpd, AS 65000; bridge 'fabric' carries the L2 trunk)
+                  |                     |
+              gc-host1              gc-host2          (govcloud agent each; XDP LB, BGP)
+              gc-vm-*               gc-vm-*           (namespace guests = VM backends)
+
+The controller (embedded etcd) listens on 127.0.0.1:8480 on the machine itself.
+
+  up      build it, apply deploy/examples/lab, wait until every VIP answers, print a tour
+  verify  re-check the story; exits non-zero naming the failing check
+  down    remove every namespace, process and file the lab made (safe to repeat)
+
+Needs root and the packages of 'sudo make deps'.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"up", "verify", "down"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("lab " + args[0] + ": not yet implemented (the lab lands with the lab issue); 'sudo make test' works today")
+			opt.Out = cmd.OutOrStdout()
+			l, err := lab.New(opt)
+			if err != nil {
+				return err
+			}
+			switch args[0] {
+			case "up":
+				return l.Up(cmd.Context())
+			case "verify":
+				return l.Verify(cmd.Context())
+			case "down":
+				return l.Down(cmd.Context())
+			}
+			return fmt.Errorf("lab %q: want up, verify or down", args[0])
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&opt.Dir, "dir", lab.DefaultDir, "where the lab keeps state, logs and pins")
+	f.StringVar(&opt.Config, "config", "deploy/examples/lab", "YAML file or directory to apply")
+	f.BoolVar(&opt.VMs, "vms", false, "real VMs through libvirt instead of namespace guests")
 	return cmd
 }

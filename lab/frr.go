@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// startFRR runs zebra and bgpd in gc-tor without systemd: AS 65000, one eBGP neighbour per
+// host, multipath across different neighbour ASNs, graceful restart, no policy required.
+func (l *Lab) startFRR() error {
+	dir := filepath.Join(l.dir, "frr")
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "frr defaults datacenter\nhostname gc-tor\nlog file %s/frr.log\n!\n", dir)
+	fmt.Fprintf(&conf, "router bgp 65000\n bgp router-id %s\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n", torFabric)
+	for i := range Hosts {
+		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr(i), 65001+i)
+	}
+	conf.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n!\n")
+	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(conf.String()), 0o644); err != nil {
+		return err
+	}
+	if err := sh("chown", "-R", "frr:frr", dir); err != nil {
+		return err
+	}
+	common := []string{"-z", dir + "/zserv.api", "--vty_socket", dir, "-A", "127.0.0.1", "-P", "0", "-u", "frr", "-g", "frr"}
+	if err := nsx(NSTor, append([]string{"/usr/lib/frr/zebra", "-d", "-i", dir + "/zebra.pid"}, common...)...); err != nil {
+		return fmt.Errorf("zebra: %w", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := nsx(NSTor, append([]string{"/usr/lib/frr/bgpd", "-d", "-f", dir + "/frr.conf", "-i", dir + "/bgpd.pid"}, common...)...); err != nil {
+		return fmt.Errorf("bgpd: %w", err)
+	}
+	return nil
+}
+
+// vtysh runs one FRR command in gc-tor.
+func (l *Lab) vtysh(cmd string) ([]byte, error) {
+	out, err := exec.Command("ip", "netns", "exec", NSTor, "vtysh", "--vty_socket", filepath.Join(l.dir, "frr"), "-c", cmd).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("vtysh %q: %v: %s", cmd, err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// frrPaths returns the next hops of FRR's installed route to vip; it fails unless there is
+// one per host (ECMP).
+func (l *Lab) frrPaths(vip string) ([]string, error) {
+	out, err := l.vtysh("show ip route " + vip + "/32 json")
+	if err != nil {
+		return nil, err
+	}
+	var routes map[string][]struct {
+		Protocol string `json:"protocol"`
+		Selected bool   `json:"selected"`
+		Nexthops []struct {
+			IP     string `json:"ip"`
+			Active bool   `json:"active"`
+		} `json:"nexthops"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, fmt.Errorf("FRR route to %s: %v", vip, err)
+	}
+	var hops []string
+	for _, r := range routes[vip+"/32"] {
+		if r.Protocol != "bgp" || !r.Selected {
+			continue
+		}
+		for _, nh := range r.Nexthops {
+			if nh.Active {
+				hops = append(hops, nh.IP)
+			}
+		}
+	}
+	sort.Strings(hops)
+	if len(hops) < len(Hosts) {
+		return hops, fmt.Errorf("FRR has %d path(s) to %s (%v), want one per host", len(hops), vip, hops)
+	}
+	return hops, nil
+}

@@ -1,0 +1,429 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
+	"github.com/govcloud/govcloud/dataplane/netdev"
+)
+
+// Options configure the lab.
+type Options struct {
+	Bin    string    // the govcloud binary the lab runs (default: this executable)
+	Dir    string    // state, logs, pins (default /var/lib/govcloud-lab)
+	Config string    // YAML file or directory applied on up (default deploy/examples/lab)
+	VMs    bool      // real VMs through libvirt instead of namespace guests
+	Out    io.Writer // progress and the walk-through
+}
+
+// DefaultDir holds everything the lab writes.
+const DefaultDir = "/var/lib/govcloud-lab"
+
+// Lab is one lab on this machine.
+type Lab struct {
+	opt Options
+	dir string
+	out io.Writer
+}
+
+// New fills in defaults.
+func New(opt Options) (*Lab, error) {
+	if opt.Dir == "" {
+		opt.Dir = DefaultDir
+	}
+	if opt.Out == nil {
+		opt.Out = os.Stdout
+	}
+	if opt.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		opt.Bin = exe
+	}
+	if opt.Config == "" {
+		opt.Config = "deploy/examples/lab"
+	}
+	return &Lab{opt: opt, dir: opt.Dir, out: opt.Out}, nil
+}
+
+func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.out, format, args...) }
+
+func (l *Lab) step(n, of int, what string) { l.printf("[%d/%d] %s\n", n, of, what) }
+
+// preflight names what is missing instead of failing half-way.
+func (l *Lab) preflight() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the lab needs root (network namespaces, eBPF): run 'sudo make demo'")
+	}
+	var missing []string
+	for _, t := range []string{"ip", "ethtool", "curl", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: run 'sudo make deps' (installs frr, ethtool, curl, ...)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func (l *Lab) client(token string) *client.Client { return client.New(API, token) }
+
+func (l *Lab) adminToken() (string, error) {
+	b, err := os.ReadFile(filepath.Join(l.dir, "controller", "admin-token"))
+	return strings.TrimSpace(string(b)), err
+}
+
+// Up builds the lab from nothing (an earlier lab, whole or half-made, is removed first).
+func (l *Lab) Up(ctx context.Context) error {
+	if err := l.preflight(); err != nil {
+		return err
+	}
+	if len(labNamespaces()) > 0 || dirExists(l.dir) {
+		l.printf("lab: an earlier lab is here; removing it first\n")
+		if err := l.Down(ctx); err != nil {
+			return err
+		}
+	}
+	const steps = 8
+	start := time.Now()
+	for _, d := range []string{"logs", "pids", "bpf", "frr", "controller", "tokens"} {
+		if err := os.MkdirAll(filepath.Join(l.dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	l.step(1, steps, "network namespaces: gc-tor (bridge + router), gc-host1, gc-host2, gc-client")
+	if err := buildTopology(); err != nil {
+		return err
+	}
+	// 'ip netns exec' remounts /sys: agents pin into a bpffs of the lab's own, which every
+	// namespace sees, so a restarted agent finds its maps.
+	if err := sh("mount", "-t", "bpf", "bpf", filepath.Join(l.dir, "bpf")); err != nil {
+		return err
+	}
+	// Agents live in host namespaces but reach the controller on the machine's loopback: they
+	// dial from the machine's namespace, held open here (pid 1's may not be readable).
+	if err := os.WriteFile(l.rootNS(), nil, 0o600); err != nil {
+		return err
+	}
+	if err := sh("mount", "--bind", "/proc/self/ns/net", l.rootNS()); err != nil {
+		return err
+	}
+	// The hosts' XDP programs send frames back out their uplinks (XDP_TX); the ToR's veth
+	// ports receive them only with an XDP program of their own, as a NIC driver would.
+	if err := os.MkdirAll(filepath.Join(l.dir, "bpf", "tor"), 0o700); err != nil {
+		return err
+	}
+	for i := range Hosts {
+		port := fmt.Sprintf("gc-tor-h%d", i+1)
+		if err := inNS(NSTor, func() error { return lbmap.AttachPass(port, filepath.Join(l.dir, "bpf", "tor", port)) }); err != nil {
+			return err
+		}
+	}
+
+	l.step(2, steps, "top-of-rack router: FRR zebra + bgpd in gc-tor, AS 65000")
+	if err := l.startFRR(); err != nil {
+		return err
+	}
+
+	l.step(3, steps, "controller with embedded etcd on "+API)
+	if err := l.start("controller", "", l.opt.Bin, "controller", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "http://")); err != nil {
+		return err
+	}
+	var admin string
+	if err := l.waitFor("controller API", 60*time.Second, func() error {
+		if !l.alive("controller") {
+			return fmt.Errorf("controller exited:\n%s", l.logTail("controller", 15))
+		}
+		tok, err := l.adminToken()
+		if err != nil {
+			return err
+		}
+		admin = tok
+		_, err = l.client(tok).Status(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	l.step(4, steps, "apply "+l.opt.Config)
+	if err := l.apply(ctx, admin); err != nil {
+		return err
+	}
+
+	l.step(5, steps, "agents in gc-host1 and gc-host2")
+	for _, h := range Hosts {
+		tok, err := l.client(admin).CreateToken(ctx, client.TokenRequest{Name: h + "-agent", Role: "agent", Host: h})
+		if err != nil {
+			return fmt.Errorf("agent token for %s: %w", h, err)
+		}
+		tf := filepath.Join(l.dir, "tokens", h)
+		if err := os.WriteFile(tf, []byte(tok), 0o600); err != nil {
+			return err
+		}
+		if err := l.startAgent(h); err != nil {
+			return err
+		}
+	}
+
+	l.step(6, steps, "guests (namespace VMs gc-vm-<name>) on the segment bridges")
+	if l.opt.VMs {
+		return errors.New("--vms: real VMs through libvirt are not wired into the lab yet; run without --vms")
+	}
+	states := map[string]*desired.State{}
+	if err := l.waitFor("agents built the segment bridges", 60*time.Second, func() error {
+		for _, h := range Hosts {
+			st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
+			if err != nil {
+				return err
+			}
+			states[h] = st
+			for _, vm := range st.VMs {
+				for _, ifc := range vm.Interfaces {
+					if err := nsx(h, "ip", "link", "show", netdev.BridgeName(uint16(ifc.VLAN))); err != nil {
+						return fmt.Errorf("%s: bridge for %s not there yet", h, ifc.Segment)
+					}
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, h := range Hosts {
+		if err := l.startGuests(h, states[h]); err != nil {
+			return err
+		}
+	}
+
+	l.step(7, steps, "waiting until every host reports ready, FRR learns each VIP from both hosts and each VIP answers")
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		return err
+	}
+	if err := l.waitReady(ctx, admin, vips); err != nil {
+		return err
+	}
+
+	l.step(8, steps, fmt.Sprintf("up in %.0fs", time.Since(start).Seconds()))
+	l.walkthrough(ctx, admin, vips)
+	return nil
+}
+
+func (l *Lab) apply(ctx context.Context, token string) error {
+	files := []string{l.opt.Config}
+	if fi, err := os.Stat(l.opt.Config); err == nil && fi.IsDir() {
+		files, _ = filepath.Glob(filepath.Join(l.opt.Config, "*.yaml"))
+		sort.Strings(files)
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no YAML in %s", l.opt.Config)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		res, err := l.client(token).Apply(ctx, f, data, client.ApplyOptions{})
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", f, err)
+		}
+		l.printf("   applied %s (revision %d)\n", f, res.Revision)
+	}
+	return nil
+}
+
+func (l *Lab) startAgent(h string) error {
+	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--api", API, "--api-netns", l.rootNS(),
+		"--token-file", filepath.Join(l.dir, "tokens", h), "--metrics-listen", Metrics,
+		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h))
+}
+
+// startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name
+// the agent's anti-spoofing expects) joins the segment bridge, the controller's MAC and
+// address, the gateway, the VIPs it serves on lo (dsr), and an HTTP server naming the VM.
+func (l *Lab) startGuests(h string, st *desired.State) error {
+	for _, vm := range st.VMs {
+		ns := "gc-vm-" + vm.Name
+		if err := sh("ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		if err := sh("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+		for i, ifc := range vm.Interfaces {
+			port := agent.GuestPort(vm.Name, ifc.Segment)
+			gif := fmt.Sprintf("eth%d", i)
+			cmds := [][]string{
+				{"ip", "-n", h, "link", "add", port, "type", "veth", "peer", "name", gif, "netns", ns},
+				{"ip", "-n", h, "link", "set", port, "master", netdev.BridgeName(uint16(ifc.VLAN))},
+				{"ip", "-n", h, "link", "set", port, "up"},
+				{"ip", "-n", ns, "link", "set", gif, "address", ifc.MAC},
+				{"ip", "-n", ns, "addr", "add", ifc.IPv4, "dev", gif},
+				{"ip", "-n", ns, "link", "set", gif, "up"},
+				{"ip", "netns", "exec", ns, "ethtool", "-K", gif, "tx", "off"},
+			}
+			if i == 0 {
+				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway})
+			}
+			for _, c := range cmds {
+				if err := sh(c[0], c[1:]...); err != nil {
+					return fmt.Errorf("guest %s: %w", vm.Name, err)
+				}
+			}
+		}
+		for _, svc := range st.Services {
+			for _, b := range svc.Backends {
+				if b.VM == vm.Name && svc.Mode == "dsr" {
+					if err := sh("ip", "-n", ns, "addr", "add", svc.VIP+"/32", "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
+						return fmt.Errorf("guest %s: VIP %s: %w", vm.Name, svc.VIP, err)
+					}
+				}
+			}
+		}
+		if err := l.startGuestServer(vm.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) rootNS() string { return filepath.Join(l.dir, "rootns") }
+
+func (l *Lab) startGuestServer(vm string) error {
+	return l.start("vm-"+vm, "gc-vm-"+vm, l.opt.Bin, "guest-http", "--name", vm, "--listen", ":80")
+}
+
+type vipInfo struct {
+	Service, Department, VIP string
+}
+
+func (l *Lab) vips(ctx context.Context, token string) ([]vipInfo, error) {
+	objs, err := l.client(token).List(ctx, "services")
+	if err != nil {
+		return nil, err
+	}
+	var out []vipInfo
+	for _, o := range objs {
+		if o.VIP != "" {
+			out = append(out, vipInfo{Service: o.Name, Department: o.Department, VIP: o.VIP})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	if len(out) == 0 {
+		return nil, errors.New("no service has a VIP")
+	}
+	return out, nil
+}
+
+func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error {
+	if err := l.waitFor("hosts report ready", 90*time.Second, func() error {
+		hs, err := l.client(admin).HostStatuses(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range Hosts {
+			if !l.alive("agent-" + h) {
+				return fmt.Errorf("agent on %s exited:\n%s", h, l.logTail("agent-"+h, 15))
+			}
+			raw, ok := hs[h]
+			if !ok {
+				return fmt.Errorf("%s has not reported", h)
+			}
+			var rep struct {
+				Status agent.Status `json:"status"`
+			}
+			if err := json.Unmarshal(raw, &rep); err != nil {
+				return fmt.Errorf("%s report: %w", h, err)
+			}
+			if !rep.Status.Ready {
+				return fmt.Errorf("%s not ready: %s", h, rep.Status.Error)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := l.waitFor("FRR holds each VIP from both hosts", 90*time.Second, func() error {
+		for _, v := range vips {
+			if _, err := l.frrPaths(v.VIP); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return l.waitFor("each VIP answers HTTP from gc-client", 60*time.Second, func() error {
+		for _, v := range vips {
+			if _, err := curl(v.VIP); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// curl fetches http://vip/ from the client namespace.
+func curl(vip string) (string, error) {
+	out, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+vip+"/")
+	return strings.TrimSpace(out), err
+}
+
+func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
+	p := l.printf
+	p("\n== govcloud lab is up ==\n\n")
+	p("Topology: gc-client -- gc-tor (FRR, AS 65000; bridge 'fabric' = L2 trunk) -- gc-host1 (198.18.0.11), gc-host2 (198.18.0.12)\n")
+	p("Controller: %s   admin token: %s\n", API, filepath.Join(l.dir, "controller", "admin-token"))
+	p("  export GOVCLOUD_API=%s GOVCLOUD_TOKEN=$(sudo cat %s)\n\n", API, filepath.Join(l.dir, "controller", "admin-token"))
+	p("Services (VIPs answer from the client through the ToR):\n")
+	for _, v := range vips {
+		body, _ := curl(v.VIP)
+		p("  %-12s department %-8s VIP %-15s  sudo ip netns exec %s curl http://%s/   -> %s\n", v.Service, v.Department, v.VIP, NSClient, v.VIP, body)
+	}
+	p("\nFRR's routes to the VIPs (ECMP over both hosts):\n")
+	for _, v := range vips {
+		paths, _ := l.frrPaths(v.VIP)
+		p("  %s via %s\n", v.VIP, strings.Join(paths, ", "))
+	}
+	p("  sudo ip netns exec %s vtysh --vty_socket %s -c 'show ip route bgp'\n", NSTor, filepath.Join(l.dir, "frr"))
+	p("\nObjects:  %s get services -o table ; %s get vms -o json ; %s status\n", l.opt.Bin, l.opt.Bin, l.opt.Bin)
+	p("Meters:   sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
+	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)
+	p("Grafana dashboard: deploy/grafana/   Prometheus config and rules: deploy/prometheus/\n")
+	p("Logs:     %s/logs/\n", l.dir)
+	p("Check:    sudo %s lab verify      Remove: sudo make demo-down\n", l.opt.Bin)
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// hostOf finds which host runs vm.
+func hostOf(states map[string]*desired.State, vm string) string {
+	for h, st := range states {
+		if slices.ContainsFunc(st.VMs, func(v desired.VM) bool { return v.Name == vm }) {
+			return h
+		}
+	}
+	return ""
+}
+
+var _ = netip.Addr{}

@@ -1,0 +1,114 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// start runs a long-lived process, detached from this one (new session), in namespace ns
+// ("" for the machine's own), logging to DIR/logs/NAME.log and recording its pid.
+func (l *Lab) start(name, ns string, args ...string) error {
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	logf, err := os.OpenFile(filepath.Join(l.dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = os.Environ()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	pid := cmd.Process.Pid
+	_ = cmd.Process.Release()
+	return os.WriteFile(filepath.Join(l.dir, "pids", name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+// alive reports whether the named process still runs.
+func (l *Lab) alive(name string) bool {
+	pid := l.pid(name)
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+func (l *Lab) pid(name string) int {
+	b, err := os.ReadFile(filepath.Join(l.dir, "pids", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILL; it forgets the pid.
+func (l *Lab) stop(name string, grace time.Duration) {
+	pid := l.pid(name)
+	defer os.Remove(filepath.Join(l.dir, "pids", name+".pid"))
+	if pid <= 0 {
+		return
+	}
+	killWait(pid, grace)
+}
+
+func killWait(pid int, grace time.Duration) {
+	if syscall.Kill(pid, syscall.SIGTERM) != nil {
+		return
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 40 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logTail returns the last lines of a process's log, for error messages.
+func (l *Lab) logTail(name string, n int) string {
+	b, err := os.ReadFile(filepath.Join(l.dir, "logs", name+".log"))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls check until it succeeds or timeout passes, printing progress.
+func (l *Lab) waitFor(what string, timeout time.Duration, check func() error) error {
+	start := time.Now()
+	last := time.Time{}
+	var err error
+	for {
+		if err = check(); err == nil {
+			l.printf("   %s: ok (%.1fs)\n", what, time.Since(start).Seconds())
+			return nil
+		}
+		if time.Since(start) > timeout {
+			return fmt.Errorf("%s: not ready after %v: %w", what, timeout, err)
+		}
+		if time.Since(last) > 3*time.Second {
+			l.printf("   %s: waiting (%.0fs) — %v\n", what, time.Since(start).Seconds(), err)
+			last = time.Now()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+var errNotYet = errors.New("not yet")

@@ -1,0 +1,120 @@
+// Package lab builds the whole system on one machine out of network namespaces: a
+// top-of-rack router (gc-tor, FRR), two hosts running the agent (gc-host1, gc-host2), a
+// client outside the cloud (gc-client) and namespace guests (gc-vm-<name>) as VM backends,
+// with the controller and its embedded etcd on the machine itself. Up builds and starts it,
+// Verify re-checks the story, Down removes everything it made.
+package lab
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// The contract of DESIGN.md: names other tools and checks rely on.
+const (
+	NSTor    = "gc-tor"
+	NSClient = "gc-client"
+	API      = "http://127.0.0.1:8480"
+	Metrics  = "127.0.0.1:9480"
+)
+
+// Hosts are the lab's host namespaces, in order.
+var Hosts = []string{"gc-host1", "gc-host2"}
+
+// Addresses of the lab (198.18.0.0/15 and documentation prefixes only).
+const (
+	torFabric   = "198.18.0.1"
+	fabricCIDR  = "/24"
+	torClient   = "198.51.100.1"
+	clientAddr  = "198.51.100.10"
+	clientCIDR  = "/24"
+	fabricRange = "198.18.0.0/24"
+)
+
+func hostAddr(i int) string { return fmt.Sprintf("198.18.0.%d", 11+i) }
+
+// sh runs a command and returns a wrapped error with its output.
+func sh(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// nsx runs a command inside a namespace.
+func nsx(ns string, args ...string) error {
+	return sh("ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+func nsOut(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s (in %s): %v: %s", strings.Join(args, " "), ns, err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+func nsExists(ns string) bool {
+	_, err := os.Stat("/run/netns/" + ns)
+	return err == nil
+}
+
+// labNamespaces lists every namespace the lab may have made (gc-tor, gc-host*, gc-client, gc-vm-*).
+func labNamespaces() []string {
+	ents, _ := os.ReadDir("/run/netns")
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if n == NSTor || n == NSClient || strings.HasPrefix(n, "gc-host") || strings.HasPrefix(n, "gc-vm-") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// buildTopology makes the namespaces and links: the ToR's bridge is a plain (VLAN-unaware)
+// bridge that carries the hosts' tagged department frames and the untagged fabric, on which
+// the ToR routes 198.18.0.1; the client hangs off the ToR on its own routed link.
+func buildTopology() error {
+	steps := [][]string{
+		{"ip", "netns", "add", NSTor},
+		{"ip", "netns", "add", NSClient},
+		{"ip", "-n", NSTor, "link", "set", "lo", "up"},
+		{"ip", "-n", NSClient, "link", "set", "lo", "up"},
+		{"ip", "-n", NSTor, "link", "add", "fabric", "type", "bridge"},
+		{"ip", "-n", NSTor, "addr", "add", torFabric + fabricCIDR, "dev", "fabric"},
+		{"ip", "-n", NSTor, "link", "set", "fabric", "up"},
+		{"ip", "link", "add", "gc-tor-cl", "netns", NSTor, "type", "veth", "peer", "name", "eth0", "netns", NSClient},
+		{"ip", "-n", NSTor, "addr", "add", torClient + clientCIDR, "dev", "gc-tor-cl"},
+		{"ip", "-n", NSTor, "link", "set", "gc-tor-cl", "up"},
+		{"ip", "-n", NSClient, "addr", "add", clientAddr + clientCIDR, "dev", "eth0"},
+		{"ip", "-n", NSClient, "link", "set", "eth0", "up"},
+		{"ip", "-n", NSClient, "route", "add", "default", "via", torClient},
+		{"ip", "netns", "exec", NSTor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"},
+		// XDP forwards raw frames: senders must finish their checksums, as a NIC would.
+		{"ip", "netns", "exec", NSClient, "ethtool", "-K", "eth0", "tx", "off"},
+	}
+	for i, h := range Hosts {
+		port := fmt.Sprintf("gc-tor-h%d", i+1)
+		steps = append(steps,
+			[]string{"ip", "netns", "add", h},
+			[]string{"ip", "-n", h, "link", "set", "lo", "up"},
+			[]string{"ip", "link", "add", port, "netns", NSTor, "type", "veth", "peer", "name", "eth0", "netns", h},
+			[]string{"ip", "-n", NSTor, "link", "set", port, "master", "fabric"},
+			[]string{"ip", "-n", NSTor, "link", "set", port, "up"},
+			[]string{"ip", "-n", h, "addr", "add", hostAddr(i) + fabricCIDR, "dev", "eth0"},
+			[]string{"ip", "-n", h, "link", "set", "eth0", "up"},
+			[]string{"ip", "-n", h, "route", "add", "default", "via", torFabric},
+			[]string{"ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0"},
+		)
+	}
+	for _, s := range steps {
+		if err := sh(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,240 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/desired"
+)
+
+// Verify re-checks the lab's story and returns an error naming the first failing step.
+func (l *Lab) Verify(ctx context.Context) error {
+	admin, err := l.adminToken()
+	if err != nil {
+		return fmt.Errorf("lab verify: is the lab up? (%w)", err)
+	}
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("lab verify: reading services: %w", err)
+	}
+	states := map[string]*desired.State{}
+	for _, h := range Hosts {
+		st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
+		if err != nil {
+			return fmt.Errorf("lab verify: desired state of %s: %w", h, err)
+		}
+		states[h] = st
+	}
+	checks := []struct {
+		name string
+		fn   func() error
+	}{
+		{"each VIP answers HTTP from gc-client, from backends on both hosts", func() error { return l.checkVIPs(vips) }},
+		{"FRR holds each VIP from both hosts", func() error {
+			for _, v := range vips {
+				if _, err := l.frrPaths(v.VIP); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"departments cannot reach each other", func() error { return l.checkIsolation(states) }},
+		{"the meters moved by what the checks sent", func() error { return l.checkMeters(vips) }},
+		{"a stopped backend is taken out and its VIP still answers", func() error { return l.checkFailover(vips, states) }},
+	}
+	failed := 0
+	for i, c := range checks {
+		start := time.Now()
+		err := c.fn()
+		if err != nil {
+			failed++
+			l.printf("[%d/%d] FAIL %s: %v\n", i+1, len(checks), c.name, err)
+			continue
+		}
+		l.printf("[%d/%d] ok   %s (%.1fs)\n", i+1, len(checks), c.name, time.Since(start).Seconds())
+	}
+	if failed > 0 {
+		return fmt.Errorf("lab verify: %d of %d checks failed", failed, len(checks))
+	}
+	l.printf("lab verify: all %d checks passed\n", len(checks))
+	return nil
+}
+
+// checkVIPs asks each VIP enough times to see every backend answer.
+func (l *Lab) checkVIPs(vips []vipInfo) error {
+	for _, v := range vips {
+		seen := map[string]int{}
+		for i := 0; i < 30 && len(seen) < 2; i++ {
+			body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(41000+i), "http://"+v.VIP+"/")
+			if err != nil {
+				return fmt.Errorf("%s (%s): %w", v.Service, v.VIP, err)
+			}
+			seen[strings.TrimSpace(body)]++
+		}
+		if len(seen) < 2 {
+			return fmt.Errorf("%s (%s): only %v answered in 30 requests, want backends on both hosts", v.Service, v.VIP, seen)
+		}
+	}
+	return nil
+}
+
+type guestInfo struct{ vm, dept, addr string }
+
+func guests(states map[string]*desired.State) []guestInfo {
+	var out []guestInfo
+	for _, st := range states {
+		for _, vm := range st.VMs {
+			for _, ifc := range vm.Interfaces {
+				out = append(out, guestInfo{vm: vm.Name, dept: vm.Department, addr: strings.Split(ifc.IPv4, "/")[0]})
+			}
+		}
+	}
+	return out
+}
+
+// checkIsolation: every guest pings its own department's guests and reaches none of another's
+// (ICMP and TCP).
+func (l *Lab) checkIsolation(states map[string]*desired.State) error {
+	gs := guests(states)
+	for _, a := range gs {
+		for _, b := range gs {
+			if a.vm == b.vm {
+				continue
+			}
+			_, pingErr := nsOut("gc-vm-"+a.vm, "ping", "-c1", "-W1", b.addr)
+			if a.dept == b.dept && pingErr != nil {
+				return fmt.Errorf("%s cannot reach %s of its own department %s: %v", a.vm, b.vm, a.dept, pingErr)
+			}
+			if a.dept != b.dept {
+				if pingErr == nil {
+					return fmt.Errorf("%s (%s) pings %s (%s) across departments", a.vm, a.dept, b.vm, b.dept)
+				}
+				if _, err := nsOut("gc-vm-"+a.vm, "curl", "-sS", "--max-time", "1", "http://"+b.addr+"/"); err == nil {
+					return fmt.Errorf("%s (%s) reaches %s (%s) over TCP across departments", a.vm, a.dept, b.vm, b.dept)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// scrape sums the values of the named metric over every agent's /metrics.
+func scrape(metric string) (float64, error) {
+	var total float64
+	for _, h := range Hosts {
+		out, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
+		if err != nil {
+			return 0, fmt.Errorf("metrics of %s: %w", h, err)
+		}
+		found := false
+		sc := bufio.NewScanner(strings.NewReader(out))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+				continue
+			}
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err == nil {
+				total += v
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("%s serves no %s", h, metric)
+		}
+	}
+	return total, nil
+}
+
+// checkMeters sends requests through each VIP and expects the service byte counters and the
+// department byte counters to grow.
+func (l *Lab) checkMeters(vips []vipInfo) error {
+	metrics := []string{"govcloud_service_bytes_total", "govcloud_department_bytes_total"}
+	before := map[string]float64{}
+	for _, m := range metrics {
+		v, err := scrape(m)
+		if err != nil {
+			return err
+		}
+		before[m] = v
+	}
+	for _, v := range vips {
+		for i := 0; i < 10; i++ {
+			if _, err := curl(v.VIP); err != nil {
+				return err
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, m := range metrics {
+		for {
+			after, err := scrape(m)
+			if err != nil {
+				return err
+			}
+			if after > before[m] {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s did not move (%.0f before, %.0f after 20 requests)", m, before[m], after)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// checkFailover stops the first backend of the first service, expects its VIP to keep
+// answering without it, then starts it again and waits until it serves once more.
+func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) error {
+	v := vips[0]
+	var victim string
+	for _, st := range states {
+		for _, svc := range st.Services {
+			if svc.Name == v.Service && len(svc.Backends) > 0 && svc.Backends[0].VM != "" {
+				victim = svc.Backends[0].VM
+			}
+		}
+	}
+	if victim == "" {
+		return fmt.Errorf("service %s has no VM backend to stop", v.Service)
+	}
+	l.stop("vm-"+victim, 2*time.Second)
+	defer func() {
+		if !l.alive("vm-" + victim) {
+			_ = l.startGuestServer(victim)
+		}
+	}()
+	// Taken out within interval x threshold (1 s x 2 in the lab) plus a report round.
+	time.Sleep(4 * time.Second)
+	for i := 0; i < 20; i++ {
+		body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(42000+i), "http://"+v.VIP+"/")
+		if err != nil {
+			return fmt.Errorf("%s stopped: VIP %s failed request %d: %w", victim, v.VIP, i+1, err)
+		}
+		if strings.TrimSpace(body) == victim {
+			return fmt.Errorf("%s stopped but still answered", victim)
+		}
+	}
+	if err := l.startGuestServer(victim); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; ; i++ {
+		body, _ := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(43000+i%500), "http://"+v.VIP+"/")
+		if strings.TrimSpace(body) == victim {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New(victim + " restarted but was not taken back within 15s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
