@@ -26,8 +26,34 @@ func GuestPort(vm, segment string) string {
 // hostNetwork turns the controller's desired state into the host network's.
 func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	hn := hostnet.HostNetwork{Uplink: st.Uplink}
+	// Departments leave through the top-of-rack router: the host's first BGP peer.
+	var egress4, egress6 netip.Addr
+	if st.BGP != nil {
+		for _, p := range st.BGP.Peers {
+			if a, err := netip.ParseAddr(p.Address); err == nil {
+				if a.Is4() && !egress4.IsValid() {
+					egress4 = a
+				} else if a.Is6() && !egress6.IsValid() {
+					egress6 = a
+				}
+			}
+		}
+	}
 	for _, d := range st.Departments {
-		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID})
+		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6})
+	}
+	// dsr backends answer from the VIP.
+	serves := map[string][]netip.Addr{}
+	for _, svc := range st.Services {
+		vip, err := netip.ParseAddr(svc.VIP)
+		if err != nil || svc.Mode != "dsr" {
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.VM != "" {
+				serves[b.VM] = append(serves[b.VM], vip)
+			}
+		}
 	}
 	for _, s := range st.Segments {
 		seg := hostnet.Segment{Name: s.Name, Department: s.Department, VLAN: uint16(s.VLAN)}
@@ -52,7 +78,7 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	}
 	for _, vm := range st.VMs {
 		for _, ifc := range vm.Interfaces {
-			g := hostnet.Guest{Segment: ifc.Segment, Ifname: GuestPort(vm.Name, ifc.Segment)}
+			g := hostnet.Guest{Segment: ifc.Segment, Ifname: GuestPort(vm.Name, ifc.Segment), Serves: serves[vm.Name]}
 			if ifc.MAC != "" {
 				mac, err := net.ParseMAC(ifc.MAC)
 				if err != nil {

@@ -430,9 +430,15 @@ func (h *Host) Set(desired HostNetwork) error {
 	}
 	for _, dp := range d.Departments {
 		if used[dp.Name] {
-			routes = append(routes,
-				netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")},
-				netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("::/0")})
+			v4 := netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")}
+			if dp.Egress.Is4() {
+				v4.Dev, v4.Via = d.Uplink, dp.Egress
+			}
+			v6 := netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("::/0")}
+			if dp.Egress6.Is6() {
+				v6.Dev, v6.Via = d.Uplink, dp.Egress6
+			}
+			routes = append(routes, v4, v6)
 		}
 	}
 	if err := h.nd.EnsureRules(rules); err != nil {
@@ -609,8 +615,8 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 			continue
 		}
 		p := firewall.Port{Ifname: g.Ifname, MAC: g.MAC}
-		for _, a := range []netip.Addr{g.Addr, g.Addr6} {
-			if a.IsValid() {
+		for _, a := range append([]netip.Addr{g.Addr, g.Addr6}, g.Serves...) {
+			if a.IsValid() && !slices.Contains(p.Addrs, a) {
 				p.Addrs = append(p.Addrs, a)
 			}
 		}

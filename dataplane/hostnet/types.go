@@ -35,6 +35,11 @@ type Department struct {
 	Name  string
 	ID    uint32 // counter label, unique
 	Table int    // routing table, unique, not 0/253/254/255
+	// Egress, when set, is the next hop on the uplink (the top-of-rack router) for traffic
+	// leaving the department's segments, e.g. replies of its public services. Unset, the
+	// table ends in an unreachable default. Egress6 is the IPv6 counterpart.
+	Egress  netip.Addr
+	Egress6 netip.Addr
 }
 
 // Segment is one L2 segment of a department.
@@ -56,6 +61,9 @@ type Guest struct {
 	MAC     net.HardwareAddr
 	Addr    netip.Addr // IPv4
 	Addr6   netip.Addr // optional
+	// Serves are the VIPs the guest answers from (dsr backends reply with the VIP as their
+	// source): anti-spoofing lets them out too.
+	Serves []netip.Addr
 }
 
 // DefaultGatewayMAC is the gateway MAC used when HostNetwork.GatewayMAC is nil

@@ -100,11 +100,15 @@ type Route struct {
 	Dst   netip.Prefix
 	Dev   string     // "" for unreachable
 	Src   netip.Addr // preferred source (the gateway), optional
+	Via   netip.Addr // next hop on Dev (a department's egress toward the fabric), optional
 }
 
 func (r Route) String() string {
 	if r.Dev == "" {
 		return fmt.Sprintf("table %d unreachable %s", r.Table, r.Dst)
+	}
+	if r.Via.IsValid() {
+		return fmt.Sprintf("table %d %s via %s dev %s", r.Table, r.Dst, r.Via, r.Dev)
 	}
 	return fmt.Sprintf("table %d %s dev %s src %s", r.Table, r.Dst, r.Dev, r.Src)
 }
@@ -142,6 +146,9 @@ func (m *Manager) OwnedRoutes() ([]Route, error) {
 				rt.Dev = names[r.LinkIndex]
 				if a, ok := netip.AddrFromSlice(r.Src); ok {
 					rt.Src = a.Unmap()
+				}
+				if a, ok := netip.AddrFromSlice(r.Gw); ok {
+					rt.Via = a.Unmap()
 				}
 			}
 			out = append(out, rt)
@@ -209,6 +216,11 @@ func (m *Manager) route(r Route, forDelete bool) (*netlink.Route, error) {
 	}
 	nr.LinkIndex = l.Attrs().Index
 	nr.Scope = netlink.SCOPE_LINK
+	if r.Via.IsValid() {
+		nr.Gw = r.Via.AsSlice()
+		nr.Scope = netlink.SCOPE_UNIVERSE
+		nr.Flags = int(netlink.FLAG_ONLINK)
+	}
 	if r.Src.IsValid() {
 		nr.Src = r.Src.AsSlice()
 	}
