@@ -83,6 +83,8 @@ func TestBadInput(t *testing.T) {
 		{"quota exceeded", base + doc("Volume", "v1", "{department: lands, sizeGiB: 11}"), []string{`Volume "v1"`, "quota exceeded", "10 GiB"}},
 		{"BGP hold time too short", base + doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1, asn: 65001, bgpPeers: [{address: 198.18.0.254, asn: 65000, holdTime: 2}]}"), []string{`Host "h1"`, `spec.bgpPeers[0].holdTime "2"`}},
 		{"negative local preference", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], bgp: {localPref: -1}}"), []string{`Service "web"`, `spec.bgp.localPref "-1"`}},
+		{"two hosts with one address", base + doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1}") + doc("Host", "h2", "{uplink: eth0, address: 198.18.0.1}"), []string{`Host "h2"`, `spec.address "198.18.0.1"`, `"h1"`}},
+		{"static VM address taken", base + doc("VM", "v1", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web, ipv4: 198.18.20.9}]}") + doc("VM", "v2", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web, ipv4: 198.18.20.9}]}"), []string{`VM "v2"`, `spec.networks[0].ipv4 "198.18.20.9"`, `"v1"`}},
 		{"status given", base + "---\napiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec: {}\nstatus: {}\n", []string{"status is written by the controller"}},
 		{"bad name", base + doc("Department", "Bad_Name", "{}"), []string{`metadata.name "Bad_Name"`}},
 		{"object twice", base + doc("Department", "lands", "{}"), []string{`Department "lands"`, "given twice"}},

@@ -465,8 +465,16 @@ func Validate(st *State) Errors {
 		refDept(o, o.Spec.(*VolumeSpec).Department)
 	}
 	hosts := map[string]*Object{}
+	hostAddr := map[string]*Object{}
 	for _, o := range st.List(KindHost) {
 		hosts[o.Metadata.Name] = o
+		a := o.Spec.(*HostSpec).Address
+		if other := hostAddr[a]; other != nil {
+			x, y := blame(o, other)
+			es = append(es, errAt(x, "spec.address", a, "address already used by host %q", y.Metadata.Name))
+		} else {
+			hostAddr[a] = o
+		}
 	}
 	staticIPs := map[netip.Addr]string{}
 	for _, o := range st.List(KindVM) {
@@ -516,8 +524,15 @@ func Validate(st *State) Errors {
 			}
 			if n.IPv6 != "" {
 				a, _ := netip.ParseAddr(n.IPv6)
-				if !ss.Prefix6().IsValid() || !ss.Prefix6().Contains(a) {
+				switch {
+				case !ss.Prefix6().IsValid() || !ss.Prefix6().Contains(a):
 					es = append(es, errAt(o, f+".ipv6", n.IPv6, "outside segment %q (%s)", n.Segment, ss.IPv6))
+				case a == ss.Gateway6Addr() || a == ss.Prefix6().Addr():
+					es = append(es, errAt(o, f+".ipv6", n.IPv6, "is the gateway or subnet-router address of segment %q", n.Segment))
+				case staticIPs[a] != "":
+					es = append(es, errAt(o, f+".ipv6", n.IPv6, "already used by VM %q", staticIPs[a]))
+				default:
+					staticIPs[a] = o.Metadata.Name
 				}
 			}
 		}
