@@ -24,6 +24,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
@@ -52,6 +53,8 @@ type Config struct {
 	PollTimeout time.Duration
 	// PeerPoll is how often remote backends' health is read (default 1s).
 	PeerPoll time.Duration
+	// Speaker advertises VIPs to the fabric; nil runs without BGP.
+	Speaker bgp.Speaker
 }
 
 // Defaults.
@@ -75,6 +78,8 @@ type Status struct {
 	Backends map[string]string `json:"backends,omitempty"`
 	// Advertise lists the public VIPs with at least one healthy backend.
 	Advertise []string `json:"advertise,omitempty"`
+	// BGP is the state of each peer session.
+	BGP []bgp.PeerStatus `json:"bgp,omitempty"`
 }
 
 // Agent is one host's agent.
@@ -352,6 +357,16 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 		status.Advertise = append(status.Advertise, v.String())
 	}
 	a.nudgeNeighbours(plan, self)
+	if a.cfg.Speaker != nil {
+		bcfg, err := bgpConfig(st)
+		if err == nil && len(bcfg.Peers) > 0 {
+			err = a.cfg.Speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp: %w", err))
+		}
+		status.BGP = a.cfg.Speaker.Status()
+	}
 	return errors.Join(errs...)
 }
 
@@ -422,6 +437,13 @@ func readiness(err error) string {
 func (a *Agent) Close() error {
 	a.checker.Close()
 	var errs []error
+	if a.cfg.Speaker != nil {
+		// Kept dataplane (an upgrade): close sessions without NOTIFICATION so peers keep the
+		// routes (graceful restart); otherwise withdraw them.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, a.cfg.Speaker.Close(ctx, a.cfg.Keep))
+		cancel()
+	}
 	if !a.cfg.Keep {
 		a.mu.Lock()
 		if a.xdp != nil {

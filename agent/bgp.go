@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/desired"
+)
+
+// bgpConfig turns the host's BGP settings into the speaker's. Passwords are read here from
+// their file or variable and never leave the speaker.
+func bgpConfig(st *desired.State) (bgp.Config, error) {
+	if st.BGP == nil {
+		return bgp.Config{}, nil
+	}
+	cfg := bgp.Config{ASN: st.BGP.ASN}
+	rid := st.BGP.RouterID
+	if rid == "" {
+		rid = st.Address
+	}
+	a, err := parseAddrOrPrefix(rid)
+	if err != nil {
+		return cfg, fmt.Errorf("router ID %q: %w", rid, err)
+	}
+	cfg.RouterID = a
+	for _, p := range st.BGP.Peers {
+		addr, err := netip.ParseAddr(p.Address)
+		if err != nil {
+			return cfg, fmt.Errorf("peer %q: %w", p.Address, err)
+		}
+		peer := bgp.Peer{Address: addr, ASN: p.ASN, GracefulRestart: p.GracefulRestart, Multihop: uint8(p.Multihop),
+			HoldTime: time.Duration(p.HoldTime) * time.Second, Keepalive: time.Duration(p.Keepalive) * time.Second}
+		switch {
+		case p.PasswordFile != "":
+			b, err := os.ReadFile(p.PasswordFile)
+			if err != nil {
+				return cfg, fmt.Errorf("peer %s: password file: %w", addr, err)
+			}
+			peer.Password = bgp.Secret(strings.TrimSpace(string(b)))
+		case p.PasswordEnv != "":
+			v, ok := os.LookupEnv(p.PasswordEnv)
+			if !ok {
+				return cfg, fmt.Errorf("peer %s: password variable %s is not set", addr, p.PasswordEnv)
+			}
+			peer.Password = bgp.Secret(v)
+		}
+		cfg.Peers = append(cfg.Peers, peer)
+	}
+	return cfg, nil
+}
+
+// adverts lists the public VIPs to announce: only while the load balancer is attached here
+// and the VIP has a healthy backend somewhere. Each carries its department's communities.
+func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []bgp.Advertisement {
+	if !attached || st.BGP == nil {
+		return nil
+	}
+	fabricASN := uint16(0)
+	if len(st.BGP.Peers) > 0 {
+		fabricASN = uint16(st.BGP.Peers[0].ASN)
+	}
+	up := map[netip.Addr]bool{}
+	for _, v := range plan.advertise {
+		up[v] = true
+	}
+	var out []bgp.Advertisement
+	seen := map[netip.Addr]bool{}
+	for _, svc := range st.Services {
+		vip, err := netip.ParseAddr(svc.VIP)
+		if err != nil || !up[vip] || seen[vip] {
+			continue
+		}
+		seen[vip] = true
+		c, lc := bgp.DepartmentCommunities(fabricASN, st.BGP.ASN, uint16(svc.TableID))
+		a := bgp.Advertisement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Communities: []bgp.Community{c},
+			LargeCommunities: []bgp.LargeCommunity{lc}, LocalPref: svc.LocalPref, MED: svc.MED}
+		if self.IsValid() && self.Is4() == vip.Is4() {
+			a.NextHop = self
+		}
+		out = append(out, a)
+	}
+	return out
+}
