@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -31,6 +32,11 @@ const TableName = "govcloud"
 type Department struct {
 	ID      uint32
 	Bridges []string
+	// Mark (the department's routing table, non-zero) is put on connections that tenants open
+	// to the host, and on the host's replies, so "fwmark <Mark> lookup <table>" routes the
+	// replies in the department's table: with overlapping prefixes the main table could send
+	// them into another department's bridge. 0: no marking.
+	Mark uint32
 }
 
 // Gateway is a distributed-gateway address on a segment bridge: the only host address a
@@ -157,8 +163,31 @@ func Build(cfg Config) (*Plan, error) {
 		}
 	}
 	it.Sets = append(it.Sets, gw4, gw6)
+	// Department marks: bridge -> mark, and the set of marks that are ours.
+	marks := &SetPlan{Set: &nftables.Set{Table: in, Name: "bridge-mark", IsMap: true,
+		KeyType: nftables.TypeIFName, DataType: nftables.TypeMark}}
+	ours := &SetPlan{Set: &nftables.Set{Table: in, Name: "marks", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian}}
+	for _, d := range cfg.Departments {
+		if d.Mark == 0 {
+			continue
+		}
+		m := binaryutil.NativeEndian.PutUint32(d.Mark)
+		ours.Elems = append(ours.Elems, nftables.SetElement{Key: m})
+		for _, b := range d.Bridges {
+			marks.Elems = append(marks.Elems, nftables.SetElement{Key: ifname(b), Val: m})
+		}
+	}
+	slices.SortFunc(marks.Elems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	it.Sets = append(it.Sets, marks, ours)
 	input := &ChainPlan{Chain: &nftables.Chain{Name: "input", Table: in, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}}
+	if len(ours.Elems) > 0 {
+		input.Rules = append(input.Rules, rule(iifInSet("bridge-mark", false), []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: "bridge-mark"},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+		}))
+	}
 	input.Rules = append(input.Rules,
 		rule(nfproto(unix.NFPROTO_IPV4), concatIifDaddr(16, 4, "gateway4"), accept()),
 		rule(nfproto(unix.NFPROTO_IPV6), concatIifDaddr(24, 16, "gateway6"), accept()))
@@ -185,6 +214,19 @@ func Build(cfg Config) (*Plan, error) {
 		}
 	}
 	it.Chains = append(it.Chains, forward)
+	if len(ours.Elems) > 0 {
+		// The host's packets of a tenant's connection carry its department mark, so they are
+		// routed (type route: re-routed when the mark changes) in the department's table.
+		output := &ChainPlan{Chain: &nftables.Chain{Name: "output", Table: in, Type: nftables.ChainTypeRoute,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle}}
+		output.Rules = append(output.Rules, rule([]expr.Any{
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: "marks"},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+		}))
+		it.Chains = append(it.Chains, output)
+	}
 	it.Chains = append(it.Chains, &ChainPlan{Chain: &nftables.Chain{Name: "state", Table: in}})
 
 	p := &Plan{Tables: []*TablePlan{bt, it}}
@@ -200,7 +242,7 @@ func normalize(cfg Config) Config {
 	for _, d := range cfg.Departments {
 		b := slices.Clone(d.Bridges)
 		slices.Sort(b)
-		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b)})
+		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b), Mark: d.Mark})
 	}
 	slices.SortFunc(out.Departments, func(a, b Department) int { return int(a.ID) - int(b.ID) })
 	out.Gateways = slices.Clone(cfg.Gateways)

@@ -17,8 +17,8 @@ func mac(s string) net.HardwareAddr {
 
 var sample = Config{
 	Departments: []Department{
-		{ID: 7, Bridges: []string{"gcbr130"}},
-		{ID: 3, Bridges: []string{"gcbr121", "gcbr120"}},
+		{ID: 7, Bridges: []string{"gcbr130"}, Mark: 200},
+		{ID: 3, Bridges: []string{"gcbr121", "gcbr120"}, Mark: 100},
 	},
 	Gateways: []Gateway{
 		{Bridge: "gcbr120", Addr: netip.MustParseAddr("198.18.20.1")},
@@ -54,7 +54,10 @@ table inet govcloud
   set dept-7 { type ifname; elements = { "gcbr130" } }
   set gateway4 { type ifname . ipv4_addr; elements = { "gcbr120" . 198.18.20.1, "gcbr121" . 198.18.21.1, "gcbr130" . 198.18.30.1 } }
   set gateway6 { type ifname . ipv6_addr; elements = { "gcbr120" . 2001:db8:20::1 } }
+  set bridge-mark { type ifname : mark; elements = { "gcbr120" : 100, "gcbr121" : 100, "gcbr130" : 200 } }
+  set marks { type mark; elements = { 100, 200 } }
   chain input { hook input priority 0 }
+    iifname @bridge-mark ct mark set iifname map @bridge-mark
     meta nfproto == [2] iifname . ip daddr @gateway4 accept
     meta nfproto == [10] iifname . ip6 daddr @gateway6 accept
     iifname @tenant meta l4proto == [58] icmpv6 type == [133] accept
@@ -66,6 +69,8 @@ table inet govcloud
     iifname @dept-7 oifname @tenant oifname != @dept-7 counter drop
     iifname @tenant meta nfproto == [2] ip daddr & 255.255.255.0 == 192.0.2.0 counter drop
     iifname @tenant meta nfproto == [10] ip6 daddr & ffff:ffff:ffff:: == 2001:db8:ffff:: counter drop
+  chain output { hook output priority -150 }
+    ct mark @marks meta mark set ct mark
   chain state
     counter
 `

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 )
 
@@ -24,9 +25,19 @@ func (p *Plan) String() string {
 					a, _ := netip.AddrFromSlice(e.Key[16:])
 					name += " . " + a.String()
 				}
+				if s.Set.KeyType.Name == "mark" {
+					name = fmt.Sprint(binaryutil.NativeEndian.Uint32(e.Key))
+				}
+				if s.Set.IsMap {
+					name += fmt.Sprintf(" : %d", binaryutil.NativeEndian.Uint32(e.Val))
+				}
 				el = append(el, name)
 			}
-			fmt.Fprintf(&b, "  set %s { type %s; elements = { %s } }\n", s.Set.Name, s.Set.KeyType.Name, strings.Join(el, ", "))
+			typ := s.Set.KeyType.Name
+			if s.Set.IsMap {
+				typ += " : " + s.Set.DataType.Name
+			}
+			fmt.Fprintf(&b, "  set %s { type %s; elements = { %s } }\n", s.Set.Name, typ, strings.Join(el, ", "))
 		}
 		for _, c := range t.Chains {
 			fmt.Fprintf(&b, "  chain %s", c.Chain.Name)
@@ -60,6 +71,8 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 		return "input"
 	case *nftables.ChainHookForward:
 		return "forward"
+	case *nftables.ChainHookOutput:
+		return "output"
 	}
 	return fmt.Sprintf("hook%d", h)
 }
@@ -72,6 +85,10 @@ func renderRule(r []expr.Any) string {
 	for _, e := range r {
 		switch x := e.(type) {
 		case *expr.Meta:
+			if x.SourceRegister {
+				parts = append(parts, fmt.Sprintf("meta mark set %s", regs[x.Register]))
+				continue
+			}
 			regs[x.Register] = map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
 				expr.MetaKeyNFPROTO: "meta nfproto", expr.MetaKeyL4PROTO: "meta l4proto"}[x.Key]
 		case *expr.Payload:
@@ -84,7 +101,17 @@ func renderRule(r []expr.Any) string {
 				op = "!="
 			}
 			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
+		case *expr.Ct:
+			if x.SourceRegister {
+				parts = append(parts, fmt.Sprintf("ct mark set %s", regs[x.Register]))
+			} else {
+				regs[x.Register] = "ct mark"
+			}
 		case *expr.Lookup:
+			if x.IsDestRegSet {
+				regs[x.DestRegister] = fmt.Sprintf("%s map @%s", regs[x.SourceRegister], x.SetName)
+				continue
+			}
 			op := ""
 			if x.Invert {
 				op = "!= "

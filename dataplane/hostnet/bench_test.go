@@ -223,7 +223,8 @@ func iperf(b *testing.B, client, server *netnstest.NS, addr, secs string) float6
 		b.Fatal(err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }() // -1: it exits after one test anyway
-	for i := 0; ; i++ {                               // wait for the server to listen (a busy machine can take a while)
+	// Wait for the server to listen (a busy machine can take a while).
+	for i := 0; ; i++ {
 		if out, _ := server.Run("ss", "-Hltn", "sport = :5201"); strings.Contains(out, "5201") {
 			break
 		}

@@ -430,6 +430,11 @@ func (h *Host) Set(desired HostNetwork) error {
 	}
 	for _, dp := range d.Departments {
 		if used[dp.Name] {
+			// Host replies to a tenant's connection carry the department's mark (nftables),
+			// so they are routed in its table even when prefixes overlap across departments.
+			for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+				rules = append(rules, netdev.Rule{Family: fam, Mark: uint32(dp.Table), Table: dp.Table, Priority: h.cfg.RulePriority})
+			}
 			v4 := netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")}
 			if dp.Egress.Is4() {
 				v4.Dev, v4.Via = d.Uplink, dp.Egress
@@ -593,7 +598,7 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 	var cfg firewall.Config
 	byDept := map[string]*firewall.Department{}
 	for _, dp := range d.Departments {
-		cfg.Departments = append(cfg.Departments, firewall.Department{ID: dp.ID})
+		cfg.Departments = append(cfg.Departments, firewall.Department{ID: dp.ID, Mark: uint32(dp.Table)})
 	}
 	for i := range cfg.Departments {
 		for _, dp := range d.Departments {

@@ -93,6 +93,8 @@ func expected(d hostnet.HostNetwork) []string {
 	}
 	for _, dp := range d.Departments {
 		if used[dp.Name] {
+			out = append(out, fmt.Sprintf("rule v4 pref 1000 fwmark %#x lookup %d", dp.Table, dp.Table),
+				fmt.Sprintf("rule v6 pref 1000 fwmark %#x lookup %d", dp.Table, dp.Table))
 			out = append(out, fmt.Sprintf("route table %d unreachable 0.0.0.0/0", dp.Table), fmt.Sprintf("route table %d unreachable ::/0", dp.Table))
 		}
 	}

@@ -14,6 +14,7 @@ import (
 type Rule struct {
 	Family   int // unix.AF_INET or unix.AF_INET6
 	IifName  string
+	Mark     uint32 // fwmark match (0: none)
 	Table    int
 	Priority int
 }
@@ -22,6 +23,9 @@ func (r Rule) String() string {
 	f := "v4"
 	if r.Family == unix.AF_INET6 {
 		f = "v6"
+	}
+	if r.Mark != 0 {
+		return fmt.Sprintf("%s pref %d fwmark %#x lookup %d", f, r.Priority, r.Mark, r.Table)
 	}
 	return fmt.Sprintf("%s pref %d iif %s lookup %d", f, r.Priority, r.IifName, r.Table)
 }
@@ -38,7 +42,7 @@ func (m *Manager) OwnedRules() ([]Rule, error) {
 			if r.Protocol != Proto {
 				continue
 			}
-			out = append(out, Rule{Family: fam, IifName: r.IifName, Table: r.Table, Priority: r.Priority})
+			out = append(out, Rule{Family: fam, IifName: r.IifName, Mark: r.Mark, Table: r.Table, Priority: r.Priority})
 		}
 	}
 	return out, nil
@@ -87,6 +91,9 @@ func (m *Manager) rule(r Rule) *netlink.Rule {
 	nr := netlink.NewRule()
 	nr.Family = r.Family
 	nr.IifName = r.IifName
+	if r.Mark != 0 {
+		nr.Mark = r.Mark
+	}
 	nr.Table = r.Table
 	nr.Priority = r.Priority
 	nr.Protocol = Proto

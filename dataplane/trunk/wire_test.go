@@ -19,6 +19,10 @@ func TestWire(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	host := netnstest.New(t, "gct-th")
 	tor := netnstest.New(t, "gct-tt")
+	// No IPv6 on these links: the kernel's own router solicitations would add to the counters.
+	for _, ns := range []*netnstest.NS{host, tor} {
+		ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
 	if err := netnstest.Veth(host, "up0", tor, "tor0"); err != nil {
 		t.Fatal(err)
 	}
