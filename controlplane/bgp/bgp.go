@@ -1,0 +1,240 @@
+// Package bgp is the agent's view of its BGP speaker: the desired session configuration and
+// the routes (service VIPs) to advertise, a small Speaker interface that takes the whole
+// desired state at once (declarative, idempotent Set), per-peer status, and a fake for unit
+// tests. The implementation on GoBGP lives in the gobgp subpackage, the only place that
+// imports GoBGP.
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Speaker advertises routes to BGP peers.
+type Speaker interface {
+	// Set makes the speaker's sessions and advertised routes equal to cfg and adverts.
+	// Calling it again with the same arguments changes nothing; a change that does not
+	// touch a session's own settings never resets that session.
+	Set(cfg Config, adverts []Advertisement) error
+	// Status reports every configured peer, sorted by address.
+	Status() []PeerStatus
+	// Close stops the speaker. graceful=true is a planned restart: sessions are closed
+	// without a NOTIFICATION so peers with graceful restart keep the routes as stale until
+	// the next speaker re-advertises them and sends End-of-RIB.
+	Close(ctx context.Context, graceful bool) error
+}
+
+// DefaultPort is the BGP port.
+const DefaultPort = 179
+
+// Config is the speaker's desired session configuration.
+type Config struct {
+	RouterID netip.Addr `json:"routerID"`
+	ASN      uint32     `json:"asn"`
+	// ListenPort is the TCP port to accept sessions on: 0 means 179, -1 means do not listen
+	// (only connect out).
+	ListenPort int    `json:"listenPort,omitempty"`
+	Peers      []Peer `json:"peers"`
+}
+
+// Peer is one BGP neighbour.
+type Peer struct {
+	Address netip.Addr `json:"address"`
+	ASN     uint32     `json:"asn"`
+	// Port is the peer's TCP port (0: 179).
+	Port int `json:"port,omitempty"`
+	// Password is the TCP-MD5 key, already read from its file or variable by the caller.
+	// It never appears in String, %v, JSON or logs.
+	Password Secret `json:"password,omitempty"`
+	// HoldTime and Keepalive are the session timers (0: 90 s and a third of the hold time).
+	HoldTime  time.Duration `json:"holdTime,omitempty"`
+	Keepalive time.Duration `json:"keepalive,omitempty"`
+	// Multihop is the eBGP multihop TTL (0: directly connected).
+	Multihop uint8 `json:"multihop,omitempty"`
+	// IPv4 and IPv6 select the address families (MP-BGP). Both false: the family of Address.
+	IPv4 bool `json:"ipv4,omitempty"`
+	IPv6 bool `json:"ipv6,omitempty"`
+	// GracefulRestart enables RFC 4724 with RestartTime (0: 120 s).
+	GracefulRestart bool          `json:"gracefulRestart,omitempty"`
+	RestartTime     time.Duration `json:"restartTime,omitempty"`
+}
+
+// Families returns the address families the session carries.
+func (p Peer) Families() (v4, v6 bool) {
+	if !p.IPv4 && !p.IPv6 {
+		return p.Address.Is4(), p.Address.Is6()
+	}
+	return p.IPv4, p.IPv6
+}
+
+// String describes the peer without its password.
+func (p Peer) String() string {
+	s := fmt.Sprintf("%s AS%d", p.Address, p.ASN)
+	if p.Password != "" {
+		s += " md5"
+	}
+	return s
+}
+
+// Secret is a value that must never be printed, logged or serialized.
+type Secret string
+
+const redacted = "<redacted>"
+
+// Reveal returns the secret itself, for the one place that hands it to the kernel.
+func (s Secret) Reveal() string { return string(s) }
+
+// String hides the value (fmt %s, %v).
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString hides the value (fmt %#v).
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// LogValue hides the value from slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON hides the value from encoding/json (status and API output).
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(s.String())), nil }
+
+// MarshalText hides the value from text encoders (YAML and friends).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Community is a standard (RFC 1997) community ASN:value.
+type Community struct {
+	ASN   uint16 `json:"asn"`
+	Value uint16 `json:"value"`
+}
+
+func (c Community) String() string { return fmt.Sprintf("%d:%d", c.ASN, c.Value) }
+
+// Uint32 is the community's wire value.
+func (c Community) Uint32() uint32 { return uint32(c.ASN)<<16 | uint32(c.Value) }
+
+// LargeCommunity is an RFC 8092 community global:local1:local2.
+type LargeCommunity struct {
+	Global uint32 `json:"global"`
+	Local1 uint32 `json:"local1"`
+	Local2 uint32 `json:"local2"`
+}
+
+func (c LargeCommunity) String() string { return fmt.Sprintf("%d:%d:%d", c.Global, c.Local1, c.Local2) }
+
+// DepartmentFunction is the large community's first local part that marks a department tag.
+const DepartmentFunction = 1
+
+// DepartmentCommunities returns the tags that identify a department's routes to the fabric:
+// the standard community fabricASN:deptID and the large community localASN:1:deptID.
+func DepartmentCommunities(fabricASN uint16, localASN uint32, deptID uint16) (Community, LargeCommunity) {
+	return Community{ASN: fabricASN, Value: deptID}, LargeCommunity{Global: localASN, Local1: DepartmentFunction, Local2: uint32(deptID)}
+}
+
+// Advertisement is one route the speaker announces to every peer of its family.
+type Advertisement struct {
+	// Prefix is a host route: /32 or /128.
+	Prefix netip.Prefix `json:"prefix"`
+	// NextHop is the host's own address; the zero value means the session's local address.
+	NextHop          netip.Addr       `json:"nextHop,omitzero"`
+	Communities      []Community      `json:"communities,omitempty"`
+	LargeCommunities []LargeCommunity `json:"largeCommunities,omitempty"`
+	LocalPref        *uint32          `json:"localPref,omitempty"`
+	MED              *uint32          `json:"med,omitempty"`
+}
+
+// PeerStatus is what the speaker knows about one peer.
+type PeerStatus struct {
+	Address     netip.Addr `json:"address"`
+	ASN         uint32     `json:"asn"`
+	State       string     `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	Established bool       `json:"established"`
+	// Reason says why the session is not established (empty when it is).
+	Reason string `json:"reason,omitempty"`
+	// Received counts prefixes the peer sent, Accepted those the import policy let in (0 by
+	// default: the speaker accepts nothing), Advertised those sent to the peer.
+	Received   int `json:"received"`
+	Accepted   int `json:"accepted"`
+	Advertised int `json:"advertised"`
+	// EndOfRIBReceived: the peer sent End-of-RIB for every graceful-restart family.
+	EndOfRIBReceived bool `json:"endOfRIBReceived"`
+}
+
+// Validate checks a desired state before any of it is applied.
+func Validate(cfg Config, adverts []Advertisement) error {
+	var errs []error
+	if !cfg.RouterID.Is4() {
+		errs = append(errs, fmt.Errorf("router ID %q: must be an IPv4 address", cfg.RouterID))
+	}
+	if cfg.ASN == 0 {
+		errs = append(errs, errors.New("local ASN: must not be 0"))
+	}
+	if cfg.ListenPort < -1 || cfg.ListenPort > 65535 {
+		errs = append(errs, fmt.Errorf("listen port %d: must be -1, 0 or 1-65535", cfg.ListenPort))
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range cfg.Peers {
+		switch {
+		case !p.Address.IsValid() || p.Address.Zone() != "":
+			errs = append(errs, fmt.Errorf("peer %q: address must be an IPv4 or IPv6 address without zone", p.Address))
+		case seen[p.Address]:
+			errs = append(errs, fmt.Errorf("peer %s: listed twice", p.Address))
+		}
+		seen[p.Address] = true
+		if p.ASN == 0 {
+			errs = append(errs, fmt.Errorf("peer %s: ASN must not be 0", p.Address))
+		}
+		if p.Port < 0 || p.Port > 65535 {
+			errs = append(errs, fmt.Errorf("peer %s: port %d out of range", p.Address, p.Port))
+		}
+		if p.HoldTime != 0 && (p.HoldTime < 3*time.Second || p.HoldTime%time.Second != 0) {
+			errs = append(errs, fmt.Errorf("peer %s: hold time %s: must be 0 or whole seconds >= 3s", p.Address, p.HoldTime))
+		}
+		if p.Keepalive%time.Second != 0 || p.Keepalive < 0 || (p.Keepalive != 0 && p.HoldTime != 0 && p.Keepalive >= p.HoldTime) {
+			errs = append(errs, fmt.Errorf("peer %s: keepalive %s: must be whole seconds below the hold time", p.Address, p.Keepalive))
+		}
+		if len(p.Password) > 80 {
+			errs = append(errs, fmt.Errorf("peer %s: TCP-MD5 password longer than 80 bytes", p.Address))
+		}
+	}
+	prefixes := map[netip.Prefix]bool{}
+	for _, a := range adverts {
+		p := a.Prefix
+		if !p.IsValid() || !p.IsSingleIP() || p.Addr().Zone() != "" {
+			errs = append(errs, fmt.Errorf("advertisement %q: must be a /32 or /128 host route", p))
+			continue
+		}
+		if p.Addr().Is4In6() {
+			errs = append(errs, fmt.Errorf("advertisement %s: IPv4-mapped IPv6 prefix; use the IPv4 form", p))
+		}
+		if prefixes[p] {
+			errs = append(errs, fmt.Errorf("advertisement %s: listed twice", p))
+		}
+		prefixes[p] = true
+		if a.NextHop.IsValid() && a.NextHop.Is4() != p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("advertisement %s: next hop %s is of the other address family", p, a.NextHop))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FormatStatus renders peer status as a short table for CLIs and logs.
+func FormatStatus(st []PeerStatus) string {
+	var b strings.Builder
+	for _, p := range st {
+		fmt.Fprintf(&b, "%-39s AS%-10d %-12s rcvd %d accepted %d advertised %d", p.Address, p.ASN, p.State, p.Received, p.Accepted, p.Advertised)
+		if p.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", p.Reason)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

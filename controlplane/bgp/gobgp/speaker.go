@@ -1,0 +1,426 @@
+// Package gobgp implements bgp.Speaker on an embedded GoBGP server. It is the only package
+// in the project that imports GoBGP. The server's sockets live in the network namespace of
+// the process (the agent runs inside its host's namespace).
+package gobgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/govcloud/govcloud/controlplane/bgp"
+)
+
+// Options tune a Speaker.
+type Options struct {
+	Logger *slog.Logger
+	// Restarting says this speaker replaces one that stopped with Close(graceful=true) and
+	// that forwarding continued meanwhile: the OPEN carries the graceful-restart R bit and
+	// the per-family F bit, so peers keep the stale routes until End-of-RIB.
+	Restarting bool
+	// ConnectRetry is how often an unestablished session dials again (0: 5 s).
+	ConnectRetry time.Duration
+}
+
+// Speaker is a bgp.Speaker on GoBGP. Create it with New; it starts the BGP server on the
+// first Set.
+type Speaker struct {
+	opts Options
+	log  *slog.Logger
+	logs *logAdapter
+
+	mu     sync.Mutex // serialises Set and Close
+	srv    *server.BgpServer
+	global bgp.Config // RouterID, ASN and ListenPort of the running server
+	peers  map[netip.Addr]bgp.Peer
+	paths  map[netip.Prefix]bgp.Advertisement
+	uuids  map[netip.Prefix][]byte
+	closed bool
+}
+
+var _ bgp.Speaker = (*Speaker)(nil)
+
+// New returns a stopped speaker.
+func New(opts Options) *Speaker {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ConnectRetry <= 0 {
+		opts.ConnectRetry = 5 * time.Second
+	}
+	return &Speaker{opts: opts, log: opts.Logger, logs: newLogAdapter(opts.Logger)}
+}
+
+// Set applies the whole desired state: it starts the server (or restarts it when the router
+// ID, ASN or listen port changed), adds, replaces and withdraws routes, and adds, removes or
+// re-creates only the peers whose own settings changed. Routes are applied before new peers
+// so a restarted speaker's first UPDATEs already carry every route.
+func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
+	if err := bgp.Validate(cfg, adverts); err != nil {
+		return fmt.Errorf("bgp desired state: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return bgp.ErrClosed
+	}
+	ctx := context.Background()
+	g := bgp.Config{RouterID: cfg.RouterID, ASN: cfg.ASN, ListenPort: cfg.ListenPort}
+	if s.srv != nil && !reflect.DeepEqual(g, s.global) {
+		s.log.Info("bgp: router ID, ASN or listen port changed; restarting the speaker (sessions reset)",
+			"routerID", cfg.RouterID, "asn", cfg.ASN, "listenPort", cfg.ListenPort)
+		s.stop(ctx, false)
+	}
+	if s.srv == nil {
+		if err := s.start(ctx, g); err != nil {
+			return err
+		}
+	}
+	s.logs.setSecrets(cfg.Peers)
+
+	var errs []error
+	// Routes: withdraw what is gone, (re)announce what is new or changed.
+	want := make(map[netip.Prefix]bgp.Advertisement, len(adverts))
+	for _, a := range adverts {
+		want[a.Prefix] = a
+	}
+	for p := range s.paths {
+		if _, ok := want[p]; !ok {
+			if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: family(p), Uuid: s.uuids[p]}); err != nil {
+				errs = append(errs, fmt.Errorf("withdrawing %s: %w", p, err))
+				continue
+			}
+			delete(s.paths, p)
+			delete(s.uuids, p)
+		}
+	}
+	for _, a := range adverts {
+		if old, ok := s.paths[a.Prefix]; ok && reflect.DeepEqual(old, a) {
+			continue
+		}
+		path, err := apiPath(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Adding a path for a prefix the speaker already originates replaces it (implicit
+		// withdraw); the UUID changes.
+		resp, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
+			continue
+		}
+		s.paths[a.Prefix] = a
+		s.uuids[a.Prefix] = resp.Uuid
+	}
+
+	// Peers: only those whose settings changed are touched.
+	wantPeers := make(map[netip.Addr]bgp.Peer, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		wantPeers[p.Address] = p
+	}
+	for addr, old := range s.peers {
+		if p, ok := wantPeers[addr]; ok && reflect.DeepEqual(p, old) {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("removing peer %s: %w", old, err))
+			continue
+		}
+		delete(s.peers, addr)
+		s.logs.forget(addr.String())
+		s.log.Info("bgp: peer removed", "peer", old.String())
+	}
+	for _, p := range cfg.Peers {
+		if _, ok := s.peers[p.Address]; ok {
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+			errs = append(errs, fmt.Errorf("adding peer %s: %w", p, err))
+			continue
+		}
+		s.peers[p.Address] = p
+		s.log.Info("bgp: peer added", "peer", p.String())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
+	srv := server.NewBgpServer(server.LoggerOption(s.logs))
+	go srv.Serve()
+	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        g.ASN,
+		RouterId:   g.RouterID.String(),
+		ListenPort: int32(g.ListenPort),
+	}})
+	if err == nil {
+		// Accept nothing from peers: the fabric's routes are not ours to install.
+		err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: api.PolicyDirection_IMPORT, DefaultAction: api.RouteAction_REJECT,
+		}})
+	}
+	if err != nil {
+		_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
+		srv.Stop()
+		return fmt.Errorf("starting BGP speaker AS%d router ID %s port %d: %w", g.ASN, g.RouterID, g.ListenPort, err)
+	}
+	s.srv, s.global = srv, g
+	s.peers = map[netip.Addr]bgp.Peer{}
+	s.paths = map[netip.Prefix]bgp.Advertisement{}
+	s.uuids = map[netip.Prefix][]byte{}
+	return nil
+}
+
+func (s *Speaker) stop(ctx context.Context, graceful bool) error {
+	if s.srv == nil {
+		return nil
+	}
+	var err error
+	if graceful {
+		// GoBGP's StopBgp always sends a Cease NOTIFICATION. Shut the sessions' sockets
+		// first, so that NOTIFICATION cannot be written and peers see only a TCP close: the
+		// graceful-restart helper then keeps our routes as stale.
+		n, serr := shutdownSessions(s.sessionPorts())
+		if serr != nil {
+			err = fmt.Errorf("closing BGP sessions without NOTIFICATION: %w", serr)
+		}
+		s.log.Info("bgp: graceful stop, sessions closed without NOTIFICATION", "sockets", n)
+	}
+	done := make(chan struct{})
+	srv := s.srv
+	go func() {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("stopping BGP speaker: %w", ctx.Err()))
+	}
+	s.srv = nil
+	s.peers, s.paths, s.uuids = nil, nil, nil
+	return err
+}
+
+// sessionPorts lists the (peer address, peer port, local port) triples that identify this
+// speaker's BGP sockets.
+func (s *Speaker) sessionPorts() sessionKeys {
+	k := sessionKeys{listenPort: s.global.ListenPort, peers: map[netip.Addr]int{}}
+	if k.listenPort == 0 {
+		k.listenPort = bgp.DefaultPort
+	}
+	for a, p := range s.peers {
+		port := p.Port
+		if port == 0 {
+			port = bgp.DefaultPort
+		}
+		k.peers[a] = port
+	}
+	return k
+}
+
+// Close stops the server. With graceful=true peers see the TCP sessions close without a
+// NOTIFICATION (see Options.Restarting for the speaker that follows).
+func (s *Speaker) Close(ctx context.Context, graceful bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.stop(ctx, graceful)
+}
+
+func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
+	port := uint32(p.Port)
+	if port == 0 {
+		port = bgp.DefaultPort
+	}
+	hold := uint64(p.HoldTime / time.Second)
+	if hold == 0 {
+		hold = 90
+	}
+	keep := uint64(p.Keepalive / time.Second)
+	if keep == 0 {
+		keep = max(hold/3, 1)
+	}
+	ap := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password.Reveal()},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:           uint64(max(s.opts.ConnectRetry/time.Second, 1)),
+			HoldTime:               hold,
+			KeepaliveInterval:      keep,
+			IdleHoldTimeAfterReset: 1,
+		}},
+		Transport: &api.Transport{RemotePort: port},
+	}
+	if p.Multihop > 0 {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
+	}
+	if p.GracefulRestart {
+		rt := uint32(p.RestartTime / time.Second)
+		if rt == 0 {
+			rt = 120
+		}
+		ap.GracefulRestart = &api.GracefulRestart{
+			Enabled:     true,
+			RestartTime: rt,
+			// The speaker imports nothing, so waiting for peers' End-of-RIB before sending
+			// ours gains nothing; keep the wait short.
+			DeferralTime:    2,
+			LocalRestarting: s.opts.Restarting,
+		}
+	}
+	v4, v6 := p.Families()
+	for _, f := range []struct {
+		on  bool
+		fam *api.Family
+	}{{v4, familyV4}, {v6, familyV6}} {
+		if !f.on {
+			continue
+		}
+		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f.fam, Enabled: true}}
+		if p.GracefulRestart {
+			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		ap.AfiSafis = append(ap.AfiSafis, as)
+	}
+	return ap
+}
+
+var (
+	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
+
+func family(p netip.Prefix) *api.Family {
+	if p.Addr().Is4() {
+		return familyV4
+	}
+	return familyV6
+}
+
+func apiPath(a bgp.Advertisement) (*api.Path, error) {
+	nlri, err := anypb.New(&api.IPAddressPrefix{Prefix: a.Prefix.Addr().String(), PrefixLen: uint32(a.Prefix.Bits())})
+	if err != nil {
+		return nil, fmt.Errorf("advertisement %s: %w", a.Prefix, err)
+	}
+	attrs := []proto.Message{&api.OriginAttribute{Origin: 0}} // IGP
+	nh := a.NextHop
+	if a.Prefix.Addr().Is4() {
+		if !nh.IsValid() {
+			nh = netip.IPv4Unspecified()
+		}
+		attrs = append(attrs, &api.NextHopAttribute{NextHop: nh.String()})
+	} else {
+		if !nh.IsValid() {
+			nh = netip.IPv6Unspecified()
+		}
+		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{nh.String()}, Nlris: []*anypb.Any{nlri}})
+	}
+	if len(a.Communities) > 0 {
+		c := &api.CommunitiesAttribute{}
+		for _, x := range a.Communities {
+			c.Communities = append(c.Communities, x.Uint32())
+		}
+		attrs = append(attrs, c)
+	}
+	if len(a.LargeCommunities) > 0 {
+		c := &api.LargeCommunitiesAttribute{}
+		for _, x := range a.LargeCommunities {
+			c.Communities = append(c.Communities, &api.LargeCommunity{GlobalAdmin: x.Global, LocalData1: x.Local1, LocalData2: x.Local2})
+		}
+		attrs = append(attrs, c)
+	}
+	if a.LocalPref != nil {
+		attrs = append(attrs, &api.LocalPrefAttribute{LocalPref: *a.LocalPref})
+	}
+	if a.MED != nil {
+		attrs = append(attrs, &api.MultiExitDiscAttribute{Med: *a.MED})
+	}
+	path := &api.Path{Family: family(a.Prefix), Nlri: nlri}
+	for _, m := range attrs {
+		x, err := anypb.New(m)
+		if err != nil {
+			return nil, fmt.Errorf("advertisement %s: attribute %T: %w", a.Prefix, m, err)
+		}
+		path.Pattrs = append(path.Pattrs, x)
+	}
+	return path, nil
+}
+
+// Status reports every configured peer, sorted by address.
+func (s *Speaker) Status() []bgp.PeerStatus {
+	s.mu.Lock()
+	srv := s.srv
+	peers := make(map[string]bgp.Peer, len(s.peers))
+	for a, p := range s.peers {
+		peers[a.String()] = p
+	}
+	s.mu.Unlock()
+	got := map[string]*api.Peer{}
+	if srv != nil {
+		_ = srv.ListPeer(context.Background(), &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+			if p.Conf != nil {
+				got[p.Conf.NeighborAddress] = p
+			}
+		})
+	}
+	out := make([]bgp.PeerStatus, 0, len(peers))
+	for addr, cfg := range peers {
+		st := bgp.PeerStatus{Address: cfg.Address, ASN: cfg.ASN, State: "idle"}
+		if p := got[addr]; p != nil && p.State != nil {
+			st.State = sessionState(p.State.SessionState)
+			st.Established = p.State.SessionState == api.PeerState_ESTABLISHED
+			eorRecv, anyGR := true, false
+			for _, as := range p.AfiSafis {
+				if as.State != nil {
+					st.Received += int(as.State.Received)
+					st.Accepted += int(as.State.Accepted)
+					st.Advertised += int(as.State.Advertised)
+				}
+				if gr := as.MpGracefulRestart; gr != nil && gr.State != nil && gr.State.Enabled {
+					anyGR = true
+					eorRecv = eorRecv && gr.State.EndOfRibReceived
+				}
+			}
+			st.EndOfRIBReceived = anyGR && eorRecv
+		}
+		if !st.Established {
+			st.Reason = s.logs.reason(addr, cfg.Password != "")
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b bgp.PeerStatus) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
+func sessionState(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_IDLE:
+		return "idle"
+	case api.PeerState_CONNECT:
+		return "connect"
+	case api.PeerState_ACTIVE:
+		return "active"
+	case api.PeerState_OPENSENT:
+		return "opensent"
+	case api.PeerState_OPENCONFIRM:
+		return "openconfirm"
+	case api.PeerState_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
