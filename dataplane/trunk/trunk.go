@@ -127,7 +127,16 @@ func Load(pinPath string) (*Trunk, error) {
 	}
 	t := &Trunk{pinPath: pinPath}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinPath}}
-	if err := bpfobj.LoadTrunkObjects(&t.objs, opts); err != nil {
+	err := bpfobj.LoadTrunkObjects(&t.objs, opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Pinned by an agent whose maps had another layout (an upgrade): the old maps cannot
+		// serve the new program. Start them afresh (counters restart from zero).
+		for _, name := range []string{bpfobj.TrunkMapTrunkSegments, bpfobj.TrunkMapTrunkPorts, bpfobj.TrunkMapTrunkCfg, bpfobj.TrunkMapTrunkStats, bpfobj.TrunkMapTrunkDrops} {
+			_ = os.Remove(filepath.Join(pinPath, name))
+		}
+		err = bpfobj.LoadTrunkObjects(&t.objs, opts)
+	}
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading trunk programs: %+v", verr)

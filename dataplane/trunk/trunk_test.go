@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -260,6 +261,31 @@ func TestPinnedReuse(t *testing.T) {
 		t.Fatalf("after delete: segments %v ports %v", segs, ports)
 	}
 	if err := tr2.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIncompatiblePin replaces a pinned map made by an agent with another layout.
+func TestIncompatiblePin(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dir := filepath.Join(tt.BPFFS(t), "trunk")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "trunk_segments", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, "trunk_segments")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	tr, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatalf("load over an incompatible pin: %v", err)
+	}
+	defer tr.Close()
+	if err := tr.SetSegment(trunk.Segment{VLAN: 4094, Ifindex: 1}); err != nil {
 		t.Fatal(err)
 	}
 }
