@@ -1,6 +1,9 @@
 package lab
 
 import (
+	"context"
+	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
+	"github.com/govcloud/govcloud/dataplane/trunk"
+	"github.com/govcloud/govcloud/lb"
 )
 
 // TestLab runs the user's first hour as a test: 'lab up', 'lab verify', 'lab up' again over
@@ -58,6 +65,7 @@ func TestLab(t *testing.T) {
 	if _, err := run("verify"); err != nil {
 		t.Fatalf("lab verify: %v", err)
 	}
+	reconcileThroughController(t, bin, dir)
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
 		t.Fatalf("second lab up: %v (it must replace the running lab)", err)
 	}
@@ -87,4 +95,182 @@ func TestLab(t *testing.T) {
 		t.Fatalf("down after an interrupted up: %v", err)
 	}
 	assertClean("after an interrupted up and down")
+}
+
+const financeYAML = `apiVersion: govcloud/v1
+kind: Department
+metadata: {name: finance}
+spec: {displayName: Finance, costCentre: CC-3003, quotas: {vcpus: 2, memoryGiB: 2, storageGiB: 10, bandwidthMbps: 100}}
+---
+apiVersion: govcloud/v1
+kind: Segment
+metadata: {name: finance-db}
+spec: {department: finance, vlan: 140, ipv4: 198.18.40.0/24, gateway: 198.18.40.1}
+`
+
+const drainYAML = `apiVersion: govcloud/v1
+kind: Service
+metadata: {name: lands-www}
+spec:
+  department: lands
+  ports: [{port: 80, protocol: tcp}]
+  backends: [{vm: lands-web-1}, {vm: lands-web-2, weight: %d}]
+  healthCheck: {type: http, path: /, interval: 1s, healthyThreshold: 2, unhealthyThreshold: 2}
+  mode: dsr
+`
+
+// reconcileThroughController applies, changes and deletes through the controller and checks
+// the hosts' kernels each time: links, policy rules, department routes, nftables, the trunk's
+// VLAN map and the load balancer's tables. One agent is killed right after an apply
+// (mid-reconcile) and restarted; it must converge like the other.
+func reconcileThroughController(t *testing.T, bin, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := New(Options{Bin: bin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := l.adminToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(API, admin)
+	apply := func(name, doc string) {
+		t.Helper()
+		if _, err := c.Apply(ctx, name, []byte(doc), client.ApplyOptions{}); err != nil {
+			t.Fatalf("apply %s: %v", name, err)
+		}
+	}
+	eventually := func(what string, check func(h string) error) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for _, h := range Hosts {
+			for {
+				err := check(h)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s on %s: %v", what, h, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+	kernel := func(h string) (string, error) {
+		var b strings.Builder
+		for _, args := range [][]string{{"ip", "-d", "link"}, {"ip", "rule"}, {"ip", "route", "show", "table", "all"}, {"nft", "list", "ruleset"}} {
+			out, err := nsOut(h, args...)
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(out)
+		}
+		return b.String(), nil
+	}
+	trunkVLANs := func(h string) (map[uint16]trunk.Segment, error) {
+		tr, err := trunk.Load(filepath.Join(dir, "bpf", h, "trunk"))
+		if err != nil {
+			return nil, err
+		}
+		defer tr.Close()
+		return tr.Segments()
+	}
+
+	// A new department and segment; the agent on gc-host1 is killed right after the apply.
+	apply("finance.yaml", financeYAML)
+	l.kill("agent-gc-host1")
+	time.Sleep(300 * time.Millisecond)
+	if err := l.startAgent("gc-host1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually("finance segment realized", func(h string) error {
+		k, err := kernel(h)
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{"gcbr140", "iif gcbr140 lookup", "198.18.40.0/24 dev gcbr140"} {
+			if !strings.Contains(k, want) {
+				return fmt.Errorf("kernel lacks %q", want)
+			}
+		}
+		vl, err := trunkVLANs(h)
+		if err != nil {
+			return err
+		}
+		if _, ok := vl[140]; !ok {
+			return fmt.Errorf("trunk has no VLAN 140 (%d VLANs)", len(vl))
+		}
+		return nil
+	})
+
+	// Drain lands-web-2: every new flow to the VIP now goes to gc-host1's backend.
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var landsVIP netip.Addr
+	for _, v := range vips {
+		if v.Service == "lands-www" {
+			landsVIP = netip.MustParseAddr(v.VIP)
+		}
+	}
+	pick := func(h string) (map[string]int, error) {
+		d, err := lbmap.Load(lbmap.Options{PinPath: filepath.Join(dir, "bpf", h, "lb")})
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		got := map[string]int{}
+		for p := uint16(1000); p < 1200; p++ {
+			got[d.Pick(lb.VIP{Addr: landsVIP, Port: 80, Proto: lb.TCP}, netip.MustParseAddr("198.51.100.10"), p)]++
+		}
+		return got, nil
+	}
+	apply("drain.yaml", fmt.Sprintf(drainYAML, 0))
+	eventually("lands-web-2 drained in the LB tables", func(h string) error {
+		got, err := pick(h)
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 || got["198.18.0.11:0"] != 200 {
+			return fmt.Errorf("new flows go to %v, want all to gc-host1 (198.18.0.11)", got)
+		}
+		return nil
+	})
+	apply("drain.yaml", fmt.Sprintf(drainYAML, 1))
+	eventually("lands-web-2 back in the LB tables", func(h string) error {
+		got, err := pick(h)
+		if err != nil {
+			return err
+		}
+		if got["198.18.0.11:0"] == 0 || got["198.18.0.12:0"] == 0 {
+			return fmt.Errorf("new flows go to %v, want both hosts", got)
+		}
+		return nil
+	})
+
+	// Delete: nothing of finance is left.
+	for _, o := range [][2]string{{"segments", "finance-db"}, {"departments", "finance"}} {
+		if _, err := c.Delete(ctx, o[0], o[1], false); err != nil {
+			t.Fatalf("delete %s %s: %v", o[0], o[1], err)
+		}
+	}
+	eventually("finance removed", func(h string) error {
+		k, err := kernel(h)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(k, "gcbr140") || strings.Contains(k, "198.18.40.0/24") {
+			return fmt.Errorf("kernel still has finance's bridge, rule, route or rules")
+		}
+		vl, err := trunkVLANs(h)
+		if err != nil {
+			return err
+		}
+		if _, ok := vl[140]; ok {
+			return fmt.Errorf("trunk still maps VLAN 140")
+		}
+		return nil
+	})
 }

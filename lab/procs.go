@@ -77,6 +77,17 @@ func killWait(pid int, grace time.Duration) {
 	}
 }
 
+// kill sends SIGKILL (no chance to clean up) and forgets the pid.
+func (l *Lab) kill(name string) {
+	if pid := l.pid(name); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 40 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	_ = os.Remove(filepath.Join(l.dir, "pids", name+".pid"))
+}
+
 // logTail returns the last lines of a process's log, for error messages.
 func (l *Lab) logTail(name string, n int) string {
 	b, err := os.ReadFile(filepath.Join(l.dir, "logs", name+".log"))
