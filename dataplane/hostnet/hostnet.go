@@ -655,10 +655,18 @@ func (h *Host) Teardown() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var errs []error
+	t0 := time.Now()
+	step := func(what string) {
+		h.log.Debug("teardown step", "step", what, "took", time.Since(t0))
+		t0 = time.Now()
+	}
 	errs = append(errs, firewall.Delete(h.nft))
+	step("nftables")
 	errs = append(errs, h.nd.EnsureRules(nil), h.nd.EnsureRoutes(nil))
+	step("rules and routes")
 	// Links first, in one batch; the pinned program links are defunct afterwards.
 	errs = append(errs, h.nd.DeleteAll(h.do))
+	step("links")
 	if attached, err := h.tr.Attached(); err == nil {
 		for role, names := range attached {
 			for _, n := range names {
@@ -670,6 +678,7 @@ func (h *Host) Teardown() error {
 	}
 	h.attached = map[string]int{}
 	errs = append(errs, h.tr.Unpin())
+	step("trunk pins")
 	errs = append(errs, h.do(func() error {
 		var e []error
 		for k, v := range h.sysctls {
