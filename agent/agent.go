@@ -53,8 +53,9 @@ type Config struct {
 	PollTimeout time.Duration
 	// PeerPoll is how often remote backends' health is read (default 1s).
 	PeerPoll time.Duration
-	// Speaker advertises VIPs to the fabric; nil runs without BGP.
-	Speaker bgp.Speaker
+	// NewSpeaker makes the BGP speaker that advertises VIPs to the fabric; restarting says an
+	// earlier agent left the dataplane forwarding (graceful restart). nil runs without BGP.
+	NewSpeaker func(restarting bool) bgp.Speaker
 }
 
 // Defaults.
@@ -91,6 +92,7 @@ type Agent struct {
 	nl      *netlink.Handle
 	routes  *viproute.Routes
 	checker *Checker
+	speaker bgp.Speaker
 
 	mu         sync.Mutex
 	last       *desired.State
@@ -140,6 +142,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.routes = viproute.New(a.nl, cfg.Log)
 	a.checker = NewChecker(cfg.Log)
+	if cfg.NewSpeaker != nil {
+		a.speaker = cfg.NewSpeaker(a.lb.Restored())
+	}
 	return a, nil
 }
 
@@ -165,6 +170,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.watchPeers(ctx, kick)
 	resync := time.NewTicker(30 * time.Second) // level-triggered: re-apply even without news
 	defer resync.Stop()
+	// A pass that did not converge (a guest port not there yet, a device busy) is retried
+	// soon, backing off to 10 s.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	backoff := 500 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,12 +186,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-kick:
 		case <-a.checker.Changed():
 		case <-resync.C:
+		case <-retry.C:
 		}
 		a.mu.Lock()
 		st := a.last
 		a.mu.Unlock()
-		if st != nil {
-			a.apply(ctx, st)
+		if st == nil {
+			continue
+		}
+		if a.apply(ctx, st) {
+			backoff = 500 * time.Millisecond
+			retry.Stop()
+		} else {
+			retry.Reset(backoff)
+			backoff = min(backoff*2, 10*time.Second)
 		}
 	}
 }
@@ -270,8 +288,9 @@ func (a *Agent) healthy(k backendKey) bool {
 	return !down && a.checker.Healthy(k)
 }
 
-// apply makes one pass over the whole desired state and reports the outcome.
-func (a *Agent) apply(ctx context.Context, st *desired.State) {
+// apply makes one pass over the whole desired state, reports the outcome and says whether
+// everything converged.
+func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	start := time.Now()
 	status := Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
@@ -301,6 +320,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) {
 		a.log.Debug("reconciled", "revision", st.Revision, "took", time.Since(start))
 	}
 	a.report(ctx, status)
+	return status.Ready
 }
 
 func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error {
@@ -357,15 +377,15 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 		status.Advertise = append(status.Advertise, v.String())
 	}
 	a.nudgeNeighbours(plan, self)
-	if a.cfg.Speaker != nil {
+	if a.speaker != nil {
 		bcfg, err := bgpConfig(st)
 		if err == nil && len(bcfg.Peers) > 0 {
-			err = a.cfg.Speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
+			err = a.speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bgp: %w", err))
 		}
-		status.BGP = a.cfg.Speaker.Status()
+		status.BGP = a.speaker.Status()
 	}
 	return errors.Join(errs...)
 }
@@ -437,11 +457,11 @@ func readiness(err error) string {
 func (a *Agent) Close() error {
 	a.checker.Close()
 	var errs []error
-	if a.cfg.Speaker != nil {
+	if a.speaker != nil {
 		// Kept dataplane (an upgrade): close sessions without NOTIFICATION so peers keep the
 		// routes (graceful restart); otherwise withdraw them.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, a.cfg.Speaker.Close(ctx, a.cfg.Keep))
+		errs = append(errs, a.speaker.Close(ctx, a.cfg.Keep))
 		cancel()
 	}
 	if !a.cfg.Keep {

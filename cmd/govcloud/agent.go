@@ -16,6 +16,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
 	"github.com/govcloud/govcloud/controlplane/client"
 )
 
@@ -24,6 +26,7 @@ func init() { register(newAgentCmd) }
 func newAgentCmd(g *globals) *cobra.Command {
 	var (
 		host, api, tokenFile, apiNetns, metricsListen string
+		noBGP                                         bool
 		cfg                                           agent.Config
 	)
 	cmd := &cobra.Command{
@@ -68,6 +71,11 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
 			}
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			if !noBGP {
+				cfg.NewSpeaker = func(restarting bool) bgp.Speaker {
+					return gobgp.New(gobgp.Options{Logger: g.log.With("component", "bgp"), Restarting: restarting})
+				}
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
@@ -105,6 +113,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
+	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	return cmd
 }
 

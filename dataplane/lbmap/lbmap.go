@@ -63,7 +63,13 @@ type Dataplane struct {
 	state   *lb.State
 	vipAddr map[bpfobj.LbVipAddrKey]uint32
 	local   map[netip.Addr]bool // this host's tunnel endpoints (SetDecapAddrs)
+	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
+	// dataplane forwarding (a restart or an upgrade).
+	restored bool
 }
+
+// Restored reports whether Load found VIPs programmed by an earlier agent.
+func (d *Dataplane) Restored() bool { return d.restored }
 
 // Load loads the objects (reusing pinned maps when present), restores the programmed state
 // from them and returns the dataplane. Nothing is attached yet.
@@ -420,6 +426,7 @@ func (d *Dataplane) restore() error {
 		return fmt.Errorf("reading VIPs: %w", err)
 	}
 	if len(vips) > 0 || len(backends) > 0 {
+		d.restored = len(vips) > 0
 		d.log.Info("restored load balancer state from pinned maps", "vips", len(vips), "backends", len(backends))
 	}
 	d.state.Restore(vips, backends)
