@@ -45,7 +45,6 @@ type Speaker struct {
 	global bgp.Config // RouterID, ASN and ListenPort of the running server
 	peers  map[netip.Addr]bgp.Peer
 	paths  map[netip.Prefix]bgp.Advertisement
-	uuids  map[netip.Prefix][]byte
 	closed bool
 }
 
@@ -97,12 +96,15 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	}
 	for p := range s.paths {
 		if _, ok := want[p]; !ok {
-			if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: family(p), Uuid: s.uuids[p]}); err != nil {
+			path, err := apiPath(s.paths[p])
+			if err == nil {
+				err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: family(p), Path: path})
+			}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("withdrawing %s: %w", p, err))
 				continue
 			}
 			delete(s.paths, p)
-			delete(s.uuids, p)
 		}
 	}
 	for _, a := range adverts {
@@ -115,14 +117,12 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 			continue
 		}
 		// Adding a path for a prefix the speaker already originates replaces it (implicit
-		// withdraw); the UUID changes.
-		resp, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
-		if err != nil {
+		// withdraw).
+		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
 			continue
 		}
 		s.paths[a.Prefix] = a
-		s.uuids[a.Prefix] = resp.Uuid
 	}
 
 	// Peers: only those whose settings changed are touched.
@@ -165,9 +165,18 @@ func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
 		ListenPort: int32(g.ListenPort),
 	}})
 	if err == nil {
-		// Accept nothing from peers: the fabric's routes are not ours to install.
-		err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: "global", Direction: api.PolicyDirection_IMPORT, DefaultAction: api.RouteAction_REJECT,
+		// Accept nothing from peers: the fabric's routes are not ours to install. The global
+		// import policy also sees the speaker's own routes, so it rejects by route type
+		// (learned over eBGP or iBGP) and accepts the rest (locally originated).
+		reject := &api.Actions{RouteAction: api.RouteAction_REJECT}
+		err = srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: importPolicy, Statements: []*api.Statement{
+			{Name: importPolicy + "-ebgp", Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_EXTERNAL}, Actions: reject},
+			{Name: importPolicy + "-ibgp", Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_INTERNAL}, Actions: reject},
+		}}})
+	}
+	if err == nil {
+		err = srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: api.PolicyDirection_IMPORT, Policies: []*api.Policy{{Name: importPolicy}}, DefaultAction: api.RouteAction_ACCEPT,
 		}})
 	}
 	if err != nil {
@@ -178,7 +187,6 @@ func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
 	s.srv, s.global = srv, g
 	s.peers = map[netip.Addr]bgp.Peer{}
 	s.paths = map[netip.Prefix]bgp.Advertisement{}
-	s.uuids = map[netip.Prefix][]byte{}
 	return nil
 }
 
@@ -210,7 +218,7 @@ func (s *Speaker) stop(ctx context.Context, graceful bool) error {
 		err = errors.Join(err, fmt.Errorf("stopping BGP speaker: %w", ctx.Err()))
 	}
 	s.srv = nil
-	s.peers, s.paths, s.uuids = nil, nil, nil
+	s.peers, s.paths = nil, nil
 	return err
 }
 
@@ -300,6 +308,8 @@ func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 	return ap
 }
 
+const importPolicy = "govcloud-reject-learned"
+
 var (
 	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
@@ -378,6 +388,20 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 			}
 		})
 	}
+	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
+	// own "accepted" counter is taken before the global policy.
+	inRIB := map[string]int{}
+	if srv != nil {
+		for _, f := range []*api.Family{familyV4, familyV6} {
+			_ = srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
+				for _, p := range d.Paths {
+					if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
+						inRIB[p.NeighborIp]++
+					}
+				}
+			})
+		}
+	}
 	out := make([]bgp.PeerStatus, 0, len(peers))
 	for addr, cfg := range peers {
 		st := bgp.PeerStatus{Address: cfg.Address, ASN: cfg.ASN, State: "idle"}
@@ -385,11 +409,15 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 			st.State = sessionState(p.State.SessionState)
 			st.Established = p.State.SessionState == api.PeerState_ESTABLISHED
 			eorRecv, anyGR := true, false
+			grOn := st.Established && p.GracefulRestart != nil && p.GracefulRestart.Enabled
 			for _, as := range p.AfiSafis {
 				if as.State != nil {
 					st.Received += int(as.State.Received)
-					st.Accepted += int(as.State.Accepted)
-					st.Advertised += int(as.State.Advertised)
+					n := int(as.State.Advertised)
+					if grOn && n > 0 {
+						n-- // GoBGP counts the End-of-RIB marker among the paths
+					}
+					st.Advertised += n
 				}
 				if gr := as.MpGracefulRestart; gr != nil && gr.State != nil && gr.State.Enabled {
 					anyGR = true
@@ -397,6 +425,7 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 				}
 			}
 			st.EndOfRIBReceived = anyGR && eorRecv
+			st.Accepted = inRIB[addr]
 		}
 		if !st.Established {
 			st.Reason = s.logs.reason(addr, cfg.Password != "")
