@@ -8,6 +8,8 @@ PKGS=(
   clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool
   # kernel-facing tools the privileged tests and the benchmarks drive
   iproute2 nftables ethtool tcpdump iperf3 iputils-ping curl python3-scapy procps
+  # the lab's top-of-rack router and the BGP tests' peer
+  frr
 )
 
 missing=()
