@@ -1,0 +1,86 @@
+package bgp
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validCfg() Config {
+	return Config{RouterID: netip.MustParseAddr("192.0.2.1"), ASN: 65101, Peers: []Peer{
+		{Address: netip.MustParseAddr("192.0.2.254"), ASN: 65000, Password: "pw", HoldTime: 9 * time.Second, Keepalive: 3 * time.Second},
+		{Address: netip.MustParseAddr("2001:db8::1"), ASN: 65000},
+	}}
+}
+
+func TestValidate(t *testing.T) {
+	vip := netip.MustParsePrefix("198.18.100.1/32")
+	for _, tc := range []struct {
+		desc    string
+		mutate  func(*Config, *[]Advertisement)
+		wantErr string
+	}{
+		{"valid", func(*Config, *[]Advertisement) {}, ""},
+		{"IPv6 router ID", func(c *Config, _ *[]Advertisement) { c.RouterID = netip.MustParseAddr("2001:db8::9") }, `router ID "2001:db8::9"`},
+		{"zero ASN", func(c *Config, _ *[]Advertisement) { c.ASN = 0 }, "local ASN"},
+		{"duplicate peer", func(c *Config, _ *[]Advertisement) { c.Peers = append(c.Peers, c.Peers[0]) }, "peer 192.0.2.254: listed twice"},
+		{"keepalive above hold", func(c *Config, _ *[]Advertisement) { c.Peers[0].Keepalive = 10 * time.Second }, "keepalive 10s"},
+		{"hold too short", func(c *Config, _ *[]Advertisement) { c.Peers[0].HoldTime = time.Second }, "hold time 1s"},
+		{"not a host route", func(_ *Config, a *[]Advertisement) {
+			*a = append(*a, Advertisement{Prefix: netip.MustParsePrefix("198.18.100.0/24")})
+		}, `advertisement "198.18.100.0/24"`},
+		{"duplicate advert", func(_ *Config, a *[]Advertisement) { *a = append(*a, (*a)[0]) }, "198.18.100.1/32: listed twice"},
+		{"next hop family", func(_ *Config, a *[]Advertisement) { (*a)[0].NextHop = netip.MustParseAddr("2001:db8::5") }, "other address family"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			cfg, adv := validCfg(), []Advertisement{{Prefix: vip}}
+			tc.mutate(&cfg, &adv)
+			err := Validate(cfg, adv)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDepartmentCommunities(t *testing.T) {
+	c, lc := DepartmentCommunities(65000, 4200000001, 7)
+	if c.String() != "65000:7" || c.Uint32() != 65000<<16|7 || lc.String() != "4200000001:1:7" {
+		t.Fatalf("got %s (%d) and %s", c, c.Uint32(), lc)
+	}
+}
+
+func TestFakeIsIdempotent(t *testing.T) {
+	var f Fake
+	adv := []Advertisement{{Prefix: netip.MustParsePrefix("198.18.100.1/32")}, {Prefix: netip.MustParsePrefix("2001:db8:100::1/128")}}
+	for i := 0; i < 3; i++ {
+		if err := f.Set(validCfg(), adv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.Changes != 1 || f.Sets != 3 {
+		t.Fatalf("changes %d sets %d, want 1 and 3", f.Changes, f.Sets)
+	}
+	st := f.Status()
+	if len(st) != 2 || st[0].Advertised != 1 || st[1].Advertised != 1 || !st[0].Established {
+		t.Fatalf("status %+v: want each peer with the one prefix of its family", st)
+	}
+	if err := f.Set(validCfg(), adv[:1]); err != nil || f.Changes != 2 {
+		t.Fatalf("withdraw: err %v changes %d", err, f.Changes)
+	}
+	if err := f.Set(Config{}, nil); err == nil {
+		t.Fatal("fake accepted an invalid config")
+	}
+	_ = f.Close(context.Background(), true)
+	if err := f.Set(validCfg(), adv); err != ErrClosed {
+		t.Fatalf("Set after Close: %v", err)
+	}
+	if s := FormatStatus(f.Status()); !strings.Contains(s, "idle") || strings.Contains(s, "pw") {
+		t.Fatalf("closed fake status %q", s)
+	}
+}
