@@ -262,6 +262,9 @@ func (l *Lab) startAgent(h string) error {
 func (l *Lab) startGuests(h string, st *desired.State) error {
 	for _, vm := range st.VMs {
 		ns := "gc-vm-" + vm.Name
+		if nsExists(ns) {
+			continue
+		}
 		if err := sh("ip", "netns", "add", ns); err != nil {
 			return err
 		}
@@ -303,6 +306,46 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		}
 	}
 	return nil
+}
+
+// syncGuests makes guests for VMs placed on host h since the last call and removes guests of
+// VMs no longer there: the lab's stand-in for the compute agent's namespace provider.
+func (l *Lab) syncGuests(h string, st *desired.State) error {
+	want := map[string]bool{}
+	for _, vm := range st.VMs {
+		want["gc-vm-"+vm.Name] = true
+		for _, ifc := range vm.Interfaces {
+			if err := nsx(h, "ip", "link", "show", netdev.BridgeName(uint16(ifc.VLAN))); err != nil {
+				return fmt.Errorf("%s: bridge for %s not there yet", h, ifc.Segment)
+			}
+		}
+	}
+	if err := l.startGuests(h, st); err != nil {
+		return err
+	}
+	prefix := "gc-vm-"
+	for _, ns := range labNamespaces() {
+		if !strings.HasPrefix(ns, prefix) || want[ns] || hostOfGuest(ns) != h {
+			continue
+		}
+		l.stop("vm-"+strings.TrimPrefix(ns, prefix), time.Second)
+		_ = sh("ip", "netns", "del", ns)
+	}
+	return nil
+}
+
+// hostOfGuest finds the host namespace holding the guest's port (the veth peer).
+func hostOfGuest(ns string) string {
+	for _, h := range Hosts {
+		out, err := exec.Command("ip", "-n", ns, "-o", "link", "show").Output()
+		if err != nil {
+			return ""
+		}
+		if strings.Contains(string(out), "link-netns "+h) {
+			return h
+		}
+	}
+	return ""
 }
 
 func (l *Lab) rootNS() string { return filepath.Join(l.dir, "rootns") }

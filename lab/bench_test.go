@@ -1,0 +1,137 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/netnstest"
+)
+
+const benchDoc = `apiVersion: govcloud/v1
+kind: Segment
+metadata: {name: bench-%[1]d}
+spec: {department: lands, vlan: %[2]d, ipv4: 198.18.%[3]d.0/24, gateway: 198.18.%[3]d.1}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: bench-%[1]d-a}
+spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: bench-%[1]d}], host: gc-host1}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: bench-%[1]d-b}
+spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: bench-%[1]d}], host: gc-host2}
+---
+apiVersion: govcloud/v1
+kind: Service
+metadata: {name: bench-%[1]d}
+spec:
+  department: lands
+  vip: 198.19.255.%[4]d
+  ports: [{port: 80, protocol: tcp}]
+  backends: [{vm: bench-%[1]d-a}, {vm: bench-%[1]d-b}]
+  healthCheck: {type: tcp, interval: 1s}
+  mode: dsr
+`
+
+// BenchmarkApplyToForwarding is part of 'make bench-agent': in the lab, the time from
+// 'apply' of a new segment, two VMs (one per host) and a public service to that service
+// answering from gc-client through both hosts, with FRR holding the VIP from both. The
+// namespace guests are created as soon as the agents have built the segment's bridge, as a
+// compute agent would. It prints p50/p99 over the rounds.
+func BenchmarkApplyToForwarding(b *testing.B) {
+	netnstest.RequirePrivileged(b)
+	netnstest.RequireTool(b, "vtysh", "/usr/lib/frr/bgpd", "curl", "ethtool")
+	if len(labNamespaces()) > 0 {
+		b.Fatalf("a lab is already running here: 'sudo make demo-down' first")
+	}
+	bin := filepath.Join(b.TempDir(), "govcloud")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
+		b.Fatalf("building govcloud: %v\n%s", err, out)
+	}
+	var log strings.Builder
+	l, err := New(Options{Bin: bin, Dir: filepath.Join(b.TempDir(), "lab"), Config: "../deploy/examples/lab", Out: &log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.Up(ctx); err != nil {
+		b.Fatalf("lab up: %v\n%s", err, log.String())
+	}
+	defer l.Down(ctx)
+	admin, _ := l.adminToken()
+	c := client.New(API, admin)
+
+	const rounds = 20
+	var total, toReady []time.Duration
+	for i := 0; i < rounds; i++ {
+		vip := fmt.Sprintf("198.19.255.%d", 8+i)
+		doc := fmt.Sprintf(benchDoc, i, 200+i, 100+i, 8+i)
+		start := time.Now()
+		if _, err := c.Apply(ctx, "bench.yaml", []byte(doc), client.ApplyOptions{}); err != nil {
+			b.Fatalf("apply round %d: %v", i, err)
+		}
+		var ready time.Duration
+		deadline := start.Add(30 * time.Second)
+		for {
+			if time.Now().After(deadline) {
+				b.Fatalf("round %d: service %s not answering from both hosts after 30s", i, vip)
+			}
+			ok := true
+			for _, h := range Hosts {
+				st, err := c.Desired(ctx, h, 0, time.Second)
+				if err != nil || l.syncGuests(h, st) != nil {
+					ok = false
+				}
+			}
+			if ok && ready == 0 {
+				ready = time.Since(start)
+			}
+			if ok && l.bothAnswer(vip, i) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		total = append(total, time.Since(start))
+		toReady = append(toReady, ready)
+		for _, o := range [][2]string{{"services", fmt.Sprintf("bench-%d", i)}, {"vms", fmt.Sprintf("bench-%d-a", i)}, {"vms", fmt.Sprintf("bench-%d-b", i)}, {"segments", fmt.Sprintf("bench-%d", i)}} {
+			if _, err := c.Delete(ctx, o[0], o[1], false); err != nil {
+				b.Fatalf("round %d: delete %s %s: %v", i, o[0], o[1], err)
+			}
+		}
+	}
+	pct := func(ds []time.Duration, p float64) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[min(len(s)-1, int(float64(len(s))*p))]
+	}
+	fmt.Printf("-- apply -> new segment + 2 VMs + public service answering through both hosts (lab, %d rounds)\n", rounds)
+	fmt.Printf("  bridges built and guests plugged on both hosts : p50 %6.0f ms  p99 %6.0f ms\n", ms(pct(toReady, .5)), ms(pct(toReady, .99)))
+	fmt.Printf("  VIP answers from gc-client via both hosts, FRR ECMP : p50 %6.0f ms  p99 %6.0f ms  (goal p99 < 500 ms)\n", ms(pct(total, .5)), ms(pct(total, .99)))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// bothAnswer reports whether FRR has a path to vip through each host and the VIP answers
+// from the backends of both hosts.
+func (l *Lab) bothAnswer(vip string, round int) bool {
+	if _, err := l.frrPaths(vip); err != nil {
+		return false
+	}
+	seen := map[string]bool{}
+	for j := 0; j < 16 && len(seen) < 2; j++ {
+		out, err := nsOut(NSClient, "curl", "-sS", "--max-time", "1", "--local-port", fmt.Sprint(30000+round*64+j), "http://"+vip+"/")
+		if err != nil {
+			return false
+		}
+		seen[strings.TrimSpace(out)] = true
+	}
+	return len(seen) == 2
+}
