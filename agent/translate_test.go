@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/lb"
+)
+
+func labState() *desired.State {
+	hc := &desired.HealthCheck{Type: "tcp", IntervalMs: 1000, TimeoutMs: 500, HealthyThreshold: 2, UnhealthyThreshold: 2}
+	return &desired.State{
+		Host: "h1", Address: "198.18.0.11", Uplink: "eth0",
+		Hosts:       map[string]string{"h1": "198.18.0.11", "h2": "198.18.0.12"},
+		Departments: []desired.Department{{Name: "lands", TableID: 1001}, {Name: "health", TableID: 1000}},
+		Segments: []desired.Segment{
+			{Name: "lands-web", Department: "lands", VLAN: 120, IPv4: "198.18.20.0/24", Gateway: "198.18.20.1", TableID: 1001},
+			{Name: "health-web", Department: "health", VLAN: 130, IPv4: "198.18.30.0/24", Gateway: "198.18.30.1", TableID: 1000},
+		},
+		Services: []desired.Service{
+			{Name: "lands-www", Department: "lands", VIP: "198.19.255.2", Scope: "public", Mode: "dsr", TableID: 1001,
+				Ports: []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}}, HealthCheck: hc,
+				Backends: []desired.Backend{
+					{Address: "198.18.20.2", Weight: 1, VM: "lands-web-1", Host: "h1", Segment: "lands-web"},
+					{Address: "198.18.20.4", Weight: 2, VM: "lands-web-3", Host: "h1", Segment: "lands-web"},
+					{Address: "198.18.20.3", Weight: 1, VM: "lands-web-2", Host: "h2", Segment: "lands-web"},
+				}},
+			{Name: "health-api", Department: "health", VIP: "198.19.0.10", Scope: "internal", Mode: "dsr", TableID: 1000,
+				Ports: []desired.Port{{Port: 443, Protocol: "tcp"}},
+				Backends: []desired.Backend{{Address: "198.18.30.3", Weight: 1, VM: "health-web-2", Host: "h2", Segment: "health-web"}}},
+		},
+		BGP: &desired.BGP{ASN: 65001, Peers: []desired.Peer{{Address: "198.18.0.1", ASN: 65000}}},
+		VMs: []desired.VM{{Name: "lands-web-1", Department: "lands", Interfaces: []desired.Interface{{Segment: "lands-web", VLAN: 120, MAC: "02:00:00:00:20:02", IPv4: "198.18.20.2/24", Gateway: "198.18.20.1"}}}},
+	}
+}
+
+func hostAddrOf(st *desired.State) func(string) (netip.Addr, bool) {
+	return func(h string) (netip.Addr, bool) {
+		a, err := netip.ParseAddr(st.Hosts[h])
+		return a, err == nil
+	}
+}
+
+func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
+	st := labState()
+	self := netip.MustParseAddr("198.18.0.11")
+	p, errs := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(p.services) != 2 {
+		t.Fatalf("%d LB services, want 2", len(p.services))
+	}
+	www := p.services[0]
+	if www.VIP != (lb.VIP{Domain: 0, Addr: netip.MustParseAddr("198.19.255.2"), Port: 80, Proto: lb.TCP}) {
+		t.Fatalf("public VIP key %v", www.VIP)
+	}
+	// dsr: one tunnel endpoint per host, weights summed (two backends on h1: 1+2).
+	want := []lb.Backend{{Addr: netip.MustParseAddr("198.18.0.11"), Weight: 3}, {Addr: netip.MustParseAddr("198.18.0.12"), Weight: 1}}
+	if !slices.Equal(www.Backends, want) {
+		t.Fatalf("backends %v, want %v", www.Backends, want)
+	}
+	// Internal service: keyed by its department's routing domain, never advertised.
+	api := p.services[1]
+	if api.VIP.Domain != 1000 || slices.Contains(p.advertise, api.VIP.Addr) {
+		t.Fatalf("internal VIP: domain %d, advertised %v", api.VIP.Domain, p.advertise)
+	}
+	if !slices.Contains(p.advertise, www.VIP.Addr) {
+		t.Fatal("public VIP with healthy backends not advertised")
+	}
+	// Local delivery: only this host's backends, on their segment's bridge.
+	nh := p.routes[www.VIP.Addr]
+	if len(nh) != 2 || nh[0].Dev != "gcbr120" || nh[0].Addr.String() != "198.18.20.2" || nh[1].Addr.String() != "198.18.20.4" {
+		t.Fatalf("local next hops %v", nh)
+	}
+	if _, ok := p.routes[api.VIP.Addr]; ok {
+		t.Fatal("route to a VIP whose only backend is on another host")
+	}
+	if p.vlanDomain[120] != 1001 || p.vlanDomain[130] != 1000 {
+		t.Fatalf("vlan domains %v", p.vlanDomain)
+	}
+}
+
+func TestLoadBalancingLeavesOutUnhealthyBackends(t *testing.T) {
+	st := labState()
+	self := netip.MustParseAddr("198.18.0.11")
+	down := map[string]bool{"198.18.20.2": true, "198.18.20.4": true} // both of h1's
+	p, _ := loadBalancing(st, self, func(k backendKey) bool { return !down[k.Addr.String()] }, hostAddrOf(st))
+	if got := p.services[0].Backends; len(got) != 1 || got[0].Addr.String() != "198.18.0.12" {
+		t.Fatalf("with h1's backends down, backends %v, want only h2", got)
+	}
+	if len(p.routes[netip.MustParseAddr("198.19.255.2")]) != 0 {
+		t.Fatal("route to local backends that are down")
+	}
+	// Everything down: the VIP is no longer advertised.
+	p, _ = loadBalancing(st, self, func(backendKey) bool { return false }, hostAddrOf(st))
+	if len(p.advertise) != 0 || len(p.services[0].Backends) != 0 {
+		t.Fatalf("all down: advertise %v, backends %v", p.advertise, p.services[0].Backends)
+	}
+}
+
+func TestHostNetworkEgressAndServedVIPs(t *testing.T) {
+	hn, err := hostNetwork(labState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hn.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range hn.Departments {
+		if d.Egress.String() != "198.18.0.1" || d.Table == 0 {
+			t.Fatalf("department %s: egress %s table %d", d.Name, d.Egress, d.Table)
+		}
+	}
+	if len(hn.Guests) != 1 {
+		t.Fatalf("guests %v", hn.Guests)
+	}
+	g := hn.Guests[0]
+	if g.Ifname != GuestPort("lands-web-1", "lands-web") || g.Addr.String() != "198.18.20.2" || !slices.Contains(g.Serves, netip.MustParseAddr("198.19.255.2")) {
+		t.Fatalf("guest %+v", g)
+	}
+	if len(GuestPort("a-very-long-vm-name-indeed", "a-segment")) > 15 {
+		t.Fatal("guest port name longer than an interface name may be")
+	}
+}
+
+func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
+	st := labState()
+	self := netip.MustParseAddr("198.18.0.11")
+	p, _ := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	ads := adverts(st, p, true, self)
+	if len(ads) != 1 || ads[0].Prefix.String() != "198.19.255.2/32" || ads[0].NextHop != self {
+		t.Fatalf("adverts %+v", ads)
+	}
+	if c := ads[0].Communities[0]; c.ASN != 65000 || c.Value != 1001 {
+		t.Fatalf("community %v, want 65000:1001 (fabric AS : department table)", c)
+	}
+	if lc := ads[0].LargeCommunities[0]; lc.Global != 65001 || lc.Local2 != 1001 {
+		t.Fatalf("large community %v", lc)
+	}
+	if len(adverts(st, p, false, self)) != 0 {
+		t.Fatal("advertising while the load balancer is not attached")
+	}
+}
