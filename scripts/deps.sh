@@ -10,6 +10,8 @@ PKGS=(
   iproute2 nftables ethtool tcpdump iperf3 iputils-ping curl python3-scapy procps
   # the lab's top-of-rack router and the BGP tests' peer
   frr
+  # metering: a real Prometheus scrapes /metrics in tests; promtool tests the recording rules
+  prometheus
 )
 
 missing=()

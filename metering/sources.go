@@ -1,0 +1,105 @@
+// Package metering turns the dataplane's counters into Prometheus metrics and usage into
+// money: a Collector that reads every counter as a sum at scrape time (no counter state in
+// the process, so an agent crash loses nothing), a Ledger that counts each reported delta
+// exactly once, and the rating of a month's usage against a price list. It is the only
+// package that imports the Prometheus client library.
+//
+// The package never imports the agent: the agent's command wires it through the small
+// source interfaces below, each with a fake beside it for tests.
+package metering
+
+// Traffic is one department segment's counters in one direction, by name.
+type Traffic struct {
+	Department string
+	Segment    string
+	Direction  string // rx | tx
+	Packets    uint64
+	Bytes      uint64
+}
+
+// Drop is one drop counter; Department and Segment are "" when the frame could not be
+// attributed (unknown VLAN).
+type Drop struct {
+	Department string
+	Segment    string
+	Reason     string
+	Packets    uint64
+}
+
+// SegmentRef names a configured segment of a department.
+type SegmentRef struct {
+	Department string
+	Segment    string
+}
+
+// TrafficSource reads the per-department trunk counters.
+type TrafficSource interface {
+	// Segments lists every configured segment: each gets series at 0 before any traffic.
+	Segments() []SegmentRef
+	Traffic() ([]Traffic, error)
+	Drops() ([]Drop, error)
+}
+
+// ServiceCounter is one service's load-balancer counters.
+type ServiceCounter struct {
+	Department  string
+	Service     string
+	Bytes       uint64
+	Packets     uint64
+	Connections uint64
+}
+
+// BackendState is the health of one backend of a service.
+type BackendState struct {
+	Department string
+	Service    string
+	Backend    string // VM name or address
+	Up         bool
+}
+
+// ServiceSource reads per-service counters and backend health.
+type ServiceSource interface {
+	Services() ([]ServiceCounter, error)
+	Backends() ([]BackendState, error)
+}
+
+// BGPSession is one BGP peer's state and what this host advertises to it.
+type BGPSession struct {
+	Peer       string
+	Up         bool
+	Advertised int
+}
+
+// BGPSource reads the speaker's sessions.
+type BGPSource interface {
+	Sessions() ([]BGPSession, error)
+}
+
+// VMUsage is one VM's CPU time and one volume's allocation, from the compute agent.
+type VMUsage struct {
+	Department  string
+	VM          string
+	VCPUSeconds float64
+}
+
+// VolumeUsage is one volume's allocated size.
+type VolumeUsage struct {
+	Department     string
+	Volume         string
+	AllocatedBytes uint64
+}
+
+// ComputeSource reads VM and volume usage.
+type ComputeSource interface {
+	VMs() ([]VMUsage, error)
+	Volumes() ([]VolumeUsage, error)
+}
+
+// Sources is what a Collector reads; nil members are skipped.
+type Sources struct {
+	Host    string
+	Traffic TrafficSource
+	Service ServiceSource
+	BGP     BGPSource
+	Compute ComputeSource
+}
