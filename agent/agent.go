@@ -254,11 +254,13 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 			if h == a.cfg.Host {
 				continue
 			}
-			var st Status
-			if json.Unmarshal(raw, &st) != nil {
+			var rep struct {
+				Status Status `json:"status"`
+			}
+			if json.Unmarshal(raw, &rep) != nil {
 				continue
 			}
-			for k, v := range st.Backends {
+			for k, v := range rep.Status.Backends {
 				if !strings.HasPrefix(v, "down") {
 					continue
 				}

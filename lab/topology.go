@@ -93,7 +93,8 @@ func buildTopology() error {
 		{"ip", "-n", NSClient, "addr", "add", clientAddr + clientCIDR, "dev", "eth0"},
 		{"ip", "-n", NSClient, "link", "set", "eth0", "up"},
 		{"ip", "-n", NSClient, "route", "add", "default", "via", torClient},
-		{"ip", "netns", "exec", NSTor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"},
+		// ECMP over the hosts per flow (L4 hash), as a top-of-rack switch does.
+		{"ip", "netns", "exec", NSTor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1"},
 		// XDP forwards raw frames: senders must finish their checksums, as a NIC would.
 		{"ip", "netns", "exec", NSClient, "ethtool", "-K", "eth0", "tx", "off"},
 	}

@@ -70,7 +70,7 @@ func (l *Lab) checkVIPs(vips []vipInfo) error {
 	for _, v := range vips {
 		seen := map[string]int{}
 		for i := 0; i < 30 && len(seen) < 2; i++ {
-			body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(41000+i), "http://"+v.VIP+"/")
+			body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+v.VIP+"/")
 			if err != nil {
 				return fmt.Errorf("%s (%s): %w", v.Service, v.VIP, err)
 			}
@@ -215,7 +215,7 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 	// Taken out within interval x threshold (1 s x 2 in the lab) plus a report round.
 	time.Sleep(4 * time.Second)
 	for i := 0; i < 20; i++ {
-		body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(42000+i), "http://"+v.VIP+"/")
+		body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+v.VIP+"/")
 		if err != nil {
 			return fmt.Errorf("%s stopped: VIP %s failed request %d: %w", victim, v.VIP, i+1, err)
 		}
@@ -228,7 +228,7 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; ; i++ {
-		body, _ := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "--local-port", strconv.Itoa(43000+i%500), "http://"+v.VIP+"/")
+		body, _ := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+v.VIP+"/")
 		if strings.TrimSpace(body) == victim {
 			return nil
 		}
