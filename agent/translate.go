@@ -96,6 +96,23 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 			hn.Guests = append(hn.Guests, g)
 		}
 	}
+	for _, rg := range st.RemoteGuests {
+		g := hostnet.Guest{Segment: rg.Segment}
+		mac, err := net.ParseMAC(rg.MAC)
+		if err != nil {
+			return hn, fmt.Errorf("remote vm %q: mac %q: %w", rg.VM, rg.MAC, err)
+		}
+		g.MAC = mac
+		if g.Addr, err = parseAddrOrPrefix(rg.IPv4); err != nil {
+			return hn, fmt.Errorf("remote vm %q: ipv4 %q: %w", rg.VM, rg.IPv4, err)
+		}
+		if rg.IPv6 != "" {
+			if g.Addr6, err = parseAddrOrPrefix(rg.IPv6); err != nil {
+				return hn, fmt.Errorf("remote vm %q: ipv6 %q: %w", rg.VM, rg.IPv6, err)
+			}
+		}
+		hn.Guests = append(hn.Guests, g)
+	}
 	if st.Address != "" {
 		if p, err := parseAddrOrPrefix(st.Address); err == nil {
 			hn.Management = append(hn.Management, netip.PrefixFrom(p, p.BitLen()))

@@ -20,6 +20,19 @@ type State struct {
 	// Hosts maps every host's name to its fabric address: the dsr tunnel endpoint of the
 	// backends running there.
 	Hosts map[string]string `json:"hosts,omitempty"`
+	// RemoteGuests are the VM interfaces on other hosts: the local distributed gateway needs
+	// their MAC and address to route to them without ARP crossing the trunk.
+	RemoteGuests []RemoteGuest `json:"remoteGuests,omitempty"`
+}
+
+// RemoteGuest is one VM interface placed on another host.
+type RemoteGuest struct {
+	VM      string `json:"vm"`
+	Host    string `json:"host"`
+	Segment string `json:"segment"`
+	MAC     string `json:"mac"`
+	IPv4    string `json:"ipv4"` // address, no prefix length
+	IPv6    string `json:"ipv6,omitempty"`
 }
 
 // Department is a tenant's VRF-lite: its routing table and BGP RD/RT.

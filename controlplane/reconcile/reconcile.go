@@ -146,6 +146,12 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	var vols []string
 	for _, o := range st.List(config.KindVM) {
 		if o.Status.Host != host {
+			// Elsewhere: this host's gateway routes to it without ARP across the trunk.
+			for _, n := range o.Status.Networks {
+				if n.IPv4 != "" && n.MAC != "" {
+					out.RemoteGuests = append(out.RemoteGuests, desired.RemoteGuest{VM: o.Metadata.Name, Host: o.Status.Host, Segment: n.Segment, MAC: n.MAC, IPv4: n.IPv4, IPv6: n.IPv6})
+				}
+			}
 			continue
 		}
 		s := o.Spec.(*config.VMSpec)
