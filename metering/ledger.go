@@ -1,0 +1,232 @@
+package metering
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Resources a ledger counts, in base units.
+const (
+	ResNetRxBytes       = "network_rx_bytes"   // bytes into a department's segments
+	ResNetTxBytes       = "network_tx_bytes"   // bytes out of a department's segments
+	ResVCPUSeconds      = "vcpu_seconds"       // vCPU time
+	ResMemoryMiBSeconds = "memory_mib_seconds" // memory allocated x time
+	ResVolumeGiBSeconds = "volume_gib_seconds" // storage allocated x time
+)
+
+// Sample is one absolute, monotonic total of a reporter: what a pinned counter says now.
+type Sample struct {
+	Department string `json:"department"`
+	Resource   string `json:"resource"`
+	Total      uint64 `json:"total"`
+}
+
+// Report is what an agent sends: every total it meters, read at Time.
+//
+// Seq orders a reporter's reports and must grow across restarts of the reporter (agents use
+// the wall clock in nanoseconds, kept strictly increasing); PrevSeq is the Seq of the report
+// sent before this one (0 after a restart), so the ledger sees gaps. Epoch names the life of
+// the counters: it changes only when they restart from zero (maps recreated, host rebooted).
+type Report struct {
+	Reporter string    `json:"reporter"`
+	Epoch    string    `json:"epoch"`
+	Seq      uint64    `json:"seq"`
+	PrevSeq  uint64    `json:"prevSeq"`
+	Time     time.Time `json:"time"`
+	Samples  []Sample  `json:"samples"`
+}
+
+// Outcome says what the ledger did with a report.
+type Outcome struct {
+	Applied bool `json:"applied"` // false: a duplicate or a report older than one already counted
+	Gap     bool `json:"gap"`     // reports were missed; the totals covered them
+	Reset   bool `json:"reset"`   // the counters restarted (new epoch or a total went down)
+	// Added is what the report added, by department and resource.
+	Added map[string]map[string]uint64 `json:"added,omitempty"`
+}
+
+// reporterState is the last counted report of one reporter.
+type reporterState struct {
+	Epoch  string            `json:"epoch"`
+	Seq    uint64            `json:"seq"`
+	Totals map[string]uint64 `json:"totals"` // department/resource -> total
+	Gaps   int               `json:"gaps"`
+}
+
+// Usage is one month's quantities: department -> resource -> amount in base units.
+type Usage map[string]map[string]uint64
+
+// Ledger counts each reported delta exactly once: it keeps the last absolute total of every
+// (reporter, department, resource) and adds only what a newer report says beyond it, so
+// retried, duplicated and reordered reports never count twice and a lost report is covered by
+// the next one's totals. Reporter state and the month's usage change in one atomic update.
+type Ledger struct {
+	store KV
+}
+
+// NewLedger returns a ledger over a store.
+func NewLedger(kv KV) *Ledger { return &Ledger{store: kv} }
+
+const (
+	prefixReporter = "/govcloud/metering/reporters/"
+	prefixUsage    = "/govcloud/metering/usage/"
+)
+
+func usageKey(month, dept string) string { return prefixUsage + month + "/" + dept }
+
+// ErrConflict is returned by KV.Commit when a compared key changed.
+var ErrConflict = errors.New("metering store: concurrent update")
+
+func (r Report) validate() error {
+	if r.Reporter == "" || strings.ContainsAny(r.Reporter, "/") {
+		return fmt.Errorf("report: reporter %q: empty or contains '/'", r.Reporter)
+	}
+	if r.Seq == 0 {
+		return fmt.Errorf("report from %q: seq 0", r.Reporter)
+	}
+	if r.Time.IsZero() {
+		return fmt.Errorf("report %d from %q: no time", r.Seq, r.Reporter)
+	}
+	for _, s := range r.Samples {
+		if s.Department == "" || strings.Contains(s.Department, "/") {
+			return fmt.Errorf("report %d from %q: department %q", r.Seq, r.Reporter, s.Department)
+		}
+		if s.Resource == "" || strings.Contains(s.Resource, "/") {
+			return fmt.Errorf("report %d from %q: resource %q", r.Seq, r.Reporter, s.Resource)
+		}
+	}
+	return nil
+}
+
+// Month is the usage period a time falls in (UTC), e.g. "2026-11".
+func Month(t time.Time) string { return t.UTC().Format("2006-01") }
+
+// Record counts a report. It is idempotent: the same report again changes nothing.
+func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
+	if err := r.validate(); err != nil {
+		return Outcome{}, err
+	}
+	month := Month(r.Time)
+	for attempt := 0; attempt < 100; attempt++ {
+		out, err := l.try(ctx, r, month)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return out, err
+	}
+	return Outcome{}, fmt.Errorf("report %d from %q: gave up after 100 conflicting updates", r.Seq, r.Reporter)
+}
+
+func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, error) {
+	rk := prefixReporter + r.Reporter
+	cur, err := l.store.Get(ctx, rk)
+	if err != nil {
+		return Outcome{}, err
+	}
+	var st reporterState
+	if cur.Rev != 0 {
+		if err := json.Unmarshal(cur.Value, &st); err != nil {
+			return Outcome{}, fmt.Errorf("reporter %q state: %w", r.Reporter, err)
+		}
+	}
+	if cur.Rev != 0 && r.Seq <= st.Seq {
+		return Outcome{}, nil // duplicate, retry or overtaken by a newer report
+	}
+	out := Outcome{Applied: true, Added: map[string]map[string]uint64{}}
+	if cur.Rev != 0 && r.PrevSeq != st.Seq {
+		out.Gap = true
+		st.Gaps++
+	}
+	newEpoch := cur.Rev != 0 && r.Epoch != st.Epoch
+	out.Reset = newEpoch
+	totals := make(map[string]uint64, len(r.Samples))
+	for _, s := range r.Samples {
+		k := s.Department + "/" + s.Resource
+		totals[k] += s.Total
+	}
+	for k, t := range totals {
+		var d uint64
+		old, seen := st.Totals[k]
+		switch {
+		case newEpoch || !seen:
+			// A first report, a series new to this reporter, or counters that restarted from
+			// zero: everything in the total is new.
+			d = t
+		case t >= old:
+			d = t - old
+		default:
+			// The total went down in the same epoch: the counter restarted without the
+			// reporter noticing; what it holds now is new.
+			out.Reset = true
+			d = t
+		}
+		if d == 0 {
+			continue
+		}
+		dept, res, _ := strings.Cut(k, "/")
+		if out.Added[dept] == nil {
+			out.Added[dept] = map[string]uint64{}
+		}
+		out.Added[dept][res] += d
+	}
+	// Series missing from this report keep their last total (a report may carry a subset).
+	if st.Totals == nil || newEpoch {
+		st.Totals = map[string]uint64{}
+	}
+	for k, t := range totals {
+		st.Totals[k] = t
+	}
+	st.Epoch, st.Seq = r.Epoch, r.Seq
+	puts := map[string][]byte{}
+	conds := map[string]int64{rk: cur.Rev}
+	b, _ := json.Marshal(st)
+	puts[rk] = b
+	for dept, add := range out.Added {
+		uk := usageKey(month, dept)
+		u, err := l.store.Get(ctx, uk)
+		if err != nil {
+			return Outcome{}, err
+		}
+		m := map[string]uint64{}
+		if u.Rev != 0 {
+			if err := json.Unmarshal(u.Value, &m); err != nil {
+				return Outcome{}, fmt.Errorf("usage %s of %q: %w", month, dept, err)
+			}
+		}
+		for res, v := range add {
+			m[res] += v
+		}
+		b, _ := json.Marshal(m)
+		puts[uk] = b
+		conds[uk] = u.Rev
+	}
+	if err := l.store.Commit(ctx, conds, puts); err != nil {
+		return Outcome{}, err
+	}
+	return out, nil
+}
+
+// Usage returns a month's usage ("YYYY-MM"), all departments.
+func (l *Ledger) Usage(ctx context.Context, month string) (Usage, error) {
+	if _, err := time.Parse("2006-01", month); err != nil {
+		return nil, fmt.Errorf("month %q: want YYYY-MM", month)
+	}
+	kvs, err := l.store.List(ctx, prefixUsage+month+"/")
+	if err != nil {
+		return nil, err
+	}
+	u := Usage{}
+	for k, v := range kvs {
+		dept := strings.TrimPrefix(k, prefixUsage+month+"/")
+		m := map[string]uint64{}
+		if err := json.Unmarshal(v, &m); err != nil {
+			return nil, fmt.Errorf("usage %s of %q: %w", month, dept, err)
+		}
+		u[dept] = m
+	}
+	return u, nil
+}

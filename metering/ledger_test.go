@@ -1,0 +1,322 @@
+package metering
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+var t0 = time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+
+// sim is a reporter with true counters: it generates reports of absolute totals.
+type sim struct {
+	name    string
+	epoch   string
+	seq     uint64
+	prev    uint64
+	totals  map[[2]string]uint64
+	truth   map[[2]string]uint64 // everything ever counted (across resets)
+	rng     *rand.Rand
+	depts   []string
+	resList []string
+}
+
+func newSim(name string, seed int64) *sim {
+	return &sim{name: name, epoch: "e1", totals: map[[2]string]uint64{}, truth: map[[2]string]uint64{}, rng: rand.New(rand.NewSource(seed)),
+		depts: []string{"lands", "health", "treasury"}, resList: []string{ResNetRxBytes, ResNetTxBytes, ResVCPUSeconds}}
+}
+
+func (s *sim) traffic() {
+	for _, d := range s.depts {
+		for _, r := range s.resList {
+			if s.rng.Intn(3) == 0 {
+				continue
+			}
+			n := uint64(s.rng.Intn(1_000_000))
+			s.totals[[2]string{d, r}] += n
+			s.truth[[2]string{d, r}] += n
+		}
+	}
+}
+
+func (s *sim) report(at time.Time) Report {
+	s.seq += uint64(1 + s.rng.Intn(5))
+	r := Report{Reporter: s.name, Epoch: s.epoch, Seq: s.seq, PrevSeq: s.prev, Time: at}
+	s.prev = s.seq
+	for k, v := range s.totals {
+		r.Samples = append(r.Samples, Sample{Department: k[0], Resource: k[1], Total: v})
+	}
+	return r
+}
+
+func (s *sim) reset(epoch string) {
+	s.epoch = epoch
+	s.totals = map[[2]string]uint64{}
+}
+
+func wantUsage(truths ...map[[2]string]uint64) Usage {
+	u := Usage{}
+	for _, tr := range truths {
+		for k, v := range tr {
+			if v == 0 {
+				continue
+			}
+			if u[k[0]] == nil {
+				u[k[0]] = map[string]uint64{}
+			}
+			u[k[0]][k[1]] += v
+		}
+	}
+	return u
+}
+
+func sameUsage(t *testing.T, got, want Usage) {
+	t.Helper()
+	for d, m := range want {
+		for r, v := range m {
+			if got[d][r] != v {
+				t.Errorf("usage[%s][%s] = %d, want %d", d, r, got[d][r], v)
+			}
+		}
+	}
+	for d, m := range got {
+		for r, v := range m {
+			if want[d][r] != v {
+				t.Errorf("extra usage[%s][%s] = %d, want %d", d, r, v, want[d][r])
+			}
+		}
+	}
+}
+
+func mustRecord(t *testing.T, l *Ledger, r Report) Outcome {
+	t.Helper()
+	o, err := l.Record(context.Background(), r)
+	if err != nil {
+		t.Fatalf("record %d from %s: %v", r.Seq, r.Reporter, err)
+	}
+	return o
+}
+
+// ledgerChaos delivers two reporters' reports retried, duplicated, reordered and partly lost,
+// with a counter reset in the middle, and checks the month equals the true deltas exactly.
+func ledgerChaos(t *testing.T, kv func() KV, restart func()) {
+	l := NewLedger(kv())
+	a, b := newSim("host1", 1), newSim("host2", 2)
+	rng := rand.New(rand.NewSource(3))
+	at := t0
+	var pending []Report
+	for round := 0; round < 60; round++ {
+		for _, s := range []*sim{a, b} {
+			s.traffic()
+			at = at.Add(time.Minute)
+			pending = append(pending, s.report(at))
+		}
+		if round == 30 {
+			// host1's maps are recreated: counters restart from zero. What the old counters
+			// held after their last delivered report is gone with them, so the reporter's
+			// last reading of epoch e1 is delivered first (as a clean shutdown does).
+			at = at.Add(time.Minute)
+			mustRecord(t, l, a.report(at))
+			a.reset("e2")
+		}
+		if round == 40 && restart != nil {
+			restart() // controller restart: a new ledger over the same store
+			l = NewLedger(kv())
+		}
+		// Deliver a random subset in random order, some twice; keep some for later (late
+		// arrivals), lose a few (gaps). The newest of each reporter is always delivered last
+		// at the end, so the final totals reach the ledger.
+		rng.Shuffle(len(pending), func(i, j int) { pending[i], pending[j] = pending[j], pending[i] })
+		var keep []Report
+		for _, r := range pending {
+			switch x := rng.Intn(10); {
+			case x < 5:
+				mustRecord(t, l, r)
+				if x == 0 {
+					if o := mustRecord(t, l, r); o.Applied {
+						t.Fatalf("duplicate of report %d from %s was applied again", r.Seq, r.Reporter)
+					}
+				}
+			case x < 8:
+				keep = append(keep, r)
+			case x == 8:
+				// lost
+			default:
+				mustRecord(t, l, r)
+				keep = append(keep, r) // retried later (the reply was lost)
+			}
+		}
+		pending = keep
+	}
+	// Final reports carry the final totals.
+	for _, r := range pending {
+		mustRecord(t, l, r)
+	}
+	mustRecord(t, l, a.report(at.Add(time.Minute)))
+	mustRecord(t, l, b.report(at.Add(time.Minute)))
+	got, err := l.Usage(context.Background(), "2026-11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameUsage(t, got, wantUsage(a.truth, b.truth))
+}
+
+func TestLedgerExactlyOnceMem(t *testing.T) {
+	m := NewMemKV()
+	ledgerChaos(t, func() KV { return m }, func() {})
+}
+
+func TestLedgerCases(t *testing.T) {
+	l := NewLedger(NewMemKV())
+	ctx := context.Background()
+	rep := func(seq, prev uint64, epoch string, total uint64) Report {
+		return Report{Reporter: "h1", Epoch: epoch, Seq: seq, PrevSeq: prev, Time: t0,
+			Samples: []Sample{{Department: "lands", Resource: ResNetTxBytes, Total: total}}}
+	}
+	steps := []struct {
+		name    string
+		r       Report
+		applied bool
+		gap     bool
+		reset   bool
+		usage   uint64
+	}{
+		{"first report counts its whole total", rep(10, 0, "e1", 100), true, false, false, 100},
+		{"duplicate", rep(10, 0, "e1", 100), false, false, false, 100},
+		{"next adds the delta", rep(20, 10, "e1", 150), true, false, false, 150},
+		{"older report arriving late is ignored", rep(15, 10, "e1", 120), false, false, false, 150},
+		{"gap: totals cover the lost report", rep(40, 30, "e1", 400), true, true, false, 400},
+		{"new epoch: counters restarted, all of it is new", rep(50, 40, "e2", 30), true, false, true, 430},
+		{"stale report of the old epoch", rep(45, 40, "e1", 500), false, false, false, 430},
+		{"agent restart: prevSeq 0 is a gap, the delta still exact", rep(60, 0, "e2", 35), true, true, false, 435},
+		{"total down in one epoch: a reset", rep(70, 60, "e2", 5), true, false, true, 440},
+		{"unchanged total", rep(80, 70, "e2", 5), true, false, false, 440},
+	}
+	for _, s := range steps {
+		o, err := l.Record(ctx, s.r)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if o.Applied != s.applied || o.Gap != s.gap || o.Reset != s.reset {
+			t.Errorf("%s: outcome %+v, want applied=%v gap=%v reset=%v", s.name, o, s.applied, s.gap, s.reset)
+		}
+		u, _ := l.Usage(ctx, "2026-11")
+		if got := u["lands"][ResNetTxBytes]; got != s.usage {
+			t.Errorf("%s: usage %d, want %d", s.name, got, s.usage)
+		}
+	}
+	for _, bad := range []Report{{Reporter: "", Seq: 1, Time: t0}, {Reporter: "h1", Seq: 0, Time: t0}, {Reporter: "h1", Seq: 1},
+		{Reporter: "h1", Seq: 1, Time: t0, Samples: []Sample{{Department: "a/b", Resource: "x"}}}} {
+		if _, err := l.Record(ctx, bad); err == nil {
+			t.Errorf("report %+v accepted", bad)
+		}
+	}
+	if _, err := l.Usage(ctx, "2026-13"); err == nil {
+		t.Error("month 2026-13 accepted")
+	}
+}
+
+// TestLedgerMonthBoundary: a delta belongs to the month of the reading that carries it.
+func TestLedgerMonthBoundary(t *testing.T) {
+	l := NewLedger(NewMemKV())
+	r := Report{Reporter: "h1", Epoch: "e", Seq: 1, Time: time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), Samples: []Sample{{"lands", ResNetRxBytes, 10}}}
+	mustRecord(t, l, r)
+	r.Seq, r.PrevSeq, r.Time, r.Samples[0].Total = 2, 1, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC), 25
+	mustRecord(t, l, r)
+	oct, _ := l.Usage(context.Background(), "2026-10")
+	nov, _ := l.Usage(context.Background(), "2026-11")
+	if oct["lands"][ResNetRxBytes] != 10 || nov["lands"][ResNetRxBytes] != 15 {
+		t.Fatalf("october %v november %v, want 10 and 15", oct, nov)
+	}
+}
+
+// TestLedgerConcurrent: reporters racing on one store never lose or double an update.
+func TestLedgerConcurrent(t *testing.T) {
+	l := NewLedger(NewMemKV())
+	done := make(chan error)
+	for h := 0; h < 8; h++ {
+		go func(h int) {
+			var err error
+			for i := 1; i <= 50 && err == nil; i++ {
+				_, err = l.Record(context.Background(), Report{Reporter: fmt.Sprintf("h%d", h), Epoch: "e", Seq: uint64(i), PrevSeq: uint64(i - 1), Time: t0,
+					Samples: []Sample{{"lands", ResNetTxBytes, uint64(i * 10)}}})
+			}
+			done <- err
+		}(h)
+	}
+	for h := 0; h < 8; h++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := l.Usage(context.Background(), "2026-11")
+	if got := u["lands"][ResNetTxBytes]; got != 8*500 {
+		t.Fatalf("usage %d, want %d", got, 8*500)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startEtcd starts a single-node embedded etcd in dir on fixed loopback ports (reused across
+// restarts of the same dir) and returns a client and a stop function.
+func startEtcd(t *testing.T, dir string, cport, pport int) (*clientv3.Client, func()) {
+	t.Helper()
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cport))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pport))
+	cfg := embed.NewConfig()
+	cfg.Name = "metering-test"
+	cfg.Dir = filepath.Join(dir, "etcd")
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
+	cfg.UnsafeNoFsync = true
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		t.Fatal("embedded etcd not ready after 30s")
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	return c, func() { c.Close(); e.Close() }
+}
+
+// TestLedgerExactlyOnceEtcd runs the chaos against etcd, restarting etcd (the controller's
+// store) in the middle: the ledger's state lives only in the store.
+func TestLedgerExactlyOnceEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("embedded etcd: skipped with -short")
+	}
+	dir := t.TempDir()
+	cport, pport := freePort(t), freePort(t)
+	c, stop := startEtcd(t, dir, cport, pport)
+	defer func() { stop() }()
+	ledgerChaos(t, func() KV { return EtcdKV{C: c} }, func() {
+		stop()
+		c, stop = startEtcd(t, dir, cport, pport)
+	})
+}
