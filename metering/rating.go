@@ -176,4 +176,3 @@ func (b Bill) Write(w io.Writer, format string) error {
 	}
 	return fmt.Errorf("output format %q: want csv, json or table", strings.TrimSpace(format))
 }
-
