@@ -1,0 +1,152 @@
+package metering
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func examplePrices(t *testing.T) *PriceList {
+	t.Helper()
+	p, err := LoadPrices("../deploy/examples/prices.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParsePricesErrors(t *testing.T) {
+	for name, y := range map[string]string{
+		"no currency":      "prices: []",
+		"unit size 0":      "currency: AUD\nprices: [{resource: x, unit: u, unitSize: 0, price: '1'}]",
+		"bad price":        "currency: AUD\nprices: [{resource: x, unit: u, unitSize: 1, price: 'cheap'}]",
+		"negative price":   "currency: AUD\nprices: [{resource: x, unit: u, unitSize: 1, price: '-1'}]",
+		"twice":            "currency: AUD\nprices: [{resource: x, unit: u, unitSize: 1, price: '1'}, {resource: x, unit: u, unitSize: 1, price: '2'}]",
+		"unknown field":    "currency: AUD\ncolour: red",
+		"wrong kind":       "kind: Service\ncurrency: AUD",
+		"missing resource": "currency: AUD\nprices: [{unit: u, unitSize: 1, price: '1'}]",
+	} {
+		if _, err := ParsePrices([]byte(y)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestRateExact(t *testing.T) {
+	p := examplePrices(t)
+	u := Usage{
+		"lands": {ResNetTxBytes: 3 << 30, ResNetRxBytes: 10 << 30, ResVCPUSeconds: 7200},
+		// 1 byte of tx: 0.05/2^30 rounds to 0.00; half a cent rounds up.
+		"health": {ResNetTxBytes: 1, ResVCPUSeconds: 450, "gpu_seconds": 99},
+	}
+	b := Rate("2026-11", u, p, "")
+	want := map[string]string{
+		"lands/" + ResNetTxBytes:   "0.15",
+		"lands/" + ResNetRxBytes:   "0.10",
+		"lands/" + ResVCPUSeconds:  "0.08",
+		"health/" + ResNetTxBytes:  "0.00",
+		"health/" + ResVCPUSeconds: "0.01", // 0.125 h x 0.04 = 0.005 -> 0.01
+		"health/gpu_seconds":       "0.00", // unpriced: listed at 0
+	}
+	if len(b.Lines) != len(want) {
+		t.Fatalf("%d lines, want %d: %+v", len(b.Lines), len(want), b.Lines)
+	}
+	for _, l := range b.Lines {
+		if w := want[l.Department+"/"+l.Resource]; l.Charge != w {
+			t.Errorf("%s/%s charge %s, want %s", l.Department, l.Resource, l.Charge, w)
+		}
+	}
+	if b.Total != "0.34" || b.Departments[0].Department != "health" || b.Departments[0].Charge != "0.01" || b.Departments[1].Charge != "0.33" {
+		t.Errorf("totals %+v total %s, want health 0.01, lands 0.33, total 0.34", b.Departments, b.Total)
+	}
+	one := Rate("2026-11", u, p, "lands")
+	if len(one.Departments) != 1 || one.Total != "0.33" {
+		t.Errorf("lands only: %+v", one)
+	}
+	var buf bytes.Buffer
+	if err := b.Write(&buf, "csv"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := rows[len(rows)-1]; last[1] != "ALL" || last[7] != "0.34" || last[8] != "AUD" {
+		t.Errorf("csv total row %v", last)
+	}
+	buf.Reset()
+	if err := b.Write(&buf, "table"); err != nil || !strings.Contains(buf.String(), "ALL         TOTAL") {
+		t.Errorf("table (%v):\n%s", err, buf.String())
+	}
+	if err := b.Write(&buf, "xml"); err == nil {
+		t.Error("xml output accepted")
+	}
+}
+
+// TestAPIEndToEnd posts reports through the HTTP API with a Reporter, retries one, and reads
+// the bill back with the client the CLI uses.
+func TestAPIEndToEnd(t *testing.T) {
+	api := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
+	srv := httptest.NewServer(api.Handler())
+	defer srv.Close()
+	c := &Client{Base: srv.URL}
+	tr := &FakeTraffic{}
+	clock := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
+	var lastRep Report
+	r := &Reporter{Name: "host1", Epoch: func() string { return "boot1/42" },
+		Samples: func() ([]Sample, error) { st, err := tr.Traffic(); return TrafficSamples(st), err },
+		Send: func(ctx context.Context, rep Report) (Outcome, error) {
+			lastRep = rep
+			return c.Report(ctx, rep)
+		},
+		Now: func() time.Time { clock = clock.Add(time.Minute); return clock }}
+	ctx := context.Background()
+	tr.Add("lands", "lands-web", "tx", 1, 1<<30)
+	tr.Add("lands", "lands-db", "tx", 1, 1<<30)
+	if _, err := r.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr.Add("lands", "lands-web", "rx", 1, 5<<30)
+	tr.Add("health", "health-web", "tx", 1, 10<<30)
+	if _, err := r.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The agent did not hear the answer and sends the same report again.
+	if o, err := c.Report(ctx, lastRep); err != nil || o.Applied {
+		t.Fatalf("retried report: %+v %v", o, err)
+	}
+	// A failing send, then more traffic: the next report covers it.
+	send := r.Send
+	r.Send = func(context.Context, Report) (Outcome, error) { return Outcome{}, errors.New("controller away") }
+	if _, err := r.Once(ctx); err == nil {
+		t.Fatal("failing send reported no error")
+	}
+	r.Send = send
+	tr.Add("health", "health-web", "tx", 1, 10<<30)
+	o, err := r.Once(ctx)
+	if err != nil || !o.Gap {
+		t.Fatalf("report after a lost one: %+v %v, want a gap", o, err)
+	}
+	bill, err := c.Bill(ctx, "2026-11", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lands: 2 GiB tx x 0.05 + 5 GiB rx x 0.01 = 0.15; health: 20 GiB tx x 0.05 = 1.00.
+	if bill.Total != "1.15" || len(bill.Departments) != 2 || bill.Departments[0].Charge != "1.00" || bill.Departments[1].Charge != "0.15" {
+		t.Fatalf("bill %+v", bill)
+	}
+	if b, err := c.Bill(ctx, "2026-11", "treasury"); err != nil || b.Total != "0.00" || len(b.Departments) != 1 {
+		t.Fatalf("bill of a department without usage: %+v %v", b, err)
+	}
+	if _, err := c.Bill(ctx, "november", ""); err == nil || !strings.Contains(err.Error(), "november") {
+		t.Fatalf("bad month: %v", err)
+	}
+	if _, err := c.Report(ctx, Report{Reporter: "h/1", Seq: 1, Time: clock}); err == nil {
+		t.Fatal("invalid report accepted")
+	}
+}
