@@ -1,10 +1,212 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
+	"net/netip"
+	"strings"
 
 	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
+	"github.com/govcloud/govcloud/dataplane/trunk"
+	"github.com/govcloud/govcloud/metering"
 )
 
-// agentMetrics returns the /metrics handler for an agent (nil until metering provides one).
-func agentMetrics(a *agent.Agent, host string) http.Handler { return nil }
+// agentMetrics returns the agent's /metrics handler: the metering collector reading the
+// trunk's and the load balancer's pinned counters at every scrape.
+func agentMetrics(a *agent.Agent, host string) http.Handler {
+	s := &agentSources{a: a}
+	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: s.desiredState, lbDrops: func() (map[string]lbmap.Counter, error) { return a.LB().Drops() }}
+	c := metering.NewCollector(metering.Sources{Host: host, Traffic: ts, Service: s, BGP: s}, nil)
+	// Reasons a department's own segment can cause; a 0 series each from the start.
+	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String()}
+	return metering.Handler(c)
+}
+
+// agentSources adapts an agent to metering's source interfaces.
+type agentSources struct{ a *agent.Agent }
+
+// desiredState is the agent's last desired state, when the agent exposes it (names of
+// departments, segments and services); without it counters are labelled by their ids.
+func (s *agentSources) desiredState() *desired.State {
+	if d, ok := any(s.a).(interface{ Desired() *desired.State }); ok {
+		return d.Desired()
+	}
+	return nil
+}
+
+type names struct {
+	dept map[uint32]string // department id (its table) -> name
+	seg  map[uint32]string // segment id (its VLAN) -> name
+}
+
+// trunkSource reads the trunk's pinned per-CPU counters (a metering.TrafficSource).
+type trunkSource struct {
+	tr      *trunk.Trunk
+	desired func() *desired.State                    // names; nil or returning nil: ids
+	lbDrops func() (map[string]lbmap.Counter, error) // the load balancer's drops; may be nil
+}
+
+func (s *trunkSource) desiredState() *desired.State {
+	if s.desired == nil {
+		return nil
+	}
+	return s.desired()
+}
+
+func (s *trunkSource) names() names {
+	n := names{dept: map[uint32]string{}, seg: map[uint32]string{}}
+	if st := s.desiredState(); st != nil {
+		for _, d := range st.Departments {
+			n.dept[uint32(d.TableID)] = d.Name
+		}
+		for _, sg := range st.Segments {
+			n.seg[uint32(sg.VLAN)] = sg.Name
+		}
+	}
+	return n
+}
+
+func (n names) department(id uint32) string {
+	if id == 0 {
+		return ""
+	}
+	if v, ok := n.dept[id]; ok {
+		return v
+	}
+	return fmt.Sprintf("dept%d", id)
+}
+
+func (n names) segment(id uint32) string {
+	if id == 0 {
+		return ""
+	}
+	if v, ok := n.seg[id]; ok {
+		return v
+	}
+	return fmt.Sprintf("vlan%d", id)
+}
+
+// Segments lists the configured segments (the desired state's, else the trunk's).
+func (s *trunkSource) Segments() []metering.SegmentRef {
+	var out []metering.SegmentRef
+	if st := s.desiredState(); st != nil {
+		for _, sg := range st.Segments {
+			out = append(out, metering.SegmentRef{Department: sg.Department, Segment: sg.Name})
+		}
+		return out
+	}
+	segs, err := s.tr.Segments()
+	if err != nil {
+		return nil
+	}
+	n := s.names()
+	for _, sg := range segs {
+		out = append(out, metering.SegmentRef{Department: n.department(sg.Department), Segment: n.segment(sg.ID)})
+	}
+	return out
+}
+
+// Traffic reads the trunk's per-CPU counters, summed.
+func (s *trunkSource) Traffic() ([]metering.Traffic, error) {
+	st, err := s.tr.Stats()
+	if err != nil {
+		return nil, err
+	}
+	n := s.names()
+	out := make([]metering.Traffic, 0, len(st))
+	for k, c := range st {
+		out = append(out, metering.Traffic{Department: n.department(k.Department), Segment: n.segment(k.Segment),
+			Direction: k.Direction.String(), Packets: c.Packets, Bytes: c.Bytes})
+	}
+	return out, nil
+}
+
+// Drops reads the trunk's drop counters and the load balancer's (reason lb_*, unattributed).
+func (s *trunkSource) Drops() ([]metering.Drop, error) {
+	d, err := s.tr.Drops()
+	if err != nil {
+		return nil, err
+	}
+	n := s.names()
+	out := make([]metering.Drop, 0, len(d)+8)
+	for k, c := range d {
+		out = append(out, metering.Drop{Department: n.department(k.Department), Segment: n.segment(k.Segment), Reason: k.Reason.String(), Packets: c.Packets})
+	}
+	if s.lbDrops == nil {
+		return out, nil
+	}
+	ld, err := s.lbDrops()
+	if err != nil {
+		return out, err
+	}
+	for r, c := range ld {
+		out = append(out, metering.Drop{Reason: "lb_" + r, Packets: c.Packets})
+	}
+	return out, nil
+}
+
+type vipKey struct {
+	domain uint32
+	addr   netip.Addr
+}
+
+// Services reads the load balancer's per-VIP counters, named by service.
+func (s *agentSources) Services() ([]metering.ServiceCounter, error) {
+	vc, err := s.a.LB().VIPCounters()
+	if err != nil {
+		return nil, err
+	}
+	byVIP := map[vipKey]desired.Service{}
+	if st := s.desiredState(); st != nil {
+		for _, svc := range st.Services {
+			a, err := netip.ParseAddr(svc.VIP)
+			if err != nil {
+				continue
+			}
+			dom := uint32(0)
+			if svc.Scope == "internal" {
+				dom = uint32(svc.TableID)
+			}
+			byVIP[vipKey{dom, a}] = svc
+		}
+	}
+	out := make([]metering.ServiceCounter, 0, len(vc))
+	for v, c := range vc {
+		sc := metering.ServiceCounter{Service: v.Addr.String(), Bytes: c.Bytes, Packets: c.Packets, Connections: c.Conns}
+		if svc, ok := byVIP[vipKey{v.Domain, v.Addr}]; ok {
+			sc.Service, sc.Department = svc.Name, svc.Department
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+// Backends reads the health of the backends this host checks.
+func (s *agentSources) Backends() ([]metering.BackendState, error) {
+	dept := map[string]string{}
+	if st := s.desiredState(); st != nil {
+		for _, svc := range st.Services {
+			dept[svc.Name] = svc.Department
+		}
+	}
+	var out []metering.BackendState
+	for k, v := range s.a.Status().Backends {
+		svc, be, ok := strings.Cut(k, "/")
+		if !ok {
+			continue
+		}
+		out = append(out, metering.BackendState{Department: dept[svc], Service: svc, Backend: be, Up: v == "up"})
+	}
+	return out, nil
+}
+
+// Sessions reads the BGP speaker's peers from the agent's status.
+func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
+	var out []metering.BGPSession
+	for _, p := range s.a.Status().BGP {
+		out = append(out, metering.BGPSession{Peer: p.Address.String(), Up: p.Established, Advertised: p.Advertised})
+	}
+	return out, nil
+}

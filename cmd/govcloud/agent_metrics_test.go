@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/netnstest"
+	"github.com/govcloud/govcloud/dataplane/trunk"
+	tt "github.com/govcloud/govcloud/dataplane/trunk/trunktest"
+	"github.com/govcloud/govcloud/metering"
+)
+
+// skbCtx is the settable prefix of struct __sk_buff up to ifindex.
+type skbCtx struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority, IngressIfindex, Ifindex uint32
+}
+
+var (
+	macA = tt.MAC("02:00:00:00:00:0a")
+	macB = tt.MAC("02:00:00:00:00:0b")
+	ipA  = netip.MustParseAddr("198.18.20.10")
+	ipB  = netip.MustParseAddr("198.18.20.11")
+)
+
+// trunkFrames runs n segment->trunk frames of txSize bytes and n trunk->segment frames of
+// rxSize bytes for VLAN vlan through the loaded programs. Loopback (ifindex 1) stands in for
+// the segment port: BPF_PROG_TEST_RUN needs an existing interface and sends nothing.
+func trunkFrames(tr *trunk.Trunk, vlan uint16, n, txSize, rxSize int) error {
+	tx := tt.Pad(tt.UDPFrame(macB, macA, ipA, ipB, 1, 2, nil), txSize)
+	rx := tt.Tag(tt.Pad(tt.UDPFrame(macA, macB, ipB, ipA, 2, 1, nil), rxSize), tt.Ether8021Q, vlan)
+	for i := 0; i < n; i++ {
+		for _, c := range []struct {
+			p  *ebpf.Program
+			in []byte
+		}{{tr.FromSegment(), tx}, {tr.FromUplink(), rx}} {
+			out := make([]byte, len(c.in)+64)
+			ret, err := c.p.Run(&ebpf.RunOptions{Data: c.in, DataOut: out, Context: skbCtx{Ifindex: 1}})
+			if err != nil {
+				return err
+			}
+			if ret != 7 { // TC_ACT_REDIRECT: forwarded, and so counted
+				return fmt.Errorf("verdict %#x, want redirect", ret)
+			}
+		}
+	}
+	return nil
+}
+
+var testDesired = &desired.State{
+	Departments: []desired.Department{{Name: "lands", TableID: 3}, {Name: "health", TableID: 4}},
+	Segments: []desired.Segment{{Name: "lands-web", Department: "lands", VLAN: 120}, {Name: "health-db", Department: "health", VLAN: 130},
+		{Name: "health-idle", Department: "health", VLAN: 140}},
+}
+
+func scrapeTrunk(t *testing.T, tr *trunk.Trunk) map[string]float64 {
+	t.Helper()
+	c := metering.NewCollector(metering.Sources{Host: "h1", Traffic: &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }}}, nil)
+	srv := httptest.NewServer(metering.Handler(c))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") || l == "" {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		out[l[:i]] = v
+	}
+	return out
+}
+
+func series(name, dept, seg, dir string) string {
+	return fmt.Sprintf(`%s{department=%q,direction=%q,host="h1",segment=%q}`, name, dept, dir, seg)
+}
+
+func checkTrunk(t *testing.T, got map[string]float64, want map[[3]string][2]float64) {
+	t.Helper()
+	for k, w := range want {
+		if g := got[series(metering.MetricDeptPackets, k[0], k[1], k[2])]; g != w[0] {
+			t.Errorf("packets %v = %v, want %v", k, g, w[0])
+		}
+		if g, ok := got[series(metering.MetricDeptBytes, k[0], k[1], k[2])]; !ok || g != w[1] {
+			t.Errorf("bytes %v = %v (present %v), want %v", k, g, ok, w[1])
+		}
+	}
+}
+
+// TestTrunkMeteringExact sends known frames through the real trunk programs, from this
+// process and from a child "agent" killed with SIGKILL mid-way, and checks that /metrics
+// reports exactly the packets and bytes sent, by department name, across the kill and a
+// reload of the pinned maps.
+func TestTrunkMeteringExact(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dir := filepath.Join(tt.BPFFS(t), "trunk")
+	tr, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []trunk.Segment{{VLAN: 120, Ifindex: 1, Department: 3, ID: 120}, {VLAN: 130, Ifindex: 99, Department: 4, ID: 130}} {
+		if err := tr.SetSegment(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.SetUplink(1); err != nil {
+		t.Fatal(err)
+	}
+	// Before any traffic: every configured segment is there at 0, the idle one included.
+	checkTrunk(t, scrapeTrunk(t, tr), map[[3]string][2]float64{
+		{"lands", "lands-web", "tx"}: {0, 0}, {"health", "health-idle", "rx"}: {0, 0}})
+
+	// Frames from this process (VLAN 120 only: a segment port carries one VLAN at a time).
+	if err := trunkFrames(tr, 120, 1000, 100, 300); err != nil {
+		t.Fatal(err)
+	}
+	checkTrunk(t, scrapeTrunk(t, tr), map[[3]string][2]float64{
+		{"lands", "lands-web", "tx"}: {1000, 100_000}, {"lands", "lands-web", "rx"}: {1000, 300_000},
+		{"health", "health-db", "tx"}: {0, 0}})
+	tr.Close()
+
+	// A child agent loads the pinned maps, counts 777 more frames, says so and is killed -9.
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestTrunkChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "GOVCLOUD_METERING_CHILD="+dir)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	sent := false
+	deadline := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "CHILD-SENT") {
+			sent = true
+			break
+		}
+	}
+	deadline.Stop()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if !sent {
+		t.Fatal("child agent did not send its frames")
+	}
+
+	// The restarted agent: reload the pinned maps and read everything, then count more.
+	tr2, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr2.Close()
+	if err := trunkFrames(tr2, 120, 23, 100, 300); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.SetSegment(trunk.Segment{VLAN: 120, Ifindex: 2, Department: 3, ID: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.SetSegment(trunk.Segment{VLAN: 130, Ifindex: 1, Department: 4, ID: 130}); err != nil {
+		t.Fatal(err)
+	}
+	if err := trunkFrames(tr2, 130, 5, 64, 1500); err != nil {
+		t.Fatal(err)
+	}
+	n := 1000.0 + 777 + 23
+	checkTrunk(t, scrapeTrunk(t, tr2), map[[3]string][2]float64{
+		{"lands", "lands-web", "tx"}: {n, n * 100}, {"lands", "lands-web", "rx"}: {n, n * 300},
+		{"health", "health-db", "tx"}: {5, 5 * 64}, {"health", "health-db", "rx"}: {5, 5 * 1500},
+		{"health", "health-idle", "tx"}: {0, 0}})
+}
+
+// TestTrunkChild is the child agent of TestTrunkMeteringExact (it does nothing on its own).
+func TestTrunkChild(t *testing.T) {
+	dir := os.Getenv("GOVCLOUD_METERING_CHILD")
+	if dir == "" {
+		t.Skip("helper process of TestTrunkMeteringExact")
+	}
+	tr, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trunkFrames(tr, 120, 777, 100, 300); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("CHILD-SENT")
+	time.Sleep(time.Minute) // killed -9 here
+}
