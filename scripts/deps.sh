@@ -8,8 +8,8 @@ PKGS=(
   clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool
   # kernel-facing tools the privileged tests and the benchmarks drive
   iproute2 nftables ethtool tcpdump iperf3 iputils-ping curl python3-scapy procps
-  # the lab's top-of-rack router and the BGP tests' peer
-  frr
+  # the lab's top-of-rack router and the BGP tests' peer; BIRD 2 is the second implementation
+  frr bird2
   # metering: a real Prometheus scrapes /metrics in tests; promtool tests the recording rules
   prometheus
 )

@@ -236,18 +236,22 @@ func (r *Router) Prefixes(afi string) (map[string]bool, error) {
 	return out, nil
 }
 
-// Count returns how many prefixes FRR holds for afi, from the cheap summary view.
+// Count returns how many prefixes FRR received from its peers for afi ("ipv4", "ipv6"),
+// from the cheap summary view.
 func (r *Router) Count(afi string) (int, error) {
-	var v map[string]struct {
-		RIBCount int `json:"ribCount"`
+	var v struct {
+		Peers map[string]struct {
+			PfxRcd int `json:"pfxRcd"`
+		} `json:"peers"`
 	}
 	if err := r.JSON("show bgp "+afi+" unicast summary json", &v); err != nil {
 		return 0, err
 	}
-	for _, s := range v {
-		return s.RIBCount, nil
+	n := 0
+	for _, p := range v.Peers {
+		n += p.PfxRcd
 	}
-	return 0, nil
+	return n, nil
 }
 
 // WaitFor polls cond every 50 ms until it returns true or timeout passes.
