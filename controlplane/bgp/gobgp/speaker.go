@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,6 +159,7 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 }
 
 func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
+	plainTCPListeners(s.log)
 	srv := server.NewBgpServer(server.LoggerOption(s.logs))
 	go srv.Serve()
 	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -220,6 +223,24 @@ func (s *Speaker) stop(ctx context.Context, graceful bool) error {
 	s.srv = nil
 	s.peers, s.paths = nil, nil
 	return err
+}
+
+// plainTCPListeners turns off, for this process, Go's default (since Go 1.24) of MPTCP for
+// listening sockets: an MPTCP listener refuses TCP_MD5SIG (ENOPROTOOPT) and the TTL options,
+// so a peer dialling in with a password would never get a session. An explicit
+// multipathtcp setting in GODEBUG is left alone.
+func plainTCPListeners(log *slog.Logger) {
+	v := os.Getenv("GODEBUG")
+	if strings.Contains(v, "multipathtcp=") {
+		if !strings.Contains(v, "multipathtcp=0") {
+			log.Warn("bgp: GODEBUG keeps MPTCP listeners; peers dialling in with TCP-MD5 will fail", "GODEBUG", v)
+		}
+		return
+	}
+	if v != "" {
+		v += ","
+	}
+	_ = os.Setenv("GODEBUG", v+"multipathtcp=0")
 }
 
 // sessionPorts lists the (peer address, peer port, local port) triples that identify this
