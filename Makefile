@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet deps demo demo-down \
-        bench-lb fuzz-lb bench-agent bench-controlplane bench-bgp fuzz-config clean help
+        bench-lb fuzz-lb bench-agent bench-controlplane bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -52,6 +52,9 @@ bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments 
 
 bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/
+
+bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments (fake and real trunk maps) (root)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./cmd/govcloud/
 
 fuzz-config: ## fuzz the YAML parser+validator for 60s
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./controlplane/config/

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -147,5 +148,37 @@ func TestFakeSourcesCardinality(t *testing.T) {
 	}
 	if n := len(m); n > 1000 {
 		t.Fatalf("%d series for 30 departments: cardinality too high", n)
+	}
+}
+
+// TestHandlerMatchesRegistry: the direct text writer serves exactly what client_golang's
+// registry and promhttp would, escaping included.
+func TestHandlerMatchesRegistry(t *testing.T) {
+	src := FakeSources("h1", 5, 3)
+	src.Traffic.(*FakeTraffic).Add("odd \"dept\"", "seg\\with\nnewline", "rx", 1, 2)
+	c := NewCollector(src, nil)
+	c.ZeroDropReasons = []string{"wrong_vlan"}
+	fast := httptest.NewServer(Handler(c))
+	defer fast.Close()
+	reg := httptest.NewServer(RegistryHandler(c))
+	defer reg.Close()
+	get := func(u string) string {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	a, b := get(fast.URL), get(reg.URL)
+	if a != b {
+		al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+		for i := 0; i < len(al) && i < len(bl); i++ {
+			if al[i] != bl[i] {
+				t.Fatalf("direct writer differs from the registry at line %d:\n direct   %s\n registry %s", i+1, al[i], bl[i])
+			}
+		}
+		t.Fatalf("direct writer has %d lines, the registry %d", len(al), len(bl))
 	}
 }
