@@ -262,6 +262,22 @@ func TestFabric(t *testing.T) {
 		}
 	})
 
+	t.Run("changing one peer resets only that peer", func(t *testing.T) {
+		v4, v6 := neighborStats(t, f, "198.18.1.2"), neighborStats(t, f, "2001:db8:1::2")
+		cfg := h1Config("h1-md5-secret")
+		cfg.Peers[1].HoldTime = 12 * time.Second
+		s1.MustSet(cfg, h1Adverts(true))
+		frrtest.WaitFor(t, "the v6 session to come back with the new hold time", 20*time.Second, func() (bool, error) {
+			n, err := f.frr.Neighbor("2001:db8:1::2")
+			return n.State == "Established" && neighborStats(t, f, "2001:db8:1::2").established > v6.established, err
+		})
+		if got := neighborStats(t, f, "198.18.1.2"); got.established != v4.established {
+			t.Errorf("changing the v6 peer reset the v4 session (established %d -> %d)", v4.established, got.established)
+		}
+		s1.MustSet(h1Config("h1-md5-secret"), h1Adverts(true))
+		waitEstablished(t, s1, "198.18.1.1", "2001:db8:1::1")
+	})
+
 	t.Run("graceful restart keeps the routes at FRR", func(t *testing.T) {
 		var polls, missing atomic.Int64
 		stop := make(chan struct{})
