@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 	"github.com/govcloud/govcloud/metering"
@@ -209,4 +213,35 @@ func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 		out = append(out, metering.BGPSession{Peer: p.Address.String(), Up: p.Established, Advertised: p.Advertised})
 	}
 	return out, nil
+}
+
+// agentUsageReporter reports the host's traffic totals to the controller's usage ledger (for
+// the agent command to run next to the agent; see metering.Reporter). Its epoch is the boot
+// and the inode of the pinned counter map: both change exactly when the counters restart
+// from zero, and neither changes when the agent is restarted or killed.
+func agentUsageReporter(a *agent.Agent, host string, c *metering.Client) *metering.Reporter {
+	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: (&agentSources{a: a}).desiredState}
+	return &metering.Reporter{
+		Name: host,
+		Epoch: func() string {
+			return counterEpoch(filepath.Join(a.HostNet().Trunk().PinPath(), bpfobj.TrunkMapTrunkStats))
+		},
+		Samples: func() ([]metering.Sample, error) {
+			tr, err := ts.Traffic()
+			return metering.TrafficSamples(tr), err
+		},
+		Send: c.Report,
+	}
+}
+
+// counterEpoch names the life of a pinned map: boot id and the pin's inode.
+func counterEpoch(pin string) string {
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	var ino uint64
+	if fi, err := os.Stat(pin); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+	}
+	return fmt.Sprintf("%s/%d", strings.TrimSpace(string(boot)), ino)
 }

@@ -140,6 +140,7 @@ func TestTrunkMeteringExact(t *testing.T) {
 	checkTrunk(t, scrapeTrunk(t, tr), map[[3]string][2]float64{
 		{"lands", "lands-web", "tx"}: {1000, 100_000}, {"lands", "lands-web", "rx"}: {1000, 300_000},
 		{"health", "health-db", "tx"}: {0, 0}})
+	epoch := counterEpoch(filepath.Join(dir, "trunk_stats"))
 	tr.Close()
 
 	// A child agent loads the pinned maps, counts 777 more frames, says so and is killed -9.
@@ -186,6 +187,9 @@ func TestTrunkMeteringExact(t *testing.T) {
 	if err := trunkFrames(tr2, 130, 5, 64, 1500); err != nil {
 		t.Fatal(err)
 	}
+	if e := counterEpoch(filepath.Join(dir, "trunk_stats")); e != epoch {
+		t.Errorf("counter epoch changed across a kill -9 and reload: %s -> %s", epoch, e)
+	}
 	n := 1000.0 + 777 + 23
 	checkTrunk(t, scrapeTrunk(t, tr2), map[[3]string][2]float64{
 		{"lands", "lands-web", "tx"}: {n, n * 100}, {"lands", "lands-web", "rx"}: {n, n * 300},
@@ -208,4 +212,27 @@ func TestTrunkChild(t *testing.T) {
 	}
 	fmt.Println("CHILD-SENT")
 	time.Sleep(time.Minute) // killed -9 here
+}
+
+// TestCounterEpochChangesWithTheMaps: recreated maps (counters from zero) are a new epoch.
+func TestCounterEpochChangesWithTheMaps(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dir := filepath.Join(tt.BPFFS(t), "trunk")
+	tr, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1 := counterEpoch(filepath.Join(dir, "trunk_stats"))
+	if err := tr.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	tr2, err := trunk.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr2.Close()
+	if e2 := counterEpoch(filepath.Join(dir, "trunk_stats")); e2 == e1 || strings.HasSuffix(e2, "/0") {
+		t.Fatalf("epoch %s after the maps were recreated, was %s", e2, e1)
+	}
 }
