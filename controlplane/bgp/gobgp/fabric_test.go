@@ -300,6 +300,9 @@ func TestFabric(t *testing.T) {
 		}()
 		time.Sleep(200 * time.Millisecond)
 		s1.Close(true)
+		if l := s1.Log(); !strings.Contains(l, "sessions closed without NOTIFICATION") || strings.Contains(l, "sockets=0") {
+			t.Errorf("graceful Close did not shut the BGP sockets itself:\n%s", tail(l, 2000))
+		}
 		frrtest.WaitFor(t, "FRR to see the session drop", 10*time.Second, func() (bool, error) {
 			n, err := f.frr.Neighbor("198.18.1.2")
 			return n.State != "Established", err

@@ -26,7 +26,8 @@ func (k sessionKeys) match(local, remote netip.AddrPort) bool {
 	return ok && (int(remote.Port()) == port || int(local.Port()) == k.listenPort)
 }
 
-// shutdownSessions shuts down (both directions) this process's established BGP sockets, so
+// shutdownSessions shuts down (both directions) this process's BGP listener and established
+// BGP sockets, so
 // the peer sees a FIN and nothing more: GoBGP's Cease NOTIFICATION that follows fails to be
 // written. It finds the sockets through /proc (the kernel's TCP table for this namespace,
 // then this process's file descriptors); it returns how many it shut.
@@ -73,7 +74,10 @@ func shutdownSessions(k sessionKeys) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-const tcpEstablished = "01"
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+)
 
 func scanTCP(path string, k sessionKeys, inodes map[uint64]bool) error {
 	f, err := os.Open(path)
@@ -85,12 +89,19 @@ func scanTCP(path string, k sessionKeys, inodes map[uint64]bool) error {
 	sc.Scan() // header
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 || fs[3] != tcpEstablished {
+		if len(fs) < 10 {
 			continue
 		}
 		local, err1 := parseProcAddr(fs[1])
 		remote, err2 := parseProcAddr(fs[2])
-		if err1 != nil || err2 != nil || !k.match(local, remote) {
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		// Established sessions to our peers, and our listener: shut so no peer can dial in
+		// between the sessions closing and the server stopping (it would get a Cease).
+		ours := (fs[3] == tcpEstablished && k.match(local, remote)) ||
+			(fs[3] == tcpListen && int(local.Port()) == k.listenPort)
+		if !ours {
 			continue
 		}
 		if ino, err := strconv.ParseUint(fs[9], 10, 64); err == nil && ino != 0 {
