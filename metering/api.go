@@ -1,8 +1,11 @@
 package metering
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -32,41 +35,48 @@ func httpError(w http.ResponseWriter, code int, err error) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
-func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
+// RequestError is a client's mistake (HTTP 400).
+type RequestError struct{ Err error }
+
+func (e *RequestError) Error() string { return e.Err.Error() }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// DecodeReport reads a report from a request body.
+func DecodeReport(r *http.Request) (Report, error) {
 	var rep Report
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<20))
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rep); err != nil {
-		httpError(w, http.StatusBadRequest, fmt.Errorf("usage report: %w", err))
-		return
+		return rep, &RequestError{fmt.Errorf("usage report: %w", err)}
 	}
-	out, err := a.Ledger.Record(r.Context(), rep)
+	return rep, nil
+}
+
+// Record counts a report and writes the outcome as JSON.
+func (a *API) Record(ctx context.Context, w http.ResponseWriter, rep Report) error {
+	if err := rep.validate(); err != nil {
+		return &RequestError{err}
+	}
+	out, err := a.Ledger.Record(ctx, rep)
 	if err != nil {
-		code := http.StatusInternalServerError
-		if rep.validate() != nil {
-			code = http.StatusBadRequest
-		}
-		httpError(w, code, err)
-		return
+		return err
 	}
 	if out.Gap && a.Log != nil {
 		a.Log.Warn("usage reports were missed; covered by the totals", "reporter", rep.Reporter, "seq", rep.Seq, "prevSeq", rep.PrevSeq)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
+	return json.NewEncoder(w).Encode(out)
 }
 
-func (a *API) getUsage(w http.ResponseWriter, r *http.Request) {
-	month := r.URL.Query().Get("month")
+// WriteBill writes a month's bill ("" = this month; dept "" = every department) as JSON.
+func (a *API) WriteBill(ctx context.Context, w http.ResponseWriter, month, dept string) error {
 	if month == "" {
 		month = Month(time.Now())
 	}
-	u, err := a.Ledger.Usage(r.Context(), month)
+	u, err := a.Ledger.Usage(ctx, month)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, err)
-		return
+		return &RequestError{err}
 	}
-	dept := r.URL.Query().Get("department")
 	if dept != "" {
 		if _, ok := u[dept]; !ok {
 			u[dept] = map[string]uint64{} // a department with no usage gets a zero bill
@@ -74,8 +84,33 @@ func (a *API) getUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	prices := a.Prices
 	if prices == nil {
-		prices = &PriceList{Currency: "AUD"}
+		prices = DefaultPrices()
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(Rate(month, u, prices, dept))
+	return json.NewEncoder(w).Encode(Rate(month, u, prices, dept))
+}
+
+func fail(w http.ResponseWriter, err error) {
+	var re *RequestError
+	if errors.As(err, &re) {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	httpError(w, http.StatusInternalServerError, err)
+}
+
+func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
+	rep, err := DecodeReport(r)
+	if err == nil {
+		err = a.Record(r.Context(), w, rep)
+	}
+	if err != nil {
+		fail(w, err)
+	}
+}
+
+func (a *API) getUsage(w http.ResponseWriter, r *http.Request) {
+	if err := a.WriteBill(r.Context(), w, r.URL.Query().Get("month"), r.URL.Query().Get("department")); err != nil {
+		fail(w, err)
+	}
 }

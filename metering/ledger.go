@@ -65,18 +65,23 @@ type Usage map[string]map[string]uint64
 // retried, duplicated and reordered reports never count twice and a lost report is covered by
 // the next one's totals. Reporter state and the month's usage change in one atomic update.
 type Ledger struct {
-	store KV
+	store  KV
+	prefix string
 }
 
-// NewLedger returns a ledger over a store.
-func NewLedger(kv KV) *Ledger { return &Ledger{store: kv} }
+// DefaultPrefix is where a ledger keeps its keys unless NewLedgerAt says otherwise.
+const DefaultPrefix = "/govcloud/metering/"
 
-const (
-	prefixReporter = "/govcloud/metering/reporters/"
-	prefixUsage    = "/govcloud/metering/usage/"
-)
+// NewLedger returns a ledger over a store, keys under DefaultPrefix.
+func NewLedger(kv KV) *Ledger { return NewLedgerAt(kv, DefaultPrefix) }
 
-func usageKey(month, dept string) string { return prefixUsage + month + "/" + dept }
+// NewLedgerAt returns a ledger keeping its keys under prefix (e.g. the controller store's
+// prefix + "metering/").
+func NewLedgerAt(kv KV, prefix string) *Ledger { return &Ledger{store: kv, prefix: prefix} }
+
+func (l *Ledger) reporterKey(r string) string        { return l.prefix + "reporters/" + r }
+func (l *Ledger) usagePrefix(month string) string    { return l.prefix + "usage/" + month + "/" }
+func (l *Ledger) usageKey(month, dept string) string { return l.usagePrefix(month) + dept }
 
 // ErrConflict is returned by KV.Commit when a compared key changed.
 var ErrConflict = errors.New("metering store: concurrent update")
@@ -122,7 +127,7 @@ func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
 }
 
 func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, error) {
-	rk := prefixReporter + r.Reporter
+	rk := l.reporterKey(r.Reporter)
 	cur, err := l.store.Get(ctx, rk)
 	if err != nil {
 		return Outcome{}, err
@@ -186,7 +191,7 @@ func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, erro
 	b, _ := json.Marshal(st)
 	puts[rk] = b
 	for dept, add := range out.Added {
-		uk := usageKey(month, dept)
+		uk := l.usageKey(month, dept)
 		u, err := l.store.Get(ctx, uk)
 		if err != nil {
 			return Outcome{}, err
@@ -215,13 +220,13 @@ func (l *Ledger) Usage(ctx context.Context, month string) (Usage, error) {
 	if _, err := time.Parse("2006-01", month); err != nil {
 		return nil, fmt.Errorf("month %q: want YYYY-MM", month)
 	}
-	kvs, err := l.store.List(ctx, prefixUsage+month+"/")
+	kvs, err := l.store.List(ctx, l.usagePrefix(month))
 	if err != nil {
 		return nil, err
 	}
 	u := Usage{}
 	for k, v := range kvs {
-		dept := strings.TrimPrefix(k, prefixUsage+month+"/")
+		dept := strings.TrimPrefix(k, l.usagePrefix(month))
 		m := map[string]uint64{}
 		if err := json.Unmarshal(v, &m); err != nil {
 			return nil, fmt.Errorf("usage %s of %q: %w", month, dept, err)

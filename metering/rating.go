@@ -61,6 +61,28 @@ func ParsePrices(b []byte) (*PriceList, error) {
 	return &p, nil
 }
 
+// defaultPrices is deploy/examples/prices.yaml (a test keeps them equal): the controller's
+// price list when none is configured.
+const defaultPrices = `apiVersion: govcloud/v1
+kind: PriceList
+currency: AUD
+prices:
+  - {resource: network_rx_bytes,   unit: GiB,        unitSize: 1073741824, price: "0.01"}
+  - {resource: network_tx_bytes,   unit: GiB,        unitSize: 1073741824, price: "0.05"}
+  - {resource: vcpu_seconds,       unit: vCPU-hour,  unitSize: 3600,       price: "0.04"}
+  - {resource: memory_mib_seconds, unit: GiB-hour,   unitSize: 3686400,    price: "0.005"}
+  - {resource: volume_gib_seconds, unit: GiB-month,  unitSize: 2592000,    price: "0.10"}
+`
+
+// DefaultPrices returns the built-in price list (deploy/examples/prices.yaml).
+func DefaultPrices() *PriceList {
+	p, err := ParsePrices([]byte(defaultPrices))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
 // LoadPrices reads a price list file.
 func LoadPrices(path string) (*PriceList, error) {
 	b, err := os.ReadFile(path)

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +149,11 @@ func TestAPIEndToEnd(t *testing.T) {
 	}
 	if _, err := c.Report(ctx, Report{Reporter: "h/1", Seq: 1, Time: clock}); err == nil {
 		t.Fatal("invalid report accepted")
+	}
+}
+
+func TestDefaultPricesAreTheExample(t *testing.T) {
+	if got, want := DefaultPrices(), examplePrices(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("built-in prices differ from deploy/examples/prices.yaml:\n%+v\n%+v", got, want)
 	}
 }

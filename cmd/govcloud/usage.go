@@ -1,16 +1,74 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/store"
 	"github.com/govcloud/govcloud/metering"
 )
 
-func init() { register(newUsageCmd) }
+func init() {
+	register(newUsageCmd)
+	controllerExtensions = append(controllerExtensions, usageLedger)
+}
+
+// usageLedger serves the usage ledger from the controller, in its store under
+// <prefix>metering/: agents POST /v1/usage/reports (their own host only), GET /v1/usage gives
+// a month's bill (a department token sees only its department). Prices come from the file
+// GOVCLOUD_PRICES names, else the built-in list (deploy/examples/prices.yaml).
+func usageLedger(_ context.Context, srv *api.Server, st *store.Store) error {
+	prices := metering.DefaultPrices()
+	if f := os.Getenv("GOVCLOUD_PRICES"); f != "" {
+		p, err := metering.LoadPrices(f)
+		if err != nil {
+			return fmt.Errorf("GOVCLOUD_PRICES: %w", err)
+		}
+		prices = p
+	}
+	m := &metering.API{Ledger: metering.NewLedgerAt(metering.EtcdKV{C: st.Client()}, st.Prefix()+"metering/"), Prices: prices}
+	wrap := func(err error) error {
+		var re *metering.RequestError
+		if errors.As(err, &re) {
+			return &api.HTTPError{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
+		}
+		return err
+	}
+	srv.Handle("POST /v1/usage/reports", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
+		rep, err := metering.DecodeReport(r)
+		if err != nil {
+			return wrap(err)
+		}
+		if !(p.Role == api.RoleAdmin || (p.Role == api.RoleAgent && p.Host == rep.Reporter)) {
+			return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden",
+				Message: fmt.Sprintf("%s (%s) may not report usage as %q", p.Name, p.Role, rep.Reporter)}
+		}
+		return wrap(m.Record(r.Context(), w, rep))
+	})
+	srv.Handle("GET /v1/usage", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
+		dept := r.URL.Query().Get("department")
+		switch p.Role {
+		case api.RoleAgent:
+			return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("%s (agent) may not read usage", p.Name)}
+		case api.RoleDepartment:
+			if dept != "" && dept != p.Department {
+				return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden",
+					Message: fmt.Sprintf("%s (department %s) may not read the usage of department %q", p.Name, p.Department, dept)}
+			}
+			dept = p.Department
+		}
+		return wrap(m.WriteBill(r.Context(), w, r.URL.Query().Get("month"), dept))
+	})
+	return nil
+}
 
 func newUsageCmd(_ *globals) *cobra.Command {
 	var month, dept, out string
