@@ -2,6 +2,7 @@ package gobgp
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/bgp/frrtest"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
+	"github.com/vishvananda/netlink"
 )
 
 const torConf = `frr defaults datacenter
@@ -279,7 +281,7 @@ func TestFabric(t *testing.T) {
 	})
 
 	t.Run("graceful restart keeps the routes at FRR", func(t *testing.T) {
-		var polls, missing atomic.Int64
+		var polls, missing, kernelMissing atomic.Int64
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
@@ -295,9 +297,14 @@ func TestFabric(t *testing.T) {
 				if err == nil && !ok {
 					missing.Add(1)
 				}
+				// vip2 is h1's alone: its kernel route at tor must stay too.
+				if rs, err := f.tor.Netlink().RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: netipNet(vip2)}, netlink.RT_FILTER_DST); err == nil && len(rs) == 0 {
+					kernelMissing.Add(1)
+				}
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
+		stream := startStream(t, f.tor, f.h1, vip2.Addr())
 		time.Sleep(200 * time.Millisecond)
 		s1.Close(true)
 		if l := s1.Log(); !strings.Contains(l, "sessions closed without NOTIFICATION") || strings.Contains(l, "sockets=0") {
@@ -332,8 +339,13 @@ func TestFabric(t *testing.T) {
 		<-done
 		n, _ := f.frr.Neighbor("198.18.1.2")
 		t.Logf("FRR: %d polls, vip1 from h1 missing in %d; stale while down: %v; last reset: %q", polls.Load(), missing.Load(), stale, n.LastResetDueTo)
-		if missing.Load() != 0 {
-			t.Errorf("FRR lost vip1 from h1 in %d of %d polls during the restart", missing.Load(), polls.Load())
+		if missing.Load() != 0 || kernelMissing.Load() != 0 {
+			t.Errorf("during the restart FRR lost vip1 from h1 in %d of %d polls, tor's kernel lost vip2 in %d", missing.Load(), polls.Load(), kernelMissing.Load())
+		}
+		if n, gap, err := stream.stop(); err != nil || n == 0 || gap > time.Second {
+			t.Errorf("TCP stream to vip2 through tor across the restart: %d bytes, longest gap %s, error %v", n, gap, err)
+		} else {
+			t.Logf("TCP stream to vip2 across the restart: %d bytes, longest gap %s, no reset", n, gap.Round(time.Millisecond))
 		}
 		if !stale {
 			t.Error("FRR did not mark h1's route stale while the speaker was down (graceful restart not used)")
@@ -345,6 +357,85 @@ func TestFabric(t *testing.T) {
 			t.Error("vip2 not re-advertised after the restart")
 		}
 	})
+}
+
+func netipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+type stream struct {
+	conn, srv net.Conn
+	quit      chan struct{}
+	done      chan struct{}
+	bytes     atomic.Int64
+	maxGap    atomic.Int64 // ns
+	err       error
+}
+
+// startStream serves TCP on vip (added to h's loopback) in h and streams to it from client
+// through the client's routing table (the route FRR installed), 1 KiB every 10 ms.
+func startStream(t *testing.T, client, h *netnstest.NS, vip netip.Addr) *stream {
+	t.Helper()
+	must(t, h.AddrAdd("lo", vip.String()+"/32"))
+	var ln net.Listener
+	must(t, h.Do(func() (err error) { ln, err = net.Listen("tcp", netip.AddrPortFrom(vip, 8080).String()); return err }))
+	t.Cleanup(func() { ln.Close() })
+	s := &stream{quit: make(chan struct{}), done: make(chan struct{})}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	must(t, client.Do(func() (err error) {
+		s.conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(vip, 8080).String(), 3*time.Second)
+		return err
+	}))
+	s.srv = <-accepted
+	go func() { // reader: counts bytes and the longest silence
+		buf := make([]byte, 4096)
+		last := time.Now()
+		for {
+			n, err := s.srv.Read(buf)
+			if n > 0 {
+				if g := int64(time.Since(last)); g > s.maxGap.Load() {
+					s.maxGap.Store(g)
+				}
+				last = time.Now()
+				s.bytes.Add(int64(n))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer close(s.done)
+		buf := make([]byte, 1024)
+		for {
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := s.conn.Write(buf); err != nil {
+				s.err = err
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *stream) stop() (int64, time.Duration, error) {
+	close(s.quit)
+	<-s.done
+	time.Sleep(100 * time.Millisecond)
+	s.conn.Close()
+	s.srv.Close()
+	return s.bytes.Load(), time.Duration(s.maxGap.Load()), s.err
 }
 
 type nstats struct{ updates, established int }
