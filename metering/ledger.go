@@ -18,12 +18,21 @@ const (
 	ResVolumeGiBSeconds = "volume_gib_seconds" // storage allocated x time
 )
 
-// Sample is one absolute, monotonic total of a reporter: what a pinned counter says now.
+// Sample is one absolute, monotonic total of a reporter (what a pinned counter says now), or
+// with Gauge a level that the ledger integrates over time: Resource "memory_mib_seconds" with
+// Level 2048 means 2048 MiB allocated now, and the ledger adds level x seconds between reports.
+// Item (e.g. a VM's name) keeps series apart within a department and resource, so one VM's
+// counter restarting does not look like the department's total going down.
 type Sample struct {
 	Department string `json:"department"`
 	Resource   string `json:"resource"`
-	Total      uint64 `json:"total"`
+	Item       string `json:"item,omitempty"`
+	Total      uint64 `json:"total,omitempty"`
+	Gauge      bool   `json:"gauge,omitempty"`
+	Level      uint64 `json:"level,omitempty"`
 }
+
+func (s Sample) key() string { return s.Department + "/" + s.Resource + "/" + s.Item }
 
 // Report is what an agent sends: every total it meters, read at Time.
 //
@@ -53,8 +62,33 @@ type Outcome struct {
 type reporterState struct {
 	Epoch  string            `json:"epoch"`
 	Seq    uint64            `json:"seq"`
-	Totals map[string]uint64 `json:"totals"` // department/resource -> total
+	Time   time.Time         `json:"time"`
+	Totals map[string]uint64 `json:"totals"`           // department/resource/item -> total
+	Levels map[string]uint64 `json:"levels,omitempty"` // gauges: department/resource/item -> level
+	RemMs  map[string]uint64 `json:"remMs,omitempty"`  // gauges: level x milliseconds not yet a whole unit
 	Gaps   int               `json:"gaps"`
+}
+
+// monthSpan is the part of an interval in one month.
+type monthSpan struct {
+	month string
+	ms    uint64
+}
+
+// splitMonths cuts [from, to) at month starts (UTC).
+func splitMonths(from, to time.Time) []monthSpan {
+	var out []monthSpan
+	from, to = from.UTC(), to.UTC()
+	for from.Before(to) {
+		next := time.Date(from.Year(), from.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+		end := to
+		if next.Before(to) {
+			end = next
+		}
+		out = append(out, monthSpan{Month(from), uint64(end.Sub(from).Milliseconds())})
+		from = end
+	}
+	return out
 }
 
 // Usage is one month's quantities: department -> resource -> amount in base units.
@@ -115,9 +149,8 @@ func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
 	if err := r.validate(); err != nil {
 		return Outcome{}, err
 	}
-	month := Month(r.Time)
 	for attempt := 0; attempt < 100; attempt++ {
-		out, err := l.try(ctx, r, month)
+		out, err := l.try(ctx, r)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}
@@ -126,7 +159,8 @@ func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
 	return Outcome{}, fmt.Errorf("report %d from %q: gave up after 100 conflicting updates", r.Seq, r.Reporter)
 }
 
-func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, error) {
+func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
+	month := Month(r.Time)
 	rk := l.reporterKey(r.Reporter)
 	cur, err := l.store.Get(ctx, rk)
 	if err != nil {
@@ -148,10 +182,55 @@ func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, erro
 	}
 	newEpoch := cur.Rev != 0 && r.Epoch != st.Epoch
 	out.Reset = newEpoch
+	adds := map[string]map[string]map[string]uint64{} // month -> department -> resource -> amount
+	add := func(month, k string, d uint64) {
+		if d == 0 {
+			return
+		}
+		parts := strings.SplitN(k, "/", 3)
+		dept, res := parts[0], parts[1]
+		if adds[month] == nil {
+			adds[month] = map[string]map[string]uint64{}
+		}
+		if adds[month][dept] == nil {
+			adds[month][dept] = map[string]uint64{}
+		}
+		adds[month][dept][res] += d
+		if out.Added[dept] == nil {
+			out.Added[dept] = map[string]uint64{}
+		}
+		out.Added[dept][res] += d
+	}
 	totals := make(map[string]uint64, len(r.Samples))
+	levels := map[string]uint64{}
 	for _, s := range r.Samples {
-		k := s.Department + "/" + s.Resource
-		totals[k] += s.Total
+		if s.Gauge {
+			levels[s.key()] += s.Level
+		} else {
+			totals[s.key()] += s.Total
+		}
+	}
+	// Gauges: the previous levels held from the previous report until this one (split at
+	// month starts); a series missing now ended here.
+	if cur.Rev != 0 && r.Time.After(st.Time) {
+		if st.RemMs == nil {
+			st.RemMs = map[string]uint64{}
+		}
+		for k, lv := range st.Levels {
+			for _, sp := range splitMonths(st.Time, r.Time) {
+				x := lv*sp.ms + st.RemMs[k]
+				add(sp.month, k, x/1000)
+				st.RemMs[k] = x % 1000
+			}
+		}
+	}
+	if cur.Rev == 0 || r.Time.After(st.Time) {
+		st.Levels, st.Time = levels, r.Time
+		for k := range st.RemMs {
+			if _, ok := levels[k]; !ok {
+				delete(st.RemMs, k)
+			}
+		}
 	}
 	for k, t := range totals {
 		var d uint64
@@ -169,14 +248,7 @@ func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, erro
 			out.Reset = true
 			d = t
 		}
-		if d == 0 {
-			continue
-		}
-		dept, res, _ := strings.Cut(k, "/")
-		if out.Added[dept] == nil {
-			out.Added[dept] = map[string]uint64{}
-		}
-		out.Added[dept][res] += d
+		add(month, k, d)
 	}
 	// Series missing from this report keep their last total (a report may carry a subset).
 	if st.Totals == nil || newEpoch {
@@ -190,24 +262,26 @@ func (l *Ledger) try(ctx context.Context, r Report, month string) (Outcome, erro
 	conds := map[string]int64{rk: cur.Rev}
 	b, _ := json.Marshal(st)
 	puts[rk] = b
-	for dept, add := range out.Added {
-		uk := l.usageKey(month, dept)
-		u, err := l.store.Get(ctx, uk)
-		if err != nil {
-			return Outcome{}, err
-		}
-		m := map[string]uint64{}
-		if u.Rev != 0 {
-			if err := json.Unmarshal(u.Value, &m); err != nil {
-				return Outcome{}, fmt.Errorf("usage %s of %q: %w", month, dept, err)
+	for month, byDept := range adds {
+		for dept, add := range byDept {
+			uk := l.usageKey(month, dept)
+			u, err := l.store.Get(ctx, uk)
+			if err != nil {
+				return Outcome{}, err
 			}
+			m := map[string]uint64{}
+			if u.Rev != 0 {
+				if err := json.Unmarshal(u.Value, &m); err != nil {
+					return Outcome{}, fmt.Errorf("usage %s of %q: %w", month, dept, err)
+				}
+			}
+			for res, v := range add {
+				m[res] += v
+			}
+			b, _ := json.Marshal(m)
+			puts[uk] = b
+			conds[uk] = u.Rev
 		}
-		for res, v := range add {
-			m[res] += v
-		}
-		b, _ := json.Marshal(m)
-		puts[uk] = b
-		conds[uk] = u.Rev
 	}
 	if err := l.store.Commit(ctx, conds, puts); err != nil {
 		return Outcome{}, err

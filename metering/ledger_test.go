@@ -227,7 +227,7 @@ func TestLedgerCases(t *testing.T) {
 // TestLedgerMonthBoundary: a delta belongs to the month of the reading that carries it.
 func TestLedgerMonthBoundary(t *testing.T) {
 	l := NewLedger(NewMemKV())
-	r := Report{Reporter: "h1", Epoch: "e", Seq: 1, Time: time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), Samples: []Sample{{"lands", ResNetRxBytes, 10}}}
+	r := Report{Reporter: "h1", Epoch: "e", Seq: 1, Time: time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), Samples: []Sample{{Department: "lands", Resource: ResNetRxBytes, Total: 10}}}
 	mustRecord(t, l, r)
 	r.Seq, r.PrevSeq, r.Time, r.Samples[0].Total = 2, 1, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC), 25
 	mustRecord(t, l, r)
@@ -247,7 +247,7 @@ func TestLedgerConcurrent(t *testing.T) {
 			var err error
 			for i := 1; i <= 50 && err == nil; i++ {
 				_, err = l.Record(context.Background(), Report{Reporter: fmt.Sprintf("h%d", h), Epoch: "e", Seq: uint64(i), PrevSeq: uint64(i - 1), Time: t0,
-					Samples: []Sample{{"lands", ResNetTxBytes, uint64(i * 10)}}})
+					Samples: []Sample{{Department: "lands", Resource: ResNetTxBytes, Total: uint64(i * 10)}}})
 			}
 			done <- err
 		}(h)
@@ -319,4 +319,57 @@ func TestLedgerExactlyOnceEtcd(t *testing.T) {
 		stop()
 		c, stop = startEtcd(t, dir, cport, pport)
 	})
+}
+
+// TestLedgerGauges: allocations are integrated between reports, split at month starts,
+// exactly (remainders carried), never twice; per-VM counters restart on their own.
+func TestLedgerGauges(t *testing.T) {
+	l := NewLedger(NewMemKV())
+	ctx := context.Background()
+	seq := uint64(0)
+	rep := func(at time.Time, samples ...Sample) Report {
+		seq++
+		return Report{Reporter: "h1", Epoch: "e", Seq: seq, PrevSeq: seq - 1, Time: at, Samples: samples}
+	}
+	mem := func(vm string, mib uint64) Sample {
+		return Sample{Department: "lands", Resource: ResMemoryMiBSeconds, Item: vm, Gauge: true, Level: mib}
+	}
+	cpu := func(vm string, s uint64) Sample {
+		return Sample{Department: "lands", Resource: ResVCPUSeconds, Item: vm, Total: s}
+	}
+	oct := time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)
+	mustRecord(t, l, rep(oct, mem("vm1", 2048), cpu("vm1", 100), cpu("vm2", 50)))
+	mustRecord(t, l, rep(oct.Add(30*time.Minute), mem("vm1", 2048), cpu("vm1", 160), cpu("vm2", 50)))
+	late := rep(oct.Add(45*time.Minute), mem("vm1", 4096))
+	last := rep(oct.Add(90*time.Minute), mem("vm1", 2048), cpu("vm1", 10), cpu("vm2", 60)) // vm1 restarted
+	mustRecord(t, l, last)
+	if o := mustRecord(t, l, late); o.Applied { // overtaken: ignored
+		t.Fatal("late report applied")
+	}
+	mustRecord(t, l, last)                          // duplicate
+	mustRecord(t, l, rep(oct.Add(100*time.Minute))) // vm1 gone: its memory counted up to here
+	mustRecord(t, l, rep(oct.Add(200*time.Minute))) // nothing allocated any more
+	u10, _ := l.Usage(ctx, "2026-10")
+	u11, _ := l.Usage(ctx, "2026-11")
+	if got, want := u10["lands"][ResMemoryMiBSeconds], uint64(2048*3600); got != want {
+		t.Errorf("october memory %d, want %d", got, want)
+	}
+	if got, want := u11["lands"][ResMemoryMiBSeconds], uint64(2048*30*60+2048*10*60); got != want {
+		t.Errorf("november memory %d, want %d", got, want)
+	}
+	// vCPU: 100 + 50 (first report) + 60 (october), then vm1's new 10 + vm2's 10 (november).
+	if u10["lands"][ResVCPUSeconds] != 210 || u11["lands"][ResVCPUSeconds] != 20 {
+		t.Errorf("vcpu october %d november %d, want 210 and 20", u10["lands"][ResVCPUSeconds], u11["lands"][ResVCPUSeconds])
+	}
+
+	// Fractions carry over: 3 MiB for 1.5 s, four times, is exactly 18 MiB-seconds.
+	l2 := NewLedger(NewMemKV())
+	seq = 0
+	at := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 5; i++ {
+		mustRecord(t, l2, rep(at.Add(time.Duration(i)*1500*time.Millisecond), mem("vm", 3)))
+	}
+	if u, _ := l2.Usage(ctx, "2026-11"); u["lands"][ResMemoryMiBSeconds] != 18 {
+		t.Errorf("3 MiB x 6 s = %d MiB-seconds, want 18", u["lands"][ResMemoryMiBSeconds])
+	}
 }
