@@ -1,0 +1,181 @@
+// Package compute is the host's compute agent: it turns the controller's desired VMs and volumes
+// into guests through a Provider (libvirt for real VMs, network namespaces for the lab and fast
+// tests), reconciles what exists against what is wanted (crash-safe: everything it makes carries
+// the "gc-" mark, so leftovers from a killed agent are found and removed) and reports usage.
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/govcloud/govcloud/controlplane/desired"
+)
+
+// State is where a VM is in its lifecycle.
+type State string
+
+// The lifecycle of a VM.
+const (
+	Pending  State = "pending"
+	Creating State = "creating"
+	Running  State = "running"
+	Stopped  State = "stopped"
+	Error    State = "error"
+	Deleting State = "deleting"
+)
+
+// NIC is one VM interface on a segment: the guest side gets MAC and Addr, the host side is a
+// port named Port on the bridge Bridge.
+type NIC struct {
+	Segment string
+	VLAN    int
+	MAC     net.HardwareAddr
+	Addr    netip.Prefix
+	Gateway netip.Addr
+	Bridge  string // segment bridge on the host
+	Port    string // host-side interface name (tap or veth); the network agent filters on it
+}
+
+// VolumeSpec is a block volume attached to a VM.
+type VolumeSpec struct {
+	Name    string
+	SizeGiB int
+	Image   string
+}
+
+// VMSpec is everything a provider needs to make one VM.
+type VMSpec struct {
+	Name       string
+	Department string
+	VCPUs      int
+	MemoryMiB  int
+	Image      string
+	Volumes    []VolumeSpec
+	NICs       []NIC
+}
+
+// VMStatus is what a provider reports about one VM.
+type VMStatus struct {
+	Name       string   `json:"name"`
+	Department string   `json:"department,omitempty"`
+	State      State    `json:"state"`
+	Message    string   `json:"message,omitempty"`
+	Addresses  []string `json:"addresses,omitempty"`
+	Ports      []string `json:"ports,omitempty"`
+	PID        int      `json:"pid,omitempty"`
+}
+
+// Usage is one VM's consumption for metering.
+type Usage struct {
+	VM          string  `json:"vm"`
+	Department  string  `json:"department"`
+	VCPUs       int     `json:"vcpus"`
+	VCPUSeconds float64 `json:"vcpuSeconds"`
+	MemoryBytes uint64  `json:"memoryBytes"`
+	VolumeBytes uint64  `json:"volumeBytes"` // allocated (not capacity) bytes of its volumes
+}
+
+// Provider makes and removes VMs. Ensure is idempotent by name: calling it again with the same
+// spec is a no-op, with a changed spec it replaces the VM. Delete of an absent VM is not an error.
+// List reports only what the provider owns.
+type Provider interface {
+	Ensure(ctx context.Context, spec VMSpec) (VMStatus, error)
+	Delete(ctx context.Context, name string) error
+	List(ctx context.Context) ([]VMStatus, error)
+	Usage(ctx context.Context) ([]Usage, error)
+}
+
+// VolumePruner is a provider that also keeps volumes apart from VMs: Prune removes the owned
+// volumes whose names are not in keep.
+type VolumePruner interface {
+	PruneVolumes(ctx context.Context, keep map[string]bool) error
+}
+
+// Naming gives the host-side names the network agent expects: the segment bridge of a VLAN and
+// the port of a VM's NIC on a segment (agent.GuestPort).
+type Naming struct {
+	Bridge func(vlan int) string
+	Port   func(vm, segment string) string
+}
+
+// ValidName reports whether a VM or volume name is usable in interface, namespace and file names.
+func ValidName(name string) error {
+	if name == "" || len(name) > 48 {
+		return fmt.Errorf("name %q: must be 1-48 characters", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("name %q: character %q not allowed (a-z 0-9 - . _)", name, c)
+		}
+	}
+	return nil
+}
+
+// FromDesired turns the controller's state for this host into VM specs, sorted by name.
+func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
+	vols := map[string]desired.Volume{}
+	for _, v := range st.Volumes {
+		vols[v.Name] = v
+	}
+	var out []VMSpec
+	var errs []error
+	for _, vm := range st.VMs {
+		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image}
+		if err := ValidName(vm.Name); err != nil {
+			errs = append(errs, fmt.Errorf("vm %q: %w", vm.Name, err))
+			continue
+		}
+		for _, name := range vm.Volumes {
+			v, ok := vols[name]
+			if !ok {
+				errs = append(errs, fmt.Errorf("vm %q: volume %q is not in the host's desired volumes", vm.Name, name))
+				continue
+			}
+			s.Volumes = append(s.Volumes, VolumeSpec{Name: v.Name, SizeGiB: v.SizeGiB, Image: v.Image})
+		}
+		for _, ifc := range vm.Interfaces {
+			nic := NIC{Segment: ifc.Segment, VLAN: ifc.VLAN, Bridge: n.Bridge(ifc.VLAN), Port: n.Port(vm.Name, ifc.Segment)}
+			var err error
+			if ifc.MAC != "" {
+				if nic.MAC, err = net.ParseMAC(ifc.MAC); err != nil {
+					errs = append(errs, fmt.Errorf("vm %q: segment %q: mac %q: %w", vm.Name, ifc.Segment, ifc.MAC, err))
+					continue
+				}
+			}
+			if ifc.IPv4 != "" {
+				if nic.Addr, err = netip.ParsePrefix(ifc.IPv4); err != nil {
+					errs = append(errs, fmt.Errorf("vm %q: segment %q: ipv4 %q: %w", vm.Name, ifc.Segment, ifc.IPv4, err))
+					continue
+				}
+			}
+			if ifc.Gateway != "" {
+				if nic.Gateway, err = netip.ParseAddr(ifc.Gateway); err != nil {
+					errs = append(errs, fmt.Errorf("vm %q: segment %q: gateway %q: %w", vm.Name, ifc.Segment, ifc.Gateway, err))
+					continue
+				}
+			}
+			s.NICs = append(s.NICs, nic)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, errors.Join(errs...)
+}
+
+// Fingerprint is a stable text of a spec; providers store it to tell "same VM" from "changed".
+func (s VMSpec) Fingerprint() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s|%s|%d|%d|%s", s.Name, s.Department, s.VCPUs, s.MemoryMiB, s.Image)
+	for _, v := range s.Volumes {
+		fmt.Fprintf(&b, "|v:%s:%d:%s", v.Name, v.SizeGiB, v.Image)
+	}
+	for _, n := range s.NICs {
+		fmt.Fprintf(&b, "|n:%s:%d:%s:%s:%s:%s:%s", n.Segment, n.VLAN, n.MAC, n.Addr, n.Gateway, n.Bridge, n.Port)
+	}
+	return b.String()
+}

@@ -1,0 +1,212 @@
+// Package guestimage builds the tiny bootable guest the compute tests and the lab boot, without
+// downloading anything: Debian's kernel (package linux-image-amd64, /boot/vmlinuz-*) and an
+// initramfs assembled here from busybox-static and the kernel package's own virtio modules. Its
+// init loads the modules, configures each NIC from the kernel command line (ip=ADDR::GW:MASK::ethN:off,
+// one per NIC; the kernel itself has no IP autoconfiguration), and serves HTTP with busybox httpd
+// answering the VM's name (gc.name=NAME).
+package guestimage
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Modules are the kernel modules the guest loads, in dependency order (Debian builds virtio as
+// modules). Paths are relative to /lib/modules/VERSION/kernel.
+var Modules = []string{
+	"drivers/virtio/virtio_ring.ko",
+	"drivers/virtio/virtio.ko",
+	"drivers/virtio/virtio_pci_legacy_dev.ko",
+	"drivers/virtio/virtio_pci_modern_dev.ko",
+	"drivers/virtio/virtio_pci.ko",
+	"net/core/failover.ko",
+	"drivers/net/net_failover.ko",
+	"drivers/net/virtio_net.ko",
+	"drivers/block/virtio_blk.ko",
+}
+
+// ReadyMarker is printed on the serial console once the guest serves HTTP.
+const ReadyMarker = "GOVCLOUD-GUEST-READY"
+
+const initScript = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+for m in ` + "@MODULES@" + `; do insmod /lib/modules/$m.ko 2>/dev/null; done
+name=guest
+for x in $(cat /proc/cmdline); do
+  case "$x" in
+    gc.name=*) name="${x#gc.name=}" ;;
+  esac
+done
+ip link set lo up
+for x in $(cat /proc/cmdline); do
+  case "$x" in
+    ip=*)
+      v="${x#ip=}"
+      addr=$(echo "$v" | cut -d: -f1); gw=$(echo "$v" | cut -d: -f3)
+      mask=$(echo "$v" | cut -d: -f4); dev=$(echo "$v" | cut -d: -f6)
+      [ -n "$dev" ] || dev=eth0
+      i=0; while [ ! -e /sys/class/net/$dev ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+      ifconfig "$dev" "$addr" netmask "$mask" up
+      if [ -n "$gw" ] && ! ip route | grep -q '^default'; then ip route add default via "$gw" dev "$dev"; fi
+      ;;
+  esac
+done
+mkdir -p /www
+echo "$name" > /www/index.html
+httpd -p 80 -h /www
+echo "` + ReadyMarker + ` $name" > /dev/console
+echo "` + ReadyMarker + ` $name" > /dev/ttyS0 2>/dev/null
+while true; do sleep 3600; done
+`
+
+// Options say where the kernel, its modules and busybox are.
+type Options struct {
+	KernelVersion string // default: the newest /boot/vmlinuz-* whose /lib/modules/VERSION has virtio_net.ko
+	Busybox       string // default /bin/busybox
+	Root          string // default "/" (tests may point at a fake tree)
+}
+
+// Image is a bootable guest: a kernel and an initramfs.
+type Image struct {
+	Kernel  string
+	Initrd  string
+	Version string
+}
+
+// FindKernel returns the Debian kernel version that has the guest's modules.
+func FindKernel(root string) (string, error) {
+	if root == "" {
+		root = "/"
+	}
+	ks, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(ks)))
+	for _, k := range ks {
+		v := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
+		if _, err := os.Stat(filepath.Join(root, "lib/modules", v, "kernel/drivers/net/virtio_net.ko")); err == nil {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no /boot/vmlinuz-* with virtio_net.ko under %s/lib/modules (install the linux-image-amd64 package)", root)
+}
+
+// Build writes the initramfs into dir (named by a hash of its content, so rebuilding is free)
+// and returns the image. dir must be readable by the hypervisor.
+func Build(dir string, o Options) (Image, error) {
+	if o.Root == "" {
+		o.Root = "/"
+	}
+	if o.Busybox == "" {
+		o.Busybox = filepath.Join(o.Root, "bin/busybox")
+	}
+	var err error
+	if o.KernelVersion == "" {
+		if o.KernelVersion, err = FindKernel(o.Root); err != nil {
+			return Image{}, err
+		}
+	}
+	img, err := Initramfs(o)
+	if err != nil {
+		return Image{}, err
+	}
+	sum := sha256.Sum256(img)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Image{}, fmt.Errorf("image dir %s: %w", dir, err)
+	}
+	out := Image{
+		Kernel:  filepath.Join(o.Root, "boot", "vmlinuz-"+o.KernelVersion),
+		Initrd:  filepath.Join(dir, "gc-initrd-"+hex.EncodeToString(sum[:6])+".img"),
+		Version: o.KernelVersion,
+	}
+	if _, err := os.Stat(out.Kernel); err != nil {
+		return Image{}, fmt.Errorf("kernel %s: %w", o.KernelVersion, err)
+	}
+	if _, err := os.Stat(out.Initrd); err == nil {
+		return out, nil
+	}
+	tmp := out.Initrd + ".tmp"
+	if err := os.WriteFile(tmp, img, 0o644); err != nil {
+		return Image{}, fmt.Errorf("write initramfs %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, out.Initrd); err != nil {
+		return Image{}, fmt.Errorf("install initramfs %s: %w", out.Initrd, err)
+	}
+	return out, nil
+}
+
+// Initramfs returns the gzipped newc cpio archive of the guest.
+func Initramfs(o Options) ([]byte, error) {
+	bb, err := os.ReadFile(o.Busybox)
+	if err != nil {
+		return nil, fmt.Errorf("busybox %s (install busybox-static): %w", o.Busybox, err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	w := &cpioWriter{w: zw}
+	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "www", "lib", "lib/modules"} {
+		w.dir(d)
+	}
+	w.node("dev/console", 0o020600, 5, 1)
+	w.node("dev/ttyS0", 0o020600, 4, 64)
+	w.file("bin/busybox", 0o755, bb)
+	var names []string
+	for _, m := range Modules {
+		p := filepath.Join(o.Root, "lib/modules", o.KernelVersion, "kernel", m)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("module %s of kernel %s: %w", m, o.KernelVersion, err)
+		}
+		n := strings.TrimSuffix(filepath.Base(m), ".ko")
+		names = append(names, n)
+		w.file("lib/modules/"+n+".ko", 0o644, b)
+	}
+	w.file("init", 0o755, []byte(strings.Replace(initScript, "@MODULES@", strings.Join(names, " "), 1)))
+	if err := w.close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("gzip initramfs: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// NIC is one guest interface for the command line.
+type NIC struct {
+	Addr    netip.Prefix
+	Gateway netip.Addr
+}
+
+// Cmdline is the kernel command line for a guest named name with its NICs (eth0, eth1, ...).
+func Cmdline(name string, nics []NIC) string {
+	parts := []string{"console=ttyS0", "panic=-1", "quiet", "gc.name=" + name}
+	for i, n := range nics {
+		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
+			continue
+		}
+		gw := ""
+		if n.Gateway.IsValid() {
+			gw = n.Gateway.String()
+		}
+		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s::eth%d:off", n.Addr.Addr(), gw, mask4(n.Addr.Bits()), i))
+	}
+	return strings.Join(parts, " ")
+}
+
+func mask4(bits int) string {
+	var m [4]byte
+	for i := 0; i < bits && i < 32; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(m).String()
+}

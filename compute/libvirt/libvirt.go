@@ -1,0 +1,560 @@
+// Package libvirt is the compute Provider that runs real VMs: qemu (TCG unless the host
+// offers more) under libvirtd, spoken to through go-libvirt (pure Go, the RPC protocol on the
+// libvirtd socket). Disks are qcow2 overlays on a base image in a storage pool (a directory pool
+// by default; the pool type is configuration). Guests boot the tiny image of package guestimage
+// directly (kernel, initramfs, command line with the NIC addresses). Everything it makes is named
+// "gc-..." and domains carry a govcloud metadata element, so a restarted agent finds its own
+// leftovers and nothing else.
+package libvirt
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/compute/guestimage"
+)
+
+const (
+	prefix      = "gc-"           // every domain and volume this provider owns
+	volPrefix   = "gc-vol-"       // data volumes (resources of their own)
+	rootSuffix  = "-root.qcow2"   // a VM's root overlay: gc-NAME-root.qcow2
+	baseVolume  = "gc-base.qcow2" // the base image overlays sit on
+	metadataURI = "https://govcloud.dev/compute/v1"
+)
+
+// Config configures the provider; zero values take the defaults.
+type Config struct {
+	Socket   string // libvirtd socket, default /run/libvirt/libvirt-sock
+	Pool     string // storage pool name, default gc-pool
+	PoolType string // "dir" (default); other types need PoolXML
+	PoolPath string // dir pool target, default /var/lib/govcloud/compute/pool
+	PoolXML  string // full pool definition when PoolType is not "dir" (e.g. rbd)
+	StateDir string // images and console logs, default /var/lib/govcloud/compute
+	Emulator string // default /usr/bin/qemu-system-x86_64
+	Log      *slog.Logger
+}
+
+// Provider is the libvirt compute provider.
+type Provider struct {
+	cfg  Config
+	l    *golibvirt.Libvirt
+	log  *slog.Logger
+	mu   sync.Mutex
+	pool golibvirt.StoragePool
+	img  guestimage.Image
+	base string // path of the base volume
+}
+
+// New connects to libvirtd, makes sure the storage pool, the base volume and the guest image
+// exist, and returns the provider.
+func New(ctx context.Context, cfg Config) (*Provider, error) {
+	if cfg.Socket == "" {
+		cfg.Socket = "/run/libvirt/libvirt-sock"
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = "gc-pool"
+	}
+	if cfg.PoolType == "" {
+		cfg.PoolType = "dir"
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/govcloud/compute"
+	}
+	if cfg.PoolPath == "" {
+		cfg.PoolPath = filepath.Join(cfg.StateDir, "pool")
+	}
+	if cfg.Emulator == "" {
+		cfg.Emulator = "/usr/bin/qemu-system-x86_64"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Provider{cfg: cfg, log: cfg.Log}
+	p.l = golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(cfg.Socket), dialers.WithLocalTimeout(5*time.Second)))
+	if err := p.l.Connect(); err != nil {
+		return nil, fmt.Errorf("connect to libvirtd at %s: %w", cfg.Socket, err)
+	}
+	var err error
+	if p.img, err = guestimage.Build(filepath.Join(cfg.StateDir, "images"), guestimage.Options{}); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("guest image: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "console"), 0o755); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("console dir: %w", err)
+	}
+	if err := p.ensurePool(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close disconnects from libvirtd.
+func (p *Provider) Close() error { return p.l.Disconnect() }
+
+func (p *Provider) ensurePool() error {
+	pool, err := p.l.StoragePoolLookupByName(p.cfg.Pool)
+	if err != nil {
+		x := p.cfg.PoolXML
+		if x == "" {
+			if p.cfg.PoolType != "dir" {
+				return fmt.Errorf("storage pool %q of type %q does not exist and no pool XML is configured", p.cfg.Pool, p.cfg.PoolType)
+			}
+			x = fmt.Sprintf("<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>", esc(p.cfg.Pool), esc(p.cfg.PoolPath))
+		}
+		if pool, err = p.l.StoragePoolDefineXML(x, 0); err != nil {
+			return fmt.Errorf("define storage pool %q: %w", p.cfg.Pool, err)
+		}
+		if p.cfg.PoolType == "dir" {
+			if err := p.l.StoragePoolBuild(pool, 0); err != nil {
+				return fmt.Errorf("build storage pool %q at %s: %w", p.cfg.Pool, p.cfg.PoolPath, err)
+			}
+		}
+		_ = p.l.StoragePoolSetAutostart(pool, 1)
+	}
+	if state, _, _, _, err := p.l.StoragePoolGetInfo(pool); err == nil && state != uint8(golibvirt.StoragePoolRunning) {
+		if err := p.l.StoragePoolCreate(pool, 0); err != nil {
+			return fmt.Errorf("start storage pool %q: %w", p.cfg.Pool, err)
+		}
+	}
+	p.pool = pool
+	_ = p.l.StoragePoolRefresh(pool, 0)
+	vol, err := p.l.StorageVolLookupByName(pool, baseVolume)
+	if err != nil {
+		x := fmt.Sprintf("<volume><name>%s</name><capacity unit='MiB'>64</capacity><target><format type='qcow2'/></target></volume>", baseVolume)
+		if vol, err = p.l.StorageVolCreateXML(pool, x, 0); err != nil {
+			return fmt.Errorf("create base volume %q in pool %q: %w", baseVolume, p.cfg.Pool, err)
+		}
+	}
+	if p.base, err = p.l.StorageVolGetPath(vol); err != nil {
+		return fmt.Errorf("path of base volume %q: %w", baseVolume, err)
+	}
+	return nil
+}
+
+func domName(vm string) string  { return prefix + vm }
+func rootName(vm string) string { return prefix + vm + rootSuffix }
+func dataName(v string) string  { return volPrefix + v + ".qcow2" }
+func esc(s string) string       { return html.EscapeString(s) }
+
+func fingerprint(s compute.VMSpec) string {
+	h := sha256.Sum256([]byte(s.Fingerprint()))
+	return hex.EncodeToString(h[:8])
+}
+
+type meta struct {
+	XMLName     xml.Name `xml:"vm"`
+	Department  string   `xml:"department,attr"`
+	Fingerprint string   `xml:"fingerprint,attr"`
+	VCPUs       int      `xml:"vcpus,attr"`
+}
+
+func (p *Provider) meta(d golibvirt.Domain) (meta, bool) {
+	s, err := p.l.DomainGetMetadata(d, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{metadataURI}, golibvirt.DomainAffectCurrent)
+	if err != nil {
+		return meta{}, false
+	}
+	var m meta
+	if err := xml.Unmarshal([]byte(s), &m); err != nil {
+		return meta{}, false
+	}
+	return m, true
+}
+
+// Ensure makes the VM exist and run with spec; a VM running with the same spec is left alone.
+func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStatus, error) {
+	if err := compute.ValidName(s.Name); err != nil {
+		return compute.VMStatus{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fp := fingerprint(s)
+	if d, err := p.l.DomainLookupByName(domName(s.Name)); err == nil {
+		m, ok := p.meta(d)
+		state, _, serr := p.l.DomainGetState(d, 0)
+		if ok && m.Fingerprint == fp && serr == nil && golibvirt.DomainState(state) == golibvirt.DomainRunning {
+			return p.status(d, s.Name, m), nil
+		}
+		p.log.Info("replacing vm", "vm", s.Name, "state", state, "fingerprint", m.Fingerprint, "want", fp)
+		if err := p.deleteLocked(s.Name); err != nil {
+			return compute.VMStatus{}, err
+		}
+	}
+	// Check before making anything: the segment bridges must exist.
+	for _, n := range s.NICs {
+		if _, err := net.InterfaceByName(n.Bridge); err != nil {
+			return compute.VMStatus{}, fmt.Errorf("vm %q: bridge %q of segment %q: %w", s.Name, n.Bridge, n.Segment, err)
+		}
+		if l, err := netlink.LinkByName(n.Port); err == nil { // a leftover tap of a crashed qemu
+			_ = netlink.LinkDel(l)
+		}
+	}
+	var made []golibvirt.StorageVol
+	fail := func(err error) (compute.VMStatus, error) {
+		for _, v := range made {
+			_ = p.l.StorageVolDelete(v, 0)
+		}
+		return compute.VMStatus{}, err
+	}
+	root, created, err := p.volume(rootName(s.Name), 64<<20, p.base)
+	if err != nil {
+		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
+	}
+	if created {
+		made = append(made, root)
+	}
+	disks := []string{}
+	rp, err := p.l.StorageVolGetPath(root)
+	if err != nil {
+		return fail(fmt.Errorf("vm %q: path of %s: %w", s.Name, root.Name, err))
+	}
+	disks = append(disks, rp)
+	for _, v := range s.Volumes {
+		backing := ""
+		if v.Image != "" {
+			backing = p.base
+		}
+		vol, created, err := p.volume(dataName(v.Name), uint64(v.SizeGiB)<<30, backing)
+		if err != nil {
+			return fail(fmt.Errorf("vm %q: volume %q: %w", s.Name, v.Name, err))
+		}
+		if created {
+			made = append(made, vol)
+		}
+		vp, err := p.l.StorageVolGetPath(vol)
+		if err != nil {
+			return fail(fmt.Errorf("vm %q: path of volume %q: %w", s.Name, v.Name, err))
+		}
+		disks = append(disks, vp)
+	}
+	m := meta{Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs}
+	d, err := p.l.DomainCreateXML(p.domainXML(s, m, disks), 0)
+	if err != nil {
+		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
+	}
+	return p.status(d, s.Name, m), nil
+}
+
+// volume returns the named volume of the pool, creating it (a qcow2 overlay on backing when
+// backing is set) when absent.
+func (p *Provider) volume(name string, size uint64, backing string) (golibvirt.StorageVol, bool, error) {
+	if v, err := p.l.StorageVolLookupByName(p.pool, name); err == nil {
+		return v, false, nil
+	}
+	x := fmt.Sprintf("<volume><name>%s</name><capacity unit='bytes'>%d</capacity><target><format type='qcow2'/></target>", esc(name), size)
+	if backing != "" {
+		x += fmt.Sprintf("<backingStore><path>%s</path><format type='qcow2'/></backingStore>", esc(backing))
+	}
+	x += "</volume>"
+	v, err := p.l.StorageVolCreateXML(p.pool, x, 0)
+	if err != nil {
+		return v, false, fmt.Errorf("create volume %q in pool %q: %w", name, p.cfg.Pool, err)
+	}
+	return v, true, nil
+}
+
+func (p *Provider) consoleLog(vm string) string {
+	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+".log")
+}
+
+// ConsoleLog returns what the VM printed on its serial console so far.
+func (p *Provider) ConsoleLog(vm string) string {
+	b, _ := os.ReadFile(p.consoleLog(vm))
+	return string(b)
+}
+
+func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
+	var nics []guestimage.NIC
+	for _, n := range s.NICs {
+		nics = append(nics, guestimage.NIC{Addr: n.Addr, Gateway: n.Gateway})
+	}
+	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
+	var b strings.Builder
+	fmt.Fprintf(&b, "<domain type='qemu'><name>%s</name>", esc(domName(s.Name)))
+	fmt.Fprintf(&b, "<metadata><gc:vm xmlns:gc='%s' department='%s' fingerprint='%s' vcpus='%d'/></metadata>", metadataURI, esc(m.Department), m.Fingerprint, m.VCPUs)
+	fmt.Fprintf(&b, "<memory unit='MiB'>%d</memory><vcpu>%d</vcpu>", mem, vcpus)
+	fmt.Fprintf(&b, "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>",
+		esc(p.img.Kernel), esc(p.img.Initrd), esc(guestimage.Cmdline(s.Name, nics)))
+	b.WriteString("<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash><devices>")
+	fmt.Fprintf(&b, "<emulator>%s</emulator>", esc(p.cfg.Emulator))
+	for i, d := range disks {
+		fmt.Fprintf(&b, "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vd%c' bus='virtio'/></disk>", esc(d), 'a'+i)
+	}
+	for _, n := range s.NICs {
+		b.WriteString("<interface type='bridge'>")
+		if len(n.MAC) > 0 {
+			fmt.Fprintf(&b, "<mac address='%s'/>", n.MAC)
+		}
+		fmt.Fprintf(&b, "<source bridge='%s'/><target dev='%s'/><model type='virtio'/></interface>", esc(n.Bridge), esc(n.Port))
+	}
+	fmt.Fprintf(&b, "<serial type='file'><source path='%s'/><target port='0'/></serial>", esc(p.consoleLog(s.Name)))
+	b.WriteString("<memballoon model='none'/></devices></domain>")
+	return b.String()
+}
+
+type domXML struct {
+	Devices struct {
+		Interfaces []struct {
+			Target struct {
+				Dev string `xml:"dev,attr"`
+			} `xml:"target"`
+		} `xml:"interface"`
+	} `xml:"devices"`
+}
+
+func (p *Provider) ports(d golibvirt.Domain) []string {
+	x, err := p.l.DomainGetXMLDesc(d, 0)
+	if err != nil {
+		return nil
+	}
+	var dx domXML
+	if xml.Unmarshal([]byte(x), &dx) != nil {
+		return nil
+	}
+	var out []string
+	for _, i := range dx.Devices.Interfaces {
+		out = append(out, i.Target.Dev)
+	}
+	return out
+}
+
+func (p *Provider) status(d golibvirt.Domain, vm string, m meta) compute.VMStatus {
+	st := compute.VMStatus{Name: vm, Department: m.Department, State: compute.Error}
+	state, _, err := p.l.DomainGetState(d, 0)
+	if err != nil {
+		st.Message = err.Error()
+		return st
+	}
+	switch golibvirt.DomainState(state) {
+	case golibvirt.DomainRunning, golibvirt.DomainBlocked:
+		st.State = compute.Running
+	case golibvirt.DomainShutoff, golibvirt.DomainShutdown:
+		st.State = compute.Stopped
+	case golibvirt.DomainPaused, golibvirt.DomainPmsuspended:
+		st.State = compute.Stopped
+		st.Message = "paused"
+	case golibvirt.DomainNostate:
+		st.State = compute.Creating
+	default:
+		st.Message = fmt.Sprintf("domain state %d", state)
+	}
+	st.Ports = p.ports(d)
+	if b, err := os.ReadFile(filepath.Join("/run/libvirt/qemu", domName(vm)+".pid")); err == nil {
+		st.PID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	return st
+}
+
+// Delete destroys the VM, its root overlay, its taps and its console log. Data volumes stay
+// (they are resources of their own, removed by PruneVolumes).
+func (p *Provider) Delete(ctx context.Context, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deleteLocked(name)
+}
+
+func (p *Provider) deleteLocked(name string) error {
+	var errs []error
+	if d, err := p.l.DomainLookupByName(domName(name)); err == nil {
+		ports := p.ports(d)
+		if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("destroy domain %s: %w", domName(name), err))
+		}
+		// A persistent domain (defined by someone by hand under our prefix) goes too.
+		if err := p.l.DomainUndefineFlags(d, golibvirt.DomainUndefineNvram); err != nil && !golibvirt.IsNotFound(err) {
+			var le golibvirt.Error
+			if !errors.As(err, &le) || le.Code != uint32(golibvirt.ErrOperationInvalid) {
+				errs = append(errs, fmt.Errorf("undefine domain %s: %w", domName(name), err))
+			}
+		}
+		for _, port := range ports {
+			if l, err := netlink.LinkByName(port); err == nil {
+				_ = netlink.LinkDel(l)
+			}
+		}
+	}
+	if v, err := p.l.StorageVolLookupByName(p.pool, rootName(name)); err == nil {
+		if err := p.l.StorageVolDelete(v, 0); err != nil {
+			errs = append(errs, fmt.Errorf("delete volume %s: %w", rootName(name), err))
+		}
+	}
+	_ = os.Remove(p.consoleLog(name))
+	return errors.Join(errs...)
+}
+
+// List reports every owned VM: running domains, and root overlays without a domain (leftovers
+// of a crash between creating the disk and starting the domain) in state error.
+func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	doms, _, err := p.l.ConnectListAllDomains(1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []compute.VMStatus
+	for _, d := range doms {
+		if !strings.HasPrefix(d.Name, prefix) {
+			continue
+		}
+		m, ok := p.meta(d)
+		if !ok {
+			continue // not ours: no govcloud metadata
+		}
+		vm := strings.TrimPrefix(d.Name, prefix)
+		seen[vm] = true
+		out = append(out, p.status(d, vm, m))
+	}
+	vols, err := p.ownedVolumes()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if vm, ok := strings.CutSuffix(strings.TrimPrefix(v.Name, prefix), rootSuffix); ok && strings.HasPrefix(v.Name, prefix) && !strings.HasPrefix(v.Name, volPrefix) && !seen[vm] {
+			seen[vm] = true
+			out = append(out, compute.VMStatus{Name: vm, State: compute.Error, Message: "root volume without a domain"})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (p *Provider) ownedVolumes() ([]golibvirt.StorageVol, error) {
+	_ = p.l.StoragePoolRefresh(p.pool, 0)
+	vols, _, err := p.l.StoragePoolListAllVolumes(p.pool, 1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes of pool %q: %w", p.cfg.Pool, err)
+	}
+	var out []golibvirt.StorageVol
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, prefix) && v.Name != baseVolume {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// Volumes lists the owned volumes' names (root overlays and data volumes), for leak checks.
+func (p *Provider) Volumes(ctx context.Context) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vols, err := p.ownedVolumes()
+	var out []string
+	for _, v := range vols {
+		out = append(out, v.Name)
+	}
+	sort.Strings(out)
+	return out, err
+}
+
+// PruneVolumes deletes the data volumes whose names are not in keep.
+func (p *Provider) PruneVolumes(ctx context.Context, keep map[string]bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vols, err := p.ownedVolumes()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range vols {
+		name, ok := strings.CutPrefix(v.Name, volPrefix)
+		if !ok {
+			continue
+		}
+		if keep[strings.TrimSuffix(name, ".qcow2")] {
+			continue
+		}
+		p.log.Info("deleting volume", "volume", v.Name)
+		if err := p.l.StorageVolDelete(v, 0); err != nil {
+			errs = append(errs, fmt.Errorf("delete volume %s: %w", v.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Usage reports each VM's CPU time, memory and the allocation of its volumes.
+func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	doms, _, err := p.l.ConnectListAllDomains(1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	var out []compute.Usage
+	for _, d := range doms {
+		m, ok := p.meta(d)
+		if !ok || !strings.HasPrefix(d.Name, prefix) {
+			continue
+		}
+		_, _, memKiB, nrCPU, cpuNs, err := p.l.DomainGetInfo(d)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		vm := strings.TrimPrefix(d.Name, prefix)
+		u := compute.Usage{VM: vm, Department: m.Department, VCPUs: int(nrCPU), VCPUSeconds: float64(cpuNs) / 1e9, MemoryBytes: memKiB << 10}
+		if v, err := p.l.StorageVolLookupByName(p.pool, rootName(vm)); err == nil {
+			if _, _, alloc, err := p.l.StorageVolGetInfo(v); err == nil {
+				u.VolumeBytes += alloc
+			}
+		}
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
+	return out, nil
+}
+
+// StartDaemon starts virtlogd and libvirtd (hosts and CI without systemd) unless the socket
+// answers already, and waits up to 15 s for it.
+func StartDaemon(ctx context.Context, socket string) error {
+	if socket == "" {
+		socket = "/run/libvirt/libvirt-sock"
+	}
+	if c, err := net.Dial("unix", socket); err == nil {
+		c.Close()
+		return nil
+	}
+	for _, d := range []string{"/var/log/libvirt", "/run/libvirt"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("libvirt dir %s: %w", d, err)
+		}
+	}
+	for _, bin := range []string{"virtlogd", "libvirtd"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found (install libvirt-daemon-system): %w", bin, err)
+		}
+	}
+	_ = exec.CommandContext(ctx, "virtlogd", "-d").Run() // already running is fine
+	if out, err := exec.CommandContext(ctx, "libvirtd", "-d").CombinedOutput(); err != nil {
+		return fmt.Errorf("start libvirtd: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("libvirtd did not open %s within 15s", socket)
+}

@@ -1,0 +1,380 @@
+// Package netns is the lightweight compute Provider: a "VM" is a network namespace gc-vm-NAME
+// with one veth per segment (host end named by the network agent's GuestPort, joined to the
+// segment bridge; guest end ethN with the controller's MAC and address), a default route via the
+// segment gateway and an HTTP server answering the VM's name. It stands in for real VMs in the
+// lab and in fast tests, behind the same interface as the libvirt provider.
+package netns
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/govcloud/govcloud/compute"
+)
+
+// Prefix names the namespaces this provider owns.
+const Prefix = "gc-vm-"
+
+// Config configures the provider.
+type Config struct {
+	// StateDir keeps one JSON file per VM (written before anything is made, so a killed agent's
+	// half-made VM is found again). Default /run/govcloud/compute/netns.
+	StateDir string
+	// HTTPCommand is the server a guest runs inside its namespace; default: this executable's
+	// hidden "guest-http --name VM --listen :80" subcommand.
+	HTTPCommand func(vm string) []string
+	Log         *slog.Logger
+}
+
+// Provider is the namespace provider.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+	mu  sync.Mutex
+}
+
+// New returns a provider; it makes nothing until Ensure.
+func New(cfg Config) (*Provider, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/run/govcloud/compute/netns"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HTTPCommand == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("own executable for guest-http: %w", err)
+		}
+		cfg.HTTPCommand = func(vm string) []string { return []string{exe, "guest-http", "--name", vm, "--listen", ":80"} }
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", cfg.StateDir, err)
+	}
+	return &Provider{cfg: cfg, log: cfg.Log}, nil
+}
+
+// BusyboxHTTP is an HTTPCommand serving the VM name with busybox httpd from a file under dir
+// (for tests, whose binary has no guest-http subcommand).
+func BusyboxHTTP(dir string) func(vm string) []string {
+	return func(vm string) []string {
+		www := filepath.Join(dir, "www-"+vm)
+		_ = os.MkdirAll(www, 0o755)
+		_ = os.WriteFile(filepath.Join(www, "index.html"), []byte(vm+"\n"), 0o644)
+		return []string{"busybox", "httpd", "-f", "-p", "80", "-h", www}
+	}
+}
+
+// NamespaceName is the namespace of a VM.
+func NamespaceName(vm string) string { return Prefix + vm }
+
+type record struct {
+	Name        string    `json:"name"`
+	Department  string    `json:"department"`
+	Fingerprint string    `json:"fingerprint"`
+	VCPUs       int       `json:"vcpus"`
+	MemoryMiB   int       `json:"memoryMiB"`
+	Ports       []string  `json:"ports"`
+	Addresses   []string  `json:"addresses"`
+	PID         int       `json:"pid"`
+	Created     time.Time `json:"created"`
+	Done        bool      `json:"done"` // every step succeeded
+}
+
+func (p *Provider) recPath(vm string) string { return filepath.Join(p.cfg.StateDir, vm+".json") }
+
+func (p *Provider) load(vm string) (record, bool) {
+	b, err := os.ReadFile(p.recPath(vm))
+	if err != nil {
+		return record{}, false
+	}
+	var r record
+	if json.Unmarshal(b, &r) != nil {
+		return record{Name: vm}, true
+	}
+	return r, true
+}
+
+func (p *Provider) save(r record) error {
+	b, _ := json.Marshal(r)
+	tmp := p.recPath(r.Name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write state of vm %q: %w", r.Name, err)
+	}
+	if err := os.Rename(tmp, p.recPath(r.Name)); err != nil {
+		return fmt.Errorf("write state of vm %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+func nsExists(ns string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", ns))
+	return err == nil
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid) }
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+}
+
+func run(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Ensure makes the namespace guest exist with spec.
+func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStatus, error) {
+	if err := compute.ValidName(s.Name); err != nil {
+		return compute.VMStatus{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fp := s.Fingerprint()
+	if r, ok := p.load(s.Name); ok {
+		if r.Done && r.Fingerprint == fp && nsExists(NamespaceName(s.Name)) && alive(r.PID) {
+			return p.status(r), nil
+		}
+		if err := p.deleteLocked(ctx, s.Name); err != nil {
+			return compute.VMStatus{}, err
+		}
+	} else if nsExists(NamespaceName(s.Name)) {
+		if err := p.deleteLocked(ctx, s.Name); err != nil {
+			return compute.VMStatus{}, err
+		}
+	}
+	for _, n := range s.NICs {
+		if _, err := net.InterfaceByName(n.Bridge); err != nil {
+			return compute.VMStatus{}, fmt.Errorf("vm %q: bridge %q of segment %q: %w", s.Name, n.Bridge, n.Segment, err)
+		}
+	}
+	r := record{Name: s.Name, Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, Created: time.Now().UTC()}
+	for _, n := range s.NICs {
+		r.Ports = append(r.Ports, n.Port)
+		if n.Addr.IsValid() {
+			r.Addresses = append(r.Addresses, n.Addr.Addr().String())
+		}
+	}
+	if err := p.save(r); err != nil { // intent first: a crash from here on is found by List
+		return compute.VMStatus{}, err
+	}
+	if err := p.create(ctx, s, &r); err != nil {
+		if derr := p.deleteLocked(ctx, s.Name); derr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up: %w", derr))
+		}
+		return compute.VMStatus{}, fmt.Errorf("vm %q: %w", s.Name, err)
+	}
+	r.Done = true
+	if err := p.save(r); err != nil {
+		return compute.VMStatus{}, err
+	}
+	return p.status(r), nil
+}
+
+func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) error {
+	ns := NamespaceName(s.Name)
+	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		return err
+	}
+	steps := [][]string{{"ip", "-n", ns, "link", "set", "lo", "up"}}
+	var gw string
+	for i, n := range s.NICs {
+		dev := fmt.Sprintf("eth%d", i)
+		steps = append(steps, []string{"ip", "link", "add", n.Port, "type", "veth", "peer", "name", dev, "netns", ns})
+		steps = append(steps, []string{"ip", "link", "set", n.Port, "master", n.Bridge, "up"})
+		if len(n.MAC) > 0 {
+			steps = append(steps, []string{"ip", "-n", ns, "link", "set", dev, "address", n.MAC.String()})
+		}
+		if n.Addr.IsValid() {
+			steps = append(steps, []string{"ip", "-n", ns, "addr", "add", n.Addr.String(), "dev", dev})
+		}
+		steps = append(steps, []string{"ip", "-n", ns, "link", "set", dev, "up"})
+		// Checksums: veth leaves TX checksums to the receiver, which XDP on the host cannot do.
+		steps = append(steps, []string{"ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"})
+		if gw == "" && n.Gateway.IsValid() {
+			gw = n.Gateway.String()
+			steps = append(steps, []string{"ip", "-n", ns, "route", "replace", "default", "via", gw, "dev", dev})
+		}
+	}
+	for _, st := range steps {
+		if err := run(ctx, st...); err != nil {
+			return err
+		}
+	}
+	args := append([]string{"netns", "exec", ns}, p.cfg.HTTPCommand(s.Name)...)
+	logf, err := os.OpenFile(filepath.Join(p.cfg.StateDir, s.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("guest log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start guest http server: %w", err)
+	}
+	r.PID = cmd.Process.Pid
+	go cmd.Wait() // reap it if it dies while we run
+	return nil
+}
+
+func (p *Provider) status(r record) compute.VMStatus {
+	st := compute.VMStatus{Name: r.Name, Department: r.Department, Addresses: r.Addresses, Ports: r.Ports, PID: r.PID}
+	switch {
+	case !r.Done:
+		st.State, st.Message = compute.Error, "half-made (agent stopped while creating)"
+	case !nsExists(NamespaceName(r.Name)):
+		st.State, st.Message = compute.Error, "namespace missing"
+	case !alive(r.PID):
+		st.State, st.Message = compute.Stopped, "http server not running"
+	default:
+		st.State = compute.Running
+	}
+	return st
+}
+
+// Delete kills the guest's processes, removes its ports, namespace and state.
+func (p *Provider) Delete(ctx context.Context, name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deleteLocked(ctx, name)
+}
+
+func (p *Provider) deleteLocked(ctx context.Context, name string) error {
+	ns := NamespaceName(name)
+	r, _ := p.load(name)
+	var errs []error
+	if nsExists(ns) {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	}
+	if r.PID > 0 && alive(r.PID) && inNamespaceCmd(r.PID, name) {
+		_ = syscall.Kill(r.PID, syscall.SIGKILL)
+	}
+	for _, port := range r.Ports {
+		if _, err := net.InterfaceByName(port); err == nil {
+			if err := run(ctx, "ip", "link", "del", port); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if nsExists(ns) {
+		if err := run(ctx, "ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		_ = os.Remove(p.recPath(name))
+		_ = os.Remove(filepath.Join(p.cfg.StateDir, name+".log"))
+		_ = os.RemoveAll(filepath.Join(p.cfg.StateDir, "www-"+name))
+	}
+	return errors.Join(errs...)
+}
+
+// inNamespaceCmd guards against killing a recycled PID: the process must be our server.
+func inNamespaceCmd(pid int, vm string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), vm)
+}
+
+// List reports every owned guest: state files and gc-vm-* namespaces.
+func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	names := map[string]bool{}
+	files, err := os.ReadDir(p.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("read state dir %s: %w", p.cfg.StateDir, err)
+	}
+	for _, f := range files {
+		if n, ok := strings.CutSuffix(f.Name(), ".json"); ok {
+			names[n] = true
+		}
+	}
+	nss, _ := os.ReadDir("/run/netns")
+	for _, f := range nss {
+		if n, ok := strings.CutPrefix(f.Name(), Prefix); ok {
+			names[n] = true
+		}
+	}
+	var out []compute.VMStatus
+	for n := range names {
+		r, ok := p.load(n)
+		if !ok {
+			out = append(out, compute.VMStatus{Name: n, State: compute.Error, Message: "namespace without state"})
+			continue
+		}
+		out = append(out, p.status(r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Usage reports each guest's CPU time (its processes') and its nominal memory.
+func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
+	vms, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []compute.Usage
+	for _, v := range vms {
+		r, ok := p.load(v.Name)
+		if !ok {
+			continue
+		}
+		u := compute.Usage{VM: r.Name, Department: r.Department, VCPUs: r.VCPUs, MemoryBytes: uint64(r.MemoryMiB) << 20}
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", NamespaceName(r.Name)).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				u.VCPUSeconds += cpuSeconds(f)
+			}
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+func cpuSeconds(pid string) float64 {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime, stime are fields 14, 15
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
