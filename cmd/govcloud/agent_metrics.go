@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -8,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
@@ -244,4 +247,72 @@ func counterEpoch(pin string) string {
 		}
 	}
 	return fmt.Sprintf("%s/%d", strings.TrimSpace(string(boot)), ino)
+}
+
+// computeSource adapts a compute provider to metering.ComputeSource.
+type computeSource struct {
+	p   compute.Provider
+	ctx context.Context
+}
+
+func (s computeSource) usage() ([]compute.Usage, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+	defer cancel()
+	return s.p.Usage(ctx)
+}
+
+// VMs implements metering.ComputeSource.
+func (s computeSource) VMs() ([]metering.VMUsage, error) {
+	us, err := s.usage()
+	out := make([]metering.VMUsage, 0, len(us))
+	for _, u := range us {
+		out = append(out, metering.VMUsage{Department: u.Department, VM: u.VM, VCPUSeconds: u.VCPUSeconds})
+	}
+	return out, err
+}
+
+// Volumes implements metering.ComputeSource: compute reports allocated bytes per VM, so the
+// volume label is the VM's name.
+func (s computeSource) Volumes() ([]metering.VolumeUsage, error) {
+	us, err := s.usage()
+	out := make([]metering.VolumeUsage, 0, len(us))
+	for _, u := range us {
+		out = append(out, metering.VolumeUsage{Department: u.Department, Volume: u.VM, AllocatedBytes: u.VolumeBytes})
+	}
+	return out, err
+}
+
+// computeMetrics is the compute agent's /metrics handler (govcloud_vm_vcpu_seconds_total,
+// govcloud_volume_allocated_bytes).
+func computeMetrics(ctx context.Context, p compute.Provider, host string) http.Handler {
+	return metering.Handler(metering.NewCollector(metering.Sources{Host: host, Compute: computeSource{p: p, ctx: ctx}}, nil))
+}
+
+// computeSamples turns a provider's usage into ledger samples: vCPU-seconds as per-VM
+// counters (a restarted VM starts again from zero on its own), memory and volumes as levels
+// the ledger integrates over time.
+func computeSamples(us []compute.Usage) []metering.Sample {
+	out := make([]metering.Sample, 0, 3*len(us))
+	for _, u := range us {
+		out = append(out,
+			metering.Sample{Department: u.Department, Resource: metering.ResVCPUSeconds, Item: u.VM, Total: uint64(u.VCPUSeconds)},
+			metering.Sample{Department: u.Department, Resource: metering.ResMemoryMiBSeconds, Item: u.VM, Gauge: true, Level: u.MemoryBytes >> 20},
+			metering.Sample{Department: u.Department, Resource: metering.ResVolumeGiBSeconds, Item: u.VM, Gauge: true, Level: (u.VolumeBytes + 1<<30 - 1) >> 30})
+	}
+	return out
+}
+
+// computeUsageReporter reports a compute host's VM usage to the ledger. The epoch is constant:
+// vCPU time is a per-VM counter whose restarts the ledger sees per VM.
+func computeUsageReporter(ctx context.Context, p compute.Provider, host string, c *metering.Client) *metering.Reporter {
+	src := computeSource{p: p, ctx: ctx}
+	return &metering.Reporter{
+		Name:  host + "-compute",
+		Epoch: func() string { return "compute" },
+		Samples: func() ([]metering.Sample, error) {
+			us, err := src.usage()
+			return computeSamples(us), err
+		},
+		Send: c.Report,
+	}
 }
