@@ -133,6 +133,9 @@ func startSpeaker(t testing.TB, ns *netnstest.NS, env ...string) *remote {
 	t.Cleanup(func() {
 		r.stop()
 		errf.Close()
+		if b, _ := os.ReadFile(errPath); strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
+			t.Errorf("speaker in %s: data race or panic in its log", ns.Name)
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(errPath)
 			t.Logf("speaker in %s log:\n%s", ns.Name, tail(string(b), 6000))
