@@ -20,7 +20,8 @@ import (
 type Speaker interface {
 	// Set makes the speaker's sessions and advertised routes equal to cfg and adverts.
 	// Calling it again with the same arguments changes nothing; a change that does not
-	// touch a session's own settings never resets that session.
+	// touch a session's own settings never resets that session. The zero Config with no
+	// advertisements means "no BGP": the speaker stops and its sessions close.
 	Set(cfg Config, adverts []Advertisement) error
 	// Status reports every configured peer, sorted by address.
 	Status() []PeerStatus
@@ -166,6 +167,11 @@ type PeerStatus struct {
 	Advertised int `json:"advertised"`
 	// EndOfRIBReceived: the peer sent End-of-RIB for every graceful-restart family.
 	EndOfRIBReceived bool `json:"endOfRIBReceived"`
+}
+
+// IsZero reports whether cfg is the zero Config ("no BGP on this host").
+func (cfg Config) IsZero() bool {
+	return !cfg.RouterID.IsValid() && cfg.ASN == 0 && cfg.ListenPort == 0 && len(cfg.Peers) == 0
 }
 
 // Validate checks a desired state before any of it is applied.

@@ -73,8 +73,14 @@ func TestFakeIsIdempotent(t *testing.T) {
 	if err := f.Set(validCfg(), adv[:1]); err != nil || f.Changes != 2 {
 		t.Fatalf("withdraw: err %v changes %d", err, f.Changes)
 	}
-	if err := f.Set(Config{}, nil); err == nil {
+	if err := f.Set(Config{ASN: 1}, nil); err == nil {
 		t.Fatal("fake accepted an invalid config")
+	}
+	if err := f.Set(Config{}, nil); err != nil || len(f.Status()) != 0 {
+		t.Fatalf("zero config (no BGP): err %v status %v", err, f.Status())
+	}
+	if err := f.Set(validCfg(), adv); err != nil {
+		t.Fatal(err)
 	}
 	_ = f.Close(context.Background(), true)
 	if err := f.Set(validCfg(), adv); err != ErrClosed {

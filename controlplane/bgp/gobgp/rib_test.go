@@ -45,6 +45,12 @@ func TestSetWithoutPeers(t *testing.T) {
 	if got, want := s.ribPrefixes(t), []string{"198.18.100.1/32", "2001:db8:100::1/128"}; !slices.Equal(got, want) {
 		t.Fatalf("after withdrawing vip2: RIB %v, want %v", got, want)
 	}
+	if err := s.Set(bgp.Config{}, nil); err != nil || s.srv != nil {
+		t.Fatalf("Set of the zero config: err %v, server still running: %v", err, s.srv != nil)
+	}
+	if err := s.Set(cfg, h1Adverts(false)); err != nil || len(s.ribPrefixes(t)) != 2 {
+		t.Fatalf("Set after the zero config: err %v", err)
+	}
 }
 
 func TestLocalPathsHaveNoNeighbor(t *testing.T) {

@@ -68,6 +68,17 @@ func New(opts Options) *Speaker {
 // re-creates only the peers whose own settings changed. Routes are applied before new peers
 // so a restarted speaker's first UPDATEs already carry every route.
 func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
+	if cfg.IsZero() && len(adverts) == 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return bgp.ErrClosed
+		}
+		if s.srv != nil {
+			s.log.Info("bgp: no BGP configuration any more; stopping the speaker")
+		}
+		return s.stop(context.Background(), false)
+	}
 	if err := bgp.Validate(cfg, adverts); err != nil {
 		return fmt.Errorf("bgp desired state: %w", err)
 	}
