@@ -133,6 +133,16 @@ func BenchmarkBGPReport(b *testing.B) {
 	if st.Advertised != n {
 		b.Errorf("speaker reports %d advertised, want %d", st.Advertised, n)
 	}
+
+	// 3. Withdraw all 10,000 at once.
+	at = sp.MustSet(cfg, nil)
+	frrtest.WaitFor(b, "FRR to drop the 10,000 VIPs", 60*time.Second, func() (bool, error) {
+		got, err := frr.Count("ipv4")
+		held = time.Now()
+		return err == nil && got == 0, err
+	})
+	b.ReportMetric(held.Sub(at).Seconds(), "10k-withdraw-s")
+	fmt.Printf("bgp: withdrawing 10,000 VIPs: FRR held none after %s\n", held.Sub(at).Round(time.Millisecond))
 }
 
 type wireEvent struct {
