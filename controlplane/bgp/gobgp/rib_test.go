@@ -39,6 +39,19 @@ func TestSetWithoutPeers(t *testing.T) {
 	if got, want := s.ribPrefixes(t), []string{"198.18.100.1/32", "198.18.100.2/32", "2001:db8:100::1/128"}; !slices.Equal(got, want) {
 		t.Fatalf("RIB %v, want %v", got, want)
 	}
+	adv := h1Adverts(true)
+	med := uint32(10)
+	adv[2].MED = &med
+	if err := s.Set(cfg, adv); err != nil {
+		t.Fatal(err)
+	}
+	med = 20 // the caller reusing its variable must not change what Set remembered
+	if *s.paths[vip2].MED != 10 {
+		t.Fatal("the speaker's memory of an advertisement shares the caller's MED variable")
+	}
+	if err := s.Set(cfg, adv); err != nil || *s.paths[vip2].MED != 20 {
+		t.Fatalf("MED change not applied (err %v, remembered MED %d)", err, *s.paths[vip2].MED)
+	}
 	if err := s.Set(cfg, h1Adverts(false)); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +82,9 @@ func TestLocalPathsHaveNoNeighbor(t *testing.T) {
 
 func TestPeerSettingsReachGoBGP(t *testing.T) {
 	s := New(Options{Restarting: true, ConnectRetry: 2 * time.Second})
+	if !s.restarting {
+		t.Fatal("Options.Restarting not kept for the first Set")
+	}
 	p := bgp.Peer{Address: netip.MustParseAddr("2001:db8::1"), ASN: 65000, Port: 1179, Password: "pw-x",
 		HoldTime: 30 * time.Second, Multihop: 4, IPv4: true, IPv6: true, GracefulRestart: true, RestartTime: 90 * time.Second}
 	ap := s.apiPeer(p)
@@ -86,6 +102,10 @@ func TestPeerSettingsReachGoBGP(t *testing.T) {
 	}
 	if len(ap.AfiSafis) != 2 || !ap.AfiSafis[0].MpGracefulRestart.Config.Enabled || ap.AfiSafis[1].Config.Family.Afi != api.Family_AFI_IP6 {
 		t.Errorf("families %v", ap.AfiSafis)
+	}
+	s.restarting = false // after the first Set
+	if s.apiPeer(p).GracefulRestart.LocalRestarting {
+		t.Error("a peer added after the restart's first Set claims to be restarting")
 	}
 	plain := s.apiPeer(bgp.Peer{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000})
 	if plain.EbgpMultihop != nil || plain.GracefulRestart != nil || len(plain.AfiSafis) != 1 || plain.AfiSafis[0].Config.Family.Afi != api.Family_AFI_IP || plain.Timers.Config.HoldTime != 90 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -48,6 +49,9 @@ type Speaker struct {
 	peers  map[netip.Addr]bgp.Peer
 	paths  map[netip.Prefix]bgp.Advertisement
 	closed bool
+	// restarting is Options.Restarting until the first Set has added its peers: peers added
+	// later are not part of the restart.
+	restarting bool
 }
 
 var _ bgp.Speaker = (*Speaker)(nil)
@@ -60,7 +64,7 @@ func New(opts Options) *Speaker {
 	if opts.ConnectRetry <= 0 {
 		opts.ConnectRetry = 5 * time.Second
 	}
-	return &Speaker{opts: opts, log: opts.Logger, logs: newLogAdapter(opts.Logger)}
+	return &Speaker{opts: opts, log: opts.Logger, logs: newLogAdapter(opts.Logger), restarting: opts.Restarting}
 }
 
 // Set applies the whole desired state: it starts the server (or restarts it when the router
@@ -99,7 +103,9 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 			return err
 		}
 	}
-	s.logs.setSecrets(cfg.Peers)
+	defer func() { s.restarting = false }()
+	known := slices.Collect(maps.Values(s.peers))
+	s.logs.setSecrets(append(known, cfg.Peers...))
 
 	var errs []error
 	// Routes: withdraw what is gone, (re)announce what is new or changed.
@@ -135,7 +141,7 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
 			continue
 		}
-		s.paths[a.Prefix] = a
+		s.paths[a.Prefix] = cloneAdvert(a)
 	}
 
 	// Peers: only those whose settings changed are touched.
@@ -167,6 +173,22 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		s.log.Info("bgp: peer added", "peer", p.String())
 	}
 	return errors.Join(errs...)
+}
+
+// cloneAdvert copies a so later changes to the caller's slices or pointers cannot change
+// what the speaker believes it advertises.
+func cloneAdvert(a bgp.Advertisement) bgp.Advertisement {
+	a.Communities = slices.Clone(a.Communities)
+	a.LargeCommunities = slices.Clone(a.LargeCommunities)
+	if a.LocalPref != nil {
+		v := *a.LocalPref
+		a.LocalPref = &v
+	}
+	if a.MED != nil {
+		v := *a.MED
+		a.MED = &v
+	}
+	return a
 }
 
 func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
@@ -320,7 +342,7 @@ func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 			// The speaker imports nothing, so waiting for peers' End-of-RIB before sending
 			// ours gains nothing; keep the wait short.
 			DeferralTime:    2,
-			LocalRestarting: s.opts.Restarting,
+			LocalRestarting: s.restarting,
 		}
 	}
 	v4, v6 := p.Families()
