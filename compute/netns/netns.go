@@ -36,7 +36,10 @@ type Config struct {
 	// HTTPCommand is the server a guest runs inside its namespace; default: this executable's
 	// hidden "guest-http --name VM --listen :80" subcommand.
 	HTTPCommand func(vm string) []string
-	Log         *slog.Logger
+	// Prefix of the namespaces, default Prefix (tests use their own so a lab teardown running
+	// beside them, which sweeps gc-vm-*, leaves them alone).
+	Prefix string
+	Log    *slog.Logger
 }
 
 // Provider is the namespace provider.
@@ -53,6 +56,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = Prefix
 	}
 	if cfg.HTTPCommand == nil {
 		exe, err := os.Executable()
@@ -79,7 +85,7 @@ func BusyboxHTTP(dir string) func(vm string) []string {
 }
 
 // NamespaceName is the namespace of a VM.
-func NamespaceName(vm string) string { return Prefix + vm }
+func (p *Provider) NamespaceName(vm string) string { return p.cfg.Prefix + vm }
 
 type record struct {
 	Name        string    `json:"name"`
@@ -154,13 +160,13 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	defer p.mu.Unlock()
 	fp := s.Fingerprint()
 	if r, ok := p.load(s.Name); ok {
-		if r.Done && r.Fingerprint == fp && nsExists(NamespaceName(s.Name)) && alive(r.PID) {
+		if r.Done && r.Fingerprint == fp && nsExists(p.NamespaceName(s.Name)) && alive(r.PID) {
 			return p.status(r), nil
 		}
 		if err := p.deleteLocked(ctx, s.Name); err != nil {
 			return compute.VMStatus{}, err
 		}
-	} else if nsExists(NamespaceName(s.Name)) {
+	} else if nsExists(p.NamespaceName(s.Name)) {
 		if err := p.deleteLocked(ctx, s.Name); err != nil {
 			return compute.VMStatus{}, err
 		}
@@ -194,7 +200,7 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 }
 
 func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) error {
-	ns := NamespaceName(s.Name)
+	ns := p.NamespaceName(s.Name)
 	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
 		return err
 	}
@@ -245,7 +251,7 @@ func (p *Provider) status(r record) compute.VMStatus {
 	switch {
 	case !r.Done:
 		st.State, st.Message = compute.Error, "half-made (agent stopped while creating)"
-	case !nsExists(NamespaceName(r.Name)):
+	case !nsExists(p.NamespaceName(r.Name)):
 		st.State, st.Message = compute.Error, "namespace missing"
 	case !alive(r.PID):
 		st.State, st.Message = compute.Stopped, "http server not running"
@@ -263,7 +269,7 @@ func (p *Provider) Delete(ctx context.Context, name string) error {
 }
 
 func (p *Provider) deleteLocked(ctx context.Context, name string) error {
-	ns := NamespaceName(name)
+	ns := p.NamespaceName(name)
 	r, _ := p.load(name)
 	var errs []error
 	if nsExists(ns) {
@@ -320,7 +326,7 @@ func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
 	}
 	nss, _ := os.ReadDir("/run/netns")
 	for _, f := range nss {
-		if n, ok := strings.CutPrefix(f.Name(), Prefix); ok {
+		if n, ok := strings.CutPrefix(f.Name(), p.cfg.Prefix); ok {
 			names[n] = true
 		}
 	}
@@ -350,7 +356,7 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 			continue
 		}
 		u := compute.Usage{VM: r.Name, Department: r.Department, VCPUs: r.VCPUs, MemoryBytes: uint64(r.MemoryMiB) << 20}
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", NamespaceName(r.Name)).Output(); err == nil {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", p.NamespaceName(r.Name)).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				u.VCPUSeconds += cpuSeconds(f)
 			}

@@ -1,0 +1,117 @@
+package libvirt
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// A VM made through the provider boots under qemu (TCG), takes the controller's address and MAC
+// from the kernel command line and answers HTTP with its name to a neighbour guest on the same
+// segment bridge; Ensure again changes nothing; Delete leaves no domain, volume, tap or log.
+func TestVMBootsAndAnswersNeighbour(t *testing.T) {
+	p := requireLibvirt(t)
+	ctx := context.Background()
+	br := bridge(t, 3901)
+	np := netnsProvider(t)
+
+	peer := spec("tpeer", 3901, "198.18.201.20/24", "02:00:00:c7:00:20")
+	if _, err := np.Ensure(ctx, peer); err != nil {
+		t.Fatalf("neighbour guest: %v", err)
+	}
+	t.Cleanup(func() { np.Delete(ctx, peer.Name) })
+
+	vm := spec("tvm1", 3901, "198.18.201.10/24", "52:54:00:c7:00:10")
+	t.Cleanup(func() { p.Delete(ctx, vm.Name) })
+	start := time.Now()
+	st, err := p.Ensure(ctx, vm)
+	if err != nil {
+		t.Fatalf("ensure %s: %v", vm.Name, err)
+	}
+	t.Logf("ensure took %v; status %+v", time.Since(start), st)
+	if st.State != "running" || st.PID == 0 {
+		t.Fatalf("status %+v: want running with a qemu pid", st)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.PID)); err != nil {
+		t.Fatalf("qemu pid %d: %v", st.PID, err)
+	}
+	tap, err := netlink.LinkByName(vm.NICs[0].Port)
+	if err != nil {
+		t.Fatalf("tap %s: %v", vm.NICs[0].Port, err)
+	}
+	brl, _ := netlink.LinkByName(br)
+	if tap.Attrs().MasterIndex != brl.Attrs().Index {
+		t.Fatalf("tap %s master index %d, want bridge %s (%d)", tap.Attrs().Name, tap.Attrs().MasterIndex, br, brl.Attrs().Index)
+	}
+
+	waitFor(t, 90*time.Second, "vm answers HTTP from the neighbour", func() error {
+		body, err := get(np.NamespaceName(peer.Name), "http://198.18.201.10/")
+		if err != nil {
+			return fmt.Errorf("%v: %s (console: %q)", err, body, tail(p.ConsoleLog(vm.Name)))
+		}
+		if body != "tvm1" {
+			return fmt.Errorf("body %q, want tvm1", body)
+		}
+		return nil
+	})
+	t.Logf("answering %v after ensure", time.Since(start))
+	// The guest's MAC is the controller's: the neighbour learned it.
+	neigh, err := sh("ip", "netns", "exec", np.NamespaceName(peer.Name), "ip", "neigh", "show", "198.18.201.10")
+	if err != nil || !strings.Contains(neigh, "52:54:00:c7:00:10") {
+		t.Fatalf("neighbour entry of the vm: %q (%v), want MAC 52:54:00:c7:00:10", neigh, err)
+	}
+
+	st2, err := p.Ensure(ctx, vm)
+	if err != nil || st2.PID != st.PID {
+		t.Fatalf("second ensure: pid %d -> %d, err %v: want the same qemu", st.PID, st2.PID, err)
+	}
+	us, err := p.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, u := range us {
+		if u.VM == vm.Name {
+			found = true
+			if u.VCPUSeconds <= 0 || u.MemoryBytes != 128<<20 || u.Department != "lands" || u.VolumeBytes == 0 {
+				t.Fatalf("usage %+v: want cpu time > 0, 128 MiB, department lands, root volume bytes", u)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("usage %+v has no %s", us, vm.Name)
+	}
+
+	if err := p.Delete(ctx, vm.Name); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	assertGone(t, p, vm.Name, vm.NICs[0].Port)
+}
+
+func tail(s string) string {
+	if len(s) > 300 {
+		return s[len(s)-300:]
+	}
+	return s
+}
+
+func assertGone(t testing.TB, p *Provider, vm, port string) {
+	t.Helper()
+	if _, err := p.l.DomainLookupByName(domName(vm)); err == nil {
+		t.Errorf("domain %s still exists", domName(vm))
+	}
+	if _, err := p.l.StorageVolLookupByName(p.pool, rootName(vm)); err == nil {
+		t.Errorf("volume %s still exists", rootName(vm))
+	}
+	if _, err := netlink.LinkByName(port); err == nil {
+		t.Errorf("tap %s still exists", port)
+	}
+	if _, err := os.Stat(p.consoleLog(vm)); err == nil {
+		t.Errorf("console log of %s still exists", vm)
+	}
+}
