@@ -159,11 +159,12 @@ func TestFabric(t *testing.T) {
 	waitEstablished(t, s2, "198.18.2.1")
 
 	t.Run("sockets in the host namespace", func(t *testing.T) {
-		out := f.h1.MustRun(t, "ss", "-tnH", "state", "established", "( sport = :179 or dport = :179 )")
-		if !strings.Contains(out, "198.18.1.1") || !strings.Contains(out, "2001:db8:1::1") {
-			t.Fatalf("no BGP sessions in %s:\n%s", f.h1.Name, out)
-		}
-		out = f.h1.MustRun(t, "ss", "-tlnH", "sport = :179")
+		// Polled: a connection collision at start-up can replace a session once.
+		frrtest.WaitFor(t, "both of h1's BGP sessions in its namespace", 10*time.Second, func() (bool, error) {
+			out, err := f.h1.Run("ss", "-tnH", "state", "established", "( sport = :179 or dport = :179 )")
+			return strings.Contains(out, "198.18.1.1") && strings.Contains(out, "2001:db8:1::1"), fmt.Errorf("%v: %s", err, out)
+		})
+		out := f.h1.MustRun(t, "ss", "-tlnH", "sport = :179")
 		if !strings.Contains(out, ":179") {
 			t.Fatalf("speaker does not listen on 179 in %s:\n%s", f.h1.Name, out)
 		}
