@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/govcloud/govcloud/agent"
+	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/compute/libvirt"
+	"github.com/govcloud/govcloud/compute/netns"
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/netdev"
+)
+
+func init() { register(newComputeCmd) }
+
+func newComputeCmd(g *globals) *cobra.Command {
+	var (
+		host, api, tokenFile, apiNetns, provider, metricsListen string
+		startLibvirtd, reportStatus                             bool
+		lcfg                                                    libvirt.Config
+		ncfg                                                    netns.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "compute",
+		Short: "Run the compute agent: VMs and volumes on the segment bridges",
+		Long: `compute makes the VMs and volumes the controller placed on this host and keeps them so.
+It long-polls the controller for the host's desired state (GOVCLOUD_API, token from
+--token-file or GOVCLOUD_TOKEN, role agent) and reconciles: VMs no longer wanted are deleted
+with their disk, taps and console log; wanted ones are created (or replaced when their spec
+changed). Each NIC's host side is named as the network agent expects (agent.GuestPort) and
+joins the segment bridge.
+
+--provider libvirt (default) runs real VMs under libvirtd (qemu, direct kernel boot of the
+built-in tiny guest, qcow2 overlays in the storage pool --pool); --provider netns makes a
+network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests.
+
+Everything it makes is named gc-...; at start and on every pass, owned leftovers of a killed
+agent are removed. With the controller away nothing changes (fail-static). Serves /status
+(JSON) and /metrics (govcloud_vm_vcpu_seconds_total, govcloud_vm_memory_bytes,
+govcloud_volume_allocated_bytes) on --metrics-listen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if host == "" {
+				host, _ = os.Hostname()
+			}
+			c := client.FromEnv()
+			if api != "" {
+				c.Base = strings.TrimRight(api, "/")
+			}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				c.Token = strings.TrimSpace(string(b))
+			}
+			if apiNetns != "" {
+				tr, err := netnsTransport(apiNetns)
+				if err != nil {
+					return err
+				}
+				c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+			}
+			var p compute.Provider
+			switch provider {
+			case "libvirt":
+				if startLibvirtd {
+					if err := libvirt.StartDaemon(ctx, lcfg.Socket); err != nil {
+						return err
+					}
+				}
+				lcfg.Log = g.log.With("component", "libvirt")
+				lp, err := libvirt.New(ctx, lcfg)
+				if err != nil {
+					return err
+				}
+				defer lp.Close()
+				p = lp
+			case "netns":
+				ncfg.Log = g.log.With("component", "netns")
+				np, err := netns.New(ncfg)
+				if err != nil {
+					return err
+				}
+				p = np
+			default:
+				return fmt.Errorf("--provider %q: want libvirt or netns", provider)
+			}
+			rs := &reportServer{}
+			a := &compute.Agent{
+				Host: host, Source: c, Provider: p, Log: g.log,
+				Naming: compute.Naming{
+					Bridge: func(vlan int) string { return netdev.BridgeName(uint16(vlan)) },
+					Port:   agent.GuestPort,
+				},
+				Sink: func(ctx context.Context, r compute.Report) {
+					rs.set(r)
+					if reportStatus {
+						if err := c.PutHostStatus(ctx, host, map[string]any{"compute": r}); err != nil {
+							g.log.Warn("report status", "err", err)
+						}
+					}
+				},
+			}
+			if metricsListen != "" {
+				ln, err := net.Listen("tcp", metricsListen)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
+				}
+				srv := &http.Server{Handler: rs, ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+				defer srv.Close()
+			}
+			g.log.Info("compute agent running", "host", host, "provider", provider, "api", c.Base)
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "this host's name in the controller (default: hostname)")
+	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
+	f.StringVar(&apiNetns, "api-netns", "", "dial the controller from this network namespace (path or name)")
+	f.StringVar(&provider, "provider", "libvirt", "libvirt (real VMs) or netns (namespace guests)")
+	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9481", "serve /status and /metrics here (empty: off)")
+	f.BoolVar(&startLibvirtd, "start-libvirtd", false, "start virtlogd and libvirtd when their socket does not answer (hosts without systemd)")
+	f.BoolVar(&reportStatus, "report-status", false, "also write the compute report as the host's status in the controller (replaces the network agent's)")
+	f.StringVar(&lcfg.Socket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirtd socket")
+	f.StringVar(&lcfg.Pool, "pool", "gc-pool", "libvirt storage pool for volumes")
+	f.StringVar(&lcfg.PoolType, "pool-type", "dir", "storage pool type: dir, or another libvirt type with --pool-xml")
+	f.StringVar(&lcfg.PoolXML, "pool-xml", "", "pool definition used when the pool does not exist and is not a dir pool (e.g. rbd)")
+	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
+	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")
+	return cmd
+}
+
+// reportServer serves the last compute report as JSON and as Prometheus text.
+type reportServer struct {
+	mu sync.Mutex
+	r  compute.Report
+}
+
+func (s *reportServer) set(r compute.Report) { s.mu.Lock(); s.r = r; s.mu.Unlock() }
+
+func (s *reportServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	s.mu.Lock()
+	r := s.r
+	s.mu.Unlock()
+	switch req.URL.Path {
+	case "/status":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r)
+	case "/metrics":
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintln(w, "# HELP govcloud_vm_vcpu_seconds_total CPU time used by the VM's vCPUs.")
+		fmt.Fprintln(w, "# TYPE govcloud_vm_vcpu_seconds_total counter")
+		for _, u := range r.Usage {
+			fmt.Fprintf(w, "govcloud_vm_vcpu_seconds_total{department=%q,host=%q,vm=%q} %g\n", u.Department, r.Host, u.VM, u.VCPUSeconds)
+		}
+		fmt.Fprintln(w, "# HELP govcloud_vm_memory_bytes Memory given to the VM.")
+		fmt.Fprintln(w, "# TYPE govcloud_vm_memory_bytes gauge")
+		for _, u := range r.Usage {
+			fmt.Fprintf(w, "govcloud_vm_memory_bytes{department=%q,host=%q,vm=%q} %d\n", u.Department, r.Host, u.VM, u.MemoryBytes)
+		}
+		fmt.Fprintln(w, "# HELP govcloud_volume_allocated_bytes Bytes allocated to the VM's volumes.")
+		fmt.Fprintln(w, "# TYPE govcloud_volume_allocated_bytes gauge")
+		for _, u := range r.Usage {
+			fmt.Fprintf(w, "govcloud_volume_allocated_bytes{department=%q,host=%q,vm=%q} %d\n", u.Department, r.Host, u.VM, u.VolumeBytes)
+		}
+	default:
+		http.NotFound(w, req)
+	}
+}
