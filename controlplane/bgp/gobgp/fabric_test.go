@@ -157,6 +157,14 @@ func TestFabric(t *testing.T) {
 	s2.MustSet(h2Config(), []bgp.Advertisement{deptAdvert(vip1, 65102)})
 	waitEstablished(t, s1, "198.18.1.1", "2001:db8:1::1")
 	waitEstablished(t, s2, "198.18.2.1")
+	frrtest.WaitFor(t, "FRR's side of all three sessions established", 20*time.Second, func() (bool, error) {
+		for _, a := range []string{"198.18.1.2", "2001:db8:1::2", "198.18.2.2"} {
+			if n, err := f.frr.Neighbor(a); err != nil || n.State != "Established" {
+				return false, fmt.Errorf("%s: %q %v", a, n.State, err)
+			}
+		}
+		return true, nil
+	})
 
 	t.Run("sockets in the host namespace", func(t *testing.T) {
 		// Polled: a connection collision at start-up can replace a session once.
