@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -109,3 +110,5 @@ func sh(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+func testLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
