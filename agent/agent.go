@@ -154,6 +154,13 @@ func (a *Agent) LB() *lbmap.Dataplane { return a.lb }
 // HostNet exposes the host network (trunk counters for metering).
 func (a *Agent) HostNet() *hostnet.Host { return a.hn }
 
+// Desired returns the last desired state (nil before the first): names for the meters.
+func (a *Agent) Desired() *desired.State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}
+
 // Status returns the last status.
 func (a *Agent) Status() Status {
 	a.mu.Lock()

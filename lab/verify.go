@@ -44,7 +44,7 @@ func (l *Lab) Verify(ctx context.Context) error {
 			return nil
 		}},
 		{"departments cannot reach each other", func() error { return l.checkIsolation(states) }},
-		{"the meters moved by what the checks sent", func() error { return l.checkMeters(vips) }},
+		{"the meters moved by what the checks sent", func() error { return l.checkMeters(vips, states) }},
 		{"a stopped backend is taken out and its VIP still answers", func() error { return l.checkFailover(vips, states) }},
 	}
 	failed := 0
@@ -153,9 +153,12 @@ func scrape(metric string) (float64, error) {
 	return total, nil
 }
 
-// checkMeters sends requests through each VIP and expects the service byte counters and the
-// department byte counters to grow.
-func (l *Lab) checkMeters(vips []vipInfo) error {
+// checkMeters sends traffic of both kinds and expects each meter to move by it: requests
+// through each VIP move the service byte counters (the load balancer's); pings between a
+// department's guests on different hosts cross the VLAN trunk and move the department byte
+// counters by at least 4 x 98 bytes each (echo and reply, counted leaving one host and
+// entering the other).
+func (l *Lab) checkMeters(vips []vipInfo, states map[string]*desired.State) error {
 	metrics := []string{"govcloud_service_bytes_total", "govcloud_department_bytes_total"}
 	before := map[string]float64{}
 	for _, m := range metrics {
@@ -172,6 +175,23 @@ func (l *Lab) checkMeters(vips []vipInfo) error {
 			}
 		}
 	}
+	// A pair of same-department guests on different hosts.
+	var from, to string
+	gs := guests(states)
+	for _, a := range gs {
+		for _, b := range gs {
+			if a.dept == b.dept && a.vm != b.vm && hostOf(states, a.vm) != hostOf(states, b.vm) {
+				from, to = a.vm, b.addr
+			}
+		}
+	}
+	const pings = 5
+	if from != "" {
+		if _, err := nsOut("gc-vm-"+from, "ping", "-c", fmt.Sprint(pings), "-i", "0.2", "-W", "1", to); err != nil {
+			return fmt.Errorf("ping %s -> %s across hosts: %w", from, to, err)
+		}
+	}
+	want := map[string]float64{"govcloud_service_bytes_total": 1, "govcloud_department_bytes_total": pings * 4 * 98}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, m := range metrics {
 		for {
@@ -179,11 +199,11 @@ func (l *Lab) checkMeters(vips []vipInfo) error {
 			if err != nil {
 				return err
 			}
-			if after > before[m] {
+			if after-before[m] >= want[m] {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s did not move (%.0f before, %.0f after 20 requests)", m, before[m], after)
+				return fmt.Errorf("%s moved by %.0f, want at least %.0f", m, after-before[m], want[m])
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/metering"
 )
 
 func init() { register(newAgentCmd) }
@@ -96,6 +97,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			}
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() { _ = srv.Serve(ln) }()
+			// Counter totals to the controller's usage ledger (exactly once, by sequence).
+			go agentUsageReporter(a, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", ln.Addr().String())
 			err = a.Run(cmd.Context())
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
