@@ -1,0 +1,97 @@
+package compute_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/desired"
+)
+
+func clientApply() client.ApplyOptions { return client.ApplyOptions{} }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func state() *desired.State {
+	return &desired.State{Host: "h1", Revision: 7,
+		VMs: []desired.VM{
+			{Name: "b", Department: "lands", VCPUs: 2, MemoryMiB: 512, Volumes: []string{"d1"},
+				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0b", IPv4: "198.18.20.11/24", Gateway: "198.18.20.1"}}},
+			{Name: "a", Department: "lands", VCPUs: 1, MemoryMiB: 256,
+				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0a", IPv4: "198.18.20.10/24", Gateway: "198.18.20.1"}}},
+		},
+		Volumes: []desired.Volume{{Name: "d1", Department: "lands", SizeGiB: 3}},
+	}
+}
+
+func TestFromDesired(t *testing.T) {
+	specs, err := compute.FromDesired(state(), naming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 2 || specs[0].Name != "a" || specs[1].Name != "b" {
+		t.Fatalf("specs %+v: want a, b sorted", specs)
+	}
+	n := specs[1].NICs[0]
+	if n.Bridge != "gcbr120" || n.Port != naming.Port("b", "web") || n.MAC.String() != "02:00:00:00:00:0b" || n.Addr.String() != "198.18.20.11/24" || n.Gateway.String() != "198.18.20.1" {
+		t.Fatalf("nic %+v", n)
+	}
+	if len(specs[1].Volumes) != 1 || specs[1].Volumes[0].SizeGiB != 3 {
+		t.Fatalf("volumes %+v", specs[1].Volumes)
+	}
+
+	bad := state()
+	bad.VMs[0].Interfaces[0].MAC = "zz"
+	bad.VMs[1].Volumes = []string{"nosuch"}
+	_, err = compute.FromDesired(bad, naming)
+	for _, want := range []string{`vm "b": segment "web": mac "zz"`, `vm "a": volume "nosuch"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v: want %q", err, want)
+		}
+	}
+}
+
+func TestReconcileWithFake(t *testing.T) {
+	ctx := context.Background()
+	f := compute.NewFake()
+	specs, _ := compute.FromDesired(state(), naming)
+	if _, err := compute.Reconcile(ctx, f, specs, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compute.Reconcile(ctx, f, specs, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if f.Ensures != 2 {
+		t.Fatalf("ensures %d after two identical passes: want 2 (idempotent)", f.Ensures)
+	}
+	// A changed spec replaces the VM; an unwanted one is deleted; a failing one is reported.
+	specs[0].MemoryMiB = 1024
+	f.Fail["b"] = errors.New("no bridge")
+	st, err := compute.Reconcile(ctx, f, specs[:1], quiet)
+	if err != nil || f.Ensures != 3 || f.Deletes != 1 || len(st) != 1 {
+		t.Fatalf("ensures %d deletes %d status %+v err %v", f.Ensures, f.Deletes, st, err)
+	}
+	st, err = compute.Reconcile(ctx, f, specs, quiet)
+	if err == nil || !strings.Contains(err.Error(), `vm "b"`) || st[1].State != compute.Error {
+		t.Fatalf("failing vm: status %+v err %v", st, err)
+	}
+	us, _ := f.Usage(ctx)
+	if len(us) != 1 || us[0].MemoryBytes != 1024<<20 {
+		t.Fatalf("usage %+v", us)
+	}
+}
+
+func TestAgentPassReports(t *testing.T) {
+	f := compute.NewFake()
+	var got compute.Report
+	a := &compute.Agent{Host: "h1", Provider: f, Naming: naming, Log: quiet, Sink: func(_ context.Context, r compute.Report) { got = r }}
+	r := a.Pass(context.Background(), state())
+	if r.Error != "" || got.Revision != 7 || len(got.VMs) != 2 || len(got.Usage) != 2 || got.Usage[1].VolumeBytes != 3<<30 {
+		t.Fatalf("report %+v", got)
+	}
+}
