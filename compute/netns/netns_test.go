@@ -1,0 +1,120 @@
+package netns
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/dataplane/netnstest"
+)
+
+func guest(name, addr, mac string) compute.VMSpec {
+	hw, _ := net.ParseMAC(mac)
+	p := netip.MustParsePrefix(addr)
+	return compute.VMSpec{Name: name, Department: "lands", VCPUs: 1, MemoryMiB: 64, NICs: []compute.NIC{{
+		Segment: "web", VLAN: 3904, MAC: hw, Addr: p, Gateway: netip.MustParseAddr("198.18.204.1"),
+		Bridge: "gcbr3904", Port: "gvt" + name,
+	}}}
+}
+
+// Two namespace guests on one segment bridge: each has the controller's MAC and address, a
+// default route via the gateway and TX checksum offload off, and one answers the other's HTTP
+// request with its name. Ensure is idempotent; a changed spec replaces the guest; Delete removes
+// namespace, port, process and state.
+func TestGuestsOnABridge(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "busybox", "ethtool", "curl")
+	ctx := context.Background()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3904"}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	netlink.LinkSetUp(br)
+	dir := t.TempDir()
+	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-nn-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := guest("ga", "198.18.204.10/24", "02:00:00:c7:04:0a"), guest("gb", "198.18.204.11/24", "02:00:00:c7:04:0b")
+	t.Cleanup(func() { p.Delete(ctx, "ga"); p.Delete(ctx, "gb") })
+	sa, err := p.Ensure(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Ensure(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := exec.Command("ip", "netns", "exec", "gct-nn-gb", "curl", "-sS", "--max-time", "1", "http://198.18.204.10/").CombinedOutput()
+		if body = strings.TrimSpace(string(out)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if body != "ga" {
+		t.Fatalf("HTTP from gb to ga: %q, want ga", body)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", "gct-nn-ga", "ethtool", "-k", "eth0").CombinedOutput()
+	if !strings.Contains(string(out), "tx-checksumming: off") {
+		t.Fatalf("ethtool -k eth0 in ga: tx checksumming not off:\n%s", out)
+	}
+	out, _ = exec.Command("ip", "-n", "gct-nn-ga", "route", "show", "default").CombinedOutput()
+	if !strings.Contains(string(out), "via 198.18.204.1 dev eth0") {
+		t.Fatalf("default route in ga: %q", out)
+	}
+	out, _ = exec.Command("ip", "-n", "gct-nn-ga", "link", "show", "eth0").CombinedOutput()
+	if !strings.Contains(string(out), "02:00:00:c7:04:0a") {
+		t.Fatalf("ga eth0 MAC: %s", out)
+	}
+
+	// Idempotent, then replaced on change.
+	sa2, err := p.Ensure(ctx, a)
+	if err != nil || sa2.PID != sa.PID {
+		t.Fatalf("second ensure: pid %d -> %d (%v): want the same guest", sa.PID, sa2.PID, err)
+	}
+	a.NICs[0].Addr = netip.MustParsePrefix("198.18.204.12/24")
+	sa3, err := p.Ensure(ctx, a)
+	if err != nil || sa3.PID == sa.PID || sa3.Addresses[0] != "198.18.204.12" {
+		t.Fatalf("changed ensure: %+v (%v): want a new guest at .12", sa3, err)
+	}
+	us, err := p.Usage(ctx)
+	if err != nil || len(us) != 2 || us[0].MemoryBytes != 64<<20 {
+		t.Fatalf("usage %+v %v", us, err)
+	}
+
+	if err := p.Delete(ctx, "ga"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/gct-nn-ga"); err == nil {
+		t.Error("namespace remains")
+	}
+	if _, err := netlink.LinkByName("gvtga"); err == nil {
+		t.Error("port remains")
+	}
+	if _, err := os.Stat(p.recPath("ga")); err == nil {
+		t.Error("state file remains")
+	}
+	if alive(sa3.PID) {
+		t.Errorf("guest server %d still runs", sa3.PID)
+	}
+	// A missing bridge fails before anything is made.
+	c := guest("gc", "198.18.204.13/24", "02:00:00:c7:04:0c")
+	c.NICs[0].Bridge = "gcbr3999"
+	if _, err := p.Ensure(ctx, c); err == nil || !strings.Contains(err.Error(), `bridge "gcbr3999"`) {
+		t.Fatalf("missing bridge: %v", err)
+	}
+	if l, _ := p.List(ctx); len(l) != 1 || l[0].Name != "gb" {
+		t.Fatalf("list %+v: want only gb", l)
+	}
+}
