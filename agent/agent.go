@@ -388,8 +388,12 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 	a.nudgeNeighbours(plan, self)
 	if a.speaker != nil {
 		bcfg, err := bgpConfig(st)
-		if err == nil && len(bcfg.Peers) > 0 {
-			err = a.speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
+		if err == nil {
+			if len(bcfg.Peers) > 0 {
+				err = a.speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
+			} else {
+				err = a.speaker.Set(bgp.Config{}, nil) // no BGP on this host (any more)
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bgp: %w", err))
