@@ -25,7 +25,7 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.stop(strings.TrimSuffix(filepath.Base(p), ".pid"), 3*time.Second)
 	}
 	for _, f := range []string{"zebra.pid", "bgpd.pid"} {
-		if b, err := os.ReadFile(filepath.Join(l.dir, "frr", f)); err == nil {
+		if b, err := os.ReadFile(filepath.Join(l.frrDir(), f)); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
 				killWait(pid, 2*time.Second)
 			}
@@ -52,8 +52,10 @@ func (l *Lab) Down(ctx context.Context) error {
 			}
 		}
 	}
-	if err := os.RemoveAll(l.dir); err != nil {
-		errs = append(errs, err)
+	for _, d := range []string{l.dir, l.frrDir()} {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -14,7 +14,10 @@ import (
 // startFRR runs zebra and bgpd in gc-tor without systemd: AS 65000, one eBGP neighbour per
 // host, multipath across different neighbour ASNs, graceful restart, no policy required.
 func (l *Lab) startFRR() error {
-	dir := filepath.Join(l.dir, "frr")
+	dir := l.frrDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "frr defaults datacenter\nhostname gc-tor\nlog file %s/frr.log\n!\n", dir)
 	fmt.Fprintf(&conf, "router bgp 65000\n bgp router-id %s\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n", torFabric)
@@ -39,9 +42,13 @@ func (l *Lab) startFRR() error {
 	return nil
 }
 
+// frrDir holds FRR's config, sockets and pid files. FRR drops to user frr, which must be
+// able to reach it: not under a private (0700) directory such as a test's temp dir.
+func (l *Lab) frrDir() string { return "/run/govcloud-lab-frr" }
+
 // vtysh runs one FRR command in gc-tor.
 func (l *Lab) vtysh(cmd string) ([]byte, error) {
-	out, err := exec.Command("ip", "netns", "exec", NSTor, "vtysh", "--vty_socket", filepath.Join(l.dir, "frr"), "-c", cmd).CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", NSTor, "vtysh", "--vty_socket", l.frrDir(), "-c", cmd).CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("vtysh %q: %v: %s", cmd, err, strings.TrimSpace(string(out)))
 	}

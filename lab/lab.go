@@ -95,7 +95,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := l.preflight(); err != nil {
 		return err
 	}
-	if len(labNamespaces()) > 0 || dirExists(l.dir) {
+	if len(labNamespaces()) > 0 || dirExists(l.dir) || dirExists(l.frrDir()) {
 		l.printf("lab: an earlier lab is here; removing it first\n")
 		if err := l.Down(ctx); err != nil {
 			return err
@@ -103,7 +103,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	const steps = 8
 	start := time.Now()
-	for _, d := range []string{"logs", "pids", "bpf", "frr", "controller", "tokens"} {
+	for _, d := range []string{"logs", "pids", "bpf", "controller", "tokens"} {
 		if err := os.MkdirAll(filepath.Join(l.dir, d), 0o755); err != nil {
 			return err
 		}
@@ -143,8 +143,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 
 	l.step(3, steps, "controller with embedded etcd on "+API)
-	// Reads need no token in the lab (DESIGN.md); writes need the printed admin token.
-	if err := l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "http://")); err != nil {
+	if err := l.startController(); err != nil {
 		return err
 	}
 	var admin string
@@ -248,6 +247,12 @@ func (l *Lab) apply(ctx context.Context, token string) error {
 		l.printf("   applied %s (revision %d)\n", f, res.Revision)
 	}
 	return nil
+}
+
+// startController runs the controller on the machine itself. Reads need no token in the lab
+// (DESIGN.md); writes need the printed admin token.
+func (l *Lab) startController() error {
+	return l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "http://"))
 }
 
 func (l *Lab) startAgent(h string) error {
@@ -446,7 +451,7 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 		paths, _ := l.frrPaths(v.VIP)
 		p("  %s via %s\n", v.VIP, strings.Join(paths, ", "))
 	}
-	p("  sudo ip netns exec %s vtysh --vty_socket %s -c 'show ip route bgp'\n", NSTor, filepath.Join(l.dir, "frr"))
+	p("  sudo ip netns exec %s vtysh --vty_socket %s -c 'show ip route bgp'\n", NSTor, l.frrDir())
 	p("\nObjects:  %s get services -o table ; %s get vms -o json ; %s status\n", l.opt.Bin, l.opt.Bin, l.opt.Bin)
 	p("Meters:   sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
 	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)

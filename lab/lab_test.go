@@ -66,6 +66,7 @@ func TestLab(t *testing.T) {
 		t.Fatalf("lab verify: %v", err)
 	}
 	reconcileThroughController(t, bin, dir)
+	failStaticAndWithdraw(t, bin, dir)
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
 		t.Fatalf("second lab up: %v (it must replace the running lab)", err)
 	}
@@ -273,4 +274,92 @@ func reconcileThroughController(t *testing.T, bin, dir string) {
 		}
 		return nil
 	})
+}
+
+// failStaticAndWithdraw: with the controller stopped, forwarding and BGP do not change; when
+// it is back, agents reconnect and everything still answers. Then every backend of a
+// service is stopped: its VIP is withdrawn at FRR; started again, it is advertised again.
+func failStaticAndWithdraw(t *testing.T, bin, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := New(Options{Bin: bin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := l.adminToken()
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answersAll := func(when string) {
+		t.Helper()
+		for _, v := range vips {
+			if _, err := curl(v.VIP); err != nil {
+				t.Fatalf("%s: VIP %s: %v", when, v.VIP, err)
+			}
+			if _, err := l.frrPaths(v.VIP); err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+		}
+	}
+	l.kill("controller")
+	time.Sleep(3 * time.Second) // agents notice: long-polls fail, they retry
+	answersAll("controller down")
+	if err := l.startController(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := client.New(API, admin).Status(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("controller did not come back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	answersAll("controller back")
+
+	// Stop every backend of the first service: its VIP leaves FRR, then comes back.
+	v := vips[0]
+	var victims []string
+	for _, g := range []string{"web-1", "web-2"} {
+		victims = append(victims, strings.SplitN(v.Service, "-", 2)[0]+"-"+g)
+	}
+	for _, vm := range victims {
+		l.stop("vm-"+vm, 2*time.Second)
+	}
+	waitFRR := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := l.vtysh("show ip route " + v.VIP + "/32 json")
+			has := err == nil && strings.Contains(string(out), `"protocol":"bgp"`)
+			if has == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("VIP %s at FRR: present=%v, want %v after 20s", v.VIP, has, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFRR(false)
+	for _, vm := range victims {
+		if err := l.startGuestServer(vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFRR(true)
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if _, err := l.frrPaths(v.VIP); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VIP %s not back on both hosts", v.VIP)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
