@@ -17,6 +17,7 @@ import (
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/compute/netns"
+	"github.com/govcloud/govcloud/controlplane/apitest"
 )
 
 const (
@@ -30,7 +31,9 @@ func TestMain(m *testing.M) {
 	if kind := os.Getenv("GC_COMPUTE_HELPER"); kind != "" {
 		os.Exit(helper(kind))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	apitest.Shutdown()
+	os.Exit(code)
 }
 
 func helper(kind string) int {
