@@ -57,6 +57,9 @@ bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,0
 bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments (fake and real trunk maps) (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./cmd/govcloud/
 
+bench-compute: build ## compute: apply -> qemu running and apply -> guest answers ping, p50/p95 (root; starts libvirtd)
+	GC_BENCH_N=$(or $(N),10) $(GO) test -count=1 -run '^$$' -bench BenchmarkComputeReport -benchtime 1x -timeout 20m ./compute/libvirt/
+
 fuzz-config: ## fuzz the YAML parser+validator for 60s
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./controlplane/config/
 

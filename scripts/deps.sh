@@ -12,6 +12,9 @@ PKGS=(
   frr bird2
   # metering: a real Prometheus scrapes /metrics in tests; promtool tests the recording rules
   prometheus
+  # compute: libvirtd + qemu (TCG) run real VMs; the tiny guest is Debian's kernel + busybox
+  qemu-system-x86 qemu-utils linux-image-amd64 busybox-static libvirt-daemon-system libvirt-clients
+  dnsmasq-base xz-utils
 )
 
 missing=()
