@@ -46,6 +46,7 @@ fuzz-lb: ## fuzz the XDP load balancer through BPF_PROG_TEST_RUN for FUZZTIME (d
 
 bench-agent: ## agent: apply -> forwarding on both hosts (lab), 4094 VLAN mappings, trunk vs plain veth throughput (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkApplyToForwarding -benchtime 1x -timeout 20m ./lab/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkScaleServices -benchtime 1x -timeout 10m ./dataplane/lbmap/
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./dataplane/hostnet/
 
 bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments x 10 services, API p50/p99 under load
