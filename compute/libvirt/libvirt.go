@@ -168,6 +168,8 @@ type meta struct {
 	Department  string   `xml:"department,attr"`
 	Fingerprint string   `xml:"fingerprint,attr"`
 	VCPUs       int      `xml:"vcpus,attr"`
+	Volumes     string   `xml:"volumes,attr"`   // data volumes, comma-separated
+	Addresses   string   `xml:"addresses,attr"` // guest addresses, comma-separated
 }
 
 func (p *Provider) meta(d golibvirt.Domain) (meta, bool) {
@@ -249,6 +251,19 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		disks = append(disks, vp)
 	}
 	m := meta{Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs}
+	for i, v := range s.Volumes {
+		if i > 0 {
+			m.Volumes += ","
+		}
+		m.Volumes += v.Name
+	}
+	var addrs []string
+	for _, n := range s.NICs {
+		if n.Addr.IsValid() {
+			addrs = append(addrs, n.Addr.Addr().String())
+		}
+	}
+	m.Addresses = strings.Join(addrs, ",")
 	d, err := p.l.DomainCreateXML(p.domainXML(s, m, disks), 0)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
@@ -292,7 +307,7 @@ func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
 	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
 	var b strings.Builder
 	fmt.Fprintf(&b, "<domain type='qemu'><name>%s</name>", esc(domName(s.Name)))
-	fmt.Fprintf(&b, "<metadata><gc:vm xmlns:gc='%s' department='%s' fingerprint='%s' vcpus='%d'/></metadata>", metadataURI, esc(m.Department), m.Fingerprint, m.VCPUs)
+	fmt.Fprintf(&b, "<metadata><gc:vm xmlns:gc='%s' department='%s' fingerprint='%s' vcpus='%d' volumes='%s' addresses='%s'/></metadata>", metadataURI, esc(m.Department), m.Fingerprint, m.VCPUs, esc(m.Volumes), esc(m.Addresses))
 	fmt.Fprintf(&b, "<memory unit='MiB'>%d</memory><vcpu>%d</vcpu>", mem, vcpus)
 	fmt.Fprintf(&b, "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>",
 		esc(p.img.Kernel), esc(p.img.Initrd), esc(guestimage.Cmdline(s.Name, nics)))
@@ -360,6 +375,9 @@ func (p *Provider) status(d golibvirt.Domain, vm string, m meta) compute.VMStatu
 		st.Message = fmt.Sprintf("domain state %d", state)
 	}
 	st.Ports = p.ports(d)
+	if m.Addresses != "" {
+		st.Addresses = strings.Split(m.Addresses, ",")
+	}
 	if b, err := os.ReadFile(filepath.Join("/run/libvirt/qemu", domName(vm)+".pid")); err == nil {
 		st.PID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
@@ -513,9 +531,17 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 		}
 		vm := strings.TrimPrefix(d.Name, prefix)
 		u := compute.Usage{VM: vm, Department: m.Department, VCPUs: int(nrCPU), VCPUSeconds: float64(cpuNs) / 1e9, MemoryBytes: memKiB << 10}
-		if v, err := p.l.StorageVolLookupByName(p.pool, rootName(vm)); err == nil {
-			if _, _, alloc, err := p.l.StorageVolGetInfo(v); err == nil {
-				u.VolumeBytes += alloc
+		vols := []string{rootName(vm)}
+		for _, v := range strings.Split(m.Volumes, ",") {
+			if v != "" {
+				vols = append(vols, dataName(v))
+			}
+		}
+		for _, name := range vols {
+			if v, err := p.l.StorageVolLookupByName(p.pool, name); err == nil {
+				if _, _, alloc, err := p.l.StorageVolGetInfo(v); err == nil {
+					u.VolumeBytes += alloc
+				}
 			}
 		}
 		out = append(out, u)

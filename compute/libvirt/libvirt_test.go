@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/compute"
 )
 
 // A VM made through the provider boots under qemu (TCG), takes the controller's address and MAC
@@ -27,15 +30,16 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	t.Cleanup(func() { np.Delete(ctx, peer.Name) })
 
 	vm := spec("tvm1", 3901, "198.18.201.10/24", "52:54:00:c7:00:10")
-	t.Cleanup(func() { p.Delete(ctx, vm.Name) })
+	vm.Volumes = []compute.VolumeSpec{{Name: "tvd1", SizeGiB: 1}}
+	t.Cleanup(func() { p.Delete(ctx, vm.Name); p.PruneVolumes(ctx, nil) })
 	start := time.Now()
 	st, err := p.Ensure(ctx, vm)
 	if err != nil {
 		t.Fatalf("ensure %s: %v", vm.Name, err)
 	}
 	t.Logf("ensure took %v; status %+v", time.Since(start), st)
-	if st.State != "running" || st.PID == 0 {
-		t.Fatalf("status %+v: want running with a qemu pid", st)
+	if st.State != "running" || st.PID == 0 || len(st.Addresses) != 1 || st.Addresses[0] != "198.18.201.10" {
+		t.Fatalf("status %+v: want running with a qemu pid and address 198.18.201.10", st)
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.PID)); err != nil {
 		t.Fatalf("qemu pid %d: %v", st.PID, err)
@@ -78,8 +82,17 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	for _, u := range us {
 		if u.VM == vm.Name {
 			found = true
-			if u.VCPUSeconds <= 0 || u.MemoryBytes != 128<<20 || u.Department != "lands" || u.VolumeBytes == 0 {
-				t.Fatalf("usage %+v: want cpu time > 0, 128 MiB, department lands, root volume bytes", u)
+			var want uint64
+			for _, n := range []string{rootName(vm.Name), dataName("tvd1")} {
+				v, err := p.l.StorageVolLookupByName(p.pool, n)
+				if err != nil {
+					t.Fatalf("volume %s: %v", n, err)
+				}
+				_, _, alloc, _ := p.l.StorageVolGetInfo(v)
+				want += alloc
+			}
+			if u.VCPUSeconds <= 0 || u.MemoryBytes != 128<<20 || u.Department != "lands" || u.VolumeBytes != want {
+				t.Fatalf("usage %+v: want cpu time > 0, 128 MiB, department lands, %d volume bytes (root + data)", u, want)
 			}
 		}
 	}
@@ -87,10 +100,33 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 		t.Fatalf("usage %+v has no %s", us, vm.Name)
 	}
 
+	x, _ := p.l.DomainGetXMLDesc(mustDomain(t, p, vm.Name), 0)
+	if !strings.Contains(x, dataName("tvd1")) || !strings.Contains(x, "<target dev='vdb' bus='virtio'/>") {
+		t.Fatalf("domain XML has no data volume as vdb:\n%s", x)
+	}
+
 	if err := p.Delete(ctx, vm.Name); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	assertGone(t, p, vm.Name, vm.NICs[0].Port)
+	// The data volume outlives the VM until the controller drops it.
+	if _, err := p.l.StorageVolLookupByName(p.pool, dataName("tvd1")); err != nil {
+		t.Fatalf("data volume deleted with the VM: %v", err)
+	}
+	if err := p.PruneVolumes(ctx, map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.l.StorageVolLookupByName(p.pool, dataName("tvd1")); err == nil {
+		t.Fatal("data volume survives PruneVolumes")
+	}
+}
+
+func mustDomain(t testing.TB, p *Provider, vm string) golibvirt.Domain {
+	d, err := p.l.DomainLookupByName(domName(vm))
+	if err != nil {
+		t.Fatalf("domain of %s: %v", vm, err)
+	}
+	return d
 }
 
 func tail(s string) string {

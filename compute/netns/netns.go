@@ -143,8 +143,12 @@ func zombie(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
+// run runs one short command; it dies with the agent (a killed agent leaves no half-run ip
+// commands racing its successor).
 func run(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -284,15 +288,19 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	if r.PID > 0 && alive(r.PID) && inNamespaceCmd(r.PID, name) {
 		_ = syscall.Kill(r.PID, syscall.SIGKILL)
 	}
+	// Something else (a killed agent's last command) may remove them meanwhile: only what
+	// still exists after a failure is an error.
 	for _, port := range r.Ports {
 		if _, err := net.InterfaceByName(port); err == nil {
 			if err := run(ctx, "ip", "link", "del", port); err != nil {
-				errs = append(errs, err)
+				if _, gone := net.InterfaceByName(port); gone == nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
 	if nsExists(ns) {
-		if err := run(ctx, "ip", "netns", "del", ns); err != nil {
+		if err := run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
 			errs = append(errs, err)
 		}
 	}
