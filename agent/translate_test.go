@@ -28,7 +28,7 @@ func labState() *desired.State {
 					{Address: "198.18.20.3", Weight: 1, VM: "lands-web-2", Host: "h2", Segment: "lands-web"},
 				}},
 			{Name: "health-api", Department: "health", VIP: "198.19.0.10", Scope: "internal", Mode: "dsr", TableID: 1000,
-				Ports: []desired.Port{{Port: 443, Protocol: "tcp"}},
+				Ports:    []desired.Port{{Port: 443, Protocol: "tcp"}},
 				Backends: []desired.Backend{{Address: "198.18.30.3", Weight: 1, VM: "health-web-2", Host: "h2", Segment: "health-web"}}},
 		},
 		BGP: &desired.BGP{ASN: 65001, Peers: []desired.Peer{{Address: "198.18.0.1", ASN: 65000}}},

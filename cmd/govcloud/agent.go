@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/metering"
 )
 
@@ -127,35 +127,13 @@ func netnsTransport(path string) (*http.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--api-netns %s: %w", path, err)
 	}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, err}
-				return
-			}
-			defer orig.Close()
-			if err := netns.Set(target); err != nil {
-				runtime.UnlockOSThread()
-				ch <- result{nil, fmt.Errorf("entering %s: %w", path, err)}
-				return
-			}
+	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = nsexec.Do(target, func() error {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread() // otherwise the thread dies with the goroutine
-			}
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
 	}
 	return &http.Transport{DialContext: dial, MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second}, nil
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/govcloud/govcloud/dataplane/firewall"
 	"github.com/govcloud/govcloud/dataplane/netdev"
+	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 )
 
@@ -135,30 +135,7 @@ func (h *Host) do(fn func() error) error {
 	if h.cfg.NetNS <= 0 {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h.cfg.NetNS); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering managed namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leaving managed namespace: %w", err)) // thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nsexec.Do(h.cfg.NetNS, fn)
 }
 
 // sysctl sets a /proc/sys value (inside the namespace) when it differs, remembering the first

@@ -6,15 +6,15 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/vishvananda/netns"
 )
 
@@ -128,36 +128,9 @@ func (n *NS) Netlink() *netlink.Handle { return n.nl }
 // Handle returns the namespace's file handle.
 func (n *NS) Handle() netns.NsHandle { return n.handle }
 
-// Do runs fn inside the namespace on a dedicated, locked OS thread. Sockets and BPF objects
-// created in fn keep their namespace after fn returns. If the thread cannot be switched back,
-// it stays locked so Go destroys it when the goroutine exits.
-func (n *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.handle); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering namespace %s: %w", n.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine instead of going back to the pool.
-			errc <- errors.Join(ferr, fmt.Errorf("leaving namespace %s: %w", n.Name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn inside the namespace on a dedicated, locked OS thread (nsexec.Do). Sockets and
+// BPF objects created in fn keep their namespace after fn returns.
+func (n *NS) Do(fn func() error) error { return nsexec.Do(n.handle, fn) }
 
 // Cmd returns a command that runs inside the namespace ('ip netns exec').
 func (n *NS) Cmd(name string, args ...string) *exec.Cmd {

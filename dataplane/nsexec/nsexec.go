@@ -1,0 +1,56 @@
+// Package nsexec runs work inside another network namespace safely: on a goroutine whose OS
+// thread is locked, entered into the namespace and switched back afterwards. If switching
+// back fails the thread stays locked, so Go destroys it rather than hand a thread in the wrong
+// namespace to other goroutines. Sockets and other handles created inside keep their
+// namespace after the work returns.
+package nsexec
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// Do runs fn inside target and returns fn's error (or why the namespace could not be entered
+// or left).
+func Do(target netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering namespace: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leaving namespace: %w", err)) // the thread dies locked
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// DoNamed runs fn inside the namespace named name ('ip netns' name).
+func DoNamed(name string, fn func() error) error {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", name, err)
+	}
+	defer h.Close()
+	if err := Do(h, fn); err != nil {
+		return fmt.Errorf("in namespace %s: %w", name, err)
+	}
+	return nil
+}
