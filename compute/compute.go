@@ -96,6 +96,12 @@ type VolumePruner interface {
 	PruneVolumes(ctx context.Context, keep map[string]bool) error
 }
 
+// Sweeper is a provider that can find host-side leftovers no VM owns (taps of a qemu that died
+// with libvirtd) and remove them; Reconcile calls it after deleting unwanted VMs.
+type Sweeper interface {
+	Sweep(ctx context.Context) error
+}
+
 // Naming gives the host-side names the network agent expects: the segment bridge of a VLAN and
 // the port of a VM's NIC on a segment (agent.GuestPort).
 type Naming struct {

@@ -37,6 +37,11 @@ func Reconcile(ctx context.Context, p Provider, want []VMSpec, log *slog.Logger)
 			errs = append(errs, fmt.Errorf("delete vm %q: %w", h.Name, err))
 		}
 	}
+	if sw, ok := p.(Sweeper); ok {
+		if err := sw.Sweep(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("sweep: %w", err))
+		}
+	}
 	if vp, ok := p.(VolumePruner); ok {
 		if err := vp.PruneVolumes(ctx, keepVols); err != nil {
 			errs = append(errs, fmt.Errorf("prune volumes: %w", err))

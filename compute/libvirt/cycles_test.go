@@ -133,6 +133,28 @@ func TestCreateDeleteCycles(t *testing.T) {
 		}
 	}
 	t.Logf("50 cycles; the agent was killed mid-work %d times", kills)
+
+	// A tap whose qemu died without libvirtd's cleanup is swept by the next pass; a veth
+	// guest port of the same shape is not the libvirt provider's to touch.
+	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "gvc7dead01"}, Mode: netlink.TUNTAP_MODE_TAP}
+	if err := netlink.LinkAdd(tap); err != nil {
+		t.Fatalf("leftover tap: %v", err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gvc7dead02"}, PeerName: "gvc7dead03"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatalf("veth: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(veth) })
+	if _, err := compute.Reconcile(ctx, lp, nil, testLog()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName("gvc7dead01"); err == nil {
+		netlink.LinkDel(tap)
+		t.Error("leftover tap gvc7dead01 not swept")
+	}
+	if _, err := netlink.LinkByName("gvc7dead02"); err != nil {
+		t.Errorf("veth gvc7dead02 swept: %v", err)
+	}
 	if kills < 10 {
 		t.Errorf("only %d kills landed before the agent finished; want at least 10", kills)
 	}

@@ -584,3 +584,43 @@ func StartDaemon(ctx context.Context, socket string) error {
 	}
 	return fmt.Errorf("libvirtd did not open %s within 15s", socket)
 }
+
+// TapPrefix is how the network agent's GuestPort names begin; taps (tun devices) with it that
+// no running domain of ours uses are leftovers.
+const TapPrefix = "gv"
+
+// Sweep deletes tap devices named like guest ports that no domain uses (left when qemu died
+// without libvirtd cleaning up). Veth ports (the namespace provider's) are not touched.
+func (p *Provider) Sweep(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	doms, _, err := p.l.ConnectListAllDomains(1, 0)
+	if err != nil {
+		return fmt.Errorf("list domains: %w", err)
+	}
+	used := map[string]bool{}
+	for _, d := range doms {
+		for _, port := range p.ports(d) {
+			used[port] = true
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		name := l.Attrs().Name
+		if l.Type() != "tuntap" || !strings.HasPrefix(name, TapPrefix) || used[name] {
+			continue
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			continue // a process holds it (a domain starting right now): not a leftover
+		}
+		p.log.Info("deleting leftover tap", "tap", name)
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete leftover tap %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
