@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/govcloud/govcloud/agent"
+
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
 )
@@ -43,10 +45,37 @@ func newStatusCmd(g *globals) *cobra.Command {
 			sort.Strings(hosts)
 			for _, h := range hosts {
 				var r struct {
-					Time string `json:"time"`
+					Time   string       `json:"time"`
+					Status agent.Status `json:"status"`
 				}
 				_ = json.Unmarshal(st.Hosts[h], &r)
-				fmt.Fprintf(w, "host %s: last report %s\n", h, r.Time)
+				ready := "ready"
+				if !r.Status.Ready {
+					ready = "NOT READY: " + r.Status.Error
+				}
+				fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time)
+				if r.Status.XDP != "" {
+					fmt.Fprintf(w, "  load balancer: %s; advertising %d VIP(s)\n", r.Status.XDP, len(r.Status.Advertise))
+				}
+				for _, p := range r.Status.BGP {
+					fmt.Fprintf(w, "  bgp peer %-15s AS%-6d %-12s advertised %d received %d accepted %d", p.Address, p.ASN, p.State, p.Advertised, p.Received, p.Accepted)
+					if p.Reason != "" {
+						fmt.Fprintf(w, " (%s)", p.Reason)
+					}
+					fmt.Fprintln(w)
+				}
+				for _, kind := range []map[string]string{r.Status.Segments, r.Status.Services, r.Status.Backends} {
+					names := make([]string, 0, len(kind))
+					for n := range kind {
+						names = append(names, n)
+					}
+					sort.Strings(names)
+					for _, n := range names {
+						if v := kind[n]; v != "ready" && v != "up" {
+							fmt.Fprintf(w, "  %s: %s\n", n, v)
+						}
+					}
+				}
 			}
 			return nil
 		},
