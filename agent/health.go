@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -223,5 +222,3 @@ func probeTargets(st *desired.State) []probeTarget {
 	}
 	return out
 }
-
-var _ = strconv.Itoa

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -474,5 +473,3 @@ func hostOf(states map[string]*desired.State, vm string) string {
 	}
 	return ""
 }
-
-var _ = netip.Addr{}

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -121,5 +120,3 @@ func (l *Lab) waitFor(what string, timeout time.Duration, check func() error) er
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
-var errNotYet = errors.New("not yet")
