@@ -92,13 +92,17 @@ static __always_inline __u32 flow_hash(const struct flow_key *f)
 	return h;
 }
 
+/* LB_NO_COUNTERS builds the program without its counters: only for the benchmark that prices
+ * them (counters on versus off, same maps, same run). */
 static __always_inline int count_drop(__u32 reason, __u64 bytes)
 {
+#ifndef LB_NO_COUNTERS
 	struct lb_counter *c = bpf_map_lookup_elem(&drop_stats, &reason);
 	if (c) {
 		c->packets++;
 		c->bytes += bytes;
 	}
+#endif
 	return XDP_DROP;
 }
 
@@ -635,11 +639,13 @@ static __always_inline int nat_reply(struct xdp_md *ctx, struct pkt *p, const st
 
 static __always_inline void count(void *map, __u32 id, __u64 bytes)
 {
+#ifndef LB_NO_COUNTERS
 	struct lb_counter *c = bpf_map_lookup_elem(map, &id);
 	if (c) {
 		c->packets++;
 		c->bytes += bytes;
 	}
+#endif
 }
 
 static __always_inline int process(struct xdp_md *ctx)
@@ -722,18 +728,22 @@ static __always_inline int process(struct xdp_md *ctx)
 		if (!p.icmp && (nat || !p.syn_only)) {
 			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = bpf_ktime_get_ns()};
 			if (bpf_map_update_elem(&conntrack, &p.flow, &ne, BPF_ANY) == 0) {
+#ifndef LB_NO_COUNTERS
 				struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);
 				if (vc)
 					vc->conns++;
+#endif
 			}
 		}
 	}
 
+#ifndef LB_NO_COUNTERS
 	struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);
 	if (vc) {
 		vc->packets++;
 		vc->bytes += bytes;
 	}
+#endif
 	count(&backend_stats, bid, bytes);
 
 	if (!nat) {
