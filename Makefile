@@ -55,8 +55,10 @@ bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments 
 bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/
 
-bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments (fake and real trunk maps) (root)
+bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./cmd/govcloud/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkTrunkThroughput -benchtime 1x -timeout 10m ./dataplane/hostnet/
+	@echo "(the load balancer's counters on vs off: see 'sudo make bench-lb', line 'xdp_lb built without counters')"
 
 bench-compute: build ## compute: apply -> qemu running and apply -> guest answers ping, p50/p95 (root; starts libvirtd)
 	GC_BENCH_N=$(or $(N),10) $(GO) test -count=1 -run '^$$' -bench BenchmarkComputeReport -benchtime 1x -timeout 20m ./compute/libvirt/
