@@ -71,7 +71,7 @@ func (l *Lab) preflight() error {
 		return errors.New("the lab needs root (network namespaces, eBPF): run 'sudo make demo'")
 	}
 	var missing []string
-	for _, t := range []string{"ip", "ethtool", "curl", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"} {
+	for _, t := range []string{"ip", "ethtool", "curl", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "prometheus"} {
 		if _, err := exec.LookPath(t); err != nil {
 			missing = append(missing, t)
 		}
@@ -211,6 +211,10 @@ func (l *Lab) Up(ctx context.Context) error {
 		}
 	}
 
+	if err := l.startPrometheus(); err != nil {
+		return err
+	}
+
 	l.step(7, steps, "waiting until every host reports ready, FRR learns each VIP from both hosts and each VIP answers")
 	vips, err := l.vips(ctx, admin)
 	if err != nil {
@@ -256,7 +260,7 @@ func (l *Lab) startController() error {
 
 func (l *Lab) startAgent(h string) error {
 	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--api", API, "--api-netns", l.rootNS(),
-		"--token-file", filepath.Join(l.dir, "tokens", h), "--metrics-listen", Metrics,
+		"--token-file", filepath.Join(l.dir, "tokens", h), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
 		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h))
 }
 
@@ -453,6 +457,8 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 	p("  sudo ip netns exec %s vtysh --vty_socket %s -c 'show ip route bgp'\n", NSTor, l.frrDir())
 	p("\nObjects:  %s get services -o table ; %s get vms -o json ; %s status\n", l.opt.Bin, l.opt.Bin, l.opt.Bin)
 	p("Meters:   sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
+	p("Prometheus (scraping both agents, with the recording rules) in gc-tor at http://%s:\n", promListen)
+	p("  sudo ip netns exec %s curl -s 'http://%s/api/v1/query?query=sum+by+(department)(govcloud_department_bytes_total)'\n", NSTor, promListen)
 	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)
 	p("Grafana dashboard: deploy/grafana/   Prometheus config and rules: deploy/prometheus/\n")
 	p("Logs:     %s/logs/\n", l.dir)

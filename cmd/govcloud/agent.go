@@ -81,10 +81,17 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", metricsListen)
-			if err != nil {
-				a.Close()
-				return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
+			var lns []net.Listener
+			for _, addr := range strings.Split(metricsListen, ",") {
+				ln, err := net.Listen("tcp", strings.TrimSpace(addr))
+				if err != nil {
+					for _, l := range lns {
+						l.Close()
+					}
+					a.Close()
+					return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+				}
+				lns = append(lns, ln)
 			}
 			mux := http.NewServeMux()
 			mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -96,10 +103,12 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				mux.Handle("GET /metrics", h)
 			}
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-			go func() { _ = srv.Serve(ln) }()
+			for _, ln := range lns {
+				go func() { _ = srv.Serve(ln) }()
+			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
 			go agentUsageReporter(a, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
-			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", ln.Addr().String())
+			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = srv.Shutdown(sctx)
@@ -112,7 +121,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API or "+client.DefaultAPI+")")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
 	f.StringVar(&apiNetns, "api-netns", "", "network namespace file (e.g. a bind mount of /proc/self/ns/net) to dial the controller from")
-	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address for /metrics and /status")
+	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")
 	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
