@@ -19,6 +19,7 @@ import (
 	"github.com/govcloud/govcloud/compute/netns"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/dataplane/netdev"
+	"github.com/govcloud/govcloud/metering"
 )
 
 func init() { register(newComputeCmd) }
@@ -118,10 +119,15 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				if err != nil {
 					return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
 				}
-				srv := &http.Server{Handler: rs, ReadHeaderTimeout: 5 * time.Second}
+				mux := http.NewServeMux()
+				mux.Handle("GET /status", rs)
+				mux.Handle("GET /metrics", computeMetrics(ctx, p, host))
+				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 				go srv.Serve(ln)
 				defer srv.Close()
 			}
+			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
+			go computeUsageReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(ctx)
 			g.log.Info("compute agent running", "host", host, "provider", provider, "api", c.Base)
 			return a.Run(ctx)
 		},
@@ -144,7 +150,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	return cmd
 }
 
-// reportServer serves the last compute report as JSON and as Prometheus text.
+// reportServer serves the last compute report as JSON (metrics come from metering).
 type reportServer struct {
 	mu sync.Mutex
 	r  compute.Report
@@ -156,28 +162,6 @@ func (s *reportServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	s.mu.Lock()
 	r := s.r
 	s.mu.Unlock()
-	switch req.URL.Path {
-	case "/status":
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(r)
-	case "/metrics":
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		fmt.Fprintln(w, "# HELP govcloud_vm_vcpu_seconds_total CPU time used by the VM's vCPUs.")
-		fmt.Fprintln(w, "# TYPE govcloud_vm_vcpu_seconds_total counter")
-		for _, u := range r.Usage {
-			fmt.Fprintf(w, "govcloud_vm_vcpu_seconds_total{department=%q,host=%q,vm=%q} %g\n", u.Department, r.Host, u.VM, u.VCPUSeconds)
-		}
-		fmt.Fprintln(w, "# HELP govcloud_vm_memory_bytes Memory given to the VM.")
-		fmt.Fprintln(w, "# TYPE govcloud_vm_memory_bytes gauge")
-		for _, u := range r.Usage {
-			fmt.Fprintf(w, "govcloud_vm_memory_bytes{department=%q,host=%q,vm=%q} %d\n", u.Department, r.Host, u.VM, u.MemoryBytes)
-		}
-		fmt.Fprintln(w, "# HELP govcloud_volume_allocated_bytes Bytes allocated to the VM's volumes.")
-		fmt.Fprintln(w, "# TYPE govcloud_volume_allocated_bytes gauge")
-		for _, u := range r.Usage {
-			fmt.Fprintf(w, "govcloud_volume_allocated_bytes{department=%q,host=%q,vm=%q} %d\n", u.Department, r.Host, u.VM, u.VolumeBytes)
-		}
-	default:
-		http.NotFound(w, req)
-	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(r)
 }
