@@ -143,6 +143,26 @@ func zombie(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
+// killByCmdline kills every process whose command line ends with want (the guest server,
+// whether still under 'ip netns exec' or already exec'd).
+func killByCmdline(want []string) {
+	suffix := strings.Join(want, "\x00")
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.HasSuffix(strings.TrimRight(string(b), "\x00"), suffix) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // run runs one short command; it dies with the agent (a killed agent leaves no half-run ip
 // commands racing its successor).
 func run(ctx context.Context, args ...string) error {
@@ -288,6 +308,9 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	if r.PID > 0 && alive(r.PID) && inNamespaceCmd(r.PID, name) {
 		_ = syscall.Kill(r.PID, syscall.SIGKILL)
 	}
+	// An agent killed right after starting the server, before recording its pid, can leave an
+	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line.
+	killByCmdline(p.cfg.HTTPCommand(name))
 	// Something else (a killed agent's last command) may remove them meanwhile: only what
 	// still exists after a failure is an error.
 	for _, port := range r.Ports {
