@@ -53,23 +53,9 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			c := client.FromEnv()
-			if api != "" {
-				c.Base = strings.TrimRight(api, "/")
-			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				c.Token = strings.TrimSpace(string(b))
-			}
-			if apiNetns != "" {
-				tr, err := netnsTransport(apiNetns)
-				if err != nil {
-					return err
-				}
-				c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+			c, err := hostClient(api, tokenFile, apiNetns)
+			if err != nil {
+				return err
 			}
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
 			if !noBGP {
@@ -127,6 +113,31 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	return cmd
+}
+
+// hostClient is the controller client of a host agent (network or compute): the URL from
+// --api or GOVCLOUD_API, the token from --token-file or GOVCLOUD_TOKEN, and dials from the
+// namespace --api-netns names, when given.
+func hostClient(api, tokenFile, apiNetns string) (*client.Client, error) {
+	c := client.FromEnv()
+	if api != "" {
+		c.Base = strings.TrimRight(api, "/")
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		c.Token = strings.TrimSpace(string(b))
+	}
+	if apiNetns != "" {
+		tr, err := netnsTransport(apiNetns)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	}
+	return c, nil
 }
 
 // netnsTransport dials from the network namespace at path: each dial runs on a locked thread

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/compute/libvirt"
 	"github.com/govcloud/govcloud/compute/netns"
-	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/metering"
 )
@@ -55,23 +53,9 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			c := client.FromEnv()
-			if api != "" {
-				c.Base = strings.TrimRight(api, "/")
-			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				c.Token = strings.TrimSpace(string(b))
-			}
-			if apiNetns != "" {
-				tr, err := netnsTransport(apiNetns)
-				if err != nil {
-					return err
-				}
-				c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+			c, err := hostClient(api, tokenFile, apiNetns)
+			if err != nil {
+				return err
 			}
 			var p compute.Provider
 			switch provider {
@@ -136,7 +120,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&host, "host", "", "this host's name in the controller (default: hostname)")
 	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
-	f.StringVar(&apiNetns, "api-netns", "", "dial the controller from this network namespace (path or name)")
+	f.StringVar(&apiNetns, "api-netns", "", "dial the controller from the network namespace at this path")
 	f.StringVar(&provider, "provider", "libvirt", "libvirt (real VMs) or netns (namespace guests)")
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9481", "serve /status and /metrics here (empty: off)")
 	f.BoolVar(&startLibvirtd, "start-libvirtd", false, "start virtlogd and libvirtd when their socket does not answer (hosts without systemd)")
