@@ -242,21 +242,7 @@ func BenchmarkTrunkThroughput(b *testing.B) {
 
 func iperf(b *testing.B, client, server *netnstest.NS, addr, secs string) float64 {
 	b.Helper()
-	srv := server.Cmd("iperf3", "-s", "-1", "-p", "5201")
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }() // -1: it exits after one test anyway
-	// Wait for the server to listen (a busy machine can take a while).
-	for i := 0; ; i++ {
-		if out, _ := server.Run("ss", "-Hltn", "sport = :5201"); strings.Contains(out, "5201") {
-			break
-		}
-		if i == 600 {
-			b.Fatalf("iperf3 server in %s not listening after 60s", server.Name)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer iperfServer(b, server, "5201")()
 	out, err := client.Run("iperf3", "-c", addr, "-p", "5201", "-t", secs, "-J")
 	if err != nil {
 		b.Fatalf("iperf3: %v\n%s", err, out)
@@ -319,27 +305,33 @@ func useCounters(b *testing.B, pinPath string, on bool) {
 	}
 }
 
-// iperfUDP sends 64-byte UDP datagrams as fast as iperf3 can for secs and returns the packets
-// per second the server received.
-func iperfUDP(b *testing.B, client, server *netnstest.NS, addr, secs string) float64 {
+// iperfServer starts a one-test iperf3 server in server on port, waits until it listens (its
+// control connection is TCP, for UDP tests too) and returns its stop function.
+func iperfServer(b *testing.B, server *netnstest.NS, port string) func() {
 	b.Helper()
-	srv := server.Cmd("iperf3", "-s", "-1", "-p", "5202")
+	srv := server.Cmd("iperf3", "-s", "-1", "-p", port)
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
+	stop := func() { srv.Process.Kill(); srv.Wait() } // -1: it exits after one test anyway
+	// A busy machine can take a while.
 	for i := 0; ; i++ {
-		if out, _ := server.Run("ss", "-Hlun", "sport = :5202"); strings.Contains(out, "5202") {
-			break
-		}
-		if out, _ := server.Run("ss", "-Hltn", "sport = :5202"); strings.Contains(out, "5202") {
-			break
+		if out, _ := server.Run("ss", "-Hltn", "sport = :"+port); strings.Contains(out, port) {
+			return stop
 		}
 		if i == 600 {
+			stop()
 			b.Fatalf("iperf3 server in %s not listening after 60s", server.Name)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// iperfUDP sends 64-byte UDP datagrams as fast as iperf3 can for secs and returns the packets
+// per second the server received.
+func iperfUDP(b *testing.B, client, server *netnstest.NS, addr, secs string) float64 {
+	b.Helper()
+	defer iperfServer(b, server, "5202")()
 	out, err := client.Run("iperf3", "-c", addr, "-p", "5202", "-u", "-b", "0", "-l", "64", "-t", secs, "-J")
 	if err != nil {
 		b.Fatalf("iperf3 udp: %v\n%s", err, out)

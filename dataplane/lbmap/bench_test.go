@@ -57,6 +57,21 @@ func benchServices() []lb.Service {
 	return out
 }
 
+// benchDataplane loads a dataplane (closed when the benchmark ends) tunnelling from the wire's
+// LB address, with the 64 VIPs x 100 backends programmed.
+func benchDataplane(b testing.TB, ctSize uint32) *Dataplane {
+	dp, err := Load(Options{ConnTableSize: ctSize})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { dp.Close() })
+	if err := dp.SetConfig(Config{EncapSource4: netip.MustParseAddr("198.18.0.1")}); err != nil {
+		b.Fatal(err)
+	}
+	mustSet(b, dp, benchServices())
+	return dp
+}
+
 // benchWire is gen (LB host, up0) <-> sink (up1, xdp_sink counting and dropping), and the
 // generator objects that inject traffic at up0's ingress.
 type benchWire struct {
@@ -167,15 +182,7 @@ func benchThroughput(b *testing.B) {
 	const nflows = 16
 	// XDP load balancer.
 	w := wire(b)
-	dp, err := Load(Options{ConnTableSize: 1 << 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer dp.Close()
-	if err := dp.SetConfig(Config{EncapSource4: netip.MustParseAddr("198.18.0.1")}); err != nil {
-		b.Fatal(err)
-	}
-	mustSet(b, dp, benchServices())
+	dp := benchDataplane(b, 1<<16)
 	frames := benchFrames(b, w.ns, nflows)
 	w.liveRun(b, dp.Program(), frames, 10) // fill the connection table
 	before, _ := dp.VIPCounters()
@@ -259,15 +266,7 @@ func nftCounter(b testing.TB, ns *netnstest.NS, chain string) uint64 {
 
 func benchPerPacket(b *testing.B) {
 	w := wire(b)
-	dp, err := Load(Options{ConnTableSize: 3 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer dp.Close()
-	if err := dp.SetConfig(Config{EncapSource4: netip.MustParseAddr("198.18.0.1")}); err != nil {
-		b.Fatal(err)
-	}
-	mustSet(b, dp, benchServices())
+	dp := benchDataplane(b, 3<<20)
 
 	// 1M established flows in the connection table.
 	const flows = 1 << 20
