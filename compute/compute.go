@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -57,6 +58,9 @@ type VMSpec struct {
 	Image      string
 	Volumes    []VolumeSpec
 	NICs       []NIC
+	// Serves are the VIPs the VM answers as a dsr backend (on its lo, replying from the VIP).
+	// They are not part of the Fingerprint: a provider applies a change to a running guest.
+	Serves []netip.Addr
 }
 
 // VMStatus is what a provider reports about one VM.
@@ -128,10 +132,23 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 	for _, v := range st.Volumes {
 		vols[v.Name] = v
 	}
+	serves := map[string][]netip.Addr{}
+	for _, svc := range st.Services {
+		vip, err := netip.ParseAddr(svc.VIP)
+		if err != nil || svc.Mode != "dsr" {
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.VM != "" && !slices.Contains(serves[b.VM], vip) {
+				serves[b.VM] = append(serves[b.VM], vip)
+			}
+		}
+	}
 	var out []VMSpec
 	var errs []error
 	for _, vm := range st.VMs {
-		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image}
+		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image, Serves: serves[vm.Name]}
+		slices.SortFunc(s.Serves, netip.Addr.Compare)
 		if err := ValidName(vm.Name); err != nil {
 			errs = append(errs, fmt.Errorf("vm %q: %w", vm.Name, err))
 			continue
@@ -171,6 +188,16 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, errors.Join(errs...)
+}
+
+// ServesText is the spec's VIPs as a sorted, comma-separated list (providers store it).
+func (s VMSpec) ServesText() string {
+	var v []string
+	for _, a := range s.Serves {
+		v = append(v, a.String())
+	}
+	slices.Sort(v)
+	return strings.Join(v, ",")
 }
 
 // Fingerprint is a stable text of a spec; providers store it to tell "same VM" from "changed".

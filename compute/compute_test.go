@@ -26,6 +26,11 @@ func state() *desired.State {
 				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0a", IPv4: "198.18.20.10/24", Gateway: "198.18.20.1"}}},
 		},
 		Volumes: []desired.Volume{{Name: "d1", Department: "lands", SizeGiB: 3}},
+		Services: []desired.Service{
+			{Name: "www", VIP: "198.19.255.2", Mode: "dsr", Backends: []desired.Backend{{VM: "b"}, {VM: "a"}}},
+			{Name: "api", VIP: "198.19.255.1", Mode: "dsr", Backends: []desired.Backend{{VM: "b"}}},
+			{Name: "natted", VIP: "198.19.255.3", Mode: "nat", Backends: []desired.Backend{{VM: "b"}}},
+		},
 	}
 }
 
@@ -43,6 +48,18 @@ func TestFromDesired(t *testing.T) {
 	}
 	if len(specs[1].Volumes) != 1 || specs[1].Volumes[0].SizeGiB != 3 {
 		t.Fatalf("volumes %+v", specs[1].Volumes)
+	}
+	// dsr backends serve their VIPs (sorted); a nat backend does not.
+	if got := specs[1].ServesText(); got != "198.19.255.1,198.19.255.2" {
+		t.Fatalf("b serves %q", got)
+	}
+	if got := specs[0].ServesText(); got != "198.19.255.2" {
+		t.Fatalf("a serves %q", got)
+	}
+	noVIPs := specs[1]
+	noVIPs.Serves = nil
+	if noVIPs.Fingerprint() != specs[1].Fingerprint() {
+		t.Fatal("the VIPs a VM serves changed its fingerprint (a running VM would be replaced)")
 	}
 
 	bad := state()

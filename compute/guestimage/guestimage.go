@@ -2,8 +2,10 @@
 // downloading anything: Debian's kernel (package linux-image-amd64, /boot/vmlinuz-*) and an
 // initramfs assembled here from busybox-static and the kernel package's own virtio modules. Its
 // init loads the modules, configures each NIC from the kernel command line (ip=ADDR::GW:MASK::ethN:off,
-// one per NIC; the kernel itself has no IP autoconfiguration), and serves HTTP with busybox httpd
-// answering the VM's name (gc.name=NAME).
+// one per NIC; the kernel itself has no IP autoconfiguration), puts the VIPs it serves as a dsr
+// backend on lo (gc.vip=ADDR, repeated), and serves HTTP with busybox httpd answering the VM's
+// name (gc.name=NAME). A shell listens on the second serial port (ttyS1) when the VM has one: the
+// host runs commands in the guest through it (see Run), without any network path.
 package guestimage
 
 import (
@@ -63,8 +65,15 @@ for x in $(cat /proc/cmdline); do
       arping -U -c 1 -I "$dev" "$addr" >/dev/null 2>&1 &
       if [ -n "$gw" ] && ! ip route | grep -q '^default'; then ip route add default via "$gw" dev "$dev"; fi
       ;;
+    gc.vip=*)
+      v="${x#gc.vip=}"
+      case "$v" in *:*) ip -6 addr add "$v/128" dev lo ;; *) ip addr add "$v/32" dev lo ;; esac
+      ;;
   esac
 done
+if [ -e /dev/ttyS1 ]; then
+  (while true; do setsid sh -c 'stty -echo -onlcr 2>/dev/null; PS1= exec sh' </dev/ttyS1 >/dev/ttyS1 2>&1; sleep 1; done) &
+fi
 mkdir -p /www
 echo "$name" > /www/index.html
 httpd -p 80 -h /www
@@ -198,8 +207,9 @@ type NIC struct {
 	Gateway netip.Addr
 }
 
-// Cmdline is the kernel command line for a guest named name with its NICs (eth0, eth1, ...).
-func Cmdline(name string, nics []NIC) string {
+// Cmdline is the kernel command line for a guest named name with its NICs (eth0, eth1, ...) and
+// the VIPs it serves as a dsr backend (on lo).
+func Cmdline(name string, nics []NIC, vips []netip.Addr) string {
 	// No timer/TSC calibration and no mitigations: each costs a lot under TCG.
 	parts := []string{"console=ttyS0", "panic=-1", "quiet", "mitigations=off", "tsc=reliable", "no_timer_check", "lpj=8000000", "gc.name=" + name}
 	for i, n := range nics {
@@ -211,6 +221,11 @@ func Cmdline(name string, nics []NIC) string {
 			gw = n.Gateway.String()
 		}
 		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s::eth%d:off", n.Addr.Addr(), gw, mask4(n.Addr.Bits()), i))
+	}
+	for _, v := range vips {
+		if v.IsValid() {
+			parts = append(parts, "gc.vip="+v.String())
+		}
 	}
 	return strings.Join(parts, " ")
 }

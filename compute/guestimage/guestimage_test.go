@@ -16,8 +16,8 @@ func TestCmdline(t *testing.T) {
 	got := Cmdline("web1", []NIC{
 		{Addr: netip.MustParsePrefix("198.18.20.10/24"), Gateway: netip.MustParseAddr("198.18.20.1")},
 		{Addr: netip.MustParsePrefix("198.18.21.10/25")},
-	})
-	want := "console=ttyS0 panic=-1 quiet mitigations=off tsc=reliable no_timer_check lpj=8000000 gc.name=web1 ip=198.18.20.10::198.18.20.1:255.255.255.0::eth0:off ip=198.18.21.10:::255.255.255.128::eth1:off"
+	}, []netip.Addr{netip.MustParseAddr("198.19.255.1"), netip.MustParseAddr("2001:db8::1")})
+	want := "console=ttyS0 panic=-1 quiet mitigations=off tsc=reliable no_timer_check lpj=8000000 gc.name=web1 ip=198.18.20.10::198.18.20.1:255.255.255.0::eth0:off ip=198.18.21.10:::255.255.255.128::eth1:off gc.vip=198.19.255.1 gc.vip=2001:db8::1"
 	if got != want {
 		t.Fatalf("cmdline\n got %s\nwant %s", got, want)
 	}

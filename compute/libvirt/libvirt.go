@@ -3,8 +3,13 @@
 // libvirtd socket). Disks are qcow2 overlays on a base image in a storage pool (a directory pool
 // by default; the pool type is configuration). Guests boot the tiny image of package guestimage
 // directly (kernel, initramfs, command line with the NIC addresses). Everything it makes is named
-// "gc-..." and domains carry a govcloud metadata element, so a restarted agent finds its own
-// leftovers and nothing else.
+// "gc-..." and domains carry a govcloud metadata element naming the host, so a restarted agent
+// finds its own leftovers and nothing else, also when several agents share one libvirtd (the lab).
+//
+// When libvirtd runs in another network namespace than the agent (Config.LibvirtNetns: the lab,
+// where one libvirtd serves hosts that are namespaces), each NIC gets a bridge of its own next to
+// the tap in libvirtd's namespace and a veth pair from it into the agent's, whose end here is the
+// guest port on the segment bridge: the network agent filters that port as it would the tap.
 package libvirt
 
 import (
@@ -29,6 +34,7 @@ import (
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/compute/guestimage"
@@ -51,7 +57,13 @@ type Config struct {
 	PoolXML  string // full pool definition when PoolType is not "dir" (e.g. rbd)
 	StateDir string // images and console logs, default /var/lib/govcloud/compute
 	Emulator string // default /usr/bin/qemu-system-x86_64
-	Log      *slog.Logger
+	// Host is written into each domain's metadata; only domains of this host are listed, used
+	// for usage, or removed. Several agents (one per host) may share one libvirtd.
+	Host string
+	// LibvirtNetns is the path of libvirtd's network namespace when it is not the agent's
+	// (e.g. /proc/1/ns/net seen from an agent in a namespace); empty: the same.
+	LibvirtNetns string
+	Log          *slog.Logger
 }
 
 // Provider is the libvirt compute provider.
@@ -63,6 +75,10 @@ type Provider struct {
 	pool golibvirt.StoragePool
 	img  guestimage.Image
 	base string // path of the base volume
+	// lh is a netlink handle in libvirtd's namespace (where taps are made); with LibvirtNetns
+	// set, own is this process's namespace, where guest ports join the segment bridges.
+	lh  *netlink.Handle
+	own netns.NsHandle
 }
 
 // New connects to libvirtd, makes sure the storage pool, the base volume and the guest image
@@ -89,9 +105,13 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Provider{cfg: cfg, log: cfg.Log}
+	p := &Provider{cfg: cfg, log: cfg.Log, own: -1}
+	if err := p.openNetns(); err != nil {
+		return nil, err
+	}
 	p.l = golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(cfg.Socket), dialers.WithLocalTimeout(5*time.Second)))
 	if err := p.l.Connect(); err != nil {
+		p.closeNetns()
 		return nil, fmt.Errorf("connect to libvirtd at %s: %w", cfg.Socket, err)
 	}
 	var err error
@@ -111,7 +131,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 }
 
 // Close disconnects from libvirtd.
-func (p *Provider) Close() error { return p.l.Disconnect() }
+func (p *Provider) Close() error {
+	p.closeNetns()
+	return p.l.Disconnect()
+}
 
 func (p *Provider) ensurePool() error {
 	pool, err := p.l.StoragePoolLookupByName(p.cfg.Pool)
@@ -165,6 +188,8 @@ func fingerprint(s compute.VMSpec) string {
 
 type meta struct {
 	XMLName     xml.Name `xml:"vm"`
+	Host        string   `xml:"host,attr"`
+	Serves      string   `xml:"serves,attr"` // VIPs on the guest's lo, comma-separated
 	Department  string   `xml:"department,attr"`
 	Fingerprint string   `xml:"fingerprint,attr"`
 	VCPUs       int      `xml:"vcpus,attr"`
@@ -181,7 +206,18 @@ func (p *Provider) meta(d golibvirt.Domain) (meta, bool) {
 	if err := xml.Unmarshal([]byte(s), &m); err != nil {
 		return meta{}, false
 	}
-	return m, true
+	return m, m.Host == p.cfg.Host
+}
+
+// setMeta rewrites a running domain's metadata.
+func (p *Provider) setMeta(d golibvirt.Domain, m meta) error {
+	return p.l.DomainSetMetadata(d, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{metaXML(m)},
+		golibvirt.OptString{"gc"}, golibvirt.OptString{metadataURI}, golibvirt.DomainAffectLive)
+}
+
+func metaXML(m meta) string {
+	return fmt.Sprintf("<vm host='%s' serves='%s' department='%s' fingerprint='%s' vcpus='%d' volumes='%s' addresses='%s'/>",
+		esc(m.Host), esc(m.Serves), esc(m.Department), m.Fingerprint, m.VCPUs, esc(m.Volumes), esc(m.Addresses))
 }
 
 // Ensure makes the VM exist and run with spec; a VM running with the same spec is left alone.
@@ -194,8 +230,17 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	fp := fingerprint(s)
 	if d, err := p.l.DomainLookupByName(domName(s.Name)); err == nil {
 		m, ok := p.meta(d)
+		if !ok && m.Fingerprint != "" {
+			return compute.VMStatus{}, fmt.Errorf("vm %q: domain %s belongs to host %q, not %q", s.Name, domName(s.Name), m.Host, p.cfg.Host)
+		}
 		state, _, serr := p.l.DomainGetState(d, 0)
 		if ok && m.Fingerprint == fp && serr == nil && golibvirt.DomainState(state) == golibvirt.DomainRunning {
+			if want := s.ServesText(); m.Serves != want {
+				if err := p.setServes(ctx, d, s.Name, m, want); err != nil {
+					return p.status(d, s.Name, m), err
+				}
+				m.Serves = want
+			}
 			return p.status(d, s.Name, m), nil
 		}
 		p.log.Info("replacing vm", "vm", s.Name, "state", state, "fingerprint", m.Fingerprint, "want", fp)
@@ -208,16 +253,22 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		if _, err := net.InterfaceByName(n.Bridge); err != nil {
 			return compute.VMStatus{}, fmt.Errorf("vm %q: bridge %q of segment %q: %w", s.Name, n.Bridge, n.Segment, err)
 		}
-		if l, err := netlink.LinkByName(n.Port); err == nil { // a leftover tap of a crashed qemu
-			_ = netlink.LinkDel(l)
-		}
+		p.unplug(n.Port) // a leftover tap of a crashed qemu (and its plumbing)
 	}
 	var made []golibvirt.StorageVol
 	fail := func(err error) (compute.VMStatus, error) {
 		for _, v := range made {
 			_ = p.l.StorageVolDelete(v, 0)
 		}
+		for _, n := range s.NICs {
+			p.unplug(n.Port)
+		}
 		return compute.VMStatus{}, err
+	}
+	for _, n := range s.NICs {
+		if err := p.plumb(n); err != nil {
+			return fail(fmt.Errorf("vm %q: segment %q: %w", s.Name, n.Segment, err))
+		}
 	}
 	root, created, err := p.volume(rootName(s.Name), 64<<20, p.base)
 	if err != nil {
@@ -250,7 +301,7 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		}
 		disks = append(disks, vp)
 	}
-	m := meta{Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs}
+	m := meta{Host: p.cfg.Host, Serves: s.ServesText(), Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs}
 	for i, v := range s.Volumes {
 		if i > 0 {
 			m.Volumes += ","
@@ -293,6 +344,12 @@ func (p *Provider) consoleLog(vm string) string {
 	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+".log")
 }
 
+// ShellSocket is the unix socket of the guest's shell (its second serial port), for
+// guestimage.Run.
+func (p *Provider) ShellSocket(vm string) string {
+	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+".sock")
+}
+
 // ConsoleLog returns what the VM printed on its serial console so far.
 func (p *Provider) ConsoleLog(vm string) string {
 	b, _ := os.ReadFile(p.consoleLog(vm))
@@ -307,10 +364,10 @@ func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
 	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
 	var b strings.Builder
 	fmt.Fprintf(&b, "<domain type='qemu'><name>%s</name>", esc(domName(s.Name)))
-	fmt.Fprintf(&b, "<metadata><gc:vm xmlns:gc='%s' department='%s' fingerprint='%s' vcpus='%d' volumes='%s' addresses='%s'/></metadata>", metadataURI, esc(m.Department), m.Fingerprint, m.VCPUs, esc(m.Volumes), esc(m.Addresses))
+	fmt.Fprintf(&b, "<metadata>%s</metadata>", strings.Replace(metaXML(m), "<vm ", fmt.Sprintf("<gc:vm xmlns:gc='%s' ", metadataURI), 1))
 	fmt.Fprintf(&b, "<memory unit='MiB'>%d</memory><vcpu>%d</vcpu>", mem, vcpus)
 	fmt.Fprintf(&b, "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>",
-		esc(p.img.Kernel), esc(p.img.Initrd), esc(guestimage.Cmdline(s.Name, nics)))
+		esc(p.img.Kernel), esc(p.img.Initrd), esc(guestimage.Cmdline(s.Name, nics, s.Serves)))
 	b.WriteString("<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash><devices>")
 	fmt.Fprintf(&b, "<emulator>%s</emulator>", esc(p.cfg.Emulator))
 	for i, d := range disks {
@@ -321,9 +378,13 @@ func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
 		if len(n.MAC) > 0 {
 			fmt.Fprintf(&b, "<mac address='%s'/>", n.MAC)
 		}
-		fmt.Fprintf(&b, "<source bridge='%s'/><target dev='%s'/><model type='virtio'/></interface>", esc(n.Bridge), esc(n.Port))
+		// No checksum or segmentation offload: the guest's frames are complete when they reach
+		// the host's XDP and TC programs (which do not finish partial checksums).
+		fmt.Fprintf(&b, "<source bridge='%s'/><target dev='%s'/><model type='virtio'/>", esc(p.bridgeFor(n)), esc(n.Port))
+		b.WriteString("<driver name='qemu'><host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/><guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/></driver></interface>")
 	}
 	fmt.Fprintf(&b, "<serial type='file'><source path='%s'/><target port='0'/></serial>", esc(p.consoleLog(s.Name)))
+	fmt.Fprintf(&b, "<serial type='unix'><source mode='bind' path='%s'/><target port='1'/></serial>", esc(p.ShellSocket(s.Name)))
 	b.WriteString("<memballoon model='none'/></devices></domain>")
 	return b.String()
 }
@@ -407,9 +468,7 @@ func (p *Provider) deleteLocked(name string) error {
 			}
 		}
 		for _, port := range ports {
-			if l, err := netlink.LinkByName(port); err == nil {
-				_ = netlink.LinkDel(l)
-			}
+			p.unplug(port)
 		}
 	}
 	if v, err := p.l.StorageVolLookupByName(p.pool, rootName(name)); err == nil {
@@ -418,6 +477,7 @@ func (p *Provider) deleteLocked(name string) error {
 		}
 	}
 	_ = os.Remove(p.consoleLog(name))
+	_ = os.Remove(p.ShellSocket(name))
 	return errors.Join(errs...)
 }
 
@@ -604,7 +664,7 @@ func (p *Provider) Sweep(ctx context.Context) error {
 			used[port] = true
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := p.lh.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -618,9 +678,10 @@ func (p *Provider) Sweep(ctx context.Context) error {
 			continue // a process holds it (a domain starting right now): not a leftover
 		}
 		p.log.Info("deleting leftover tap", "tap", name)
-		if err := netlink.LinkDel(l); err != nil {
+		if err := p.lh.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete leftover tap %s: %w", name, err))
 		}
 	}
+	errs = append(errs, p.sweepPlumbing(used))
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/compute/guestimage"
 )
 
 // A VM made through the provider boots under qemu (TCG), takes the controller's address and MAC
@@ -31,6 +33,7 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 
 	vm := spec("tvm1", 3901, "198.18.201.10/24", "52:54:00:c7:00:10")
 	vm.Volumes = []compute.VolumeSpec{{Name: "tvd1", SizeGiB: 1}}
+	vm.Serves = []netip.Addr{netip.MustParseAddr("198.19.254.1")}
 	t.Cleanup(func() { p.Delete(ctx, vm.Name); p.PruneVolumes(ctx, nil) })
 	start := time.Now()
 	st, err := p.Ensure(ctx, vm)
@@ -73,6 +76,29 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	st2, err := p.Ensure(ctx, vm)
 	if err != nil || st2.PID != st.PID {
 		t.Fatalf("second ensure: pid %d -> %d, err %v: want the same qemu", st.PID, st2.PID, err)
+	}
+
+	// The dsr VIPs from the command line are on the guest's lo; a change reaches the running
+	// guest through its shell, without replacing it.
+	lo := func() string {
+		out, rc, err := guestimage.Run(ctx, p.ShellSocket(vm.Name), "ip addr show dev lo")
+		if err != nil || rc != 0 {
+			t.Fatalf("guest shell: rc %d, %v: %s", rc, err, out)
+		}
+		return out
+	}
+	if got := lo(); !strings.Contains(got, "198.19.254.1/32") {
+		t.Fatalf("guest lo %q: want the VIP 198.19.254.1/32 from the command line", got)
+	}
+	vm.Serves = []netip.Addr{netip.MustParseAddr("198.19.254.2")}
+	if st3, err := p.Ensure(ctx, vm); err != nil || st3.PID != st.PID {
+		t.Fatalf("ensure with another VIP: pid %d -> %d, err %v: want the same qemu", st.PID, st3.PID, err)
+	}
+	if got := lo(); !strings.Contains(got, "198.19.254.2/32") || strings.Contains(got, "198.19.254.1/32") {
+		t.Fatalf("guest lo %q after the change: want 198.19.254.2/32 only", got)
+	}
+	if m, _ := p.meta(mustDomain(t, p, vm.Name)); m.Serves != "198.19.254.2" {
+		t.Fatalf("metadata serves %q, want 198.19.254.2", m.Serves)
 	}
 	us, err := p.Usage(ctx)
 	if err != nil {
