@@ -17,12 +17,20 @@ import (
 // after a failed or interrupted Up, and touches only gc-* namespaces and its own directory.
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
+	var agents []string
 	for _, h := range Hosts {
-		l.stop("agent-"+h, 5*time.Second)
+		agents = append(agents, "agent-"+h)
 	}
+	l.stopAll(agents, 5*time.Second)
+	var rest []string
 	pids, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid"))
 	for _, p := range pids {
-		l.stop(strings.TrimSuffix(filepath.Base(p), ".pid"), 3*time.Second)
+		rest = append(rest, strings.TrimSuffix(filepath.Base(p), ".pid"))
+	}
+	l.stopAll(rest, 3*time.Second)
+	// With --vms: the domains, volumes and pools of the hosts' compute agents (stopped above).
+	if err := l.removeVMs(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	for _, f := range []string{"zebra.pid", "bgpd.pid"} {
 		if b, err := os.ReadFile(filepath.Join(l.frrDir(), f)); err == nil {

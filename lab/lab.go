@@ -94,6 +94,11 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := l.preflight(); err != nil {
 		return err
 	}
+	if l.opt.VMs {
+		if err := l.preflightVMs(); err != nil {
+			return err
+		}
+	}
 	if len(labNamespaces()) > 0 || dirExists(l.dir) || dirExists(l.frrDir()) {
 		l.printf("lab: an earlier lab is here; removing it first\n")
 		if err := l.Down(ctx); err != nil {
@@ -181,9 +186,10 @@ func (l *Lab) Up(ctx context.Context) error {
 		}
 	}
 
-	l.step(6, steps, "guests (namespace VMs gc-vm-<name>) on the segment bridges")
 	if l.opt.VMs {
-		return errors.New("--vms: real VMs through libvirt are not wired into the lab yet; run without --vms")
+		l.step(6, steps, "guests: VMs under libvirt (qemu), made by a compute agent in each host, on the segment bridges")
+	} else {
+		l.step(6, steps, "guests (namespace VMs gc-vm-<name>) on the segment bridges")
 	}
 	states := map[string]*desired.State{}
 	if err := l.waitFor("agents built the segment bridges", 60*time.Second, func() error {
@@ -205,9 +211,24 @@ func (l *Lab) Up(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	for _, h := range Hosts {
-		if err := l.startGuests(h, states[h]); err != nil {
+	if l.opt.VMs {
+		if err := l.startVMs(ctx); err != nil {
 			return err
+		}
+		vms := map[string][]string{}
+		for h, st := range states {
+			for _, vm := range st.VMs {
+				vms[h] = append(vms[h], vm.Name)
+			}
+		}
+		if err := l.computeReady(vms); err != nil {
+			return err
+		}
+	} else {
+		for _, h := range Hosts {
+			if err := l.startGuests(h, states[h]); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -460,6 +481,10 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 	p("Prometheus (scraping both agents, with the recording rules) in gc-tor at http://%s:\n", promListen)
 	p("  sudo ip netns exec %s curl -s 'http://%s/api/v1/query?query=sum+by+(department)(govcloud_department_bytes_total)'\n", NSTor, promListen)
 	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)
+	if l.vmMode() {
+		p("VMs:      sudo virsh list   (libvirt domains gc-<vm>, qemu under TCG); consoles in %s/compute/<host>/console/\n", l.dir)
+		p("Compute:  sudo ip netns exec gc-host1 curl -s http://%s:%s/status\n", hostAddr(0), computeMetricsPort)
+	}
 	p("Grafana dashboard: deploy/grafana/   Prometheus config and rules: deploy/prometheus/\n")
 	p("Logs:     %s/logs/\n", l.dir)
 	p("Check:    sudo %s lab verify      Remove: sudo make demo-down\n", l.opt.Bin)

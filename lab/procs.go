@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -74,6 +75,16 @@ func killWait(pid int, grace time.Duration) {
 	for i := 0; i < 40 && syscall.Kill(pid, 0) == nil; i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stopAll stops the named processes at once (each as stop does).
+func (l *Lab) stopAll(names []string, grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.stop(n, grace) }()
+	}
+	wg.Wait()
 }
 
 // kill sends SIGKILL (no chance to clean up) and forgets the pid.

@@ -17,8 +17,8 @@ const promListen = "127.0.0.1:9090"
 // (deploy/examples/lab).
 func (l *Lab) deployDir() string { return filepath.Dir(filepath.Dir(l.opt.Config)) }
 
-// startPrometheus runs Debian's prometheus in gc-tor, scraping both agents over the fabric
-// every second with the project's recording rules, as an operator's would.
+// startPrometheus runs Debian's prometheus in gc-tor, scraping both agents (and with --vms both
+// compute agents) over the fabric every second with the project's recording rules, as an operator's would.
 func (l *Lab) startPrometheus() error {
 	dir := filepath.Join(l.dir, "prometheus")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -41,6 +41,13 @@ func (l *Lab) startPrometheus() error {
 		cfg += fmt.Sprintf("rule_files: [%q]\n", rules)
 	}
 	cfg += fmt.Sprintf("scrape_configs:\n  - job_name: govcloud-agent\n    honor_labels: true\n    static_configs: [{targets: [%s]}]\n", strings.Join(targets, ", "))
+	if l.vmMode() {
+		var ct []string
+		for i := range Hosts {
+			ct = append(ct, fmt.Sprintf("%q", hostAddr(i)+":"+computeMetricsPort))
+		}
+		cfg += fmt.Sprintf("  - job_name: govcloud-compute\n    honor_labels: true\n    static_configs: [{targets: [%s]}]\n", strings.Join(ct, ", "))
+	}
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}

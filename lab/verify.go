@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
@@ -98,27 +99,44 @@ func guests(states map[string]*desired.State) []guestInfo {
 	return out
 }
 
-// checkIsolation: every guest pings its own department's guests and reaches none of another's
-// (ICMP and TCP).
+// checkIsolation: every guest reaches its own department's guests (ICMP and HTTP, answered by
+// the right guest) and none of another's.
 func (l *Lab) checkIsolation(states map[string]*desired.State) error {
 	gs := guests(states)
-	for _, a := range gs {
-		for _, b := range gs {
-			if a.vm == b.vm {
-				continue
-			}
-			_, pingErr := nsOut("gc-vm-"+a.vm, "ping", "-c1", "-W1", b.addr)
-			if a.dept == b.dept && pingErr != nil {
+	// One prober per guest, all at once: each blocked probe waits out its timeout.
+	errs := make([]error, len(gs))
+	var wg sync.WaitGroup
+	for i, a := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.probeFrom(a, gs)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (l *Lab) probeFrom(a guestInfo, gs []guestInfo) error {
+	for _, b := range gs {
+		if a.vm == b.vm {
+			continue
+		}
+		pingErr := l.guestPing(a.vm, b.addr, 1)
+		if a.dept == b.dept {
+			if pingErr != nil {
 				return fmt.Errorf("%s cannot reach %s of its own department %s: %v", a.vm, b.vm, a.dept, pingErr)
 			}
-			if a.dept != b.dept {
-				if pingErr == nil {
-					return fmt.Errorf("%s (%s) pings %s (%s) across departments", a.vm, a.dept, b.vm, b.dept)
-				}
-				if _, err := nsOut("gc-vm-"+a.vm, "curl", "-sS", "--max-time", "1", "http://"+b.addr+"/"); err == nil {
-					return fmt.Errorf("%s (%s) reaches %s (%s) over TCP across departments", a.vm, a.dept, b.vm, b.dept)
-				}
+			if body, err := l.guestHTTP(a.vm, b.addr); err != nil || strings.TrimSpace(body) != b.vm {
+				return fmt.Errorf("%s: HTTP to %s of its own department %s: %q, %v (want %q)", a.vm, b.vm, a.dept, body, err, b.vm)
 			}
+			continue
+		}
+		if pingErr == nil {
+			return fmt.Errorf("%s (%s) pings %s (%s) across departments", a.vm, a.dept, b.vm, b.dept)
+		}
+		if _, err := l.guestHTTP(a.vm, b.addr); err == nil {
+			return fmt.Errorf("%s (%s) reaches %s (%s) over TCP across departments", a.vm, a.dept, b.vm, b.dept)
 		}
 	}
 	return nil
@@ -188,7 +206,7 @@ func (l *Lab) checkMeters(vips []vipInfo, states map[string]*desired.State) erro
 	}
 	const pings = 5
 	if from != "" {
-		if _, err := nsOut("gc-vm-"+from, "ping", "-c", fmt.Sprint(pings), "-i", "0.2", "-W", "1", to); err != nil {
+		if err := l.guestPing(from, to, pings); err != nil {
 			return fmt.Errorf("ping %s -> %s across hosts: %w", from, to, err)
 		}
 	}
@@ -227,12 +245,10 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 	if victim == "" {
 		return fmt.Errorf("service %s has no VM backend to stop", v.Service)
 	}
-	l.stop("vm-"+victim, 2*time.Second)
-	defer func() {
-		if !l.alive("vm-" + victim) {
-			_ = l.startGuestServer(victim)
-		}
-	}()
+	if err := l.stopServer(victim); err != nil {
+		return fmt.Errorf("stopping the server of %s: %w", victim, err)
+	}
+	defer func() { _ = l.startServer(victim) }()
 	// Taken out within interval x threshold (1 s x 2 in the lab) plus a report round.
 	time.Sleep(4 * time.Second)
 	for i := 0; i < 20; i++ {
@@ -244,7 +260,7 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 			return fmt.Errorf("%s stopped but still answered", victim)
 		}
 	}
-	if err := l.startGuestServer(victim); err != nil {
+	if err := l.startServer(victim); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -262,8 +278,8 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 
 // checkDashboard runs every query of the Grafana dashboard against the lab's Prometheus, with
 // $department set to each department and to All (.*), and expects data, of that department
-// only. VM and volume panels need the compute agent, which the lab's namespace guests do not
-// run: they are reported, not checked.
+// only. VM and volume panels need the compute agent, which runs with --vms only: without it
+// they are reported, not checked.
 func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	panels, err := l.dashboardQueries()
 	if err != nil {
@@ -275,6 +291,15 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	}
 	if len(up) != len(Hosts) {
 		return fmt.Errorf("prometheus scrapes %d of %d agents", len(up), len(Hosts))
+	}
+	if l.vmMode() {
+		up, err := promQuery(`up{job="govcloud-compute"} == 1`)
+		if err != nil {
+			return err
+		}
+		if len(up) != len(Hosts) {
+			return fmt.Errorf("prometheus scrapes %d of %d compute agents", len(up), len(Hosts))
+		}
 	}
 	depts := map[string]bool{}
 	for _, st := range states {
@@ -290,7 +315,7 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for title, exprs := range panels {
 		for _, expr := range exprs {
-			if strings.Contains(expr, "govcloud_vm_") || strings.Contains(expr, "govcloud_volume_") {
+			if !l.vmMode() && (strings.Contains(expr, "govcloud_vm_") || strings.Contains(expr, "govcloud_volume_")) {
 				skipped = append(skipped, title)
 				continue
 			}

@@ -41,7 +41,9 @@ joins the segment bridge.
 
 --provider libvirt (default) runs real VMs under libvirtd (qemu, direct kernel boot of the
 built-in tiny guest, qcow2 overlays in the storage pool --pool); --provider netns makes a
-network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests.
+network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests. Domains are
+tagged with --host, so agents of several hosts may share one libvirtd. A VM that backs a dsr
+service gets the VIP on its lo (at boot, and through the guest's serial shell when it changes).
 
 Everything it makes is named gc-...; at start and on every pass, owned leftovers of a killed
 agent are removed. With the controller away nothing changes (fail-static). Serves /status
@@ -66,6 +68,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 					}
 				}
 				lcfg.Log = g.log.With("component", "libvirt")
+				lcfg.Host = host
 				lp, err := libvirt.New(ctx, lcfg)
 				if err != nil {
 					return err
@@ -129,6 +132,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&lcfg.Pool, "pool", "gc-pool", "libvirt storage pool for volumes")
 	f.StringVar(&lcfg.PoolType, "pool-type", "dir", "storage pool type: dir, or another libvirt type with --pool-xml")
 	f.StringVar(&lcfg.PoolXML, "pool-xml", "", "pool definition used when the pool does not exist and is not a dir pool (e.g. rbd)")
+	f.StringVar(&lcfg.LibvirtNetns, "libvirt-netns", "", "libvirtd's network namespace when it is not this process's (the lab): NICs get a bridge there and a veth into this one")
 	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
 	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")
 	return cmd

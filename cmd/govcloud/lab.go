@@ -25,6 +25,12 @@ real component in it:
 
 The controller (embedded etcd) listens on 127.0.0.1:8480 on the machine itself.
 
+With --vms the guests are real VMs instead: libvirtd on the machine (started when it is not
+running; it keeps running after down), a compute agent in each host making the VMs the
+controller placed there (qemu under TCG, the built-in tiny guest), each NIC reaching the host's
+segment bridge through a veth pair. 'verify' then runs its probes inside the VMs through their
+serial shells, and also checks the VM and volume panels of the dashboard.
+
   up      build it, apply deploy/examples/lab, wait until every VIP answers, print a tour
   verify  re-check the story; exits non-zero naming the failing check
   down    remove every namespace, process and file the lab made (safe to repeat)
@@ -52,6 +58,6 @@ Needs root and the packages of 'sudo make deps'.`,
 	f := cmd.Flags()
 	f.StringVar(&opt.Dir, "dir", lab.DefaultDir, "where the lab keeps state, logs and pins")
 	f.StringVar(&opt.Config, "config", "deploy/examples/lab", "YAML file or directory to apply")
-	f.BoolVar(&opt.VMs, "vms", false, "real VMs through libvirt instead of namespace guests")
+	f.BoolVar(&opt.VMs, "vms", false, "up: real VMs through libvirt instead of namespace guests (verify and down follow what up made)")
 	return cmd
 }

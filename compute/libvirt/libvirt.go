@@ -157,6 +157,9 @@ func (p *Provider) ensurePool() error {
 		_ = p.l.StoragePoolSetAutostart(pool, 1)
 	}
 	if state, _, _, _, err := p.l.StoragePoolGetInfo(pool); err == nil && state != uint8(golibvirt.StoragePoolRunning) {
+		if p.cfg.PoolType == "dir" {
+			_ = p.l.StoragePoolBuild(pool, 0) // its directory may be gone (a removed state dir)
+		}
 		if err := p.l.StoragePoolCreate(pool, 0); err != nil {
 			return fmt.Errorf("start storage pool %q: %w", p.cfg.Pool, err)
 		}
@@ -608,6 +611,39 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
 	return out, nil
+}
+
+// RemoveAll deletes every VM of this host with its taps, every owned volume including the
+// base, and the storage pool itself: for taking down a whole installation (the lab's down).
+func (p *Provider) RemoveAll(ctx context.Context) error {
+	vms, err := p.List(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, vm := range vms {
+		errs = append(errs, p.Delete(ctx, vm.Name))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vols, _, err := p.l.StoragePoolListAllVolumes(p.pool, 1, 0)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list volumes of pool %q: %w", p.cfg.Pool, err))...)
+	}
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, prefix) {
+			if err := p.l.StorageVolDelete(v, 0); err != nil {
+				errs = append(errs, fmt.Errorf("delete volume %s: %w", v.Name, err))
+			}
+		}
+	}
+	if err := p.l.StoragePoolDestroy(p.pool); err != nil && !golibvirt.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("stop storage pool %q: %w", p.cfg.Pool, err))
+	}
+	if err := p.l.StoragePoolUndefine(p.pool); err != nil && !golibvirt.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("undefine storage pool %q: %w", p.cfg.Pool, err))
+	}
+	return errors.Join(errs...)
 }
 
 // StartDaemon starts virtlogd and libvirtd (hosts and CI without systemd) unless the socket

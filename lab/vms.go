@@ -1,0 +1,205 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/compute/guestimage"
+	"github.com/govcloud/govcloud/compute/libvirt"
+)
+
+// With --vms the guests are real VMs: one libvirtd on the machine (it makes its taps in the
+// machine's namespace) and a compute agent per host, running in the host's namespace as the
+// network agent does. Each VM NIC gets a bridge next to its tap and a veth pair into the host,
+// whose end there is the guest port on the segment bridge (libvirt.Config.LibvirtNetns).
+
+// vmsFile in the lab's directory says the lab runs real VMs ('lab verify' and 'down' read it).
+const vmsFile = "vms"
+
+// computeMetricsPort is where each host's compute agent serves /metrics, on the host's address.
+const computeMetricsPort = "9481"
+
+func (l *Lab) vmMode() bool {
+	_, err := os.Stat(filepath.Join(l.dir, vmsFile))
+	return err == nil
+}
+
+func (l *Lab) computeDir(h string) string { return filepath.Join(l.dir, "compute", h) }
+
+// labPool is host h's storage pool: the hosts' agents share libvirtd, not volumes.
+func labPool(h string) string { return "gc-lab-" + h }
+
+const libvirtSocket = "/run/libvirt/libvirt-sock"
+
+func (l *Lab) preflightVMs() error {
+	var missing []string
+	for _, t := range []string{"libvirtd", "virtlogd", "qemu-system-x86_64", "busybox"} {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if k, _ := filepath.Glob("/boot/vmlinuz-*"); len(k) == 0 {
+		missing = append(missing, "/boot/vmlinuz-* (linux-image-amd64)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("--vms: missing %s: run 'sudo make deps' (installs libvirt, qemu, busybox-static, a kernel)", strings.Join(missing, ", "))
+	}
+	// qemu runs as an unprivileged user (libvirt-qemu) and opens disks under the lab's directory.
+	abs, err := filepath.Abs(l.dir)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("--vms: qemu (user libvirt-qemu) cannot reach %s: %s is mode %04o; use a --dir whose parents others may traverse", abs, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// startVMs starts libvirtd when it is not running and a compute agent in each host.
+func (l *Lab) startVMs(ctx context.Context) error {
+	if err := os.WriteFile(filepath.Join(l.dir, vmsFile), nil, 0o644); err != nil {
+		return err
+	}
+	if err := libvirt.StartDaemon(ctx, libvirtSocket); err != nil {
+		return err
+	}
+	for i, h := range Hosts {
+		if err := os.MkdirAll(l.computeDir(h), 0o755); err != nil {
+			return err
+		}
+		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--api", API, "--api-netns", l.rootNS(),
+			"--token-file", filepath.Join(l.dir, "tokens", h), "--provider", "libvirt", "--libvirt-netns", l.rootNS(),
+			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeVMs deletes the lab's domains, volumes, pools and the links made for their NICs.
+// The compute agents must be stopped first (they would make them again). libvirtd, a system
+// daemon other users may share, keeps running.
+func (l *Lab) removeVMs(ctx context.Context) error {
+	c, err := net.DialTimeout("unix", libvirtSocket, time.Second)
+	if err != nil {
+		return nil // no libvirtd: no domains
+	}
+	c.Close()
+	errs := make([]error, len(Hosts))
+	var wg sync.WaitGroup
+	for i, h := range Hosts {
+		if !dirExists(l.computeDir(h)) {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = l.removeHostVMs(ctx, h) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (l *Lab) removeHostVMs(ctx context.Context, h string) error {
+	// Seen from the machine's namespace, libvirtd's namespace and the agent's are one: the
+	// provider removes the per-NIC bridges and veths there too.
+	p, err := libvirt.New(ctx, libvirt.Config{Socket: libvirtSocket, Host: h, Pool: labPool(h), StateDir: l.computeDir(h), LibvirtNetns: "/proc/self/ns/net"})
+	if err != nil {
+		return fmt.Errorf("libvirt for %s: %w", h, err)
+	}
+	defer p.Close()
+	return p.RemoveAll(ctx)
+}
+
+// inGuest runs a shell script in a guest: in its namespace, or through a VM's serial shell.
+func (l *Lab) inGuest(vm, script string) (string, error) {
+	if !l.vmMode() {
+		return nsOut("gc-vm-"+vm, "sh", "-c", script)
+	}
+	socks, _ := filepath.Glob(filepath.Join(l.dir, "compute", "*", "console", "gc-"+vm+".sock"))
+	if len(socks) == 0 {
+		return "", fmt.Errorf("vm %s: no guest shell socket (is it running?)", vm)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, rc, err := guestimage.Run(ctx, socks[0], script)
+	if err == nil && rc != 0 {
+		err = fmt.Errorf("%s (in vm %s): exit status %d: %s", script, vm, rc, strings.TrimSpace(out))
+	}
+	return out, err
+}
+
+// guestPing sends n pings from vm to addr (iputils in a namespace, busybox in a VM: same flags).
+func (l *Lab) guestPing(vm, addr string, n int) error {
+	_, err := l.inGuest(vm, fmt.Sprintf("ping -c %d -A -W 1 %s", n, addr))
+	return err
+}
+
+// guestHTTP fetches http://addr/ from vm, giving up after 1-2 s.
+func (l *Lab) guestHTTP(vm, addr string) (string, error) {
+	if l.vmMode() {
+		// busybox wget's own -T crashes (1.35, static); timeout(1) bounds it instead.
+		return l.inGuest(vm, "timeout 2 wget -q -O - http://"+addr+"/")
+	}
+	return l.inGuest(vm, "curl -sS --max-time 1 http://"+addr+"/")
+}
+
+// stopServer and startServer stop and start a guest's HTTP server (the backend of a service).
+func (l *Lab) stopServer(vm string) error {
+	if l.vmMode() {
+		_, err := l.inGuest(vm, "killall httpd")
+		return err
+	}
+	l.stop("vm-"+vm, 2*time.Second)
+	return nil
+}
+
+func (l *Lab) startServer(vm string) error {
+	if l.vmMode() {
+		_, err := l.inGuest(vm, "pidof httpd >/dev/null || httpd -p 80 -h /www")
+		return err
+	}
+	if l.alive("vm-" + vm) {
+		return nil
+	}
+	return l.startGuestServer(vm)
+}
+
+// computeReady waits until each host's compute agent runs every VM placed on it.
+func (l *Lab) computeReady(vms map[string][]string) error {
+	return l.waitFor("VMs running under libvirt (qemu)", 120*time.Second, func() error {
+		for i, h := range Hosts {
+			if !l.alive("compute-" + h) {
+				return fmt.Errorf("compute agent on %s exited:\n%s", h, l.logTail("compute-"+h, 15))
+			}
+			out, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+hostAddr(i)+":"+computeMetricsPort+"/status")
+			if err != nil {
+				return err
+			}
+			var rep compute.Report
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				return fmt.Errorf("%s compute status: %w", h, err)
+			}
+			for _, vm := range vms[h] {
+				i := slices.IndexFunc(rep.VMs, func(s compute.VMStatus) bool { return s.Name == vm })
+				if i < 0 || rep.VMs[i].State != compute.Running {
+					return fmt.Errorf("%s: vm %s not running yet (%s)", h, vm, rep.Error)
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,261 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/netnstest"
+)
+
+const extraVMYAML = `apiVersion: govcloud/v1
+kind: VM
+metadata: {name: lands-web-3}
+spec: {department: lands, vcpus: 1, memoryMiB: 128, image: tiny, networks: [{segment: lands-web}], host: gc-host2}
+---
+apiVersion: govcloud/v1
+kind: Service
+metadata: {name: lands-api}
+spec:
+  department: lands
+  ports: [{port: 80, protocol: tcp}]
+  backends: [{vm: lands-web-1}, {vm: lands-web-3}]
+  healthCheck: {type: http, path: /, interval: 1s, healthyThreshold: 2, unhealthyThreshold: 2}
+  mode: dsr
+`
+
+// TestLabVMs runs the lab with real VMs (libvirt, qemu under TCG): 'lab up --vms' and 'lab
+// verify' (every probe runs inside the VMs, through their serial shells), then through
+// 'govcloud apply' a new VM on gc-host2 and a new service whose backends are that VM and a
+// running one: the new VM boots, reaches its segment's VM on the other host, reaches no other
+// department, and both serve the new VIP; the running VM takes the VIP without a restart.
+// Deleting both removes the domain and its links; 'lab down' leaves no domain, pool, link,
+// namespace or process of the lab.
+func TestLabVMs(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "curl", "ethtool", "ping",
+		"libvirtd", "virtlogd", "qemu-system-x86_64", "busybox")
+	if len(labNamespaces()) > 0 {
+		t.Fatalf("a lab is already running here (%v): 'sudo make demo-down' first", labNamespaces())
+	}
+	bin := filepath.Join(t.TempDir(), "govcloud")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
+		t.Fatalf("building govcloud: %v\n%s", err, out)
+	}
+	// qemu (user libvirt-qemu) must reach the lab's disks: not under the test's 0700 TempDir.
+	parent, err := os.MkdirTemp("/var/lib", "govcloud-labtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	dir := filepath.Join(parent, "lab")
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"lab"}, append(args, "--dir", dir, "--config", "../deploy/examples/lab")...)...)
+		out, err := cmd.CombinedOutput()
+		t.Logf("govcloud lab %s:\n%s", strings.Join(args, " "), out)
+		return string(out), err
+	}
+	t.Cleanup(func() {
+		if len(labNamespaces()) > 0 {
+			_, _ = run("down")
+		}
+	})
+	if _, err := run("up", "--vms"); err != nil {
+		t.Fatalf("lab up --vms: %v", err)
+	}
+	if _, err := run("verify"); err != nil {
+		t.Fatalf("lab verify: %v", err)
+	}
+
+	ctx := context.Background()
+	l, err := New(Options{Bin: bin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := l.adminToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API, "GOVCLOUD_TOKEN="+admin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("govcloud %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	qemuPID := func(vm string) string {
+		b, _ := os.ReadFile("/run/libvirt/qemu/gc-" + vm + ".pid")
+		return strings.TrimSpace(string(b))
+	}
+	pid1 := qemuPID("lands-web-1")
+	if pid1 == "" {
+		t.Fatal("lands-web-1 has no qemu process")
+	}
+
+	f := filepath.Join(t.TempDir(), "extra.yaml")
+	if err := os.WriteFile(f, []byte(extraVMYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli("apply", "-f", f)
+	states := map[string]*desired.State{}
+	for _, h := range Hosts {
+		if states[h], err = l.client(admin).Desired(ctx, h, 0, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := map[string]string{}
+	for _, g := range guests(states) {
+		addr[g.vm] = g.addr
+	}
+	if addr["lands-web-3"] == "" {
+		t.Fatalf("lands-web-3 has no address in gc-host2's desired state: %v", addr)
+	}
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api string
+	for _, v := range vips {
+		if v.Service == "lands-api" {
+			api = v.VIP
+		}
+	}
+	if api == "" {
+		t.Fatalf("lands-api has no VIP: %v", vips)
+	}
+	eventually := func(what string, d time.Duration, check func() error) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for {
+			err := check()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s within %v: %v", what, d, err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	eventually("lands-web-3 answers lands-web-1 over its segment (across hosts)", 90*time.Second, func() error {
+		body, err := l.guestHTTP("lands-web-3", addr["lands-web-1"])
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(body) != "lands-web-1" {
+			return fmt.Errorf("body %q", body)
+		}
+		return l.guestPing("lands-web-1", addr["lands-web-3"], 1)
+	})
+	for _, other := range []string{"health-web-1", "health-web-2"} {
+		if err := l.guestPing("lands-web-3", addr[other], 1); err == nil {
+			t.Fatalf("lands-web-3 pings %s of department health", other)
+		}
+		if _, err := l.guestHTTP("lands-web-3", addr[other]); err == nil {
+			t.Fatalf("lands-web-3 reaches %s of department health over TCP", other)
+		}
+	}
+	eventually("lands-api's VIP answers from both of its VMs", 60*time.Second, func() error {
+		seen := map[string]bool{}
+		for i := 0; i < 30 && len(seen) < 2; i++ {
+			body, err := curl(api)
+			if err != nil {
+				return err
+			}
+			seen[body] = true
+		}
+		if !seen["lands-web-1"] || !seen["lands-web-3"] || len(seen) != 2 {
+			return fmt.Errorf("answers from %v, want lands-web-1 and lands-web-3", seen)
+		}
+		return nil
+	})
+	if got := qemuPID("lands-web-1"); got != pid1 {
+		t.Fatalf("lands-web-1 was restarted to take the new VIP (qemu pid %s -> %s)", pid1, got)
+	}
+
+	// Delete the VM and its service: the domain and the links made for its NIC go.
+	cli("delete", "services", "lands-api")
+	cli("delete", "vms", "lands-web-3")
+	eventually("lands-web-3 removed", 30*time.Second, func() error {
+		if qemuPID("lands-web-3") != "" {
+			return fmt.Errorf("qemu of lands-web-3 still runs")
+		}
+		if n := labLinks(); len(n) != 4*3 { // four VMs: tap, bridge and veth each
+			return fmt.Errorf("links of VM NICs in the machine's namespace: %v, want those of 4 VMs", n)
+		}
+		return nil
+	})
+
+	if _, err := run("down"); err != nil {
+		t.Fatalf("lab down: %v", err)
+	}
+	if ns := labNamespaces(); len(ns) > 0 {
+		t.Fatalf("after down: namespaces left: %v", ns)
+	}
+	for _, pat := range []string{bin, dir} { // govcloud, FRR and qemu (its disks and logs are in dir)
+		if out, _ := exec.Command("pgrep", "-af", pat).Output(); len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("after down: lab processes left (%s): %s", pat, out)
+		}
+	}
+	if n := labLinks(); len(n) > 0 {
+		t.Fatalf("after down: links of lab VMs left: %v", n)
+	}
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
+	for _, vm := range []string{"lands-web-1", "lands-web-2", "health-web-1", "health-web-2"} {
+		if strings.Contains(string(out), "gc-"+vm+"\n") {
+			t.Fatalf("after down: domain gc-%s left", vm)
+		}
+	}
+	if out, _ := exec.Command("virsh", "-c", "qemu:///system", "pool-list", "--all", "--name").Output(); strings.Contains(string(out), "gc-lab-") {
+		t.Fatalf("after down: storage pools left: %s", out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("after down: %s still exists", dir)
+	}
+}
+
+// labLinks lists the machine-namespace links made for the lab's VM NICs: taps of the lab's
+// domains, and the bridges and veths tagged with a lab host.
+func labLinks() []string {
+	links, _ := netlink.LinkList()
+	byPort := map[string]bool{}
+	for _, l := range links {
+		for _, h := range Hosts {
+			if p, ok := strings.CutPrefix(l.Attrs().Alias, "govcloud:"+h+":"); ok {
+				byPort[p] = true
+			}
+		}
+	}
+	var out []string
+	for _, l := range links {
+		n := l.Attrs().Name
+		if byPort[n] || strings.HasPrefix(l.Attrs().Alias, "govcloud:gc-host") ||
+			(strings.HasPrefix(n, "gr") && l.Type() == "veth" && l.Attrs().MasterIndex != 0 && isLabBridge(links, l.Attrs().MasterIndex)) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func isLabBridge(links []netlink.Link, idx int) bool {
+	for _, l := range links {
+		if l.Attrs().Index == idx {
+			return strings.HasPrefix(l.Attrs().Alias, "govcloud:gc-host")
+		}
+	}
+	return false
+}
