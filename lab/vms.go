@@ -84,7 +84,8 @@ func (l *Lab) startVMs(ctx context.Context) error {
 		}
 		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--api", API, "--api-netns", l.rootNS(),
 			"--token-file", filepath.Join(l.dir, "tokens", h), "--provider", "libvirt", "--libvirt-netns", l.rootNS(),
-			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort); err != nil {
+			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort,
+			"--report-status"); err != nil {
 			return err
 		}
 	}

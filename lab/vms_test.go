@@ -97,6 +97,10 @@ func TestLabVMs(t *testing.T) {
 		}
 		return string(out)
 	}
+	// Each compute agent's report reaches the controller beside the network agent's.
+	if out := cli("status"); strings.Count(out, "compute: 2 VM(s), 2 running") != 2 || strings.Count(out, ": ready (") != 2 {
+		t.Fatalf("govcloud status: want both hosts ready, each with 2 running VMs:\n%s", out)
+	}
 	qemuPID := func(vm string) string {
 		b, _ := os.ReadFile("/run/libvirt/qemu/gc-" + vm + ".pid")
 		return strings.TrimSpace(string(b))

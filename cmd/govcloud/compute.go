@@ -95,7 +95,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				Sink: func(ctx context.Context, r compute.Report) {
 					rs.set(r)
 					if reportStatus {
-						if err := c.PutHostStatus(ctx, host, map[string]any{"compute": r}); err != nil {
+						if err := c.PutComputeStatus(ctx, host, r); err != nil {
 							g.log.Warn("report status", "err", err)
 						}
 					}
@@ -127,7 +127,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&provider, "provider", "libvirt", "libvirt (real VMs) or netns (namespace guests)")
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9481", "serve /status and /metrics here (empty: off)")
 	f.BoolVar(&startLibvirtd, "start-libvirtd", false, "start virtlogd and libvirtd when their socket does not answer (hosts without systemd)")
-	f.BoolVar(&reportStatus, "report-status", false, "also write the compute report as the host's status in the controller (replaces the network agent's)")
+	f.BoolVar(&reportStatus, "report-status", false, "also send each report to the controller (its compute status of the host; 'govcloud status' shows it)")
 	f.StringVar(&lcfg.Socket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirtd socket")
 	f.StringVar(&lcfg.Pool, "pool", "gc-pool", "libvirt storage pool for volumes")
 	f.StringVar(&lcfg.PoolType, "pool-type", "dir", "storage pool type: dir, or another libvirt type with --pool-xml")

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/govcloud/govcloud/agent"
-
+	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
 )
@@ -42,13 +44,24 @@ func newStatusCmd(g *globals) *cobra.Command {
 			for h := range st.Hosts {
 				hosts = append(hosts, h)
 			}
+			for h := range st.Compute {
+				if _, ok := st.Hosts[h]; !ok {
+					hosts = append(hosts, h)
+				}
+			}
 			sort.Strings(hosts)
 			for _, h := range hosts {
 				var r struct {
 					Time   string       `json:"time"`
 					Status agent.Status `json:"status"`
 				}
-				_ = json.Unmarshal(st.Hosts[h], &r)
+				raw, ok := st.Hosts[h]
+				if !ok {
+					fmt.Fprintf(w, "host %s: no network agent report\n", h)
+					printCompute(w, st.Compute[h])
+					continue
+				}
+				_ = json.Unmarshal(raw, &r)
 				ready := "ready"
 				if !r.Status.Ready {
 					ready = "NOT READY: " + r.Status.Error
@@ -63,6 +76,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 						fmt.Fprintf(w, " (%s)", p.Reason)
 					}
 					fmt.Fprintln(w)
+				}
+				if raw, ok := st.Compute[h]; ok {
+					printCompute(w, raw)
 				}
 				for _, kind := range []map[string]string{r.Status.Segments, r.Status.Services, r.Status.Backends} {
 					names := make([]string, 0, len(kind))
@@ -82,4 +98,31 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or yaml")
 	return cmd
+}
+
+// printCompute prints a host's compute report: VMs by state, and the last pass's error.
+func printCompute(w io.Writer, raw json.RawMessage) {
+	var r struct {
+		Time   string         `json:"time"`
+		Status compute.Report `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		fmt.Fprintf(w, "  compute: unreadable report: %v\n", err)
+		return
+	}
+	states := map[compute.State]int{}
+	var notRunning []string
+	for _, vm := range r.Status.VMs {
+		states[vm.State]++
+		if vm.State != compute.Running {
+			notRunning = append(notRunning, fmt.Sprintf("%s %s %s", vm.Name, vm.State, vm.Message))
+		}
+	}
+	fmt.Fprintf(w, "  compute: %d VM(s), %d running (revision %d, last report %s)\n", len(r.Status.VMs), states[compute.Running], r.Status.Revision, r.Time)
+	for _, n := range notRunning {
+		fmt.Fprintf(w, "  vm %s\n", strings.TrimSpace(n))
+	}
+	if r.Status.Error != "" {
+		fmt.Fprintf(w, "  compute error: %s\n", r.Status.Error)
+	}
 }

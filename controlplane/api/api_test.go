@@ -197,6 +197,13 @@ func TestDesiredStateAndWatch(t *testing.T) {
 	if err := agent.PutHostStatus(ctx, "host2", map[string]any{}); err == nil {
 		t.Error("agent of host1 wrote host2's status")
 	}
+	// The compute agent's report is kept apart: it replaces nothing of the network agent's.
+	if err := agent.PutComputeStatus(ctx, "host1", map[string]any{"vms": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.PutComputeStatus(ctx, "host2", map[string]any{}); err == nil {
+		t.Error("agent of host1 wrote host2's compute status")
+	}
 	st, err := env.Client("admin").Status(ctx)
 	var rep struct {
 		Status struct {
@@ -208,6 +215,14 @@ func TestDesiredStateAndWatch(t *testing.T) {
 	}
 	if err != nil || rep.Status.Segments != 3 {
 		t.Errorf("status %+v %v", st, err)
+	}
+	var crep struct {
+		Status struct {
+			VMs int `json:"vms"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(st.Compute["host1"], &crep); err != nil || crep.Status.VMs != 2 {
+		t.Errorf("compute status %s: %v", st.Compute["host1"], err)
 	}
 }
 
@@ -321,7 +336,7 @@ func TestOpenAPI(t *testing.T) {
 	if err := jsonDecode(resp, &doc); err != nil {
 		t.Fatalf("openapi.json is not JSON: %v", err)
 	}
-	for _, p := range []string{"/v1/apply", "/v1/plan", "/v1/objects/{kind}/{name}", "/v1/hosts/{name}/desired", "/v1/hosts/{name}/status", "/v1/audit", "/v1/tokens"} {
+	for _, p := range []string{"/v1/apply", "/v1/plan", "/v1/objects/{kind}/{name}", "/v1/hosts/{name}/desired", "/v1/hosts/{name}/status", "/v1/hosts/{name}/compute-status", "/v1/audit", "/v1/tokens"} {
 		if doc.Paths[p] == nil {
 			t.Errorf("openapi.json lacks %s", p)
 		}

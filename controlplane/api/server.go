@@ -193,6 +193,7 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /v1/objects/{kind}/{name}", s.toLeader(s.handleDelete))
 	route("GET /v1/hosts/{name}/desired", s.handleDesired)
 	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
+	route("PUT /v1/hosts/{name}/compute-status", s.handleComputeStatus)
 	route("GET /v1/status", s.handleStatus)
 	route("GET /v1/audit", s.handleAudit)
 	route("POST /v1/tokens", s.handleToken)
@@ -581,15 +582,24 @@ func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p *princi
 }
 
 func (s *Server) handleHostStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	return s.putStatus(w, r, p, "status", s.store.PutHostStatus)
+}
+
+func (s *Server) handleComputeStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	return s.putStatus(w, r, p, "compute status", s.store.PutComputeStatus)
+}
+
+// putStatus stores an agent's report about its own host (any JSON).
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal, what string, put func(context.Context, string, json.RawMessage) error) *apiError {
 	host := r.PathValue("name")
 	if p.Role != RoleAdmin && !(p.Role == RoleAgent && p.Host == host) {
-		return forbidden("%s may not write the status of host %q", p.who(), host)
+		return forbidden("%s may not write the %s of host %q", p.who(), what, host)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	if err != nil || !json.Valid(body) {
-		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("status of host %q: body must be JSON", host)}
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("%s of host %q: body must be JSON", what, host)}
 	}
-	if err := s.store.PutHostStatus(r.Context(), host, body); err != nil {
+	if err := put(r.Context(), host, body); err != nil {
 		return internal(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"host": host, "result": "stored"})
@@ -603,6 +613,7 @@ type Status struct {
 	Revision int64                      `json:"revision"`
 	Objects  map[string]int             `json:"objects"`
 	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
+	Compute  map[string]json.RawMessage `json:"compute,omitempty"` // compute agents' reports
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
@@ -625,6 +636,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *princip
 	// Agents read their peers' reports too: each learns there which remote backends are down.
 	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == RoleAgent || p.Role == roleAnonymous {
 		if st.Hosts, err = s.store.HostStatus(r.Context()); err != nil {
+			return internal(err)
+		}
+		if st.Compute, err = s.store.ComputeStatus(r.Context()); err != nil {
 			return internal(err)
 		}
 	}

@@ -254,6 +254,16 @@ func (c *Client) PutHostStatus(ctx context.Context, host string, status any) err
 	return err
 }
 
+// PutComputeStatus reports a compute agent's status, kept apart from the network agent's.
+func (c *Client) PutComputeStatus(ctx context.Context, host string, status any) error {
+	b, err := json.Marshal(status)
+	if err != nil {
+		return fmt.Errorf("encode compute status of host %q: %w", host, err)
+	}
+	_, err = c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/compute-status", map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), nil)
+	return err
+}
+
 // Status is the controller's summary.
 type Status struct {
 	ID     string `json:"id"`
@@ -264,6 +274,7 @@ type Status struct {
 	Revision int64                      `json:"revision"`
 	Objects  map[string]int             `json:"objects"`
 	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
+	Compute  map[string]json.RawMessage `json:"compute,omitempty"`
 }
 
 // Status returns the controller's summary.

@@ -26,14 +26,16 @@ import (
 //	audit/NANOS       AuditEntry JSON
 //	tokens/SHA256     Token JSON (the token itself is never stored)
 //	hoststatus/HOST   last report of the host's agent
+//	computestatus/HOST last report of the host's compute agent
 //	leader            election prefix
 const DefaultPrefix = "/govcloud/"
 
-func (s *Store) keyState() string      { return s.prefix + "state" }
-func (s *Store) keyObjects() string    { return s.prefix + "objects/" }
-func (s *Store) keyAudit() string      { return s.prefix + "audit/" }
-func (s *Store) keyTokens() string     { return s.prefix + "tokens/" }
-func (s *Store) keyHostStatus() string { return s.prefix + "hoststatus/" }
+func (s *Store) keyState() string         { return s.prefix + "state" }
+func (s *Store) keyObjects() string       { return s.prefix + "objects/" }
+func (s *Store) keyAudit() string         { return s.prefix + "audit/" }
+func (s *Store) keyTokens() string        { return s.prefix + "tokens/" }
+func (s *Store) keyHostStatus() string    { return s.prefix + "hoststatus/" }
+func (s *Store) keyComputeStatus() string { return s.prefix + "computestatus/" }
 
 // ElectionPrefix is where controllers of this store campaign for leadership.
 func (s *Store) ElectionPrefix() string { return s.prefix + "leader" }
@@ -392,24 +394,43 @@ func (s *Store) RevokeToken(ctx context.Context, name string, audit AuditEntry) 
 	return len(ops) - 1, nil
 }
 
-// PutHostStatus stores what an agent reports about its host.
+// PutHostStatus stores what the network agent reports about its host.
 func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage) error {
+	return s.putStatus(ctx, s.keyHostStatus(), "status", host, status)
+}
+
+// PutComputeStatus stores what the compute agent reports about its host (kept apart from the
+// network agent's report, which it would otherwise replace).
+func (s *Store) PutComputeStatus(ctx context.Context, host string, status json.RawMessage) error {
+	return s.putStatus(ctx, s.keyComputeStatus(), "compute status", host, status)
+}
+
+func (s *Store) putStatus(ctx context.Context, prefix, what, host string, status json.RawMessage) error {
 	v, _ := json.Marshal(map[string]any{"host": host, "time": time.Now().UTC(), "status": status})
-	if _, err := s.cli.Put(ctx, s.keyHostStatus()+host, string(v)); err != nil {
-		return fmt.Errorf("store status of host %q: %w", host, err)
+	if _, err := s.cli.Put(ctx, prefix+host, string(v)); err != nil {
+		return fmt.Errorf("store %s of host %q: %w", what, host, err)
 	}
 	return nil
 }
 
-// HostStatus returns every host's last report, by host name.
+// HostStatus returns every host's last network agent report, by host name.
 func (s *Store) HostStatus(ctx context.Context) (map[string]json.RawMessage, error) {
-	r, err := s.cli.Get(ctx, s.keyHostStatus(), clientv3.WithPrefix())
+	return s.statuses(ctx, s.keyHostStatus(), "host status")
+}
+
+// ComputeStatus returns every host's last compute agent report, by host name.
+func (s *Store) ComputeStatus(ctx context.Context) (map[string]json.RawMessage, error) {
+	return s.statuses(ctx, s.keyComputeStatus(), "compute status")
+}
+
+func (s *Store) statuses(ctx context.Context, prefix, what string) (map[string]json.RawMessage, error) {
+	r, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("read host status: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	out := map[string]json.RawMessage{}
 	for _, kv := range r.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), s.keyHostStatus())] = json.RawMessage(kv.Value)
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = json.RawMessage(kv.Value)
 	}
 	return out, nil
 }
