@@ -7,7 +7,7 @@ BIN       := bin/govcloud
 GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
-.PHONY: all build generate check-generate test test-unit vet deps demo demo-down \
+.PHONY: all build generate check-generate test test-unit vet deps demo demo-vms demo-down \
         bench-lb fuzz-lb bench-agent bench-controlplane bench-bgp bench-metering fuzz-config clean help
 
 all: build
@@ -68,6 +68,9 @@ fuzz-config: ## fuzz the YAML parser+validator for 60s
 
 demo: deps build ## build and bring up the lab
 	./$(BIN) lab up
+
+demo-vms: deps build ## the lab with real VMs (libvirt, qemu TCG) as the backends
+	./$(BIN) lab up --vms
 
 demo-down: ## remove everything the lab made
 	@[ -x $(BIN) ] || $(GO) build -o $(BIN) ./cmd/govcloud
