@@ -667,9 +667,9 @@ func StartDaemon(ctx context.Context, socket string) error {
 		}
 	}
 	_ = exec.CommandContext(ctx, "virtlogd", "-d").Run() // already running is fine
-	if out, err := exec.CommandContext(ctx, "libvirtd", "-d").CombinedOutput(); err != nil {
-		return fmt.Errorf("start libvirtd: %v: %s", err, out)
-	}
+	// Another process may be starting it right now (tests run packages in parallel): then this
+	// libvirtd exits at once, and the socket still comes up.
+	out, startErr := exec.CommandContext(ctx, "libvirtd", "-d").CombinedOutput()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("unix", socket); err == nil {
@@ -677,6 +677,9 @@ func StartDaemon(ctx context.Context, socket string) error {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if startErr != nil {
+		return fmt.Errorf("start libvirtd: %v: %s", startErr, out)
 	}
 	return fmt.Errorf("libvirtd did not open %s within 15s", socket)
 }
