@@ -43,18 +43,7 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6})
 	}
 	// dsr backends answer from the VIP.
-	serves := map[string][]netip.Addr{}
-	for _, svc := range st.Services {
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil || svc.Mode != "dsr" {
-			continue
-		}
-		for _, b := range svc.Backends {
-			if b.VM != "" {
-				serves[b.VM] = append(serves[b.VM], vip)
-			}
-		}
-	}
+	serves := st.DSRVIPs()
 	for _, s := range st.Segments {
 		seg := hostnet.Segment{Name: s.Name, Department: s.Department, VLAN: uint16(s.VLAN)}
 		var err error

@@ -132,18 +132,7 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 	for _, v := range st.Volumes {
 		vols[v.Name] = v
 	}
-	serves := map[string][]netip.Addr{}
-	for _, svc := range st.Services {
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil || svc.Mode != "dsr" {
-			continue
-		}
-		for _, b := range svc.Backends {
-			if b.VM != "" && !slices.Contains(serves[b.VM], vip) {
-				serves[b.VM] = append(serves[b.VM], vip)
-			}
-		}
-	}
+	serves := st.DSRVIPs()
 	var out []VMSpec
 	var errs []error
 	for _, vm := range st.VMs {

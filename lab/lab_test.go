@@ -28,22 +28,8 @@ func TestLab(t *testing.T) {
 	if len(labNamespaces()) > 0 {
 		t.Fatalf("a lab is already running here (%v): 'sudo make demo-down' first", labNamespaces())
 	}
-	bin := filepath.Join(t.TempDir(), "govcloud")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
-		t.Fatalf("building govcloud: %v\n%s", err, out)
-	}
 	dir := filepath.Join(t.TempDir(), "lab")
-	run := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, append([]string{"lab"}, append(args, "--dir", dir, "--config", "../deploy/examples/lab")...)...)
-		out, err := cmd.CombinedOutput()
-		t.Logf("govcloud lab %s:\n%s", strings.Join(args, " "), out)
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if len(labNamespaces()) > 0 {
-			_, _ = run("down")
-		}
-	})
+	bin, run := labCLI(t, dir)
 	assertClean := func(when string) {
 		t.Helper()
 		if ns := labNamespaces(); len(ns) > 0 {
@@ -98,6 +84,42 @@ func TestLab(t *testing.T) {
 	assertClean("after an interrupted up and down")
 }
 
+// labCLI builds govcloud and returns it with a runner of 'govcloud lab ARGS' on the lab in dir
+// (logging the output); a lab still up when the test ends is taken down.
+func labCLI(t *testing.T, dir string) (string, func(args ...string) (string, error)) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "govcloud")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
+		t.Fatalf("building govcloud: %v\n%s", err, out)
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"lab"}, append(args, "--dir", dir, "--config", "../deploy/examples/lab")...)...)
+		out, err := cmd.CombinedOutput()
+		t.Logf("govcloud lab %s:\n%s", strings.Join(args, " "), out)
+		return string(out), err
+	}
+	t.Cleanup(func() {
+		if len(labNamespaces()) > 0 {
+			_, _ = run("down")
+		}
+	})
+	return bin, run
+}
+
+// openLab opens the running lab in dir and reads its admin token.
+func openLab(t *testing.T, bin, dir string) (*Lab, string) {
+	t.Helper()
+	l, err := New(Options{Bin: bin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := l.adminToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, admin
+}
+
 const financeYAML = `apiVersion: govcloud/v1
 kind: Department
 metadata: {name: finance}
@@ -127,14 +149,7 @@ spec:
 func reconcileThroughController(t *testing.T, bin, dir string) {
 	t.Helper()
 	ctx := context.Background()
-	l, err := New(Options{Bin: bin, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := l.adminToken()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, admin := openLab(t, bin, dir)
 	c := client.New(API, admin)
 	apply := func(name, doc string) {
 		t.Helper()
@@ -282,11 +297,7 @@ func reconcileThroughController(t *testing.T, bin, dir string) {
 func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 	t.Helper()
 	ctx := context.Background()
-	l, err := New(Options{Bin: bin, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := l.adminToken()
+	l, admin := openLab(t, bin, dir)
 	vips, err := l.vips(ctx, admin)
 	if err != nil {
 		t.Fatal(err)

@@ -46,10 +46,6 @@ func TestLabVMs(t *testing.T) {
 	if len(labNamespaces()) > 0 {
 		t.Fatalf("a lab is already running here (%v): 'sudo make demo-down' first", labNamespaces())
 	}
-	bin := filepath.Join(t.TempDir(), "govcloud")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
-		t.Fatalf("building govcloud: %v\n%s", err, out)
-	}
 	// qemu (user libvirt-qemu) must reach the lab's disks: not under the test's 0700 TempDir.
 	parent, err := os.MkdirTemp("/var/lib", "govcloud-labtest-")
 	if err != nil {
@@ -60,17 +56,7 @@ func TestLabVMs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(parent) })
 	dir := filepath.Join(parent, "lab")
-	run := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, append([]string{"lab"}, append(args, "--dir", dir, "--config", "../deploy/examples/lab")...)...)
-		out, err := cmd.CombinedOutput()
-		t.Logf("govcloud lab %s:\n%s", strings.Join(args, " "), out)
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if len(labNamespaces()) > 0 {
-			_, _ = run("down")
-		}
-	})
+	bin, run := labCLI(t, dir)
 	if _, err := run("up", "--vms"); err != nil {
 		t.Fatalf("lab up --vms: %v", err)
 	}
@@ -79,14 +65,7 @@ func TestLabVMs(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	l, err := New(Options{Bin: bin, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := l.adminToken()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, admin := openLab(t, bin, dir)
 	cli := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, args...)

@@ -246,21 +246,20 @@ func (c *Client) Desired(ctx context.Context, host string, after int64, timeout 
 
 // PutHostStatus reports an agent's status (any JSON-encodable value).
 func (c *Client) PutHostStatus(ctx context.Context, host string, status any) error {
-	b, err := json.Marshal(status)
-	if err != nil {
-		return fmt.Errorf("encode status of host %q: %w", host, err)
-	}
-	_, err = c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/status", map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), nil)
-	return err
+	return c.putStatus(ctx, host, "status", status)
 }
 
 // PutComputeStatus reports a compute agent's status, kept apart from the network agent's.
 func (c *Client) PutComputeStatus(ctx context.Context, host string, status any) error {
+	return c.putStatus(ctx, host, "compute-status", status)
+}
+
+func (c *Client) putStatus(ctx context.Context, host, kind string, status any) error {
 	b, err := json.Marshal(status)
 	if err != nil {
-		return fmt.Errorf("encode compute status of host %q: %w", host, err)
+		return fmt.Errorf("encode %s of host %q: %w", kind, host, err)
 	}
-	_, err = c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/compute-status", map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), nil)
+	_, err = c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/"+kind, map[string]string{"Content-Type": "application/json"}, bytes.NewReader(b), nil)
 	return err
 }
 

@@ -1,8 +1,13 @@
 // Package desired is the plain description of what one host must realize, as the controller
 // sends it to the agents: segments, department VRFs, services with resolved backends, BGP peers
-// and the VMs/volumes placed on the host. It has no dependencies so agents can import it
-// without pulling in etcd.
+// and the VMs/volumes placed on the host. It depends on the standard library only, so agents can
+// import it without pulling in etcd.
 package desired
+
+import (
+	"net/netip"
+	"slices"
+)
 
 // State is everything one host must realize. Revision is the store revision it was computed
 // at; agents pass it back to wait for the next change.
@@ -145,4 +150,22 @@ type Volume struct {
 	Department string `json:"department"`
 	SizeGiB    int    `json:"sizeGiB"`
 	Image      string `json:"image,omitempty"`
+}
+
+// DSRVIPs maps each VM to the VIPs of the dsr services it backs, without repeats: the
+// addresses it answers from (on its lo), and may send from.
+func (st *State) DSRVIPs() map[string][]netip.Addr {
+	out := map[string][]netip.Addr{}
+	for _, svc := range st.Services {
+		vip, err := netip.ParseAddr(svc.VIP)
+		if err != nil || svc.Mode != "dsr" {
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.VM != "" && !slices.Contains(out[b.VM], vip) {
+				out[b.VM] = append(out[b.VM], vip)
+			}
+		}
+	}
+	return out
 }
