@@ -90,7 +90,12 @@ func (l *Lab) adminToken() (string, error) {
 }
 
 // Up builds the lab from nothing (an earlier lab, whole or half-made, is removed first).
-func (l *Lab) Up(ctx context.Context) error {
+func (l *Lab) Up(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("lab up interrupted: %w; 'govcloud lab down' removes what it made", err)
+		}
+	}()
 	if err := l.preflight(); err != nil {
 		return err
 	}
@@ -151,7 +156,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	var admin string
-	if err := l.waitFor("controller API", 60*time.Second, func() error {
+	if err := l.waitFor(ctx, "controller API", 60*time.Second, func() error {
 		if !l.alive("controller") {
 			return fmt.Errorf("controller exited:\n%s", l.logTail("controller", 15))
 		}
@@ -192,7 +197,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		l.step(6, steps, "guests (namespace VMs gc-vm-<name>) on the segment bridges")
 	}
 	states := map[string]*desired.State{}
-	if err := l.waitFor("agents built the segment bridges", 60*time.Second, func() error {
+	if err := l.waitFor(ctx, "agents built the segment bridges", 60*time.Second, func() error {
 		for _, h := range Hosts {
 			st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
 			if err != nil {
@@ -221,7 +226,7 @@ func (l *Lab) Up(ctx context.Context) error {
 				vms[h] = append(vms[h], vm.Name)
 			}
 		}
-		if err := l.computeReady(vms); err != nil {
+		if err := l.computeReady(ctx, vms); err != nil {
 			return err
 		}
 	} else {
@@ -406,7 +411,7 @@ func (l *Lab) vips(ctx context.Context, token string) ([]vipInfo, error) {
 }
 
 func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error {
-	if err := l.waitFor("hosts report ready", 90*time.Second, func() error {
+	if err := l.waitFor(ctx, "hosts report ready", 90*time.Second, func() error {
 		hs, err := l.client(admin).HostStatuses(ctx)
 		if err != nil {
 			return err
@@ -433,7 +438,7 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 	}); err != nil {
 		return err
 	}
-	if err := l.waitFor("FRR holds each VIP from both hosts", 90*time.Second, func() error {
+	if err := l.waitFor(ctx, "FRR holds each VIP from both hosts", 90*time.Second, func() error {
 		for _, v := range vips {
 			if _, err := l.frrPaths(v.VIP); err != nil {
 				return err
@@ -443,7 +448,7 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 	}); err != nil {
 		return err
 	}
-	return l.waitFor("each VIP answers HTTP from gc-client", 60*time.Second, func() error {
+	return l.waitFor(ctx, "each VIP answers HTTP from gc-client", 60*time.Second, func() error {
 		for _, v := range vips {
 			if _, err := curl(v.VIP); err != nil {
 				return err

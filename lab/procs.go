@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -111,8 +112,8 @@ func (l *Lab) logTail(name string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// waitFor polls check until it succeeds or timeout passes, printing progress.
-func (l *Lab) waitFor(what string, timeout time.Duration, check func() error) error {
+// waitFor polls check until it succeeds, timeout passes or ctx ends (Ctrl-C), printing progress.
+func (l *Lab) waitFor(ctx context.Context, what string, timeout time.Duration, check func() error) error {
 	start := time.Now()
 	last := time.Time{}
 	var err error
@@ -128,6 +129,10 @@ func (l *Lab) waitFor(what string, timeout time.Duration, check func() error) er
 			l.printf("   %s: waiting (%.0fs) — %v\n", what, time.Since(start).Seconds(), err)
 			last = time.Now()
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }

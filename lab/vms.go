@@ -180,8 +180,8 @@ func (l *Lab) startServer(vm string) error {
 }
 
 // computeReady waits until each host's compute agent runs every VM placed on it.
-func (l *Lab) computeReady(vms map[string][]string) error {
-	return l.waitFor("VMs running under libvirt (qemu)", 120*time.Second, func() error {
+func (l *Lab) computeReady(ctx context.Context, vms map[string][]string) error {
+	return l.waitFor(ctx, "VMs running under libvirt (qemu)", 120*time.Second, func() error {
 		for i, h := range Hosts {
 			if !l.alive("compute-" + h) {
 				return fmt.Errorf("compute agent on %s exited:\n%s", h, l.logTail("compute-"+h, 15))
