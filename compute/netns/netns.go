@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -95,6 +97,7 @@ type record struct {
 	MemoryMiB   int       `json:"memoryMiB"`
 	Ports       []string  `json:"ports"`
 	Addresses   []string  `json:"addresses"`
+	Serves      []string  `json:"serves,omitempty"` // dsr VIPs on the guest's lo
 	PID         int       `json:"pid"`
 	Created     time.Time `json:"created"`
 	Done        bool      `json:"done"` // every step succeeded
@@ -185,6 +188,9 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	fp := s.Fingerprint()
 	if r, ok := p.load(s.Name); ok {
 		if r.Done && r.Fingerprint == fp && nsExists(p.NamespaceName(s.Name)) && alive(r.PID) {
+			if err := p.setServes(ctx, &r, s.Serves); err != nil {
+				return p.status(r), fmt.Errorf("vm %q: %w", s.Name, err)
+			}
 			return p.status(r), nil
 		}
 		if err := p.deleteLocked(ctx, s.Name); err != nil {
@@ -229,6 +235,10 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 		return err
 	}
 	steps := [][]string{{"ip", "-n", ns, "link", "set", "lo", "up"}}
+	for _, v := range s.Serves {
+		steps = append(steps, []string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"})
+		r.Serves = append(r.Serves, v.String())
+	}
 	var gw string
 	for i, n := range s.NICs {
 		dev := fmt.Sprintf("eth%d", i)
@@ -268,6 +278,30 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 	r.PID = cmd.Process.Pid
 	go cmd.Wait() // reap it if it dies while we run
 	return nil
+}
+
+// setServes makes the VIPs on a running guest's lo those of want, and records them.
+func (p *Provider) setServes(ctx context.Context, r *record, want []netip.Addr) error {
+	ns := p.NamespaceName(r.Name)
+	var next []string
+	for _, v := range want {
+		next = append(next, v.String())
+		if !slices.Contains(r.Serves, v.String()) {
+			if err := run(ctx, "ip", "-n", ns, "addr", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"); err != nil {
+				return fmt.Errorf("VIP %s: %w", v, err)
+			}
+		}
+	}
+	for _, old := range r.Serves {
+		if v, err := netip.ParseAddr(old); err == nil && !slices.Contains(want, v) {
+			_ = run(ctx, "ip", "-n", ns, "addr", "del", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo")
+		}
+	}
+	if slices.Equal(next, r.Serves) {
+		return nil
+	}
+	r.Serves = next
+	return p.save(*r)
 }
 
 func (p *Provider) status(r record) compute.VMStatus {

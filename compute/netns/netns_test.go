@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,29 @@ func TestGuestsOnABridge(t *testing.T) {
 	if err != nil || sa2.PID != sa.PID {
 		t.Fatalf("second ensure: pid %d -> %d (%v): want the same guest", sa.PID, sa2.PID, err)
 	}
+	// The VIPs it serves as a dsr backend go on lo, and change in place.
+	lo := func() string {
+		out, _ := exec.Command("ip", "-n", "gct-nn-ga", "-o", "addr", "show", "dev", "lo").CombinedOutput()
+		return string(out)
+	}
+	a.Serves = []netip.Addr{netip.MustParseAddr("198.19.254.1"), netip.MustParseAddr("2001:db8::1")}
+	if st, err := p.Ensure(ctx, a); err != nil || st.PID != sa.PID {
+		t.Fatalf("ensure with VIPs: pid %d -> %d (%v): want the same guest", sa.PID, st.PID, err)
+	}
+	if got := lo(); !strings.Contains(got, "198.19.254.1/32") || !strings.Contains(got, "2001:db8::1/128") {
+		t.Fatalf("lo of ga %q: want both VIPs", got)
+	}
+	a.Serves = []netip.Addr{netip.MustParseAddr("198.19.254.2")}
+	if _, err := p.Ensure(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got := lo(); !strings.Contains(got, "198.19.254.2/32") || strings.Contains(got, "198.19.254.1/32") || strings.Contains(got, "2001:db8::1") {
+		t.Fatalf("lo of ga %q: want 198.19.254.2 only", got)
+	}
+	if r, _ := p.load("ga"); !slices.Equal(r.Serves, []string{"198.19.254.2"}) {
+		t.Fatalf("recorded VIPs %v", r.Serves)
+	}
+
 	a.NICs[0].Addr = netip.MustParsePrefix("198.18.204.12/24")
 	sa3, err := p.Ensure(ctx, a)
 	if err != nil || sa3.PID == sa.PID || sa3.Addresses[0] != "198.18.204.12" {
