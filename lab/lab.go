@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -481,8 +482,27 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 		p("  %s via %s\n", v.VIP, strings.Join(paths, ", "))
 	}
 	p("  sudo ip netns exec %s vtysh --vty_socket %s -c 'show ip route bgp'\n", NSTor, l.frrDir())
-	p("\nObjects:  %s get services -o table ; %s get vms -o json ; %s status\n", l.opt.Bin, l.opt.Bin, l.opt.Bin)
-	p("Meters:   sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
+	p("\nObjects (%s get vms, get services, get all -o json; %s status):\n", l.opt.Bin, l.opt.Bin)
+	for _, kind := range []string{"vms", "services"} {
+		cmd := exec.CommandContext(ctx, l.opt.Bin, "get", kind, "-o", "table")
+		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API)
+		out, _ := cmd.CombinedOutput()
+		for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			p("  %s\n", line)
+		}
+	}
+	p("\nMeters so far (both agents' /metrics, bytes):\n")
+	if by, err := scrapeBy("govcloud_department_bytes_total", "department"); err == nil {
+		for _, d := range slices.Sorted(maps.Keys(by)) {
+			p("  department %-10s %8.0f  (govcloud_department_bytes_total: VLAN trunk, both directions)\n", d, by[d])
+		}
+	}
+	if by, err := scrapeBy("govcloud_service_bytes_total", "service"); err == nil {
+		for _, svc := range slices.Sorted(maps.Keys(by)) {
+			p("  service    %-10s %8.0f  (govcloud_service_bytes_total: through the load balancer)\n", svc, by[svc])
+		}
+	}
+	p("  sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
 	p("Prometheus (scraping both agents, with the recording rules) in gc-tor at http://%s:\n", promListen)
 	p("  sudo ip netns exec %s curl -s 'http://%s/api/v1/query?query=sum+by+(department)(govcloud_department_bytes_total)'\n", NSTor, promListen)
 	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)

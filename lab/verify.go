@@ -144,14 +144,21 @@ func (l *Lab) probeFrom(a guestInfo, gs []guestInfo) error {
 
 // scrape sums the values of the named metric over every agent's /metrics.
 func scrape(metric string) (float64, error) {
-	var total float64
+	by, err := scrapeBy(metric, "")
+	return by[""], err
+}
+
+// scrapeBy sums the values of the named metric over every agent's /metrics, by the value of
+// label ("" sums everything).
+func scrapeBy(metric, label string) (map[string]float64, error) {
+	out := map[string]float64{}
 	for _, h := range Hosts {
-		out, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
+		body, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
 		if err != nil {
-			return 0, fmt.Errorf("metrics of %s: %w", h, err)
+			return nil, fmt.Errorf("metrics of %s: %w", h, err)
 		}
 		found := false
-		sc := bufio.NewScanner(strings.NewReader(out))
+		sc := bufio.NewScanner(strings.NewReader(body))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
@@ -160,16 +167,23 @@ func scrape(metric string) (float64, error) {
 			}
 			f := strings.Fields(line)
 			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err == nil {
-				total += v
-				found = true
+			if err != nil {
+				continue
 			}
+			key := ""
+			if label != "" {
+				if _, rest, ok := strings.Cut(line, label+`="`); ok {
+					key, _, _ = strings.Cut(rest, `"`)
+				}
+			}
+			out[key] += v
+			found = true
 		}
 		if !found {
-			return 0, fmt.Errorf("%s serves no %s", h, metric)
+			return nil, fmt.Errorf("%s serves no %s", h, metric)
 		}
 	}
-	return total, nil
+	return out, nil
 }
 
 // checkMeters sends traffic of both kinds and expects each meter to move by it: requests
