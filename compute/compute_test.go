@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/client"
@@ -111,4 +114,49 @@ func TestAgentPassReports(t *testing.T) {
 	if r.Error != "" || got.Revision != 7 || len(got.VMs) != 2 || len(got.Usage) != 2 || got.Usage[1].VolumeBytes != 3<<30 {
 		t.Fatalf("report %+v", got)
 	}
+}
+
+// onceSource hands out its state once, then answers "not modified" after a short poll.
+type onceSource struct {
+	st   *desired.State
+	sent atomic.Bool
+}
+
+func (s *onceSource) Desired(ctx context.Context, _ string, _ int64, _ time.Duration) (*desired.State, error) {
+	if !s.sent.Swap(true) {
+		return s.st, nil
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(20 * time.Millisecond):
+	}
+	return nil, nil
+}
+
+// A VM that goes away behind the agent's back (its qemu died) is made again by the resync pass
+// that follows a poll with no change.
+func TestAgentResyncsWithoutChanges(t *testing.T) {
+	f := compute.NewFake()
+	a := &compute.Agent{Host: "h1", Source: &onceSource{st: state()}, Provider: f, Naming: naming, Log: quiet}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	has := func(vm string) bool {
+		l, _ := f.List(ctx)
+		return slices.ContainsFunc(l, func(s compute.VMStatus) bool { return s.Name == vm })
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s within 5s", what)
+			}
+		}
+	}
+	waitUntil("both VMs made", func() bool { return has("a") && has("b") })
+	if err := f.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("vm a made again by a resync pass", func() bool { return has("a") })
 }

@@ -94,6 +94,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		retry = 2 * time.Second
 	}
 	var rev int64
+	var last *desired.State
 	for ctx.Err() == nil {
 		st, err := a.Source.Desired(ctx, a.Host, rev, 30*time.Second)
 		if err != nil {
@@ -103,8 +104,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		if st == nil {
-			continue // not modified
+			// Nothing changed for a poll's length: a resync pass puts back what went away
+			// behind the agent's back (a qemu that died, a guest's server that stopped).
+			if last != nil && ctx.Err() == nil {
+				a.Pass(ctx, last)
+			}
+			continue
 		}
+		last = st
 		if rep := a.Pass(ctx, st); rep.Error != "" {
 			sleep(ctx, retry)
 			continue // the same revision comes back at once: retry it

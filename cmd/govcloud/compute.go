@@ -46,7 +46,8 @@ tagged with --host, so agents of several hosts may share one libvirtd. A VM that
 service gets the VIP on its lo (at boot, and through the guest's serial shell when it changes).
 
 Everything it makes is named gc-...; at start and on every pass, owned leftovers of a killed
-agent are removed. With the controller away nothing changes (fail-static). Serves /status
+agent are removed. After 30 s without a change a resync pass puts back what went away (a
+qemu that died). With the controller away nothing changes (fail-static). Serves /status
 (JSON) and /metrics (govcloud_vm_vcpu_seconds_total, govcloud_vm_memory_bytes,
 govcloud_volume_allocated_bytes) on --metrics-listen.`,
 		Args: cobra.NoArgs,
