@@ -242,7 +242,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 
-	l.step(7, steps, "waiting until every host reports ready, FRR learns each VIP from both hosts and each VIP answers")
+	l.step(7, steps, "waiting until every host reports ready, each VIP answers from backends on both hosts and FRR learns it from both")
 	vips, err := l.vips(ctx, admin)
 	if err != nil {
 		return err
@@ -439,19 +439,17 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 	}); err != nil {
 		return err
 	}
-	if err := l.waitFor(ctx, "FRR holds each VIP from both hosts", 90*time.Second, func() error {
-		for _, v := range vips {
-			if _, err := l.frrPaths(v.VIP); err != nil {
-				return err
-			}
-		}
-		return nil
+	// Backends count as up until their checks fail, and VMs take seconds to boot: wait for
+	// answers from both hosts' backends first, then for the routes (a host re-advertises a VIP
+	// once its backend passes its checks).
+	if err := l.waitFor(ctx, "each VIP answers HTTP from gc-client, from backends on both hosts", 90*time.Second, func() error {
+		return l.checkVIPs(vips)
 	}); err != nil {
 		return err
 	}
-	return l.waitFor(ctx, "each VIP answers HTTP from gc-client", 60*time.Second, func() error {
+	return l.waitFor(ctx, "FRR holds each VIP from both hosts", 90*time.Second, func() error {
 		for _, v := range vips {
-			if _, err := curl(v.VIP); err != nil {
+			if _, err := l.frrPaths(v.VIP); err != nil {
 				return err
 			}
 		}
