@@ -195,8 +195,8 @@ func (l *Lab) computeReady(ctx context.Context, vms map[string][]string) error {
 				return fmt.Errorf("%s compute status: %w", h, err)
 			}
 			for _, vm := range vms[h] {
-				i := slices.IndexFunc(rep.VMs, func(s compute.VMStatus) bool { return s.Name == vm })
-				if i < 0 || rep.VMs[i].State != compute.Running {
+				j := slices.IndexFunc(rep.VMs, func(s compute.VMStatus) bool { return s.Name == vm })
+				if j < 0 || rep.VMs[j].State != compute.Running {
 					return fmt.Errorf("%s: vm %s not running yet (%s)", h, vm, rep.Error)
 				}
 			}
