@@ -1,7 +1,8 @@
 // Package lab builds the whole system on one machine out of network namespaces: a
 // top-of-rack router (gc-tor, FRR), two hosts running the agent (gc-host1, gc-host2), a
-// client outside the cloud (gc-client) and namespace guests (gc-vm-<name>) as VM backends,
-// with the controller and its embedded etcd on the machine itself. Up builds and starts it,
+// client outside the cloud (gc-client) and namespace guests (gc-vm-<name>) as VM backends (or,
+// with Options.VMs, real VMs under libvirt made by a compute agent in each host), with the
+// controller and its embedded etcd on the machine itself. Up builds and starts it,
 // Verify re-checks the story, Down removes everything it made.
 package lab
 
