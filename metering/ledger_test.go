@@ -309,7 +309,7 @@ func startEtcd(t *testing.T, dir string, cport, pport int) (*clientv3.Client, fu
 // store) in the middle: the ledger's state lives only in the store.
 func TestLedgerExactlyOnceEtcd(t *testing.T) {
 	if testing.Short() {
-		t.Skip("embedded etcd: skipped with -short")
+		t.Skip("skipped by -short (make test-unit): starts an embedded etcd")
 	}
 	dir := t.TempDir()
 	cport, pport := freePort(t), freePort(t)

@@ -21,7 +21,7 @@ import (
 // real tokens), reports as an agent, and reads the bill with 'govcloud usage'.
 func TestUsageThroughTheController(t *testing.T) {
 	if testing.Short() {
-		t.Skip("embedded etcd: skipped with -short")
+		t.Skip("skipped by -short (make test-unit): starts an embedded etcd")
 	}
 	st := apitest.Store(t).WithPrefix(fmt.Sprintf("/test/usage/%d/", time.Now().UnixNano()))
 	srv := api.New(st, apitest.Log, api.Options{ID: "test"})
@@ -113,6 +113,9 @@ func TestUsageThroughTheController(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(meteringChildEnv); dir != "" {
+		os.Exit(trunkChild(dir))
+	}
 	code := m.Run()
 	apitest.Shutdown()
 	os.Exit(code)

@@ -10,11 +10,11 @@ import (
 // controlplane/bgp/gobgp may import it (directly).
 func TestGoBGPStaysInItsPackage(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs go list over the module")
+		t.Skip("skipped by -short (make test-unit): runs go list over the whole module")
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("needs the go tool on PATH")
+		t.Skip("missing tool: go (not on PATH)")
 	}
 	out, err := exec.Command(goTool, "list", "-e", "-f", `{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}}`, "github.com/govcloud/govcloud/...").Output()
 	if err != nil {

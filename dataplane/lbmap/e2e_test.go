@@ -35,16 +35,21 @@ type agentSpec struct {
 	Services []lb.Service
 }
 
-// TestLBAgentProcess is the agent stand-in when started by startAgent; otherwise it does nothing.
-func TestLBAgentProcess(t *testing.T) {
-	raw := os.Getenv(agentEnv)
-	if raw == "" {
-		t.Skip("helper process for TestEndToEnd (not a test on its own)")
+// TestMain doubles as the agent stand-in that startAgent runs (the test binary with agentEnv set).
+func TestMain(m *testing.M) {
+	if raw := os.Getenv(agentEnv); raw != "" {
+		os.Exit(lbAgentProcess(raw))
 	}
+	os.Exit(m.Run())
+}
+
+// lbAgentProcess loads the dataplane from spec, says "ready", then applies each service list
+// read from stdin until it is killed.
+func lbAgentProcess(raw string) int {
 	var spec agentSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		fmt.Println("bad spec:", err)
-		os.Exit(2)
+		return 2
 	}
 	dp, err := Load(Options{PinPath: spec.PinPath, ConnTableSize: 1 << 16})
 	if err == nil {
@@ -58,7 +63,7 @@ func TestLBAgentProcess(t *testing.T) {
 	}
 	if err != nil {
 		fmt.Println("agent:", err)
-		os.Exit(1)
+		return 1
 	}
 	fmt.Println("ready")
 	in := bufio.NewScanner(os.Stdin)
@@ -87,7 +92,7 @@ type agentProc struct {
 func startAgent(t *testing.T, ns *netnstest.NS, spec agentSpec) *agentProc {
 	t.Helper()
 	raw, _ := json.Marshal(spec)
-	cmd := ns.Cmd(os.Args[0], "-test.run=^TestLBAgentProcess$", "-test.v=false")
+	cmd := ns.Cmd(os.Args[0])
 	cmd.Env = append(os.Environ(), agentEnv+"="+string(raw))
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
