@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-
 	"github.com/spf13/cobra"
 
 	"github.com/govcloud/govcloud/controlplane/client"
@@ -20,23 +18,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 		Short: "Show what apply would create, update and delete; changes nothing",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(out, "text", "json"); err != nil {
-				return err
-			}
-			data, name, err := readInput(file)
-			if err != nil {
-				return err
-			}
-			res, err := client.FromEnv().Apply(cmd.Context(), name, data, client.ApplyOptions{DryRun: true, Prune: prune})
-			if err != nil {
-				return cliError(err)
-			}
-			if out == "json" {
-				b, _ := json.Marshal(res)
-				return printData(cmd.OutOrStdout(), b, "json")
-			}
-			printChanges(cmd.OutOrStdout(), res, "Plan")
-			return nil
+			return sendApply(cmd, file, out, client.ApplyOptions{DryRun: true, Prune: prune}, "Plan")
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file ('-' for standard input)")
