@@ -211,34 +211,21 @@ func TestLabVMs(t *testing.T) {
 	}
 }
 
-// labLinks lists the machine-namespace links made for the lab's VM NICs: taps of the lab's
-// domains, and the bridges and veths tagged with a lab host.
+// labLinks lists the machine-namespace links made for the lab's VM NICs: the bridges tagged
+// with a lab host (libvirt.Config.LibvirtNetns) and what is enslaved to them (taps and veths).
 func labLinks() []string {
 	links, _ := netlink.LinkList()
-	byPort := map[string]bool{}
+	bridges := map[int]bool{}
 	for _, l := range links {
-		for _, h := range Hosts {
-			if p, ok := strings.CutPrefix(l.Attrs().Alias, "govcloud:"+h+":"); ok {
-				byPort[p] = true
-			}
+		if strings.HasPrefix(l.Attrs().Alias, "govcloud:gc-host") {
+			bridges[l.Attrs().Index] = true
 		}
 	}
 	var out []string
 	for _, l := range links {
-		n := l.Attrs().Name
-		if byPort[n] || strings.HasPrefix(l.Attrs().Alias, "govcloud:gc-host") ||
-			(strings.HasPrefix(n, "gr") && l.Type() == "veth" && l.Attrs().MasterIndex != 0 && isLabBridge(links, l.Attrs().MasterIndex)) {
-			out = append(out, n)
+		if bridges[l.Attrs().Index] || bridges[l.Attrs().MasterIndex] {
+			out = append(out, l.Attrs().Name)
 		}
 	}
 	return out
-}
-
-func isLabBridge(links []netlink.Link, idx int) bool {
-	for _, l := range links {
-		if l.Attrs().Index == idx {
-			return strings.HasPrefix(l.Attrs().Alias, "govcloud:gc-host")
-		}
-	}
-	return false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,23 +158,16 @@ func (p *Provider) sweepPlumbing(used map[string]bool) error {
 
 // setServes changes the VIPs on a running guest's lo through its shell, then the metadata.
 func (p *Provider) setServes(ctx context.Context, d golibvirt.Domain, vm string, m meta, want string) error {
+	has, wants := listOf(m.Serves), listOf(want)
 	var script []string
-	has := map[string]bool{}
-	for _, v := range strings.Split(m.Serves, ",") {
-		has[v] = v != ""
-	}
-	wants := map[string]bool{}
-	for _, v := range strings.Split(want, ",") {
-		wants[v] = v != ""
-	}
-	for v := range wants {
-		if v != "" && !has[v] {
-			script = append(script, "ip addr add "+hostPrefix(v)+" dev lo 2>/dev/null || ip addr show dev lo | grep -q ' "+hostPrefix(v)+" '")
+	for _, v := range wants {
+		if !slices.Contains(has, v) {
+			script = append(script, "ip addr replace "+hostPrefix(v)+" dev lo")
 		}
 	}
-	for v := range has {
-		if v != "" && !wants[v] {
-			script = append(script, "ip addr del "+hostPrefix(v)+" dev lo 2>/dev/null; true")
+	for _, v := range has {
+		if !slices.Contains(wants, v) {
+			script = append(script, "{ ip addr del "+hostPrefix(v)+" dev lo 2>/dev/null; true; }")
 		}
 	}
 	if len(script) > 0 {
@@ -190,6 +184,14 @@ func (p *Provider) setServes(ctx context.Context, d golibvirt.Domain, vm string,
 	}
 	p.log.Info("vm VIPs changed", "vm", vm, "serves", want)
 	return nil
+}
+
+// listOf splits a comma-separated list; "" is the empty list.
+func listOf(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func hostPrefix(v string) string {
