@@ -23,7 +23,8 @@ type probeTarget struct {
 type probeState struct {
 	target   probeTarget
 	up       bool
-	streak   int // consecutive results against the current state
+	pending  bool // added while the agent ran and not checked yet: down until its first success
+	streak   int  // consecutive results against the current state
 	cancel   context.CancelFunc
 	lastErr  string
 	lastSeen time.Time
@@ -31,11 +32,15 @@ type probeState struct {
 
 // Checker runs TCP or HTTP health checks against backends and tells the agent when one
 // changes state. A backend is up until unhealthyThreshold consecutive failures, and down
-// until healthyThreshold consecutive successes.
+// until healthyThreshold consecutive successes. Backends of the first Set (what a restarted
+// agent finds) start up, so a restart moves no flow; backends added later start down until
+// their first check succeeds, so a VM still booting gets no traffic and its VIP is not
+// advertised for it.
 type Checker struct {
 	log     *slog.Logger
 	changed chan struct{}
 	mu      sync.Mutex
+	seeded  bool // the first Set happened
 	probes  map[backendKey]*probeState
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -49,7 +54,8 @@ func NewChecker(log *slog.Logger) *Checker {
 // Changed is signalled when any backend changes state.
 func (c *Checker) Changed() <-chan struct{} { return c.changed }
 
-// Set replaces the probed backends: new ones start (up), removed ones stop.
+// Set replaces the probed backends: new ones start (up on the first Set, else pending), removed
+// ones stop.
 func (c *Checker) Set(targets []probeTarget) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -68,10 +74,14 @@ func (c *Checker) Set(targets []probeTarget) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		p := &probeState{target: t, up: true, cancel: cancel}
+		p := &probeState{target: t, up: !c.seeded, pending: c.seeded, cancel: cancel}
+		if p.pending {
+			p.lastErr = "not checked yet"
+		}
 		c.probes[k] = p
 		go c.run(ctx, p)
 	}
+	c.seeded = true
 }
 
 // Healthy reports a probed backend's state; unprobed backends are up.
@@ -129,7 +139,13 @@ func (c *Checker) record(p *probeState, err error) {
 		p.lastErr = err.Error()
 	}
 	flip := false
-	if ok == p.up {
+	if p.pending {
+		// The first result decides a new backend: up at once, or down like any failed one.
+		p.pending = false
+		if ok {
+			p.up, p.streak, flip = true, 0, true
+		}
+	} else if ok == p.up {
 		p.streak = 0
 	} else {
 		p.streak++
