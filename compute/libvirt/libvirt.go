@@ -228,6 +228,9 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	if err := compute.ValidName(s.Name); err != nil {
 		return compute.VMStatus{}, err
 	}
+	if err := checkImages(s); err != nil {
+		return compute.VMStatus{}, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := fingerprint(s)
@@ -323,6 +326,22 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
 	}
 	return p.status(d, s.Name, m), nil
+}
+
+// TinyImage is the one image this provider boots: the guestimage built on this host. A VM or
+// volume asking for another is refused rather than silently given this one.
+const TinyImage = "tiny"
+
+func checkImages(s compute.VMSpec) error {
+	if s.Image != "" && s.Image != TinyImage {
+		return fmt.Errorf("vm %q: image %q: this host boots only the built-in %q guest", s.Name, s.Image, TinyImage)
+	}
+	for _, v := range s.Volumes {
+		if v.Image != "" && v.Image != TinyImage {
+			return fmt.Errorf("vm %q: volume %q: image %q: this host has only the built-in %q image", s.Name, v.Name, v.Image, TinyImage)
+		}
+	}
+	return nil
 }
 
 // volume returns the named volume of the pool, creating it (a qcow2 overlay on backing when

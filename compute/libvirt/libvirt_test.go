@@ -31,6 +31,14 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	}
 	t.Cleanup(func() { np.Delete(ctx, peer.Name) })
 
+	// An image this host does not have is refused before anything is made.
+	other := spec("tvm0", 3901, "198.18.201.9/24", "52:54:00:c7:00:09")
+	other.Image = "debian-12"
+	if _, err := p.Ensure(ctx, other); err == nil || !strings.Contains(err.Error(), `image "debian-12"`) {
+		t.Fatalf("ensure with image debian-12: %v, want a refusal naming the image", err)
+	}
+	assertGone(t, p, other.Name, other.NICs[0].Port)
+
 	vm := spec("tvm1", 3901, "198.18.201.10/24", "52:54:00:c7:00:10")
 	vm.Volumes = []compute.VolumeSpec{{Name: "tvd1", SizeGiB: 1}}
 	vm.Serves = []netip.Addr{netip.MustParseAddr("198.19.254.1")}
