@@ -88,6 +88,10 @@ func TestBadInput(t *testing.T) {
 		{"status given", base + "---\napiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec: {}\nstatus: {}\n", []string{"status is written by the controller"}},
 		{"bad name", base + doc("Department", "Bad_Name", "{}"), []string{`metadata.name "Bad_Name"`}},
 		{"object twice", base + doc("Department", "lands", "{}"), []string{`Department "lands"`, "given twice"}},
+		{"pool overlaps an earlier pool", base + doc("AddressPool", "p2", "{cidrs: [198.19.0.8/29], departments: [lands]}"), []string{`AddressPool "p2"`, `spec.cidrs "198.19.0.8/29"`, `address pool "lands-public"`}},
+		{"pool overlap in one pool", base + doc("AddressPool", "p2", "{cidrs: [203.0.113.0/24, 203.0.113.0/25], departments: [lands]}"), []string{`AddressPool "p2"`, `spec.cidrs[1] "203.0.113.0/25"`, "same pool"}},
+		{"backend VM of another department", base + doc("VM", "hv", "{department: health, vcpus: 1, memoryMiB: 64, networks: [{segment: health-web}]}") + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{vm: hv}]}"), []string{`Service "web"`, `spec.backends[0].vm "hv"`, `department "health"`}},
+		{"volume of another department", base + doc("Volume", "hvol", "{department: health, sizeGiB: 1}") + doc("VM", "lv", "{department: lands, vcpus: 1, memoryMiB: 64, volumes: [hvol], networks: [{segment: lands-web}]}"), []string{`VM "lv"`, `spec.volumes[0] "hvol"`, `department "health"`}},
 		{"wrong apiVersion", strings.Replace(base, "govcloud/v1", "govcloud/v2", 1), []string{`apiVersion "govcloud/v2"`}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
