@@ -82,7 +82,20 @@ type Usage struct {
 	VCPUSeconds float64 `json:"vcpuSeconds"`
 	MemoryBytes uint64  `json:"memoryBytes"`
 	VolumeBytes uint64  `json:"volumeBytes"` // allocated (not capacity) bytes of its volumes
+	// Volumes are the same bytes per volume: each data volume by its Volume name, and the
+	// VM's root disk as RootVolume(VM).
+	Volumes []VolumeUsage `json:"volumes,omitempty"`
 }
+
+// VolumeUsage is one volume's allocated (not capacity) bytes.
+type VolumeUsage struct {
+	Name           string `json:"name"`
+	AllocatedBytes uint64 `json:"allocatedBytes"`
+}
+
+// RootVolume is the name a VM's root disk is reported under: "<vm>/root" (no Volume object
+// can be named so, names have no slash).
+func RootVolume(vm string) string { return vm + "/root" }
 
 // Provider makes and removes VMs. Ensure is idempotent by name: calling it again with the same
 // spec is a no-op, with a changed spec it replaces the VM. Delete of an absent VM is not an error.

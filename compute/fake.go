@@ -74,6 +74,7 @@ func (f *Fake) Usage(context.Context) ([]Usage, error) {
 		u := Usage{VM: s.Name, Department: s.Department, VCPUs: s.VCPUs, MemoryBytes: uint64(s.MemoryMiB) << 20}
 		for _, v := range s.Volumes {
 			u.VolumeBytes += uint64(v.SizeGiB) << 30
+			u.Volumes = append(u.Volumes, VolumeUsage{Name: v.Name, AllocatedBytes: uint64(v.SizeGiB) << 30})
 		}
 		out = append(out, u)
 	}

@@ -271,13 +271,15 @@ func (s computeSource) VMs() ([]metering.VMUsage, error) {
 	return out, err
 }
 
-// Volumes implements metering.ComputeSource: compute reports allocated bytes per VM, so the
-// volume label is the VM's name.
+// Volumes implements metering.ComputeSource: one series per volume, the root disks as
+// "<vm>/root" (compute.RootVolume).
 func (s computeSource) Volumes() ([]metering.VolumeUsage, error) {
 	us, err := s.usage()
 	out := make([]metering.VolumeUsage, 0, len(us))
 	for _, u := range us {
-		out = append(out, metering.VolumeUsage{Department: u.Department, Volume: u.VM, AllocatedBytes: u.VolumeBytes})
+		for _, v := range u.Volumes {
+			out = append(out, metering.VolumeUsage{Department: u.Department, Volume: v.Name, AllocatedBytes: v.AllocatedBytes})
+		}
 	}
 	return out, err
 }

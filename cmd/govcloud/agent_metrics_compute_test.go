@@ -18,7 +18,7 @@ func TestComputeMetering(t *testing.T) {
 	ctx := context.Background()
 	p := compute.NewFake()
 	for _, s := range []compute.VMSpec{
-		{Name: "lands-web-1", Department: "lands", VCPUs: 2, MemoryMiB: 2048, Volumes: []compute.VolumeSpec{{Name: "lands-data", SizeGiB: 10}}},
+		{Name: "lands-web-1", Department: "lands", VCPUs: 2, MemoryMiB: 2048, Volumes: []compute.VolumeSpec{{Name: "lands-data", SizeGiB: 8}, {Name: "lands-logs", SizeGiB: 2}}},
 		{Name: "health-db-1", Department: "health", VCPUs: 1, MemoryMiB: 1024},
 	} {
 		if _, err := p.Ensure(ctx, s); err != nil {
@@ -35,7 +35,9 @@ func TestComputeMetering(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`govcloud_vm_vcpu_seconds_total{department="lands",host="h1",vm="lands-web-1"} 0`,
-		`govcloud_volume_allocated_bytes{department="lands",host="h1",volume="lands-web-1"} 1.073741824e+10`,
+		// One series per volume, named by the volume (not the VM).
+		`govcloud_volume_allocated_bytes{department="lands",host="h1",volume="lands-data"} 8.589934592e+09`,
+		`govcloud_volume_allocated_bytes{department="lands",host="h1",volume="lands-logs"} 2.147483648e+09`,
 		`govcloud_metering_source_up{host="h1",source="compute"} 1`,
 	} {
 		if !strings.Contains(string(b), want) {

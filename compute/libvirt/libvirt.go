@@ -21,10 +21,12 @@ import (
 	"fmt"
 	"html"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -613,16 +615,17 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 		}
 		vm := strings.TrimPrefix(d.Name, prefix)
 		u := compute.Usage{VM: vm, Department: m.Department, VCPUs: int(nrCPU), VCPUSeconds: float64(cpuNs) / 1e9, MemoryBytes: memKiB << 10}
-		vols := []string{rootName(vm)}
+		vols := map[string]string{compute.RootVolume(vm): rootName(vm)} // reported name -> pool volume
 		for _, v := range strings.Split(m.Volumes, ",") {
 			if v != "" {
-				vols = append(vols, dataName(v))
+				vols[v] = dataName(v)
 			}
 		}
-		for _, name := range vols {
-			if v, err := p.l.StorageVolLookupByName(p.pool, name); err == nil {
+		for _, name := range slices.Sorted(maps.Keys(vols)) {
+			if v, err := p.l.StorageVolLookupByName(p.pool, vols[name]); err == nil {
 				if _, _, alloc, err := p.l.StorageVolGetInfo(v); err == nil {
 					u.VolumeBytes += alloc
+					u.Volumes = append(u.Volumes, compute.VolumeUsage{Name: name, AllocatedBytes: alloc})
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,13 +118,19 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 		if u.VM == vm.Name {
 			found = true
 			var want uint64
-			for _, n := range []string{rootName(vm.Name), dataName("tvd1")} {
-				v, err := p.l.StorageVolLookupByName(p.pool, n)
+			var wantVols []compute.VolumeUsage
+			for _, n := range [][2]string{{compute.RootVolume(vm.Name), rootName(vm.Name)}, {"tvd1", dataName("tvd1")}} {
+				v, err := p.l.StorageVolLookupByName(p.pool, n[1])
 				if err != nil {
-					t.Fatalf("volume %s: %v", n, err)
+					t.Fatalf("volume %s: %v", n[1], err)
 				}
 				_, _, alloc, _ := p.l.StorageVolGetInfo(v)
 				want += alloc
+				wantVols = append(wantVols, compute.VolumeUsage{Name: n[0], AllocatedBytes: alloc})
+			}
+			slices.SortFunc(wantVols, func(a, b compute.VolumeUsage) int { return strings.Compare(a.Name, b.Name) })
+			if !slices.Equal(u.Volumes, wantVols) {
+				t.Errorf("per-volume usage %+v, want %+v", u.Volumes, wantVols)
 			}
 			if u.VCPUSeconds <= 0 || u.MemoryBytes != 128<<20 || u.Department != "lands" || u.VolumeBytes != want {
 				t.Fatalf("usage %+v: want cpu time > 0, 128 MiB, department lands, %d volume bytes (root + data)", u, want)
