@@ -59,9 +59,9 @@ func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []b
 	if !attached || st.BGP == nil {
 		return nil
 	}
-	fabricASN := uint16(0)
+	var fabricASN uint32
 	if len(st.BGP.Peers) > 0 {
-		fabricASN = uint16(st.BGP.Peers[0].ASN)
+		fabricASN = st.BGP.Peers[0].ASN
 	}
 	up := map[netip.Addr]bool{}
 	for _, v := range plan.advertise {
@@ -75,8 +75,8 @@ func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []b
 			continue
 		}
 		seen[vip] = true
-		c, lc := bgp.DepartmentCommunities(fabricASN, st.BGP.ASN, uint16(svc.TableID))
-		a := bgp.Advertisement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Communities: []bgp.Community{c},
+		cs, lc := bgp.DepartmentCommunities(fabricASN, st.BGP.ASN, uint32(svc.TableID))
+		a := bgp.Advertisement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Communities: cs,
 			LargeCommunities: []bgp.LargeCommunity{lc}, LocalPref: svc.LocalPref, MED: svc.MED}
 		if self.IsValid() && self.Is4() == vip.Is4() {
 			a.NextHop = self

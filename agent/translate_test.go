@@ -143,4 +143,10 @@ func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	if len(adverts(st, p, false, self)) != 0 {
 		t.Fatal("advertising while the load balancer is not attached")
 	}
+	// A 4-byte fabric ASN fits no standard community: the large one alone, never a truncation.
+	st.BGP.Peers[0].ASN = 4200000000
+	ads = adverts(st, p, true, self)
+	if len(ads) != 1 || len(ads[0].Communities) != 0 || ads[0].LargeCommunities[0].Local2 != 1001 {
+		t.Fatalf("4-byte fabric ASN: adverts %+v", ads)
+	}
 }

@@ -135,9 +135,15 @@ func (c LargeCommunity) String() string { return fmt.Sprintf("%d:%d:%d", c.Globa
 const DepartmentFunction = 1
 
 // DepartmentCommunities returns the tags that identify a department's routes to the fabric:
-// the standard community fabricASN:deptID and the large community localASN:1:deptID.
-func DepartmentCommunities(fabricASN uint16, localASN uint32, deptID uint16) (Community, LargeCommunity) {
-	return Community{ASN: fabricASN, Value: deptID}, LargeCommunity{Global: localASN, Local1: DepartmentFunction, Local2: uint32(deptID)}
+// the large community localASN:1:deptID (RFC 8092, room for 4-byte ASNs and IDs) and, when
+// both fit its 16-bit halves, the standard community fabricASN:deptID (RFC 1997). A 4-byte
+// fabric ASN or an ID above 65535 gets no standard community rather than a truncated one.
+func DepartmentCommunities(fabricASN, localASN, deptID uint32) ([]Community, LargeCommunity) {
+	lc := LargeCommunity{Global: localASN, Local1: DepartmentFunction, Local2: deptID}
+	if fabricASN == 0 || fabricASN > 0xffff || deptID > 0xffff {
+		return nil, lc
+	}
+	return []Community{{ASN: uint16(fabricASN), Value: uint16(deptID)}}, lc
 }
 
 // Advertisement is one route the speaker announces to every peer of its family.

@@ -49,9 +49,34 @@ func TestValidate(t *testing.T) {
 }
 
 func TestDepartmentCommunities(t *testing.T) {
-	c, lc := DepartmentCommunities(65000, 4200000001, 7)
-	if c.String() != "65000:7" || c.Uint32() != 65000<<16|7 || lc.String() != "4200000001:1:7" {
-		t.Fatalf("got %s (%d) and %s", c, c.Uint32(), lc)
+	for _, tc := range []struct {
+		name                    string
+		fabric, local, dept     uint32
+		wantStandard, wantLarge string // "" = none
+	}{
+		{"2-byte fabric ASN", 65000, 4200000001, 7, "65000:7", "4200000001:1:7"},
+		{"4-byte fabric ASN: no truncated 65000+2^16", 65536 + 65000, 65001, 7, "", "65001:1:7"},
+		{"4-byte private fabric ASN", 4200000000, 4200000001, 1001, "", "4200000001:1:1001"},
+		{"department ID above 16 bits", 65000, 65001, 70000, "", "65001:1:70000"},
+		{"no fabric peer", 0, 65001, 7, "", "65001:1:7"},
+		{"largest 2-byte values", 65535, 65001, 65535, "65535:65535", "65001:1:65535"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, lc := DepartmentCommunities(tc.fabric, tc.local, tc.dept)
+			var std string
+			if len(cs) > 1 {
+				t.Fatalf("%d standard communities", len(cs))
+			}
+			if len(cs) == 1 {
+				std = cs[0].String()
+				if cs[0].Uint32() != tc.fabric<<16|tc.dept {
+					t.Errorf("standard community %s encodes as %d", std, cs[0].Uint32())
+				}
+			}
+			if std != tc.wantStandard || lc.String() != tc.wantLarge {
+				t.Errorf("got %q and %q, want %q and %q", std, lc, tc.wantStandard, tc.wantLarge)
+			}
+		})
 	}
 }
 

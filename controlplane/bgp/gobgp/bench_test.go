@@ -42,9 +42,9 @@ func BenchmarkBGPReport(b *testing.B) {
 	sp := startSpeaker(b, h)
 	cfg := bgp.Config{RouterID: netip.MustParseAddr("198.18.5.2"), ASN: 65105, Peers: []bgp.Peer{
 		{Address: netip.MustParseAddr("198.18.5.1"), ASN: 65000, HoldTime: 9 * time.Second, GracefulRestart: true}}}
-	c, lc := bgp.DepartmentCommunities(65000, 65105, deptID)
+	cs, lc := bgp.DepartmentCommunities(65000, 65105, deptID)
 	advert := func(a netip.Addr) bgp.Advertisement {
-		return bgp.Advertisement{Prefix: netip.PrefixFrom(a, 32), Communities: []bgp.Community{c}, LargeCommunities: []bgp.LargeCommunity{lc}}
+		return bgp.Advertisement{Prefix: netip.PrefixFrom(a, 32), Communities: cs, LargeCommunities: []bgp.LargeCommunity{lc}}
 	}
 	sp.MustSet(cfg, nil)
 	frrtest.WaitFor(b, "session", 30*time.Second, func() (bool, error) { return sp.Peer("198.18.5.1").Established, nil })

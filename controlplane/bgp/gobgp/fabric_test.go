@@ -111,8 +111,8 @@ func h2Config() bgp.Config {
 }
 
 func deptAdvert(p netip.Prefix, localASN uint32) bgp.Advertisement {
-	c, lc := bgp.DepartmentCommunities(65000, localASN, deptID)
-	return bgp.Advertisement{Prefix: p, Communities: []bgp.Community{c}, LargeCommunities: []bgp.LargeCommunity{lc}}
+	cs, lc := bgp.DepartmentCommunities(65000, localASN, deptID)
+	return bgp.Advertisement{Prefix: p, Communities: cs, LargeCommunities: []bgp.LargeCommunity{lc}}
 }
 
 func h1Adverts(withVIP2 bool) []bgp.Advertisement {
