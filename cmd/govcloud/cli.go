@@ -101,7 +101,7 @@ func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 func detail(o client.Object) []string {
 	switch s := o.Spec.(type) {
 	case *config.DepartmentSpec:
-		return []string{fmt.Sprintf("table=%d rd=%s", o.Status.TableID, o.Status.RD)}
+		return []string{fmt.Sprintf("table=%d", o.Status.TableID)}
 	case *config.SegmentSpec:
 		d := fmt.Sprintf("vlan=%d ipv4=%s gw=%s", config.EffectiveVLAN(&o.Object), s.IPv4, s.Gateway4())
 		if s.IPv6 != "" {

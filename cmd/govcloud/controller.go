@@ -44,7 +44,6 @@ admin token and writes it to DATA-DIR/admin-token.`,
 				opt.EtcdEndpoints = strings.Split(endpoints, ",")
 			}
 			opt.Alloc = alloc.DefaultConfig()
-			opt.Alloc.ASN = asn
 			for _, v := range vlanRanges {
 				fabric, r, ok := strings.Cut(v, "=")
 				if !ok {
@@ -75,7 +74,8 @@ admin token and writes it to DATA-DIR/admin-token.`,
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs (default: embedded etcd)")
 	f.StringArrayVar(&vlanRanges, "vlan-range", nil, "VLAN allocation range, [FABRIC=]FIRST-LAST (default 100-3999); repeatable")
 	f.StringVar(&tableRange, "table-range", "1000-1999", "routing table IDs for department VRFs")
-	f.Uint32Var(&asn, "asn", 65000, "ASN used in route distinguishers/targets")
+	f.Uint32Var(&asn, "asn", 65000, "unused: departments get no route distinguisher/target (VRF-lite routes by table)")
+	_ = f.MarkDeprecated("asn", "departments have no RD/RT; the flag does nothing and will be removed")
 	f.BoolVar(&opt.AnonymousRead, "anonymous-read", false, "allow reads without a token (lab only)")
 	f.DurationVar(&opt.ElectionTTL, "election-ttl", 5*time.Second, "leader lease: how fast a dead leader is replaced")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")

@@ -1,5 +1,5 @@
 // Package alloc assigns the values the controller owns: VLAN IDs per fabric from a configured
-// range, a routing table ID and route distinguisher/target per department, service VIPs from
+// range, a routing table ID per department (VRF-lite; no RD/RT: nothing routes by them), service VIPs from
 // address pools (IPv4 and IPv6), VM placement and VM addresses inside their segments. It works
 // on a whole config.State: a value already assigned and still valid is kept, a value in use is
 // never handed out again, and everything is deterministic (lowest free value first), so the
@@ -37,12 +37,11 @@ func ParseRange(s string) (Range, error) {
 type Config struct {
 	VLANs  map[string]Range // per fabric; "default" applies to fabrics not listed
 	Tables Range            // routing table IDs for department VRFs
-	ASN    uint32           // administrator part of RD/RT values
 }
 
 // DefaultConfig is what the controller uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{VLANs: map[string]Range{"default": {100, 3999}}, Tables: Range{1000, 1999}, ASN: 65000}
+	return Config{VLANs: map[string]Range{"default": {100, 3999}}, Tables: Range{1000, 1999}}
 }
 
 func (c Config) vlanRange(fabric string) Range {
@@ -89,12 +88,6 @@ func tables(st *config.State, c Config) config.Errors {
 		}
 		used[next] = true
 		o.Status.TableID = next
-	}
-	for _, o := range depts {
-		if o.Status.TableID != 0 {
-			v := fmt.Sprintf("%d:%d", c.ASN, o.Status.TableID)
-			o.Status.RD, o.Status.RT = v, v
-		}
 	}
 	return es
 }

@@ -138,8 +138,6 @@ type Status struct {
 	VIP      string      `json:"vip,omitempty"`      // Service: effective VIP
 	Pool     string      `json:"pool,omitempty"`     // Service: pool the VIP came from
 	TableID  int         `json:"tableId,omitempty"`  // Department: routing table (VRF-lite)
-	RD       string      `json:"rd,omitempty"`       // Department: route distinguisher
-	RT       string      `json:"rt,omitempty"`       // Department: route target
 	Host     string      `json:"host,omitempty"`     // VM: host it is placed on ("" = pending)
 	Networks []VMAddress `json:"networks,omitempty"` // VM: addresses per segment
 }

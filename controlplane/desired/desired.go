@@ -40,12 +40,10 @@ type RemoteGuest struct {
 	IPv6    string `json:"ipv6,omitempty"`
 }
 
-// Department is a tenant's VRF-lite: its routing table and BGP RD/RT.
+// Department is a tenant's VRF-lite: its routing table.
 type Department struct {
 	Name          string `json:"name"`
 	TableID       int    `json:"tableId"`
-	RD            string `json:"rd"`
-	RT            string `json:"rt"`
 	BandwidthMbps int    `json:"bandwidthMbps,omitempty"`
 }
 

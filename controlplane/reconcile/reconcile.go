@@ -28,7 +28,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	table := map[string]int{}
 	for _, o := range st.List(config.KindDepartment) {
 		d := o.Spec.(*config.DepartmentSpec)
-		dd := desired.Department{Name: o.Metadata.Name, TableID: o.Status.TableID, RD: o.Status.RD, RT: o.Status.RT}
+		dd := desired.Department{Name: o.Metadata.Name, TableID: o.Status.TableID}
 		if d.Quotas.BandwidthMbps != nil {
 			dd.BandwidthMbps = *d.Quotas.BandwidthMbps
 		}
