@@ -280,7 +280,7 @@ func (l *Lab) apply(ctx context.Context, token string) error {
 }
 
 // startController runs the controller on the machine itself. Reads need no token in the lab
-// (DESIGN.md); writes need the printed admin token.
+// (docs/DESIGN.md); writes need the printed admin token.
 func (l *Lab) startController() error {
 	return l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "http://"))
 }

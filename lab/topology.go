@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// The contract of DESIGN.md: names other tools and checks rely on.
+// The contract of docs/DESIGN.md: names other tools and checks rely on.
 const (
 	NSTor    = "gc-tor"
 	NSClient = "gc-client"

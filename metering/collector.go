@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metric names (DESIGN.md: prefix govcloud_, base units, _total for counters).
+// Metric names (docs/DESIGN.md: prefix govcloud_, base units, _total for counters).
 const (
 	MetricDeptBytes     = "govcloud_department_bytes_total"
 	MetricDeptPackets   = "govcloud_department_packets_total"
