@@ -7,7 +7,7 @@ BIN       := bin/govcloud
 GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
-.PHONY: all build generate check-generate test test-unit vet deps demo demo-vms demo-down \
+.PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
         bench-lb fuzz-lb bench-agent bench-controlplane bench-bgp bench-metering fuzz-config clean help
 
 all: build
@@ -28,6 +28,13 @@ check-generate: generate ## fail if the committed eBPF objects are stale
 
 vet: ## go vet
 	$(GO) vet ./...
+
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+
+lint: vet ## go vet + staticcheck (installs staticcheck $(STATICCHECK_VERSION) when missing)
+	@[ -x $(STATICCHECK) ] || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(STATICCHECK) ./...
 
 deps: ## install what builds, tests and the demo need (Debian/Ubuntu, idempotent)
 	./scripts/deps.sh

@@ -36,7 +36,7 @@ func (l *Lab) startPrometheus() error {
 	for i := range Hosts {
 		targets = append(targets, fmt.Sprintf("%q", hostAddr(i)+":9480"))
 	}
-	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 5s}\n")
+	cfg := "global: {scrape_interval: 1s, evaluation_interval: 5s}\n"
 	if rules != "" {
 		cfg += fmt.Sprintf("rule_files: [%q]\n", rules)
 	}

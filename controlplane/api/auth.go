@@ -80,8 +80,6 @@ type cachedToken struct {
 	exp time.Time
 }
 
-var errUnauthorized = errors.New("unauthorized")
-
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal, *apiError) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")

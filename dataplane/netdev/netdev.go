@@ -408,16 +408,12 @@ func (m *Manager) DeleteAll(run func(func() error) error) error {
 	if err != nil {
 		return err
 	}
-	var vlans []uint16
 	for name, l := range links {
 		if l.Attrs().Group != Group {
 			// Made before grouping, or renamed: regroup so the batch takes it too.
 			if err := m.nl.LinkSetGroup(l, Group); err != nil {
 				return fmt.Errorf("grouping %s: %w", name, err)
 			}
-		}
-		if v, ok := SegmentVLAN(name); ok {
-			vlans = append(vlans, v)
 		}
 	}
 	if len(links) == 0 {
