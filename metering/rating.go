@@ -1,6 +1,7 @@
 package metering
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -10,30 +11,32 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"sigs.k8s.io/yaml"
+	"gopkg.in/yaml.v3"
 )
 
 // Price is the price of one resource: Price per Unit, where a Unit is UnitSize base units
 // (e.g. network_tx_bytes priced per GiB: unitSize 1073741824).
 type Price struct {
-	Resource string `json:"resource"`
-	Unit     string `json:"unit"`
-	UnitSize uint64 `json:"unitSize"`
-	Price    string `json:"price"` // decimal, e.g. "0.05"
+	Resource string `json:"resource" yaml:"resource"`
+	Unit     string `json:"unit" yaml:"unit"`
+	UnitSize uint64 `json:"unitSize" yaml:"unitSize"`
+	Price    string `json:"price" yaml:"price"` // decimal, e.g. "0.05"
 }
 
 // PriceList is deploy/examples/prices.yaml.
 type PriceList struct {
-	APIVersion string  `json:"apiVersion"`
-	Kind       string  `json:"kind"`
-	Currency   string  `json:"currency"`
-	Prices     []Price `json:"prices"`
+	APIVersion string  `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string  `json:"kind" yaml:"kind"`
+	Currency   string  `json:"currency" yaml:"currency"`
+	Prices     []Price `json:"prices" yaml:"prices"`
 }
 
 // ParsePrices reads and checks a price list.
 func ParsePrices(b []byte) (*PriceList, error) {
 	var p PriceList
-	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // a misspelt field is an error, not a free resource
+	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("price list: %w", err)
 	}
 	if p.Kind != "" && p.Kind != "PriceList" {
@@ -98,28 +101,28 @@ func LoadPrices(path string) (*PriceList, error) {
 
 // Line is one department's use of one resource in a month.
 type Line struct {
-	Department string `json:"department"`
-	Resource   string `json:"resource"`
-	Quantity   uint64 `json:"quantity"` // base units
-	Units      string `json:"units"`    // quantity in priced units, 6 decimals
-	Unit       string `json:"unit"`
-	UnitPrice  string `json:"unitPrice"`
-	Charge     string `json:"charge"` // rounded to cents
+	Department string `json:"department" yaml:"department"`
+	Resource   string `json:"resource" yaml:"resource"`
+	Quantity   uint64 `json:"quantity" yaml:"quantity"` // base units
+	Units      string `json:"units" yaml:"units"`       // quantity in priced units, 6 decimals
+	Unit       string `json:"unit" yaml:"unit"`
+	UnitPrice  string `json:"unitPrice" yaml:"unitPrice"`
+	Charge     string `json:"charge" yaml:"charge"` // rounded to cents
 }
 
 // DepartmentTotal is one department's total charge.
 type DepartmentTotal struct {
-	Department string `json:"department"`
-	Charge     string `json:"charge"`
+	Department string `json:"department" yaml:"department"`
+	Charge     string `json:"charge" yaml:"charge"`
 }
 
 // Bill is a month's chargeback report.
 type Bill struct {
-	Month       string            `json:"month"`
-	Currency    string            `json:"currency"`
-	Lines       []Line            `json:"lines"`
-	Departments []DepartmentTotal `json:"departments"`
-	Total       string            `json:"total"`
+	Month       string            `json:"month" yaml:"month"`
+	Currency    string            `json:"currency" yaml:"currency"`
+	Lines       []Line            `json:"lines" yaml:"lines"`
+	Departments []DepartmentTotal `json:"departments" yaml:"departments"`
+	Total       string            `json:"total" yaml:"total"`
 }
 
 // Rate prices a month's usage. Each line's charge is rounded to cents (half away from zero)
