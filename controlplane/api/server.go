@@ -464,17 +464,27 @@ func view(o *config.Object, rev int64) View {
 	return v
 }
 
-func (s *Server) handleList(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+// readPreamble is what object reads share: agents may not read objects (only their host's
+// desired state), the kind from the path, and one consistent snapshot of the store.
+func (s *Server) readPreamble(r *http.Request, p *principal) (string, *store.Snapshot, *apiError) {
 	if p.Role == RoleAgent {
-		return forbidden("%s may read only its host's desired state", p.who())
+		return "", nil, forbidden("%s may read only its host's desired state", p.who())
 	}
 	kind, e := s.kindParam(r)
 	if e != nil {
-		return e
+		return "", nil, e
 	}
 	snap, err := s.store.Snapshot(r.Context())
 	if err != nil {
-		return internal(err)
+		return "", nil, internal(err)
+	}
+	return kind, snap, nil
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	kind, snap, e := s.readPreamble(r, p)
+	if e != nil {
+		return e
 	}
 	dept := r.URL.Query().Get("department")
 	if p.Role == RoleDepartment && dept != "" && dept != p.Department {
@@ -493,16 +503,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, p *principal
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
-	if p.Role == RoleAgent {
-		return forbidden("%s may read only its host's desired state", p.who())
-	}
-	kind, e := s.kindParam(r)
+	kind, snap, e := s.readPreamble(r, p)
 	if e != nil {
 		return e
-	}
-	snap, err := s.store.Snapshot(r.Context())
-	if err != nil {
-		return internal(err)
 	}
 	name := r.PathValue("name")
 	o := snap.State.Get(kind, name)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/config/configtest"
 	"github.com/govcloud/govcloud/controlplane/store"
 )
 
@@ -137,37 +138,9 @@ func (e *Env) Fingerprint(t testing.TB) string {
 	return b.String()
 }
 
-// Base is a small valid configuration most tests start from.
-const Base = `apiVersion: govcloud/v1
-kind: Department
-metadata: {name: lands}
-spec: {displayName: Lands, quotas: {vcpus: 4, memoryGiB: 4, storageGiB: 10}}
----
-apiVersion: govcloud/v1
-kind: Department
-metadata: {name: health}
-spec: {displayName: Health}
----
-apiVersion: govcloud/v1
-kind: AddressPool
-metadata: {name: lands-public}
-spec: {cidrs: [198.19.0.0/24], departments: [lands]}
----
-apiVersion: govcloud/v1
-kind: AddressPool
-metadata: {name: health-public}
-spec: {cidrs: [198.19.1.0/24, "2001:db8:1::/120"], departments: [health]}
----
-apiVersion: govcloud/v1
-kind: Segment
-metadata: {name: lands-web}
-spec: {department: lands, vlan: 120, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
----
-apiVersion: govcloud/v1
-kind: Segment
-metadata: {name: health-web}
-spec: {department: health, ipv4: 198.18.30.0/24, gateway: 198.18.30.1}
----
+// Base is a small valid configuration most tests start from: configtest.LandsHealth plus a host,
+// a VM and two services.
+const Base = configtest.LandsHealth + `---
 apiVersion: govcloud/v1
 kind: Host
 metadata: {name: host1}

@@ -3,38 +3,11 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/govcloud/govcloud/controlplane/config/configtest"
 )
 
-const base = `apiVersion: govcloud/v1
-kind: Department
-metadata: {name: lands}
-spec: {displayName: Lands, quotas: {vcpus: 4, storageGiB: 10}}
----
-apiVersion: govcloud/v1
-kind: Department
-metadata: {name: health}
-spec: {}
----
-apiVersion: govcloud/v1
-kind: AddressPool
-metadata: {name: lands-public}
-spec: {cidrs: [198.19.0.0/28], departments: [lands]}
----
-apiVersion: govcloud/v1
-kind: AddressPool
-metadata: {name: health-public}
-spec: {cidrs: [198.19.1.0/28], departments: [health]}
----
-apiVersion: govcloud/v1
-kind: Segment
-metadata: {name: lands-web}
-spec: {department: lands, vlan: 120, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
----
-apiVersion: govcloud/v1
-kind: Segment
-metadata: {name: health-web}
-spec: {department: health, ipv4: 198.18.30.0/24}
-`
+const base = configtest.LandsHealth
 
 func parseValidate(t testing.TB, y string) error {
 	objs, err := Parse("test.yaml", []byte(y))

@@ -330,34 +330,31 @@ func sum(vals []bpfobj.TrunkTrunkCounter) Counter {
 
 // Stats returns every traffic counter, summed over CPUs.
 func (t *Trunk) Stats() (map[StatKey]Counter, error) {
-	out := make(map[StatKey]Counter)
-	var (
-		k    bpfobj.TrunkTrunkStatKey
-		vals []bpfobj.TrunkTrunkCounter
-	)
-	it := t.objs.TrunkStats.Iterate()
-	for it.Next(&k, &vals) {
-		out[StatKey{Department: k.DeptId, Segment: k.SegId, Direction: Direction(k.Dir)}] = sum(vals)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading trunk stats: %w", err)
-	}
-	return out, nil
+	return readPerCPU(t.objs.TrunkStats, "trunk stats", func(k bpfobj.TrunkTrunkStatKey) StatKey {
+		return StatKey{Department: k.DeptId, Segment: k.SegId, Direction: Direction(k.Dir)}
+	})
 }
 
 // Drops returns every drop counter, summed over CPUs.
 func (t *Trunk) Drops() (map[DropKey]Counter, error) {
-	out := make(map[DropKey]Counter)
+	return readPerCPU(t.objs.TrunkDrops, "trunk drops", func(k bpfobj.TrunkTrunkDropKey) DropKey {
+		return DropKey{Department: k.DeptId, Segment: k.SegId, Reason: DropReason(k.Reason)}
+	})
+}
+
+// readPerCPU reads a whole per-CPU counter map, each entry summed over CPUs, keyed by key(k).
+func readPerCPU[K any, G comparable](m *ebpf.Map, what string, key func(K) G) (map[G]Counter, error) {
+	out := make(map[G]Counter)
 	var (
-		k    bpfobj.TrunkTrunkDropKey
+		k    K
 		vals []bpfobj.TrunkTrunkCounter
 	)
-	it := t.objs.TrunkDrops.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &vals) {
-		out[DropKey{Department: k.DeptId, Segment: k.SegId, Reason: DropReason(k.Reason)}] = sum(vals)
+		out[key(k)] = sum(vals)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading trunk drops: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", what, err)
 	}
 	return out, nil
 }
