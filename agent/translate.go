@@ -13,15 +13,8 @@ import (
 	"github.com/govcloud/govcloud/lb"
 )
 
-// GuestPort is the host-side interface name of a VM's NIC on a segment, shared by the agent
-// (anti-spoofing, VIP routes) and the compute agent (which creates it): at most 15 bytes.
-func GuestPort(vm, segment string) string {
-	h := uint32(2166136261)
-	for _, c := range []byte(vm + "/" + segment) {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return fmt.Sprintf("gv%08x", h)
-}
+// GuestPort is desired.GuestPort: the host-side name of a VM's NIC on a segment.
+func GuestPort(vm, segment string) string { return desired.GuestPort(vm, segment) }
 
 // hostNetwork turns the controller's desired state into the host network's.
 func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {

@@ -120,7 +120,7 @@ type Sweeper interface {
 }
 
 // Naming gives the host-side names the network agent expects: the segment bridge of a VLAN and
-// the port of a VM's NIC on a segment (agent.GuestPort).
+// the port of a VM's NIC on a segment (desired.GuestPort).
 type Naming struct {
 	Bridge func(vlan int) string
 	Port   func(vm, segment string) string

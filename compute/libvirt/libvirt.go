@@ -40,6 +40,7 @@ import (
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/compute/guestimage"
+	"github.com/govcloud/govcloud/controlplane/desired"
 )
 
 const (
@@ -706,10 +707,6 @@ func StartDaemon(ctx context.Context, socket string) error {
 	return fmt.Errorf("libvirtd did not open %s within 15s", socket)
 }
 
-// TapPrefix is how the network agent's GuestPort names begin; taps (tun devices) with it that
-// no running domain of ours uses are leftovers.
-const TapPrefix = "gv"
-
 // Sweep deletes tap devices named like guest ports that no domain uses (left when qemu died
 // without libvirtd cleaning up). Veth ports (the namespace provider's) are not touched.
 func (p *Provider) Sweep(ctx context.Context) error {
@@ -732,7 +729,7 @@ func (p *Provider) Sweep(ctx context.Context) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		if l.Type() != "tuntap" || !strings.HasPrefix(name, TapPrefix) || used[name] {
+		if l.Type() != "tuntap" || !desired.IsGuestPort(name) || used[name] {
 			continue
 		}
 		if l.Attrs().OperState == netlink.OperUp {

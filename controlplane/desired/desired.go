@@ -5,6 +5,7 @@
 package desired
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 )
@@ -166,4 +167,31 @@ func (st *State) DSRVIPs() map[string][]netip.Addr {
 		}
 	}
 	return out
+}
+
+// GuestPortPrefix begins every guest port name (GuestPort).
+const GuestPortPrefix = "gv"
+
+// GuestPort is the host-side interface name of a VM's NIC on a segment, shared by the network
+// agent (anti-spoofing, VIP routes) and the compute agent (which creates it): GuestPortPrefix
+// and the 32-bit FNV-1a hash of "vm/segment" in hex, 10 bytes (an interface name has at most 15).
+func GuestPort(vm, segment string) string {
+	h := uint32(2166136261)
+	for _, c := range []byte(vm + "/" + segment) {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return fmt.Sprintf("%s%08x", GuestPortPrefix, h)
+}
+
+// IsGuestPort reports whether name has GuestPort's form.
+func IsGuestPort(name string) bool {
+	if len(name) != len(GuestPortPrefix)+8 || name[:len(GuestPortPrefix)] != GuestPortPrefix {
+		return false
+	}
+	for _, c := range name[len(GuestPortPrefix):] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
