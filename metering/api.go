@@ -3,7 +3,6 @@ package metering
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,29 +10,52 @@ import (
 	"time"
 )
 
-// API serves the ledger over HTTP, for the controller to mount (behind its own auth):
+// API serves the ledger over HTTP with its access rules; the controller authenticates the
+// caller and mounts Routes behind its own authentication:
 //
-//	POST /v1/usage/reports                      an agent's Report -> Outcome
-//	GET  /v1/usage?month=YYYY-MM[&department=D] the month's Bill (month defaults to this one)
+//	POST /v1/usage/reports                      an agent's Report -> Outcome (admin, or the
+//	                                            agent of the reporting host)
+//	GET  /v1/usage?month=YYYY-MM[&department=D] the month's Bill (month defaults to this one;
+//	                                            admin and network see every department, a
+//	                                            department caller only its own)
 type API struct {
 	Ledger *Ledger
 	Prices *PriceList
 	Log    *slog.Logger
 }
 
-// Handler returns the API's routes.
-func (a *API) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/usage/reports", a.postReport)
-	mux.HandleFunc("GET /v1/usage", a.getUsage)
-	return mux
+// Roles a Caller may have (the controller's token roles of the same names).
+const (
+	RoleAdmin      = "admin"
+	RoleNetwork    = "network"
+	RoleAgent      = "agent"
+	RoleDepartment = "department"
+)
+
+// Caller is who sends a request, as the controller authenticated it.
+type Caller struct {
+	Name       string
+	Role       string
+	Host       string // an agent's host
+	Department string // a department caller's department
 }
 
-func httpError(w http.ResponseWriter, code int, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+// Route is one authenticated route: a Go ServeMux pattern and its handler, which returns a
+// *RequestError (400), a *ForbiddenError (403) or another error (500).
+type Route struct {
+	Pattern string
+	Handle  func(w http.ResponseWriter, r *http.Request, c Caller) error
 }
+
+// Routes are the API's routes, for the controller to mount.
+func (a *API) Routes() []Route {
+	return []Route{{"POST /v1/usage/reports", a.postReport}, {"GET /v1/usage", a.getUsage}}
+}
+
+// ForbiddenError is a request the caller may not make (HTTP 403).
+type ForbiddenError struct{ Msg string }
+
+func (e *ForbiddenError) Error() string { return e.Msg }
 
 // RequestError is a client's mistake (HTTP 400).
 type RequestError struct{ Err error }
@@ -90,27 +112,28 @@ func (a *API) WriteBill(ctx context.Context, w http.ResponseWriter, month, dept 
 	return json.NewEncoder(w).Encode(Rate(month, u, prices, dept))
 }
 
-func fail(w http.ResponseWriter, err error) {
-	var re *RequestError
-	if errors.As(err, &re) {
-		httpError(w, http.StatusBadRequest, err)
-		return
-	}
-	httpError(w, http.StatusInternalServerError, err)
-}
-
-func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
+func (a *API) postReport(w http.ResponseWriter, r *http.Request, c Caller) error {
 	rep, err := DecodeReport(r)
-	if err == nil {
-		err = a.Record(r.Context(), w, rep)
-	}
 	if err != nil {
-		fail(w, err)
+		return err
 	}
+	if !(c.Role == RoleAdmin || (c.Role == RoleAgent && c.Host == rep.Reporter)) {
+		return &ForbiddenError{fmt.Sprintf("%s (%s) may not report usage as %q", c.Name, c.Role, rep.Reporter)}
+	}
+	return a.Record(r.Context(), w, rep)
 }
 
-func (a *API) getUsage(w http.ResponseWriter, r *http.Request) {
-	if err := a.WriteBill(r.Context(), w, r.URL.Query().Get("month"), r.URL.Query().Get("department")); err != nil {
-		fail(w, err)
+func (a *API) getUsage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	dept := r.URL.Query().Get("department")
+	switch c.Role {
+	case RoleAdmin, RoleNetwork:
+	case RoleDepartment:
+		if dept != "" && dept != c.Department {
+			return &ForbiddenError{fmt.Sprintf("%s (department %s) may not read the usage of department %q", c.Name, c.Department, dept)}
+		}
+		dept = c.Department
+	default:
+		return &ForbiddenError{fmt.Sprintf("%s (%s) may not read usage", c.Name, c.Role)}
 	}
+	return a.WriteBill(r.Context(), w, r.URL.Query().Get("month"), dept)
 }

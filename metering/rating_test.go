@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -93,7 +94,7 @@ func TestRateExact(t *testing.T) {
 // the bill back with the client the CLI uses.
 func TestAPIEndToEnd(t *testing.T) {
 	api := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
-	srv := httptest.NewServer(api.Handler())
+	srv := httptest.NewServer(serveAs(api, Caller{Name: "test", Role: RoleAdmin}))
 	defer srv.Close()
 	c := &Client{Base: srv.URL}
 	tr := &FakeTraffic{}
@@ -155,5 +156,61 @@ func TestAPIEndToEnd(t *testing.T) {
 func TestDefaultPricesAreTheExample(t *testing.T) {
 	if got, want := DefaultPrices(), examplePrices(t); !reflect.DeepEqual(got, want) {
 		t.Fatalf("built-in prices differ from deploy/examples/prices.yaml:\n%+v\n%+v", got, want)
+	}
+}
+
+// serveAs serves a's routes as the controller would, with every request from caller c.
+func serveAs(a *API, c Caller) http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range a.Routes() {
+		mux.HandleFunc(rt.Pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := rt.Handle(w, r, c); err != nil {
+				status := http.StatusInternalServerError
+				var re *RequestError
+				var fe *ForbiddenError
+				switch {
+				case errors.As(err, &re):
+					status = http.StatusBadRequest
+				case errors.As(err, &fe):
+					status = http.StatusForbidden
+				}
+				http.Error(w, `{"error":"`+err.Error()+`"}`, status)
+			}
+		})
+	}
+	return mux
+}
+
+// TestAPIAccess: who may report and read, decided by the routes the controller mounts.
+func TestAPIAccess(t *testing.T) {
+	a := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
+	rep := `{"reporter":"host1","epoch":"e","seq":1,"time":"` + time.Now().UTC().Format(time.RFC3339) + `","samples":[]}`
+	for _, tc := range []struct {
+		name       string
+		c          Caller
+		method     string
+		path, body string
+		want       int
+	}{
+		{"admin reports for any host", Caller{Role: RoleAdmin}, "POST", "/v1/usage/reports", rep, 200},
+		{"agent reports for its host", Caller{Role: RoleAgent, Host: "host1"}, "POST", "/v1/usage/reports", rep, 200},
+		{"agent reports for another host", Caller{Role: RoleAgent, Host: "host2"}, "POST", "/v1/usage/reports", rep, 403},
+		{"department reports", Caller{Role: RoleDepartment, Department: "lands"}, "POST", "/v1/usage/reports", rep, 403},
+		{"network reports", Caller{Role: RoleNetwork}, "POST", "/v1/usage/reports", rep, 403},
+		{"unknown field in a report", Caller{Role: RoleAdmin}, "POST", "/v1/usage/reports", `{"reporter":"host1","colour":1}`, 400},
+		{"admin reads all", Caller{Role: RoleAdmin}, "GET", "/v1/usage?month=2026-11", "", 200},
+		{"network reads all", Caller{Role: RoleNetwork}, "GET", "/v1/usage?month=2026-11", "", 200},
+		{"department reads its own", Caller{Role: RoleDepartment, Department: "lands"}, "GET", "/v1/usage?month=2026-11&department=lands", "", 200},
+		{"department reads another", Caller{Role: RoleDepartment, Department: "lands"}, "GET", "/v1/usage?month=2026-11&department=health", "", 403},
+		{"agent reads usage", Caller{Role: RoleAgent, Host: "host1"}, "GET", "/v1/usage?month=2026-11", "", 403},
+		{"no role reads usage", Caller{}, "GET", "/v1/usage?month=2026-11", "", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			serveAs(a, tc.c).ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+			if w.Code != tc.want {
+				t.Errorf("status %d, want %d: %s", w.Code, tc.want, w.Body)
+			}
+		})
 	}
 }

@@ -35,39 +35,25 @@ func usageLedger(_ context.Context, srv *api.Server, st *store.Store) error {
 		prices = p
 	}
 	m := &metering.API{Ledger: metering.NewLedgerAt(metering.EtcdKV{C: st.Client()}, st.Prefix()+"metering/"), Prices: prices}
-	wrap := func(err error) error {
-		var re *metering.RequestError
-		if errors.As(err, &re) {
-			return &api.HTTPError{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
-		}
-		return err
+	for _, rt := range m.Routes() {
+		srv.Handle(rt.Pattern, func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
+			return httpError(rt.Handle(w, r, metering.Caller{Name: p.Name, Role: p.Role, Host: p.Host, Department: p.Department}))
+		})
 	}
-	srv.Handle("POST /v1/usage/reports", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
-		rep, err := metering.DecodeReport(r)
-		if err != nil {
-			return wrap(err)
-		}
-		if !(p.Role == api.RoleAdmin || (p.Role == api.RoleAgent && p.Host == rep.Reporter)) {
-			return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden",
-				Message: fmt.Sprintf("%s (%s) may not report usage as %q", p.Name, p.Role, rep.Reporter)}
-		}
-		return wrap(m.Record(r.Context(), w, rep))
-	})
-	srv.Handle("GET /v1/usage", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
-		dept := r.URL.Query().Get("department")
-		switch p.Role {
-		case api.RoleAgent:
-			return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("%s (agent) may not read usage", p.Name)}
-		case api.RoleDepartment:
-			if dept != "" && dept != p.Department {
-				return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden",
-					Message: fmt.Sprintf("%s (department %s) may not read the usage of department %q", p.Name, p.Department, dept)}
-			}
-			dept = p.Department
-		}
-		return wrap(m.WriteBill(r.Context(), w, r.URL.Query().Get("month"), dept))
-	})
 	return nil
+}
+
+// httpError gives a metering error its HTTP status.
+func httpError(err error) error {
+	var re *metering.RequestError
+	var fe *metering.ForbiddenError
+	switch {
+	case errors.As(err, &re):
+		return &api.HTTPError{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
+	case errors.As(err, &fe):
+		return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden", Message: err.Error()}
+	}
+	return err
 }
 
 func newUsageCmd(_ *globals) *cobra.Command {
