@@ -21,7 +21,7 @@ func cliError(err error) error {
 	var ce *client.Error
 	if errors.As(err, &ce) && len(ce.Errors) > 1 {
 		lines := make([]string, 0, len(ce.Errors)+1)
-		lines = append(lines, fmt.Sprintf("%d problems, nothing was changed:", len(ce.Errors)))
+		lines = append(lines, fmt.Sprintf("%d problems, nothing was changed:", ce.Errors.Count()))
 		for _, e := range ce.Errors {
 			lines = append(lines, "  "+e.Error())
 		}

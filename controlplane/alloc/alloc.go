@@ -58,10 +58,10 @@ func (c Config) vlanRange(fabric string) Range {
 // held. It changes objects in place: callers pass clones.
 func Allocate(st *config.State, c Config) config.Errors {
 	var es config.Errors
-	es = append(es, tables(st, c)...)
-	es = append(es, vlans(st, c)...)
-	es = append(es, vips(st)...)
-	es = append(es, vms(st)...)
+	es = es.Add(tables(st, c)...)
+	es = es.Add(vlans(st, c)...)
+	es = es.Add(vips(st)...)
+	es = es.Add(vms(st)...)
 	return es
 }
 
@@ -83,7 +83,7 @@ func tables(st *config.State, c Config) config.Errors {
 			next++
 		}
 		if next > c.Tables.Last {
-			es = append(es, config.ErrAt(o, "metadata.name", o.Metadata.Name, "no free routing table ID left in %d-%d", c.Tables.First, c.Tables.Last))
+			es = es.Add(config.ErrAt(o, "metadata.name", o.Metadata.Name, "no free routing table ID left in %d-%d", c.Tables.First, c.Tables.Last))
 			continue
 		}
 		used[next] = true
@@ -126,7 +126,7 @@ func vlans(st *config.State, c Config) config.Errors {
 			v++
 		}
 		if v > r.Last {
-			es = append(es, config.ErrAt(o, "spec.vlan", "", "no free VLAN left in %d-%d on fabric %q", r.First, r.Last, s.FabricName()))
+			es = es.Add(config.ErrAt(o, "spec.vlan", "", "no free VLAN left in %d-%d on fabric %q", r.First, r.Last, s.FabricName()))
 			continue
 		}
 		used[key(s.FabricName(), v)] = true
@@ -225,7 +225,7 @@ func vips(st *config.State) config.Errors {
 			} else {
 				msg += " in pools " + strings.Join(tried, ", ")
 			}
-			es = append(es, config.ErrAt(o, "spec.vip", "", "%s", msg))
+			es = es.Add(config.ErrAt(o, "spec.vip", "", "%s", msg))
 		}
 	}
 	return es
@@ -357,7 +357,7 @@ func vms(st *config.State) config.Errors {
 					used[ip] = true
 					a.IPv4 = ip.String()
 				} else {
-					es = append(es, config.ErrAt(o, fmt.Sprintf("spec.networks[%d].segment", i), n.Segment, "no free IPv4 address left in segment (%s)", ss.IPv4))
+					es = es.Add(config.ErrAt(o, fmt.Sprintf("spec.networks[%d].segment", i), n.Segment, "no free IPv4 address left in segment (%s)", ss.IPv4))
 				}
 			}
 			if p6 := ss.Prefix6(); p6.IsValid() {

@@ -138,8 +138,15 @@ func forbidden(format string, args ...any) *apiError {
 	return &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf(format, args...)}
 }
 
+// invalid answers a refused input. With several errors the message only counts them and names
+// the first: the list is in Errors, once.
 func invalid(err error) *apiError {
-	return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: err.Error(), Errors: config.AsErrors(err)}
+	es := config.AsErrors(err)
+	msg := err.Error()
+	if len(es) > 1 {
+		msg = fmt.Sprintf("%d problems, nothing was changed; the first: %s", es.Count(), es[0].Error())
+	}
+	return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: msg, Errors: es}
 }
 
 func internal(err error) *apiError {

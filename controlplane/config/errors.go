@@ -17,7 +17,12 @@ type Error struct {
 	Field string `json:"field,omitempty"`
 	Value string `json:"value,omitempty"`
 	Msg   string `json:"message"`
+	More  int    `json:"more,omitempty"` // > 0: this entry stands for that many errors left out (Errors.Add)
 }
+
+// MaxErrors bounds the errors kept for one input: past it, errors are only counted, and one
+// last entry says "and N more errors". Memory and answer size stay bounded whatever the input.
+const MaxErrors = 100
 
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -67,16 +72,52 @@ func (es Errors) Error() string {
 	return strings.Join(s, "\n")
 }
 
-// Err returns nil for no errors, the errors sorted by document and line otherwise.
+// Add appends errors up to MaxErrors; past it, it only counts them in a last "and N more
+// errors" entry.
+func (es Errors) Add(more ...*Error) Errors {
+	for _, e := range more {
+		n := 1
+		if e.More > 0 {
+			n = e.More
+		}
+		switch {
+		case len(es) > 0 && es[len(es)-1].More > 0:
+			es[len(es)-1].More += n
+		case len(es) < MaxErrors && e.More == 0:
+			es = append(es, e)
+			continue
+		default:
+			es = append(es, &Error{More: n})
+		}
+		es[len(es)-1].Msg = fmt.Sprintf("and %d more errors", es[len(es)-1].More)
+	}
+	return es
+}
+
+// Count is how many errors es stands for, those left out by Add included.
+func (es Errors) Count() int {
+	n := 0
+	for _, e := range es {
+		n += max(e.More, 1)
+	}
+	return n
+}
+
+// Err returns nil for no errors, the errors sorted by document and line otherwise (an "and N
+// more errors" entry stays last).
 func (es Errors) Err() error {
 	if len(es) == 0 {
 		return nil
 	}
-	sort.SliceStable(es, func(i, j int) bool {
-		if es[i].Doc != es[j].Doc {
-			return es[i].Doc < es[j].Doc
+	body := es
+	if es[len(es)-1].More > 0 {
+		body = es[:len(es)-1]
+	}
+	sort.SliceStable(body, func(i, j int) bool {
+		if body[i].Doc != body[j].Doc {
+			return body[i].Doc < body[j].Doc
 		}
-		return es[i].Line < es[j].Line
+		return body[i].Line < body[j].Line
 	})
 	return es
 }

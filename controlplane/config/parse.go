@@ -43,7 +43,7 @@ func Parse(file string, data []byte) ([]*Object, error) {
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				e.Line, _ = strconv.Atoi(m[1])
 			}
-			errs = append(errs, e)
+			errs = errs.Add(e)
 			break // the decoder cannot resynchronise after a syntax error
 		}
 		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null") {
@@ -51,17 +51,17 @@ func Parse(file string, data []byte) ([]*Object, error) {
 			continue
 		}
 		o, derrs := parseDoc(file, doc, n.Content[0])
-		errs = append(errs, derrs...)
+		errs = errs.Add(derrs...)
 		if o == nil {
 			continue
 		}
 		if first, dup := seen[o.Key()]; dup {
-			errs = append(errs, errAt(o, "metadata.name", o.Metadata.Name, "%s given twice in this input (first in document %d)", o.Kind, first))
+			errs = errs.Add(errAt(o, "metadata.name", o.Metadata.Name, "%s given twice in this input (first in document %d)", o.Kind, first))
 			continue
 		}
 		seen[o.Key()] = doc
 		if len(derrs) == 0 {
-			errs = append(errs, ValidateObject(o)...)
+			errs = errs.Add(ValidateObject(o)...)
 		}
 		objs = append(objs, o)
 	}
@@ -95,14 +95,14 @@ func parseDoc(file string, doc int, root *yaml.Node) (*Object, Errors) {
 		case "spec":
 			specNode = v
 		case "status":
-			errs = append(errs, docErr(k.Line, "status", "", "status is written by the controller, not by users; remove it"))
+			errs = errs.Add(docErr(k.Line, "status", "", "status is written by the controller, not by users; remove it"))
 		default:
-			errs = append(errs, docErr(k.Line, k.Value, "", "unknown field (want apiVersion, kind, metadata, spec)"))
+			errs = errs.Add(docErr(k.Line, k.Value, "", "unknown field (want apiVersion, kind, metadata, spec)"))
 		}
 	}
 	if metaNode != nil {
 		if metaNode.Kind != yaml.MappingNode {
-			errs = append(errs, docErr(metaNode.Line, "metadata", "", "must be a mapping with name"))
+			errs = errs.Add(docErr(metaNode.Line, "metadata", "", "must be a mapping with name"))
 		} else {
 			for i := 0; i+1 < len(metaNode.Content); i += 2 {
 				if metaNode.Content[i].Value == "name" {
@@ -123,34 +123,34 @@ func parseDoc(file string, doc int, root *yaml.Node) (*Object, Errors) {
 		return es
 	}
 	if kind == "" {
-		errs = append(errs, docErr(root.Line, "kind", "", "missing kind (want one of %s)", strings.Join(Kinds, ", ")))
+		errs = errs.Add(docErr(root.Line, "kind", "", "missing kind (want one of %s)", strings.Join(Kinds, ", ")))
 		return nil, setObj(errs)
 	}
 	spec := NewSpec(kind)
 	if spec == nil {
-		errs = append(errs, docErr(src.lineOf("kind"), "kind", kind, "unknown kind (want one of %s)", strings.Join(Kinds, ", ")))
+		errs = errs.Add(docErr(src.lineOf("kind"), "kind", kind, "unknown kind (want one of %s)", strings.Join(Kinds, ", ")))
 		return nil, setObj(errs)
 	}
 	if apiVersion != APIVersion {
-		errs = append(errs, docErr(src.lineOf("apiVersion"), "apiVersion", apiVersion, "want %q", APIVersion))
+		errs = errs.Add(docErr(src.lineOf("apiVersion"), "apiVersion", apiVersion, "want %q", APIVersion))
 	}
 	o := &Object{APIVersion: APIVersion, Kind: kind, Spec: spec, Source: src}
 	if metaNode == nil {
-		errs = append(errs, docErr(root.Line, "metadata.name", "", "missing metadata.name"))
+		errs = errs.Add(docErr(root.Line, "metadata.name", "", "missing metadata.name"))
 		return nil, setObj(errs)
 	}
 	if metaNode.Kind == yaml.MappingNode {
-		errs = append(errs, decodeStrict(metaNode, reflect.ValueOf(&o.Metadata).Elem(), "metadata", src)...)
+		errs = errs.Add(decodeStrict(metaNode, reflect.ValueOf(&o.Metadata).Elem(), "metadata", src)...)
 	}
 	if o.Metadata.Name == "" {
-		errs = append(errs, docErr(src.lineOf("metadata"), "metadata.name", "", "missing name"))
+		errs = errs.Add(docErr(src.lineOf("metadata"), "metadata.name", "", "missing name"))
 	} else if !nameRE.MatchString(o.Metadata.Name) {
-		errs = append(errs, docErr(src.lineOf("metadata.name"), "metadata.name", o.Metadata.Name, "must be 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"))
+		errs = errs.Add(docErr(src.lineOf("metadata.name"), "metadata.name", o.Metadata.Name, "must be 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"))
 	}
 	if specNode == nil {
-		errs = append(errs, docErr(root.Line, "spec", "", "missing spec"))
+		errs = errs.Add(docErr(root.Line, "spec", "", "missing spec"))
 	} else if !(specNode.Kind == yaml.ScalarNode && specNode.Tag == "!!null") {
-		errs = append(errs, decodeStrict(specNode, reflect.ValueOf(spec).Elem(), "spec", src)...)
+		errs = errs.Add(decodeStrict(specNode, reflect.ValueOf(spec).Elem(), "spec", src)...)
 	}
 	return o, setObj(errs)
 }
@@ -209,15 +209,15 @@ func decodeStrict(n *yaml.Node, v reflect.Value, path string, src *Source) Error
 			src.Lines[fp] = k.Line
 			idx, ok := fields[k.Value]
 			if !ok {
-				errs = append(errs, &Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: fp, Msg: "unknown field (want one of " + strings.Join(names, ", ") + ")"})
+				errs = errs.Add(&Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: fp, Msg: "unknown field (want one of " + strings.Join(names, ", ") + ")"})
 				continue
 			}
 			if seen[k.Value] {
-				errs = append(errs, &Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: fp, Msg: "field given twice"})
+				errs = errs.Add(&Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: fp, Msg: "field given twice"})
 				continue
 			}
 			seen[k.Value] = true
-			errs = append(errs, decodeStrict(val, v.Field(idx), fp, src)...)
+			errs = errs.Add(decodeStrict(val, v.Field(idx), fp, src)...)
 		}
 		return errs
 	case reflect.Slice:
@@ -229,7 +229,7 @@ func decodeStrict(n *yaml.Node, v reflect.Value, path string, src *Source) Error
 		for i, c := range n.Content {
 			fp := fmt.Sprintf("%s[%d]", path, i)
 			src.Lines[fp] = c.Line
-			errs = append(errs, decodeStrict(c, s.Index(i), fp, src)...)
+			errs = errs.Add(decodeStrict(c, s.Index(i), fp, src)...)
 		}
 		v.Set(s)
 		return errs
@@ -244,11 +244,11 @@ func decodeStrict(n *yaml.Node, v reflect.Value, path string, src *Source) Error
 			fp := path + "." + k.Value
 			src.Lines[fp] = k.Line
 			if k.Kind != yaml.ScalarNode {
-				errs = append(errs, &Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: path, Msg: "keys must be strings"})
+				errs = errs.Add(&Error{File: src.File, Doc: src.Doc, Line: k.Line, Field: path, Msg: "keys must be strings"})
 				continue
 			}
 			ev := reflect.New(v.Type().Elem()).Elem()
-			errs = append(errs, decodeStrict(val, ev, fp, src)...)
+			errs = errs.Add(decodeStrict(val, ev, fp, src)...)
 			m.SetMapIndex(reflect.ValueOf(k.Value), ev)
 		}
 		v.Set(m)

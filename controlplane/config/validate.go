@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -46,7 +47,7 @@ type objectCheck struct {
 }
 
 func (c *objectCheck) bad(field, value, format string, args ...any) {
-	c.es = append(c.es, errAt(c.o, field, value, format, args...))
+	c.es = c.es.Add(errAt(c.o, field, value, format, args...))
 }
 
 // need reports a missing required field; it returns whether the field is set.
@@ -101,17 +102,15 @@ func (c *objectCheck) addressPool(s *AddressPool) {
 	if len(s.CIDRs) == 0 {
 		c.bad("spec.cidrs", "", "at least one CIDR required")
 	}
-	var ps []netip.Prefix
+	ps := make([]netip.Prefix, len(s.CIDRs)) // invalid ones stay zero
 	for i, cidr := range s.CIDRs {
-		f := fmt.Sprintf("spec.cidrs[%d]", i)
-		if p, ok := prefix(c.bad, f, cidr, cidr != "" && strings.Contains(cidr, ":")); ok {
-			for _, q := range ps {
-				if q.Overlaps(p) {
-					c.bad(f, cidr, "overlaps %s in the same pool", q)
-				}
-			}
-			ps = append(ps, p)
+		if p, ok := prefix(c.bad, fmt.Sprintf("spec.cidrs[%d]", i), cidr, cidr != "" && strings.Contains(cidr, ":")); ok {
+			ps[i] = p
 		}
+	}
+	for _, pair := range overlapping(ps) {
+		i, j := pair[0], pair[1]
+		c.bad(fmt.Sprintf("spec.cidrs[%d]", i), s.CIDRs[i], "overlaps %s in the same pool", ps[j])
 	}
 	if len(s.Departments) == 0 {
 		c.bad("spec.departments", "", "list the departments that may draw from this pool")
@@ -427,6 +426,10 @@ func Validate(st *State) Errors {
 		c.vms[o.Metadata.Name] = o
 	}
 	c.segs, c.pools, c.vols = st.List(KindSegment), st.List(KindAddressPool), st.List(KindVolume)
+	for _, o := range c.segs {
+		c.segIdx.add(o.Spec.(*SegmentSpec).Prefix4(), o)
+		c.segIdx.add(o.Spec.(*SegmentSpec).Prefix6(), o)
+	}
 	c.segments()
 	c.addressPools()
 	for _, o := range c.vols {
@@ -445,10 +448,11 @@ type stateCheck struct {
 	es                Errors
 	depts, vms, hosts map[string]*Object
 	segs, pools, vols []*Object
+	segIdx, poolIdx   prefixIndex[*Object] // segments and pools by prefix
 }
 
 func (c *stateCheck) add(o *Object, field, value, format string, args ...any) {
-	c.es = append(c.es, errAt(o, field, value, format, args...))
+	c.es = c.es.Add(errAt(o, field, value, format, args...))
 }
 
 func (c *stateCheck) refDept(o *Object, d string) {
@@ -464,18 +468,25 @@ func (c *stateCheck) segments() {
 	for _, o := range c.segs {
 		s := o.Spec.(*SegmentSpec)
 		c.refDept(o, s.Department)
-		for _, other := range segsOf[s.Department] {
-			t := other.Spec.(*SegmentSpec)
-			if s.Prefix4().Overlaps(t.Prefix4()) {
-				x, y := blame(o, other)
-				c.add(x, "spec.ipv4", x.Spec.(*SegmentSpec).IPv4, "overlaps %s of segment %q in the same department %q (overlap is allowed only across departments)", y.Spec.(*SegmentSpec).IPv4, y.Metadata.Name, s.Department)
-			}
-			if s.Prefix6().IsValid() && t.Prefix6().IsValid() && s.Prefix6().Overlaps(t.Prefix6()) {
-				x, y := blame(o, other)
-				c.add(x, "spec.ipv6", x.Spec.(*SegmentSpec).IPv6, "overlaps %s of segment %q in the same department %q", y.Spec.(*SegmentSpec).IPv6, y.Metadata.Name, s.Department)
-			}
-		}
 		segsOf[s.Department] = append(segsOf[s.Department], o)
+	}
+	for _, d := range slices.Sorted(maps.Keys(segsOf)) {
+		segs := segsOf[d]
+		v4, v6 := make([]netip.Prefix, len(segs)), make([]netip.Prefix, len(segs))
+		for i, o := range segs {
+			v4[i], v6[i] = o.Spec.(*SegmentSpec).Prefix4(), o.Spec.(*SegmentSpec).Prefix6()
+		}
+		for _, pair := range overlapping(v4) {
+			x, y := blame(segs[pair[0]], segs[pair[1]])
+			c.add(x, "spec.ipv4", x.Spec.(*SegmentSpec).IPv4, "overlaps %s of segment %q in the same department %q (overlap is allowed only across departments)", y.Spec.(*SegmentSpec).IPv4, y.Metadata.Name, d)
+		}
+		for _, pair := range overlapping(v6) {
+			x, y := blame(segs[pair[0]], segs[pair[1]])
+			c.add(x, "spec.ipv6", x.Spec.(*SegmentSpec).IPv6, "overlaps %s of segment %q in the same department %q", y.Spec.(*SegmentSpec).IPv6, y.Metadata.Name, d)
+		}
+	}
+	for _, o := range c.segs {
+		s := o.Spec.(*SegmentSpec)
 		if v := EffectiveVLAN(o); v != 0 {
 			k := s.FabricName() + "/" + strconv.Itoa(v)
 			if other := vlans[k]; other != nil {
@@ -488,8 +499,11 @@ func (c *stateCheck) segments() {
 	}
 }
 
-// addressPools: department references and overlaps between pools.
+// addressPools: department references and overlaps between pools (overlaps inside one pool
+// are ValidateObject's).
 func (c *stateCheck) addressPools() {
+	var all []netip.Prefix
+	var owner []int // index into c.pools of each prefix in all
 	for i, o := range c.pools {
 		p := o.Spec.(*AddressPool)
 		for j, d := range p.Departments {
@@ -497,16 +511,22 @@ func (c *stateCheck) addressPools() {
 				c.add(o, fmt.Sprintf("spec.departments[%d]", j), d, "unknown department")
 			}
 		}
-		for _, other := range c.pools[:i] {
-			for _, a := range p.Prefixes() {
-				for _, b := range other.Spec.(*AddressPool).Prefixes() {
-					if a.Overlaps(b) {
-						x, y := blame(o, other)
-						c.add(x, "spec.cidrs", a.String(), "overlaps %s of address pool %q", b, y.Metadata.Name)
-					}
-				}
-			}
+		for _, q := range p.Prefixes() {
+			all, owner = append(all, q), append(owner, i)
+			c.poolIdx.add(q, o)
 		}
+	}
+	for _, pair := range overlapping(all) {
+		a, b := pair[0], pair[1]
+		if owner[a] == owner[b] {
+			continue
+		}
+		x, y := blame(c.pools[owner[a]], c.pools[owner[b]])
+		px, py := all[a], all[b]
+		if x != c.pools[owner[a]] {
+			px, py = py, px
+		}
+		c.add(x, "spec.cidrs", px.String(), "overlaps %s of address pool %q", py, y.Metadata.Name)
 	}
 }
 
@@ -629,15 +649,10 @@ func (c *stateCheck) services() {
 func (c *stateCheck) vipInPools(o *Object, s *ServiceSpec) {
 	vip, _ := netip.ParseAddr(s.VIP)
 	var in, allowed []string
-	for _, p := range c.pools {
-		ap := p.Spec.(*AddressPool)
-		for _, q := range ap.Prefixes() {
-			if q.Contains(vip) {
-				in = append(in, p.Metadata.Name)
-				if ap.Allows(s.Department) && (s.Pool == "" || s.Pool == p.Metadata.Name) {
-					allowed = append(allowed, p.Metadata.Name)
-				}
-			}
+	for _, p := range c.poolIdx.containing(vip) {
+		in = append(in, p.Metadata.Name)
+		if p.Spec.(*AddressPool).Allows(s.Department) && (s.Pool == "" || s.Pool == p.Metadata.Name) {
+			allowed = append(allowed, p.Metadata.Name)
 		}
 	}
 	switch {
@@ -666,11 +681,8 @@ func (c *stateCheck) backend(o *Object, s *ServiceSpec, f string, b Backend) {
 	}
 	var mine bool
 	var others []string
-	for _, seg := range c.segs {
+	for _, seg := range c.segIdx.containing(a) {
 		ss := seg.Spec.(*SegmentSpec)
-		if !ss.Prefix4().Contains(a) && !(ss.Prefix6().IsValid() && ss.Prefix6().Contains(a)) {
-			continue
-		}
 		if ss.Department == s.Department {
 			mine = true
 		} else {

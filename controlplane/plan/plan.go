@@ -87,7 +87,7 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 	deleted := map[config.Key]bool{}
 	for _, k := range req.Deletes {
 		if cur.Objects[k] == nil {
-			es = append(es, &config.Error{Kind: k.Kind, Name: k.Name, Msg: "not found"})
+			es = es.Add(&config.Error{Kind: k.Kind, Name: k.Name, Msg: "not found"})
 			continue
 		}
 		deleted[k] = true
@@ -120,7 +120,7 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 			if len(names) > 5 {
 				names = append(names[:5], fmt.Sprintf("and %d more", len(deps)-5))
 			}
-			es = append(es, &config.Error{Kind: k.Kind, Name: k.Name, Msg: "cannot delete: still used by " + strings.Join(names, ", ")})
+			es = es.Add(&config.Error{Kind: k.Kind, Name: k.Name, Msg: "cannot delete: still used by " + strings.Join(names, ", ")})
 		}
 	}
 	if err := es.Err(); err != nil {
