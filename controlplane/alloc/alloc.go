@@ -281,6 +281,13 @@ func vms(st *config.State) config.Errors {
 		}
 		return true
 	}
+	// Capacity: what the VMs placed so far use of each host.
+	type usage struct{ vcpus, memMiB int }
+	use := map[string]usage{}
+	fits := func(h *config.Object, s *config.VMSpec) bool {
+		cp, u := h.Spec.(*config.HostSpec).Capacity, use[h.Metadata.Name]
+		return cp == nil || ((cp.VCPUs == 0 || u.vcpus+s.VCPUs <= cp.VCPUs) && (cp.MemoryMiB == 0 || u.memMiB+s.MemoryMiB <= cp.MemoryMiB))
+	}
 	prev := map[string]map[string]config.VMAddress{}
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
@@ -291,6 +298,9 @@ func vms(st *config.State) config.Errors {
 		}
 		if o.Status.Host != "" {
 			load[o.Status.Host]++
+			u := use[o.Status.Host]
+			u.vcpus, u.memMiB = u.vcpus+s.VCPUs, u.memMiB+s.MemoryMiB
+			use[o.Status.Host] = u
 		}
 		m := map[string]config.VMAddress{}
 		for _, n := range o.Status.Networks {
@@ -324,18 +334,45 @@ func vms(st *config.State) config.Errors {
 		}
 	}
 	var es config.Errors
+	// Placed VMs beyond their host's capacity (pinned, or the capacity shrank).
+	for _, h := range hosts {
+		cp, u := h.Spec.(*config.HostSpec).Capacity, use[h.Metadata.Name]
+		if cp == nil {
+			continue
+		}
+		over := (cp.VCPUs > 0 && u.vcpus > cp.VCPUs) || (cp.MemoryMiB > 0 && u.memMiB > cp.MemoryMiB)
+		if !over {
+			continue
+		}
+		var last *config.Object
+		for _, o := range list {
+			if o.Status.Host == h.Metadata.Name && (last == nil || o.Source != nil) {
+				last = o
+			}
+		}
+		es = es.Add(config.ErrAt(last, "spec.host", h.Metadata.Name, "host capacity exceeded: its VMs would use %d vCPUs and %d MiB, capacity is %d vCPUs and %d MiB (0: no limit)", u.vcpus, u.memMiB, cp.VCPUs, cp.MemoryMiB))
+	}
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
 		if o.Status.Host == "" {
-			best := ""
+			best, matching := "", 0
 			for _, h := range hosts {
-				if matches(h, s.HostSelector) && (best == "" || load[h.Metadata.Name] < load[best]) {
+				if !matches(h, s.HostSelector) {
+					continue
+				}
+				matching++
+				if fits(h, s) && (best == "" || load[h.Metadata.Name] < load[best]) {
 					best = h.Metadata.Name
 				}
 			}
-			if best != "" {
+			switch {
+			case best != "":
 				o.Status.Host = best
 				load[best]++
+				u := use[best]
+				use[best] = usage{u.vcpus + s.VCPUs, u.memMiB + s.MemoryMiB}
+			case matching > 0:
+				es = es.Add(config.ErrAt(o, "spec.vcpus", strconv.Itoa(s.VCPUs), "no host has room: %d matching host(s), none with %d vCPUs and %d MiB free", matching, s.VCPUs, s.MemoryMiB))
 			}
 		}
 		for i, n := range s.Networks {

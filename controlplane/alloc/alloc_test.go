@@ -131,3 +131,47 @@ func TestVMPlacementAndAddresses(t *testing.T) {
 		t.Errorf("MACs %s %s", v1.Networks[0].MAC, v3.Networks[0].MAC)
 	}
 }
+
+// TestPlacementRespectsCapacity: VMs go only where they fit; what fits nowhere, or a host
+// over its capacity, is an error naming the VM, never a silent overcommit.
+func TestPlacementRespectsCapacity(t *testing.T) {
+	hosts := doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/24}") +
+		doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11, capacity: {vcpus: 4, memoryMiB: 4096}}") +
+		doc("Host", "h2", "{uplink: eth0, address: 198.18.0.12, capacity: {vcpus: 4, memoryMiB: 2048}}")
+	vm := func(name, extra string) string {
+		return doc("VM", name, "{department: a, vcpus: 2, memoryMiB: 1024, networks: [{segment: s1}]"+extra+"}")
+	}
+	for _, tc := range []struct {
+		name    string
+		vms     string
+		wantErr string            // "" = none
+		want    map[string]string // VM -> host
+	}{
+		{"four 2-vCPU VMs fill two 4-vCPU hosts", vm("v1", "") + vm("v2", "") + vm("v3", "") + vm("v4", ""), "",
+			map[string]string{"v1": "h1", "v2": "h2", "v3": "h1", "v4": "h2"}},
+		{"a fifth fits nowhere", vm("v1", "") + vm("v2", "") + vm("v3", "") + vm("v4", "") + vm("v5", ""), `VM "v5"`, nil},
+		{"memory bounds too: 3 GiB only on h1", doc("VM", "big", "{department: a, vcpus: 1, memoryMiB: 3072, networks: [{segment: s1}]}") + vm("v1", ""), "",
+			map[string]string{"big": "h1", "v1": "h2"}},
+		{"pinned beyond capacity", vm("v1", ", host: h2") + vm("v2", ", host: h2") + vm("v3", ", host: h2"), "host capacity exceeded", nil},
+		{"a selector with no host with room", doc("VM", "huge", "{department: a, vcpus: 8, memoryMiB: 64, networks: [{segment: s1}]}"), "no host has room", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state(t, depts+hosts+tc.vms)
+			es := Allocate(st, DefaultConfig())
+			if tc.wantErr != "" {
+				if err := es.Err(); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if len(es) > 0 {
+				t.Fatal(es)
+			}
+			for name, h := range tc.want {
+				if got := st.Get(config.KindVM, name).Status.Host; got != h {
+					t.Errorf("VM %s on %q, want %q", name, got, h)
+				}
+			}
+		})
+	}
+}

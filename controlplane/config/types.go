@@ -247,6 +247,14 @@ type HostSpec struct {
 	ASN      uint32            `yaml:"asn" json:"asn,omitempty"`
 	RouterID string            `yaml:"routerID" json:"routerID,omitempty"`
 	BGPPeers []BGPPeer         `yaml:"bgpPeers" json:"bgpPeers,omitempty"`
+	// Capacity bounds what placement puts on the host; omitted or 0: no limit.
+	Capacity *HostCapacity `yaml:"capacity" json:"capacity,omitempty"`
+}
+
+// HostCapacity is what a host offers its VMs.
+type HostCapacity struct {
+	VCPUs     int `yaml:"vcpus" json:"vcpus,omitempty"`
+	MemoryMiB int `yaml:"memoryMiB" json:"memoryMiB,omitempty"`
 }
 
 // VMNetwork attaches a VM to a segment, optionally with fixed addresses.

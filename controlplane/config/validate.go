@@ -172,36 +172,86 @@ func (c *objectCheck) service(s *ServiceSpec) {
 			c.bad(f+".weight", strconv.Itoa(*b.Weight), "must be from 0 to 65535")
 		}
 	}
-	if h := s.HealthCheck; h != nil {
-		if h.Type != "tcp" && h.Type != "http" {
-			c.bad("spec.healthCheck.type", h.Type, "want tcp or http")
-		}
-		if h.Path != "" && h.Type != "http" {
-			c.bad("spec.healthCheck.path", h.Path, "only for type http")
-		}
-		if h.Port < 0 || h.Port > 65535 {
-			c.bad("spec.healthCheck.port", strconv.Itoa(h.Port), "must be from 1 to 65535")
-		}
-		for f, d := range map[string]string{"spec.healthCheck.interval": h.Interval, "spec.healthCheck.timeout": h.Timeout} {
-			if d != "" {
-				if v, err := time.ParseDuration(d); err != nil || v <= 0 {
-					c.bad(f, d, "want a positive duration such as 5s")
-				}
-			}
-		}
-		if h.HealthyThreshold < 0 {
-			c.bad("spec.healthCheck.healthyThreshold", strconv.Itoa(h.HealthyThreshold), "must not be negative")
-		}
-		if h.UnhealthyThreshold < 0 {
-			c.bad("spec.healthCheck.unhealthyThreshold", strconv.Itoa(h.UnhealthyThreshold), "must not be negative")
-		}
+	if s.HealthCheck != nil {
+		c.healthCheck(s.HealthCheck)
 	}
 	if s.Mode != "" && s.Mode != "nat" && s.Mode != "dsr" {
 		c.bad("spec.mode", s.Mode, "want nat or dsr")
 	}
 }
 
+// Bounds on sizes and times: whatever one object asks for stays within what a host, the
+// agent and the store can take.
+const (
+	MaxVMMemoryMiB      = 4 << 20  // 4 TiB
+	MaxVolumeGiB        = 64 << 10 // 64 TiB
+	MaxHealthInterval   = time.Hour
+	MaxHealthThreshold  = 100
+	MaxHealthPathLength = 1024
+)
+
+// healthCheck: the probe goes to the backend's own address and port, so the path must be a
+// plain absolute path (no scheme, host, query smuggling or control characters), and times and
+// thresholds are bounded.
+func (c *objectCheck) healthCheck(h *HealthCheck) {
+	if h.Type != "tcp" && h.Type != "http" {
+		c.bad("spec.healthCheck.type", h.Type, "want tcp or http")
+	}
+	if h.Path != "" {
+		switch {
+		case h.Type != "http":
+			c.bad("spec.healthCheck.path", h.Path, "only for type http")
+		case len(h.Path) > MaxHealthPathLength:
+			c.bad("spec.healthCheck.path", h.Path[:32]+"...", "longer than %d bytes", MaxHealthPathLength)
+		case !strings.HasPrefix(h.Path, "/") || strings.HasPrefix(h.Path, "//"):
+			c.bad("spec.healthCheck.path", h.Path, "want an absolute path such as /healthz (the probe goes to the backend itself)")
+		case strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }):
+			c.bad("spec.healthCheck.path", h.Path, "must not contain spaces, control characters or '#'")
+		}
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		c.bad("spec.healthCheck.port", strconv.Itoa(h.Port), "must be from 1 to 65535")
+	}
+	var interval, timeout time.Duration
+	for _, d := range []struct {
+		field, value string
+		to           *time.Duration
+	}{{"spec.healthCheck.interval", h.Interval, &interval}, {"spec.healthCheck.timeout", h.Timeout, &timeout}} {
+		if d.value == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.value)
+		switch {
+		case err != nil || v <= 0:
+			c.bad(d.field, d.value, "want a positive duration such as 5s")
+		case v < 100*time.Millisecond || v > MaxHealthInterval:
+			c.bad(d.field, d.value, "must be from 100ms to %s", MaxHealthInterval)
+		default:
+			*d.to = v
+		}
+	}
+	if interval > 0 && timeout > interval {
+		c.bad("spec.healthCheck.timeout", h.Timeout, "longer than the interval %s", h.Interval)
+	}
+	for _, t := range []struct {
+		field string
+		v     int
+	}{{"spec.healthCheck.healthyThreshold", h.HealthyThreshold}, {"spec.healthCheck.unhealthyThreshold", h.UnhealthyThreshold}} {
+		if t.v < 0 || t.v > MaxHealthThreshold {
+			c.bad(t.field, strconv.Itoa(t.v), "must be from 0 (default) to %d", MaxHealthThreshold)
+		}
+	}
+}
+
 func (c *objectCheck) host(s *HostSpec) {
+	if cp := s.Capacity; cp != nil {
+		if cp.VCPUs < 0 || cp.VCPUs > 1<<16 {
+			c.bad("spec.capacity.vcpus", strconv.Itoa(cp.VCPUs), "must be from 0 (no limit) to %d", 1<<16)
+		}
+		if cp.MemoryMiB < 0 || cp.MemoryMiB > 1<<30 {
+			c.bad("spec.capacity.memoryMiB", strconv.Itoa(cp.MemoryMiB), "must be from 0 (no limit) to %d", 1<<30)
+		}
+	}
 	c.need("spec.uplink", s.Uplink)
 	if c.need("spec.address", s.Address) {
 		if _, err := netip.ParseAddr(s.Address); err != nil {
@@ -244,8 +294,8 @@ func (c *objectCheck) vm(s *VMSpec) {
 	if s.VCPUs < 1 || s.VCPUs > 1024 {
 		c.bad("spec.vcpus", strconv.Itoa(s.VCPUs), "must be from 1 to 1024")
 	}
-	if s.MemoryMiB < 16 {
-		c.bad("spec.memoryMiB", strconv.Itoa(s.MemoryMiB), "must be at least 16")
+	if s.MemoryMiB < 16 || s.MemoryMiB > MaxVMMemoryMiB {
+		c.bad("spec.memoryMiB", strconv.Itoa(s.MemoryMiB), "must be from 16 to %d (4 TiB)", MaxVMMemoryMiB)
 	}
 	if len(s.Networks) == 0 {
 		c.bad("spec.networks", "", "at least one network (segment) required")
@@ -268,8 +318,8 @@ func (c *objectCheck) vm(s *VMSpec) {
 
 func (c *objectCheck) volume(s *VolumeSpec) {
 	c.need("spec.department", s.Department)
-	if s.SizeGiB < 1 {
-		c.bad("spec.sizeGiB", strconv.Itoa(s.SizeGiB), "must be at least 1")
+	if s.SizeGiB < 1 || s.SizeGiB > MaxVolumeGiB {
+		c.bad("spec.sizeGiB", strconv.Itoa(s.SizeGiB), "must be from 1 to %d (64 TiB)", MaxVolumeGiB)
 	}
 }
 
