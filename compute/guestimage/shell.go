@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// MaxShellOutput bounds what Run keeps of a guest's output: a guest decides what it prints.
+const MaxShellOutput = 1 << 20
+
 // One connection at a time per socket: qemu's serial socket takes a single client.
 var shellMu sync.Map // socket path -> *sync.Mutex
 
@@ -52,8 +55,11 @@ func Run(ctx context.Context, socket, script string) (string, int, error) {
 	var out strings.Builder
 	started := false
 	sc := bufio.NewScanner(c)
-	sc.Buffer(nil, 1<<20)
+	sc.Buffer(nil, 64<<10)
 	for sc.Scan() {
+		if out.Len() > MaxShellOutput {
+			return out.String()[:MaxShellOutput], -1, fmt.Errorf("guest shell %s: output beyond %d bytes", socket, MaxShellOutput)
+		}
 		line := strings.TrimRight(sc.Text(), "\r")
 		if m := endRE.FindStringSubmatch(line); m != nil {
 			rc, _ := strconv.Atoi(m[1])

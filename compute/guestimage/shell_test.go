@@ -72,3 +72,25 @@ func TestRunTimesOut(t *testing.T) {
 		t.Fatal("a missing socket returned no error")
 	}
 }
+
+// TestRunBoundsOutput: a guest printing without end (many lines, or one endless line) gets an
+// error and at most MaxShellOutput bytes, not the host's memory.
+func TestRunBoundsOutput(t *testing.T) {
+	for _, script := range []string{
+		"yes govcloud-guest-output",                              // endless lines
+		"tr '\\0' x < /dev/zero",                                 // one endless line
+		"head -c 3000000 /dev/zero | tr '\\0' 'y' | fold -w 100", // 3 MB, then it ends
+	} {
+		sock := shellSocket(t, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, _, err := Run(ctx, sock, script)
+		late := ctx.Err() != nil
+		cancel()
+		if err == nil || len(out) > MaxShellOutput {
+			t.Errorf("%q: %d bytes kept, err %v; want an error and at most %d bytes", script, len(out), err, MaxShellOutput)
+		}
+		if late {
+			t.Errorf("%q: ran into the deadline instead of stopping at the bound", script)
+		}
+	}
+}

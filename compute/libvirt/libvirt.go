@@ -122,7 +122,12 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		p.Close()
 		return nil, fmt.Errorf("guest image: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "console"), 0o755); err != nil {
+	// Traversable (qemu, running as its own user, binds the shell sockets here), not listable.
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "console"), 0o711); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("console dir: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(cfg.StateDir, "console"), 0o711); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("console dir: %w", err)
 	}
@@ -327,6 +332,10 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	d, err := p.l.DomainCreateXML(p.domainXML(s, m, disks), 0)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
+	}
+	// The guest's shell is a root shell: only root (and qemu, its owner) may reach its socket.
+	if err := os.Chmod(p.ShellSocket(s.Name), 0o600); err != nil {
+		return fail(fmt.Errorf("vm %q: guest shell socket: %w", s.Name, err))
 	}
 	return p.status(d, s.Name, m), nil
 }

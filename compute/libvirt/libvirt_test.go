@@ -56,6 +56,12 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.PID)); err != nil {
 		t.Fatalf("qemu pid %d: %v", st.PID, err)
 	}
+	// The guest's root shell is reachable by root only.
+	if fi, err := os.Stat(p.ShellSocket(vm.Name)); err != nil {
+		t.Errorf("shell socket: %v", err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("shell socket %s: mode %v, want 0600", p.ShellSocket(vm.Name), fi.Mode().Perm())
+	}
 	tap, err := netlink.LinkByName(vm.NICs[0].Port)
 	if err != nil {
 		t.Fatalf("tap %s: %v", vm.NICs[0].Port, err)
