@@ -181,8 +181,8 @@ table inet govcloud
 
 func TestBuildErrors(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"short MAC":   {Ports: []Port{{Ifname: "vm-a", MAC: net.HardwareAddr{1, 2}}}},
-		"long ifname": {Ports: []Port{{Ifname: "a-very-long-interface", MAC: mac("02:00:00:00:00:0a")}}},
+		"short MAC":                 {Ports: []Port{{Ifname: "vm-a", MAC: net.HardwareAddr{1, 2}}}},
+		"long ifname":               {Ports: []Port{{Ifname: "a-very-long-interface", MAC: mac("02:00:00:00:00:0a")}}},
 		"VIP port without protocol": {VIPPorts: []VIPPort{{Bridge: "gcbr120", VIP: netip.MustParseAddr("203.0.113.10"), Port: 80}}},
 		"VIP port without bridge":   {VIPPorts: []VIPPort{{VIP: netip.MustParseAddr("203.0.113.10"), Proto: 6, Port: 80}}},
 		"exception with ICMP":       {TenantAllow: []Allow{{Proto: 1, Addr: netip.MustParseAddr("192.0.2.53")}}},
