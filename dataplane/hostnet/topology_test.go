@@ -28,14 +28,14 @@ var (
 	segments    = []hostnet.Segment{
 		{Name: "lands-web", Department: "lands", VLAN: 120, IPv4: pfx("198.18.20.0/24"), Gateway: ip("198.18.20.1"), IPv6: pfx("2001:db8:20::/64")},
 		{Name: "lands-db", Department: "lands", VLAN: 121, IPv4: pfx("198.18.21.0/24"), Gateway: ip("198.18.21.1")},
-		{Name: "health-web", Department: "health", VLAN: 130, IPv4: pfx("198.18.30.0/24"), Gateway: ip("198.18.30.1")},
+		{Name: "health-web", Department: "health", VLAN: 130, IPv4: pfx("198.18.30.0/24"), Gateway: ip("198.18.30.1"), IPv6: pfx("2001:db8:30::/64")},
 	}
 	guests = []guestDef{
 		{"g1a", "h1", "lands-web", "198.18.20.10", "02:00:00:00:01:0a", "2001:db8:20::a"},
 		{"g2a", "h2", "lands-web", "198.18.20.11", "02:00:00:00:02:0a", "2001:db8:20::b"},
 		{"g2b", "h2", "lands-db", "198.18.21.10", "02:00:00:00:02:0b", ""},
-		{"g1h", "h1", "health-web", "198.18.30.10", "02:00:00:00:01:0c", ""},
-		{"g2h", "h2", "health-web", "198.18.30.11", "02:00:00:00:02:0c", ""},
+		{"g1h", "h1", "health-web", "198.18.30.10", "02:00:00:00:01:0c", "2001:db8:30::a"},
+		{"g2h", "h2", "health-web", "198.18.30.11", "02:00:00:00:02:0c", "2001:db8:30::b"},
 	}
 	management = []netip.Prefix{pfx("192.0.2.0/24")}
 )
