@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,12 @@ type Config struct {
 	PollTimeout time.Duration
 	// PeerPoll is how often remote backends' health is read (default 1s).
 	PeerPoll time.Duration
+	// Management are management prefixes besides every host's fabric address and the
+	// uplink's prefixes (the controller, the top-of-rack router's other addresses):
+	// unreachable from every department.
+	Management []netip.Prefix
+	// TenantAllow are explicit exceptions for tenants (e.g. DNS on udp:192.0.2.53:53).
+	TenantAllow []hostnet.TenantAllow
 	// NewSpeaker makes the BGP speaker that advertises VIPs to the fabric; restarting says an
 	// earlier agent left the dataplane forwarding (graceful restart). nil runs without BGP.
 	NewSpeaker func(restarting bool) bgp.Speaker
@@ -306,6 +313,12 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 
 	hn, err := hostNetwork(st)
 	if err == nil {
+		for _, p := range a.cfg.Management {
+			if !slices.Contains(hn.Management, p) {
+				hn.Management = append(hn.Management, p)
+			}
+		}
+		hn.TenantAllow = a.cfg.TenantAllow
 		err = a.hn.Set(hn)
 	}
 	for _, s := range st.Segments {

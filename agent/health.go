@@ -7,8 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
 )
@@ -18,6 +22,36 @@ type probeTarget struct {
 	key  backendKey
 	addr netip.AddrPort
 	hc   desired.HealthCheck
+	// mark (SO_MARK) is the backend's department table for a backend in one of its
+	// department's segments: "fwmark <table> lookup <table>" routes the probe in the
+	// department's table (the main table has no segment routes) and the host firewall lets
+	// only packets with the department's mark into its bridges. 0: unmarked.
+	mark int
+}
+
+type markKey struct{}
+
+// withMark makes a dial through markedDialer set SO_MARK to mark (0: none).
+func withMark(ctx context.Context, mark int) context.Context {
+	return context.WithValue(ctx, markKey{}, mark)
+}
+
+// markedDialer dials with the SO_MARK its context carries (withMark).
+func markedDialer() *net.Dialer {
+	return &net.Dialer{ControlContext: func(ctx context.Context, _, _ string, c syscall.RawConn) error {
+		m, _ := ctx.Value(markKey{}).(int)
+		if m == 0 {
+			return nil
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, m) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("SO_MARK %d: %w", m, serr)
+		}
+		return nil
+	}}
 }
 
 type probeState struct {
@@ -47,8 +81,7 @@ type Checker struct {
 
 // NewChecker returns a checker; changed receives (without blocking) on every state change.
 func NewChecker(log *slog.Logger) *Checker {
-	d := &net.Dialer{}
-	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[backendKey]*probeState{}, dial: d.DialContext}
+	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[backendKey]*probeState{}, dial: markedDialer().DialContext}
 }
 
 // Changed is signalled when any backend changes state.
@@ -178,7 +211,7 @@ func errString(err error) string {
 }
 
 func (c *Checker) probe(ctx context.Context, t probeTarget, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(withMark(ctx, t.mark), timeout)
 	defer cancel()
 	switch t.hc.Type {
 	case "http":
@@ -214,6 +247,43 @@ func (c *Checker) probe(ctx context.Context, t probeTarget, timeout time.Duratio
 // backends (no host), for every service with a health check.
 func probeTargets(st *desired.State) []probeTarget {
 	var out []probeTarget
+	type seg struct {
+		pfx   []netip.Prefix
+		table int
+	}
+	segs := map[string]seg{}        // segment name -> prefixes, table
+	byDept := map[string][]string{} // department -> its segments
+	for _, s := range st.Segments {
+		var sg seg
+		for _, c := range []string{s.IPv4, s.IPv6} {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				sg.pfx = append(sg.pfx, p)
+			}
+		}
+		sg.table = s.TableID
+		segs[s.Name] = sg
+		byDept[s.Department] = append(byDept[s.Department], s.Name)
+	}
+	// markOf is the department table of a backend inside one of the service department's
+	// segments (named by the backend, or found by address), else 0.
+	markOf := func(svc desired.Service, b desired.Backend, addr netip.Addr) int {
+		names := byDept[svc.Department]
+		if b.Segment != "" {
+			names = []string{b.Segment}
+		}
+		for _, n := range names {
+			sg, ok := segs[n]
+			if !ok || !slices.Contains(byDept[svc.Department], n) {
+				continue
+			}
+			for _, p := range sg.pfx {
+				if p.Contains(addr) {
+					return sg.table
+				}
+			}
+		}
+		return 0
+	}
 	for _, svc := range st.Services {
 		if svc.HealthCheck == nil || len(svc.Ports) == 0 {
 			continue
@@ -233,7 +303,8 @@ func probeTargets(st *desired.State) []probeTarget {
 			if port == 0 {
 				port = svc.Ports[0].Port
 			}
-			out = append(out, probeTarget{key: backendKey{Service: svc.Name, Addr: addr}, addr: netip.AddrPortFrom(addr, uint16(port)), hc: *svc.HealthCheck})
+			out = append(out, probeTarget{key: backendKey{Service: svc.Name, Addr: addr}, addr: netip.AddrPortFrom(addr, uint16(port)),
+				hc: *svc.HealthCheck, mark: markOf(svc, b, addr)})
 		}
 	}
 	return out

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
@@ -95,12 +98,105 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 		}
 		hn.Guests = append(hn.Guests, g)
 	}
-	if st.Address != "" {
-		if p, err := parseAddrOrPrefix(st.Address); err == nil {
-			hn.Management = append(hn.Management, netip.PrefixFrom(p, p.BitLen()))
+	// Management: this host's fabric address and every other host's (the uplink's prefixes
+	// are added by the host network itself).
+	hostAddrs := []string{st.Address}
+	for _, h := range sortedHosts(st.Hosts) {
+		hostAddrs = append(hostAddrs, st.Hosts[h])
+	}
+	for _, s := range hostAddrs {
+		if p, err := parseAddrOrPrefix(s); err == nil && s != "" {
+			if pf := netip.PrefixFrom(p, p.BitLen()); !slices.Contains(hn.Management, pf) {
+				hn.Management = append(hn.Management, pf)
+			}
 		}
 	}
+	hn.VIPPorts = vipPorts(st)
 	return hn, nil
+}
+
+func sortedHosts(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for h := range m {
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// vipPorts lists the VIP delivery into segments of this host: every port of a dsr service
+// with a backend here, for the backend's segment (the host network lets only these, and
+// replies, in from the uplink).
+func vipPorts(st *desired.State) []hostnet.VIPPort {
+	var out []hostnet.VIPPort
+	for _, svc := range st.Services {
+		if !strings.EqualFold(svc.Mode, "dsr") {
+			continue
+		}
+		vip, err := netip.ParseAddr(svc.VIP)
+		if err != nil {
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.Host != st.Host || b.Segment == "" {
+				continue
+			}
+			for _, port := range svc.Ports {
+				proto, err := lb.ParseProtocol(strings.ToLower(port.Protocol))
+				if err != nil || port.Port <= 0 || port.Port > 65535 {
+					continue
+				}
+				v := hostnet.VIPPort{Segment: b.Segment, VIP: vip, Proto: uint8(proto), Port: uint16(port.Port)}
+				if !slices.Contains(out, v) {
+					out = append(out, v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// ParseTenantAllow parses an explicit tenant exception "proto:addr:port" (proto tcp or udp;
+// an IPv6 address in brackets), e.g. "udp:192.0.2.53:53" or "tcp:[2001:db8::53]:53".
+func ParseTenantAllow(s string) (hostnet.TenantAllow, error) {
+	proto, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return hostnet.TenantAllow{}, fmt.Errorf("tenant exception %q: want proto:addr:port", s)
+	}
+	var a hostnet.TenantAllow
+	switch strings.ToLower(proto) {
+	case "tcp":
+		a.Proto = unix.IPPROTO_TCP
+	case "udp":
+		a.Proto = unix.IPPROTO_UDP
+	default:
+		return a, fmt.Errorf("tenant exception %q: protocol %q is neither tcp nor udp", s, proto)
+	}
+	ap, err := netip.ParseAddrPort(rest)
+	if err != nil {
+		return a, fmt.Errorf("tenant exception %q: %w", s, err)
+	}
+	if ap.Port() == 0 {
+		return a, fmt.Errorf("tenant exception %q: port 0", s)
+	}
+	a.Addr, a.Port = ap.Addr().Unmap(), ap.Port()
+	return a, nil
+}
+
+// ParseManagement parses a management prefix or address (an address is a /32 or /128).
+func ParseManagement(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("management prefix %q: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("management address %q: %w", s, err)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func parseAddrOrPrefix(s string) (netip.Addr, error) {

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/lb"
 )
 
@@ -148,5 +150,79 @@ func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	ads = adverts(st, p, true, self)
 	if len(ads) != 1 || len(ads[0].Communities) != 0 || ads[0].LargeCommunities[0].Local2 != 1001 {
 		t.Fatalf("4-byte fabric ASN: adverts %+v", ads)
+	}
+}
+
+// The host network gets every host's fabric address as management, and VIP delivery for the
+// dsr services with a backend here: one row per (segment, VIP, protocol, port), none for
+// backends on other hosts.
+func TestHostNetworkIsolationInputs(t *testing.T) {
+	st := labState()
+	hn, err := hostNetwork(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMgmt := []netip.Prefix{netip.MustParsePrefix("198.18.0.11/32"), netip.MustParsePrefix("198.18.0.12/32")}
+	if !slices.Equal(hn.Management, wantMgmt) {
+		t.Errorf("management %v, want %v", hn.Management, wantMgmt)
+	}
+	wantVIP := []hostnet.VIPPort{{Segment: "lands-web", VIP: netip.MustParseAddr("198.19.255.2"), Proto: 6, Port: 80}}
+	if !slices.Equal(hn.VIPPorts, wantVIP) {
+		t.Errorf("VIP ports %v, want %v", hn.VIPPorts, wantVIP)
+	}
+	st.Host = "h2"
+	hn, _ = hostNetwork(st)
+	wantVIP = []hostnet.VIPPort{
+		{Segment: "lands-web", VIP: netip.MustParseAddr("198.19.255.2"), Proto: 6, Port: 80},
+		{Segment: "health-web", VIP: netip.MustParseAddr("198.19.0.10"), Proto: 6, Port: 443},
+	}
+	if !slices.Equal(hn.VIPPorts, wantVIP) {
+		t.Errorf("h2 VIP ports %v, want %v", hn.VIPPorts, wantVIP)
+	}
+}
+
+func TestParseTenantAllow(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want hostnet.TenantAllow
+		err  bool
+	}{
+		{in: "udp:192.0.2.53:53", want: hostnet.TenantAllow{Proto: 17, Addr: netip.MustParseAddr("192.0.2.53"), Port: 53}},
+		{in: "TCP:[2001:db8::53]:53", want: hostnet.TenantAllow{Proto: 6, Addr: netip.MustParseAddr("2001:db8::53"), Port: 53}},
+		{in: "icmp:192.0.2.53:0", err: true},
+		{in: "udp:192.0.2.53", err: true},
+		{in: "udp:192.0.2.53:0", err: true},
+		{in: "udp:2001:db8::53:53", err: true},
+		{in: "192.0.2.53", err: true},
+	} {
+		got, err := ParseTenantAllow(c.in)
+		if (err != nil) != c.err || (!c.err && got != c.want) {
+			t.Errorf("ParseTenantAllow(%q) = %+v, %v", c.in, got, err)
+		}
+	}
+	for in, want := range map[string]string{"198.51.100.1": "198.51.100.1/32", "198.51.100.7/24": "198.51.100.0/24", "2001:db8::1": "2001:db8::1/128"} {
+		if got, err := ParseManagement(in); err != nil || got.String() != want {
+			t.Errorf("ParseManagement(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := ParseManagement("not-an-address"); err == nil {
+		t.Error("ParseManagement accepted garbage")
+	}
+}
+
+// Health probes of backends in their department's segments carry the department's table as
+// SO_MARK (the main table has no segment routes); others carry none.
+func TestProbeTargetsMarkTheDepartment(t *testing.T) {
+	st := labState()
+	st.Services = append(st.Services, desired.Service{Name: "outside", Department: "lands", VIP: "198.19.255.9", Mode: "nat",
+		Ports: []desired.Port{{Port: 80, Protocol: "tcp"}}, HealthCheck: st.Services[0].HealthCheck,
+		Backends: []desired.Backend{{Address: "203.0.113.5", Weight: 1}, {Address: "198.18.20.9", Weight: 1}}})
+	got := map[string]int{}
+	for _, p := range probeTargets(st) {
+		got[p.key.Service+"/"+p.key.Addr.String()] = p.mark
+	}
+	want := map[string]int{"lands-www/198.18.20.2": 1001, "lands-www/198.18.20.4": 1001, "outside/203.0.113.5": 0, "outside/198.18.20.9": 1001}
+	if !maps.Equal(got, want) {
+		t.Errorf("probe marks %v, want %v", got, want)
 	}
 }

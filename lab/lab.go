@@ -288,7 +288,10 @@ func (l *Lab) startController() error {
 func (l *Lab) startAgent(h string) error {
 	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--api", API, "--api-netns", l.rootNS(),
 		"--token-file", filepath.Join(l.dir, "tokens", h), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
-		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h))
+		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h),
+		// The ToR's fabric address is in the uplink's prefix (management already); its
+		// client-side address is management too.
+		"--management", torClient+"/32")
 }
 
 // startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name

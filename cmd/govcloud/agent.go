@@ -29,6 +29,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		host, api, tokenFile, apiNetns, metricsListen string
 		noBGP                                         bool
 		cfg                                           agent.Config
+		management, tenantAllow                       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -37,7 +38,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 for the host's desired state (GOVCLOUD_API, token from --token-file or GOVCLOUD_TOKEN, role
 agent), and on every change — and every 30 s regardless — applies all of it: segment bridges
 with the distributed gateway, the eBPF VLAN trunk on the uplink, a routing table per
-department, nftables isolation and anti-spoofing, the XDP load balancer on the uplink, and
+department, nftables isolation and anti-spoofing (departments never reach the management
+plane: every host's fabric address, the uplink's prefixes and --management; --tenant-allow
+makes explicit exceptions), the XDP load balancer on the uplink, and
 routes delivering VIP traffic to healthy local backends. It health-checks the backends on this
 host and reports status back (see 'govcloud status').
 
@@ -58,6 +61,20 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			for _, m := range management {
+				p, err := agent.ParseManagement(m)
+				if err != nil {
+					return fmt.Errorf("--management: %w", err)
+				}
+				cfg.Management = append(cfg.Management, p)
+			}
+			for _, a := range tenantAllow {
+				ta, err := agent.ParseTenantAllow(a)
+				if err != nil {
+					return fmt.Errorf("--tenant-allow: %w", err)
+				}
+				cfg.TenantAllow = append(cfg.TenantAllow, ta)
+			}
 			if !noBGP {
 				cfg.NewSpeaker = func(restarting bool) bgp.Speaker {
 					return gobgp.New(gobgp.Options{Logger: g.log.With("component", "bgp"), Restarting: restarting})
@@ -112,6 +129,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
+	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
+	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")
 	return cmd
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 	"github.com/govcloud/govcloud/metering"
@@ -24,7 +25,8 @@ import (
 // trunk's and the load balancer's pinned counters at every scrape.
 func agentMetrics(a *agent.Agent, host string) http.Handler {
 	s := &agentSources{a: a}
-	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: s.desiredState, lbDrops: func() (map[string]lbmap.Counter, error) { return a.LB().Drops() }}
+	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: s.desiredState, lbDrops: func() (map[string]lbmap.Counter, error) { return a.LB().Drops() },
+		fwDrops: a.HostNet().Drops}
 	c := metering.NewCollector(metering.Sources{Host: host, Traffic: ts, Service: s, BGP: s}, nil)
 	// Reasons a department's own segment can cause; a 0 series each from the start.
 	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String()}
@@ -53,6 +55,7 @@ type trunkSource struct {
 	tr      *trunk.Trunk
 	desired func() *desired.State                    // names; nil or returning nil: ids
 	lbDrops func() (map[string]lbmap.Counter, error) // the load balancer's drops; may be nil
+	fwDrops func() ([]hostnet.Drop, error)           // the host firewall's drops; may be nil
 }
 
 func (s *trunkSource) desiredState() *desired.State {
@@ -130,7 +133,8 @@ func (s *trunkSource) Traffic() ([]metering.Traffic, error) {
 	return out, nil
 }
 
-// Drops reads the trunk's drop counters and the load balancer's (reason lb_*, unattributed).
+// Drops reads the trunk's drop counters, the host firewall's (per department, segment "";
+// reasons in firewall.Reasons) and the load balancer's (reason lb_*, unattributed).
 func (s *trunkSource) Drops() ([]metering.Drop, error) {
 	d, err := s.tr.Drops()
 	if err != nil {
@@ -140,6 +144,15 @@ func (s *trunkSource) Drops() ([]metering.Drop, error) {
 	out := make([]metering.Drop, 0, len(d)+8)
 	for k, c := range d {
 		out = append(out, metering.Drop{Department: n.department(k.Department), Segment: n.segment(k.Segment), Reason: k.Reason.String(), Packets: c.Packets})
+	}
+	if s.fwDrops != nil {
+		fd, err := s.fwDrops()
+		if err != nil {
+			return out, err
+		}
+		for _, f := range fd {
+			out = append(out, metering.Drop{Department: n.department(f.Department), Reason: f.Reason, Packets: f.Packets})
+		}
 	}
 	if s.lbDrops == nil {
 		return out, nil

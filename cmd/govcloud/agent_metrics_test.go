@@ -19,6 +19,7 @@ import (
 
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 	tt "github.com/govcloud/govcloud/dataplane/trunk/trunktest"
@@ -69,7 +70,12 @@ var testDesired = &desired.State{
 
 func scrapeTrunk(t *testing.T, tr *trunk.Trunk) map[string]float64 {
 	t.Helper()
-	c := metering.NewCollector(metering.Sources{Host: "h1", Traffic: &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }}}, nil)
+	return scrape(t, &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }})
+}
+
+func scrape(t *testing.T, ts *trunkSource) map[string]float64 {
+	t.Helper()
+	c := metering.NewCollector(metering.Sources{Host: "h1", Traffic: ts}, nil)
 	srv := httptest.NewServer(metering.Handler(c))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
@@ -107,6 +113,27 @@ func checkTrunk(t *testing.T, got map[string]float64, want map[[3]string][2]floa
 		}
 		if g, ok := got[series(metering.MetricDeptBytes, k[0], k[1], k[2])]; !ok || g != w[1] {
 			t.Errorf("bytes %v = %v (present %v), want %v", k, g, ok, w[1])
+		}
+	}
+}
+
+// TestFirewallDropsReachMetrics: the host firewall's drops (per department id and reason)
+// are govcloud_department_drops_total by department name, segment "", department "" for
+// unattributable ones.
+func TestFirewallDropsReachMetrics(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	tr, err := trunk.Load(filepath.Join(tt.BPFFS(t), "trunk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	fw := []hostnet.Drop{{Department: 3, Reason: "to_management", Packets: 5, Bytes: 500}, {Department: 4, Reason: "from_fabric", Packets: 2},
+		{Department: 0, Reason: "tunnel", Packets: 7}}
+	got := scrape(t, &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }, fwDrops: func() ([]hostnet.Drop, error) { return fw, nil }})
+	for k, want := range map[[2]string]float64{{"lands", "to_management"}: 5, {"health", "from_fabric"}: 2, {"", "tunnel"}: 7} {
+		name := fmt.Sprintf(`%s{department=%q,host="h1",reason=%q,segment=""}`, metering.MetricDeptDrops, k[0], k[1])
+		if g, ok := got[name]; !ok || g != want {
+			t.Errorf("%s = %v (present %v), want %v", name, g, ok, want)
 		}
 	}
 }

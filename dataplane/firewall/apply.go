@@ -62,15 +62,28 @@ func Apply(c *nftables.Conn, plan *Plan) (changed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("listing nftables tables: %w", err)
 	}
+	// The drop counters carry on from what the replaced tables counted (a Prometheus counter
+	// must not go backwards); what is counted between this read and the flush is lost.
+	carried := map[nftables.TableFamily]map[string]Counter{}
 	for _, tp := range plan.Tables {
 		for _, t := range tables {
 			if t.Name == TableName && t.Family == tp.Table.Family {
+				cs, err := tableCounters(c, t)
+				if err != nil {
+					return false, err
+				}
+				carried[t.Family] = cs
 				c.DelTable(tp.Table)
 			}
 		}
 	}
 	for _, tp := range plan.Tables {
 		c.AddTable(tp.Table)
+		for _, name := range tp.Counters {
+			v := carried[tp.Table.Family][name]
+			c.AddObj(&nftables.NamedObj{Table: tp.Table, Name: name, Type: nftables.ObjTypeCounter,
+				Obj: &expr.Counter{Packets: v.Packets, Bytes: v.Bytes}})
+		}
 		ids := map[string]uint32{}
 		for _, s := range tp.Sets {
 			// A netlink attribute is at most 64 KiB: send big sets in chunks.
@@ -172,4 +185,52 @@ func Delete(c *nftables.Conn) error {
 		return fmt.Errorf("deleting nftables tables %s: %w", TableName, err)
 	}
 	return nil
+}
+
+// Counter is a named counter's value.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters reads the named counters of both tables, by name ("drop-<department>-<reason>",
+// see ParseCounterName); missing tables give none.
+func Counters(c *nftables.Conn) (map[string]Counter, error) {
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables tables: %w", err)
+	}
+	out := map[string]Counter{}
+	for _, t := range tables {
+		if t.Name != TableName || (t.Family != nftables.TableFamilyBridge && t.Family != nftables.TableFamilyINet) {
+			continue
+		}
+		cs, err := tableCounters(c, t)
+		if err != nil {
+			return nil, err
+		}
+		for n, v := range cs {
+			o := out[n]
+			out[n] = Counter{Packets: o.Packets + v.Packets, Bytes: o.Bytes + v.Bytes}
+		}
+	}
+	return out, nil
+}
+
+func tableCounters(c *nftables.Conn, t *nftables.Table) (map[string]Counter, error) {
+	objs, err := c.GetNamedObjects(t)
+	if err != nil {
+		return nil, fmt.Errorf("reading counters of nftables table %s %s: %w", family(t.Family), t.Name, err)
+	}
+	out := map[string]Counter{}
+	for _, o := range objs {
+		no, ok := o.(*nftables.NamedObj)
+		if !ok || no.Type != nftables.ObjTypeCounter {
+			continue
+		}
+		if ctr, ok := no.Obj.(*expr.Counter); ok {
+			out[no.Name] = Counter{Packets: ctr.Packets, Bytes: ctr.Bytes}
+		}
+	}
+	return out, nil
 }

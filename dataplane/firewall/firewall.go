@@ -1,13 +1,26 @@
 // Package firewall renders and applies the host's nftables rules (the only google/nftables
-// import in the repository): isolation between departments, anti-spoofing on guest ports and
-// management addresses kept out of reach of tenant segments.
+// import in the repository): isolation between departments, anti-spoofing on guest ports, the
+// management plane kept out of reach of tenant segments, and the fabric kept out of them.
 //
 // Two tables named "govcloud" are managed as a whole. A bridge-family table whitelists what
-// each guest port may send (its own MAC and addresses, no tags). An inet-family table drops
-// forwarding between bridges of different departments and toward management prefixes, and
-// lets tenant bridges reach only their own gateway addresses on the host. Plan builds the rules
-// as data (so they can be checked without root); Apply replaces both tables in one netlink
-// transaction, or does nothing when the kernel already holds the same plan.
+// each guest port may send (its own MAC and addresses, no tags). An inet-family table
+//   - marks every connection a tenant bridge opens with its department (ct mark and meta mark,
+//     so the host's replies and ICMP errors are routed in the department's table);
+//   - lets a tenant reach the host only on its own gateway address with ICMP echo, plus
+//     ND/RS/MLD and explicit TenantAllow exceptions;
+//   - drops forwarding between departments and toward management prefixes;
+//   - lets nothing from a non-tenant interface into a tenant bridge except replies of
+//     connections the bridge's department opened and VIP delivery to local backends;
+//   - drops tunnel protocols (IPIP, IPv6-in-IP, GRE) and anything addressed to a segment from
+//     non-tenant interfaces before the host's stack acts on them;
+//   - lets the host itself send into a tenant bridge only packets marked with the bridge's
+//     department (replies, health probes) and ND/MLD.
+//
+// Every drop counts in a named counter "drop-<department id>-<reason>" (Reasons); Counters
+// reads them and Apply carries their values into a replaced rule set, so they never go
+// backwards. Plan builds the rules as data (so they can be checked without root); Apply
+// replaces both tables in one netlink transaction, or does nothing when the kernel already
+// holds the same plan.
 package firewall
 
 import (
@@ -17,6 +30,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -28,15 +42,65 @@ import (
 // TableName is the name of both managed tables.
 const TableName = "govcloud"
 
+// Drop reasons: the <reason> of a counter "drop-<department id>-<reason>".
+const (
+	// ReasonSpoofed: a guest port sent from a MAC or address that is not its own, a tag or
+	// another ethertype (bridge table).
+	ReasonSpoofed = "spoofed"
+	// ReasonCrossDepartment: forwarding from a tenant bridge into another department's.
+	ReasonCrossDepartment = "cross_department"
+	// ReasonToManagement: forwarding from a tenant bridge toward a management prefix.
+	ReasonToManagement = "to_management"
+	// ReasonToHost: a tenant bridge to the host, other than echo to its own gateway, ND/MLD
+	// and TenantAllow.
+	ReasonToHost = "to_host"
+	// ReasonFromFabric: from a non-tenant interface into a tenant bridge (not a reply, not VIP
+	// delivery), or to a segment address of the department on the host.
+	ReasonFromFabric = "from_fabric"
+	// ReasonFromHost: the host itself sending into a tenant bridge without the department's
+	// mark (not a reply, not a probe of the department).
+	ReasonFromHost = "from_host"
+	// ReasonTunnel: IPIP, IPv6-in-IP or GRE reaching the host's stack from a non-tenant
+	// interface (department 0: not attributable).
+	ReasonTunnel = "tunnel"
+)
+
+// Reasons lists every drop reason, in a fixed order.
+var Reasons = []string{ReasonSpoofed, ReasonCrossDepartment, ReasonToManagement, ReasonToHost, ReasonFromFabric, ReasonFromHost, ReasonTunnel}
+
+// CounterName is the named counter of department dept's drops for reason.
+func CounterName(dept uint32, reason string) string { return fmt.Sprintf("drop-%d-%s", dept, reason) }
+
+// ParseCounterName splits a CounterName; ok is false for other names.
+func ParseCounterName(name string) (dept uint32, reason string, ok bool) {
+	rest, ok := strings.CutPrefix(name, "drop-")
+	if !ok {
+		return 0, "", false
+	}
+	id, reason, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, "", false
+	}
+	n, err := strconv.ParseUint(id, 10, 32)
+	if err != nil || !slices.Contains(Reasons, reason) {
+		return 0, "", false
+	}
+	return uint32(n), reason, true
+}
+
 // Department is a set of segment bridges that may forward to each other.
 type Department struct {
 	ID      uint32
 	Bridges []string
 	// Mark (the department's routing table, non-zero) is put on connections that tenants open
-	// to the host, and on the host's replies, so "fwmark <Mark> lookup <table>" routes the
-	// replies in the department's table: with overlapping prefixes the main table could send
-	// them into another department's bridge. 0: no marking.
+	// (and on their packets), and on the host's replies, so "fwmark <Mark> lookup <table>"
+	// routes the replies in the department's table: with overlapping prefixes the main table
+	// could send them into another department's bridge. 0: no marking; then replies from the
+	// fabric are let in by direction alone and the host's own output is not filtered.
 	Mark uint32
+	// Prefixes are the department's segment prefixes (IPv4 and IPv6): nothing from a
+	// non-tenant interface may be addressed to them on the host.
+	Prefixes []netip.Prefix
 }
 
 // Gateway is a distributed-gateway address on a segment bridge: the only host address a
@@ -51,6 +115,24 @@ type Port struct {
 	Ifname string
 	MAC    net.HardwareAddr
 	Addrs  []netip.Addr // IPv4 and/or IPv6; link-local IPv6 and :: (DAD) are always allowed
+	Dept   uint32       // department id its drops count for
+}
+
+// VIPPort is VIP delivery to a local backend: traffic from non-tenant interfaces to VIP
+// proto/port may be forwarded into Bridge.
+type VIPPort struct {
+	Bridge string
+	VIP    netip.Addr
+	Proto  uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Port   uint16
+}
+
+// Allow is an explicit exception for tenants: Proto (TCP or UDP) to Addr:Port is let through
+// (forwarded even into a management prefix, or delivered to the host).
+type Allow struct {
+	Proto uint8
+	Addr  netip.Addr
+	Port  uint16
 }
 
 // Config is the whole wanted rule set.
@@ -59,6 +141,8 @@ type Config struct {
 	Gateways    []Gateway
 	Ports       []Port
 	Management  []netip.Prefix // never reachable from tenant bridges
+	VIPPorts    []VIPPort
+	TenantAllow []Allow
 }
 
 // Plan is the rule set as nftables objects, before any are sent.
@@ -67,11 +151,12 @@ type Plan struct {
 	Hash   string // of the rendered plan; stored in the kernel to recognise it
 }
 
-// TablePlan is one table with its sets and chains.
+// TablePlan is one table with its named counters, sets and chains.
 type TablePlan struct {
-	Table  *nftables.Table
-	Sets   []*SetPlan
-	Chains []*ChainPlan
+	Table    *nftables.Table
+	Counters []string
+	Sets     []*SetPlan
+	Chains   []*ChainPlan
 }
 
 // SetPlan is a named set and its elements.
@@ -92,28 +177,37 @@ func ifname(n string) []byte {
 	return b
 }
 
+// counters collects the named counters a table's rules use.
+type counters struct{ names []string }
+
+func (c *counters) drop(dept uint32, reason string) []expr.Any {
+	n := CounterName(dept, reason)
+	if !slices.Contains(c.names, n) {
+		c.names = append(c.names, n)
+	}
+	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: n}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}
+
 // Build turns a Config into a Plan. The result only depends on cfg (sorted internally).
 func Build(cfg Config) (*Plan, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
 	cfg = normalize(cfg)
 	br := &nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge}
 	in := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	bt := &TablePlan{Table: br}
 	it := &TablePlan{Table: in}
+	bc, ic := &counters{}, &counters{}
 
 	// Bridge table: every guest port jumps to its own whitelist chain.
 	guests := &ChainPlan{Chain: &nftables.Chain{Name: "guests", Table: br, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200)}}
 	bt.Chains = append(bt.Chains, guests)
 	for _, p := range cfg.Ports {
-		if len(p.MAC) != 6 {
-			return nil, fmt.Errorf("guest port %s: MAC %q is not a 6-byte Ethernet address", p.Ifname, p.MAC)
-		}
-		if p.Ifname == "" || len(p.Ifname) > 15 {
-			return nil, fmt.Errorf("guest port %q: bad interface name", p.Ifname)
-		}
 		c := &ChainPlan{Chain: &nftables.Chain{Name: "port-" + p.Ifname, Table: br}}
 		guests.Rules = append(guests.Rules, rule(matchIif(p.Ifname), jump(c.Chain.Name)))
-		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), counter(), drop()))
+		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), bc.drop(p.Dept, ReasonSpoofed)))
 		for _, a := range p.Addrs {
 			if a.Is4() {
 				b := a.As4()
@@ -131,7 +225,7 @@ func Build(cfg Config) (*Plan, error) {
 		c.Rules = append(c.Rules,
 			rule(etherType(unix.ETH_P_IPV6), payloadNet(8, 16), masked(mask[:]), eq(ll[:]), accept()),
 			rule(etherType(unix.ETH_P_IPV6), payloadNet(8, 16), eq(unspec[:]), accept()),
-			rule(counter(), drop()))
+			rule(bc.drop(p.Dept, ReasonSpoofed)))
 		bt.Chains = append(bt.Chains, c)
 	}
 
@@ -179,39 +273,132 @@ func Build(cfg Config) (*Plan, error) {
 	}
 	slices.SortFunc(marks.Elems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
 	it.Sets = append(it.Sets, marks, ours)
-	input := &ChainPlan{Chain: &nftables.Chain{Name: "input", Table: in, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}}
+	// Interval sets: management prefixes, and each department's segment prefixes.
+	mgmt4 := intervalSet(in, "management4", cfg.Management, false)
+	mgmt6 := intervalSet(in, "management6", cfg.Management, true)
+	it.Sets = append(it.Sets, mgmt4, mgmt6)
+	segSets := map[uint32][2]*SetPlan{}
+	for _, d := range cfg.Departments {
+		s4 := intervalSet(in, fmt.Sprintf("segments4-%d", d.ID), d.Prefixes, false)
+		s6 := intervalSet(in, fmt.Sprintf("segments6-%d", d.ID), d.Prefixes, true)
+		segSets[d.ID] = [2]*SetPlan{s4, s6}
+		it.Sets = append(it.Sets, s4, s6)
+	}
+	// VIP delivery: (bridge . VIP . protocol . port), and the tenants' explicit exceptions.
+	vip4 := &SetPlan{Set: &nftables.Set{Table: in, Name: "vip4", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}}
+	vip6 := &SetPlan{Set: &nftables.Set{Table: in, Name: "vip6", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)}}
+	for _, v := range cfg.VIPPorts {
+		key := append(ifname(v.Bridge), v.VIP.AsSlice()...)
+		key = append(key, v.Proto, 0, 0, 0, byte(v.Port>>8), byte(v.Port), 0, 0)
+		if v.VIP.Is4() {
+			vip4.Elems = append(vip4.Elems, nftables.SetElement{Key: key})
+		} else {
+			vip6.Elems = append(vip6.Elems, nftables.SetElement{Key: key})
+		}
+	}
+	allow4 := &SetPlan{Set: &nftables.Set{Table: in, Name: "allow4", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}}
+	allow6 := &SetPlan{Set: &nftables.Set{Table: in, Name: "allow6", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)}}
+	for _, a := range cfg.TenantAllow {
+		key := append(a.Addr.AsSlice(), a.Proto, 0, 0, 0, byte(a.Port>>8), byte(a.Port), 0, 0)
+		if a.Addr.Is4() {
+			allow4.Elems = append(allow4.Elems, nftables.SetElement{Key: key})
+		} else {
+			allow6.Elems = append(allow6.Elems, nftables.SetElement{Key: key})
+		}
+	}
+	it.Sets = append(it.Sets, vip4, vip6, allow4, allow6)
+
+	// prerouting: a tenant's packets and connections carry its department's mark.
 	if len(ours.Elems) > 0 {
-		input.Rules = append(input.Rules, rule(iifInSet("bridge-mark", false), []expr.Any{
+		pre := &ChainPlan{Chain: &nftables.Chain{Name: "prerouting", Table: in, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle}}
+		pre.Rules = append(pre.Rules, rule([]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: "bridge-mark"},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
 		}))
+		// Replies to a department's connections arriving from elsewhere are routed in its
+		// table too, never by the main table.
+		pre.Rules = append(pre.Rules, rule(iifInSet("tenant", true), ctDirection(ctDirReply), []expr.Any{
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: "marks"},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+		}))
+		it.Chains = append(it.Chains, pre)
 	}
+
+	input := &ChainPlan{Chain: &nftables.Chain{Name: "input", Table: in, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}}
+	// From tenants: replies to the host's own connections (health probes), echo to the own
+	// gateway, ND/RS/MLD, explicit exceptions; nothing else.
 	input.Rules = append(input.Rules,
-		rule(nfproto(unix.NFPROTO_IPV4), concatIifDaddr(16, 4, "gateway4"), accept()),
-		rule(nfproto(unix.NFPROTO_IPV6), concatIifDaddr(24, 16, "gateway6"), accept()))
-	for _, t := range []byte{133, 135, 136} { // router solicit, neighbour solicit/advert
+		rule(iifInSet("tenant", false), ctDirection(ctDirReply), accept()),
+		rule(nfproto(unix.NFPROTO_IPV4), concatIifDaddr(16, 4, "gateway4"), l4proto(unix.IPPROTO_ICMP), payloadTransport(0, 1), eq([]byte{8}), accept()),
+		rule(nfproto(unix.NFPROTO_IPV6), concatIifDaddr(24, 16, "gateway6"), l4proto(unix.IPPROTO_ICMPV6), payloadTransport(0, 1), eq([]byte{128}), accept()))
+	for _, t := range ndTypes {
 		input.Rules = append(input.Rules, rule(iifInSet("tenant", false), l4proto(unix.IPPROTO_ICMPV6), payloadTransport(0, 1), eq([]byte{t}), accept()))
 	}
-	input.Rules = append(input.Rules, rule(iifInSet("tenant", false), counter(), drop()))
+	input.Rules = append(input.Rules,
+		rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV4), concatDaddrProtoPort(16, 4, "allow4"), accept()),
+		rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV6), concatDaddrProtoPort(24, 16, "allow6"), accept()))
+	for _, d := range cfg.Departments {
+		input.Rules = append(input.Rules, rule(iifInSet(fmt.Sprintf("dept-%d", d.ID), false), ic.drop(d.ID, ReasonToHost)))
+	}
+	// From anything else (not a tenant bridge, not loopback): no tunnel packet reaches the
+	// stack (the XDP program decapsulates what is legitimate before it), and nothing is
+	// addressed to a department's segment.
+	for _, p := range []byte{unix.IPPROTO_IPIP, unix.IPPROTO_IPV6, unix.IPPROTO_GRE} {
+		input.Rules = append(input.Rules, rule(outside(), l4proto(p), ic.drop(0, ReasonTunnel)))
+	}
+	for _, d := range cfg.Departments {
+		s := segSets[d.ID]
+		if len(s[0].Elems) > 0 {
+			input.Rules = append(input.Rules, rule(outside(), nfproto(unix.NFPROTO_IPV4), payloadNet(16, 4), lookup(s[0].Set.Name), ic.drop(d.ID, ReasonFromFabric)))
+		}
+		if len(s[1].Elems) > 0 {
+			input.Rules = append(input.Rules, rule(outside(), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), lookup(s[1].Set.Name), ic.drop(d.ID, ReasonFromFabric)))
+		}
+	}
 	it.Chains = append(it.Chains, input)
 
 	forward := &ChainPlan{Chain: &nftables.Chain{Name: "forward", Table: in, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter}}
 	for _, d := range cfg.Departments {
 		set := fmt.Sprintf("dept-%d", d.ID)
-		forward.Rules = append(forward.Rules, rule(iifInSet(set, false), oifInSet("tenant", false), oifInSet(set, true), counter(), drop()))
+		forward.Rules = append(forward.Rules, rule(iifInSet(set, false), oifInSet("tenant", false), oifInSet(set, true), ic.drop(d.ID, ReasonCrossDepartment)))
 	}
-	for _, p := range cfg.Management {
-		p = p.Masked()
-		if p.Addr().Is4() {
-			n, m := p.Addr().As4(), net.CIDRMask(p.Bits(), 32)
-			forward.Rules = append(forward.Rules, rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV4), payloadNet(16, 4), masked(m), eq(n[:]), counter(), drop()))
-		} else {
-			n, m := p.Addr().As16(), net.CIDRMask(p.Bits(), 128)
-			forward.Rules = append(forward.Rules, rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), masked(m), eq(n[:]), counter(), drop()))
+	forward.Rules = append(forward.Rules,
+		rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV4), concatDaddrProtoPort(16, 4, "allow4"), accept()),
+		rule(iifInSet("tenant", false), nfproto(unix.NFPROTO_IPV6), concatDaddrProtoPort(24, 16, "allow6"), accept()))
+	for _, d := range cfg.Departments {
+		set := fmt.Sprintf("dept-%d", d.ID)
+		if len(mgmt4.Elems) > 0 {
+			forward.Rules = append(forward.Rules, rule(iifInSet(set, false), nfproto(unix.NFPROTO_IPV4), payloadNet(16, 4), lookup("management4"), ic.drop(d.ID, ReasonToManagement)))
 		}
+		if len(mgmt6.Elems) > 0 {
+			forward.Rules = append(forward.Rules, rule(iifInSet(set, false), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), lookup("management6"), ic.drop(d.ID, ReasonToManagement)))
+		}
+	}
+	// Into tenant bridges from anything else: replies of the department's own connections,
+	// VIP delivery to local backends; nothing else.
+	for _, d := range cfg.Departments {
+		set := fmt.Sprintf("dept-%d", d.ID)
+		r := rule(iifInSet("tenant", true), oifInSet(set, false), ctDirection(ctDirReply))
+		if d.Mark != 0 {
+			r = rule(r, ctMark(d.Mark))
+		}
+		forward.Rules = append(forward.Rules, rule(r, accept()))
+	}
+	forward.Rules = append(forward.Rules,
+		rule(iifInSet("tenant", true), nfproto(unix.NFPROTO_IPV4), concatOifDaddrProtoPort(16, 4, "vip4"), accept()),
+		rule(iifInSet("tenant", true), nfproto(unix.NFPROTO_IPV6), concatOifDaddrProtoPort(24, 16, "vip6"), accept()))
+	for _, d := range cfg.Departments {
+		forward.Rules = append(forward.Rules, rule(iifInSet("tenant", true), oifInSet(fmt.Sprintf("dept-%d", d.ID), false), ic.drop(d.ID, ReasonFromFabric)))
 	}
 	it.Chains = append(it.Chains, forward)
 	if len(ours.Elems) > 0 {
@@ -226,8 +413,27 @@ func Build(cfg Config) (*Plan, error) {
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
 		}))
 		it.Chains = append(it.Chains, output)
+		// The host sends into a tenant bridge only what carries that bridge's department
+		// mark (replies, the agent's health probes) and ND/MLD: nothing it could be made to
+		// reflect into a department.
+		hostOut := &ChainPlan{Chain: &nftables.Chain{Name: "host-output", Table: in, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter}}
+		for _, t := range ndTypes {
+			hostOut.Rules = append(hostOut.Rules, rule(oifInSet("tenant", false), l4proto(unix.IPPROTO_ICMPV6), payloadTransport(0, 1), eq([]byte{t}), accept()))
+		}
+		for _, d := range cfg.Departments {
+			if d.Mark == 0 {
+				continue
+			}
+			set := fmt.Sprintf("dept-%d", d.ID)
+			hostOut.Rules = append(hostOut.Rules, rule(oifInSet(set, false), metaMark(), neq(binaryutil.NativeEndian.PutUint32(d.Mark)), ic.drop(d.ID, ReasonFromHost)))
+		}
+		it.Chains = append(it.Chains, hostOut)
 	}
 	it.Chains = append(it.Chains, &ChainPlan{Chain: &nftables.Chain{Name: "state", Table: in}})
+	bt.Counters, it.Counters = bc.names, ic.names
+	slices.Sort(bt.Counters)
+	slices.Sort(it.Counters)
 
 	p := &Plan{Tables: []*TablePlan{bt, it}}
 	sum := sha256.Sum256([]byte(p.String()))
@@ -237,12 +443,99 @@ func Build(cfg Config) (*Plan, error) {
 	return p, nil
 }
 
+// ndTypes are the ICMPv6 types a tenant and the host exchange on a segment without a
+// connection: MLD query/report/done, router solicitation, neighbour solicitation/advert,
+// MLDv2 report. Router adverts (134) and redirects (137) from guests are not among them.
+var ndTypes = []byte{130, 131, 132, 133, 135, 136, 143}
+
+func validate(cfg Config) error {
+	for _, p := range cfg.Ports {
+		if len(p.MAC) != 6 {
+			return fmt.Errorf("guest port %s: MAC %q is not a 6-byte Ethernet address", p.Ifname, p.MAC)
+		}
+		if p.Ifname == "" || len(p.Ifname) > 15 {
+			return fmt.Errorf("guest port %q: bad interface name", p.Ifname)
+		}
+	}
+	for _, v := range cfg.VIPPorts {
+		switch {
+		case v.Bridge == "" || len(v.Bridge) > 15:
+			return fmt.Errorf("VIP %s port %d: bad bridge name %q", v.VIP, v.Port, v.Bridge)
+		case !v.VIP.IsValid():
+			return fmt.Errorf("VIP port on %s: no VIP address", v.Bridge)
+		case v.Proto != unix.IPPROTO_TCP && v.Proto != unix.IPPROTO_UDP:
+			return fmt.Errorf("VIP %s port %d: protocol %d is neither TCP nor UDP", v.VIP, v.Port, v.Proto)
+		}
+	}
+	for _, a := range cfg.TenantAllow {
+		switch {
+		case !a.Addr.IsValid():
+			return fmt.Errorf("tenant exception port %d: no address", a.Port)
+		case a.Proto != unix.IPPROTO_TCP && a.Proto != unix.IPPROTO_UDP:
+			return fmt.Errorf("tenant exception %s port %d: protocol %d is neither TCP nor UDP", a.Addr, a.Port, a.Proto)
+		}
+	}
+	return nil
+}
+
+// intervalSet makes an interval set of the IPv4 (or IPv6) prefixes among ps: overlapping and
+// adjacent prefixes are merged, each range is a start element and an end element one past it
+// (none when the range reaches the last address).
+func intervalSet(t *nftables.Table, name string, ps []netip.Prefix, v6 bool) *SetPlan {
+	kt := nftables.TypeIPAddr
+	if v6 {
+		kt = nftables.TypeIP6Addr
+	}
+	s := &SetPlan{Set: &nftables.Set{Table: t, Name: name, KeyType: kt, Interval: true}}
+	type rng struct{ lo, hi netip.Addr }
+	var rs []rng
+	for _, p := range ps {
+		if !p.IsValid() || p.Addr().Is6() != v6 || p.Addr().Is4In6() {
+			continue
+		}
+		p = p.Masked()
+		rs = append(rs, rng{p.Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(rs, func(a, b rng) int { return a.lo.Compare(b.lo) })
+	var merged []rng
+	for _, r := range rs {
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			if next := last.hi.Next(); !next.IsValid() || r.lo.Compare(next) <= 0 {
+				if r.hi.Compare(last.hi) > 0 {
+					last.hi = r.hi
+				}
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	for _, r := range merged {
+		s.Elems = append(s.Elems, nftables.SetElement{Key: r.lo.AsSlice()})
+		if end := r.hi.Next(); end.IsValid() {
+			s.Elems = append(s.Elems, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return s
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
 func normalize(cfg Config) Config {
 	out := Config{Management: slices.Clone(cfg.Management)}
 	for _, d := range cfg.Departments {
 		b := slices.Clone(d.Bridges)
 		slices.Sort(b)
-		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b), Mark: d.Mark})
+		ps := slices.Clone(d.Prefixes)
+		slices.SortFunc(ps, comparePrefix)
+		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b), Mark: d.Mark, Prefixes: slices.Compact(ps)})
 	}
 	slices.SortFunc(out.Departments, func(a, b Department) int { return int(a.ID) - int(b.ID) })
 	out.Gateways = slices.Clone(cfg.Gateways)
@@ -255,11 +548,43 @@ func normalize(cfg Config) Config {
 	for _, p := range cfg.Ports {
 		a := slices.Clone(p.Addrs)
 		slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
-		out.Ports = append(out.Ports, Port{Ifname: p.Ifname, MAC: p.MAC, Addrs: a})
+		out.Ports = append(out.Ports, Port{Ifname: p.Ifname, MAC: p.MAC, Addrs: a, Dept: p.Dept})
 	}
 	slices.SortFunc(out.Ports, func(a, b Port) int { return strings.Compare(a.Ifname, b.Ifname) })
-	slices.SortFunc(out.Management, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(out.Management, comparePrefix)
+	out.VIPPorts = slices.Clone(cfg.VIPPorts)
+	slices.SortFunc(out.VIPPorts, func(a, b VIPPort) int {
+		if c := strings.Compare(a.Bridge, b.Bridge); c != 0 {
+			return c
+		}
+		if c := a.VIP.Compare(b.VIP); c != 0 {
+			return c
+		}
+		if c := int(a.Proto) - int(b.Proto); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	out.VIPPorts = slices.Compact(out.VIPPorts)
+	out.TenantAllow = slices.Clone(cfg.TenantAllow)
+	slices.SortFunc(out.TenantAllow, func(a, b Allow) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		if c := int(a.Proto) - int(b.Proto); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	out.TenantAllow = slices.Compact(out.TenantAllow)
 	return out
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
 }
 
 func rule(e ...[]expr.Any) []expr.Any {
@@ -287,6 +612,48 @@ func concatIifDaddr(off, n uint32, set string) []expr.Any {
 		&expr.Lookup{SourceRegister: 8, SetName: set},
 	}
 }
+
+// outside matches packets that came in neither on a tenant bridge nor on loopback.
+func outside() []expr.Any {
+	return rule(iifInSet("tenant", true), []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")}})
+}
+
+// lookup matches register 1 against a named set.
+func lookup(set string) []expr.Any { return []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: set}} }
+
+// concatDaddrProtoPort looks up (destination address . l4 protocol . destination port): the
+// address from register 8, the protocol and the port each padded to a 32-bit register.
+func concatDaddrProtoPort(off, n uint32, set string) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 8, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 8 + n/4},
+		&expr.Payload{DestRegister: 9 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 8, SetName: set},
+	}
+}
+
+// concatOifDaddrProtoPort looks up (oifname . destination address . l4 protocol . destination
+// port): the name in registers 8-11, the rest from register 12 on.
+func concatOifDaddrProtoPort(off, n uint32, set string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 8},
+		&expr.Payload{DestRegister: 12, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 12 + n/4},
+		&expr.Payload{DestRegister: 13 + n/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 8, SetName: set},
+	}
+}
+
+func ctDirection(dir byte) []expr.Any {
+	return []expr.Any{&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{dir}}}
+}
+
+func ctMark(m uint32) []expr.Any {
+	return []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m)}}
+}
+
+func metaMark() []expr.Any { return []expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}} }
 
 func oifInSet(set string, invert bool) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Lookup{SourceRegister: 1, SetName: set, Invert: invert}}
@@ -331,3 +698,6 @@ func accept() []expr.Any      { return []expr.Any{&expr.Verdict{Kind: expr.Verdi
 func jump(c string) []expr.Any {
 	return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: c}}
 }
+
+// ctDirReply is IP_CT_DIR_REPLY: the packet goes the way the connection's replies go.
+const ctDirReply = 1

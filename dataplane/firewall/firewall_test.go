@@ -17,8 +17,10 @@ func mac(s string) net.HardwareAddr {
 
 var sample = Config{
 	Departments: []Department{
-		{ID: 7, Bridges: []string{"gcbr130"}, Mark: 200},
-		{ID: 3, Bridges: []string{"gcbr121", "gcbr120"}, Mark: 100},
+		{ID: 7, Bridges: []string{"gcbr130"}, Mark: 200, Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.30.0/24")}},
+		{ID: 3, Bridges: []string{"gcbr121", "gcbr120"}, Mark: 100, Prefixes: []netip.Prefix{
+			netip.MustParsePrefix("198.18.21.0/24"), netip.MustParsePrefix("198.18.20.0/24"), netip.MustParsePrefix("2001:db8:20::/64")}},
+		{ID: 9, Bridges: []string{"gcbr140"}}, // no mark: replies by direction alone, host output unfiltered
 	},
 	Gateways: []Gateway{
 		{Bridge: "gcbr120", Addr: netip.MustParseAddr("198.18.20.1")},
@@ -26,9 +28,20 @@ var sample = Config{
 		{Bridge: "gcbr121", Addr: netip.MustParseAddr("198.18.21.1")},
 		{Bridge: "gcbr130", Addr: netip.MustParseAddr("198.18.30.1")},
 	},
-	Ports: []Port{{Ifname: "vm-a", MAC: mac("02:00:00:00:00:0a"),
+	Ports: []Port{{Ifname: "vm-a", MAC: mac("02:00:00:00:00:0a"), Dept: 3,
 		Addrs: []netip.Addr{netip.MustParseAddr("2001:db8:20::a"), netip.MustParseAddr("198.18.20.10")}}},
-	Management: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:ffff::/48")},
+	// Overlapping and adjacent prefixes merge into one range; 255.255.255.255/32 has no end.
+	Management: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("192.0.2.128/25"),
+		netip.MustParsePrefix("198.51.100.0/25"), netip.MustParsePrefix("198.51.100.128/25"),
+		netip.MustParsePrefix("255.255.255.255/32"), netip.MustParsePrefix("2001:db8:ffff::/48")},
+	VIPPorts: []VIPPort{
+		{Bridge: "gcbr130", VIP: netip.MustParseAddr("203.0.113.10"), Proto: 6, Port: 80},
+		{Bridge: "gcbr120", VIP: netip.MustParseAddr("2001:db8:ee::10"), Proto: 17, Port: 53},
+	},
+	TenantAllow: []Allow{
+		{Proto: 17, Addr: netip.MustParseAddr("192.0.2.53"), Port: 53},
+		{Proto: 6, Addr: netip.MustParseAddr("2001:db8:ffff::53"), Port: 53},
+	},
 }
 
 // TestBuild checks the rules generated from a config, without root (Tailscale's first level).
@@ -38,39 +51,110 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `table bridge govcloud
-  chain guests { hook prerouting priority -200 }
+  counter drop-3-spoofed
+  chain guests { type filter hook prerouting priority -200 }
     iifname == "vm-a" jump port-vm-a
   chain port-vm-a
-    ether saddr != 02:00:00:00:00:0a counter drop
+    ether saddr != 02:00:00:00:00:0a counter name "drop-3-spoofed" drop
     ether type == 0x0800 ip saddr == 198.18.20.10 accept
     ether type == 0x0806 arp saddr ether == 02:00:00:00:00:0a arp saddr ip == 198.18.20.10 accept
     ether type == 0x86dd ip6 saddr == 2001:db8:20::a accept
     ether type == 0x86dd ip6 saddr & ffc0:: == fe80:: accept
     ether type == 0x86dd ip6 saddr == :: accept
-    counter drop
+    counter name "drop-3-spoofed" drop
 table inet govcloud
-  set tenant { type ifname; elements = { "gcbr120", "gcbr121", "gcbr130" } }
+  counter drop-0-tunnel
+  counter drop-3-cross_department
+  counter drop-3-from_fabric
+  counter drop-3-from_host
+  counter drop-3-to_host
+  counter drop-3-to_management
+  counter drop-7-cross_department
+  counter drop-7-from_fabric
+  counter drop-7-from_host
+  counter drop-7-to_host
+  counter drop-7-to_management
+  counter drop-9-cross_department
+  counter drop-9-from_fabric
+  counter drop-9-to_host
+  counter drop-9-to_management
+  set tenant { type ifname; elements = { "gcbr120", "gcbr121", "gcbr130", "gcbr140" } }
   set dept-3 { type ifname; elements = { "gcbr120", "gcbr121" } }
   set dept-7 { type ifname; elements = { "gcbr130" } }
+  set dept-9 { type ifname; elements = { "gcbr140" } }
   set gateway4 { type ifname . ipv4_addr; elements = { "gcbr120" . 198.18.20.1, "gcbr121" . 198.18.21.1, "gcbr130" . 198.18.30.1 } }
   set gateway6 { type ifname . ipv6_addr; elements = { "gcbr120" . 2001:db8:20::1 } }
   set bridge-mark { type ifname : mark; elements = { "gcbr120" : 100, "gcbr121" : 100, "gcbr130" : 200 } }
   set marks { type mark; elements = { 100, 200 } }
-  chain input { hook input priority 0 }
-    iifname @bridge-mark ct mark set iifname map @bridge-mark
-    meta nfproto == [2] iifname . ip daddr @gateway4 accept
-    meta nfproto == [10] iifname . ip6 daddr @gateway6 accept
-    iifname @tenant meta l4proto == [58] icmpv6 type == [133] accept
-    iifname @tenant meta l4proto == [58] icmpv6 type == [135] accept
-    iifname @tenant meta l4proto == [58] icmpv6 type == [136] accept
-    iifname @tenant counter drop
-  chain forward { hook forward priority 0 }
-    iifname @dept-3 oifname @tenant oifname != @dept-3 counter drop
-    iifname @dept-7 oifname @tenant oifname != @dept-7 counter drop
-    iifname @tenant meta nfproto == [2] ip daddr & 255.255.255.0 == 192.0.2.0 counter drop
-    iifname @tenant meta nfproto == [10] ip6 daddr & ffff:ffff:ffff:: == 2001:db8:ffff:: counter drop
-  chain output { hook output priority -150 }
+  set management4 { type ipv4_addr; flags interval; elements = { 192.0.2.0-192.0.2.255, 198.51.100.0-198.51.100.255, 255.255.255.255-end } }
+  set management6 { type ipv6_addr; flags interval; elements = { 2001:db8:ffff::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff } }
+  set segments4-3 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.21.255 } }
+  set segments6-3 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
+  set segments4-7 { type ipv4_addr; flags interval; elements = { 198.18.30.0-198.18.30.255 } }
+  set segments6-7 { type ipv6_addr; flags interval; elements = {  } }
+  set segments4-9 { type ipv4_addr; flags interval; elements = {  } }
+  set segments6-9 { type ipv6_addr; flags interval; elements = {  } }
+  set vip4 { type ifname . ipv4_addr . inet_proto . inet_service; elements = { "gcbr130" . 203.0.113.10 . tcp . 80 } }
+  set vip6 { type ifname . ipv6_addr . inet_proto . inet_service; elements = { "gcbr120" . 2001:db8:ee::10 . udp . 53 } }
+  set allow4 { type ipv4_addr . inet_proto . inet_service; elements = { 192.0.2.53 . udp . 53 } }
+  set allow6 { type ipv6_addr . inet_proto . inet_service; elements = { 2001:db8:ffff::53 . tcp . 53 } }
+  chain prerouting { type filter hook prerouting priority -150 }
+    ct mark set iifname map @bridge-mark meta mark set iifname map @bridge-mark
+    iifname != @tenant ct direction == reply ct mark @marks meta mark set ct mark
+  chain input { type filter hook input priority 0 }
+    iifname @tenant ct direction == reply accept
+    meta nfproto == ipv4 iifname . ip daddr @gateway4 meta l4proto == icmp icmp type == 8 accept
+    meta nfproto == ipv6 iifname . ip6 daddr @gateway6 meta l4proto == ipv6-icmp icmp type == 128 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 130 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 131 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 132 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 133 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 135 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 136 accept
+    iifname @tenant meta l4proto == ipv6-icmp icmp type == 143 accept
+    iifname @tenant meta nfproto == ipv4 ip daddr . meta l4proto . th dport @allow4 accept
+    iifname @tenant meta nfproto == ipv6 ip6 daddr . meta l4proto . th dport @allow6 accept
+    iifname @dept-3 counter name "drop-3-to_host" drop
+    iifname @dept-7 counter name "drop-7-to_host" drop
+    iifname @dept-9 counter name "drop-9-to_host" drop
+    iifname != @tenant iifname != "lo" meta l4proto == ipip counter name "drop-0-tunnel" drop
+    iifname != @tenant iifname != "lo" meta l4proto == ipv6 counter name "drop-0-tunnel" drop
+    iifname != @tenant iifname != "lo" meta l4proto == gre counter name "drop-0-tunnel" drop
+    iifname != @tenant iifname != "lo" meta nfproto == ipv4 ip daddr @segments4-3 counter name "drop-3-from_fabric" drop
+    iifname != @tenant iifname != "lo" meta nfproto == ipv6 ip6 daddr @segments6-3 counter name "drop-3-from_fabric" drop
+    iifname != @tenant iifname != "lo" meta nfproto == ipv4 ip daddr @segments4-7 counter name "drop-7-from_fabric" drop
+  chain forward { type filter hook forward priority 0 }
+    iifname @dept-3 oifname @tenant oifname != @dept-3 counter name "drop-3-cross_department" drop
+    iifname @dept-7 oifname @tenant oifname != @dept-7 counter name "drop-7-cross_department" drop
+    iifname @dept-9 oifname @tenant oifname != @dept-9 counter name "drop-9-cross_department" drop
+    iifname @tenant meta nfproto == ipv4 ip daddr . meta l4proto . th dport @allow4 accept
+    iifname @tenant meta nfproto == ipv6 ip6 daddr . meta l4proto . th dport @allow6 accept
+    iifname @dept-3 meta nfproto == ipv4 ip daddr @management4 counter name "drop-3-to_management" drop
+    iifname @dept-3 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-3-to_management" drop
+    iifname @dept-7 meta nfproto == ipv4 ip daddr @management4 counter name "drop-7-to_management" drop
+    iifname @dept-7 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-7-to_management" drop
+    iifname @dept-9 meta nfproto == ipv4 ip daddr @management4 counter name "drop-9-to_management" drop
+    iifname @dept-9 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-9-to_management" drop
+    iifname != @tenant oifname @dept-3 ct direction == reply ct mark == 100 accept
+    iifname != @tenant oifname @dept-7 ct direction == reply ct mark == 200 accept
+    iifname != @tenant oifname @dept-9 ct direction == reply accept
+    iifname != @tenant meta nfproto == ipv4 oifname . ip daddr . meta l4proto . th dport @vip4 accept
+    iifname != @tenant meta nfproto == ipv6 oifname . ip6 daddr . meta l4proto . th dport @vip6 accept
+    iifname != @tenant oifname @dept-3 counter name "drop-3-from_fabric" drop
+    iifname != @tenant oifname @dept-7 counter name "drop-7-from_fabric" drop
+    iifname != @tenant oifname @dept-9 counter name "drop-9-from_fabric" drop
+  chain output { type route hook output priority -150 }
     ct mark @marks meta mark set ct mark
+  chain host-output { type filter hook output priority 0 }
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 130 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 131 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 132 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 133 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 135 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 136 accept
+    oifname @tenant meta l4proto == ipv6-icmp icmp type == 143 accept
+    oifname @dept-3 meta mark != 100 counter name "drop-3-from_host" drop
+    oifname @dept-7 meta mark != 200 counter name "drop-7-from_host" drop
   chain state
     counter
 `
@@ -79,7 +163,10 @@ table inet govcloud
 	}
 	// Order of the input does not matter; content does.
 	shuffled := sample
-	shuffled.Departments = []Department{sample.Departments[1], sample.Departments[0]}
+	shuffled.Departments = []Department{sample.Departments[2], sample.Departments[1], sample.Departments[0]}
+	shuffled.VIPPorts = []VIPPort{sample.VIPPorts[1], sample.VIPPorts[0], sample.VIPPorts[1]}
+	shuffled.TenantAllow = []Allow{sample.TenantAllow[1], sample.TenantAllow[0]}
+	shuffled.Management = append([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/26")}, sample.Management...) // inside 192.0.2.0/24
 	p2, _ := Build(shuffled)
 	if p2.Hash != p.Hash {
 		t.Fatalf("hash depends on input order: %s vs %s", p2.Hash, p.Hash)
@@ -94,8 +181,12 @@ table inet govcloud
 
 func TestBuildErrors(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"short MAC":   {Ports: []Port{{Ifname: "vm-a", MAC: net.HardwareAddr{1, 2}}}},
-		"long ifname": {Ports: []Port{{Ifname: "a-very-long-interface", MAC: mac("02:00:00:00:00:0a")}}},
+		"short MAC":                 {Ports: []Port{{Ifname: "vm-a", MAC: net.HardwareAddr{1, 2}}}},
+		"long ifname":               {Ports: []Port{{Ifname: "a-very-long-interface", MAC: mac("02:00:00:00:00:0a")}}},
+		"VIP port without protocol": {VIPPorts: []VIPPort{{Bridge: "gcbr120", VIP: netip.MustParseAddr("203.0.113.10"), Port: 80}}},
+		"VIP port without bridge":   {VIPPorts: []VIPPort{{VIP: netip.MustParseAddr("203.0.113.10"), Proto: 6, Port: 80}}},
+		"exception with ICMP":       {TenantAllow: []Allow{{Proto: 1, Addr: netip.MustParseAddr("192.0.2.53")}}},
+		"exception without address": {TenantAllow: []Allow{{Proto: 17, Port: 53}}},
 	} {
 		if _, err := Build(cfg); err == nil {
 			t.Errorf("%s: no error", name)

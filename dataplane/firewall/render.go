@@ -17,16 +17,23 @@ func (p *Plan) String() string {
 	var b strings.Builder
 	for _, t := range p.Tables {
 		fmt.Fprintf(&b, "table %s %s\n", family(t.Table.Family), t.Table.Name)
+		for _, c := range t.Counters {
+			fmt.Fprintf(&b, "  counter %s\n", c)
+		}
 		for _, s := range t.Sets {
 			var el []string
-			for _, e := range s.Elems {
-				name := fmt.Sprintf("%q", strings.TrimRight(string(e.Key[:min(16, len(e.Key))]), "\x00"))
-				if s.Set.Concatenation && len(e.Key) > 16 {
-					a, _ := netip.AddrFromSlice(e.Key[16:])
-					name += " . " + a.String()
-				}
-				if s.Set.KeyType.Name == "mark" {
-					name = fmt.Sprint(binaryutil.NativeEndian.Uint32(e.Key))
+			for i := 0; i < len(s.Elems); i++ {
+				e := s.Elems[i]
+				name := elemString(s.Set, e.Key)
+				if s.Set.Interval {
+					// start [end): printed as first-last
+					hi := "end"
+					if i+1 < len(s.Elems) && s.Elems[i+1].IntervalEnd {
+						a, _ := netip.AddrFromSlice(s.Elems[i+1].Key)
+						hi = a.Prev().String()
+						i++
+					}
+					name += "-" + hi
 				}
 				if s.Set.IsMap {
 					name += fmt.Sprintf(" : %d", binaryutil.NativeEndian.Uint32(e.Val))
@@ -37,12 +44,16 @@ func (p *Plan) String() string {
 			if s.Set.IsMap {
 				typ += " : " + s.Set.DataType.Name
 			}
-			fmt.Fprintf(&b, "  set %s { type %s; elements = { %s } }\n", s.Set.Name, typ, strings.Join(el, ", "))
+			flags := ""
+			if s.Set.Interval {
+				flags = " flags interval;"
+			}
+			fmt.Fprintf(&b, "  set %s { type %s;%s elements = { %s } }\n", s.Set.Name, typ, flags, strings.Join(el, ", "))
 		}
 		for _, c := range t.Chains {
 			fmt.Fprintf(&b, "  chain %s", c.Chain.Name)
 			if c.Chain.Hooknum != nil {
-				fmt.Fprintf(&b, " { hook %s priority %d }", hook(t.Table.Family, *c.Chain.Hooknum), *c.Chain.Priority)
+				fmt.Fprintf(&b, " { type %s hook %s priority %d }", c.Chain.Type, hook(t.Table.Family, *c.Chain.Hooknum), *c.Chain.Priority)
 			}
 			b.WriteString("\n")
 			for _, r := range c.Rules {
@@ -51,6 +62,54 @@ func (p *Plan) String() string {
 		}
 	}
 	return b.String()
+}
+
+// elemString prints a set key by its (possibly concatenated) type: each part of a
+// concatenation is padded to 4 bytes.
+func elemString(s *nftables.Set, key []byte) string {
+	types := []nftables.SetDatatype{s.KeyType}
+	if s.Concatenation {
+		types = nftables.ConcatSetTypeElements(s.KeyType)
+	}
+	var parts []string
+	for _, t := range types {
+		n := int(t.Bytes)
+		if n > len(key) {
+			parts = append(parts, fmt.Sprintf("%x", key))
+			break
+		}
+		v := key[:n]
+		switch t.Name {
+		case "ifname":
+			parts = append(parts, fmt.Sprintf("%q", strings.TrimRight(string(v), "\x00")))
+		case "ipv4_addr", "ipv6_addr":
+			a, _ := netip.AddrFromSlice(v)
+			parts = append(parts, a.String())
+		case "inet_proto":
+			parts = append(parts, protoName(v[0]))
+		case "inet_service":
+			parts = append(parts, fmt.Sprint(int(v[0])<<8|int(v[1])))
+		case "mark":
+			parts = append(parts, fmt.Sprint(binaryutil.NativeEndian.Uint32(v)))
+		default:
+			parts = append(parts, fmt.Sprintf("%x", v))
+		}
+		if n%4 != 0 {
+			n += 4 - n%4
+		}
+		key = key[min(n, len(key)):]
+	}
+	return strings.Join(parts, " . ")
+}
+
+func protoName(p byte) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return fmt.Sprint(p)
 }
 
 func family(f nftables.TableFamily) string {
@@ -78,10 +137,18 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 }
 
 // renderRule prints the expressions this package uses; a loaded register is printed when the
-// expression that consumes it comes.
+// expression that consumes it comes. Registers 8 and up (32-bit) hold concatenations, printed
+// in the order they were loaded.
 func renderRule(r []expr.Any) string {
 	var parts []string
 	regs := map[uint32]string{}
+	var concat []string
+	load := func(reg uint32, what string) {
+		regs[reg] = what
+		if reg >= 8 {
+			concat = append(concat, what)
+		}
+	}
 	for _, e := range r {
 		switch x := e.(type) {
 		case *expr.Meta:
@@ -89,10 +156,10 @@ func renderRule(r []expr.Any) string {
 				parts = append(parts, fmt.Sprintf("meta mark set %s", regs[x.Register]))
 				continue
 			}
-			regs[x.Register] = map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
-				expr.MetaKeyNFPROTO: "meta nfproto", expr.MetaKeyL4PROTO: "meta l4proto"}[x.Key]
+			load(x.Register, map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname",
+				expr.MetaKeyNFPROTO: "meta nfproto", expr.MetaKeyL4PROTO: "meta l4proto", expr.MetaKeyMARK: "meta mark"}[x.Key])
 		case *expr.Payload:
-			regs[x.DestRegister] = payloadName(x)
+			load(x.DestRegister, payloadName(x))
 		case *expr.Bitwise:
 			regs[x.DestRegister] = fmt.Sprintf("%s & %s", regs[x.SourceRegister], value(regs[x.SourceRegister], x.Mask))
 		case *expr.Cmp:
@@ -102,27 +169,33 @@ func renderRule(r []expr.Any) string {
 			}
 			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
 		case *expr.Ct:
-			if x.SourceRegister {
+			switch {
+			case x.SourceRegister:
 				parts = append(parts, fmt.Sprintf("ct mark set %s", regs[x.Register]))
-			} else {
-				regs[x.Register] = "ct mark"
+			case x.Key == expr.CtKeyDIRECTION:
+				load(x.Register, "ct direction")
+			default:
+				load(x.Register, "ct mark")
 			}
 		case *expr.Lookup:
+			key := regs[x.SourceRegister]
+			if x.SourceRegister >= 8 {
+				key = strings.Join(concat, " . ")
+				concat = nil
+			}
 			if x.IsDestRegSet {
-				regs[x.DestRegister] = fmt.Sprintf("%s map @%s", regs[x.SourceRegister], x.SetName)
+				regs[x.DestRegister] = fmt.Sprintf("%s map @%s", key, x.SetName)
 				continue
 			}
 			op := ""
 			if x.Invert {
 				op = "!= "
 			}
-			key := regs[x.SourceRegister]
-			if x.SourceRegister == 8 {
-				key += " . " + regs[12]
-			}
 			parts = append(parts, fmt.Sprintf("%s %s@%s", key, op, x.SetName))
 		case *expr.Counter:
 			parts = append(parts, "counter")
+		case *expr.Objref:
+			parts = append(parts, fmt.Sprintf("counter name %q", x.Name))
 		case *expr.Verdict:
 			switch x.Kind {
 			case expr.VerdictDrop:
@@ -164,8 +237,11 @@ func payloadName(p *expr.Payload) string {
 			return "ip6 daddr"
 		}
 	case expr.PayloadBaseTransportHeader:
-		if p.Offset == 0 && p.Len == 1 {
-			return "icmpv6 type"
+		switch {
+		case p.Offset == 0 && p.Len == 1:
+			return "icmp type"
+		case p.Offset == 2 && p.Len == 2:
+			return "th dport"
 		}
 	}
 	return fmt.Sprintf("payload(%d,%d,%d)", p.Base, p.Offset, p.Len)
@@ -173,6 +249,19 @@ func payloadName(p *expr.Payload) string {
 
 func value(reg string, b []byte) string {
 	switch {
+	case reg == "meta nfproto" && len(b) == 1:
+		return map[byte]string{2: "ipv4", 10: "ipv6"}[b[0]]
+	case reg == "meta l4proto" && len(b) == 1:
+		if n, ok := map[byte]string{1: "icmp", 4: "ipip", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre", 58: "ipv6-icmp"}[b[0]]; ok {
+			return n
+		}
+		return fmt.Sprint(b[0])
+	case reg == "icmp type" && len(b) == 1:
+		return fmt.Sprint(b[0])
+	case reg == "ct direction" && len(b) == 1:
+		return map[byte]string{0: "original", 1: "reply"}[b[0]]
+	case strings.HasSuffix(reg, "mark") && len(b) == 4:
+		return fmt.Sprint(binaryutil.NativeEndian.Uint32(b))
 	case strings.HasPrefix(reg, "iifname"), strings.HasPrefix(reg, "oifname"):
 		return fmt.Sprintf("%q", strings.TrimRight(string(b), "\x00"))
 	case strings.HasPrefix(reg, "ether type"):

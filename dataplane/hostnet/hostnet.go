@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -64,6 +65,7 @@ type Host struct {
 	nl       *netlink.Handle
 	nd       *netdev.Manager
 	nft      *nftables.Conn
+	nftRead  *nftables.Conn // counters, read without waiting for a Set
 	tr       *trunk.Trunk
 	attached map[string]int // role/name -> ifindex attached by this process
 	sysctls  map[string]string
@@ -105,8 +107,14 @@ func New(cfg Config) (*Host, error) {
 	}
 	if cfg.NetNS > 0 {
 		h.nft, err = nftables.New(nftables.WithNetNSFd(int(cfg.NetNS)), firewall.BigBuffers())
+		if err == nil {
+			h.nftRead, err = nftables.New(nftables.WithNetNSFd(int(cfg.NetNS)))
+		}
 	} else {
 		h.nft, err = nftables.New(firewall.BigBuffers())
+		if err == nil {
+			h.nftRead, err = nftables.New()
+		}
 	}
 	if err != nil {
 		h.nl.Close()
@@ -229,6 +237,12 @@ func (h *Host) Set(desired HostNetwork) error {
 			if v6 {
 				e = append(e, h.sysctl("net.ipv6.conf.all.forwarding", "1"))
 			}
+			// The host's replies to a tenant (ICMP echo replies and errors, TCP resets and
+			// SYN-ACKs) take the mark of the packet they answer: a tenant's packets carry
+			// their department's (nftables), so the replies are routed in its table. The
+			// main table has no segment routes.
+			e = append(e, h.sysctl("net.ipv4.fwmark_reflect", "1"), h.sysctl("net.ipv4.tcp_fwmark_accept", "1"),
+				h.sysctl("net.ipv6.fwmark_reflect", "1"))
 		}
 		return errors.Join(e...)
 	}); err != nil {
@@ -587,6 +601,10 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 	for _, s := range d.Segments {
 		fd := byDept[s.Department]
 		fd.Bridges = append(fd.Bridges, bridgeOf(s))
+		fd.Prefixes = append(fd.Prefixes, s.IPv4)
+		if s.IPv6.IsValid() {
+			fd.Prefixes = append(fd.Prefixes, s.IPv6)
+		}
 		cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: bridgeOf(s), Addr: s.Gateway})
 		if s.Gateway6.IsValid() {
 			cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: bridgeOf(s), Addr: s.Gateway6})
@@ -596,7 +614,7 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 		if g.Ifname == "" {
 			continue
 		}
-		p := firewall.Port{Ifname: g.Ifname, MAC: g.MAC}
+		p := firewall.Port{Ifname: g.Ifname, MAC: g.MAC, Dept: depts[segs[g.Segment].Department].ID}
 		for _, a := range append([]netip.Addr{g.Addr, g.Addr6}, g.Serves...) {
 			if a.IsValid() && !slices.Contains(p.Addrs, a) {
 				p.Addrs = append(p.Addrs, a)
@@ -604,7 +622,28 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 		}
 		cfg.Ports = append(cfg.Ports, p)
 	}
-	cfg.Management = d.Management
+	cfg.Management = slices.Clone(d.Management)
+	if d.Uplink != "" {
+		// The fabric the uplink is in holds every host's address (and the top-of-rack
+		// router's): management, whichever host a guest sits on.
+		up, err := h.nl.LinkByName(d.Uplink)
+		if err != nil {
+			return fmt.Errorf("uplink %s: %w", d.Uplink, err)
+		}
+		addrs, err := h.nl.AddrList(up, unix.AF_UNSPEC)
+		if err != nil {
+			return fmt.Errorf("addresses of uplink %s: %w", d.Uplink, err)
+		}
+		for _, a := range addrs {
+			if p, ok := netipPrefix(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+				cfg.Management = append(cfg.Management, p.Masked())
+			}
+		}
+	}
+	for _, v := range d.VIPPorts {
+		cfg.VIPPorts = append(cfg.VIPPorts, firewall.VIPPort{Bridge: bridgeOf(segs[v.Segment]), VIP: v.VIP, Proto: v.Proto, Port: v.Port})
+	}
+	cfg.TenantAllow = d.TenantAllow
 	if len(d.Segments) == 0 && len(d.Guests) == 0 {
 		// Nothing to protect: no tables at all.
 		exists, err := firewall.Exists(h.nft)
@@ -689,6 +728,49 @@ func (h *Host) Close() error {
 }
 
 func closeNL(nl *netlink.Handle) error { nl.Close(); return nil }
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// Drop is one department's nftables drops for one reason (firewall.Reasons); department 0
+// is not attributable (tunnel packets from the fabric).
+type Drop struct {
+	Department uint32
+	Reason     string
+	Packets    uint64
+	Bytes      uint64
+}
+
+// Drops reads the nftables drop counters. They carry on across Set (a replaced rule set
+// starts from the old values) and restart from zero only when the tables are removed.
+func (h *Host) Drops() ([]Drop, error) {
+	cs, err := firewall.Counters(h.nftRead)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Drop, 0, len(cs))
+	for name, c := range cs {
+		if dept, reason, ok := firewall.ParseCounterName(name); ok {
+			out = append(out, Drop{Department: dept, Reason: reason, Packets: c.Packets, Bytes: c.Bytes})
+		}
+	}
+	slices.SortFunc(out, func(a, b Drop) int {
+		if a.Department != b.Department {
+			return int(a.Department) - int(b.Department)
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return out, nil
+}
 
 func sortedKeys[K interface{ ~string | ~uint16 | ~int }, V any](m map[K]V) []K {
 	keys := make([]K, 0, len(m))

@@ -327,7 +327,7 @@ func TestReconcile(t *testing.T) {
 	t.Run("apply A again changes nothing", func(t *testing.T) {
 		rulesBefore := host.MustRun(t, "ip", "rule")
 		nftList := func() string { // rule handles show any re-creation; counters move with traffic
-			return counterRE.ReplaceAllString(host.MustRun(t, "nft", "-a", "list", "ruleset"), "counter")
+			return packetsRE.ReplaceAllString(host.MustRun(t, "nft", "-a", "list", "ruleset"), "packets")
 		}
 		nftBefore := nftList()
 		ev := quiet(t, host, func() {
@@ -341,8 +341,8 @@ func TestReconcile(t *testing.T) {
 		if n := h.Changes(); n != 0 {
 			t.Fatalf("second Set made %d writes", n)
 		}
-		if host.MustRun(t, "ip", "rule") != rulesBefore || nftList() != nftBefore {
-			t.Fatalf("rules or nftables changed")
+		if after := nftList(); host.MustRun(t, "ip", "rule") != rulesBefore || after != nftBefore {
+			t.Fatalf("rules or nftables changed:\n%s", diff(strings.Split(after, "\n"), strings.Split(nftBefore, "\n")))
 		}
 	})
 	t.Run("change to B", func(t *testing.T) {

@@ -11,6 +11,10 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/govcloud/govcloud/dataplane/firewall"
 )
 
 // HostNetwork is everything one host should have.
@@ -26,9 +30,29 @@ type HostNetwork struct {
 	// permanent neighbour entry and a static FDB entry toward the trunk are made here, so the
 	// local gateway can route to it without ARP crossing the trunk.
 	Guests []Guest
-	// Management prefixes are never reachable from tenant segments.
+	// Management prefixes are never reachable from tenant segments. The uplink's own
+	// prefixes (the fabric every host's address is in) are added by Set.
 	Management []netip.Prefix
+	// VIPPorts are the VIP delivery to local backends: the only traffic from the uplink (or
+	// any non-tenant interface) forwarded into a segment besides replies to the segment's
+	// department.
+	VIPPorts []VIPPort
+	// TenantAllow are explicit exceptions to the management plane's isolation (e.g. DNS on
+	// udp:192.0.2.53:53), for every department.
+	TenantAllow []TenantAllow
 }
+
+// VIPPort is VIP delivery into one segment: Proto (unix.IPPROTO_TCP or IPPROTO_UDP) to VIP
+// port Port.
+type VIPPort struct {
+	Segment string
+	VIP     netip.Addr
+	Proto   uint8
+	Port    uint16
+}
+
+// TenantAllow is an explicit exception: tenants may reach Proto (TCP or UDP) Addr:Port.
+type TenantAllow = firewall.Allow
 
 // Department is a tenant with its own routing table.
 type Department struct {
@@ -162,6 +186,26 @@ func (h HostNetwork) normalize() (HostNetwork, error) {
 		}
 		ports[g.Ifname] = g.Ifname != ""
 		out.Guests = append(out.Guests, g)
+	}
+	for _, v := range h.VIPPorts {
+		switch {
+		case segs[v.Segment].Name == "":
+			return out, fmt.Errorf("VIP %s port %d: unknown segment %q", v.VIP, v.Port, v.Segment)
+		case !v.VIP.IsValid():
+			return out, fmt.Errorf("VIP port %d on segment %q: no VIP address", v.Port, v.Segment)
+		case v.Proto != unix.IPPROTO_TCP && v.Proto != unix.IPPROTO_UDP:
+			return out, fmt.Errorf("VIP %s port %d: protocol %d is neither TCP nor UDP", v.VIP, v.Port, v.Proto)
+		}
+		out.VIPPorts = append(out.VIPPorts, v)
+	}
+	for _, a := range h.TenantAllow {
+		switch {
+		case !a.Addr.IsValid():
+			return out, fmt.Errorf("tenant exception port %d: no address", a.Port)
+		case a.Proto != unix.IPPROTO_TCP && a.Proto != unix.IPPROTO_UDP:
+			return out, fmt.Errorf("tenant exception %s port %d: protocol %d is neither TCP nor UDP", a.Addr, a.Port, a.Proto)
+		}
+		out.TenantAllow = append(out.TenantAllow, a)
 	}
 	if len(out.Segments) > 0 && out.Uplink == "" {
 		return out, fmt.Errorf("segments need an uplink interface")

@@ -297,7 +297,10 @@ func (m *Manager) ensureVeth(a, b string, mtu int) (netlink.Link, netlink.Link, 
 	return la, lb, nil
 }
 
-// EnsureAddrs makes the link's global addresses exactly want (link-local ones are left alone).
+// EnsureAddrs makes the link's global addresses exactly want (link-local ones are left alone),
+// each with IFA_F_NOPREFIXROUTE: the kernel makes no connected route for it in the main table
+// (a segment's route lives only in its department's table; issue 20). An address found
+// without the flag is removed and added again.
 func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
 	have, err := m.addrList(l)
 	if err != nil {
@@ -312,7 +315,7 @@ func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
 		if !ok || p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
-		if wanted[p] {
+		if wanted[p] && a.Flags&unix.IFA_F_NOPREFIXROUTE != 0 {
 			delete(wanted, p)
 			continue
 		}
@@ -325,7 +328,7 @@ func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
 		if !wanted[p] {
 			continue
 		}
-		a := &netlink.Addr{IPNet: ipnet(p), Flags: unix.IFA_F_NODAD}
+		a := &netlink.Addr{IPNet: ipnet(p), Flags: unix.IFA_F_NODAD | unix.IFA_F_NOPREFIXROUTE}
 		if err := m.nl.AddrAdd(l, a); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", p, l.Attrs().Name, err)
 		}
