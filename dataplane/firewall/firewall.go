@@ -693,7 +693,6 @@ func masked(mask []byte) []expr.Any {
 func eq(b []byte) []expr.Any  { return []expr.Any{&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}} }
 func neq(b []byte) []expr.Any { return []expr.Any{&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b}} }
 func counter() []expr.Any     { return []expr.Any{&expr.Counter{}} }
-func drop() []expr.Any        { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
 func accept() []expr.Any      { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
 func jump(c string) []expr.Any {
 	return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: c}}
