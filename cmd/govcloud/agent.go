@@ -84,38 +84,24 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if err != nil {
 				return err
 			}
-			var lns []net.Listener
-			for _, addr := range strings.Split(metricsListen, ",") {
-				ln, err := net.Listen("tcp", strings.TrimSpace(addr))
-				if err != nil {
-					for _, l := range lns {
-						l.Close()
-					}
-					a.Close()
-					return fmt.Errorf("--metrics-listen %s: %w", addr, err)
-				}
-				lns = append(lns, ln)
-			}
-			mux := http.NewServeMux()
-			mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+			status := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(a.Status())
 			})
-			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+			var metrics http.Handler
 			if h := agentMetrics(a, host); h != nil {
-				mux.Handle("GET /metrics", h)
+				metrics = h
 			}
-			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-			for _, ln := range lns {
-				go func() { _ = srv.Serve(ln) }()
+			srv, err := serveStatus(metricsListen, status, metrics)
+			if err != nil {
+				a.Close()
+				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
 			go agentUsageReporter(a, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = srv.Shutdown(sctx)
-			cancel()
+			srv.Close()
 			return errors.Join(err, a.Close())
 		},
 	}

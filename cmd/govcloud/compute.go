@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -103,15 +101,10 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				},
 			}
 			if metricsListen != "" {
-				ln, err := net.Listen("tcp", metricsListen)
+				srv, err := serveStatus(metricsListen, rs, computeMetrics(ctx, p, host))
 				if err != nil {
-					return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
+					return err
 				}
-				mux := http.NewServeMux()
-				mux.Handle("GET /status", rs)
-				mux.Handle("GET /metrics", computeMetrics(ctx, p, host))
-				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-				go srv.Serve(ln)
 				defer srv.Close()
 			}
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
