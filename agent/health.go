@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -215,17 +217,18 @@ func (c *Checker) probe(ctx context.Context, t probeTarget, timeout time.Duratio
 	defer cancel()
 	switch t.hc.Type {
 	case "http":
-		tr := &http.Transport{DialContext: c.dial, DisableKeepAlives: true}
-		defer tr.CloseIdleConnections()
-		path := t.hc.Path
-		if path == "" {
-			path = "/"
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.addr.String()+path, nil)
+		req, err := probeRequest(ctx, t.addr, t.hc.Path)
 		if err != nil {
 			return err
 		}
-		resp, err := (&http.Client{Transport: tr}).Do(req)
+		// The probe reaches the backend's address and port only: every dial goes there, and a
+		// redirect is an answer (3xx counts as up), never followed.
+		tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return c.dial(ctx, network, t.addr.String())
+		}}
+		defer tr.CloseIdleConnections()
+		cl := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := cl.Do(req)
 		if err != nil {
 			return err
 		}
@@ -308,4 +311,18 @@ func probeTargets(st *desired.State) []probeTarget {
 		}
 	}
 	return out
+}
+
+// probeRequest is GET path on the backend at addr. path is only a path (and query): one that
+// names a scheme or host, or is not absolute, is refused rather than sent elsewhere.
+func probeRequest(ctx context.Context, addr netip.AddrPort, path string) (*http.Request, error) {
+	if path == "" {
+		path = "/"
+	}
+	ref, err := url.ParseRequestURI(path)
+	if err != nil || ref.Scheme != "" || ref.Host != "" || ref.User != nil || !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
+		return nil, fmt.Errorf("health-check path %q is not a plain absolute path", path)
+	}
+	u := &url.URL{Scheme: "http", Host: addr.String(), Path: ref.Path, RawPath: ref.RawPath, RawQuery: ref.RawQuery}
+	return http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"testing"
@@ -74,5 +76,50 @@ func TestCheckerNewBackendsWaitForTheirFirstCheck(t *testing.T) {
 	}
 	if s := c.States()["www/198.18.20.4"]; s == "up" || s == "" {
 		t.Fatalf("state of the dead backend %q, want down with a reason", s)
+	}
+}
+
+// TestHTTPProbeStaysOnTheBackend: a health check never follows a redirect (an internal URL
+// elsewhere is not fetched) and never sends its request to any address but the backend's.
+func TestHTTPProbeStaysOnTheBackend(t *testing.T) {
+	hit := make(chan string, 10)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hit <- r.URL.String() }))
+	defer other.Close()
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/redirect":
+			http.Redirect(w, r, other.URL+"/latest/meta-data", http.StatusFound)
+		case "/down":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			io.WriteString(w, "ok")
+		}
+	}))
+	defer backend.Close()
+	addr := netip.MustParseAddrPort(backend.Listener.Addr().String())
+	c := &Checker{dial: (&net.Dialer{}).DialContext}
+	for _, tc := range []struct {
+		path   string
+		wantUp bool
+	}{
+		{"/healthz", true},
+		{"/redirect", true}, // a 3xx is an answer, not a hop
+		{"/down", false},
+		{"/healthz?full=1", true},
+		{"http://" + other.Listener.Addr().String() + "/x", false}, // refused before any request
+		{"//" + other.Listener.Addr().String() + "/x", false},
+		{"@" + other.Listener.Addr().String() + "/x", false},
+		{"healthz", false},
+	} {
+		tg := probeTarget{addr: addr, hc: desired.HealthCheck{Type: "http", Path: tc.path}}
+		err := c.probe(context.Background(), tg, 2*time.Second)
+		if (err == nil) != tc.wantUp {
+			t.Errorf("path %q: error %v, want up=%v", tc.path, err, tc.wantUp)
+		}
+	}
+	select {
+	case u := <-hit:
+		t.Fatalf("a probe reached another server: %s", u)
+	default:
 	}
 }
