@@ -134,10 +134,14 @@ func (l *Lab) judgeFuzz(res *isofuzz.Result, positions []isofuzz.Position, drops
 	}
 	var errs []error
 	byFinding := map[string]int{}
+	cases := map[uint32]bool{}
 	for _, c := range v.Crossings {
 		byFinding[c.Finding]++
+		if c.Frame != nil {
+			cases[c.Frame.ID] = true
+		}
 	}
-	l.printf("   crossings: %d", len(v.Crossings))
+	l.printf("   crossings: %d cases crossed, %d observations", len(cases), len(v.Crossings))
 	for _, f := range slices.Sorted(maps.Keys(byFinding)) {
 		l.printf("  [%s] %d", f, byFinding[f])
 	}
@@ -156,7 +160,7 @@ func (l *Lab) judgeFuzz(res *isofuzz.Result, positions []isofuzz.Position, drops
 		}
 	}
 	if len(v.Crossings) > 0 {
-		errs = append(errs, fmt.Errorf("%d crossings (want 0)", len(v.Crossings)))
+		errs = append(errs, fmt.Errorf("%d cases crossed, %d observations (want 0)", len(cases), len(v.Crossings)))
 	}
 	var held, crossed []string
 	for _, r := range slices.Sorted(maps.Keys(v.Regressions)) {
