@@ -48,6 +48,10 @@ func (l *Lab) Verify(ctx context.Context) error {
 		{"the meters moved by what the checks sent", func() error { return l.checkMeters(vips, states) }},
 		{"a stopped backend is taken out and its VIP still answers", func() error { return l.checkFailover(vips, states) }},
 		{"Prometheus scrapes both agents; every dashboard panel returns data per department and for All", func() error { return l.checkDashboard(states) }},
+		// Last: its spoofed and foreign frames must not disturb the checks above.
+		{"isolation fuzz: crafted frames from a guest of each department, the ToR's L2 and gc-client cross no department and reach no management plane", func() error {
+			return l.checkIsolationFuzz(ctx, states)
+		}},
 	}
 	failed := 0
 	for i, c := range checks {
