@@ -203,6 +203,7 @@ func (h *Host) Set(desired HostNetwork) error {
 	if err != nil {
 		return fmt.Errorf("host network: %w", err)
 	}
+	p := d.plan(h.cfg.RulePriority)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	startNL := h.nd.Changes
@@ -210,42 +211,19 @@ func (h *Host) Set(desired HostNetwork) error {
 	defer func() { h.last = h.nd.Changes - startNL + h.writes }()
 
 	var errs []error
-	phase, t0 := "validate", time.Now()
+	phase, t0 := "sysctls", time.Now()
 	mark := func(next string) {
 		h.log.Debug("set phase", "phase", phase, "took", time.Since(t0))
 		phase, t0 = next, time.Now()
 	}
 	defer mark("")
-	depts := map[string]Department{}
-	for _, dp := range d.Departments {
-		depts[dp.Name] = dp
-	}
-	segs := map[string]Segment{}
-	wantVLAN := map[uint16]Segment{}
-	v6 := false
-	for _, s := range d.Segments {
-		segs[s.Name] = s
-		wantVLAN[s.VLAN] = s
-		v6 = v6 || s.IPv6.IsValid()
+	wantVLAN := map[uint16]bool{}
+	for _, s := range p.Segments {
+		wantVLAN[s.Bridge.VLAN] = true
 	}
 
-	// 1. Forwarding on; bridges never answer ARP for addresses that are not theirs.
-	if err := h.do(func() error {
-		var e []error
-		if len(d.Segments) > 0 {
-			e = append(e, h.sysctl("net.ipv4.ip_forward", "1"))
-			if v6 {
-				e = append(e, h.sysctl("net.ipv6.conf.all.forwarding", "1"))
-			}
-			// The host's replies to a tenant (ICMP echo replies and errors, TCP resets and
-			// SYN-ACKs) take the mark of the packet they answer: a tenant's packets carry
-			// their department's (nftables), so the replies are routed in its table. The
-			// main table has no segment routes.
-			e = append(e, h.sysctl("net.ipv4.fwmark_reflect", "1"), h.sysctl("net.ipv4.tcp_fwmark_accept", "1"),
-				h.sysctl("net.ipv6.fwmark_reflect", "1"))
-		}
-		return errors.Join(e...)
-	}); err != nil {
+	// 1. Host-wide sysctls.
+	if err := h.do(func() error { return h.setSysctls(p.Sysctls) }); err != nil {
 		errs = append(errs, err)
 	}
 
@@ -253,22 +231,20 @@ func (h *Host) Set(desired HostNetwork) error {
 	// 2. Remove segments that are no longer wanted: trunk entry first (no traffic), then links.
 	owned, err := h.nd.OwnedLinks()
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	gone := map[uint16]bool{}
 	for name := range owned {
-		if v, ok := netdev.SegmentVLAN(name); ok {
-			if _, want := wantVLAN[v]; !want {
-				gone[v] = true
-			}
+		if v, ok := netdev.SegmentVLAN(name); ok && !wantVLAN[v] {
+			gone[v] = true
 		}
 	}
 	segsInMap, err := h.tr.Segments()
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	for v := range segsInMap {
-		if _, want := wantVLAN[v]; !want {
+		if !wantVLAN[v] {
 			gone[v] = true
 		}
 	}
@@ -297,42 +273,37 @@ func (h *Host) Set(desired HostNetwork) error {
 		return errors.Join(append(errs, err)...)
 	}
 	defer h.nd.Forget()
-	// 3. Segment links and gateway addresses.
+	// 3. Segment links, gateway addresses and bridge sysctls. What depends on a segment that
+	// could not be made is left out below (made).
 	portIdx := map[uint16]int{}
-	for _, s := range d.Segments {
-		addrs := []netip.Prefix{netip.PrefixFrom(s.Gateway, s.IPv4.Bits())}
-		if s.IPv6.IsValid() {
-			addrs = append(addrs, netip.PrefixFrom(s.Gateway6, s.IPv6.Bits()))
-		}
-		idx, err := h.nd.EnsureSegment(netdev.BridgeSpec{VLAN: s.VLAN, MAC: d.GatewayMAC, Addrs: addrs})
+	made := map[string]bool{}    // bridge names
+	madeTables := map[int]bool{} // department tables with a made segment
+	tableOf := map[string]int{}
+	for _, dp := range d.Departments {
+		tableOf[dp.Name] = dp.Table
+	}
+	var bridgeSysctls []Sysctl
+	for _, s := range p.Segments {
+		idx, err := h.nd.EnsureSegment(s.Bridge)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("segment %q: %w", s.Name, err))
 			continue
 		}
-		portIdx[s.VLAN] = idx
+		portIdx[s.Bridge.VLAN] = idx
+		made[netdev.BridgeName(s.Bridge.VLAN)] = true
+		madeTables[tableOf[s.Department]] = true
+		bridgeSysctls = append(bridgeSysctls, s.Sysctls...)
 	}
-	if len(d.Segments) > 0 {
-		if err := h.do(func() error {
-			var e []error
-			for _, s := range d.Segments {
-				if _, ok := portIdx[s.VLAN]; ok {
-					e = append(e, h.sysctl("net.ipv4.conf."+bridgeOf(s)+".arp_ignore", "1"))
-				}
-			}
-			return errors.Join(e...)
-		}); err != nil {
-			errs = append(errs, err)
-		}
+	if err := h.do(func() error { return h.setSysctls(bridgeSysctls) }); err != nil {
+		errs = append(errs, err)
 	}
 
 	mark("ports")
 	// 4. Guest ports: local ones join their bridge; ports in our bridges that are no longer
 	// wanted are released (not deleted: they belong to the compute agent).
 	wantPort := map[string]string{}
-	for _, g := range d.Guests {
-		if g.Ifname != "" {
-			wantPort[g.Ifname] = bridgeOf(segs[g.Segment])
-		}
+	for _, g := range p.Ports {
+		wantPort[g.Ifname] = g.Bridge
 	}
 	if links, err := h.nl.LinkList(); err != nil {
 		errs = append(errs, fmt.Errorf("listing links: %w", err))
@@ -355,45 +326,22 @@ func (h *Host) Set(desired HostNetwork) error {
 			}
 		}
 	}
-	for _, g := range d.Guests {
-		if g.Ifname == "" {
+	for _, g := range p.Ports {
+		if !made[g.Bridge] {
 			continue
 		}
-		if _, ok := portIdx[segs[g.Segment].VLAN]; !ok {
-			continue
-		}
-		if err := h.nd.EnsurePort(g.Ifname, bridgeOf(segs[g.Segment])); err != nil {
+		if err := h.nd.EnsurePort(g.Ifname, g.Bridge); err != nil {
 			errs = append(errs, fmt.Errorf("guest %s on segment %q: %w", g.Ifname, g.Segment, err))
 		}
 	}
 
 	mark("neighbours")
-	// 5. Permanent neighbours for every known guest (static FDB toward the trunk for remote
-	// ones), so the distributed gateway never ARPs across the trunk.
+	// 5. Permanent neighbours on the bridges that exist.
+	bridges := sortedKeys(made)
 	var neigh []netdev.Neighbor
-	var bridges []string
-	for _, s := range d.Segments {
-		if _, ok := portIdx[s.VLAN]; ok {
-			bridges = append(bridges, bridgeOf(s))
-		}
-	}
-	for _, g := range d.Guests {
-		s := segs[g.Segment]
-		if _, ok := portIdx[s.VLAN]; !ok {
-			continue
-		}
-		fdb := ""
-		if g.Ifname == "" {
-			fdb = netdev.BridgePortName(s.VLAN)
-		}
-		for _, a := range []netip.Addr{g.Addr, g.Addr6} {
-			if a.IsValid() {
-				neigh = append(neigh, netdev.Neighbor{Dev: bridgeOf(s), IP: a, MAC: g.MAC.String(), FDB: fdb})
-				fdb = "" // one FDB entry per guest is enough
-			}
-		}
-		if fdb != "" { // a remote guest without addresses still gets its FDB entry
-			neigh = append(neigh, netdev.Neighbor{Dev: bridgeOf(s), MAC: g.MAC.String(), FDB: fdb})
+	for _, n := range p.Neighbors {
+		if made[n.Dev] {
+			neigh = append(neigh, n)
 		}
 	}
 	if err := h.nd.EnsureNeighbors(bridges, neigh); err != nil {
@@ -401,40 +349,17 @@ func (h *Host) Set(desired HostNetwork) error {
 	}
 
 	mark("routing")
-	// 6. VRF-lite: a table per department, chosen by the bridge a packet came in on.
+	// 6. VRF-lite rules and routes of the segments (and departments) that exist.
 	var rules []netdev.Rule
-	var routes []netdev.Route
-	used := map[string]bool{}
-	for _, s := range d.Segments {
-		if _, ok := portIdx[s.VLAN]; !ok {
-			continue
-		}
-		t := depts[s.Department].Table
-		used[s.Department] = true
-		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-			rules = append(rules, netdev.Rule{Family: fam, IifName: bridgeOf(s), Table: t, Priority: h.cfg.RulePriority})
-		}
-		routes = append(routes, netdev.Route{Table: t, Dst: s.IPv4, Dev: bridgeOf(s), Src: s.Gateway})
-		if s.IPv6.IsValid() {
-			routes = append(routes, netdev.Route{Table: t, Dst: s.IPv6, Dev: bridgeOf(s), Src: s.Gateway6})
+	for _, r := range p.Rules {
+		if made[r.IifName] || (r.IifName == "" && madeTables[r.Table]) {
+			rules = append(rules, r)
 		}
 	}
-	for _, dp := range d.Departments {
-		if used[dp.Name] {
-			// Host replies to a tenant's connection carry the department's mark (nftables),
-			// so they are routed in its table even when prefixes overlap across departments.
-			for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-				rules = append(rules, netdev.Rule{Family: fam, Mark: uint32(dp.Table), Table: dp.Table, Priority: h.cfg.RulePriority})
-			}
-			v4 := netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("0.0.0.0/0")}
-			if dp.Egress.Is4() {
-				v4.Dev, v4.Via = d.Uplink, dp.Egress
-			}
-			v6 := netdev.Route{Table: dp.Table, Dst: netip.MustParsePrefix("::/0")}
-			if dp.Egress6.Is6() {
-				v6.Dev, v6.Via = d.Uplink, dp.Egress6
-			}
-			routes = append(routes, v4, v6)
+	var routes []netdev.Route
+	for _, r := range p.Routes {
+		if _, bridge := netdev.SegmentVLAN(r.Dev); (bridge && made[r.Dev]) || (!bridge && madeTables[r.Table]) {
+			routes = append(routes, r)
 		}
 	}
 	if err := h.nd.EnsureRules(rules); err != nil {
@@ -446,19 +371,28 @@ func (h *Host) Set(desired HostNetwork) error {
 
 	mark("trunk")
 	// 7. The trunk: uplink, VLAN map, programs.
-	if err := h.setTrunk(d, segs, depts, portIdx); err != nil {
+	if err := h.setTrunk(d, p, portIdx); err != nil {
 		errs = append(errs, err)
 	}
 
 	mark("nftables")
 	// 8. nftables.
-	if err := h.setFirewall(d, segs, depts, portIdx); err != nil {
+	if err := h.setFirewall(d, p); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-func (h *Host) setTrunk(d HostNetwork, segs map[string]Segment, depts map[string]Department, portIdx map[uint16]int) error {
+// setSysctls sets each of ss (in the calling thread's namespace: run it through h.do).
+func (h *Host) setSysctls(ss []Sysctl) error {
+	var e []error
+	for _, s := range ss {
+		e = append(e, h.sysctl(s.Key, s.Value))
+	}
+	return errors.Join(e...)
+}
+
+func (h *Host) setTrunk(d HostNetwork, p *Plan, portIdx map[uint16]int) error {
 	var errs []error
 	upIdx := 0
 	if d.Uplink != "" {
@@ -482,14 +416,15 @@ func (h *Host) setTrunk(d HostNetwork, segs map[string]Segment, depts map[string
 		return errors.Join(append(errs, err)...)
 	}
 	wantPorts := map[int]uint16{}
-	for _, s := range d.Segments {
-		idx, ok := portIdx[s.VLAN]
+	for _, s := range p.Segments {
+		idx, ok := portIdx[s.Bridge.VLAN]
 		if !ok {
 			continue
 		}
-		want := trunk.Segment{VLAN: s.VLAN, Ifindex: idx, Department: depts[s.Department].ID, ID: s.ID, Gateway4: s.Gateway, Gateway6: s.Gateway6}
-		wantPorts[idx] = s.VLAN
-		if cur, ok := have[s.VLAN]; !ok || cur != want {
+		want := s.Trunk
+		want.Ifindex = idx
+		wantPorts[idx] = want.VLAN
+		if cur, ok := have[want.VLAN]; !ok || cur != want {
 			if err := h.tr.SetSegment(want); err != nil {
 				errs = append(errs, fmt.Errorf("segment %q: %w", s.Name, err))
 			}
@@ -585,44 +520,9 @@ func (h *Host) setTrunk(d HostNetwork, segs map[string]Segment, depts map[string
 	return errors.Join(errs...)
 }
 
-func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[string]Department, portIdx map[uint16]int) error {
-	var cfg firewall.Config
-	byDept := map[string]*firewall.Department{}
-	for _, dp := range d.Departments {
-		cfg.Departments = append(cfg.Departments, firewall.Department{ID: dp.ID, Mark: uint32(dp.Table)})
-	}
-	for i := range cfg.Departments {
-		for _, dp := range d.Departments {
-			if dp.ID == cfg.Departments[i].ID {
-				byDept[dp.Name] = &cfg.Departments[i]
-			}
-		}
-	}
-	for _, s := range d.Segments {
-		fd := byDept[s.Department]
-		fd.Bridges = append(fd.Bridges, bridgeOf(s))
-		fd.Prefixes = append(fd.Prefixes, s.IPv4)
-		if s.IPv6.IsValid() {
-			fd.Prefixes = append(fd.Prefixes, s.IPv6)
-		}
-		cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: bridgeOf(s), Addr: s.Gateway})
-		if s.Gateway6.IsValid() {
-			cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: bridgeOf(s), Addr: s.Gateway6})
-		}
-	}
-	for _, g := range d.Guests {
-		if g.Ifname == "" {
-			continue
-		}
-		p := firewall.Port{Ifname: g.Ifname, MAC: g.MAC, Dept: depts[segs[g.Segment].Department].ID}
-		for _, a := range append([]netip.Addr{g.Addr, g.Addr6}, g.Serves...) {
-			if a.IsValid() && !slices.Contains(p.Addrs, a) {
-				p.Addrs = append(p.Addrs, a)
-			}
-		}
-		cfg.Ports = append(cfg.Ports, p)
-	}
-	cfg.Management = slices.Clone(d.Management)
+func (h *Host) setFirewall(d HostNetwork, p *Plan) error {
+	cfg := p.Firewall
+	cfg.Management = slices.Clone(cfg.Management)
 	if d.Uplink != "" {
 		// The fabric the uplink is in holds every host's address (and the top-of-rack
 		// router's): management, whichever host a guest sits on.
@@ -640,10 +540,6 @@ func (h *Host) setFirewall(d HostNetwork, segs map[string]Segment, depts map[str
 			}
 		}
 	}
-	for _, v := range d.VIPPorts {
-		cfg.VIPPorts = append(cfg.VIPPorts, firewall.VIPPort{Bridge: bridgeOf(segs[v.Segment]), VIP: v.VIP, Proto: v.Proto, Port: v.Port})
-	}
-	cfg.TenantAllow = d.TenantAllow
 	if len(d.Segments) == 0 && len(d.Guests) == 0 {
 		// Nothing to protect: no tables at all.
 		exists, err := firewall.Exists(h.nft)
