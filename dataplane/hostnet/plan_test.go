@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/firewall"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of TestPlanGolden")
