@@ -102,6 +102,8 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	} else if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
 		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
+	} else if err := resizeCounterPin(opts.PinPath, spec.Maps[bpfobj.LbMapDropStats], opts.Log); err != nil {
+		return nil, err
 	}
 	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
@@ -141,6 +143,31 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	return d, nil
+}
+
+// resizeCounterPin removes a pinned counter map whose size differs from spec's (drop_stats
+// grew from 9 to 32 reasons): the counters restart from zero, which Prometheus reads as a
+// counter reset, instead of the whole load failing with ErrMapIncompatible. Flow state is
+// never touched here.
+func resizeCounterPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(pinPath, spec.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening pinned map %s: %w", path, err)
+	}
+	size := m.MaxEntries()
+	m.Close()
+	if size == spec.MaxEntries {
+		return nil
+	}
+	log.Info("replacing pinned counter map of another size; its counters restart", "map", path, "size", size, "want", spec.MaxEntries)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing pinned map %s (size %d, want %d): %w", path, size, spec.MaxEntries, err)
+	}
+	return nil
 }
 
 // Close releases this process's handles. Pinned maps (and a pinned, attached program) stay,
