@@ -10,7 +10,8 @@
  *          IPv4: version 4, no options (IHL 5), checksum right, total length within the frame;
  *          IPv6: version 6, the tunnel protocol as the first next header, payload within the
  *          frame -> else DROP_DECAP_MALFORMED;
- *          source in tunnel_srcs (the load-balancer hosts) -> else DROP_DECAP_SOURCE;
+ *          (source, destination) in tunnel_srcs (from a load-balancer host) -> else
+ *          DROP_DECAP_SOURCE;
  *   inner  version matching the outer protocol, IPv4 IHL >= 5, length equal to the outer
  *          payload, TCP/UDP header complete -> else DROP_DECAP_MALFORMED; not a fragment ->
  *          else DROP_DECAP_FRAGMENT; TCP or UDP to (domain, address, port, protocol) in
@@ -103,11 +104,13 @@ static __always_inline int is_ipv6_exthdr(__u8 nh)
 
 #ifndef LB_NO_DECAP_CHECKS
 
-static __always_inline int is_tunnel_src(__u8 family, const void *addr)
+/* A tunnel from an LB host to this host: (src, dst) in tunnel_srcs. */
+static __always_inline int is_lb_tunnel(__u8 family, const void *src, const void *dst)
 {
-	struct vip_addr_key k = {};
+	struct tunnel_key k = {};
 	k.family = family;
-	__builtin_memcpy(k.addr, addr, family == LB_AF_INET ? 4 : 16);
+	__builtin_memcpy(k.src, src, family == LB_AF_INET ? 4 : 16);
+	__builtin_memcpy(k.dst, dst, family == LB_AF_INET ? 4 : 16);
 	return bpf_map_lookup_elem(&tunnel_srcs, &k) != NULL;
 }
 
@@ -247,7 +250,9 @@ static __always_inline __u32 exthdr_reason(struct ipv6hdr *o, void *data_end)
 
 /* Decapsulate or drop a tunnel to this host (see the top of this file). l2len is 14 or 18,
  * l3proto the ethertype (network order), domain the frame's routing domain, valid when
- * domain_ok. Returns DECAP_NONE for any other frame, else the XDP verdict. */
+ * domain_ok. Returns DECAP_NONE for any other frame, else the XDP verdict.
+ * With the checks, the pair lookup in tunnel_srcs answers "ours, from an LB host" at once; only
+ * a miss asks decap_addrs whether the frame is ours at all (then its source is wrong). */
 static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l3proto, __u32 domain, int domain_ok)
 {
 	void *data = (void *)(long)ctx->data;
@@ -264,24 +269,27 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 			return DECAP_NONE;
 		if (o->protocol != IPPROTO_IPIP && o->protocol != IPPROTO_IPV6)
 			return DECAP_NONE;
-		if (!is_decap_addr(LB_AF_INET, &o->daddr))
-			return DECAP_NONE;
 		__u16 inner = o->protocol == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
 #ifdef LB_NO_DECAP_CHECKS
+		if (!is_decap_addr(LB_AF_INET, &o->daddr))
+			return DECAP_NONE;
 		if (o->ihl != 5 || (o->frag_off & bpf_htons(IP_MF_OFFSET)))
 			return DECAP_NONE;
 #else
-		if (o->frag_off & bpf_htons(IP_MF_OFFSET))
-			return count_drop(DROP_DECAP_FRAGMENT, bytes);
+		int from_lb = is_lb_tunnel(LB_AF_INET, &o->saddr, &o->daddr);
+		if (!from_lb && !is_decap_addr(LB_AF_INET, &o->daddr))
+			return DECAP_NONE;
 		__u32 tot = bpf_ntohs(o->tot_len);
-		if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o ||
-		    ipv4_csum(o) != 0)
-			return count_drop(DROP_DECAP_MALFORMED, bytes);
-		if (!is_tunnel_src(LB_AF_INET, &o->saddr))
-			return count_drop(DROP_DECAP_SOURCE, bytes);
-		if (!domain_ok)
-			return count_drop(DROP_DECAP_NOT_LOCAL_VIP, bytes);
-		if (o->protocol == IPPROTO_IPIP)
+		if (o->frag_off & bpf_htons(IP_MF_OFFSET))
+			reason = DROP_DECAP_FRAGMENT;
+		else if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o ||
+			 ipv4_csum(o) != 0)
+			reason = DROP_DECAP_MALFORMED;
+		else if (!from_lb)
+			reason = DROP_DECAP_SOURCE;
+		else if (!domain_ok)
+			reason = DROP_DECAP_NOT_LOCAL_VIP;
+		else if (o->protocol == IPPROTO_IPIP)
 			reason = inner4_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
 		else
 			reason = inner6_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
@@ -299,24 +307,27 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 	__u8 nh = o->nexthdr;
 	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 && !is_ipv6_exthdr(nh))
 		return DECAP_NONE;
+#ifdef LB_NO_DECAP_CHECKS
 	if (!is_decap_addr(LB_AF_INET6, &o->daddr))
 		return DECAP_NONE;
-#ifdef LB_NO_DECAP_CHECKS
 	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6)
 		return DECAP_NONE;
 #else
+	int from_lb = is_lb_tunnel(LB_AF_INET6, &o->saddr, &o->daddr);
+	if (!from_lb && !is_decap_addr(LB_AF_INET6, &o->daddr))
+		return DECAP_NONE;
 	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6) {
 		reason = exthdr_reason(o, data_end);
 		return reason ? count_drop(reason, bytes) : DECAP_NONE;
 	}
 	__u32 plen = bpf_ntohs(o->payload_len);
 	if (o->version != 6 || plen + sizeof(*o) > (long)data_end - (long)o)
-		return count_drop(DROP_DECAP_MALFORMED, bytes);
-	if (!is_tunnel_src(LB_AF_INET6, &o->saddr))
-		return count_drop(DROP_DECAP_SOURCE, bytes);
-	if (!domain_ok)
-		return count_drop(DROP_DECAP_NOT_LOCAL_VIP, bytes);
-	if (nh == IPPROTO_IPIP)
+		reason = DROP_DECAP_MALFORMED;
+	else if (!from_lb)
+		reason = DROP_DECAP_SOURCE;
+	else if (!domain_ok)
+		reason = DROP_DECAP_NOT_LOCAL_VIP;
+	else if (nh == IPPROTO_IPIP)
 		reason = inner4_reason((void *)(o + 1), data_end, plen, domain);
 	else
 		reason = inner6_reason((void *)(o + 1), data_end, plen, domain);

@@ -35,10 +35,10 @@
 #define LB_MAX_DECAP 64
 #endif
 
-/* Outer source addresses accepted for decapsulation: the fabric addresses of the hosts that run
- * the load balancer. */
-#ifndef LB_MAX_TUNNEL_SRCS
-#define LB_MAX_TUNNEL_SRCS 1024
+/* (outer source, local tunnel endpoint) pairs accepted for decapsulation: the fabric address of
+ * every host that runs the load balancer, with each endpoint of this host of the same family. */
+#ifndef LB_MAX_TUNNELS
+#define LB_MAX_TUNNELS 4096
 #endif
 
 /* VIPs (domain, address, port, protocol) with a dsr backend on this host: the only inner

@@ -93,12 +93,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } decap_addrs SEC(".maps");
 
-/* Fabric addresses of the load-balancer hosts (domain 0): the only outer sources whose tunnels
- * are decapsulated. Value unused (1). */
+/* (load-balancer host, local endpoint) pairs: the only tunnels decapsulated. Value unused (1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, LB_MAX_TUNNEL_SRCS);
-	__type(key, struct vip_addr_key);
+	__uint(max_entries, LB_MAX_TUNNELS);
+	__type(key, struct tunnel_key);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tunnel_srcs SEC(".maps");

@@ -96,6 +96,14 @@ type LbNocountNexthopCache struct {
 	ExpiresNs uint64
 }
 
+type LbNocountTunnelKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type LbNocountVipAddrKey struct {
 	_      structs.HostLayout
 	Domain uint32

@@ -96,6 +96,14 @@ type LbNodecapchecksNexthopCache struct {
 	ExpiresNs uint64
 }
 
+type LbNodecapchecksTunnelKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type LbNodecapchecksVipAddrKey struct {
 	_      structs.HostLayout
 	Domain uint32

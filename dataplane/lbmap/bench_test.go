@@ -35,6 +35,7 @@ func BenchmarkLBReport(b *testing.B) {
 		benchThroughput(b)
 		benchPerPacket(b)
 		benchTableSwap(b)
+		benchDecapChecks(b)
 	}
 }
 
@@ -79,6 +80,8 @@ type benchWire struct {
 	ns      *netnstest.NS
 	ifindex int
 	objs    *bpfobj.BenchObjects
+	// injected counts the packets every liveRun has sent through a program so far.
+	injected uint64
 }
 
 func wire(b testing.TB) *benchWire {
@@ -140,6 +143,7 @@ func (w *benchWire) liveRun(b testing.TB, prog *ebpf.Program, frames [][]byte, r
 				return err
 			}
 			times = append(times, time.Since(start))
+			w.injected += uint64(repeat)
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package lbmap
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -12,10 +13,11 @@ import (
 	"github.com/govcloud/govcloud/lb"
 )
 
-// Capacities of the decapsulation policy maps (bpf/lb/lb_consts.h).
+// Capacities of the decapsulation policy maps (bpf/lb/lb_consts.h): MaxTunnels counts
+// (tunnel source, local tunnel endpoint of the same family) pairs.
 const (
-	MaxTunnelSources = 1024
-	MaxLocalVIPs     = MaxVIPs
+	MaxTunnels   = 4096
+	MaxLocalVIPs = MaxVIPs
 )
 
 // LocalVIP is a VIP with at least one dsr backend on this host: a decapsulated packet must be
@@ -30,24 +32,42 @@ type LocalVIP struct {
 // 4in6, 6in4) this host decapsulates: the fabric addresses, IPv4 or IPv6, of every host that
 // runs the load balancer. A tunnel to one of this host's endpoints (SetDecapAddrs) from any
 // other source is dropped in XDP and counted as drop reason "decap_source". An empty set
-// decapsulates nothing.
+// decapsulates nothing. The program keys the map by (source, endpoint) pairs of one family,
+// so the accepted path costs one lookup; SetDecapAddrs rewrites the pairs too.
 //
 // Level-triggered: srcs is the whole set; the map is brought to it by difference, so the same
 // set twice writes nothing. Errors name the bad address (invalid, unspecified, multicast or
-// IPv4-mapped IPv6) or the size beyond MaxTunnelSources; those leave the map unchanged.
+// IPv4-mapped IPv6) or the number of pairs beyond MaxTunnels; those leave the map unchanged.
 func (d *Dataplane) SetTunnelSources(srcs []netip.Addr) error {
-	want := make(map[bpfobj.LbVipAddrKey]uint32, len(srcs))
+	set := make(map[netip.Addr]bool, len(srcs))
 	for _, a := range srcs {
 		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() || a.Zone() != "" {
 			return fmt.Errorf("tunnel source %q: want a unicast IPv4 or IPv6 address without zone (IPv4 as IPv4, not mapped)", a)
 		}
-		want[addrKey(0, a)] = 1
-	}
-	if len(want) > MaxTunnelSources {
-		return fmt.Errorf("tunnel sources: %d addresses, at most %d", len(want), MaxTunnelSources)
+		set[a] = true
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.syncTunnels(set, d.local); err != nil {
+		return err
+	}
+	d.tunnelSrcs = set
+	return nil
+}
+
+// syncTunnels writes every (source, endpoint) pair of one family into tunnel_srcs.
+func (d *Dataplane) syncTunnels(srcs, endpoints map[netip.Addr]bool) error {
+	want := map[bpfobj.LbTunnelKey]uint32{}
+	for s := range srcs {
+		for e := range endpoints {
+			if s.Is4() == e.Is4() {
+				want[bpfobj.LbTunnelKey{Src: addrWords(s), Dst: addrWords(e), Family: family(s)}] = 1
+			}
+		}
+	}
+	if len(want) > MaxTunnels {
+		return fmt.Errorf("tunnel sources: %d sources x %d endpoints make %d pairs, at most %d", len(srcs), len(endpoints), len(want), MaxTunnels)
+	}
 	if err := syncHash(d.objs.TunnelSrcs, want); err != nil {
 		return fmt.Errorf("tunnel sources: %w", err)
 	}
@@ -94,20 +114,20 @@ func (d *Dataplane) SetLocalVIPs(vips []LocalVIP) error {
 	return nil
 }
 
-// TunnelSources returns the programmed tunnel sources, sorted.
+// TunnelSources returns the sources of the programmed tunnels, sorted (read from the map, so
+// after a restart it shows what an earlier agent left).
 func (d *Dataplane) TunnelSources() ([]netip.Addr, error) {
-	var out []netip.Addr
-	var k bpfobj.LbVipAddrKey
+	seen := map[netip.Addr]bool{}
+	var k bpfobj.LbTunnelKey
 	var v uint32
 	it := d.objs.TunnelSrcs.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, wordsAddr(k.Addr, k.Family))
+		seen[wordsAddr(k.Src, k.Family)] = true
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading tunnel sources: %w", err)
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out, nil
+	return slices.SortedFunc(maps.Keys(seen), netip.Addr.Compare), nil
 }
 
 // LocalVIPs returns the programmed local VIPs (in no particular order).

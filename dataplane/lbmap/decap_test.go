@@ -367,6 +367,9 @@ func (r *rig) checkDecap(t *testing.T, name string, prog *ebpf.Program, row deca
 func TestSetDecapPolicy(t *testing.T) {
 	r := newRig(t, Options{})
 	a := netip.MustParseAddr
+	if err := r.dp.SetDecapAddrs([]netip.Addr{a(self4), a(self6)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.dp.SetTunnelSources([]netip.Addr{a("198.18.0.12"), a("2001:db8::12"), a("198.18.0.11")}); err != nil {
 		t.Fatal(err)
 	}
@@ -379,6 +382,27 @@ func TestSetDecapPolicy(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[198.18.0.11 2001:db8::13]" {
 		t.Fatalf("tunnel sources %v, want [198.18.0.11 2001:db8::13]", got)
+	}
+	// Pairs follow the endpoints: without an IPv6 endpoint no IPv6 source is accepted.
+	if err := r.dp.SetDecapAddrs([]netip.Addr{a(self4)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.dp.TunnelSources(); fmt.Sprint(got) != "[198.18.0.11]" {
+		t.Fatalf("tunnel sources with an IPv4 endpoint only: %v", got)
+	}
+	if err := r.dp.SetDecapAddrs([]netip.Addr{a(self4), a(self6)}); err != nil {
+		t.Fatal(err)
+	}
+	// A restarted agent finds the sources in the pinned map: its first SetDecapAddrs keeps them.
+	again := &Dataplane{objs: r.dp.objs, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{}, vipAddr: r.dp.vipAddr, state: r.dp.state, log: r.dp.log}
+	if err := again.restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.SetDecapAddrs([]netip.Addr{a(self4), a(self6)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.dp.TunnelSources(); fmt.Sprint(got) != "[198.18.0.11 2001:db8::13]" {
+		t.Fatalf("tunnel sources after a restart's SetDecapAddrs: %v", got)
 	}
 	vips := decapLocalVIPs()
 	if err := r.dp.SetLocalVIPs(vips); err != nil {

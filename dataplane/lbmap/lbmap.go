@@ -63,6 +63,8 @@ type Dataplane struct {
 	state   *lb.State
 	vipAddr map[bpfobj.LbVipAddrKey]uint32
 	local   map[netip.Addr]bool // this host's tunnel endpoints (SetDecapAddrs)
+	// tunnelSrcs are the load-balancer hosts whose tunnels are accepted (SetTunnelSources).
+	tunnelSrcs map[netip.Addr]bool
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
@@ -105,7 +107,7 @@ func Load(opts Options) (*Dataplane, error) {
 	} else if err := resizeCounterPin(opts.PinPath, spec.Maps[bpfobj.LbMapDropStats], opts.Log); err != nil {
 		return nil, err
 	}
-	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}}
+	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
@@ -297,7 +299,8 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 			return fmt.Errorf("removing decap address: %w", err)
 		}
 	}
-	return nil
+	// Tunnels are accepted per (source, endpoint): the endpoints changed, so do the pairs.
+	return d.syncTunnels(d.tunnelSrcs, local)
 }
 
 // Set programs the whole desired set of services. Calling it twice with the same services
@@ -451,6 +454,16 @@ func (d *Dataplane) restore() error {
 	}
 	if err := vit.Err(); err != nil {
 		return fmt.Errorf("reading VIPs: %w", err)
+	}
+	// Tunnel sources, so the first SetDecapAddrs of a restarted agent keeps the pairs.
+	var tk bpfobj.LbTunnelKey
+	var tv uint32
+	tit := d.objs.TunnelSrcs.Iterate()
+	for tit.Next(&tk, &tv) {
+		d.tunnelSrcs[wordsAddr(tk.Src, tk.Family)] = true
+	}
+	if err := tit.Err(); err != nil {
+		return fmt.Errorf("reading tunnel sources: %w", err)
 	}
 	if len(vips) > 0 || len(backends) > 0 {
 		d.restored = len(vips) > 0
