@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/viproute"
+	"github.com/govcloud/govcloud/lb"
 )
 
 // Controller is what the agent needs from the controller; *client.Client implements it.
@@ -371,6 +373,14 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 	if err := a.lb.SetDecapAddrs(decap); err != nil {
 		errs = append(errs, err)
 	}
+	srcs, locals, derrs := decapPolicy(st, self)
+	errs = append(errs, derrs...)
+	if err := a.lb.SetTunnelSources(srcs); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.lb.SetLocalVIPs(locals); err != nil {
+		errs = append(errs, err)
+	}
 	a.checker.Set(probeTargets(st))
 	hostAddr := func(h string) (netip.Addr, bool) {
 		if h == st.Host && self.IsValid() {
@@ -414,6 +424,51 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 		status.BGP = a.speaker.Status()
 	}
 	return errors.Join(errs...)
+}
+
+// decapPolicy is what this host's XDP decapsulation accepts (issue 20): tunnels whose outer
+// source is the fabric address of another host in the desired state (every host's agent runs
+// xdp_lb; this host never tunnels to itself), carrying TCP/UDP to a port of a dsr service with
+// at least one backend on this host, in the VIP's routing domain (0 when public, the
+// department's table when internal). Backends count whatever their health or weight, so
+// draining flows keep arriving. Hosts whose address does not parse are reported and left out.
+func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.LocalVIP, []error) {
+	var srcs []netip.Addr
+	var errs []error
+	for _, h := range slices.Sorted(maps.Keys(st.Hosts)) {
+		if h == st.Host {
+			continue
+		}
+		a, err := parseAddrOrPrefix(st.Hosts[h])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tunnel sources: host %q: address %q: %w", h, st.Hosts[h], err))
+			continue
+		}
+		if a != self {
+			srcs = append(srcs, a)
+		}
+	}
+	var vips []lbmap.LocalVIP
+	for _, svc := range st.Services {
+		mode, err := lb.ParseMode(svc.Mode)
+		local := slices.ContainsFunc(svc.Backends, func(b desired.Backend) bool { return b.Host == st.Host })
+		vip, verr := netip.ParseAddr(svc.VIP)
+		if err != nil || verr != nil || mode != lb.DSR || !local {
+			continue // bad modes and VIPs are reported by loadBalancing
+		}
+		domain := uint32(0)
+		if svc.Scope == "internal" {
+			domain = uint32(svc.TableID)
+		}
+		for _, p := range svc.Ports {
+			proto, err := lb.ParseProtocol(strings.ToLower(p.Protocol))
+			if err != nil {
+				continue
+			}
+			vips = append(vips, lbmap.LocalVIP{VIP: lb.VIP{Domain: domain, Addr: vip, Port: uint16(p.Port), Proto: proto}, Department: uint32(svc.TableID)})
+		}
+	}
+	return srcs, vips, errs
 }
 
 // attach puts xdp_lb on the uplink (once; a pinned link of an earlier agent is updated in place).

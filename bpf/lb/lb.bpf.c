@@ -5,7 +5,8 @@
  * packet to a VIP — keyed by (department routing domain, address, port, protocol) — pick a
  * backend (connection table first, then the VIP's Maglev table) and forward it:
  *   dsr: encapsulate (IPIP, IP6IP6, 4in6, 6in4 by backend family) to the backend's host, whose
- *        agent decapsulates (xdp_decap, or this program for local tunnel endpoints);
+ *        agent decapsulates (xdp_decap, or this program for local tunnel endpoints) only
+ *        what a load-balancer host sent to a VIP with a backend there (decap.h);
  *   nat: rewrite to the backend (DNAT) from the host's SNAT address (SNAT), and rewrite the
  *        backend's replies back.
  * ICMP frag-needed / packet-too-big about a VIP flow follows the flow (hash of the embedded
@@ -203,7 +204,8 @@ static __always_inline void trim_padding(struct xdp_md *ctx, __u32 want)
 		bpf_xdp_adjust_tail(ctx, -extra);
 }
 
-/* dsr: put an outer IPv4 or IPv6 header (by the backend's family) in front of the IP packet. */
+#include "decap.h"
+
 /* Next hop toward backend bid (tunnel from src to be->addr), from the per-CPU cache or the FIB. */
 static __always_inline int backend_nexthop(struct xdp_md *ctx, __u32 bid, const struct backend *be, const __u32 *src,
 					   struct nexthop *nh, __u64 bytes)
@@ -406,36 +408,6 @@ static __always_inline int snat_reserve(struct pkt *p, const struct backend *be,
 	return -1;
 }
 
-/* Strip an outer IPv4/IPv6 header of outer_len bytes whose payload is an inner_proto packet. */
-static __always_inline int decap(struct xdp_md *ctx, __u32 l2len, __u32 outer_len, __u16 inner_proto)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 l2[18];
-	if (data + 18 > data_end)
-		return XDP_DROP;
-	__builtin_memcpy(l2, data, 18);
-	if (bpf_xdp_adjust_head(ctx, (int)outer_len))
-		return count_drop(DROP_ENCAP, 0);
-	if (restore_l2(ctx, l2, l2len, inner_proto))
-		return XDP_DROP;
-	__u32 zero = 0;
-	struct lb_counter *c = bpf_map_lookup_elem(&decap_stats, &zero);
-	if (c) {
-		c->packets++;
-		c->bytes += (long)ctx->data_end - (long)ctx->data;
-	}
-	return XDP_PASS;
-}
-
-static __always_inline int is_decap_addr(__u8 family, const void *addr)
-{
-	struct vip_addr_key k = {};
-	k.family = family;
-	__builtin_memcpy(k.addr, addr, family == LB_AF_INET ? 4 : 16);
-	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
-}
-
 static __always_inline int parse_l2(void *data, void *data_end, struct pkt *p)
 {
 	struct ethhdr *eth = data;
@@ -495,12 +467,6 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->iplen = bpf_ntohs(iph->tot_len);
 	if (iph->version != 4 || ihl < sizeof(*iph) || p->iplen < ihl || p->iplen > avail)
 		return bad_header(p, bytes);
-
-	/* Tunnelled to this host: a dsr backend lives here. */
-	if ((iph->protocol == IPPROTO_IPIP || iph->protocol == IPPROTO_IPV6) && ihl == sizeof(*iph) &&
-	    !(iph->frag_off & bpf_htons(IP_MF_OFFSET)) && is_decap_addr(LB_AF_INET, &iph->daddr))
-		return decap(ctx, p->l2len, sizeof(*iph),
-			     iph->protocol == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
 
 	if (iph->frag_off & bpf_htons(IP_MF_OFFSET)) {
 		if (is_vip_addr(&p->flow))
@@ -562,11 +528,6 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->iplen = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 	if (ip6->version != 6 || p->iplen > avail)
 		return bad_header(p, bytes);
-
-	if ((ip6->nexthdr == IPPROTO_IPIP || ip6->nexthdr == IPPROTO_IPV6) &&
-	    is_decap_addr(LB_AF_INET6, &ip6->daddr))
-		return decap(ctx, p->l2len, sizeof(*ip6),
-			     ip6->nexthdr == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
 
 	p->l4off = p->l2len + sizeof(*ip6);
 	void *l4 = (void *)(ip6 + 1);
@@ -648,6 +609,22 @@ static __always_inline void count(void *map, __u32 id, __u64 bytes)
 #endif
 }
 
+/* The frame's routing domain: its VLAN's, or the untagged domain. 0 when a tagged frame's VLAN
+ * belongs to no department (such frames are not the LB's). */
+static __always_inline int frame_domain(struct pkt *p, const struct lb_config *cfg)
+{
+	if (!p->vlan) {
+		p->flow.domain = cfg->untagged_domain;
+		return 1;
+	}
+	__u32 vid = p->vlan;
+	__u32 *dom = bpf_map_lookup_elem(&vlan_domain, &vid);
+	if (!dom || *dom == 0)
+		return 0;
+	p->flow.domain = *dom;
+	return 1;
+}
+
 static __always_inline int process(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -664,17 +641,15 @@ static __always_inline int process(struct xdp_md *ctx)
 	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return XDP_PASS;
-	if (p.vlan) {
-		__u32 vid = p.vlan;
-		__u32 *dom = bpf_map_lookup_elem(&vlan_domain, &vid);
-		if (!dom || *dom == 0)
-			return XDP_PASS;
-		p.flow.domain = *dom;
-	} else {
-		p.flow.domain = cfg->untagged_domain;
-	}
+	int domain_ok = frame_domain(&p, cfg);
+	/* Tunnelled to this host (a dsr backend lives here): decapsulated or dropped. */
+	int rc = decap_tunnel(ctx, p.l2len, p.l3proto, p.flow.domain, domain_ok);
+	if (rc != DECAP_NONE)
+		return rc;
+	if (!domain_ok)
+		return XDP_PASS;
 
-	int rc = p.l3proto == bpf_htons(ETH_P_IP) ? parse_ipv4(ctx, &p, bytes) : parse_ipv6(ctx, &p, bytes);
+	rc = p.l3proto == bpf_htons(ETH_P_IP) ? parse_ipv4(ctx, &p, bytes) : parse_ipv6(ctx, &p, bytes);
 	if (rc)
 		return rc;
 
@@ -777,34 +752,23 @@ int xdp_lb(struct xdp_md *ctx)
 	return process(ctx);
 }
 
-/* Decapsulation only, for hosts that serve dsr backends but balance nothing. */
+/* Decapsulation only, for hosts that serve dsr backends but balance nothing: the same checks
+ * as xdp_lb (decap.h); every other frame passes untouched. */
 SEC("xdp")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
+	__u32 zero = 0;
 	if (parse_l2(data, data_end, &p))
 		return XDP_PASS;
-	void *l3 = data + (p.l2len == 18 ? 18 : 14);
-	if (p.l3proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = l3;
-		if ((void *)(iph + 1) > data_end || iph->ihl != 5 || (iph->frag_off & bpf_htons(IP_MF_OFFSET)))
-			return XDP_PASS;
-		if ((iph->protocol == IPPROTO_IPIP || iph->protocol == IPPROTO_IPV6) &&
-		    is_decap_addr(LB_AF_INET, &iph->daddr))
-			return decap(ctx, p.l2len, sizeof(*iph),
-				     iph->protocol == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
-	} else if (p.l3proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = l3;
-		if ((void *)(ip6 + 1) > data_end)
-			return XDP_PASS;
-		if ((ip6->nexthdr == IPPROTO_IPIP || ip6->nexthdr == IPPROTO_IPV6) &&
-		    is_decap_addr(LB_AF_INET6, &ip6->daddr))
-			return decap(ctx, p.l2len, sizeof(*ip6),
-				     ip6->nexthdr == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
-	}
-	return XDP_PASS;
+	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+	int domain_ok = frame_domain(&p, cfg);
+	int rc = decap_tunnel(ctx, p.l2len, p.l3proto, p.flow.domain, domain_ok);
+	return rc == DECAP_NONE ? XDP_PASS : rc;
 }
 
 /* The cheapest possible program: the baseline the benchmarks print next to xdp_lb's cost. */

@@ -35,6 +35,24 @@
 #define LB_MAX_DECAP 64
 #endif
 
+/* (outer source, local tunnel endpoint) pairs accepted for decapsulation: the fabric address of
+ * every host that runs the load balancer, with each endpoint of this host of the same family. */
+#ifndef LB_MAX_TUNNELS
+#define LB_MAX_TUNNELS 4096
+#endif
+
+/* VIPs (domain, address, port, protocol) with a dsr backend on this host: the only inner
+ * destinations a decapsulated packet may have. */
+#ifndef LB_MAX_LOCAL_VIPS
+#define LB_MAX_LOCAL_VIPS LB_MAX_VIPS
+#endif
+
+/* IPv6 extension headers walked behind an outer IPv6 header to this host's tunnel endpoint
+ * before the packet is dropped as malformed (the LB never sends any). */
+#ifndef LB_DECAP_MAX_EXTHDRS
+#define LB_DECAP_MAX_EXTHDRS 4
+#endif
+
 /* Tries to find a free SNAT source port before the packet is dropped. */
 #define LB_SNAT_TRIES 4
 #define LB_SNAT_PORT_MIN 1024
@@ -57,7 +75,8 @@
 #define LB_AF_INET 4
 #define LB_AF_INET6 6
 
-/* Drop reasons: index into drop_stats. Keep in sync with dataplane/lbmap (generated enum). */
+/* Drop reasons: index into drop_stats. dataplane/lbmap names them from
+ * this enum's BTF: DROP_NO_BACKEND is reported as "no_backend". */
 enum drop_reason {
 	DROP_NONE = 0,
 	DROP_NO_BACKEND = 1,    /* VIP has no backend with weight > 0 and no existing flow */
@@ -68,7 +87,16 @@ enum drop_reason {
 	DROP_UNSUPPORTED = 6,   /* a VIP packet the LB cannot forward (e.g. ICMP too-big in nat mode) */
 	DROP_ENCAP = 7,         /* headroom could not be grown or shrunk */
 	DROP_NO_NEIGHBOR = 8,   /* next hop's MAC not resolved yet (the agent resolves backend hosts) */
-	DROP_MAX = 9,
+	/* Tunnelled to this host's endpoint but not what a load balancer sends (bpf/lb/decap.h): */
+	DROP_DECAP_FRAGMENT = 9,      /* outer or inner packet is a fragment */
+	DROP_DECAP_SOURCE = 10,       /* outer source is not a load-balancer host (tunnel_srcs) */
+	DROP_DECAP_MALFORMED = 11,    /* outer or inner header truncated, inconsistent or with options */
+	DROP_DECAP_NOT_LOCAL_VIP = 12,/* inner packet is not TCP/UDP (or ICMP too-big) to a local VIP */
+	DROP_MAX = 13,
 };
+
+/* Entries of drop_stats: room for reasons added later without re-creating a pinned map. */
+#define LB_MAX_DROP_REASONS 32
+_Static_assert(DROP_MAX <= LB_MAX_DROP_REASONS, "drop_stats too small for enum drop_reason");
 
 #endif

@@ -83,7 +83,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vlan_domain SEC(".maps");
 
-/* Local tunnel endpoints: IPIP/IP6IP6 to these is decapsulated here (dsr backends on this host). */
+/* Local tunnel endpoints (domain 0): IPIP/IP6IP6/4in6/6in4 to these is decapsulated here when it
+ * passes the checks of decap.h (dsr backends on this host). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LB_MAX_DECAP);
@@ -91,6 +92,25 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } decap_addrs SEC(".maps");
+
+/* (load-balancer host, local endpoint) pairs: the only tunnels decapsulated. Value unused (1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_TUNNELS);
+	__type(key, struct tunnel_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tunnel_srcs SEC(".maps");
+
+/* VIPs with a dsr backend on this host, keyed like vips -> the owning department's id: the
+ * only inner destinations a decapsulated packet may have. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_LOCAL_VIPS);
+	__type(key, struct vip_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_vips SEC(".maps");
 
 /* Packets decapsulated for local dsr backends (index 0). */
 struct {
@@ -139,8 +159,8 @@ struct {
 /* Drops by enum drop_reason (index DROP_NONE stays zero). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_MAX);
-	__type(key, __u32);
+	__uint(max_entries, LB_MAX_DROP_REASONS);
+	__type(key, enum drop_reason); /* also puts the enum in BTF: Go names reasons from it */
 	__type(value, struct lb_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drop_stats SEC(".maps");

@@ -29,6 +29,16 @@ struct vip_addr_key {
 	__u8 pad[3];
 };
 
+/* A tunnel this host accepts: outer source (a load-balancer host) and outer destination (one of
+ * this host's endpoints), both of family. One key for both checks keeps the accepted path to
+ * the one lookup decapsulation needs anyway. */
+struct tunnel_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
 /* A backend. dsr: addr is the tunnel endpoint (the backend's host). nat: addr:port is the
  * backend itself (port 0 keeps the VIP's port). */
 struct backend {

@@ -29,6 +29,25 @@ type LbCtEntry struct {
 	AtimeNs   uint64
 }
 
+type LbDropReason uint32
+
+const (
+	LbDropReasonDROP_NONE                LbDropReason = 0
+	LbDropReasonDROP_NO_BACKEND          LbDropReason = 1
+	LbDropReasonDROP_FRAGMENT            LbDropReason = 2
+	LbDropReasonDROP_MALFORMED           LbDropReason = 3
+	LbDropReasonDROP_NO_ROUTE            LbDropReason = 4
+	LbDropReasonDROP_SNAT_EXHAUSTED      LbDropReason = 5
+	LbDropReasonDROP_UNSUPPORTED         LbDropReason = 6
+	LbDropReasonDROP_ENCAP               LbDropReason = 7
+	LbDropReasonDROP_NO_NEIGHBOR         LbDropReason = 8
+	LbDropReasonDROP_DECAP_FRAGMENT      LbDropReason = 9
+	LbDropReasonDROP_DECAP_SOURCE        LbDropReason = 10
+	LbDropReasonDROP_DECAP_MALFORMED     LbDropReason = 11
+	LbDropReasonDROP_DECAP_NOT_LOCAL_VIP LbDropReason = 12
+	LbDropReasonDROP_MAX                 LbDropReason = 13
+)
+
 type LbFlowKey struct {
 	_      structs.HostLayout
 	Domain uint32
@@ -77,6 +96,14 @@ type LbNexthopCache struct {
 	ExpiresNs uint64
 }
 
+type LbTunnelKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type LbVipAddrKey struct {
 	_      structs.HostLayout
 	Domain uint32
@@ -118,9 +145,11 @@ const (
 	LbMapDecapAddrs   = "decap_addrs"
 	LbMapDecapStats   = "decap_stats"
 	LbMapDropStats    = "drop_stats"
+	LbMapLocalVips    = "local_vips"
 	LbMapNatRev       = "nat_rev"
 	LbMapNexthops     = "nexthops"
 	LbMapRings        = "rings"
+	LbMapTunnelSrcs   = "tunnel_srcs"
 	LbMapVipAddrs     = "vip_addrs"
 	LbMapVipStats     = "vip_stats"
 	LbMapVips         = "vips"
@@ -188,9 +217,11 @@ type LbMapSpecs struct {
 	DecapAddrs   *ebpf.MapSpec `ebpf:"decap_addrs"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
 	Nexthops     *ebpf.MapSpec `ebpf:"nexthops"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	TunnelSrcs   *ebpf.MapSpec `ebpf:"tunnel_srcs"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
@@ -230,9 +261,11 @@ type LbMaps struct {
 	DecapAddrs   *ebpf.Map `ebpf:"decap_addrs"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
 	Nexthops     *ebpf.Map `ebpf:"nexthops"`
 	Rings        *ebpf.Map `ebpf:"rings"`
+	TunnelSrcs   *ebpf.Map `ebpf:"tunnel_srcs"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
@@ -248,9 +281,11 @@ func (m *LbMaps) Close() error {
 		m.DecapAddrs,
 		m.DecapStats,
 		m.DropStats,
+		m.LocalVips,
 		m.NatRev,
 		m.Nexthops,
 		m.Rings,
+		m.TunnelSrcs,
 		m.VipAddrs,
 		m.VipStats,
 		m.Vips,

@@ -29,6 +29,25 @@ type LbNocountCtEntry struct {
 	AtimeNs   uint64
 }
 
+type LbNocountDropReason uint32
+
+const (
+	LbNocountDropReasonDROP_NONE                LbNocountDropReason = 0
+	LbNocountDropReasonDROP_NO_BACKEND          LbNocountDropReason = 1
+	LbNocountDropReasonDROP_FRAGMENT            LbNocountDropReason = 2
+	LbNocountDropReasonDROP_MALFORMED           LbNocountDropReason = 3
+	LbNocountDropReasonDROP_NO_ROUTE            LbNocountDropReason = 4
+	LbNocountDropReasonDROP_SNAT_EXHAUSTED      LbNocountDropReason = 5
+	LbNocountDropReasonDROP_UNSUPPORTED         LbNocountDropReason = 6
+	LbNocountDropReasonDROP_ENCAP               LbNocountDropReason = 7
+	LbNocountDropReasonDROP_NO_NEIGHBOR         LbNocountDropReason = 8
+	LbNocountDropReasonDROP_DECAP_FRAGMENT      LbNocountDropReason = 9
+	LbNocountDropReasonDROP_DECAP_SOURCE        LbNocountDropReason = 10
+	LbNocountDropReasonDROP_DECAP_MALFORMED     LbNocountDropReason = 11
+	LbNocountDropReasonDROP_DECAP_NOT_LOCAL_VIP LbNocountDropReason = 12
+	LbNocountDropReasonDROP_MAX                 LbNocountDropReason = 13
+)
+
 type LbNocountFlowKey struct {
 	_      structs.HostLayout
 	Domain uint32
@@ -77,6 +96,14 @@ type LbNocountNexthopCache struct {
 	ExpiresNs uint64
 }
 
+type LbNocountTunnelKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type LbNocountVipAddrKey struct {
 	_      structs.HostLayout
 	Domain uint32
@@ -118,9 +145,11 @@ const (
 	LbNocountMapDecapAddrs   = "decap_addrs"
 	LbNocountMapDecapStats   = "decap_stats"
 	LbNocountMapDropStats    = "drop_stats"
+	LbNocountMapLocalVips    = "local_vips"
 	LbNocountMapNatRev       = "nat_rev"
 	LbNocountMapNexthops     = "nexthops"
 	LbNocountMapRings        = "rings"
+	LbNocountMapTunnelSrcs   = "tunnel_srcs"
 	LbNocountMapVipAddrs     = "vip_addrs"
 	LbNocountMapVipStats     = "vip_stats"
 	LbNocountMapVips         = "vips"
@@ -188,9 +217,11 @@ type LbNocountMapSpecs struct {
 	DecapAddrs   *ebpf.MapSpec `ebpf:"decap_addrs"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
 	Nexthops     *ebpf.MapSpec `ebpf:"nexthops"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	TunnelSrcs   *ebpf.MapSpec `ebpf:"tunnel_srcs"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
@@ -230,9 +261,11 @@ type LbNocountMaps struct {
 	DecapAddrs   *ebpf.Map `ebpf:"decap_addrs"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
 	Nexthops     *ebpf.Map `ebpf:"nexthops"`
 	Rings        *ebpf.Map `ebpf:"rings"`
+	TunnelSrcs   *ebpf.Map `ebpf:"tunnel_srcs"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
@@ -248,9 +281,11 @@ func (m *LbNocountMaps) Close() error {
 		m.DecapAddrs,
 		m.DecapStats,
 		m.DropStats,
+		m.LocalVips,
 		m.NatRev,
 		m.Nexthops,
 		m.Rings,
+		m.TunnelSrcs,
 		m.VipAddrs,
 		m.VipStats,
 		m.Vips,

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ func BenchmarkLBReport(b *testing.B) {
 		benchThroughput(b)
 		benchPerPacket(b)
 		benchTableSwap(b)
+		benchDecapChecks(b)
 	}
 }
 
@@ -78,6 +80,8 @@ type benchWire struct {
 	ns      *netnstest.NS
 	ifindex int
 	objs    *bpfobj.BenchObjects
+	// injected counts the packets every liveRun has sent through a program so far.
+	injected uint64
 }
 
 func wire(b testing.TB) *benchWire {
@@ -139,6 +143,7 @@ func (w *benchWire) liveRun(b testing.TB, prog *ebpf.Program, frames [][]byte, r
 				return err
 			}
 			times = append(times, time.Since(start))
+			w.injected += uint64(repeat)
 		}
 		return nil
 	})
@@ -406,11 +411,20 @@ func loadNoCounters(b testing.TB, dp *Dataplane) (*ebpf.Program, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := dp.Objects()
-	maps := map[string]*ebpf.Map{"vips": o.Vips, "vip_addrs": o.VipAddrs, "rings": o.Rings, "backends": o.Backends,
-		"conntrack": o.Conntrack, "nat_rev": o.NatRev, "vlan_domain": o.VlanDomain, "decap_addrs": o.DecapAddrs,
-		"decap_stats": o.DecapStats, "config": o.Config, "vip_stats": o.VipStats, "backend_stats": o.BackendStats,
-		"drop_stats": o.DropStats, "nexthops": o.Nexthops}
+	coll := loadVariant(b, dp, spec, "without counters")
+	return coll.Programs[bpfobj.LbNocountProgXdpLb], coll.Close
+}
+
+// loadVariant loads another build of bpf/lb onto dp's own maps (same state, same counters).
+func loadVariant(b testing.TB, dp *Dataplane, spec *ebpf.CollectionSpec, what string) *ebpf.Collection {
+	b.Helper()
+	maps := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(dp.Objects().LbMaps)
+	for i := range v.NumField() {
+		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
+			maps[v.Type().Field(i).Tag.Get("ebpf")] = m
+		}
+	}
 	for name, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 		if r := maps[name]; r != nil {
@@ -420,7 +434,18 @@ func loadNoCounters(b testing.TB, dp *Dataplane) (*ebpf.Program, func()) {
 	spec.Maps[bpfobj.LbMapRings].InnerMap.MaxEntries = dp.size
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: maps})
 	if err != nil {
-		b.Fatalf("loading xdp_lb without counters: %v", err)
+		b.Fatalf("loading bpf/lb %s: %v", what, err)
 	}
-	return coll.Programs[bpfobj.LbNocountProgXdpLb], coll.Close
+	return coll
+}
+
+// loadNoDecapChecks loads xdp_lb and xdp_decap built with LB_NO_DECAP_CHECKS (decapsulation
+// as before issue 20) onto dp's own maps.
+func loadNoDecapChecks(b testing.TB, dp *Dataplane) (lbProg, decapProg *ebpf.Program, closeFn func()) {
+	spec, err := bpfobj.LoadLbNodecapchecks()
+	if err != nil {
+		b.Fatal(err)
+	}
+	coll := loadVariant(b, dp, spec, "without decapsulation checks")
+	return coll.Programs[bpfobj.LbNodecapchecksProgXdpLb], coll.Programs[bpfobj.LbNodecapchecksProgXdpDecap], coll.Close
 }

@@ -293,6 +293,13 @@ func TestEndToEnd(t *testing.T) {
 		if err := dp.SetDecapAddrs([]netip.Addr{netip.MustParseAddr(self)}); err != nil {
 			t.Fatal(err)
 		}
+		// Decapsulate only what the LB host (198.18.0.1) sends to the dsr VIP.
+		if err := dp.SetTunnelSources([]netip.Addr{netip.MustParseAddr("198.18.0.1")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := dp.SetLocalVIPs([]LocalVIP{{VIP: lb.VIP{Addr: netip.MustParseAddr("203.0.113.10"), Port: 80, Proto: lb.TCP}}}); err != nil {
+			t.Fatal(err)
+		}
 		keepAttached(t, h, dp, "eth0", dp.DecapProgram())
 		echoServer(t, h, "203.0.113.10:80", name)
 		echoServer(t, h, self+":8080", name)

@@ -212,11 +212,22 @@ func countEntries(t testing.TB, r *rig) int {
 	return n
 }
 
-// dsr backends on this host: IPIP/IP6IP6 to a local tunnel endpoint is decapsulated and the
-// client's packet passed up unchanged; tunnels to other addresses pass untouched.
+// dsr backends on this host: IPIP/IP6IP6 from a load-balancer host to a local tunnel endpoint
+// is decapsulated and the client's packet passed up unchanged; tunnels to other addresses pass
+// untouched. (TestDecapAcceptsOnlyLBTraffic has every class the checks drop.)
 func TestXDPDecap(t *testing.T) {
 	r := newRig(t, Options{})
 	if err := r.dp.SetDecapAddrs([]netip.Addr{netip.MustParseAddr(self4), netip.MustParseAddr(self6)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dp.SetTunnelSources([]netip.Addr{netip.MustParseAddr("198.18.0.99"), netip.MustParseAddr("2001:db8::99")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dp.SetLocalVIPs([]LocalVIP{
+		{VIP: lb.VIP{Addr: netip.MustParseAddr("203.0.113.10"), Port: 80, Proto: lb.TCP}},
+		{VIP: lb.VIP{Addr: netip.MustParseAddr("2001:db8:f::10"), Port: 80, Proto: lb.TCP}},
+		{VIP: lb.VIP{Domain: 7, Addr: netip.MustParseAddr("2001:db8:f::10"), Port: 80, Proto: lb.TCP}, Department: 7},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ext := mac("02:00:00:00:00:fe")

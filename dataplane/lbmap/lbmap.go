@@ -63,6 +63,8 @@ type Dataplane struct {
 	state   *lb.State
 	vipAddr map[bpfobj.LbVipAddrKey]uint32
 	local   map[netip.Addr]bool // this host's tunnel endpoints (SetDecapAddrs)
+	// tunnelSrcs are the load-balancer hosts whose tunnels are accepted (SetTunnelSources).
+	tunnelSrcs map[netip.Addr]bool
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
@@ -102,8 +104,10 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	} else if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
 		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
+	} else if err := resizeCounterPin(opts.PinPath, spec.Maps[bpfobj.LbMapDropStats], opts.Log); err != nil {
+		return nil, err
 	}
-	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}}
+	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
@@ -141,6 +145,31 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	return d, nil
+}
+
+// resizeCounterPin removes a pinned counter map whose size differs from spec's (drop_stats
+// grew from 9 to 32 reasons): the counters restart from zero, which Prometheus reads as a
+// counter reset, instead of the whole load failing with ErrMapIncompatible. Flow state is
+// never touched here.
+func resizeCounterPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(pinPath, spec.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening pinned map %s: %w", path, err)
+	}
+	size := m.MaxEntries()
+	m.Close()
+	if size == spec.MaxEntries {
+		return nil
+	}
+	log.Info("replacing pinned counter map of another size; its counters restart", "map", path, "size", size, "want", spec.MaxEntries)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing pinned map %s (size %d, want %d): %w", path, size, spec.MaxEntries, err)
+	}
+	return nil
 }
 
 // Close releases this process's handles. Pinned maps (and a pinned, attached program) stay,
@@ -270,7 +299,8 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 			return fmt.Errorf("removing decap address: %w", err)
 		}
 	}
-	return nil
+	// Tunnels are accepted per (source, endpoint): the endpoints changed, so do the pairs.
+	return d.syncTunnels(d.tunnelSrcs, local)
 }
 
 // Set programs the whole desired set of services. Calling it twice with the same services
@@ -424,6 +454,16 @@ func (d *Dataplane) restore() error {
 	}
 	if err := vit.Err(); err != nil {
 		return fmt.Errorf("reading VIPs: %w", err)
+	}
+	// Tunnel sources, so the first SetDecapAddrs of a restarted agent keeps the pairs.
+	var tk bpfobj.LbTunnelKey
+	var tv uint32
+	tit := d.objs.TunnelSrcs.Iterate()
+	for tit.Next(&tk, &tv) {
+		d.tunnelSrcs[wordsAddr(tk.Src, tk.Family)] = true
+	}
+	if err := tit.Err(); err != nil {
+		return fmt.Errorf("reading tunnel sources: %w", err)
 	}
 	if len(vips) > 0 || len(backends) > 0 {
 		d.restored = len(vips) > 0

@@ -2,8 +2,11 @@ package lbmap
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
@@ -15,8 +18,32 @@ type Counter struct{ Packets, Bytes uint64 }
 // VIPCounter adds new connections to a VIP's counts.
 type VIPCounter struct{ Packets, Bytes, Conns uint64 }
 
-// DropReasons names the drop counters, by index (bpf/lb/lb_consts.h enum drop_reason).
-var DropReasons = []string{"", "no_backend", "fragment", "malformed", "no_route", "snat_exhausted", "unsupported", "encap", "no_neighbor"}
+// DropReasons names the drop counters by index: the values of bpf/lb/lb_consts.h enum
+// drop_reason, read from the object's BTF, without "DROP_" and in lower case (DROP_NO_BACKEND
+// is "no_backend"). Index 0 (DROP_NONE) is "". Errors only if the object lacks the enum.
+var DropReasons = sync.OnceValues(func() ([]string, error) {
+	spec, err := bpfobj.LoadLb()
+	if err != nil {
+		return nil, fmt.Errorf("loading lb object spec: %w", err)
+	}
+	var e *btf.Enum
+	if err := spec.Types.TypeByName("drop_reason", &e); err != nil {
+		return nil, fmt.Errorf("enum drop_reason in lb object: %w", err)
+	}
+	var names []string
+	for _, v := range e.Values {
+		if v.Name == "DROP_MAX" {
+			continue
+		}
+		for uint64(len(names)) <= v.Value {
+			names = append(names, "")
+		}
+		if v.Value != 0 {
+			names[v.Value] = strings.ToLower(strings.TrimPrefix(v.Name, "DROP_"))
+		}
+	}
+	return names, nil
+})
 
 // VIPCounters returns the counters of every programmed VIP.
 func (d *Dataplane) VIPCounters() (map[lb.VIP]VIPCounter, error) {
@@ -56,15 +83,22 @@ func (d *Dataplane) BackendCounters() (map[string]Counter, error) {
 	return out, nil
 }
 
-// Drops returns the drop counters by reason name.
+// Drops returns the drop counters by reason name (DropReasons), every reason present.
 func (d *Dataplane) Drops() (map[string]Counter, error) {
-	out := make(map[string]Counter, len(DropReasons)-1)
-	for i := 1; i < len(DropReasons); i++ {
+	names, err := DropReasons()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Counter, len(names))
+	for i, name := range names {
+		if name == "" {
+			continue
+		}
 		c, err := sumCounter(d.objs.DropStats, uint32(i))
 		if err != nil {
-			return nil, fmt.Errorf("drop counter %s: %w", DropReasons[i], err)
+			return nil, fmt.Errorf("drop counter %s: %w", name, err)
 		}
-		out[DropReasons[i]] = c
+		out[name] = c
 	}
 	return out, nil
 }

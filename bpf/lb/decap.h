@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* decap.h — decapsulation for dsr backends on this host, shared by xdp_lb and xdp_decap.
+ *
+ * A frame is a tunnel to this host when its outer destination is one of the host's tunnel
+ * endpoints (decap_addrs) and its outer protocol is IPIP (4) or IPv6 (41): IPIP, 6in4, 4in6,
+ * IP6IP6 (for IPv6 also behind extension headers). Such a frame is decapsulated or dropped here,
+ * in XDP, so the kernel never gets to reassemble, decapsulate or route it. It is decapsulated
+ * only when it is what a load balancer sends (bpf/lb/lb.bpf.c encap()):
+ *   outer  not a fragment (IPv4 MF or offset; an IPv6 fragment header) -> else DROP_DECAP_FRAGMENT;
+ *          IPv4: version 4, no options (IHL 5), checksum right, total length within the frame;
+ *          IPv6: version 6, the tunnel protocol as the first next header, payload within the
+ *          frame -> else DROP_DECAP_MALFORMED;
+ *          (source, destination) in tunnel_srcs (from a load-balancer host) -> else
+ *          DROP_DECAP_SOURCE;
+ *   inner  version matching the outer protocol, IPv4 IHL >= 5, length equal to the outer
+ *          payload, TCP/UDP header complete -> else DROP_DECAP_MALFORMED; not a fragment ->
+ *          else DROP_DECAP_FRAGMENT; TCP or UDP to (domain, address, port, protocol) in
+ *          local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
+ *          that VIP's flow (the LB forwards those for path MTU discovery) -> else
+ *          DROP_DECAP_NOT_LOCAL_VIP (nested tunnels, ICMP echo, guest addresses, other ports).
+ * The domain is the frame's: its VLAN's (vlan_domain) or, untagged, lb_config.untagged_domain;
+ * a VLAN without a domain matches no local VIP.
+ *
+ * Built with -DLB_NO_DECAP_CHECKS it decapsulates as before these checks existed (destination
+ * and protocol only; IPv4 fragments and options, IPv6 extension headers pass untouched): only
+ * for the benchmark that prices the checks.
+ *
+ * Included by lb.bpf.c after its maps and count_drop / restore_l2 helpers.
+ */
+#ifndef GOVCLOUD_LB_DECAP_H
+#define GOVCLOUD_LB_DECAP_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "../common/csum.h"
+#include "lb_maps.h"
+
+/* decap_tunnel's answer for a frame that is no tunnel to this host: the caller goes on. */
+#define DECAP_NONE (-1)
+
+#ifndef IP_MF_OFFSET
+#define IP_MF_OFFSET 0x3fff
+#endif
+#define DECAP_NEXTHDR_HOP 0
+#define DECAP_NEXTHDR_ROUTING 43
+#define DECAP_NEXTHDR_FRAGMENT 44
+#define DECAP_NEXTHDR_AUTH 51
+#define DECAP_NEXTHDR_DEST 60
+#define DECAP_ICMP_DEST_UNREACH 3
+#define DECAP_ICMP_FRAG_NEEDED 4
+
+/* The fields of an ICMPv4 header the checks read (linux/icmp.h pulls in libc headers). */
+struct decap_icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u32 rest;
+};
+
+static __always_inline int is_decap_addr(__u8 family, const void *addr)
+{
+	struct vip_addr_key k = {};
+	k.family = family;
+	__builtin_memcpy(k.addr, addr, family == LB_AF_INET ? 4 : 16);
+	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
+}
+
+/* Strip an outer IPv4/IPv6 header of outer_len bytes whose payload is an inner_proto packet;
+ * the L2 header (and its tag) is kept. */
+static __always_inline int decap(struct xdp_md *ctx, __u32 l2len, __u32 outer_len, __u16 inner_proto)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 l2[18];
+	if (data + 18 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(l2, data, 18);
+	if (bpf_xdp_adjust_head(ctx, (int)outer_len))
+		return count_drop(DROP_ENCAP, 0);
+	if (restore_l2(ctx, l2, l2len, inner_proto))
+		return XDP_DROP;
+	__u32 zero = 0;
+	struct lb_counter *c = bpf_map_lookup_elem(&decap_stats, &zero);
+	if (c) {
+		c->packets++;
+		c->bytes += (long)ctx->data_end - (long)ctx->data;
+	}
+	return XDP_PASS;
+}
+
+static __always_inline int is_ipv6_exthdr(__u8 nh)
+{
+	return nh == DECAP_NEXTHDR_HOP || nh == DECAP_NEXTHDR_ROUTING || nh == DECAP_NEXTHDR_FRAGMENT ||
+	       nh == DECAP_NEXTHDR_AUTH || nh == DECAP_NEXTHDR_DEST;
+}
+
+#ifndef LB_NO_DECAP_CHECKS
+
+/* A tunnel from an LB host to this host: (src, dst) in tunnel_srcs. */
+static __always_inline int is_lb_tunnel(__u8 family, const void *src, const void *dst)
+{
+	struct tunnel_key k = {};
+	k.family = family;
+	__builtin_memcpy(k.src, src, family == LB_AF_INET ? 4 : 16);
+	__builtin_memcpy(k.dst, dst, family == LB_AF_INET ? 4 : 16);
+	return bpf_map_lookup_elem(&tunnel_srcs, &k) != NULL;
+}
+
+/* 0 when (domain, addr, port, proto) is a VIP with a backend here, else the drop reason. */
+static __always_inline __u32 local_vip_reason(__u32 domain, __u8 family, const void *addr, __u16 port, __u8 proto)
+{
+	struct vip_key k = {};
+	k.domain = domain;
+	__builtin_memcpy(k.addr, addr, family == LB_AF_INET ? 4 : 16);
+	k.port = port;
+	k.proto = proto;
+	k.family = family;
+	return bpf_map_lookup_elem(&local_vips, &k) ? 0 : DROP_DECAP_NOT_LOCAL_VIP;
+}
+
+/* The TCP/UDP header at l4 (l4len bytes of inner packet left) and its VIP: 0 or a reason. */
+static __always_inline __u32 l4_reason(void *l4, void *data_end, __u32 l4len, __u8 proto, __u32 domain,
+				       __u8 family, const void *dst)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > data_end || l4len < sizeof(*th) || th->doff < 5 || th->doff * 4U > l4len)
+			return DROP_DECAP_MALFORMED;
+		return local_vip_reason(domain, family, dst, th->dest, IPPROTO_TCP);
+	}
+	struct udphdr *uh = l4;
+	if ((void *)(uh + 1) > data_end || l4len < sizeof(*uh) || bpf_ntohs(uh->len) < sizeof(*uh) ||
+	    bpf_ntohs(uh->len) > l4len)
+		return DROP_DECAP_MALFORMED;
+	return local_vip_reason(domain, family, dst, uh->dest, IPPROTO_UDP);
+}
+
+/* The inner IPv4 packet at in, len bytes by the outer header (all inside the frame): 0 when it
+ * is what the LB sends to a local VIP, else the drop reason. */
+static __always_inline __u32 inner4_reason(struct iphdr *in, void *data_end, __u32 len, __u32 domain)
+{
+	if ((void *)(in + 1) > data_end)
+		return DROP_DECAP_MALFORMED;
+	__u32 ihl = in->ihl * 4;
+	if (in->version != 4 || ihl < sizeof(*in) || bpf_ntohs(in->tot_len) != len || len < ihl)
+		return DROP_DECAP_MALFORMED;
+	if (in->frag_off & bpf_htons(IP_MF_OFFSET))
+		return DROP_DECAP_FRAGMENT;
+	void *l4 = (void *)in + ihl;
+	__u32 l4len = len - ihl;
+	if (in->protocol == IPPROTO_TCP || in->protocol == IPPROTO_UDP)
+		return l4_reason(l4, data_end, l4len, in->protocol, domain, LB_AF_INET, &in->daddr);
+	if (in->protocol != IPPROTO_ICMP)
+		return DROP_DECAP_NOT_LOCAL_VIP; /* nested tunnels and every other protocol */
+
+	/* Frag-needed to a VIP about its own flow (VIP -> client), as xdp_lb forwards it. */
+	struct decap_icmphdr *ic = l4;
+	if ((void *)(ic + 1) > data_end || l4len < sizeof(*ic))
+		return DROP_DECAP_MALFORMED;
+	if (ic->type != DECAP_ICMP_DEST_UNREACH || ic->code != DECAP_ICMP_FRAG_NEEDED)
+		return DROP_DECAP_NOT_LOCAL_VIP;
+	struct iphdr *q = (void *)(ic + 1);
+	if ((void *)(q + 1) > data_end || q->version != 4 || q->ihl < 5)
+		return DROP_DECAP_MALFORMED;
+	__u32 qhl = q->ihl * 4;
+	__u16 *ports = (void *)q + qhl;
+	if ((void *)(ports + 2) > data_end || l4len < sizeof(*ic) + qhl + 4)
+		return DROP_DECAP_MALFORMED;
+	if (q->saddr != in->daddr || (q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP))
+		return DROP_DECAP_NOT_LOCAL_VIP;
+	return local_vip_reason(domain, LB_AF_INET, &q->saddr, ports[0], q->protocol);
+}
+
+/* The inner IPv6 packet at in: as inner4_reason. */
+static __always_inline __u32 inner6_reason(struct ipv6hdr *in, void *data_end, __u32 len, __u32 domain)
+{
+	if ((void *)(in + 1) > data_end)
+		return DROP_DECAP_MALFORMED;
+	if (in->version != 6 || bpf_ntohs(in->payload_len) + sizeof(*in) != len)
+		return DROP_DECAP_MALFORMED;
+	void *l4 = (void *)(in + 1);
+	__u32 l4len = len - sizeof(*in);
+	switch (in->nexthdr) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		return l4_reason(l4, data_end, l4len, in->nexthdr, domain, LB_AF_INET6, &in->daddr);
+	case DECAP_NEXTHDR_FRAGMENT:
+		return DROP_DECAP_FRAGMENT;
+	case IPPROTO_ICMPV6:
+		break;
+	default:
+		return DROP_DECAP_NOT_LOCAL_VIP; /* nested tunnels, extension headers, the rest */
+	}
+	struct icmp6hdr *ic = l4;
+	if ((void *)(ic + 1) > data_end || l4len < sizeof(*ic))
+		return DROP_DECAP_MALFORMED;
+	if (ic->icmp6_type != ICMPV6_PKT_TOOBIG)
+		return DROP_DECAP_NOT_LOCAL_VIP;
+	struct ipv6hdr *q = (void *)(ic + 1);
+	__u16 *ports = (void *)(q + 1);
+	if ((void *)(ports + 2) > data_end || l4len < sizeof(*ic) + sizeof(*q) + 4 || q->version != 6)
+		return DROP_DECAP_MALFORMED;
+	const __u32 *qs = (const __u32 *)&q->saddr, *d = (const __u32 *)&in->daddr;
+	if (qs[0] != d[0] || qs[1] != d[1] || qs[2] != d[2] || qs[3] != d[3] ||
+	    (q->nexthdr != IPPROTO_TCP && q->nexthdr != IPPROTO_UDP))
+		return DROP_DECAP_NOT_LOCAL_VIP;
+	return local_vip_reason(domain, LB_AF_INET6, &q->saddr, ports[0], q->nexthdr);
+}
+
+/* Extension headers behind an outer IPv6 header to a tunnel endpoint: 0 when the chain ends in
+ * another protocol (not a tunnel), else the drop reason. Up to LB_DECAP_MAX_EXTHDRS are walked;
+ * a longer or truncated chain is malformed. */
+static __always_inline __u32 exthdr_reason(struct ipv6hdr *o, void *data_end)
+{
+	__u8 nh = o->nexthdr;
+	__u8 *h = (void *)(o + 1);
+#pragma unroll
+	for (int i = 0; i < LB_DECAP_MAX_EXTHDRS; i++) {
+		if (nh == IPPROTO_IPIP || nh == IPPROTO_IPV6)
+			return DROP_DECAP_MALFORMED; /* the LB never puts extension headers in front */
+		if (!is_ipv6_exthdr(nh))
+			return 0;
+		if ((void *)(h + 8) > data_end)
+			return DROP_DECAP_MALFORMED;
+		if (nh == DECAP_NEXTHDR_FRAGMENT) {
+			/* Later fragments hold no header of the fragmentable part: a fragment that may
+			 * carry a tunnel is dropped before anything can reassemble it. */
+			if (h[0] == IPPROTO_IPIP || h[0] == IPPROTO_IPV6 || is_ipv6_exthdr(h[0]))
+				return DROP_DECAP_FRAGMENT;
+			return 0;
+		}
+		__u32 len = nh == DECAP_NEXTHDR_AUTH ? (h[1] + 2) * 4U : (h[1] + 1) * 8U;
+		nh = h[0];
+		h += len;
+	}
+	if (nh == IPPROTO_IPIP || nh == IPPROTO_IPV6 || is_ipv6_exthdr(nh))
+		return DROP_DECAP_MALFORMED;
+	return 0;
+}
+
+#endif /* LB_NO_DECAP_CHECKS */
+
+/* Decapsulate or drop a tunnel to this host (see the top of this file). l2len is 14 or 18,
+ * l3proto the ethertype (network order), domain the frame's routing domain, valid when
+ * domain_ok. Returns DECAP_NONE for any other frame, else the XDP verdict.
+ * With the checks, the pair lookup in tunnel_srcs answers "ours, from an LB host" at once; only
+ * a miss asks decap_addrs whether the frame is ours at all (then its source is wrong). */
+static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l3proto, __u32 domain, int domain_ok)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *l3 = data + (l2len == 18 ? 18 : 14);
+#ifndef LB_NO_DECAP_CHECKS
+	__u64 bytes = (long)data_end - (long)data;
+	__u32 reason = 0;
+#endif
+
+	if (l3proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *o = l3;
+		if ((void *)(o + 1) > data_end)
+			return DECAP_NONE;
+		if (o->protocol != IPPROTO_IPIP && o->protocol != IPPROTO_IPV6)
+			return DECAP_NONE;
+		__u16 inner = o->protocol == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+#ifdef LB_NO_DECAP_CHECKS
+		if (!is_decap_addr(LB_AF_INET, &o->daddr))
+			return DECAP_NONE;
+		if (o->ihl != 5 || (o->frag_off & bpf_htons(IP_MF_OFFSET)))
+			return DECAP_NONE;
+#else
+		int from_lb = is_lb_tunnel(LB_AF_INET, &o->saddr, &o->daddr);
+		if (!from_lb && !is_decap_addr(LB_AF_INET, &o->daddr))
+			return DECAP_NONE;
+		__u32 tot = bpf_ntohs(o->tot_len);
+		if (o->frag_off & bpf_htons(IP_MF_OFFSET))
+			reason = DROP_DECAP_FRAGMENT;
+		else if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o ||
+			 ipv4_csum(o) != 0)
+			reason = DROP_DECAP_MALFORMED;
+		else if (!from_lb)
+			reason = DROP_DECAP_SOURCE;
+		else if (!domain_ok)
+			reason = DROP_DECAP_NOT_LOCAL_VIP;
+		else if (o->protocol == IPPROTO_IPIP)
+			reason = inner4_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
+		else
+			reason = inner6_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
+		if (reason)
+			return count_drop(reason, bytes);
+#endif
+		return decap(ctx, l2len, sizeof(*o), inner);
+	}
+	if (l3proto != bpf_htons(ETH_P_IPV6))
+		return DECAP_NONE;
+
+	struct ipv6hdr *o = l3;
+	if ((void *)(o + 1) > data_end)
+		return DECAP_NONE;
+	__u8 nh = o->nexthdr;
+	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 && !is_ipv6_exthdr(nh))
+		return DECAP_NONE;
+#ifdef LB_NO_DECAP_CHECKS
+	if (!is_decap_addr(LB_AF_INET6, &o->daddr))
+		return DECAP_NONE;
+	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6)
+		return DECAP_NONE;
+#else
+	int from_lb = is_lb_tunnel(LB_AF_INET6, &o->saddr, &o->daddr);
+	if (!from_lb && !is_decap_addr(LB_AF_INET6, &o->daddr))
+		return DECAP_NONE;
+	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6) {
+		reason = exthdr_reason(o, data_end);
+		return reason ? count_drop(reason, bytes) : DECAP_NONE;
+	}
+	__u32 plen = bpf_ntohs(o->payload_len);
+	if (o->version != 6 || plen + sizeof(*o) > (long)data_end - (long)o)
+		reason = DROP_DECAP_MALFORMED;
+	else if (!from_lb)
+		reason = DROP_DECAP_SOURCE;
+	else if (!domain_ok)
+		reason = DROP_DECAP_NOT_LOCAL_VIP;
+	else if (nh == IPPROTO_IPIP)
+		reason = inner4_reason((void *)(o + 1), data_end, plen, domain);
+	else
+		reason = inner6_reason((void *)(o + 1), data_end, plen, domain);
+	if (reason)
+		return count_drop(reason, bytes);
+#endif
+	return decap(ctx, l2len, sizeof(*o), nh == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
+}
+
+#endif
