@@ -51,6 +51,16 @@ var dropRules = []dropRule{
 	{isofuzz.AtFabric, "", func(f *isofuzz.Frame) bool { return f.Tenant == "?" },
 		"frames from the fabric with a VLAN no department owns or a tag stack are dropped and counted"},
 	{isofuzz.AtOutside, "lb_fragment", nil, "fragments to a VIP are dropped and counted by the load balancer"},
+	// By reason (at least one each): every class of drop the fuzz provokes is named.
+	{isofuzz.AtGuest, "spoofed", nil, "a guest's spoofed frames are counted as spoofed at its port"},
+	{isofuzz.AtGuest, "to_management", nil, "a guest's frames to any host's fabric address, the ToR or the controller are counted (finding 3)"},
+	{isofuzz.AtGuest, "to_host", nil, "a guest's frames to the host beyond ping of its own gateway are counted"},
+	{isofuzz.AtFabric, "lb_decap_source", nil, "tunnels from a fabric address that is no load-balancer host are dropped in XDP (finding 1)"},
+	{isofuzz.AtFabric, "lb_decap_not_local_vip", nil, "tunnels whose inner packet is not for a local VIP are dropped in XDP (finding 1)"},
+	{isofuzz.AtFabric, "unknown_vlan", nil, "frames with a VLAN no department owns are counted by the trunk"},
+	{isofuzz.AtOutside, "lb_decap_source", nil, "tunnels from outside the cloud are dropped in XDP (finding 1)"},
+	{isofuzz.AtOutside, "lb_decap_fragment", nil, "fragmented tunnels are dropped before any reassembly (finding 1)"},
+	{isofuzz.AtOutside, "from_fabric", nil, "routed packets from outside to a segment address are counted (finding 2)"},
 }
 
 func (r dropRule) min(res *isofuzz.Result, position string) float64 {

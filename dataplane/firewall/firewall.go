@@ -24,6 +24,7 @@
 package firewall
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -118,6 +119,24 @@ type Port struct {
 	Dept   uint32       // department id its drops count for
 }
 
+// FabricPort is the trunk's port into one segment bridge. Frames arriving there come from the
+// fabric: they may carry only a remote guest's own MAC with its own addresses (ARP included),
+// or be IP routed by a peer host's distributed gateway (Config.GatewayMAC). Anything else (a
+// local guest's MAC, a remote guest's MAC with another address, ARP claiming a guest's
+// address) is dropped, so nothing on the fabric can poison a guest's ARP cache or the bridge.
+type FabricPort struct {
+	Ifname string
+	Dept   uint32   // department id its drops count for
+	Guests []Remote // the segment's guests on other hosts
+}
+
+// Remote is a guest on another host: its MAC and the addresses it may send from (its own and
+// the VIPs it answers from).
+type Remote struct {
+	MAC   net.HardwareAddr
+	Addrs []netip.Addr
+}
+
 // VIPPort is VIP delivery to a local backend: traffic from non-tenant interfaces to VIP
 // proto/port may be forwarded into Bridge.
 type VIPPort struct {
@@ -143,6 +162,8 @@ type Config struct {
 	Management  []netip.Prefix // never reachable from tenant bridges
 	VIPPorts    []VIPPort
 	TenantAllow []Allow
+	FabricPorts []FabricPort
+	GatewayMAC  net.HardwareAddr // the distributed gateway's MAC, the same on every host
 }
 
 // Plan is the rule set as nftables objects, before any are sent.
@@ -228,6 +249,8 @@ func Build(cfg Config) (*Plan, error) {
 			rule(bc.drop(p.Dept, ReasonSpoofed)))
 		bt.Chains = append(bt.Chains, c)
 	}
+
+	buildFabricPorts(cfg, br, bt, guests, bc)
 
 	// inet table: sets of tenant bridges, per department.
 	tenant := &SetPlan{Set: &nftables.Set{Table: in, Name: "tenant", KeyType: nftables.TypeIFName}}
@@ -457,6 +480,19 @@ func validate(cfg Config) error {
 			return fmt.Errorf("guest port %q: bad interface name", p.Ifname)
 		}
 	}
+	if cfg.GatewayMAC != nil && len(cfg.GatewayMAC) != 6 {
+		return fmt.Errorf("gateway MAC %q is not a 6-byte Ethernet address", cfg.GatewayMAC)
+	}
+	for _, fp := range cfg.FabricPorts {
+		if fp.Ifname == "" || len(fp.Ifname) > 15 {
+			return fmt.Errorf("fabric port %q: bad interface name", fp.Ifname)
+		}
+		for _, g := range fp.Guests {
+			if len(g.MAC) != 6 {
+				return fmt.Errorf("fabric port %s: remote guest MAC %q is not a 6-byte Ethernet address", fp.Ifname, g.MAC)
+			}
+		}
+	}
 	for _, v := range cfg.VIPPorts {
 		switch {
 		case v.Bridge == "" || len(v.Bridge) > 15:
@@ -577,6 +613,18 @@ func normalize(cfg Config) Config {
 		return int(a.Port) - int(b.Port)
 	})
 	out.TenantAllow = slices.Compact(out.TenantAllow)
+	out.GatewayMAC = slices.Clone(cfg.GatewayMAC)
+	for _, fp := range cfg.FabricPorts {
+		n := FabricPort{Ifname: fp.Ifname, Dept: fp.Dept}
+		for _, g := range fp.Guests {
+			a := slices.Clone(g.Addrs)
+			slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
+			n.Guests = append(n.Guests, Remote{MAC: slices.Clone(g.MAC), Addrs: slices.Compact(a)})
+		}
+		slices.SortFunc(n.Guests, func(x, y Remote) int { return bytes.Compare(x.MAC, y.MAC) })
+		out.FabricPorts = append(out.FabricPorts, n)
+	}
+	slices.SortFunc(out.FabricPorts, func(a, b FabricPort) int { return strings.Compare(a.Ifname, b.Ifname) })
 	return out
 }
 
@@ -700,3 +748,59 @@ func jump(c string) []expr.Any {
 
 // ctDirReply is IP_CT_DIR_REPLY: the packet goes the way the connection's replies go.
 const ctDirReply = 1
+
+// buildFabricPorts adds, for each trunk port into a segment bridge, the check of what may come
+// from the fabric (FabricPort): sets of the remote guests' (MAC . address) and MACs, and a
+// chain the bridge's prerouting jumps to for frames arriving on the port.
+func buildFabricPorts(cfg Config, br *nftables.Table, bt *TablePlan, guests *ChainPlan, bc *counters) {
+	etherIP4 := nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	etherIP6 := nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIP6Addr)
+	mac8 := func(m net.HardwareAddr) []byte { return append(slices.Clone([]byte(m)), 0, 0) } // padded to a register
+	ll := netip.MustParseAddr("fe80::").As16()
+	llMask := netip.MustParseAddr("ffc0::").As16()
+	unspec := netip.IPv6Unspecified().As16()
+	for _, fp := range cfg.FabricPorts {
+		s4 := &SetPlan{Set: &nftables.Set{Table: br, Name: "fab4-" + fp.Ifname, KeyType: etherIP4, Concatenation: true}}
+		s6 := &SetPlan{Set: &nftables.Set{Table: br, Name: "fab6-" + fp.Ifname, KeyType: etherIP6, Concatenation: true}}
+		sm := &SetPlan{Set: &nftables.Set{Table: br, Name: "fabmac-" + fp.Ifname, KeyType: nftables.TypeEtherAddr}}
+		for _, g := range fp.Guests {
+			sm.Elems = append(sm.Elems, nftables.SetElement{Key: slices.Clone([]byte(g.MAC))})
+			for _, a := range g.Addrs {
+				if a.Is4() {
+					b := a.As4()
+					s4.Elems = append(s4.Elems, nftables.SetElement{Key: append(mac8(g.MAC), b[:]...)})
+				} else if a.Is6() {
+					b := a.As16()
+					s6.Elems = append(s6.Elems, nftables.SetElement{Key: append(mac8(g.MAC), b[:]...)})
+				}
+			}
+		}
+		bt.Sets = append(bt.Sets, s4, s6, sm)
+		c := &ChainPlan{Chain: &nftables.Chain{Name: "fabric-" + fp.Ifname, Table: br}}
+		guests.Rules = append(guests.Rules, rule(matchIif(fp.Ifname), jump(c.Chain.Name)))
+		lookup2 := func(off1, n1, off2, n2 uint32, base1 expr.PayloadBase, set string) []expr.Any {
+			return []expr.Any{
+				&expr.Payload{DestRegister: 8, Base: base1, Offset: off1, Len: n1},
+				&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseNetworkHeader, Offset: off2, Len: n2},
+				&expr.Lookup{SourceRegister: 8, SetName: set},
+			}
+		}
+		macIn := rule(etherSaddr(), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: sm.Set.Name}})
+		c.Rules = append(c.Rules,
+			// A remote guest's IPv4 from its own MAC and address.
+			rule(etherType(unix.ETH_P_IP), lookup2(6, 6, 12, 4, expr.PayloadBaseLLHeader, s4.Set.Name), accept()),
+			// ARP from a remote guest's MAC, claiming a remote guest's own (MAC, address).
+			rule(etherType(unix.ETH_P_ARP), macIn, lookup2(8, 6, 14, 4, expr.PayloadBaseNetworkHeader, s4.Set.Name), accept()),
+			rule(etherType(unix.ETH_P_IPV6), lookup2(6, 6, 8, 16, expr.PayloadBaseLLHeader, s6.Set.Name), accept()),
+			rule(etherType(unix.ETH_P_IPV6), macIn, payloadNet(8, 16), masked(llMask[:]), eq(ll[:]), accept()),
+			rule(etherType(unix.ETH_P_IPV6), macIn, payloadNet(8, 16), eq(unspec[:]), accept()))
+		if len(cfg.GatewayMAC) == 6 {
+			// IP a peer host's gateway routed to a guest here (it never ARPs across the trunk).
+			c.Rules = append(c.Rules,
+				rule(etherType(unix.ETH_P_IP), etherSaddr(), eq(cfg.GatewayMAC), accept()),
+				rule(etherType(unix.ETH_P_IPV6), etherSaddr(), eq(cfg.GatewayMAC), accept()))
+		}
+		c.Rules = append(c.Rules, rule(bc.drop(fp.Dept, ReasonFromFabric)))
+		bt.Chains = append(bt.Chains, c)
+	}
+}

@@ -193,3 +193,44 @@ func TestBuildErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildFabricPorts: what may enter a segment bridge from the trunk is the remote guests'
+// own (MAC, address) pairs, ARP included, and IP routed by a peer host's gateway.
+func TestBuildFabricPorts(t *testing.T) {
+	cfg := Config{
+		Departments: []Department{{ID: 3, Bridges: []string{"gcbr120"}}},
+		GatewayMAC:  net.HardwareAddr{0x02, 0x67, 0x63, 0, 0, 1},
+		FabricPorts: []FabricPort{{Ifname: "gcvb120", Dept: 3, Guests: []Remote{
+			{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0x0b}, Addrs: []netip.Addr{netip.MustParseAddr("198.18.20.11"), netip.MustParseAddr("2001:db8:20::b")}},
+		}}},
+	}
+	p, err := Build(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ := strings.Cut(p.String(), "table inet")
+	want := `table bridge govcloud
+  counter drop-3-from_fabric
+  set fab4-gcvb120 { type ether_addr . ipv4_addr; elements = { 02000000000b . 198.18.20.11 } }
+  set fab6-gcvb120 { type ether_addr . ipv6_addr; elements = { 02000000000b . 2001:db8:20::b } }
+  set fabmac-gcvb120 { type ether_addr; elements = { 02000000000b } }
+  chain guests { type filter hook prerouting priority -200 }
+    iifname == "gcvb120" jump fabric-gcvb120
+  chain fabric-gcvb120
+    ether type == 0x0800 ether saddr . ip saddr @fab4-gcvb120 accept
+    ether type == 0x0806 ether saddr @fabmac-gcvb120 arp saddr ether . arp saddr ip @fab4-gcvb120 accept
+    ether type == 0x86dd ether saddr . ip6 saddr @fab6-gcvb120 accept
+    ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr & ffc0:: == fe80:: accept
+    ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr == :: accept
+    ether type == 0x0800 ether saddr == 02:67:63:00:00:01 accept
+    ether type == 0x86dd ether saddr == 02:67:63:00:00:01 accept
+    counter name "drop-3-from_fabric" drop
+`
+	if got != want {
+		t.Errorf("bridge table:\n%s\nwant:\n%s", got, want)
+	}
+	cfg.FabricPorts[0].Guests[0].MAC = net.HardwareAddr{1, 2, 3}
+	if _, err := Build(cfg); err == nil || !strings.Contains(err.Error(), "gcvb120") {
+		t.Errorf("a 3-byte remote MAC: %v", err)
+	}
+}

@@ -145,6 +145,13 @@ func TestFabricIsolation(t *testing.T) {
 		dept   uint32
 		reason string
 	}
+	// Frames on the fabric's L2 tagged with lands-web's VLAN (what a remote guest's frames look
+	// like on the trunk): only a remote guest's own MAC and addresses may come in.
+	g1aMAC, g2aMAC := linkMAC(t, l.guests["g1a"], "eth0"), linkMAC(t, l.guests["g2a"], "eth0")
+	tagged := func(f []byte) error { return torSock.Send(tt.Pad(tt.Tag(f, tt.Ether8021Q, 120), 60)) }
+	udpFrom := func(srcMAC net.HardwareAddr, src string, marker string) []byte {
+		return tt.UDPFrame(g1aMAC, srcMAC, ip(src), ip(addrOf("g1a")), 9, 9, []byte(marker))
+	}
 	rows := []struct {
 		name    string
 		send    func() error // the attempt
@@ -186,6 +193,24 @@ func TestFabricIsolation(t *testing.T) {
 			send: func() error {
 				return torSock.Send(tt.Pad(tt.Eth(upMAC, torMAC, tt.EtherIPv4, tt.IPv4(ip(fabric4["tor"]), ip(fabric4["h1"]), unix.IPPROTO_GRE,
 					[]byte{0, 0, 0x08, 0, 'g', 'r', 'e'})), 60))
+			}},
+		// The fabric's L2, tagged into lands-web: a remote guest's own frame gets in; a local
+		// guest's MAC, a remote guest's MAC with another address and ARP claiming a guest's
+		// address with another MAC do not (they would poison the bridge or a guest's ARP cache).
+		{name: "fabric L2 v4: a remote guest's own frame", arrive: "g1a", marker: "fab-ok", want: true,
+			send: func() error { return tagged(udpFrom(g2aMAC, addrOf("g2a"), "fab-ok")) }},
+		{name: "fabric L2 v4: a local guest's MAC from the trunk", arrive: "g1a", marker: "fab-localmac", counter: &count{"h1", lands, firewall.ReasonFromFabric},
+			send: func() error { return tagged(udpFrom(g1aMAC, addrOf("g2a"), "fab-localmac")) }},
+		{name: "fabric L2 v4: a remote guest's MAC with another address", arrive: "g1a", marker: "fab-spoof4", counter: &count{"h1", lands, firewall.ReasonFromFabric},
+			send: func() error { return tagged(udpFrom(g2aMAC, "198.18.20.99", "fab-spoof4")) }},
+		{name: "fabric L2 v4: ARP claiming a remote guest's address from another MAC", arrive: "g1a", marker: "fab-arp", counter: &count{"h1", lands, firewall.ReasonFromFabric},
+			send: func() error {
+				return tagged(append(tt.ARP(tt.ARPReply, torMAC, ip(addrOf("g2a")), g1aMAC, ip(addrOf("g1a"))), []byte("fab-arp")...))
+			}},
+		// (the trunk program drops this one first, as gateway_nd)
+		{name: "fabric L2 v4: ARP with a remote guest's MAC claiming the gateway", arrive: "g1a", marker: "fab-arpgw",
+			send: func() error {
+				return tagged(append(tt.ARP(tt.ARPReply, g2aMAC, ip("198.18.20.1"), g1aMAC, ip(addrOf("g1a"))), []byte("fab-arpgw")...))
 			}},
 		// Finding 3: the management plane, whichever host the guest sits on.
 		{name: "finding 3 v4: tenant to another host's fabric address", counter: &count{"h1", lands, firewall.ReasonToManagement},

@@ -191,6 +191,26 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 		cfg.VIPPorts = append(cfg.VIPPorts, firewall.VIPPort{Bridge: bridgeOf(segs[v.Segment]), VIP: v.VIP, Proto: v.Proto, Port: v.Port})
 	}
 	cfg.TenantAllow = d.TenantAllow
+	// What may come in from the fabric on each segment's trunk port: its remote guests, and IP
+	// routed by a peer host's gateway.
+	cfg.GatewayMAC = d.GatewayMAC
+	remote := map[string][]firewall.Remote{}
+	for _, g := range d.Guests {
+		if g.Ifname != "" {
+			continue
+		}
+		r := firewall.Remote{MAC: g.MAC}
+		for _, a := range append([]netip.Addr{g.Addr, g.Addr6}, g.Serves...) {
+			if a.IsValid() && !slices.Contains(r.Addrs, a) {
+				r.Addrs = append(r.Addrs, a)
+			}
+		}
+		remote[g.Segment] = append(remote[g.Segment], r)
+	}
+	for _, s := range d.Segments {
+		cfg.FabricPorts = append(cfg.FabricPorts, firewall.FabricPort{Ifname: netdev.BridgePortName(s.VLAN),
+			Dept: depts[s.Department].ID, Guests: remote[s.Name]})
+	}
 	return cfg
 }
 
@@ -241,6 +261,14 @@ func (p *Plan) String() string {
 	}
 	for _, a := range f.TenantAllow {
 		fmt.Fprintf(&b, "firewall tenant-allow proto %d %s port %d\n", a.Proto, a.Addr, a.Port)
+	}
+	fmt.Fprintf(&b, "firewall gateway-mac %s\n", f.GatewayMAC)
+	for _, fp := range f.FabricPorts {
+		fmt.Fprintf(&b, "firewall fabric-port %s dept %d", fp.Ifname, fp.Dept)
+		for _, g := range fp.Guests {
+			fmt.Fprintf(&b, " %s%v", g.MAC, g.Addrs)
+		}
+		b.WriteByte('\n')
 	}
 	return b.String()
 }
