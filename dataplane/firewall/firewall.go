@@ -64,10 +64,14 @@ const (
 	// ReasonTunnel: IPIP, IPv6-in-IP or GRE reaching the host's stack from a non-tenant
 	// interface (department 0: not attributable).
 	ReasonTunnel = "tunnel"
+	// ReasonIPOptions: IPv4 with options from a guest. The kernel acts on options (and answers
+	// malformed ones with ICMP from the host's own address) before any input rule can drop
+	// the packet, so they stop at the guest's port.
+	ReasonIPOptions = "ip_options"
 )
 
 // Reasons lists every drop reason, in a fixed order.
-var Reasons = []string{ReasonSpoofed, ReasonCrossDepartment, ReasonToManagement, ReasonToHost, ReasonFromFabric, ReasonFromHost, ReasonTunnel}
+var Reasons = []string{ReasonSpoofed, ReasonCrossDepartment, ReasonToManagement, ReasonToHost, ReasonFromFabric, ReasonFromHost, ReasonTunnel, ReasonIPOptions}
 
 // CounterName is the named counter of department dept's drops for reason.
 func CounterName(dept uint32, reason string) string { return fmt.Sprintf("drop-%d-%s", dept, reason) }
@@ -228,7 +232,8 @@ func Build(cfg Config) (*Plan, error) {
 	for _, p := range cfg.Ports {
 		c := &ChainPlan{Chain: &nftables.Chain{Name: "port-" + p.Ifname, Table: br}}
 		guests.Rules = append(guests.Rules, rule(matchIif(p.Ifname), jump(c.Chain.Name)))
-		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), bc.drop(p.Dept, ReasonSpoofed)))
+		c.Rules = append(c.Rules, rule(etherSaddr(), neq(p.MAC), bc.drop(p.Dept, ReasonSpoofed)),
+			rule(etherType(unix.ETH_P_IP), payloadNet(0, 1), masked([]byte{0x0f}), neq([]byte{5}), bc.drop(p.Dept, ReasonIPOptions)))
 		for _, a := range p.Addrs {
 			if a.Is4() {
 				b := a.As4()

@@ -51,11 +51,13 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `table bridge govcloud
+  counter drop-3-ip_options
   counter drop-3-spoofed
   chain guests { type filter hook prerouting priority -200 }
     iifname == "vm-a" jump port-vm-a
   chain port-vm-a
     ether saddr != 02:00:00:00:00:0a counter name "drop-3-spoofed" drop
+    ether type == 0x0800 payload(1,0,1) & [15] != [5] counter name "drop-3-ip_options" drop
     ether type == 0x0800 ip saddr == 198.18.20.10 accept
     ether type == 0x0806 arp saddr ether == 02:00:00:00:00:0a arp saddr ip == 198.18.20.10 accept
     ether type == 0x86dd ip6 saddr == 2001:db8:20::a accept

@@ -212,6 +212,14 @@ func TestFabricIsolation(t *testing.T) {
 			send: func() error {
 				return tagged(append(tt.ARP(tt.ARPReply, g2aMAC, ip("198.18.20.1"), g1aMAC, ip(addrOf("g1a"))), []byte("fab-arpgw")...))
 			}},
+		// IPv4 options from a guest stop at its port: the kernel would act on them (and answer
+		// a malformed one from the host's own address) before any input rule.
+		{name: "guest v4: IP options to its host's fabric address", arrive: "g1a", marker: "ipopt", counter: &count{"h1", lands, firewall.ReasonIPOptions},
+			send: func() error {
+				opts := []byte{0x07, 0x27, 0x04, 0x00} // record route, length past the header
+				return socks["g1a"].Send(tt.Eth(hostnet.DefaultGatewayMAC, g1aMAC, tt.EtherIPv4,
+					withOptions(tt.IPv4(ip(addrOf("g1a")), ip(fabric4["h1"]), 17, tt.UDP4(ip(addrOf("g1a")), ip(fabric4["h1"]), 9, 9, []byte("ipopt"))), opts)))
+			}},
 		// Finding 3: the management plane, whichever host the guest sits on.
 		{name: "finding 3 v4: tenant to another host's fabric address", counter: &count{"h1", lands, firewall.ReasonToManagement},
 			send: func() error { return mgmtPorts(l.guests["g1a"], fabric4["h2"]) }},
@@ -457,4 +465,21 @@ func echoUDP(t *testing.T, ns *netnstest.NS, port int) {
 			_, _ = pc.WriteTo(buf[:n], a)
 		}
 	}()
+}
+
+// withOptions inserts IPv4 options (a multiple of 4 bytes) into an option-less IPv4 packet.
+func withOptions(pkt, opts []byte) []byte {
+	out := append(append(append([]byte{}, pkt[:20]...), opts...), pkt[20:]...)
+	out[0] = 0x40 | byte((20+len(opts))/4)
+	binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
+	out[10], out[11] = 0, 0
+	var sum uint32
+	for i := 0; i < 20+len(opts); i += 2 {
+		sum += uint32(out[i])<<8 | uint32(out[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(out[10:], ^uint16(sum))
+	return out
 }

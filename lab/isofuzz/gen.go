@@ -750,7 +750,10 @@ func (g *gen) fabric(p *Position) {
 		}
 	}
 	// Tagged as each department: the other department's guests, the management plane,
-	// decapsulation, ARP and ND. Controls: to the department's own guest by its MAC.
+	// decapsulation, ARP and ND. Only a remote guest's own MAC and address may enter a
+	// segment from the trunk, so frames from the fuzz port's MAC reach no guest; the controls
+	// go to a department's guest from its peer on the other host, as that peer's frames cross
+	// the fabric.
 	depts := []string{}
 	for _, gu := range t.Guests {
 		if !slices.Contains(depts, gu.Dept) {
@@ -764,9 +767,18 @@ func (g *gen) fabric(p *Position) {
 		for _, gu := range t.Guests {
 			for _, k := range []l4{icmpEcho, tcp80} {
 				g.ip(p, "vlan", fmt.Sprintf("VLAN %d routed", v), routed, p.Addr, gu.Addr, k)
-				f := g.ip(p, "vlan", fmt.Sprintf("VLAN %d to its MAC", v), l2{dst: gu.MAC, src: p.MAC, tags: tags}, p.Addr, gu.Addr, k)
-				if gu.Dept == d && k == icmpEcho {
-					f.Expect = []string{gu.Name}
+				g.ip(p, "vlan", fmt.Sprintf("VLAN %d to its MAC", v), l2{dst: gu.MAC, src: p.MAC, tags: tags}, p.Addr, gu.Addr, k)
+				if gu.Dept != d || k != icmpEcho {
+					continue
+				}
+				for _, peer := range t.Guests {
+					if peer.Dept == d && peer.Host != gu.Host {
+						// Broadcast: the ToR's bridge may have learned the guests' MACs on the
+						// fuzz port from earlier frames, and would not send it back there.
+						f := g.ip(p, "vlan", fmt.Sprintf("VLAN %d as peer %s", v, peer.Name), l2{dst: macBroadcast, src: peer.MAC, tags: tags}, peer.Addr, gu.Addr, k)
+						f.Expect = []string{gu.Name}
+						break
+					}
 				}
 			}
 		}
