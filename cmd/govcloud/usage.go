@@ -42,6 +42,7 @@ func usageLedger(_ context.Context, srv *api.Server, st *store.Store) error {
 	}
 	l := metering.NewLedgerAt(metering.EtcdKV{C: st.Client()}, st.Prefix()+"metering/")
 	l.Placement = storePlacement{st}
+	l.Now = func() time.Time { return usageClock() }
 	if v := os.Getenv("GOVCLOUD_MAX_LINK_RATE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 1e6 || f > 1e13 {
@@ -57,6 +58,9 @@ func usageLedger(_ context.Context, srv *api.Server, st *store.Store) error {
 	}
 	return nil
 }
+
+// usageClock is the controller's clock for the ledger (tests set it).
+var usageClock = time.Now
 
 // auditUsage records a usage report's fate in the controller's audit log.
 func auditUsage(st *store.Store) func(context.Context, metering.AuditRecord) error {

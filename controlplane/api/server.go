@@ -726,7 +726,11 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, p *princip
 		return internal(err)
 	}
 	if n == 0 {
-		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("token %s %q not found", by, v)}
+		what := "token"
+		if by == "id" {
+			what = "token id"
+		}
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, v)}
 	}
 	s.tokens.mu.Lock()
 	s.tokens.m = map[string]cachedToken{} // this controller forgets at once; others within 2s
