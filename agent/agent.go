@@ -265,27 +265,10 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 		if err != nil {
 			continue
 		}
-		down := map[backendKey]bool{}
-		for h, raw := range hosts {
-			if h == a.cfg.Host {
-				continue
-			}
-			var rep struct {
-				Status Status `json:"status"`
-			}
-			if json.Unmarshal(raw, &rep) != nil {
-				continue
-			}
-			for k, v := range rep.Status.Backends {
-				if !strings.HasPrefix(v, "down") {
-					continue
-				}
-				i := strings.LastIndex(k, "/")
-				if addr, err := netip.ParseAddr(k[i+1:]); err == nil && i > 0 {
-					down[backendKey{Service: k[:i], Addr: addr}] = true
-				}
-			}
-		}
+		a.mu.Lock()
+		placed := placedBackends(a.last)
+		a.mu.Unlock()
+		down := peersDown(hosts, a.cfg.Host, placed)
 		a.mu.Lock()
 		changed := !reflect.DeepEqual(down, a.remoteDown)
 		a.remoteDown = down
@@ -297,6 +280,53 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// peersDown reads the peers' status reports (host -> {"status": Status}) for backends they
+// found down. A peer's word counts only for backends placed on that peer (placed: backend ->
+// host), so no host can take another host's backends out.
+func peersDown(hosts map[string]json.RawMessage, self string, placed map[backendKey]string) map[backendKey]bool {
+	down := map[backendKey]bool{}
+	for h, raw := range hosts {
+		if h == self {
+			continue
+		}
+		var rep struct {
+			Status Status `json:"status"`
+		}
+		if json.Unmarshal(raw, &rep) != nil {
+			continue
+		}
+		for k, v := range rep.Status.Backends {
+			if !strings.HasPrefix(v, "down") {
+				continue
+			}
+			i := strings.LastIndex(k, "/")
+			if addr, err := netip.ParseAddr(k[i+1:]); err == nil && i > 0 {
+				if bk := (backendKey{Service: k[:i], Addr: addr}); placed[bk] == h {
+					down[bk] = true
+				}
+			}
+		}
+	}
+	return down
+}
+
+// placedBackends maps each backend the desired state places on a host to that host; plain
+// address backends (checked by every host itself) are left out.
+func placedBackends(st *desired.State) map[backendKey]string {
+	out := map[backendKey]string{}
+	if st == nil {
+		return out
+	}
+	for _, svc := range st.Services {
+		for _, b := range svc.Backends {
+			if addr, err := netip.ParseAddr(b.Address); err == nil && b.Host != "" {
+				out[backendKey{Service: svc.Name, Addr: addr}] = b.Host
+			}
+		}
+	}
+	return out
 }
 
 func (a *Agent) healthy(k backendKey) bool {

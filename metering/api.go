@@ -3,11 +3,17 @@ package metering
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // API serves the ledger over HTTP with its access rules; the controller authenticates the
@@ -18,10 +24,35 @@ import (
 //	GET  /v1/usage?month=YYYY-MM[&department=D] the month's Bill (month defaults to this one;
 //	                                            admin and network see every department, a
 //	                                            department caller only its own)
+//	GET  /v1/usage/metrics                      Prometheus text: govcloud_usage_reports_total
+//	                                            {result}, govcloud_usage_reports_refused_total
+//	                                            {reason} (admin, network)
+//
+// Every report, counted or refused, is passed to Audit.
 type API struct {
 	Ledger *Ledger
 	Prices *PriceList
 	Log    *slog.Logger
+	// Audit records a report's fate in the controller's audit log; nil: not recorded. An
+	// error from it fails the request (a write that cannot be audited is not acknowledged).
+	Audit func(ctx context.Context, e AuditRecord) error
+
+	once     sync.Once
+	reports  *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	registry *prometheus.Registry
+}
+
+// AuditRecord is one usage report as the audit log keeps it: who sent it, which report, and
+// what became of it (Refusal nil: counted or a duplicate, see Outcome).
+type AuditRecord struct {
+	Caller  Caller
+	Host    string
+	Source  string
+	Seq     uint64
+	Samples int
+	Outcome Outcome
+	Refusal *RefusedError
 }
 
 // Roles a Caller may have (the controller's token roles of the same names).
@@ -38,6 +69,8 @@ type Caller struct {
 	Role       string
 	Host       string // an agent's host
 	Department string // a department caller's department
+	TokenID    string // the credential's id (audit)
+	Remote     string // the client's address, host:port (audit)
 }
 
 // Route is one authenticated route: a Go ServeMux pattern and its handler, which returns a
@@ -49,7 +82,43 @@ type Route struct {
 
 // Routes are the API's routes, for the controller to mount.
 func (a *API) Routes() []Route {
-	return []Route{{"POST /v1/usage/reports", a.postReport}, {"GET /v1/usage", a.getUsage}}
+	return []Route{{"POST /v1/usage/reports", a.postReport}, {"GET /v1/usage", a.getUsage}, {"GET /v1/usage/metrics", a.getMetrics}}
+}
+
+func (a *API) metrics() {
+	a.once.Do(func() {
+		a.reports = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "govcloud_usage_reports_total",
+			Help: "Usage reports the ledger received, by result (counted, duplicate, refused)."}, []string{"result"})
+		a.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "govcloud_usage_reports_refused_total",
+			Help: "Usage reports the ledger refused, by reason."}, []string{"reason"})
+		for _, r := range []string{"counted", "duplicate", "refused"} {
+			a.reports.WithLabelValues(r)
+		}
+		for _, r := range RefusalReasons() {
+			a.refused.WithLabelValues(r)
+		}
+		a.registry = prometheus.NewRegistry()
+		a.registry.MustRegister(a.reports, a.refused)
+	})
+}
+
+// Refused returns how many reports were refused for reason (tests, status).
+func (a *API) Refused(reason string) uint64 {
+	a.metrics()
+	var m dto.Metric
+	if a.refused.WithLabelValues(reason).Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
+}
+
+func (a *API) getMetrics(w http.ResponseWriter, r *http.Request, c Caller) error {
+	if c.Role != RoleAdmin && c.Role != RoleNetwork {
+		return &ForbiddenError{fmt.Sprintf("%s (%s) may not read the usage ledger's metrics", c.Name, c.Role)}
+	}
+	a.metrics()
+	promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
 }
 
 // ForbiddenError is a request the caller may not make (HTTP 403).
@@ -74,17 +143,40 @@ func DecodeReport(r *http.Request) (Report, error) {
 	return rep, nil
 }
 
-// Record counts a report and writes the outcome as JSON.
-func (a *API) Record(ctx context.Context, w http.ResponseWriter, rep Report) error {
-	if err := rep.validate(); err != nil {
-		return &RequestError{err}
-	}
+// Record counts a report for caller and writes the outcome as JSON. A refusal is a
+// *RefusedError; both are counted in the metrics and passed to Audit.
+func (a *API) Record(ctx context.Context, w http.ResponseWriter, c Caller, rep Report) error {
+	a.metrics()
 	out, err := a.Ledger.Record(ctx, rep)
-	if err != nil {
+	var re *RefusedError
+	switch {
+	case errors.As(err, &re):
+		a.reports.WithLabelValues("refused").Inc()
+		a.refused.WithLabelValues(re.Reason).Inc()
+	case err != nil:
 		return err
+	case out.Applied:
+		a.reports.WithLabelValues("counted").Inc()
+	default:
+		a.reports.WithLabelValues("duplicate").Inc()
+	}
+	if a.Audit != nil {
+		host, source := rep.Host, rep.Source
+		if host == "" {
+			host, source = rep.Reporter, SourceNetwork
+		}
+		if aerr := a.Audit(ctx, AuditRecord{Caller: c, Host: host, Source: source, Seq: rep.Seq, Samples: len(rep.Samples), Outcome: out, Refusal: re}); aerr != nil {
+			return fmt.Errorf("usage report %d of host %q: audit: %w", rep.Seq, host, aerr)
+		}
+	}
+	if re != nil {
+		if a.Log != nil {
+			a.Log.Warn("usage report refused", "host", rep.Host, "source", rep.Source, "seq", rep.Seq, "reason", re.Reason, "err", re.Error())
+		}
+		return re
 	}
 	if out.Gap && a.Log != nil {
-		a.Log.Warn("usage reports were missed; covered by the totals", "reporter", rep.Reporter, "seq", rep.Seq, "prevSeq", rep.PrevSeq)
+		a.Log.Warn("usage reports were missed; covered by the totals", "host", rep.Host, "source", rep.Source, "seq", rep.Seq, "prevSeq", rep.PrevSeq)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(out)
@@ -117,10 +209,23 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request, c Caller) error
 	if err != nil {
 		return err
 	}
-	if !(c.Role == RoleAdmin || (c.Role == RoleAgent && c.Host == rep.Reporter)) {
-		return &ForbiddenError{fmt.Sprintf("%s (%s) may not report usage as %q", c.Name, c.Role, rep.Reporter)}
+	host := rep.Host
+	if host == "" {
+		host = rep.Reporter
 	}
-	return a.Record(r.Context(), w, rep)
+	if !(c.Role == RoleAdmin || (c.Role == RoleAgent && c.Host != "" && c.Host == host)) {
+		a.metrics()
+		a.reports.WithLabelValues("refused").Inc()
+		a.refused.WithLabelValues(ReasonIdentity).Inc()
+		re := refuse(ReasonIdentity, "host", host, "%s (%s) may not report usage of this host", c.Name, c.Role)
+		if a.Audit != nil {
+			if aerr := a.Audit(r.Context(), AuditRecord{Caller: c, Host: host, Source: rep.Source, Seq: rep.Seq, Samples: len(rep.Samples), Refusal: re}); aerr != nil {
+				return fmt.Errorf("usage report %d of host %q: audit: %w", rep.Seq, host, aerr)
+			}
+		}
+		return &ForbiddenError{re.Error()}
+	}
+	return a.Record(r.Context(), w, c, rep)
 }
 
 func (a *API) getUsage(w http.ResponseWriter, r *http.Request, c Caller) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 )
@@ -36,12 +37,18 @@ func (s Sample) key() string { return s.Department + "/" + s.Resource + "/" + s.
 
 // Report is what an agent sends: every total it meters, read at Time.
 //
-// Seq orders a reporter's reports and must grow across restarts of the reporter (agents use
-// the wall clock in nanoseconds, kept strictly increasing); PrevSeq is the Seq of the report
-// sent before this one (0 after a restart), so the ledger sees gaps. Epoch names the life of
-// the counters: it changes only when they restart from zero (maps recreated, host rebooted).
+// Host is the reporting host and Source what reports there ("network": the network agent's
+// trunk bytes; "compute": the compute agent's vCPU time, memory and volumes); the ledger keeps
+// one reporter state per (host, source). Seq orders a reporter's reports and must grow across
+// restarts of the reporter (agents use the wall clock in nanoseconds, kept strictly
+// increasing); PrevSeq is the Seq of the report sent before this one (0 after a restart), so
+// the ledger sees gaps. Epoch names the life of the counters: it changes only when they
+// restart from zero (maps recreated, host rebooted). Reporter is the field of agents before
+// Host and Source: the host, source network.
 type Report struct {
-	Reporter string    `json:"reporter"`
+	Host     string    `json:"host,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Reporter string    `json:"reporter,omitempty"`
 	Epoch    string    `json:"epoch"`
 	Seq      uint64    `json:"seq"`
 	PrevSeq  uint64    `json:"prevSeq"`
@@ -53,7 +60,10 @@ type Report struct {
 type Outcome struct {
 	Applied bool `json:"applied"` // false: a duplicate or a report older than one already counted
 	Gap     bool `json:"gap"`     // reports were missed; the totals covered them
-	Reset   bool `json:"reset"`   // the counters restarted (new epoch or a total went down)
+	Reset   bool `json:"reset"`   // the counters restarted (a new epoch, or a VM's own vCPU counter)
+	// Baseline: the reporter's first report; it sets the totals later reports count from and
+	// adds nothing (what its counters held before cannot be bounded by any elapsed time).
+	Baseline bool `json:"baseline,omitempty"`
 	// Added is what the report added, by department and resource.
 	Added map[string]map[string]uint64 `json:"added,omitempty"`
 }
@@ -98,9 +108,22 @@ type Usage map[string]map[string]uint64
 // (reporter, department, resource) and adds only what a newer report says beyond it, so
 // retried, duplicated and reordered reports never count twice and a lost report is covered by
 // the next one's totals. Reporter state and the month's usage change in one atomic update.
+//
+// It accepts only what a reporter can know (a refusal is a *RefusedError naming the field and
+// value, and nothing of the report counts): resources of the report's source; with a
+// Placement, departments and VMs the desired state puts on the reporting host; a time within
+// Limits.ClockSkew of Now and not in a closed month; totals that go down only with a new epoch
+// (or, for a VM's vCPU counter, a restart of that VM); growth the host can physically make
+// since the reporter's last report (link rate per direction, vCPUs x elapsed; a reporter's
+// first report is a baseline and adds nothing); levels up to what the VM was given; a bounded
+// number of samples, departments and kept series; no sum that wraps 64 bits.
 type Ledger struct {
 	store  KV
 	prefix string
+
+	Now       func() time.Time // the controller's clock; nil: time.Now
+	Placement Placement        // nil: no placement checks (unit tests; the controller sets it)
+	Limits    Limits
 }
 
 // DefaultPrefix is where a ledger keeps its keys unless NewLedgerAt says otherwise.
@@ -113,55 +136,93 @@ func NewLedger(kv KV) *Ledger { return NewLedgerAt(kv, DefaultPrefix) }
 // prefix + "metering/").
 func NewLedgerAt(kv KV, prefix string) *Ledger { return &Ledger{store: kv, prefix: prefix} }
 
-func (l *Ledger) reporterKey(r string) string        { return l.prefix + "reporters/" + r }
+// reporterKey is a reporter's state: reporters/HOST for the network source (the key of
+// reports before sources existed, so their state carries on), reporters/HOST/SOURCE otherwise.
+func (l *Ledger) reporterKey(host, source string) string {
+	if source == SourceNetwork {
+		return l.prefix + "reporters/" + host
+	}
+	return l.prefix + "reporters/" + host + "/" + source
+}
 func (l *Ledger) usagePrefix(month string) string    { return l.prefix + "usage/" + month + "/" }
 func (l *Ledger) usageKey(month, dept string) string { return l.usagePrefix(month) + dept }
 
 // ErrConflict is returned by KV.Commit when a compared key changed.
 var ErrConflict = errors.New("metering store: concurrent update")
 
-func (r Report) validate() error {
-	if r.Reporter == "" || strings.ContainsAny(r.Reporter, "/") {
-		return fmt.Errorf("report: reporter %q: empty or contains '/'", r.Reporter)
-	}
-	if r.Seq == 0 {
-		return fmt.Errorf("report from %q: seq 0", r.Reporter)
-	}
-	if r.Time.IsZero() {
-		return fmt.Errorf("report %d from %q: no time", r.Seq, r.Reporter)
-	}
-	for _, s := range r.Samples {
-		if s.Department == "" || strings.Contains(s.Department, "/") {
-			return fmt.Errorf("report %d from %q: department %q", r.Seq, r.Reporter, s.Department)
-		}
-		if s.Resource == "" || strings.Contains(s.Resource, "/") {
-			return fmt.Errorf("report %d from %q: resource %q", r.Seq, r.Reporter, s.Resource)
-		}
-	}
-	return nil
-}
-
 // Month is the usage period a time falls in (UTC), e.g. "2026-11".
 func Month(t time.Time) string { return t.UTC().Format("2006-01") }
 
-// Record counts a report. It is idempotent: the same report again changes nothing.
+func (l *Ledger) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+// Check refuses what the ledger would refuse of r without reading reporter state: fields,
+// resources, sizes, clock, closed month and placement. r is normalised (Reporter -> Host).
+func (l *Ledger) Check(ctx context.Context, r *Report) error {
+	_, err := l.check(ctx, r)
+	return err
+}
+
+func (l *Ledger) check(ctx context.Context, r *Report) (*HostPlacement, error) {
+	lim := l.Limits.withDefaults()
+	if e := r.check(lim); e != nil {
+		return nil, e
+	}
+	if e := checkClock(r, l.now(), lim); e != nil {
+		return nil, e
+	}
+	if l.Placement == nil {
+		vm := unplacedVM(lim)
+		for i, s := range r.Samples {
+			if e := checkLevel(fmt.Sprintf("samples[%d]", i), s, vm, lim); e != nil {
+				return nil, e
+			}
+		}
+		return nil, nil
+	}
+	hp, err := l.Placement.OnHost(ctx, r.Host)
+	if err != nil {
+		return nil, fmt.Errorf("usage report of host %q: placement: %w", r.Host, err)
+	}
+	if e := checkPlacement(r, hp, lim); e != nil {
+		return nil, e
+	}
+	return hp, nil
+}
+
+// Record counts a report. It is idempotent: the same report again changes nothing. A refused
+// report is a *RefusedError.
 func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
-	if err := r.validate(); err != nil {
+	hp, err := l.check(ctx, &r)
+	if err != nil {
 		return Outcome{}, err
 	}
 	for attempt := 0; attempt < 100; attempt++ {
-		out, err := l.try(ctx, r)
+		out, err := l.try(ctx, r, hp)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}
 		return out, err
 	}
-	return Outcome{}, fmt.Errorf("report %d from %q: gave up after 100 conflicting updates", r.Seq, r.Reporter)
+	return Outcome{}, fmt.Errorf("report %d of host %q (%s): gave up after 100 conflicting updates", r.Seq, r.Host, r.Source)
 }
 
-func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
+// vmBound is what bounds a compute sample's VM.
+func vmBound(hp *HostPlacement, lim Limits, vm string) PlacedVM {
+	if hp == nil {
+		return unplacedVM(lim)
+	}
+	return hp.VMs[vm]
+}
+
+func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome, error) {
+	lim := l.Limits.withDefaults()
 	month := Month(r.Time)
-	rk := l.reporterKey(r.Reporter)
+	rk := l.reporterKey(r.Host, r.Source)
 	cur, err := l.store.Get(ctx, rk)
 	if err != nil {
 		return Outcome{}, err
@@ -169,20 +230,29 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 	var st reporterState
 	if cur.Rev != 0 {
 		if err := json.Unmarshal(cur.Value, &st); err != nil {
-			return Outcome{}, fmt.Errorf("reporter %q state: %w", r.Reporter, err)
+			return Outcome{}, fmt.Errorf("reporter state of host %q (%s): %w", r.Host, r.Source, err)
 		}
 	}
 	if cur.Rev != 0 && r.Seq <= st.Seq {
 		return Outcome{}, nil // duplicate, retry or overtaken by a newer report
 	}
-	out := Outcome{Applied: true, Added: map[string]map[string]uint64{}}
-	if cur.Rev != 0 && r.PrevSeq != st.Seq {
+	if cur.Rev != 0 && r.Time.Before(st.Time) {
+		return Outcome{}, refuse(ReasonInvalid, "time", r.Time.UTC().Format(time.RFC3339Nano), "before %s, the time of report %d already counted (seq %d is newer)", st.Time.UTC().Format(time.RFC3339Nano), st.Seq, r.Seq)
+	}
+	baseline := cur.Rev == 0
+	out := Outcome{Applied: true, Baseline: baseline, Added: map[string]map[string]uint64{}}
+	if !baseline && r.PrevSeq != st.Seq {
 		out.Gap = true
 		st.Gaps++
 	}
-	newEpoch := cur.Rev != 0 && r.Epoch != st.Epoch
+	newEpoch := !baseline && r.Epoch != st.Epoch
 	out.Reset = newEpoch
+	elapsedMs := uint64(0)
+	if !baseline {
+		elapsedMs = uint64(r.Time.Sub(st.Time).Milliseconds())
+	}
 	adds := map[string]map[string]map[string]uint64{} // month -> department -> resource -> amount
+	var overflow *RefusedError
 	add := func(month, k string, d uint64) {
 		if d == 0 {
 			return
@@ -195,6 +265,9 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 		if adds[month][dept] == nil {
 			adds[month][dept] = map[string]uint64{}
 		}
+		if adds[month][dept][res]+d < d && overflow == nil {
+			overflow = refuse(ReasonOverflow, "samples", k, "adding %d would wrap the month's sum", d)
+		}
 		adds[month][dept][res] += d
 		if out.Added[dept] == nil {
 			out.Added[dept] = map[string]uint64{}
@@ -203,28 +276,100 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 	}
 	totals := make(map[string]uint64, len(r.Samples))
 	levels := map[string]uint64{}
-	for _, s := range r.Samples {
+	index := make(map[string]int, len(r.Samples))
+	for i, s := range r.Samples {
+		index[s.key()] = i
 		if s.Gauge {
-			levels[s.key()] += s.Level
+			levels[s.key()] = s.Level
 		} else {
-			totals[s.key()] += s.Total
+			totals[s.key()] = s.Total
 		}
 	}
+	// Counters: what each total adds, refused when it went down without a new epoch or grew
+	// more than the host could have made since the last report.
+	byRes := map[string]uint64{}   // network: growth per direction, summed over departments
+	biggest := map[string]string{} // network: the series that grew most per direction
+	deltas := make(map[string]uint64, len(totals))
+	for k, t := range totals {
+		i := index[k]
+		s := r.Samples[i]
+		f := fmt.Sprintf("samples[%d].total", i)
+		var d uint64
+		old, seen := st.Totals[k]
+		switch {
+		case baseline:
+			d = 0
+		case newEpoch || !seen:
+			// Counters that restarted from zero, or a series new to this reporter: all of
+			// the total is new, and was made since the last report.
+			d = t
+		case t >= old:
+			d = t - old
+		case s.Resource == ResVCPUSeconds:
+			// A VM's own vCPU counter restarts with the VM: what it holds now is new.
+			out.Reset = true
+			d = t
+		default:
+			return Outcome{}, refuse(ReasonNotMonotonic, f, fmt.Sprint(t), "below %d, the last total of this series in epoch %q (counters restarting from zero come with a new epoch)", old, st.Epoch)
+		}
+		switch s.Resource {
+		case ResVCPUSeconds:
+			vm := vmBound(hp, lim, s.Item)
+			// vCPUs x elapsed, with 5% and 2 s per vCPU for rounding and read-out jitter.
+			if max := mulSat(vm.VCPUs, elapsedMs/1000+elapsedMs/20000+2); d > max {
+				return Outcome{}, refuse(ReasonImpossible, f, fmt.Sprint(t), "VM %s grew by %d vCPU-seconds in %s, more than its %d vCPUs can (%d)", s.Item, d, time.Duration(elapsedMs)*time.Millisecond, vm.VCPUs, max)
+			}
+		case ResNetRxBytes, ResNetTxBytes:
+			byRes[s.Resource] += d
+			if byRes[s.Resource] < d {
+				byRes[s.Resource] = ^uint64(0)
+			}
+			if biggest[s.Resource] == "" || d > deltas[biggest[s.Resource]] {
+				biggest[s.Resource] = k
+			}
+		}
+		deltas[k] = d
+	}
+	for res, sum := range byRes {
+		// The link rate x elapsed, with 10% and 1 MiB for read-out jitter.
+		bps := lim.MaxBitRate / 8
+		max := satAdd(mulSat(bps, elapsedMs/1000), bps/1000*(elapsedMs%1000))
+		max = satAdd(max, max/10+1<<20)
+		if sum > max {
+			k := biggest[res]
+			i := index[k]
+			return Outcome{}, refuse(ReasonImpossible, fmt.Sprintf("samples[%d].total", i), fmt.Sprint(r.Samples[i].Total), "%s of host %s grew by %d bytes in %s, more than %d Gbit/s can carry (%d)", res, r.Host, sum, time.Duration(elapsedMs)*time.Millisecond, lim.MaxBitRate/1e9, max)
+		}
+	}
+	for k, d := range deltas {
+		add(month, k, d)
+	}
 	// Gauges: the previous levels held from the previous report until this one (split at
-	// month starts); a series missing now ended here.
-	if cur.Rev != 0 && r.Time.After(st.Time) {
+	// month starts; nothing into a closed month); a series missing now ended here.
+	now := l.now()
+	if !baseline && r.Time.After(st.Time) {
 		if st.RemMs == nil {
 			st.RemMs = map[string]uint64{}
 		}
 		for k, lv := range st.Levels {
 			for _, sp := range splitMonths(st.Time, r.Time) {
-				x := lv*sp.ms + st.RemMs[k]
+				if monthClosed(sp.month, now, lim.Grace) {
+					continue
+				}
+				hi, lo := bits.Mul64(lv, sp.ms)
+				x := lo + st.RemMs[k]
+				if hi != 0 || x < lo {
+					return Outcome{}, refuse(ReasonOverflow, "samples", k, "level %d x %d ms wraps 64 bits", lv, sp.ms)
+				}
 				add(sp.month, k, x/1000)
 				st.RemMs[k] = x % 1000
 			}
 		}
 	}
-	if cur.Rev == 0 || r.Time.After(st.Time) {
+	if overflow != nil {
+		return Outcome{}, overflow
+	}
+	if baseline || r.Time.After(st.Time) {
 		st.Levels, st.Time = levels, r.Time
 		for k := range st.RemMs {
 			if _, ok := levels[k]; !ok {
@@ -232,30 +377,21 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 			}
 		}
 	}
-	for k, t := range totals {
-		var d uint64
-		old, seen := st.Totals[k]
-		switch {
-		case newEpoch || !seen:
-			// A first report, a series new to this reporter, or counters that restarted from
-			// zero: everything in the total is new.
-			d = t
-		case t >= old:
-			d = t - old
-		default:
-			// The total went down in the same epoch: the counter restarted without the
-			// reporter noticing; what it holds now is new.
-			out.Reset = true
-			d = t
-		}
-		add(month, k, d)
-	}
-	// Series missing from this report keep their last total (a report may carry a subset).
+	// Series missing from this report keep their last total (a report may carry a subset),
+	// unless what they count is no longer on the host, or the state would outgrow its bound.
 	if st.Totals == nil || newEpoch {
 		st.Totals = map[string]uint64{}
 	}
 	for k, t := range totals {
 		st.Totals[k] = t
+	}
+	for k := range st.Totals {
+		if _, now := totals[k]; now {
+			continue
+		}
+		if len(st.Totals) > lim.MaxSeries || (hp != nil && !placed(hp, r.Source, k)) {
+			delete(st.Totals, k)
+		}
 	}
 	st.Epoch, st.Seq = r.Epoch, r.Seq
 	puts := map[string][]byte{}
@@ -276,6 +412,9 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 				}
 			}
 			for res, v := range add {
+				if m[res]+v < v {
+					return Outcome{}, refuse(ReasonOverflow, "samples", dept+"/"+res, "adding %d to %d in %s would wrap 64 bits", v, m[res], month)
+				}
 				m[res] += v
 			}
 			b, _ := json.Marshal(m)
@@ -287,6 +426,36 @@ func (l *Ledger) try(ctx context.Context, r Report) (Outcome, error) {
 		return Outcome{}, err
 	}
 	return out, nil
+}
+
+// placed says whether series k ("department/resource/item") is still on the host.
+func placed(hp *HostPlacement, source, k string) bool {
+	parts := strings.SplitN(k, "/", 3)
+	if len(parts) != 3 {
+		return false
+	}
+	if source == SourceNetwork {
+		return hp.Segments[parts[0]]
+	}
+	vm, ok := hp.VMs[parts[2]]
+	return ok && vm.Department == parts[0]
+}
+
+// mulSat is a*b, or the largest uint64 when that wraps.
+func mulSat(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	if hi != 0 {
+		return ^uint64(0)
+	}
+	return lo
+}
+
+// satAdd is a+b, or the largest uint64 when that wraps.
+func satAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return ^uint64(0)
+	}
+	return a + b
 }
 
 // Usage returns a month's usage ("YYYY-MM"), all departments.

@@ -31,7 +31,7 @@ type sim struct {
 
 func newSim(name string, seed int64) *sim {
 	return &sim{name: name, epoch: "e1", totals: map[[2]string]uint64{}, truth: map[[2]string]uint64{}, rng: rand.New(rand.NewSource(seed)),
-		depts: []string{"lands", "health", "treasury"}, resList: []string{ResNetRxBytes, ResNetTxBytes, ResVCPUSeconds}}
+		depts: []string{"lands", "health", "treasury"}, resList: []string{ResNetRxBytes, ResNetTxBytes}}
 }
 
 func (s *sim) traffic() {
@@ -49,7 +49,7 @@ func (s *sim) traffic() {
 
 func (s *sim) report(at time.Time) Report {
 	s.seq += uint64(1 + s.rng.Intn(5))
-	r := Report{Reporter: s.name, Epoch: s.epoch, Seq: s.seq, PrevSeq: s.prev, Time: at}
+	r := Report{Host: s.name, Source: SourceNetwork, Epoch: s.epoch, Seq: s.seq, PrevSeq: s.prev, Time: at}
 	s.prev = s.seq
 	for k, v := range s.totals {
 		r.Samples = append(r.Samples, Sample{Department: k[0], Resource: k[1], Total: v})
@@ -100,7 +100,7 @@ func mustRecord(t *testing.T, l *Ledger, r Report) Outcome {
 	t.Helper()
 	o, err := l.Record(context.Background(), r)
 	if err != nil {
-		t.Fatalf("record %d from %s: %v", r.Seq, r.Reporter, err)
+		t.Fatalf("record %d from %s: %v", r.Seq, r.Host, err)
 	}
 	return o
 }
@@ -108,10 +108,19 @@ func mustRecord(t *testing.T, l *Ledger, r Report) Outcome {
 // ledgerChaos delivers two reporters' reports retried, duplicated, reordered and partly lost,
 // with a counter reset in the middle, and checks the month equals the true deltas exactly.
 func ledgerChaos(t *testing.T, kv func() KV, restart func()) {
-	l := NewLedger(kv())
+	at := t0
+	newLedger := func() *Ledger {
+		l := NewLedger(kv())
+		l.Now = func() time.Time { return at }
+		l.Limits.ClockSkew = 24 * time.Hour // late deliveries are the point here
+		return l
+	}
+	l := newLedger()
 	a, b := newSim("host1", 1), newSim("host2", 2)
 	rng := rand.New(rand.NewSource(3))
-	at := t0
+	// Each reporter's first report is its baseline (counters at zero here).
+	mustRecord(t, l, a.report(at))
+	mustRecord(t, l, b.report(at))
 	var pending []Report
 	for round := 0; round < 60; round++ {
 		for _, s := range []*sim{a, b} {
@@ -129,7 +138,7 @@ func ledgerChaos(t *testing.T, kv func() KV, restart func()) {
 		}
 		if round == 40 && restart != nil {
 			restart() // controller restart: a new ledger over the same store
-			l = NewLedger(kv())
+			l = newLedger()
 		}
 		// Deliver a random subset in random order, some twice; keep some for later (late
 		// arrivals), lose a few (gaps). The newest of each reporter is always delivered last
@@ -176,45 +185,47 @@ func TestLedgerExactlyOnceMem(t *testing.T) {
 
 func TestLedgerCases(t *testing.T) {
 	l := NewLedger(NewMemKV())
+	l.Now = func() time.Time { return t0.Add(3 * time.Minute) }
 	ctx := context.Background()
-	rep := func(seq, prev uint64, epoch string, total uint64) Report {
-		return Report{Reporter: "h1", Epoch: epoch, Seq: seq, PrevSeq: prev, Time: t0,
+	rep := func(seq, prev uint64, epoch string, total uint64, after time.Duration) Report {
+		return Report{Host: "h1", Source: SourceNetwork, Epoch: epoch, Seq: seq, PrevSeq: prev, Time: t0.Add(after),
 			Samples: []Sample{{Department: "lands", Resource: ResNetTxBytes, Total: total}}}
 	}
 	steps := []struct {
-		name    string
-		r       Report
-		applied bool
-		gap     bool
-		reset   bool
-		usage   uint64
+		name     string
+		r        Report
+		applied  bool
+		gap      bool
+		reset    bool
+		baseline bool
+		usage    uint64
 	}{
-		{"first report counts its whole total", rep(10, 0, "e1", 100), true, false, false, 100},
-		{"duplicate", rep(10, 0, "e1", 100), false, false, false, 100},
-		{"next adds the delta", rep(20, 10, "e1", 150), true, false, false, 150},
-		{"older report arriving late is ignored", rep(15, 10, "e1", 120), false, false, false, 150},
-		{"gap: totals cover the lost report", rep(40, 30, "e1", 400), true, true, false, 400},
-		{"new epoch: counters restarted, all of it is new", rep(50, 40, "e2", 30), true, false, true, 430},
-		{"stale report of the old epoch", rep(45, 40, "e1", 500), false, false, false, 430},
-		{"agent restart: prevSeq 0 is a gap, the delta still exact", rep(60, 0, "e2", 35), true, true, false, 435},
-		{"total down in one epoch: a reset", rep(70, 60, "e2", 5), true, false, true, 440},
-		{"unchanged total", rep(80, 70, "e2", 5), true, false, false, 440},
+		{"first report is the baseline: adds nothing", rep(10, 0, "e1", 100, 0), true, false, false, true, 0},
+		{"duplicate", rep(10, 0, "e1", 100, 0), false, false, false, false, 0},
+		{"next adds the delta", rep(20, 10, "e1", 150, time.Minute), true, false, false, false, 50},
+		{"older report arriving late is ignored", rep(15, 10, "e1", 120, 30*time.Second), false, false, false, false, 50},
+		{"gap: totals cover the lost report", rep(40, 30, "e1", 400, 2*time.Minute), true, true, false, false, 300},
+		{"new epoch: counters restarted, all of it is new", rep(50, 40, "e2", 30, 3*time.Minute), true, false, true, false, 330},
+		{"stale report of the old epoch", rep(45, 40, "e1", 500, 3*time.Minute), false, false, false, false, 330},
+		{"agent restart: prevSeq 0 is a gap, the delta still exact", rep(60, 0, "e2", 35, 4*time.Minute), true, true, false, false, 335},
+		{"unchanged total", rep(80, 60, "e2", 35, 5*time.Minute), true, false, false, false, 335},
 	}
 	for _, s := range steps {
 		o, err := l.Record(ctx, s.r)
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		if o.Applied != s.applied || o.Gap != s.gap || o.Reset != s.reset {
-			t.Errorf("%s: outcome %+v, want applied=%v gap=%v reset=%v", s.name, o, s.applied, s.gap, s.reset)
+		if o.Applied != s.applied || o.Gap != s.gap || o.Reset != s.reset || o.Baseline != s.baseline {
+			t.Errorf("%s: outcome %+v, want applied=%v gap=%v reset=%v baseline=%v", s.name, o, s.applied, s.gap, s.reset, s.baseline)
 		}
 		u, _ := l.Usage(ctx, "2026-11")
 		if got := u["lands"][ResNetTxBytes]; got != s.usage {
 			t.Errorf("%s: usage %d, want %d", s.name, got, s.usage)
 		}
 	}
-	for _, bad := range []Report{{Reporter: "", Seq: 1, Time: t0}, {Reporter: "h1", Seq: 0, Time: t0}, {Reporter: "h1", Seq: 1},
-		{Reporter: "h1", Seq: 1, Time: t0, Samples: []Sample{{Department: "a/b", Resource: "x"}}}} {
+	for _, bad := range []Report{{Host: "", Source: SourceNetwork, Seq: 1, Time: t0}, {Host: "h1", Source: SourceNetwork, Seq: 0, Time: t0},
+		{Host: "h1", Source: SourceNetwork, Seq: 1}, {Host: "h1", Source: SourceNetwork, Seq: 1, Time: t0, Samples: []Sample{{Department: "a/b", Resource: ResNetTxBytes}}},
+		rep(90, 80, "e2", 5, 6*time.Minute)} { // the total went down without a new epoch
 		if _, err := l.Record(ctx, bad); err == nil {
 			t.Errorf("report %+v accepted", bad)
 		}
@@ -227,9 +238,12 @@ func TestLedgerCases(t *testing.T) {
 // TestLedgerMonthBoundary: a delta belongs to the month of the reading that carries it.
 func TestLedgerMonthBoundary(t *testing.T) {
 	l := NewLedger(NewMemKV())
-	r := Report{Reporter: "h1", Epoch: "e", Seq: 1, Time: time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), Samples: []Sample{{Department: "lands", Resource: ResNetRxBytes, Total: 10}}}
+	l.Now = func() time.Time { return time.Date(2026, 11, 1, 0, 2, 0, 0, time.UTC) } // october is open until 01:00
+	r := Report{Host: "h1", Source: SourceNetwork, Epoch: "e", Seq: 1, Time: time.Date(2026, 10, 31, 23, 58, 0, 0, time.UTC), Samples: []Sample{{Department: "lands", Resource: ResNetRxBytes, Total: 0}}}
 	mustRecord(t, l, r)
-	r.Seq, r.PrevSeq, r.Time, r.Samples[0].Total = 2, 1, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC), 25
+	r.Seq, r.PrevSeq, r.Time, r.Samples[0].Total = 2, 1, time.Date(2026, 10, 31, 23, 59, 0, 0, time.UTC), 10
+	mustRecord(t, l, r)
+	r.Seq, r.PrevSeq, r.Time, r.Samples[0].Total = 3, 2, time.Date(2026, 11, 1, 0, 1, 0, 0, time.UTC), 25
 	mustRecord(t, l, r)
 	oct, _ := l.Usage(context.Background(), "2026-10")
 	nov, _ := l.Usage(context.Background(), "2026-11")
@@ -241,12 +255,13 @@ func TestLedgerMonthBoundary(t *testing.T) {
 // TestLedgerConcurrent: reporters racing on one store never lose or double an update.
 func TestLedgerConcurrent(t *testing.T) {
 	l := NewLedger(NewMemKV())
+	l.Now = func() time.Time { return t0 }
 	done := make(chan error)
 	for h := 0; h < 8; h++ {
 		go func(h int) {
 			var err error
 			for i := 1; i <= 50 && err == nil; i++ {
-				_, err = l.Record(context.Background(), Report{Reporter: fmt.Sprintf("h%d", h), Epoch: "e", Seq: uint64(i), PrevSeq: uint64(i - 1), Time: t0,
+				_, err = l.Record(context.Background(), Report{Host: fmt.Sprintf("h%d", h), Source: SourceNetwork, Epoch: "e", Seq: uint64(i), PrevSeq: uint64(i - 1), Time: t0,
 					Samples: []Sample{{Department: "lands", Resource: ResNetTxBytes, Total: uint64(i * 10)}}})
 			}
 			done <- err
@@ -258,8 +273,8 @@ func TestLedgerConcurrent(t *testing.T) {
 		}
 	}
 	u, _ := l.Usage(context.Background(), "2026-11")
-	if got := u["lands"][ResNetTxBytes]; got != 8*500 {
-		t.Fatalf("usage %d, want %d", got, 8*500)
+	if got := u["lands"][ResNetTxBytes]; got != 8*490 { // each reporter's first report (10) is its baseline
+		t.Fatalf("usage %d, want %d", got, 8*490)
 	}
 }
 
@@ -324,12 +339,15 @@ func TestLedgerExactlyOnceEtcd(t *testing.T) {
 // TestLedgerGauges: allocations are integrated between reports, split at month starts,
 // exactly (remainders carried), never twice; per-VM counters restart on their own.
 func TestLedgerGauges(t *testing.T) {
+	oct := time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)
 	l := NewLedger(NewMemKV())
+	l.Now = func() time.Time { return oct.Add(100 * time.Minute) } // october still open (until 01:00)
+	l.Limits.ClockSkew = 3 * time.Hour
 	ctx := context.Background()
 	seq := uint64(0)
 	rep := func(at time.Time, samples ...Sample) Report {
 		seq++
-		return Report{Reporter: "h1", Epoch: "e", Seq: seq, PrevSeq: seq - 1, Time: at, Samples: samples}
+		return Report{Host: "h1", Source: SourceCompute, Epoch: "e", Seq: seq, PrevSeq: seq - 1, Time: at, Samples: samples}
 	}
 	mem := func(vm string, mib uint64) Sample {
 		return Sample{Department: "lands", Resource: ResMemoryMiBSeconds, Item: vm, Gauge: true, Level: mib}
@@ -337,7 +355,6 @@ func TestLedgerGauges(t *testing.T) {
 	cpu := func(vm string, s uint64) Sample {
 		return Sample{Department: "lands", Resource: ResVCPUSeconds, Item: vm, Total: s}
 	}
-	oct := time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC)
 	mustRecord(t, l, rep(oct, mem("vm1", 2048), cpu("vm1", 100), cpu("vm2", 50)))
 	mustRecord(t, l, rep(oct.Add(30*time.Minute), mem("vm1", 2048), cpu("vm1", 160), cpu("vm2", 50)))
 	late := rep(oct.Add(45*time.Minute), mem("vm1", 4096))
@@ -357,15 +374,16 @@ func TestLedgerGauges(t *testing.T) {
 	if got, want := u11["lands"][ResMemoryMiBSeconds], uint64(2048*30*60+2048*10*60); got != want {
 		t.Errorf("november memory %d, want %d", got, want)
 	}
-	// vCPU: 100 + 50 (first report) + 60 (october), then vm1's new 10 + vm2's 10 (november).
-	if u10["lands"][ResVCPUSeconds] != 210 || u11["lands"][ResVCPUSeconds] != 20 {
-		t.Errorf("vcpu october %d november %d, want 210 and 20", u10["lands"][ResVCPUSeconds], u11["lands"][ResVCPUSeconds])
+	// vCPU: the first report is the baseline, 60 (october), then vm1's new 10 + vm2's 10 (november).
+	if u10["lands"][ResVCPUSeconds] != 60 || u11["lands"][ResVCPUSeconds] != 20 {
+		t.Errorf("vcpu october %d november %d, want 60 and 20", u10["lands"][ResVCPUSeconds], u11["lands"][ResVCPUSeconds])
 	}
 
 	// Fractions carry over: 3 MiB for 1.5 s, four times, is exactly 18 MiB-seconds.
 	l2 := NewLedger(NewMemKV())
 	seq = 0
 	at := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	l2.Now = func() time.Time { return at }
 	for i := 0; i < 5; i++ {
 		mustRecord(t, l2, rep(at.Add(time.Duration(i)*1500*time.Millisecond), mem("vm", 3)))
 	}

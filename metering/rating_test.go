@@ -94,13 +94,14 @@ func TestRateExact(t *testing.T) {
 // the bill back with the client the CLI uses.
 func TestAPIEndToEnd(t *testing.T) {
 	api := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
+	clock := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
+	api.Ledger.Now = func() time.Time { return clock }
 	srv := httptest.NewServer(serveAs(api, Caller{Name: "test", Role: RoleAdmin}))
 	defer srv.Close()
 	c := &Client{Base: srv.URL}
 	tr := &FakeTraffic{}
-	clock := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
 	var lastRep Report
-	r := &Reporter{Name: "host1", Epoch: func() string { return "boot1/42" },
+	r := &Reporter{Host: "host1", Epoch: func() string { return "boot1/42" },
 		Samples: func() ([]Sample, error) { st, err := tr.Traffic(); return TrafficSamples(st), err },
 		Send: func(ctx context.Context, rep Report) (Outcome, error) {
 			lastRep = rep
@@ -108,6 +109,9 @@ func TestAPIEndToEnd(t *testing.T) {
 		},
 		Now: func() time.Time { clock = clock.Add(time.Minute); return clock }}
 	ctx := context.Background()
+	if o, err := r.Once(ctx); err != nil || !o.Baseline { // counters at zero: the baseline
+		t.Fatalf("first report: %+v %v", o, err)
+	}
 	tr.Add("lands", "lands-web", "tx", 1, 1<<30)
 	tr.Add("lands", "lands-db", "tx", 1, 1<<30)
 	if _, err := r.Once(ctx); err != nil {

@@ -32,7 +32,8 @@ func TrafficSamples(tr []Traffic) []Sample {
 // its own: every report carries what the pinned counters say, so a failed or lost report is
 // covered by the next one, and a restarted reporter just goes on.
 type Reporter struct {
-	Name     string                                         // reporter (host) name
+	Host     string                                         // the reporting host (its token's or certificate's host)
+	Source   string                                         // SourceNetwork (default) or SourceCompute
 	Epoch    func() string                                  // the counters' life; changes when they restart from zero
 	Samples  func() ([]Sample, error)                       // the absolute totals now
 	Send     func(context.Context, Report) (Outcome, error) // e.g. (*Client).Report
@@ -60,7 +61,11 @@ func (r *Reporter) Once(ctx context.Context) (Outcome, error) {
 	if seq <= r.last {
 		seq = r.last + 1
 	}
-	rep := Report{Reporter: r.Name, Epoch: r.Epoch(), Seq: seq, PrevSeq: r.last, Time: t, Samples: samples}
+	source := r.Source
+	if source == "" {
+		source = SourceNetwork
+	}
+	rep := Report{Host: r.Host, Source: source, Epoch: r.Epoch(), Seq: seq, PrevSeq: r.last, Time: t, Samples: samples}
 	r.last = seq
 	r.mu.Unlock()
 	return r.Send(ctx, rep)

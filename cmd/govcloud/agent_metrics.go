@@ -238,7 +238,8 @@ func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 func agentUsageReporter(a *agent.Agent, host string, c *metering.Client) *metering.Reporter {
 	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: (&agentSources{a: a}).desiredState}
 	return &metering.Reporter{
-		Name: host,
+		Host:   host,
+		Source: metering.SourceNetwork,
 		Epoch: func() string {
 			return counterEpoch(filepath.Join(a.HostNet().Trunk().PinPath(), bpfobj.TrunkMapTrunkStats))
 		},
@@ -317,13 +318,16 @@ func computeSamples(us []compute.Usage) []metering.Sample {
 	return out
 }
 
-// computeUsageReporter reports a compute host's VM usage to the ledger. The epoch is constant:
-// vCPU time is a per-VM counter whose restarts the ledger sees per VM.
+// computeUsageReporter reports a compute host's VM usage to the ledger as host's compute
+// source (the host its agent token or certificate names; the ledger keeps its state apart from
+// the network agent's). The epoch is constant: vCPU time is a per-VM counter whose restarts the
+// ledger sees per VM.
 func computeUsageReporter(ctx context.Context, p compute.Provider, host string, c *metering.Client) *metering.Reporter {
 	src := computeSource{p: p, ctx: ctx}
 	return &metering.Reporter{
-		Name:  host + "-compute",
-		Epoch: func() string { return "compute" },
+		Host:   host,
+		Source: metering.SourceCompute,
+		Epoch:  func() string { return "compute" },
 		Samples: func() ([]metering.Sample, error) {
 			us, err := src.usage()
 			return computeSamples(us), err

@@ -49,10 +49,15 @@ func TestComputeMetering(t *testing.T) {
 	r := computeUsageReporter(ctx, p, "h1", nil)
 	r.Send = l.Record
 	at := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	l.Now = func() time.Time { return at }
 	r.Now = func() time.Time { return at }
 	for i := 0; i < 3; i++ { // three reports an hour apart: two hours allocated
-		if _, err := r.Once(ctx); err != nil {
+		o, err := r.Once(ctx)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 && !o.Baseline {
+			t.Errorf("first report %+v, want the baseline", o)
 		}
 		at = at.Add(time.Hour)
 	}

@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +15,16 @@ import (
 )
 
 func init() { register(newAuditCmd) }
+
+// safeText shows s on one table cell: control characters (newlines, tabs, escapes) and
+// invalid UTF-8 are written as Go escapes, so text from names cannot forge lines or columns.
+func safeText(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
 
 func newAuditCmd(g *globals) *cobra.Command {
 	var (
@@ -37,7 +50,11 @@ func newAuditCmd(g *globals) *cobra.Command {
 				Time           string `json:"time"`
 				Who            string `json:"who"`
 				Role           string `json:"role"`
+				TokenID        string `json:"tokenId"`
+				Remote         string `json:"remote"`
 				Action         string `json:"action"`
+				Result         string `json:"result"`
+				Error          string `json:"error"`
 				BeforeRevision int64  `json:"beforeRevision"`
 				AfterRevision  int64  `json:"afterRevision"`
 				Changes        []struct {
@@ -48,7 +65,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tWHO\tACTION\tREVISIONS\tCHANGES")
+			fmt.Fprintln(tw, "TIME\tWHO\tTOKEN\tFROM\tACTION\tREVISIONS\tCHANGES")
 			for _, e := range entries {
 				var ch []string
 				for _, c := range e.Changes {
@@ -57,7 +74,13 @@ func newAuditCmd(g *globals) *cobra.Command {
 				if len(ch) > 4 {
 					ch = append(ch[:4], fmt.Sprintf("... %d more", len(e.Changes)-4))
 				}
-				fmt.Fprintf(tw, "%s\t%s (%s)\t%s\t%d->%d\t%s\n", e.Time, e.Who, e.Role, e.Action, e.BeforeRevision, e.AfterRevision, strings.Join(ch, ", "))
+				action := e.Action
+				if e.Result != "" {
+					action += " " + e.Result + ": " + e.Error
+				}
+				// Every field is escaped: a name cannot start a line or a column of its own.
+				fmt.Fprintf(tw, "%s\t%s (%s)\t%s\t%s\t%s\t%d->%d\t%s\n", safeText(e.Time), safeText(e.Who), safeText(e.Role), safeText(e.TokenID), safeText(e.Remote),
+					safeText(action), e.BeforeRevision, e.AfterRevision, safeText(strings.Join(ch, ", ")))
 			}
 			return tw.Flush()
 		},

@@ -36,8 +36,8 @@ func newControllerCmd(g *globals) *cobra.Command {
 By default it embeds a single-node etcd under --data-dir; --etcd-endpoints uses an external
 cluster instead (configure it with --max-txn-ops and --max-request-bytes large enough for
 one apply, e.g. 100000 and 67108864). Several controllers sharing one etcd elect a leader,
-which runs the allocation sweep; any controller serves the API. On first start it prints an
-admin token and writes it to DATA-DIR/admin-token.`,
+which runs the allocation sweep; any controller serves the API. On first start it writes an
+admin token to DATA-DIR/admin-token (0600) and prints only that path, never the token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {

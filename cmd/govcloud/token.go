@@ -14,9 +14,12 @@ func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens (admin)"}
 	var req client.TokenRequest
 	create := &cobra.Command{
-		Use:   "create --name NAME --role admin|network|department|agent",
+		Use:   "create --name NAME --role admin|network|department|agent [--ttl 24h]",
 		Short: "Create a token and print it (shown once)",
-		Args:  cobra.NoArgs,
+		Long: `create makes a bearer token and prints it once (only its SHA-256 is stored). --ttl makes
+it expire (a Go duration, e.g. 24h or 720h); without it the token lasts until revoked. Names
+may not hold control characters.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tok, err := client.FromEnv().CreateToken(cmd.Context(), req)
 			if err != nil {
@@ -30,21 +33,32 @@ func newTokenCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&req.Role, "role", "", "admin, network, department or agent")
 	create.Flags().StringVar(&req.Department, "department", "", "department (role department)")
 	create.Flags().StringVar(&req.Host, "host", "", "host (role agent)")
+	create.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 24h (default: until revoked)")
+	var byID bool
 	revoke := &cobra.Command{
-		Use:   "revoke NAME",
-		Short: "Revoke every token with this name",
-		Args:  cobra.ExactArgs(1),
+		Use:   "revoke NAME | --id ID",
+		Short: "Revoke every token with this name, or the one token with this id",
+		Long: `revoke removes tokens at once. By name it removes every token of that name; with --id only
+the token of that id ("tok_…", see 'govcloud token list'). Revoking the last valid admin token
+is refused: create another admin token first.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := client.FromEnv().RevokeToken(cmd.Context(), args[0]); err != nil {
+			c := client.FromEnv()
+			revoke, what := c.RevokeToken, "token"
+			if byID {
+				revoke, what = c.RevokeTokenID, "token id"
+			}
+			if err := revoke(cmd.Context(), args[0]); err != nil {
 				return cliError(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %q\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s %q\n", what, args[0])
 			return nil
 		},
 	}
+	revoke.Flags().BoolVar(&byID, "id", false, "the argument is a token id, not a name")
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List grants (name, role, department, host)",
+		Short: "List grants (id, name, role, department, host, expiry)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			raw, err := client.FromEnv().TokensRaw(cmd.Context())

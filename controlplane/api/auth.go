@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/store"
@@ -47,6 +49,12 @@ func HashToken(token string) string {
 
 type principal struct {
 	store.Token
+	remote string // the client's address (audit)
+}
+
+// audit is an audit entry of p's write.
+func (p *principal) audit(action string) store.AuditEntry {
+	return store.AuditEntry{Who: p.Name, Role: p.Role, TokenID: p.ID, Remote: p.remote, Action: action}
 }
 
 func (p *principal) who() string { return p.Name + " (" + p.Role + ")" }
@@ -81,11 +89,19 @@ type cachedToken struct {
 }
 
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal, *apiError) {
+	p, e := s.authenticateToken(ctx, r)
+	if p != nil {
+		p.remote = r.RemoteAddr
+	}
+	return p, e
+}
+
+func (s *Server) authenticateToken(ctx context.Context, r *http.Request) (*principal, *apiError) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if h == "" || !ok || tok == "" {
 		if s.opt.AnonymousRead && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			return &principal{store.Token{Name: "anonymous", Role: roleAnonymous}}, nil
+			return &principal{Token: store.Token{Name: "anonymous", Role: roleAnonymous}}, nil
 		}
 		if h == "" {
 			return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing bearer token (set GOVCLOUD_TOKEN)"}
@@ -100,7 +116,10 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal,
 		if c.t == nil {
 			return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid token"}
 		}
-		return &principal{*c.t}, nil
+		if c.t.Expired(time.Now()) {
+			return nil, expiredToken(c.t)
+		}
+		return &principal{Token: *c.t}, nil
 	}
 	t, err := s.store.GetToken(ctx, hash)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -115,15 +134,41 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal,
 	if t == nil {
 		return nil, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid token"}
 	}
-	return &principal{*t}, nil
+	if t.Expired(time.Now()) {
+		return nil, expiredToken(t)
+	}
+	return &principal{Token: *t}, nil
 }
 
-// TokenRequest asks for a new token.
+func expiredToken(t *store.Token) *apiError {
+	return &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: fmt.Sprintf("token %s expired at %s", t.ID, t.Expires.UTC().Format(time.RFC3339))}
+}
+
+// TokenRequest asks for a new token. TTL is a Go duration ("24h"); "" never expires.
 type TokenRequest struct {
 	Name       string `json:"name"`
 	Role       string `json:"role"`
 	Department string `json:"department,omitempty"`
 	Host       string `json:"host,omitempty"`
+	TTL        string `json:"ttl,omitempty"`
+}
+
+// MaxTokenTTL bounds a token's lifetime when one is asked for.
+const MaxTokenTTL = 5 * 366 * 24 * time.Hour
+
+// checkLabel refuses a token's name, department or host that is empty when required, longer
+// than 128 bytes, not UTF-8, or holds a control character (names reach the audit log, logs
+// and terminals).
+func checkLabel(field, v string) error {
+	switch {
+	case len(v) > 128:
+		return fmt.Errorf("token %s %q: longer than 128 bytes", field, v[:128]+"...")
+	case !utf8.ValidString(v):
+		return fmt.Errorf("token %s %q: not UTF-8", field, v)
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return fmt.Errorf("token %s %q: control characters are not allowed", field, v)
+	}
+	return nil
 }
 
 // TokenResponse carries a new token; it is shown once and never stored.
@@ -133,6 +178,17 @@ type TokenResponse struct {
 }
 
 func validateTokenRequest(req TokenRequest) error {
+	for _, f := range []struct{ name, v string }{{"name", req.Name}, {"department", req.Department}, {"host", req.Host}} {
+		if err := checkLabel(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > MaxTokenTTL {
+			return fmt.Errorf("token %q: ttl %q: want a positive duration up to %s, e.g. 24h", req.Name, req.TTL, MaxTokenTTL)
+		}
+	}
 	switch req.Role {
 	case RoleAdmin, RoleNetwork:
 		if req.Department != "" || req.Host != "" {

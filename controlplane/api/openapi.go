@@ -32,7 +32,7 @@ const openAPI = `{
           "segments": {"type": "array", "items": {"type": "object"}}, "services": {"type": "array", "items": {"type": "object"}},
           "bgp": {"type": "object"}, "vms": {"type": "array", "items": {"type": "object"}}, "volumes": {"type": "array", "items": {"type": "object"}}}},
       "Token": {"type": "object", "properties": {"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "network", "department", "agent"]},
-        "department": {"type": "string"}, "host": {"type": "string"}}}
+        "department": {"type": "string"}, "host": {"type": "string"}, "ttl": {"type": "string", "description": "Go duration, e.g. 24h; absent: never expires"}}}
     },
     "responses": {
       "Error": {"description": "failure; nothing was changed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -85,9 +85,12 @@ const openAPI = `{
       "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},
       "responses": {"201": {"description": "token"}, "403": {"$ref": "#/components/responses/Error"}}},
       "get": {"summary": "List grants (admin); tokens themselves are never stored", "responses": {"200": {"description": "grants"}}}},
-    "/v1/tokens/{name}": {"delete": {"summary": "Revoke every token with this name (admin); other controllers forget it within 2 s",
+    "/v1/tokens/{name}": {"delete": {"summary": "Revoke every token with this name (admin); other controllers forget it within 2 s; 409 when no valid admin token would be left",
       "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-      "responses": {"200": {"description": "revoked"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
+      "responses": {"200": {"description": "revoked"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
+    "/v1/tokens/id/{id}": {"delete": {"summary": "Revoke the token with this id (tok_..., admin); 409 when no valid admin token would be left",
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "responses": {"200": {"description": "revoked"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
     "/v1/whoami": {"get": {"summary": "The caller's grant", "responses": {"200": {"description": "grant"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}}
   }

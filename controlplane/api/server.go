@@ -24,6 +24,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/plan"
 	"github.com/govcloud/govcloud/controlplane/reconcile"
 	"github.com/govcloud/govcloud/controlplane/store"
+	"golang.org/x/time/rate"
 )
 
 // Options configure the server.
@@ -55,6 +56,8 @@ type Server struct {
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced on every state change
 
+	anonAudit *rate.Limiter // refused writes without a valid token: audited at a bounded rate
+
 	extra []extraRoute
 }
 
@@ -69,6 +72,8 @@ type Principal struct {
 	Role       string `json:"role"`
 	Department string `json:"department,omitempty"`
 	Host       string `json:"host,omitempty"`
+	TokenID    string `json:"tokenId,omitempty"` // the credential's id (audit)
+	Remote     string `json:"remote,omitempty"`  // the client's address, host:port (audit)
 }
 
 // HTTPError lets a handler added with Handle choose the status of its failure; the body is
@@ -77,6 +82,7 @@ type HTTPError struct {
 	Status  int
 	Code    string
 	Message string
+	Audited bool // the handler recorded the refusal in the audit log itself
 }
 
 func (e *HTTPError) Error() string { return e.Message }
@@ -93,7 +99,8 @@ func New(st *store.Store, log *slog.Logger, opt Options) *Server {
 	if opt.Alloc.VLANs == nil {
 		opt.Alloc = alloc.DefaultConfig()
 	}
-	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{})}
+	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}),
+		anonAudit: rate.NewLimiter(10, 50)}
 }
 
 // Run follows state changes (for watches) until ctx ends.
@@ -120,6 +127,7 @@ type apiError struct {
 	Code    string        `json:"code"`
 	Message string        `json:"error"`
 	Errors  config.Errors `json:"errors,omitempty"`
+	audited bool          // the refusal is in the audit log already
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -173,12 +181,8 @@ func (s *Server) Handler() http.Handler {
 				e = h(w, r, p)
 			}
 			if e != nil {
-				if (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden) && r.Method != http.MethodGet {
-					who := "unauthenticated"
-					if p != nil {
-						who = p.who()
-					}
-					s.log.Warn("write refused", "who", who, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", e.Message)
+				if e.Status >= 400 && e.Status < 500 && r.Method != http.MethodGet && r.Method != http.MethodHead {
+					s.refusedWrite(r, p, e)
 				}
 				if e.Status >= 500 {
 					s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", e.Message)
@@ -216,32 +220,20 @@ func (s *Server) Handler() http.Handler {
 		return nil
 	})
 	route("DELETE /v1/tokens/{name}", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
-		name := r.PathValue("name")
-		if p.Role != RoleAdmin {
-			return forbidden("%s may not revoke tokens (needs role admin)", p.who())
-		}
-		n, err := s.store.RevokeToken(r.Context(), name, store.AuditEntry{Who: p.Name, Role: p.Role, Action: "revoke-token", Detail: map[string]any{"name": name}})
-		if err != nil {
-			return internal(err)
-		}
-		if n == 0 {
-			return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("token %q not found", name)}
-		}
-		s.tokens.mu.Lock()
-		s.tokens.m = map[string]cachedToken{} // this controller forgets at once; others within 2s
-		s.tokens.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"revoked": name, "count": n})
-		return nil
+		return s.handleRevoke(w, r, p, "name", r.PathValue("name"), s.store.RevokeToken)
+	})
+	route("DELETE /v1/tokens/id/{id}", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+		return s.handleRevoke(w, r, p, "id", r.PathValue("id"), s.store.RevokeTokenID)
 	})
 	for _, x := range s.extra {
 		route(x.pattern, func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
-			err := x.h(w, r, Principal{Name: p.Name, Role: p.Role, Department: p.Department, Host: p.Host})
+			err := x.h(w, r, Principal{Name: p.Name, Role: p.Role, Department: p.Department, Host: p.Host, TokenID: p.ID, Remote: p.remote})
 			if err == nil {
 				return nil
 			}
 			var he *HTTPError
 			if errors.As(err, &he) {
-				return &apiError{Status: he.Status, Code: he.Code, Message: he.Message}
+				return &apiError{Status: he.Status, Code: he.Code, Message: he.Message, audited: he.Audited}
 			}
 			return internal(err)
 		})
@@ -400,7 +392,7 @@ func (s *Server) change(ctx context.Context, p *principal, req plan.Request, bas
 		if dryRun || (len(res.Puts) == 0 && len(res.Deletes) == 0) {
 			return out, nil
 		}
-		ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: action}
+		ae := p.audit(action)
 		for _, c := range res.Changes {
 			if c.Action != plan.Unchanged {
 				ae.Changes = append(ae.Changes, store.AuditChange{Kind: c.Kind, Name: c.Name, Action: c.Action})
@@ -599,8 +591,11 @@ func (s *Server) handleComputeStatus(w http.ResponseWriter, r *http.Request, p *
 	return s.putStatus(w, r, p, "compute status", s.store.PutComputeStatus)
 }
 
-// putStatus stores an agent's report about its own host (any JSON).
-func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal, what string, put func(context.Context, string, json.RawMessage) error) *apiError {
+// putStatus stores an agent's report about its own host (any JSON object), audited. Of a
+// network agent's report, backend health ("backends": {"service/address": "up" | "down: …"})
+// is kept only for backends the controller placed on that host: a host cannot take down
+// another host's backends.
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal, what string, put func(context.Context, string, json.RawMessage, store.AuditEntry) error) *apiError {
 	host := r.PathValue("name")
 	if p.Role != RoleAdmin && !(p.Role == RoleAgent && p.Host == host) {
 		return forbidden("%s may not write the %s of host %q", p.who(), what, host)
@@ -609,7 +604,26 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal,
 	if err != nil || !json.Valid(body) {
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("%s of host %q: body must be JSON", what, host)}
 	}
-	if err := put(r.Context(), host, body); err != nil {
+	ae := p.audit(strings.ReplaceAll(what, " ", "-"))
+	ae.Detail = map[string]any{"host": host, "bytes": len(body)}
+	if what == "status" {
+		snap, err := s.store.Snapshot(r.Context())
+		if err != nil {
+			return internal(err)
+		}
+		var ignored []string
+		if body, ignored, err = FilterPeerHealth(body, reconcile.ForHost(snap.State, host, snap.Revision)); err != nil {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("%s of host %q: %v", what, host, err)}
+		}
+		if len(ignored) > 0 {
+			if len(ignored) > 20 {
+				ignored = append(ignored[:20], fmt.Sprintf("and %d more", len(ignored)-20))
+			}
+			ae.Detail["ignoredBackends"] = ignored
+			s.log.Warn("status names backends not placed on its host; ignored", "host", host, "who", p.Name, "backends", ignored)
+		}
+	}
+	if err := put(r.Context(), host, body, ae); err != nil {
 		return internal(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"host": host, "result": "stored"})
@@ -684,8 +698,18 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, p *principa
 		return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: err.Error()}
 	}
 	tok, hash := NewToken()
-	grant := store.Token{Name: req.Name, Role: req.Role, Department: req.Department, Host: req.Host, Created: time.Now().UTC()}
-	ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: "token", Detail: map[string]any{"name": req.Name, "role": req.Role, "department": req.Department, "host": req.Host}}
+	now := time.Now().UTC()
+	grant := store.Token{ID: store.TokenID(hash), Name: req.Name, Role: req.Role, Department: req.Department, Host: req.Host, Created: now}
+	if req.TTL != "" {
+		d, _ := time.ParseDuration(req.TTL) // checked by validateTokenRequest
+		exp := now.Add(d)
+		grant.Expires = &exp
+	}
+	ae := p.audit("token")
+	ae.Detail = map[string]any{"id": grant.ID, "name": req.Name, "role": req.Role, "department": req.Department, "host": req.Host}
+	if grant.Expires != nil {
+		ae.Detail["expires"] = grant.Expires
+	}
 	if err := s.store.PutToken(r.Context(), hash, grant, ae); err != nil {
 		return internal(err)
 	}
@@ -693,11 +717,63 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, p *principa
 	return nil
 }
 
+// handleRevoke revokes tokens by name or by id; revoking the last valid admin token is
+// refused (409), so no revocation can lock every admin out.
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, p *principal, by, v string, revoke func(context.Context, string, store.AuditEntry) (int, error)) *apiError {
+	if p.Role != RoleAdmin {
+		return forbidden("%s may not revoke tokens (needs role admin)", p.who())
+	}
+	ae := p.audit("revoke-token")
+	ae.Detail = map[string]any{by: v}
+	n, err := revoke(r.Context(), v, ae)
+	if errors.Is(err, store.ErrLastAdmin) || errors.Is(err, store.ErrStale) {
+		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+	}
+	if err != nil {
+		return internal(err)
+	}
+	if n == 0 {
+		what := "token"
+		if by == "id" {
+			what = "token id"
+		}
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("%s %q not found", what, v)}
+	}
+	s.tokens.mu.Lock()
+	s.tokens.m = map[string]cachedToken{} // this controller forgets at once; others within 2s
+	s.tokens.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": v, "by": by, "count": n})
+	return nil
+}
+
+// refusedWrite logs a refused write and records it in the audit log (with who, token id and
+// client address; unauthenticated ones at a bounded rate, so they cannot flood the log).
+func (s *Server) refusedWrite(r *http.Request, p *principal, e *apiError) {
+	ae := store.AuditEntry{Who: "unauthenticated", Role: "none", Remote: r.RemoteAddr}
+	if p != nil {
+		ae = p.audit("")
+	}
+	s.log.Warn("write refused", "who", ae.Who, "role", ae.Role, "token", ae.TokenID, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", e.Message)
+	if e.audited || (p == nil && !s.anonAudit.Allow()) {
+		return
+	}
+	ae.Action, ae.Result, ae.Error = r.Method+" "+r.URL.Path, "refused", e.Message
+	if len(ae.Action) > 256 {
+		ae.Action = ae.Action[:256]
+	}
+	ae.Detail = map[string]any{"status": e.Status}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if err := s.store.AppendAudit(ctx, ae); err != nil {
+		s.log.Error("audit of a refused write failed", "err", err)
+	}
+}
+
 // Bootstrap creates the first admin token if the store has none; it returns the token, or ""
 // when one was created before.
 func Bootstrap(ctx context.Context, st *store.Store) (string, error) {
 	tok, hash := NewToken()
-	ok, err := st.PutTokenIfNone(ctx, hash, store.Token{Name: "admin", Role: RoleAdmin, Created: time.Now().UTC()})
+	ok, err := st.PutTokenIfNone(ctx, hash, store.Token{ID: store.TokenID(hash), Name: "admin", Role: RoleAdmin, Created: time.Now().UTC()})
 	if err != nil || !ok {
 		return "", err
 	}
@@ -707,7 +783,7 @@ func Bootstrap(ctx context.Context, st *store.Store) (string, error) {
 // Sweep fills in allocations still pending (run by the leader). It commits only if something
 // changed.
 func (s *Server) Sweep(ctx context.Context) error {
-	p := &principal{store.Token{Name: "controller", Role: RoleAdmin}}
+	p := &principal{Token: store.Token{Name: "controller", Role: RoleAdmin}}
 	if _, e := s.change(ctx, p, plan.Request{}, 0, false, "allocate"); e != nil {
 		return e
 	}

@@ -285,12 +285,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &out, nil
 }
 
-// TokenRequest asks for a token.
+// TokenRequest asks for a token. TTL is a Go duration ("24h"); "" never expires.
 type TokenRequest struct {
 	Name       string `json:"name"`
 	Role       string `json:"role"`
 	Department string `json:"department,omitempty"`
 	Host       string `json:"host,omitempty"`
+	TTL        string `json:"ttl,omitempty"`
 }
 
 // CreateToken creates a token (admin only) and returns it.
@@ -315,6 +316,12 @@ func (c *Client) Audit(ctx context.Context, limit int) (json.RawMessage, error) 
 // RevokeToken revokes every token named name (admin only).
 func (c *Client) RevokeToken(ctx context.Context, name string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(name), nil, nil, nil)
+	return err
+}
+
+// RevokeTokenID revokes the token with id ("tok_…", see `govcloud token list`; admin only).
+func (c *Client) RevokeTokenID(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/id/"+url.PathEscape(id), nil, nil, nil)
 	return err
 }
 

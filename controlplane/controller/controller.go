@@ -85,7 +85,8 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		if err := os.WriteFile(tf, []byte(tok+"\n"), 0o600); err != nil {
 			return fmt.Errorf("write admin token: %w", err)
 		}
-		fmt.Fprintf(opt.Out, "admin token (also in %s): %s\n", tf, tok)
+		// The token goes to the 0600 file only: output ends up in logs and terminals.
+		fmt.Fprintf(opt.Out, "admin token: written to %s (0600)\n", tf)
 	} else if _, err := os.Stat(tf); err == nil {
 		fmt.Fprintf(opt.Out, "admin token: see %s\n", tf)
 	} else {

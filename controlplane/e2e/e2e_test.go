@@ -287,8 +287,8 @@ func TestControllerSurvivesKill9(t *testing.T) {
 		t.Fatalf("admin token not written: %v (output %s)", err, c1.out)
 	}
 	tok := strings.TrimSpace(string(tokb))
-	if !strings.Contains(c1.out.String(), tok) {
-		t.Errorf("first start did not print the admin token: %s", c1.out)
+	if strings.Contains(c1.out.String(), tok) || !strings.Contains(c1.out.String(), "admin token: written to "+filepath.Join(dir, "admin-token")) {
+		t.Errorf("first start printed the admin token or did not name its file: %s", c1.out)
 	}
 	example, _ := filepath.Abs("../../deploy/examples/departments.yaml")
 	if r := run(t, c1.url(), tok, "apply", "-f", example); r.code != 0 {

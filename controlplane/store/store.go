@@ -192,16 +192,37 @@ func (s *Store) load(ctx context.Context, prev *Snapshot) (*Snapshot, error) {
 	return snap, nil
 }
 
-// AuditEntry records one write.
+// AuditEntry records one write, done or refused. Every field is data (JSON), never text to be
+// parsed: a name holding a newline cannot fake a second entry.
 type AuditEntry struct {
 	Time           time.Time      `json:"time"`
 	Who            string         `json:"who"`
 	Role           string         `json:"role"`
-	Action         string         `json:"action"` // apply | delete | token
+	TokenID        string         `json:"tokenId,omitempty"` // the credential's id (Token.ID)
+	Remote         string         `json:"remote,omitempty"`  // the client's address, host:port
+	Action         string         `json:"action"`            // apply | delete | token | revoke-token | status | compute-status | usage-report | ...
+	Result         string         `json:"result,omitempty"`  // "" (done) | refused
+	Error          string         `json:"error,omitempty"`   // why it was refused
 	Changes        []AuditChange  `json:"changes,omitempty"`
 	BeforeRevision int64          `json:"beforeRevision"`
 	AfterRevision  int64          `json:"afterRevision"`
 	Detail         map[string]any `json:"detail,omitempty"`
+}
+
+func (s *Store) auditPut(audit AuditEntry) clientv3.Op {
+	if audit.Time.IsZero() {
+		audit.Time = time.Now().UTC()
+	}
+	ab, _ := json.Marshal(audit)
+	return clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab))
+}
+
+// AppendAudit records an entry on its own (refused writes, usage reports).
+func (s *Store) AppendAudit(ctx context.Context, audit AuditEntry) error {
+	if _, err := s.cli.Txn(ctx).Then(s.auditPut(audit)).Commit(); err != nil {
+		return fmt.Errorf("write audit entry %q of %q: %w", audit.Action, audit.Who, err)
+	}
+	return nil
 }
 
 // AuditChange is one object changed by a write.
@@ -229,13 +250,7 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 		ops = append(ops, clientv3.OpDelete(s.objKey(k)))
 	}
 	audit.BeforeRevision = snap.Revision
-	if audit.Time.IsZero() {
-		audit.Time = time.Now().UTC()
-	}
-	ab, _ := json.Marshal(audit)
-	ops = append(ops,
-		clientv3.OpPut(s.keyState(), fmt.Sprint(time.Now().UnixNano())),
-		clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab)))
+	ops = append(ops, clientv3.OpPut(s.keyState(), fmt.Sprint(time.Now().UnixNano())), s.auditPut(audit))
 	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keyState()), "=", snap.Revision)).Then(ops...).Commit()
 	if err != nil {
 		if strings.Contains(err.Error(), "too many operations") || strings.Contains(err.Error(), "request is too large") {
@@ -292,22 +307,35 @@ func (s *Store) Audit(ctx context.Context, limit int64) ([]AuditEntry, error) {
 
 // Token is a bearer token's grant; the token itself is never stored, only its hash.
 type Token struct {
-	Name       string    `json:"name"`
-	Role       string    `json:"role"`
-	Department string    `json:"department,omitempty"`
-	Host       string    `json:"host,omitempty"`
-	Created    time.Time `json:"created"`
+	ID         string     `json:"id"` // TokenID of the hash: unique, safe to show and log
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	Department string     `json:"department,omitempty"`
+	Host       string     `json:"host,omitempty"`
+	Created    time.Time  `json:"created"`
+	Expires    *time.Time `json:"expires,omitempty"` // nil: never
 }
+
+// TokenID is a token's id: "tok_" and the first 16 hex digits of its SHA-256 (the hash it is
+// stored under), so grants made before ids existed have one too.
+func TokenID(hash string) string {
+	if len(hash) > 16 {
+		hash = hash[:16]
+	}
+	return "tok_" + hash
+}
+
+// Expired says whether the grant has expired at now.
+func (t *Token) Expired(now time.Time) bool { return t.Expires != nil && !now.Before(*t.Expires) }
+
+// ErrLastAdmin refuses a revocation that would leave no admin token that is still valid.
+var ErrLastAdmin = errors.New("would revoke the last valid admin token (create another admin token first)")
 
 // PutToken stores a grant under the token's hash, with its audit entry.
 func (s *Store) PutToken(ctx context.Context, hash string, t Token, audit AuditEntry) error {
-	if audit.Time.IsZero() {
-		audit.Time = time.Now().UTC()
-	}
+	t.ID = TokenID(hash)
 	b, _ := json.Marshal(t)
-	ab, _ := json.Marshal(audit)
-	_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.keyTokens()+hash, string(b)),
-		clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab))).Commit()
+	_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.keyTokens()+hash, string(b)), s.auditPut(audit)).Commit()
 	if err != nil {
 		return fmt.Errorf("store token %q: %w", t.Name, err)
 	}
@@ -317,6 +345,7 @@ func (s *Store) PutToken(ctx context.Context, hash string, t Token, audit AuditE
 // PutTokenIfNone stores a grant only when no token exists at all (first start). It reports
 // whether it stored it.
 func (s *Store) PutTokenIfNone(ctx context.Context, hash string, t Token) (bool, error) {
+	t.ID = TokenID(hash)
 	b, _ := json.Marshal(t)
 	// The bootstrap marker key guards against two controllers both creating an admin token.
 	marker := s.keyTokens()[:len(s.keyTokens())-1] + "-bootstrapped"
@@ -341,6 +370,7 @@ func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
 	if err := json.Unmarshal(r.Kvs[0].Value, &t); err != nil {
 		return nil, fmt.Errorf("stored token: %w", err)
 	}
+	t.ID = TokenID(hash)
 	return &t, nil
 }
 
@@ -356,58 +386,78 @@ func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
 		if err := json.Unmarshal(kv.Value, &t); err != nil {
 			return nil, fmt.Errorf("stored token %s: %w", kv.Key, err)
 		}
+		t.ID = TokenID(strings.TrimPrefix(string(kv.Key), s.keyTokens()))
 		out = append(out, t)
 	}
 	return out, nil
 }
 
-// RevokeToken deletes every grant named name, with an audit entry; it returns how many.
+// RevokeToken deletes every grant named name, with an audit entry; it returns how many. It
+// refuses (ErrLastAdmin) when no valid admin grant would be left.
 func (s *Store) RevokeToken(ctx context.Context, name string, audit AuditEntry) (int, error) {
+	return s.revoke(ctx, fmt.Sprintf("token %q", name), func(_ string, t Token) bool { return t.Name == name }, audit)
+}
+
+// RevokeTokenID deletes the grant with id (Token.ID), with an audit entry; it returns how many
+// (0 or 1). It refuses (ErrLastAdmin) when no valid admin grant would be left.
+func (s *Store) RevokeTokenID(ctx context.Context, id string, audit AuditEntry) (int, error) {
+	return s.revoke(ctx, fmt.Sprintf("token id %q", id), func(hash string, _ Token) bool { return TokenID(hash) == id }, audit)
+}
+
+func (s *Store) revoke(ctx context.Context, what string, match func(hash string, t Token) bool, audit AuditEntry) (int, error) {
 	r, err := s.cli.Get(ctx, s.keyTokens(), clientv3.WithPrefix())
 	if err != nil {
 		return 0, fmt.Errorf("read tokens: %w", err)
 	}
 	var ops []clientv3.Op
 	var cmps []clientv3.Cmp
+	admins := 0
+	now := time.Now()
 	for _, kv := range r.Kvs {
 		var t Token
-		if json.Unmarshal(kv.Value, &t) == nil && t.Name == name {
+		if json.Unmarshal(kv.Value, &t) != nil {
+			continue
+		}
+		// Every grant read is compared: a concurrent revoke or create makes this one retry,
+		// so two revocations can never together remove the last admin.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+		if match(strings.TrimPrefix(string(kv.Key), s.keyTokens()), t) {
 			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+		} else if t.Role == "admin" && !t.Expired(now) {
+			admins++
 		}
 	}
 	if len(ops) == 0 {
 		return 0, nil
 	}
-	if audit.Time.IsZero() {
-		audit.Time = time.Now().UTC()
+	if admins == 0 {
+		return 0, fmt.Errorf("revoke %s: %w", what, ErrLastAdmin)
 	}
-	ab, _ := json.Marshal(audit)
-	ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%020d", s.keyAudit(), audit.Time.UnixNano()), string(ab)))
+	ops = append(ops, s.auditPut(audit))
 	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("revoke token %q: %w", name, err)
+		return 0, fmt.Errorf("revoke %s: %w", what, err)
 	}
 	if !tr.Succeeded {
-		return 0, fmt.Errorf("revoke token %q: %w", name, ErrStale)
+		return 0, fmt.Errorf("revoke %s: %w", what, ErrStale)
 	}
 	return len(ops) - 1, nil
 }
 
-// PutHostStatus stores what the network agent reports about its host.
-func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage) error {
-	return s.putStatus(ctx, s.keyHostStatus(), "status", host, status)
+// PutHostStatus stores what the network agent reports about its host, with its audit entry.
+func (s *Store) PutHostStatus(ctx context.Context, host string, status json.RawMessage, audit AuditEntry) error {
+	return s.putStatus(ctx, s.keyHostStatus(), "status", host, status, audit)
 }
 
 // PutComputeStatus stores what the compute agent reports about its host (kept apart from the
-// network agent's report, which it would otherwise replace).
-func (s *Store) PutComputeStatus(ctx context.Context, host string, status json.RawMessage) error {
-	return s.putStatus(ctx, s.keyComputeStatus(), "compute status", host, status)
+// network agent's report, which it would otherwise replace), with its audit entry.
+func (s *Store) PutComputeStatus(ctx context.Context, host string, status json.RawMessage, audit AuditEntry) error {
+	return s.putStatus(ctx, s.keyComputeStatus(), "compute status", host, status, audit)
 }
 
-func (s *Store) putStatus(ctx context.Context, prefix, what, host string, status json.RawMessage) error {
+func (s *Store) putStatus(ctx context.Context, prefix, what, host string, status json.RawMessage, audit AuditEntry) error {
 	v, _ := json.Marshal(map[string]any{"host": host, "time": time.Now().UTC(), "status": status})
-	if _, err := s.cli.Put(ctx, prefix+host, string(v)); err != nil {
+	if _, err := s.cli.Txn(ctx).Then(clientv3.OpPut(prefix+host, string(v)), s.auditPut(audit)).Commit(); err != nil {
 		return fmt.Errorf("store %s of host %q: %w", what, host, err)
 	}
 	return nil
