@@ -109,8 +109,9 @@ func BenchmarkControlPlane(b *testing.B) {
 	// Load: ~500 requests/s for 10 s, open loop: 49% get one service, 49% list departments,
 	// 2% apply (change one service's backend weight; a different service each time).
 	const rate, dur = 500, 10 * time.Second
-	cl := client.New(c.url(), tok)
-	cl.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+	cl := c.client(b, tok)
+	cl.HTTP.Transport.(*http.Transport).MaxIdleConnsPerHost = 256
+	cl.HTTP.Timeout = 30 * time.Second
 	var mu sync.Mutex
 	lat := map[string][]time.Duration{}
 	errs := map[string]int{}
@@ -215,25 +216,54 @@ func lastLine(s string) string {
 	return lines[len(lines)-1] + "\n"
 }
 
-func startControllerB(b *testing.B, args ...string) *proc {
-	addr := freePortB(b)
+func startControllerB(tb testing.TB, args ...string) *proc {
+	tb.Helper()
+	addr := freePortB(tb)
 	cmd := exec.Command(bin, append([]string{"controller", "--listen", addr, "--log-level", "warn"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	p := &proc{cmd: cmd, addr: addr, out: &out}
-	b.Cleanup(p.kill)
+	p := &proc{cmd: cmd, addr: addr, out: &out, scheme: "https://"}
+	dataDir := ""
+	for i, a := range args {
+		if a == "--insecure-http" {
+			p.scheme = "http://"
+		}
+		if a == "--data-dir" && i+1 < len(args) {
+			dataDir = args[i+1]
+		}
+	}
+	if p.scheme == "https://" {
+		p.ca = filepath.Join(dataDir, "ca.crt")
+		casMu.Lock()
+		cas[p.url()] = p.ca
+		casMu.Unlock()
+	}
+	tb.Cleanup(p.kill)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
+		hc := http.DefaultClient
+		if p.ca != "" {
+			c := client.New(p.url(), "")
+			if err := c.SetCAFile(p.ca); err != nil {
+				hc = nil
+			} else {
+				hc = c.HTTP
+			}
+		}
+		if hc != nil {
+			resp, err := hc.Get(p.url() + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return p
+				}
+			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("controller not up: %s", out.String())
+			tb.Fatalf("controller %v not up after 30s: %s", args, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

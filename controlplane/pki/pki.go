@@ -221,10 +221,10 @@ func (ca *CA) SignCSR(csrPEM []byte, host, role string, validity time.Duration) 
 }
 
 func (ca *CA) clientTemplate(host, role string, validity time.Duration) (*x509.Certificate, error) {
-	if err := checkName(host); err != nil {
+	if err := CheckName(host); err != nil {
 		return nil, fmt.Errorf("client certificate: host %q: %w", host, err)
 	}
-	if err := checkName(role); err != nil {
+	if err := CheckName(role); err != nil {
 		return nil, fmt.Errorf("client certificate: role %q: %w", role, err)
 	}
 	tmpl, err := ca.template(host, validity)
@@ -259,8 +259,8 @@ func Identity(cert *x509.Certificate) (role, host string, err error) {
 	return "", "", fmt.Errorf("certificate %s (%q): no %s:// identity", SerialHex(cert), cert.Subject.String(), URIScheme)
 }
 
-// checkName allows what host names and roles are made of: letters, digits, '-', '.', '_'.
-func checkName(s string) error {
+// CheckName accepts what host names and roles are made of: letters, digits, '-', '.', '_'.
+func CheckName(s string) error {
 	if s == "" || len(s) > 253 {
 		return errors.New("want 1 to 253 characters")
 	}

@@ -265,3 +265,11 @@ func EtcdTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// AppendAudit records an entry on its own (a refusal, an event without other writes).
+func (s *Store) AppendAudit(ctx context.Context, audit AuditEntry) error {
+	if _, err := s.cli.Txn(ctx).Then(s.auditOp(audit)).Commit(); err != nil {
+		return fmt.Errorf("write audit entry %q: %w", audit.Action, err)
+	}
+	return nil
+}
