@@ -14,7 +14,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens (admin)"}
 	var req client.TokenRequest
 	create := &cobra.Command{
-		Use:   "create --name NAME --role admin|network|department|agent",
+		Use:   "create --name NAME --role admin|network|department|agent | --role agent --host H --join [--ttl 15m]",
 		Short: "Create a token and print it (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -30,6 +30,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&req.Role, "role", "", "admin, network, department or agent")
 	create.Flags().StringVar(&req.Department, "department", "", "department (role department)")
 	create.Flags().StringVar(&req.Host, "host", "", "host (role agent)")
+	addJoinFlags(create) // token_join.go: --join
 	revoke := &cobra.Command{
 		Use:   "revoke NAME",
 		Short: "Revoke every token with this name",
