@@ -133,11 +133,11 @@ func (id *Identity) RunRenewal(ctx context.Context, c *Client, log *slog.Logger,
 		retry = 30 * time.Second
 	}
 	for {
-		wait := time.Until(RenewAt(id.Leaf()))
+		wait := max(time.Until(RenewAt(id.Leaf())), time.Second) // never a tight loop, whatever the clock says
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(max(wait, 0)):
+		case <-time.After(wait):
 		}
 		if err := id.Renew(ctx, c); err != nil {
 			if ctx.Err() != nil {
@@ -240,4 +240,11 @@ func (c *Client) RevokeCert(ctx context.Context, serial, host string) ([]string,
 	}
 	_, err := c.do(ctx, http.MethodDelete, p, nil, nil, &out)
 	return out.Revoked, err
+}
+
+// Whoami returns the principal the controller sees, as JSON (name, role, department, host).
+func (c *Client) Whoami(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	_, err := c.do(ctx, http.MethodGet, "/v1/whoami", nil, nil, &out)
+	return out, err
 }

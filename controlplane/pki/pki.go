@@ -282,10 +282,13 @@ func (ca *CA) template(cn string, validity time.Duration) (*x509.Certificate, er
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
+	// Backdated a little for clocks slightly behind, by at most a tenth of the lifetime so
+	// that renewal at 2/3 of it stays ahead of now.
+	backdate := min(time.Minute, max(validity/10, 0))
 	return &x509.Certificate{
 		SerialNumber:   serial,
 		Subject:        pkix.Name{CommonName: cn, Organization: []string{"govcloud"}},
-		NotBefore:      now.Add(-time.Minute),
+		NotBefore:      now.Add(-backdate),
 		NotAfter:       notAfter,
 		KeyUsage:       x509.KeyUsageDigitalSignature,
 		AuthorityKeyId: ca.Cert.SubjectKeyId,
