@@ -64,6 +64,10 @@ func readPool(file string) (*x509.CertPool, error) {
 func NewTransport(tc *tls.Config) *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
+	// HTTP/1.1 over TLS, as over plain HTTP: parallel requests on parallel connections rather
+	// than multiplexed on one HTTP/2 connection (which raised read p99 by about a third).
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.MaxIdleConnsPerHost = 16
 	tr.TLSHandshakeTimeout = 10 * time.Second
 	return tr
