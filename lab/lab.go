@@ -83,7 +83,16 @@ func (l *Lab) preflight() error {
 	return nil
 }
 
-func (l *Lab) client(token string) *client.Client { return client.New(API, token) }
+// client is an API client of the lab's controller, verifying it with the lab's CA.
+func (l *Lab) client(token string) *client.Client {
+	c := client.New(API, token)
+	_ = c.SetCAFile(l.caFile()) // not there yet: the request fails and says so
+	return c
+}
+
+// caFile is the lab controller's CA certificate (also in client.DefaultCAFiles, so the CLI
+// on this machine finds it without GOVCLOUD_CA when the lab is in DefaultDir).
+func (l *Lab) caFile() string { return filepath.Join(l.dir, "controller", "ca.crt") }
 
 func (l *Lab) adminToken() (string, error) {
 	b, err := os.ReadFile(filepath.Join(l.dir, "controller", "admin-token"))
@@ -114,7 +123,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	const steps = 8
 	start := time.Now()
 	for _, d := range []string{"logs", "pids", "bpf", "controller", "tokens"} {
-		if err := os.MkdirAll(filepath.Join(l.dir, d), 0o755); err != nil {
+		mode := os.FileMode(0o755)
+		if d == "controller" || d == "tokens" {
+			mode = 0o700 // the embedded etcd's socket, the CA key, the admin and join tokens
+		}
+		if err := os.MkdirAll(filepath.Join(l.dir, d), mode); err != nil {
 			return err
 		}
 	}
@@ -177,15 +190,20 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 
-	l.step(5, steps, "agents in gc-host1 and gc-host2")
+	l.step(5, steps, "agents in gc-host1 and gc-host2 (join with single-use join tokens, then mTLS with host certificates)")
 	for _, h := range Hosts {
-		tok, err := l.client(admin).CreateToken(ctx, client.TokenRequest{Name: h + "-agent", Role: "agent", Host: h})
-		if err != nil {
-			return fmt.Errorf("agent token for %s: %w", h, err)
-		}
-		tf := filepath.Join(l.dir, "tokens", h)
-		if err := os.WriteFile(tf, []byte(tok), 0o600); err != nil {
-			return err
+		// One join token per agent: the network agent, and the compute agent with --vms.
+		for _, who := range []string{"agent", "compute"} {
+			if who == "compute" && !l.opt.VMs {
+				continue
+			}
+			jt, err := l.client(admin).CreateJoinToken(ctx, client.JoinTokenRequest{Host: h, TTL: "30m"})
+			if err != nil {
+				return fmt.Errorf("join token for the %s of %s: %w", who, h, err)
+			}
+			if err := os.WriteFile(l.joinTokenFile(h, who), []byte(jt.Token+"\n"), 0o600); err != nil {
+				return err
+			}
 		}
 		if err := l.startAgent(h); err != nil {
 			return err
@@ -282,12 +300,19 @@ func (l *Lab) apply(ctx context.Context, token string) error {
 // startController runs the controller on the machine itself. Reads need no token in the lab
 // (docs/DESIGN.md); writes need the printed admin token.
 func (l *Lab) startController() error {
-	return l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "http://"))
+	return l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "https://"))
 }
 
+// joinTokenFile holds the single-use join token of host h's agent (who: agent or compute).
+func (l *Lab) joinTokenFile(h, who string) string {
+	return filepath.Join(l.dir, "tokens", h+"-"+who+".join")
+}
+
+// startAgent runs host h's agent. On its first start it exchanges its join token for a host
+// certificate, kept in its --state-dir; restarts reuse that certificate (the token is spent).
 func (l *Lab) startAgent(h string) error {
-	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--api", API, "--api-netns", l.rootNS(),
-		"--token-file", filepath.Join(l.dir, "tokens", h), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
+	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--controller", API, "--ca", l.caFile(), "--api-netns", l.rootNS(),
+		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
 		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h),
 		// The ToR's fabric address is in the uplink's prefix (management already); its
 		// client-side address is management too.
@@ -471,7 +496,8 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 	p("\n== govcloud lab is up ==\n\n")
 	p("Topology: gc-client -- gc-tor (FRR, AS 65000; bridge 'fabric' = L2 trunk) -- gc-host1 (198.18.0.11), gc-host2 (198.18.0.12)\n")
 	p("Controller: %s   admin token: %s\n", API, filepath.Join(l.dir, "controller", "admin-token"))
-	p("  export GOVCLOUD_API=%s GOVCLOUD_TOKEN=$(sudo cat %s)\n\n", API, filepath.Join(l.dir, "controller", "admin-token"))
+	p("  export GOVCLOUD_API=%s GOVCLOUD_CA=%s GOVCLOUD_TOKEN=$(sudo cat %s)\n", API, l.caFile(), filepath.Join(l.dir, "controller", "admin-token"))
+	p("  (HTTPS only: curl --cacert %s %s/v1/status; plain http:// is refused)\n\n", l.caFile(), API)
 	p("Services (VIPs answer from the client through the ToR):\n")
 	for _, v := range vips {
 		body, _ := curl(v.VIP)
@@ -486,7 +512,7 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 	p("\nObjects (%s get vms, get services, get all -o json; %s status):\n", l.opt.Bin, l.opt.Bin)
 	for _, kind := range []string{"vms", "services"} {
 		cmd := exec.CommandContext(ctx, l.opt.Bin, "get", kind, "-o", "table")
-		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API)
+		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API, "GOVCLOUD_CA="+l.caFile())
 		out, _ := cmd.CombinedOutput()
 		for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 			p("  %s\n", line)

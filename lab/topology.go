@@ -17,7 +17,7 @@ import (
 const (
 	NSTor    = "gc-tor"
 	NSClient = "gc-client"
-	API      = "http://127.0.0.1:8480"
+	API      = "https://127.0.0.1:8480"
 	Metrics  = "127.0.0.1:9480"
 )
 

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
@@ -17,7 +15,6 @@ import (
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
-	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/metering"
 )
@@ -26,17 +23,20 @@ func init() { register(newAgentCmd) }
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var (
-		host, api, tokenFile, apiNetns, metricsListen string
-		noBGP                                         bool
-		cfg                                           agent.Config
-		management, tenantAllow                       []string
+		host, metricsListen     string
+		noBGP                   bool
+		cfg                     agent.Config
+		auth                    hostAuth
+		management, tenantAllow []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: segments, VLAN trunk, VRF-lite, isolation, XDP load balancer",
 		Long: `agent makes its host's desired state real and keeps it so. It long-polls the controller
-for the host's desired state (GOVCLOUD_API, token from --token-file or GOVCLOUD_TOKEN, role
-agent), and on every change — and every 30 s regardless — applies all of it: segment bridges
+for the host's desired state over HTTPS (--controller or GOVCLOUD_API), authenticated by the
+host's client certificate (host.crt/host.key in --state-dir: obtained once with --join-token
+and renewed at 2/3 of its lifetime; or, without one, an agent token from --token-file or
+GOVCLOUD_TOKEN), and on every change — and every 30 s regardless — applies all of it: segment bridges
 with the distributed gateway, the eBPF VLAN trunk on the uplink, a routing table per
 department, nftables isolation and anti-spoofing (departments never reach the management
 plane: every host's fabric address, the uplink's prefixes and --management; --tenant-allow
@@ -56,10 +56,11 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			c, err := hostClient(api, tokenFile, apiNetns)
+			c, renew, err := auth.client(cmd.Context(), host, cfg.StateDir, g.log)
 			if err != nil {
 				return err
 			}
+			go renew(cmd.Context())
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
 			for _, m := range management {
 				p, err := agent.ParseManagement(m)
@@ -107,9 +108,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
-	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API or "+client.DefaultAPI+")")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
-	f.StringVar(&apiNetns, "api-netns", "", "network namespace file (e.g. a bind mount of /proc/self/ns/net) to dial the controller from")
+	auth.flags(f)
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")
 	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
@@ -120,45 +119,19 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	return cmd
 }
 
-// hostClient is the controller client of a host agent (network or compute): the URL from
-// --api or GOVCLOUD_API, the token from --token-file or GOVCLOUD_TOKEN, and dials from the
-// namespace --api-netns names, when given.
-func hostClient(api, tokenFile, apiNetns string) (*client.Client, error) {
-	c := client.FromEnv()
-	if api != "" {
-		c.Base = strings.TrimRight(api, "/")
-	}
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-		c.Token = strings.TrimSpace(string(b))
-	}
-	if apiNetns != "" {
-		tr, err := netnsTransport(apiNetns)
-		if err != nil {
-			return nil, err
-		}
-		c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
-	}
-	return c, nil
-}
-
-// netnsTransport dials from the network namespace at path: each dial runs on a locked thread
+// netnsDialer dials from the network namespace at path: each dial runs on a locked thread
 // that enters the namespace, creates the socket and comes back (a socket keeps its namespace).
-func netnsTransport(path string) (*http.Transport, error) {
+func netnsDialer(path string) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	target, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("--api-netns %s: %w", path, err)
 	}
-	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 		err = nsexec.Do(target, func() error {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err
 		})
 		return c, err
-	}
-	return &http.Transport{DialContext: dial, MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second}, nil
+	}, nil
 }

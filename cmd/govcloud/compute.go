@@ -22,17 +22,20 @@ func init() { register(newComputeCmd) }
 
 func newComputeCmd(g *globals) *cobra.Command {
 	var (
-		host, api, tokenFile, apiNetns, provider, metricsListen string
-		startLibvirtd, reportStatus                             bool
-		lcfg                                                    libvirt.Config
-		ncfg                                                    netns.Config
+		host, provider, metricsListen string
+		auth                          hostAuth
+		startLibvirtd, reportStatus   bool
+		lcfg                          libvirt.Config
+		ncfg                          netns.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "compute",
 		Short: "Run the compute agent: VMs and volumes on the segment bridges",
 		Long: `compute makes the VMs and volumes the controller placed on this host and keeps them so.
-It long-polls the controller for the host's desired state (GOVCLOUD_API, token from
---token-file or GOVCLOUD_TOKEN, role agent) and reconciles: VMs no longer wanted are deleted
+It long-polls the controller for the host's desired state over HTTPS (--controller or
+GOVCLOUD_API), authenticated by the host's client certificate (host.crt/host.key in
+--state-dir, obtained once with --join-token and renewed before expiry; or an agent token from
+--token-file or GOVCLOUD_TOKEN) and reconciles: VMs no longer wanted are deleted
 with their disk, taps and console log; wanted ones are created (or replaced when their spec
 changed). Each NIC's host side is named as the network agent expects (agent.GuestPort) and
 joins the segment bridge.
@@ -54,10 +57,11 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			c, err := hostClient(api, tokenFile, apiNetns)
+			c, renew, err := auth.client(ctx, host, lcfg.StateDir, g.log)
 			if err != nil {
 				return err
 			}
+			go renew(ctx)
 			var p compute.Provider
 			switch provider {
 			case "libvirt":
@@ -115,9 +119,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "this host's name in the controller (default: hostname)")
-	f.StringVar(&api, "api", "", "controller URL (default GOVCLOUD_API)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the agent token (default GOVCLOUD_TOKEN)")
-	f.StringVar(&apiNetns, "api-netns", "", "dial the controller from the network namespace at this path")
+	auth.flags(f)
 	f.StringVar(&provider, "provider", "libvirt", "libvirt (real VMs) or netns (namespace guests)")
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9481", "serve /status and /metrics here (empty: off)")
 	f.BoolVar(&startLibvirtd, "start-libvirtd", false, "start virtlogd and libvirtd when their socket does not answer (hosts without systemd)")

@@ -27,17 +27,31 @@ func newControllerCmd(g *globals) *cobra.Command {
 		vlanRanges []string
 		tableRange string
 		asn        uint32
+		etcdCA     string
+		etcdCert   string
+		etcdKey    string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run the controller: REST API, store (etcd), allocators",
-		Long: `controller serves the REST API (JSON under /v1, OpenAPI at /v1/openapi.json).
+		Long: `controller serves the REST API (JSON under /v1, OpenAPI at /v1/openapi.json) over HTTPS.
 
-By default it embeds a single-node etcd under --data-dir; --etcd-endpoints uses an external
-cluster instead (configure it with --max-txn-ops and --max-request-bytes large enough for
-one apply, e.g. 100000 and 67108864). Several controllers sharing one etcd elect a leader,
-which runs the allocation sweep; any controller serves the API. On first start it writes an
-admin token to DATA-DIR/admin-token (0600) and prints only that path, never the token.`,
+On first start it makes a CA (DATA-DIR/ca.crt, ca.key 0600) and a server certificate
+(server.crt, server.key; names: the listen address, 127.0.0.1, ::1, localhost, the hostname
+and --tls-san), or serves --tls-cert/--tls-key. Clients verify it with GOVCLOUD_CA (default:
+DATA-DIR/ca.crt when readable). Hosts authenticate with client certificates of that CA,
+obtained once with a join token ('govcloud token create --role agent --host H --join') and
+renewed before expiry (--cert-ttl); --client-ca adds CAs whose client certificates are
+accepted too. --insecure-http serves plain HTTP instead (bearer tokens in clear; logged).
+It writes an admin token to DATA-DIR/admin-token (0600) on first start and prints only that
+path, never the token.
+
+By default it embeds a single-node etcd under --data-dir, reachable only through the unix
+socket DATA-DIR/etcd.sock (the directory is 0700). --etcd-endpoints uses an external cluster
+instead, with --etcd-cacert/--etcd-cert/--etcd-key for TLS and client certificates (configure
+it with --max-txn-ops and --max-request-bytes large enough for one apply, e.g. 100000 and
+67108864). Several controllers sharing one etcd elect a leader, which runs the allocation
+sweep, and share one CA (kept in etcd); any controller serves the API.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {
@@ -63,15 +77,30 @@ admin token to DATA-DIR/admin-token (0600) and prints only that path, never the 
 				return fmt.Errorf("--table-range: %w", err)
 			}
 			opt.Alloc.Tables = tr
+			if opt.EtcdTLS, err = store.EtcdTLS(etcdCA, etcdCert, etcdKey); err != nil {
+				return err
+			}
+			if opt.EtcdTLS != nil && len(opt.EtcdEndpoints) == 0 {
+				return fmt.Errorf("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints (the embedded etcd is a unix socket)")
+			}
 			opt.Out = cmd.OutOrStdout()
 			opt.Extend = controllerExtensions
 			return controller.Run(cmd.Context(), g.log, opt)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opt.DataDir, "data-dir", "/var/lib/govcloud", "directory for the embedded etcd and the admin token")
+	f.StringVar(&opt.DataDir, "data-dir", "/var/lib/govcloud", "directory (0700) for the embedded etcd, the CA, the server certificate and the admin token")
 	f.StringVar(&opt.Listen, "listen", "127.0.0.1:8480", "address:port of the REST API")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd client URLs (default: embedded etcd)")
+	f.StringVar(&etcdCA, "etcd-cacert", "", "CA certificate (PEM) verifying the external etcd's server certificates")
+	f.StringVar(&etcdCert, "etcd-cert", "", "client certificate (PEM) for the external etcd (its --client-cert-auth)")
+	f.StringVar(&etcdKey, "etcd-key", "", "private key (PEM) of --etcd-cert")
+	f.BoolVar(&opt.TLS.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (tokens in clear, no host certificates); only for tests")
+	f.StringVar(&opt.TLS.CertFile, "tls-cert", "", "the API's certificate, PEM (default: DATA-DIR/server.crt, made from the controller's CA)")
+	f.StringVar(&opt.TLS.KeyFile, "tls-key", "", "private key of --tls-cert, PEM")
+	f.StringVar(&opt.TLS.ClientCAFile, "client-ca", "", "more CA certificates (PEM) whose client certificates are accepted as hosts")
+	f.StringArrayVar(&opt.TLS.SANs, "tls-san", nil, "another DNS name or IP address for the made server certificate; repeatable")
+	f.DurationVar(&opt.TLS.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of host certificates issued at join and renewal (renewed at 2/3)")
 	f.StringArrayVar(&vlanRanges, "vlan-range", nil, "VLAN allocation range, [FABRIC=]FIRST-LAST (default 100-3999); repeatable")
 	f.StringVar(&tableRange, "table-range", "1000-1999", "routing table IDs for department VRFs")
 	f.Uint32Var(&asn, "asn", 65000, "unused: departments get no route distinguisher/target (VRF-lite routes by table)")

@@ -35,8 +35,11 @@ func newRoot() *cobra.Command {
 		Long: `govcloud realizes department segments, VRFs, isolation, an XDP load balancer,
 BGP advertisement of VIPs, metering and VMs from declarative YAML.
 
-The CLI verbs find the controller through GOVCLOUD_API (default http://127.0.0.1:8480)
-and their bearer token through GOVCLOUD_TOKEN.`,
+The CLI verbs find the controller through GOVCLOUD_API (default https://127.0.0.1:8480;
+several URLs comma-separated are tried in order when one cannot be reached), verify it with
+the CA certificate in GOVCLOUD_CA (default: /var/lib/govcloud/ca.crt and the lab's
+/var/lib/govcloud-lab/controller/ca.crt, those readable) and send the bearer token in
+GOVCLOUD_TOKEN.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {

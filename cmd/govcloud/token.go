@@ -14,7 +14,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens (admin)"}
 	var req client.TokenRequest
 	create := &cobra.Command{
-		Use:   "create --name NAME --role admin|network|department|agent [--ttl 24h]",
+		Use:   "create --name NAME --role admin|network|department|agent [--ttl 24h] | --role agent --host H --join [--ttl 15m]",
 		Short: "Create a token and print it (shown once)",
 		Long: `create makes a bearer token and prints it once (only its SHA-256 is stored). --ttl makes
 it expire (a Go duration, e.g. 24h or 720h); without it the token lasts until revoked. Names
@@ -33,7 +33,8 @@ may not hold control characters.`,
 	create.Flags().StringVar(&req.Role, "role", "", "admin, network, department or agent")
 	create.Flags().StringVar(&req.Department, "department", "", "department (role department)")
 	create.Flags().StringVar(&req.Host, "host", "", "host (role agent)")
-	create.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 24h (default: until revoked)")
+	create.Flags().StringVar(&req.TTL, "ttl", "", "lifetime, e.g. 24h (default: until revoked; join tokens: 15m, at most 24h)")
+	addJoinFlags(create) // token_join.go: --join
 	var byID bool
 	revoke := &cobra.Command{
 		Use:   "revoke NAME | --id ID",

@@ -98,6 +98,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal,
 
 func (s *Server) authenticateToken(ctx context.Context, r *http.Request) (*principal, *apiError) {
 	h := r.Header.Get("Authorization")
+	if h == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return s.certPrincipal(ctx, r) // a host's client certificate (trust.go)
+	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if h == "" || !ok || tok == "" {
 		if s.opt.AnonymousRead && (r.Method == http.MethodGet || r.Method == http.MethodHead) {

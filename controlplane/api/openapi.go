@@ -91,7 +91,18 @@ const openAPI = `{
     "/v1/tokens/id/{id}": {"delete": {"summary": "Revoke the token with this id (tok_..., admin); 409 when no valid admin token would be left",
       "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
       "responses": {"200": {"description": "revoked"}, "403": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}},
-    "/v1/whoami": {"get": {"summary": "The caller's grant", "responses": {"200": {"description": "grant"}}}},
+    "/v1/join-tokens": {"post": {"summary": "Create a single-use join token for a host (admin): {host, role: agent, ttl: 15m}; returned once",
+      "responses": {"201": {"description": "token, host, role, expires"}, "403": {"description": "not admin"}, "422": {"description": "bad host, role or ttl (at most 24h)"}}}},
+    "/v1/join": {"post": {"summary": "Exchange a join token and a CSR (PEM) for the host's client certificate; no other credential. A token works once, until it expires",
+      "security": [], "responses": {"201": {"description": "certificate, ca, serial, host, notAfter"}, "401": {"description": "unknown, used or expired join token"}}}},
+    "/v1/certs/renew": {"post": {"summary": "Renew the host certificate presented (mTLS, no bearer token): a CSR (PEM) in, a new certificate for the same host out",
+      "responses": {"201": {"description": "certificate, ca, serial, host, notAfter"}, "403": {"description": "not presented with a host certificate"}}}},
+    "/v1/certs": {"get": {"summary": "Host certificates issued, with revocations (admin)", "responses": {"200": {"description": "records"}}}},
+    "/v1/certs/{serial}": {"delete": {"summary": "Revoke a host certificate by serial (hex) (admin); other controllers refuse it within 2 s",
+      "responses": {"200": {"description": "revoked serials"}, "404": {"description": "none unrevoked"}}}},
+    "/v1/hosts/{name}/certs": {"delete": {"summary": "Revoke every certificate of a host (admin)",
+      "responses": {"200": {"description": "revoked serials"}, "404": {"description": "none unrevoked"}}}},
+    "/v1/whoami": {"get": {"summary": "The caller's grant (a host certificate shows as name cert:SERIAL, role agent, its host)", "responses": {"200": {"description": "grant"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI document"}}}}
   }
 }`

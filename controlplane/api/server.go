@@ -36,6 +36,9 @@ type Options struct {
 	// LeaderURL returns the leader's API URL when another controller leads: writes are then
 	// forwarded there, so allocation runs on the leader. nil or ok=false: serve locally.
 	LeaderURL func(ctx context.Context) (url string, ok bool)
+	// Trust: the CA that signs host certificates at join and renewal (nil: this server issues
+	// none), their lifetime, and how writes are forwarded to the leader (its CA).
+	Trust TrustOptions
 }
 
 // LeaderInfo describes the election.
@@ -59,6 +62,7 @@ type Server struct {
 	anonAudit *rate.Limiter // refused writes without a valid token: audited at a bounded rate
 
 	extra []extraRoute
+	trust trustState // host certificates (trust.go)
 }
 
 type extraRoute struct {
@@ -238,6 +242,7 @@ func (s *Server) Handler() http.Handler {
 			return internal(err)
 		})
 	}
+	s.trustRoutes(mux, route)
 	route("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
 		writeJSON(w, http.StatusOK, p.Token)
 		return nil
@@ -271,7 +276,7 @@ func (s *Server) toLeader(h handler) handler {
 			}
 		}
 		req.Header.Set("X-Govcloud-Forwarded", s.opt.ID)
-		resp, err := forwardClient.Do(req)
+		resp, err := s.forwardClient().Do(req)
 		if err != nil {
 			s.log.Warn("leader unreachable; serving the write here", "leader", leader, "err", err)
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -288,8 +293,6 @@ func (s *Server) toLeader(h handler) handler {
 		return nil
 	}
 }
-
-var forwardClient = &http.Client{Timeout: 5 * time.Minute}
 
 // ApplyResult is the answer to apply and plan.
 type ApplyResult struct {

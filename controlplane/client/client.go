@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/config"
@@ -21,21 +23,49 @@ import (
 )
 
 // DefaultAPI is where the controller listens unless GOVCLOUD_API says otherwise.
-const DefaultAPI = "http://127.0.0.1:8480"
+const DefaultAPI = "https://127.0.0.1:8480"
 
-// Client talks to one controller.
+// Client talks to a controller: the first of Bases that answers (a connection that fails
+// moves on to the next URL).
 type Client struct {
-	Base  string
-	Token string
+	Base  string   // the URL in use (one of Bases)
+	Bases []string // every controller URL, in order of preference
+	Token string   // bearer token; empty with a client certificate (Identity) or anonymous reads
 	HTTP  *http.Client
+	err   error // a configuration error (an unreadable GOVCLOUD_CA) every request reports
+
+	mu  sync.Mutex
+	cur int // index into Bases of the URL that answered last
 }
 
-// New returns a client for base (e.g. http://127.0.0.1:8480) with a bearer token.
+// New returns a client for base — one URL or several comma-separated, e.g.
+// https://198.51.100.5:8480,https://198.51.100.6:8480 — with a bearer token. Servers are
+// verified with the CA of GOVCLOUD_CA, else the local controller's (DefaultCAFiles), else the
+// system's roots.
 func New(base, token string) *Client {
-	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+	c := &Client{Token: token}
+	c.SetBase(base)
+	tc, err := TLSConfig("")
+	c.err = err
+	c.HTTP = &http.Client{Transport: NewTransport(tc), Timeout: 5 * time.Minute}
+	return c
 }
 
-// FromEnv uses GOVCLOUD_API and GOVCLOUD_TOKEN.
+// SetBase sets the controller URLs (comma-separated).
+func (c *Client) SetBase(base string) {
+	c.Bases = c.Bases[:0]
+	for _, b := range strings.Split(base, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			c.Bases = append(c.Bases, b)
+		}
+	}
+	if len(c.Bases) == 0 {
+		c.Bases = []string{DefaultAPI}
+	}
+	c.Base, c.cur = c.Bases[0], 0
+}
+
+// FromEnv uses GOVCLOUD_API (comma-separated URLs), GOVCLOUD_TOKEN and GOVCLOUD_CA.
 func FromEnv() *Client {
 	base := os.Getenv("GOVCLOUD_API")
 	if base == "" {
@@ -59,25 +89,69 @@ func (e *Error) Error() string {
 	return e.Message
 }
 
+// send sends one request to the first controller URL that takes a connection, starting with
+// the one that answered last; only a failure to connect (no answer at all) moves on.
+func (c *Client) send(ctx context.Context, method, path string, hdr map[string]string, body []byte) (*http.Response, string, error) {
+	if c.err != nil {
+		return nil, "", c.err
+	}
+	c.mu.Lock()
+	if len(c.Bases) == 0 {
+		c.Bases = []string{c.Base}
+	}
+	start := c.cur % len(c.Bases)
+	if c.Base != c.Bases[start] { // Base set by hand
+		c.Bases, start = []string{c.Base}, 0
+	}
+	c.mu.Unlock()
+	var errs []error
+	for i := range c.Bases {
+		base := c.Bases[(start+i)%len(c.Bases)]
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+		if err != nil {
+			return nil, base, err
+		}
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.HTTP.Do(req)
+		if err == nil {
+			c.mu.Lock()
+			c.cur, c.Base = (start+i)%len(c.Bases), base
+			c.mu.Unlock()
+			return resp, base, nil
+		}
+		errs = append(errs, fmt.Errorf("controller %s: %w", base, explain(err)))
+		if ctx.Err() != nil || !connectFailure(err) {
+			break
+		}
+	}
+	return nil, "", errors.Join(errs...)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, hdr map[string]string, body io.Reader, out any) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = io.ReadAll(body); err != nil {
+			return nil, err
+		}
+	}
+	resp, base, err := c.send(ctx, method, path, hdr, b)
 	if err != nil {
 		return nil, err
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("controller %s: %w", c.Base, err)
-	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err = io.ReadAll(resp.Body)
 	if err != nil {
-		return resp, fmt.Errorf("controller %s: read answer: %w", c.Base, err)
+		return resp, fmt.Errorf("controller %s: read answer: %w", base, err)
 	}
 	if resp.StatusCode >= 400 {
 		e := &Error{Status: resp.StatusCode}
@@ -92,7 +166,7 @@ func (c *Client) do(ctx context.Context, method, path string, hdr map[string]str
 			return resp, nil
 		}
 		if err := json.Unmarshal(b, out); err != nil {
-			return resp, fmt.Errorf("controller %s%s: decode answer: %w", c.Base, path, err)
+			return resp, fmt.Errorf("controller %s%s: decode answer: %w", base, path, err)
 		}
 	}
 	return resp, nil

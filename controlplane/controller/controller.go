@@ -5,6 +5,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,8 @@ type Options struct {
 	Out           io.Writer // where the first admin token is announced
 	NoFsync       bool      // embedded etcd without fsync (tests)
 	Ready         func(addr string)
+	TLS           TLSOptions  // HTTPS (default) or --insecure-http
+	EtcdTLS       *tls.Config // client TLS for EtcdEndpoints (https://)
 	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
 	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
 	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
@@ -70,7 +73,7 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		defer e.Close()
 		endpoints = []string{e.Endpoint}
 	}
-	st, err := store.Connect(endpoints, log)
+	st, err := store.ConnectTLS(endpoints, opt.EtcdTLS, log)
 	if err != nil {
 		return err
 	}
@@ -101,9 +104,22 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		h, _ := os.Hostname()
 		opt.ID = h + "/" + l.Addr().String()
 	}
+	scheme := "https://"
+	var tr *trust
+	if opt.TLS.InsecureHTTP {
+		scheme = "http://"
+		log.Warn("serving the API over PLAIN HTTP (--insecure-http): bearer tokens cross the network in clear, hosts cannot join", "listen", l.Addr().String())
+	} else if tr, err = setupTrust(ctx, log, st, opt.DataDir, l.Addr().String(), opt.TLS); err != nil {
+		l.Close()
+		return err
+	}
 	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log, prefix: st.ElectionPrefix(),
-		urls: st.Prefix() + "controllers/", url: "http://" + l.Addr().String()}
-	srv := api.New(st, log, api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info, LeaderURL: el.leaderURL})
+		urls: st.Prefix() + "controllers/", url: scheme + l.Addr().String()}
+	aopt := api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info, LeaderURL: el.leaderURL}
+	if tr != nil {
+		aopt.Trust = api.TrustOptions{CA: tr.ca, CertTTL: opt.TLS.CertTTL, ForwardTLS: tr.forward}
+	}
+	srv := api.New(st, log, aopt)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, ext := range opt.Extend {
@@ -116,7 +132,10 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
 	go func() { defer wg.Done(); el.run(ctx, func(lctx context.Context) { leaderLoop(lctx, srv, log) }) }()
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	if tr != nil {
+		hs.TLSConfig = tr.server
+	}
 	go func() {
 		defer wg.Done()
 		<-ctx.Done()
@@ -124,11 +143,15 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		defer c()
 		_ = hs.Shutdown(sctx)
 	}()
-	log.Info("controller serving", "listen", l.Addr().String(), "id", opt.ID, "etcd", endpoints)
+	log.Info("controller serving", "url", scheme+l.Addr().String(), "id", opt.ID, "etcd", endpoints)
 	if opt.Ready != nil {
 		opt.Ready(l.Addr().String())
 	}
-	err = hs.Serve(l)
+	if tr != nil {
+		err = hs.ServeTLS(l, "", "")
+	} else {
+		err = hs.Serve(l)
+	}
 	cancel()
 	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -52,7 +52,7 @@ func bigConfig(changedPort int) string {
 func timeRun(b *testing.B, api, tok string, args ...string) (time.Duration, string) {
 	start := time.Now()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "GOVCLOUD_API="+api, "GOVCLOUD_TOKEN="+tok)
+	cmd.Env = append(os.Environ(), "GOVCLOUD_API="+api, "GOVCLOUD_TOKEN="+tok, "GOVCLOUD_CA="+caOf(api))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -109,8 +109,9 @@ func BenchmarkControlPlane(b *testing.B) {
 	// Load: ~500 requests/s for 10 s, open loop: 49% get one service, 49% list departments,
 	// 2% apply (change one service's backend weight; a different service each time).
 	const rate, dur = 500, 10 * time.Second
-	cl := client.New(c.url(), tok)
-	cl.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+	cl := c.client(b, tok)
+	cl.HTTP.Transport.(*http.Transport).MaxIdleConnsPerHost = 256
+	cl.HTTP.Timeout = 30 * time.Second
 	var mu sync.Mutex
 	lat := map[string][]time.Duration{}
 	errs := map[string]int{}
@@ -208,6 +209,89 @@ func BenchmarkControlPlane(b *testing.B) {
 			b.Errorf("%d %s requests failed", v, k)
 		}
 	}
+	tlsVersusPlain(b, c, tok, cfg)
+}
+
+// tlsVersusPlain is the cost of TLS in the same run: a second controller serving plain HTTP
+// (--insecure-http) holds the same objects; rounds of read load alternate between the two, and
+// each round's read p99 is compared (min/median/max per protocol, ratio of medians).
+func tlsVersusPlain(b *testing.B, tlsCtl *proc, tlsTok, cfg string) {
+	dir := b.TempDir()
+	plain := startControllerB(b, "--data-dir", dir, "--insecure-http")
+	tokb, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
+	plainTok := strings.TrimSpace(string(tokb))
+	f := filepath.Join(dir, "big.yaml")
+	_ = os.WriteFile(f, []byte(cfg), 0o600)
+	timeRun(b, plain.url(), plainTok, "apply", "-f", f)
+	const rounds, rate, dur = 5, 500, 3 * time.Second
+	clients := map[string]*client.Client{"https": tlsCtl.client(b, tlsTok), "http": plain.client(b, plainTok)}
+	for _, cl := range clients {
+		cl.HTTP.Transport.(*http.Transport).MaxIdleConnsPerHost = 256
+		cl.HTTP.Timeout = 30 * time.Second
+	}
+	p99s := map[string][]time.Duration{}
+	fmt.Printf("TLS cost, same run: %d alternating rounds of %v reads at %d req/s (get one service / list departments), plain HTTP vs HTTPS\n", rounds, dur, rate)
+	for r := 0; r < rounds; r++ {
+		order := []string{"http", "https"}
+		if r%2 == 1 {
+			order = []string{"https", "http"}
+		}
+		for _, proto := range order {
+			lat, nerr := readLoad(clients[proto], rate, dur)
+			if nerr > 0 {
+				b.Errorf("%s round %d: %d reads failed", proto, r, nerr)
+			}
+			p99s[proto] = append(p99s[proto], pct(lat, 0.99))
+			fmt.Printf("    round %d %-5s n=%-5d p50=%-9v p99=%v\n", r+1, proto, len(lat), pct(lat, 0.5).Round(10*time.Microsecond), pct(lat, 0.99).Round(10*time.Microsecond))
+		}
+	}
+	med := map[string]time.Duration{}
+	for _, proto := range []string{"http", "https"} {
+		v := p99s[proto]
+		med[proto] = pct(v, 0.5)
+		fmt.Printf("    read p99 %-5s min=%-9v median=%-9v max=%v\n", proto, pct(v, 0).Round(10*time.Microsecond), med[proto].Round(10*time.Microsecond), pct(v, 1).Round(10*time.Microsecond))
+	}
+	ratio := float64(med["https"]) / float64(med["http"])
+	fmt.Printf("    HTTPS/HTTP ratio of median read p99: %.2f  [goal < 1.20: %s]\n", ratio, goal(ratio < 1.20))
+}
+
+// readLoad offers rate reads per second for dur (open loop) and returns the latencies of the
+// reads that succeeded and how many failed.
+func readLoad(cl *client.Client, rate int, dur time.Duration) ([]time.Duration, int) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	nerr := 0
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	ctx := context.Background()
+	end := time.Now().Add(dur)
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			start := time.Now()
+			var err error
+			if i%2 == 0 {
+				_, err = cl.GetRaw(ctx, "services", fmt.Sprintf("dept%02d-seg%d-svc%d", i%30, i%4, i%10))
+			} else {
+				_, err = cl.ListRaw(ctx, "departments")
+			}
+			el := time.Since(start)
+			mu.Lock()
+			if err != nil {
+				nerr++
+			} else {
+				lat = append(lat, el)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return lat, nerr
 }
 
 func lastLine(s string) string {
@@ -215,25 +299,54 @@ func lastLine(s string) string {
 	return lines[len(lines)-1] + "\n"
 }
 
-func startControllerB(b *testing.B, args ...string) *proc {
-	addr := freePortB(b)
+func startControllerB(tb testing.TB, args ...string) *proc {
+	tb.Helper()
+	addr := freePortB(tb)
 	cmd := exec.Command(bin, append([]string{"controller", "--listen", addr, "--log-level", "warn"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	p := &proc{cmd: cmd, addr: addr, out: &out}
-	b.Cleanup(p.kill)
+	p := &proc{cmd: cmd, addr: addr, out: &out, scheme: "https://"}
+	dataDir := ""
+	for i, a := range args {
+		if a == "--insecure-http" {
+			p.scheme = "http://"
+		}
+		if a == "--data-dir" && i+1 < len(args) {
+			dataDir = args[i+1]
+		}
+	}
+	if p.scheme == "https://" {
+		p.ca = filepath.Join(dataDir, "ca.crt")
+		casMu.Lock()
+		cas[p.url()] = p.ca
+		casMu.Unlock()
+	}
+	tb.Cleanup(p.kill)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
+		hc := http.DefaultClient
+		if p.ca != "" {
+			c := client.New(p.url(), "")
+			if err := c.SetCAFile(p.ca); err != nil {
+				hc = nil
+			} else {
+				hc = c.HTTP
+			}
+		}
+		if hc != nil {
+			resp, err := hc.Get(p.url() + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return p
+				}
+			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("controller not up: %s", out.String())
+			tb.Fatalf("controller %v not up after 30s: %s", args, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

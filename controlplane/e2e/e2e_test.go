@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,9 @@ func run(t *testing.T, api, token string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "GOVCLOUD_API="+api, "GOVCLOUD_TOKEN="+token)
+	if ca := caOf(api); ca != "" {
+		cmd.Env = append(cmd.Env, "GOVCLOUD_CA="+ca)
+	}
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -228,8 +232,6 @@ func TestCLIConcurrentConflictingApplies(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string { return freePortB(t) }
-
 func freePortB(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -240,34 +242,30 @@ func freePortB(t testing.TB) string {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  *bytes.Buffer
+	cmd    *exec.Cmd
+	addr   string
+	out    *bytes.Buffer
+	ca     string // the CA file of an HTTPS controller ("" with --insecure-http)
+	scheme string
 }
 
+var (
+	casMu sync.Mutex
+	cas   = map[string]string{} // controller URL -> its CA file
+)
+
+// caOf is the CA file clients of the controller at url verify it with.
+func caOf(url string) string {
+	casMu.Lock()
+	defer casMu.Unlock()
+	return cas[url]
+}
+
+// startController runs a controller process (HTTPS unless args say --insecure-http) and
+// waits until it answers /healthz, verified with the CA it made in its --data-dir.
 func startController(t *testing.T, args ...string) *proc {
 	t.Helper()
-	addr := freePort(t)
-	cmd := exec.Command(bin, append([]string{"controller", "--listen", addr, "--log-level", "warn"}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, addr: addr, out: &out}
-	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("controller %v not up after 30s: %s", args, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startControllerB(t, args...)
 }
 
 func (p *proc) kill() {
@@ -277,7 +275,18 @@ func (p *proc) kill() {
 	}
 }
 
-func (p *proc) url() string { return "http://" + p.addr }
+func (p *proc) url() string { return p.scheme + p.addr }
+
+// client is an API client of p that verifies it with its CA.
+func (p *proc) client(tb testing.TB, token string) *client.Client {
+	c := client.New(p.url(), token)
+	if p.ca != "" {
+		if err := c.SetCAFile(p.ca); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return c
+}
 
 func TestControllerSurvivesKill9(t *testing.T) {
 	dir := t.TempDir()
@@ -323,7 +332,7 @@ func leaderOf(t *testing.T, p *proc, tok string) (bool, string, error) {
 	var st client.Status
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s, err := client.New(p.url(), tok).Status(ctx)
+	s, err := p.client(t, tok).Status(ctx)
 	if err != nil {
 		return false, "", err
 	}
@@ -368,7 +377,7 @@ func TestLeaderFailover(t *testing.T) {
 	data, _ := os.ReadFile(example)
 	req, _ := http.NewRequest(http.MethodPost, survivor.url()+"/v1/apply", bytes.NewReader(data))
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := survivor.client(t, tok).HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,17 +11,26 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/govcloud/govcloud/controlplane/pki"
 )
 
 // Embedded is a single-node etcd server running inside this process.
+//
+// It is reachable only with credentials: clients connect through the unix socket
+// DIR/etcd.sock, inside the 0700 data directory, so only the data directory's owner (root)
+// can open it; the peer port (loopback TCP, required by etcd even for one member) speaks TLS
+// and accepts only a client certificate of a CA made for it at each start, whose key never
+// leaves the data directory.
 type Embedded struct {
-	Endpoint string // client URL, e.g. http://127.0.0.1:41234
+	Endpoint string // client URL: unix:///DIR/etcd.sock
 	etcd     *embed.Etcd
 }
 
 type ports struct {
-	Client int `json:"client"`
+	Client int `json:"client,omitempty"` // unused since the client socket is a unix socket
 	Peer   int `json:"peer"`
 }
 
@@ -30,12 +39,39 @@ type EmbeddedOptions struct {
 	NoFsync bool // tests only: skip fsync (a crashed process still loses nothing; a crashed machine may)
 }
 
-// StartEmbedded starts a single-node etcd with its data under dir/etcd. The loopback ports it
-// listens on are chosen on first start and kept in dir/etcd-ports.json so restarts reuse them.
+// SocketFile is the embedded etcd's client socket under the data directory.
+const SocketFile = "etcd.sock"
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path is 108 bytes).
+const maxSocketPath = 107
+
+// StartEmbedded starts a single-node etcd with its data under dir/etcd. dir is made 0700 and
+// must not be readable by others (the socket's protection is the directory's). The loopback
+// peer port is chosen on first start and kept in dir/etcd-ports.json so restarts reuse it.
 func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", dir, err)
 	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		// The socket is as private as its directory: close the directory to others.
+		if err := os.Chmod(dir, fi.Mode().Perm()&0o700); err != nil {
+			return nil, fmt.Errorf("data dir %s: make it private (0700): %w", dir, err)
+		}
+		log.Warn("data dir was open to other users; made it 0700", "dir", dir, "was", fi.Mode().Perm().String())
+	}
+	sock := filepath.Join(dir, SocketFile)
+	if len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("embedded etcd socket %s: path longer than %d bytes; use a shorter --data-dir", sock, maxSocketPath)
+	}
+	_ = os.Remove(sock) // a socket left by a killed process
 	pf := filepath.Join(dir, "etcd-ports.json")
 	var p ports
 	if b, err := os.ReadFile(pf); err == nil {
@@ -43,9 +79,6 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 			return nil, fmt.Errorf("%s: %w", pf, err)
 		}
 	} else if errors.Is(err, os.ErrNotExist) {
-		if p.Client, err = freePort(); err != nil {
-			return nil, err
-		}
 		if p.Peer, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -56,13 +89,18 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 	} else {
 		return nil, err
 	}
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", p.Client))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", p.Peer))
+	peerTLS, err := peerCerts(filepath.Join(dir, "etcd-peer"))
+	if err != nil {
+		return nil, err
+	}
+	cu := url.URL{Scheme: "unix", Path: sock}
+	pu, _ := url.Parse(fmt.Sprintf("https://127.0.0.1:%d", p.Peer))
 	cfg := embed.NewConfig()
 	cfg.Name = "govcloud"
 	cfg.Dir = filepath.Join(dir, "etcd")
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.PeerTLSInfo = peerTLS
 	cfg.InitialCluster = "govcloud=" + pu.String()
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
@@ -73,7 +111,7 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 	cfg.AutoCompactionRetention = "10000"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd in %s on %s: %w", cfg.Dir, cu, err)
+		return nil, fmt.Errorf("start embedded etcd in %s on %s: %w", cfg.Dir, cu.String(), err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -84,8 +122,41 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s: %w", cfg.Dir, err)
 	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd socket %s: %w", sock, err)
+	}
 	log.Info("embedded etcd ready", "dir", cfg.Dir, "endpoint", cu.String())
 	return &Embedded{Endpoint: cu.String(), etcd: e}, nil
+}
+
+// peerCerts makes, at every start, a CA and one certificate it signs for the peer listener
+// (server and client use), in dir (0700, files 0600). The peer listener requires a client
+// certificate of that CA, so nobody but this process can speak raft to it.
+func peerCerts(dir string) (transport.TLSInfo, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return transport.TLSInfo{}, fmt.Errorf("etcd peer certificates %s: %w", dir, err)
+	}
+	ca, err := pki.NewCA("govcloud embedded etcd peer CA", 10*365*24*time.Hour)
+	if err != nil {
+		return transport.TLSInfo{}, err
+	}
+	cert, key, err := ca.PeerCert([]string{"127.0.0.1", "localhost"}, 10*365*24*time.Hour)
+	if err != nil {
+		return transport.TLSInfo{}, err
+	}
+	files := map[string][]byte{"ca.crt": ca.CertPEM, "peer.crt": cert, "peer.key": key}
+	for name, b := range files {
+		if err := pki.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return transport.TLSInfo{}, err
+		}
+	}
+	return transport.TLSInfo{
+		CertFile:       filepath.Join(dir, "peer.crt"),
+		KeyFile:        filepath.Join(dir, "peer.key"),
+		TrustedCAFile:  filepath.Join(dir, "ca.crt"),
+		ClientCertAuth: true,
+	}, nil
 }
 
 // Close stops the server.

@@ -6,6 +6,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,13 +64,21 @@ type Store struct {
 	reloadMu sync.Mutex
 }
 
-// Connect opens a client to endpoints.
+// Connect opens a client to endpoints (http://, unix://; https:// needs ConnectTLS).
 func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
+	return ConnectTLS(endpoints, nil, log)
+}
+
+// ConnectTLS opens a client to endpoints, with tc (nil: none) for https:// endpoints: the CA
+// that signed etcd's server certificate and the client certificate etcd requires
+// (see EtcdTLS).
+func ConnectTLS(endpoints []string, tc *tls.Config, log *slog.Logger) (*Store, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:          endpoints,
 		DialTimeout:        5 * time.Second,
 		MaxCallSendMsgSize: 64 << 20,
 		MaxCallRecvMsgSize: 256 << 20,
+		TLS:                tc,
 		Logger:             nil,
 	})
 	if err != nil {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+)
+
+// hostAuth is how a host's agent (network or compute) reaches and authenticates to the
+// controller: URLs, CA, and a client certificate obtained with a join token (or, the older
+// way, an agent bearer token).
+type hostAuth struct {
+	controller    string
+	tokenFile     string
+	apiNetns      string
+	caFile        string
+	joinToken     string
+	joinTokenFile string
+	certDir       string
+}
+
+func (h *hostAuth) flags(f *pflag.FlagSet) {
+	f.StringVar(&h.controller, "controller", "", "controller URL(s), comma-separated, tried in order (default GOVCLOUD_API or "+client.DefaultAPI+")")
+	f.StringVar(&h.controller, "api", "", "same as --controller")
+	_ = f.MarkHidden("api")
+	f.StringVar(&h.caFile, "ca", "", "CA certificate (PEM) verifying the controller (default GOVCLOUD_CA, else the local controller's ca.crt)")
+	f.StringVar(&h.joinToken, "join-token", "", "single-use join token ('govcloud token create --role agent --host H --join') exchanged for this host's certificate when it has none")
+	f.StringVar(&h.joinTokenFile, "join-token-file", "", "file holding the join token (instead of --join-token)")
+	f.StringVar(&h.certDir, "cert-dir", "", "directory of this host's certificate, host.crt and host.key (default: --state-dir)")
+	f.StringVar(&h.tokenFile, "token-file", "", "file holding an agent bearer token, used when the host has no certificate and no join token (default GOVCLOUD_TOKEN)")
+	f.StringVar(&h.apiNetns, "api-netns", "", "network namespace file (e.g. a bind mount of /proc/self/ns/net) to dial the controller from")
+}
+
+// client builds the controller client of host: with the host's certificate from certDir
+// (made through the join token when missing), else the bearer token. run renews the
+// certificate until ctx ends (a no-op without one).
+func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log *slog.Logger) (c *client.Client, run func(context.Context), err error) {
+	c = client.FromEnv()
+	if h.controller != "" {
+		c.SetBase(h.controller)
+	}
+	tc, err := client.TLSConfig(h.caFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := client.NewTransport(tc)
+	if h.apiNetns != "" {
+		dial, err := netnsDialer(h.apiNetns)
+		if err != nil {
+			return nil, nil, err
+		}
+		tr.DialContext = dial
+	}
+	c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	if h.tokenFile != "" {
+		b, err := os.ReadFile(h.tokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--token-file: %w", err)
+		}
+		c.Token = strings.TrimSpace(string(b))
+	}
+	join := strings.TrimSpace(h.joinToken)
+	if h.joinTokenFile != "" {
+		b, err := os.ReadFile(h.joinTokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--join-token-file: %w", err)
+		}
+		join = strings.TrimSpace(string(b))
+	}
+	dir := h.certDir
+	if dir == "" {
+		dir = defaultCertDir
+	}
+	id, err := client.LoadIdentity(dir, host)
+	switch {
+	case err == nil:
+		log.Info("host certificate", "host", host, "dir", dir, "notAfter", id.Leaf().NotAfter)
+	case join != "":
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Warn("host certificate unusable; joining again", "dir", dir, "err", err)
+		}
+		anon := &client.Client{Base: c.Base, Bases: c.Bases, HTTP: c.HTTP} // the join token is the only credential
+		jctx, cancel := context.WithTimeout(ctx, time.Minute)
+		id, err = client.Join(jctx, anon, dir, host, join)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		c.Base, c.Bases = anon.Base, anon.Bases
+		log.Info("joined: host certificate issued", "host", host, "dir", dir, "notAfter", id.Leaf().NotAfter)
+	case c.Token != "" && errors.Is(err, os.ErrNotExist):
+		log.Warn("no host certificate: authenticating with a bearer token; give --join-token to use a host certificate", "host", host)
+		return c, func(context.Context) {}, nil
+	case errors.Is(err, os.ErrNotExist):
+		return nil, nil, fmt.Errorf("host %q has no certificate in %s: give --join-token or --join-token-file (or an agent token)", host, dir)
+	default:
+		return nil, nil, fmt.Errorf("host certificate in %s: %w", dir, err)
+	}
+	id.Use(c)
+	return c, func(ctx context.Context) { id.RunRenewal(ctx, c, log, 0) }, nil
+}
