@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,7 +277,15 @@ func hostOfPos(t *isofuzz.Topology, p isofuzz.Position) string {
 // fuzzTopology reads the lab: guests, hosts, VIPs from the desired states; MACs and link-local
 // addresses from the namespaces.
 func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
-	t := &isofuzz.Topology{Controller: netip.MustParseAddrPort(strings.TrimPrefix(API, "http://"))}
+	u, err := url.Parse(API)
+	if err != nil {
+		return nil, fmt.Errorf("lab API %q: %w", API, err)
+	}
+	ctl, err := netip.ParseAddrPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("lab API %q: %w", API, err)
+	}
+	t := &isofuzz.Topology{Controller: ctl}
 	seenVIP := map[string]bool{}
 	for _, h := range Hosts {
 		st := states[h]
@@ -332,7 +341,6 @@ func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
 	}
 	sort.Slice(t.Guests, func(i, j int) bool { return t.Guests[i].Name < t.Guests[j].Name })
 	sort.Slice(t.VIPs, func(i, j int) bool { return t.VIPs[i].Service < t.VIPs[j].Service })
-	var err error
 	if t.TorFabric, err = readEndpoint(NSTor, "fabric"); err != nil {
 		return nil, err
 	}

@@ -208,6 +208,8 @@ func TestAPIAccess(t *testing.T) {
 		{"department reads another", Caller{Role: RoleDepartment, Department: "lands"}, "GET", "/v1/usage?month=2026-11&department=health", "", 403},
 		{"agent reads usage", Caller{Role: RoleAgent, Host: "host1"}, "GET", "/v1/usage?month=2026-11", "", 403},
 		{"no role reads usage", Caller{}, "GET", "/v1/usage?month=2026-11", "", 403},
+		{"anonymous reads (a controller with --anonymous-read)", Caller{Role: RoleAnonymous}, "GET", "/v1/usage?month=2026-11", "", 200},
+		{"anonymous reports", Caller{Role: RoleAnonymous}, "POST", "/v1/usage/reports", rep, 403},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
