@@ -67,7 +67,7 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 		b.Fatalf("lab up: %v\n%s", err, log.String())
 	}
 	admin, _ := l.adminToken()
-	c := client.New(API, admin)
+	c := l.client(admin)
 
 	const rounds = 20
 	var total, toReady []time.Duration

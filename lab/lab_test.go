@@ -150,7 +150,7 @@ func reconcileThroughController(t *testing.T, bin, dir string) {
 	t.Helper()
 	ctx := context.Background()
 	l, admin := openLab(t, bin, dir)
-	c := client.New(API, admin)
+	c := l.client(admin) // trusts the test lab's own CA
 	apply := func(name, doc string) {
 		t.Helper()
 		if _, err := c.Apply(ctx, name, []byte(doc), client.ApplyOptions{}); err != nil {
@@ -321,7 +321,7 @@ func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := client.New(API, admin).Status(ctx)
+		_, err := l.client(admin).Status(ctx)
 		if err == nil {
 			break
 		}

@@ -69,7 +69,7 @@ func TestLabVMs(t *testing.T) {
 	cli := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API, "GOVCLOUD_TOKEN="+admin)
+		cmd.Env = append(os.Environ(), "GOVCLOUD_API="+API, "GOVCLOUD_TOKEN="+admin, "GOVCLOUD_CA="+filepath.Join(dir, "controller", "ca.crt"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("govcloud %s: %v\n%s", strings.Join(args, " "), err, out)
