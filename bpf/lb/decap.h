@@ -7,15 +7,17 @@
  * in XDP, so the kernel never gets to reassemble, decapsulate or route it. It is decapsulated
  * only when it is what a load balancer sends (bpf/lb/lb.bpf.c encap()):
  *   outer  not a fragment (IPv4 MF or offset; an IPv6 fragment header) -> else DROP_DECAP_FRAGMENT;
- *          IPv4: version 4, no options (IHL 5), checksum right, total length within the frame;
+ *          IPv4: version 4, no options (IHL 5), total length within the frame (the header
+ *          checksum is not verified: the addresses are checked against the maps, and the
+ *          header is gone after decapsulation);
  *          IPv6: version 6, the tunnel protocol as the first next header, payload within the
  *          frame -> else DROP_DECAP_MALFORMED;
- *          (source, destination) in tunnel_srcs (from a load-balancer host) -> else
+ *          (source, destination) in tunnel_srcs4/tunnel_srcs (from a load-balancer host) -> else
  *          DROP_DECAP_SOURCE;
  *   inner  version matching the outer protocol, IPv4 IHL >= 5, length equal to the outer
  *          payload, TCP/UDP header complete -> else DROP_DECAP_MALFORMED; not a fragment ->
  *          else DROP_DECAP_FRAGMENT; TCP or UDP to (domain, address, port, protocol) in
- *          local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
+ *          local_vips4/local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
  *          that VIP's flow (the LB forwards those for path MTU discovery) -> else
  *          DROP_DECAP_NOT_LOCAL_VIP (nested tunnels, ICMP echo, guest addresses, other ports).
  * The domain is the frame's: its VLAN's (vlan_domain) or, untagged, lb_config.untagged_domain;
@@ -40,7 +42,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "../common/csum.h"
 #include "lb_maps.h"
 
 /* decap_tunnel's answer for a frame that is no tunnel to this host: the caller goes on. */
@@ -107,6 +108,10 @@ static __always_inline int is_ipv6_exthdr(__u8 nh)
 /* A tunnel from an LB host to this host: (src, dst) in tunnel_srcs. */
 static __always_inline int is_lb_tunnel(__u8 family, const void *src, const void *dst)
 {
+	if (family == LB_AF_INET) {
+		struct tunnel4_key k4 = {*(const __u32 *)src, *(const __u32 *)dst};
+		return bpf_map_lookup_elem(&tunnel_srcs4, &k4) != NULL;
+	}
 	struct tunnel_key k = {};
 	k.family = family;
 	__builtin_memcpy(k.src, src, family == LB_AF_INET ? 4 : 16);
@@ -117,6 +122,10 @@ static __always_inline int is_lb_tunnel(__u8 family, const void *src, const void
 /* 0 when (domain, addr, port, proto) is a VIP with a backend here, else the drop reason. */
 static __always_inline __u32 local_vip_reason(__u32 domain, __u8 family, const void *addr, __u16 port, __u8 proto)
 {
+	if (family == LB_AF_INET) {
+		struct vip4_key k4 = {.domain = domain, .addr = *(const __u32 *)addr, .port = port, .proto = proto};
+		return bpf_map_lookup_elem(&local_vips4, &k4) ? 0 : DROP_DECAP_NOT_LOCAL_VIP;
+	}
 	struct vip_key k = {};
 	k.domain = domain;
 	__builtin_memcpy(k.addr, addr, family == LB_AF_INET ? 4 : 16);
@@ -141,6 +150,35 @@ static __always_inline __u32 l4_reason(void *l4, void *data_end, __u32 l4len, __
 	    bpf_ntohs(uh->len) > l4len)
 		return DROP_DECAP_MALFORMED;
 	return local_vip_reason(domain, family, dst, uh->dest, IPPROTO_UDP);
+}
+
+/* The common case, IPv4 in IPv4 from an LB host to a local IPv4 VIP, in one lookup: 1 when o
+ * (an outer IPv4 header, IPIP, in the frame) is such a tunnel, well formed by every check
+ * below; 0 sends it through the full checks (which decide and name the drop reason). */
+static __always_inline int fast4_accept(struct iphdr *o, void *data_end, __u32 domain)
+{
+	__u32 tot = bpf_ntohs(o->tot_len);
+	struct iphdr *in = (void *)(o + 1);
+	if ((void *)(in + 1) > data_end || (o->frag_off & bpf_htons(IP_MF_OFFSET)) || *(__u8 *)o != 0x45 ||
+	    tot > (long)data_end - (long)o || *(__u8 *)in != 0x45 || bpf_ntohs(in->tot_len) + sizeof(*o) != tot ||
+	    (in->frag_off & bpf_htons(IP_MF_OFFSET)))
+		return 0;
+	struct decap4_key k = {.src = o->saddr, .dst = o->daddr, .domain = domain, .vip = in->daddr, .proto = in->protocol};
+	__u32 l4len = tot - 2 * sizeof(*o);
+	if (in->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(in + 1);
+		if ((void *)(th + 1) > data_end || l4len < sizeof(*th) || th->doff < 5 || th->doff * 4U > l4len)
+			return 0;
+		k.port = th->dest;
+	} else if (in->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(in + 1);
+		if ((void *)(uh + 1) > data_end || bpf_ntohs(uh->len) < sizeof(*uh) || bpf_ntohs(uh->len) > l4len)
+			return 0;
+		k.port = uh->dest;
+	} else {
+		return 0;
+	}
+	return bpf_map_lookup_elem(&decap_allow4, &k) != NULL;
 }
 
 /* The inner IPv4 packet at in, len bytes by the outer header (all inside the frame): 0 when it
@@ -251,8 +289,10 @@ static __always_inline __u32 exthdr_reason(struct ipv6hdr *o, void *data_end)
 /* Decapsulate or drop a tunnel to this host (see the top of this file). l2len is 14 or 18,
  * l3proto the ethertype (network order), domain the frame's routing domain, valid when
  * domain_ok. Returns DECAP_NONE for any other frame, else the XDP verdict.
- * With the checks, the pair lookup in tunnel_srcs answers "ours, from an LB host" at once; only
- * a miss asks decap_addrs whether the frame is ours at all (then its source is wrong). */
+ * With the checks, IPv4 in IPv4 to a local IPv4 VIP is accepted by one lookup (fast4_accept);
+ * everything else, and every drop, goes through the full checks, where the pair lookup in
+ * tunnel_srcs4/tunnel_srcs answers "ours, from an LB host" and only a miss asks decap_addrs
+ * whether the frame is ours at all (then its source is wrong). */
 static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l3proto, __u32 domain, int domain_ok)
 {
 	void *data = (void *)(long)ctx->data;
@@ -276,14 +316,15 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 		if (o->ihl != 5 || (o->frag_off & bpf_htons(IP_MF_OFFSET)))
 			return DECAP_NONE;
 #else
+		if (o->protocol == IPPROTO_IPIP && domain_ok && fast4_accept(o, data_end, domain))
+			return decap(ctx, l2len, sizeof(*o), inner);
 		int from_lb = is_lb_tunnel(LB_AF_INET, &o->saddr, &o->daddr);
 		if (!from_lb && !is_decap_addr(LB_AF_INET, &o->daddr))
 			return DECAP_NONE;
 		__u32 tot = bpf_ntohs(o->tot_len);
 		if (o->frag_off & bpf_htons(IP_MF_OFFSET))
 			reason = DROP_DECAP_FRAGMENT;
-		else if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o ||
-			 ipv4_csum(o) != 0)
+		else if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o)
 			reason = DROP_DECAP_MALFORMED;
 		else if (!from_lb)
 			reason = DROP_DECAP_SOURCE;

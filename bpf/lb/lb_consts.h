@@ -43,6 +43,11 @@
 
 /* VIPs (domain, address, port, protocol) with a dsr backend on this host: the only inner
  * destinations a decapsulated packet may have. */
+/* IPv4 (LB host, endpoint, local VIP port) combinations accepted in one lookup. */
+#ifndef LB_MAX_DECAP_ALLOW4
+#define LB_MAX_DECAP_ALLOW4 65536
+#endif
+
 #ifndef LB_MAX_LOCAL_VIPS
 #define LB_MAX_LOCAL_VIPS LB_MAX_VIPS
 #endif

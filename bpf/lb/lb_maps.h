@@ -93,7 +93,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } decap_addrs SEC(".maps");
 
-/* (load-balancer host, local endpoint) pairs: the only tunnels decapsulated. Value unused (1). */
+/* (load-balancer host, local endpoint) pairs: the only tunnels decapsulated. Value unused (1).
+ * IPv6 pairs here, IPv4 pairs in tunnel_srcs4 (a shorter key on the common path). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LB_MAX_TUNNELS);
@@ -102,8 +103,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tunnel_srcs SEC(".maps");
 
-/* VIPs with a dsr backend on this host, keyed like vips -> the owning department's id: the
- * only inner destinations a decapsulated packet may have. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_TUNNELS);
+	__type(key, struct tunnel4_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tunnel_srcs4 SEC(".maps");
+
+/* The common case in one lookup: IPv4 tunnels from an LB host to a local IPv4 VIP, the cross
+ * product of tunnel_srcs4 and local_vips4 (the agent keeps it so) -> the department's id. A
+ * miss asks decap_addrs, tunnel_srcs4 and local_vips4 why. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_DECAP_ALLOW4);
+	__type(key, struct decap4_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} decap_allow4 SEC(".maps");
+
+/* VIPs with a dsr backend on this host -> the owning department's id: the only inner
+ * destinations a decapsulated packet may have. IPv6 VIPs here (keyed like vips), IPv4 VIPs in
+ * local_vips4. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LB_MAX_LOCAL_VIPS);
@@ -111,6 +132,14 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } local_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_LOCAL_VIPS);
+	__type(key, struct vip4_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_vips4 SEC(".maps");
 
 /* Packets decapsulated for local dsr backends (index 0). */
 struct {

@@ -29,6 +29,17 @@ type LbNodecapchecksCtEntry struct {
 	AtimeNs   uint64
 }
 
+type LbNodecapchecksDecap4Key struct {
+	_      structs.HostLayout
+	Src    uint32
+	Dst    uint32
+	Domain uint32
+	Vip    uint32
+	Port   uint16
+	Proto  uint8
+	Pad    uint8
+}
+
 type LbNodecapchecksDropReason uint32
 
 const (
@@ -96,12 +107,27 @@ type LbNodecapchecksNexthopCache struct {
 	ExpiresNs uint64
 }
 
+type LbNodecapchecksTunnel4Key struct {
+	_   structs.HostLayout
+	Src uint32
+	Dst uint32
+}
+
 type LbNodecapchecksTunnelKey struct {
 	_      structs.HostLayout
 	Src    [4]uint32
 	Dst    [4]uint32
 	Family uint8
 	Pad    [3]uint8
+}
+
+type LbNodecapchecksVip4Key struct {
+	_      structs.HostLayout
+	Domain uint32
+	Addr   uint32
+	Port   uint16
+	Proto  uint8
+	Pad    uint8
 }
 
 type LbNodecapchecksVipAddrKey struct {
@@ -143,13 +169,16 @@ const (
 	LbNodecapchecksMapConfig       = "config"
 	LbNodecapchecksMapConntrack    = "conntrack"
 	LbNodecapchecksMapDecapAddrs   = "decap_addrs"
+	LbNodecapchecksMapDecapAllow4  = "decap_allow4"
 	LbNodecapchecksMapDecapStats   = "decap_stats"
 	LbNodecapchecksMapDropStats    = "drop_stats"
 	LbNodecapchecksMapLocalVips    = "local_vips"
+	LbNodecapchecksMapLocalVips4   = "local_vips4"
 	LbNodecapchecksMapNatRev       = "nat_rev"
 	LbNodecapchecksMapNexthops     = "nexthops"
 	LbNodecapchecksMapRings        = "rings"
 	LbNodecapchecksMapTunnelSrcs   = "tunnel_srcs"
+	LbNodecapchecksMapTunnelSrcs4  = "tunnel_srcs4"
 	LbNodecapchecksMapVipAddrs     = "vip_addrs"
 	LbNodecapchecksMapVipStats     = "vip_stats"
 	LbNodecapchecksMapVips         = "vips"
@@ -215,13 +244,16 @@ type LbNodecapchecksMapSpecs struct {
 	Config       *ebpf.MapSpec `ebpf:"config"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	DecapAddrs   *ebpf.MapSpec `ebpf:"decap_addrs"`
+	DecapAllow4  *ebpf.MapSpec `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
 	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
+	LocalVips4   *ebpf.MapSpec `ebpf:"local_vips4"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
 	Nexthops     *ebpf.MapSpec `ebpf:"nexthops"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	TunnelSrcs   *ebpf.MapSpec `ebpf:"tunnel_srcs"`
+	TunnelSrcs4  *ebpf.MapSpec `ebpf:"tunnel_srcs4"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
@@ -259,13 +291,16 @@ type LbNodecapchecksMaps struct {
 	Config       *ebpf.Map `ebpf:"config"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	DecapAddrs   *ebpf.Map `ebpf:"decap_addrs"`
+	DecapAllow4  *ebpf.Map `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
 	LocalVips    *ebpf.Map `ebpf:"local_vips"`
+	LocalVips4   *ebpf.Map `ebpf:"local_vips4"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
 	Nexthops     *ebpf.Map `ebpf:"nexthops"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	TunnelSrcs   *ebpf.Map `ebpf:"tunnel_srcs"`
+	TunnelSrcs4  *ebpf.Map `ebpf:"tunnel_srcs4"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
@@ -279,13 +314,16 @@ func (m *LbNodecapchecksMaps) Close() error {
 		m.Config,
 		m.Conntrack,
 		m.DecapAddrs,
+		m.DecapAllow4,
 		m.DecapStats,
 		m.DropStats,
 		m.LocalVips,
+		m.LocalVips4,
 		m.NatRev,
 		m.Nexthops,
 		m.Rings,
 		m.TunnelSrcs,
+		m.TunnelSrcs4,
 		m.VipAddrs,
 		m.VipStats,
 		m.Vips,

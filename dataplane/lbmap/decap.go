@@ -18,6 +18,9 @@ import (
 const (
 	MaxTunnels   = 4096
 	MaxLocalVIPs = MaxVIPs
+	// MaxDecapAllow4 bounds (IPv4 tunnel pairs) x (IPv4 local VIPs): the combinations the
+	// program accepts in one lookup (decap_allow4).
+	MaxDecapAllow4 = 65536
 )
 
 // LocalVIP is a VIP with at least one dsr backend on this host: a decapsulated packet must be
@@ -48,27 +51,71 @@ func (d *Dataplane) SetTunnelSources(srcs []netip.Addr) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.syncTunnels(set, d.local); err != nil {
+	if err := d.syncPolicy(set, d.local, d.localVIPs); err != nil {
 		return err
 	}
 	d.tunnelSrcs = set
 	return nil
 }
 
-// syncTunnels writes every (source, endpoint) pair of one family into tunnel_srcs.
-func (d *Dataplane) syncTunnels(srcs, endpoints map[netip.Addr]bool) error {
-	want := map[bpfobj.LbTunnelKey]uint32{}
+// syncPolicy brings the decapsulation maps to (srcs x endpoints) pairs and vips. decap_allow4
+// (their IPv4 cross product, accepted in one lookup) never holds a combination the other maps
+// do not: what goes is removed from it first, what comes is added to it last.
+func (d *Dataplane) syncPolicy(srcs, endpoints map[netip.Addr]bool, vips []LocalVIP) error {
+	allow := map[bpfobj.LbDecap4Key]uint32{}
 	for s := range srcs {
 		for e := range endpoints {
-			if s.Is4() == e.Is4() {
-				want[bpfobj.LbTunnelKey{Src: addrWords(s), Dst: addrWords(e), Family: family(s)}] = 1
+			if !s.Is4() || !e.Is4() {
+				continue
+			}
+			for _, v := range vips {
+				if v.VIP.Addr.Is4() {
+					allow[bpfobj.LbDecap4Key{Src: addrWords(s)[0], Dst: addrWords(e)[0], Domain: v.VIP.Domain, Vip: addrWords(v.VIP.Addr)[0],
+						Port: htons(v.VIP.Port), Proto: uint8(v.VIP.Proto)}] = v.Department
+				}
 			}
 		}
 	}
-	if len(want) > MaxTunnels {
-		return fmt.Errorf("tunnel sources: %d sources x %d endpoints make %d pairs, at most %d", len(srcs), len(endpoints), len(want), MaxTunnels)
+	if len(allow) > MaxDecapAllow4 {
+		return fmt.Errorf("decapsulation policy: %d IPv4 (tunnel, local VIP) combinations, at most %d", len(allow), MaxDecapAllow4)
 	}
-	if err := syncHash(d.objs.TunnelSrcs, want); err != nil {
+	if err := pruneHash(d.objs.DecapAllow4, allow); err != nil {
+		return fmt.Errorf("decapsulation policy: %w", err)
+	}
+	if err := d.syncTunnels(srcs, endpoints); err != nil {
+		return err
+	}
+	if err := d.syncLocalVIPs(vips); err != nil {
+		return err
+	}
+	if err := syncHash(d.objs.DecapAllow4, allow); err != nil {
+		return fmt.Errorf("decapsulation policy: %w", err)
+	}
+	return nil
+}
+
+// syncTunnels writes every (source, endpoint) pair of one family: IPv4 pairs into
+// tunnel_srcs4 (an 8-byte key), IPv6 pairs into tunnel_srcs.
+func (d *Dataplane) syncTunnels(srcs, endpoints map[netip.Addr]bool) error {
+	want4 := map[bpfobj.LbTunnel4Key]uint32{}
+	want6 := map[bpfobj.LbTunnelKey]uint32{}
+	for s := range srcs {
+		for e := range endpoints {
+			switch {
+			case s.Is4() && e.Is4():
+				want4[bpfobj.LbTunnel4Key{Src: addrWords(s)[0], Dst: addrWords(e)[0]}] = 1
+			case s.Is6() && e.Is6():
+				want6[bpfobj.LbTunnelKey{Src: addrWords(s), Dst: addrWords(e), Family: family(s)}] = 1
+			}
+		}
+	}
+	if n := max(len(want4), len(want6)); n > MaxTunnels {
+		return fmt.Errorf("tunnel sources: %d sources x %d endpoints make %d pairs of one family, at most %d", len(srcs), len(endpoints), n, MaxTunnels)
+	}
+	if err := syncHash(d.objs.TunnelSrcs4, want4); err != nil {
+		return fmt.Errorf("tunnel sources: %w", err)
+	}
+	if err := syncHash(d.objs.TunnelSrcs, want6); err != nil {
 		return fmt.Errorf("tunnel sources: %w", err)
 	}
 	return nil
@@ -85,7 +132,6 @@ func (d *Dataplane) syncTunnels(srcs, endpoints map[netip.Addr]bool) error {
 // address, port 0, protocol other than tcp/udp, the same VIP in two departments) or the size
 // beyond MaxLocalVIPs; those leave the map unchanged.
 func (d *Dataplane) SetLocalVIPs(vips []LocalVIP) error {
-	want := make(map[bpfobj.LbVipKey]uint32, len(vips))
 	dept := make(map[lb.VIP]uint32, len(vips))
 	for _, v := range vips {
 		a := v.VIP.Addr
@@ -101,13 +147,34 @@ func (d *Dataplane) SetLocalVIPs(vips []LocalVIP) error {
 			return fmt.Errorf("local VIP %s: in departments %d and %d", v.VIP, old, v.Department)
 		}
 		dept[v.VIP] = v.Department
-		want[vipKey(v.VIP)] = v.Department
 	}
-	if len(want) > MaxLocalVIPs {
-		return fmt.Errorf("local VIPs: %d VIPs, at most %d", len(want), MaxLocalVIPs)
-	}
+	vips = slices.Clone(vips)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.syncPolicy(d.tunnelSrcs, d.local, vips); err != nil {
+		return err
+	}
+	d.localVIPs = vips
+	return nil
+}
+
+// syncLocalVIPs writes vips (validated) into local_vips4 (IPv4) and local_vips (IPv6).
+func (d *Dataplane) syncLocalVIPs(vips []LocalVIP) error {
+	want := make(map[bpfobj.LbVipKey]uint32, len(vips))
+	want4 := make(map[bpfobj.LbVip4Key]uint32, len(vips))
+	for _, v := range vips {
+		if a := v.VIP.Addr; a.Is4() {
+			want4[bpfobj.LbVip4Key{Domain: v.VIP.Domain, Addr: addrWords(a)[0], Port: htons(v.VIP.Port), Proto: uint8(v.VIP.Proto)}] = v.Department
+		} else {
+			want[vipKey(v.VIP)] = v.Department
+		}
+	}
+	if n := max(len(want), len(want4)); n > MaxLocalVIPs {
+		return fmt.Errorf("local VIPs: %d VIPs of one family, at most %d", n, MaxLocalVIPs)
+	}
+	if err := syncHash(d.objs.LocalVips4, want4); err != nil {
+		return fmt.Errorf("local VIPs: %w", err)
+	}
 	if err := syncHash(d.objs.LocalVips, want); err != nil {
 		return fmt.Errorf("local VIPs: %w", err)
 	}
@@ -127,6 +194,14 @@ func (d *Dataplane) TunnelSources() ([]netip.Addr, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading tunnel sources: %w", err)
 	}
+	var k4 bpfobj.LbTunnel4Key
+	it = d.objs.TunnelSrcs4.Iterate()
+	for it.Next(&k4, &v) {
+		seen[wordsAddr([4]uint32{k4.Src}, family(netip.IPv4Unspecified()))] = true
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading tunnel sources: %w", err)
+	}
 	return slices.SortedFunc(maps.Keys(seen), netip.Addr.Compare), nil
 }
 
@@ -142,7 +217,38 @@ func (d *Dataplane) LocalVIPs() ([]LocalVIP, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading local VIPs: %w", err)
 	}
+	var k4 bpfobj.LbVip4Key
+	it = d.objs.LocalVips4.Iterate()
+	for it.Next(&k4, &dep) {
+		a := wordsAddr([4]uint32{k4.Addr}, family(netip.IPv4Unspecified()))
+		out = append(out, LocalVIP{VIP: lb.VIP{Domain: k4.Domain, Addr: a, Port: htons(k4.Port), Proto: lb.Protocol(k4.Proto)}, Department: dep})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading local VIPs: %w", err)
+	}
 	return out, nil
+}
+
+// pruneHash deletes from a hash map every key not in want (and writes nothing).
+func pruneHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
+	var stale []K
+	var k K
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading map %s: %w", m, err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting from map %s: %w", m, err)
+		}
+	}
+	return nil
 }
 
 // syncHash brings a hash map to want: stale keys are deleted first (what is no longer allowed

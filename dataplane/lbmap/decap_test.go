@@ -14,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
 )
 
@@ -223,6 +224,10 @@ func TestDecapAcceptsOnlyLBTraffic(t *testing.T) {
 			}
 			garbage[0] = 0xd0 | garbage[0]&0x0f // neither version 4 nor 6
 
+			if inf == 4 {
+				// Not the one-lookup path (fast4_accept wants IHL 5): the full checks accept it.
+				rows = append(rows, accept("inner IPv4 with options (NOPs) to a local VIP", 0, ipv4Hdr(client, tcpVIP, 6, []byte{1, 1, 1, 0}, web[20:], nil)))
+			}
 			rows = append(rows,
 				accept("TCP to local VIP from an LB host", 0, web),
 				accept("UDP to local VIP from an LB host", 0, dns),
@@ -254,7 +259,10 @@ func TestDecapAcceptsOnlyLBTraffic(t *testing.T) {
 					drop("outer later fragment (offset)", "decap_fragment", 0, tunnel4(lbSrc, self, web[:16], func(h []byte) { h[7] = 3 })),
 					drop("outer fragment from outside", "decap_fragment", 0, tunnel4(outSrc, self, web, func(h []byte) { h[6] = 0x20 })),
 					drop("outer IPv4 options (IHL 6)", "decap_malformed", 0, ipv4Hdr(lbSrc, self, tunnelProto(web), []byte{1, 1, 1, 0}, web, nil)),
-					drop("outer IPv4 bad checksum", "decap_malformed", 0, func() []byte { p := tunnel4(lbSrc, self, web, nil); p[10] ^= 0xff; return p }()),
+					// The outer checksum is not verified (decap.h): the addresses are checked
+					// against the maps and the header is gone after decapsulation.
+					decapRow{name: kind + ": outer IPv4 bad checksum, from an LB host to a local VIP", in: fr(0, func() []byte { p := tunnel4(lbSrc, self, web, nil); p[10] ^= 0xff; return p }()),
+						out: decapped(0, web), decap: true},
 					drop("outer IPv4 total length beyond the frame", "decap_malformed", 0, tunnel4(lbSrc, self, web, func(h []byte) { h[2]++ })),
 				)
 			} else {
@@ -426,6 +434,61 @@ func TestSetDecapPolicy(t *testing.T) {
 		if !found {
 			t.Fatalf("local VIP %+v not in the set given", v)
 		}
+	}
+
+	// decap_allow4 is exactly the IPv4 cross product (v4 pairs x v4 local VIPs), and follows each
+	// setter: fewer sources, fewer endpoints, fewer VIPs.
+	allow4 := func() int {
+		n := 0
+		var k bpfobj.LbDecap4Key
+		var v uint32
+		it := r.dp.objs.DecapAllow4.Iterate()
+		for it.Next(&k, &v) {
+			n++
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	v4VIPs := 0
+	for _, v := range lv {
+		if v.VIP.Addr.Is4() {
+			v4VIPs++
+		}
+	}
+	if v4VIPs == 0 {
+		t.Fatal("the test's local VIPs have no IPv4 VIP")
+	}
+	if got, want := allow4(), 1*1*v4VIPs; got != want { // 198.18.0.11 x self4 x VIPs
+		t.Errorf("decap_allow4 holds %d combinations, want %d", got, want)
+	}
+	if err := r.dp.SetTunnelSources([]netip.Addr{a("198.18.0.11"), a("198.18.0.14"), a("2001:db8::13")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := allow4(), 2*1*v4VIPs; got != want {
+		t.Errorf("two IPv4 sources: decap_allow4 holds %d, want %d", got, want)
+	}
+	if err := r.dp.SetLocalVIPs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := allow4(); got != 0 {
+		t.Errorf("no local VIPs: decap_allow4 holds %d", got)
+	}
+	if err := r.dp.SetLocalVIPs(vips[2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dp.SetDecapAddrs([]netip.Addr{a(self6)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := allow4(); got != 0 {
+		t.Errorf("no IPv4 endpoint: decap_allow4 holds %d", got)
+	}
+	if err := r.dp.SetDecapAddrs([]netip.Addr{a(self4), a(self6)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dp.SetTunnelSources([]netip.Addr{a("198.18.0.11"), a("2001:db8::13")}); err != nil {
+		t.Fatal(err)
 	}
 
 	for _, tc := range []struct {

@@ -65,6 +65,8 @@ type Dataplane struct {
 	local   map[netip.Addr]bool // this host's tunnel endpoints (SetDecapAddrs)
 	// tunnelSrcs are the load-balancer hosts whose tunnels are accepted (SetTunnelSources).
 	tunnelSrcs map[netip.Addr]bool
+	// localVIPs are the VIPs with a backend here (SetLocalVIPs).
+	localVIPs []LocalVIP
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
@@ -300,7 +302,7 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 		}
 	}
 	// Tunnels are accepted per (source, endpoint): the endpoints changed, so do the pairs.
-	return d.syncTunnels(d.tunnelSrcs, local)
+	return d.syncPolicy(d.tunnelSrcs, local, d.localVIPs)
 }
 
 // Set programs the whole desired set of services. Calling it twice with the same services
@@ -456,14 +458,15 @@ func (d *Dataplane) restore() error {
 		return fmt.Errorf("reading VIPs: %w", err)
 	}
 	// Tunnel sources, so the first SetDecapAddrs of a restarted agent keeps the pairs.
-	var tk bpfobj.LbTunnelKey
-	var tv uint32
-	tit := d.objs.TunnelSrcs.Iterate()
-	for tit.Next(&tk, &tv) {
-		d.tunnelSrcs[wordsAddr(tk.Src, tk.Family)] = true
+	srcs, err := d.TunnelSources()
+	if err != nil {
+		return err
 	}
-	if err := tit.Err(); err != nil {
-		return fmt.Errorf("reading tunnel sources: %w", err)
+	for _, a := range srcs {
+		d.tunnelSrcs[a] = true
+	}
+	if d.localVIPs, err = d.LocalVIPs(); err != nil {
+		return err
 	}
 	if len(vips) > 0 || len(backends) > 0 {
 		d.restored = len(vips) > 0
