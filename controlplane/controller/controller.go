@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/alloc"
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/store"
+	"github.com/govcloud/govcloud/internal/httpserve"
 )
 
 // Options configure a controller.
@@ -40,10 +40,16 @@ type Options struct {
 	Ready         func(addr string)
 	TLS           TLSOptions  // HTTPS (default) or --insecure-http
 	EtcdTLS       *tls.Config // client TLS for EtcdEndpoints (https://)
+	// Limits bound the API's connections and requests (zero: DefaultLimits).
+	Limits httpserve.Limits
 	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
 	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
 	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
 }
+
+// DefaultLimits are the API's bounds: timeouts on every phase of a request (writes outlast the
+// agents' 25 s long-poll), 256 connections per client address and 4096 in all.
+var DefaultLimits = httpserve.Limits{PerClient: 256, Total: 4096}
 
 // TokenFile is where the first admin token is written, under the data directory.
 const TokenFile = "admin-token"
@@ -96,7 +102,11 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		fmt.Fprintln(opt.Out, "admin token: created earlier by another controller of this etcd")
 	}
 
-	l, err := net.Listen("tcp", opt.Listen)
+	lim := opt.Limits
+	if lim == (httpserve.Limits{}) {
+		lim = DefaultLimits
+	}
+	l, err := httpserve.Listen(opt.Listen, lim)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", opt.Listen, err)
 	}
@@ -132,7 +142,8 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
 	go func() { defer wg.Done(); el.run(ctx, func(lctx context.Context) { leaderLoop(lctx, srv, log) }) }()
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := httpserve.Server(srv.Handler(), lim)
+	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	if tr != nil {
 		hs.TLSConfig = tr.server
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/controller"
 	"github.com/govcloud/govcloud/controlplane/pki"
+	"github.com/govcloud/govcloud/internal/httpserve"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -395,5 +397,51 @@ func TestHostJoinRenewRevoke(t *testing.T) {
 	}
 	if err := id.Renew(ctx, c.client(t, agentTok)); err == nil {
 		t.Error("a bearer token renewed a certificate")
+	}
+}
+
+// TestConnectionBounds: idle connections from one address cannot use up the API (issue 14
+// §4): past the per-client cap they are refused at once, the rest are cut after the header
+// timeout, and a client at another address gets in all along.
+func TestConnectionBounds(t *testing.T) {
+	c := startTLS(t, controller.Options{Limits: httpserve.Limits{PerClient: 8, Total: 100, ReadHeader: 500 * time.Millisecond}})
+	var idle []net.Conn
+	for range 8 {
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		idle = append(idle, conn)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// The ninth from 127.0.0.1 is closed at once.
+	extra, err := net.Dial("tcp", c.addr)
+	if err == nil {
+		extra.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := extra.Read(make([]byte, 1)); err == nil {
+			t.Error("a ninth idle connection from one address was kept open")
+		}
+		extra.Close()
+	}
+	// Another address (127.0.0.2 is loopback too) is served meanwhile.
+	cl := c.client(t, c.token)
+	cl.HTTP.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		return d.DialContext(ctx, network, addr)
+	}
+	if _, err := cl.Status(context.Background()); err != nil {
+		t.Fatalf("a client at another address while one holds its cap: %v", err)
+	}
+	// The idle ones are cut after the header timeout; then 127.0.0.1 gets in again.
+	for _, conn := range idle {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Fatal("an idle connection got data")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := c.client(t, c.token).Status(context.Background()); err != nil {
+		t.Fatalf("after the idle connections were cut: %v", err)
 	}
 }
