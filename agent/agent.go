@@ -38,7 +38,8 @@ import (
 type Controller interface {
 	Desired(ctx context.Context, host string, after int64, timeout time.Duration) (*desired.State, error)
 	PutHostStatus(ctx context.Context, host string, status any) error
-	HostStatuses(ctx context.Context) (map[string]json.RawMessage, error)
+	// PeerHealth is the peers' reports pruned to this host's needs (client.Client.PeerHealth).
+	PeerHealth(ctx context.Context, host string) (map[string]json.RawMessage, error)
 }
 
 // Config says how an agent runs.
@@ -261,7 +262,7 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		hosts, err := a.cfg.Controller.HostStatuses(ctx)
+		hosts, err := a.cfg.Controller.PeerHealth(ctx, a.cfg.Host)
 		if err != nil {
 			continue
 		}

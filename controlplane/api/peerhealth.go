@@ -69,3 +69,46 @@ func canonicalBackendKey(k string) string {
 	}
 	return k
 }
+
+// MaxStatusBytes bounds one agent's status report (a host's whole report is far smaller).
+const MaxStatusBytes = 256 << 10
+
+// PeerHealth is what one agent needs of its peers' reports: for each other host, the backends
+// placed on that host, of services this host serves, that the host found down
+// ("service/address" -> "down: reason"). Shaped like the stored reports (host ->
+// {"status": {"backends": ...}}), so an agent reads it as it read the whole reports, which the
+// controller no longer fans out.
+func PeerHealth(reports map[string]json.RawMessage, self *desired.State) map[string]json.RawMessage {
+	wanted := map[string]string{} // "service/address" -> host it is placed on
+	if self != nil {
+		for _, svc := range self.Services {
+			for _, b := range svc.Backends {
+				if a, err := netip.ParseAddr(b.Address); err == nil && b.Host != "" && b.Host != self.Host {
+					wanted[svc.Name+"/"+a.String()] = b.Host
+				}
+			}
+		}
+	}
+	out := map[string]json.RawMessage{}
+	for h, raw := range reports {
+		var rep struct {
+			Status struct {
+				Backends map[string]string `json:"backends"`
+			} `json:"status"`
+		}
+		if self == nil || h == self.Host || json.Unmarshal(raw, &rep) != nil {
+			continue
+		}
+		down := map[string]string{}
+		for k, v := range rep.Status.Backends {
+			if wanted[k] == h && len(v) >= 4 && v[:4] == "down" {
+				down[k] = v
+			}
+		}
+		if len(down) > 0 {
+			b, _ := json.Marshal(map[string]any{"status": map[string]any{"backends": down}})
+			out[h] = b
+		}
+	}
+	return out
+}

@@ -208,6 +208,7 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /v1/objects/{kind}/{name}", s.toLeader(s.handleDelete))
 	route("GET /v1/hosts/{name}/desired", s.handleDesired)
 	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
+	route("GET /v1/hosts/{name}/peer-health", s.handlePeerHealth)
 	route("PUT /v1/hosts/{name}/compute-status", s.handleComputeStatus)
 	route("GET /v1/status", s.handleStatus)
 	route("GET /v1/audit", s.handleAudit)
@@ -603,7 +604,10 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal,
 	if p.Role != RoleAdmin && !(p.Role == RoleAgent && p.Host == host) {
 		return forbidden("%s may not write the %s of host %q", p.who(), what, host)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxStatusBytes+1))
+	if err == nil && len(body) > MaxStatusBytes {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("%s of host %q: more than %d bytes", what, host, MaxStatusBytes)}
+	}
 	if err != nil || !json.Valid(body) {
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("%s of host %q: body must be JSON", what, host)}
 	}
@@ -630,6 +634,25 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal,
 		return internal(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"host": host, "result": "stored"})
+	return nil
+}
+
+// handlePeerHealth answers an agent (or an admin) with its peers' health of the backends it
+// balances (PeerHealth): a few bytes instead of every host's whole report on every poll.
+func (s *Server) handlePeerHealth(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	host := r.PathValue("name")
+	if p.Role != RoleAdmin && p.Role != RoleNetwork && !(p.Role == RoleAgent && p.Host == host) {
+		return forbidden("%s may not read the peer health of host %q", p.who(), host)
+	}
+	snap, err := s.store.Snapshot(r.Context())
+	if err != nil {
+		return internal(err)
+	}
+	reports, err := s.store.HostStatus(r.Context())
+	if err != nil {
+		return internal(err)
+	}
+	writeJSON(w, http.StatusOK, PeerHealth(reports, reconcile.ForHost(snap.State, host, snap.Revision)))
 	return nil
 }
 
@@ -660,8 +683,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *princip
 			st.Objects[o.Kind]++
 		}
 	}
-	// Agents read their peers' reports too: each learns there which remote backends are down.
-	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == RoleAgent || p.Role == roleAnonymous {
+	// Every host's whole report, for operators: agents read their peers' health pruned to
+	// what they need (GET /v1/hosts/{name}/peer-health), not this.
+	if p.Role == RoleAdmin || p.Role == RoleNetwork || p.Role == roleAnonymous {
 		if st.Hosts, err = s.store.HostStatus(r.Context()); err != nil {
 			return internal(err)
 		}

@@ -84,7 +84,7 @@ func TestPeerHealthOnlyForPlacedBackends(t *testing.T) {
 	if err := agent.PutHostStatus(ctx, "host1", rep); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := agent.HostStatuses(ctx)
+	raw, err := admin.HostStatuses(ctx) // agents read only their peer health now
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +261,43 @@ func TestWritesAudited(t *testing.T) {
 	}
 	if a := lastAudit(t, env); a.Result != "refused" || a.Who != "unauthenticated" || a.TokenID != "" || !strings.Contains(a.Error, "invalid token") {
 		t.Errorf("audit of an unauthenticated write: %+v", a)
+	}
+}
+
+// TestPeerHealthIsBoundedAndScoped (issue 14 §4): a status report is bounded, and an agent
+// reads of its peers only the down backends it balances, not every host's whole report.
+func TestPeerHealthIsBoundedAndScoped(t *testing.T) {
+	env, ctx := setup(t)
+	admin := env.Client("admin")
+	if _, err := admin.Apply(ctx, "peers.yaml", []byte(peerFixture), client.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 200<<10)
+	rep := map[string]any{"host": "host1", "pad": pad, "backends": map[string]string{
+		"lands-www/198.18.20.2":  "down: connection refused", // lands-vm1, on host1
+		"lands-www/198.18.20.50": "up",
+	}}
+	if err := env.Client("agent-host1").PutHostStatus(ctx, "host1", rep); err != nil {
+		t.Fatalf("a 200 KiB report: %v", err)
+	}
+	rep["pad"] = strings.Repeat("x", api.MaxStatusBytes)
+	err := env.Client("agent-host1").PutHostStatus(ctx, "host1", rep)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusRequestEntityTooLarge || !strings.Contains(err.Error(), `host "host1"`) {
+		t.Fatalf("a report over %d bytes: %v", api.MaxStatusBytes, err)
+	}
+	got, err := admin.PeerHealth(ctx, "host2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(got)
+	if len(b) > 1024 || strings.Contains(string(b), "xxxx") || !strings.Contains(string(b), `"lands-www/198.18.20.2":"down: connection refused"`) || strings.Contains(string(b), "198.18.20.50") {
+		t.Errorf("host2's peer health (%d bytes): %.300s", len(b), b)
+	}
+	if got, err := admin.PeerHealth(ctx, "host1"); err != nil || len(got) != 0 {
+		t.Errorf("host1's own report is not its peer health: %v %v", got, err)
+	}
+	if _, err := env.Client("agent-host1").PeerHealth(ctx, "host2"); err == nil {
+		t.Error("host1's agent read host2's peer health")
 	}
 }
