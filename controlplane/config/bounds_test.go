@@ -65,7 +65,7 @@ func TestValidationIsBounded(t *testing.T) {
 			run := func(n int) (time.Duration, Errors) {
 				in := tc.input(n)
 				t0 := time.Now()
-				err := parseValidateQuiet(in)
+				err := parseValidate(t, in)
 				return time.Since(t0), AsErrors(err)
 			}
 			const small = 500
@@ -105,18 +105,6 @@ func TestErrorsAdd(t *testing.T) {
 	if err := es.Err(); AsErrors(err)[MaxErrors].More != 50 {
 		t.Fatal("Err sorted the count away from the end")
 	}
-}
-
-func parseValidateQuiet(y string) error {
-	objs, err := Parse("test.yaml", []byte(y))
-	if err != nil {
-		return err
-	}
-	st := NewState()
-	for _, o := range objs {
-		st.Objects[o.Key()] = o
-	}
-	return Validate(st).Err()
 }
 
 // TestOverlapping: the sweep finds exactly the prefixes contained in another, v4 and v6.

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -535,7 +533,7 @@ func (h *Host) setFirewall(d HostNetwork, p *Plan) error {
 			return fmt.Errorf("addresses of uplink %s: %w", d.Uplink, err)
 		}
 		for _, a := range addrs {
-			if p, ok := netipPrefix(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+			if p, ok := netdev.PrefixOf(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
 				cfg.Management = append(cfg.Management, p.Masked())
 			}
 		}
@@ -624,18 +622,6 @@ func (h *Host) Close() error {
 }
 
 func closeNL(nl *netlink.Handle) error { nl.Close(); return nil }
-
-func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
-}
 
 // Drop is one department's nftables drops for one reason (firewall.Reasons); department 0
 // is not attributable (tunnel packets from the fabric).

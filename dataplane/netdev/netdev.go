@@ -311,7 +311,7 @@ func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
 		wanted[p] = true
 	}
 	for _, a := range have {
-		p, ok := prefixOf(a.IPNet)
+		p, ok := PrefixOf(a.IPNet)
 		if !ok || p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
@@ -485,7 +485,9 @@ func (m *Manager) Members(bridge netlink.Link) ([]netlink.Link, error) {
 	return out, nil
 }
 
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+// PrefixOf converts a netlink address (an *net.IPNet) to a netip.Prefix (IPv4 unmapped);
+// false for nil or a malformed address.
+func PrefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
 	}

@@ -54,29 +54,51 @@ func (m *Manager) EnsureRules(want []Rule) error {
 	if err != nil {
 		return err
 	}
+	return converge(m, "rule", have, want,
+		func(r Rule) error { return ignore(m.nl.RuleDel(m.rule(r)), unix.ENOENT) },
+		func(r Rule) error { return ignore(m.nl.RuleAdd(m.rule(r)), unix.EEXIST) })
+}
+
+// converge brings what the kernel holds (have) to want: what is not wanted is deleted first,
+// then what is missing added. A failure is collected and the rest still converges; each
+// change is logged as "<what> deleted|added".
+func converge[T interface {
+	comparable
+	fmt.Stringer
+}](m *Manager, what string, have, want []T, del, add func(T) error) error {
 	var errs []error
 	wantSet, haveSet := setOf(want), setOf(have)
-	for _, r := range have {
-		if wantSet[r] {
+	for _, x := range have {
+		if wantSet[x] {
 			continue
 		}
-		if err := m.nl.RuleDel(m.rule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("deleting rule %s: %w", r, err))
+		if err := del(x); err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s %s: %w", what, x, err))
 			continue
 		}
-		m.changed("rule deleted", "rule", r.String())
+		m.changed(what+" deleted", what, x.String())
 	}
-	for _, r := range want {
-		if haveSet[r] {
+	for _, x := range want {
+		if haveSet[x] {
 			continue
 		}
-		if err := m.nl.RuleAdd(m.rule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("adding rule %s: %w", r, err))
+		if err := add(x); err != nil {
+			errs = append(errs, fmt.Errorf("adding %s %s: %w", what, x, err))
 			continue
 		}
-		m.changed("rule added", "rule", r.String())
+		m.changed(what+" added", what, x.String())
 	}
 	return errors.Join(errs...)
+}
+
+// ignore is err unless it is one of the errnos that mean "already so".
+func ignore(err error, already ...unix.Errno) error {
+	for _, e := range already {
+		if errors.Is(err, e) {
+			return nil
+		}
+	}
+	return err
 }
 
 func setOf[T comparable](xs []T) map[T]bool {
@@ -136,7 +158,7 @@ func (m *Manager) OwnedRoutes() ([]Route, error) {
 			}
 			rt := Route{Table: r.Table}
 			if r.Dst != nil {
-				rt.Dst, _ = prefixOf(r.Dst)
+				rt.Dst, _ = PrefixOf(r.Dst)
 			} else if fam == unix.AF_INET {
 				rt.Dst = netip.MustParsePrefix("0.0.0.0/0")
 			} else {
@@ -170,37 +192,21 @@ func (m *Manager) EnsureRoutes(want []Route) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	wantSet, haveSet := setOf(want), setOf(have)
-	for _, r := range have {
-		if wantSet[r] {
-			continue
-		}
-		nr, err := m.route(r, true)
-		if err == nil {
-			err = m.nl.RouteDel(nr)
-		}
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("deleting route %s: %w", r, err))
-			continue
-		}
-		m.changed("route deleted", "route", r.String())
-	}
-	for _, r := range want {
-		if haveSet[r] {
-			continue
-		}
-		nr, err := m.route(r, false)
-		if err == nil {
-			err = m.nl.RouteReplace(nr)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("adding route %s: %w", r, err))
-			continue
-		}
-		m.changed("route added", "route", r.String())
-	}
-	return errors.Join(errs...)
+	return converge(m, "route", have, want,
+		func(r Route) error {
+			nr, err := m.route(r, true)
+			if err != nil {
+				return err
+			}
+			return ignore(m.nl.RouteDel(nr), unix.ESRCH)
+		},
+		func(r Route) error {
+			nr, err := m.route(r, false)
+			if err != nil {
+				return err
+			}
+			return m.nl.RouteReplace(nr)
+		})
 }
 
 func (m *Manager) route(r Route, forDelete bool) (*netlink.Route, error) {
