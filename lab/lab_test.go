@@ -3,6 +3,8 @@ package lab
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -51,6 +53,7 @@ func TestLab(t *testing.T) {
 	if _, err := run("verify"); err != nil {
 		t.Fatalf("lab verify: %v", err)
 	}
+	trustOverTLS(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
@@ -372,5 +375,35 @@ func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 			t.Fatalf("VIP %s not back on both hosts", v.VIP)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// trustOverTLS (issue 14 §2): the lab's API answers only HTTPS (plain HTTP never reaches it),
+// the CLI works over it with the lab's CA, and each host's agent joined with its single-use
+// join token and holds a host certificate (reuse of a join token and renewal are
+// TestHostJoinRenewRevoke's, with a certificate life of seconds).
+func trustOverTLS(t *testing.T, bin, dir string) {
+	t.Helper()
+	resp, err := http.Get("http://" + strings.TrimPrefix(API, "https://") + "/v1/status")
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || strings.Contains(string(b), `"revision"`) {
+			t.Errorf("plain HTTP to the API was answered: %d %s", resp.StatusCode, b)
+		}
+	}
+	l, admin := openLab(t, bin, dir)
+	raw, err := l.client(admin).CertsRaw(context.Background())
+	if err != nil {
+		t.Fatalf("certificates over HTTPS: %v", err)
+	}
+	for _, h := range Hosts {
+		if !strings.Contains(string(raw), `"`+h+`"`) {
+			t.Errorf("no host certificate for %s: %s", h, raw)
+		}
+	}
+	logb, _ := os.ReadFile(filepath.Join(dir, "logs", "agent-gc-host1.log"))
+	if !strings.Contains(string(logb), "joined: host certificate issued") {
+		t.Errorf("agent-gc-host1 did not join with its join token:\n%s", logb)
 	}
 }
