@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
@@ -70,6 +71,11 @@ type Dataplane struct {
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
+
+	// uplink is the XDP link AttachUplink made on interface uplinkIf (nil: none).
+	uplinkMu sync.Mutex
+	uplink   link.Link
+	uplinkIf string
 }
 
 // Restored reports whether Load found VIPs programmed by an earlier agent.
@@ -176,7 +182,7 @@ func resizeCounterPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) erro
 
 // Close releases this process's handles. Pinned maps (and a pinned, attached program) stay,
 // so forwarding goes on while the agent restarts.
-func (d *Dataplane) Close() error { return d.objs.Close() }
+func (d *Dataplane) Close() error { return errors.Join(d.closeUplink(), d.objs.Close()) }
 
 // Program returns the load-balancing XDP program.
 func (d *Dataplane) Program() *ebpf.Program { return d.objs.XdpLb }

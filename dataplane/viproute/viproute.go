@@ -30,15 +30,36 @@ type NextHop struct {
 // Routes realises VIP routes through one netlink handle (the host's namespace).
 type Routes struct {
 	nl  *netlink.Handle
+	own bool // Open made nl: Close closes it
 	log *slog.Logger
 }
 
-// New returns a Routes working through nl.
+// New returns a Routes working through nl; nl stays the caller's to close.
 func New(nl *netlink.Handle, log *slog.Logger) *Routes {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Routes{nl: nl, log: log}
+}
+
+// Open returns a Routes with a netlink handle of its own in the calling thread's network
+// namespace; Close closes the handle.
+func Open(log *slog.Logger) (*Routes, error) {
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("vip routes: netlink: %w", err)
+	}
+	r := New(nl, log)
+	r.own = true
+	return r, nil
+}
+
+// Close releases the netlink handle Open made. The routes stay; Set(nil) removes them.
+func (r *Routes) Close() error {
+	if r.own {
+		r.nl.Close()
+	}
+	return nil
 }
 
 // Set makes the owned routes exactly want: VIP -> next hops. A VIP with no next hop gets no
