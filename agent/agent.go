@@ -16,15 +16,11 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/desired"
@@ -42,15 +38,22 @@ type Controller interface {
 	PeerHealth(ctx context.Context, host string) (map[string]json.RawMessage, error)
 }
 
-// Config says how an agent runs.
+// Config says how an agent runs. The dataplane comes in through interfaces built by the
+// caller (cmd/govcloud: hostnet.Host, lbmap.Dataplane, viproute.Routes, a gobgp speaker; unit
+// tests: the fakes beside those packages); the agent builds no dataplane object itself and closes
+// what it is given on Close.
 type Config struct {
 	Host       string
 	Controller Controller
 	Log        *slog.Logger
-	// PinRoot is the bpffs directory for pinned maps and links (DefaultPinRoot).
-	PinRoot string
-	// StateDir keeps what must outlive a crash (DefaultStateDir).
-	StateDir string
+	// HostNet is the host network: segments, trunk, VRF-lite, isolation.
+	HostNet hostnet.Network
+	// LB is the XDP load balancer on the uplink.
+	LB LoadBalancer
+	// Routes are the routes delivering decapsulated VIP traffic to local backends.
+	Routes VIPRoutes
+	// Speaker advertises VIPs to the fabric; nil runs without BGP.
+	Speaker bgp.Speaker
 	// Keep leaves the dataplane forwarding on Close (an upgrade) instead of removing it.
 	Keep bool
 	// PollTimeout is the long-poll length (default 25s).
@@ -63,12 +66,53 @@ type Config struct {
 	Management []netip.Prefix
 	// TenantAllow are explicit exceptions for tenants (e.g. DNS on udp:192.0.2.53:53).
 	TenantAllow []hostnet.TenantAllow
-	// NewSpeaker makes the BGP speaker that advertises VIPs to the fabric; restarting says an
-	// earlier agent left the dataplane forwarding (graceful restart). nil runs without BGP.
-	NewSpeaker func(restarting bool) bgp.Speaker
 }
 
-// Defaults.
+// LoadBalancer is the XDP load balancer as the agent drives it; *lbmap.Dataplane implements
+// it, lbmap.Fake stands in for it in unit tests. Every setter takes the whole desired value.
+type LoadBalancer interface {
+	// AttachUplink puts the load-balancing program on the interface (a no-op where it is
+	// already; another interface moves it).
+	AttachUplink(ifname string) error
+	// DetachUplink takes the program off the uplink (none attached: a no-op).
+	DetachUplink() error
+	// SetConfig sets the tunnel and SNAT sources (the host's fabric address).
+	SetConfig(lbmap.Config) error
+	// SetDecapAddrs sets this host's tunnel endpoints.
+	SetDecapAddrs([]netip.Addr) error
+	// SetTunnelSources sets the hosts whose tunnels are decapsulated.
+	SetTunnelSources([]netip.Addr) error
+	// SetLocalVIPs sets the VIPs a decapsulated packet may be for.
+	SetLocalVIPs([]lbmap.LocalVIP) error
+	// SetVLANDomains maps VLAN IDs to routing domains (department tables).
+	SetVLANDomains(map[uint16]uint32) error
+	// Set programs the services.
+	Set([]lb.Service) error
+	// Unpin removes the pinned maps (a shutdown that does not keep the dataplane).
+	Unpin() error
+	// Close releases the process's handles; pinned state keeps forwarding.
+	Close() error
+}
+
+// VIPRoutes are the routes from VIPs to local backends; *viproute.Routes implements it,
+// viproute.Fake stands in for it in unit tests.
+type VIPRoutes interface {
+	// Set makes the routes exactly want (VIP -> next hops); nil removes them all.
+	Set(want map[netip.Addr][]viproute.NextHop) error
+	// Close releases the handle; the routes stay.
+	Close() error
+}
+
+// healthChecks runs the backends' health checks; *Checker implements it.
+type healthChecks interface {
+	Set(targets []probeTarget)
+	Healthy(k backendKey) bool
+	States() map[string]string
+	Changed() <-chan struct{}
+	Close()
+}
+
+// Defaults of the agent command (cmd/govcloud).
 const (
 	DefaultPinRoot  = "/sys/fs/bpf/govcloud"
 	DefaultStateDir = "/run/govcloud/agent"
@@ -97,36 +141,37 @@ type Status struct {
 type Agent struct {
 	cfg     Config
 	log     *slog.Logger
-	hn      *hostnet.Host
-	lb      *lbmap.Dataplane
-	nl      *netlink.Handle
-	routes  *viproute.Routes
-	checker *Checker
+	hn      hostnet.Network
+	lb      LoadBalancer
+	routes  VIPRoutes
 	speaker bgp.Speaker
+	checks  healthChecks
+	// resolve makes the kernel resolve a tunnel endpoint's neighbour entry (nudgeNeighbour).
+	resolve func(netip.Addr)
 
 	mu         sync.Mutex
 	last       *desired.State
-	xdp        link.Link
-	xdpIf      string
 	remoteDown map[backendKey]bool
 	status     Status
 	reported   []byte
 	nudged     map[netip.Addr]time.Time
 }
 
-// New opens the dataplane (reusing what an earlier agent pinned) without changing anything yet.
+// New returns an agent on the dataplane cfg gives, without changing anything yet. Errors:
+// no host name, or no host network, load balancer or VIP routes.
 func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Host == "" {
+	switch {
+	case cfg.Host == "":
 		return nil, errors.New("agent: no host name")
-	}
-	if cfg.PinRoot == "" {
-		cfg.PinRoot = DefaultPinRoot
-	}
-	if cfg.StateDir == "" {
-		cfg.StateDir = DefaultStateDir
+	case cfg.HostNet == nil:
+		return nil, fmt.Errorf("agent %s: no host network", cfg.Host)
+	case cfg.LB == nil:
+		return nil, fmt.Errorf("agent %s: no load balancer", cfg.Host)
+	case cfg.Routes == nil:
+		return nil, fmt.Errorf("agent %s: no VIP routes", cfg.Host)
 	}
 	if cfg.PollTimeout == 0 {
 		cfg.PollTimeout = 25 * time.Second
@@ -134,35 +179,10 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.PeerPoll == 0 {
 		cfg.PeerPoll = time.Second
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, remoteDown: map[backendKey]bool{}, nudged: map[netip.Addr]time.Time{}}
-	var err error
-	a.hn, err = hostnet.New(hostnet.Config{Logger: cfg.Log, PinPath: filepath.Join(cfg.PinRoot, "trunk"), StateDir: filepath.Join(cfg.StateDir, "hostnet"), Keep: cfg.Keep})
-	if err != nil {
-		return nil, fmt.Errorf("host network: %w", err)
-	}
-	a.lb, err = lbmap.Load(lbmap.Options{PinPath: filepath.Join(cfg.PinRoot, "lb"), Log: cfg.Log})
-	if err != nil {
-		a.hn.Close()
-		return nil, fmt.Errorf("load balancer: %w", err)
-	}
-	if a.nl, err = netlink.NewHandle(); err != nil {
-		a.lb.Close()
-		a.hn.Close()
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	a.routes = viproute.New(a.nl, cfg.Log)
-	a.checker = NewChecker(cfg.Log)
-	if cfg.NewSpeaker != nil {
-		a.speaker = cfg.NewSpeaker(a.lb.Restored())
-	}
-	return a, nil
+	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
+		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
+		remoteDown: map[backendKey]bool{}, nudged: map[netip.Addr]time.Time{}}, nil
 }
-
-// LB exposes the load balancer (counters for metering).
-func (a *Agent) LB() *lbmap.Dataplane { return a.lb }
-
-// HostNet exposes the host network (trunk counters for metering).
-func (a *Agent) HostNet() *hostnet.Host { return a.hn }
 
 // Desired returns the last desired state (nil before the first): names for the meters.
 func (a *Agent) Desired() *desired.State {
@@ -201,7 +221,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.last = st
 			a.mu.Unlock()
 		case <-kick:
-		case <-a.checker.Changed():
+		case <-a.checks.Changed():
 		case <-resync.C:
 		case <-retry.C:
 		}
@@ -252,7 +272,8 @@ func (a *Agent) watch(ctx context.Context, out chan<- *desired.State) {
 	}
 }
 
-// watchPeers reads other agents' reports for backends they found down.
+// watchPeers reads other agents' reports for backends they found down, every PeerPoll, and
+// kicks a pass when that changes.
 func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 	t := time.NewTicker(a.cfg.PeerPoll)
 	defer t.Stop()
@@ -262,25 +283,31 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		hosts, err := a.cfg.Controller.PeerHealth(ctx, a.cfg.Host)
-		if err != nil {
-			continue
-		}
-		a.mu.Lock()
-		placed := placedBackends(a.last)
-		a.mu.Unlock()
-		down := peersDown(hosts, a.cfg.Host, placed)
-		a.mu.Lock()
-		changed := !reflect.DeepEqual(down, a.remoteDown)
-		a.remoteDown = down
-		a.mu.Unlock()
-		if changed {
+		if a.pollPeers(ctx) {
 			select {
 			case kick <- struct{}{}:
 			default:
 			}
 		}
 	}
+}
+
+// pollPeers reads the peers' reports once and says whether the backends they hold down
+// changed. A controller that does not answer changes nothing.
+func (a *Agent) pollPeers(ctx context.Context) bool {
+	hosts, err := a.cfg.Controller.PeerHealth(ctx, a.cfg.Host)
+	if err != nil {
+		return false
+	}
+	a.mu.Lock()
+	placed := placedBackends(a.last)
+	a.mu.Unlock()
+	down := peersDown(hosts, a.cfg.Host, placed)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := !reflect.DeepEqual(down, a.remoteDown)
+	a.remoteDown = down
+	return changed
 }
 
 // peersDown reads the peers' status reports (host -> {"status": Status}) for backends they
@@ -334,39 +361,62 @@ func (a *Agent) healthy(k backendKey) bool {
 	a.mu.Lock()
 	down := a.remoteDown[k]
 	a.mu.Unlock()
-	return !down && a.checker.Healthy(k)
+	return !down && a.checks.Healthy(k)
 }
 
-// apply makes one pass over the whole desired state, reports the outcome and says whether
-// everything converged.
+// apply makes one pass over the whole desired state, one step per part of the dataplane,
+// reports the outcome and says whether everything converged.
 func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	start := time.Now()
 	status := Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
 
-	hn, err := hostNetwork(st)
-	if err == nil {
-		for _, p := range a.cfg.Management {
-			if !slices.Contains(hn.Management, p) {
-				hn.Management = append(hn.Management, p)
-			}
-		}
-		hn.TenantAllow = a.cfg.TenantAllow
-		err = a.hn.Set(hn)
-	}
+	hnErr := a.setHostNetwork(st)
 	for _, s := range st.Segments {
-		status.Segments[s.Name] = readiness(err)
+		status.Segments[s.Name] = readiness(hnErr)
 	}
-	if err != nil {
-		errs = append(errs, fmt.Errorf("host network: %w", err))
+	if hnErr != nil {
+		errs = append(errs, fmt.Errorf("host network: %w", hnErr))
 	}
 
 	self, _ := parseAddrOrPrefix(st.Address)
-	lbErr := a.setLB(st, self, &status)
+	xdp := a.attachXDP(st.Uplink)
+	status.XDP = xdp.String()
+	if xdp.err != nil {
+		errs = append(errs, xdp.err)
+	}
+	errs = append(errs, a.setEncapsulation(self)...)
+	errs = append(errs, a.setDecapPolicy(st, self)...)
+	a.checks.Set(probeTargets(st))
+	plan, perrs := a.plan(st, self)
+	errs = append(errs, perrs...)
+	if err := a.lb.SetVLANDomains(plan.vlanDomain); err != nil {
+		errs = append(errs, err)
+	}
+	lbErr := a.setServices(plan)
 	if lbErr != nil {
 		errs = append(errs, lbErr)
 	}
-	status.Backends = a.checker.States()
+	routeErr := a.setVIPRoutes(plan)
+	if routeErr != nil {
+		errs = append(errs, routeErr)
+	}
+	for _, svc := range st.Services {
+		status.Services[svc.Name] = readiness(errors.Join(lbErr, routeErr))
+	}
+	for _, v := range plan.advertise {
+		status.Advertise = append(status.Advertise, v.String())
+	}
+	a.nudgeNeighbours(plan, self)
+	if a.speaker != nil {
+		// VIPs are advertised only while this host's load balancer can take their traffic.
+		if err := a.setBGP(st, plan, xdp.attached() && lbErr == nil, self); err != nil {
+			errs = append(errs, err)
+		}
+		status.BGP = a.speaker.Status()
+	}
+
+	status.Backends = a.checks.States()
 	status.Ready = len(errs) == 0
 	if err := errors.Join(errs...); err != nil {
 		status.Error = err.Error()
@@ -378,16 +428,58 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	return status.Ready
 }
 
-func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error {
-	var errs []error
-	if st.Uplink != "" {
-		if err := a.attach(st.Uplink); err != nil {
-			errs = append(errs, err)
-			status.XDP = "not attached: " + err.Error()
-		} else {
-			status.XDP = "attached to " + st.Uplink
+// setHostNetwork converges segments, trunk, VRF-lite and isolation, with the configured
+// management prefixes and tenant exceptions added to the desired state's.
+func (a *Agent) setHostNetwork(st *desired.State) error {
+	hn, err := hostNetwork(st)
+	if err != nil {
+		return err
+	}
+	for _, p := range a.cfg.Management {
+		if !slices.Contains(hn.Management, p) {
+			hn.Management = append(hn.Management, p)
 		}
 	}
+	hn.TenantAllow = a.cfg.TenantAllow
+	return a.hn.Set(hn)
+}
+
+// xdpState is where a pass left the load balancer's XDP program: uplink is the interface the
+// desired state names ("": none, nothing attached by this pass), err why attaching failed.
+type xdpState struct {
+	uplink string
+	err    error
+}
+
+// attached reports whether the program is on the desired uplink.
+func (x xdpState) attached() bool { return x.uplink != "" && x.err == nil }
+
+// String is the status report's form: "attached to <uplink>", "not attached: <reason>", or
+// "" without an uplink.
+func (x xdpState) String() string {
+	switch {
+	case x.uplink == "":
+		return ""
+	case x.err != nil:
+		return "not attached: " + x.err.Error()
+	default:
+		return "attached to " + x.uplink
+	}
+}
+
+// attachXDP puts the load balancer on the uplink (once; a pinned link of an earlier agent is
+// updated in place). Without an uplink nothing is attached or moved.
+func (a *Agent) attachXDP(uplink string) xdpState {
+	if uplink == "" {
+		return xdpState{}
+	}
+	return xdpState{uplink: uplink, err: a.lb.AttachUplink(uplink)}
+}
+
+// setEncapsulation makes this host's fabric address the source of its tunnels and SNAT, and
+// its tunnel endpoint.
+func (a *Agent) setEncapsulation(self netip.Addr) []error {
+	var errs []error
 	cfg := lbmap.Config{}
 	if self.Is4() {
 		cfg.EncapSource4, cfg.SNATSource4 = self, self
@@ -404,15 +496,24 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 	if err := a.lb.SetDecapAddrs(decap); err != nil {
 		errs = append(errs, err)
 	}
-	srcs, locals, derrs := decapPolicy(st, self)
-	errs = append(errs, derrs...)
+	return errs
+}
+
+// setDecapPolicy sets which tunnels the load balancer decapsulates (decapPolicy).
+func (a *Agent) setDecapPolicy(st *desired.State, self netip.Addr) []error {
+	srcs, locals, errs := decapPolicy(st, self)
 	if err := a.lb.SetTunnelSources(srcs); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.lb.SetLocalVIPs(locals); err != nil {
 		errs = append(errs, err)
 	}
-	a.checker.Set(probeTargets(st))
+	return errs
+}
+
+// plan turns the desired services into the load balancer's, the VIP routes and the VIPs to
+// advertise, leaving out backends that are down.
+func (a *Agent) plan(st *desired.State, self netip.Addr) (lbPlan, []error) {
 	hostAddr := func(h string) (netip.Addr, bool) {
 		if h == st.Host && self.IsValid() {
 			return self, true
@@ -420,41 +521,40 @@ func (a *Agent) setLB(st *desired.State, self netip.Addr, status *Status) error 
 		ad, err := parseAddrOrPrefix(st.Hosts[h])
 		return ad, err == nil
 	}
-	plan, perrs := loadBalancing(st, self, a.healthy, hostAddr)
-	errs = append(errs, perrs...)
-	if err := a.lb.SetVLANDomains(plan.vlanDomain); err != nil {
-		errs = append(errs, err)
+	return loadBalancing(st, self, a.healthy, hostAddr)
+}
+
+// setServices programs the load balancer's services (each VIP's backends).
+func (a *Agent) setServices(plan lbPlan) error {
+	if err := a.lb.Set(plan.services); err != nil {
+		return fmt.Errorf("load balancer: %w", err)
 	}
-	lbErr := a.lb.Set(plan.services)
-	if lbErr != nil {
-		errs = append(errs, fmt.Errorf("load balancer: %w", lbErr))
+	return nil
+}
+
+// setVIPRoutes routes each VIP to its healthy local backends.
+func (a *Agent) setVIPRoutes(plan lbPlan) error {
+	if err := a.routes.Set(plan.routes); err != nil {
+		return fmt.Errorf("vip routes: %w", err)
 	}
-	routeErr := a.routes.Set(plan.routes)
-	if routeErr != nil {
-		errs = append(errs, fmt.Errorf("vip routes: %w", routeErr))
-	}
-	for _, svc := range st.Services {
-		status.Services[svc.Name] = readiness(errors.Join(lbErr, routeErr))
-	}
-	for _, v := range plan.advertise {
-		status.Advertise = append(status.Advertise, v.String())
-	}
-	a.nudgeNeighbours(plan, self)
-	if a.speaker != nil {
-		bcfg, err := bgpConfig(st)
-		if err == nil {
-			if len(bcfg.Peers) > 0 {
-				err = a.speaker.Set(bcfg, adverts(st, plan, status.XDP == "attached to "+st.Uplink && lbErr == nil, self))
-			} else {
-				err = a.speaker.Set(bgp.Config{}, nil) // no BGP on this host (any more)
-			}
+	return nil
+}
+
+// setBGP gives the speaker the desired sessions and, when advertise, the VIPs with a healthy
+// backend; a host without BGP peers stops the speaker.
+func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool, self netip.Addr) error {
+	bcfg, err := bgpConfig(st)
+	if err == nil {
+		if len(bcfg.Peers) > 0 {
+			err = a.speaker.Set(bcfg, adverts(st, plan, advertise, self))
+		} else {
+			err = a.speaker.Set(bgp.Config{}, nil) // no BGP on this host (any more)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgp: %w", err))
-		}
-		status.BGP = a.speaker.Status()
 	}
-	return errors.Join(errs...)
+	if err != nil {
+		return fmt.Errorf("bgp: %w", err)
+	}
+	return nil
 }
 
 // decapPolicy is what this host's XDP decapsulation accepts (issue 20): tunnels whose outer
@@ -502,25 +602,6 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 	return srcs, vips, errs
 }
 
-// attach puts xdp_lb on the uplink (once; a pinned link of an earlier agent is updated in place).
-func (a *Agent) attach(uplink string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.xdp != nil && a.xdpIf == uplink {
-		return nil
-	}
-	if a.xdp != nil {
-		_ = lbmap.DetachXDP(a.xdp)
-		a.xdp = nil
-	}
-	l, err := a.lb.AttachXDP(uplink, a.lb.Program())
-	if err != nil {
-		return err
-	}
-	a.xdp, a.xdpIf = l, uplink
-	return nil
-}
-
 // nudgeNeighbours keeps the tunnel endpoints' MACs resolved: the XDP program drops rather
 // than hand a half-built packet to the kernel when a neighbour is missing. A datagram to the
 // discard port makes the kernel resolve (and refresh) the entry.
@@ -532,11 +613,16 @@ func (a *Agent) nudgeNeighbours(plan lbPlan, self netip.Addr) {
 				continue
 			}
 			a.nudged[b.Addr] = now
-			if c, err := net.DialTimeout("udp", netip.AddrPortFrom(b.Addr, 9).String(), time.Second); err == nil {
-				_, _ = c.Write([]byte{0})
-				c.Close()
-			}
+			a.resolve(b.Addr)
 		}
+	}
+}
+
+// nudgeNeighbour sends one datagram to addr's discard port.
+func nudgeNeighbour(addr netip.Addr) {
+	if c, err := net.DialTimeout("udp", netip.AddrPortFrom(addr, 9).String(), time.Second); err == nil {
+		_, _ = c.Write([]byte{0})
+		c.Close()
 	}
 }
 
@@ -564,10 +650,11 @@ func readiness(err error) string {
 	return "ready"
 }
 
-// Close stops the agent. Without Keep it removes everything it made (XDP, pins, VIP routes,
-// the host network), leaving the host as before; with Keep the dataplane keeps forwarding.
+// Close stops the agent and closes the dataplane it was given. Without Keep it first removes
+// everything it made (XDP, pins, VIP routes, the host network), leaving the host as before;
+// with Keep the dataplane keeps forwarding.
 func (a *Agent) Close() error {
-	a.checker.Close()
+	a.checks.Close()
 	var errs []error
 	if a.speaker != nil {
 		// Kept dataplane (an upgrade): close sessions without NOTIFICATION so peers keep the
@@ -577,17 +664,12 @@ func (a *Agent) Close() error {
 		cancel()
 	}
 	if !a.cfg.Keep {
-		a.mu.Lock()
-		if a.xdp != nil {
-			errs = append(errs, lbmap.DetachXDP(a.xdp))
-			a.xdp = nil
-		}
-		a.mu.Unlock()
+		errs = append(errs, a.lb.DetachUplink())
 		errs = append(errs, a.routes.Set(nil))
 		errs = append(errs, a.lb.Unpin())
 	}
 	errs = append(errs, a.lb.Close())
+	errs = append(errs, a.routes.Close())
 	errs = append(errs, a.hn.Close())
-	a.nl.Close()
 	return errors.Join(errs...)
 }

@@ -5,17 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
 
 	"github.com/govcloud/govcloud/agent"
-	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
+	"github.com/govcloud/govcloud/dataplane/viproute"
 	"github.com/govcloud/govcloud/metering"
 )
 
@@ -24,6 +28,7 @@ func init() { register(newAgentCmd) }
 func newAgentCmd(g *globals) *cobra.Command {
 	var (
 		host, metricsListen     string
+		pinRoot, stateDir       string
 		noBGP                   bool
 		cfg                     agent.Config
 		auth                    hostAuth
@@ -56,7 +61,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if host == "" {
 				host, _ = os.Hostname()
 			}
-			c, renew, err := auth.client(cmd.Context(), host, cfg.StateDir, g.log)
+			c, renew, err := auth.client(cmd.Context(), host, stateDir, g.log)
 			if err != nil {
 				return err
 			}
@@ -76,21 +81,25 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				}
 				cfg.TenantAllow = append(cfg.TenantAllow, ta)
 			}
+			dp, err := openAgentDataplane(g.log, pinRoot, stateDir, cfg.Keep)
+			if err != nil {
+				return err
+			}
+			dp.configure(&cfg)
 			if !noBGP {
-				cfg.NewSpeaker = func(restarting bool) bgp.Speaker {
-					return gobgp.New(gobgp.Options{Logger: g.log.With("component", "bgp"), Restarting: restarting})
-				}
+				// A dataplane an earlier agent left forwarding: graceful restart.
+				cfg.Speaker = gobgp.New(gobgp.Options{Logger: g.log.With("component", "bgp"), Restarting: dp.lb.Restored()})
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
-				return err
+				return errors.Join(err, dp.Close())
 			}
 			status := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(a.Status())
 			})
 			var metrics http.Handler
-			if h := agentMetrics(a, host); h != nil {
+			if h := agentMetrics(a, dp, host); h != nil {
 				metrics = h
 			}
 			srv, err := serveStatus(metricsListen, status, metrics)
@@ -99,7 +108,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go agentUsageReporter(a, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
+			go agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()
@@ -110,13 +119,55 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
 	auth.flags(f)
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")
-	f.StringVar(&cfg.PinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
-	f.StringVar(&cfg.StateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
+	f.StringVar(&pinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
+	f.StringVar(&stateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
 	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")
 	return cmd
+}
+
+// agentDataplane is the kernel side of an agent: the host network, the XDP load balancer and
+// the VIP routes, opened in the calling thread's network namespace, reusing what an earlier
+// agent pinned under the pin root. The agent closes them (agent.Agent.Close); Close here is
+// for when no agent was made.
+type agentDataplane struct {
+	hn     *hostnet.Host
+	lb     *lbmap.Dataplane
+	routes *viproute.Routes
+}
+
+// openAgentDataplane opens the dataplane: trunk pins under pinRoot/trunk, the load
+// balancer's under pinRoot/lb, host network state under stateDir/hostnet. keep makes the
+// host network stay on Close (an upgrade).
+func openAgentDataplane(log *slog.Logger, pinRoot, stateDir string, keep bool) (*agentDataplane, error) {
+	hn, err := hostnet.New(hostnet.Config{Logger: log, PinPath: filepath.Join(pinRoot, "trunk"), StateDir: filepath.Join(stateDir, "hostnet"), Keep: keep})
+	if err != nil {
+		return nil, fmt.Errorf("host network: %w", err)
+	}
+	lbd, err := lbmap.Load(lbmap.Options{PinPath: filepath.Join(pinRoot, "lb"), Log: log})
+	if err != nil {
+		hn.Close()
+		return nil, fmt.Errorf("load balancer: %w", err)
+	}
+	routes, err := viproute.Open(log)
+	if err != nil {
+		lbd.Close()
+		hn.Close()
+		return nil, err
+	}
+	return &agentDataplane{hn: hn, lb: lbd, routes: routes}, nil
+}
+
+// configure hands the dataplane to an agent's configuration.
+func (d *agentDataplane) configure(cfg *agent.Config) {
+	cfg.HostNet, cfg.LB, cfg.Routes = d.hn, d.lb, d.routes
+}
+
+// Close closes what openAgentDataplane opened (only when no agent took it over).
+func (d *agentDataplane) Close() error {
+	return errors.Join(d.routes.Close(), d.lb.Close(), d.hn.Close())
 }
 
 // netnsDialer dials from the network namespace at path: each dial runs on a locked thread

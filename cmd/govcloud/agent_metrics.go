@@ -23,18 +23,20 @@ import (
 
 // agentMetrics returns the agent's /metrics handler: the metering collector reading the
 // trunk's and the load balancer's pinned counters at every scrape.
-func agentMetrics(a *agent.Agent, host string) http.Handler {
-	s := &agentSources{a: a}
-	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: s.desiredState, lbDrops: func() (map[string]lbmap.Counter, error) { return a.LB().Drops() },
-		fwDrops: a.HostNet().Drops}
+func agentMetrics(a *agent.Agent, dp *agentDataplane, host string) http.Handler {
+	s := &agentSources{a: a, lb: dp.lb}
+	ts := &trunkSource{tr: dp.hn.Trunk(), desired: s.desiredState, lbDrops: dp.lb.Drops, fwDrops: dp.hn.Drops}
 	c := metering.NewCollector(metering.Sources{Host: host, Traffic: ts, Service: s, BGP: s}, nil)
 	// Reasons a department's own segment can cause; a 0 series each from the start.
 	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String()}
 	return metering.Handler(c)
 }
 
-// agentSources adapts an agent to metering's source interfaces.
-type agentSources struct{ a *agent.Agent }
+// agentSources adapts an agent and its load balancer to metering's source interfaces.
+type agentSources struct {
+	a  *agent.Agent
+	lb *lbmap.Dataplane
+}
 
 // desiredState is the agent's last desired state, when the agent exposes it (names of
 // departments, segments and services); without it counters are labelled by their ids.
@@ -174,7 +176,7 @@ type vipKey struct {
 
 // Services reads the load balancer's per-VIP counters, named by service.
 func (s *agentSources) Services() ([]metering.ServiceCounter, error) {
-	vc, err := s.a.LB().VIPCounters()
+	vc, err := s.lb.VIPCounters()
 	if err != nil {
 		return nil, err
 	}
@@ -235,13 +237,13 @@ func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 // the agent command to run next to the agent; see metering.Reporter). Its epoch is the boot
 // and the inode of the pinned counter map: both change exactly when the counters restart
 // from zero, and neither changes when the agent is restarted or killed.
-func agentUsageReporter(a *agent.Agent, host string, c *metering.Client) *metering.Reporter {
-	ts := &trunkSource{tr: a.HostNet().Trunk(), desired: (&agentSources{a: a}).desiredState}
+func agentUsageReporter(a *agent.Agent, dp *agentDataplane, host string, c *metering.Client) *metering.Reporter {
+	ts := &trunkSource{tr: dp.hn.Trunk(), desired: (&agentSources{a: a}).desiredState}
 	return &metering.Reporter{
 		Host:   host,
 		Source: metering.SourceNetwork,
 		Epoch: func() string {
-			return counterEpoch(filepath.Join(a.HostNet().Trunk().PinPath(), bpfobj.TrunkMapTrunkStats))
+			return counterEpoch(filepath.Join(dp.hn.Trunk().PinPath(), bpfobj.TrunkMapTrunkStats))
 		},
 		Samples: func() ([]metering.Sample, error) {
 			tr, err := ts.Traffic()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -274,19 +275,29 @@ func TestAgentMetricsRealAgent(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	ns := netnstest.New(t, "gct-meter")
 	pins := tt.BPFFS(t)
-	var a *agent.Agent
+	var (
+		a  *agent.Agent
+		dp *agentDataplane
+	)
 	if err := ns.Do(func() error {
 		var err error
-		a, err = agent.New(agent.Config{Host: "host1", PinRoot: pins, StateDir: t.TempDir()})
-		return err
+		if dp, err = openAgentDataplane(nil, pins, t.TempDir(), false); err != nil {
+			return err
+		}
+		cfg := agent.Config{Host: "host1"}
+		dp.configure(&cfg)
+		if a, err = agent.New(cfg); err != nil {
+			return errors.Join(err, dp.Close())
+		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ns.Do(a.Close) })
-	if err := a.HostNet().Trunk().SetSegment(trunk.Segment{VLAN: 120, Ifindex: 1, Department: 3, ID: 120}); err != nil {
+	if err := dp.hn.Trunk().SetSegment(trunk.Segment{VLAN: 120, Ifindex: 1, Department: 3, ID: 120}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(agentMetrics(a, "host1"))
+	srv := httptest.NewServer(agentMetrics(a, dp, "host1"))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
