@@ -1,0 +1,496 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/dataplane/hostnet"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
+	"github.com/govcloud/govcloud/dataplane/viproute"
+)
+
+// The reconcile loop's decisions, without root: the agent runs on the fakes beside hostnet,
+// lbmap, viproute and bgp, with a fake controller and fake health checks.
+
+var errAway = errors.New("controller unreachable")
+
+// fakeController serves the queued desired states, then (away) fails every call or (not
+// away) answers "nothing new" after a short long-poll.
+type fakeController struct {
+	mu      sync.Mutex
+	states  []*desired.State
+	away    bool
+	peers   map[string]json.RawMessage
+	reports []Status
+	failed  int // calls refused while away
+}
+
+func (c *fakeController) Desired(ctx context.Context, _ string, _ int64, timeout time.Duration) (*desired.State, error) {
+	c.mu.Lock()
+	if len(c.states) > 0 {
+		st := c.states[0]
+		c.states = c.states[1:]
+		c.mu.Unlock()
+		return st, nil
+	}
+	if c.away {
+		c.failed++
+		c.mu.Unlock()
+		return nil, errAway
+	}
+	c.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(timeout):
+		return nil, nil
+	}
+}
+
+func (c *fakeController) PutHostStatus(_ context.Context, _ string, status any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.away {
+		c.failed++
+		return errAway
+	}
+	c.reports = append(c.reports, status.(Status))
+	return nil
+}
+
+func (c *fakeController) PeerHealth(context.Context, string) (map[string]json.RawMessage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.away {
+		c.failed++
+		return nil, errAway
+	}
+	return c.peers, nil
+}
+
+func (c *fakeController) set(fn func(c *fakeController)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn(c)
+}
+
+// fakeHealth stands in for the Checker: backends are up unless marked down.
+type fakeHealth struct {
+	mu      sync.Mutex
+	down    map[backendKey]bool
+	targets []probeTarget
+	changed chan struct{}
+}
+
+func (h *fakeHealth) Set(t []probeTarget) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.targets = slices.Clone(t)
+}
+
+func (h *fakeHealth) Healthy(k backendKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.down[k]
+}
+
+func (h *fakeHealth) States() map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]string{}
+	for _, t := range h.targets {
+		s := "up"
+		if h.down[t.key] {
+			s = "down: refused"
+		}
+		out[t.key.Service+"/"+t.key.Addr.String()] = s
+	}
+	return out
+}
+
+func (h *fakeHealth) Changed() <-chan struct{} { return h.changed }
+func (h *fakeHealth) Close()                   {}
+
+// rig is an agent on fakes.
+type rig struct {
+	a      *Agent
+	ctl    *fakeController
+	hn     *hostnet.Fake
+	lb     *lbmap.Fake
+	routes *viproute.Fake
+	bgp    *bgp.Fake
+	health *fakeHealth
+}
+
+func newRig(t *testing.T, host string, keep bool) *rig {
+	t.Helper()
+	r := &rig{ctl: &fakeController{}, hn: &hostnet.Fake{}, lb: &lbmap.Fake{}, routes: &viproute.Fake{}, bgp: &bgp.Fake{},
+		health: &fakeHealth{down: map[backendKey]bool{}, changed: make(chan struct{}, 1)}}
+	a, err := New(Config{Host: host, Controller: r.ctl, HostNet: r.hn, LB: r.lb, Routes: r.routes, Speaker: r.bgp, Keep: keep,
+		PollTimeout: 20 * time.Millisecond, PeerPoll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.checks.Close() // the real checker, never started: no probe leaves the test
+	a.checks = r.health
+	a.resolve = func(netip.Addr) {} // no datagram leaves the test either
+	r.a = a
+	return r
+}
+
+// pass sets the agent's last desired state and applies it once, as Run does.
+func (r *rig) pass(t *testing.T, st *desired.State) Status {
+	t.Helper()
+	r.a.mu.Lock()
+	r.a.last = st
+	r.a.mu.Unlock()
+	r.a.apply(context.Background(), st)
+	return r.a.Status()
+}
+
+func peerReport(backends map[string]string) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{"host": "x", "status": Status{Backends: backends}})
+	return b
+}
+
+func key(svc, addr string) backendKey {
+	return backendKey{Service: svc, Addr: netip.MustParseAddr(addr)}
+}
+
+// lbBackends is the programmed backends (tunnel endpoint/weight) of the LB service named.
+func lbBackends(t *testing.T, f *lbmap.Fake, name string) []string {
+	t.Helper()
+	for _, s := range f.State().Services {
+		if s.Name == name {
+			var out []string
+			for _, b := range s.Backends {
+				out = append(out, b.Addr.String()+"/"+strconv.Itoa(int(b.Weight)))
+			}
+			return out
+		}
+	}
+	t.Fatalf("no LB service %q in %v", name, f.State().Services)
+	return nil
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// dataplaneSnapshot is everything the fakes hold.
+type dataplaneSnapshot struct {
+	HostNet   hostnet.HostNetwork
+	LB        lbmap.FakeState
+	Routes    map[netip.Addr][]viproute.NextHop
+	BGPConfig bgp.Config
+	Adverts   []bgp.Advertisement
+	HNClosed  bool
+}
+
+func (r *rig) snapshot() dataplaneSnapshot {
+	hn, _ := r.hn.Current()
+	cfg, ads := r.bgp.State()
+	s := dataplaneSnapshot{HostNet: hn, LB: r.lb.State(), Routes: r.routes.Routes(), BGPConfig: cfg, Adverts: ads, HNClosed: r.hn.Closed}
+	s.LB.Sets = 0 // re-applying the same services is not a change
+	return s
+}
+
+// TestReconcileFailStatic: with the controller away — the long-poll failing, the peers'
+// reports unreadable, status reports refused — the agent changes nothing: the host network,
+// the load balancer (still attached, same services), the VIP routes and the BGP
+// advertisements stay as the last desired state made them, and keep forwarding.
+func TestReconcileFailStatic(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		away func(c *fakeController)
+	}{
+		{"controller unreachable", func(c *fakeController) { c.away = true }},
+		{"controller up with nothing new and no peer reports", func(c *fakeController) { c.peers = nil }},
+		{"peers' reports unreadable", func(c *fakeController) {
+			c.peers = map[string]json.RawMessage{"h2": json.RawMessage(`{"status": 7}`)}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "h1", false)
+			st := labState()
+			r.ctl.set(func(c *fakeController) { c.states = []*desired.State{st} })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- r.a.Run(ctx) }()
+			eventually(t, "first pass reported", 5*time.Second, func() bool {
+				r.ctl.mu.Lock()
+				defer r.ctl.mu.Unlock()
+				return len(r.ctl.reports) > 0
+			})
+			before := r.snapshot()
+			if before.LB.Uplink != "eth0" || len(before.LB.Services) != 2 || len(before.Routes) != 1 || len(before.Adverts) != 1 {
+				t.Fatalf("first pass did not program the dataplane: %+v", before)
+			}
+			r.ctl.set(tc.away)
+			r.ctl.set(func(c *fakeController) { c.failed = 0 })
+			// Three refused long-polls take the watch's backoff through 200 and 400 ms; peer
+			// polls every 10 ms meanwhile. A health change forces a pass on the last state.
+			time.Sleep(700 * time.Millisecond)
+			r.health.changed <- struct{}{}
+			time.Sleep(100 * time.Millisecond)
+			after := r.snapshot()
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("dataplane changed with the controller away:\nbefore %+v\nafter  %+v", before, after)
+			}
+			if got := r.a.Status(); !got.Ready || got.XDP != "attached to eth0" || got.Revision != st.Revision {
+				t.Fatalf("status with the controller away: %+v", got)
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not return after its context ended")
+			}
+		})
+	}
+}
+
+// TestCloseKeepsOrRemovesTheDataplane: Close with Keep (an upgrade) leaves XDP attached, the
+// pins, the VIP routes and BGP routes (graceful) in place; without Keep it removes them.
+func TestCloseKeepsOrRemovesTheDataplane(t *testing.T) {
+	for _, tc := range []struct {
+		keep                      bool
+		wantUplink                string
+		wantUnpinned, wantNoRoute bool
+	}{
+		{keep: true, wantUplink: "eth0"},
+		{keep: false, wantUplink: "", wantUnpinned: true, wantNoRoute: true},
+	} {
+		r := newRig(t, "h1", tc.keep)
+		r.pass(t, labState())
+		if err := r.a.Close(); err != nil {
+			t.Fatalf("keep=%v: Close: %v", tc.keep, err)
+		}
+		s := r.lb.State()
+		if s.Uplink != tc.wantUplink || s.Unpinned != tc.wantUnpinned || !s.Closed || !r.routes.Closed || !r.hn.Closed {
+			t.Errorf("keep=%v: after Close uplink %q unpinned %v closed lb %v routes %v hostnet %v", tc.keep, s.Uplink, s.Unpinned, s.Closed, r.routes.Closed, r.hn.Closed)
+		}
+		if got := len(r.routes.Routes()) == 0; got != tc.wantNoRoute {
+			t.Errorf("keep=%v: VIP routes %v after Close", tc.keep, r.routes.Routes())
+		}
+	}
+}
+
+// TestReconcilePeerReportsBackendDown: a peer's report takes a backend out of the load
+// balancer (and the VIP out of BGP when nothing healthy is left) only for backends the
+// desired state places on that peer; a report that comes back up puts it back.
+func TestReconcilePeerReportsBackendDown(t *testing.T) {
+	const www, api = "lands-www/80/tcp", "health-api/443/tcp"
+	both := []string{"198.18.0.11/3", "198.18.0.12/1"} // h1 (self): weights 1+2; h2: 1
+	for _, tc := range []struct {
+		name        string
+		reports     []map[string]json.RawMessage // read in turn, one pass after each
+		localDown   []backendKey                 // this host's own checks
+		wantChanged bool                         // the last read changed what peers hold down
+		wantWWW     []string
+		wantAPI     []string
+		wantAdverts []string
+	}{
+		{name: "no reports", reports: []map[string]json.RawMessage{nil},
+			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2 reports its own lands-www backend down",
+			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
+			wantChanged: true, wantWWW: []string{"198.18.0.11/3"}, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2 reports its own health-api backend down",
+			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"health-api/198.18.30.3": "down: timeout"})}},
+			wantChanged: true, wantWWW: both, wantAPI: nil, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2 reports h1's backends down",
+			reports: []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.2": "down: refused", "lands-www/198.18.20.4": "down: refused"})}},
+			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "a host not in the desired state reports h2's backend down",
+			reports: []map[string]json.RawMessage{{"h9": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
+			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2 reports its backend up",
+			reports: []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "up"})}},
+			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2 reports its backend down, then up again",
+			reports: []map[string]json.RawMessage{
+				{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})},
+				{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "up"})}},
+			wantChanged: true, wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+		{name: "h2's backend down by report, h1's by its own checks: nothing left to advertise",
+			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
+			localDown:   []backendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")},
+			wantChanged: true, wantWWW: nil, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: nil},
+		{name: "garbage report",
+			reports: []map[string]json.RawMessage{{"h2": json.RawMessage(`"x"`)}},
+			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "h1", false)
+			for _, k := range tc.localDown {
+				r.health.down[k] = true
+			}
+			st := labState()
+			r.pass(t, st)
+			var changed bool
+			for _, rep := range tc.reports {
+				r.ctl.set(func(c *fakeController) { c.peers = rep })
+				changed = r.a.pollPeers(context.Background())
+				r.pass(t, st)
+			}
+			if changed != tc.wantChanged {
+				t.Errorf("last peer read changed=%v, want %v", changed, tc.wantChanged)
+			}
+			if got := lbBackends(t, r.lb, www); !slices.Equal(got, tc.wantWWW) {
+				t.Errorf("lands-www backends %v, want %v", got, tc.wantWWW)
+			}
+			if got := lbBackends(t, r.lb, api); !slices.Equal(got, tc.wantAPI) {
+				t.Errorf("health-api backends %v, want %v", got, tc.wantAPI)
+			}
+			if got := r.bgp.Advertised(); !slices.Equal(got, tc.wantAdverts) {
+				t.Errorf("advertised %v, want %v", got, tc.wantAdverts)
+			}
+		})
+	}
+}
+
+// TestReconcileReadinessPerSegment: every segment and service of the desired state has its
+// own readiness in the status; a host-network failure marks the segments not ready and leaves
+// the services ready, a load-balancer or VIP-route failure the reverse; any failure makes the
+// host not ready and is named in its error.
+func TestReconcileReadinessPerSegment(t *testing.T) {
+	errBoom := errors.New("boom")
+	for _, tc := range []struct {
+		name         string
+		break_       func(r *rig, st *desired.State)
+		wantSegments string // "ready" or the prefix "not ready"
+		wantServices string
+		wantXDP      string
+		wantError    string // substring of the status error ("" = ready)
+	}{
+		{"everything converges", func(*rig, *desired.State) {}, "ready", "ready", "attached to eth0", ""},
+		{"host network fails", func(r *rig, _ *desired.State) { r.hn.Err = errBoom }, "not ready", "ready", "attached to eth0", "host network: boom"},
+		{"desired host network does not translate", func(_ *rig, st *desired.State) { st.Segments[1].IPv4 = "198.18.30.0/33" },
+			"not ready", "ready", "attached to eth0", "host network:"},
+		{"load balancer refuses the services", func(r *rig, _ *desired.State) { r.lb.SetErr = errBoom }, "ready", "not ready", "attached to eth0", "load balancer: boom"},
+		{"VIP routes fail", func(r *rig, _ *desired.State) { r.routes.Err = errBoom }, "ready", "not ready", "attached to eth0", "vip routes: boom"},
+		{"XDP does not attach", func(r *rig, _ *desired.State) { r.lb.AttachErr = errBoom }, "ready", "ready", "not attached: attaching xdp to eth0: boom", "attaching xdp to eth0: boom"},
+		{"BGP speaker refuses", func(r *rig, _ *desired.State) { r.bgp.Err = errBoom }, "ready", "ready", "attached to eth0", "bgp: boom"},
+		{"no uplink: segments cannot be trunked, XDP not attached", func(_ *rig, st *desired.State) { st.Uplink = "" },
+			"not ready", "ready", "", "host network: segments need an uplink interface"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "h1", false)
+			st := labState()
+			tc.break_(r, st)
+			got := r.pass(t, st)
+			var segs []string
+			for _, s := range st.Segments {
+				segs = append(segs, s.Name)
+				if v := got.Segments[s.Name]; !strings.HasPrefix(v, tc.wantSegments) {
+					t.Errorf("segment %s: %q, want %q", s.Name, v, tc.wantSegments)
+				}
+			}
+			if len(got.Segments) != len(segs) {
+				t.Errorf("segments in status %v, want exactly %v", got.Segments, segs)
+			}
+			for _, s := range st.Services {
+				if v := got.Services[s.Name]; !strings.HasPrefix(v, tc.wantServices) {
+					t.Errorf("service %s: %q, want %q", s.Name, v, tc.wantServices)
+				}
+			}
+			if len(got.Services) != len(st.Services) {
+				t.Errorf("services in status %v, want %d", got.Services, len(st.Services))
+			}
+			if got.XDP != tc.wantXDP {
+				t.Errorf("xdp %q, want %q", got.XDP, tc.wantXDP)
+			}
+			if got.Ready != (tc.wantError == "") || !strings.Contains(got.Error, tc.wantError) {
+				t.Errorf("ready %v error %q, want error containing %q", got.Ready, got.Error, tc.wantError)
+			}
+			r.ctl.mu.Lock()
+			defer r.ctl.mu.Unlock()
+			if len(r.ctl.reports) != 1 || !reflect.DeepEqual(r.ctl.reports[0], got) {
+				t.Errorf("reported %+v, want the status %+v", r.ctl.reports, got)
+			}
+		})
+	}
+}
+
+// TestReconcileAdvertisesOnlyWhileAttachedAndHealthy: a public VIP is advertised only while
+// the load balancer is attached to the uplink and has the services programmed, and the VIP
+// has a healthy backend somewhere; internal VIPs never are.
+func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
+	errBoom := errors.New("boom")
+	allLocal := []backendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")}
+	vip := []string{"198.19.255.2/32"}
+	for _, tc := range []struct {
+		name      string
+		break_    func(r *rig, st *desired.State)
+		localDown []backendKey
+		peerDown  map[string]string // h2's report
+		want      []string
+	}{
+		{name: "attached, backends healthy", break_: func(*rig, *desired.State) {}, want: vip},
+		{name: "XDP does not attach", break_: func(r *rig, _ *desired.State) { r.lb.AttachErr = errBoom }},
+		{name: "no uplink: XDP not attached here", break_: func(_ *rig, st *desired.State) { st.Uplink = "" }},
+		{name: "load balancer refuses the services", break_: func(r *rig, _ *desired.State) { r.lb.SetErr = errBoom }},
+		{name: "this host's backends down, h2's healthy", break_: func(*rig, *desired.State) {}, localDown: allLocal, want: vip},
+		{name: "h2's backend down, this host's healthy", break_: func(*rig, *desired.State) {},
+			peerDown: map[string]string{"lands-www/198.18.20.3": "down: refused"}, want: vip},
+		{name: "every backend down", break_: func(*rig, *desired.State) {}, localDown: allLocal,
+			peerDown: map[string]string{"lands-www/198.18.20.3": "down: refused"}},
+		{name: "VIP routes fail: still attached and programmed", break_: func(r *rig, _ *desired.State) { r.routes.Err = errBoom }, want: vip},
+		{name: "no BGP peers", break_: func(_ *rig, st *desired.State) { st.BGP.Peers = nil }},
+		{name: "no BGP", break_: func(_ *rig, st *desired.State) { st.BGP = nil }},
+		{name: "the service turned internal", break_: func(_ *rig, st *desired.State) { st.Services[0].Scope = "internal" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "h1", false)
+			st := labState()
+			tc.break_(r, st)
+			for _, k := range tc.localDown {
+				r.health.down[k] = true
+			}
+			r.a.mu.Lock()
+			r.a.last = st
+			r.a.mu.Unlock()
+			if tc.peerDown != nil {
+				r.ctl.set(func(c *fakeController) { c.peers = map[string]json.RawMessage{"h2": peerReport(tc.peerDown)} })
+				r.a.pollPeers(context.Background())
+			}
+			r.pass(t, st)
+			if got := r.bgp.Advertised(); !slices.Equal(got, tc.want) {
+				t.Errorf("advertised %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Attaching again after a failure brings the advertisement back, on the next pass.
+	r := newRig(t, "h1", false)
+	r.lb.AttachErr = errBoom
+	r.pass(t, labState())
+	if got := r.bgp.Advertised(); len(got) != 0 {
+		t.Fatalf("advertised %v while XDP is not attached", got)
+	}
+	r.lb.AttachErr = nil
+	r.pass(t, labState())
+	if got := r.bgp.Advertised(); !slices.Equal(got, vip) {
+		t.Fatalf("advertised %v after XDP attached, want %v", got, vip)
+	}
+}
