@@ -650,9 +650,10 @@ func readiness(err error) string {
 	return "ready"
 }
 
-// Close stops the agent and closes the dataplane it was given. Without Keep it first removes
-// everything it made (XDP, pins, VIP routes, the host network), leaving the host as before;
-// with Keep the dataplane keeps forwarding.
+// Close stops the agent and closes the dataplane it was given. Without Keep it first detaches
+// XDP, withdraws the VIP routes and removes the load balancer's pins; with Keep the dataplane
+// keeps forwarding and BGP sessions close gracefully. The host network is torn down or kept
+// as it was opened (hostnet.Config.Keep; cmd/govcloud passes the same Keep).
 func (a *Agent) Close() error {
 	a.checks.Close()
 	var errs []error
