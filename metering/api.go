@@ -89,10 +89,10 @@ func (a *API) Routes() []Route {
 func (a *API) metrics() {
 	a.once.Do(func() {
 		a.reports = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "govcloud_usage_reports_total",
-			Help: "Usage reports the ledger received, by result (counted, duplicate, refused)."}, []string{"result"})
+			Help: "Usage reports the ledger received, by result (counted, duplicate, stale: came after a newer one of its reporter, refused)."}, []string{"result"})
 		a.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "govcloud_usage_reports_refused_total",
 			Help: "Usage reports the ledger refused, by reason."}, []string{"reason"})
-		for _, r := range []string{"counted", "duplicate", "refused"} {
+		for _, r := range []string{"counted", "duplicate", "stale", "refused"} {
 			a.reports.WithLabelValues(r)
 		}
 		for _, r := range RefusalReasons() {
@@ -158,6 +158,8 @@ func (a *API) Record(ctx context.Context, w http.ResponseWriter, c Caller, rep R
 		return err
 	case out.Applied:
 		a.reports.WithLabelValues("counted").Inc()
+	case out.Stale:
+		a.reports.WithLabelValues("stale").Inc()
 	default:
 		a.reports.WithLabelValues("duplicate").Inc()
 	}

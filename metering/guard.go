@@ -3,6 +3,7 @@ package metering
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -118,6 +119,7 @@ const (
 	ReasonImpossible   = "impossible"    // growth or level beyond what the host can do
 	ReasonTooLarge     = "too_large"     // more samples, departments or series than a report may carry
 	ReasonOverflow     = "overflow"      // a sum would wrap 64 bits
+	ReasonStale        = "stale"         // behind the last report counted, or of an epoch already ended
 )
 
 // RefusalReasons lists every reason, so each has a 0 series from the start.
@@ -182,6 +184,11 @@ func (r *Report) check(lim Limits) *RefusedError {
 	}
 	if r.Time.IsZero() {
 		return refuse(ReasonInvalid, "time", "", "required")
+	}
+	// A reporter's seq is its report's time in nanoseconds (or one more than its last): a seq
+	// beyond the report's time cannot be, and would make the reporter's later reports look old.
+	if t := r.Time.UnixNano(); t > 0 && r.Seq > uint64(t)+uint64(time.Minute) {
+		return refuse(ReasonInvalid, "seq", strconv.FormatUint(r.Seq, 10), "ahead of the report's time (%s): a seq is the report's time in nanoseconds", r.Time.UTC().Format(time.RFC3339Nano))
 	}
 	if len(r.Samples) > lim.MaxSamples {
 		return refuse(ReasonTooLarge, "samples", fmt.Sprint(len(r.Samples)), "at most %d samples per report", lim.MaxSamples)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 )
@@ -59,6 +60,9 @@ type Report struct {
 // Outcome says what the ledger did with a report.
 type Outcome struct {
 	Applied bool `json:"applied"` // false: a duplicate or a report older than one already counted
+	// Stale: not applied because a newer report of its epoch, or a newer epoch, was counted
+	// first (a late arrival; or someone reporting as the host with a made-up epoch).
+	Stale bool `json:"stale,omitempty"`
 	Gap     bool `json:"gap"`     // reports were missed; the totals covered them
 	Reset   bool `json:"reset"`   // the counters restarted (a new epoch, or a VM's own vCPU counter)
 	// Baseline: the reporter's first report; it sets the totals later reports count from and
@@ -77,7 +81,12 @@ type reporterState struct {
 	Levels map[string]uint64 `json:"levels,omitempty"` // gauges: department/resource/item -> level
 	RemMs  map[string]uint64 `json:"remMs,omitempty"`  // gauges: level x milliseconds not yet a whole unit
 	Gaps   int               `json:"gaps"`
+	// Retired are the last epochs this reporter left (newest last, at most maxRetired): their
+	// late reports are refused, never counted again.
+	Retired []string `json:"retired,omitempty"`
 }
+
+const maxRetired = 16
 
 // monthSpan is the part of an interval in one month.
 type monthSpan struct {
@@ -233,8 +242,19 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 			return Outcome{}, fmt.Errorf("reporter state of host %q (%s): %w", r.Host, r.Source, err)
 		}
 	}
-	if cur.Rev != 0 && r.Seq <= st.Seq {
-		return Outcome{}, nil // duplicate, retry or overtaken by a newer report
+	// Sequence numbers order reports within one epoch (one run of the reporter's counters): a
+	// report of that epoch at or below the last one counted is a retry or arrived late, and a
+	// report of an epoch the reporter already left came late too; neither counts (Stale says
+	// which, for the metric and the audit). A new epoch is judged by its time and totals, not by
+	// a sequence number another epoch set, and a seq is bounded by its report's time (check),
+	// so one report cannot freeze the ledger.
+	if cur.Rev != 0 {
+		switch {
+		case r.Epoch == st.Epoch && r.Seq <= st.Seq:
+			return Outcome{Stale: r.Seq < st.Seq}, nil
+		case slices.Contains(st.Retired, r.Epoch):
+			return Outcome{Stale: true}, nil
+		}
 	}
 	if cur.Rev != 0 && r.Time.Before(st.Time) {
 		return Outcome{}, refuse(ReasonInvalid, "time", r.Time.UTC().Format(time.RFC3339Nano), "before %s, the time of report %d already counted (seq %d is newer)", st.Time.UTC().Format(time.RFC3339Nano), st.Seq, r.Seq)
@@ -391,6 +411,12 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 		}
 		if len(st.Totals) > lim.MaxSeries || (hp != nil && !placed(hp, r.Source, k)) {
 			delete(st.Totals, k)
+		}
+	}
+	if newEpoch {
+		st.Retired = append(st.Retired, st.Epoch)
+		if len(st.Retired) > maxRetired {
+			st.Retired = st.Retired[len(st.Retired)-maxRetired:]
 		}
 	}
 	st.Epoch, st.Seq = r.Epoch, r.Seq

@@ -2,6 +2,7 @@ package metering
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -199,19 +200,32 @@ func TestLedgerCases(t *testing.T) {
 		reset    bool
 		baseline bool
 		usage    uint64
+		refused  string // the refusal's reason; "" when accepted or dropped quietly
 	}{
-		{"first report is the baseline: adds nothing", rep(10, 0, "e1", 100, 0), true, false, false, true, 0},
-		{"duplicate", rep(10, 0, "e1", 100, 0), false, false, false, false, 0},
-		{"next adds the delta", rep(20, 10, "e1", 150, time.Minute), true, false, false, false, 50},
-		{"older report arriving late is ignored", rep(15, 10, "e1", 120, 30*time.Second), false, false, false, false, 50},
-		{"gap: totals cover the lost report", rep(40, 30, "e1", 400, 2*time.Minute), true, true, false, false, 300},
-		{"new epoch: counters restarted, all of it is new", rep(50, 40, "e2", 30, 3*time.Minute), true, false, true, false, 330},
-		{"stale report of the old epoch", rep(45, 40, "e1", 500, 3*time.Minute), false, false, false, false, 330},
-		{"agent restart: prevSeq 0 is a gap, the delta still exact", rep(60, 0, "e2", 35, 4*time.Minute), true, true, false, false, 335},
-		{"unchanged total", rep(80, 60, "e2", 35, 5*time.Minute), true, false, false, false, 335},
+		{"first report is the baseline: adds nothing", rep(10, 0, "e1", 100, 0), true, false, false, true, 0, ""},
+		{"duplicate", rep(10, 0, "e1", 100, 0), false, false, false, false, 0, ""},
+		{"next adds the delta", rep(20, 10, "e1", 150, time.Minute), true, false, false, false, 50, ""},
+		{"older report arriving late is ignored", rep(15, 10, "e1", 120, 30*time.Second), false, false, false, false, 50, ""},
+		{"gap: totals cover the lost report", rep(40, 30, "e1", 400, 2*time.Minute), true, true, false, false, 300, ""},
+		{"new epoch: counters restarted, all of it is new", rep(50, 40, "e2", 30, 3*time.Minute), true, false, true, false, 330, ""},
+		{"late report of the epoch that ended is ignored", rep(45, 40, "e1", 500, 3*time.Minute), false, false, false, false, 330, ""},
+		{"agent restart: prevSeq 0 is a gap, the delta still exact", rep(60, 0, "e2", 35, 4*time.Minute), true, true, false, false, 335, ""},
+		{"unchanged total", rep(80, 60, "e2", 35, 5*time.Minute), true, false, false, false, 335, ""},
+		// One report must not freeze the ledger: a seq beyond its report's time is refused, and
+		// a made-up epoch does not stop the reporter's next epoch from counting.
+		{"a seq far ahead of the report's time", rep(1<<63, 80, "e2", 36, 5*time.Minute+time.Second), false, false, false, false, 335, ReasonInvalid},
+		{"a made-up epoch", rep(90, 80, "frz", 35, 5*time.Minute+time.Second), true, false, true, false, 370, ""},
+		{"the real reporter's next epoch still counts", rep(100, 90, "e3", 40, 6*time.Minute), true, false, true, false, 410, ""},
 	}
 	for _, s := range steps {
 		o, err := l.Record(ctx, s.r)
+		if s.refused != "" {
+			var re *RefusedError
+			if !errors.As(err, &re) || re.Reason != s.refused {
+				t.Errorf("%s: error %v, want a refusal %q", s.name, err, s.refused)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
@@ -225,7 +239,7 @@ func TestLedgerCases(t *testing.T) {
 	}
 	for _, bad := range []Report{{Host: "", Source: SourceNetwork, Seq: 1, Time: t0}, {Host: "h1", Source: SourceNetwork, Seq: 0, Time: t0},
 		{Host: "h1", Source: SourceNetwork, Seq: 1}, {Host: "h1", Source: SourceNetwork, Seq: 1, Time: t0, Samples: []Sample{{Department: "a/b", Resource: ResNetTxBytes}}},
-		rep(90, 80, "e2", 5, 6*time.Minute)} { // the total went down without a new epoch
+		rep(110, 100, "e3", 5, 7*time.Minute)} { // the total went down without a new epoch
 		if _, err := l.Record(ctx, bad); err == nil {
 			t.Errorf("report %+v accepted", bad)
 		}
