@@ -63,8 +63,8 @@ type Outcome struct {
 	// Stale: not applied because a newer report of its epoch, or a newer epoch, was counted
 	// first (a late arrival; or someone reporting as the host with a made-up epoch).
 	Stale bool `json:"stale,omitempty"`
-	Gap     bool `json:"gap"`     // reports were missed; the totals covered them
-	Reset   bool `json:"reset"`   // the counters restarted (a new epoch, or a VM's own vCPU counter)
+	Gap   bool `json:"gap"`   // reports were missed; the totals covered them
+	Reset bool `json:"reset"` // the counters restarted (a new epoch, or a VM's own vCPU counter)
 	// Baseline: the reporter's first report; it sets the totals later reports count from and
 	// adds nothing (what its counters held before cannot be bounded by any elapsed time).
 	Baseline bool `json:"baseline,omitempty"`
