@@ -132,6 +132,10 @@ type FabricPort struct {
 	Ifname string
 	Dept   uint32   // department id its drops count for
 	Guests []Remote // the segment's guests on other hosts
+	// Prefixes are the department's segment prefixes: what a peer host's gateway routes here
+	// comes from one of its guests, so from one of these (a frame with the gateway's MAC and
+	// any other source is a forgery).
+	Prefixes []netip.Prefix
 }
 
 // Remote is a guest on another host: its MAC and the addresses it may send from (its own and
@@ -620,7 +624,9 @@ func normalize(cfg Config) Config {
 	out.TenantAllow = slices.Compact(out.TenantAllow)
 	out.GatewayMAC = slices.Clone(cfg.GatewayMAC)
 	for _, fp := range cfg.FabricPorts {
-		n := FabricPort{Ifname: fp.Ifname, Dept: fp.Dept}
+		ps := slices.Clone(fp.Prefixes)
+		slices.SortFunc(ps, comparePrefix)
+		n := FabricPort{Ifname: fp.Ifname, Dept: fp.Dept, Prefixes: slices.Compact(ps)}
 		for _, g := range fp.Guests {
 			a := slices.Clone(g.Addrs)
 			slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
@@ -800,10 +806,14 @@ func buildFabricPorts(cfg Config, br *nftables.Table, bt *TablePlan, guests *Cha
 			rule(etherType(unix.ETH_P_IPV6), macIn, payloadNet(8, 16), masked(llMask[:]), eq(ll[:]), accept()),
 			rule(etherType(unix.ETH_P_IPV6), macIn, payloadNet(8, 16), eq(unspec[:]), accept()))
 		if len(cfg.GatewayMAC) == 6 {
-			// IP a peer host's gateway routed to a guest here (it never ARPs across the trunk).
+			// IP a peer host's gateway routed to a guest here (it never ARPs across the trunk),
+			// from one of the department's guests.
+			n4 := intervalSet(br, "fabnet4-"+fp.Ifname, fp.Prefixes, false)
+			n6 := intervalSet(br, "fabnet6-"+fp.Ifname, fp.Prefixes, true)
+			bt.Sets = append(bt.Sets, n4, n6)
 			c.Rules = append(c.Rules,
-				rule(etherType(unix.ETH_P_IP), etherSaddr(), eq(cfg.GatewayMAC), accept()),
-				rule(etherType(unix.ETH_P_IPV6), etherSaddr(), eq(cfg.GatewayMAC), accept()))
+				rule(etherType(unix.ETH_P_IP), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(12, 4), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n4.Set.Name}}, accept()),
+				rule(etherType(unix.ETH_P_IPV6), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(8, 16), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n6.Set.Name}}, accept()))
 		}
 		c.Rules = append(c.Rules, rule(bc.drop(fp.Dept, ReasonFromFabric)))
 		bt.Chains = append(bt.Chains, c)

@@ -202,7 +202,7 @@ func TestBuildFabricPorts(t *testing.T) {
 	cfg := Config{
 		Departments: []Department{{ID: 3, Bridges: []string{"gcbr120"}}},
 		GatewayMAC:  net.HardwareAddr{0x02, 0x67, 0x63, 0, 0, 1},
-		FabricPorts: []FabricPort{{Ifname: "gcvb120", Dept: 3, Guests: []Remote{
+		FabricPorts: []FabricPort{{Ifname: "gcvb120", Dept: 3, Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.20.0/24"), netip.MustParsePrefix("2001:db8:20::/64")}, Guests: []Remote{
 			{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0x0b}, Addrs: []netip.Addr{netip.MustParseAddr("198.18.20.11"), netip.MustParseAddr("2001:db8:20::b")}},
 		}}},
 	}
@@ -216,6 +216,8 @@ func TestBuildFabricPorts(t *testing.T) {
   set fab4-gcvb120 { type ether_addr . ipv4_addr; elements = { 02000000000b . 198.18.20.11 } }
   set fab6-gcvb120 { type ether_addr . ipv6_addr; elements = { 02000000000b . 2001:db8:20::b } }
   set fabmac-gcvb120 { type ether_addr; elements = { 02000000000b } }
+  set fabnet4-gcvb120 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.20.255 } }
+  set fabnet6-gcvb120 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
   chain guests { type filter hook prerouting priority -200 }
     iifname == "gcvb120" jump fabric-gcvb120
   chain fabric-gcvb120
@@ -224,8 +226,8 @@ func TestBuildFabricPorts(t *testing.T) {
     ether type == 0x86dd ether saddr . ip6 saddr @fab6-gcvb120 accept
     ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr & ffc0:: == fe80:: accept
     ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr == :: accept
-    ether type == 0x0800 ether saddr == 02:67:63:00:00:01 accept
-    ether type == 0x86dd ether saddr == 02:67:63:00:00:01 accept
+    ether type == 0x0800 ether saddr == 02:67:63:00:00:01 ip saddr @fabnet4-gcvb120 accept
+    ether type == 0x86dd ether saddr == 02:67:63:00:00:01 ip6 saddr @fabnet6-gcvb120 accept
     counter name "drop-3-from_fabric" drop
 `
 	if got != want {

@@ -203,6 +203,14 @@ func TestFabricIsolation(t *testing.T) {
 			send: func() error { return tagged(udpFrom(g1aMAC, addrOf("g2a"), "fab-localmac")) }},
 		{name: "fabric L2 v4: a remote guest's MAC with another address", arrive: "g1a", marker: "fab-spoof4", counter: &count{"h1", lands, firewall.ReasonFromFabric},
 			send: func() error { return tagged(udpFrom(g2aMAC, "198.18.20.99", "fab-spoof4")) }},
+		// The distributed gateway's MAC is every host's: what a peer's gateway routes in comes
+		// from one of the department's guests, never from outside or another department.
+		{name: "fabric L2 v4: the gateway MAC routing from a lands address", arrive: "g1a", marker: "fab-gw-ok", want: true,
+			send: func() error { return tagged(udpFrom(hostnet.DefaultGatewayMAC, "198.18.20.77", "fab-gw-ok")) }},
+		{name: "fabric L2 v4: the gateway MAC with an outside source", arrive: "g1a", marker: "fab-gw-out", counter: &count{"h1", lands, firewall.ReasonFromFabric},
+			send: func() error { return tagged(udpFrom(hostnet.DefaultGatewayMAC, "203.0.113.66", "fab-gw-out")) }},
+		{name: "fabric L2 v4: the gateway MAC with another department's address", arrive: "g1a", marker: "fab-gw-dept", counter: &count{"h1", lands, firewall.ReasonFromFabric},
+			send: func() error { return tagged(udpFrom(hostnet.DefaultGatewayMAC, addrOf("g1h"), "fab-gw-dept")) }},
 		{name: "fabric L2 v4: ARP claiming a remote guest's address from another MAC", arrive: "g1a", marker: "fab-arp", counter: &count{"h1", lands, firewall.ReasonFromFabric},
 			send: func() error {
 				return tagged(append(tt.ARP(tt.ARPReply, torMAC, ip(addrOf("g2a")), g1aMAC, ip(addrOf("g1a"))), []byte("fab-arp")...))

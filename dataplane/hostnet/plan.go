@@ -208,8 +208,17 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 		remote[g.Segment] = append(remote[g.Segment], r)
 	}
 	for _, s := range d.Segments {
+		var prefixes []netip.Prefix
+		for _, o := range d.Segments {
+			if o.Department == s.Department {
+				prefixes = append(prefixes, o.IPv4)
+				if o.IPv6.IsValid() {
+					prefixes = append(prefixes, o.IPv6)
+				}
+			}
+		}
 		cfg.FabricPorts = append(cfg.FabricPorts, firewall.FabricPort{Ifname: netdev.BridgePortName(s.VLAN),
-			Dept: depts[s.Department].ID, Guests: remote[s.Name]})
+			Dept: depts[s.Department].ID, Guests: remote[s.Name], Prefixes: prefixes})
 	}
 	return cfg
 }
@@ -264,7 +273,7 @@ func (p *Plan) String() string {
 	}
 	fmt.Fprintf(&b, "firewall gateway-mac %s\n", f.GatewayMAC)
 	for _, fp := range f.FabricPorts {
-		fmt.Fprintf(&b, "firewall fabric-port %s dept %d", fp.Ifname, fp.Dept)
+		fmt.Fprintf(&b, "firewall fabric-port %s dept %d prefixes %v", fp.Ifname, fp.Dept, fp.Prefixes)
 		for _, g := range fp.Guests {
 			fmt.Fprintf(&b, " %s%v", g.MAC, g.Addrs)
 		}
