@@ -59,8 +59,9 @@ var dropRules = []dropRule{
 	{isofuzz.AtFabric, "lb_decap_source", nil, "tunnels from a fabric address that is no load-balancer host are dropped in XDP (finding 1)"},
 	{isofuzz.AtFabric, "lb_decap_not_local_vip", nil, "tunnels whose inner packet is not for a local VIP are dropped in XDP (finding 1)"},
 	{isofuzz.AtFabric, "unknown_vlan", nil, "frames with a VLAN no department owns are counted by the trunk"},
-	{isofuzz.AtOutside, "lb_decap_source", nil, "tunnels from outside the cloud are dropped in XDP (finding 1)"},
-	{isofuzz.AtOutside, "lb_decap_fragment", nil, "fragmented tunnels are dropped before any reassembly (finding 1)"},
+	{isofuzz.AtFabric, "lb_decap_fragment", nil, "fragmented tunnels are dropped before any reassembly (finding 1)"},
+	// From outside, the lab's ToR edge (topology.go, torEdge) drops tunnels to the hosts and
+	// spoofed inside sources first; the hosts' own checks are the tor-l2 rows above.
 	{isofuzz.AtOutside, "from_fabric", nil, "routed packets from outside to a segment address are counted (finding 2)"},
 }
 
@@ -191,7 +192,7 @@ func (l *Lab) judgeFuzz(res *isofuzz.Result, positions []isofuzz.Position, drops
 	if res.Lost > 0 {
 		errs = append(errs, fmt.Errorf("the capture lost %d frames", res.Lost))
 	}
-	l.printf("   fabric and outside frames answered by the management plane (reported, not judged): %d\n", v.FabricAnswered)
+	l.printf("   fabric frames answered by the management plane (reported, not judged: the fabric reaches it by design): %d\n", v.FabricAnswered)
 	// Drop counters: the movement while each position sent, by reason.
 	prev := drops[""]
 	for _, p := range positions {

@@ -118,5 +118,33 @@ func buildTopology() error {
 			return err
 		}
 	}
+	return edgeFilter()
+}
+
+// torEdge is what the README's "What the fabric must do" asks of the top-of-rack edge, for the
+// lab's ToR: on its port toward the outside (gc-client), sources inside the cloud (fabric,
+// segments, VIPs: 198.18.0.0/15) are spoofed and dropped, and the fabric's addresses (every
+// host's management plane and the ToR itself) are unreachable; VIPs and ICMP are not touched.
+const torEdge = `table inet gc-edge {
+	chain forward {
+		type filter hook forward priority 0; policy accept;
+		iifname "gc-tor-cl" ip saddr 198.18.0.0/15 counter drop
+		iifname "gc-tor-cl" ip daddr 198.18.0.0/24 counter drop
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		iifname "gc-tor-cl" ip protocol icmp accept
+		iifname "gc-tor-cl" counter drop
+	}
+}
+`
+
+// edgeFilter loads torEdge into the ToR's namespace.
+func edgeFilter() error {
+	cmd := exec.Command("ip", "netns", "exec", NSTor, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(torEdge)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ToR edge filter: %v: %s", err, strings.TrimSpace(string(out)))
+	}
 	return nil
 }

@@ -60,8 +60,8 @@ type Verdict struct {
 	// MissedControls are control frames no expected guest saw: the capture or the lab is
 	// broken, and a zero crossing count would prove nothing.
 	MissedControls []*Frame
-	// FabricAnswered counts fabric and outside frames the management plane answered
-	// (reported only: the fabric is trusted and outside reach is the ToR's policy).
+	// FabricAnswered counts fabric frames the management plane answered: reported only, the
+	// fabric reaches the management plane by design. An outside frame answered is a crossing.
 	FabricAnswered int
 	// Regressions maps each named regression row to whether it crossed.
 	Regressions map[string]bool
@@ -143,7 +143,13 @@ func Judge(t *Topology, frames []Frame, run uint32, pkts []Packet) *Verdict {
 		if !f.TenantFrame() {
 			if mgmt[src] && !answered[f.ID] {
 				answered[f.ID] = true
-				v.FabricAnswered++
+				if f.Kind == AtOutside {
+					// Outside the cloud nothing of the management plane answers (the edge
+					// drops it: README "What the fabric must do", the lab's ToR does).
+					cross(f, where, "outside frame answered from management address "+src.String(), "finding 3 (outside)")
+				} else {
+					v.FabricAnswered++
+				}
 			}
 			return
 		}
