@@ -160,8 +160,9 @@ type TokenRequest struct {
 const MaxTokenTTL = 5 * 366 * 24 * time.Hour
 
 // checkLabel refuses a token's name, department or host that is empty when required, longer
-// than 128 bytes, not UTF-8, or holds a control character (names reach the audit log, logs
-// and terminals).
+// than 128 bytes, not UTF-8, or holds a control character or an invisible or reordering one
+// (format characters such as U+202E, U+200B; line and paragraph separators): names reach the
+// audit log, logs and terminals, where such characters forge or hide text.
 func checkLabel(field, v string) error {
 	switch {
 	case len(v) > 128:
@@ -170,6 +171,8 @@ func checkLabel(field, v string) error {
 		return fmt.Errorf("token %s %q: not UTF-8", field, v)
 	case strings.ContainsFunc(v, unicode.IsControl):
 		return fmt.Errorf("token %s %q: control characters are not allowed", field, v)
+	case strings.ContainsFunc(v, func(r rune) bool { return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) }):
+		return fmt.Errorf("token %s %q: invisible or reordering characters (format, line or paragraph separators) are not allowed", field, v)
 	}
 	return nil
 }

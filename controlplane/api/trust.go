@@ -243,7 +243,8 @@ func (s *Server) handleJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 	tok, hash := newJoinToken()
 	now := time.Now().UTC()
 	jt := store.JoinToken{Host: req.Host, Role: req.Role, Created: now, Expires: now.Add(ttl), CreatedBy: p.Name}
-	ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: "join-token", Detail: map[string]any{"host": req.Host, "role": req.Role, "expires": jt.Expires, "remote": r.RemoteAddr}}
+	ae := p.audit("join-token")
+	ae.Detail = map[string]any{"host": req.Host, "role": req.Role, "expires": jt.Expires}
 	if err := s.store.PutJoinToken(r.Context(), hash, jt, ae); err != nil {
 		return internal(err)
 	}
@@ -272,14 +273,16 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) *apiError {
 		}
 		rec := certRecord(cert, jt.Host, jt.Role, "join")
 		out = CertResponse{Certificate: string(certPEM), CA: string(ca.CertPEM), Serial: rec.Serial, Host: jt.Host, NotAfter: rec.NotAfter}
-		ae := store.AuditEntry{Who: "join:" + jt.Host, Role: jt.Role, Action: "join", Detail: map[string]any{"host": jt.Host, "serial": rec.Serial, "notAfter": rec.NotAfter, "remote": r.RemoteAddr}}
+		ae := store.AuditEntry{Who: "join:" + jt.Host, Role: jt.Role, TokenID: "join:" + store.TokenID(HashToken(tok)), Remote: r.RemoteAddr, Action: "join",
+			Detail: map[string]any{"host": jt.Host, "serial": rec.Serial, "notAfter": rec.NotAfter}}
 		return rec, ae, nil
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "join: invalid join token"}
 	case errors.Is(err, store.ErrJoinUsed), errors.Is(err, store.ErrJoinExpired):
-		_ = s.store.AppendAudit(r.Context(), store.AuditEntry{Who: "join", Role: "anonymous", Action: "join-refused", Detail: map[string]any{"reason": err.Error(), "remote": r.RemoteAddr}})
+		_ = s.store.AppendAudit(r.Context(), store.AuditEntry{Who: "join", Role: "anonymous", TokenID: "join:" + store.TokenID(HashToken(tok)), Remote: r.RemoteAddr,
+			Action: "join-refused", Result: "refused", Error: err.Error()})
 		return &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "join: " + err.Error()}
 	case err != nil && strings.HasPrefix(err.Error(), "certificate request"):
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "join: " + err.Error()}
@@ -310,7 +313,8 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, p *principa
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("renew for host %q: %v", p.Host, err)}
 	}
 	rec := certRecord(cert, p.Host, pki.RoleAgent, "renew")
-	ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: "renew-cert", Detail: map[string]any{"host": p.Host, "serial": rec.Serial, "replaces": strings.TrimPrefix(p.Name, "cert:"), "notAfter": rec.NotAfter, "remote": r.RemoteAddr}}
+	ae := p.audit("renew-cert")
+	ae.Detail = map[string]any{"host": p.Host, "serial": rec.Serial, "replaces": strings.TrimPrefix(p.Name, "cert:"), "notAfter": rec.NotAfter}
 	if err := s.store.PutCert(r.Context(), rec, ae); err != nil {
 		return internal(err)
 	}
@@ -323,7 +327,8 @@ func (s *Server) revokeCerts(w http.ResponseWriter, r *http.Request, p *principa
 	if p.Role != RoleAdmin {
 		return forbidden("%s may not revoke certificates (needs role admin)", p.who())
 	}
-	ae := store.AuditEntry{Who: p.Name, Role: p.Role, Action: "revoke-cert", Detail: map[string]any{"serial": serial, "host": host, "remote": r.RemoteAddr}}
+	ae := p.audit("revoke-cert")
+	ae.Detail = map[string]any{"serial": serial, "host": host}
 	revoked, err := s.store.RevokeCerts(r.Context(), serial, host, time.Now(), ae)
 	if err != nil {
 		return internal(err)
