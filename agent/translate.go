@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -207,12 +208,6 @@ func parseAddrOrPrefix(s string) (netip.Addr, error) {
 	return netip.ParseAddr(s)
 }
 
-// backendKey identifies a backend for health: address and the port it is checked on.
-type backendKey struct {
-	Service string
-	Addr    netip.Addr
-}
-
 // lbPlan is what the load balancer and the VIP routes need from the desired state.
 type lbPlan struct {
 	services   []lb.Service
@@ -225,7 +220,7 @@ type lbPlan struct {
 // loadBalancing turns services into LB services. healthy reports whether a backend is up
 // (unknown backends are up until their checks say otherwise). hostAddr resolves a host name
 // to its tunnel endpoint for dsr.
-func loadBalancing(st *desired.State, self netip.Addr, healthy func(backendKey) bool, hostAddr func(string) (netip.Addr, bool)) (lbPlan, []error) {
+func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.BackendKey) bool, hostAddr func(string) (netip.Addr, bool)) (lbPlan, []error) {
 	p := lbPlan{vlanDomain: map[uint16]uint32{}, routes: map[netip.Addr][]viproute.NextHop{}}
 	var errs []error
 	vlanOf := map[string]uint16{}
@@ -258,7 +253,7 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(backendKey) 
 				errs = append(errs, fmt.Errorf("service %q: backend %q: %w", svc.Name, b.Address, err))
 				continue
 			}
-			if !healthy(backendKey{Service: svc.Name, Addr: addr}) {
+			if !healthy(hoststatus.BackendKey{Service: svc.Name, Addr: addr}) {
 				continue
 			}
 			anyHealthy = true

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/lb"
 )
@@ -48,7 +49,7 @@ func hostAddrOf(st *desired.State) func(string) (netip.Addr, bool) {
 func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
-	p, errs := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	p, errs := loadBalancing(st, self, func(hoststatus.BackendKey) bool { return true }, hostAddrOf(st))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -89,7 +90,7 @@ func TestLoadBalancingLeavesOutUnhealthyBackends(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
 	down := map[string]bool{"198.18.20.2": true, "198.18.20.4": true} // both of h1's
-	p, _ := loadBalancing(st, self, func(k backendKey) bool { return !down[k.Addr.String()] }, hostAddrOf(st))
+	p, _ := loadBalancing(st, self, func(k hoststatus.BackendKey) bool { return !down[k.Addr.String()] }, hostAddrOf(st))
 	if got := p.services[0].Backends; len(got) != 1 || got[0].Addr.String() != "198.18.0.12" {
 		t.Fatalf("with h1's backends down, backends %v, want only h2", got)
 	}
@@ -97,7 +98,7 @@ func TestLoadBalancingLeavesOutUnhealthyBackends(t *testing.T) {
 		t.Fatal("route to local backends that are down")
 	}
 	// Everything down: the VIP is no longer advertised.
-	p, _ = loadBalancing(st, self, func(backendKey) bool { return false }, hostAddrOf(st))
+	p, _ = loadBalancing(st, self, func(hoststatus.BackendKey) bool { return false }, hostAddrOf(st))
 	if len(p.advertise) != 0 || len(p.services[0].Backends) != 0 {
 		t.Fatalf("all down: advertise %v, backends %v", p.advertise, p.services[0].Backends)
 	}
@@ -131,7 +132,7 @@ func TestHostNetworkEgressAndServedVIPs(t *testing.T) {
 func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
-	p, _ := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	p, _ := loadBalancing(st, self, func(hoststatus.BackendKey) bool { return true }, hostAddrOf(st))
 	ads := adverts(st, p, true, self)
 	if len(ads) != 1 || ads[0].Prefix.String() != "198.19.255.2/32" || ads[0].NextHop != self {
 		t.Fatalf("adverts %+v", ads)

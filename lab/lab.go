@@ -18,6 +18,7 @@ import (
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 )
@@ -453,9 +454,7 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 			if !ok {
 				return fmt.Errorf("%s has not reported", h)
 			}
-			var rep struct {
-				Status agent.Status `json:"status"`
-			}
+			var rep hoststatus.Report
 			if err := json.Unmarshal(raw, &rep); err != nil {
 				return fmt.Errorf("%s report: %w", h, err)
 			}

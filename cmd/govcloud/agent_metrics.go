@@ -214,12 +214,9 @@ func (s *agentSources) Backends() ([]metering.BackendState, error) {
 		}
 	}
 	var out []metering.BackendState
-	for k, v := range s.a.Status().Backends {
-		svc, be, ok := strings.Cut(k, "/")
-		if !ok {
-			continue
-		}
-		out = append(out, metering.BackendState{Department: dept[svc], Service: svc, Backend: be, Up: v == "up"})
+	backends := s.a.Status().Backends
+	for _, k := range backends.Keys() {
+		out = append(out, metering.BackendState{Department: dept[k.Service], Service: k.Service, Backend: k.Addr.String(), Up: backends[k].Up})
 	}
 	return out, nil
 }
