@@ -319,8 +319,8 @@ func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
 	}
 	for _, svc := range st.Services {
 		for _, b := range svc.Backends {
-			if addr, err := netip.ParseAddr(b.Address); err == nil && b.Host != "" {
-				out[hoststatus.BackendKey{Service: svc.Name, Addr: addr}] = b.Host
+			if b.Address.IsValid() && b.Host != "" {
+				out[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = b.Host
 			}
 		}
 	}
@@ -349,7 +349,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 		errs = append(errs, fmt.Errorf("host network: %w", hnErr))
 	}
 
-	self, _ := parseAddrOrPrefix(st.Address)
+	self := st.Address
 	xdp := a.attachXDP(st.Uplink)
 	status.XDP = xdp.String()
 	if xdp.err != nil {
@@ -488,8 +488,8 @@ func (a *Agent) plan(st *desired.State, self netip.Addr) (lbPlan, []error) {
 		if h == st.Host && self.IsValid() {
 			return self, true
 		}
-		ad, err := parseAddrOrPrefix(st.Hosts[h])
-		return ad, err == nil
+		ad := st.Hosts[h]
+		return ad, ad.IsValid()
 	}
 	return loadBalancing(st, self, a.healthy, hostAddr)
 }
@@ -540,9 +540,9 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 		if h == st.Host {
 			continue
 		}
-		a, err := parseAddrOrPrefix(st.Hosts[h])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tunnel sources: host %q: address %q: %w", h, st.Hosts[h], err))
+		a := st.Hosts[h]
+		if !a.IsValid() {
+			errs = append(errs, fmt.Errorf("tunnel sources: host %q: no address", h))
 			continue
 		}
 		if a != self {
@@ -553,8 +553,8 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 	for _, svc := range st.Services {
 		mode, err := lb.ParseMode(svc.Mode)
 		local := slices.ContainsFunc(svc.Backends, func(b desired.Backend) bool { return b.Host == st.Host })
-		vip, verr := netip.ParseAddr(svc.VIP)
-		if err != nil || verr != nil || mode != lb.DSR || !local {
+		vip := svc.VIP
+		if err != nil || !vip.IsValid() || mode != lb.DSR || !local {
 			continue // bad modes and VIPs are reported by loadBalancing
 		}
 		domain := uint32(0)

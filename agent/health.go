@@ -260,8 +260,8 @@ func probeTargets(st *desired.State) []probeTarget {
 	byDept := map[string][]string{} // department -> its segments
 	for _, s := range st.Segments {
 		var sg seg
-		for _, c := range []string{s.IPv4, s.IPv6} {
-			if p, err := netip.ParsePrefix(c); err == nil {
+		for _, p := range []netip.Prefix{s.Prefix4, s.Prefix6} {
+			if p.IsValid() {
 				sg.pfx = append(sg.pfx, p)
 			}
 		}
@@ -297,8 +297,8 @@ func probeTargets(st *desired.State) []probeTarget {
 			if b.Host != "" && b.Host != st.Host {
 				continue
 			}
-			addr, err := netip.ParseAddr(b.Address)
-			if err != nil {
+			addr := b.Address
+			if !addr.IsValid() {
 				continue
 			}
 			port := svc.HealthCheck.Port

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
@@ -12,10 +13,10 @@ import (
 // plain-address backends (every host checks those itself), nor its own ones.
 func TestPeersDownOnlyForTheirOwnBackends(t *testing.T) {
 	st := &desired.State{Host: "host3", Services: []desired.Service{{Name: "lands-web", Backends: []desired.Backend{
-		{Address: "198.18.20.11", VM: "lands-web-1", Host: "host1"},
-		{Address: "198.18.20.12", VM: "lands-web-2", Host: "host2"},
-		{Address: "198.18.20.13", VM: "lands-web-3", Host: "host3"},
-		{Address: "198.18.20.50"}, // a plain address
+		{Address: netip.MustParseAddr("198.18.20.11"), VM: "lands-web-1", Host: "host1"},
+		{Address: netip.MustParseAddr("198.18.20.12"), VM: "lands-web-2", Host: "host2"},
+		{Address: netip.MustParseAddr("198.18.20.13"), VM: "lands-web-3", Host: "host3"},
+		{Address: netip.MustParseAddr("198.18.20.50")}, // a plain address
 	}}}}
 	web := func(a string) hoststatus.BackendKey { return key("lands-web", a) }
 	for _, tc := range []struct {

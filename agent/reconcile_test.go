@@ -380,7 +380,7 @@ func TestReconcileReadinessPerSegment(t *testing.T) {
 	}{
 		{"everything converges", func(*rig, *desired.State) {}, "ready", "ready", "attached to eth0", ""},
 		{"host network fails", func(r *rig, _ *desired.State) { r.hn.Err = errBoom }, "not ready", "ready", "attached to eth0", "host network: boom"},
-		{"desired host network does not translate", func(_ *rig, st *desired.State) { st.Segments[1].IPv4 = "198.18.30.0/33" },
+		{"desired host network does not translate", func(_ *rig, st *desired.State) { st.Segments[1].Prefix4 = netip.Prefix{} },
 			"not ready", "ready", "attached to eth0", "host network:"},
 		{"load balancer refuses the services", func(r *rig, _ *desired.State) { r.lb.SetErr = errBoom }, "ready", "not ready", "attached to eth0", "load balancer: boom"},
 		{"VIP routes fail", func(r *rig, _ *desired.State) { r.routes.Err = errBoom }, "ready", "not ready", "attached to eth0", "vip routes: boom"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -343,12 +344,12 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				{"ip", "-n", h, "link", "set", port, "master", netdev.BridgeName(uint16(ifc.VLAN))},
 				{"ip", "-n", h, "link", "set", port, "up"},
 				{"ip", "-n", ns, "link", "set", gif, "address", ifc.MAC},
-				{"ip", "-n", ns, "addr", "add", ifc.IPv4, "dev", gif},
+				{"ip", "-n", ns, "addr", "add", ifc.Prefix4.String(), "dev", gif},
 				{"ip", "-n", ns, "link", "set", gif, "up"},
 				{"ip", "netns", "exec", ns, "ethtool", "-K", gif, "tx", "off"},
 			}
 			if i == 0 {
-				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway})
+				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway4.String()})
 			}
 			for _, c := range cmds {
 				if err := sh(c[0], c[1:]...); err != nil {
@@ -359,7 +360,7 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		for _, svc := range st.Services {
 			for _, b := range svc.Backends {
 				if b.VM == vm.Name && svc.Mode == "dsr" {
-					if err := sh("ip", "-n", ns, "addr", "add", svc.VIP+"/32", "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
+					if err := sh("ip", "-n", ns, "addr", "add", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen()).String(), "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
 						return fmt.Errorf("guest %s: VIP %s: %w", vm.Name, svc.VIP, err)
 					}
 				}

@@ -183,8 +183,8 @@ func (s *agentSources) Services() ([]metering.ServiceCounter, error) {
 	byVIP := map[vipKey]desired.Service{}
 	if st := s.desiredState(); st != nil {
 		for _, svc := range st.Services {
-			a, err := netip.ParseAddr(svc.VIP)
-			if err != nil {
+			a := svc.VIP
+			if !a.IsValid() {
 				continue
 			}
 			dom := uint32(0)

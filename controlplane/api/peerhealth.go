@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"sort"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
@@ -65,8 +64,8 @@ func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
 	out := map[hoststatus.BackendKey]string{}
 	for _, svc := range st.Services {
 		for _, b := range svc.Backends {
-			if a, err := netip.ParseAddr(b.Address); err == nil {
-				out[hoststatus.BackendKey{Service: svc.Name, Addr: a}] = b.Host
+			if b.Address.IsValid() {
+				out[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = b.Host
 			}
 		}
 	}
