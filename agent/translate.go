@@ -171,14 +171,6 @@ func ParseManagement(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func parseAddrOrPrefix(s string) (netip.Addr, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Addr(), err
-	}
-	return netip.ParseAddr(s)
-}
-
 // lbPlan is what the load balancer and the VIP routes need from the desired state.
 type lbPlan struct {
 	services   []lb.Service
