@@ -24,6 +24,7 @@ import (
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -35,7 +36,7 @@ type Controller interface {
 	Desired(ctx context.Context, host string, after int64, timeout time.Duration) (*desired.State, error)
 	PutHostStatus(ctx context.Context, host string, status any) error
 	// PeerHealth is the peers' reports pruned to this host's needs (client.Client.PeerHealth).
-	PeerHealth(ctx context.Context, host string) (map[string]json.RawMessage, error)
+	PeerHealth(ctx context.Context, host string) (map[string]hoststatus.Backends, error)
 }
 
 // Config says how an agent runs. The dataplane comes in through interfaces built by the
@@ -106,8 +107,8 @@ type VIPRoutes interface {
 // healthChecks runs the backends' health checks; *Checker implements it.
 type healthChecks interface {
 	Set(targets []probeTarget)
-	Healthy(k backendKey) bool
-	States() map[string]string
+	Healthy(k hoststatus.BackendKey) bool
+	States() hoststatus.Backends
 	Changed() <-chan struct{}
 	Close()
 }
@@ -117,25 +118,6 @@ const (
 	DefaultPinRoot  = "/sys/fs/bpf/govcloud"
 	DefaultStateDir = "/run/govcloud/agent"
 )
-
-// Status is what the agent reports: per object ready or the reason it is not.
-type Status struct {
-	Host     string            `json:"host"`
-	Revision int64             `json:"revision"`
-	Ready    bool              `json:"ready"`
-	Error    string            `json:"error,omitempty"`
-	Uplink   string            `json:"uplink,omitempty"`
-	XDP      string            `json:"xdp"`
-	Segments map[string]string `json:"segments"`
-	Services map[string]string `json:"services"`
-	// Backends are the health of the backends this host checks ("service/address" -> up |
-	// down: reason); other agents read them to stop sending to backends that are down.
-	Backends map[string]string `json:"backends,omitempty"`
-	// Advertise lists the public VIPs with at least one healthy backend.
-	Advertise []string `json:"advertise,omitempty"`
-	// BGP is the state of each peer session.
-	BGP []bgp.PeerStatus `json:"bgp,omitempty"`
-}
 
 // Agent is one host's agent.
 type Agent struct {
@@ -151,8 +133,8 @@ type Agent struct {
 
 	mu         sync.Mutex
 	last       *desired.State
-	remoteDown map[backendKey]bool
-	status     Status
+	remoteDown map[hoststatus.BackendKey]bool
+	status     hoststatus.Status
 	reported   []byte
 	nudged     map[netip.Addr]time.Time
 }
@@ -181,7 +163,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
-		remoteDown: map[backendKey]bool{}, nudged: map[netip.Addr]time.Time{}}, nil
+		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}}, nil
 }
 
 // Desired returns the last desired state (nil before the first): names for the meters.
@@ -192,7 +174,7 @@ func (a *Agent) Desired() *desired.State {
 }
 
 // Status returns the last status.
-func (a *Agent) Status() Status {
+func (a *Agent) Status() hoststatus.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.status
@@ -310,30 +292,18 @@ func (a *Agent) pollPeers(ctx context.Context) bool {
 	return changed
 }
 
-// peersDown reads the peers' status reports (host -> {"status": Status}) for backends they
+// peersDown reads the peers' health reports (host -> backends it found down) for backends they
 // found down. A peer's word counts only for backends placed on that peer (placed: backend ->
 // host), so no host can take another host's backends out.
-func peersDown(hosts map[string]json.RawMessage, self string, placed map[backendKey]string) map[backendKey]bool {
-	down := map[backendKey]bool{}
-	for h, raw := range hosts {
+func peersDown(hosts map[string]hoststatus.Backends, self string, placed map[hoststatus.BackendKey]string) map[hoststatus.BackendKey]bool {
+	down := map[hoststatus.BackendKey]bool{}
+	for h, backends := range hosts {
 		if h == self {
 			continue
 		}
-		var rep struct {
-			Status Status `json:"status"`
-		}
-		if json.Unmarshal(raw, &rep) != nil {
-			continue
-		}
-		for k, v := range rep.Status.Backends {
-			if !strings.HasPrefix(v, "down") {
-				continue
-			}
-			i := strings.LastIndex(k, "/")
-			if addr, err := netip.ParseAddr(k[i+1:]); err == nil && i > 0 {
-				if bk := (backendKey{Service: k[:i], Addr: addr}); placed[bk] == h {
-					down[bk] = true
-				}
+		for k, health := range backends {
+			if !health.Up && placed[k] == h {
+				down[k] = true
 			}
 		}
 	}
@@ -342,22 +312,22 @@ func peersDown(hosts map[string]json.RawMessage, self string, placed map[backend
 
 // placedBackends maps each backend the desired state places on a host to that host; plain
 // address backends (checked by every host itself) are left out.
-func placedBackends(st *desired.State) map[backendKey]string {
-	out := map[backendKey]string{}
+func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
+	out := map[hoststatus.BackendKey]string{}
 	if st == nil {
 		return out
 	}
 	for _, svc := range st.Services {
 		for _, b := range svc.Backends {
-			if addr, err := netip.ParseAddr(b.Address); err == nil && b.Host != "" {
-				out[backendKey{Service: svc.Name, Addr: addr}] = b.Host
+			if b.Address.IsValid() && b.Host != "" {
+				out[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = b.Host
 			}
 		}
 	}
 	return out
 }
 
-func (a *Agent) healthy(k backendKey) bool {
+func (a *Agent) healthy(k hoststatus.BackendKey) bool {
 	a.mu.Lock()
 	down := a.remoteDown[k]
 	a.mu.Unlock()
@@ -368,7 +338,7 @@ func (a *Agent) healthy(k backendKey) bool {
 // reports the outcome and says whether everything converged.
 func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	start := time.Now()
-	status := Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
+	status := hoststatus.Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
 
 	hnErr := a.setHostNetwork(st)
@@ -379,7 +349,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 		errs = append(errs, fmt.Errorf("host network: %w", hnErr))
 	}
 
-	self, _ := parseAddrOrPrefix(st.Address)
+	self := st.Address
 	xdp := a.attachXDP(st.Uplink)
 	status.XDP = xdp.String()
 	if xdp.err != nil {
@@ -518,8 +488,8 @@ func (a *Agent) plan(st *desired.State, self netip.Addr) (lbPlan, []error) {
 		if h == st.Host && self.IsValid() {
 			return self, true
 		}
-		ad, err := parseAddrOrPrefix(st.Hosts[h])
-		return ad, err == nil
+		ad := st.Hosts[h]
+		return ad, ad.IsValid()
 	}
 	return loadBalancing(st, self, a.healthy, hostAddr)
 }
@@ -570,9 +540,9 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 		if h == st.Host {
 			continue
 		}
-		a, err := parseAddrOrPrefix(st.Hosts[h])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tunnel sources: host %q: address %q: %w", h, st.Hosts[h], err))
+		a := st.Hosts[h]
+		if !a.IsValid() {
+			errs = append(errs, fmt.Errorf("tunnel sources: host %q: no address", h))
 			continue
 		}
 		if a != self {
@@ -583,8 +553,8 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 	for _, svc := range st.Services {
 		mode, err := lb.ParseMode(svc.Mode)
 		local := slices.ContainsFunc(svc.Backends, func(b desired.Backend) bool { return b.Host == st.Host })
-		vip, verr := netip.ParseAddr(svc.VIP)
-		if err != nil || verr != nil || mode != lb.DSR || !local {
+		vip := svc.VIP
+		if err != nil || !vip.IsValid() || mode != lb.DSR || !local {
 			continue // bad modes and VIPs are reported by loadBalancing
 		}
 		domain := uint32(0)
@@ -626,7 +596,7 @@ func nudgeNeighbour(addr netip.Addr) {
 	}
 }
 
-func (a *Agent) report(ctx context.Context, st Status) {
+func (a *Agent) report(ctx context.Context, st hoststatus.Status) {
 	a.mu.Lock()
 	a.status = st
 	a.mu.Unlock()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -18,19 +19,17 @@ func bgpConfig(st *desired.State) (bgp.Config, error) {
 		return bgp.Config{}, nil
 	}
 	cfg := bgp.Config{ASN: st.BGP.ASN}
-	rid := st.BGP.RouterID
-	if rid == "" {
-		rid = st.Address
+	cfg.RouterID = st.BGP.RouterID
+	if !cfg.RouterID.IsValid() {
+		cfg.RouterID = st.Address
 	}
-	a, err := parseAddrOrPrefix(rid)
-	if err != nil {
-		return cfg, fmt.Errorf("router ID %q: %w", rid, err)
+	if !cfg.RouterID.IsValid() {
+		return cfg, errors.New("router ID: none, and no host address")
 	}
-	cfg.RouterID = a
-	for _, p := range st.BGP.Peers {
-		addr, err := netip.ParseAddr(p.Address)
-		if err != nil {
-			return cfg, fmt.Errorf("peer %q: %w", p.Address, err)
+	for i, p := range st.BGP.Peers {
+		addr := p.Address
+		if !addr.IsValid() {
+			return cfg, fmt.Errorf("peer %d (AS%d): no address", i, p.ASN)
 		}
 		peer := bgp.Peer{Address: addr, ASN: p.ASN, GracefulRestart: p.GracefulRestart, Multihop: uint8(p.Multihop),
 			HoldTime: time.Duration(p.HoldTime) * time.Second, Keepalive: time.Duration(p.Keepalive) * time.Second}
@@ -70,8 +69,8 @@ func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []b
 	var out []bgp.Advertisement
 	seen := map[netip.Addr]bool{}
 	for _, svc := range st.Services {
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil || !up[vip] || seen[vip] {
+		vip := svc.VIP
+		if !up[vip] || seen[vip] {
 			continue
 		}
 		seen[vip] = true

@@ -14,11 +14,11 @@ import (
 // ports of dsr VIPs with a backend here, in the VIP's domain.
 func TestDecapPolicy(t *testing.T) {
 	st := labState()
-	st.Hosts["h3"] = "2001:db8::13/64"
+	st.Hosts["h3"] = netip.MustParseAddr("2001:db8::13")
 	st.Services = append(st.Services,
 		st.Services[0], // a nat service with a backend here: never tunnelled to
 	)
-	st.Services[2].Name, st.Services[2].Mode, st.Services[2].VIP = "lands-nat", "nat", "198.19.255.3"
+	st.Services[2].Name, st.Services[2].Mode, st.Services[2].VIP = "lands-nat", "nat", netip.MustParseAddr("198.19.255.3")
 	vip := func(dom uint32, a string, port uint16, dept uint32) lbmap.LocalVIP {
 		return lbmap.LocalVIP{VIP: lb.VIP{Domain: dom, Addr: netip.MustParseAddr(a), Port: port, Proto: lb.TCP}, Department: dept}
 	}
@@ -31,7 +31,7 @@ func TestDecapPolicy(t *testing.T) {
 		{"h2", "198.18.0.12", "[198.18.0.11 2001:db8::13]", []lbmap.LocalVIP{vip(0, "198.19.255.2", 80, 1001), vip(1000, "198.19.0.10", 443, 1000)}},
 		{"h3", "2001:db8::13", "[198.18.0.11 198.18.0.12]", nil},
 	} {
-		st.Host, st.Address = tc.host, tc.self
+		st.Host, st.Address = tc.host, netip.MustParseAddr(tc.self)
 		srcs, vips, errs := decapPolicy(st, netip.MustParseAddr(tc.self))
 		if len(errs) > 0 {
 			t.Fatalf("%s: %v", tc.host, errs)
@@ -43,7 +43,7 @@ func TestDecapPolicy(t *testing.T) {
 			t.Errorf("%s: local VIPs %v, want %v", tc.host, vips, tc.vips)
 		}
 	}
-	st.Hosts["bad"] = "not-an-address"
+	st.Hosts["bad"] = netip.Addr{} // no address
 	if _, _, errs := decapPolicy(st, netip.Addr{}); len(errs) != 1 || !strings.Contains(errs[0].Error(), `host "bad"`) {
 		t.Fatalf("errors %v, want one naming host \"bad\"", errs)
 	}

@@ -17,11 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 )
 
 // probeTarget is one backend to check and how.
 type probeTarget struct {
-	key  backendKey
+	key  hoststatus.BackendKey
 	addr netip.AddrPort
 	hc   desired.HealthCheck
 	// mark (SO_MARK) is the backend's department table for a backend in one of its
@@ -77,13 +78,13 @@ type Checker struct {
 	changed chan struct{}
 	mu      sync.Mutex
 	seeded  bool // the first Set happened
-	probes  map[backendKey]*probeState
+	probes  map[hoststatus.BackendKey]*probeState
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewChecker returns a checker; changed receives (without blocking) on every state change.
 func NewChecker(log *slog.Logger) *Checker {
-	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[backendKey]*probeState{}, dial: markedDialer().DialContext}
+	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[hoststatus.BackendKey]*probeState{}, dial: markedDialer().DialContext}
 }
 
 // Changed is signalled when any backend changes state.
@@ -94,7 +95,7 @@ func (c *Checker) Changed() <-chan struct{} { return c.changed }
 func (c *Checker) Set(targets []probeTarget) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	want := map[backendKey]probeTarget{}
+	want := map[hoststatus.BackendKey]probeTarget{}
 	for _, t := range targets {
 		want[t.key] = t
 	}
@@ -120,7 +121,7 @@ func (c *Checker) Set(targets []probeTarget) {
 }
 
 // Healthy reports a probed backend's state; unprobed backends are up.
-func (c *Checker) Healthy(k backendKey) bool {
+func (c *Checker) Healthy(k hoststatus.BackendKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.probes[k]; ok {
@@ -129,17 +130,18 @@ func (c *Checker) Healthy(k backendKey) bool {
 	return true
 }
 
-// States returns every probed backend's state, keyed "service/address".
-func (c *Checker) States() map[string]string {
+// States returns every probed backend's state; a backend that is down has the last check's
+// error as its reason.
+func (c *Checker) States() hoststatus.Backends {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]string, len(c.probes))
+	out := make(hoststatus.Backends, len(c.probes))
 	for k, p := range c.probes {
-		s := "up"
+		h := hoststatus.Health{Up: p.up}
 		if !p.up {
-			s = "down: " + p.lastErr
+			h.Reason = p.lastErr
 		}
-		out[k.Service+"/"+k.Addr.String()] = s
+		out[k] = h
 	}
 	return out
 }
@@ -258,8 +260,8 @@ func probeTargets(st *desired.State) []probeTarget {
 	byDept := map[string][]string{} // department -> its segments
 	for _, s := range st.Segments {
 		var sg seg
-		for _, c := range []string{s.IPv4, s.IPv6} {
-			if p, err := netip.ParsePrefix(c); err == nil {
+		for _, p := range []netip.Prefix{s.Prefix4, s.Prefix6} {
+			if p.IsValid() {
 				sg.pfx = append(sg.pfx, p)
 			}
 		}
@@ -295,8 +297,8 @@ func probeTargets(st *desired.State) []probeTarget {
 			if b.Host != "" && b.Host != st.Host {
 				continue
 			}
-			addr, err := netip.ParseAddr(b.Address)
-			if err != nil {
+			addr := b.Address
+			if !addr.IsValid() {
 				continue
 			}
 			port := svc.HealthCheck.Port
@@ -306,7 +308,7 @@ func probeTargets(st *desired.State) []probeTarget {
 			if port == 0 {
 				port = svc.Ports[0].Port
 			}
-			out = append(out, probeTarget{key: backendKey{Service: svc.Name, Addr: addr}, addr: netip.AddrPortFrom(addr, uint16(port)),
+			out = append(out, probeTarget{key: hoststatus.BackendKey{Service: svc.Name, Addr: addr}, addr: netip.AddrPortFrom(addr, uint16(port)),
 				hc: *svc.HealthCheck, mark: markOf(svc, b, addr)})
 		}
 	}

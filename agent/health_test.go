@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 )
 
 // fakeDialer answers for the addresses marked open and refuses the rest.
@@ -41,7 +42,7 @@ func (f *fakeDialer) dial(_ context.Context, _, addr string) (net.Conn, error) {
 
 func target(service, addr string) probeTarget {
 	a := netip.MustParseAddr(addr)
-	return probeTarget{key: backendKey{Service: service, Addr: a}, addr: netip.AddrPortFrom(a, 80),
+	return probeTarget{key: hoststatus.BackendKey{Service: service, Addr: a}, addr: netip.AddrPortFrom(a, 80),
 		hc: desired.HealthCheck{Type: "tcp", IntervalMs: 100, TimeoutMs: 50, HealthyThreshold: 3, UnhealthyThreshold: 3}}
 }
 
@@ -74,8 +75,8 @@ func TestCheckerNewBackendsWaitForTheirFirstCheck(t *testing.T) {
 	if c.Healthy(dead.key) {
 		t.Fatalf("a backend that never answered is up: %v", c.States())
 	}
-	if s := c.States()["www/198.18.20.4"]; s == "up" || s == "" {
-		t.Fatalf("state of the dead backend %q, want down with a reason", s)
+	if s, ok := c.States()[dead.key]; !ok || s.Up || s.Reason == "" {
+		t.Fatalf("state of the dead backend %+v (reported %v), want down with a reason", s, ok)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -28,12 +29,13 @@ var errAway = errors.New("controller unreachable")
 // fakeController serves the queued desired states, then (away) fails every call or (not
 // away) answers "nothing new" after a short long-poll.
 type fakeController struct {
-	mu      sync.Mutex
-	states  []*desired.State
-	away    bool
-	peers   map[string]json.RawMessage
-	reports []Status
-	failed  int // calls refused while away
+	mu       sync.Mutex
+	states   []*desired.State
+	away     bool
+	peers    map[string]hoststatus.Backends
+	peersErr error // what PeerHealth fails with when not away
+	reports  []hoststatus.Status
+	failed   int // calls refused while away
 }
 
 func (c *fakeController) Desired(ctx context.Context, _ string, _ int64, timeout time.Duration) (*desired.State, error) {
@@ -65,18 +67,18 @@ func (c *fakeController) PutHostStatus(_ context.Context, _ string, status any) 
 		c.failed++
 		return errAway
 	}
-	c.reports = append(c.reports, status.(Status))
+	c.reports = append(c.reports, status.(hoststatus.Status))
 	return nil
 }
 
-func (c *fakeController) PeerHealth(context.Context, string) (map[string]json.RawMessage, error) {
+func (c *fakeController) PeerHealth(context.Context, string) (map[string]hoststatus.Backends, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.away {
 		c.failed++
 		return nil, errAway
 	}
-	return c.peers, nil
+	return c.peers, c.peersErr
 }
 
 func (c *fakeController) set(fn func(c *fakeController)) {
@@ -88,7 +90,7 @@ func (c *fakeController) set(fn func(c *fakeController)) {
 // fakeHealth stands in for the Checker: backends are up unless marked down.
 type fakeHealth struct {
 	mu      sync.Mutex
-	down    map[backendKey]bool
+	down    map[hoststatus.BackendKey]bool
 	targets []probeTarget
 	changed chan struct{}
 }
@@ -99,22 +101,22 @@ func (h *fakeHealth) Set(t []probeTarget) {
 	h.targets = slices.Clone(t)
 }
 
-func (h *fakeHealth) Healthy(k backendKey) bool {
+func (h *fakeHealth) Healthy(k hoststatus.BackendKey) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return !h.down[k]
 }
 
-func (h *fakeHealth) States() map[string]string {
+func (h *fakeHealth) States() hoststatus.Backends {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := map[string]string{}
+	out := hoststatus.Backends{}
 	for _, t := range h.targets {
-		s := "up"
 		if h.down[t.key] {
-			s = "down: refused"
+			out[t.key] = hoststatus.Health{Reason: "refused"}
+		} else {
+			out[t.key] = hoststatus.Health{Up: true}
 		}
-		out[t.key.Service+"/"+t.key.Addr.String()] = s
 	}
 	return out
 }
@@ -136,7 +138,7 @@ type rig struct {
 func newRig(t *testing.T, host string, keep bool) *rig {
 	t.Helper()
 	r := &rig{ctl: &fakeController{}, hn: &hostnet.Fake{}, lb: &lbmap.Fake{}, routes: &viproute.Fake{}, bgp: &bgp.Fake{},
-		health: &fakeHealth{down: map[backendKey]bool{}, changed: make(chan struct{}, 1)}}
+		health: &fakeHealth{down: map[hoststatus.BackendKey]bool{}, changed: make(chan struct{}, 1)}}
 	a, err := New(Config{Host: host, Controller: r.ctl, HostNet: r.hn, LB: r.lb, Routes: r.routes, Speaker: r.bgp, Keep: keep,
 		PollTimeout: 20 * time.Millisecond, PeerPoll: 10 * time.Millisecond})
 	if err != nil {
@@ -150,7 +152,7 @@ func newRig(t *testing.T, host string, keep bool) *rig {
 }
 
 // pass sets the agent's last desired state and applies it once, as Run does.
-func (r *rig) pass(t *testing.T, st *desired.State) Status {
+func (r *rig) pass(t *testing.T, st *desired.State) hoststatus.Status {
 	t.Helper()
 	r.a.mu.Lock()
 	r.a.last = st
@@ -159,13 +161,8 @@ func (r *rig) pass(t *testing.T, st *desired.State) Status {
 	return r.a.Status()
 }
 
-func peerReport(backends map[string]string) json.RawMessage {
-	b, _ := json.Marshal(map[string]any{"host": "x", "status": Status{Backends: backends}})
-	return b
-}
-
-func key(svc, addr string) backendKey {
-	return backendKey{Service: svc, Addr: netip.MustParseAddr(addr)}
+func key(svc, addr string) hoststatus.BackendKey {
+	return hoststatus.BackendKey{Service: svc, Addr: netip.MustParseAddr(addr)}
 }
 
 // lbBackends is the programmed backends (tunnel endpoint/weight) of the LB service named.
@@ -225,8 +222,8 @@ func TestReconcileFailStatic(t *testing.T) {
 	}{
 		{"controller unreachable", func(c *fakeController) { c.away = true }},
 		{"controller up with nothing new and no peer reports", func(c *fakeController) { c.peers = nil }},
-		{"peers' reports unreadable", func(c *fakeController) {
-			c.peers = map[string]json.RawMessage{"h2": json.RawMessage(`{"status": 7}`)}
+		{"peers' health unreadable", func(c *fakeController) {
+			c.peersErr = &json.UnmarshalTypeError{Value: "number", Field: "h2"} // as the client would fail
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,42 +301,39 @@ func TestReconcilePeerReportsBackendDown(t *testing.T) {
 	both := []string{"198.18.0.11/3", "198.18.0.12/1"} // h1 (self): weights 1+2; h2: 1
 	for _, tc := range []struct {
 		name        string
-		reports     []map[string]json.RawMessage // read in turn, one pass after each
-		localDown   []backendKey                 // this host's own checks
-		wantChanged bool                         // the last read changed what peers hold down
+		reports     []map[string]hoststatus.Backends // read in turn, one pass after each
+		localDown   []hoststatus.BackendKey          // this host's own checks
+		wantChanged bool                             // the last read changed what peers hold down
 		wantWWW     []string
 		wantAPI     []string
 		wantAdverts []string
 	}{
-		{name: "no reports", reports: []map[string]json.RawMessage{nil},
+		{name: "no reports", reports: []map[string]hoststatus.Backends{nil},
 			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2 reports its own lands-www backend down",
-			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
+			reports:     []map[string]hoststatus.Backends{{"h2": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}}},
 			wantChanged: true, wantWWW: []string{"198.18.0.11/3"}, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2 reports its own health-api backend down",
-			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"health-api/198.18.30.3": "down: timeout"})}},
+			reports:     []map[string]hoststatus.Backends{{"h2": hoststatus.Backends{key("health-api", "198.18.30.3"): {Reason: "timeout"}}}},
 			wantChanged: true, wantWWW: both, wantAPI: nil, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2 reports h1's backends down",
-			reports: []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.2": "down: refused", "lands-www/198.18.20.4": "down: refused"})}},
+			reports: []map[string]hoststatus.Backends{{"h2": hoststatus.Backends{key("lands-www", "198.18.20.2"): {Reason: "refused"}, key("lands-www", "198.18.20.4"): {Reason: "refused"}}}},
 			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "a host not in the desired state reports h2's backend down",
-			reports: []map[string]json.RawMessage{{"h9": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
+			reports: []map[string]hoststatus.Backends{{"h9": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}}},
 			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2 reports its backend up",
-			reports: []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "up"})}},
+			reports: []map[string]hoststatus.Backends{{"h2": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Up: true}}}},
 			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2 reports its backend down, then up again",
-			reports: []map[string]json.RawMessage{
-				{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})},
-				{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "up"})}},
+			reports: []map[string]hoststatus.Backends{
+				{"h2": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}},
+				{"h2": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Up: true}}}},
 			wantChanged: true, wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 		{name: "h2's backend down by report, h1's by its own checks: nothing left to advertise",
-			reports:     []map[string]json.RawMessage{{"h2": peerReport(map[string]string{"lands-www/198.18.20.3": "down: refused"})}},
-			localDown:   []backendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")},
+			reports:     []map[string]hoststatus.Backends{{"h2": hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}}},
+			localDown:   []hoststatus.BackendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")},
 			wantChanged: true, wantWWW: nil, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: nil},
-		{name: "garbage report",
-			reports: []map[string]json.RawMessage{{"h2": json.RawMessage(`"x"`)}},
-			wantWWW: both, wantAPI: []string{"198.18.0.12/1"}, wantAdverts: []string{"198.19.255.2/32"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, "h1", false)
@@ -386,7 +380,7 @@ func TestReconcileReadinessPerSegment(t *testing.T) {
 	}{
 		{"everything converges", func(*rig, *desired.State) {}, "ready", "ready", "attached to eth0", ""},
 		{"host network fails", func(r *rig, _ *desired.State) { r.hn.Err = errBoom }, "not ready", "ready", "attached to eth0", "host network: boom"},
-		{"desired host network does not translate", func(_ *rig, st *desired.State) { st.Segments[1].IPv4 = "198.18.30.0/33" },
+		{"desired host network does not translate", func(_ *rig, st *desired.State) { st.Segments[1].Prefix4 = netip.Prefix{} },
 			"not ready", "ready", "attached to eth0", "host network:"},
 		{"load balancer refuses the services", func(r *rig, _ *desired.State) { r.lb.SetErr = errBoom }, "ready", "not ready", "attached to eth0", "load balancer: boom"},
 		{"VIP routes fail", func(r *rig, _ *desired.State) { r.routes.Err = errBoom }, "ready", "not ready", "attached to eth0", "vip routes: boom"},
@@ -438,13 +432,13 @@ func TestReconcileReadinessPerSegment(t *testing.T) {
 // has a healthy backend somewhere; internal VIPs never are.
 func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 	errBoom := errors.New("boom")
-	allLocal := []backendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")}
+	allLocal := []hoststatus.BackendKey{key("lands-www", "198.18.20.2"), key("lands-www", "198.18.20.4")}
 	vip := []string{"198.19.255.2/32"}
 	for _, tc := range []struct {
 		name      string
 		break_    func(r *rig, st *desired.State)
-		localDown []backendKey
-		peerDown  map[string]string // h2's report
+		localDown []hoststatus.BackendKey
+		peerDown  hoststatus.Backends // h2's report
 		want      []string
 	}{
 		{name: "attached, backends healthy", break_: func(*rig, *desired.State) {}, want: vip},
@@ -453,9 +447,9 @@ func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 		{name: "load balancer refuses the services", break_: func(r *rig, _ *desired.State) { r.lb.SetErr = errBoom }},
 		{name: "this host's backends down, h2's healthy", break_: func(*rig, *desired.State) {}, localDown: allLocal, want: vip},
 		{name: "h2's backend down, this host's healthy", break_: func(*rig, *desired.State) {},
-			peerDown: map[string]string{"lands-www/198.18.20.3": "down: refused"}, want: vip},
+			peerDown: hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}, want: vip},
 		{name: "every backend down", break_: func(*rig, *desired.State) {}, localDown: allLocal,
-			peerDown: map[string]string{"lands-www/198.18.20.3": "down: refused"}},
+			peerDown: hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}},
 		{name: "VIP routes fail: still attached and programmed", break_: func(r *rig, _ *desired.State) { r.routes.Err = errBoom }, want: vip},
 		{name: "no BGP peers", break_: func(_ *rig, st *desired.State) { st.BGP.Peers = nil }},
 		{name: "no BGP", break_: func(_ *rig, st *desired.State) { st.BGP = nil }},
@@ -472,7 +466,7 @@ func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 			r.a.last = st
 			r.a.mu.Unlock()
 			if tc.peerDown != nil {
-				r.ctl.set(func(c *fakeController) { c.peers = map[string]json.RawMessage{"h2": peerReport(tc.peerDown)} })
+				r.ctl.set(func(c *fakeController) { c.peers = map[string]hoststatus.Backends{"h2": tc.peerDown} })
 				r.a.pollPeers(context.Background())
 			}
 			r.pass(t, st)

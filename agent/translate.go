@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -26,7 +28,7 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	var egress4, egress6 netip.Addr
 	if st.BGP != nil {
 		for _, p := range st.BGP.Peers {
-			if a, err := netip.ParseAddr(p.Address); err == nil {
+			if a := p.Address; a.IsValid() {
 				if a.Is4() && !egress4.IsValid() {
 					egress4 = a
 				} else if a.Is6() && !egress6.IsValid() {
@@ -41,23 +43,13 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	// dsr backends answer from the VIP.
 	serves := st.DSRVIPs()
 	for _, s := range st.Segments {
-		seg := hostnet.Segment{Name: s.Name, Department: s.Department, VLAN: uint16(s.VLAN)}
-		var err error
-		if seg.IPv4, err = netip.ParsePrefix(s.IPv4); err != nil {
-			return hn, fmt.Errorf("segment %q: ipv4 %q: %w", s.Name, s.IPv4, err)
-		}
-		if seg.Gateway, err = netip.ParseAddr(s.Gateway); err != nil {
-			return hn, fmt.Errorf("segment %q: gateway %q: %w", s.Name, s.Gateway, err)
-		}
-		if s.IPv6 != "" {
-			if seg.IPv6, err = netip.ParsePrefix(s.IPv6); err != nil {
-				return hn, fmt.Errorf("segment %q: ipv6 %q: %w", s.Name, s.IPv6, err)
-			}
-		}
-		if s.Gateway6 != "" {
-			if seg.Gateway6, err = netip.ParseAddr(s.Gateway6); err != nil {
-				return hn, fmt.Errorf("segment %q: gateway6 %q: %w", s.Name, s.Gateway6, err)
-			}
+		seg := hostnet.Segment{Name: s.Name, Department: s.Department, VLAN: uint16(s.VLAN),
+			IPv4: s.Prefix4, Gateway: s.Gateway4, IPv6: s.Prefix6, Gateway6: s.Gateway6}
+		switch {
+		case !s.Prefix4.Addr().Is4():
+			return hn, fmt.Errorf("segment %q: prefix4 %q: want an IPv4 prefix", s.Name, s.Prefix4)
+		case !s.Gateway4.Is4():
+			return hn, fmt.Errorf("segment %q: gateway4 %q: want an IPv4 address", s.Name, s.Gateway4)
 		}
 		hn.Segments = append(hn.Segments, seg)
 	}
@@ -71,13 +63,7 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 				}
 				g.MAC = mac
 			}
-			if ifc.IPv4 != "" {
-				p, err := netip.ParsePrefix(ifc.IPv4)
-				if err != nil {
-					return hn, fmt.Errorf("vm %q: ipv4 %q: %w", vm.Name, ifc.IPv4, err)
-				}
-				g.Addr = p.Addr()
-			}
+			g.Addr = ifc.Prefix4.Addr() // zero when the NIC has no IPv4 address
 			hn.Guests = append(hn.Guests, g)
 		}
 	}
@@ -88,24 +74,19 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 			return hn, fmt.Errorf("remote vm %q: mac %q: %w", rg.VM, rg.MAC, err)
 		}
 		g.MAC = mac
-		if g.Addr, err = parseAddrOrPrefix(rg.IPv4); err != nil {
-			return hn, fmt.Errorf("remote vm %q: ipv4 %q: %w", rg.VM, rg.IPv4, err)
-		}
-		if rg.IPv6 != "" {
-			if g.Addr6, err = parseAddrOrPrefix(rg.IPv6); err != nil {
-				return hn, fmt.Errorf("remote vm %q: ipv6 %q: %w", rg.VM, rg.IPv6, err)
-			}
+		if g.Addr, g.Addr6 = rg.Addr4, rg.Addr6; !g.Addr.Is4() {
+			return hn, fmt.Errorf("remote vm %q: addr4 %q: want an IPv4 address", rg.VM, rg.Addr4)
 		}
 		hn.Guests = append(hn.Guests, g)
 	}
 	// Management: this host's fabric address and every other host's (the uplink's prefixes
 	// are added by the host network itself).
-	hostAddrs := []string{st.Address}
-	for _, h := range sortedHosts(st.Hosts) {
+	hostAddrs := []netip.Addr{st.Address}
+	for _, h := range slices.Sorted(maps.Keys(st.Hosts)) {
 		hostAddrs = append(hostAddrs, st.Hosts[h])
 	}
-	for _, s := range hostAddrs {
-		if p, err := parseAddrOrPrefix(s); err == nil && s != "" {
+	for _, p := range hostAddrs {
+		if p.IsValid() {
 			if pf := netip.PrefixFrom(p, p.BitLen()); !slices.Contains(hn.Management, pf) {
 				hn.Management = append(hn.Management, pf)
 			}
@@ -113,15 +94,6 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	}
 	hn.VIPPorts = vipPorts(st)
 	return hn, nil
-}
-
-func sortedHosts(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for h := range m {
-		out = append(out, h)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // vipPorts lists the VIP delivery into segments of this host: every port of a dsr service
@@ -133,8 +105,8 @@ func vipPorts(st *desired.State) []hostnet.VIPPort {
 		if !strings.EqualFold(svc.Mode, "dsr") {
 			continue
 		}
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil {
+		vip := svc.VIP
+		if !vip.IsValid() {
 			continue
 		}
 		for _, b := range svc.Backends {
@@ -199,20 +171,6 @@ func ParseManagement(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func parseAddrOrPrefix(s string) (netip.Addr, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Addr(), err
-	}
-	return netip.ParseAddr(s)
-}
-
-// backendKey identifies a backend for health: address and the port it is checked on.
-type backendKey struct {
-	Service string
-	Addr    netip.Addr
-}
-
 // lbPlan is what the load balancer and the VIP routes need from the desired state.
 type lbPlan struct {
 	services   []lb.Service
@@ -225,7 +183,7 @@ type lbPlan struct {
 // loadBalancing turns services into LB services. healthy reports whether a backend is up
 // (unknown backends are up until their checks say otherwise). hostAddr resolves a host name
 // to its tunnel endpoint for dsr.
-func loadBalancing(st *desired.State, self netip.Addr, healthy func(backendKey) bool, hostAddr func(string) (netip.Addr, bool)) (lbPlan, []error) {
+func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.BackendKey) bool, hostAddr func(string) (netip.Addr, bool)) (lbPlan, []error) {
 	p := lbPlan{vlanDomain: map[uint16]uint32{}, routes: map[netip.Addr][]viproute.NextHop{}}
 	var errs []error
 	vlanOf := map[string]uint16{}
@@ -234,9 +192,9 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(backendKey) 
 		p.vlanDomain[uint16(s.VLAN)] = uint32(s.TableID)
 	}
 	for _, svc := range st.Services {
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("service %q: vip %q: %w", svc.Name, svc.VIP, err))
+		vip := svc.VIP
+		if !vip.IsValid() {
+			errs = append(errs, fmt.Errorf("service %q: no vip", svc.Name))
 			continue
 		}
 		mode, err := lb.ParseMode(svc.Mode)
@@ -253,12 +211,12 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(backendKey) 
 		var order []string
 		anyHealthy := false
 		for _, b := range svc.Backends {
-			addr, err := netip.ParseAddr(b.Address)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("service %q: backend %q: %w", svc.Name, b.Address, err))
+			addr := b.Address
+			if !addr.IsValid() {
+				errs = append(errs, fmt.Errorf("service %q: backend of vm %q: no address", svc.Name, b.VM))
 				continue
 			}
-			if !healthy(backendKey{Service: svc.Name, Addr: addr}) {
+			if !healthy(hoststatus.BackendKey{Service: svc.Name, Addr: addr}) {
 				continue
 			}
 			anyHealthy = true

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/lb"
 )
@@ -14,41 +15,41 @@ import (
 func labState() *desired.State {
 	hc := &desired.HealthCheck{Type: "tcp", IntervalMs: 1000, TimeoutMs: 500, HealthyThreshold: 2, UnhealthyThreshold: 2}
 	return &desired.State{
-		Host: "h1", Address: "198.18.0.11", Uplink: "eth0",
-		Hosts:       map[string]string{"h1": "198.18.0.11", "h2": "198.18.0.12"},
+		Host: "h1", Address: netip.MustParseAddr("198.18.0.11"), Uplink: "eth0",
+		Hosts:       map[string]netip.Addr{"h1": netip.MustParseAddr("198.18.0.11"), "h2": netip.MustParseAddr("198.18.0.12")},
 		Departments: []desired.Department{{Name: "lands", TableID: 1001}, {Name: "health", TableID: 1000}},
 		Segments: []desired.Segment{
-			{Name: "lands-web", Department: "lands", VLAN: 120, IPv4: "198.18.20.0/24", Gateway: "198.18.20.1", TableID: 1001},
-			{Name: "health-web", Department: "health", VLAN: 130, IPv4: "198.18.30.0/24", Gateway: "198.18.30.1", TableID: 1000},
+			{Name: "lands-web", Department: "lands", VLAN: 120, Prefix4: netip.MustParsePrefix("198.18.20.0/24"), Gateway4: netip.MustParseAddr("198.18.20.1"), TableID: 1001},
+			{Name: "health-web", Department: "health", VLAN: 130, Prefix4: netip.MustParsePrefix("198.18.30.0/24"), Gateway4: netip.MustParseAddr("198.18.30.1"), TableID: 1000},
 		},
 		Services: []desired.Service{
-			{Name: "lands-www", Department: "lands", VIP: "198.19.255.2", Scope: "public", Mode: "dsr", TableID: 1001,
+			{Name: "lands-www", Department: "lands", VIP: netip.MustParseAddr("198.19.255.2"), Scope: "public", Mode: "dsr", TableID: 1001,
 				Ports: []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}}, HealthCheck: hc,
 				Backends: []desired.Backend{
-					{Address: "198.18.20.2", Weight: 1, VM: "lands-web-1", Host: "h1", Segment: "lands-web"},
-					{Address: "198.18.20.4", Weight: 2, VM: "lands-web-3", Host: "h1", Segment: "lands-web"},
-					{Address: "198.18.20.3", Weight: 1, VM: "lands-web-2", Host: "h2", Segment: "lands-web"},
+					{Address: netip.MustParseAddr("198.18.20.2"), Weight: 1, VM: "lands-web-1", Host: "h1", Segment: "lands-web"},
+					{Address: netip.MustParseAddr("198.18.20.4"), Weight: 2, VM: "lands-web-3", Host: "h1", Segment: "lands-web"},
+					{Address: netip.MustParseAddr("198.18.20.3"), Weight: 1, VM: "lands-web-2", Host: "h2", Segment: "lands-web"},
 				}},
-			{Name: "health-api", Department: "health", VIP: "198.19.0.10", Scope: "internal", Mode: "dsr", TableID: 1000,
+			{Name: "health-api", Department: "health", VIP: netip.MustParseAddr("198.19.0.10"), Scope: "internal", Mode: "dsr", TableID: 1000,
 				Ports:    []desired.Port{{Port: 443, Protocol: "tcp"}},
-				Backends: []desired.Backend{{Address: "198.18.30.3", Weight: 1, VM: "health-web-2", Host: "h2", Segment: "health-web"}}},
+				Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.30.3"), Weight: 1, VM: "health-web-2", Host: "h2", Segment: "health-web"}}},
 		},
-		BGP: &desired.BGP{ASN: 65001, Peers: []desired.Peer{{Address: "198.18.0.1", ASN: 65000}}},
-		VMs: []desired.VM{{Name: "lands-web-1", Department: "lands", Interfaces: []desired.Interface{{Segment: "lands-web", VLAN: 120, MAC: "02:00:00:00:20:02", IPv4: "198.18.20.2/24", Gateway: "198.18.20.1"}}}},
+		BGP: &desired.BGP{ASN: 65001, Peers: []desired.Peer{{Address: netip.MustParseAddr("198.18.0.1"), ASN: 65000}}},
+		VMs: []desired.VM{{Name: "lands-web-1", Department: "lands", Interfaces: []desired.Interface{{Segment: "lands-web", VLAN: 120, MAC: "02:00:00:00:20:02", Prefix4: netip.MustParsePrefix("198.18.20.2/24"), Gateway4: netip.MustParseAddr("198.18.20.1")}}}},
 	}
 }
 
 func hostAddrOf(st *desired.State) func(string) (netip.Addr, bool) {
 	return func(h string) (netip.Addr, bool) {
-		a, err := netip.ParseAddr(st.Hosts[h])
-		return a, err == nil
+		a := st.Hosts[h]
+		return a, a.IsValid()
 	}
 }
 
 func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
-	p, errs := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	p, errs := loadBalancing(st, self, func(hoststatus.BackendKey) bool { return true }, hostAddrOf(st))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -89,7 +90,7 @@ func TestLoadBalancingLeavesOutUnhealthyBackends(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
 	down := map[string]bool{"198.18.20.2": true, "198.18.20.4": true} // both of h1's
-	p, _ := loadBalancing(st, self, func(k backendKey) bool { return !down[k.Addr.String()] }, hostAddrOf(st))
+	p, _ := loadBalancing(st, self, func(k hoststatus.BackendKey) bool { return !down[k.Addr.String()] }, hostAddrOf(st))
 	if got := p.services[0].Backends; len(got) != 1 || got[0].Addr.String() != "198.18.0.12" {
 		t.Fatalf("with h1's backends down, backends %v, want only h2", got)
 	}
@@ -97,7 +98,7 @@ func TestLoadBalancingLeavesOutUnhealthyBackends(t *testing.T) {
 		t.Fatal("route to local backends that are down")
 	}
 	// Everything down: the VIP is no longer advertised.
-	p, _ = loadBalancing(st, self, func(backendKey) bool { return false }, hostAddrOf(st))
+	p, _ = loadBalancing(st, self, func(hoststatus.BackendKey) bool { return false }, hostAddrOf(st))
 	if len(p.advertise) != 0 || len(p.services[0].Backends) != 0 {
 		t.Fatalf("all down: advertise %v, backends %v", p.advertise, p.services[0].Backends)
 	}
@@ -131,7 +132,7 @@ func TestHostNetworkEgressAndServedVIPs(t *testing.T) {
 func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
-	p, _ := loadBalancing(st, self, func(backendKey) bool { return true }, hostAddrOf(st))
+	p, _ := loadBalancing(st, self, func(hoststatus.BackendKey) bool { return true }, hostAddrOf(st))
 	ads := adverts(st, p, true, self)
 	if len(ads) != 1 || ads[0].Prefix.String() != "198.19.255.2/32" || ads[0].NextHop != self {
 		t.Fatalf("adverts %+v", ads)
@@ -214,9 +215,9 @@ func TestParseTenantAllow(t *testing.T) {
 // SO_MARK (the main table has no segment routes); others carry none.
 func TestProbeTargetsMarkTheDepartment(t *testing.T) {
 	st := labState()
-	st.Services = append(st.Services, desired.Service{Name: "outside", Department: "lands", VIP: "198.19.255.9", Mode: "nat",
+	st.Services = append(st.Services, desired.Service{Name: "outside", Department: "lands", VIP: netip.MustParseAddr("198.19.255.9"), Mode: "nat",
 		Ports: []desired.Port{{Port: 80, Protocol: "tcp"}}, HealthCheck: st.Services[0].HealthCheck,
-		Backends: []desired.Backend{{Address: "203.0.113.5", Weight: 1}, {Address: "198.18.20.9", Weight: 1}}})
+		Backends: []desired.Backend{{Address: netip.MustParseAddr("203.0.113.5"), Weight: 1}, {Address: netip.MustParseAddr("198.18.20.9"), Weight: 1}}})
 	got := map[string]int{}
 	for _, p := range probeTargets(st) {
 		got[p.key.Service+"/"+p.key.Addr.String()] = p.mark

@@ -172,18 +172,7 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 					continue
 				}
 			}
-			if ifc.IPv4 != "" {
-				if nic.Addr, err = netip.ParsePrefix(ifc.IPv4); err != nil {
-					errs = append(errs, fmt.Errorf("vm %q: segment %q: ipv4 %q: %w", vm.Name, ifc.Segment, ifc.IPv4, err))
-					continue
-				}
-			}
-			if ifc.Gateway != "" {
-				if nic.Gateway, err = netip.ParseAddr(ifc.Gateway); err != nil {
-					errs = append(errs, fmt.Errorf("vm %q: segment %q: gateway %q: %w", vm.Name, ifc.Segment, ifc.Gateway, err))
-					continue
-				}
-			}
+			nic.Addr, nic.Gateway = ifc.Prefix4, ifc.Gateway4
 			s.NICs = append(s.NICs, nic)
 		}
 		out = append(out, s)

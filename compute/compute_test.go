@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,15 +25,15 @@ func state() *desired.State {
 	return &desired.State{Host: "h1", Revision: 7,
 		VMs: []desired.VM{
 			{Name: "b", Department: "lands", VCPUs: 2, MemoryMiB: 512, Volumes: []string{"d1"},
-				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0b", IPv4: "198.18.20.11/24", Gateway: "198.18.20.1"}}},
+				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0b", Prefix4: netip.MustParsePrefix("198.18.20.11/24"), Gateway4: netip.MustParseAddr("198.18.20.1")}}},
 			{Name: "a", Department: "lands", VCPUs: 1, MemoryMiB: 256,
-				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0a", IPv4: "198.18.20.10/24", Gateway: "198.18.20.1"}}},
+				Interfaces: []desired.Interface{{Segment: "web", VLAN: 120, MAC: "02:00:00:00:00:0a", Prefix4: netip.MustParsePrefix("198.18.20.10/24"), Gateway4: netip.MustParseAddr("198.18.20.1")}}},
 		},
 		Volumes: []desired.Volume{{Name: "d1", Department: "lands", SizeGiB: 3}},
 		Services: []desired.Service{
-			{Name: "www", VIP: "198.19.255.2", Mode: "dsr", Backends: []desired.Backend{{VM: "b"}, {VM: "a"}}},
-			{Name: "api", VIP: "198.19.255.1", Mode: "dsr", Backends: []desired.Backend{{VM: "b"}}},
-			{Name: "natted", VIP: "198.19.255.3", Mode: "nat", Backends: []desired.Backend{{VM: "b"}}},
+			{Name: "www", VIP: netip.MustParseAddr("198.19.255.2"), Mode: "dsr", Backends: []desired.Backend{{VM: "b"}, {VM: "a"}}},
+			{Name: "api", VIP: netip.MustParseAddr("198.19.255.1"), Mode: "dsr", Backends: []desired.Backend{{VM: "b"}}},
+			{Name: "natted", VIP: netip.MustParseAddr("198.19.255.3"), Mode: "nat", Backends: []desired.Backend{{VM: "b"}}},
 		},
 	}
 }

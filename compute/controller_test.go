@@ -98,8 +98,8 @@ func TestControllerQuotaAndLifecycle(t *testing.T) {
 	st, _ := c.Desired(ctx, "cqhost", 0, time.Second)
 	ifc := st.VMs[0].Interfaces[0]
 	out, err := exec.Command("ip", "-n", "gct-cq-cq-vm1", "addr", "show", "eth0").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), ifc.MAC) || !strings.Contains(string(out), ifc.IPv4) {
-		t.Fatalf("guest eth0: %s (%v); want the controller's MAC %s and address %s (object %s)", out, err, ifc.MAC, ifc.IPv4, obj)
+	if err != nil || !strings.Contains(string(out), ifc.MAC) || !strings.Contains(string(out), ifc.Prefix4.String()) {
+		t.Fatalf("guest eth0: %s (%v); want the controller's MAC %s and address %s (object %s)", out, err, ifc.MAC, ifc.Prefix4, obj)
 	}
 	if l, err := netlink.LinkByName(agent.GuestPort("cq-vm1", "cq-web")); err != nil || l.Attrs().MasterIndex == 0 {
 		t.Fatalf("host port %s: %v; want it on the segment bridge", agent.GuestPort("cq-vm1", "cq-web"), err)

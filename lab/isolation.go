@@ -305,9 +305,9 @@ func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
 			if err != nil {
 				return nil, err
 			}
-			gw, err := netip.ParseAddr(ifc.Gateway)
-			if err != nil {
-				return nil, fmt.Errorf("VM %s: gateway %q: %w", vm.Name, ifc.Gateway, err)
+			gw := ifc.Gateway4
+			if !gw.IsValid() {
+				return nil, fmt.Errorf("VM %s: no gateway4 on segment %s", vm.Name, ifc.Segment)
 			}
 			t.Guests = append(t.Guests, isofuzz.Guest{Name: vm.Name, Dept: vm.Department, Host: h, NS: ns, MAC: ep.MAC,
 				Addr: ep.Addr, LinkLocal: ep.LinkLocal, VLAN: uint16(ifc.VLAN), Gateway: gw})
@@ -320,14 +320,11 @@ func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
 			}
 		}
 		for _, svc := range st.Services {
-			if seenVIP[svc.Name] || svc.VIP == "" {
+			if seenVIP[svc.Name] || !svc.VIP.IsValid() {
 				continue
 			}
 			seenVIP[svc.Name] = true
-			a, err := netip.ParseAddr(svc.VIP)
-			if err != nil {
-				return nil, fmt.Errorf("service %s: VIP %q: %w", svc.Name, svc.VIP, err)
-			}
+			a := svc.VIP
 			v := isofuzz.VIP{Service: svc.Name, Dept: svc.Department, Addr: a}
 			if len(svc.Ports) > 0 {
 				v.Port = uint16(svc.Ports[0].Port)

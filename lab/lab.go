@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 )
@@ -342,12 +344,12 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				{"ip", "-n", h, "link", "set", port, "master", netdev.BridgeName(uint16(ifc.VLAN))},
 				{"ip", "-n", h, "link", "set", port, "up"},
 				{"ip", "-n", ns, "link", "set", gif, "address", ifc.MAC},
-				{"ip", "-n", ns, "addr", "add", ifc.IPv4, "dev", gif},
+				{"ip", "-n", ns, "addr", "add", ifc.Prefix4.String(), "dev", gif},
 				{"ip", "-n", ns, "link", "set", gif, "up"},
 				{"ip", "netns", "exec", ns, "ethtool", "-K", gif, "tx", "off"},
 			}
 			if i == 0 {
-				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway})
+				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway4.String()})
 			}
 			for _, c := range cmds {
 				if err := sh(c[0], c[1:]...); err != nil {
@@ -358,7 +360,7 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		for _, svc := range st.Services {
 			for _, b := range svc.Backends {
 				if b.VM == vm.Name && svc.Mode == "dsr" {
-					if err := sh("ip", "-n", ns, "addr", "add", svc.VIP+"/32", "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
+					if err := sh("ip", "-n", ns, "addr", "add", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen()).String(), "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
 						return fmt.Errorf("guest %s: VIP %s: %w", vm.Name, svc.VIP, err)
 					}
 				}
@@ -453,9 +455,7 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 			if !ok {
 				return fmt.Errorf("%s has not reported", h)
 			}
-			var rep struct {
-				Status agent.Status `json:"status"`
-			}
+			var rep hoststatus.Report
 			if err := json.Unmarshal(raw, &rep); err != nil {
 				return fmt.Errorf("%s report: %w", h, err)
 			}

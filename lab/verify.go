@@ -96,7 +96,7 @@ func guests(states map[string]*desired.State) []guestInfo {
 	for _, st := range states {
 		for _, vm := range st.VMs {
 			for _, ifc := range vm.Interfaces {
-				out = append(out, guestInfo{vm: vm.Name, dept: vm.Department, addr: strings.Split(ifc.IPv4, "/")[0]})
+				out = append(out, guestInfo{vm: vm.Name, dept: vm.Department, addr: ifc.Prefix4.Addr().String()})
 			}
 		}
 	}

@@ -183,8 +183,8 @@ func (s *agentSources) Services() ([]metering.ServiceCounter, error) {
 	byVIP := map[vipKey]desired.Service{}
 	if st := s.desiredState(); st != nil {
 		for _, svc := range st.Services {
-			a, err := netip.ParseAddr(svc.VIP)
-			if err != nil {
+			a := svc.VIP
+			if !a.IsValid() {
 				continue
 			}
 			dom := uint32(0)
@@ -214,12 +214,9 @@ func (s *agentSources) Backends() ([]metering.BackendState, error) {
 		}
 	}
 	var out []metering.BackendState
-	for k, v := range s.a.Status().Backends {
-		svc, be, ok := strings.Cut(k, "/")
-		if !ok {
-			continue
-		}
-		out = append(out, metering.BackendState{Department: dept[svc], Service: svc, Backend: be, Up: v == "up"})
+	backends := s.a.Status().Backends
+	for _, k := range backends.Keys() {
+		out = append(out, metering.BackendState{Department: dept[k.Service], Service: k.Service, Backend: k.Addr.String(), Up: backends[k].Up})
 	}
 	return out, nil
 }

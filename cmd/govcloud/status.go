@@ -6,13 +6,14 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 )
 
 func init() { register(newStatusCmd) }
@@ -51,22 +52,23 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			sort.Strings(hosts)
 			for _, h := range hosts {
-				var r struct {
-					Time   string       `json:"time"`
-					Status agent.Status `json:"status"`
-				}
+				var r hoststatus.Report
 				raw, ok := st.Hosts[h]
 				if !ok {
 					fmt.Fprintf(w, "host %s: no network agent report\n", h)
 					printCompute(w, st.Compute[h])
 					continue
 				}
-				_ = json.Unmarshal(raw, &r)
+				if err := json.Unmarshal(raw, &r); err != nil {
+					fmt.Fprintf(w, "host %s: unreadable network agent report: %v\n", h, err)
+					printCompute(w, st.Compute[h])
+					continue
+				}
 				ready := "ready"
 				if !r.Status.Ready {
 					ready = "NOT READY: " + r.Status.Error
 				}
-				fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time)
+				fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time.Format(time.RFC3339Nano))
 				if r.Status.XDP != "" {
 					fmt.Fprintf(w, "  load balancer: %s; advertising %d VIP(s)\n", r.Status.XDP, len(r.Status.Advertise))
 				}
@@ -80,16 +82,21 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if raw, ok := st.Compute[h]; ok {
 					printCompute(w, raw)
 				}
-				for _, kind := range []map[string]string{r.Status.Segments, r.Status.Services, r.Status.Backends} {
+				for _, kind := range []map[string]string{r.Status.Segments, r.Status.Services} {
 					names := make([]string, 0, len(kind))
 					for n := range kind {
 						names = append(names, n)
 					}
 					sort.Strings(names)
 					for _, n := range names {
-						if v := kind[n]; v != "ready" && v != "up" {
+						if v := kind[n]; v != "ready" {
 							fmt.Fprintf(w, "  %s: %s\n", n, v)
 						}
+					}
+				}
+				for _, k := range r.Status.Backends.Keys() {
+					if h := r.Status.Backends[k]; !h.Up {
+						fmt.Fprintf(w, "  %s: down: %s\n", k, h.Reason)
 					}
 				}
 			}

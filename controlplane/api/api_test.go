@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -149,8 +150,8 @@ func TestDesiredStateAndWatch(t *testing.T) {
 	var lands *struct{ vip string }
 	for _, s := range d.Services {
 		if s.Name == "lands-www" {
-			lands = &struct{ vip string }{s.VIP}
-			if len(s.Backends) != 2 || s.Backends[0].Address != "198.18.20.2" || s.Backends[0].Host != "host1" || s.Backends[1].Weight != 2 || s.TableID == 0 {
+			lands = &struct{ vip string }{s.VIP.String()}
+			if len(s.Backends) != 2 || s.Backends[0].Address != netip.MustParseAddr("198.18.20.2") || s.Backends[0].Host != "host1" || s.Backends[1].Weight != 2 || s.TableID == 0 {
 				t.Errorf("lands-www backends %+v table %d", s.Backends, s.TableID)
 			}
 		}

@@ -3,20 +3,20 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"sort"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 )
 
 // FilterPeerHealth keeps, of a network agent's status report (a JSON object), only the backend
-// health the reporting host can know: its "backends" map ("service/address" -> "up" |
-// "down: reason") keeps entries for backends the controller placed on that host and for
-// plain-address backends (no host: every host checks those itself, and agents never take a
-// peer's word for them). Entries for another host's backends, or for no backend at all, are
-// dropped and returned (sorted). st is the reporting host's desired state (nil: an unknown
-// host, every entry dropped). A body that is not an object, or whose backends are not a map of
-// strings, is an error.
+// health the reporting host can know: its "backends" (hoststatus.Backends) keep entries for
+// backends the controller placed on that host and for plain-address backends (no host: every
+// host checks those itself, and agents never take a peer's word for them). Entries for another
+// host's backends, or for no backend at all, are dropped and returned ("service/address",
+// sorted). st is the reporting host's desired state (nil: an unknown host, every entry
+// dropped). Other members are kept as sent. A body that is not an object, or whose backends do
+// not decode as hoststatus.Backends, is an error.
 func FilterPeerHealth(body []byte, st *desired.State) ([]byte, []string, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil {
@@ -26,24 +26,22 @@ func FilterPeerHealth(body []byte, st *desired.State) ([]byte, []string, error) 
 	if !ok || string(raw) == "null" {
 		return body, nil, nil
 	}
-	var backends map[string]string
+	var backends hoststatus.Backends
 	if err := json.Unmarshal(raw, &backends); err != nil {
-		return nil, nil, fmt.Errorf("backends: want an object of strings: %w", err)
+		return nil, nil, fmt.Errorf("backends: %w", err)
 	}
-	mine := map[string]bool{}
+	mine := map[hoststatus.BackendKey]bool{}
 	if st != nil {
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if a, err := netip.ParseAddr(b.Address); err == nil && (b.Host == "" || b.Host == st.Host) {
-					mine[svc.Name+"/"+a.String()] = true
-				}
+		for k, h := range placedBackends(st) {
+			if h == "" || h == st.Host {
+				mine[k] = true
 			}
 		}
 	}
 	var dropped []string
 	for k := range backends {
-		if !mine[canonicalBackendKey(k)] {
-			dropped = append(dropped, k)
+		if !mine[k] {
+			dropped = append(dropped, k.String())
 			delete(backends, k)
 		}
 	}
@@ -51,63 +49,62 @@ func FilterPeerHealth(body []byte, st *desired.State) ([]byte, []string, error) 
 		return body, nil, nil
 	}
 	sort.Strings(dropped)
-	b, _ := json.Marshal(backends)
+	b, err := json.Marshal(backends)
+	if err != nil {
+		return nil, nil, fmt.Errorf("backends: %w", err)
+	}
 	obj["backends"] = b
 	out, err := json.Marshal(obj)
 	return out, dropped, err
 }
 
-// canonicalBackendKey writes "service/address" with the address in its canonical form.
-func canonicalBackendKey(k string) string {
-	for i := len(k) - 1; i > 0; i-- {
-		if k[i] == '/' {
-			if a, err := netip.ParseAddr(k[i+1:]); err == nil {
-				return k[:i] + "/" + a.String()
+// placedBackends maps every backend of st's services with an IP address to the host it is
+// placed on ("" for a plain-address backend).
+func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
+	out := map[hoststatus.BackendKey]string{}
+	for _, svc := range st.Services {
+		for _, b := range svc.Backends {
+			if b.Address.IsValid() {
+				out[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = b.Host
 			}
-			return k
 		}
 	}
-	return k
+	return out
 }
 
 // MaxStatusBytes bounds one agent's status report (a host's whole report is far smaller).
 const MaxStatusBytes = 256 << 10
 
-// PeerHealth is what one agent needs of its peers' reports: for each other host, the backends
-// placed on that host, of services this host serves, that the host found down
-// ("service/address" -> "down: reason"). Shaped like the stored reports (host ->
-// {"status": {"backends": ...}}), so an agent reads it as it read the whole reports, which the
-// controller no longer fans out.
-func PeerHealth(reports map[string]json.RawMessage, self *desired.State) map[string]json.RawMessage {
-	wanted := map[string]string{} // "service/address" -> host it is placed on
-	if self != nil {
-		for _, svc := range self.Services {
-			for _, b := range svc.Backends {
-				if a, err := netip.ParseAddr(b.Address); err == nil && b.Host != "" && b.Host != self.Host {
-					wanted[svc.Name+"/"+a.String()] = b.Host
-				}
-			}
-		}
+// PeerHealth is what one agent needs of its peers' reports (reports: host -> stored
+// hoststatus.Report): for each other host, the backends placed on that host, of services this
+// host serves, that the host found down. Hosts with none are left out; a report that does not
+// decode counts as none.
+func PeerHealth(reports map[string]json.RawMessage, self *desired.State) map[string]hoststatus.Backends {
+	out := map[string]hoststatus.Backends{}
+	if self == nil {
+		return out
 	}
-	out := map[string]json.RawMessage{}
+	placed := placedBackends(self)
 	for h, raw := range reports {
 		var rep struct {
 			Status struct {
-				Backends map[string]string `json:"backends"`
+				Backends hoststatus.Backends `json:"backends"`
 			} `json:"status"`
 		}
-		if self == nil || h == self.Host || json.Unmarshal(raw, &rep) != nil {
+		if h == self.Host || json.Unmarshal(raw, &rep) != nil {
 			continue
 		}
-		down := map[string]string{}
-		for k, v := range rep.Status.Backends {
-			if wanted[k] == h && len(v) >= 4 && v[:4] == "down" {
-				down[k] = v
+		var down hoststatus.Backends
+		for k, health := range rep.Status.Backends.Down() {
+			if placed[k] == h {
+				if down == nil {
+					down = hoststatus.Backends{}
+				}
+				down[k] = health
 			}
 		}
-		if len(down) > 0 {
-			b, _ := json.Marshal(map[string]any{"status": map[string]any{"backends": down}})
-			out[h] = b
+		if down != nil {
+			out[h] = down
 		}
 	}
 	return out

@@ -596,9 +596,8 @@ func (s *Server) handleComputeStatus(w http.ResponseWriter, r *http.Request, p *
 }
 
 // putStatus stores an agent's report about its own host (any JSON object), audited. Of a
-// network agent's report, backend health ("backends": {"service/address": "up" | "down: …"})
-// is kept only for backends the controller placed on that host: a host cannot take down
-// another host's backends.
+// network agent's report, backend health ("backends", hoststatus.Backends) is kept only for
+// backends the controller placed on that host: a host cannot take down another host's backends.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal, what string, put func(context.Context, string, json.RawMessage, store.AuditEntry) error) *apiError {
 	host := r.PathValue("name")
 	if p.Role != RoleAdmin && !(p.Role == RoleAgent && p.Host == host) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/apitest"
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/controlplane/store"
 )
 
@@ -72,14 +75,20 @@ func TestPeerHealthOnlyForPlacedBackends(t *testing.T) {
 	if err != nil || len(vm2.Addresses) == 0 {
 		t.Fatalf("health-vm2: %+v %v", vm2, err)
 	}
-	host2Backend := "health-app/" + vm2.Addresses[0]
+	host2Addr, err := netip.ParseAddr(vm2.Addresses[0])
+	if err != nil {
+		t.Fatalf("health-vm2's address: %v", err)
+	}
+	bk := func(svc, addr string) hoststatus.BackendKey {
+		return hoststatus.BackendKey{Service: svc, Addr: netip.MustParseAddr(addr)}
+	}
 	agent := env.Client("agent-host1")
-	rep := map[string]any{"host": "host1", "ready": true, "backends": map[string]string{
-		"lands-www/198.18.20.2":   "down: connection refused", // lands-vm1, on host1: its own
-		"lands-www/198.18.20.50":  "up",                       // a plain address: every host checks it
-		host2Backend:              "down: forged",             // host2's backend
-		"nosuch/198.18.20.9":      "down: forged",             // no such backend
-		"health-www/198.18.30.99": "down: forged",             // not a backend of that service
+	rep := hoststatus.Status{Host: "host1", Ready: true, Backends: hoststatus.Backends{
+		bk("lands-www", "198.18.20.2"):           {Reason: "connection refused"}, // lands-vm1, on host1: its own
+		bk("lands-www", "198.18.20.50"):          {Up: true},                     // a plain address: every host checks it
+		{Service: "health-app", Addr: host2Addr}: {Reason: "forged"},             // host2's backend
+		bk("nosuch", "198.18.20.9"):              {Reason: "forged"},             // no such backend
+		bk("health-www", "198.18.30.99"):         {Reason: "forged"},             // not a backend of that service
 	}}
 	if err := agent.PutHostStatus(ctx, "host1", rep); err != nil {
 		t.Fatal(err)
@@ -88,35 +97,35 @@ func TestPeerHealthOnlyForPlacedBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stored struct {
-		Status struct {
-			Ready    bool              `json:"ready"`
-			Backends map[string]string `json:"backends"`
-		} `json:"status"`
-	}
+	var stored hoststatus.Report
 	if err := json.Unmarshal(raw["host1"], &stored); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"lands-www/198.18.20.2": "down: connection refused", "lands-www/198.18.20.50": "up"}
-	if len(stored.Status.Backends) != len(want) || !stored.Status.Ready {
-		t.Fatalf("stored backends %v (ready %v), want %v", stored.Status.Backends, stored.Status.Ready, want)
-	}
-	for k, v := range want {
-		if stored.Status.Backends[k] != v {
-			t.Errorf("stored %s = %q, want %q", k, stored.Status.Backends[k], v)
-		}
+	want := hoststatus.Backends{bk("lands-www", "198.18.20.2"): {Reason: "connection refused"}, bk("lands-www", "198.18.20.50"): {Up: true}}
+	if !maps.Equal(stored.Status.Backends, want) || !stored.Status.Ready || stored.Host != "host1" || stored.Time.IsZero() {
+		t.Fatalf("stored %+v, want ready with backends %v", stored, want)
 	}
 	a := lastAudit(t, env)
 	ignored, _ := a.Detail["ignoredBackends"].([]any)
 	if a.Action != "status" || a.TokenID != tokenID(t, env, "agent-host1") || !strings.HasPrefix(a.Remote, "127.0.0.1:") || len(ignored) != 3 {
 		t.Errorf("audit of the status write: %+v", a)
 	}
-	// Malformed backend health is refused, and the refusal audited.
-	if err := agent.PutHostStatus(ctx, "host1", map[string]any{"backends": []string{"x"}}); err == nil {
-		t.Error("backends as a list accepted")
-	}
-	if a := lastAudit(t, env); a.Result != "refused" || !strings.Contains(a.Error, "backends") {
-		t.Errorf("audit of the refused status write: %+v", a)
+	// Malformed backend health is refused, naming what is wrong, and the refusal audited.
+	for _, tc := range []struct {
+		backends any
+		want     string
+	}{
+		{map[string]string{"lands-www/198.18.20.2": "up"}, "backends: want a list"},
+		{[]string{"x"}, "backends: want a list"},
+		{[]map[string]any{{"service": "lands-www", "address": "198.18.20.300", "up": true}}, `backends[0].address of service "lands-www"`},
+	} {
+		err := agent.PutHostStatus(ctx, "host1", map[string]any{"backends": tc.backends})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("backends %v: %v, want an error containing %s", tc.backends, err, tc.want)
+		}
+		if a := lastAudit(t, env); a.Result != "refused" || !strings.Contains(a.Error, "backends") {
+			t.Errorf("audit of the refused status write: %+v", a)
+		}
 	}
 }
 
@@ -276,9 +285,9 @@ func TestPeerHealthIsBoundedAndScoped(t *testing.T) {
 		t.Fatal(err)
 	}
 	pad := strings.Repeat("x", 200<<10)
-	rep := map[string]any{"host": "host1", "pad": pad, "backends": map[string]string{
-		"lands-www/198.18.20.2":  "down: connection refused", // lands-vm1, on host1
-		"lands-www/198.18.20.50": "up",
+	rep := map[string]any{"host": "host1", "pad": pad, "backends": hoststatus.Backends{
+		{Service: "lands-www", Addr: netip.MustParseAddr("198.18.20.2")}:  {Reason: "connection refused"}, // lands-vm1, on host1
+		{Service: "lands-www", Addr: netip.MustParseAddr("198.18.20.50")}: {Up: true},
 	}}
 	if err := env.Client("agent-host1").PutHostStatus(ctx, "host1", rep); err != nil {
 		t.Fatalf("a 200 KiB report: %v", err)
@@ -294,7 +303,7 @@ func TestPeerHealthIsBoundedAndScoped(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(got)
-	if len(b) > 1024 || strings.Contains(string(b), "xxxx") || !strings.Contains(string(b), `"lands-www/198.18.20.2":"down: connection refused"`) || strings.Contains(string(b), "198.18.20.50") {
+	if len(b) > 1024 || strings.Contains(string(b), "xxxx") || !strings.Contains(string(b), `{"host1":[{"service":"lands-www","address":"198.18.20.2","up":false,"reason":"connection refused"}]}`) || strings.Contains(string(b), "198.18.20.50") {
 		t.Errorf("host2's peer health (%d bytes): %.300s", len(b), b)
 	}
 	if got, err := admin.PeerHealth(ctx, "host1"); err != nil || len(got) != 0 {

@@ -306,16 +306,20 @@ func (c *Client) Get(ctx context.Context, kind, name string) (*Object, error) {
 // Desired returns host's desired state once the state revision exceeds after, waiting up to
 // timeout; it returns nil (and no error) when nothing changed in that time.
 func (c *Client) Desired(ctx context.Context, host string, after int64, timeout time.Duration) (*desired.State, error) {
-	var out desired.State
+	var raw json.RawMessage
 	p := fmt.Sprintf("/v1/hosts/%s/desired?after=%d&timeout=%s", url.PathEscape(host), after, timeout)
-	resp, err := c.do(ctx, http.MethodGet, p, nil, nil, &out)
+	resp, err := c.do(ctx, http.MethodGet, p, nil, nil, &raw)
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusNotModified {
 		return nil, nil
 	}
-	return &out, nil
+	st, err := desired.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("host %q: %w", host, err)
+	}
+	return st, nil
 }
 
 // PutHostStatus reports an agent's status (any JSON-encodable value).

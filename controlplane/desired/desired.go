@@ -1,7 +1,9 @@
 // Package desired is the plain description of what one host must realize, as the controller
 // sends it to the agents: segments, department VRFs, services with resolved backends, BGP peers
 // and the VMs/volumes placed on the host. It depends on the standard library only, so agents can
-// import it without pulling in etcd.
+// import it without pulling in etcd. Addresses are netip.Addr and prefixes netip.Prefix; their
+// JSON form is their text form ("198.18.20.10", "198.18.20.0/24"), and an unset optional one is
+// left out. Decode reads a State and names the field of a malformed address.
 package desired
 
 import (
@@ -16,7 +18,7 @@ type State struct {
 	Host        string       `json:"host"`
 	Revision    int64        `json:"revision"`
 	Uplink      string       `json:"uplink,omitempty"`
-	Address     string       `json:"address,omitempty"`
+	Address     netip.Addr   `json:"address,omitzero"` // fabric address
 	Departments []Department `json:"departments"`
 	Segments    []Segment    `json:"segments"`
 	Services    []Service    `json:"services"`
@@ -25,7 +27,7 @@ type State struct {
 	Volumes     []Volume     `json:"volumes"`
 	// Hosts maps every host's name to its fabric address: the dsr tunnel endpoint of the
 	// backends running there.
-	Hosts map[string]string `json:"hosts,omitempty"`
+	Hosts map[string]netip.Addr `json:"hosts,omitempty"`
 	// RemoteGuests are the VM interfaces on other hosts: the local distributed gateway needs
 	// their MAC and address to route to them without ARP crossing the trunk.
 	RemoteGuests []RemoteGuest `json:"remoteGuests,omitempty"`
@@ -33,12 +35,12 @@ type State struct {
 
 // RemoteGuest is one VM interface placed on another host.
 type RemoteGuest struct {
-	VM      string `json:"vm"`
-	Host    string `json:"host"`
-	Segment string `json:"segment"`
-	MAC     string `json:"mac"`
-	IPv4    string `json:"ipv4"` // address, no prefix length
-	IPv6    string `json:"ipv6,omitempty"`
+	VM      string     `json:"vm"`
+	Host    string     `json:"host"`
+	Segment string     `json:"segment"`
+	MAC     string     `json:"mac"`
+	Addr4   netip.Addr `json:"addr4"`
+	Addr6   netip.Addr `json:"addr6,omitzero"`
 }
 
 // Department is a tenant's VRF-lite: its routing table.
@@ -50,15 +52,15 @@ type Department struct {
 
 // Segment is one department L2 segment carried on the host's trunk.
 type Segment struct {
-	Name       string `json:"name"`
-	Department string `json:"department"`
-	Fabric     string `json:"fabric"`
-	VLAN       int    `json:"vlan"`
-	IPv4       string `json:"ipv4"`
-	Gateway    string `json:"gateway"`
-	IPv6       string `json:"ipv6,omitempty"`
-	Gateway6   string `json:"gateway6,omitempty"`
-	TableID    int    `json:"tableId"`
+	Name       string       `json:"name"`
+	Department string       `json:"department"`
+	Fabric     string       `json:"fabric"`
+	VLAN       int          `json:"vlan"`
+	Prefix4    netip.Prefix `json:"prefix4"` // the segment's network, e.g. 198.18.20.0/24
+	Gateway4   netip.Addr   `json:"gateway4"`
+	Prefix6    netip.Prefix `json:"prefix6,omitzero"`
+	Gateway6   netip.Addr   `json:"gateway6,omitzero"`
+	TableID    int          `json:"tableId"`
 }
 
 // Port is one listening port of a service.
@@ -70,11 +72,11 @@ type Port struct {
 
 // Backend is one real server.
 type Backend struct {
-	Address string `json:"address"`
-	Weight  int    `json:"weight"`
-	VM      string `json:"vm,omitempty"`
-	Host    string `json:"host,omitempty"` // host the VM runs on, when a VM
-	Segment string `json:"segment,omitempty"`
+	Address netip.Addr `json:"address"`
+	Weight  int        `json:"weight"`
+	VM      string     `json:"vm,omitempty"`
+	Host    string     `json:"host,omitempty"` // host the VM runs on, when a VM
+	Segment string     `json:"segment,omitempty"`
 }
 
 // HealthCheck probes backends; durations in milliseconds.
@@ -92,7 +94,7 @@ type HealthCheck struct {
 type Service struct {
 	Name        string       `json:"name"`
 	Department  string       `json:"department"`
-	VIP         string       `json:"vip"`
+	VIP         netip.Addr   `json:"vip"`
 	Scope       string       `json:"scope"` // public (advertise) | internal
 	Mode        string       `json:"mode"`  // nat | dsr
 	Ports       []Port       `json:"ports"`
@@ -105,21 +107,21 @@ type Service struct {
 
 // BGP is the host's speaker configuration.
 type BGP struct {
-	ASN      uint32 `json:"asn"`
-	RouterID string `json:"routerID"`
-	Peers    []Peer `json:"peers"`
+	ASN      uint32     `json:"asn"`
+	RouterID netip.Addr `json:"routerID,omitzero"` // IPv4; unset: the speaker picks
+	Peers    []Peer     `json:"peers"`
 }
 
 // Peer is one BGP neighbour; the password is read by the agent from the file or variable.
 type Peer struct {
-	Address         string `json:"address"`
-	ASN             uint32 `json:"asn"`
-	PasswordFile    string `json:"passwordFile,omitempty"`
-	PasswordEnv     string `json:"passwordEnv,omitempty"`
-	GracefulRestart bool   `json:"gracefulRestart,omitempty"`
-	Multihop        int    `json:"multihop,omitempty"`
-	HoldTime        int    `json:"holdTime,omitempty"`  // seconds; 0: speaker default
-	Keepalive       int    `json:"keepalive,omitempty"` // seconds; 0: speaker default
+	Address         netip.Addr `json:"address"`
+	ASN             uint32     `json:"asn"`
+	PasswordFile    string     `json:"passwordFile,omitempty"`
+	PasswordEnv     string     `json:"passwordEnv,omitempty"`
+	GracefulRestart bool       `json:"gracefulRestart,omitempty"`
+	Multihop        int        `json:"multihop,omitempty"`
+	HoldTime        int        `json:"holdTime,omitempty"`  // seconds; 0: speaker default
+	Keepalive       int        `json:"keepalive,omitempty"` // seconds; 0: speaker default
 }
 
 // VM is a virtual machine placed on this host.
@@ -138,9 +140,11 @@ type Interface struct {
 	Segment string `json:"segment"`
 	VLAN    int    `json:"vlan"`
 	MAC     string `json:"mac"`
-	IPv4    string `json:"ipv4,omitempty"` // CIDR form, e.g. 198.18.20.10/24
-	IPv6    string `json:"ipv6,omitempty"`
-	Gateway string `json:"gateway"`
+	// Prefix4 and Prefix6 are the NIC's address with its segment's prefix length, not masked:
+	// 198.18.20.10/24.
+	Prefix4  netip.Prefix `json:"prefix4,omitzero"`
+	Prefix6  netip.Prefix `json:"prefix6,omitzero"`
+	Gateway4 netip.Addr   `json:"gateway4,omitzero"`
 }
 
 // Volume is a block volume used by a VM on this host.
@@ -156,8 +160,8 @@ type Volume struct {
 func (st *State) DSRVIPs() map[string][]netip.Addr {
 	out := map[string][]netip.Addr{}
 	for _, svc := range st.Services {
-		vip, err := netip.ParseAddr(svc.VIP)
-		if err != nil || svc.Mode != "dsr" {
+		vip := svc.VIP
+		if !vip.IsValid() || svc.Mode != "dsr" {
 			continue
 		}
 		for _, b := range svc.Backends {

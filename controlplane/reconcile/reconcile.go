@@ -19,11 +19,12 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		return nil
 	}
 	hs := h.Spec.(*config.HostSpec)
-	out := &desired.State{Host: host, Revision: rev, Uplink: hs.Uplink, Address: hs.Address,
+	// Addresses in st are validated (config.Validate): one that does not parse is left unset.
+	out := &desired.State{Host: host, Revision: rev, Uplink: hs.Uplink, Address: parseAddr(hs.Address),
 		Departments: []desired.Department{}, Segments: []desired.Segment{}, Services: []desired.Service{},
-		VMs: []desired.VM{}, Volumes: []desired.Volume{}, Hosts: map[string]string{}}
+		VMs: []desired.VM{}, Volumes: []desired.Volume{}, Hosts: map[string]netip.Addr{}}
 	for _, o := range st.List(config.KindHost) {
-		out.Hosts[o.Metadata.Name] = o.Spec.(*config.HostSpec).Address
+		out.Hosts[o.Metadata.Name] = parseAddr(o.Spec.(*config.HostSpec).Address)
 	}
 	table := map[string]int{}
 	for _, o := range st.List(config.KindDepartment) {
@@ -45,16 +46,16 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		s := o.Spec.(*config.SegmentSpec)
 		nets = append(nets, segNet{o.Metadata.Name, s.Department, s.Prefix4(), s.Prefix6()})
 		ds := desired.Segment{Name: o.Metadata.Name, Department: s.Department, Fabric: s.FabricName(),
-			VLAN: config.EffectiveVLAN(o), IPv4: s.IPv4, Gateway: s.Gateway4().String(), TableID: table[s.Department]}
+			VLAN: config.EffectiveVLAN(o), Prefix4: s.Prefix4(), Gateway4: s.Gateway4(), TableID: table[s.Department]}
 		if s.IPv6 != "" {
-			ds.IPv6, ds.Gateway6 = s.IPv6, s.Gateway6Addr().String()
+			ds.Prefix6, ds.Gateway6 = s.Prefix6(), s.Gateway6Addr()
 		}
 		segVLAN[o.Metadata.Name] = ds.VLAN
 		out.Segments = append(out.Segments, ds)
 	}
 	for _, o := range st.List(config.KindService) {
 		s := o.Spec.(*config.ServiceSpec)
-		ds := desired.Service{Name: o.Metadata.Name, Department: s.Department, VIP: config.EffectiveVIP(o).String(),
+		ds := desired.Service{Name: o.Metadata.Name, Department: s.Department, VIP: config.EffectiveVIP(o),
 			Scope: "public", Mode: s.Mode, Ports: []desired.Port{}, Backends: []desired.Backend{}, TableID: table[s.Department]}
 		if ds.Mode == "" {
 			ds.Mode = "nat"
@@ -81,8 +82,8 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 				w = *b.Weight
 			}
 			if b.Address != "" {
-				db := desired.Backend{Address: b.Address, Weight: w}
-				if a, err := netip.ParseAddr(b.Address); err == nil {
+				db := desired.Backend{Address: parseAddr(b.Address), Weight: w}
+				if a := db.Address; a.IsValid() {
 					for _, n := range nets {
 						if n.dept == s.Department && (n.p4.Contains(a) || (n.p6.IsValid() && n.p6.Contains(a))) {
 							db.Segment = n.name
@@ -102,7 +103,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 					addr = n.IPv6
 				}
 				if addr != "" {
-					ds.Backends = append(ds.Backends, desired.Backend{Address: addr, Weight: w, VM: b.VM, Host: vm.Status.Host, Segment: n.Segment})
+					ds.Backends = append(ds.Backends, desired.Backend{Address: parseAddr(addr), Weight: w, VM: b.VM, Host: vm.Status.Host, Segment: n.Segment})
 					break
 				}
 			}
@@ -130,14 +131,12 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		out.Services = append(out.Services, ds)
 	}
 	if hs.ASN != 0 || len(hs.BGPPeers) > 0 {
-		b := &desired.BGP{ASN: hs.ASN, RouterID: hs.RouterID, Peers: []desired.Peer{}}
-		if b.RouterID == "" {
-			if a, err := netip.ParseAddr(hs.Address); err == nil && a.Is4() {
-				b.RouterID = a.String()
-			}
+		b := &desired.BGP{ASN: hs.ASN, RouterID: parseAddr(hs.RouterID), Peers: []desired.Peer{}}
+		if !b.RouterID.IsValid() && out.Address.Is4() {
+			b.RouterID = out.Address
 		}
 		for _, p := range hs.BGPPeers {
-			b.Peers = append(b.Peers, desired.Peer{Address: p.Address, ASN: p.ASN, PasswordFile: p.PasswordFile,
+			b.Peers = append(b.Peers, desired.Peer{Address: parseAddr(p.Address), ASN: p.ASN, PasswordFile: p.PasswordFile,
 				PasswordEnv: p.PasswordEnv, GracefulRestart: p.GracefulRestart, Multihop: p.Multihop,
 				HoldTime: p.HoldTime, Keepalive: p.Keepalive})
 		}
@@ -148,8 +147,8 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		if o.Status.Host != host {
 			// Elsewhere: this host's gateway routes to it without ARP across the trunk.
 			for _, n := range o.Status.Networks {
-				if n.IPv4 != "" && n.MAC != "" {
-					out.RemoteGuests = append(out.RemoteGuests, desired.RemoteGuest{VM: o.Metadata.Name, Host: o.Status.Host, Segment: n.Segment, MAC: n.MAC, IPv4: n.IPv4, IPv6: n.IPv6})
+				if a4 := parseAddr(n.IPv4); a4.IsValid() && n.MAC != "" {
+					out.RemoteGuests = append(out.RemoteGuests, desired.RemoteGuest{VM: o.Metadata.Name, Host: o.Status.Host, Segment: n.Segment, MAC: n.MAC, Addr4: a4, Addr6: parseAddr(n.IPv6)})
 				}
 			}
 			continue
@@ -163,12 +162,12 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 				continue
 			}
 			ss := seg.Spec.(*config.SegmentSpec)
-			in := desired.Interface{Segment: n.Segment, VLAN: segVLAN[n.Segment], MAC: n.MAC, Gateway: ss.Gateway4().String()}
-			if n.IPv4 != "" {
-				in.IPv4 = netip.PrefixFrom(netip.MustParseAddr(n.IPv4), ss.Prefix4().Bits()).String()
+			in := desired.Interface{Segment: n.Segment, VLAN: segVLAN[n.Segment], MAC: n.MAC, Gateway4: ss.Gateway4()}
+			if a := parseAddr(n.IPv4); a.IsValid() {
+				in.Prefix4 = netip.PrefixFrom(a, ss.Prefix4().Bits())
 			}
-			if n.IPv6 != "" && ss.Prefix6().IsValid() {
-				in.IPv6 = netip.PrefixFrom(netip.MustParseAddr(n.IPv6), ss.Prefix6().Bits()).String()
+			if a := parseAddr(n.IPv6); a.IsValid() && ss.Prefix6().IsValid() {
+				in.Prefix6 = netip.PrefixFrom(a, ss.Prefix6().Bits())
 			}
 			vm.Interfaces = append(vm.Interfaces, in)
 		}
@@ -182,4 +181,11 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 	}
 	return out
+}
+
+// parseAddr parses a validated address; "" (or anything else that does not parse) is the zero
+// Addr, which the desired state leaves out.
+func parseAddr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
 }

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"net/netip"
 	"os"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestExampleDesiredState(t *testing.T) {
 		t.Error("desired state for an unknown host")
 	}
 	d := ForHost(st, "host1", 7)
-	if d.Revision != 7 || d.BGP == nil || d.BGP.RouterID != "198.18.0.11" || d.BGP.ASN != 65001 || len(d.BGP.Peers) != 1 || !d.BGP.Peers[0].GracefulRestart {
+	if d.Revision != 7 || d.BGP == nil || d.BGP.RouterID != netip.MustParseAddr("198.18.0.11") || d.BGP.ASN != 65001 || len(d.BGP.Peers) != 1 || !d.BGP.Peers[0].GracefulRestart {
 		t.Errorf("bgp %+v", d.BGP)
 	}
 	if d.BGP.Peers[0].HoldTime != 9 || d.BGP.Peers[0].Keepalive != 3 {
@@ -61,14 +62,14 @@ func TestExampleDesiredState(t *testing.T) {
 		hosts := map[string]bool{}
 		for _, be := range s.Backends {
 			hosts[be.Host] = true
-			if be.Address == "" || be.Segment == "" {
+			if !be.Address.IsValid() || be.Segment == "" {
 				t.Errorf("backend %+v of %s unresolved", be, s.Name)
 			}
 		}
 		if !hosts["host1"] || !hosts["host2"] {
 			t.Errorf("service %s backends not on both hosts: %+v", s.Name, s.Backends)
 		}
-		if s.Name == "health-www" && (s.VIP != "198.19.255.10" || s.Backends[0].Weight != 2 || s.HealthCheck.IntervalMs != 2000) {
+		if s.Name == "health-www" && (s.VIP != netip.MustParseAddr("198.19.255.10") || s.Backends[0].Weight != 2 || s.HealthCheck.IntervalMs != 2000) {
 			t.Errorf("health-www %+v", s)
 		}
 	}
@@ -76,7 +77,7 @@ func TestExampleDesiredState(t *testing.T) {
 		t.Fatalf("host1 VMs %+v", d.VMs)
 	}
 	for _, vm := range d.VMs {
-		if len(vm.Interfaces) != 1 || vm.Interfaces[0].IPv4 == "" || vm.Interfaces[0].VLAN == 0 || vm.Interfaces[0].Gateway == "" {
+		if len(vm.Interfaces) != 1 || !vm.Interfaces[0].Prefix4.IsValid() || vm.Interfaces[0].VLAN == 0 || !vm.Interfaces[0].Gateway4.IsValid() {
 			t.Errorf("vm %+v", vm)
 		}
 	}
