@@ -3,8 +3,8 @@ package backup
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
