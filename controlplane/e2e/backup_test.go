@@ -205,13 +205,16 @@ func TestBackupRestore(t *testing.T) {
 func TestExportRoundTrip(t *testing.T) {
 	env := apitest.New(t)
 	admin := env.Tokens["admin"]
-	example, _ := filepath.Abs("../../deploy/examples/departments.yaml")
-	exb, err := os.ReadFile(example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = exb
-	if r := run(t, env.URL, admin, "apply", "-f", writeFile(t, apitest.Base)); r.code != 0 {
+	// Every kind, with the fields plain YAML could misread (strings that look like numbers and
+	// booleans) and optional fields set.
+	more := apitest.Doc("AddressPool", "lands-pool", "{cidrs: [203.0.113.0/28, '2001:db8:5::/120'], departments: [lands], scope: internal}") +
+		apitest.Doc("Volume", "lands-data", "{department: lands, sizeGiB: 5}") +
+		apitest.Doc("Segment", "lands-v6", "{department: lands, vlan: 321, ipv4: 198.18.21.0/24, ipv6: '2001:db8:21::/64', gateway: 198.18.21.1}") +
+		"---\napiVersion: govcloud/v1\nkind: VM\nmetadata: {name: lands-vm2, labels: {tier: 'true', port: '8080', empty: ''}}\n" +
+		"spec: {department: lands, vcpus: 1, memoryMiB: 512, volumes: [lands-data], networks: [{segment: lands-v6, ipv4: 198.18.21.20}], hostSelector: {rack: '1'}}\n" +
+		apitest.Doc("Host", "host2", "{uplink: eth1, address: 198.18.0.12, labels: {rack: '1'}, asn: 65002, routerID: 198.18.0.12, capacity: {vcpus: 8, memoryMiB: 16384}, bgpPeers: [{address: 198.18.0.1, asn: 65000, gracefulRestart: true, holdTime: 9, keepalive: 3}]}") +
+		apitest.Doc("Service", "lands-api", "{department: lands, pool: lands-pool, ports: [{port: 8443, protocol: tcp, targetPort: 443}, {port: 53, protocol: udp}], backends: [{vm: lands-vm2, weight: 0}], healthCheck: {type: http, port: 443, path: /healthz, interval: 2s, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 3}, bgp: {localPref: 200, med: 0}}")
+	if r := run(t, env.URL, admin, "apply", "-f", writeFile(t, apitest.Base+more)); r.code != 0 {
 		t.Fatalf("apply base: %+v", r)
 	}
 	ex := run(t, env.URL, admin, "export")
