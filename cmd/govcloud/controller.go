@@ -113,7 +113,7 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.StringVar(&opt.Backup.Dir, "backup-dir", "", "scheduled backups: the leader writes one every --backup-interval to DIR (meant to be another site's mount); see 'govcloud backup'")
 	f.DurationVar(&opt.Backup.Interval, "backup-interval", time.Hour, "time between scheduled backups (with --backup-dir)")
 	f.IntVar(&opt.Backup.Keep, "backup-keep", 48, "newest scheduled backups kept in --backup-dir; older ones are removed (0: keep all)")
-	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9481")
+	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9482")
 	f.DurationVar(&opt.ElectionTTL, "election-ttl", 5*time.Second, "leader lease: how fast a dead leader is replaced")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")
 	return cmd
