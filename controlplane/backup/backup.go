@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/pkg/v3/traceutil"
@@ -84,18 +85,32 @@ func FileName(t time.Time, rev int64) string {
 	return fmt.Sprintf("govcloud-%s-rev%d%s", t.UTC().Format("20060102T150405.000Z"), rev, Ext)
 }
 
-// Snapshot streams a snapshot of cli's etcd (the member of its first endpoint) into w and
-// returns the etcd server's version.
+// Snapshot streams a snapshot of cli's etcd (the member cli is connected to) into w through
+// etcd's Maintenance.Snapshot RPC and returns the etcd server's version ("" before etcd 3.6).
+// It calls the RPC itself rather than clientv3's wrapper, which logs each snapshot to stdout.
 func Snapshot(ctx context.Context, cli *clientv3.Client, w io.Writer) (string, error) {
-	resp, err := cli.SnapshotWithVersion(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ss, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Snapshot(ctx, &pb.SnapshotRequest{})
 	if err != nil {
 		return "", fmt.Errorf("etcd snapshot: %w", err)
 	}
-	defer resp.Snapshot.Close()
-	if _, err := io.Copy(w, resp.Snapshot); err != nil {
-		return "", fmt.Errorf("etcd snapshot: read stream: %w", err)
+	version := ""
+	for {
+		resp, err := ss.Recv()
+		if errors.Is(err, io.EOF) {
+			return version, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("etcd snapshot: read stream: %w", err)
+		}
+		if v := resp.GetVersion(); v != "" {
+			version = v
+		}
+		if _, err := w.Write(resp.GetBlob()); err != nil {
+			return "", fmt.Errorf("etcd snapshot: write: %w", err)
+		}
 	}
-	return resp.Version, nil
 }
 
 // Create takes a snapshot of cli's etcd and writes it with its manifest to a new file in dir,
