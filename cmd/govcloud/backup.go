@@ -57,6 +57,8 @@ func backupRoute(_ context.Context, srv *api.Server, st *store.Store) error {
 		}
 		_ = st.AppendAudit(r.Context(), store.AuditEntry{Who: p.Name, Role: p.Role, TokenID: p.TokenID, Remote: p.Remote, Action: "backup",
 			Detail: map[string]any{"revision": m.Revision, "sha256": m.SHA256, "bytes": fi.Size()}})
+		// The API's 60 s write timeout is for JSON answers; a large store on a slow link needs longer.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(30 * time.Minute))
 		w.Header().Set("Content-Type", "application/x-tar")
 		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
 		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", filepath.Base(path)))
