@@ -45,9 +45,8 @@ type Options struct {
 	// Backup schedules backups from the leader (Backup.Dir "" = none).
 	Backup BackupOptions
 	// MetricsListen serves Prometheus metrics (plain HTTP, no token: nothing secret) at
-	// ADDR:PORT/metrics; "" = none. MetricsReady gets the bound address.
+	// ADDR:PORT/metrics; "" = none.
 	MetricsListen string
-	MetricsReady  func(addr string)
 	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
 	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
 	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
@@ -159,9 +158,6 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 			return err
 		}
 		log.Info("controller metrics", "url", "http://"+ma.String()+"/metrics")
-		if opt.MetricsReady != nil {
-			opt.MetricsReady(ma.String())
-		}
 	}
 	var wg sync.WaitGroup
 	wg.Add(3)
