@@ -51,7 +51,11 @@ socket DATA-DIR/etcd.sock (the directory is 0700). --etcd-endpoints uses an exte
 instead, with --etcd-cacert/--etcd-cert/--etcd-key for TLS and client certificates (configure
 it with --max-txn-ops and --max-request-bytes large enough for one apply, e.g. 100000 and
 67108864). Several controllers sharing one etcd elect a leader, which runs the allocation
-sweep, and share one CA (kept in etcd); any controller serves the API.`,
+sweep, and share one CA (kept in etcd); any controller serves the API.
+
+With --backup-dir the leader writes a backup (see 'govcloud backup') every --backup-interval
+and keeps the newest --backup-keep; --metrics-listen serves their state as Prometheus metrics
+(govcloud_backup_last_success_timestamp_seconds, govcloud_backup_last_size_bytes, ...).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {
@@ -106,6 +110,10 @@ sweep, and share one CA (kept in etcd); any controller serves the API.`,
 	f.Uint32Var(&asn, "asn", 65000, "unused: departments get no route distinguisher/target (VRF-lite routes by table)")
 	_ = f.MarkDeprecated("asn", "departments have no RD/RT; the flag does nothing and will be removed")
 	f.BoolVar(&opt.AnonymousRead, "anonymous-read", false, "allow reads without a token (lab only)")
+	f.StringVar(&opt.Backup.Dir, "backup-dir", "", "scheduled backups: the leader writes one every --backup-interval to DIR (meant to be another site's mount); see 'govcloud backup'")
+	f.DurationVar(&opt.Backup.Interval, "backup-interval", time.Hour, "time between scheduled backups (with --backup-dir)")
+	f.IntVar(&opt.Backup.Keep, "backup-keep", 48, "newest scheduled backups kept in --backup-dir; older ones are removed (0: keep all)")
+	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9482")
 	f.DurationVar(&opt.ElectionTTL, "election-ttl", 5*time.Second, "leader lease: how fast a dead leader is replaced")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")
 	return cmd

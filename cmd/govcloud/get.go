@@ -19,7 +19,9 @@ func newGetCmd(g *globals) *cobra.Command {
 		Use:   "get KIND [NAME]",
 		Short: "Show objects (departments, segments, pools, services, hosts, vms, volumes, all)",
 		Long: `get lists objects of KIND, or one object. JSON output includes, for each object, name,
-department, and for services "vip", for VMs "addresses".`,
+department, status, and for services "vip", for VMs "addresses". YAML output is what
+'govcloud export' prints: apiVersion/kind/metadata/spec documents that 'apply -f' takes back
+unchanged (no status or server fields).`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(out, "table", "json", "yaml"); err != nil {
@@ -45,7 +47,7 @@ department, and for services "vip", for VMs "addresses".`,
 			if err != nil {
 				return cliError(err)
 			}
-			if out != "table" {
+			if out == "json" {
 				return printData(cmd.OutOrStdout(), raw, out)
 			}
 			var objs []client.Object
@@ -57,6 +59,9 @@ department, and for services "vip", for VMs "addresses".`,
 				objs = []client.Object{o}
 			} else if err := json.Unmarshal(raw, &objs); err != nil {
 				return err
+			}
+			if out == "yaml" {
+				return exportObjects(cmd.OutOrStdout(), objs, "yaml")
 			}
 			return printTable(cmd.OutOrStdout(), objs)
 		},

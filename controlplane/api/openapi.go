@@ -83,6 +83,7 @@ const openAPI = `{
       "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
       "responses": {"200": {"description": "stored"}, "403": {"$ref": "#/components/responses/Error"}}}},
     "/v1/status": {"get": {"summary": "Controller status: leader, revision, object counts, host and compute reports", "responses": {"200": {"description": "status"}}}},
+    "/v1/backup": {"get": {"summary": "A new backup of the whole store (admin): a tar of manifest.json and etcd's snapshot, named in Content-Disposition (see 'govcloud backup'); audited", "responses": {"200": {"description": "application/x-tar"}, "403": {"description": "not admin"}}}},
     "/v1/audit": {"get": {"summary": "Audit log, newest first (admin, network)", "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": {"description": "entries"}}}},
     "/v1/tokens": {"post": {"summary": "Create a token (admin); the token is returned once",
       "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Token"}}}},

@@ -42,6 +42,11 @@ type Options struct {
 	EtcdTLS       *tls.Config // client TLS for EtcdEndpoints (https://)
 	// Limits bound the API's connections and requests (zero: DefaultLimits).
 	Limits httpserve.Limits
+	// Backup schedules backups from the leader (Backup.Dir "" = none).
+	Backup BackupOptions
+	// MetricsListen serves Prometheus metrics (plain HTTP, no token: nothing secret) at
+	// ADDR:PORT/metrics; "" = none.
+	MetricsListen string
 	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
 	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
 	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
@@ -138,10 +143,37 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 			return fmt.Errorf("controller extension: %w", err)
 		}
 	}
+	bs := &backupState{}
+	if opt.Backup.Dir != "" {
+		if opt.Backup.Interval <= 0 {
+			opt.Backup.Interval = time.Hour
+		}
+		bs.interval = opt.Backup.Interval
+		bs.seed(opt.Backup.Dir)
+	}
+	if opt.MetricsListen != "" {
+		ma, err := serveMetrics(ctx, opt.MetricsListen, bs.metricsHandler(func() bool { return el.info().IsLeader }), log)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		log.Info("controller metrics", "url", "http://"+ma.String()+"/metrics")
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
-	go func() { defer wg.Done(); el.run(ctx, func(lctx context.Context) { leaderLoop(lctx, srv, log) }) }()
+	go func() {
+		defer wg.Done()
+		el.run(ctx, func(lctx context.Context) {
+			if opt.Backup.Dir != "" {
+				var bw sync.WaitGroup
+				bw.Add(1)
+				go func() { defer bw.Done(); backupLoop(lctx, st, opt.Backup, bs, log) }()
+				defer bw.Wait()
+			}
+			leaderLoop(lctx, srv, log)
+		})
+	}()
 	hs := httpserve.Server(srv.Handler(), lim)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	if tr != nil {

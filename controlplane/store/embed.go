@@ -42,6 +42,28 @@ type EmbeddedOptions struct {
 // SocketFile is the embedded etcd's client socket under the data directory.
 const SocketFile = "etcd.sock"
 
+// Layout of the embedded etcd under the data directory (restore builds the same).
+const (
+	EtcdSubdir     = "etcd"            // etcd's data directory
+	EmbeddedMember = "govcloud"        // the single member's name
+	portsFile      = "etcd-ports.json" // the loopback peer port, chosen once
+)
+
+// WritePeerPort chooses a free loopback port for the embedded etcd's peer listener, records it
+// in dir/etcd-ports.json (0600) and returns the peer URL (https://127.0.0.1:PORT).
+func WritePeerPort(dir string) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	b, _ := json.Marshal(ports{Peer: port})
+	pf := filepath.Join(dir, portsFile)
+	if err := os.WriteFile(pf, b, 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", pf, err)
+	}
+	return fmt.Sprintf("https://127.0.0.1:%d", port), nil
+}
+
 // maxSocketPath is the longest unix socket path Linux takes (sun_path is 108 bytes).
 const maxSocketPath = 107
 
@@ -72,20 +94,17 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 		return nil, fmt.Errorf("embedded etcd socket %s: path longer than %d bytes; use a shorter --data-dir", sock, maxSocketPath)
 	}
 	_ = os.Remove(sock) // a socket left by a killed process
-	pf := filepath.Join(dir, "etcd-ports.json")
+	pf := filepath.Join(dir, portsFile)
 	var p ports
 	if b, err := os.ReadFile(pf); err == nil {
 		if err := json.Unmarshal(b, &p); err != nil {
 			return nil, fmt.Errorf("%s: %w", pf, err)
 		}
 	} else if errors.Is(err, os.ErrNotExist) {
-		if p.Peer, err = freePort(); err != nil {
+		if _, err := WritePeerPort(dir); err != nil {
 			return nil, err
 		}
-		b, _ := json.Marshal(p)
-		if err := os.WriteFile(pf, b, 0o600); err != nil {
-			return nil, fmt.Errorf("write %s: %w", pf, err)
-		}
+		return StartEmbedded(dir, log, opt)
 	} else {
 		return nil, err
 	}
@@ -96,8 +115,8 @@ func StartEmbedded(dir string, log *slog.Logger, opt EmbeddedOptions) (*Embedded
 	cu := url.URL{Scheme: "unix", Path: sock}
 	pu, _ := url.Parse(fmt.Sprintf("https://127.0.0.1:%d", p.Peer))
 	cfg := embed.NewConfig()
-	cfg.Name = "govcloud"
-	cfg.Dir = filepath.Join(dir, "etcd")
+	cfg.Name = EmbeddedMember
+	cfg.Dir = filepath.Join(dir, EtcdSubdir)
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.PeerTLSInfo = peerTLS
