@@ -310,11 +310,24 @@ func Build(cfg Config) (*Plan, error) {
 	mgmt6 := intervalSet(in, "management6", cfg.Management, true)
 	it.Sets = append(it.Sets, mgmt4, mgmt6)
 	segSets := map[uint32][2]*SetPlan{}
+	otherSets := map[uint32][2]*SetPlan{} // every other department's segment prefixes
 	for _, d := range cfg.Departments {
 		s4 := intervalSet(in, fmt.Sprintf("segments4-%d", d.ID), d.Prefixes, false)
 		s6 := intervalSet(in, fmt.Sprintf("segments6-%d", d.ID), d.Prefixes, true)
 		segSets[d.ID] = [2]*SetPlan{s4, s6}
 		it.Sets = append(it.Sets, s4, s6)
+	}
+	for _, d := range cfg.Departments {
+		var others []netip.Prefix
+		for _, o := range cfg.Departments {
+			if o.ID != d.ID {
+				others = append(others, o.Prefixes...)
+			}
+		}
+		o4 := intervalSet(in, fmt.Sprintf("others4-%d", d.ID), others, false)
+		o6 := intervalSet(in, fmt.Sprintf("others6-%d", d.ID), others, true)
+		otherSets[d.ID] = [2]*SetPlan{o4, o6}
+		it.Sets = append(it.Sets, o4, o6)
 	}
 	// VIP delivery: (bridge . VIP . protocol . port), and the tenants' explicit exceptions.
 	vip4 := &SetPlan{Set: &nftables.Set{Table: in, Name: "vip4", Concatenation: true,
@@ -414,6 +427,15 @@ func Build(cfg Config) (*Plan, error) {
 		}
 		if len(mgmt6.Elems) > 0 {
 			forward.Rules = append(forward.Rules, rule(iifInSet(set, false), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), lookup("management6"), ic.drop(d.ID, ReasonToManagement)))
+		}
+		// Toward another department's segments by way of the egress (its own prefixes are
+		// routed to its bridges): never deliverable, so dropped and counted here rather than
+		// lost unseen further on.
+		if o := otherSets[d.ID]; len(o[0].Elems) > 0 {
+			forward.Rules = append(forward.Rules, rule(iifInSet(set, false), oifInSet("tenant", true), nfproto(unix.NFPROTO_IPV4), payloadNet(16, 4), lookup(o[0].Set.Name), ic.drop(d.ID, ReasonCrossDepartment)))
+		}
+		if o := otherSets[d.ID]; len(o[1].Elems) > 0 {
+			forward.Rules = append(forward.Rules, rule(iifInSet(set, false), oifInSet("tenant", true), nfproto(unix.NFPROTO_IPV6), payloadNet(24, 16), lookup(o[1].Set.Name), ic.drop(d.ID, ReasonCrossDepartment)))
 		}
 	}
 	// Into tenant bridges from anything else: replies of the department's own connections,

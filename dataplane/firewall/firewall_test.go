@@ -96,6 +96,12 @@ table inet govcloud
   set segments6-7 { type ipv6_addr; flags interval; elements = {  } }
   set segments4-9 { type ipv4_addr; flags interval; elements = {  } }
   set segments6-9 { type ipv6_addr; flags interval; elements = {  } }
+  set others4-3 { type ipv4_addr; flags interval; elements = { 198.18.30.0-198.18.30.255 } }
+  set others6-3 { type ipv6_addr; flags interval; elements = {  } }
+  set others4-7 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.21.255 } }
+  set others6-7 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
+  set others4-9 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.21.255, 198.18.30.0-198.18.30.255 } }
+  set others6-9 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
   set vip4 { type ifname . ipv4_addr . inet_proto . inet_service; elements = { "gcbr130" . 203.0.113.10 . tcp . 80 } }
   set vip6 { type ifname . ipv6_addr . inet_proto . inet_service; elements = { "gcbr120" . 2001:db8:ee::10 . udp . 53 } }
   set allow4 { type ipv4_addr . inet_proto . inet_service; elements = { 192.0.2.53 . udp . 53 } }
@@ -133,10 +139,15 @@ table inet govcloud
     iifname @tenant meta nfproto == ipv6 ip6 daddr . meta l4proto . th dport @allow6 accept
     iifname @dept-3 meta nfproto == ipv4 ip daddr @management4 counter name "drop-3-to_management" drop
     iifname @dept-3 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-3-to_management" drop
+    iifname @dept-3 oifname != @tenant meta nfproto == ipv4 ip daddr @others4-3 counter name "drop-3-cross_department" drop
     iifname @dept-7 meta nfproto == ipv4 ip daddr @management4 counter name "drop-7-to_management" drop
     iifname @dept-7 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-7-to_management" drop
+    iifname @dept-7 oifname != @tenant meta nfproto == ipv4 ip daddr @others4-7 counter name "drop-7-cross_department" drop
+    iifname @dept-7 oifname != @tenant meta nfproto == ipv6 ip6 daddr @others6-7 counter name "drop-7-cross_department" drop
     iifname @dept-9 meta nfproto == ipv4 ip daddr @management4 counter name "drop-9-to_management" drop
     iifname @dept-9 meta nfproto == ipv6 ip6 daddr @management6 counter name "drop-9-to_management" drop
+    iifname @dept-9 oifname != @tenant meta nfproto == ipv4 ip daddr @others4-9 counter name "drop-9-cross_department" drop
+    iifname @dept-9 oifname != @tenant meta nfproto == ipv6 ip6 daddr @others6-9 counter name "drop-9-cross_department" drop
     iifname != @tenant oifname @dept-3 ct direction == reply ct mark == 100 accept
     iifname != @tenant oifname @dept-7 ct direction == reply ct mark == 200 accept
     iifname != @tenant oifname @dept-9 ct direction == reply accept

@@ -228,6 +228,12 @@ func TestFabricIsolation(t *testing.T) {
 				return socks["g1a"].Send(tt.Eth(hostnet.DefaultGatewayMAC, g1aMAC, tt.EtherIPv4,
 					withOptions(tt.IPv4(ip(addrOf("g1a")), ip(fabric4["h1"]), 17, tt.UDP4(ip(addrOf("g1a")), ip(fabric4["h1"]), 9, 9, []byte("ipopt"))), opts)))
 			}},
+		// Finding 4: toward another department's segment by way of the egress: never
+		// deliverable, so dropped and counted on the host, not lost unseen at the ToR.
+		{name: "finding 4 v4: to another department's segment through the egress", counter: &count{"h1", lands, firewall.ReasonCrossDepartment},
+			send: func() error { return ping(l.guests["g1a"], "198.18.30.99") }},
+		{name: "finding 4 v6: to another department's segment through the egress", counter: &count{"h1", lands, firewall.ReasonCrossDepartment},
+			send: func() error { return ping(l.guests["g1a"], "2001:db8:30::99") }},
 		// Finding 3: the management plane, whichever host the guest sits on.
 		{name: "finding 3 v4: tenant to another host's fabric address", counter: &count{"h1", lands, firewall.ReasonToManagement},
 			send: func() error { return mgmtPorts(l.guests["g1a"], fabric4["h2"]) }},
