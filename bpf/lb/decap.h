@@ -14,7 +14,7 @@
  *          frame -> else DROP_DECAP_MALFORMED;
  *          (source, destination) in tunnel_srcs4/tunnel_srcs (from a load-balancer host) -> else
  *          DROP_DECAP_SOURCE;
- *   inner  version matching the outer protocol, IPv4 IHL >= 5, length equal to the outer
+ *   inner  version matching the outer protocol, IPv4 without options (IHL 5), length equal to the outer
  *          payload, TCP/UDP header complete -> else DROP_DECAP_MALFORMED; not a fragment ->
  *          else DROP_DECAP_FRAGMENT; TCP or UDP to (domain, address, port, protocol) in
  *          local_vips4/local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
@@ -188,7 +188,9 @@ static __always_inline __u32 inner4_reason(struct iphdr *in, void *data_end, __u
 	if ((void *)(in + 1) > data_end)
 		return DROP_DECAP_MALFORMED;
 	__u32 ihl = in->ihl * 4;
-	if (in->version != 4 || ihl < sizeof(*in) || bpf_ntohs(in->tot_len) != len || len < ihl)
+	/* No options: the load balancer never forwards them (parse.h), and this host's stack would
+	 * act on them on the way to the backend. */
+	if (in->version != 4 || ihl != sizeof(*in) || bpf_ntohs(in->tot_len) != len || len < ihl)
 		return DROP_DECAP_MALFORMED;
 	if (in->frag_off & bpf_htons(IP_MF_OFFSET))
 		return DROP_DECAP_FRAGMENT;

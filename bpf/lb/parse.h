@@ -84,6 +84,10 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 			return count_drop(DROP_FRAGMENT, bytes);
 		return XDP_PASS;
 	}
+	/* IPv4 options to a VIP are not balanced (Katran does the same): every host on the way
+	 * would act on them, and the backend's host would answer a malformed one itself. */
+	if (ihl != sizeof(*iph) && is_vip_addr(&p->flow))
+		return count_drop(DROP_UNSUPPORTED, bytes);
 	p->l4off = p->l2len + ihl;
 	void *l4 = (void *)iph + ihl;
 	if (l4 > data_end)

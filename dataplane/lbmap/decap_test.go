@@ -225,8 +225,8 @@ func TestDecapAcceptsOnlyLBTraffic(t *testing.T) {
 			garbage[0] = 0xd0 | garbage[0]&0x0f // neither version 4 nor 6
 
 			if inf == 4 {
-				// Not the one-lookup path (fast4_accept wants IHL 5): the full checks accept it.
-				rows = append(rows, accept("inner IPv4 with options (NOPs) to a local VIP", 0, ipv4Hdr(client, tcpVIP, 6, []byte{1, 1, 1, 0}, web[20:], nil)))
+				// The load balancer never forwards IPv4 options (parse.h): not even NOPs pass.
+				rows = append(rows, drop("inner IPv4 with options (NOPs) to a local VIP", "decap_malformed", 0, wrap(lbSrc, ipv4Hdr(client, tcpVIP, 6, []byte{1, 1, 1, 0}, web[20:], nil))))
 			}
 			rows = append(rows,
 				accept("TCP to local VIP from an LB host", 0, web),

@@ -224,6 +224,13 @@ func TestXDPPackets(t *testing.T) {
 		}
 		return serialize(t, v, gopacket.Payload(bytes.Repeat([]byte{0xab}, 24)))
 	}
+	withOpts := func(dst string, opts []byte) []byte {
+		v := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: ip(client4), DstIP: ip(dst),
+			Options: []layers.IPv4Option{{OptionType: opts[0], OptionLength: opts[1], OptionData: opts[2:]}}}
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, SYN: true, Window: 1024}
+		_ = tcp.SetNetworkLayerForChecksum(v)
+		return serialize(t, v, tcp)
+	}
 	frag6 := func(dst string) []byte {
 		v := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: ip(client6), DstIP: ip(dst)}
 		fh := []byte{byte(layers.IPProtocolTCP), 0, 0, 1, 0, 0, 0, 42} // offset 0, M=1
@@ -281,6 +288,10 @@ func TestXDPPackets(t *testing.T) {
 		{name: "v4 first fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag("203.0.113.10", 0, true)), verdict: xdpDrop, drop: "fragment"},
 		{name: "v4 later fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag("203.0.113.10", 3, false)), verdict: xdpDrop, drop: "fragment"},
 		{name: "v4 fragment to non-VIP passes", in: frame(t, ext, upMAC, 0, frag("203.0.113.99", 0, true))},
+		// IPv4 options to a VIP are not balanced (Katran's rule); elsewhere they pass.
+		{name: "v4 record-route option to VIP dropped", in: frame(t, ext, upMAC, 0, withOpts("203.0.113.10", []byte{7, 7, 4, 0, 0, 0, 0})), verdict: xdpDrop, drop: "unsupported"},
+		{name: "v4 timestamp option to VIP dropped", in: frame(t, ext, upMAC, 0, withOpts("203.0.113.10", []byte{68, 8, 5, 0, 0, 0, 0, 0})), verdict: xdpDrop, drop: "unsupported"},
+		{name: "v4 option to non-VIP passes", in: frame(t, ext, upMAC, 0, withOpts("203.0.113.99", []byte{7, 7, 4, 0, 0, 0, 0}))},
 		{name: "v6 fragment to VIP dropped", in: frame(t, ext, upMAC, 0, frag6("2001:db8:f::10")), verdict: xdpDrop, drop: "fragment"},
 		{name: "v6 fragment to non-VIP passes", in: frame(t, ext, upMAC, 0, frag6("2001:db8:f::99"))},
 		{name: "truncated TCP header to VIP dropped", in: frame(t, ext, upMAC, 0, fixLen(truncTCP)), verdict: xdpDrop, drop: "malformed"},
