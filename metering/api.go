@@ -49,6 +49,7 @@ type AuditRecord struct {
 	Caller  Caller
 	Host    string
 	Source  string
+	Epoch   string
 	Seq     uint64
 	Samples int
 	Outcome Outcome
@@ -168,7 +169,7 @@ func (a *API) Record(ctx context.Context, w http.ResponseWriter, c Caller, rep R
 		if host == "" {
 			host, source = rep.Reporter, SourceNetwork
 		}
-		if aerr := a.Audit(ctx, AuditRecord{Caller: c, Host: host, Source: source, Seq: rep.Seq, Samples: len(rep.Samples), Outcome: out, Refusal: re}); aerr != nil {
+		if aerr := a.Audit(ctx, AuditRecord{Caller: c, Host: host, Source: source, Epoch: rep.Epoch, Seq: rep.Seq, Samples: len(rep.Samples), Outcome: out, Refusal: re}); aerr != nil {
 			return fmt.Errorf("usage report %d of host %q: audit: %w", rep.Seq, host, aerr)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"strings"
@@ -63,6 +64,9 @@ type Outcome struct {
 	// Stale: not applied because a newer report of its epoch, or a newer epoch, was counted
 	// first (a late arrival; or someone reporting as the host with a made-up epoch).
 	Stale bool `json:"stale,omitempty"`
+	// Resumed: the report's epoch had been replaced by a newer one that stopped reporting
+	// while this one went on; its counters resumed where they stood.
+	Resumed bool `json:"resumed,omitempty"`
 	Gap   bool `json:"gap"`   // reports were missed; the totals covered them
 	Reset bool `json:"reset"` // the counters restarted (a new epoch, or a VM's own vCPU counter)
 	// Baseline: the reporter's first report; it sets the totals later reports count from and
@@ -81,12 +85,30 @@ type reporterState struct {
 	Levels map[string]uint64 `json:"levels,omitempty"` // gauges: department/resource/item -> level
 	RemMs  map[string]uint64 `json:"remMs,omitempty"`  // gauges: level x milliseconds not yet a whole unit
 	Gaps   int               `json:"gaps"`
-	// Retired are the last epochs this reporter left (newest last, at most maxRetired): their
-	// late reports are refused, never counted again.
-	Retired []string `json:"retired,omitempty"`
+	// Retired are the last epochs this reporter left (newest last, at most maxRetired), each
+	// with where its counters stood: their late reports are not counted again, and an epoch
+	// that turns out to be still running (the one that replaced it was made up) resumes there.
+	Retired []retiredEpoch `json:"retired,omitempty"`
+}
+
+// retiredEpoch is an epoch a reporter left and its last counted report.
+type retiredEpoch struct {
+	Epoch  string            `json:"epoch"`
+	Seq    uint64            `json:"seq"`
+	Time   time.Time         `json:"time"`
+	Totals map[string]uint64 `json:"totals"`
 }
 
 const maxRetired = 16
+
+// retire adds e to the retired epochs, keeping the newest maxRetired.
+func retire(rs []retiredEpoch, e retiredEpoch) []retiredEpoch {
+	rs = append(rs, e)
+	if len(rs) > maxRetired {
+		rs = rs[len(rs)-maxRetired:]
+	}
+	return rs
+}
 
 // monthSpan is the part of an interval in one month.
 type monthSpan struct {
@@ -243,19 +265,29 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 		}
 	}
 	// Sequence numbers order reports within one epoch (one run of the reporter's counters): a
-	// report of that epoch at or below the last one counted is a retry or arrived late, and a
-	// report of an epoch the reporter already left came late too; neither counts (Stale says
-	// which, for the metric and the audit). A new epoch is judged by its time and totals, not by
-	// a sequence number another epoch set, and a seq is bounded by its report's time (check),
-	// so one report cannot freeze the ledger.
+	// report of that epoch at or below the last one counted is a retry or arrived late. A
+	// report of an epoch the reporter left is late too, unless it is newer than everything
+	// counted since: then that epoch is still running (the one that replaced it was made up,
+	// by anyone holding the host's credential) and its counters resume where they stood, so
+	// one report can neither freeze the ledger nor make it count a reporter's totals twice.
+	// A new epoch is judged by its time and totals, never by another epoch's seq.
+	resumed := false
+	growthFrom := st.Time // what the counters' growth is bounded from
 	if cur.Rev != 0 {
+		i := slices.IndexFunc(st.Retired, func(e retiredEpoch) bool { return e.Epoch == r.Epoch })
 		switch {
 		case r.Epoch == st.Epoch && r.Seq <= st.Seq:
 			return Outcome{Stale: r.Seq < st.Seq}, nil
-		case slices.Contains(st.Retired, r.Epoch):
+		case i >= 0 && (!r.Time.After(st.Time) || r.Seq <= st.Retired[i].Seq):
 			return Outcome{Stale: true}, nil
+		case i >= 0:
+			old := st.Retired[i]
+			st.Retired = retire(slices.Delete(st.Retired, i, i+1), retiredEpoch{Epoch: st.Epoch, Seq: st.Seq, Time: st.Time, Totals: st.Totals})
+			st.Epoch, st.Seq, st.Totals = old.Epoch, old.Seq, old.Totals
+			growthFrom, resumed = old.Time, true
 		}
 	}
+	left := retiredEpoch{Epoch: st.Epoch, Seq: st.Seq, Time: st.Time, Totals: maps.Clone(st.Totals)}
 	if cur.Rev != 0 && r.Time.Before(st.Time) {
 		return Outcome{}, refuse(ReasonInvalid, "time", r.Time.UTC().Format(time.RFC3339Nano), "before %s, the time of report %d already counted (seq %d is newer)", st.Time.UTC().Format(time.RFC3339Nano), st.Seq, r.Seq)
 	}
@@ -269,7 +301,7 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 	out.Reset = newEpoch
 	elapsedMs := uint64(0)
 	if !baseline {
-		elapsedMs = uint64(r.Time.Sub(st.Time).Milliseconds())
+		elapsedMs = uint64(r.Time.Sub(growthFrom).Milliseconds())
 	}
 	adds := map[string]map[string]map[string]uint64{} // month -> department -> resource -> amount
 	var overflow *RefusedError
@@ -414,11 +446,9 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 		}
 	}
 	if newEpoch {
-		st.Retired = append(st.Retired, st.Epoch)
-		if len(st.Retired) > maxRetired {
-			st.Retired = st.Retired[len(st.Retired)-maxRetired:]
-		}
+		st.Retired = retire(st.Retired, left)
 	}
+	out.Resumed = resumed
 	st.Epoch, st.Seq = r.Epoch, r.Seq
 	puts := map[string][]byte{}
 	conds := map[string]int64{rk: cur.Rev}

@@ -214,8 +214,9 @@ func TestLedgerCases(t *testing.T) {
 		// One report must not freeze the ledger: a seq beyond its report's time is refused, and
 		// a made-up epoch does not stop the reporter's next epoch from counting.
 		{"a seq far ahead of the report's time", rep(1<<63, 80, "e2", 36, 5*time.Minute+time.Second), false, false, false, false, 335, ReasonInvalid},
-		{"a made-up epoch", rep(90, 80, "frz", 35, 5*time.Minute+time.Second), true, false, true, false, 370, ""},
-		{"the real reporter's next epoch still counts", rep(100, 90, "e3", 40, 6*time.Minute), true, false, true, false, 410, ""},
+		{"a made-up epoch (anyone holding the host's credential)", rep(90, 80, "frz", 35, 5*time.Minute+time.Second), true, false, true, false, 370, ""},
+		{"the real reporter goes on in its epoch: it resumes where it stood", rep(100, 80, "e2", 45, 6*time.Minute), true, false, false, false, 380, ""},
+		{"the made-up epoch again, older than that: not counted", rep(95, 90, "frz", 99, 5*time.Minute+30*time.Second), false, false, false, false, 380, ""},
 	}
 	for _, s := range steps {
 		o, err := l.Record(ctx, s.r)
@@ -239,7 +240,7 @@ func TestLedgerCases(t *testing.T) {
 	}
 	for _, bad := range []Report{{Host: "", Source: SourceNetwork, Seq: 1, Time: t0}, {Host: "h1", Source: SourceNetwork, Seq: 0, Time: t0},
 		{Host: "h1", Source: SourceNetwork, Seq: 1}, {Host: "h1", Source: SourceNetwork, Seq: 1, Time: t0, Samples: []Sample{{Department: "a/b", Resource: ResNetTxBytes}}},
-		rep(110, 100, "e3", 5, 7*time.Minute)} { // the total went down without a new epoch
+		rep(110, 100, "e2", 5, 7*time.Minute)} { // the total went down without a new epoch
 		if _, err := l.Record(ctx, bad); err == nil {
 			t.Errorf("report %+v accepted", bad)
 		}

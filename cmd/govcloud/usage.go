@@ -66,12 +66,22 @@ var usageClock = time.Now
 func auditUsage(st *store.Store) func(context.Context, metering.AuditRecord) error {
 	return func(ctx context.Context, e metering.AuditRecord) error {
 		ae := store.AuditEntry{Who: e.Caller.Name, Role: e.Caller.Role, TokenID: e.Caller.TokenID, Remote: e.Caller.Remote, Action: "usage-report",
-			Detail: map[string]any{"host": e.Host, "source": e.Source, "seq": e.Seq, "samples": e.Samples}}
+			// seq as text: a JSON number read back as float64 would round it.
+			Detail: map[string]any{"host": e.Host, "source": e.Source, "epoch": e.Epoch, "seq": strconv.FormatUint(e.Seq, 10), "samples": e.Samples}}
 		if e.Refusal != nil {
 			ae.Result, ae.Error = "refused", e.Refusal.Error()
 			ae.Detail["reason"], ae.Detail["field"], ae.Detail["value"] = e.Refusal.Reason, e.Refusal.Field, e.Refusal.Value
 		} else {
 			ae.Detail["applied"] = e.Outcome.Applied
+			if e.Outcome.Stale {
+				ae.Detail["stale"] = true
+			}
+			if e.Outcome.Resumed {
+				ae.Detail["resumed"] = true
+			}
+			if e.Outcome.Reset {
+				ae.Detail["reset"] = true
+			}
 			if e.Outcome.Baseline {
 				ae.Detail["baseline"] = true
 			}
