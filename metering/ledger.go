@@ -67,8 +67,8 @@ type Outcome struct {
 	// Resumed: the report's epoch had been replaced by a newer one that stopped reporting
 	// while this one went on; its counters resumed where they stood.
 	Resumed bool `json:"resumed,omitempty"`
-	Gap   bool `json:"gap"`   // reports were missed; the totals covered them
-	Reset bool `json:"reset"` // the counters restarted (a new epoch, or a VM's own vCPU counter)
+	Gap     bool `json:"gap"`   // reports were missed; the totals covered them
+	Reset   bool `json:"reset"` // the counters restarted (a new epoch, or a VM's own vCPU counter)
 	// Baseline: the reporter's first report; it sets the totals later reports count from and
 	// adds nothing (what its counters held before cannot be bounded by any elapsed time).
 	Baseline bool `json:"baseline,omitempty"`
