@@ -176,8 +176,10 @@ func (r *Report) check(lim Limits) *RefusedError {
 	if sourceResources[r.Source] == nil {
 		return refuse(ReasonInvalid, "source", r.Source, "want %s or %s", SourceNetwork, SourceCompute)
 	}
-	if len(r.Epoch) > 256 || strings.ContainsFunc(r.Epoch, unicode.IsControl) || !utf8.ValidString(r.Epoch) {
-		return refuse(ReasonInvalid, "epoch", r.Epoch, "longer than 256 bytes or holds control characters")
+	if len(r.Epoch) > 256 || !utf8.ValidString(r.Epoch) || strings.ContainsFunc(r.Epoch, func(c rune) bool {
+		return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Other_Default_Ignorable_Code_Point)
+	}) {
+		return refuse(ReasonInvalid, "epoch", r.Epoch, "longer than 256 bytes, not UTF-8, or holds control or invisible characters")
 	}
 	if r.Seq == 0 {
 		return refuse(ReasonInvalid, "seq", "0", "must be above 0")

@@ -171,7 +171,7 @@ func checkLabel(field, v string) error {
 		return fmt.Errorf("token %s %q: not UTF-8", field, v)
 	case strings.ContainsFunc(v, unicode.IsControl):
 		return fmt.Errorf("token %s %q: control characters are not allowed", field, v)
-	case strings.ContainsFunc(v, func(r rune) bool { return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) }):
+	case strings.ContainsFunc(v, invisible):
 		return fmt.Errorf("token %s %q: invisible or reordering characters (format, line or paragraph separators) are not allowed", field, v)
 	}
 	return nil
@@ -215,4 +215,11 @@ func validateTokenRequest(req TokenRequest) error {
 		return errors.New("token: name required")
 	}
 	return nil
+}
+
+// invisible reports a character that shows nothing or reorders text: format characters (U+200B,
+// U+202E...), line and paragraph separators, and the other default-ignorable ones (Hangul
+// fillers U+115F, U+3164...).
+func invisible(r rune) bool {
+	return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Other_Default_Ignorable_Code_Point)
 }

@@ -244,7 +244,8 @@ func (s *Server) handleJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 	now := time.Now().UTC()
 	jt := store.JoinToken{Host: req.Host, Role: req.Role, Created: now, Expires: now.Add(ttl), CreatedBy: p.Name}
 	ae := p.audit("join-token")
-	ae.Detail = map[string]any{"host": req.Host, "role": req.Role, "expires": jt.Expires}
+	// The id the join's own audit entry will carry (join:<id>), so a join traces back to here.
+	ae.Detail = map[string]any{"id": "join:" + store.TokenID(hash), "host": req.Host, "role": req.Role, "expires": jt.Expires}
 	if err := s.store.PutJoinToken(r.Context(), hash, jt, ae); err != nil {
 		return internal(err)
 	}

@@ -147,6 +147,7 @@ func TestTokenIDsExpiryAndRevocation(t *testing.T) {
 		{"bidi override in the name (reads reversed in a terminal)", client.TokenRequest{Name: "ops\u202enimda", Role: api.RoleNetwork}, "invisible or reordering"},
 		{"zero-width space in the name (two names that look one)", client.TokenRequest{Name: "ad\u200bmin", Role: api.RoleNetwork}, "invisible or reordering"},
 		{"line separator in a department", client.TokenRequest{Name: "d", Role: api.RoleDepartment, Department: "lands\u2028x"}, "invisible or reordering"},
+		{"Hangul filler in the name (an invisible letter)", client.TokenRequest{Name: "admin\u3164", Role: api.RoleNetwork}, "invisible or reordering"},
 		{"ttl not a duration", client.TokenRequest{Name: "a", Role: api.RoleNetwork, TTL: "tomorrow"}, `ttl "tomorrow"`},
 		{"ttl negative", client.TokenRequest{Name: "a", Role: api.RoleNetwork, TTL: "-1h"}, `ttl "-1h"`},
 		{"ttl beyond five years", client.TokenRequest{Name: "a", Role: api.RoleNetwork, TTL: "87840h1s"}, `ttl "87840h1s"`},
