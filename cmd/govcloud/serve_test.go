@@ -9,10 +9,10 @@ import (
 
 // TestStatusServer: both daemons' listener serves status, health and metrics on every address.
 func TestStatusServer(t *testing.T) {
-	s, err := serveStatus("127.0.0.1:0, [::1]:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"ready":true}`) }),
+	s, err := serveStatus("127.0.0.1:0, 127.0.0.2:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"ready":true}`) }),
 		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "govcloud_up 1\n") }))
 	if err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
+		t.Fatal(err)
 	}
 	defer s.Close()
 	for _, ln := range s.lns {

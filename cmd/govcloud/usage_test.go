@@ -31,17 +31,7 @@ apiVersion: govcloud/v1
 kind: Department
 metadata: {name: treasury}
 spec: {displayName: Treasury}
----
-apiVersion: govcloud/v1
-kind: Host
-metadata: {name: host2}
-spec: {uplink: eth0, address: 198.18.0.12}
----
-apiVersion: govcloud/v1
-kind: VM
-metadata: {name: health-vm2}
-spec: {department: health, vcpus: 1, memoryMiB: 512, host: host2, networks: [{segment: health-web}]}
----
+` + apitest.Host2 + `---
 apiVersion: govcloud/v1
 kind: Volume
 metadata: {name: lands-data}

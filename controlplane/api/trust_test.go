@@ -20,17 +20,7 @@ import (
 
 // peerFixture adds a second host with a health VM backing a service, so host1 and host2 each
 // have a backend placed on them.
-const peerFixture = apitest.Base + `---
-apiVersion: govcloud/v1
-kind: Host
-metadata: {name: host2}
-spec: {uplink: eth0, address: 198.18.0.12}
----
-apiVersion: govcloud/v1
-kind: VM
-metadata: {name: health-vm2}
-spec: {department: health, vcpus: 1, memoryMiB: 512, host: host2, networks: [{segment: health-web}]}
----
+const peerFixture = apitest.Base + apitest.Host2 + `---
 apiVersion: govcloud/v1
 kind: Service
 metadata: {name: health-app}

@@ -168,6 +168,19 @@ metadata: {name: health-www}
 spec: {department: health, vip: 198.19.1.10, ports: [{port: 443}], backends: [{address: 198.18.30.5}]}
 `
 
+// Host2 adds to Base a second host, host2, with a health VM (health-vm2) placed on it.
+const Host2 = `---
+apiVersion: govcloud/v1
+kind: Host
+metadata: {name: host2}
+spec: {uplink: eth0, address: 198.18.0.12}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: health-vm2}
+spec: {department: health, vcpus: 1, memoryMiB: 512, host: host2, networks: [{segment: health-web}]}
+`
+
 // Doc returns one YAML document.
 func Doc(kind, name, spec string) string {
 	return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"

@@ -1,15 +1,10 @@
 package controller_test
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,25 +13,13 @@ import (
 	"github.com/govcloud/govcloud/controlplane/controller"
 	"github.com/govcloud/govcloud/controlplane/pki"
 	"github.com/govcloud/govcloud/controlplane/store"
+	"github.com/govcloud/govcloud/controlplane/store/etcdtest"
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestExternalEtcdTLS: the controller runs on a real external etcd (Debian's etcd-server)
 // that requires TLS and client certificates, through --etcd-cacert/--etcd-cert/--etcd-key;
 // a client without a certificate, or with one of another CA, is refused by that etcd.
 func TestExternalEtcdTLS(t *testing.T) {
-	etcdBin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Fatal("etcd not installed (Debian package etcd-server): run 'make deps'")
-	}
 	dir := t.TempDir()
 	ca, err := pki.NewCA("etcd test CA", time.Hour)
 	if err != nil {
@@ -57,21 +40,9 @@ func TestExternalEtcdTLS(t *testing.T) {
 		}
 	}
 	f := func(n string) string { return filepath.Join(dir, n) }
-	cport, pport := freePort(t), freePort(t)
-	curl := fmt.Sprintf("https://127.0.0.1:%d", cport)
-	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
-	var out bytes.Buffer
-	cmd := exec.Command(etcdBin, "--name", "gc-test", "--data-dir", f("etcd"),
-		"--listen-client-urls", curl, "--advertise-client-urls", curl,
-		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--initial-cluster", "gc-test="+purl,
+	curl, out := etcdtest.Start(t, dir, "https",
 		"--cert-file", f("server.crt"), "--key-file", f("server.key"), "--trusted-ca-file", f("ca.crt"), "--client-cert-auth",
-		"--max-txn-ops", "100000", "--max-request-bytes", "67108864", "--log-level", "error")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		"--max-txn-ops", "100000", "--max-request-bytes", "67108864")
 
 	tc, err := store.EtcdTLS(f("ca.crt"), f("client.crt"), f("client.key"))
 	if err != nil {
