@@ -21,6 +21,7 @@ import (
 
 	"github.com/govcloud/govcloud/controlplane/alloc"
 	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/plan"
 	"github.com/govcloud/govcloud/controlplane/reconcile"
 	"github.com/govcloud/govcloud/controlplane/store"
@@ -63,6 +64,27 @@ type Server struct {
 
 	extra []extraRoute
 	trust trustState // host certificates (trust.go)
+
+	// hostStates caches each host's desired state by store revision: every agent asks for its
+	// peer health each second, and working the state out costs milliseconds on a large store.
+	hostStatesMu sync.Mutex
+	hostStates   map[string]*desired.State
+	hostStatesAt int64
+}
+
+// hostState is reconcile.ForHost of snap, computed once per host and store revision.
+func (s *Server) hostState(snap *store.Snapshot, host string) *desired.State {
+	s.hostStatesMu.Lock()
+	defer s.hostStatesMu.Unlock()
+	if s.hostStatesAt != snap.Revision || s.hostStates == nil {
+		s.hostStates, s.hostStatesAt = map[string]*desired.State{}, snap.Revision
+	}
+	st, ok := s.hostStates[host]
+	if !ok {
+		st = reconcile.ForHost(snap.State, host, snap.Revision)
+		s.hostStates[host] = st
+	}
+	return st
 }
 
 type extraRoute struct {
@@ -618,7 +640,7 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, p *principal,
 			return internal(err)
 		}
 		var ignored []string
-		if body, ignored, err = FilterPeerHealth(body, reconcile.ForHost(snap.State, host, snap.Revision)); err != nil {
+		if body, ignored, err = FilterPeerHealth(body, s.hostState(snap, host)); err != nil {
 			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("%s of host %q: %v", what, host, err)}
 		}
 		if len(ignored) > 0 {
@@ -651,7 +673,7 @@ func (s *Server) handlePeerHealth(w http.ResponseWriter, r *http.Request, p *pri
 	if err != nil {
 		return internal(err)
 	}
-	writeJSON(w, http.StatusOK, PeerHealth(reports, reconcile.ForHost(snap.State, host, snap.Revision)))
+	writeJSON(w, http.StatusOK, PeerHealth(reports, s.hostState(snap, host)))
 	return nil
 }
 
