@@ -66,7 +66,7 @@ bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,0
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/
 
 bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off (root)
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./cmd/govcloud/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./metering/hostsource/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkTrunkThroughput -benchtime 1x -timeout 10m ./dataplane/hostnet/
 	@echo "(the load balancer's counters on vs off: see 'sudo make bench-lb', line 'xdp_lb built without counters')"
 

@@ -21,6 +21,7 @@ import (
 	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/dataplane/viproute"
 	"github.com/govcloud/govcloud/metering"
+	"github.com/govcloud/govcloud/metering/hostsource"
 )
 
 func init() { register(newAgentCmd) }
@@ -99,7 +100,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				_ = json.NewEncoder(w).Encode(a.Status())
 			})
 			var metrics http.Handler
-			if h := agentMetrics(a, dp, host); h != nil {
+			if h := hostsource.Network(a, dp.hn, dp.lb, host); h != nil {
 				metrics = h
 			}
 			srv, err := serveStatus(metricsListen, status, metrics)
@@ -108,7 +109,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
+			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()

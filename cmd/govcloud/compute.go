@@ -16,6 +16,7 @@ import (
 	"github.com/govcloud/govcloud/compute/netns"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/metering"
+	"github.com/govcloud/govcloud/metering/hostsource"
 )
 
 func init() { register(newComputeCmd) }
@@ -105,14 +106,14 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				},
 			}
 			if metricsListen != "" {
-				srv, err := serveStatus(metricsListen, rs, computeMetrics(ctx, p, host))
+				srv, err := serveStatus(metricsListen, rs, hostsource.Compute(ctx, p, host))
 				if err != nil {
 					return err
 				}
 				defer srv.Close()
 			}
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
-			go computeUsageReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(ctx)
+			go hostsource.ComputeReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(ctx)
 			g.log.Info("compute agent running", "host", host, "provider", provider, "api", c.Base)
 			return a.Run(ctx)
 		},

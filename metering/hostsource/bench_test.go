@@ -1,4 +1,4 @@
-package main
+package hostsource
 
 import (
 	"fmt"
@@ -93,7 +93,7 @@ func BenchmarkMeteringReport(b *testing.B) {
 			}
 		}
 	}
-	real := metering.NewCollector(metering.Sources{Host: "bench", Traffic: &trunkSource{tr: tr, desired: func() *desired.State { return st }}}, nil)
+	real := metering.NewCollector(metering.Sources{Host: "bench", Traffic: &Trunk{Trunk: tr, Desired: func() *desired.State { return st }}}, nil)
 	p50, p99, mx, series, size = scrapeStats(b, metering.Handler(real), n)
 	fmt.Printf("scrape /metrics, %d departments x %d segments, real trunk maps (%d CPUs): %d series, %d bytes; p50 %v p99 %v max %v (goal p99 < 5ms)\n",
 		depts, segs, ebpf.MustPossibleCPU(), series, size, p50, p99, mx)

@@ -1,4 +1,4 @@
-package main
+package hostsource
 
 import (
 	"bufio"
@@ -21,9 +21,11 @@ import (
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
+	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 	tt "github.com/govcloud/govcloud/dataplane/trunk/trunktest"
+	"github.com/govcloud/govcloud/dataplane/viproute"
 	"github.com/govcloud/govcloud/metering"
 )
 
@@ -71,10 +73,10 @@ var testDesired = &desired.State{
 
 func scrapeTrunk(t *testing.T, tr *trunk.Trunk) map[string]float64 {
 	t.Helper()
-	return scrape(t, &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }})
+	return scrape(t, &Trunk{Trunk: tr, Desired: func() *desired.State { return testDesired }})
 }
 
-func scrape(t *testing.T, ts *trunkSource) map[string]float64 {
+func scrape(t *testing.T, ts *Trunk) map[string]float64 {
 	t.Helper()
 	c := metering.NewCollector(metering.Sources{Host: "h1", Traffic: ts}, nil)
 	srv := httptest.NewServer(metering.Handler(c))
@@ -130,7 +132,7 @@ func TestFirewallDropsReachMetrics(t *testing.T) {
 	defer tr.Close()
 	fw := []hostnet.Drop{{Department: 3, Reason: "to_management", Packets: 5, Bytes: 500}, {Department: 4, Reason: "from_fabric", Packets: 2},
 		{Department: 0, Reason: "tunnel", Packets: 7}}
-	got := scrape(t, &trunkSource{tr: tr, desired: func() *desired.State { return testDesired }, fwDrops: func() ([]hostnet.Drop, error) { return fw, nil }})
+	got := scrape(t, &Trunk{Trunk: tr, Desired: func() *desired.State { return testDesired }, FirewallDrops: func() ([]hostnet.Drop, error) { return fw, nil }})
 	for k, want := range map[[2]string]float64{{"lands", "to_management"}: 5, {"health", "from_fabric"}: 2, {"", "tunnel"}: 7} {
 		name := fmt.Sprintf(`%s{department=%q,host="h1",reason=%q,segment=""}`, metering.MetricDeptDrops, k[0], k[1])
 		if g, ok := got[name]; !ok || g != want {
@@ -169,7 +171,7 @@ func TestTrunkMeteringExact(t *testing.T) {
 	checkTrunk(t, scrapeTrunk(t, tr), map[[3]string][2]float64{
 		{"lands", "lands-web", "tx"}: {1000, 100_000}, {"lands", "lands-web", "rx"}: {1000, 300_000},
 		{"health", "health-db", "tx"}: {0, 0}})
-	epoch := counterEpoch(filepath.Join(dir, "trunk_stats"))
+	epoch := CounterEpoch(filepath.Join(dir, "trunk_stats"))
 	tr.Close()
 
 	// A child agent loads the pinned maps, counts 777 more frames, says so and is killed -9.
@@ -216,7 +218,7 @@ func TestTrunkMeteringExact(t *testing.T) {
 	if err := trunkFrames(tr2, 130, 5, 64, 1500); err != nil {
 		t.Fatal(err)
 	}
-	if e := counterEpoch(filepath.Join(dir, "trunk_stats")); e != epoch {
+	if e := CounterEpoch(filepath.Join(dir, "trunk_stats")); e != epoch {
 		t.Errorf("counter epoch changed across a kill -9 and reload: %s -> %s", epoch, e)
 	}
 	n := 1000.0 + 777 + 23
@@ -253,7 +255,7 @@ func TestCounterEpochChangesWithTheMaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e1 := counterEpoch(filepath.Join(dir, "trunk_stats"))
+	e1 := CounterEpoch(filepath.Join(dir, "trunk_stats"))
 	if err := tr.Unpin(); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,7 @@ func TestCounterEpochChangesWithTheMaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr2.Close()
-	if e2 := counterEpoch(filepath.Join(dir, "trunk_stats")); e2 == e1 || strings.HasSuffix(e2, "/0") {
+	if e2 := CounterEpoch(filepath.Join(dir, "trunk_stats")); e2 == e1 || strings.HasSuffix(e2, "/0") {
 		t.Fatalf("epoch %s after the maps were recreated, was %s", e2, e1)
 	}
 }
@@ -277,27 +279,33 @@ func TestAgentMetricsRealAgent(t *testing.T) {
 	pins := tt.BPFFS(t)
 	var (
 		a  *agent.Agent
-		dp *agentDataplane
+		hn *hostnet.Host
+		lb *lbmap.Dataplane
 	)
 	if err := ns.Do(func() error {
 		var err error
-		if dp, err = openAgentDataplane(nil, pins, t.TempDir(), false); err != nil {
+		if hn, err = hostnet.New(hostnet.Config{PinPath: filepath.Join(pins, "trunk"), StateDir: t.TempDir()}); err != nil {
 			return err
 		}
-		cfg := agent.Config{Host: "host1"}
-		dp.configure(&cfg)
-		if a, err = agent.New(cfg); err != nil {
-			return errors.Join(err, dp.Close())
+		if lb, err = lbmap.Load(lbmap.Options{PinPath: filepath.Join(pins, "lb")}); err != nil {
+			return errors.Join(err, hn.Close())
+		}
+		routes, err := viproute.Open(nil)
+		if err != nil {
+			return errors.Join(err, lb.Close(), hn.Close())
+		}
+		if a, err = agent.New(agent.Config{Host: "host1", HostNet: hn, LB: lb, Routes: routes}); err != nil {
+			return errors.Join(err, routes.Close(), lb.Close(), hn.Close())
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ns.Do(a.Close) })
-	if err := dp.hn.Trunk().SetSegment(trunk.Segment{VLAN: 120, Ifindex: 1, Department: 3, ID: 120}); err != nil {
+	if err := hn.Trunk().SetSegment(trunk.Segment{VLAN: 120, Ifindex: 1, Department: 3, ID: 120}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(agentMetrics(a, dp, "host1"))
+	srv := httptest.NewServer(Network(a, hn, lb, "host1"))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -328,4 +336,11 @@ func TestAgentMetricsRealAgent(t *testing.T) {
 			t.Errorf("missing %s in\n%s", want, out)
 		}
 	}
+}
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(meteringChildEnv); dir != "" {
+		os.Exit(trunkChild(dir))
+	}
+	os.Exit(m.Run())
 }

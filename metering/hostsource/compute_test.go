@@ -1,4 +1,4 @@
-package main
+package hostsource
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func TestComputeMetering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(computeMetrics(ctx, p, "h1"))
+	srv := httptest.NewServer(Compute(ctx, p, "h1"))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -46,7 +46,7 @@ func TestComputeMetering(t *testing.T) {
 	}
 
 	l := metering.NewLedger(metering.NewMemKV())
-	r := computeUsageReporter(ctx, p, "h1", nil)
+	r := ComputeReporter(ctx, p, "h1", nil)
 	r.Send = l.Record
 	at := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
 	l.Now = func() time.Time { return at }

@@ -1,4 +1,11 @@
-package main
+// Package hostsource adapts a host's counters to metering's source interfaces: the trunk's
+// per-department traffic and drops, the host firewall's and the XDP load balancer's drops,
+// the load balancer's per-VIP counters, the agent's backend health and BGP sessions (the
+// network agent), and a compute provider's VM and volume usage (the compute agent). It also
+// builds the two agents' ledger reporters.
+//
+// Counters are read at every scrape or report; nothing here keeps a copy.
+package hostsource
 
 import (
 	"context"
@@ -11,9 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/desired"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
@@ -21,53 +28,56 @@ import (
 	"github.com/govcloud/govcloud/metering"
 )
 
-// agentMetrics returns the agent's /metrics handler: the metering collector reading the
-// trunk's and the load balancer's pinned counters at every scrape.
-func agentMetrics(a *agent.Agent, dp *agentDataplane, host string) http.Handler {
-	s := &agentSources{a: a, lb: dp.lb}
-	ts := &trunkSource{tr: dp.hn.Trunk(), desired: s.desiredState, lbDrops: dp.lb.Drops, fwDrops: dp.hn.Drops}
+// Agent is what the network agent exposes to metering: its last desired state (names of
+// departments, segments and services; nil before the first) and its status (backend health,
+// BGP sessions).
+type Agent interface {
+	Desired() *desired.State
+	Status() hoststatus.Status
+}
+
+// Network returns the network agent's /metrics handler: the metering collector reading the
+// trunk's and the load balancer's pinned counters and the host firewall's at every scrape.
+func Network(a Agent, hn *hostnet.Host, lb *lbmap.Dataplane, host string) http.Handler {
+	s := &agentSources{a: a, lb: lb}
+	ts := &Trunk{Trunk: hn.Trunk(), Desired: a.Desired, LBDrops: lb.Drops, FirewallDrops: hn.Drops}
 	c := metering.NewCollector(metering.Sources{Host: host, Traffic: ts, Service: s, BGP: s}, nil)
 	// Reasons a department's own segment can cause; a 0 series each from the start.
 	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String()}
 	return metering.Handler(c)
 }
 
-// agentSources adapts an agent and its load balancer to metering's source interfaces.
+// agentSources adapts an agent and its load balancer to metering's service and BGP sources.
 type agentSources struct {
-	a  *agent.Agent
+	a  Agent
 	lb *lbmap.Dataplane
 }
 
-// desiredState is the agent's last desired state, when the agent exposes it (names of
-// departments, segments and services); without it counters are labelled by their ids.
-func (s *agentSources) desiredState() *desired.State {
-	if d, ok := any(s.a).(interface{ Desired() *desired.State }); ok {
-		return d.Desired()
-	}
-	return nil
-}
+func (s *agentSources) desiredState() *desired.State { return s.a.Desired() }
 
 type names struct {
 	dept map[uint32]string // department id (its table) -> name
 	seg  map[uint32]string // segment id (its VLAN) -> name
 }
 
-// trunkSource reads the trunk's pinned per-CPU counters (a metering.TrafficSource).
-type trunkSource struct {
-	tr      *trunk.Trunk
-	desired func() *desired.State                    // names; nil or returning nil: ids
-	lbDrops func() (map[string]lbmap.Counter, error) // the load balancer's drops; may be nil
-	fwDrops func() ([]hostnet.Drop, error)           // the host firewall's drops; may be nil
+// Trunk reads the trunk's pinned per-CPU counters, summed (a metering.TrafficSource).
+// Departments and segments are named from the desired state; without one, by their ids
+// ("dept<table>", "vlan<vid>").
+type Trunk struct {
+	Trunk         *trunk.Trunk
+	Desired       func() *desired.State                    // names; nil or returning nil: ids
+	LBDrops       func() (map[string]lbmap.Counter, error) // the load balancer's drops; may be nil
+	FirewallDrops func() ([]hostnet.Drop, error)           // the host firewall's drops; may be nil
 }
 
-func (s *trunkSource) desiredState() *desired.State {
-	if s.desired == nil {
+func (s *Trunk) desiredState() *desired.State {
+	if s.Desired == nil {
 		return nil
 	}
-	return s.desired()
+	return s.Desired()
 }
 
-func (s *trunkSource) names() names {
+func (s *Trunk) names() names {
 	n := names{dept: map[uint32]string{}, seg: map[uint32]string{}}
 	if st := s.desiredState(); st != nil {
 		for _, d := range st.Departments {
@@ -101,7 +111,7 @@ func (n names) segment(id uint32) string {
 }
 
 // Segments lists the configured segments (the desired state's, else the trunk's).
-func (s *trunkSource) Segments() []metering.SegmentRef {
+func (s *Trunk) Segments() []metering.SegmentRef {
 	var out []metering.SegmentRef
 	if st := s.desiredState(); st != nil {
 		for _, sg := range st.Segments {
@@ -109,7 +119,7 @@ func (s *trunkSource) Segments() []metering.SegmentRef {
 		}
 		return out
 	}
-	segs, err := s.tr.Segments()
+	segs, err := s.Trunk.Segments()
 	if err != nil {
 		return nil
 	}
@@ -121,8 +131,8 @@ func (s *trunkSource) Segments() []metering.SegmentRef {
 }
 
 // Traffic reads the trunk's per-CPU counters, summed.
-func (s *trunkSource) Traffic() ([]metering.Traffic, error) {
-	st, err := s.tr.Stats()
+func (s *Trunk) Traffic() ([]metering.Traffic, error) {
+	st, err := s.Trunk.Stats()
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +147,8 @@ func (s *trunkSource) Traffic() ([]metering.Traffic, error) {
 
 // Drops reads the trunk's drop counters, the host firewall's (per department, segment "";
 // reasons in firewall.Reasons) and the load balancer's (reason lb_*, unattributed).
-func (s *trunkSource) Drops() ([]metering.Drop, error) {
-	d, err := s.tr.Drops()
+func (s *Trunk) Drops() ([]metering.Drop, error) {
+	d, err := s.Trunk.Drops()
 	if err != nil {
 		return nil, err
 	}
@@ -147,8 +157,8 @@ func (s *trunkSource) Drops() ([]metering.Drop, error) {
 	for k, c := range d {
 		out = append(out, metering.Drop{Department: n.department(k.Department), Segment: n.segment(k.Segment), Reason: k.Reason.String(), Packets: c.Packets})
 	}
-	if s.fwDrops != nil {
-		fd, err := s.fwDrops()
+	if s.FirewallDrops != nil {
+		fd, err := s.FirewallDrops()
 		if err != nil {
 			return out, err
 		}
@@ -156,10 +166,10 @@ func (s *trunkSource) Drops() ([]metering.Drop, error) {
 			out = append(out, metering.Drop{Department: n.department(f.Department), Reason: f.Reason, Packets: f.Packets})
 		}
 	}
-	if s.lbDrops == nil {
+	if s.LBDrops == nil {
 		return out, nil
 	}
-	ld, err := s.lbDrops()
+	ld, err := s.LBDrops()
 	if err != nil {
 		return out, err
 	}
@@ -230,17 +240,17 @@ func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 	return out, nil
 }
 
-// agentUsageReporter reports the host's traffic totals to the controller's usage ledger (for
-// the agent command to run next to the agent; see metering.Reporter). Its epoch is the boot
-// and the inode of the pinned counter map: both change exactly when the counters restart
-// from zero, and neither changes when the agent is restarted or killed.
-func agentUsageReporter(a *agent.Agent, dp *agentDataplane, host string, c *metering.Client) *metering.Reporter {
-	ts := &trunkSource{tr: dp.hn.Trunk(), desired: (&agentSources{a: a}).desiredState}
+// NetworkReporter reports the host's traffic totals to the controller's usage ledger (run
+// next to the agent; see metering.Reporter). Its epoch is the boot and the inode of the
+// pinned counter map: both change exactly when the counters restart from zero, and neither
+// changes when the agent is restarted or killed.
+func NetworkReporter(a Agent, tr *trunk.Trunk, host string, c *metering.Client) *metering.Reporter {
+	ts := &Trunk{Trunk: tr, Desired: a.Desired}
 	return &metering.Reporter{
 		Host:   host,
 		Source: metering.SourceNetwork,
 		Epoch: func() string {
-			return counterEpoch(filepath.Join(dp.hn.Trunk().PinPath(), bpfobj.TrunkMapTrunkStats))
+			return CounterEpoch(filepath.Join(tr.PinPath(), bpfobj.TrunkMapTrunkStats))
 		},
 		Samples: func() ([]metering.Sample, error) {
 			tr, err := ts.Traffic()
@@ -250,8 +260,9 @@ func agentUsageReporter(a *agent.Agent, dp *agentDataplane, host string, c *mete
 	}
 }
 
-// counterEpoch names the life of a pinned map: boot id and the pin's inode.
-func counterEpoch(pin string) string {
+// CounterEpoch names the life of a pinned map: "<boot id>/<inode of the pin>" (inode 0 when
+// the pin is missing).
+func CounterEpoch(pin string) string {
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	var ino uint64
 	if fi, err := os.Stat(pin); err == nil {
@@ -297,16 +308,16 @@ func (s computeSource) Volumes() ([]metering.VolumeUsage, error) {
 	return out, err
 }
 
-// computeMetrics is the compute agent's /metrics handler (govcloud_vm_vcpu_seconds_total,
-// govcloud_volume_allocated_bytes).
-func computeMetrics(ctx context.Context, p compute.Provider, host string) http.Handler {
+// Compute is the compute agent's /metrics handler (govcloud_vm_vcpu_seconds_total,
+// govcloud_volume_allocated_bytes), reading p's usage at every scrape (2 s bound).
+func Compute(ctx context.Context, p compute.Provider, host string) http.Handler {
 	return metering.Handler(metering.NewCollector(metering.Sources{Host: host, Compute: computeSource{p: p, ctx: ctx}}, nil))
 }
 
-// computeSamples turns a provider's usage into ledger samples: vCPU-seconds as per-VM
+// ComputeSamples turns a provider's usage into ledger samples: vCPU-seconds as per-VM
 // counters (a restarted VM starts again from zero on its own), memory and volumes as levels
 // the ledger integrates over time.
-func computeSamples(us []compute.Usage) []metering.Sample {
+func ComputeSamples(us []compute.Usage) []metering.Sample {
 	out := make([]metering.Sample, 0, 3*len(us))
 	for _, u := range us {
 		out = append(out,
@@ -317,11 +328,11 @@ func computeSamples(us []compute.Usage) []metering.Sample {
 	return out
 }
 
-// computeUsageReporter reports a compute host's VM usage to the ledger as host's compute
+// ComputeReporter reports a compute host's VM usage to the ledger as host's compute
 // source (the host its agent token or certificate names; the ledger keeps its state apart from
 // the network agent's). The epoch is constant: vCPU time is a per-VM counter whose restarts the
 // ledger sees per VM.
-func computeUsageReporter(ctx context.Context, p compute.Provider, host string, c *metering.Client) *metering.Reporter {
+func ComputeReporter(ctx context.Context, p compute.Provider, host string, c *metering.Client) *metering.Reporter {
 	src := computeSource{p: p, ctx: ctx}
 	return &metering.Reporter{
 		Host:   host,
@@ -329,7 +340,7 @@ func computeUsageReporter(ctx context.Context, p compute.Provider, host string, 
 		Epoch:  func() string { return "compute" },
 		Samples: func() ([]metering.Sample, error) {
 			us, err := src.usage()
-			return computeSamples(us), err
+			return ComputeSamples(us), err
 		},
 		Send: c.Report,
 	}

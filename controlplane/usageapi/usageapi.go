@@ -1,0 +1,127 @@
+// Package usageapi mounts the metering ledger on the controller's API server: the ledger
+// lives in the controller's store under <prefix>metering/, a host's placement (which
+// departments and VMs it may report) comes from the stored desired state, every report's
+// fate goes to the store's audit log, and metering's errors get their HTTP status.
+//
+// The access rules themselves (who may report for which host, who may read which bill) are
+// metering.API's; this package only connects them to the store and the server.
+package usageapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/api"
+	"github.com/govcloud/govcloud/controlplane/config"
+	"github.com/govcloud/govcloud/controlplane/reconcile"
+	"github.com/govcloud/govcloud/controlplane/store"
+	"github.com/govcloud/govcloud/metering"
+)
+
+// Config is how the ledger is rated and bounded.
+type Config struct {
+	Prices     *metering.PriceList // the price list bills are rated with
+	MaxBitRate uint64              // bits/s a report's traffic is bounded by; 0: metering's default
+	Now        func() time.Time    // the ledger's clock; nil: time.Now
+}
+
+// Mount serves the usage ledger on srv: POST /v1/usage/reports and GET /v1/usage (see
+// metering.API.Routes for the access rules). It returns the ledger it mounted.
+func Mount(srv *api.Server, st *store.Store, cfg Config) *metering.Ledger {
+	l := metering.NewLedgerAt(metering.EtcdKV{C: st.Client()}, st.Prefix()+"metering/")
+	l.Placement = Placement{st}
+	if cfg.Now != nil {
+		l.Now = cfg.Now
+	}
+	if cfg.MaxBitRate != 0 {
+		l.Limits.MaxBitRate = cfg.MaxBitRate
+	}
+	m := &metering.API{Ledger: l, Prices: cfg.Prices, Audit: Audit(st)}
+	for _, rt := range m.Routes() {
+		srv.Handle(rt.Pattern, func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
+			return HTTPError(rt.Handle(w, r, metering.Caller{Name: p.Name, Role: p.Role, Host: p.Host, Department: p.Department, TokenID: p.TokenID, Remote: p.Remote}))
+		})
+	}
+	return l
+}
+
+// Audit records a usage report's fate in the store's audit log (action "usage-report";
+// refusals with reason, field and value).
+func Audit(st *store.Store) func(context.Context, metering.AuditRecord) error {
+	return func(ctx context.Context, e metering.AuditRecord) error {
+		ae := store.AuditEntry{Who: e.Caller.Name, Role: e.Caller.Role, TokenID: e.Caller.TokenID, Remote: e.Caller.Remote, Action: "usage-report",
+			// seq as text: a JSON number read back as float64 would round it.
+			Detail: map[string]any{"host": e.Host, "source": e.Source, "epoch": e.Epoch, "seq": strconv.FormatUint(e.Seq, 10), "samples": e.Samples}}
+		if e.Refusal != nil {
+			ae.Result, ae.Error = "refused", e.Refusal.Error()
+			ae.Detail["reason"], ae.Detail["field"], ae.Detail["value"] = e.Refusal.Reason, e.Refusal.Field, e.Refusal.Value
+		} else {
+			ae.Detail["applied"] = e.Outcome.Applied
+			for k, on := range map[string]bool{"stale": e.Outcome.Stale, "resumed": e.Outcome.Resumed, "reset": e.Outcome.Reset, "baseline": e.Outcome.Baseline} {
+				if on {
+					ae.Detail[k] = true
+				}
+			}
+			if len(e.Outcome.Added) > 0 {
+				ae.Detail["added"] = e.Outcome.Added
+			}
+		}
+		return st.AppendAudit(ctx, ae)
+	}
+}
+
+// Placement is metering.Placement from the controller's store: a host's departments are
+// those with a segment (every host carries every segment), its VMs those placed on it, with
+// their vCPUs, memory and the size of their volumes (the ledger's physical bounds).
+type Placement struct{ St *store.Store }
+
+// OnHost implements metering.Placement; nil when the store has no such host.
+func (p Placement) OnHost(ctx context.Context, host string) (*metering.HostPlacement, error) {
+	snap, err := p.St.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := reconcile.ForHost(snap.State, host, snap.Revision)
+	if d == nil {
+		return nil, nil
+	}
+	hp := &metering.HostPlacement{Departments: map[string]bool{}, Segments: map[string]bool{}, VMs: map[string]metering.PlacedVM{}}
+	for _, o := range snap.State.List(config.KindDepartment) {
+		hp.Departments[o.Metadata.Name] = true
+	}
+	for _, s := range d.Segments {
+		hp.Segments[s.Department] = true
+	}
+	size := map[string]uint64{}
+	for _, v := range d.Volumes {
+		size[v.Name] = uint64(max(v.SizeGiB, 0))
+	}
+	for _, vm := range d.VMs {
+		pv := metering.PlacedVM{Department: vm.Department, VCPUs: uint64(max(vm.VCPUs, 0)), MemoryMiB: uint64(max(vm.MemoryMiB, 0))}
+		for _, v := range vm.Volumes {
+			pv.VolumeGiB += size[v]
+		}
+		hp.VMs[vm.Name] = pv
+	}
+	return hp, nil
+}
+
+// HTTPError gives a metering error its HTTP status: refusals 422 and forbidden 403 (both in
+// the audit log already), malformed requests 400; other errors pass unchanged.
+func HTTPError(err error) error {
+	var re *metering.RequestError
+	var fe *metering.ForbiddenError
+	var rf *metering.RefusedError
+	switch {
+	case errors.As(err, &rf):
+		return &api.HTTPError{Status: http.StatusUnprocessableEntity, Code: "refused", Message: err.Error(), Audited: true}
+	case errors.As(err, &re):
+		return &api.HTTPError{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error()}
+	case errors.As(err, &fe):
+		return &api.HTTPError{Status: http.StatusForbidden, Code: "forbidden", Message: err.Error(), Audited: true}
+	}
+	return err
+}
