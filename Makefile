@@ -56,6 +56,9 @@ bench-agent: ## agent: apply -> forwarding on both hosts (lab), 4094 VLAN mappin
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkScaleServices -benchtime 1x -timeout 10m ./dataplane/lbmap/
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./dataplane/hostnet/
 
+bench-compare: ## before/after in one run: make bench-compare BASE=<git rev> TARGET=bench-lb [ROUNDS=3] (alternates both sides, prints min/median/max and ratios)
+	./scripts/bench-compare.sh $(or $(BASE),main) $(or $(TARGET),bench-lb) $(or $(ROUNDS),3)
+
 bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments x 10 services, API p50/p99 under load
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkControlPlane -benchtime 1x -timeout 20m ./controlplane/e2e/
 
