@@ -156,6 +156,7 @@ func vips(st *config.State) config.Errors {
 	pools := st.List(config.KindAddressPool)
 	used := map[netip.Addr]bool{}
 	var need []*config.Object
+	var es config.Errors
 	for _, o := range svcs {
 		s := o.Spec.(*config.ServiceSpec)
 		if s.VIP != "" {
@@ -164,6 +165,9 @@ func vips(st *config.State) config.Errors {
 			o.Status.VIP, o.Status.Pool = a.String(), ""
 			if p := poolFor(pools, a, s.Department, s.Pool); p != nil {
 				o.Status.Pool = p.Metadata.Name
+				if reservedIn(p, a) {
+					es = es.Add(config.ErrAt(o, "spec.vip", s.VIP, "is a reserved address of pool %q (network, broadcast or subnet anycast address); choose another", p.Metadata.Name))
+				}
 			}
 		}
 	}
@@ -173,12 +177,10 @@ func vips(st *config.State) config.Errors {
 			continue
 		}
 		a, err := netip.ParseAddr(o.Status.VIP)
-		fam := s.IPFamily
-		if fam == "" {
-			fam = "ipv4"
-		}
-		if err == nil && !used[a] && (a.Is6() == (fam == "ipv6")) {
-			if p := poolFor(pools, a, s.Department, s.Pool); p != nil {
+		if err == nil && !used[a] && a.Is6() == wantsIPv6(s, pools) {
+			// A VIP allocated before Reserved existed (an IPv6 pool's all-zero address) is
+			// given a new one: routers answer the Subnet-Router anycast address themselves.
+			if p := poolFor(pools, a, s.Department, s.Pool); p != nil && !reservedIn(p, a) {
 				used[a] = true
 				o.Status.Pool = p.Metadata.Name
 				continue
@@ -187,10 +189,9 @@ func vips(st *config.State) config.Errors {
 		o.Status.VIP, o.Status.Pool = "", ""
 		need = append(need, o)
 	}
-	var es config.Errors
 	for _, o := range need {
 		s := o.Spec.(*config.ServiceSpec)
-		v6 := s.IPFamily == "ipv6"
+		v6 := wantsIPv6(s, pools)
 		var found bool
 		var tried []string
 		for _, p := range pools {
@@ -231,14 +232,61 @@ func vips(st *config.State) config.Errors {
 	return es
 }
 
-// firstFree returns the lowest address of q not in used or reserved, skipping the network and
-// broadcast addresses of IPv4 prefixes shorter than /31. It gives up after 1<<20 candidates.
+// wantsIPv6 is the address family of a service's VIP: its ipFamily, else the family of the pool
+// it names when that pool has prefixes of one family only, else IPv4.
+func wantsIPv6(s *config.ServiceSpec, pools []*config.Object) bool {
+	if s.IPFamily != "" {
+		return s.IPFamily == "ipv6"
+	}
+	for _, p := range pools {
+		if p.Metadata.Name != s.Pool {
+			continue
+		}
+		v4, v6 := false, false
+		for _, q := range p.Spec.(*config.AddressPool).Prefixes() {
+			v4, v6 = v4 || q.Addr().Is4(), v6 || q.Addr().Is6()
+		}
+		return v6 && !v4
+	}
+	return false
+}
+
+// Reserved reports whether a is an address of prefix q that must not be given to a VIP or a
+// guest: for IPv4 prefixes shorter than /31 the network and broadcast addresses; for IPv6
+// prefixes shorter than /127 the Subnet-Router anycast address (the all-zero interface ID,
+// RFC 4291 §2.6.1; /127 and /128 are exempt, RFC 6164), and in prefixes of /64 or shorter the
+// reserved subnet anycast interface IDs fdff:ffff:ffff:ff80 to fdff:ffff:ffff:ffff (RFC 2526 §2).
+func Reserved(q netip.Prefix, a netip.Addr) bool {
+	net := q.Masked().Addr()
+	switch {
+	case a.Is4():
+		return q.Bits() < 31 && (a == net || a == config.LastAddr(q))
+	case q.Bits() < 127 && a == net:
+		return true
+	case q.Bits() <= 64:
+		b := a.As16()
+		return b[8] == 0xfd && b[9] == 0xff && b[10] == 0xff && b[11] == 0xff && b[12] == 0xff && b[13] == 0xff && b[14] == 0xff && b[15] >= 0x80
+	}
+	return false
+}
+
+// reservedIn reports whether a is Reserved in the prefix of pool p that holds it.
+func reservedIn(p *config.Object, a netip.Addr) bool {
+	for _, q := range p.Spec.(*config.AddressPool).Prefixes() {
+		if q.Contains(a) && Reserved(q, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstFree returns the lowest address of q not in used or reserved and not Reserved. It gives
+// up after 1<<20 candidates.
 func firstFree(q netip.Prefix, used map[netip.Addr]bool, reserved map[netip.Addr]bool) (netip.Addr, bool) {
 	a := q.Masked().Addr()
 	last := config.LastAddr(q)
-	skipEnds := a.Is4() && q.Bits() < 31
 	for i := 0; i < 1<<20 && q.Contains(a); i++ {
-		if !(skipEnds && (a == q.Masked().Addr() || a == last)) && !used[a] && !reserved[a] {
+		if !Reserved(q, a) && !used[a] && !reserved[a] {
 			return a, true
 		}
 		if a == last {

@@ -1,6 +1,7 @@
 package alloc
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -94,7 +95,7 @@ func TestVIPsFromTheDepartmentsPools(t *testing.T) {
 	if es := Allocate(st, DefaultConfig()); len(es) > 0 {
 		t.Fatal(es)
 	}
-	want := map[string]string{"a1": "198.19.0.1", "a2": "198.19.0.2", "b6": "2001:db8::", "b1": "198.19.1.1", "b2": "198.19.1.2"}
+	want := map[string]string{"a1": "198.19.0.1", "a2": "198.19.0.2", "b6": "2001:db8::1", "b1": "198.19.1.1", "b2": "198.19.1.2"}
 	for n, w := range want {
 		if got := st.Get(config.KindService, n).Status.VIP; got != w {
 			t.Errorf("service %s VIP %s, want %s", n, got, w)
@@ -173,5 +174,65 @@ func TestPlacementRespectsCapacity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReservedAddresses: the addresses of a prefix no VIP or guest gets, per family.
+func TestReservedAddresses(t *testing.T) {
+	for _, c := range []struct {
+		prefix, addr string
+		want         bool
+	}{
+		{"198.19.0.0/24", "198.19.0.0", true},   // IPv4 network
+		{"198.19.0.0/24", "198.19.0.255", true}, // IPv4 broadcast
+		{"198.19.0.0/24", "198.19.0.1", false},
+		{"198.19.0.0/31", "198.19.0.0", false}, // RFC 3021 point-to-point
+		{"198.19.0.7/32", "198.19.0.7", false},
+		{"2001:db8:ffff::/120", "2001:db8:ffff::", true}, // Subnet-Router anycast (RFC 4291)
+		{"2001:db8:ffff::/120", "2001:db8:ffff::1", false},
+		{"2001:db8:ffff::/120", "2001:db8:ffff::ff", false}, // IPv6 has no broadcast
+		{"2001:db8::/64", "2001:db8::", true},
+		{"2001:db8::/64", "2001:db8::fdff:ffff:ffff:ff80", true}, // RFC 2526 subnet anycast
+		{"2001:db8::/64", "2001:db8::fdff:ffff:ffff:ffff", true},
+		{"2001:db8::/64", "2001:db8::fdff:ffff:ffff:ff7f", false},
+		{"2001:db8::/127", "2001:db8::", false}, // RFC 6164 point-to-point
+		{"2001:db8::5/128", "2001:db8::5", false},
+	} {
+		if got := Reserved(netip.MustParsePrefix(c.prefix), netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("Reserved(%s, %s) = %v, want %v", c.prefix, c.addr, got, c.want)
+		}
+	}
+}
+
+// TestVIPFamilyFromThePool: a service naming a single-family pool gets a VIP of that family
+// without ipFamily; a VIP stored as a pool's Subnet-Router anycast address is replaced; an
+// explicit reserved VIP is refused with the pool named.
+func TestVIPFamilyFromThePool(t *testing.T) {
+	st := state(t, depts+
+		doc("AddressPool", "v6only", "{cidrs: [\"2001:db8:ffff::/120\"], departments: [a]}")+
+		doc("AddressPool", "v4only", "{cidrs: [198.19.3.0/24], departments: [a]}")+
+		doc("AddressPool", "dual", "{cidrs: [198.19.4.0/24, \"2001:db8:4::/120\"], departments: [a]}")+
+		doc("Service", "six", "{department: a, pool: v6only, ports: [{port: 80}]}")+
+		doc("Service", "four", "{department: a, pool: v4only, ports: [{port: 80}]}")+
+		doc("Service", "both", "{department: a, pool: dual, ports: [{port: 80}]}")+
+		doc("Service", "old", "{department: a, pool: v6only, ports: [{port: 443}]}"))
+	st.Get(config.KindService, "old").Status.VIP = "2001:db8:ffff::" // allocated by an older controller
+	if es := Allocate(st, DefaultConfig()); len(es) > 0 {
+		t.Fatal(es)
+	}
+	want := map[string]string{"old": "2001:db8:ffff::1", "six": "2001:db8:ffff::2", "four": "198.19.3.1", "both": "198.19.4.1"} // allocated in name order
+	for name, vip := range want {
+		if got := st.Get(config.KindService, name).Status.VIP; got != vip {
+			t.Errorf("service %s: VIP %q, want %q", name, got, vip)
+		}
+	}
+	for _, c := range []struct{ pool, vip string }{{"v6only", "2001:db8:ffff::"}, {"v4only", "198.19.3.255"}, {"v4only", "198.19.3.0"}} {
+		st := state(t, depts+
+			doc("AddressPool", c.pool, "{cidrs: [\"2001:db8:ffff::/120\", 198.19.3.0/24], departments: [a]}")+
+			doc("Service", "x", "{department: a, vip: \""+c.vip+"\", ports: [{port: 80}]}"))
+		es := Allocate(st, DefaultConfig())
+		if len(es) != 1 || !strings.Contains(es.Error(), c.vip) || !strings.Contains(es.Error(), "reserved address of pool") {
+			t.Errorf("explicit VIP %s: errors %v, want one naming it as reserved", c.vip, es)
+		}
 	}
 }
