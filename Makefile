@@ -15,8 +15,16 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-build: ## build bin/govcloud
-	$(GO) build -o $(BIN) ./cmd/govcloud
+# What 'govcloud version' and /v1/status report (internal/buildinfo).
+BUILDINFO := github.com/govcloud/govcloud/internal/buildinfo
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+DATE      ?= $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+BPFSUM    ?= $(shell cat dataplane/bpfobj/*_bpfel.o | sha256sum | cut -d' ' -f1)
+LDFLAGS   := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE) -X $(BUILDINFO).bpfSHA256=$(BPFSUM)
+
+build: ## build bin/govcloud (version, commit, date and eBPF object hash stamped in)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/govcloud
 
 generate: ## rebuild the committed eBPF objects with the pinned clang (clang-19)
 	@command -v $(CLANG) >/dev/null || { echo "generate: $(CLANG) not found; run 'sudo make deps'" >&2; exit 1; }

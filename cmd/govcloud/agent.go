@@ -108,8 +108,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
-			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
+			go agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(cmd.Context())
+			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()
 			return errors.Join(err, a.Close())
