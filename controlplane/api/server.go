@@ -79,7 +79,7 @@ type Server struct {
 	log   *slog.Logger
 	opt   Options
 
-	applyMu sync.Mutex
+	applySem chan struct{} // one object write at a time on this controller (1 slot)
 	tokens  tokenCache
 
 	notifyMu sync.Mutex
@@ -150,7 +150,7 @@ func New(st *store.Store, log *slog.Logger, opt Options) *Server {
 	if opt.Alloc.VLANs == nil {
 		opt.Alloc = alloc.DefaultConfig()
 	}
-	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}),
+	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}), applySem: make(chan struct{}, 1),
 		anonAudit: rate.NewLimiter(10, 50)}
 }
 
@@ -466,8 +466,12 @@ func (s *Server) change(ctx context.Context, p *principal, req plan.Request, bas
 		base = snap.Revision
 	}
 	if !dryRun {
-		s.applyMu.Lock()
-		defer s.applyMu.Unlock()
+		select {
+		case s.applySem <- struct{}{}:
+			defer func() { <-s.applySem }()
+		case <-ctx.Done():
+			return nil, storeError(fmt.Errorf("waiting for the write before this one: %w", ctx.Err()))
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if !dryRun && s.opt.Lease != nil {

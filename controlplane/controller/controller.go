@@ -430,24 +430,8 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 	e.mu.Unlock()
 	e.log.Info("leading: running allocators", "id", e.id, "ttl", e.ttl)
 	e.set(e.id, true)
-	// Leadership lapses at validUntil unless renewed; stop leading then, even if etcd's
-	// lease (whole seconds) lasts a little longer.
-	go func() {
-		t := time.NewTicker(max(e.ttl/10, 10*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-cctx.Done():
-				return
-			case <-t.C:
-				if _, ok := e.lease(); !ok {
-					e.log.Warn("leader lease not renewed within the election TTL; stepping down", "id", e.id, "ttl", e.ttl)
-					ccancel()
-					return
-				}
-			}
-		}
-	}()
+	// Leadership lapses at validUntil unless renewed (lease: writes answer 503 meanwhile) and
+	// comes back with the next confirmed renewal; it ends when etcd says the lease is gone.
 	lead(cctx)
 	ccancel()
 	e.set("", false)
@@ -465,12 +449,13 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 }
 
 // keepAlive renews the lease every TTL/3, recording each confirmed renewal by the time it was
-// sent; it closes lost when etcd says the lease is gone or when renewals have failed for TTL.
+// sent; it closes lost when etcd says the lease is gone. Failed renewals only let the
+// leadership lapse (election.lease) until one succeeds.
 func (e *election) keepAlive(ctx context.Context, id clientv3.LeaseID, lost chan struct{}) {
 	defer close(lost)
 	every := max(e.ttl/3, 10*time.Millisecond)
 	e.renewed(time.Now())
-	last := time.Now()
+	last, warned := time.Now(), false
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -488,10 +473,14 @@ func (e *election) keepAlive(ctx context.Context, id clientv3.LeaseID, lost chan
 			e.log.Warn("leader election lease expired", "id", e.id)
 			return
 		default:
-			if time.Since(last) > e.ttl {
-				e.log.Warn("leader election lease not renewed within the TTL", "id", e.id, "err", err)
-				return
+			if time.Since(last) > e.ttl && !warned {
+				e.log.Warn("leader election lease not renewed within the TTL; no writes until it is", "id", e.id, "err", err)
+				warned = true
 			}
+		}
+		if warned && last == sent {
+			e.log.Info("leader election lease renewed again", "id", e.id)
+			warned = false
 		}
 		select {
 		case <-ctx.Done():
