@@ -80,7 +80,7 @@ type Server struct {
 	opt   Options
 
 	applySem chan struct{} // one object write at a time on this controller (1 slot)
-	tokens  tokenCache
+	tokens   tokenCache
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced on every state change

@@ -74,16 +74,16 @@ func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
 // (see EtcdTLS).
 func ConnectTLS(endpoints []string, tc *tls.Config, log *slog.Logger) (*Store, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:          endpoints,
-		DialTimeout:        5 * time.Second,
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
 		// Find a member that stopped answering (partitioned: no reset ever comes) within
 		// about 13 s and route around it; etcd refuses pings more often than every 5 s.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
-		MaxCallSendMsgSize: 64 << 20,
-		MaxCallRecvMsgSize: 256 << 20,
-		TLS:                tc,
-		Logger:             nil,
+		MaxCallSendMsgSize:   64 << 20,
+		MaxCallRecvMsgSize:   256 << 20,
+		TLS:                  tc,
+		Logger:               nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
