@@ -33,6 +33,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 		cfg                     agent.Config
 		auth                    hostAuth
 		management, tenantAllow []string
+		check                   bool
+		checkUplink             string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -58,6 +60,9 @@ host namespaces and gives them a bind mount of the machine's own namespace, wher
 controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if check {
+				return runPreflight(cmd.OutOrStdout(), checkUplink)
+			}
 			if host == "" {
 				host, _ = os.Hostname()
 			}
@@ -117,6 +122,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
+	f.BoolVar(&check, "check", false, "preflight: check every kernel feature the agent needs (BPF syscall, BTF, bpffs, TCX, nftables, native XDP on --uplink), name each one missing, change nothing and exit")
+	f.StringVar(&checkUplink, "uplink", "", "with --check: the uplink interface whose driver must run XDP natively")
 	auth.flags(f)
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")
 	f.StringVar(&pinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")

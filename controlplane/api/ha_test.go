@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestWritesNeedTheLease(t *testing.T) {
 	ctx := context.Background()
 	var guard atomic.Value // store.Guard; zero Key = no lease
 	guard.Store(store.Guard{})
-	hs, st, tok := haServer(t, "/test/lease/", api.Options{ID: "c1", Lease: func() (store.Guard, bool) {
+	hs, st, tok := haServer(t, "/test/lease/", api.Options{ID: "c1", Version: map[string]string{"commit": "abc123"}, Lease: func() (store.Guard, bool) {
 		g := guard.Load().(store.Guard)
 		return g, g.Key != ""
 	}})
@@ -85,6 +86,10 @@ func TestWritesNeedTheLease(t *testing.T) {
 	guard.Store(store.Guard{Key: "/test/lease/leader/held", CreateRev: r.Header.Revision})
 	if res, err := c.Apply(ctx, "base.yaml", []byte(apitest.Base), client.ApplyOptions{}); err != nil || res.Counts["create"] == 0 {
 		t.Fatalf("apply under a held lease: %v %+v", err, res)
+	}
+	// /v1/status shows the build.
+	if st, err := c.Status(ctx); err != nil || !strings.Contains(string(st.Version), `"commit": "abc123"`) {
+		t.Errorf("status version: %v %s", err, st.Version)
 	}
 	// Plans need no lease.
 	guard.Store(store.Guard{})

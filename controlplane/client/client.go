@@ -574,6 +574,7 @@ type Status struct {
 	Objects  map[string]int             `json:"objects"`
 	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
 	Compute  map[string]json.RawMessage `json:"compute,omitempty"`
+	Version  json.RawMessage            `json:"version,omitempty"` // the controller's build (internal/buildinfo.Info)
 }
 
 // Status returns the controller's summary.
