@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        bench-lb fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
+        deb bench-lb fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -52,6 +52,19 @@ test: build ## every test, privileged ones included (run as root)
 
 test-unit: ## only the tests that need neither root nor tools
 	GOVCLOUD_UNPRIVILEGED=1 $(GO) test -count=1 -short ./...
+
+NFPM_VERSION ?= v2.45.2
+DEB_VERSION  ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+DEBDIR       ?= bin
+
+deb: ## Debian package in $(DEBDIR) (nfpm $(NFPM_VERSION)): binary, man pages, systemd units, /etc/govcloud
+	rm -rf bin/deb && mkdir -p bin/deb $(DEBDIR)
+	$(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/deb/govcloud ./cmd/govcloud
+	./bin/deb/govcloud man bin/deb/man && gzip -9n bin/deb/man/*.1
+	printf 'govcloud (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- govcloud maintainers <govcloud@example.org>  %s\n' \
+	  '$(DEB_VERSION)' '$(COMMIT)' "$$(date -R -d '$(DATE)')" | gzip -9n > bin/deb/changelog.gz
+	GOVCLOUD_DEB_VERSION=$(DEB_VERSION) GOFLAGS=-mod=mod $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
+	  package --config deploy/deb/nfpm.yaml --packager deb --target $(DEBDIR)/
 
 bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, table swap (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkLBReport -benchtime 1x -timeout 30m ./dataplane/lbmap/
