@@ -67,6 +67,7 @@ type Client struct {
 	mu     sync.Mutex
 	cur    int // index into targets of the one that answered last
 	pinned map[pinKey]*http.Transport
+	down   map[target]time.Time // suspect until
 }
 
 // New returns a client for base — one URL or several comma-separated, e.g.
@@ -204,6 +205,36 @@ func (c *Client) httpFor(t target) *http.Client {
 	return &http.Client{Transport: p, Timeout: c.HTTP.Timeout, CheckRedirect: c.HTTP.CheckRedirect, Jar: c.HTTP.Jar}
 }
 
+// SuspectFor is how long a controller that went silent or refused the connection is tried
+// only after the others (or when all are suspect), so a paused controller costs one idle
+// timeout per client, not one per request round.
+const SuspectFor = 5 * time.Second
+
+// suspect says whether t failed within SuspectFor while some other target did not.
+func (c *Client) suspect(t target, all []target) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if !now.Before(c.down[t]) {
+		return false
+	}
+	for _, o := range all {
+		if !now.Before(c.down[o]) {
+			return true
+		}
+	}
+	return false // every one is suspect: try them all
+}
+
+func (c *Client) markSuspect(t target, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = map[target]time.Time{}
+	}
+	c.down[t] = time.Now().Add(d)
+}
+
 // errIdle ends an attempt whose controller went silent.
 var errIdle = errors.New("no answer (not even a heartbeat)")
 
@@ -252,6 +283,9 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
+		if c.suspect(t, targets) {
+			continue // went silent or refused lately: the others first
+		}
 		resp, err := c.attempt(ctx, t, method, path, hdr, body, idle)
 		if err == nil && resp.StatusCode != http.StatusServiceUnavailable {
 			if last503 != nil {
@@ -259,6 +293,7 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 			}
 			c.mu.Lock()
 			c.cur, c.Base = (start+i)%len(targets), t.base
+			delete(c.down, t)
 			c.mu.Unlock()
 			return resp, t.base, nil
 		}
@@ -275,12 +310,13 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 		if ctx.Err() != nil || !failoverError(err) {
 			return nil, "", errors.Join(errs...)
 		}
+		c.markSuspect(t, SuspectFor)
 	}
 	if last503 != nil {
 		return last503, last503.Request.URL.Scheme + "://" + last503.Request.URL.Host, nil
 	}
 	if len(errs) > 6 {
-		errs = append(errs[:3], fmt.Errorf("... %d more attempts ...", len(errs)-6), errs[len(errs)-3], errs[len(errs)-2], errs[len(errs)-1])
+		errs = append(errs[:3], fmt.Errorf("(%d more attempts)", len(errs)-6), errs[len(errs)-3], errs[len(errs)-2], errs[len(errs)-1])
 	}
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)

@@ -460,7 +460,8 @@ func (e *election) keepAlive(ctx context.Context, id clientv3.LeaseID, lost chan
 	defer t.Stop()
 	for {
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, every)
+		// A confirmation arriving late still counts (from when it was sent), so wait up to TTL.
+		rctx, cancel := context.WithTimeout(ctx, e.ttl)
 		r, err := e.cli.KeepAliveOnce(rctx, id)
 		cancel()
 		switch {
@@ -473,7 +474,7 @@ func (e *election) keepAlive(ctx context.Context, id clientv3.LeaseID, lost chan
 			e.log.Warn("leader election lease expired", "id", e.id)
 			return
 		default:
-			if time.Since(last) > e.ttl && !warned {
+			if time.Since(last) > e.ttl && !warned && e.isMe() {
 				e.log.Warn("leader election lease not renewed within the TTL; no writes until it is", "id", e.id, "err", err)
 				warned = true
 			}
