@@ -63,7 +63,7 @@ type Options struct {
 	Version any
 	// ForwardIdle abandons a write forwarded to the leader when the leader sends nothing
 	// (heartbeat or answer) for this long; the client gets a 503 and tries again (default
-	// 1.5 s). ForwardTimeout bounds the whole forward (default 2 minutes).
+	// 1 s, four heartbeats). ForwardTimeout bounds the whole forward (default 2 minutes).
 	ForwardIdle, ForwardTimeout time.Duration
 }
 
@@ -330,7 +330,7 @@ func (s *Server) toLeader(h handler) handler {
 		}
 		idle, total := s.opt.ForwardIdle, s.opt.ForwardTimeout
 		if idle <= 0 {
-			idle = 1500 * time.Millisecond
+			idle = time.Second
 		}
 		if total <= 0 {
 			total = 2 * time.Minute
@@ -355,7 +355,7 @@ func (s *Server) toLeader(h handler) handler {
 			}
 		}
 		req.Header.Set("X-Govcloud-Forwarded", s.opt.ID)
-		req.Header.Set(heartbeatHeader, "500ms")
+		req.Header.Set(heartbeatHeader, "250ms")
 		resp, err := s.forwardClient().Do(req)
 		var b []byte
 		if err == nil {

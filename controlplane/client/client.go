@@ -35,7 +35,7 @@ const (
 	// DefaultAttemptIdle is how long one attempt may go without a byte from the controller
 	// (heartbeat, header or body) before it is abandoned and the next controller is tried.
 	// Controllers send a heartbeat every HeartbeatInterval while they work on a request.
-	DefaultAttemptIdle = 1500 * time.Millisecond
+	DefaultAttemptIdle = time.Second
 	// DefaultRetryFor bounds how long a request is retried across controllers (connection
 	// failures, silent controllers, HTTP 503) unless the context ends sooner.
 	DefaultRetryFor = 30 * time.Second
@@ -46,7 +46,7 @@ const (
 // paused or partitioned one.
 const (
 	HeartbeatHeader   = "X-Govcloud-Heartbeat"
-	HeartbeatInterval = 500 * time.Millisecond
+	HeartbeatInterval = 250 * time.Millisecond
 )
 
 // Client talks to one of several controllers. A request goes to the controller that answered

@@ -36,7 +36,7 @@ func applyLatencies(tb testing.TB, c *client.Client, from, n int) []time.Duratio
 // the leading controller to the next write accepted through the failover client (goal < 3 s).
 func BenchmarkHAReport(b *testing.B) {
 	const n = 100
-	fmt.Printf("\n== control plane HA benchmark (2 cores; etcd fsync on; election TTL 1s; client idle cut 1.5s) ==\n")
+	fmt.Printf("\n== control plane HA benchmark (2 cores; etcd fsync on; election TTL 1s; client idle cut 1s) ==\n")
 	dir := b.TempDir()
 	emb := startControllerB(b, "--data-dir", dir)
 	tok, err := os.ReadFile(filepath.Join(dir, "admin-token"))
@@ -51,7 +51,7 @@ func BenchmarkHAReport(b *testing.B) {
 	fmt.Printf("apply of 2 segments, one at a time, n=%d: embedded etcd, 1 controller:          p50=%-9v p99=%v\n", n, pct(el, 0.5).Round(10*time.Microsecond), pct(el, 0.99).Round(10*time.Microsecond))
 	emb.kill()
 
-	h := newHACluster(b)
+	h := newHACluster(b, false) // on disk, as the embedded etcd above
 	hc := h.client(h.cl, 0, 1, 2)
 	if _, err := hc.Apply(context.Background(), "base.yaml", []byte(apitest.Base), client.ApplyOptions{}); err != nil {
 		b.Fatal(err)

@@ -54,16 +54,17 @@ func etcdEndpoints() string {
 
 // newHACluster builds the namespaces and starts etcd and the controllers; all is removed when
 // the test ends.
-func newHACluster(t testing.TB) *haCluster {
+// With tmpfs, etcd keeps its data in /dev/shm: the disk is shared with other test binaries
+// running at the same time, and fsync stalls of theirs would show as etcd leader changes.
+func newHACluster(t testing.TB, tmpfs bool) *haCluster {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "etcd", "etcdctl", "ip", "nft")
-	// etcd on tmpfs: the disk is shared with other test binaries running at the same time, and
-	// fsync stalls of theirs would show as etcd leader changes here.
-	dir, err := os.MkdirTemp("/dev/shm", "govcloud-ha-")
-	if err != nil {
-		dir = t.TempDir()
-	} else {
-		t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := t.TempDir()
+	if tmpfs {
+		if d, err := os.MkdirTemp("/dev/shm", "govcloud-ha-"); err == nil {
+			dir = d
+			t.Cleanup(func() { os.RemoveAll(d) })
+		}
 	}
 	h := &haCluster{t: t, dir: dir, hub: netnstest.New(t, "gc-hahub")}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
@@ -390,7 +391,7 @@ func TestHAControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and three controllers")
 	}
-	h := newHACluster(t)
+	h := newHACluster(t, true)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i := range 3 {
