@@ -34,6 +34,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 		cfg                     agent.Config
 		auth                    hostAuth
 		management, tenantAllow []string
+		check                   bool
+		checkUplink             string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -59,6 +61,9 @@ host namespaces and gives them a bind mount of the machine's own namespace, wher
 controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if check {
+				return runPreflight(cmd.OutOrStdout(), checkUplink)
+			}
 			if host == "" {
 				host, _ = os.Hostname()
 			}
@@ -109,8 +114,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
-			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
+			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(cmd.Context())
+			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()
 			return errors.Join(err, a.Close())
@@ -118,6 +123,8 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
+	f.BoolVar(&check, "check", false, "preflight: check every kernel feature the agent needs (BPF syscall, BTF, bpffs, TCX, nftables, native XDP on --uplink), name each one missing, change nothing and exit")
+	f.StringVar(&checkUplink, "uplink", "", "with --check: the uplink interface whose driver must run XDP natively")
 	auth.flags(f)
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")
 	f.StringVar(&pinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")

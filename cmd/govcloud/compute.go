@@ -113,8 +113,8 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				defer srv.Close()
 			}
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
-			go hostsource.ComputeReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(ctx)
-			g.log.Info("compute agent running", "host", host, "provider", provider, "api", c.Base)
+			go hostsource.ComputeReporter(ctx, p, host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(ctx)
+			g.log.Info("compute agent running", "host", host, "provider", provider, "controllers", c.Bases)
 			return a.Run(ctx)
 		},
 	}

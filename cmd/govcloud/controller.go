@@ -12,6 +12,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/controller"
 	"github.com/govcloud/govcloud/controlplane/store"
+	"github.com/govcloud/govcloud/internal/buildinfo"
 )
 
 func init() { register(newControllerCmd) }
@@ -88,6 +89,7 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 				return fmt.Errorf("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints (the embedded etcd is a unix socket)")
 			}
 			opt.Out = cmd.OutOrStdout()
+			opt.Version = buildinfo.Get()
 			opt.Extend = controllerExtensions
 			return controller.Run(cmd.Context(), g.log, opt)
 		},
@@ -114,7 +116,12 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.DurationVar(&opt.Backup.Interval, "backup-interval", time.Hour, "time between scheduled backups (with --backup-dir)")
 	f.IntVar(&opt.Backup.Keep, "backup-keep", 48, "newest scheduled backups kept in --backup-dir; older ones are removed (0: keep all)")
 	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9482")
-	f.DurationVar(&opt.ElectionTTL, "election-ttl", 5*time.Second, "leader lease: how fast a dead leader is replaced")
+	f.DurationVar(&opt.ElectionTTL, "election-ttl", 2*time.Second, "leader lease: a leader not renewing it for this long stops writing at once and is replaced after etcd's lease (this, rounded up to whole seconds) ends; sub-second values are kept")
+	f.StringVar(&opt.AdvertiseURL, "advertise-url", "", "URL other controllers forward writes to, https://HOST:PORT (default: the listen address; required with external etcd when --listen is 0.0.0.0 or [::])")
+	f.DurationVar(&opt.Compaction, "etcd-compaction", controller.DefaultCompaction, "with --etcd-endpoints: the leader compacts etcd's history every this long, to the revision one interval before (negative: never; the embedded etcd compacts itself)")
+	f.DurationVar(&opt.AuditMaxAge, "audit-max-age", controller.DefaultAuditMaxAge, "audit entries older than this are deleted (negative: keep all ages)")
+	f.Int64Var(&opt.AuditMaxEntries, "audit-max-entries", controller.DefaultAuditMaxEntries, "the oldest audit entries beyond this count are deleted (negative: no limit)")
+	f.DurationVar(&opt.RetentionInterval, "audit-retention-interval", controller.DefaultRetentionInterval, "how often the leader applies --audit-max-age and --audit-max-entries")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")
 	return cmd
 }

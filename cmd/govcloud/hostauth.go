@@ -60,7 +60,9 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 		}
 		tr.DialContext = dial
 	}
-	c.HTTP = &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	// No overall timeout: every attempt is cut when the controller goes silent (heartbeats),
+	// and long polls last as long as they ask.
+	c.HTTP = &http.Client{Transport: tr}
 	if h.tokenFile != "" {
 		b, err := os.ReadFile(h.tokenFile)
 		if err != nil {
@@ -88,7 +90,7 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Warn("host certificate unusable; joining again", "dir", dir, "err", err)
 		}
-		anon := &client.Client{Base: c.Base, Bases: c.Bases, HTTP: c.HTTP} // the join token is the only credential
+		anon := &client.Client{Base: c.Base, Bases: c.Bases, HTTP: c.HTTP, AttemptIdle: c.AttemptIdle, RetryFor: c.RetryFor} // the join token is the only credential
 		jctx, cancel := context.WithTimeout(ctx, time.Minute)
 		id, err = client.Join(jctx, anon, dir, host, join)
 		cancel()

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/govcloud/govcloud/internal/buildinfo"
 )
 
 // subcommands is filled by each subcommand's file through register, so that files for
@@ -52,6 +54,8 @@ GOVCLOUD_TOKEN.`,
 		},
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.Version = buildinfo.Get().Version // --version: the same as 'govcloud version'
+	root.SetVersionTemplate(versionTemplate())
 	for _, f := range subcommands {
 		root.AddCommand(f(g))
 	}

@@ -73,7 +73,7 @@ exactly once. Output: table (default), csv or json.`,
 				return fmt.Errorf("--month %q: want YYYY-MM", month)
 			}
 			c := client.FromEnv()
-			mc := &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}
+			mc := &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}
 			bill, err := mc.Bill(cmd.Context(), month, dept)
 			if err != nil {
 				return err

@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +27,17 @@ import (
 	"github.com/govcloud/govcloud/controlplane/plan"
 	"github.com/govcloud/govcloud/controlplane/reconcile"
 	"github.com/govcloud/govcloud/controlplane/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
 )
+
+// writeTimeout bounds the etcd calls of one object write (apply, delete, sweep); without
+// quorum they fail with 503 at the latest after it.
+const writeTimeout = 10 * time.Second
+
+// maxAttempts is how often a write recomputes after another writer moved the state before
+// it gives up with a 503 (contention).
+const maxAttempts = 50
 
 // Options configure the server.
 type Options struct {
@@ -40,6 +51,20 @@ type Options struct {
 	// Trust: the CA that signs host certificates at join and renewal (nil: this server issues
 	// none), their lifetime, and how writes are forwarded to the leader (its CA).
 	Trust TrustOptions
+	// Lease returns the guard of this controller's leadership while it holds a valid lease
+	// (ok=false otherwise). With Lease set, object writes (apply, delete, sweep) commit only
+	// under it: a controller whose lease ended (paused, partitioned) answers 503 and commits
+	// nothing, whatever it had queued. nil: every write commits unguarded (one controller).
+	Lease func() (g store.Guard, ok bool)
+	// Ready reports why this controller should not take requests (no etcd quorum, no leader);
+	// nil error: ready. /healthz and /readyz answer 503 with the reason. nil: always ready.
+	Ready func(ctx context.Context) error
+	// Version is shown on /v1/status (nil: none).
+	Version any
+	// ForwardIdle abandons a write forwarded to the leader when the leader sends nothing
+	// (heartbeat or answer) for this long; the client gets a 503 and tries again (default
+	// 1 s, four heartbeats). ForwardTimeout bounds the whole forward (default 2 minutes).
+	ForwardIdle, ForwardTimeout time.Duration
 }
 
 // LeaderInfo describes the election.
@@ -54,8 +79,8 @@ type Server struct {
 	log   *slog.Logger
 	opt   Options
 
-	applyMu sync.Mutex
-	tokens  tokenCache
+	applySem chan struct{} // one object write at a time on this controller (1 slot)
+	tokens   tokenCache
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced on every state change
@@ -125,7 +150,7 @@ func New(st *store.Store, log *slog.Logger, opt Options) *Server {
 	if opt.Alloc.VLANs == nil {
 		opt.Alloc = alloc.DefaultConfig()
 	}
-	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}),
+	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}), applySem: make(chan struct{}, 1),
 		anonAudit: rate.NewLimiter(10, 50)}
 }
 
@@ -183,7 +208,12 @@ func invalid(err error) *apiError {
 	return &apiError{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: msg, Errors: es}
 }
 
+// internal answers a failure of this controller: 500, or 503 when etcd could not serve (no
+// quorum, no etcd leader, timeout), which the client may retry elsewhere.
 func internal(err error) *apiError {
+	if errors.Is(err, context.DeadlineExceeded) || etcdUnavailable(err) {
+		return unavailable("no_quorum", "etcd cannot serve now (no quorum or no etcd leader): "+err.Error())
+	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 }
 
@@ -196,12 +226,16 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(openAPI))
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", s.handleReady)
+	mux.HandleFunc("GET /readyz", s.handleReady)
 	route := func(pattern string, h handler) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if s.opt.ID != "" {
 				w.Header().Set("X-Govcloud-Controller", s.opt.ID)
 			}
+			// An etcd member without a raft leader refuses at once instead of waiting for one.
+			r = r.WithContext(clientv3.WithRequireLeader(r.Context()))
 			p, e := s.authenticate(r.Context(), r)
 			if e == nil {
 				e = h(w, r, p)
@@ -270,12 +304,14 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, p.Token)
 		return nil
 	})
-	return mux
+	return heartbeat(mux)
 }
 
 // toLeader forwards a write to the leading controller when another one leads (allocation runs
-// on the leader); plans, requests already forwarded, and writes while no leader answers are
-// served here (still safe: every commit is revision-guarded).
+// on the leader, and only the leader commits). Plans and requests already forwarded are served
+// here. A leader that cannot be reached, goes silent (no heartbeat for ForwardIdle) or is
+// reachable only over plain HTTP while this API is HTTPS gets the client a 503: nothing was
+// done here, and the client tries again (the next leader takes over within the lease TTL).
 func (s *Server) toLeader(h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
 		if s.opt.LeaderURL == nil || boolParam(r, "dryRun") || r.Header.Get("X-Govcloud-Forwarded") != "" {
@@ -283,13 +319,33 @@ func (s *Server) toLeader(h handler) handler {
 		}
 		leader, ok := s.opt.LeaderURL(r.Context())
 		if !ok {
-			return h(w, r, p)
+			return h(w, r, p) // this one leads, or none does (the write then answers 503)
+		}
+		if s.opt.Trust.ForwardTLS != nil && !strings.HasPrefix(leader, "https://") {
+			return unavailable("leader_unreachable", fmt.Sprintf("the leader registered %q: not forwarding credentials over plain HTTP", leader))
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, config.MaxInput+1))
 		if err != nil {
 			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "read body: " + err.Error()}
 		}
-		req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.RequestURI(), bytes.NewReader(body))
+		idle, total := s.opt.ForwardIdle, s.opt.ForwardTimeout
+		if idle <= 0 {
+			idle = time.Second
+		}
+		if total <= 0 {
+			total = 2 * time.Minute
+		}
+		fctx, cancel := context.WithTimeoutCause(r.Context(), total, errForwardTimeout)
+		defer cancel()
+		fctx, cancelIdle := context.WithCancelCause(fctx)
+		defer cancelIdle(nil)
+		dog := time.AfterFunc(idle, func() { cancelIdle(errForwardIdle) })
+		defer dog.Stop()
+		fctx = httptrace.WithClientTrace(fctx, &httptrace.ClientTrace{
+			Got1xxResponse: func(int, textproto.MIMEHeader) error { dog.Reset(idle); return nil },
+			WroteRequest:   func(httptrace.WroteRequestInfo) { dog.Reset(idle) },
+		})
+		req, err := http.NewRequestWithContext(fctx, r.Method, strings.TrimRight(leader, "/")+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			return internal(err)
 		}
@@ -299,22 +355,50 @@ func (s *Server) toLeader(h handler) handler {
 			}
 		}
 		req.Header.Set("X-Govcloud-Forwarded", s.opt.ID)
+		req.Header.Set(heartbeatHeader, "250ms")
 		resp, err := s.forwardClient().Do(req)
-		if err != nil {
-			s.log.Warn("leader unreachable; serving the write here", "leader", leader, "err", err)
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			return h(w, r, p)
+		var b []byte
+		if err == nil {
+			dog.Reset(idle)
+			b, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			resp.Body.Close()
 		}
-		defer resp.Body.Close()
-		for _, k := range []string{"Content-Type", "X-Govcloud-Controller"} {
+		if err != nil {
+			if c := context.Cause(fctx); c != nil && r.Context().Err() == nil {
+				err = c
+			}
+			s.log.Warn("forward to the leader failed; the client retries", "leader", leader, "err", err)
+			return unavailable("leader_unreachable", fmt.Sprintf("leader %s: %v; nothing was done here, try again", leader, err))
+		}
+		for _, k := range []string{"Content-Type", "X-Govcloud-Controller", "Retry-After"} {
 			if v := resp.Header.Get(k); v != "" {
 				w.Header().Set(k, v)
 			}
 		}
 		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
+		_, _ = w.Write(b)
 		return nil
 	}
+}
+
+var (
+	errForwardIdle    = errors.New("the leader sent nothing (not even a heartbeat) in time")
+	errForwardTimeout = errors.New("the leader did not answer in time")
+)
+
+// unavailable is a 503: nothing was done; the client may send the request again (here or to
+// another controller).
+func unavailable(code, msg string) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Code: code, Message: msg}
+}
+
+// storeError maps a failed etcd call to an answer: lost quorum, no etcd leader and deadlines
+// are 503 (retryable: nothing was committed), anything else 500.
+func storeError(err error) *apiError {
+	if errors.Is(err, store.ErrNotLeader) {
+		return unavailable("not_leader", err.Error())
+	}
+	return internal(err)
 }
 
 // ApplyResult is the answer to apply and plan.
@@ -370,21 +454,36 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, p *principa
 // against (0: the revision when the request arrived); an object changed by someone else
 // after base is a conflict.
 func (s *Server) change(ctx context.Context, p *principal, req plan.Request, base int64, dryRun bool, action string) (*ApplyResult, *apiError) {
+	// Fail fast without quorum: an etcd member without a leader refuses at once, and no call
+	// waits longer than writeTimeout.
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), writeTimeout)
+	defer cancel()
 	if base == 0 {
 		snap, err := s.store.Snapshot(ctx)
 		if err != nil {
-			return nil, internal(err)
+			return nil, storeError(err)
 		}
 		base = snap.Revision
 	}
 	if !dryRun {
-		s.applyMu.Lock()
-		defer s.applyMu.Unlock()
+		select {
+		case s.applySem <- struct{}{}:
+			defer func() { <-s.applySem }()
+		case <-ctx.Done():
+			return nil, storeError(fmt.Errorf("waiting for the write before this one: %w", ctx.Err()))
+		}
 	}
 	for attempt := 0; ; attempt++ {
+		if !dryRun && s.opt.Lease != nil {
+			g, ok := s.opt.Lease()
+			if !ok {
+				return nil, unavailable("not_leader", fmt.Sprintf("controller %s does not hold the leader lease; nothing was changed, try again (another controller leads or will shortly)", s.opt.ID))
+			}
+			ctx = store.WithGuard(ctx, g)
+		}
 		snap, err := s.store.Snapshot(ctx)
 		if err != nil {
-			return nil, internal(err)
+			return nil, storeError(err)
 		}
 		t0 := time.Now()
 		res, err := plan.Compute(snap.State, snap, req, s.opt.Alloc)
@@ -425,19 +524,24 @@ func (s *Server) change(ctx context.Context, p *principal, req plan.Request, bas
 			}
 		}
 		t0 = time.Now()
-		_, err = s.store.Commit(ctx, snap, res.Puts, res.Deletes, ae)
+		rev, err := s.store.Commit(ctx, snap, res.Puts, res.Deletes, ae)
 		s.log.Debug("committed", "puts", len(res.Puts), "deletes", len(res.Deletes), "took", time.Since(t0), "err", err)
-		if errors.Is(err, store.ErrStale) && attempt < 50 {
+		if errors.Is(err, store.ErrStale) && attempt < maxAttempts {
 			continue // another controller wrote in between: recompute on the new state
 		}
-		if err != nil {
-			return nil, internal(err)
+		if errors.Is(err, store.ErrStale) {
+			return nil, unavailable("contention", fmt.Sprintf("%s: the state changed under %d attempts in a row; nothing was changed, try again", action, maxAttempts+1))
 		}
-		after, err := s.store.Snapshot(ctx)
 		if err != nil {
-			return nil, internal(err)
+			e := storeError(err)
+			if e.Status == http.StatusServiceUnavailable && e.Code == "no_quorum" {
+				// The transaction was sent: etcd may have applied it. Sending the same apply
+				// again is safe (it is declarative); a delete sent again answers 404 if it was.
+				e.Code, e.Message = "unknown_outcome", "etcd did not confirm the commit in time (no quorum?); it may or may not have been applied: "+err.Error()
+			}
+			return nil, e
 		}
-		out.Revision = after.Revision
+		out.Revision = rev
 		s.log.Info("applied", "who", p.Name, "action", action, "counts", out.Counts, "revision", out.Revision)
 		return out, nil
 	}
@@ -685,6 +789,7 @@ type Status struct {
 	Objects  map[string]int             `json:"objects"`
 	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
 	Compute  map[string]json.RawMessage `json:"compute,omitempty"` // compute agents' reports
+	Version  any                        `json:"version,omitempty"` // this controller's build (Options.Version)
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
@@ -692,7 +797,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return internal(err)
 	}
-	st := Status{ID: s.opt.ID, Leader: LeaderInfo{IsLeader: true, Leader: s.opt.ID}, Revision: snap.Revision, Objects: map[string]int{}}
+	st := Status{ID: s.opt.ID, Leader: LeaderInfo{IsLeader: true, Leader: s.opt.ID}, Revision: snap.Revision, Objects: map[string]int{}, Version: s.opt.Version}
 	if s.opt.Leader != nil {
 		st.Leader = s.opt.Leader()
 	}

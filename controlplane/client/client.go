@@ -9,9 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"net/textproto"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,17 +30,44 @@ import (
 // DefaultAPI is where the controller listens unless GOVCLOUD_API says otherwise.
 const DefaultAPI = "https://127.0.0.1:8480"
 
-// Client talks to a controller: the first of Bases that answers (a connection that fails
-// moves on to the next URL).
+// Failover defaults (Client.AttemptIdle, Client.RetryFor).
+const (
+	// DefaultAttemptIdle is how long one attempt may go without a byte from the controller
+	// (heartbeat, header or body) before it is abandoned and the next controller is tried.
+	// Controllers send a heartbeat every HeartbeatInterval while they work on a request.
+	DefaultAttemptIdle = time.Second
+	// DefaultRetryFor bounds how long a request is retried across controllers (connection
+	// failures, silent controllers, HTTP 503) unless the context ends sooner.
+	DefaultRetryFor = 30 * time.Second
+)
+
+// HeartbeatHeader asks the controller for "102 Processing" interim responses every
+// HeartbeatInterval until the final answer, so a client can tell a slow controller from a
+// paused or partitioned one.
+const (
+	HeartbeatHeader   = "X-Govcloud-Heartbeat"
+	HeartbeatInterval = 250 * time.Millisecond
+)
+
+// Client talks to one of several controllers. A request goes to the controller that answered
+// last; a connection failure, a controller silent for AttemptIdle, or an HTTP 503 (not ready,
+// no quorum, no leader, contention: nothing was done) moves it on to the next URL, round
+// robin, until RetryFor has passed. A host name with several addresses counts as one URL per
+// address.
 type Client struct {
 	Base  string   // the URL in use (one of Bases)
 	Bases []string // every controller URL, in order of preference
 	Token string   // bearer token; empty with a client certificate (Identity) or anonymous reads
 	HTTP  *http.Client
-	err   error // a configuration error (an unreadable GOVCLOUD_CA) every request reports
+	// AttemptIdle and RetryFor: see DefaultAttemptIdle and DefaultRetryFor (zero: those).
+	AttemptIdle time.Duration
+	RetryFor    time.Duration
+	err         error // a configuration error (an unreadable GOVCLOUD_CA) every request reports
 
-	mu  sync.Mutex
-	cur int // index into Bases of the URL that answered last
+	mu     sync.Mutex
+	cur    int // index into targets of the one that answered last
+	pinned map[pinKey]*http.Transport
+	down   map[target]time.Time // suspect until
 }
 
 // New returns a client for base — one URL or several comma-separated, e.g.
@@ -47,7 +79,7 @@ func New(base, token string) *Client {
 	c.SetBase(base)
 	tc, err := TLSConfig("")
 	c.err = err
-	c.HTTP = &http.Client{Transport: NewTransport(tc), Timeout: 5 * time.Minute}
+	c.HTTP = &http.Client{Transport: NewTransport(tc)}
 	return c
 }
 
@@ -89,51 +121,277 @@ func (e *Error) Error() string {
 	return e.Message
 }
 
-// send sends one request to the first controller URL that takes a connection, starting with
-// the one that answered last; only a failure to connect (no answer at all) moves on.
+// Retryable says whether err is a controller's answer that nothing was done and the request
+// may be sent again, to it or another controller (HTTP 503).
+func Retryable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+}
+
+// target is one place a request can go: a controller URL, and for a host name with several
+// addresses, one of them (dialled instead of resolving the name; TLS still verifies the name).
+type target struct {
+	base string
+	addr string // "" = dial the URL's host as usual
+}
+
+func (t target) String() string {
+	if t.addr == "" {
+		return t.base
+	}
+	return t.base + " (" + t.addr + ")"
+}
+
+type pinKey struct {
+	tr   *http.Transport
+	addr string
+}
+
+// targets expands Bases: a URL whose host is a name with several addresses becomes one
+// target per address. A name that does not resolve stays as it is (the dial reports it).
+func (c *Client) targets(ctx context.Context, bases []string) []target {
+	var out []target
+	for _, b := range bases {
+		u, err := url.Parse(b)
+		if err != nil || u.Hostname() == "" {
+			out = append(out, target{base: b})
+			continue
+		}
+		if _, err := netip.ParseAddr(u.Hostname()); err == nil || u.Hostname() == "localhost" {
+			out = append(out, target{base: b})
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", u.Hostname())
+		cancel()
+		if err != nil || len(ips) < 2 {
+			out = append(out, target{base: b})
+			continue
+		}
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		for _, ip := range ips {
+			out = append(out, target{base: b, addr: net.JoinHostPort(ip.Unmap().String(), port)})
+		}
+	}
+	return out
+}
+
+// httpFor is the HTTP client of a target: c.HTTP, or for an address of a name, a copy of its
+// transport that dials that address (its own connection pool).
+func (c *Client) httpFor(t target) *http.Client {
+	tr, ok := c.HTTP.Transport.(*http.Transport)
+	if t.addr == "" || !ok {
+		return c.HTTP
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := pinKey{tr, t.addr}
+	p := c.pinned[k]
+	if p == nil {
+		p = tr.Clone()
+		addr, dial := t.addr, tr.DialContext
+		if dial == nil {
+			dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		}
+		p.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) { return dial(ctx, network, addr) }
+		if c.pinned == nil {
+			c.pinned = map[pinKey]*http.Transport{}
+		}
+		c.pinned[k] = p
+	}
+	return &http.Client{Transport: p, Timeout: c.HTTP.Timeout, CheckRedirect: c.HTTP.CheckRedirect, Jar: c.HTTP.Jar}
+}
+
+// SuspectFor is how long a controller that went silent or refused the connection is tried
+// only after the others (or when all are suspect), so a paused controller costs one idle
+// timeout per client, not one per request round.
+const SuspectFor = 5 * time.Second
+
+// suspect says whether t failed within SuspectFor while some other target did not.
+func (c *Client) suspect(t target, all []target) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if !now.Before(c.down[t]) {
+		return false
+	}
+	for _, o := range all {
+		if !now.Before(c.down[o]) {
+			return true
+		}
+	}
+	return false // every one is suspect: try them all
+}
+
+func (c *Client) markSuspect(t target, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = map[target]time.Time{}
+	}
+	c.down[t] = time.Now().Add(d)
+}
+
+// errIdle ends an attempt whose controller went silent.
+var errIdle = errors.New("no answer (not even a heartbeat)")
+
+// send sends one request, retrying as the Client doc says. It returns the first answer that is
+// not a 503 (or the last 503 when time is up). The answer's body must be read within
+// AttemptIdle of each chunk and closed.
 func (c *Client) send(ctx context.Context, method, path string, hdr map[string]string, body []byte) (*http.Response, string, error) {
 	if c.err != nil {
 		return nil, "", c.err
+	}
+	idle, retryFor := c.AttemptIdle, c.RetryFor
+	if idle <= 0 {
+		idle = DefaultAttemptIdle
+	}
+	if retryFor <= 0 {
+		retryFor = DefaultRetryFor
 	}
 	c.mu.Lock()
 	if len(c.Bases) == 0 {
 		c.Bases = []string{c.Base}
 	}
-	start := c.cur % len(c.Bases)
-	if c.Base != c.Bases[start] { // Base set by hand
-		c.Bases, start = []string{c.Base}, 0
+	if !slices.Contains(c.Bases, c.Base) { // Base set by hand
+		c.Bases = []string{c.Base}
 	}
+	bases := slices.Clone(c.Bases)
+	start := c.cur
 	c.mu.Unlock()
+	targets := c.targets(ctx, bases)
+	start %= len(targets)
+	deadline := time.Now().Add(retryFor)
 	var errs []error
-	for i := range c.Bases {
-		base := c.Bases[(start+i)%len(c.Bases)]
-		var rd io.Reader
-		if body != nil {
-			rd = bytes.NewReader(body)
+	var last503 *http.Response
+	for i := 0; ; i++ {
+		t := targets[(start+i)%len(targets)]
+		if i > 0 && i%len(targets) == 0 {
+			// Every controller failed once: wait a little before the next round.
+			wait := min(time.Duration(i/len(targets))*200*time.Millisecond, time.Second)
+			if time.Now().Add(wait).After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		}
-		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-		if err != nil {
-			return nil, base, err
-		}
-		if c.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.Token)
-		}
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := c.HTTP.Do(req)
-		if err == nil {
-			c.mu.Lock()
-			c.cur, c.Base = (start+i)%len(c.Bases), base
-			c.mu.Unlock()
-			return resp, base, nil
-		}
-		errs = append(errs, fmt.Errorf("controller %s: %w", base, explain(err)))
-		if ctx.Err() != nil || !connectFailure(err) {
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
+		if c.suspect(t, targets) {
+			continue // went silent or refused lately: the others first
+		}
+		resp, err := c.attempt(ctx, t, method, path, hdr, body, idle)
+		if err == nil && resp.StatusCode != http.StatusServiceUnavailable {
+			if last503 != nil {
+				last503.Body.Close()
+			}
+			c.mu.Lock()
+			c.cur, c.Base = (start+i)%len(targets), t.base
+			delete(c.down, t)
+			c.mu.Unlock()
+			return resp, t.base, nil
+		}
+		if err == nil {
+			// 503: this controller did nothing (not ready, no quorum, no leader, busy).
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			last503 = resp
+			errs = append(errs, fmt.Errorf("controller %s: HTTP 503: %s", t, strings.TrimSpace(string(b))))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("controller %s: %w", t, explain(err)))
+		if ctx.Err() != nil || !failoverError(err) {
+			return nil, "", errors.Join(errs...)
+		}
+		c.markSuspect(t, SuspectFor)
+	}
+	if last503 != nil {
+		return last503, last503.Request.URL.Scheme + "://" + last503.Request.URL.Host, nil
+	}
+	if len(errs) > 6 {
+		errs = append(errs[:3], fmt.Errorf("(%d more attempts)", len(errs)-6), errs[len(errs)-3], errs[len(errs)-2], errs[len(errs)-1])
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, fmt.Errorf("gave up after %v", retryFor))
 	}
 	return nil, "", errors.Join(errs...)
+}
+
+// attempt sends the request to one target, abandoning it when the controller sends nothing
+// (no heartbeat, header or body bytes) for idle.
+func (c *Client) attempt(ctx context.Context, t target, method, path string, hdr map[string]string, body []byte, idle time.Duration) (*http.Response, error) {
+	actx, cancel := context.WithCancelCause(ctx)
+	dog := time.AfterFunc(idle, func() { cancel(errIdle) })
+	kick := func() { dog.Reset(idle) }
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { kick(); return nil },
+		WroteRequest:   func(httptrace.WroteRequestInfo) { kick() },
+	})
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(actx, method, t.base+path, rd)
+	if err != nil {
+		dog.Stop()
+		cancel(nil)
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set(HeartbeatHeader, HeartbeatInterval.String())
+	resp, err := c.httpFor(t).Do(req)
+	if err != nil {
+		dog.Stop()
+		if cause := context.Cause(actx); errors.Is(cause, errIdle) {
+			err = fmt.Errorf("%w within %v", errIdle, idle)
+		}
+		cancel(nil)
+		return nil, err
+	}
+	kick()
+	resp.Body = &watchedBody{rc: resp.Body, kick: kick, done: func() { dog.Stop(); cancel(nil) }, ctx: actx, idle: idle}
+	return resp, nil
+}
+
+// watchedBody keeps an attempt's watchdog running while its body is read.
+type watchedBody struct {
+	rc   io.ReadCloser
+	kick func()
+	done func()
+	ctx  context.Context
+	idle time.Duration
+	once sync.Once
+}
+
+func (w *watchedBody) Read(p []byte) (int, error) {
+	n, err := w.rc.Read(p)
+	if n > 0 {
+		w.kick()
+	}
+	if err != nil && err != io.EOF && errors.Is(context.Cause(w.ctx), errIdle) {
+		err = fmt.Errorf("read answer: %w within %v", errIdle, w.idle)
+	}
+	return n, err
+}
+
+func (w *watchedBody) Close() error {
+	err := w.rc.Close()
+	w.once.Do(w.done)
+	return err
 }
 
 func (c *Client) do(ctx context.Context, method, path string, hdr map[string]string, body io.Reader, out any) (*http.Response, error) {
@@ -352,6 +610,7 @@ type Status struct {
 	Objects  map[string]int             `json:"objects"`
 	Hosts    map[string]json.RawMessage `json:"hosts,omitempty"`
 	Compute  map[string]json.RawMessage `json:"compute,omitempty"`
+	Version  json.RawMessage            `json:"version,omitempty"` // the controller's build (internal/buildinfo.Info)
 }
 
 // Status returns the controller's summary.
@@ -408,4 +667,34 @@ func (c *Client) TokensRaw(ctx context.Context) (json.RawMessage, error) {
 	var out json.RawMessage
 	_, err := c.do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
 	return out, err
+}
+
+// FailoverHTTP returns an HTTP client for code that builds its own requests to the
+// controller (the usage reporters): whatever scheme and host a request names, it goes to
+// c's controllers with c's credentials, failover and retries; only its path, query, method,
+// headers and body are used.
+func (c *Client) FailoverHTTP() *http.Client {
+	return &http.Client{Transport: failoverTransport{c}}
+}
+
+type failoverTransport struct{ c *Client }
+
+func (f failoverTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	hdr := map[string]string{}
+	for k, v := range req.Header {
+		if len(v) > 0 && k != "Authorization" {
+			hdr[k] = v[0]
+		}
+	}
+	resp, _, err := f.c.send(req.Context(), req.Method, req.URL.RequestURI(), hdr, body)
+	return resp, err
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -69,7 +70,8 @@ func NewTransport(tc *tls.Config) *http.Transport {
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.MaxIdleConnsPerHost = 16
-	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.TLSHandshakeTimeout = 10 * time.Second // the attempt's idle watchdog cuts it shorter
+	tr.DialContext = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 	return tr
 }
 
@@ -81,17 +83,32 @@ func (c *Client) SetCAFile(file string) error {
 	}
 	c.err = nil
 	c.HTTP = &http.Client{Transport: NewTransport(tc), Timeout: c.HTTP.Timeout}
+	c.mu.Lock()
+	c.pinned = nil
+	c.mu.Unlock()
 	return nil
 }
 
-// connectFailure says whether err means the controller was never reached (so the request did
-// nothing there and another controller may take it).
-func connectFailure(err error) bool {
+// failoverError says whether err means the controller could not be reached, went silent or
+// dropped the connection, so the request may go to another controller. A request that
+// reached a controller before it went away may have been done there: applies are declarative
+// (sending one again changes nothing more), and commits are guarded by the leader's lease, so
+// a controller that was cut off does not commit it later.
+func failoverError(err error) bool {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errIdle), errors.As(err, &op) && op.Op == "dial":
+		return true
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ETIMEDOUT):
+		return true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &ne) && ne.Timeout():
 		return true
 	}
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+	return false
 }
 
 // explain adds what to do to TLS verification failures.

@@ -11,12 +11,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -50,7 +53,30 @@ type Options struct {
 	// Extend runs before the API serves: other parts of the controller (the usage ledger) add
 	// routes with srv.Handle and keep their data in st (st.Client(), under their own keys).
 	Extend []func(ctx context.Context, srv *api.Server, st *store.Store) error
+	// AdvertiseURL is the URL other controllers forward writes to (https://HOST:PORT). Default:
+	// the listen address; a wildcard listen address (0.0.0.0, ::) with external etcd needs it.
+	AdvertiseURL string
+	// Compaction: every this long the leader compacts an external etcd's history to the
+	// revision of one interval before (the embedded etcd compacts itself); 0: DefaultCompaction,
+	// negative: never.
+	Compaction time.Duration
+	// Audit retention, applied by the leader every RetentionInterval: entries older than
+	// AuditMaxAge and the oldest beyond AuditMaxEntries are deleted (0: DefaultAuditMaxAge,
+	// DefaultAuditMaxEntries; negative: no limit).
+	AuditMaxAge       time.Duration
+	AuditMaxEntries   int64
+	RetentionInterval time.Duration
+	// Version is this build, shown on /v1/status.
+	Version any
 }
+
+// Defaults of Options.
+const (
+	DefaultCompaction        = 5 * time.Minute
+	DefaultAuditMaxAge       = 90 * 24 * time.Hour
+	DefaultAuditMaxEntries   = 200000
+	DefaultRetentionInterval = 10 * time.Minute
+)
 
 // DefaultLimits are the API's bounds: timeouts on every phase of a request (writes outlast the
 // agents' 25 s long-poll), 256 connections per client address and 4096 in all.
@@ -120,17 +146,30 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		opt.ID = h + "/" + l.Addr().String()
 	}
 	scheme := "https://"
-	var tr *trust
 	if opt.TLS.InsecureHTTP {
 		scheme = "http://"
-		log.Warn("serving the API over PLAIN HTTP (--insecure-http): bearer tokens cross the network in clear, hosts cannot join", "listen", l.Addr().String())
-	} else if tr, err = setupTrust(ctx, log, st, opt.DataDir, l.Addr().String(), opt.TLS); err != nil {
+	}
+	adv, err := AdvertiseURL(opt.AdvertiseURL, scheme, l.Addr().String(), len(opt.EtcdEndpoints) > 0)
+	if err != nil {
 		l.Close()
 		return err
 	}
+	var tr *trust
+	if opt.TLS.InsecureHTTP {
+		log.Warn("serving the API over PLAIN HTTP (--insecure-http): bearer tokens cross the network in clear, hosts cannot join", "listen", l.Addr().String())
+	} else {
+		if u, err := url.Parse(adv); err == nil && !slices.Contains(opt.TLS.SANs, u.Hostname()) {
+			opt.TLS.SANs = append(slices.Clone(opt.TLS.SANs), u.Hostname()) // forwarding verifies it
+		}
+		if tr, err = setupTrust(ctx, log, st, opt.DataDir, l.Addr().String(), opt.TLS); err != nil {
+			l.Close()
+			return err
+		}
+	}
 	el := &election{cli: st.Client(), id: opt.ID, ttl: opt.ElectionTTL, log: log, prefix: st.ElectionPrefix(),
-		urls: st.Prefix() + "controllers/", url: scheme + l.Addr().String()}
-	aopt := api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info, LeaderURL: el.leaderURL}
+		urls: st.Prefix() + "controllers/", url: adv}
+	aopt := api.Options{Alloc: opt.Alloc, AnonymousRead: opt.AnonymousRead, ID: opt.ID, Leader: el.info, LeaderURL: el.leaderURL,
+		Lease: el.lease, Ready: func(ctx context.Context) error { return el.ready(ctx, st) }, Version: opt.Version}
 	if tr != nil {
 		aopt.Trust = api.TrustOptions{CA: tr.ca, CertTTL: opt.TLS.CertTTL, ForwardTLS: tr.forward}
 	}
@@ -171,6 +210,10 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 				go func() { defer bw.Done(); backupLoop(lctx, st, opt.Backup, bs, log) }()
 				defer bw.Wait()
 			}
+			var hw sync.WaitGroup
+			hw.Add(1)
+			go func() { defer hw.Done(); housekeeping(lctx, st, opt, len(opt.EtcdEndpoints) > 0, log) }()
+			defer hw.Wait()
 			leaderLoop(lctx, srv, log)
 		})
 	}()
@@ -186,7 +229,7 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		defer c()
 		_ = hs.Shutdown(sctx)
 	}()
-	log.Info("controller serving", "url", scheme+l.Addr().String(), "id", opt.ID, "etcd", endpoints)
+	log.Info("controller serving", "url", scheme+l.Addr().String(), "advertise", adv, "id", opt.ID, "etcd", endpoints)
 	if opt.Ready != nil {
 		opt.Ready(l.Addr().String())
 	}
@@ -220,6 +263,12 @@ func leaderLoop(ctx context.Context, srv *api.Server, log *slog.Logger) {
 	}
 }
 
+// election is leader election through etcd. The lease in etcd has whole seconds (etcd's
+// unit), the TTL rounded up; this controller's own view of its leadership has the exact TTL:
+// it renews the lease every TTL/3 and counts itself leader only until TTL after the last renewal
+// it sent that etcd confirmed. A leader paused or cut off for longer therefore stops writing on
+// its own, and its commits are guarded by its election key besides (store.Guard), which etcd
+// deletes with the lease.
 type election struct {
 	cli    *clientv3.Client
 	id     string
@@ -229,20 +278,52 @@ type election struct {
 	urls   string // key prefix: controller id -> API URL, held by each controller's session
 	url    string // this controller's API URL
 
-	mu     sync.Mutex
-	leader string
-	me     bool
+	mu         sync.Mutex
+	leader     string
+	me         bool
+	guard      store.Guard // this controller's election key while it leads
+	validUntil time.Time   // monotonic: leadership counts until then
+	changed    time.Time   // when the observed leader last changed
+}
+
+// leaseSeconds is the etcd lease TTL for ttl: whole seconds, rounded up, at least 1.
+func leaseSeconds(ttl time.Duration) int64 {
+	return max(1, int64((ttl+time.Second-1)/time.Second))
 }
 
 func (e *election) info() api.LeaderInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return api.LeaderInfo{IsLeader: e.me, Leader: e.leader}
+	return api.LeaderInfo{IsLeader: e.me && time.Now().Before(e.validUntil), Leader: e.leader}
+}
+
+// lease returns the commit guard while this controller leads with a lease renewed within TTL.
+func (e *election) lease() (store.Guard, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.me || e.guard.Key == "" || !time.Now().Before(e.validUntil) {
+		return store.Guard{}, false
+	}
+	return e.guard, true
 }
 
 func (e *election) set(leader string, me bool) {
 	e.mu.Lock()
+	if leader != e.leader {
+		e.changed = time.Now()
+	}
 	e.leader, e.me = leader, me
+	if !me {
+		e.guard = store.Guard{}
+	}
+	e.mu.Unlock()
+}
+
+func (e *election) renewed(at time.Time) {
+	e.mu.Lock()
+	if v := at.Add(e.ttl); v.After(e.validUntil) {
+		e.validUntil = v
+	}
 	e.mu.Unlock()
 }
 
@@ -261,6 +342,33 @@ func (e *election) leaderURL(ctx context.Context) (string, bool) {
 	return string(r.Kvs[0].Value), true
 }
 
+// ready says whether this controller can serve writes: etcd answers a linearizable read (a
+// quorum and an etcd leader), and a controller leads (this one, with a valid lease, or another
+// whose key is in etcd).
+func (e *election) ready(ctx context.Context, st *store.Store) error {
+	r, err := e.cli.Get(clientv3.WithRequireLeader(ctx), e.prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil {
+		return fmt.Errorf("etcd: no quorum or no etcd leader: %w", err)
+	}
+	info := e.info()
+	switch {
+	case e.isMe():
+		if !info.IsLeader {
+			return errors.New("leader lease not renewed within the election TTL")
+		}
+		return nil
+	case len(r.Kvs) == 0:
+		return errors.New("no controller leads (election under way)")
+	}
+	return nil
+}
+
+func (e *election) isMe() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.me
+}
+
 // run campaigns until ctx ends, calling lead while this controller leads.
 func (e *election) run(ctx context.Context, lead func(context.Context)) {
 	for ctx.Err() == nil {
@@ -268,18 +376,28 @@ func (e *election) run(ctx context.Context, lead func(context.Context)) {
 			e.log.Warn("leader election", "err", err)
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(min(time.Second, e.ttl)):
 			}
 		}
 	}
 }
 
 func (e *election) once(ctx context.Context, lead func(context.Context)) error {
-	sess, err := concurrency.NewSession(e.cli, concurrency.WithTTL(int(max(1, e.ttl/time.Second))), concurrency.WithContext(ctx))
+	gctx, gcancel := context.WithTimeout(ctx, max(e.ttl, 2*time.Second))
+	lg, err := e.cli.Grant(gctx, leaseSeconds(e.ttl))
+	gcancel()
+	if err != nil {
+		return fmt.Errorf("lease: %w", err)
+	}
+	sess, err := concurrency.NewSession(e.cli, concurrency.WithLease(lg.ID), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
 	defer sess.Close()
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	lost := make(chan struct{})
+	go e.keepAlive(kctx, lg.ID, lost)
 	if _, err := e.cli.Put(ctx, e.urls+e.id, e.url, clientv3.WithLease(sess.Lease())); err != nil {
 		return fmt.Errorf("register API URL: %w", err)
 	}
@@ -290,7 +408,7 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 		for r := range el.Observe(octx) {
 			if len(r.Kvs) > 0 {
 				l := string(r.Kvs[0].Value)
-				e.set(l, l == e.id)
+				e.set(l, l == e.id && e.isMe())
 			}
 		}
 	}()
@@ -298,6 +416,7 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 	go func() {
 		select {
 		case <-sess.Done():
+		case <-lost:
 		case <-cctx.Done():
 		}
 		ccancel()
@@ -306,18 +425,68 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 		ccancel()
 		return fmt.Errorf("campaign: %w", err)
 	}
-	e.log.Info("leading: running allocators", "id", e.id)
+	e.mu.Lock()
+	e.guard = store.Guard{Key: el.Key(), CreateRev: el.Rev()}
+	e.mu.Unlock()
+	e.log.Info("leading: running allocators", "id", e.id, "ttl", e.ttl)
 	e.set(e.id, true)
+	// Leadership lapses at validUntil unless renewed (lease: writes answer 503 meanwhile) and
+	// comes back with the next confirmed renewal; it ends when etcd says the lease is gone.
 	lead(cctx)
 	ccancel()
 	e.set("", false)
 	select {
 	case <-sess.Done():
 		return errors.New("session expired; campaigning again")
+	case <-lost:
+		return errors.New("lease lost; campaigning again")
 	default:
 	}
 	rctx, rc := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rc()
 	_ = el.Resign(rctx)
 	return nil
+}
+
+// keepAlive renews the lease every TTL/3, recording each confirmed renewal by the time it was
+// sent; it closes lost when etcd says the lease is gone. Failed renewals only let the
+// leadership lapse (election.lease) until one succeeds.
+func (e *election) keepAlive(ctx context.Context, id clientv3.LeaseID, lost chan struct{}) {
+	defer close(lost)
+	every := max(e.ttl/3, 10*time.Millisecond)
+	e.renewed(time.Now())
+	last, warned := time.Now(), false
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		sent := time.Now()
+		// A confirmation arriving late still counts (from when it was sent), so wait up to TTL.
+		rctx, cancel := context.WithTimeout(ctx, e.ttl)
+		r, err := e.cli.KeepAliveOnce(rctx, id)
+		cancel()
+		switch {
+		case err == nil && r.TTL > 0:
+			e.renewed(sent)
+			last = sent
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && r.TTL <= 0):
+			e.log.Warn("leader election lease expired", "id", e.id)
+			return
+		default:
+			if time.Since(last) > e.ttl && !warned && e.isMe() {
+				e.log.Warn("leader election lease not renewed within the TTL; no writes until it is", "id", e.id, "err", err)
+				warned = true
+			}
+		}
+		if warned && last == sent {
+			e.log.Info("leader election lease renewed again", "id", e.id)
+			warned = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

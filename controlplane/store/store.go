@@ -74,12 +74,16 @@ func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
 // (see EtcdTLS).
 func ConnectTLS(endpoints []string, tc *tls.Config, log *slog.Logger) (*Store, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:          endpoints,
-		DialTimeout:        5 * time.Second,
-		MaxCallSendMsgSize: 64 << 20,
-		MaxCallRecvMsgSize: 256 << 20,
-		TLS:                tc,
-		Logger:             nil,
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		// Find a member that stopped answering (partitioned: no reset ever comes) within
+		// about 13 s and route around it; etcd refuses pings more often than every 5 s.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		MaxCallSendMsgSize:   64 << 20,
+		MaxCallRecvMsgSize:   256 << 20,
+		TLS:                  tc,
+		Logger:               nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
@@ -242,8 +246,8 @@ type AuditChange struct {
 }
 
 // Commit writes puts and deletes in one transaction that succeeds only if the state version is
-// still snap.Revision, together with the audit entry. It returns the new state revision, or
-// ErrStale.
+// still snap.Revision (and ctx's Guard, if any, holds), together with the audit entry. It
+// returns the new state revision, ErrStale or ErrNotLeader.
 func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Object, deletes []config.Key, audit AuditEntry) (int64, error) {
 	ops := make([]clientv3.Op, 0, len(puts)+len(deletes)+2)
 	raws := make([][]byte, len(puts))
@@ -260,7 +264,13 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 	}
 	audit.BeforeRevision = snap.Revision
 	ops = append(ops, clientv3.OpPut(s.keyState(), fmt.Sprint(time.Now().UnixNano())), s.auditPut(audit))
-	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keyState()), "=", snap.Revision)).Then(ops...).Commit()
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keyState()), "=", snap.Revision)}
+	var elseOps []clientv3.Op
+	g, gcmp, gget, guarded := guardOf(ctx)
+	if guarded {
+		cmps, elseOps = append(cmps, gcmp), []clientv3.Op{gget}
+	}
+	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 	if err != nil {
 		if strings.Contains(err.Error(), "too many operations") || strings.Contains(err.Error(), "request is too large") {
 			return 0, fmt.Errorf("commit %d changes: etcd refused one transaction of %d operations (%w); start etcd with a larger --max-txn-ops / --max-request-bytes", len(ops)-2, len(ops), err)
@@ -268,6 +278,9 @@ func (s *Store) Commit(ctx context.Context, snap *Snapshot, puts []*config.Objec
 		return 0, fmt.Errorf("commit %d changes: %w", len(ops)-2, err)
 	}
 	if !tr.Succeeded {
+		if guarded && guardFailed(g, tr) {
+			return 0, ErrNotLeader
+		}
 		return 0, ErrStale
 	}
 	// Write-through: the next snapshot is this one plus the change, without re-reading etcd.

@@ -1,0 +1,69 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAdvertiseURL(t *testing.T) {
+	for _, tc := range []struct {
+		desc, advertise, scheme, listen string
+		external                        bool
+		want, wantErr                   string
+	}{
+		{"listen address as is", "", "https://", "198.51.100.5:8480", true, "https://198.51.100.5:8480", ""},
+		{"IPv6 listen address", "", "https://", "[2001:db8::5]:8480", true, "https://[2001:db8::5]:8480", ""},
+		{"wildcard with external etcd refused", "", "https://", "0.0.0.0:8480", true, "", "--advertise-url https://HOST:8480"},
+		{"IPv6 wildcard with external etcd refused", "", "https://", "[::]:8480", true, "", "wildcard"},
+		{"wildcard with embedded etcd: loopback", "", "https://", "0.0.0.0:8480", false, "https://127.0.0.1:8480", ""},
+		{"given URL", "https://ctl1.govcloud.test:8480", "https://", "0.0.0.0:8480", true, "https://ctl1.govcloud.test:8480", ""},
+		{"given URL trailing slash", "https://198.51.100.5:8480/", "https://", "0.0.0.0:8480", true, "https://198.51.100.5:8480", ""},
+		{"given wildcard refused", "https://0.0.0.0:8480", "https://", "0.0.0.0:8480", true, "", "wildcard"},
+		{"given scheme differs", "http://198.51.100.5:8480", "https://", "0.0.0.0:8480", true, "", `scheme "http"`},
+		{"given without port", "https://198.51.100.5", "https://", "0.0.0.0:8480", true, "", "HOST:PORT"},
+		{"given with path", "https://198.51.100.5:8480/api", "https://", "0.0.0.0:8480", true, "", "HOST:PORT"},
+		{"plain HTTP API", "", "http://", "127.0.0.1:8480", false, "http://127.0.0.1:8480", ""},
+	} {
+		got, err := AdvertiseURL(tc.advertise, tc.scheme, tc.listen, tc.external)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: %q %v, want error naming %q", tc.desc, got, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || got != tc.want):
+			t.Errorf("%s: %q %v, want %q", tc.desc, got, err, tc.want)
+		}
+	}
+}
+
+// TestLeaseSeconds: etcd's lease is the TTL rounded up to whole seconds (never shorter than
+// asked, never 0); the controller's own view keeps the exact duration (election.lease).
+func TestLeaseSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want int64
+	}{{100 * time.Millisecond, 1}, {500 * time.Millisecond, 1}, {time.Second, 1}, {1500 * time.Millisecond, 2}, {2 * time.Second, 2}, {5 * time.Second, 5}, {5001 * time.Millisecond, 6}} {
+		if got := leaseSeconds(tc.ttl); got != tc.want {
+			t.Errorf("leaseSeconds(%v) = %d, want %d", tc.ttl, got, tc.want)
+		}
+	}
+}
+
+// TestLeaseLapses: leadership counts exactly TTL after the last confirmed renewal, whatever
+// etcd's whole-second lease says.
+func TestLeaseLapses(t *testing.T) {
+	e := &election{id: "c1", ttl: 300 * time.Millisecond}
+	e.set("c1", true)
+	e.guard.Key, e.guard.CreateRev = "/govcloud/leader/1", 1
+	e.renewed(time.Now())
+	if _, ok := e.lease(); !ok || !e.info().IsLeader {
+		t.Fatal("no lease right after a renewal")
+	}
+	time.Sleep(350 * time.Millisecond)
+	if _, ok := e.lease(); ok || e.info().IsLeader {
+		t.Fatal("lease still valid 350 ms after the last renewal with a 300 ms TTL")
+	}
+	e.renewed(time.Now())
+	if _, ok := e.lease(); !ok {
+		t.Fatal("renewal did not restore the lease")
+	}
+}
