@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
@@ -30,6 +31,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		host, metricsListen     string
 		pinRoot, stateDir       string
 		noBGP                   bool
+		usageInterval           time.Duration
 		cfg                     agent.Config
 		auth                    hostAuth
 		management, tenantAllow []string
@@ -49,7 +51,9 @@ makes explicit exceptions), the XDP load balancer on the uplink, and
 routes delivering VIP traffic to healthy local backends. It health-checks the backends on this
 host and reports status back (see 'govcloud status').
 
-With the controller away nothing changes (fail-static). Maps and the XDP link are pinned
+With the controller away nothing changes (fail-static). With --controller-file, SIGHUP
+re-reads the controller URLs and the agent reconnects at once, its dataplane untouched (the
+disaster drill points hosts at a restored controller so). Maps and the XDP link are pinned
 under --pin-root, so a restarted agent keeps every flow. SIGTERM removes everything the agent
 made; with --keep-dataplane the dataplane stays (upgrades).
 
@@ -107,8 +111,15 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				a.Close()
 				return err
 			}
-			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
+			// Counter totals to the controller's usage ledger (exactly once, by sequence), to
+			// whichever controller URL the client uses now.
+			ur := agentUsageReporter(a, dp, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP})
+			ur.Interval = usageInterval
+			ur.Send = func(ctx context.Context, r metering.Report) (metering.Outcome, error) {
+				return (&metering.Client{Base: c.CurrentBase(), Token: c.Token, HTTP: c.HTTP}).Report(ctx, r)
+			}
+			go ur.Run(cmd.Context())
+			go auth.repointOnHangup(cmd.Context(), c, g.log, a.Reconnect)
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()
@@ -122,6 +133,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&pinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&stateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
+	f.DurationVar(&usageInterval, "usage-interval", time.Minute, "how often the traffic totals are reported to the usage ledger")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
 	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,23 @@ func (c *Client) SetBase(base string) {
 	c.Base, c.cur = c.Bases[0], 0
 }
 
+// Repoint replaces the controller URLs (comma-separated, as New takes them) of a client in
+// use, safely against requests under way (they finish against the URL they started with).
+func (c *Client) Repoint(base string) {
+	n := &Client{}
+	n.SetBase(base)
+	c.mu.Lock()
+	c.Bases, c.Base, c.cur = n.Bases, n.Base, 0
+	c.mu.Unlock()
+}
+
+// CurrentBase is the URL in use (the one that answered last), safe against Repoint.
+func (c *Client) CurrentBase() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Base
+}
+
 // FromEnv uses GOVCLOUD_API (comma-separated URLs), GOVCLOUD_TOKEN and GOVCLOUD_CA.
 func FromEnv() *Client {
 	base := os.Getenv("GOVCLOUD_API")
@@ -103,10 +121,11 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 	if c.Base != c.Bases[start] { // Base set by hand
 		c.Bases, start = []string{c.Base}, 0
 	}
+	bases := c.Bases // Repoint replaces the slice, never changes it
 	c.mu.Unlock()
 	var errs []error
-	for i := range c.Bases {
-		base := c.Bases[(start+i)%len(c.Bases)]
+	for i := range bases {
+		base := bases[(start+i)%len(bases)]
 		var rd io.Reader
 		if body != nil {
 			rd = bytes.NewReader(body)
@@ -124,7 +143,9 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 		resp, err := c.HTTP.Do(req)
 		if err == nil {
 			c.mu.Lock()
-			c.cur, c.Base = (start+i)%len(c.Bases), base
+			if slices.Equal(bases, c.Bases) { // not repointed meanwhile
+				c.cur, c.Base = (start+i)%len(bases), base
+			}
 			c.mu.Unlock()
 			return resp, base, nil
 		}
