@@ -82,7 +82,7 @@ func (l *Lab) startVMs(ctx context.Context) error {
 		if err := os.MkdirAll(l.computeDir(h), 0o755); err != nil {
 			return err
 		}
-		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--controller", API, "--ca", l.caFile(), "--api-netns", l.rootNS(),
+		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
 			"--join-token-file", l.joinTokenFile(h, "compute"), "--provider", "libvirt", "--libvirt-netns", l.rootNS(),
 			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort,
 			"--report-status"); err != nil {

@@ -112,7 +112,12 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				defer srv.Close()
 			}
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
-			go computeUsageReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(ctx)
+			ur := computeUsageReporter(ctx, p, host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP})
+			ur.Send = func(ctx context.Context, r metering.Report) (metering.Outcome, error) {
+				return (&metering.Client{Base: c.CurrentBase(), Token: c.Token, HTTP: c.HTTP}).Report(ctx, r)
+			}
+			go ur.Run(ctx)
+			go auth.repointOnHangup(ctx, c, g.log, nil)
 			g.log.Info("compute agent running", "host", host, "provider", provider, "api", c.Base)
 			return a.Run(ctx)
 		},
