@@ -319,6 +319,7 @@ func restoreVolumeInVM(t *testing.T, l *Lab, cli func(args ...string) string, ev
 		}
 		return nil
 	})
+	t.Logf("lands-web-4 reads sha256 %s from lands-data-2, restored on gc-host1 from backup %s of lands-data (gc-host2)", sum, id)
 	cli("delete", "vms", "lands-web-4")
 	cli("delete", "volumes", "lands-data-2")
 	eventually("lands-web-4 and its volume removed", 30*time.Second, func() error {
