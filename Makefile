@@ -83,8 +83,9 @@ bench-compare: ## before/after in one run: make bench-compare BASE=<git rev> TAR
 bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments x 10 services, API p50/p99 under load; apply p50/p99 on a 3-member etcd cluster vs embedded, leader failover time (root)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkControlPlane|BenchmarkHAReport' -benchtime 1x -timeout 20m ./controlplane/e2e/
 
-bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 services store: rounds, min/median/max
+bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 services store (rounds, min/median/max); the lab's disaster drill recovery time (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBackup -benchtime 1x -timeout 20m ./controlplane/e2e/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkDrill -benchtime 1x -timeout 20m ./lab/
 
 bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/

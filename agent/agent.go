@@ -137,6 +137,8 @@ type Agent struct {
 	status     hoststatus.Status
 	reported   []byte
 	nudged     map[netip.Addr]time.Time
+	hnWrites   uint64        // host network writes summed over passes (hostnet reports per Set)
+	wake       chan struct{} // Reconnect: end the controller watch's backoff now
 }
 
 // New returns an agent on the dataplane cfg gives, without changing anything yet. Errors:
@@ -163,7 +165,16 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
-		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}}, nil
+		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Reconnect makes the watch of the controller try again at once instead of after its backoff
+// (the controller's URL changed: cmd/govcloud's SIGHUP with --controller-file).
+func (a *Agent) Reconnect() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Desired returns the last desired state (nil before the first): names for the meters.
@@ -237,8 +248,10 @@ func (a *Agent) watch(ctx context.Context, out chan<- *desired.State) {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
+				backoff = min(backoff*2, 10*time.Second)
+			case <-a.wake:
+				backoff = 200 * time.Millisecond
 			}
-			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
 		backoff = 200 * time.Millisecond
@@ -387,6 +400,11 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	}
 
 	status.Backends = a.checks.States()
+	for _, d := range st.Departments {
+		status.Departments = append(status.Departments, d.Name)
+	}
+	slices.Sort(status.Departments)
+	status.Writes = a.writes()
 	status.Ready = len(errs) == 0
 	if err := errors.Join(errs...); err != nil {
 		status.Error = err.Error()
@@ -411,7 +429,31 @@ func (a *Agent) setHostNetwork(st *desired.State) error {
 		}
 	}
 	hn.TenantAllow = a.cfg.TenantAllow
-	return a.hn.Set(hn)
+	err = a.hn.Set(hn)
+	if c, ok := a.hn.(interface{ Changes() int }); ok {
+		a.mu.Lock()
+		a.hnWrites += uint64(c.Changes())
+		a.mu.Unlock()
+	}
+	return err
+}
+
+// writes is the status's Writes: the dataplane writes since the agent started, by part, for
+// the parts that count them (hostnet.Host, lbmap.Dataplane, viproute.Routes).
+func (a *Agent) writes() map[string]uint64 {
+	out := map[string]uint64{}
+	a.mu.Lock()
+	if _, ok := a.hn.(interface{ Changes() int }); ok {
+		out["hostnet"] = a.hnWrites
+	}
+	a.mu.Unlock()
+	if w, ok := a.lb.(interface{ Writes() uint64 }); ok {
+		out["lb"] = w.Writes()
+	}
+	if w, ok := a.routes.(interface{ Writes() uint64 }); ok {
+		out["routes"] = w.Writes()
+	}
+	return out
 }
 
 // xdpState is where a pass left the load balancer's XDP program: uplink is the interface the

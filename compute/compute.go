@@ -47,6 +47,9 @@ type VolumeSpec struct {
 	Name    string
 	SizeGiB int
 	Image   string
+	// RestoreFrom is a volume backup id the volume is made from when it does not exist yet
+	// (not part of the Fingerprint: it never changes a volume that exists).
+	RestoreFrom string
 }
 
 // VMSpec is everything a provider needs to make one VM.
@@ -161,7 +164,7 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 				errs = append(errs, fmt.Errorf("vm %q: volume %q is not in the host's desired volumes", vm.Name, name))
 				continue
 			}
-			s.Volumes = append(s.Volumes, VolumeSpec{Name: v.Name, SizeGiB: v.SizeGiB, Image: v.Image})
+			s.Volumes = append(s.Volumes, VolumeSpec{Name: v.Name, SizeGiB: v.SizeGiB, Image: v.Image, RestoreFrom: v.RestoreFrom})
 		}
 		for _, ifc := range vm.Interfaces {
 			nic := NIC{Segment: ifc.Segment, VLAN: ifc.VLAN, Bridge: n.Bridge(ifc.VLAN), Port: n.Port(vm.Name, ifc.Segment)}

@@ -87,9 +87,21 @@ func (l *Lab) preflight() error {
 
 // client is an API client of the lab's controller, verifying it with the lab's CA.
 func (l *Lab) client(token string) *client.Client {
-	c := client.New(API, token)
+	c := client.New(l.api(), token)
 	_ = c.SetCAFile(l.caFile()) // not there yet: the request fails and says so
 	return c
+}
+
+// controllerFile holds the URL the lab's agents and CLI reach the controller at: API, until a
+// disaster drill restores the controller elsewhere and rewrites it (agents re-read it on SIGHUP).
+func (l *Lab) controllerFile() string { return filepath.Join(l.dir, "controller-url") }
+
+// api is the controller's URL: the controller file's, else API.
+func (l *Lab) api() string {
+	if b, err := os.ReadFile(l.controllerFile()); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b))
+	}
+	return API
 }
 
 // caFile is the lab controller's CA certificate (also in client.DefaultCAFiles, so the CLI
@@ -193,6 +205,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 
 	l.step(5, steps, "agents in gc-host1 and gc-host2 (join with single-use join tokens, then mTLS with host certificates)")
+	if err := os.WriteFile(l.controllerFile(), []byte(API+"\n"), 0o644); err != nil {
+		return err
+	}
 	for _, h := range Hosts {
 		// One join token per agent: the network agent, and the compute agent with --vms.
 		for _, who := range []string{"agent", "compute"} {
@@ -305,6 +320,10 @@ func (l *Lab) startController() error {
 	return l.start("controller", "", l.opt.Bin, "controller", "--anonymous-read", "--data-dir", filepath.Join(l.dir, "controller"), "--listen", strings.TrimPrefix(API, "https://"))
 }
 
+// usageInterval is how often the lab's agents report traffic totals to the ledger: short, so
+// bills follow the wire within seconds (a drill waits for it).
+const usageInterval = 2 * time.Second
+
 // joinTokenFile holds the single-use join token of host h's agent (who: agent or compute).
 func (l *Lab) joinTokenFile(h, who string) string {
 	return filepath.Join(l.dir, "tokens", h+"-"+who+".join")
@@ -313,7 +332,8 @@ func (l *Lab) joinTokenFile(h, who string) string {
 // startAgent runs host h's agent. On its first start it exchanges its join token for a host
 // certificate, kept in its --state-dir; restarts reuse that certificate (the token is spent).
 func (l *Lab) startAgent(h string) error {
-	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--controller", API, "--ca", l.caFile(), "--api-netns", l.rootNS(),
+	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
+		"--usage-interval", usageInterval.String(),
 		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
 		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h),
 		// The ToR's fabric address is in the uplink's prefix (management already); its

@@ -21,8 +21,9 @@ import (
 	"github.com/govcloud/govcloud/lb"
 )
 
-// TestLab runs the user's first hour as a test: 'lab up', 'lab verify', 'lab up' again over
-// the running lab, 'lab down', then an 'up' interrupted half-way followed by 'down'; after each
+// TestLab runs the user's first hour as a test: 'lab up', 'lab verify', the disaster drill
+// (disasterDrill: the controller lost and restored from a backup elsewhere while traffic
+// runs), 'lab up' again over the running lab, 'lab down', then an 'up' interrupted half-way followed by 'down'; after each
 // down the machine holds no gc- namespace, no lab process and no lab directory.
 func TestLab(t *testing.T) {
 	netnstest.RequirePrivileged(t)
@@ -56,6 +57,7 @@ func TestLab(t *testing.T) {
 	trustOverTLS(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
+	disasterDrill(t, bin, dir, run)
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
 		t.Fatalf("second lab up: %v (it must replace the running lab)", err)
 	}
@@ -89,7 +91,7 @@ func TestLab(t *testing.T) {
 
 // labCLI builds govcloud and returns it with a runner of 'govcloud lab ARGS' on the lab in dir
 // (logging the output); a lab still up when the test ends is taken down.
-func labCLI(t *testing.T, dir string) (string, func(args ...string) (string, error)) {
+func labCLI(t testing.TB, dir string) (string, func(args ...string) (string, error)) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "govcloud")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/govcloud").CombinedOutput(); err != nil {
@@ -110,7 +112,7 @@ func labCLI(t *testing.T, dir string) (string, func(args ...string) (string, err
 }
 
 // openLab opens the running lab in dir and reads its admin token.
-func openLab(t *testing.T, bin, dir string) (*Lab, string) {
+func openLab(t testing.TB, bin, dir string) (*Lab, string) {
 	t.Helper()
 	l, err := New(Options{Bin: bin, Dir: dir})
 	if err != nil {

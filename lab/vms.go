@@ -37,6 +37,10 @@ func (l *Lab) vmMode() bool {
 
 func (l *Lab) computeDir(h string) string { return filepath.Join(l.dir, "compute", h) }
 
+// volumeBackupDir holds the lab's volume backups, shared by both hosts' compute agents (as a
+// remote mount would be), so a volume backed up on one host can be restored on the other.
+func (l *Lab) volumeBackupDir() string { return filepath.Join(l.dir, "volume-backups") }
+
 // labPool is host h's storage pool: the hosts' agents share libvirtd, not volumes.
 func labPool(h string) string { return "gc-lab-" + h }
 
@@ -82,9 +86,10 @@ func (l *Lab) startVMs(ctx context.Context) error {
 		if err := os.MkdirAll(l.computeDir(h), 0o755); err != nil {
 			return err
 		}
-		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--controller", API, "--ca", l.caFile(), "--api-netns", l.rootNS(),
+		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
 			"--join-token-file", l.joinTokenFile(h, "compute"), "--provider", "libvirt", "--libvirt-netns", l.rootNS(),
 			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort,
+			"--volume-backup-dir", l.volumeBackupDir(),
 			"--report-status"); err != nil {
 			return err
 		}

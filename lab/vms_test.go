@@ -12,14 +12,20 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/govcloud/govcloud/compute/libvirt"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
 )
 
 const extraVMYAML = `apiVersion: govcloud/v1
+kind: Volume
+metadata: {name: lands-data}
+spec: {department: lands, sizeGiB: 1}
+---
+apiVersion: govcloud/v1
 kind: VM
 metadata: {name: lands-web-3}
-spec: {department: lands, vcpus: 1, memoryMiB: 128, image: tiny, networks: [{segment: lands-web}], host: gc-host2}
+spec: {department: lands, vcpus: 1, memoryMiB: 128, image: tiny, volumes: [lands-data], networks: [{segment: lands-web}], host: gc-host2}
 ---
 apiVersion: govcloud/v1
 kind: Service
@@ -37,8 +43,12 @@ spec:
 // 'govcloud apply' a new VM on gc-host2 and a new service whose backends are that VM and a
 // running one: the new VM boots, reaches its segment's VM on the other host, reaches no other
 // department, and both serve the new VIP; the running VM takes the VIP without a restart.
-// Deleting both removes the domain and its links; 'lab down' leaves no domain, pool, link,
-// namespace or process of the lab.
+// Data written in the new VM to its volume is backed up while the VM runs ('govcloud volume
+// backup': libvirt's backup API, crash-consistent); the VM and the volume are deleted, and a
+// Volume restored from the backup (spec.restoreFrom) is attached to a new VM on the other
+// host: the data reads back with the same sha256. Deleting the VMs removes their domains and
+// links; 'lab down' leaves no domain, pool, link, namespace or process of the lab. Every VM
+// boot of the suite happens here, once.
 func TestLabVMs(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "curl", "ethtool", "ping",
@@ -170,6 +180,8 @@ func TestLabVMs(t *testing.T) {
 		t.Fatalf("lands-web-1 was restarted to take the new VIP (qemu pid %s -> %s)", pid1, got)
 	}
 
+	backupID, sum := backupVolumeInVM(t, l, bin, dir, "lands-web-3", "lands-data")
+
 	// Delete the VM and its service: the domain and the links made for its NIC go.
 	cli("delete", "services", "lands-api")
 	cli("delete", "vms", "lands-web-3")
@@ -182,6 +194,7 @@ func TestLabVMs(t *testing.T) {
 		}
 		return nil
 	})
+	restoreVolumeInVM(t, l, cli, eventually, backupID, sum)
 
 	if _, err := run("down"); err != nil {
 		t.Fatalf("lab down: %v", err)
@@ -228,4 +241,95 @@ func labLinks() []string {
 		}
 	}
 	return out
+}
+
+// guestBlock is the part of a guest's data volume (/dev/vdb) the volume checks write and read:
+// the tiny guest has no filesystem modules, so the data is the block device's first MiB.
+const guestBlock = "dd if=/dev/vdb bs=65536 count=16 2>/dev/null | sha256sum"
+
+// backupVolumeInVM writes random data to the data volume of vm from inside the guest and backs
+// the volume up while the VM runs, through the CLI on the volume's host. It returns the
+// backup's id and the data's sha256.
+func backupVolumeInVM(t *testing.T, l *Lab, bin, dir, vm, volume string) (string, string) {
+	t.Helper()
+	out, err := l.inGuest(vm, "dd if=/dev/urandom of=/dev/vdb bs=65536 count=16 conv=fsync 2>/dev/null && sync && "+guestBlock)
+	if err != nil {
+		t.Fatalf("writing to %s's volume in the guest: %v", vm, err)
+	}
+	sum, _, _ := strings.Cut(strings.TrimSpace(out), " ")
+	if len(sum) != 64 {
+		t.Fatalf("sha256 of %s's volume data: %q", vm, out)
+	}
+	host := "gc-host2"
+	cmd := exec.Command(bin, "volume", "backup", volume, "--to", l.volumeBackupDir(), "--host", host, "--pool", labPool(host))
+	b, err := cmd.CombinedOutput()
+	t.Logf("govcloud volume backup %s:\n%s", volume, b)
+	if err != nil {
+		t.Fatalf("volume backup %s: %v", volume, err)
+	}
+	if !strings.Contains(string(b), "crash-consistent") || !strings.Contains(string(b), "libvirt backup") {
+		t.Fatalf("volume backup of a running VM's volume: want a crash-consistent copy through libvirt's backup API:\n%s", b)
+	}
+	bs, err := libvirt.ListVolumeBackups(l.volumeBackupDir())
+	if err != nil || len(bs) != 1 || bs[0].Volume != volume {
+		t.Fatalf("volume backups: %v %+v, want one of %s", err, bs, volume)
+	}
+	list, err := exec.Command(bin, "volume", "backups", "--dir", l.volumeBackupDir()).CombinedOutput()
+	if err != nil || !strings.Contains(string(list), bs[0].ID) {
+		t.Fatalf("govcloud volume backups: %v\n%s", err, list)
+	}
+	return bs[0].ID, sum
+}
+
+const restoredVMYAML = `apiVersion: govcloud/v1
+kind: Volume
+metadata: {name: lands-data-2}
+spec: {department: lands, sizeGiB: 1, restoreFrom: %s}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: lands-web-4}
+spec: {department: lands, vcpus: 1, memoryMiB: 128, image: tiny, volumes: [lands-data-2], networks: [{segment: lands-web}], host: gc-host1}
+`
+
+// restoreVolumeInVM deletes the backed-up volume, makes a new one from the backup attached to
+// a new VM on the other host, and expects the guest to read the same data; then removes both.
+func restoreVolumeInVM(t *testing.T, l *Lab, cli func(args ...string) string, eventually func(string, time.Duration, func() error), id, sum string) {
+	t.Helper()
+	cli("delete", "volumes", "lands-data")
+	eventually("lands-data removed from gc-host2's pool", 30*time.Second, func() error {
+		out, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", labPool("gc-host2")).Output()
+		if strings.Contains(string(out), "gc-vol-lands-data") {
+			return fmt.Errorf("pool still holds it:\n%s", out)
+		}
+		return nil
+	})
+	f := filepath.Join(t.TempDir(), "restored.yaml")
+	if err := os.WriteFile(f, []byte(fmt.Sprintf(restoredVMYAML, id)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli("apply", "-f", f)
+	eventually("lands-web-4 reads the restored volume's data", 120*time.Second, func() error {
+		out, err := l.inGuest("lands-web-4", guestBlock)
+		if err != nil {
+			return err
+		}
+		if got, _, _ := strings.Cut(strings.TrimSpace(out), " "); got != sum {
+			return fmt.Errorf("sha256 %s, written %s", got, sum)
+		}
+		return nil
+	})
+	t.Logf("lands-web-4 reads sha256 %s from lands-data-2, restored on gc-host1 from backup %s of lands-data (gc-host2)", sum, id)
+	cli("delete", "vms", "lands-web-4")
+	cli("delete", "volumes", "lands-data-2")
+	eventually("lands-web-4 and its volume removed", 30*time.Second, func() error {
+		if n := labLinks(); len(n) != 4*3 {
+			return fmt.Errorf("links of VM NICs in the machine's namespace: %v, want those of 4 VMs", n)
+		}
+		out, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", labPool("gc-host1")).Output()
+		if strings.Contains(string(out), "gc-vol-lands-data-2") {
+			return fmt.Errorf("gc-host1's pool still holds gc-vol-lands-data-2")
+		}
+		return nil
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
@@ -31,6 +32,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		host, metricsListen     string
 		pinRoot, stateDir       string
 		noBGP                   bool
+		usageInterval           time.Duration
 		cfg                     agent.Config
 		auth                    hostAuth
 		management, tenantAllow []string
@@ -52,7 +54,9 @@ makes explicit exceptions), the XDP load balancer on the uplink, and
 routes delivering VIP traffic to healthy local backends. It health-checks the backends on this
 host and reports status back (see 'govcloud status').
 
-With the controller away nothing changes (fail-static). Maps and the XDP link are pinned
+With the controller away nothing changes (fail-static). With --controller-file, SIGHUP
+re-reads the controller URLs and the agent reconnects at once, its dataplane untouched (the
+disaster drill points hosts at a restored controller so). Maps and the XDP link are pinned
 under --pin-root, so a restarted agent keeps every flow. SIGTERM removes everything the agent
 made; with --keep-dataplane the dataplane stays (upgrades).
 
@@ -113,8 +117,12 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				a.Close()
 				return err
 			}
-			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(cmd.Context())
+			// Counter totals to the controller's usage ledger (exactly once, by sequence), through
+			// the failover client: after a SIGHUP repoint it reaches the new controllers.
+			ur := hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()})
+			ur.Interval = usageInterval
+			go ur.Run(cmd.Context())
+			go auth.repointOnHangup(cmd.Context(), c, g.log, a.Reconnect)
 			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()
@@ -130,6 +138,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.StringVar(&pinRoot, "pin-root", agent.DefaultPinRoot, "bpffs directory for pinned maps and links")
 	f.StringVar(&stateDir, "state-dir", agent.DefaultStateDir, "directory for state that must outlive a crash")
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
+	f.DurationVar(&usageInterval, "usage-interval", time.Minute, "how often the traffic totals are reported to the usage ledger")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
 	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")

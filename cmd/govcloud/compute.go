@@ -114,6 +114,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 			}
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
 			go hostsource.ComputeReporter(ctx, p, host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(ctx)
+			go auth.repointOnHangup(ctx, c, g.log, nil)
 			g.log.Info("compute agent running", "host", host, "provider", provider, "controllers", c.Bases)
 			return a.Run(ctx)
 		},
@@ -131,6 +132,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&lcfg.PoolXML, "pool-xml", "", "pool definition used when the pool does not exist and is not a dir pool (e.g. rbd)")
 	f.StringVar(&lcfg.LibvirtNetns, "libvirt-netns", "", "libvirtd's network namespace when it is not this process's (the lab): NICs get a bridge there and a veth into this one")
 	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
+	f.StringVar(&lcfg.BackupDir, "volume-backup-dir", "", "volume backups ('govcloud volume backup'): a Volume with spec.restoreFrom is made from one here (default STATE-DIR/volume-backups; meant to be shared or remote storage)")
 	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")
 	return cmd
 }

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -19,17 +21,19 @@ import (
 // controller: URLs, CA, and a client certificate obtained with a join token (or, the older
 // way, an agent bearer token).
 type hostAuth struct {
-	controller    string
-	tokenFile     string
-	apiNetns      string
-	caFile        string
-	joinToken     string
-	joinTokenFile string
-	certDir       string
+	controller     string
+	controllerFile string
+	tokenFile      string
+	apiNetns       string
+	caFile         string
+	joinToken      string
+	joinTokenFile  string
+	certDir        string
 }
 
 func (h *hostAuth) flags(f *pflag.FlagSet) {
 	f.StringVar(&h.controller, "controller", "", "controller URL(s), comma-separated, tried in order (default GOVCLOUD_API or "+client.DefaultAPI+")")
+	f.StringVar(&h.controllerFile, "controller-file", "", "file holding the controller URL(s), comma-separated (instead of --controller); re-read on SIGHUP, so a host is pointed at a restored or moved controller without a restart")
 	f.StringVar(&h.controller, "api", "", "same as --controller")
 	_ = f.MarkHidden("api")
 	f.StringVar(&h.caFile, "ca", "", "CA certificate (PEM) verifying the controller (default GOVCLOUD_CA, else the local controller's ca.crt)")
@@ -40,6 +44,48 @@ func (h *hostAuth) flags(f *pflag.FlagSet) {
 	f.StringVar(&h.apiNetns, "api-netns", "", "network namespace file (e.g. a bind mount of /proc/self/ns/net) to dial the controller from")
 }
 
+// readControllerFile reads the URLs of --controller-file.
+func (h *hostAuth) readControllerFile() (string, error) {
+	b, err := os.ReadFile(h.controllerFile)
+	if err != nil {
+		return "", fmt.Errorf("--controller-file: %w", err)
+	}
+	urls := strings.TrimSpace(string(b))
+	if urls == "" {
+		return "", fmt.Errorf("--controller-file %s: empty (want the controller URL(s), comma-separated)", h.controllerFile)
+	}
+	return urls, nil
+}
+
+// repointOnHangup re-reads --controller-file on each SIGHUP until ctx ends and points c at
+// its URLs, then calls changed (the agent's watch retries at once). Without the flag it does
+// nothing. A file that cannot be read leaves c as it was, and says so in the log.
+func (h *hostAuth) repointOnHangup(ctx context.Context, c *client.Client, log *slog.Logger, changed func()) {
+	if h.controllerFile == "" {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		urls, err := h.readControllerFile()
+		if err != nil {
+			log.Error("SIGHUP: controller URLs unchanged", "err", err)
+			continue
+		}
+		c.Repoint(urls)
+		log.Info("SIGHUP: controller URLs re-read", "controller", urls, "file", h.controllerFile)
+		if changed != nil {
+			changed()
+		}
+	}
+}
+
 // client builds the controller client of host: with the host's certificate from certDir
 // (made through the join token when missing), else the bearer token. run renews the
 // certificate until ctx ends (a no-op without one).
@@ -47,6 +93,13 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 	c = client.FromEnv()
 	if h.controller != "" {
 		c.SetBase(h.controller)
+	}
+	if h.controllerFile != "" {
+		urls, err := h.readControllerFile()
+		if err != nil {
+			return nil, nil, err
+		}
+		c.SetBase(urls)
 	}
 	tc, err := client.TLSConfig(h.caFile)
 	if err != nil {

@@ -63,6 +63,10 @@ type Config struct {
 	// Host is written into each domain's metadata; only domains of this host are listed, used
 	// for usage, or removed. Several agents (one per host) may share one libvirtd.
 	Host string
+	// BackupDir holds volume backups (BackupVolume writes them; a volume with RestoreFrom is
+	// made from one); default StateDir/volume-backups. Meant to be shared or remote storage,
+	// so a volume can be restored on another host than the one it was backed up on.
+	BackupDir string
 	// LibvirtNetns is the path of libvirtd's network namespace when it is not the agent's
 	// (e.g. /proc/1/ns/net seen from an agent in a namespace); empty: the same.
 	LibvirtNetns string
@@ -101,6 +105,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if cfg.PoolPath == "" {
 		cfg.PoolPath = filepath.Join(cfg.StateDir, "pool")
+	}
+	if cfg.BackupDir == "" {
+		cfg.BackupDir = filepath.Join(cfg.StateDir, "volume-backups")
 	}
 	if cfg.Emulator == "" {
 		cfg.Emulator = "/usr/bin/qemu-system-x86_64"
@@ -302,7 +309,15 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		if v.Image != "" {
 			backing = p.base
 		}
-		vol, created, err := p.volume(dataName(v.Name), uint64(v.SizeGiB)<<30, backing)
+		var vol golibvirt.StorageVol
+		var created bool
+		if _, lerr := p.l.StorageVolLookupByName(p.pool, dataName(v.Name)); lerr != nil && v.RestoreFrom != "" {
+			// A volume made from a backup; one that exists is never overwritten.
+			vol, err = p.restoreVolume(ctx, dataName(v.Name), uint64(v.SizeGiB)<<30, v.RestoreFrom)
+			created = true
+		} else {
+			vol, created, err = p.volume(dataName(v.Name), uint64(v.SizeGiB)<<30, backing)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("vm %q: volume %q: %w", s.Name, v.Name, err))
 		}

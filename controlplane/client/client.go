@@ -97,6 +97,23 @@ func (c *Client) SetBase(base string) {
 	c.Base, c.cur = c.Bases[0], 0
 }
 
+// Repoint replaces the controller URLs (comma-separated, as New takes them) of a client in
+// use, safely against requests under way (they finish against the URL they started with).
+func (c *Client) Repoint(base string) {
+	n := &Client{}
+	n.SetBase(base)
+	c.mu.Lock()
+	c.Bases, c.Base, c.cur = n.Bases, n.Base, 0
+	c.mu.Unlock()
+}
+
+// CurrentBase is the URL in use (the one that answered last), safe against Repoint.
+func (c *Client) CurrentBase() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Base
+}
+
 // FromEnv uses GOVCLOUD_API (comma-separated URLs), GOVCLOUD_TOKEN and GOVCLOUD_CA.
 func FromEnv() *Client {
 	base := os.Getenv("GOVCLOUD_API")
@@ -292,7 +309,9 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 				last503.Body.Close()
 			}
 			c.mu.Lock()
-			c.cur, c.Base = (start+i)%len(targets), t.base
+			if slices.Equal(bases, c.Bases) { // not repointed meanwhile
+				c.cur, c.Base = (start+i)%len(targets), t.base
+			}
 			delete(c.down, t)
 			c.mu.Unlock()
 			return resp, t.base, nil

@@ -54,6 +54,10 @@ func TestBadInput(t *testing.T) {
 		{"backend in another department", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{address: 198.18.30.5}]}"), []string{`spec.backends[0].address "198.18.30.5"`, `department "health"`}},
 		{"unknown department", base + doc("Segment", "s1", "{department: nosuch, ipv4: 198.18.21.0/24}"), []string{`spec.department "nosuch"`, "unknown department"}},
 		{"quota exceeded", base + doc("Volume", "v1", "{department: lands, sizeGiB: 11}"), []string{`Volume "v1"`, "quota exceeded", "10 GiB"}},
+		{"volume restored from a path", base + doc("Volume", "v1", "{department: lands, sizeGiB: 1, restoreFrom: /etc/shadow}"), []string{`Volume "v1"`, `spec.restoreFrom "/etc/shadow"`, "volume backup id"}},
+		{"volume restored from a hidden file", base + doc("Volume", "v1", "{department: lands, sizeGiB: 1, restoreFrom: ..}"), []string{`spec.restoreFrom ".."`, "volume backup id"}},
+		{"volume restored from a name with a space", base + doc("Volume", "v1", "{department: lands, sizeGiB: 1, restoreFrom: 'data 1'}"), []string{`spec.restoreFrom "data 1"`}},
+		{"volume from a backup and an image", base + doc("Volume", "v1", "{department: lands, sizeGiB: 1, image: tiny, restoreFrom: v0-20261205T101500Z}"), []string{`spec.restoreFrom "v0-20261205T101500Z"`, `image "tiny"`, "not both"}},
 		{"BGP hold time too short", base + doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1, asn: 65001, bgpPeers: [{address: 198.18.0.254, asn: 65000, holdTime: 2}]}"), []string{`Host "h1"`, `spec.bgpPeers[0].holdTime "2"`}},
 		{"negative local preference", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], bgp: {localPref: -1}}"), []string{`Service "web"`, `spec.bgp.localPref "-1"`}},
 		{"two hosts with one address", base + doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1}") + doc("Host", "h2", "{uplink: eth0, address: 198.18.0.1}"), []string{`Host "h2"`, `spec.address "198.18.0.1"`, `"h1"`}},
@@ -78,6 +82,13 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestVolumeRestoreFromValid(t *testing.T) {
+	doc := "---\napiVersion: govcloud/v1\nkind: Volume\nmetadata: {name: v1}\nspec: {department: lands, sizeGiB: 1, restoreFrom: lands-data-20261205T101500Z}\n"
+	if err := parseValidate(t, base+doc); err != nil {
+		t.Fatalf("volume restored from a backup id refused: %v", err)
 	}
 }
 

@@ -281,6 +281,11 @@ type VolumeSpec struct {
 	Department string `yaml:"department" json:"department"`
 	SizeGiB    int    `yaml:"sizeGiB" json:"sizeGiB"`
 	Image      string `yaml:"image" json:"image,omitempty"`
+	// RestoreFrom names a volume backup ('govcloud volume backup': its id, e.g.
+	// lands-data-20261205T101500Z) in the compute agents' backup directory: the volume is
+	// made from it when its host first makes it (verified against the backup's sha256 first).
+	// It only seeds: a volume that exists is never overwritten.
+	RestoreFrom string `yaml:"restoreFrom" json:"restoreFrom,omitempty"`
 }
 
 func (*DepartmentSpec) kind() string { return KindDepartment }

@@ -321,6 +321,26 @@ func (c *objectCheck) volume(s *VolumeSpec) {
 	if s.SizeGiB < 1 || s.SizeGiB > MaxVolumeGiB {
 		c.bad("spec.sizeGiB", strconv.Itoa(s.SizeGiB), "must be from 1 to %d (64 TiB)", MaxVolumeGiB)
 	}
+	if s.RestoreFrom != "" && !validBackupID(s.RestoreFrom) {
+		c.bad("spec.restoreFrom", s.RestoreFrom, "want a volume backup id (1-128 characters of a-z A-Z 0-9 - . _, not starting with '.')")
+	}
+	if s.RestoreFrom != "" && s.Image != "" {
+		c.bad("spec.restoreFrom", s.RestoreFrom, "a volume is made from a backup or from image %q, not both", s.Image)
+	}
+}
+
+// validBackupID reports whether id can name a volume backup: a file name in the compute
+// agents' backup directory, never a path.
+func validBackupID(id string) bool {
+	if id == "" || len(id) > 128 || id[0] == '.' {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func prefix(bad func(string, string, string, ...any), field, s string, v6 bool) (netip.Prefix, bool) {

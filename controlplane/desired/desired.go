@@ -153,6 +153,8 @@ type Volume struct {
 	Department string `json:"department"`
 	SizeGiB    int    `json:"sizeGiB"`
 	Image      string `json:"image,omitempty"`
+	// RestoreFrom is the volume backup the volume is made from when its host first makes it.
+	RestoreFrom string `json:"restoreFrom,omitempty"`
 }
 
 // DSRVIPs maps each VM to the VIPs of the dsr services it backs, without repeats: the

@@ -33,6 +33,14 @@ type Status struct {
 	Advertise []string `json:"advertise,omitempty"`
 	// BGP is the state of each peer session.
 	BGP []bgp.PeerStatus `json:"bgp,omitempty"`
+	// Departments are the departments of the desired state the agent holds (every department
+	// that exists at Revision), sorted: with Segments and Services, what a restored controller's
+	// store can be compared with (objects the hosts hold that a restore lost).
+	Departments []string `json:"departments,omitempty"`
+	// Writes counts the dataplane writes the agent made since it started, by part: "hostnet"
+	// (links, rules, routes, nftables, trunk maps), "lb" (load-balancer maps), "routes" (VIP
+	// routes). A pass over a state the host already holds adds 0.
+	Writes map[string]uint64 `json:"writes,omitempty"`
 }
 
 // Report is one stored report as the controller returns it (GET /v1/status, "hosts"): the

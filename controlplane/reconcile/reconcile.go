@@ -177,7 +177,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	for _, o := range st.List(config.KindVolume) {
 		if slices.Contains(vols, o.Metadata.Name) {
 			s := o.Spec.(*config.VolumeSpec)
-			out.Volumes = append(out.Volumes, desired.Volume{Name: o.Metadata.Name, Department: s.Department, SizeGiB: s.SizeGiB, Image: s.Image})
+			out.Volumes = append(out.Volumes, desired.Volume{Name: o.Metadata.Name, Department: s.Department, SizeGiB: s.SizeGiB, Image: s.Image, RestoreFrom: s.RestoreFrom})
 		}
 	}
 	return out

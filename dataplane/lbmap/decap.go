@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 
@@ -79,7 +80,7 @@ func (d *Dataplane) syncPolicy(srcs, endpoints map[netip.Addr]bool, vips []Local
 	if len(allow) > MaxDecapAllow4 {
 		return fmt.Errorf("decapsulation policy: %d IPv4 (tunnel, local VIP) combinations, at most %d", len(allow), MaxDecapAllow4)
 	}
-	if err := pruneHash(d.objs.DecapAllow4, allow); err != nil {
+	if err := pruneHash(d.objs.DecapAllow4, allow, &d.writes); err != nil {
 		return fmt.Errorf("decapsulation policy: %w", err)
 	}
 	if err := d.syncTunnels(srcs, endpoints); err != nil {
@@ -88,7 +89,7 @@ func (d *Dataplane) syncPolicy(srcs, endpoints map[netip.Addr]bool, vips []Local
 	if err := d.syncLocalVIPs(vips); err != nil {
 		return err
 	}
-	if err := syncHash(d.objs.DecapAllow4, allow); err != nil {
+	if err := syncHash(d.objs.DecapAllow4, allow, &d.writes); err != nil {
 		return fmt.Errorf("decapsulation policy: %w", err)
 	}
 	return nil
@@ -112,10 +113,10 @@ func (d *Dataplane) syncTunnels(srcs, endpoints map[netip.Addr]bool) error {
 	if n := max(len(want4), len(want6)); n > MaxTunnels {
 		return fmt.Errorf("tunnel sources: %d sources x %d endpoints make %d pairs of one family, at most %d", len(srcs), len(endpoints), n, MaxTunnels)
 	}
-	if err := syncHash(d.objs.TunnelSrcs4, want4); err != nil {
+	if err := syncHash(d.objs.TunnelSrcs4, want4, &d.writes); err != nil {
 		return fmt.Errorf("tunnel sources: %w", err)
 	}
-	if err := syncHash(d.objs.TunnelSrcs, want6); err != nil {
+	if err := syncHash(d.objs.TunnelSrcs, want6, &d.writes); err != nil {
 		return fmt.Errorf("tunnel sources: %w", err)
 	}
 	return nil
@@ -172,10 +173,10 @@ func (d *Dataplane) syncLocalVIPs(vips []LocalVIP) error {
 	if n := max(len(want), len(want4)); n > MaxLocalVIPs {
 		return fmt.Errorf("local VIPs: %d VIPs of one family, at most %d", n, MaxLocalVIPs)
 	}
-	if err := syncHash(d.objs.LocalVips4, want4); err != nil {
+	if err := syncHash(d.objs.LocalVips4, want4, &d.writes); err != nil {
 		return fmt.Errorf("local VIPs: %w", err)
 	}
-	if err := syncHash(d.objs.LocalVips, want); err != nil {
+	if err := syncHash(d.objs.LocalVips, want, &d.writes); err != nil {
 		return fmt.Errorf("local VIPs: %w", err)
 	}
 	return nil
@@ -229,8 +230,9 @@ func (d *Dataplane) LocalVIPs() ([]LocalVIP, error) {
 	return out, nil
 }
 
-// pruneHash deletes from a hash map every key not in want (and writes nothing).
-func pruneHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
+// pruneHash deletes from a hash map every key not in want (and writes nothing), counting
+// deletions in writes.
+func pruneHash[K comparable](m *ebpf.Map, want map[K]uint32, writes *atomic.Uint64) error {
 	var stale []K
 	var k K
 	var v uint32
@@ -247,14 +249,15 @@ func pruneHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("deleting from map %s: %w", m, err)
 		}
+		writes.Add(1)
 	}
 	return nil
 }
 
 // syncHash brings a hash map to want: stale keys are deleted first (what is no longer allowed
 // stops at once, and the map never needs room for both sets), then missing or changed entries
-// are written. Unchanged entries are not touched.
-func syncHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
+// are written. Unchanged entries are not touched; deletions and writes are counted in writes.
+func syncHash[K comparable](m *ebpf.Map, want map[K]uint32, writes *atomic.Uint64) error {
 	have := map[K]uint32{}
 	var k K
 	var v uint32
@@ -272,6 +275,7 @@ func syncHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("deleting from map %s: %w", m, err)
 		}
+		writes.Add(1)
 	}
 	for k, v := range want {
 		if old, ok := have[k]; ok && old == v {
@@ -280,6 +284,7 @@ func syncHash[K comparable](m *ebpf.Map, want map[K]uint32) error {
 		if err := m.Put(k, v); err != nil {
 			return fmt.Errorf("writing map %s: %w", m, err)
 		}
+		writes.Add(1)
 	}
 	return nil
 }

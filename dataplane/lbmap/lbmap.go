@@ -13,7 +13,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -71,12 +73,19 @@ type Dataplane struct {
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
+	// writes counts map updates and deletions the setters made (Writes).
+	writes atomic.Uint64
 
 	// uplink is the XDP link AttachUplink made on interface uplinkIf (nil: none).
 	uplinkMu sync.Mutex
 	uplink   link.Link
 	uplinkIf string
 }
+
+// Writes is the number of map updates and deletions the setters (Set, SetConfig,
+// SetVLANDomains, SetDecapAddrs, SetTunnelSources, SetLocalVIPs) made since Load. A setter
+// given what the maps already hold writes nothing, so a steady state adds 0.
+func (d *Dataplane) Writes() uint64 { return d.writes.Load() }
 
 // Restored reports whether Load found VIPs programmed by an earlier agent.
 func (d *Dataplane) Restored() bool { return d.restored }
@@ -234,9 +243,14 @@ func (d *Dataplane) SetConfig(c Config) error {
 			*a.v6 = addrWords(a.addr)
 		}
 	}
+	var have bpfobj.LbLbConfig
+	if err := d.objs.Config.Lookup(uint32(0), &have); err == nil && have == cfg {
+		return nil
+	}
 	if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("writing lb config: %w", err)
 	}
+	d.writes.Add(1)
 	return nil
 }
 
@@ -255,9 +269,15 @@ func (d *Dataplane) SetVLANDomains(m map[uint16]uint32) error {
 		}
 		vals[vlan] = dom
 	}
+	haveKeys, have := make([]uint32, len(keys)), make([]uint32, len(keys))
+	var cursor ebpf.MapBatchCursor
+	if n, err := d.objs.VlanDomain.BatchLookup(&cursor, haveKeys, have, nil); (err == nil || errors.Is(err, ebpf.ErrKeyNotExist)) && n == len(keys) && slices.Equal(have, vals) {
+		return nil
+	}
 	if _, err := d.objs.VlanDomain.BatchUpdate(keys, vals, nil); err != nil {
 		return fmt.Errorf("writing vlan domains: %w", err)
 	}
+	d.writes.Add(1)
 	return nil
 }
 
@@ -278,17 +298,28 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 			if err != nil {
 				continue
 			}
-			if err := d.objs.Backends.Put(id, d.backendValue(lb.Backend{Addr: ap.Addr(), Port: ap.Port()})); err != nil {
+			val := d.backendValue(lb.Backend{Addr: ap.Addr(), Port: ap.Port()})
+			var have bpfobj.LbBackend
+			if err := d.objs.Backends.Lookup(id, &have); err == nil && have == *val {
+				continue
+			}
+			if err := d.objs.Backends.Put(id, val); err != nil {
 				return fmt.Errorf("backend %s: %w", key, err)
 			}
+			d.writes.Add(1)
 		}
 	}
 	want := map[bpfobj.LbVipAddrKey]bool{}
 	for _, a := range addrs {
 		want[addrKey(0, a)] = true
+		var have uint32
+		if err := d.objs.DecapAddrs.Lookup(addrKey(0, a), &have); err == nil && have == 1 {
+			continue
+		}
 		if err := d.objs.DecapAddrs.Put(addrKey(0, a), uint32(1)); err != nil {
 			return fmt.Errorf("decap address %s: %w", a, err)
 		}
+		d.writes.Add(1)
 	}
 	var k bpfobj.LbVipAddrKey
 	var v uint32
@@ -306,6 +337,7 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 		if err := d.objs.DecapAddrs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing decap address: %w", err)
 		}
+		d.writes.Add(1)
 	}
 	// Tunnels are accepted per (source, endpoint): the endpoints changed, so do the pairs.
 	return d.syncPolicy(d.tunnelSrcs, local, d.localVIPs)
@@ -324,6 +356,8 @@ func (d *Dataplane) Set(services []lb.Service) error {
 	if err := d.apply(plan.Diff); err != nil {
 		return err
 	}
+	diff := plan.Diff
+	d.writes.Add(uint64(len(diff.UpsertBackends) + len(diff.UpsertVIPs) + len(diff.DeleteVIPs) + len(diff.DeleteBackends)))
 	d.state.Commit(plan)
 	return nil
 }

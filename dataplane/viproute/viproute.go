@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -29,10 +30,15 @@ type NextHop struct {
 
 // Routes realises VIP routes through one netlink handle (the host's namespace).
 type Routes struct {
-	nl  *netlink.Handle
-	own bool // Open made nl: Close closes it
-	log *slog.Logger
+	nl     *netlink.Handle
+	own    bool // Open made nl: Close closes it
+	log    *slog.Logger
+	writes atomic.Uint64
 }
+
+// Writes is the number of routes Set replaced or removed since the Routes was made; a Set
+// given the routes the kernel holds adds 0.
+func (r *Routes) Writes() uint64 { return r.writes.Load() }
 
 // New returns a Routes working through nl; nl stays the caller's to close.
 func New(nl *netlink.Handle, log *slog.Logger) *Routes {
@@ -82,6 +88,7 @@ func (r *Routes) Set(want map[netip.Addr][]NextHop) error {
 		if old, ok := have[vip]; ok && sameNextHops(old, route) {
 			continue
 		}
+		r.writes.Add(1)
 		if err := r.nl.RouteReplace(route); err != nil {
 			errs = append(errs, fmt.Errorf("route to VIP %s via %v: %w", vip, nhs, err))
 			continue
@@ -92,6 +99,7 @@ func (r *Routes) Set(want map[netip.Addr][]NextHop) error {
 		if len(want[vip]) > 0 {
 			continue
 		}
+		r.writes.Add(1)
 		if err := r.nl.RouteDel(&old); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("removing route to VIP %s: %w", vip, err))
 		}
