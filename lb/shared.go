@@ -308,3 +308,37 @@ func newUvarintReader(b []byte, limit int64) uvarintReader {
 }
 
 func (u uvarintReader) next() (uint64, error) { return binary.ReadUvarint(u.r) }
+
+// EncodeSlotGen is t.SlotGen in the form the controller stores next to the full table:
+// DEFLATE of one uvarint per slot, Generation minus the slot's generation. Without SlotGen it
+// is nil.
+func (t *SharedTable) EncodeSlotGen() []byte {
+	if t.SlotGen == nil {
+		return nil
+	}
+	return deflateUvarints(len(t.SlotGen), func(put func(uint64)) {
+		for _, g := range t.SlotGen {
+			put(t.Generation - min(g, t.Generation))
+		}
+	})
+}
+
+// DecodeSlotGen sets t.SlotGen from EncodeSlotGen's b (nil: none). Errors: b malformed or
+// shorter than the table.
+func (t *SharedTable) DecodeSlotGen(b []byte) error {
+	if b == nil {
+		t.SlotGen = nil
+		return nil
+	}
+	r := newUvarintReader(b, int64(len(t.Slots))*10+64)
+	sg := make([]uint64, len(t.Slots))
+	for s := range sg {
+		v, err := r.next()
+		if err != nil || v > t.Generation {
+			return fmt.Errorf("table generation %d: slot %d: bad slot generation (%d back): %v", t.Generation, s, v, err)
+		}
+		sg[s] = t.Generation - v
+	}
+	t.SlotGen = sg
+	return nil
+}
