@@ -19,7 +19,9 @@ type Holder struct {
 }
 
 // NewHolder returns an empty holder.
-func NewHolder() *Holder { return &Holder{Tables: map[string]*lb.SharedTable{}, Current: map[string]Summary{}} }
+func NewHolder() *Holder {
+	return &Holder{Tables: map[string]*lb.SharedTable{}, Current: map[string]Summary{}}
+}
 
 // Request asks for what the holder misses, once the controller covers revision minRevision.
 func (h *Holder) Request(minRevision int64) FetchRequest {
