@@ -16,6 +16,7 @@ import (
 
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
@@ -33,6 +34,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		cfg                     agent.Config
 		auth                    hostAuth
 		management, tenantAllow []string
+		tablesMode              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -67,6 +69,9 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			}
 			go renew(cmd.Context())
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			if err := configureTables(&cfg, tablesMode, c); err != nil {
+				return err
+			}
 			for _, m := range management {
 				p, err := agent.ParseManagement(m)
 				if err != nil {
@@ -102,6 +107,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if h := agentMetrics(a, dp, host); h != nil {
 				metrics = h
 			}
+			metrics = withTableMismatch(metrics, func() map[string]hoststatus.LBTable { return a.Status().Tables })
 			srv, err := serveStatus(metricsListen, status, metrics)
 			if err != nil {
 				a.Close()
@@ -124,6 +130,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.BoolVar(&cfg.Keep, "keep-dataplane", false, "on shutdown leave the dataplane forwarding (upgrades)")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
+	f.StringVar(&tablesMode, "maglev-tables", tablesShared, "Maglev tables: shared (the controller's, identical on every host; VIPs advertised once verified), local (built from this host's own history, as before issue 19; the shared ones only compared), off (local, nothing fetched)")
 	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")
 	return cmd
 }

@@ -71,6 +71,9 @@ func Backends(svc desired.Service, mode lb.Mode, hostAddr func(string) (netip.Ad
 // PortBackends is bs for one port of a service: nat backends listen on the port's target port
 // when it differs from the port.
 func PortBackends(bs []lb.Backend, mode lb.Mode, port desired.Port) []lb.Backend {
+	if len(bs) == 0 {
+		return nil
+	}
 	out := make([]lb.Backend, len(bs))
 	copy(out, bs)
 	if mode == lb.NAT && port.TargetPort != 0 && port.TargetPort != port.Port {
@@ -157,14 +160,4 @@ func (r *FetchResponse) Bytes() int {
 		}
 	}
 	return n
-}
-
-// HostTable is one table as a host reports it in its status: the generation and hex SHA-256
-// of the shared table it holds, and whether that differs from the controller's last summary
-// (Mismatch) or could not be written (Error).
-type HostTable struct {
-	Generation uint64 `json:"generation"`
-	Sum        string `json:"sum"`
-	Mismatch   bool   `json:"mismatch,omitempty"`
-	Error      string `json:"error,omitempty"`
 }
