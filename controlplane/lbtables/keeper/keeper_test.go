@@ -33,7 +33,7 @@ type env struct {
 	agent2 *client.Client // host2's agent
 }
 
-func newEnv(t *testing.T, size uint32) *env {
+func newEnv(t testing.TB, size uint32) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := apitest.Store(t).WithPrefix(fmt.Sprintf("/test/keeper/%s/", t.Name()))
