@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        deb bench-lb fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
+        deb bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -68,6 +68,9 @@ deb: ## Debian package in $(DEBDIR) (nfpm $(NFPM_VERSION)): binary, man pages, s
 
 bench-lb: build ## XDP load balancer versus nftables DNAT, per-packet cost, table swap (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkLBReport -benchtime 1x -timeout 30m ./dataplane/lbmap/
+
+bench-maglev: ## shared Maglev tables: controller computation for 1000 services, bytes a host fetches after missing 10 changes
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMaglevTablesReport -benchtime 1x -timeout 20m ./controlplane/lbtables/keeper/
 
 fuzz-lb: ## fuzz the XDP load balancer through BPF_PROG_TEST_RUN for FUZZTIME (default 60s, root)
 	$(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime $(or $(FUZZTIME),60s) ./dataplane/lbmap/

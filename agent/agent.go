@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/bgp"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
+	"github.com/govcloud/govcloud/controlplane/lbtables"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -67,6 +69,26 @@ type Config struct {
 	Management []netip.Prefix
 	// TenantAllow are explicit exceptions for tenants (e.g. DNS on udp:192.0.2.53:53).
 	TenantAllow []hostnet.TenantAllow
+	// Tables fetches the controller's shared Maglev tables (issue 19; *client.Client
+	// implements it). nil: every VIP's table is built from this host's own history.
+	Tables TableSource
+	// LocalTables keeps the history-dependent tables although Tables is set: the shared
+	// tables are fetched and compared (status, mismatch) but not written, and advertising is
+	// not gated on them. For comparison runs.
+	LocalTables bool
+}
+
+// TableSource is where the agent fetches the shared Maglev tables; *client.Client implements
+// it (POST /v1/hosts/{name}/lbtables).
+type TableSource interface {
+	LBTables(ctx context.Context, host string, req lbtables.FetchRequest) (*lbtables.FetchResponse, error)
+}
+
+// tableReader is implemented by load balancers that can read back a VIP's programmed table
+// as backend keys per slot (*lbmap.Dataplane): with it, local tables are compared with the
+// shared ones.
+type tableReader interface {
+	TableKeys(v lb.VIP) []string
 }
 
 // LoadBalancer is the XDP load balancer as the agent drives it; *lbmap.Dataplane implements
@@ -139,6 +161,11 @@ type Agent struct {
 	nudged     map[netip.Addr]time.Time
 	hnWrites   uint64        // host network writes summed over passes (hostnet reports per Set)
 	wake       chan struct{} // Reconnect: end the controller watch's backoff now
+
+	// holder is this host's copy of the shared tables; programmed the services last written
+	// (a service whose table cannot be verified keeps what it had).
+	holder     *lbtables.Holder
+	programmed map[string]lb.Service
 }
 
 // New returns an agent on the dataplane cfg gives, without changing anything yet. Errors:
@@ -165,7 +192,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
-		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1)}, nil
+		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
+		holder: lbtables.NewHolder(), programmed: map[string]lb.Service{}}, nil
 }
 
 // Reconnect makes the watch of the controller try again at once instead of after its backoff
@@ -373,12 +401,28 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	a.checks.Set(probeTargets(st))
 	plan, perrs := a.plan(st, self)
 	errs = append(errs, perrs...)
+	tables, tablesErr := a.sharedTables(ctx, st.Revision, &plan)
+	if tablesErr != nil {
+		errs = append(errs, tablesErr)
+	}
 	if err := a.lb.SetVLANDomains(plan.vlanDomain); err != nil {
 		errs = append(errs, err)
 	}
 	lbErr := a.setServices(plan)
 	if lbErr != nil {
 		errs = append(errs, lbErr)
+	} else {
+		a.programmed = make(map[string]lb.Service, len(plan.services))
+		for _, s := range plan.services {
+			a.programmed[s.Name] = s
+		}
+		a.compareLocalTables(plan, tables)
+	}
+	if a.cfg.Tables != nil {
+		status.Tables, status.TablesMode = tables, "shared"
+		if a.cfg.LocalTables {
+			status.TablesMode = "local"
+		}
 	}
 	routeErr := a.setVIPRoutes(plan)
 	if routeErr != nil {
@@ -534,6 +578,135 @@ func (a *Agent) plan(st *desired.State, self netip.Addr) (lbPlan, []error) {
 		return ad, ad.IsValid()
 	}
 	return loadBalancing(st, self, a.healthy, hostAddr)
+}
+
+// sharedTables brings the held shared tables up to the desired state's revision (fetching
+// what is missing, verified by hash) and gives each LB service of plan its table. A service
+// whose table is missing or does not know one of its backends (the controller's tables lag
+// the desired state) keeps what was last written for it, or is left out when new; a VIP is
+// advertised only when each of its services has a verified table written (now or before), so
+// a restarted or new host advertises only VIPs whose tables are the controller's. With
+// LocalTables nothing in plan changes. It returns the status of each table and why some are
+// not verified. Without Tables it does nothing.
+func (a *Agent) sharedTables(ctx context.Context, rev int64, plan *lbPlan) (map[string]hoststatus.LBTable, error) {
+	if a.cfg.Tables == nil {
+		return nil, nil
+	}
+	var errs []error
+	need := a.holder.Revision < rev
+	for _, s := range plan.services {
+		need = need || a.holder.Tables[s.Name] == nil
+	}
+	// Twice at most: a table whose delta fails its hash is asked for whole the second time.
+	for try := 0; need && try < 2; try++ {
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		req := a.holder.Request(rev)
+		req.WaitMs = 5000
+		resp, err := a.cfg.Tables.LBTables(fctx, a.cfg.Host, req)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("maglev tables: fetch: %w", err))
+			break
+		}
+		ferrs := a.holder.Apply(resp)
+		if len(ferrs) == 0 {
+			if resp.Revision < rev {
+				errs = append(errs, fmt.Errorf("maglev tables: the controller's cover revision %d, the desired state is at %d", resp.Revision, rev))
+			}
+			break
+		}
+		a.log.Warn("maglev tables: refetching whole", "err", errors.Join(ferrs...))
+		if try == 1 {
+			errs = append(errs, ferrs...)
+		}
+	}
+	out := make(map[string]hoststatus.LBTable, len(plan.services))
+	unverified := map[netip.Addr]bool{}
+	kept := plan.services[:0]
+	for _, s := range plan.services {
+		t := a.holder.Tables[s.Name]
+		var ht hoststatus.LBTable
+		err := errors.New("no table from the controller")
+		if t != nil {
+			sum := t.Sum()
+			ht.Generation, ht.Sum, ht.Mismatch = t.Generation, hex.EncodeToString(sum[:]), a.holder.Mismatch(s.Name)
+			err = covers(t, s.Backends)
+		}
+		if err != nil {
+			ht.Error, ht.Mismatch = err.Error(), true
+			errs = append(errs, fmt.Errorf("maglev table %q: %w", s.Name, err))
+		}
+		out[s.Name] = ht
+		switch {
+		case a.cfg.LocalTables:
+			kept = append(kept, s)
+		case err == nil:
+			s.Shared = t
+			kept = append(kept, s)
+		default:
+			// Keep the last verified table (the same on every host that has it); a VIP
+			// without one is not advertised.
+			prev, ok := a.programmed[s.Name]
+			if ok && prev.VIP == s.VIP {
+				kept = append(kept, prev)
+			}
+			if !ok || prev.VIP != s.VIP || prev.Shared == nil {
+				unverified[s.VIP.Addr] = true
+			}
+		}
+	}
+	plan.services = kept
+	if !a.cfg.LocalTables {
+		plan.advertise = slices.DeleteFunc(plan.advertise, func(v netip.Addr) bool { return unverified[v] })
+	}
+	return out, errors.Join(errs...)
+}
+
+// covers checks that every backend of bs has an index in t.
+func covers(t *lb.SharedTable, bs []lb.Backend) error {
+	keys := make(map[string]bool, len(t.Backends))
+	for _, b := range t.Backends {
+		keys[b.Key] = b.Key != ""
+	}
+	for _, b := range bs {
+		if !keys[b.Key()] {
+			return fmt.Errorf("backend %s is not in generation %d (the controller's tables lag the desired state)", b.Key(), t.Generation)
+		}
+	}
+	return nil
+}
+
+// compareLocalTables marks, with LocalTables, each table whose programmed slots send a flow
+// to another backend than the shared table would with this host's view of the backends
+// (when the load balancer can read its tables back).
+func (a *Agent) compareLocalTables(plan lbPlan, tables map[string]hoststatus.LBTable) {
+	tr, ok := a.lb.(tableReader)
+	if !ok || !a.cfg.LocalTables {
+		return
+	}
+	for _, s := range plan.services {
+		t, ht := a.holder.Tables[s.Name], tables[s.Name]
+		if t == nil || ht.Error != "" {
+			continue
+		}
+		eff, err := t.Effective(s.Backends)
+		got := tr.TableKeys(s.VIP)
+		if err != nil || len(got) != len(eff) {
+			ht.Mismatch = true
+		} else {
+			for slot, idx := range eff {
+				want := ""
+				if idx != lb.NoBackend {
+					want = t.Backends[idx-1].Key
+				}
+				if got[slot] != want {
+					ht.Mismatch = true
+					break
+				}
+			}
+		}
+		tables[s.Name] = ht
+	}
 }
 
 // setServices programs the load balancer's services (each VIP's backends).

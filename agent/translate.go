@@ -12,6 +12,7 @@ import (
 
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
+	"github.com/govcloud/govcloud/controlplane/lbtables"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/dataplane/viproute"
@@ -206,44 +207,26 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 		if svc.Scope == "internal" {
 			domain = uint32(svc.TableID)
 		}
-		// One LB backend per tunnel endpoint (dsr) or per real server (nat).
-		byKey := map[string]lb.Backend{}
-		var order []string
+		// Backends up here; local ones (dsr) get routes from their VIP.
 		anyHealthy := false
+		up := func(b desired.Backend) bool {
+			return healthy(hoststatus.BackendKey{Service: svc.Name, Addr: b.Address})
+		}
 		for _, b := range svc.Backends {
-			addr := b.Address
-			if !addr.IsValid() {
-				errs = append(errs, fmt.Errorf("service %q: backend of vm %q: no address", svc.Name, b.VM))
-				continue
-			}
-			if !healthy(hoststatus.BackendKey{Service: svc.Name, Addr: addr}) {
+			if !b.Address.IsValid() || !up(b) {
 				continue
 			}
 			anyHealthy = true
-			w := uint32(max(b.Weight, 0))
-			target := addr
-			if mode == lb.DSR && b.Host != "" {
-				ha, ok := hostAddr(b.Host)
-				if !ok {
-					errs = append(errs, fmt.Errorf("service %q: backend %s: address of host %q unknown", svc.Name, addr, b.Host))
-					continue
-				}
-				target = ha
-				if b.Host == st.Host && w > 0 {
-					if vlan, ok := vlanOf[b.Segment]; ok {
-						p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: addr, Dev: netdev.BridgeName(vlan)})
-					}
+			if mode == lb.DSR && b.Host != "" && b.Host == st.Host && b.Weight > 0 {
+				if vlan, ok := vlanOf[b.Segment]; ok {
+					p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: b.Address, Dev: netdev.BridgeName(vlan)})
 				}
 			}
-			k := target.String()
-			cur, seen := byKey[k]
-			if !seen {
-				order = append(order, k)
-				cur = lb.Backend{Addr: target}
-			}
-			cur.Weight += w
-			byKey[k] = cur
 		}
+		// One LB backend per tunnel endpoint (dsr) or per real server (nat), named and keyed
+		// as the controller's shared tables are (lbtables).
+		bs, berrs := lbtables.Backends(svc, mode, hostAddr, up)
+		errs = append(errs, berrs...)
 		if anyHealthy && svc.Scope != "internal" {
 			p.advertise = append(p.advertise, vip)
 		}
@@ -253,15 +236,9 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 				errs = append(errs, fmt.Errorf("service %q: port %d: %w", svc.Name, port.Port, err))
 				continue
 			}
-			ls := lb.Service{Name: fmt.Sprintf("%s/%d/%s", svc.Name, port.Port, proto), Mode: mode,
-				VIP: lb.VIP{Domain: domain, Addr: vip, Port: uint16(port.Port), Proto: proto}}
-			for _, k := range order {
-				b := byKey[k]
-				if mode == lb.NAT && port.TargetPort != 0 && port.TargetPort != port.Port {
-					b.Port = uint16(port.TargetPort)
-				}
-				ls.Backends = append(ls.Backends, b)
-			}
+			ls := lb.Service{Name: lbtables.Name(svc.Name, uint16(port.Port), proto), Mode: mode,
+				VIP:      lb.VIP{Domain: domain, Addr: vip, Port: uint16(port.Port), Proto: proto},
+				Backends: lbtables.PortBackends(bs, mode, port)}
 			p.services = append(p.services, ls)
 		}
 	}

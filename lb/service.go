@@ -96,6 +96,10 @@ type Service struct {
 	VIP      VIP
 	Mode     Mode
 	Backends []Backend
+	// Shared, when set, is the service's table as every host holds it (issue 19): Plan writes
+	// Shared.Effective(Backends) translated to this host's backend IDs instead of building the
+	// next table from this host's own history. Every backend must be in it.
+	Shared *SharedTable
 }
 
 // Validate checks a service on its own; errors name the service and the bad value.

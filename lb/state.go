@@ -43,6 +43,7 @@ type vipState struct {
 	mode     Mode
 	backends []Backend // as last programmed, sorted by key
 	table    []uint32
+	shared   [32]byte // Sum of the SharedTable the table came from (zero: built here)
 }
 
 type backendState struct {
@@ -189,9 +190,22 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 			upd.New = true
 		}
 		upd.ID = nv.id
-		if old != nil && old.table != nil && slices.Equal(old.backends, bs) {
+		if svc.Shared != nil {
+			nv.shared = svc.Shared.Sum()
+		}
+		if old != nil && old.table != nil && slices.Equal(old.backends, bs) && old.shared == nv.shared {
 			nv.table = old.table
 			if old.mode != svc.Mode {
+				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
+			}
+		} else if svc.Shared != nil {
+			t, err := s.sharedTable(svc.Shared, bs, p.backends)
+			if err != nil {
+				return nil, fmt.Errorf("service %q: shared maglev table: %w", svc.Name, err)
+			}
+			nv.table = t
+			if old == nil || !slices.Equal(old.table, t) || old.mode != svc.Mode {
+				upd.Table = t
 				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
 			}
 		} else {
@@ -223,6 +237,36 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 	slices.SortFunc(p.Diff.DeleteVIPs, func(a, b VIPUpdate) int { return int(a.ID) - int(b.ID) })
 	slices.Sort(p.Diff.DeleteBackends)
 	return p, nil
+}
+
+// sharedTable is t's effective index table for bs in this host's backend IDs (ids by key).
+func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backendState) ([]uint32, error) {
+	if len(t.Slots) != int(s.tableSize) {
+		return nil, fmt.Errorf("generation %d has %d slots, the dataplane %d", t.Generation, len(t.Slots), s.tableSize)
+	}
+	eff, err := t.Effective(bs)
+	if err != nil {
+		return nil, err
+	}
+	local := make([]uint32, len(t.Backends)+1) // index -> ID (0: none)
+	for i, b := range t.Backends {
+		if st := ids[b.Key]; b.Key != "" && st != nil {
+			local[i+1] = st.id
+		}
+	}
+	out := make([]uint32, len(eff))
+	for slot, idx := range eff {
+		if idx == NoBackend {
+			continue
+		}
+		if int(idx) >= len(local) {
+			return nil, fmt.Errorf("generation %d: slot %d names index %d of %d backends", t.Generation, slot, idx, len(t.Backends))
+		}
+		if out[slot] = local[idx]; out[slot] == NoBackend {
+			return nil, fmt.Errorf("generation %d: slot %d names backend %q, which this host does not balance to", t.Generation, slot, t.Backends[idx-1].Key)
+		}
+	}
+	return out, nil
 }
 
 // Commit makes a plan the current state.

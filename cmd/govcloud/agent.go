@@ -17,6 +17,7 @@ import (
 
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
+	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
@@ -38,6 +39,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		management, tenantAllow []string
 		check                   bool
 		checkUplink             string
+		tablesMode              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -77,6 +79,9 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			}
 			go renew(cmd.Context())
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			if err := configureTables(&cfg, tablesMode, c); err != nil {
+				return err
+			}
 			for _, m := range management {
 				p, err := agent.ParseManagement(m)
 				if err != nil {
@@ -112,6 +117,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if h := hostsource.Network(a, dp.hn, dp.lb, host); h != nil {
 				metrics = h
 			}
+			metrics = withTableMismatch(metrics, func() map[string]hoststatus.LBTable { return a.Status().Tables })
 			srv, err := serveStatus(metricsListen, status, metrics)
 			if err != nil {
 				a.Close()
@@ -141,6 +147,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	f.DurationVar(&usageInterval, "usage-interval", time.Minute, "how often the traffic totals are reported to the usage ledger")
 	f.BoolVar(&noBGP, "no-bgp", false, "do not run the BGP speaker (VIPs are not advertised)")
 	f.StringArrayVar(&management, "management", nil, "management prefix or address no department may reach (repeatable), e.g. the controller and the top-of-rack router; every host's fabric address and the uplink's prefixes always are")
+	f.StringVar(&tablesMode, "maglev-tables", tablesShared, "Maglev tables: shared (the controller's, identical on every host; VIPs advertised once verified), local (built from this host's own history, as before issue 19; the shared ones only compared), off (local, nothing fetched)")
 	f.StringArrayVar(&tenantAllow, "tenant-allow", nil, "explicit exception for tenants, proto:addr:port (repeatable), e.g. udp:192.0.2.53:53 for DNS")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
+	"github.com/govcloud/govcloud/controlplane/lbtables"
 )
 
 func init() { register(newStatusCmd) }
@@ -37,6 +38,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return printData(cmd.OutOrStdout(), b, out)
 			}
 			w := cmd.OutOrStdout()
+			// The controller's shared Maglev tables (an older controller has none: left out).
+			ctl := map[string]lbtables.Summary{}
+			if sums, err := client.FromEnv().LBTableSummaries(cmd.Context()); err == nil {
+				ctl = sums.Tables
+			}
 			fmt.Fprintf(w, "controller: %s\nleader:     %s (this one: %v)\nrevision:   %d\n", st.ID, st.Leader.Leader, st.Leader.IsLeader, st.Revision)
 			for _, k := range config.Kinds {
 				fmt.Fprintf(w, "%-12s %d\n", k+":", st.Objects[k])
@@ -94,6 +100,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 						}
 					}
 				}
+				printTables(w, r.Status, ctl)
 				for _, k := range r.Status.Backends.Keys() {
 					if h := r.Status.Backends[k]; !h.Up {
 						fmt.Fprintf(w, "  %s: down: %s\n", k, h.Reason)
@@ -105,6 +112,45 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or yaml")
 	return cmd
+}
+
+// printTables prints, per load-balancer service, the generation and hash of the Maglev table
+// the host holds, and whether it is the controller's (ctl: the controller's summaries).
+func printTables(w io.Writer, st hoststatus.Status, ctl map[string]lbtables.Summary) {
+	if st.TablesMode == "" {
+		return
+	}
+	names := make([]string, 0, len(st.Tables))
+	for n := range st.Tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	same := 0
+	for _, n := range names {
+		t := st.Tables[n]
+		c, ok := ctl[n]
+		if !t.Mismatch && (!ok || (c.Generation == t.Generation && c.Sum == t.Sum)) {
+			same++
+		}
+	}
+	fmt.Fprintf(w, "  maglev tables (%s): %d of %d the controller's\n", st.TablesMode, same, len(names))
+	for _, n := range names {
+		t := st.Tables[n]
+		sum := t.Sum
+		if len(sum) > 16 {
+			sum = sum[:16]
+		}
+		note := ""
+		switch c, ok := ctl[n]; {
+		case t.Error != "":
+			note = "  NOT VERIFIED: " + t.Error
+		case t.Mismatch:
+			note = "  MISMATCH"
+		case ok && (c.Generation != t.Generation || c.Sum != t.Sum):
+			note = fmt.Sprintf("  behind: the controller's is generation %d", c.Generation)
+		}
+		fmt.Fprintf(w, "  table %-28s generation %-8d sha256 %s%s\n", n, t.Generation, sum, note)
+	}
 }
 
 // printCompute prints a host's compute report: VMs by state, and the last pass's error.

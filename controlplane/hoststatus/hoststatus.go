@@ -41,6 +41,22 @@ type Status struct {
 	// (links, rules, routes, nftables, trunk maps), "lb" (load-balancer maps), "routes" (VIP
 	// routes). A pass over a state the host already holds adds 0.
 	Writes map[string]uint64 `json:"writes,omitempty"`
+	// Tables are the shared Maglev tables this host holds, by load-balancer service name
+	// ("service/port/proto"); TablesMode is "shared" (the controller's tables) or "local"
+	// (each host's own history, kept for comparison).
+	Tables     map[string]LBTable `json:"tables,omitempty"`
+	TablesMode string             `json:"tablesMode,omitempty"`
+}
+
+// LBTable is one shared Maglev table as a host holds it: the generation and hex SHA-256 of
+// the controller's table it holds (lb.SharedTable.Sum), Mismatch when that differs from the
+// controller's last summary or the table written differs from it (the host's view of
+// backend health aside), and why it could not be written (Error).
+type LBTable struct {
+	Generation uint64 `json:"generation"`
+	Sum        string `json:"sum"`
+	Mismatch   bool   `json:"mismatch,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Report is one stored report as the controller returns it (GET /v1/status, "hosts"): the

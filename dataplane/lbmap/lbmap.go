@@ -362,6 +362,29 @@ func (d *Dataplane) Set(services []lb.Service) error {
 	return nil
 }
 
+// TableKeys returns VIP v's programmed Maglev table as the key (lb.Backend.Key) of each slot's
+// backend ("" for an empty slot), or nil when v is not programmed: what the agent compares
+// with the controller's shared table.
+func (d *Dataplane) TableKeys(v lb.VIP) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.state.TableOf(v)
+	if t == nil {
+		return nil
+	}
+	keys := map[uint32]string{}
+	for k, id := range d.state.BackendIDs() {
+		keys[id] = k
+	}
+	out := make([]string, len(t))
+	for i, id := range t {
+		if id != lb.NoBackend {
+			out[i] = keys[id]
+		}
+	}
+	return out
+}
+
 func (d *Dataplane) apply(diff lb.Diff) error {
 	for _, b := range diff.UpsertBackends {
 		if err := d.objs.Backends.Put(b.ID, d.backendValue(b.Backend)); err != nil {

@@ -1,0 +1,344 @@
+package lb
+
+// Shared Maglev tables: one table per service that every host holds byte for byte (issue 19).
+//
+// Table is incremental, so its result depends on the sequence of backend sets it was fed. A host
+// that misses intermediate states (a coalesced long poll, a restart without pins, a new host)
+// would build a different table than its peers, and a flow that the router's ECMP moves from one
+// host to another would then land on another backend. A SharedTable is therefore computed in one
+// place that sees every change in order (the controller), from its own previous table, and hosts
+// copy it. Its slots name backends by a per-service index (1-based position in Backends) rather
+// than by a host's dataplane IDs, which every host allocates for itself; State.Plan translates
+// indices to local IDs when it writes the table.
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+)
+
+// SharedBackend is one backend of a SharedTable: its Key (Backend.Key) and weight. Key "" marks
+// an index that is free (its backend was removed); a free index holds no slot.
+type SharedBackend struct {
+	Key    string `json:"key"`
+	Weight uint32 `json:"weight"`
+}
+
+// SharedTable is a service's Maglev table in a form every host shares.
+//
+// Generation is the controller's store revision at which the table last changed (monotonic,
+// never reused, also across a service's deletion and re-creation). Backends[i] is backend index
+// i+1. Slots has the table size, each slot the index of its backend (0: empty). SlotGen, kept
+// only by the controller, is per slot the Generation at which the slot last changed; it makes a
+// delta against any older generation.
+type SharedTable struct {
+	Generation uint64
+	Backends   []SharedBackend
+	Slots      []uint32
+	SlotGen    []uint64
+
+	sum *[32]byte // Sum, computed once: a shared table is not modified after it is built
+}
+
+// Sum is the table's SHA-256: over the slot array (each slot's index as 4 bytes little endian)
+// followed by each backend's index, key and weight, so the sums of two hosts are equal exactly
+// when they send every flow hash to the same backend key. The generation is not part of it.
+func (t *SharedTable) Sum() [32]byte {
+	if t.sum != nil {
+		return *t.sum
+	}
+	h := sha256.New()
+	buf := make([]byte, 4*4096)
+	for i := 0; i < len(t.Slots); i += 4096 {
+		part := t.Slots[i:min(i+4096, len(t.Slots))]
+		for j, v := range part {
+			binary.LittleEndian.PutUint32(buf[4*j:], v)
+		}
+		h.Write(buf[:4*len(part)])
+	}
+	for i, b := range t.Backends {
+		fmt.Fprintf(h, "\x00%d\x00%s\x00%d", i+1, b.Key, b.Weight)
+	}
+	var s [32]byte
+	h.Sum(s[:0])
+	t.sum = &s
+	return s
+}
+
+// index maps the key of each backend holding an index to its index.
+func (t *SharedTable) index() map[string]int {
+	m := make(map[string]int, len(t.Backends))
+	for i, b := range t.Backends {
+		if b.Key != "" {
+			m[b.Key] = i + 1
+		}
+	}
+	return m
+}
+
+// NextShared builds the table that follows prev (nil: none yet) when the service's backends
+// become backends, at generation gen (> prev.Generation). Backends keep their index; a new one
+// takes the lowest index that was already free in prev, else the next one, so an index never
+// passes to another backend in the step that frees it (and the new backend inherits no slots).
+// The slots come from Table(size, prev.Slots, …): 0 collateral remaps, with Table's guarantees.
+// It returns the new table and the number of slots that changed. Errors: those of Table, and
+// a backend listed twice.
+func NextShared(size uint32, prev *SharedTable, backends []Backend, gen uint64) (*SharedTable, int, error) {
+	if prev != nil && gen <= prev.Generation {
+		return nil, 0, fmt.Errorf("generation %d does not follow %d", gen, prev.Generation)
+	}
+	next := &SharedTable{Generation: gen}
+	var prevIdx map[string]int
+	var prevSlots []uint32
+	if prev != nil && len(prev.Slots) == int(size) {
+		prevIdx = prev.index()
+		prevSlots = prev.Slots
+		next.Backends = make([]SharedBackend, len(prev.Backends)) // all free until kept below
+	}
+	want := make(map[string]uint32, len(backends))
+	for _, b := range backends {
+		k := b.Key()
+		if _, dup := want[k]; dup {
+			return nil, 0, fmt.Errorf("backend %s listed twice", k)
+		}
+		want[k] = b.Weight
+	}
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if i, ok := prevIdx[k]; ok {
+			next.Backends[i-1] = SharedBackend{Key: k, Weight: want[k]}
+		}
+	}
+	free := 0 // next candidate index-1 among those free in prev
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if _, ok := prevIdx[k]; ok {
+			continue
+		}
+		for free < len(next.Backends) && (prev == nil || prev.Backends[free].Key != "" || next.Backends[free].Key != "") {
+			free++
+		}
+		if free < len(next.Backends) {
+			next.Backends[free] = SharedBackend{Key: k, Weight: want[k]}
+			continue
+		}
+		next.Backends = append(next.Backends, SharedBackend{Key: k, Weight: want[k]})
+		free = len(next.Backends)
+	}
+	for len(next.Backends) > 0 && next.Backends[len(next.Backends)-1].Key == "" {
+		next.Backends = next.Backends[:len(next.Backends)-1]
+	}
+	ws := make([]Weighted, 0, len(want))
+	for i, b := range next.Backends {
+		if b.Key != "" {
+			ws = append(ws, Weighted{ID: uint32(i + 1), Key: b.Key, Weight: b.Weight})
+		}
+	}
+	slots, err := Table(size, prevSlots, ws)
+	if err != nil {
+		return nil, 0, err
+	}
+	next.Slots = slots
+	next.SlotGen = make([]uint64, size)
+	changed := 0
+	for s := range slots {
+		if prevSlots == nil || prevSlots[s] != slots[s] {
+			next.SlotGen[s] = gen
+			changed++
+		} else if prev.SlotGen != nil {
+			next.SlotGen[s] = prev.SlotGen[s]
+		}
+	}
+	return next, changed, nil
+}
+
+// Effective is the index table a host writes when backends (its view: the shared set less
+// backends its health checks hold down, weights as it sees them) differ from the table's: built
+// by Table from t's slots, so only the slots of the backends that differ move, and two hosts with
+// the same view write the same table. With the same set and weights it is t.Slots itself.
+// Errors: a backend t does not know (the host's desired state is newer than the table), and
+// those of Table.
+func (t *SharedTable) Effective(backends []Backend) ([]uint32, error) {
+	idx := t.index()
+	same := len(backends) == len(idx)
+	ws := make([]Weighted, 0, len(backends))
+	for _, b := range backends {
+		k := b.Key()
+		i, ok := idx[k]
+		if !ok {
+			return nil, fmt.Errorf("backend %s is not in the shared table of generation %d", k, t.Generation)
+		}
+		if t.Backends[i-1].Weight != b.Weight {
+			same = false
+		}
+		ws = append(ws, Weighted{ID: uint32(i), Key: k, Weight: b.Weight})
+	}
+	if same {
+		return t.Slots, nil
+	}
+	return Table(uint32(len(t.Slots)), t.Slots, ws)
+}
+
+// Delta is the part of a SharedTable a host fetches: the whole backend list, and either every
+// slot (Full) or the slots that changed after the generation the host has. Slots is compressed:
+// DEFLATE of uvarints — Full: each slot's index in order; otherwise the count of changed slots,
+// then per changed slot the gap from the previous changed slot (the first from -1) and its index.
+type Delta struct {
+	Generation uint64          `json:"generation"`
+	Since      uint64          `json:"since,omitempty"` // the generation the delta applies to (Full: 0)
+	Full       bool            `json:"full,omitempty"`
+	Size       uint32          `json:"size"`
+	Backends   []SharedBackend `json:"backends"`
+	Slots      []byte          `json:"slots"`
+	Sum        []byte          `json:"sum"` // SharedTable.Sum of the result
+}
+
+// DeltaSince encodes what a host holding generation since (0: nothing) needs to reach t: the
+// changed slots, or every slot when that is smaller (or t has no SlotGen).
+func (t *SharedTable) DeltaSince(since uint64) Delta {
+	sum := t.Sum()
+	d := Delta{Generation: t.Generation, Since: since, Size: uint32(len(t.Slots)), Backends: t.Backends, Sum: sum[:]}
+	var changed []int
+	if since > 0 && t.SlotGen != nil {
+		for s, g := range t.SlotGen {
+			if g > since {
+				changed = append(changed, s)
+			}
+		}
+	}
+	// A changed slot costs about two uvarints against one per slot for a full table.
+	if since == 0 || t.SlotGen == nil || 2*len(changed) >= len(t.Slots) {
+		d.Full, d.Since = true, 0
+		d.Slots = deflateUvarints(len(t.Slots), func(put func(uint64)) {
+			for _, v := range t.Slots {
+				put(uint64(v))
+			}
+		})
+		return d
+	}
+	d.Slots = deflateUvarints(1+2*len(changed), func(put func(uint64)) {
+		put(uint64(len(changed)))
+		last := -1
+		for _, s := range changed {
+			put(uint64(s - last - 1))
+			put(uint64(t.Slots[s]))
+			last = s
+		}
+	})
+	return d
+}
+
+// ErrSumMismatch means an applied delta did not give the controller's table: the host's copy was
+// not the generation it thought; fetch the full table.
+var ErrSumMismatch = errors.New("maglev table sum mismatch")
+
+// Apply returns the table d describes, applied to have (the host's copy of generation d.Since;
+// ignored for a full table), after checking its SHA-256 against d.Sum. have is not modified.
+// Errors: a malformed delta (naming the slot), a delta for another generation or size than
+// have, ErrSumMismatch.
+func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
+	if d.Size == 0 || d.Size > 1<<24 {
+		return nil, fmt.Errorf("table generation %d: size %d out of range", d.Generation, d.Size)
+	}
+	out := &SharedTable{Generation: d.Generation, Backends: d.Backends}
+	nb := uint64(len(d.Backends))
+	r := newUvarintReader(d.Slots, int64(d.Size)*20+64)
+	if d.Full {
+		out.Slots = make([]uint32, d.Size)
+		for s := range out.Slots {
+			v, err := r.next()
+			if err != nil || v > nb {
+				return nil, fmt.Errorf("table generation %d: slot %d: bad index (%d of %d backends): %v", d.Generation, s, v, nb, err)
+			}
+			out.Slots[s] = uint32(v)
+		}
+	} else {
+		if have == nil || have.Generation != d.Since || len(have.Slots) != int(d.Size) {
+			return nil, fmt.Errorf("table generation %d: delta applies to generation %d of %d slots", d.Generation, d.Since, d.Size)
+		}
+		out.Slots = slices.Clone(have.Slots)
+		n, err := r.next()
+		if err != nil || n > uint64(d.Size) {
+			return nil, fmt.Errorf("table generation %d: bad count of changed slots (%d): %v", d.Generation, n, err)
+		}
+		s := int64(-1)
+		for range n {
+			gap, err1 := r.next()
+			v, err2 := r.next()
+			s += int64(gap) + 1
+			if err := errors.Join(err1, err2); err != nil || s >= int64(d.Size) || v > nb {
+				return nil, fmt.Errorf("table generation %d: changed slot %d: bad slot or index %d: %v", d.Generation, s, v, err)
+			}
+			out.Slots[s] = uint32(v)
+		}
+	}
+	for s, v := range out.Slots { // an index must name a backend that holds it
+		if v != 0 && d.Backends[v-1].Key == "" {
+			return nil, fmt.Errorf("table generation %d: slot %d names free index %d", d.Generation, s, v)
+		}
+	}
+	if sum := out.Sum(); !bytes.Equal(sum[:], d.Sum) {
+		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
+	}
+	return out, nil
+}
+
+func deflateUvarints(n int, emit func(put func(uint64))) []byte {
+	var raw []byte
+	raw = slices.Grow(raw, n*2)
+	emit(func(v uint64) { raw = binary.AppendUvarint(raw, v) })
+	var out bytes.Buffer
+	w, _ := flate.NewWriter(&out, flate.BestSpeed)
+	_, _ = w.Write(raw)
+	_ = w.Close()
+	return out.Bytes()
+}
+
+type uvarintReader struct{ r io.ByteReader }
+
+// newUvarintReader inflates b, reading at most limit bytes of it uncompressed (a small input
+// cannot make the reader inflate gigabytes).
+func newUvarintReader(b []byte, limit int64) uvarintReader {
+	return uvarintReader{r: bufio.NewReader(io.LimitReader(flate.NewReader(bytes.NewReader(b)), limit))}
+}
+
+func (u uvarintReader) next() (uint64, error) { return binary.ReadUvarint(u.r) }
+
+// EncodeSlotGen is t.SlotGen in the form the controller stores next to the full table:
+// DEFLATE of one uvarint per slot, Generation minus the slot's generation. Without SlotGen it
+// is nil.
+func (t *SharedTable) EncodeSlotGen() []byte {
+	if t.SlotGen == nil {
+		return nil
+	}
+	return deflateUvarints(len(t.SlotGen), func(put func(uint64)) {
+		for _, g := range t.SlotGen {
+			put(t.Generation - min(g, t.Generation))
+		}
+	})
+}
+
+// DecodeSlotGen sets t.SlotGen from EncodeSlotGen's b (nil: none). Errors: b malformed or
+// shorter than the table.
+func (t *SharedTable) DecodeSlotGen(b []byte) error {
+	if b == nil {
+		t.SlotGen = nil
+		return nil
+	}
+	r := newUvarintReader(b, int64(len(t.Slots))*10+64)
+	sg := make([]uint64, len(t.Slots))
+	for s := range sg {
+		v, err := r.next()
+		if err != nil || v > t.Generation {
+			return fmt.Errorf("table generation %d: slot %d: bad slot generation (%d back): %v", t.Generation, s, v, err)
+		}
+		sg[s] = t.Generation - v
+	}
+	t.SlotGen = sg
+	return nil
+}
