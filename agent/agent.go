@@ -380,7 +380,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	a.nudgeNeighbours(plan, self)
 	if a.speaker != nil {
 		// VIPs are advertised only while this host's load balancer can take their traffic.
-		if err := a.setBGP(st, plan, xdp.attached() && lbErr == nil, self); err != nil {
+		if err := a.setBGP(st, plan, xdp.attached() && lbErr == nil); err != nil {
 			errs = append(errs, err)
 		}
 		status.BGP = a.speaker.Status()
@@ -512,11 +512,11 @@ func (a *Agent) setVIPRoutes(plan lbPlan) error {
 
 // setBGP gives the speaker the desired sessions and, when advertise, the VIPs with a healthy
 // backend; a host without BGP peers stops the speaker.
-func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool, self netip.Addr) error {
+func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool) error {
 	bcfg, err := bgpConfig(st)
 	if err == nil {
 		if len(bcfg.Peers) > 0 {
-			err = a.speaker.Set(bcfg, adverts(st, plan, advertise, self))
+			err = a.speaker.Set(bcfg, adverts(st, plan, advertise))
 		} else {
 			err = a.speaker.Set(bgp.Config{}, nil) // no BGP on this host (any more)
 		}

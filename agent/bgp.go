@@ -53,8 +53,10 @@ func bgpConfig(st *desired.State) (bgp.Config, error) {
 }
 
 // adverts lists the public VIPs to announce: only while the load balancer is attached here
-// and the VIP has a healthy backend somewhere. Each carries its department's communities.
-func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []bgp.Advertisement {
+// and the VIP has a healthy backend somewhere. Each carries its department's communities; the
+// next hop is left to each session (the speaker's own address on it), so every ToR of a
+// dual-homed host gets an address on its own subnet.
+func adverts(st *desired.State, plan lbPlan, attached bool) []bgp.Advertisement {
 	if !attached || st.BGP == nil {
 		return nil
 	}
@@ -77,9 +79,6 @@ func adverts(st *desired.State, plan lbPlan, attached bool, self netip.Addr) []b
 		cs, lc := bgp.DepartmentCommunities(fabricASN, st.BGP.ASN, uint32(svc.TableID))
 		a := bgp.Advertisement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Communities: cs,
 			LargeCommunities: []bgp.LargeCommunity{lc}, LocalPref: svc.LocalPref, MED: svc.MED}
-		if self.IsValid() && self.Is4() == vip.Is4() {
-			a.NextHop = self
-		}
 		out = append(out, a)
 	}
 	return out

@@ -134,24 +134,56 @@ func (c LargeCommunity) String() string { return fmt.Sprintf("%d:%d:%d", c.Globa
 // DepartmentFunction is the large community's first local part that marks a department tag.
 const DepartmentFunction = 1
 
+// Reserved ASNs (RFC 7607: 0; RFC 6793: AS_TRANS 23456; RFC 7300: 65535 and 4294967295).
+const (
+	ASTrans      = 23456
+	ASLast16     = 65535
+	ASLast32     = 4294967295
+	maxStdASNTag = 65534
+)
+
 // DepartmentCommunities returns the tags that identify a department's routes to the fabric:
-// the large community localASN:1:deptID (RFC 8092, room for 4-byte ASNs and IDs) and, when
-// both fit its 16-bit halves, the standard community fabricASN:deptID (RFC 1997). A 4-byte
-// fabric ASN or an ID above 65535 gets no standard community rather than a truncated one.
+// the large community localASN:1:deptID (RFC 8092, room for 4-byte ASNs and IDs), always, and
+// the standard community fabricASN:deptID (RFC 1997) only when it means what it says: the
+// fabric ASN and the ID fit 16 bits, and the fabric ASN is a real one, so neither 0, nor
+// AS_TRANS 23456 (RFC 6793: a stand-in for every 4-byte ASN), nor 65535 (RFC 1997 reserves
+// 65535:x for well-known communities such as 65535:666 BLACKHOLE and 65535:65281 NO_EXPORT).
+// Every other case gets no standard community rather than a truncated or reserved one.
 func DepartmentCommunities(fabricASN, localASN, deptID uint32) ([]Community, LargeCommunity) {
 	lc := LargeCommunity{Global: localASN, Local1: DepartmentFunction, Local2: deptID}
-	if fabricASN == 0 || fabricASN > 0xffff || deptID > 0xffff {
+	if !StandardCommunityASN(fabricASN) || deptID > 0xffff {
 		return nil, lc
 	}
 	return []Community{{ASN: uint16(fabricASN), Value: uint16(deptID)}}, lc
 }
 
+// StandardCommunityASN reports whether asn may be the high half of an RFC 1997 community
+// ASN:value: 1 to 65534 except AS_TRANS (23456).
+func StandardCommunityASN(asn uint32) bool {
+	return asn != 0 && asn <= maxStdASNTag && asn != ASTrans
+}
+
+// ValidASN says why asn cannot be a BGP speaker's ASN (nil when it can): 0 (RFC 7607),
+// AS_TRANS 23456 (RFC 6793) and 4294967295 (RFC 7300) are reserved. 65535 is reserved too
+// (RFC 7300) but seen in labs; it is accepted and gets no standard community.
+func ValidASN(asn uint32) error {
+	switch asn {
+	case 0:
+		return errors.New("must not be 0 (RFC 7607)")
+	case ASTrans:
+		return errors.New("23456 is AS_TRANS, the 2-byte stand-in for 4-byte ASNs (RFC 6793), never a speaker's own ASN")
+	case ASLast32:
+		return errors.New("4294967295 is reserved (RFC 7300)")
+	}
+	return nil
+}
+
 // Advertisement is one route the speaker announces to every peer of its family.
 type Advertisement struct {
-	// Prefix is a host route: /32 or /128.
-	Prefix netip.Prefix `json:"prefix"`
-	// NextHop is the host's own address; the zero value means the session's local address.
-	NextHop          netip.Addr       `json:"nextHop,omitzero"`
+	// Prefix is a host route: /32 or /128. Its next hop is, per session, the speaker's own
+	// address on that session (next-hop-self): each peer, on its own subnet, gets an address
+	// it can reach, so a host dual-homed to two ToRs on separate /31s is installed by both.
+	Prefix           netip.Prefix     `json:"prefix"`
 	Communities      []Community      `json:"communities,omitempty"`
 	LargeCommunities []LargeCommunity `json:"largeCommunities,omitempty"`
 	LocalPref        *uint32          `json:"localPref,omitempty"`
@@ -186,8 +218,8 @@ func Validate(cfg Config, adverts []Advertisement) error {
 	if !cfg.RouterID.Is4() {
 		errs = append(errs, fmt.Errorf("router ID %q: must be an IPv4 address", cfg.RouterID))
 	}
-	if cfg.ASN == 0 {
-		errs = append(errs, errors.New("local ASN: must not be 0"))
+	if err := ValidASN(cfg.ASN); err != nil {
+		errs = append(errs, fmt.Errorf("local ASN %d: %w", cfg.ASN, err))
 	}
 	if cfg.ListenPort < -1 || cfg.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("listen port %d: must be -1, 0 or 1-65535", cfg.ListenPort))
@@ -201,8 +233,15 @@ func Validate(cfg Config, adverts []Advertisement) error {
 			errs = append(errs, fmt.Errorf("peer %s: listed twice", p.Address))
 		}
 		seen[p.Address] = true
-		if p.ASN == 0 {
-			errs = append(errs, fmt.Errorf("peer %s: ASN must not be 0", p.Address))
+		if err := ValidASN(p.ASN); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: ASN %d: %w", p.Address, p.ASN, err))
+		}
+		// The next hop of a route is the session's own address (next-hop-self), so a family
+		// other than the session's would carry a next hop of the wrong family: IPv4 over an
+		// IPv6 session needs RFC 8950 extended next hop, IPv6 over IPv4 an IPv4-mapped next
+		// hop that routers treat as unreachable.
+		if v4, v6 := p.Families(); p.Address.IsValid() && ((v4 && !p.Address.Is4()) || (v6 && !p.Address.Is6())) {
+			errs = append(errs, fmt.Errorf("peer %s: family IPv4=%t IPv6=%t: a session carries only its own address family (next hop = the session's local address)", p.Address, v4, v6))
 		}
 		if p.Port < 0 || p.Port > 65535 {
 			errs = append(errs, fmt.Errorf("peer %s: port %d out of range", p.Address, p.Port))
@@ -231,9 +270,6 @@ func Validate(cfg Config, adverts []Advertisement) error {
 			errs = append(errs, fmt.Errorf("advertisement %s: listed twice", p))
 		}
 		prefixes[p] = true
-		if a.NextHop.IsValid() && a.NextHop.Is4() != p.Addr().Is4() {
-			errs = append(errs, fmt.Errorf("advertisement %s: next hop %s is of the other address family", p, a.NextHop))
-		}
 	}
 	return errors.Join(errs...)
 }

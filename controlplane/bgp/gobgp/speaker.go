@@ -382,17 +382,12 @@ func apiPath(a bgp.Advertisement) (*api.Path, error) {
 		return nil, fmt.Errorf("advertisement %s: %w", a.Prefix, err)
 	}
 	attrs := []proto.Message{&api.OriginAttribute{Origin: 0}} // IGP
-	nh := a.NextHop
+	// The unspecified next hop makes GoBGP put, per session, its own local address of that
+	// session (eBGP and iBGP alike): next-hop-self per peer.
 	if a.Prefix.Addr().Is4() {
-		if !nh.IsValid() {
-			nh = netip.IPv4Unspecified()
-		}
-		attrs = append(attrs, &api.NextHopAttribute{NextHop: nh.String()})
+		attrs = append(attrs, &api.NextHopAttribute{NextHop: netip.IPv4Unspecified().String()})
 	} else {
-		if !nh.IsValid() {
-			nh = netip.IPv6Unspecified()
-		}
-		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{nh.String()}, Nlris: []*anypb.Any{nlri}})
+		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{netip.IPv6Unspecified().String()}, Nlris: []*anypb.Any{nlri}})
 	}
 	if len(a.Communities) > 0 {
 		c := &api.CommunitiesAttribute{}
