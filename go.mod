@@ -96,3 +96,5 @@ require (
 )
 
 tool github.com/cilium/ebpf/cmd/bpf2go
+
+replace github.com/osrg/gobgp/v3 => ./third_party/gobgp
