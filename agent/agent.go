@@ -161,7 +161,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.PeerPoll == 0 {
 		cfg.PeerPoll = time.Second
 	}
-	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
+	var speaker bgp.Speaker
+	if cfg.Speaker != nil {
+		speaker = guardSpeaker(cfg.Speaker) // a wedged peer cannot stall reconcile
+	}
+	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
 		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}}, nil
 }

@@ -43,12 +43,22 @@ type Speaker struct {
 	log  *slog.Logger
 	logs *logAdapter
 
-	mu     sync.Mutex // serialises Set and Close
+	// mu serialises Set and Close. It is held only across GoBGP calls that cannot block on
+	// a peer (route and peer changes return once queued) and across stop, which is bounded
+	// (see stopWait); Status never takes it.
+	mu     sync.Mutex
 	srv    *server.BgpServer
 	global bgp.Config // RouterID, ASN and ListenPort of the running server
 	peers  map[netip.Addr]bgp.Peer
 	paths  map[netip.Prefix]bgp.Advertisement
 	closed bool
+
+	// view is what Status reads: the running server and configured peers (published by Set
+	// under viewMu), and the last answer GoBGP gave, for when it does not answer in time.
+	viewMu    sync.Mutex
+	viewSrv   *server.BgpServer
+	viewPeers map[netip.Addr]bgp.Peer
+	lastQuery *peerQuery
 	// restarting is Options.Restarting until the first Set has added its peers: peers added
 	// later are not part of the restart.
 	restarting bool
@@ -81,7 +91,7 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		if s.srv != nil {
 			s.log.Info("bgp: no BGP configuration any more; stopping the speaker")
 		}
-		return s.stop(context.Background(), false)
+		return s.stop(false)
 	}
 	if err := bgp.Validate(cfg, adverts); err != nil {
 		return fmt.Errorf("bgp desired state: %w", err)
@@ -96,7 +106,9 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	if s.srv != nil && !reflect.DeepEqual(g, s.global) {
 		s.log.Info("bgp: router ID, ASN or listen port changed; restarting the speaker (sessions reset)",
 			"routerID", cfg.RouterID, "asn", cfg.ASN, "listenPort", cfg.ListenPort)
-		s.stop(ctx, false)
+		if err := s.stop(false); err != nil {
+			s.log.Warn("bgp: stopping the old speaker", "err", err)
+		}
 	}
 	if s.srv == nil {
 		if err := s.start(ctx, g); err != nil {
@@ -153,7 +165,10 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		if p, ok := wantPeers[addr]; ok && reflect.DeepEqual(p, old) {
 			continue
 		}
-		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		srv := s.srv
+		if err := s.bounded("removing peer "+addr.String(), s.sessionPorts(addr), func() error {
+			return srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()})
+		}); err != nil {
 			errs = append(errs, fmt.Errorf("removing peer %s: %w", old, err))
 			continue
 		}
@@ -172,7 +187,16 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		s.peers[p.Address] = p
 		s.log.Info("bgp: peer added", "peer", p.String())
 	}
+	s.publish()
 	return errors.Join(errs...)
+}
+
+// publish makes the running server and configured peers visible to Status.
+func (s *Speaker) publish() {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	s.viewSrv = s.srv
+	s.viewPeers = maps.Clone(s.peers)
 }
 
 // cloneAdvert copies a so later changes to the caller's slices or pointers cannot change
@@ -223,39 +247,65 @@ func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
 	s.srv, s.global = srv, g
 	s.peers = map[netip.Addr]bgp.Peer{}
 	s.paths = map[netip.Prefix]bgp.Advertisement{}
+	s.publish()
 	return nil
 }
 
-func (s *Speaker) stop(ctx context.Context, graceful bool) error {
+// stopWait bounds each of the two waits of stop: for GoBGP to stop on its own, then, after
+// shutting the BGP sockets, for it to notice. A peer that stopped reading (a wedged ToR)
+// blocks GoBGP's write of its Cease until the write deadline (the hold time, seconds to
+// minutes) and StopBgp waits for that write; shutting the socket fails it at once.
+const stopWait = 300 * time.Millisecond
+
+// stop stops the running server within about 2*stopWait whatever its peers do. The
+// listener is closed before stop returns, so a new server can take the port.
+func (s *Speaker) stop(graceful bool) error {
 	if s.srv == nil {
 		return nil
 	}
 	var err error
+	keys := s.sessionPorts()
 	if graceful {
 		// GoBGP's StopBgp always sends a Cease NOTIFICATION. Shut the sessions' sockets
 		// first, so that NOTIFICATION cannot be written and peers see only a TCP close: the
 		// graceful-restart helper then keeps our routes as stale.
-		n, serr := shutdownSessions(s.sessionPorts())
+		n, serr := shutdownSessions(keys)
 		if serr != nil {
 			err = fmt.Errorf("closing BGP sessions without NOTIFICATION: %w", serr)
 		}
 		s.log.Info("bgp: graceful stop, sessions closed without NOTIFICATION", "sockets", n)
 	}
-	done := make(chan struct{})
 	srv := s.srv
-	go func() {
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		srv.Stop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = errors.Join(err, fmt.Errorf("stopping BGP speaker: %w", ctx.Err()))
-	}
 	s.srv = nil
 	s.peers, s.paths = nil, nil
-	return err
+	s.publish()
+	return errors.Join(err, s.bounded("stopping BGP speaker", keys, func() error {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
+		return nil
+	}))
+}
+
+// bounded runs a GoBGP call that waits for peers' sessions to end (StopBgp, DeletePeer) and
+// returns within about 2*stopWait: when the call has not returned after stopWait, some peer
+// is not taking its Cease, so the sockets named by keys (the peers concerned; the others'
+// Cease is long written) are shut, which fails the blocked write at once.
+func (s *Speaker) bounded(what string, keys sessionKeys, call func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(stopWait):
+	}
+	n, serr := shutdownSessions(keys)
+	s.log.Warn("bgp: a peer is not reading (wedged?); shut its BGP sockets", "while", what, "sockets", n, "err", serr)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(stopWait):
+		return fmt.Errorf("%s: GoBGP still busy after %s; left to finish in the background", what, 2*stopWait)
+	}
 }
 
 // plainTCPListeners turns off, for this process, Go's default (since Go 1.24) of MPTCP for
@@ -277,13 +327,17 @@ func plainTCPListeners(log *slog.Logger) {
 }
 
 // sessionPorts lists the (peer address, peer port, local port) triples that identify this
-// speaker's BGP sockets.
-func (s *Speaker) sessionPorts() sessionKeys {
+// speaker's BGP sockets: to the peers named, or to every peer (and the listener) when none is.
+func (s *Speaker) sessionPorts(only ...netip.Addr) sessionKeys {
 	k := sessionKeys{listenPort: s.global.ListenPort, peers: map[netip.Addr]int{}}
 	if k.listenPort == 0 {
 		k.listenPort = bgp.DefaultPort
 	}
+	k.listener = len(only) == 0
 	for a, p := range s.peers {
+		if len(only) > 0 && !slices.Contains(only, a) {
+			continue
+		}
 		port := p.Port
 		if port == 0 {
 			port = bgp.DefaultPort
@@ -302,7 +356,12 @@ func (s *Speaker) Close(ctx context.Context, graceful bool) error {
 		return nil
 	}
 	s.closed = true
-	return s.stop(ctx, graceful)
+	// stop is bounded by itself (2*stopWait); ctx can only cut it shorter.
+	err := s.stop(graceful)
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("stopping BGP speaker: %w", ctx.Err())
+	}
+	return err
 }
 
 func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
@@ -420,41 +479,73 @@ func apiPath(a bgp.Advertisement) (*api.Path, error) {
 	return path, nil
 }
 
-// Status reports every configured peer, sorted by address.
-func (s *Speaker) Status() []bgp.PeerStatus {
-	s.mu.Lock()
-	srv := s.srv
-	peers := make(map[string]bgp.Peer, len(s.peers))
-	for a, p := range s.peers {
-		peers[a.String()] = p
-	}
-	s.mu.Unlock()
-	got := map[string]*api.Peer{}
-	if srv != nil {
-		_ = srv.ListPeer(context.Background(), &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-			if p.Conf != nil {
-				got[p.Conf.NeighborAddress] = p
+// statusWait bounds how long Status waits for GoBGP's answer; past it Status reports the
+// last answer (Reason says how old), so a busy or wedged server never stalls callers.
+const statusWait = 500 * time.Millisecond
+
+// peerQuery is one answer from GoBGP: sessions by neighbour address, and each neighbour's
+// paths in the global RIB.
+type peerQuery struct {
+	at    time.Time
+	got   map[string]*api.Peer
+	inRIB map[string]int
+}
+
+func query(srv *server.BgpServer) *peerQuery {
+	q := &peerQuery{at: time.Now(), got: map[string]*api.Peer{}, inRIB: map[string]int{}}
+	ctx := context.Background()
+	_ = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		if p.Conf != nil {
+			q.got[p.Conf.NeighborAddress] = p
+		}
+	})
+	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
+	// own "accepted" counter is taken before the global policy.
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		_ = srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
+					q.inRIB[p.NeighborIp]++
+				}
 			}
 		})
 	}
-	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
-	// own "accepted" counter is taken before the global policy.
-	inRIB := map[string]int{}
+	return q
+}
+
+// Status reports every configured peer, sorted by address. It returns within statusWait
+// (plus the time to format) whatever Set or GoBGP are doing.
+func (s *Speaker) Status() []bgp.PeerStatus {
+	s.viewMu.Lock()
+	srv := s.viewSrv
+	peers := make(map[string]bgp.Peer, len(s.viewPeers))
+	for a, p := range s.viewPeers {
+		peers[a.String()] = p
+	}
+	s.viewMu.Unlock()
+	q := &peerQuery{got: map[string]*api.Peer{}, inRIB: map[string]int{}}
+	stale := ""
 	if srv != nil {
-		for _, f := range []*api.Family{familyV4, familyV6} {
-			_ = srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
-				for _, p := range d.Paths {
-					if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
-						inRIB[p.NeighborIp]++
-					}
-				}
-			})
+		ch := make(chan *peerQuery, 1)
+		go func() { ch <- query(srv) }()
+		select {
+		case q = <-ch:
+			s.viewMu.Lock()
+			s.lastQuery = q
+			s.viewMu.Unlock()
+		case <-time.After(statusWait):
+			s.viewMu.Lock()
+			if s.lastQuery != nil {
+				q = s.lastQuery
+			}
+			s.viewMu.Unlock()
+			stale = fmt.Sprintf("speaker busy: state as of %s ago", time.Since(q.at).Round(time.Millisecond))
 		}
 	}
 	out := make([]bgp.PeerStatus, 0, len(peers))
 	for addr, cfg := range peers {
 		st := bgp.PeerStatus{Address: cfg.Address, ASN: cfg.ASN, State: "idle"}
-		if p := got[addr]; p != nil && p.State != nil {
+		if p := q.got[addr]; p != nil && p.State != nil {
 			st.State = sessionState(p.State.SessionState)
 			st.Established = p.State.SessionState == api.PeerState_ESTABLISHED
 			eorRecv, anyGR := true, false
@@ -474,10 +565,13 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 				}
 			}
 			st.EndOfRIBReceived = anyGR && eorRecv
-			st.Accepted = inRIB[addr]
+			st.Accepted = q.inRIB[addr]
 		}
 		if !st.Established {
 			st.Reason = s.logs.reason(addr, cfg.Password != "")
+		}
+		if stale != "" {
+			st.Reason = strings.TrimPrefix(st.Reason+"; "+stale, "; ")
 		}
 		out = append(out, st)
 	}
