@@ -42,6 +42,8 @@ type Config struct {
 	// (only connect out).
 	ListenPort int    `json:"listenPort,omitempty"`
 	Peers      []Peer `json:"peers"`
+	// HoldDown is the hysteresis on re-announcing withdrawn routes (flapping VIPs).
+	HoldDown HoldDown `json:"holdDown,omitzero"`
 }
 
 // Peer is one BGP neighbour.
@@ -223,6 +225,9 @@ func Validate(cfg Config, adverts []Advertisement) error {
 	}
 	if cfg.ListenPort < -1 || cfg.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("listen port %d: must be -1, 0 or 1-65535", cfg.ListenPort))
+	}
+	if err := cfg.HoldDown.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[netip.Addr]bool{}
 	for _, p := range cfg.Peers {

@@ -62,6 +62,12 @@ type Speaker struct {
 	// restarting is Options.Restarting until the first Set has added its peers: peers added
 	// later are not part of the restart.
 	restarting bool
+	// want are the routes of the last Set; hy and holdDown decide which are announced now,
+	// wake releases the held ones.
+	want     []bgp.Advertisement
+	holdDown bgp.HoldDown
+	hy       bgp.Hysteresis
+	wake     *time.Timer
 }
 
 var _ bgp.Speaker = (*Speaker)(nil)
@@ -120,41 +126,12 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	s.logs.setSecrets(append(known, cfg.Peers...))
 
 	var errs []error
-	// Routes: withdraw what is gone, (re)announce what is new or changed.
-	want := make(map[netip.Prefix]bgp.Advertisement, len(adverts))
+	s.want = make([]bgp.Advertisement, 0, len(adverts))
 	for _, a := range adverts {
-		want[a.Prefix] = a
+		s.want = append(s.want, cloneAdvert(a))
 	}
-	for p := range s.paths {
-		if _, ok := want[p]; !ok {
-			path, err := apiPath(s.paths[p])
-			if err == nil {
-				err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: family(p), Path: path})
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("withdrawing %s: %w", p, err))
-				continue
-			}
-			delete(s.paths, p)
-		}
-	}
-	for _, a := range adverts {
-		if old, ok := s.paths[a.Prefix]; ok && reflect.DeepEqual(old, a) {
-			continue
-		}
-		path, err := apiPath(a)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// Adding a path for a prefix the speaker already originates replaces it (implicit
-		// withdraw).
-		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
-			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
-			continue
-		}
-		s.paths[a.Prefix] = cloneAdvert(a)
-	}
+	s.holdDown = cfg.HoldDown
+	errs = append(errs, s.applyRoutes(ctx)...)
 
 	// Peers: only those whose settings changed are touched.
 	wantPeers := make(map[netip.Addr]bgp.Peer, len(cfg.Peers))
@@ -189,6 +166,69 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	}
 	s.publish()
 	return errors.Join(errs...)
+}
+
+// applyRoutes makes the server's routes what the hysteresis lets through of s.want: withdraw
+// what is gone, (re)announce what is new or changed, and set the timer that releases routes
+// held down. Called with s.mu held.
+func (s *Speaker) applyRoutes(ctx context.Context) []error {
+	var errs []error
+	adverts, wake := s.hy.Filter(time.Now(), s.holdDown, s.want)
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
+	if !wake.IsZero() {
+		s.log.Debug("bgp: re-announcement held down (flap hysteresis)", "held", len(s.want)-len(adverts), "until", wake)
+		s.wake = time.AfterFunc(time.Until(wake), s.release)
+	}
+	want := make(map[netip.Prefix]bgp.Advertisement, len(adverts))
+	for _, a := range adverts {
+		want[a.Prefix] = a
+	}
+	for p := range s.paths {
+		if _, ok := want[p]; !ok {
+			path, err := apiPath(s.paths[p])
+			if err == nil {
+				err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: family(p), Path: path})
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("withdrawing %s: %w", p, err))
+				continue
+			}
+			delete(s.paths, p)
+		}
+	}
+	for _, a := range adverts {
+		if old, ok := s.paths[a.Prefix]; ok && reflect.DeepEqual(old, a) {
+			continue
+		}
+		path, err := apiPath(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Adding a path for a prefix the speaker already originates replaces it (implicit
+		// withdraw).
+		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); err != nil {
+			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
+			continue
+		}
+		s.paths[a.Prefix] = a
+	}
+	return errs
+}
+
+// release runs when a held-down route's delay is over.
+func (s *Speaker) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.srv == nil {
+		return
+	}
+	if err := errors.Join(s.applyRoutes(context.Background())...); err != nil {
+		s.log.Warn("bgp: announcing routes after their hold-down", "err", err)
+	}
 }
 
 // publish makes the running server and configured peers visible to Status.
@@ -278,6 +318,11 @@ func (s *Speaker) stop(graceful bool) error {
 	srv := s.srv
 	s.srv = nil
 	s.peers, s.paths = nil, nil
+	s.hy = bgp.Hysteresis{} // the sessions end: nothing is left announced
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
 	s.publish()
 	return errors.Join(err, s.bounded("stopping BGP speaker", keys, func() error {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
