@@ -67,9 +67,9 @@ type Hysteresis struct {
 }
 
 type flapState struct {
-	withdrawals int       // withdrawals sent since the count last started over
+	withdrawals  int       // withdrawals sent since the count last started over
 	lastWithdraw time.Time // when the last one was sent
-	wantedSince time.Time // start of the current unbroken wanted period (zero: not wanted)
+	wantedSince  time.Time // start of the current unbroken wanted period (zero: not wanted)
 }
 
 // Filter returns which of the wanted routes to announce now, and when Filter should run again
