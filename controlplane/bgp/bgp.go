@@ -66,6 +66,34 @@ type Peer struct {
 	// GracefulRestart enables RFC 4724 with RestartTime (0: 120 s).
 	GracefulRestart bool          `json:"gracefulRestart,omitempty"`
 	RestartTime     time.Duration `json:"restartTime,omitempty"`
+	// BFD runs single-hop BFD (RFC 5880, RFC 5881) with the peer (nil: none). When a BFD
+	// session that was up goes down, the BGP session is reset at once, without waiting for
+	// the hold timer.
+	BFD *BFD `json:"bfd,omitempty"`
+}
+
+// BFD is a peer's BFD timers; zero fields take the defaults (300 ms, 300 ms, 3), so the
+// peer detects a dead host in MinTx x Multiplier (RFC 5880 §6.8.4).
+type BFD struct {
+	// MinTx is the desired minimum transmit interval, MinRx the required minimum receive
+	// interval: 0 or 10 ms to 1 min.
+	MinTx time.Duration `json:"minTx,omitempty"`
+	MinRx time.Duration `json:"minRx,omitempty"`
+	// Multiplier is the detect multiplier (0: 3).
+	Multiplier uint8 `json:"multiplier,omitempty"`
+}
+
+// Validate checks the timers, naming the peer.
+func (b BFD) Validate(peer netip.Addr) error {
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"minTx", b.MinTx}, {"minRx", b.MinRx}} {
+		if v.d != 0 && (v.d < 10*time.Millisecond || v.d > time.Minute) {
+			return fmt.Errorf("peer %s: BFD %s %s: must be 0 (default 300ms) or from 10ms to 1m", peer, v.name, v.d)
+		}
+	}
+	return nil
 }
 
 // Families returns the address families the session carries.
@@ -207,6 +235,23 @@ type PeerStatus struct {
 	Advertised int `json:"advertised"`
 	// EndOfRIBReceived: the peer sent End-of-RIB for every graceful-restart family.
 	EndOfRIBReceived bool `json:"endOfRIBReceived"`
+	// BFD is the peer's BFD session (nil when the peer has none).
+	BFD *BFDStatus `json:"bfd,omitempty"`
+}
+
+// BFDStatus is one BFD session's state (RFC 5880 §6.8.1).
+type BFDStatus struct {
+	State       string `json:"state"`       // admindown, down, init, up
+	RemoteState string `json:"remoteState"` // as the peer last said
+	// Diag is why the session last went down ("" when it never did).
+	Diag string `json:"diag,omitempty"`
+	// TxInterval is the interval packets are sent at now, DetectTime how long without a
+	// packet from the peer declares it down (0 until the peer was heard).
+	TxInterval time.Duration `json:"txInterval"`
+	DetectTime time.Duration `json:"detectTime"`
+	// Ups and Downs count transitions to and from up since the session was configured.
+	Ups   int `json:"ups"`
+	Downs int `json:"downs"`
 }
 
 // IsZero reports whether cfg is the zero Config ("no BGP on this host").
@@ -257,6 +302,14 @@ func Validate(cfg Config, adverts []Advertisement) error {
 		if p.Keepalive%time.Second != 0 || p.Keepalive < 0 || (p.Keepalive != 0 && p.HoldTime != 0 && p.Keepalive >= p.HoldTime) {
 			errs = append(errs, fmt.Errorf("peer %s: keepalive %s: must be whole seconds below the hold time", p.Address, p.Keepalive))
 		}
+		if p.BFD != nil {
+			if err := p.BFD.Validate(p.Address); err != nil {
+				errs = append(errs, err)
+			}
+			if p.Multihop > 1 {
+				errs = append(errs, fmt.Errorf("peer %s: BFD with multihop %d: the speaker's BFD is single hop only (RFC 5881)", p.Address, p.Multihop))
+			}
+		}
 		if len(p.Password) > 80 {
 			errs = append(errs, fmt.Errorf("peer %s: TCP-MD5 password longer than 80 bytes", p.Address))
 		}
@@ -284,6 +337,14 @@ func FormatStatus(st []PeerStatus) string {
 	var b strings.Builder
 	for _, p := range st {
 		fmt.Fprintf(&b, "%-39s AS%-10d %-12s rcvd %d accepted %d advertised %d", p.Address, p.ASN, p.State, p.Received, p.Accepted, p.Advertised)
+		if p.BFD != nil {
+			fmt.Fprintf(&b, " bfd %s", p.BFD.State)
+			if p.BFD.State == "up" {
+				fmt.Fprintf(&b, " (detect %s)", p.BFD.DetectTime)
+			} else if p.BFD.Diag != "" {
+				fmt.Fprintf(&b, " (%s)", p.BFD.Diag)
+			}
+		}
 		if p.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", p.Reason)
 		}

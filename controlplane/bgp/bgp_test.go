@@ -34,6 +34,9 @@ func TestValidate(t *testing.T) {
 		{"duplicate advert", func(_ *Config, a *[]Advertisement) { *a = append(*a, (*a)[0]) }, "198.18.100.1/32: listed twice"},
 		{"AS_TRANS local ASN", func(c *Config, _ *[]Advertisement) { c.ASN = 23456 }, "local ASN 23456: 23456 is AS_TRANS"},
 		{"reserved peer ASN", func(c *Config, _ *[]Advertisement) { c.Peers[0].ASN = 4294967295 }, "ASN 4294967295: 4294967295 is reserved"},
+		{"BFD interval too short", func(c *Config, _ *[]Advertisement) { c.Peers[0].BFD = &BFD{MinTx: time.Millisecond} }, "peer 192.0.2.254: BFD minTx 1ms"},
+		{"BFD over multihop", func(c *Config, _ *[]Advertisement) { c.Peers[0].BFD = &BFD{}; c.Peers[0].Multihop = 3 }, "BFD with multihop 3"},
+		{"hold-down above its maximum", func(c *Config, _ *[]Advertisement) { c.HoldDown = HoldDown{Initial: 2 * time.Minute} }, "hold-down initial delay 2m0s"},
 		{"IPv6 routes over an IPv4 session", func(c *Config, _ *[]Advertisement) { c.Peers[0].IPv6 = true }, "a session carries only its own address family"},
 		{"IPv4 routes over an IPv6 session", func(c *Config, _ *[]Advertisement) { c.Peers[1].IPv4 = true }, "2001:db8::1: family IPv4=true"},
 	} {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/bgp/bfd"
 )
 
 // Options tune a Speaker.
@@ -58,6 +59,7 @@ type Speaker struct {
 	viewMu    sync.Mutex
 	viewSrv   *server.BgpServer
 	viewPeers map[netip.Addr]bgp.Peer
+	viewBFD   *bfd.Server
 	lastQuery *peerQuery
 	// restarting is Options.Restarting until the first Set has added its peers: peers added
 	// later are not part of the restart.
@@ -68,6 +70,8 @@ type Speaker struct {
 	holdDown bgp.HoldDown
 	hy       bgp.Hysteresis
 	wake     *time.Timer
+	// bfd runs the BFD sessions of the peers that have BFD (nil: none).
+	bfd *bfd.Server
 }
 
 var _ bgp.Speaker = (*Speaker)(nil)
@@ -164,6 +168,9 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		s.peers[p.Address] = p
 		s.log.Info("bgp: peer added", "peer", p.String())
 	}
+	if err := s.setBFD(cfg.Peers); err != nil {
+		errs = append(errs, err)
+	}
 	s.publish()
 	return errors.Join(errs...)
 }
@@ -219,6 +226,59 @@ func (s *Speaker) applyRoutes(ctx context.Context) []error {
 	return errs
 }
 
+// setBFD makes the BFD sessions those of the peers with BFD: the server starts with the first
+// and stops (telling the peers AdminDown) with the last.
+func (s *Speaker) setBFD(peers []bgp.Peer) error {
+	want := map[netip.Addr]bfd.Config{}
+	for _, p := range peers {
+		if p.BFD != nil {
+			want[p.Address] = bfd.Config{MinTx: p.BFD.MinTx, MinRx: p.BFD.MinRx, Multiplier: p.BFD.Multiplier}
+		}
+	}
+	if len(want) == 0 {
+		if s.bfd != nil {
+			err := s.bfd.Close(true)
+			s.bfd = nil
+			return err
+		}
+		return nil
+	}
+	if s.bfd == nil {
+		s.bfd = bfd.New(bfd.Options{Logger: s.log, OnChange: s.bfdChanged})
+	}
+	return s.bfd.Set(want)
+}
+
+// bfdChanged resets the BGP session to a peer whose BFD session went down: the peer is gone
+// (or its path is), so the session is not left to the hold timer. GoBGP then reconnects as
+// usual. It runs on its own goroutine, never under s.mu.
+func (s *Speaker) bfdChanged(peer netip.Addr, up bool, diag bfd.Diag) {
+	if up {
+		s.log.Info("bfd: session up", "peer", peer)
+		return
+	}
+	s.viewMu.Lock()
+	srv := s.viewSrv
+	_, ours := s.viewPeers[peer]
+	s.viewMu.Unlock()
+	if srv == nil || !ours {
+		return
+	}
+	s.log.Warn("bfd: session down; resetting the BGP session", "peer", peer, "diag", diag.String())
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD down: " + diag.String()})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.log.Warn("bfd: resetting the BGP session", "peer", peer, "err", err)
+		}
+	case <-time.After(2 * stopWait):
+		s.log.Warn("bfd: resetting the BGP session still pending", "peer", peer)
+	}
+}
+
 // release runs when a held-down route's delay is over.
 func (s *Speaker) release() {
 	s.mu.Lock()
@@ -237,6 +297,7 @@ func (s *Speaker) publish() {
 	defer s.viewMu.Unlock()
 	s.viewSrv = s.srv
 	s.viewPeers = maps.Clone(s.peers)
+	s.viewBFD = s.bfd
 }
 
 // cloneAdvert copies a so later changes to the caller's slices or pointers cannot change
@@ -314,6 +375,12 @@ func (s *Speaker) stop(graceful bool) error {
 			err = fmt.Errorf("closing BGP sessions without NOTIFICATION: %w", serr)
 		}
 		s.log.Info("bgp: graceful stop, sessions closed without NOTIFICATION", "sockets", n)
+	}
+	if s.bfd != nil {
+		// A planned restart only stops sending (the peers' detection runs out, and with the
+		// C bit 0 a graceful-restart helper keeps the routes); otherwise AdminDown.
+		err = errors.Join(err, s.bfd.Close(!graceful))
+		s.bfd = nil
 	}
 	srv := s.srv
 	s.srv = nil
@@ -563,6 +630,7 @@ func query(srv *server.BgpServer) *peerQuery {
 func (s *Speaker) Status() []bgp.PeerStatus {
 	s.viewMu.Lock()
 	srv := s.viewSrv
+	bfdSrv := s.viewBFD
 	peers := make(map[string]bgp.Peer, len(s.viewPeers))
 	for a, p := range s.viewPeers {
 		peers[a.String()] = p
@@ -587,9 +655,23 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 			stale = fmt.Sprintf("speaker busy: state as of %s ago", time.Since(q.at).Round(time.Millisecond))
 		}
 	}
+	bfds := map[netip.Addr]bfd.Status{}
+	if bfdSrv != nil {
+		for _, b := range bfdSrv.Status() {
+			bfds[b.Peer] = b
+		}
+	}
 	out := make([]bgp.PeerStatus, 0, len(peers))
 	for addr, cfg := range peers {
 		st := bgp.PeerStatus{Address: cfg.Address, ASN: cfg.ASN, State: "idle"}
+		if cfg.BFD != nil {
+			b, ok := bfds[cfg.Address]
+			st.BFD = &bgp.BFDStatus{State: "down"}
+			if ok {
+				st.BFD = &bgp.BFDStatus{State: b.State, RemoteState: b.RemoteState, Diag: b.Diag, TxInterval: b.TxInterval,
+					DetectTime: b.DetectTime, Ups: b.Ups, Downs: b.Downs}
+			}
+		}
 		if p := q.got[addr]; p != nil && p.State != nil {
 			st.State = sessionState(p.State.SessionState)
 			st.Established = p.State.SessionState == api.PeerState_ESTABLISHED
