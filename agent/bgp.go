@@ -22,6 +22,9 @@ func bgpConfig(st *desired.State) (bgp.Config, error) {
 		return bgp.Config{}, nil
 	}
 	cfg := bgp.Config{ASN: st.BGP.ASN}
+	if h := st.BGP.HoldDown; h != nil {
+		cfg.HoldDown = bgp.HoldDown{Off: h.Off, Initial: time.Duration(h.InitialMs) * time.Millisecond, Max: time.Duration(h.MaxMs) * time.Millisecond}
+	}
 	cfg.RouterID = st.BGP.RouterID
 	if !cfg.RouterID.IsValid() {
 		cfg.RouterID = st.Address
@@ -36,6 +39,12 @@ func bgpConfig(st *desired.State) (bgp.Config, error) {
 		}
 		peer := bgp.Peer{Address: addr, ASN: p.ASN, GracefulRestart: p.GracefulRestart, Multihop: uint8(p.Multihop),
 			HoldTime: time.Duration(p.HoldTime) * time.Second, Keepalive: time.Duration(p.Keepalive) * time.Second}
+		if b := p.BFD; b != nil {
+			if b.Multiplier < 0 || b.Multiplier > 255 {
+				return cfg, fmt.Errorf("peer %s: BFD multiplier %d: must be from 0 to 255", addr, b.Multiplier)
+			}
+			peer.BFD = &bgp.BFD{MinTx: time.Duration(b.MinTxMs) * time.Millisecond, MinRx: time.Duration(b.MinRxMs) * time.Millisecond, Multiplier: uint8(b.Multiplier)}
+		}
 		switch {
 		case p.PasswordFile != "":
 			b, err := os.ReadFile(p.PasswordFile)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
@@ -78,4 +79,25 @@ func TestReconcileBoundedByWedgedSpeaker(t *testing.T) {
 		t.Fatalf("after the speaker answers: ready %v error %q bgp %+v", status.Ready, status.Error, status.BGP)
 	}
 	_ = a.speaker.Close(context.Background(), false)
+}
+
+// The host's BFD and hold-down settings reach the speaker's config in its units.
+func TestBGPConfigBFDAndHoldDown(t *testing.T) {
+	st := labState()
+	st.BGP.HoldDown = &desired.HoldDown{InitialMs: 500, MaxMs: 30000}
+	st.BGP.Peers[0].BFD = &desired.BFD{MinTxMs: 100, MinRxMs: 150, Multiplier: 4}
+	cfg, err := bgpConfig(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HoldDown != (bgp.HoldDown{Initial: 500 * time.Millisecond, Max: 30 * time.Second}) {
+		t.Errorf("hold-down %+v", cfg.HoldDown)
+	}
+	if b := cfg.Peers[0].BFD; b == nil || *b != (bgp.BFD{MinTx: 100 * time.Millisecond, MinRx: 150 * time.Millisecond, Multiplier: 4}) {
+		t.Errorf("BFD %+v", b)
+	}
+	st.BGP.Peers[0].BFD.Multiplier = 256
+	if _, err := bgpConfig(st); err == nil || !strings.Contains(err.Error(), "BFD multiplier 256") {
+		t.Errorf("multiplier 256: %v", err)
+	}
 }
