@@ -214,7 +214,9 @@ func BenchmarkBFDReport(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(bfdT)
 	slices.Sort(holdT)
-	pct := func(d []time.Duration, p int) time.Duration { return d[min(len(d)-1, len(d)*p/100)].Round(time.Millisecond) }
+	pct := func(d []time.Duration, p int) time.Duration {
+		return d[min(len(d)-1, len(d)*p/100)].Round(time.Millisecond)
+	}
 	fmt.Printf("bfd: host killed -> ToR removes its next hop, 20 runs: BFD 100ms x 3: p50 %s p99 %s max %s (goal < 1s) | hold timer only (3 s): p50 %s p99 %s max %s\n",
 		pct(bfdT, 50), pct(bfdT, 99), bfdT[len(bfdT)-1].Round(time.Millisecond), pct(holdT, 50), pct(holdT, 99), holdT[len(holdT)-1].Round(time.Millisecond))
 	b.ReportMetric(float64(pct(bfdT, 99))/1e6, "bfd-p99-ms")
