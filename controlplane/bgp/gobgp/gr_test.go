@@ -3,6 +3,8 @@ package gobgp
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,7 +32,17 @@ func TestGracefulRestartRepeated(t *testing.T) {
 			must(t, netnstest.Veth(tor, "t", h, "up"))
 			must(t, tor.AddrAdd("t", "198.18.18.0/31"))
 			must(t, h.AddrAdd("up", "198.18.18.1/31"))
-			frr := frrtest.Start(t, tor, frrConf(65000, "198.18.18.0", nil, torNeighbor{addr: "198.18.18.1", asn: 65119}), true)
+			logf := filepath.Join(t.TempDir(), "bgpd.log")
+			must(t, os.WriteFile(logf, nil, 0o666))
+			conf := "log file " + logf + " debugging\ndebug bgp neighbor-events\ndebug bgp graceful-restart\ndebug bgp zebra\n" +
+				frrConf(65000, "198.18.18.0", nil, torNeighbor{addr: "198.18.18.1", asn: 65119})
+			frr := frrtest.Start(t, tor, conf, true)
+			t.Cleanup(func() {
+				if t.Failed() {
+					b, _ := os.ReadFile(logf)
+					t.Logf("bgpd log:\n%s", tail(string(b), 12000))
+				}
+			})
 			cfg := bgp.Config{RouterID: netip.MustParseAddr("198.18.18.1"), ASN: 65119, Peers: []bgp.Peer{{Address: netip.MustParseAddr("198.18.18.0"),
 				ASN: 65000, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, GracefulRestart: true, RestartTime: 30 * time.Second}}}
 			vip := netip.MustParsePrefix("198.18.119.1/32")
@@ -52,6 +64,7 @@ func TestGracefulRestartRepeated(t *testing.T) {
 				for u := range updates {
 					if u.Type == unix.RTM_DELROUTE && u.Dst != nil && u.Dst.String() == vip.String() {
 						deletes.Add(1)
+						t.Logf("%s: the ToR's kernel deleted the route", time.Now().UTC().Format("15:04:05.000"))
 					}
 				}
 			}()
