@@ -90,8 +90,8 @@ bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 serv
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBackup -benchtime 1x -timeout 20m ./controlplane/e2e/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkDrill -benchtime 1x -timeout 20m ./lab/
 
-bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS (root)
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/
+bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS; BFD vs hold-timer failure detection p50/p99 over 20 runs (root)
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkBGPReport|BenchmarkBFDReport' -benchtime 1x -timeout 15m ./controlplane/bgp/gobgp/
 
 bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./metering/hostsource/

@@ -190,7 +190,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.PeerPoll == 0 {
 		cfg.PeerPoll = time.Second
 	}
-	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: cfg.Speaker,
+	var speaker bgp.Speaker
+	if cfg.Speaker != nil {
+		speaker = guardSpeaker(cfg.Speaker) // a wedged peer cannot stall reconcile
+	}
+	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
 		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
 		holder: lbtables.NewHolder(), programmed: map[string]lb.Service{}}, nil
@@ -437,7 +441,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	a.nudgeNeighbours(plan, self)
 	if a.speaker != nil {
 		// VIPs are advertised only while this host's load balancer can take their traffic.
-		if err := a.setBGP(st, plan, xdp.attached() && lbErr == nil, self); err != nil {
+		if err := a.setBGP(st, plan, xdp.attached() && lbErr == nil); err != nil {
 			errs = append(errs, err)
 		}
 		status.BGP = a.speaker.Status()
@@ -727,11 +731,11 @@ func (a *Agent) setVIPRoutes(plan lbPlan) error {
 
 // setBGP gives the speaker the desired sessions and, when advertise, the VIPs with a healthy
 // backend; a host without BGP peers stops the speaker.
-func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool, self netip.Addr) error {
+func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool) error {
 	bcfg, err := bgpConfig(st)
 	if err == nil {
 		if len(bcfg.Peers) > 0 {
-			err = a.speaker.Set(bcfg, adverts(st, plan, advertise, self))
+			err = a.speaker.Set(bcfg, adverts(st, plan, advertise))
 		} else {
 			err = a.speaker.Set(bgp.Config{}, nil) // no BGP on this host (any more)
 		}

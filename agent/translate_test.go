@@ -133,8 +133,8 @@ func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	st := labState()
 	self := netip.MustParseAddr("198.18.0.11")
 	p, _ := loadBalancing(st, self, func(hoststatus.BackendKey) bool { return true }, hostAddrOf(st))
-	ads := adverts(st, p, true, self)
-	if len(ads) != 1 || ads[0].Prefix.String() != "198.19.255.2/32" || ads[0].NextHop != self {
+	ads := adverts(st, p, true)
+	if len(ads) != 1 || ads[0].Prefix.String() != "198.19.255.2/32" {
 		t.Fatalf("adverts %+v", ads)
 	}
 	if c := ads[0].Communities[0]; c.ASN != 65000 || c.Value != 1001 {
@@ -143,12 +143,12 @@ func TestAdvertsCarryDepartmentCommunities(t *testing.T) {
 	if lc := ads[0].LargeCommunities[0]; lc.Global != 65001 || lc.Local2 != 1001 {
 		t.Fatalf("large community %v", lc)
 	}
-	if len(adverts(st, p, false, self)) != 0 {
+	if len(adverts(st, p, false)) != 0 {
 		t.Fatal("advertising while the load balancer is not attached")
 	}
 	// A 4-byte fabric ASN fits no standard community: the large one alone, never a truncation.
 	st.BGP.Peers[0].ASN = 4200000000
-	ads = adverts(st, p, true, self)
+	ads = adverts(st, p, true)
 	if len(ads) != 1 || len(ads[0].Communities) != 0 || ads[0].LargeCommunities[0].Local2 != 1001 {
 		t.Fatalf("4-byte fabric ASN: adverts %+v", ads)
 	}

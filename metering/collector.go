@@ -21,6 +21,7 @@ const (
 	MetricServiceConns  = "govcloud_service_connections_total"
 	MetricBackendUp     = "govcloud_backend_up"
 	MetricBGPSessionUp  = "govcloud_bgp_session_up"
+	MetricBGPBFDUp      = "govcloud_bgp_bfd_up"
 	MetricBGPAdvertised = "govcloud_bgp_advertised_prefixes"
 	MetricVMVCPUSeconds = "govcloud_vm_vcpu_seconds_total"
 	MetricVolumeBytes   = "govcloud_volume_allocated_bytes"
@@ -59,6 +60,7 @@ var (
 	descSvcConns   = newDesc(MetricServiceConns, "New connections the load balancer saw for a service's VIP.", svcLabels, nil)
 	descBackendUp  = newDesc(MetricBackendUp, "1 when the backend passes its health check on this host.", []string{"department", "service", "backend", "host"}, nil)
 	descBGPUp      = newDesc(MetricBGPSessionUp, "1 when the BGP session to the peer is established.", []string{"peer", "host"}, nil)
+	descBFDUp      = newDesc(MetricBGPBFDUp, "1 when the BFD session to the BGP peer is up (only peers with BFD).", []string{"peer", "host"}, nil)
 	descBGPAdv     = newDesc(MetricBGPAdvertised, "Prefixes this host advertises to the peer.", []string{"peer", "host"}, nil)
 	descVMCPU      = newDesc(MetricVMVCPUSeconds, "CPU seconds a VM's vCPUs used.", []string{"department", "vm", "host"}, nil)
 	descVolBytes   = newDesc(MetricVolumeBytes, "Bytes allocated to a volume.", []string{"department", "volume", "host"}, nil)
@@ -87,7 +89,7 @@ func NewCollector(src Sources, log *slog.Logger) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDeptBytes, descDeptPkts, descDeptDrops, descSvcBytes, descSvcPkts, descSvcConns,
-		descBackendUp, descBGPUp, descBGPAdv, descVMCPU, descVolBytes, descSourceUp} {
+		descBackendUp, descBGPUp, descBGPAdv, descBFDUp, descVMCPU, descVolBytes, descSourceUp} {
 		ch <- d
 	}
 }
@@ -193,6 +195,9 @@ func (c *Collector) collect(ch emitFunc) {
 			seen[p.Peer] = true
 			ch(descBGPUp, prometheus.GaugeValue, b2f(p.Up), p.Peer, host)
 			ch(descBGPAdv, prometheus.GaugeValue, float64(p.Advertised), p.Peer, host)
+			if p.BFD != "" {
+				ch(descBFDUp, prometheus.GaugeValue, b2f(p.BFD == "up"), p.Peer, host)
+			}
 		}
 		c.sourceUp(ch, "bgp", err)
 	}

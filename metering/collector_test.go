@@ -129,10 +129,13 @@ func countSeries(m map[string]float64, name string) int {
 
 func TestCollectorFailingSourceKeepsOthers(t *testing.T) {
 	tr := &FakeTraffic{Refs: []SegmentRef{{"lands", "lands-web"}}, Err: errors.New("map gone")}
-	c := NewCollector(Sources{Host: "h1", Traffic: tr, BGP: &FakeBGP{Sess: []BGPSession{{Peer: "198.18.0.1", Up: true}}}}, nil)
+	c := NewCollector(Sources{Host: "h1", Traffic: tr, BGP: &FakeBGP{Sess: []BGPSession{{Peer: "198.18.0.1", Up: true}, {Peer: "198.18.0.2", Up: true, BFD: "down"}}}}, nil)
 	out := scrape(t, c)
 	if !strings.Contains(out, `govcloud_metering_source_up{host="h1",source="traffic"} 0`) {
 		t.Errorf("traffic source not reported down:\n%s", out)
+	}
+	if !strings.Contains(out, `govcloud_bgp_bfd_up{host="h1",peer="198.18.0.2"} 0`) || strings.Contains(out, `govcloud_bgp_bfd_up{host="h1",peer="198.18.0.1"}`) {
+		t.Errorf("BFD gauge: want 0 for the peer with BFD down and none for the peer without BFD:\n%s", out)
 	}
 	if !strings.Contains(out, `govcloud_bgp_session_up{host="h1",peer="198.18.0.1"} 1`) {
 		t.Errorf("bgp missing while traffic failed:\n%s", out)

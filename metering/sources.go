@@ -68,6 +68,9 @@ type BGPSession struct {
 	Peer       string
 	Up         bool
 	Advertised int
+	// BFD is the peer's BFD session state: "" when the peer has no BFD, else up, down,
+	// init or admindown.
+	BFD string
 }
 
 // BGPSource reads the speaker's sessions.

@@ -80,6 +80,14 @@ func newStatusCmd(g *globals) *cobra.Command {
 				}
 				for _, p := range r.Status.BGP {
 					fmt.Fprintf(w, "  bgp peer %-15s AS%-6d %-12s advertised %d received %d accepted %d", p.Address, p.ASN, p.State, p.Advertised, p.Received, p.Accepted)
+					if b := p.BFD; b != nil {
+						fmt.Fprintf(w, " bfd %s", b.State)
+						if b.State == "up" {
+							fmt.Fprintf(w, " (tx %s, detect %s)", b.TxInterval, b.DetectTime)
+						} else if b.Diag != "" {
+							fmt.Fprintf(w, " (%s)", b.Diag)
+						}
+					}
 					if p.Reason != "" {
 						fmt.Fprintf(w, " (%s)", p.Reason)
 					}

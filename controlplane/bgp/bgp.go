@@ -42,6 +42,8 @@ type Config struct {
 	// (only connect out).
 	ListenPort int    `json:"listenPort,omitempty"`
 	Peers      []Peer `json:"peers"`
+	// HoldDown is the hysteresis on re-announcing withdrawn routes (flapping VIPs).
+	HoldDown HoldDown `json:"holdDown,omitzero"`
 }
 
 // Peer is one BGP neighbour.
@@ -64,6 +66,34 @@ type Peer struct {
 	// GracefulRestart enables RFC 4724 with RestartTime (0: 120 s).
 	GracefulRestart bool          `json:"gracefulRestart,omitempty"`
 	RestartTime     time.Duration `json:"restartTime,omitempty"`
+	// BFD runs single-hop BFD (RFC 5880, RFC 5881) with the peer (nil: none). When a BFD
+	// session that was up goes down, the BGP session is reset at once, without waiting for
+	// the hold timer.
+	BFD *BFD `json:"bfd,omitempty"`
+}
+
+// BFD is a peer's BFD timers; zero fields take the defaults (300 ms, 300 ms, 3), so the
+// peer detects a dead host in MinTx x Multiplier (RFC 5880 §6.8.4).
+type BFD struct {
+	// MinTx is the desired minimum transmit interval, MinRx the required minimum receive
+	// interval: 0 or 10 ms to 1 min.
+	MinTx time.Duration `json:"minTx,omitempty"`
+	MinRx time.Duration `json:"minRx,omitempty"`
+	// Multiplier is the detect multiplier (0: 3).
+	Multiplier uint8 `json:"multiplier,omitempty"`
+}
+
+// Validate checks the timers, naming the peer.
+func (b BFD) Validate(peer netip.Addr) error {
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"minTx", b.MinTx}, {"minRx", b.MinRx}} {
+		if v.d != 0 && (v.d < 10*time.Millisecond || v.d > time.Minute) {
+			return fmt.Errorf("peer %s: BFD %s %s: must be 0 (default 300ms) or from 10ms to 1m", peer, v.name, v.d)
+		}
+	}
+	return nil
 }
 
 // Families returns the address families the session carries.
@@ -134,24 +164,56 @@ func (c LargeCommunity) String() string { return fmt.Sprintf("%d:%d:%d", c.Globa
 // DepartmentFunction is the large community's first local part that marks a department tag.
 const DepartmentFunction = 1
 
+// Reserved ASNs (RFC 7607: 0; RFC 6793: AS_TRANS 23456; RFC 7300: 65535 and 4294967295).
+const (
+	ASTrans      = 23456
+	ASLast16     = 65535
+	ASLast32     = 4294967295
+	maxStdASNTag = 65534
+)
+
 // DepartmentCommunities returns the tags that identify a department's routes to the fabric:
-// the large community localASN:1:deptID (RFC 8092, room for 4-byte ASNs and IDs) and, when
-// both fit its 16-bit halves, the standard community fabricASN:deptID (RFC 1997). A 4-byte
-// fabric ASN or an ID above 65535 gets no standard community rather than a truncated one.
+// the large community localASN:1:deptID (RFC 8092, room for 4-byte ASNs and IDs), always, and
+// the standard community fabricASN:deptID (RFC 1997) only when it means what it says: the
+// fabric ASN and the ID fit 16 bits, and the fabric ASN is a real one, so neither 0, nor
+// AS_TRANS 23456 (RFC 6793: a stand-in for every 4-byte ASN), nor 65535 (RFC 1997 reserves
+// 65535:x for well-known communities such as 65535:666 BLACKHOLE and 65535:65281 NO_EXPORT).
+// Every other case gets no standard community rather than a truncated or reserved one.
 func DepartmentCommunities(fabricASN, localASN, deptID uint32) ([]Community, LargeCommunity) {
 	lc := LargeCommunity{Global: localASN, Local1: DepartmentFunction, Local2: deptID}
-	if fabricASN == 0 || fabricASN > 0xffff || deptID > 0xffff {
+	if !StandardCommunityASN(fabricASN) || deptID > 0xffff {
 		return nil, lc
 	}
 	return []Community{{ASN: uint16(fabricASN), Value: uint16(deptID)}}, lc
 }
 
+// StandardCommunityASN reports whether asn may be the high half of an RFC 1997 community
+// ASN:value: 1 to 65534 except AS_TRANS (23456).
+func StandardCommunityASN(asn uint32) bool {
+	return asn != 0 && asn <= maxStdASNTag && asn != ASTrans
+}
+
+// ValidASN says why asn cannot be a BGP speaker's ASN (nil when it can): 0 (RFC 7607),
+// AS_TRANS 23456 (RFC 6793) and 4294967295 (RFC 7300) are reserved. 65535 is reserved too
+// (RFC 7300) but seen in labs; it is accepted and gets no standard community.
+func ValidASN(asn uint32) error {
+	switch asn {
+	case 0:
+		return errors.New("must not be 0 (RFC 7607)")
+	case ASTrans:
+		return errors.New("23456 is AS_TRANS, the 2-byte stand-in for 4-byte ASNs (RFC 6793), never a speaker's own ASN")
+	case ASLast32:
+		return errors.New("4294967295 is reserved (RFC 7300)")
+	}
+	return nil
+}
+
 // Advertisement is one route the speaker announces to every peer of its family.
 type Advertisement struct {
-	// Prefix is a host route: /32 or /128.
-	Prefix netip.Prefix `json:"prefix"`
-	// NextHop is the host's own address; the zero value means the session's local address.
-	NextHop          netip.Addr       `json:"nextHop,omitzero"`
+	// Prefix is a host route: /32 or /128. Its next hop is, per session, the speaker's own
+	// address on that session (next-hop-self): each peer, on its own subnet, gets an address
+	// it can reach, so a host dual-homed to two ToRs on separate /31s is installed by both.
+	Prefix           netip.Prefix     `json:"prefix"`
 	Communities      []Community      `json:"communities,omitempty"`
 	LargeCommunities []LargeCommunity `json:"largeCommunities,omitempty"`
 	LocalPref        *uint32          `json:"localPref,omitempty"`
@@ -173,6 +235,23 @@ type PeerStatus struct {
 	Advertised int `json:"advertised"`
 	// EndOfRIBReceived: the peer sent End-of-RIB for every graceful-restart family.
 	EndOfRIBReceived bool `json:"endOfRIBReceived"`
+	// BFD is the peer's BFD session (nil when the peer has none).
+	BFD *BFDStatus `json:"bfd,omitempty"`
+}
+
+// BFDStatus is one BFD session's state (RFC 5880 §6.8.1).
+type BFDStatus struct {
+	State       string `json:"state"`       // admindown, down, init, up
+	RemoteState string `json:"remoteState"` // as the peer last said
+	// Diag is why the session last went down ("" when it never did).
+	Diag string `json:"diag,omitempty"`
+	// TxInterval is the interval packets are sent at now, DetectTime how long without a
+	// packet from the peer declares it down (0 until the peer was heard).
+	TxInterval time.Duration `json:"txInterval"`
+	DetectTime time.Duration `json:"detectTime"`
+	// Ups and Downs count transitions to and from up since the session was configured.
+	Ups   int `json:"ups"`
+	Downs int `json:"downs"`
 }
 
 // IsZero reports whether cfg is the zero Config ("no BGP on this host").
@@ -186,11 +265,14 @@ func Validate(cfg Config, adverts []Advertisement) error {
 	if !cfg.RouterID.Is4() {
 		errs = append(errs, fmt.Errorf("router ID %q: must be an IPv4 address", cfg.RouterID))
 	}
-	if cfg.ASN == 0 {
-		errs = append(errs, errors.New("local ASN: must not be 0"))
+	if err := ValidASN(cfg.ASN); err != nil {
+		errs = append(errs, fmt.Errorf("local ASN %d: %w", cfg.ASN, err))
 	}
 	if cfg.ListenPort < -1 || cfg.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("listen port %d: must be -1, 0 or 1-65535", cfg.ListenPort))
+	}
+	if err := cfg.HoldDown.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[netip.Addr]bool{}
 	for _, p := range cfg.Peers {
@@ -201,8 +283,15 @@ func Validate(cfg Config, adverts []Advertisement) error {
 			errs = append(errs, fmt.Errorf("peer %s: listed twice", p.Address))
 		}
 		seen[p.Address] = true
-		if p.ASN == 0 {
-			errs = append(errs, fmt.Errorf("peer %s: ASN must not be 0", p.Address))
+		if err := ValidASN(p.ASN); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: ASN %d: %w", p.Address, p.ASN, err))
+		}
+		// The next hop of a route is the session's own address (next-hop-self), so a family
+		// other than the session's would carry a next hop of the wrong family: IPv4 over an
+		// IPv6 session needs RFC 8950 extended next hop, IPv6 over IPv4 an IPv4-mapped next
+		// hop that routers treat as unreachable.
+		if v4, v6 := p.Families(); p.Address.IsValid() && ((v4 && !p.Address.Is4()) || (v6 && !p.Address.Is6())) {
+			errs = append(errs, fmt.Errorf("peer %s: family IPv4=%t IPv6=%t: a session carries only its own address family (next hop = the session's local address)", p.Address, v4, v6))
 		}
 		if p.Port < 0 || p.Port > 65535 {
 			errs = append(errs, fmt.Errorf("peer %s: port %d out of range", p.Address, p.Port))
@@ -212,6 +301,14 @@ func Validate(cfg Config, adverts []Advertisement) error {
 		}
 		if p.Keepalive%time.Second != 0 || p.Keepalive < 0 || (p.Keepalive != 0 && p.HoldTime != 0 && p.Keepalive >= p.HoldTime) {
 			errs = append(errs, fmt.Errorf("peer %s: keepalive %s: must be whole seconds below the hold time", p.Address, p.Keepalive))
+		}
+		if p.BFD != nil {
+			if err := p.BFD.Validate(p.Address); err != nil {
+				errs = append(errs, err)
+			}
+			if p.Multihop > 1 {
+				errs = append(errs, fmt.Errorf("peer %s: BFD with multihop %d: the speaker's BFD is single hop only (RFC 5881)", p.Address, p.Multihop))
+			}
 		}
 		if len(p.Password) > 80 {
 			errs = append(errs, fmt.Errorf("peer %s: TCP-MD5 password longer than 80 bytes", p.Address))
@@ -231,9 +328,6 @@ func Validate(cfg Config, adverts []Advertisement) error {
 			errs = append(errs, fmt.Errorf("advertisement %s: listed twice", p))
 		}
 		prefixes[p] = true
-		if a.NextHop.IsValid() && a.NextHop.Is4() != p.Addr().Is4() {
-			errs = append(errs, fmt.Errorf("advertisement %s: next hop %s is of the other address family", p, a.NextHop))
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -243,6 +337,14 @@ func FormatStatus(st []PeerStatus) string {
 	var b strings.Builder
 	for _, p := range st {
 		fmt.Fprintf(&b, "%-39s AS%-10d %-12s rcvd %d accepted %d advertised %d", p.Address, p.ASN, p.State, p.Received, p.Accepted, p.Advertised)
+		if p.BFD != nil {
+			fmt.Fprintf(&b, " bfd %s", p.BFD.State)
+			if p.BFD.State == "up" {
+				fmt.Fprintf(&b, " (detect %s)", p.BFD.DetectTime)
+			} else if p.BFD.Diag != "" {
+				fmt.Fprintf(&b, " (%s)", p.BFD.Diag)
+			}
+		}
 		if p.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", p.Reason)
 		}

@@ -32,7 +32,13 @@ func TestValidate(t *testing.T) {
 			*a = append(*a, Advertisement{Prefix: netip.MustParsePrefix("198.18.100.0/24")})
 		}, `advertisement "198.18.100.0/24"`},
 		{"duplicate advert", func(_ *Config, a *[]Advertisement) { *a = append(*a, (*a)[0]) }, "198.18.100.1/32: listed twice"},
-		{"next hop family", func(_ *Config, a *[]Advertisement) { (*a)[0].NextHop = netip.MustParseAddr("2001:db8::5") }, "other address family"},
+		{"AS_TRANS local ASN", func(c *Config, _ *[]Advertisement) { c.ASN = 23456 }, "local ASN 23456: 23456 is AS_TRANS"},
+		{"reserved peer ASN", func(c *Config, _ *[]Advertisement) { c.Peers[0].ASN = 4294967295 }, "ASN 4294967295: 4294967295 is reserved"},
+		{"BFD interval too short", func(c *Config, _ *[]Advertisement) { c.Peers[0].BFD = &BFD{MinTx: time.Millisecond} }, "peer 192.0.2.254: BFD minTx 1ms"},
+		{"BFD over multihop", func(c *Config, _ *[]Advertisement) { c.Peers[0].BFD = &BFD{}; c.Peers[0].Multihop = 3 }, "BFD with multihop 3"},
+		{"hold-down above its maximum", func(c *Config, _ *[]Advertisement) { c.HoldDown = HoldDown{Initial: 2 * time.Minute} }, "hold-down initial delay 2m0s"},
+		{"IPv6 routes over an IPv4 session", func(c *Config, _ *[]Advertisement) { c.Peers[0].IPv6 = true }, "a session carries only its own address family"},
+		{"IPv4 routes over an IPv6 session", func(c *Config, _ *[]Advertisement) { c.Peers[1].IPv4 = true }, "2001:db8::1: family IPv4=true"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			cfg, adv := validCfg(), []Advertisement{{Prefix: vip}}
@@ -59,7 +65,11 @@ func TestDepartmentCommunities(t *testing.T) {
 		{"4-byte private fabric ASN", 4200000000, 4200000001, 1001, "", "4200000001:1:1001"},
 		{"department ID above 16 bits", 65000, 65001, 70000, "", "65001:1:70000"},
 		{"no fabric peer", 0, 65001, 7, "", "65001:1:7"},
-		{"largest 2-byte values", 65535, 65001, 65535, "65535:65535", "65001:1:65535"},
+		{"largest 2-byte values", 65534, 65001, 65535, "65534:65535", "65001:1:65535"},
+		{"fabric AS 65535: 65535:x are well-known communities (65535:666 BLACKHOLE)", 65535, 65001, 666, "", "65001:1:666"},
+		{"fabric AS_TRANS 23456 stands for every 4-byte ASN", 23456, 65001, 7, "", "65001:1:7"},
+		{"first 4-byte ASN 65536", 65536, 65536, 7, "", "65536:1:7"},
+		{"largest 4-byte ASN", 4294967294, 4294967294, 4294967295, "", "4294967294:1:4294967295"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cs, lc := DepartmentCommunities(tc.fabric, tc.local, tc.dept)

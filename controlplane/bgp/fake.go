@@ -10,7 +10,8 @@ import (
 
 // Fake is an in-memory Speaker for unit tests of the code that drives a speaker. It validates
 // like the real one, records the last desired state, counts the calls that changed something,
-// and reports every peer as established with the advertisements of its family.
+// and reports every peer as established (BFD up where configured) with the advertisements of
+// its family. It applies no flap hysteresis: every Set is advertised at once.
 type Fake struct {
 	mu      sync.Mutex
 	cfg     Config
@@ -80,8 +81,14 @@ func (f *Fake) Status() []PeerStatus {
 	var out []PeerStatus
 	for _, p := range f.cfg.Peers {
 		st := PeerStatus{Address: p.Address, ASN: p.ASN, State: "established", Established: true}
+		if p.BFD != nil {
+			st.BFD = &BFDStatus{State: "up", RemoteState: "up"}
+		}
 		if r, down := f.Down[p.Address.String()]; down || f.closed {
 			st = PeerStatus{Address: p.Address, ASN: p.ASN, State: "idle", Reason: r}
+			if p.BFD != nil {
+				st.BFD = &BFDStatus{State: "down", RemoteState: "down"}
+			}
 		} else {
 			v4, v6 := p.Families()
 			for _, a := range f.adverts {

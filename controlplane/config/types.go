@@ -231,6 +231,22 @@ type BGPPeer struct {
 	Multihop        int    `yaml:"multihop" json:"multihop,omitempty"`
 	HoldTime        int    `yaml:"holdTime" json:"holdTime,omitempty"`   // seconds (0: speaker default)
 	Keepalive       int    `yaml:"keepalive" json:"keepalive,omitempty"` // seconds (0: speaker default)
+	// BFD turns on single-hop BFD (RFC 5880/5881) with the peer.
+	BFD *BGPPeerBFD `yaml:"bfd" json:"bfd,omitempty"`
+}
+
+// BGPPeerBFD is a peer's BFD timers; 0 takes the default (300 ms, 300 ms, 3).
+type BGPPeerBFD struct {
+	MinTxMs    int `yaml:"minTxMs" json:"minTxMs,omitempty"`       // desired minimum transmit interval, ms (10-60000)
+	MinRxMs    int `yaml:"minRxMs" json:"minRxMs,omitempty"`       // required minimum receive interval, ms (10-60000)
+	Multiplier int `yaml:"multiplier" json:"multiplier,omitempty"` // detect multiplier (1-255)
+}
+
+// BGPHoldDown is the hysteresis on re-announcing a withdrawn VIP (a flapping one).
+type BGPHoldDown struct {
+	Off       bool `yaml:"off" json:"off,omitempty"`
+	InitialMs int  `yaml:"initialMs" json:"initialMs,omitempty"` // first delay, ms (0: 2000; 100-3600000)
+	MaxMs     int  `yaml:"maxMs" json:"maxMs,omitempty"`         // bound of the doubling delay, ms (0: 60000)
 }
 
 // ServiceBGP tunes how a service's VIP is advertised.
@@ -247,6 +263,8 @@ type HostSpec struct {
 	ASN      uint32            `yaml:"asn" json:"asn,omitempty"`
 	RouterID string            `yaml:"routerID" json:"routerID,omitempty"`
 	BGPPeers []BGPPeer         `yaml:"bgpPeers" json:"bgpPeers,omitempty"`
+	// BGPHoldDown tunes the flap hysteresis of the host's VIP announcements.
+	BGPHoldDown *BGPHoldDown `yaml:"bgpHoldDown" json:"bgpHoldDown,omitempty"`
 	// Capacity bounds what placement puts on the host; omitted or 0: no limit.
 	Capacity *HostCapacity `yaml:"capacity" json:"capacity,omitempty"`
 }

@@ -268,8 +268,29 @@ func (c *objectCheck) host(s *HostSpec) {
 		if _, err := netip.ParseAddr(p.Address); err != nil {
 			c.bad(f+".address", p.Address, "not an IP address")
 		}
-		if p.ASN == 0 {
-			c.bad(f+".asn", "0", "required (1-4294967295)")
+		switch p.ASN {
+		case 0:
+			c.bad(f+".asn", "0", "required (1-4294967294)")
+		case 23456:
+			c.bad(f+".asn", "23456", "AS_TRANS (RFC 6793) is no peer's ASN")
+		case 4294967295:
+			c.bad(f+".asn", "4294967295", "reserved (RFC 7300)")
+		}
+		if b := p.BFD; b != nil {
+			for _, v := range []struct {
+				name string
+				ms   int
+			}{{"minTxMs", b.MinTxMs}, {"minRxMs", b.MinRxMs}} {
+				if v.ms != 0 && (v.ms < 10 || v.ms > 60000) {
+					c.bad(f+".bfd."+v.name, strconv.Itoa(v.ms), "must be 0 (default 300) or from 10 to 60000 ms")
+				}
+			}
+			if b.Multiplier < 0 || b.Multiplier > 255 {
+				c.bad(f+".bfd.multiplier", strconv.Itoa(b.Multiplier), "must be 0 (default 3) or from 1 to 255")
+			}
+			if p.Multihop > 1 {
+				c.bad(f+".bfd", "", "BFD is single hop (RFC 5881): not with multihop %d", p.Multihop)
+			}
 		}
 		if p.PasswordFile != "" && p.PasswordEnv != "" {
 			c.bad(f, "", "give passwordFile or passwordEnv, not both")
@@ -283,6 +304,22 @@ func (c *objectCheck) host(s *HostSpec) {
 		if p.Keepalive < 0 || (p.HoldTime != 0 && p.Keepalive*3 > p.HoldTime) {
 			c.bad(f+".keepalive", strconv.Itoa(p.Keepalive), "must not be negative nor more than a third of holdTime")
 		}
+	}
+	if h := s.BGPHoldDown; h != nil {
+		for _, v := range []struct {
+			name string
+			ms   int
+		}{{"initialMs", h.InitialMs}, {"maxMs", h.MaxMs}} {
+			if v.ms != 0 && (v.ms < 100 || v.ms > 3600000) {
+				c.bad("spec.bgpHoldDown."+v.name, strconv.Itoa(v.ms), "must be 0 (default) or from 100 to 3600000 ms")
+			}
+		}
+		if h.InitialMs != 0 && h.MaxMs != 0 && h.InitialMs > h.MaxMs {
+			c.bad("spec.bgpHoldDown.initialMs", strconv.Itoa(h.InitialMs), "above maxMs %d", h.MaxMs)
+		}
+	}
+	if s.ASN == 23456 || s.ASN == 4294967295 {
+		c.bad("spec.asn", strconv.FormatUint(uint64(s.ASN), 10), "reserved (RFC 6793 AS_TRANS, RFC 7300)")
 	}
 	if len(s.BGPPeers) > 0 && s.ASN == 0 {
 		c.bad("spec.asn", "", "required when bgpPeers are given")

@@ -110,6 +110,23 @@ type BGP struct {
 	ASN      uint32     `json:"asn"`
 	RouterID netip.Addr `json:"routerID,omitzero"` // IPv4; unset: the speaker picks
 	Peers    []Peer     `json:"peers"`
+	// HoldDown is the flap hysteresis on re-announcing withdrawn VIPs (nil: defaults).
+	HoldDown *HoldDown `json:"holdDown,omitempty"`
+}
+
+// HoldDown delays re-announcing a withdrawn VIP: InitialMs, doubling per withdrawal up to
+// MaxMs (0: 2000 and 60000); Off announces at once.
+type HoldDown struct {
+	Off       bool `json:"off,omitempty"`
+	InitialMs int  `json:"initialMs,omitempty"`
+	MaxMs     int  `json:"maxMs,omitempty"`
+}
+
+// BFD is a peer's single-hop BFD timers (0: 300 ms, 300 ms, 3).
+type BFD struct {
+	MinTxMs    int `json:"minTxMs,omitempty"`
+	MinRxMs    int `json:"minRxMs,omitempty"`
+	Multiplier int `json:"multiplier,omitempty"`
 }
 
 // Peer is one BGP neighbour; the password is read by the agent from the file or variable.
@@ -122,6 +139,7 @@ type Peer struct {
 	Multihop        int        `json:"multihop,omitempty"`
 	HoldTime        int        `json:"holdTime,omitempty"`  // seconds; 0: speaker default
 	Keepalive       int        `json:"keepalive,omitempty"` // seconds; 0: speaker default
+	BFD             *BFD       `json:"bfd,omitempty"`       // nil: no BFD
 }
 
 // VM is a virtual machine placed on this host.

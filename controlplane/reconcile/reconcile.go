@@ -132,6 +132,9 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	}
 	if hs.ASN != 0 || len(hs.BGPPeers) > 0 {
 		b := &desired.BGP{ASN: hs.ASN, RouterID: parseAddr(hs.RouterID), Peers: []desired.Peer{}}
+		if h := hs.BGPHoldDown; h != nil {
+			b.HoldDown = &desired.HoldDown{Off: h.Off, InitialMs: h.InitialMs, MaxMs: h.MaxMs}
+		}
 		if !b.RouterID.IsValid() && out.Address.Is4() {
 			b.RouterID = out.Address
 		}
@@ -139,6 +142,9 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 			b.Peers = append(b.Peers, desired.Peer{Address: parseAddr(p.Address), ASN: p.ASN, PasswordFile: p.PasswordFile,
 				PasswordEnv: p.PasswordEnv, GracefulRestart: p.GracefulRestart, Multihop: p.Multihop,
 				HoldTime: p.HoldTime, Keepalive: p.Keepalive})
+			if p.BFD != nil {
+				b.Peers[len(b.Peers)-1].BFD = &desired.BFD{MinTxMs: p.BFD.MinTxMs, MinRxMs: p.BFD.MinRxMs, Multiplier: p.BFD.Multiplier}
+			}
 		}
 		out.BGP = b
 	}

@@ -235,7 +235,11 @@ func (s *agentSources) Backends() ([]metering.BackendState, error) {
 func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 	var out []metering.BGPSession
 	for _, p := range s.a.Status().BGP {
-		out = append(out, metering.BGPSession{Peer: p.Address.String(), Up: p.Established, Advertised: p.Advertised})
+		s := metering.BGPSession{Peer: p.Address.String(), Up: p.Established, Advertised: p.Advertised}
+		if p.BFD != nil {
+			s.BFD = p.BFD.State
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }

@@ -42,7 +42,29 @@ func Require(tb testing.TB) {
 // ns, waits until vtysh answers, and stops both when the test ends.
 func Start(tb testing.TB, ns *netnstest.NS, conf string, withZebra bool) *Router {
 	tb.Helper()
+	return StartWith(tb, ns, conf, Options{Zebra: withZebra})
+}
+
+// Options say which daemons StartWith runs besides bgpd.
+type Options struct {
+	// Zebra runs zebra, so BGP routes reach the kernel (and bgpd can reach bfdd).
+	Zebra bool
+	// BFD, when not empty, is bfdd's configuration ("bfd\n profile fast\n ..."): bfdd runs
+	// (Zebra is implied) before bgpd, so bgpd's `neighbor X bfd` sessions start at once.
+	BFD string
+}
+
+// StartWith runs the daemons o names and bgpd with conf in ns, waits until vtysh answers,
+// and stops them when the test ends.
+func StartWith(tb testing.TB, ns *netnstest.NS, conf string, o Options) *Router {
+	tb.Helper()
 	Require(tb)
+	withZebra := o.Zebra || o.BFD != ""
+	if o.BFD != "" {
+		if _, err := os.Stat(filepath.Join(Daemons, "bfdd")); err != nil {
+			netnstest.RequireTool(tb, filepath.Join(Daemons, "bfdd"))
+		}
+	}
 	dir, err := os.MkdirTemp("", "gct-frr-")
 	if err != nil {
 		tb.Fatal(err)
@@ -52,10 +74,13 @@ func Start(tb testing.TB, ns *netnstest.NS, conf string, withZebra bool) *Router
 	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(conf), 0o640); err != nil {
 		tb.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "bfdd.conf"), []byte(o.BFD), 0o640); err != nil {
+		tb.Fatal(err)
+	}
 	if u, err := user.Lookup("frr"); err == nil {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		for _, p := range []string{dir, filepath.Join(dir, "frr.conf")} {
+		for _, p := range []string{dir, filepath.Join(dir, "frr.conf"), filepath.Join(dir, "bfdd.conf")} {
 			if err := os.Chown(p, uid, gid); err != nil {
 				tb.Fatal(err)
 			}
@@ -68,6 +93,12 @@ func Start(tb testing.TB, ns *netnstest.NS, conf string, withZebra bool) *Router
 		args := append([]string{"-z", zs, "-i", filepath.Join(dir, "zebra.pid")}, common...)
 		ns.MustRun(tb, filepath.Join(Daemons, "zebra"), args...)
 		waitFile(tb, zs)
+	}
+	if o.BFD != "" {
+		args := append([]string{"-f", filepath.Join(dir, "bfdd.conf"), "-i", filepath.Join(dir, "bfdd.pid"),
+			"--bfdctl", filepath.Join(dir, "bfdd.sock"), "-z", zs}, common...)
+		ns.MustRun(tb, filepath.Join(Daemons, "bfdd"), args...)
+		waitFile(tb, filepath.Join(dir, "bfdd.vty"))
 	}
 	args := append([]string{"-f", filepath.Join(dir, "frr.conf"), "-i", filepath.Join(dir, "bgpd.pid")}, common...)
 	if withZebra {
@@ -100,7 +131,7 @@ func waitFile(tb testing.TB, p string) {
 }
 
 func (r *Router) stop() {
-	for _, d := range []string{"bgpd", "zebra"} {
+	for _, d := range []string{"bgpd", "bfdd", "zebra"} {
 		b, err := os.ReadFile(filepath.Join(r.Dir, d+".pid"))
 		if err != nil {
 			continue

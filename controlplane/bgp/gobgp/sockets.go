@@ -18,6 +18,7 @@ import (
 // on the peer's port (we dialled) or on our listen port (the peer dialled).
 type sessionKeys struct {
 	listenPort int
+	listener   bool // the listening socket too
 	peers      map[netip.Addr]int
 }
 
@@ -100,7 +101,7 @@ func scanTCP(path string, k sessionKeys, inodes map[uint64]bool) error {
 		// Established sessions to our peers, and our listener: shut so no peer can dial in
 		// between the sessions closing and the server stopping (it would get a Cease).
 		ours := (fs[3] == tcpEstablished && k.match(local, remote)) ||
-			(fs[3] == tcpListen && int(local.Port()) == k.listenPort)
+			(k.listener && fs[3] == tcpListen && int(local.Port()) == k.listenPort)
 		if !ours {
 			continue
 		}

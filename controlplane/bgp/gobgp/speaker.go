@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/govcloud/govcloud/controlplane/bgp"
+	"github.com/govcloud/govcloud/controlplane/bgp/bfd"
 )
 
 // Options tune a Speaker.
@@ -43,15 +44,34 @@ type Speaker struct {
 	log  *slog.Logger
 	logs *logAdapter
 
-	mu     sync.Mutex // serialises Set and Close
+	// mu serialises Set and Close. It is held only across GoBGP calls that cannot block on
+	// a peer (route and peer changes return once queued) and across stop, which is bounded
+	// (see stopWait); Status never takes it.
+	mu     sync.Mutex
 	srv    *server.BgpServer
 	global bgp.Config // RouterID, ASN and ListenPort of the running server
 	peers  map[netip.Addr]bgp.Peer
 	paths  map[netip.Prefix]bgp.Advertisement
 	closed bool
+
+	// view is what Status reads: the running server and configured peers (published by Set
+	// under viewMu), and the last answer GoBGP gave, for when it does not answer in time.
+	viewMu    sync.Mutex
+	viewSrv   *server.BgpServer
+	viewPeers map[netip.Addr]bgp.Peer
+	viewBFD   *bfd.Server
+	lastQuery *peerQuery
 	// restarting is Options.Restarting until the first Set has added its peers: peers added
 	// later are not part of the restart.
 	restarting bool
+	// want are the routes of the last Set; hy and holdDown decide which are announced now,
+	// wake releases the held ones.
+	want     []bgp.Advertisement
+	holdDown bgp.HoldDown
+	hy       bgp.Hysteresis
+	wake     *time.Timer
+	// bfd runs the BFD sessions of the peers that have BFD (nil: none).
+	bfd *bfd.Server
 }
 
 var _ bgp.Speaker = (*Speaker)(nil)
@@ -81,7 +101,7 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 		if s.srv != nil {
 			s.log.Info("bgp: no BGP configuration any more; stopping the speaker")
 		}
-		return s.stop(context.Background(), false)
+		return s.stop(false)
 	}
 	if err := bgp.Validate(cfg, adverts); err != nil {
 		return fmt.Errorf("bgp desired state: %w", err)
@@ -96,7 +116,9 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	if s.srv != nil && !reflect.DeepEqual(g, s.global) {
 		s.log.Info("bgp: router ID, ASN or listen port changed; restarting the speaker (sessions reset)",
 			"routerID", cfg.RouterID, "asn", cfg.ASN, "listenPort", cfg.ListenPort)
-		s.stop(ctx, false)
+		if err := s.stop(false); err != nil {
+			s.log.Warn("bgp: stopping the old speaker", "err", err)
+		}
 	}
 	if s.srv == nil {
 		if err := s.start(ctx, g); err != nil {
@@ -108,7 +130,65 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 	s.logs.setSecrets(append(known, cfg.Peers...))
 
 	var errs []error
-	// Routes: withdraw what is gone, (re)announce what is new or changed.
+	s.want = make([]bgp.Advertisement, 0, len(adverts))
+	for _, a := range adverts {
+		s.want = append(s.want, cloneAdvert(a))
+	}
+	s.holdDown = cfg.HoldDown
+	errs = append(errs, s.applyRoutes(ctx)...)
+
+	// Peers: only those whose settings changed are touched.
+	wantPeers := make(map[netip.Addr]bgp.Peer, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		wantPeers[p.Address] = p
+	}
+	for addr, old := range s.peers {
+		if p, ok := wantPeers[addr]; ok && reflect.DeepEqual(p, old) {
+			continue
+		}
+		srv := s.srv
+		if err := s.bounded("removing peer "+addr.String(), s.sessionPorts(addr), func() error {
+			return srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()})
+		}); err != nil {
+			errs = append(errs, fmt.Errorf("removing peer %s: %w", old, err))
+			continue
+		}
+		delete(s.peers, addr)
+		s.logs.forget(addr.String())
+		s.log.Info("bgp: peer removed", "peer", old.String())
+	}
+	for _, p := range cfg.Peers {
+		if _, ok := s.peers[p.Address]; ok {
+			continue
+		}
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+			errs = append(errs, fmt.Errorf("adding peer %s: %w", p, err))
+			continue
+		}
+		s.peers[p.Address] = p
+		s.log.Info("bgp: peer added", "peer", p.String())
+	}
+	if err := s.setBFD(cfg.Peers); err != nil {
+		errs = append(errs, err)
+	}
+	s.publish()
+	return errors.Join(errs...)
+}
+
+// applyRoutes makes the server's routes what the hysteresis lets through of s.want: withdraw
+// what is gone, (re)announce what is new or changed, and set the timer that releases routes
+// held down. Called with s.mu held.
+func (s *Speaker) applyRoutes(ctx context.Context) []error {
+	var errs []error
+	adverts, wake := s.hy.Filter(time.Now(), s.holdDown, s.want)
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
+	if !wake.IsZero() {
+		s.log.Debug("bgp: re-announcement held down (flap hysteresis)", "held", len(s.want)-len(adverts), "until", wake)
+		s.wake = time.AfterFunc(time.Until(wake), s.release)
+	}
 	want := make(map[netip.Prefix]bgp.Advertisement, len(adverts))
 	for _, a := range adverts {
 		want[a.Prefix] = a
@@ -141,38 +221,83 @@ func (s *Speaker) Set(cfg bgp.Config, adverts []bgp.Advertisement) error {
 			errs = append(errs, fmt.Errorf("advertising %s: %w", a.Prefix, err))
 			continue
 		}
-		s.paths[a.Prefix] = cloneAdvert(a)
+		s.paths[a.Prefix] = a
 	}
+	return errs
+}
 
-	// Peers: only those whose settings changed are touched.
-	wantPeers := make(map[netip.Addr]bgp.Peer, len(cfg.Peers))
-	for _, p := range cfg.Peers {
-		wantPeers[p.Address] = p
+// setBFD makes the BFD sessions those of the peers with BFD: the server starts with the first
+// and stops (telling the peers AdminDown) with the last.
+func (s *Speaker) setBFD(peers []bgp.Peer) error {
+	want := map[netip.Addr]bfd.Config{}
+	for _, p := range peers {
+		if p.BFD != nil {
+			want[p.Address] = bfd.Config{MinTx: p.BFD.MinTx, MinRx: p.BFD.MinRx, Multiplier: p.BFD.Multiplier}
+		}
 	}
-	for addr, old := range s.peers {
-		if p, ok := wantPeers[addr]; ok && reflect.DeepEqual(p, old) {
-			continue
+	if len(want) == 0 {
+		if s.bfd != nil {
+			err := s.bfd.Close(true)
+			s.bfd = nil
+			return err
 		}
-		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("removing peer %s: %w", old, err))
-			continue
-		}
-		delete(s.peers, addr)
-		s.logs.forget(addr.String())
-		s.log.Info("bgp: peer removed", "peer", old.String())
+		return nil
 	}
-	for _, p := range cfg.Peers {
-		if _, ok := s.peers[p.Address]; ok {
-			continue
-		}
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
-			errs = append(errs, fmt.Errorf("adding peer %s: %w", p, err))
-			continue
-		}
-		s.peers[p.Address] = p
-		s.log.Info("bgp: peer added", "peer", p.String())
+	if s.bfd == nil {
+		s.bfd = bfd.New(bfd.Options{Logger: s.log, OnChange: s.bfdChanged})
 	}
-	return errors.Join(errs...)
+	return s.bfd.Set(want)
+}
+
+// bfdChanged resets the BGP session to a peer whose BFD session went down: the peer is gone
+// (or its path is), so the session is not left to the hold timer. GoBGP then reconnects as
+// usual. It runs on its own goroutine, never under s.mu.
+func (s *Speaker) bfdChanged(peer netip.Addr, up bool, diag bfd.Diag) {
+	if up {
+		s.log.Info("bfd: session up", "peer", peer)
+		return
+	}
+	s.viewMu.Lock()
+	srv := s.viewSrv
+	_, ours := s.viewPeers[peer]
+	s.viewMu.Unlock()
+	if srv == nil || !ours {
+		return
+	}
+	s.log.Warn("bfd: session down; resetting the BGP session", "peer", peer, "diag", diag.String())
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD down: " + diag.String()})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.log.Warn("bfd: resetting the BGP session", "peer", peer, "err", err)
+		}
+	case <-time.After(2 * stopWait):
+		s.log.Warn("bfd: resetting the BGP session still pending", "peer", peer)
+	}
+}
+
+// release runs when a held-down route's delay is over.
+func (s *Speaker) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.srv == nil {
+		return
+	}
+	if err := errors.Join(s.applyRoutes(context.Background())...); err != nil {
+		s.log.Warn("bgp: announcing routes after their hold-down", "err", err)
+	}
+}
+
+// publish makes the running server and configured peers visible to Status.
+func (s *Speaker) publish() {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	s.viewSrv = s.srv
+	s.viewPeers = maps.Clone(s.peers)
+	s.viewBFD = s.bfd
 }
 
 // cloneAdvert copies a so later changes to the caller's slices or pointers cannot change
@@ -223,39 +348,76 @@ func (s *Speaker) start(ctx context.Context, g bgp.Config) error {
 	s.srv, s.global = srv, g
 	s.peers = map[netip.Addr]bgp.Peer{}
 	s.paths = map[netip.Prefix]bgp.Advertisement{}
+	s.publish()
 	return nil
 }
 
-func (s *Speaker) stop(ctx context.Context, graceful bool) error {
+// stopWait bounds each of the two waits of stop: for GoBGP to stop on its own, then, after
+// shutting the BGP sockets, for it to notice. A peer that stopped reading (a wedged ToR)
+// blocks GoBGP's write of its Cease until the write deadline (the hold time, seconds to
+// minutes) and StopBgp waits for that write; shutting the socket fails it at once.
+const stopWait = 300 * time.Millisecond
+
+// stop stops the running server within about 2*stopWait whatever its peers do. The
+// listener is closed before stop returns, so a new server can take the port.
+func (s *Speaker) stop(graceful bool) error {
 	if s.srv == nil {
 		return nil
 	}
 	var err error
+	keys := s.sessionPorts()
 	if graceful {
 		// GoBGP's StopBgp always sends a Cease NOTIFICATION. Shut the sessions' sockets
 		// first, so that NOTIFICATION cannot be written and peers see only a TCP close: the
 		// graceful-restart helper then keeps our routes as stale.
-		n, serr := shutdownSessions(s.sessionPorts())
+		n, serr := shutdownSessions(keys)
 		if serr != nil {
 			err = fmt.Errorf("closing BGP sessions without NOTIFICATION: %w", serr)
 		}
 		s.log.Info("bgp: graceful stop, sessions closed without NOTIFICATION", "sockets", n)
 	}
-	done := make(chan struct{})
-	srv := s.srv
-	go func() {
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		srv.Stop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = errors.Join(err, fmt.Errorf("stopping BGP speaker: %w", ctx.Err()))
+	if s.bfd != nil {
+		// A planned restart only stops sending (the peers' detection runs out, and with the
+		// C bit 0 a graceful-restart helper keeps the routes); otherwise AdminDown.
+		err = errors.Join(err, s.bfd.Close(!graceful))
+		s.bfd = nil
 	}
+	srv := s.srv
 	s.srv = nil
 	s.peers, s.paths = nil, nil
-	return err
+	s.hy = bgp.Hysteresis{} // the sessions end: nothing is left announced
+	if s.wake != nil {
+		s.wake.Stop()
+		s.wake = nil
+	}
+	s.publish()
+	return errors.Join(err, s.bounded("stopping BGP speaker", keys, func() error {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
+		return nil
+	}))
+}
+
+// bounded runs a GoBGP call that waits for peers' sessions to end (StopBgp, DeletePeer) and
+// returns within about 2*stopWait: when the call has not returned after stopWait, some peer
+// is not taking its Cease, so the sockets named by keys (the peers concerned; the others'
+// Cease is long written) are shut, which fails the blocked write at once.
+func (s *Speaker) bounded(what string, keys sessionKeys, call func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(stopWait):
+	}
+	n, serr := shutdownSessions(keys)
+	s.log.Warn("bgp: a peer is not reading (wedged?); shut its BGP sockets", "while", what, "sockets", n, "err", serr)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(stopWait):
+		return fmt.Errorf("%s: GoBGP still busy after %s; left to finish in the background", what, 2*stopWait)
+	}
 }
 
 // plainTCPListeners turns off, for this process, Go's default (since Go 1.24) of MPTCP for
@@ -277,13 +439,17 @@ func plainTCPListeners(log *slog.Logger) {
 }
 
 // sessionPorts lists the (peer address, peer port, local port) triples that identify this
-// speaker's BGP sockets.
-func (s *Speaker) sessionPorts() sessionKeys {
+// speaker's BGP sockets: to the peers named, or to every peer (and the listener) when none is.
+func (s *Speaker) sessionPorts(only ...netip.Addr) sessionKeys {
 	k := sessionKeys{listenPort: s.global.ListenPort, peers: map[netip.Addr]int{}}
 	if k.listenPort == 0 {
 		k.listenPort = bgp.DefaultPort
 	}
+	k.listener = len(only) == 0
 	for a, p := range s.peers {
+		if len(only) > 0 && !slices.Contains(only, a) {
+			continue
+		}
 		port := p.Port
 		if port == 0 {
 			port = bgp.DefaultPort
@@ -302,7 +468,12 @@ func (s *Speaker) Close(ctx context.Context, graceful bool) error {
 		return nil
 	}
 	s.closed = true
-	return s.stop(ctx, graceful)
+	// stop is bounded by itself (2*stopWait); ctx can only cut it shorter.
+	err := s.stop(graceful)
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("stopping BGP speaker: %w", ctx.Err())
+	}
+	return err
 }
 
 func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
@@ -382,17 +553,12 @@ func apiPath(a bgp.Advertisement) (*api.Path, error) {
 		return nil, fmt.Errorf("advertisement %s: %w", a.Prefix, err)
 	}
 	attrs := []proto.Message{&api.OriginAttribute{Origin: 0}} // IGP
-	nh := a.NextHop
+	// The unspecified next hop makes GoBGP put, per session, its own local address of that
+	// session (eBGP and iBGP alike): next-hop-self per peer.
 	if a.Prefix.Addr().Is4() {
-		if !nh.IsValid() {
-			nh = netip.IPv4Unspecified()
-		}
-		attrs = append(attrs, &api.NextHopAttribute{NextHop: nh.String()})
+		attrs = append(attrs, &api.NextHopAttribute{NextHop: netip.IPv4Unspecified().String()})
 	} else {
-		if !nh.IsValid() {
-			nh = netip.IPv6Unspecified()
-		}
-		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{nh.String()}, Nlris: []*anypb.Any{nlri}})
+		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyV6, NextHops: []string{netip.IPv6Unspecified().String()}, Nlris: []*anypb.Any{nlri}})
 	}
 	if len(a.Communities) > 0 {
 		c := &api.CommunitiesAttribute{}
@@ -425,41 +591,88 @@ func apiPath(a bgp.Advertisement) (*api.Path, error) {
 	return path, nil
 }
 
-// Status reports every configured peer, sorted by address.
-func (s *Speaker) Status() []bgp.PeerStatus {
-	s.mu.Lock()
-	srv := s.srv
-	peers := make(map[string]bgp.Peer, len(s.peers))
-	for a, p := range s.peers {
-		peers[a.String()] = p
-	}
-	s.mu.Unlock()
-	got := map[string]*api.Peer{}
-	if srv != nil {
-		_ = srv.ListPeer(context.Background(), &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-			if p.Conf != nil {
-				got[p.Conf.NeighborAddress] = p
+// statusWait bounds how long Status waits for GoBGP's answer; past it Status reports the
+// last answer (Reason says how old), so a busy or wedged server never stalls callers.
+const statusWait = 500 * time.Millisecond
+
+// peerQuery is one answer from GoBGP: sessions by neighbour address, and each neighbour's
+// paths in the global RIB.
+type peerQuery struct {
+	at    time.Time
+	got   map[string]*api.Peer
+	inRIB map[string]int
+}
+
+func query(srv *server.BgpServer) *peerQuery {
+	q := &peerQuery{at: time.Now(), got: map[string]*api.Peer{}, inRIB: map[string]int{}}
+	ctx := context.Background()
+	_ = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		if p.Conf != nil {
+			q.got[p.Conf.NeighborAddress] = p
+		}
+	})
+	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
+	// own "accepted" counter is taken before the global policy.
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		_ = srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
+					q.inRIB[p.NeighborIp]++
+				}
 			}
 		})
 	}
-	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
-	// own "accepted" counter is taken before the global policy.
-	inRIB := map[string]int{}
+	return q
+}
+
+// Status reports every configured peer, sorted by address. It returns within statusWait
+// (plus the time to format) whatever Set or GoBGP are doing.
+func (s *Speaker) Status() []bgp.PeerStatus {
+	s.viewMu.Lock()
+	srv := s.viewSrv
+	bfdSrv := s.viewBFD
+	peers := make(map[string]bgp.Peer, len(s.viewPeers))
+	for a, p := range s.viewPeers {
+		peers[a.String()] = p
+	}
+	s.viewMu.Unlock()
+	q := &peerQuery{got: map[string]*api.Peer{}, inRIB: map[string]int{}}
+	stale := ""
 	if srv != nil {
-		for _, f := range []*api.Family{familyV4, familyV6} {
-			_ = srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
-				for _, p := range d.Paths {
-					if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
-						inRIB[p.NeighborIp]++
-					}
-				}
-			})
+		ch := make(chan *peerQuery, 1)
+		go func() { ch <- query(srv) }()
+		select {
+		case q = <-ch:
+			s.viewMu.Lock()
+			s.lastQuery = q
+			s.viewMu.Unlock()
+		case <-time.After(statusWait):
+			s.viewMu.Lock()
+			if s.lastQuery != nil {
+				q = s.lastQuery
+			}
+			s.viewMu.Unlock()
+			stale = fmt.Sprintf("speaker busy: state as of %s ago", time.Since(q.at).Round(time.Millisecond))
+		}
+	}
+	bfds := map[netip.Addr]bfd.Status{}
+	if bfdSrv != nil {
+		for _, b := range bfdSrv.Status() {
+			bfds[b.Peer] = b
 		}
 	}
 	out := make([]bgp.PeerStatus, 0, len(peers))
 	for addr, cfg := range peers {
 		st := bgp.PeerStatus{Address: cfg.Address, ASN: cfg.ASN, State: "idle"}
-		if p := got[addr]; p != nil && p.State != nil {
+		if cfg.BFD != nil {
+			b, ok := bfds[cfg.Address]
+			st.BFD = &bgp.BFDStatus{State: "down"}
+			if ok {
+				st.BFD = &bgp.BFDStatus{State: b.State, RemoteState: b.RemoteState, Diag: b.Diag, TxInterval: b.TxInterval,
+					DetectTime: b.DetectTime, Ups: b.Ups, Downs: b.Downs}
+			}
+		}
+		if p := q.got[addr]; p != nil && p.State != nil {
 			st.State = sessionState(p.State.SessionState)
 			st.Established = p.State.SessionState == api.PeerState_ESTABLISHED
 			eorRecv, anyGR := true, false
@@ -479,10 +692,13 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 				}
 			}
 			st.EndOfRIBReceived = anyGR && eorRecv
-			st.Accepted = inRIB[addr]
+			st.Accepted = q.inRIB[addr]
 		}
 		if !st.Established {
 			st.Reason = s.logs.reason(addr, cfg.Password != "")
+		}
+		if stale != "" {
+			st.Reason = strings.TrimPrefix(st.Reason+"; "+stale, "; ")
 		}
 		out = append(out, st)
 	}
