@@ -109,7 +109,9 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence).
-			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}).Run(cmd.Context())
+			mc := &metering.Client{Base: c.Base, Token: c.Token, HTTP: c.HTTP}
+			go hostsource.NetworkReporter(a, dp.hn.Trunk(), host, mc).Run(cmd.Context())
+			go hostsource.LBReporter(a, dp.lb, filepath.Join(pinRoot, "lb"), host, mc).Run(cmd.Context())
 			g.log.Info("agent running", "host", host, "controller", c.Base, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
 			srv.Close()

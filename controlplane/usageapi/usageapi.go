@@ -88,12 +88,17 @@ func (p Placement) OnHost(ctx context.Context, host string) (*metering.HostPlace
 	if d == nil {
 		return nil, nil
 	}
-	hp := &metering.HostPlacement{Departments: map[string]bool{}, Segments: map[string]bool{}, VMs: map[string]metering.PlacedVM{}}
+	hp := &metering.HostPlacement{Departments: map[string]bool{}, Segments: map[string]bool{}, VMs: map[string]metering.PlacedVM{},
+		SegmentOf: map[string]string{}, ServiceOf: map[string]string{}}
 	for _, o := range snap.State.List(config.KindDepartment) {
 		hp.Departments[o.Metadata.Name] = true
 	}
 	for _, s := range d.Segments {
 		hp.Segments[s.Department] = true
+		hp.SegmentOf[s.Name] = s.Department
+	}
+	for _, s := range d.Services {
+		hp.ServiceOf[s.Name] = s.Department
 	}
 	size := map[string]uint64{}
 	for _, v := range d.Volumes {
