@@ -131,4 +131,3 @@ func LoadPrices(path string) (*PriceList, error) {
 	p.Name = path
 	return p, nil
 }
-

@@ -212,6 +212,10 @@ func serveAs(a *API, c Caller) http.Handler {
 				case errors.As(err, &fe):
 					status = http.StatusForbidden
 				}
+				var oe *OpenMonthError
+				if errors.As(err, &oe) {
+					status = http.StatusConflict
+				}
 				http.Error(w, `{"error":"`+err.Error()+`"}`, status)
 			}
 		})
