@@ -20,6 +20,10 @@ func init() { register(newControllerCmd) }
 // more routes from the controller without editing this file.
 var controllerExtensions []func(ctx context.Context, srv *api.Server, st *store.Store) error
 
+// controllerFlagHooks add other files' flags and help to the controller command (the usage
+// ledger's --usage-grace).
+var controllerFlagHooks []func(*cobra.Command)
+
 func newControllerCmd(g *globals) *cobra.Command {
 	var (
 		opt        controller.Options
@@ -116,5 +120,8 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9482")
 	f.DurationVar(&opt.ElectionTTL, "election-ttl", 5*time.Second, "leader lease: how fast a dead leader is replaced")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")
+	for _, h := range controllerFlagHooks {
+		h(cmd)
+	}
 	return cmd
 }
