@@ -46,9 +46,9 @@ func Mount(srv *api.Server, st *store.Store, cfg Config) *metering.API {
 	}
 	l.Limits.Grace = cfg.Grace
 	m := &metering.API{Ledger: l, Prices: cfg.Prices, Audit: Audit(st),
-		PriceLists: func(ctx context.Context) ([]*metering.PriceList, error) { return PriceLists(ctx, st) },
+		PriceLists:  func(ctx context.Context) ([]*metering.PriceList, error) { return PriceLists(ctx, st) },
 		Departments: func(ctx context.Context) ([]metering.Department, error) { return Departments(ctx, st) },
-		Quotas: func(ctx context.Context) ([]metering.QuotaUse, error) { return Quotas(ctx, st) }}
+		Quotas:      func(ctx context.Context) ([]metering.QuotaUse, error) { return Quotas(ctx, st) }}
 	for _, rt := range m.Routes() {
 		srv.Handle(rt.Pattern, func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
 			return HTTPError(rt.Handle(w, r, metering.Caller{Name: p.Name, Role: p.Role, Host: p.Host, Department: p.Department, TokenID: p.TokenID, Remote: p.Remote}))
