@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        bench-lb fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
+        dashboards bench-lb fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -25,6 +25,9 @@ generate: ## rebuild the committed eBPF objects with the pinned clang (clang-19)
 check-generate: generate ## fail if the committed eBPF objects are stale
 	@git diff --exit-code --stat -- dataplane/bpfobj || { \
 	  echo "check-generate: committed eBPF objects differ from 'make generate'; commit the regenerated files" >&2; exit 1; }
+
+dashboards: ## regenerate deploy/grafana/dashboards/govcloud.json from deploy/grafana/gen (a test fails when it is stale)
+	$(GO) run ./deploy/grafana/gen -o deploy/grafana/dashboards/govcloud.json
 
 vet: ## go vet
 	$(GO) vet ./...
