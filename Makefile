@@ -71,7 +71,8 @@ bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 serv
 bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBGPReport -benchtime 1x -timeout 10m ./controlplane/bgp/gobgp/
 
-bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off (root)
+bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off; ledger ingest 30 departments x 20 hosts every 10 s (root)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkLedgerIngest -benchtime 1x -timeout 10m ./metering/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./metering/hostsource/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkTrunkThroughput -benchtime 1x -timeout 10m ./dataplane/hostnet/
 	@echo "(the load balancer's counters on vs off: see 'sudo make bench-lb', line 'xdp_lb built without counters')"
