@@ -253,8 +253,8 @@ func libvirtCPU(t *testing.T, vm string) float64 {
 
 // computeBilled: the compute agent's reports reach the ledger, and the vcpu_seconds billed
 // for vm equal libvirt's CPU time for it when the report was read (within 1%, and the
-// ledger's whole second): libvirt is read before and after each poll of the bill, so the
-// report that arrives in between is bracketed.
+// ledger's whole second): libvirt is read before each poll of the bill and after it, so a
+// report that arrives between two polls was read between those readings.
 func computeBilled(t *testing.T, l *Lab, admin, vm string) {
 	t.Helper()
 	c := l.client(admin)
@@ -277,20 +277,23 @@ func computeBilled(t *testing.T, l *Lab, admin, vm string) {
 		return b, at
 	}
 	_, last = billedNow()
+	before := libvirtCPU(t, vm) // read before the poll that came before this one: the report arrived after it
 	for fresh := 0; fresh < 2; {
-		before := libvirtCPU(t, vm)
+		next := libvirtCPU(t, vm)
 		b, at := billedNow()
 		after := libvirtCPU(t, vm)
 		if ctx.Err() != nil {
 			t.Fatalf("no compute report reached the ledger within 3 minutes (last %s)", last)
 		}
 		if !at.After(last) {
+			before = next
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}
 		last = at
-		fresh++ // the first fresh report may have been read before 'before'
+		fresh++ // the first fresh report may have been read before the first reading
 		if fresh < 2 {
+			before = next
 			continue
 		}
 		var got uint64
