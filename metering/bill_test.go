@@ -290,3 +290,16 @@ func TestPerSegmentUpgrade(t *testing.T) {
 		t.Fatalf("tx %d, want 650 (500 before the upgrade, 100 across it, 50 after)", got)
 	}
 }
+
+// TestVIPSamples: only public VIPs of known services are billed (an internal VIP's frames
+// crossed the trunk already, as network_tx_bytes).
+func TestVIPSamples(t *testing.T) {
+	got := VIPSamples([]ServiceCounter{
+		{Department: "lands", Service: "lands-www", Public: true, Bytes: 100},
+		{Department: "lands", Service: "lands-int", Public: false, Bytes: 200},
+		{Service: "198.19.255.9", Public: true, Bytes: 300}, // no service of the desired state
+	})
+	if len(got) != 1 || got[0] != (Sample{Department: "lands", Resource: ResNetVIPInBytes, Item: "lands-www", Total: 100}) {
+		t.Fatalf("VIP samples %+v", got)
+	}
+}
