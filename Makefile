@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        deb bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
+        deb dashboards bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -33,6 +33,9 @@ generate: ## rebuild the committed eBPF objects with the pinned clang (clang-19)
 check-generate: generate ## fail if the committed eBPF objects are stale
 	@git diff --exit-code --stat -- dataplane/bpfobj || { \
 	  echo "check-generate: committed eBPF objects differ from 'make generate'; commit the regenerated files" >&2; exit 1; }
+
+dashboards: ## regenerate deploy/grafana/dashboards/govcloud.json from deploy/grafana/gen (a test fails when it is stale)
+	$(GO) run ./deploy/grafana/gen -o deploy/grafana/dashboards/govcloud.json
 
 vet: ## go vet
 	$(GO) vet ./...
@@ -93,7 +96,8 @@ bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 serv
 bench-bgp: ## BGP speaker: Set() -> UPDATE at FRR p50/p99 over 100 changes, 10,000 VIPs to FRR, speaker RSS; BFD vs hold-timer failure detection p50/p99 over 20 runs (root)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkBGPReport|BenchmarkBFDReport' -benchtime 1x -timeout 15m ./controlplane/bgp/gobgp/
 
-bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off (root)
+bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 departments; trunk counters on vs off; ledger ingest 30 departments x 20 hosts every 10 s (root)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkLedgerIngest -benchtime 1x -timeout 10m ./metering/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMeteringReport -benchtime 1x -timeout 10m ./metering/hostsource/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkTrunkThroughput -benchtime 1x -timeout 10m ./dataplane/hostnet/
 	@echo "(the load balancer's counters on vs off: see 'sudo make bench-lb', line 'xdp_lb built without counters')"

@@ -93,7 +93,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 		var n uint64
 		for _, ln := range b.Lines {
 			if ln.Department == dept && (ln.Resource == metering.ResNetRxBytes || ln.Resource == metering.ResNetTxBytes) {
-				n += ln.Quantity
+				n += ln.BaseQuantity
 			}
 		}
 		return n, nil

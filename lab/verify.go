@@ -337,6 +337,12 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 				skipped = append(skipped, title)
 				continue
 			}
+			// The controller's usage ledger runs on the machine, out of gc-tor's reach: its
+			// panels are checked against a real Prometheus by metering's TestDashboardAgainstPrometheus.
+			if strings.Contains(expr, "govcloud_department_month_") || strings.Contains(expr, "govcloud_department_quota") || strings.Contains(expr, "govcloud_department_allocated") {
+				skipped = append(skipped, title)
+				continue
+			}
 			for _, v := range values {
 				q := strings.ReplaceAll(expr, "$department", v)
 				for {
@@ -361,7 +367,7 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 		}
 	}
 	if len(skipped) > 0 {
-		l.printf("   (not checked in the lab, no compute agent runs here: %s)\n", strings.Join(skipped, ", "))
+		l.printf("   (not checked in the lab: no compute agent runs here, or the controller's usage ledger is out of gc-tor's reach: %s)\n", strings.Join(skipped, ", "))
 	}
 	return nil
 }

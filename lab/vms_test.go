@@ -15,6 +15,7 @@ import (
 	"github.com/govcloud/govcloud/compute/libvirt"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
+	"github.com/govcloud/govcloud/metering"
 )
 
 const extraVMYAML = `apiVersion: govcloud/v1
@@ -90,6 +91,7 @@ func TestLabVMs(t *testing.T) {
 	if out := cli("status"); strings.Count(out, "compute: 2 VM(s), 2 running") != 2 || strings.Count(out, ": ready (") != 2 {
 		t.Fatalf("govcloud status: want both hosts ready, each with 2 running VMs:\n%s", out)
 	}
+	computeBilled(t, l, admin, "lands-web-1")
 	qemuPID := func(vm string) string {
 		b, _ := os.ReadFile("/run/libvirt/qemu/gc-" + vm + ".pid")
 		return strings.TrimSpace(string(b))
@@ -332,4 +334,85 @@ func restoreVolumeInVM(t *testing.T, l *Lab, cli func(args ...string) string, ev
 		}
 		return nil
 	})
+}
+
+// libvirtCPU is a domain's CPU time in seconds (virsh domstats cpu.time, nanoseconds).
+func libvirtCPU(t *testing.T, vm string) float64 {
+	t.Helper()
+	out, err := exec.Command("virsh", "-c", "qemu:///system", "domstats", "--cpu-total", "gc-"+vm).Output()
+	if err != nil {
+		t.Fatalf("virsh domstats gc-%s: %v", vm, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "cpu.time="); ok {
+			var ns float64
+			if _, err := fmt.Sscan(v, &ns); err == nil {
+				return ns / 1e9
+			}
+		}
+	}
+	t.Fatalf("virsh domstats gc-%s: no cpu.time in %q", vm, out)
+	return 0
+}
+
+// computeBilled: the compute agent's reports reach the ledger, and the vcpu_seconds billed
+// for vm equal libvirt's CPU time for it when the report was read (within 1%, and the
+// ledger's whole second): libvirt is read before each poll of the bill and after it, so a
+// report that arrives between two polls was read between those readings.
+func computeBilled(t *testing.T, l *Lab, admin, vm string) {
+	t.Helper()
+	c := l.client(admin)
+	mc := &metering.Client{Base: c.Base, Token: admin, HTTP: c.HTTP}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var host string
+	last := time.Time{}
+	billedNow := func() (metering.Bill, time.Time) {
+		b, err := mc.BillWith(ctx, metering.Month(time.Now()), metering.BillOptions{Department: "lands", By: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var at time.Time
+		for _, r := range b.MeteredUpTo {
+			if r.Source == metering.SourceCompute && (host == "" || r.Host == host) && r.Time.After(at) {
+				at = r.Time
+			}
+		}
+		return b, at
+	}
+	_, last = billedNow()
+	before := libvirtCPU(t, vm) // read before the poll that came before this one: the report arrived after it
+	for fresh := 0; fresh < 2; {
+		next := libvirtCPU(t, vm)
+		b, at := billedNow()
+		after := libvirtCPU(t, vm)
+		if ctx.Err() != nil {
+			t.Fatalf("no compute report reached the ledger within 3 minutes (last %s)", last)
+		}
+		if !at.After(last) {
+			before = next
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		last = at
+		fresh++ // the first fresh report may have been read before the first reading
+		if fresh < 2 {
+			before = next
+			continue
+		}
+		var got uint64
+		for _, ln := range b.Lines {
+			if ln.Resource == metering.ResVCPUSeconds && ln.Item == vm {
+				got += ln.BaseQuantity
+			}
+		}
+		if got == 0 {
+			t.Fatalf("no vcpu_seconds billed for %s: %+v", vm, b.Lines)
+		}
+		lo, hi := before*0.99-1, after*1.01
+		if float64(got) < lo || float64(got) > hi {
+			t.Fatalf("%s: %d vCPU-seconds billed, libvirt says %.2f..%.2f around the report (1%% and the ledger's whole second: %.2f..%.2f)", vm, got, before, after, lo, hi)
+		}
+		t.Logf("%s: %d vCPU-seconds billed, libvirt %.2f..%.2f", vm, got, before, after)
+	}
 }

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,17 +24,30 @@ import (
 //
 //	POST /v1/usage/reports                      an agent's Report -> Outcome (admin, or the
 //	                                            agent of the reporting host)
-//	GET  /v1/usage?month=YYYY-MM[&department=D] the month's Bill (month defaults to this one;
+//	GET  /v1/usage?month=YYYY-MM[&department=D][&costCentre=C][&by=vm|service|segment]
+//	                                            the month's Bill (month defaults to this one;
 //	                                            admin and network see every department, a
-//	                                            department caller only its own)
+//	                                            department caller only its own; an unknown
+//	                                            department is a 400). A closed month's bill
+//	                                            is its frozen invoice.
+//	GET  /v1/usage/invoice?month=YYYY-MM[&...]  the same for a closed month only (409 while
+//	                                            the month is open)
 //	GET  /v1/usage/metrics                      Prometheus text: govcloud_usage_reports_total
 //	                                            {result}, govcloud_usage_reports_refused_total
-//	                                            {reason} (admin, network)
+//	                                            {reason}, and this month's quantities and
+//	                                            charges per department (admin, network)
 //
 // Every report, counted or refused, is passed to Audit.
 type API struct {
 	Ledger *Ledger
+	// Prices rates the days before the first of PriceLists (nil: DefaultPrices).
 	Prices *PriceList
+	// PriceLists returns the dated price lists (the store's PriceList objects); nil: none.
+	PriceLists func(ctx context.Context) ([]*PriceList, error)
+	// Departments returns every configured department; nil: those with usage.
+	Departments func(ctx context.Context) ([]Department, error)
+	// Quotas returns each department's allocation and quota (metrics); nil: none.
+	Quotas func(ctx context.Context) ([]QuotaUse, error)
 	Log    *slog.Logger
 	// Audit records a report's fate in the controller's audit log; nil: not recorded. An
 	// error from it fails the request (a write that cannot be audited is not acknowledged).
@@ -84,7 +100,7 @@ type Route struct {
 
 // Routes are the API's routes, for the controller to mount.
 func (a *API) Routes() []Route {
-	return []Route{{"POST /v1/usage/reports", a.postReport}, {"GET /v1/usage", a.getUsage}, {"GET /v1/usage/metrics", a.getMetrics}}
+	return []Route{{"POST /v1/usage/reports", a.postReport}, {"GET /v1/usage", a.getUsage}, {"GET /v1/usage/invoice", a.getInvoice}, {"GET /v1/usage/metrics", a.getMetrics}}
 }
 
 func (a *API) metrics() {
@@ -119,7 +135,70 @@ func (a *API) getMetrics(w http.ResponseWriter, r *http.Request, c Caller) error
 		return &ForbiddenError{fmt.Sprintf("%s (%s) may not read the usage ledger's metrics", c.Name, c.Role)}
 	}
 	a.metrics()
-	promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.reports, a.refused)
+	if err := a.monthToDate(r.Context(), reg); err != nil {
+		return err
+	}
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
+}
+
+// QuotaUse is what a department has allocated of one quota'd resource, and its quota.
+type QuotaUse struct {
+	Department string
+	Resource   string  // vcpus, memory_bytes, storage_bytes, bandwidth_bits_per_second
+	Allocated  float64 // what its objects ask for now (bandwidth: not known here, left out)
+	Quota      float64
+	HasQuota   bool // false: no limit (no quota series)
+}
+
+// monthToDate registers this month's quantities and charges per department, read now, and
+// each department's allocation and quota.
+func (a *API) monthToDate(ctx context.Context, reg *prometheus.Registry) error {
+	in, err := a.Input(ctx, Month(a.Ledger.now()))
+	if err != nil {
+		return err
+	}
+	b, err := in.Rate(BillOptions{})
+	if err != nil {
+		return err
+	}
+	qty := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "govcloud_department_month_usage",
+		Help: "This month's metered usage so far per department, in the resource's base unit (bytes, vCPU-seconds, MiB-seconds, GiB-seconds; see the bill's resources)."},
+		[]string{"department", "cost_centre", "resource"})
+	charge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "govcloud_department_month_charge",
+		Help: "This month's charge so far per department, in the currency label (rated as govcloud usage rates it)."},
+		[]string{"department", "cost_centre", "currency"})
+	for _, l := range b.Lines {
+		qty.WithLabelValues(l.Department, l.CostCentre, l.Resource).Add(float64(l.BaseQuantity))
+	}
+	for _, d := range b.Departments {
+		v, _ := new(big.Rat).SetString(d.Charge)
+		f, _ := v.Float64()
+		charge.WithLabelValues(d.Department, d.CostCentre, b.Currency).Set(f)
+	}
+	reg.MustRegister(qty, charge)
+	if a.Quotas == nil {
+		return nil
+	}
+	qs, err := a.Quotas(ctx)
+	if err != nil {
+		return fmt.Errorf("quotas: %w", err)
+	}
+	alloc := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "govcloud_department_allocated",
+		Help: "What a department's VMs and volumes are given now (vcpus, memory_bytes, storage_bytes)."}, []string{"department", "resource"})
+	quota := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "govcloud_department_quota",
+		Help: "A department's quota per resource (absent: no limit)."}, []string{"department", "resource"})
+	for _, q := range qs {
+		if q.Resource != "bandwidth_bits_per_second" {
+			alloc.WithLabelValues(q.Department, q.Resource).Set(q.Allocated)
+		}
+		if q.HasQuota {
+			quota.WithLabelValues(q.Department, q.Resource).Set(q.Quota)
+		}
+	}
+	reg.MustRegister(alloc, quota)
 	return nil
 }
 
@@ -186,26 +265,103 @@ func (a *API) Record(ctx context.Context, w http.ResponseWriter, c Caller, rep R
 	return json.NewEncoder(w).Encode(out)
 }
 
-// WriteBill writes a month's bill ("" = this month; dept "" = every department) as JSON.
-func (a *API) WriteBill(ctx context.Context, w http.ResponseWriter, month, dept string) error {
+// Input returns what month's bill is computed from: for a closed month its frozen invoice
+// (frozen now when it is not yet), else the ledger's usage so far rated with the price lists
+// and departments of now.
+func (a *API) Input(ctx context.Context, month string) (*BillInput, error) {
+	closes, err := a.Ledger.ClosesAt(month)
+	if err != nil {
+		return nil, &RequestError{err}
+	}
+	if a.Ledger.Closed(month) {
+		if in, err := a.Ledger.Invoice(ctx, month); err != nil || in != nil {
+			return in, err
+		}
+	}
+	in := &BillInput{Month: month, ClosesAt: closes, Prices: PriceSchedule{Fallback: a.Prices}}
+	if in.Prices.Fallback == nil {
+		in.Prices.Fallback = DefaultPrices()
+	}
+	if a.PriceLists != nil {
+		if in.Prices.Lists, err = a.PriceLists(ctx); err != nil {
+			return nil, fmt.Errorf("price lists: %w", err)
+		}
+		slices.SortFunc(in.Prices.Lists, func(x, y *PriceList) int { return strings.Compare(x.EffectiveFrom, y.EffectiveFrom) })
+	}
+	if a.Departments != nil {
+		if in.Departments, err = a.Departments(ctx); err != nil {
+			return nil, fmt.Errorf("departments: %w", err)
+		}
+	}
+	if in.Usage, err = a.Ledger.Dated(ctx, month); err != nil {
+		return nil, err
+	}
+	if in.Reports, err = a.Ledger.LastReports(ctx); err != nil {
+		return nil, err
+	}
+	if a.Ledger.Closed(month) {
+		return a.Ledger.Freeze(ctx, in)
+	}
+	return in, nil
+}
+
+// FreezeClosed freezes the invoices of the last three months that are closed and not frozen
+// yet; the controller calls it every minute so a month is frozen as it closes, before any
+// later PriceList or department change could reach its bill.
+func (a *API) FreezeClosed(ctx context.Context) error {
+	now := a.Ledger.now().UTC()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3; i++ {
+		m := Month(first.AddDate(0, -i, 0))
+		if !a.Ledger.Closed(m) {
+			continue
+		}
+		if _, err := a.Input(ctx, m); err != nil {
+			return fmt.Errorf("invoice %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// billOptions reads month and options from a request's query.
+func billOptions(r *http.Request) (string, BillOptions) {
+	q := r.URL.Query()
+	month := q.Get("month")
 	if month == "" {
 		month = Month(time.Now())
 	}
-	u, err := a.Ledger.Usage(ctx, month)
+	return month, BillOptions{Department: q.Get("department"), CostCentre: q.Get("costCentre"), By: q.Get("by")}
+}
+
+// WriteBill writes month's bill as JSON.
+func (a *API) WriteBill(ctx context.Context, w http.ResponseWriter, month string, opt BillOptions, invoiceOnly bool) error {
+	if invoiceOnly && !a.Ledger.Closed(month) {
+		closes, err := a.Ledger.ClosesAt(month)
+		if err != nil {
+			return &RequestError{err}
+		}
+		return &OpenMonthError{Month: month, ClosesAt: closes}
+	}
+	in, err := a.Input(ctx, month)
+	if err != nil {
+		return err
+	}
+	b, err := in.Rate(opt)
 	if err != nil {
 		return &RequestError{err}
 	}
-	if dept != "" {
-		if _, ok := u[dept]; !ok {
-			u[dept] = map[string]uint64{} // a department with no usage gets a zero bill
-		}
-	}
-	prices := a.Prices
-	if prices == nil {
-		prices = DefaultPrices()
-	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(Rate(month, u, prices, dept))
+	return json.NewEncoder(w).Encode(b)
+}
+
+// OpenMonthError is an invoice asked for a month still open (HTTP 409).
+type OpenMonthError struct {
+	Month    string
+	ClosesAt time.Time
+}
+
+func (e *OpenMonthError) Error() string {
+	return fmt.Sprintf("month %s is open until %s (its grace period included): no invoice yet; 'govcloud usage --month %s' shows the bill so far", e.Month, e.ClosesAt.UTC().Format(time.RFC3339), e.Month)
 }
 
 func (a *API) postReport(w http.ResponseWriter, r *http.Request, c Caller) error {
@@ -233,16 +389,24 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request, c Caller) error
 }
 
 func (a *API) getUsage(w http.ResponseWriter, r *http.Request, c Caller) error {
-	dept := r.URL.Query().Get("department")
+	return a.readBill(w, r, c, false)
+}
+
+func (a *API) getInvoice(w http.ResponseWriter, r *http.Request, c Caller) error {
+	return a.readBill(w, r, c, true)
+}
+
+func (a *API) readBill(w http.ResponseWriter, r *http.Request, c Caller, invoice bool) error {
+	month, opt := billOptions(r)
 	switch c.Role {
 	case RoleAdmin, RoleNetwork, RoleAnonymous: // anonymous: only a controller run with --anonymous-read (the lab)
 	case RoleDepartment:
-		if dept != "" && dept != c.Department {
-			return &ForbiddenError{fmt.Sprintf("%s (department %s) may not read the usage of department %q", c.Name, c.Department, dept)}
+		if opt.Department != "" && opt.Department != c.Department {
+			return &ForbiddenError{fmt.Sprintf("%s (department %s) may not read the usage of department %q", c.Name, c.Department, opt.Department)}
 		}
-		dept = c.Department
+		opt.Department = c.Department
 	default:
 		return &ForbiddenError{fmt.Sprintf("%s (%s) may not read usage", c.Name, c.Role)}
 	}
-	return a.WriteBill(r.Context(), w, r.URL.Query().Get("month"), dept)
+	return a.WriteBill(r.Context(), w, month, opt, invoice)
 }

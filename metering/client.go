@@ -67,13 +67,31 @@ func (c *Client) call(ctx context.Context, method, path string, body any, out an
 
 // Bill fetches a month's bill ("YYYY-MM"; dept "" for all departments).
 func (c *Client) Bill(ctx context.Context, month, dept string) (Bill, error) {
-	q := url.Values{"month": {month}}
-	if dept != "" {
-		q.Set("department", dept)
-	}
+	return c.BillWith(ctx, month, BillOptions{Department: dept})
+}
+
+// BillWith fetches a month's bill with options.
+func (c *Client) BillWith(ctx context.Context, month string, opt BillOptions) (Bill, error) {
 	var b Bill
-	err := c.call(ctx, http.MethodGet, "/v1/usage?"+q.Encode(), nil, &b)
+	err := c.call(ctx, http.MethodGet, "/v1/usage?"+billQuery(month, opt), nil, &b)
 	return b, err
+}
+
+// Invoice fetches a closed month's frozen bill (an error while the month is open).
+func (c *Client) Invoice(ctx context.Context, month string, opt BillOptions) (Bill, error) {
+	var b Bill
+	err := c.call(ctx, http.MethodGet, "/v1/usage/invoice?"+billQuery(month, opt), nil, &b)
+	return b, err
+}
+
+func billQuery(month string, opt BillOptions) string {
+	q := url.Values{"month": {month}}
+	for k, v := range map[string]string{"department": opt.Department, "costCentre": opt.CostCentre, "by": opt.By} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q.Encode()
 }
 
 // Report sends one usage report.

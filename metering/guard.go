@@ -12,7 +12,8 @@ import (
 
 // Sources a report may come from; each is one reporter state per host.
 const (
-	SourceNetwork = "network" // the network agent: trunk bytes per department
+	SourceNetwork = "network" // the network agent: trunk bytes per department segment
+	SourceLB      = "lb"      // the network agent: its load balancer's bytes per public VIP
 	SourceCompute = "compute" // the compute agent: vCPU time, memory and volumes per VM
 )
 
@@ -20,6 +21,7 @@ const (
 // vCPU time, nor its compute agent trunk bytes.
 var sourceResources = map[string]map[string]bool{
 	SourceNetwork: {ResNetRxBytes: true, ResNetTxBytes: true},
+	SourceLB:      {ResNetVIPInBytes: true},
 	SourceCompute: {ResVCPUSeconds: true, ResMemoryMiBSeconds: true, ResVolumeGiBSeconds: true},
 }
 
@@ -28,7 +30,7 @@ var gaugeResources = map[string]bool{ResMemoryMiBSeconds: true, ResVolumeGiBSeco
 
 // Resources lists every resource a ledger counts.
 func Resources() []string {
-	return []string{ResNetRxBytes, ResNetTxBytes, ResVCPUSeconds, ResMemoryMiBSeconds, ResVolumeGiBSeconds}
+	return []string{ResNetRxBytes, ResNetTxBytes, ResNetVIPInBytes, ResVCPUSeconds, ResMemoryMiBSeconds, ResVolumeGiBSeconds}
 }
 
 // Placement is what the controller's desired state puts on a host, so the ledger accepts only
@@ -44,6 +46,8 @@ type Placement interface {
 type HostPlacement struct {
 	Departments map[string]bool     // every department that exists
 	Segments    map[string]bool     // departments with a segment on the host (their bytes cross its trunk)
+	SegmentOf   map[string]string   // segments on the host -> department (nil: items not checked)
+	ServiceOf   map[string]string   // services the host balances -> department (nil: not checked)
 	VMs         map[string]PlacedVM // VMs placed on the host, by name
 }
 
@@ -174,7 +178,7 @@ func (r *Report) check(lim Limits) *RefusedError {
 		return e
 	}
 	if sourceResources[r.Source] == nil {
-		return refuse(ReasonInvalid, "source", r.Source, "want %s or %s", SourceNetwork, SourceCompute)
+		return refuse(ReasonInvalid, "source", r.Source, "want %s, %s or %s", SourceNetwork, SourceLB, SourceCompute)
 	}
 	if len(r.Epoch) > 256 || !utf8.ValidString(r.Epoch) || strings.ContainsFunc(r.Epoch, func(c rune) bool {
 		return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Other_Default_Ignorable_Code_Point)
@@ -202,7 +206,7 @@ func (r *Report) check(lim Limits) *RefusedError {
 		if e := checkName(f+".department", s.Department, 63); e != nil {
 			return e
 		}
-		if !sourceResources[SourceNetwork][s.Resource] && !sourceResources[SourceCompute][s.Resource] {
+		if !sourceResources[SourceNetwork][s.Resource] && !sourceResources[SourceLB][s.Resource] && !sourceResources[SourceCompute][s.Resource] {
 			return refuse(ReasonResource, f+".resource", s.Resource, "unknown resource (want one of %s)", strings.Join(Resources(), ", "))
 		}
 		if !sourceResources[r.Source][s.Resource] {
@@ -214,7 +218,11 @@ func (r *Report) check(lim Limits) *RefusedError {
 				return e
 			}
 		} else if s.Item != "" {
-			return refuse(ReasonInvalid, f+".item", s.Item, "a %s sample has no item", r.Source)
+			// Agents before per-segment samples send none; theirs is the department's sum.
+			if e := checkName(f+".item", s.Item, 253); e != nil {
+				e.Msg += " (the segment or service the sample is of)"
+				return e
+			}
 		}
 		if s.Gauge != gaugeResources[s.Resource] {
 			return refuse(ReasonInvalid, f+".gauge", fmt.Sprint(s.Gauge), "resource %s is reported as %s", s.Resource, map[bool]string{true: "a level", false: "a total"}[gaugeResources[s.Resource]])
@@ -269,9 +277,16 @@ func checkPlacement(r *Report, hp *HostPlacement, lim Limits) *RefusedError {
 		if !hp.Departments[s.Department] {
 			return refuse(ReasonNotOnHost, f+".department", s.Department, "no such department")
 		}
-		if r.Source == SourceNetwork {
+		if r.Source != SourceCompute {
 			if !hp.Segments[s.Department] {
 				return refuse(ReasonNotOnHost, f+".department", s.Department, "nothing of department %s is on host %s", s.Department, r.Host)
+			}
+			names, what := hp.SegmentOf, "segment"
+			if s.Resource == ResNetVIPInBytes {
+				names, what = hp.ServiceOf, "service"
+			}
+			if s.Item != "" && names != nil && names[s.Item] != s.Department {
+				return refuse(ReasonNotOnHost, f+".item", s.Item, "no %s of that name of department %s is on host %s", what, s.Department, r.Host)
 			}
 			continue
 		}

@@ -13,12 +13,20 @@ import (
 )
 
 // Resources a ledger counts, in base units.
+// README "What a department's network usage is" defines the network ones.
 const (
-	ResNetRxBytes       = "network_rx_bytes"   // bytes into a department's segments
-	ResNetTxBytes       = "network_tx_bytes"   // bytes out of a department's segments
-	ResVCPUSeconds      = "vcpu_seconds"       // vCPU time
-	ResMemoryMiBSeconds = "memory_mib_seconds" // memory allocated x time
-	ResVolumeGiBSeconds = "volume_gib_seconds" // storage allocated x time
+	// ResNetTxBytes: east-west, bytes of frames a department's segment sent to another host
+	// over the trunk, counted once at the sending host (item: the segment).
+	ResNetTxBytes = "network_tx_bytes"
+	// ResNetRxBytes: the same frames counted at the receiving host; counted, never billed
+	// (billing it too would bill a frame that crosses two hosts twice).
+	ResNetRxBytes = "network_rx_bytes"
+	// ResNetVIPInBytes: north-south, bytes from the fabric to a department's public VIPs,
+	// counted once by the load balancer of the host that balanced them (item: the service).
+	ResNetVIPInBytes    = "network_vip_in_bytes"
+	ResVCPUSeconds      = "vcpu_seconds"       // vCPU time (item: the VM)
+	ResMemoryMiBSeconds = "memory_mib_seconds" // memory allocated x time (item: the VM)
+	ResVolumeGiBSeconds = "volume_gib_seconds" // storage allocated x time (item: the VM)
 )
 
 // Sample is one absolute, monotonic total of a reporter (what a pinned counter says now), or
@@ -110,31 +118,6 @@ func retire(rs []retiredEpoch, e retiredEpoch) []retiredEpoch {
 	return rs
 }
 
-// monthSpan is the part of an interval in one month.
-type monthSpan struct {
-	month string
-	ms    uint64
-}
-
-// splitMonths cuts [from, to) at month starts (UTC).
-func splitMonths(from, to time.Time) []monthSpan {
-	var out []monthSpan
-	from, to = from.UTC(), to.UTC()
-	for from.Before(to) {
-		next := time.Date(from.Year(), from.Month()+1, 1, 0, 0, 0, 0, time.UTC)
-		end := to
-		if next.Before(to) {
-			end = next
-		}
-		out = append(out, monthSpan{Month(from), uint64(end.Sub(from).Milliseconds())})
-		from = end
-	}
-	return out
-}
-
-// Usage is one month's quantities: department -> resource -> amount in base units.
-type Usage map[string]map[string]uint64
-
 // Ledger counts each reported delta exactly once: it keeps the last absolute total of every
 // (reporter, department, resource) and adds only what a newer report says beyond it, so
 // retried, duplicated and reordered reports never count twice and a lost report is covered by
@@ -175,8 +158,17 @@ func (l *Ledger) reporterKey(host, source string) string {
 	}
 	return l.prefix + "reporters/" + host + "/" + source
 }
-func (l *Ledger) usagePrefix(month string) string    { return l.prefix + "usage/" + month + "/" }
-func (l *Ledger) usageKey(month, dept string) string { return l.usagePrefix(month) + dept }
+
+// usagePrefix holds months' usage written before usage was dated by day (one key per
+// department: resource -> amount); it is read, never written.
+func (l *Ledger) usagePrefix(month string) string { return l.prefix + "usage/" + month + "/" }
+
+// dailyPrefix holds a month's usage by day: daily/YYYY-MM/DEPARTMENT/DD -> resource -> item
+// -> amount. Each report writes only the days it adds to.
+func (l *Ledger) dailyPrefix(month string) string { return l.prefix + "daily/" + month + "/" }
+func (l *Ledger) dailyKey(day, dept string) string {
+	return l.dailyPrefix(day[:7]) + dept + "/" + day[8:]
+}
 
 // ErrConflict is returned by KV.Commit when a compared key changed.
 var ErrConflict = errors.New("metering store: concurrent update")
@@ -252,7 +244,6 @@ func vmBound(hp *HostPlacement, lim Limits, vm string) PlacedVM {
 
 func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome, error) {
 	lim := l.Limits.withDefaults()
-	month := Month(r.Time)
 	rk := l.reporterKey(r.Host, r.Source)
 	cur, err := l.store.Get(ctx, rk)
 	if err != nil {
@@ -303,24 +294,17 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 	if !baseline {
 		elapsedMs = uint64(r.Time.Sub(growthFrom).Milliseconds())
 	}
-	adds := map[string]map[string]map[string]uint64{} // month -> department -> resource -> amount
+	adds := dayAdds{} // day -> department -> resource -> item -> amount
 	var overflow *RefusedError
-	add := func(month, k string, d uint64) {
+	add := func(day, k string, d uint64) {
 		if d == 0 {
 			return
 		}
 		parts := strings.SplitN(k, "/", 3)
-		dept, res := parts[0], parts[1]
-		if adds[month] == nil {
-			adds[month] = map[string]map[string]uint64{}
+		dept, res, item := parts[0], parts[1], parts[2]
+		if !adds.add(day, dept, res, item, d) && overflow == nil {
+			overflow = refuse(ReasonOverflow, "samples", k, "adding %d would wrap the day's sum", d)
 		}
-		if adds[month][dept] == nil {
-			adds[month][dept] = map[string]uint64{}
-		}
-		if adds[month][dept][res]+d < d && overflow == nil {
-			overflow = refuse(ReasonOverflow, "samples", k, "adding %d would wrap the month's sum", d)
-		}
-		adds[month][dept][res] += d
 		if out.Added[dept] == nil {
 			out.Added[dept] = map[string]uint64{}
 		}
@@ -336,6 +320,9 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 		} else {
 			totals[s.key()] = s.Total
 		}
+	}
+	if !baseline && !newEpoch {
+		migrateItemless(st.Totals, totals)
 	}
 	// Counters: what each total adds, refused when it went down without a new epoch or grew
 	// more than the host could have made since the last report.
@@ -371,7 +358,7 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 			if max := mulSat(vm.VCPUs, elapsedMs/1000+elapsedMs/20000+2); d > max {
 				return Outcome{}, refuse(ReasonImpossible, f, fmt.Sprint(t), "VM %s grew by %d vCPU-seconds in %s, more than its %d vCPUs can (%d)", s.Item, d, time.Duration(elapsedMs)*time.Millisecond, vm.VCPUs, max)
 			}
-		case ResNetRxBytes, ResNetTxBytes:
+		case ResNetRxBytes, ResNetTxBytes, ResNetVIPInBytes:
 			byRes[s.Resource] += d
 			if byRes[s.Resource] < d {
 				byRes[s.Resource] = ^uint64(0)
@@ -393,19 +380,21 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 			return Outcome{}, refuse(ReasonImpossible, fmt.Sprintf("samples[%d].total", i), fmt.Sprint(r.Samples[i].Total), "%s of host %s grew by %d bytes in %s, more than %d Gbit/s can carry (%d)", res, r.Host, sum, time.Duration(elapsedMs)*time.Millisecond, lim.MaxBitRate/1e9, max)
 		}
 	}
+	day := Day(r.Time)
 	for k, d := range deltas {
-		add(month, k, d)
+		add(day, k, d)
 	}
 	// Gauges: the previous levels held from the previous report until this one (split at
-	// month starts; nothing into a closed month); a series missing now ended here.
+	// day starts, so each day is rated with its own prices; nothing into a closed month); a
+	// series missing now ended here.
 	now := l.now()
 	if !baseline && r.Time.After(st.Time) {
 		if st.RemMs == nil {
 			st.RemMs = map[string]uint64{}
 		}
 		for k, lv := range st.Levels {
-			for _, sp := range splitMonths(st.Time, r.Time) {
-				if monthClosed(sp.month, now, lim.Grace) {
+			for _, sp := range splitDays(st.Time, r.Time) {
+				if monthClosed(sp.day[:7], now, lim.Grace) {
 					continue
 				}
 				hi, lo := bits.Mul64(lv, sp.ms)
@@ -413,7 +402,7 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 				if hi != 0 || x < lo {
 					return Outcome{}, refuse(ReasonOverflow, "samples", k, "level %d x %d ms wraps 64 bits", lv, sp.ms)
 				}
-				add(sp.month, k, x/1000)
+				add(sp.day, k, x/1000)
 				st.RemMs[k] = x % 1000
 			}
 		}
@@ -454,28 +443,33 @@ func (l *Ledger) try(ctx context.Context, r Report, hp *HostPlacement) (Outcome,
 	conds := map[string]int64{rk: cur.Rev}
 	b, _ := json.Marshal(st)
 	puts[rk] = b
-	for month, byDept := range adds {
+	for day, byDept := range adds {
 		for dept, add := range byDept {
-			uk := l.usageKey(month, dept)
-			u, err := l.store.Get(ctx, uk)
+			dk := l.dailyKey(day, dept)
+			u, err := l.store.Get(ctx, dk)
 			if err != nil {
 				return Outcome{}, err
 			}
-			m := map[string]uint64{}
+			m := dayUsage{}
 			if u.Rev != 0 {
 				if err := json.Unmarshal(u.Value, &m); err != nil {
-					return Outcome{}, fmt.Errorf("usage %s of %q: %w", month, dept, err)
+					return Outcome{}, fmt.Errorf("usage %s of %q: %w", day, dept, err)
 				}
 			}
-			for res, v := range add {
-				if m[res]+v < v {
-					return Outcome{}, refuse(ReasonOverflow, "samples", dept+"/"+res, "adding %d to %d in %s would wrap 64 bits", v, m[res], month)
+			for res, items := range add {
+				for item, v := range items {
+					if m[res] == nil {
+						m[res] = map[string]uint64{}
+					}
+					if m[res][item]+v < v {
+						return Outcome{}, refuse(ReasonOverflow, "samples", dept+"/"+res+"/"+item, "adding %d to %d on %s would wrap 64 bits", v, m[res][item], day)
+					}
+					m[res][item] += v
 				}
-				m[res] += v
 			}
 			b, _ := json.Marshal(m)
-			puts[uk] = b
-			conds[uk] = u.Rev
+			puts[dk] = b
+			conds[dk] = u.Rev
 		}
 	}
 	if err := l.store.Commit(ctx, conds, puts); err != nil {
@@ -490,7 +484,7 @@ func placed(hp *HostPlacement, source, k string) bool {
 	if len(parts) != 3 {
 		return false
 	}
-	if source == SourceNetwork {
+	if source != SourceCompute {
 		return hp.Segments[parts[0]]
 	}
 	vm, ok := hp.VMs[parts[2]]
@@ -512,25 +506,4 @@ func satAdd(a, b uint64) uint64 {
 		return ^uint64(0)
 	}
 	return a + b
-}
-
-// Usage returns a month's usage ("YYYY-MM"), all departments.
-func (l *Ledger) Usage(ctx context.Context, month string) (Usage, error) {
-	if _, err := time.Parse("2006-01", month); err != nil {
-		return nil, fmt.Errorf("month %q: want YYYY-MM", month)
-	}
-	kvs, err := l.store.List(ctx, l.usagePrefix(month))
-	if err != nil {
-		return nil, err
-	}
-	u := Usage{}
-	for k, v := range kvs {
-		dept := strings.TrimPrefix(k, l.usagePrefix(month))
-		m := map[string]uint64{}
-		if err := json.Unmarshal(v, &m); err != nil {
-			return nil, fmt.Errorf("usage %s of %q: %w", month, dept, err)
-		}
-		u[dept] = m
-	}
-	return u, nil
 }

@@ -295,7 +295,7 @@ func TestLedgerConcurrent(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +306,7 @@ func freePort(t *testing.T) int {
 
 // startEtcd starts a single-node embedded etcd in dir on fixed loopback ports (reused across
 // restarts of the same dir) and returns a client and a stop function.
-func startEtcd(t *testing.T, dir string, cport, pport int) (*clientv3.Client, func()) {
+func startEtcd(t testing.TB, dir string, cport, pport int) (*clientv3.Client, func()) {
 	t.Helper()
 	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cport))
 	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pport))

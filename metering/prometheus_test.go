@@ -29,10 +29,12 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-// TestRecordingRules runs promtool's unit tests of the recording rules.
+// TestRecordingRules runs promtool's unit tests of the recording rules, and checks the
+// configuration's syntax (the files it names, such as the usage job's token, are the
+// operator's; rules.yml is checked above).
 func TestRecordingRules(t *testing.T) {
 	promtool := requireTool(t, "promtool")
-	for _, args := range [][]string{{"check", "rules", "rules.yml"}, {"test", "rules", "rules_test.yml"}, {"check", "config", "prometheus.yml"}} {
+	for _, args := range [][]string{{"check", "rules", "rules.yml"}, {"test", "rules", "rules_test.yml"}, {"check", "config", "--syntax-only", "prometheus.yml"}} {
 		cmd := exec.Command(promtool, args...)
 		cmd.Dir = "../deploy/prometheus"
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -138,7 +140,7 @@ func promQuery(base, q string) (promResult, error) {
 
 // startPrometheus runs the Debian prometheus on a free loopback port with the recording rules
 // (evaluated every second) scraping target every second. It is stopped when the test ends.
-func startPrometheus(t *testing.T, target string) string {
+func startPrometheus(t *testing.T, target string, usage ...string) string {
 	t.Helper()
 	bin := requireTool(t, "prometheus")
 	dir := t.TempDir()
@@ -160,6 +162,9 @@ scrape_configs:
     honor_labels: true
     static_configs: [{targets: [%q]}]
 `, filepath.Join(dir, "rules.yml"), target)
+	for _, u := range usage { // the controller's usage ledger (its token is the test's caller)
+		cfg += fmt.Sprintf("  - job_name: govcloud-usage\n    metrics_path: /v1/usage/metrics\n    honor_labels: true\n    static_configs: [{targets: [%q]}]\n", u)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +227,28 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}()
-	base := startPrometheus(t, ln.Addr().String())
+	// The controller's usage ledger: this month's usage and charges, allocations and quotas.
 	depts := []string{"dept01", "dept02", "dept03"}
+	api := &API{Ledger: NewLedger(NewMemKV()), Prices: DefaultPrices(),
+		Departments: func(context.Context) ([]Department, error) {
+			return []Department{{Name: "dept01", CostCentre: "CC-1"}, {Name: "dept02", CostCentre: "CC-2"}, {Name: "dept03", CostCentre: "CC-3"}}, nil
+		},
+		Quotas: func(context.Context) ([]QuotaUse, error) {
+			var out []QuotaUse
+			for _, d := range depts {
+				out = append(out, QuotaUse{Department: d, Resource: "vcpus", Allocated: 2, Quota: 8, HasQuota: true},
+					QuotaUse{Department: d, Resource: "bandwidth_bits_per_second", Quota: 1e9, HasQuota: true})
+			}
+			return out, nil
+		}}
+	uln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	usrv := &http.Server{Handler: serveAs(api, Caller{Name: "prometheus", Role: RoleNetwork})}
+	go func() { _ = usrv.Serve(uln) }()
+	defer usrv.Close()
+	base := startPrometheus(t, ln.Addr().String(), uln.Addr().String())
 
 	// The variable's own query.
 	d := loadDashboard(t)

@@ -2,14 +2,11 @@ package metering
 
 import (
 	"bytes"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/big"
 	"os"
+	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"gopkg.in/yaml.v3"
 )
@@ -23,12 +20,29 @@ type Price struct {
 	Price    string `json:"price" yaml:"price"` // decimal, e.g. "0.05"
 }
 
-// PriceList is deploy/examples/prices.yaml.
+// PriceList is a dated price list: the PriceList objects of the controller's store, or (the
+// fallback before the first of those) the file GOVCLOUD_PRICES names in the format of
+// deploy/examples/prices.yaml, or the built-in list.
 type PriceList struct {
-	APIVersion string  `json:"apiVersion" yaml:"apiVersion"`
-	Kind       string  `json:"kind" yaml:"kind"`
-	Currency   string  `json:"currency" yaml:"currency"`
-	Prices     []Price `json:"prices" yaml:"prices"`
+	APIVersion string `json:"apiVersion,omitempty" yaml:"apiVersion"`
+	Kind       string `json:"kind,omitempty" yaml:"kind"`
+	// Name is the PriceList object's name, "GOVCLOUD_PRICES" or "built-in".
+	Name     string `json:"name" yaml:"-"`
+	Currency string `json:"currency" yaml:"currency"`
+	// EffectiveFrom is the first day (YYYY-MM-DD, from 00:00 UTC) the list rates; "" for the
+	// fallback (every day before the first dated list).
+	EffectiveFrom string  `json:"effectiveFrom,omitempty" yaml:"-"`
+	Prices        []Price `json:"prices" yaml:"prices"`
+}
+
+// price returns the price of resource.
+func (p *PriceList) price(resource string) (Price, bool) {
+	for _, x := range p.Prices {
+		if x.Resource == resource {
+			return x, true
+		}
+	}
+	return Price{}, false
 }
 
 // ParsePrices reads and checks a price list.
@@ -50,6 +64,9 @@ func ParsePrices(b []byte) (*PriceList, error) {
 		if x.Resource == "" {
 			return nil, fmt.Errorf("price list: price %d has no resource", i)
 		}
+		if !slices.ContainsFunc(billable, func(r ResourceInfo) bool { return r.Name == x.Resource }) {
+			return nil, fmt.Errorf("price list: price %d: resource %q is not billed (billed: %s)", i, x.Resource, strings.Join(billableNames(), ", "))
+		}
 		if seen[x.Resource] {
 			return nil, fmt.Errorf("price list: resource %q priced twice", x.Resource)
 		}
@@ -61,7 +78,21 @@ func ParsePrices(b []byte) (*PriceList, error) {
 			return nil, fmt.Errorf("price list: resource %q: price %q is not a non-negative decimal", x.Resource, x.Price)
 		}
 	}
+	for _, r := range billable {
+		if !seen[r.Name] {
+			return nil, fmt.Errorf("price list: resource %q has no price (\"0\" is one)", r.Name)
+		}
+	}
+	p.Name = "file"
 	return &p, nil
+}
+
+func billableNames() []string {
+	out := make([]string, len(billable))
+	for i, r := range billable {
+		out[i] = r.Name
+	}
+	return out
 }
 
 // defaultPrices is deploy/examples/prices.yaml (a test keeps them equal): the controller's
@@ -70,11 +101,11 @@ const defaultPrices = `apiVersion: govcloud/v1
 kind: PriceList
 currency: AUD
 prices:
-  - {resource: network_rx_bytes,   unit: GiB,        unitSize: 1073741824, price: "0.01"}
-  - {resource: network_tx_bytes,   unit: GiB,        unitSize: 1073741824, price: "0.05"}
-  - {resource: vcpu_seconds,       unit: vCPU-hour,  unitSize: 3600,       price: "0.04"}
-  - {resource: memory_mib_seconds, unit: GiB-hour,   unitSize: 3686400,    price: "0.005"}
-  - {resource: volume_gib_seconds, unit: GiB-month,  unitSize: 2592000,    price: "0.10"}
+  - {resource: network_tx_bytes,     unit: GiB,        unitSize: 1073741824, price: "0.05"}
+  - {resource: network_vip_in_bytes, unit: GiB,        unitSize: 1073741824, price: "0.02"}
+  - {resource: vcpu_seconds,         unit: vCPU-hour,  unitSize: 3600,       price: "0.04"}
+  - {resource: memory_mib_seconds,   unit: GiB-hour,   unitSize: 3686400,    price: "0.005"}
+  - {resource: volume_gib_seconds,   unit: GiB-month,  unitSize: 2592000,    price: "0.10"}
 `
 
 // DefaultPrices returns the built-in price list (deploy/examples/prices.yaml).
@@ -83,6 +114,7 @@ func DefaultPrices() *PriceList {
 	if err != nil {
 		panic(err)
 	}
+	p.Name = "built-in"
 	return p
 }
 
@@ -96,108 +128,6 @@ func LoadPrices(path string) (*PriceList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	p.Name = path
 	return p, nil
-}
-
-// Line is one department's use of one resource in a month.
-type Line struct {
-	Department string `json:"department" yaml:"department"`
-	Resource   string `json:"resource" yaml:"resource"`
-	Quantity   uint64 `json:"quantity" yaml:"quantity"` // base units
-	Units      string `json:"units" yaml:"units"`       // quantity in priced units, 6 decimals
-	Unit       string `json:"unit" yaml:"unit"`
-	UnitPrice  string `json:"unitPrice" yaml:"unitPrice"`
-	Charge     string `json:"charge" yaml:"charge"` // rounded to cents
-}
-
-// DepartmentTotal is one department's total charge.
-type DepartmentTotal struct {
-	Department string `json:"department" yaml:"department"`
-	Charge     string `json:"charge" yaml:"charge"`
-}
-
-// Bill is a month's chargeback report.
-type Bill struct {
-	Month       string            `json:"month" yaml:"month"`
-	Currency    string            `json:"currency" yaml:"currency"`
-	Lines       []Line            `json:"lines" yaml:"lines"`
-	Departments []DepartmentTotal `json:"departments" yaml:"departments"`
-	Total       string            `json:"total" yaml:"total"`
-}
-
-// Rate prices a month's usage. Each line's charge is rounded to cents (half away from zero)
-// and totals are sums of the rounded lines, so a bill adds up. Resources without a price are
-// listed at 0. dept "" means every department.
-func Rate(month string, u Usage, p *PriceList, dept string) Bill {
-	prices := map[string]Price{}
-	for _, x := range p.Prices {
-		prices[x.Resource] = x
-	}
-	b := Bill{Month: month, Currency: p.Currency, Lines: []Line{}, Departments: []DepartmentTotal{}}
-	total := new(big.Rat)
-	for _, d := range sortedKeys(u) {
-		if dept != "" && d != dept {
-			continue
-		}
-		dt := new(big.Rat)
-		for _, res := range sortedKeys(u[d]) {
-			q := u[d][res]
-			pr, ok := prices[res]
-			if !ok {
-				pr = Price{Resource: res, Unit: "unit", UnitSize: 1, Price: "0"}
-			}
-			unitPrice, _ := new(big.Rat).SetString(pr.Price)
-			units := new(big.Rat).SetFrac(new(big.Int).SetUint64(q), new(big.Int).SetUint64(pr.UnitSize))
-			charge := roundCents(new(big.Rat).Mul(units, unitPrice))
-			dt.Add(dt, charge)
-			b.Lines = append(b.Lines, Line{Department: d, Resource: res, Quantity: q, Units: units.FloatString(6), Unit: pr.Unit,
-				UnitPrice: pr.Price, Charge: charge.FloatString(2)})
-		}
-		total.Add(total, dt)
-		b.Departments = append(b.Departments, DepartmentTotal{Department: d, Charge: dt.FloatString(2)})
-	}
-	b.Total = total.FloatString(2)
-	return b
-}
-
-func roundCents(r *big.Rat) *big.Rat {
-	c := new(big.Rat).Mul(r, big.NewRat(100, 1))
-	n := new(big.Int).Mul(c.Num(), big.NewInt(2))
-	n.Add(n, c.Denom())
-	n.Quo(n, new(big.Int).Mul(c.Denom(), big.NewInt(2))) // floor(c + 1/2) for c >= 0
-	return new(big.Rat).SetFrac(n, big.NewInt(100))
-}
-
-// Write prints a bill as csv, json or table.
-func (b Bill) Write(w io.Writer, format string) error {
-	switch format {
-	case "json":
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(b)
-	case "csv":
-		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"month", "department", "resource", "quantity", "units", "unit", "unit_price", "charge", "currency"})
-		for _, l := range b.Lines {
-			_ = cw.Write([]string{b.Month, l.Department, l.Resource, fmt.Sprint(l.Quantity), l.Units, l.Unit, l.UnitPrice, l.Charge, b.Currency})
-		}
-		for _, d := range b.Departments {
-			_ = cw.Write([]string{b.Month, d.Department, "TOTAL", "", "", "", "", d.Charge, b.Currency})
-		}
-		_ = cw.Write([]string{b.Month, "ALL", "TOTAL", "", "", "", "", b.Total, b.Currency})
-		cw.Flush()
-		return cw.Error()
-	case "table", "":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "DEPARTMENT\tRESOURCE\tQUANTITY\tUNITS\tUNIT PRICE\tCHARGE (%s)\n", b.Currency)
-		for _, l := range b.Lines {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s %s\t%s\t%s\n", l.Department, l.Resource, l.Quantity, l.Units, l.Unit, l.UnitPrice, l.Charge)
-		}
-		for _, d := range b.Departments {
-			fmt.Fprintf(tw, "%s\tTOTAL\t\t\t\t%s\n", d.Department, d.Charge)
-		}
-		fmt.Fprintf(tw, "ALL\tTOTAL\t\t\t\t%s\n", b.Total)
-		return tw.Flush()
-	}
-	return fmt.Errorf("output format %q: want csv, json or table", strings.TrimSpace(format))
 }

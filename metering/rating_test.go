@@ -40,35 +40,54 @@ func TestParsePricesErrors(t *testing.T) {
 }
 
 func TestRateExact(t *testing.T) {
-	p := examplePrices(t)
-	u := Usage{
-		"lands": {ResNetTxBytes: 3 << 30, ResNetRxBytes: 10 << 30, ResVCPUSeconds: 7200},
-		// 1 byte of tx: 0.05/2^30 rounds to 0.00; half a cent rounds up.
-		"health": {ResNetTxBytes: 1, ResVCPUSeconds: 450, "gpu_seconds": 99},
+	in := &BillInput{Month: "2026-11", Prices: PriceSchedule{Fallback: examplePrices(t)},
+		Departments: []Department{{Name: "lands", DisplayName: "Department of Lands", CostCentre: "CC-1001"}, {Name: "health", CostCentre: "CC-2002"}},
+		Usage: []DatedAmount{
+			{Day: "2026-11-02", Department: "lands", Resource: ResNetTxBytes, Item: "lands-web", Amount: 3 << 30},
+			{Day: "2026-11-02", Department: "lands", Resource: ResNetRxBytes, Item: "lands-web", Amount: 10 << 30}, // counted, not billed
+			{Day: "2026-11-02", Department: "lands", Resource: ResVCPUSeconds, Item: "vm1", Amount: 7200},
+			// 1 byte of tx: 0.05/2^30 rounds to 0.00; half a cent rounds up.
+			{Day: "2026-11-03", Department: "health", Resource: ResNetTxBytes, Amount: 1},
+			{Day: "2026-11-03", Department: "health", Resource: ResVCPUSeconds, Item: "vm2", Amount: 450},
+		}}
+	b, err := in.Rate(BillOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := Rate("2026-11", u, p, "")
 	want := map[string]string{
-		"lands/" + ResNetTxBytes:   "0.15",
-		"lands/" + ResNetRxBytes:   "0.10",
-		"lands/" + ResVCPUSeconds:  "0.08",
-		"health/" + ResNetTxBytes:  "0.00",
-		"health/" + ResVCPUSeconds: "0.01", // 0.125 h x 0.04 = 0.005 -> 0.01
-		"health/gpu_seconds":       "0.00", // unpriced: listed at 0
+		"lands/" + ResNetTxBytes:  "0.15",
+		"lands/" + ResVCPUSeconds: "0.08",
+		"health/" + ResNetTxBytes: "0.00",
+		// 0.125 h x 0.04 = 0.005 -> 0.01
+		"health/" + ResVCPUSeconds: "0.01",
 	}
-	if len(b.Lines) != len(want) {
-		t.Fatalf("%d lines, want %d: %+v", len(b.Lines), len(want), b.Lines)
+	if len(b.Lines) != 2*len(billable) {
+		t.Fatalf("%d lines, want every billable resource of both departments (%d): %+v", len(b.Lines), 2*len(billable), b.Lines)
 	}
 	for _, l := range b.Lines {
-		if w := want[l.Department+"/"+l.Resource]; l.Charge != w {
+		w, ok := want[l.Department+"/"+l.Resource]
+		if !ok {
+			w = "0.00"
+		}
+		if l.Charge != w {
 			t.Errorf("%s/%s charge %s, want %s", l.Department, l.Resource, l.Charge, w)
 		}
+		if l.Resource == ResNetRxBytes {
+			t.Errorf("network_rx_bytes billed: %+v", l)
+		}
 	}
-	if b.Total != "0.34" || b.Departments[0].Department != "health" || b.Departments[0].Charge != "0.01" || b.Departments[1].Charge != "0.33" {
-		t.Errorf("totals %+v total %s, want health 0.01, lands 0.33, total 0.34", b.Departments, b.Total)
+	// Sorted by cost centre: lands (CC-1001) first.
+	if b.Total != "0.24" || b.Departments[0].Department != "lands" || b.Departments[0].Charge != "0.23" || b.Departments[1].Charge != "0.01" ||
+		b.Departments[0].DisplayName != "Department of Lands" || b.CostCentres[0] != (CostCentreTotal{"CC-1001", "0.23"}) {
+		t.Errorf("totals %+v %+v total %s, want lands 0.23, health 0.01, total 0.24", b.Departments, b.CostCentres, b.Total)
 	}
-	one := Rate("2026-11", u, p, "lands")
-	if len(one.Departments) != 1 || one.Total != "0.33" {
-		t.Errorf("lands only: %+v", one)
+	l := b.Lines[0]
+	if l.Resource != ResNetTxBytes || l.Quantity != "3.000000" || l.Unit != "GiB" || l.PricePerUnit != "0.05" || l.BaseQuantity != 3<<30 || l.BaseUnit != "bytes" || l.From != "2026-11-01" || l.To != "2026-11-30" {
+		t.Errorf("first line %+v", l)
+	}
+	one, err := in.Rate(BillOptions{Department: "lands"})
+	if err != nil || len(one.Departments) != 1 || one.Total != "0.23" {
+		t.Errorf("lands only: %+v %v", one, err)
 	}
 	var buf bytes.Buffer
 	if err := b.Write(&buf, "csv"); err != nil {
@@ -78,11 +97,15 @@ func TestRateExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last := rows[len(rows)-1]; last[1] != "ALL" || last[7] != "0.34" || last[8] != "AUD" {
+	if !reflect.DeepEqual(rows[0], CSVHeader) || rows[1][2] != "CC-1001" || rows[1][4] != "Department of Lands" || rows[1][9] != "3.000000" || rows[1][10] != "GiB" || rows[1][11] != "0.05" {
+		t.Errorf("csv header and first line: %v\n%v", rows[0], rows[1])
+	}
+	if last := rows[len(rows)-1]; last[0] != "total" || last[12] != "0.24" || last[13] != "AUD" {
 		t.Errorf("csv total row %v", last)
 	}
 	buf.Reset()
-	if err := b.Write(&buf, "table"); err != nil || !strings.Contains(buf.String(), "ALL         TOTAL") {
+	if err := b.Write(&buf, "table"); err != nil || !strings.Contains(buf.String(), "3.000000 GiB") || !strings.Contains(buf.String(), "0.05 per GiB") ||
+		!strings.Contains(buf.String(), "TOTAL (Department of Lands)") || !strings.Contains(buf.String(), "no host has reported usage yet") {
 		t.Errorf("table (%v):\n%s", err, buf.String())
 	}
 	if err := b.Write(&buf, "xml"); err == nil {
@@ -93,7 +116,9 @@ func TestRateExact(t *testing.T) {
 // TestAPIEndToEnd posts reports through the HTTP API with a Reporter, retries one, and reads
 // the bill back with the client the CLI uses.
 func TestAPIEndToEnd(t *testing.T) {
-	api := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
+	api := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t), Departments: func(context.Context) ([]Department, error) {
+		return []Department{{Name: "lands"}, {Name: "health"}, {Name: "treasury"}}, nil
+	}}
 	clock := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
 	api.Ledger.Now = func() time.Time { return clock }
 	srv := httptest.NewServer(serveAs(api, Caller{Name: "test", Role: RoleAdmin}))
@@ -142,12 +167,19 @@ func TestAPIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// lands: 2 GiB tx x 0.05 + 5 GiB rx x 0.01 = 0.15; health: 20 GiB tx x 0.05 = 1.00.
-	if bill.Total != "1.15" || len(bill.Departments) != 2 || bill.Departments[0].Charge != "1.00" || bill.Departments[1].Charge != "0.15" {
+	// lands: 2 GiB tx x 0.05 = 0.10 (rx is the same bytes at the other host: not billed);
+	// health: 20 GiB tx x 0.05 = 1.00; treasury: nothing, listed at 0.
+	if bill.Total != "1.10" || len(bill.Departments) != 3 || bill.Departments[0].Charge != "1.00" || bill.Departments[1].Charge != "0.10" || bill.Departments[2].Charge != "0.00" {
 		t.Fatalf("bill %+v", bill)
+	}
+	if len(bill.MeteredUpTo) != 1 || bill.MeteredUpTo[0].Host != "host1" || !bill.MeteredUpTo[0].Time.Equal(lastRep.Time) {
+		t.Fatalf("freshness %+v, want host1 at %s", bill.MeteredUpTo, lastRep.Time)
 	}
 	if b, err := c.Bill(ctx, "2026-11", "treasury"); err != nil || b.Total != "0.00" || len(b.Departments) != 1 {
 		t.Fatalf("bill of a department without usage: %+v %v", b, err)
+	}
+	if _, err := c.Bill(ctx, "2026-11", "nosuch"); err == nil || !strings.Contains(err.Error(), `department "nosuch" does not exist (departments: health, lands, treasury)`) {
+		t.Fatalf("bill of an unknown department: %v", err)
 	}
 	if _, err := c.Bill(ctx, "november", ""); err == nil || !strings.Contains(err.Error(), "november") {
 		t.Fatalf("bad month: %v", err)
@@ -158,7 +190,9 @@ func TestAPIEndToEnd(t *testing.T) {
 }
 
 func TestDefaultPricesAreTheExample(t *testing.T) {
-	if got, want := DefaultPrices(), examplePrices(t); !reflect.DeepEqual(got, want) {
+	got, want := DefaultPrices(), examplePrices(t)
+	want.Name = got.Name
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("built-in prices differ from deploy/examples/prices.yaml:\n%+v\n%+v", got, want)
 	}
 }
@@ -178,6 +212,10 @@ func serveAs(a *API, c Caller) http.Handler {
 				case errors.As(err, &fe):
 					status = http.StatusForbidden
 				}
+				var oe *OpenMonthError
+				if errors.As(err, &oe) {
+					status = http.StatusConflict
+				}
 				http.Error(w, `{"error":"`+err.Error()+`"}`, status)
 			}
 		})
@@ -187,7 +225,9 @@ func serveAs(a *API, c Caller) http.Handler {
 
 // TestAPIAccess: who may report and read, decided by the routes the controller mounts.
 func TestAPIAccess(t *testing.T) {
-	a := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t)}
+	a := &API{Ledger: NewLedger(NewMemKV()), Prices: examplePrices(t), Departments: func(context.Context) ([]Department, error) {
+		return []Department{{Name: "lands"}, {Name: "health"}}, nil
+	}}
 	rep := `{"reporter":"host1","epoch":"e","seq":1,"time":"` + time.Now().UTC().Format(time.RFC3339) + `","samples":[]}`
 	for _, tc := range []struct {
 		name       string

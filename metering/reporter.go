@@ -8,9 +8,9 @@ import (
 )
 
 // TrafficSamples turns trunk counters into ledger samples: bytes into and out of each
-// department's segments, summed over its segments.
+// department segment (item: the segment).
 func TrafficSamples(tr []Traffic) []Sample {
-	sum := map[[2]string]uint64{}
+	sum := map[[3]string]uint64{}
 	for _, t := range tr {
 		res := ResNetRxBytes
 		if t.Direction == "tx" {
@@ -19,11 +19,26 @@ func TrafficSamples(tr []Traffic) []Sample {
 		if t.Department == "" {
 			continue
 		}
-		sum[[2]string{t.Department, res}] += t.Bytes
+		sum[[3]string{t.Department, res, t.Segment}] += t.Bytes
 	}
 	out := make([]Sample, 0, len(sum))
 	for k, v := range sum {
-		out = append(out, Sample{Department: k[0], Resource: k[1], Total: v})
+		out = append(out, Sample{Department: k[0], Resource: k[1], Item: k[2], Total: v})
+	}
+	return out
+}
+
+// VIPSamples turns the load balancer's per-VIP counters into ledger samples: the bytes to
+// each public VIP of a known service (item: the service). Internal VIPs are left out: their
+// frames come from the department's own segments and are counted where they crossed the
+// trunk (network_tx_bytes), so counting them here would count them twice.
+func VIPSamples(sc []ServiceCounter) []Sample {
+	out := make([]Sample, 0, len(sc))
+	for _, c := range sc {
+		if c.Department == "" || !c.Public {
+			continue
+		}
+		out = append(out, Sample{Department: c.Department, Resource: ResNetVIPInBytes, Item: c.Service, Total: c.Bytes})
 	}
 	return out
 }
@@ -33,7 +48,7 @@ func TrafficSamples(tr []Traffic) []Sample {
 // covered by the next one, and a restarted reporter just goes on.
 type Reporter struct {
 	Host     string                                         // the reporting host (its token's or certificate's host)
-	Source   string                                         // SourceNetwork (default) or SourceCompute
+	Source   string                                         // SourceNetwork (default), SourceLB or SourceCompute
 	Epoch    func() string                                  // the counters' life; changes when they restart from zero
 	Samples  func() ([]Sample, error)                       // the absolute totals now
 	Send     func(context.Context, Report) (Outcome, error) // e.g. (*Client).Report

@@ -40,10 +40,12 @@ type TrafficSource interface {
 	Drops() ([]Drop, error)
 }
 
-// ServiceCounter is one service's load-balancer counters.
+// ServiceCounter is one service's load-balancer counters: frames to its VIP that this host's
+// load balancer balanced (bytes: whole frames as received on the uplink).
 type ServiceCounter struct {
 	Department  string
 	Service     string
+	Public      bool // a public VIP (the fabric's routing domain), not an internal one
 	Bytes       uint64
 	Packets     uint64
 	Connections uint64

@@ -124,10 +124,14 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			// Counter totals to the controller's usage ledger (exactly once, by sequence), through
-			// the failover client: after a SIGHUP repoint it reaches the new controllers.
-			ur := hostsource.NetworkReporter(a, dp.hn.Trunk(), host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()})
+			// the failover client: after a SIGHUP repoint they reach the new controllers.
+			mc := &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}
+			ur := hostsource.NetworkReporter(a, dp.hn.Trunk(), host, mc)
 			ur.Interval = usageInterval
 			go ur.Run(cmd.Context())
+			lr := hostsource.LBReporter(a, dp.lb, filepath.Join(pinRoot, "lb"), host, mc)
+			lr.Interval = usageInterval
+			go lr.Run(cmd.Context())
 			go auth.repointOnHangup(cmd.Context(), c, g.log, a.Reconnect)
 			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())

@@ -21,6 +21,10 @@ func init() { register(newControllerCmd) }
 // more routes from the controller without editing this file.
 var controllerExtensions []func(ctx context.Context, srv *api.Server, st *store.Store) error
 
+// controllerFlagHooks add other files' flags and help to the controller command (the usage
+// ledger's --usage-grace).
+var controllerFlagHooks []func(*cobra.Command)
+
 func newControllerCmd(g *globals) *cobra.Command {
 	var (
 		opt        controller.Options
@@ -123,5 +127,8 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.Int64Var(&opt.AuditMaxEntries, "audit-max-entries", controller.DefaultAuditMaxEntries, "the oldest audit entries beyond this count are deleted (negative: no limit)")
 	f.DurationVar(&opt.RetentionInterval, "audit-retention-interval", controller.DefaultRetentionInterval, "how often the leader applies --audit-max-age and --audit-max-entries")
 	f.StringVar(&opt.ID, "id", "", "this controller's name in leader election (default host/listen address)")
+	for _, h := range controllerFlagHooks {
+		h(cmd)
+	}
 	return cmd
 }

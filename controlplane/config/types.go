@@ -1,5 +1,5 @@
 // Package config is the resource model of govcloud (Department, Segment, AddressPool, Service,
-// Host, VM, Volume) and its one entry point from YAML: Parse turns a multi-document file into
+// Host, VM, Volume, PriceList) and its one entry point from YAML: Parse turns a multi-document file into
 // objects, rejecting unknown kinds and fields; Validate checks each object and then the whole
 // set (references, overlaps, duplicates, quotas). Every error is an *Error naming the file,
 // line, document, kind, object, field and bad value.
@@ -24,10 +24,11 @@ const (
 	KindVolume      = "Volume"
 	KindVM          = "VM"
 	KindService     = "Service"
+	KindPriceList   = "PriceList"
 )
 
 // Kinds lists every kind in dependency order.
-var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindVolume, KindVM, KindService}
+var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindVolume, KindVM, KindService, KindPriceList}
 
 // KindOrder returns the position of kind in Kinds (len(Kinds) when unknown).
 func KindOrder(kind string) int {
@@ -50,6 +51,7 @@ func NormalizeKind(s string) string {
 		"volume": KindVolume, "volumes": KindVolume, "vol": KindVolume,
 		"vm": KindVM, "vms": KindVM,
 		"service": KindService, "services": KindService, "svc": KindService,
+		"pricelist": KindPriceList, "pricelists": KindPriceList, "prices": KindPriceList,
 	}
 	return aliases[l]
 }
@@ -331,6 +333,8 @@ func NewSpec(kind string) Spec {
 		return &VMSpec{}
 	case KindVolume:
 		return &VolumeSpec{}
+	case KindPriceList:
+		return &PriceListSpec{}
 	}
 	return nil
 }

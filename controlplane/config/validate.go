@@ -36,6 +36,8 @@ func ValidateObject(o *Object) Errors {
 		c.vm(s)
 	case *VolumeSpec:
 		c.volume(s)
+	case *PriceListSpec:
+		c.priceList(s)
 	}
 	return c.es
 }
@@ -546,6 +548,7 @@ func Validate(st *State) Errors {
 	c.vmList()
 	c.services()
 	c.quotas()
+	c.priceLists()
 	return c.es
 }
 

@@ -23,14 +23,19 @@ import (
 
 // Config is how the ledger is rated and bounded.
 type Config struct {
-	Prices     *metering.PriceList // the price list bills are rated with
-	MaxBitRate uint64              // bits/s a report's traffic is bounded by; 0: metering's default
-	Now        func() time.Time    // the ledger's clock; nil: time.Now
+	// Prices rates the days before the first PriceList object (GOVCLOUD_PRICES or the
+	// built-in list); the store's PriceList objects rate the rest.
+	Prices     *metering.PriceList
+	MaxBitRate uint64           // bits/s a report's traffic is bounded by; 0: metering's default
+	Grace      time.Duration    // a month closes this long after the next began; 0: metering's default (1h)
+	Now        func() time.Time // the ledger's clock; nil: time.Now
 }
 
-// Mount serves the usage ledger on srv: POST /v1/usage/reports and GET /v1/usage (see
-// metering.API.Routes for the access rules). It returns the ledger it mounted.
-func Mount(srv *api.Server, st *store.Store, cfg Config) *metering.Ledger {
+// Mount serves the usage ledger on srv: POST /v1/usage/reports, GET /v1/usage, GET
+// /v1/usage/invoice and GET /v1/usage/metrics (see metering.API.Routes for the access rules),
+// with the store's PriceList objects and departments. It returns the API it mounted, whose
+// FreezeClosed the controller calls every minute.
+func Mount(srv *api.Server, st *store.Store, cfg Config) *metering.API {
 	l := metering.NewLedgerAt(metering.EtcdKV{C: st.Client()}, st.Prefix()+"metering/")
 	l.Placement = Placement{st}
 	if cfg.Now != nil {
@@ -39,13 +44,90 @@ func Mount(srv *api.Server, st *store.Store, cfg Config) *metering.Ledger {
 	if cfg.MaxBitRate != 0 {
 		l.Limits.MaxBitRate = cfg.MaxBitRate
 	}
-	m := &metering.API{Ledger: l, Prices: cfg.Prices, Audit: Audit(st)}
+	l.Limits.Grace = cfg.Grace
+	m := &metering.API{Ledger: l, Prices: cfg.Prices, Audit: Audit(st),
+		PriceLists:  func(ctx context.Context) ([]*metering.PriceList, error) { return PriceLists(ctx, st) },
+		Departments: func(ctx context.Context) ([]metering.Department, error) { return Departments(ctx, st) },
+		Quotas:      func(ctx context.Context) ([]metering.QuotaUse, error) { return Quotas(ctx, st) }}
 	for _, rt := range m.Routes() {
 		srv.Handle(rt.Pattern, func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
 			return HTTPError(rt.Handle(w, r, metering.Caller{Name: p.Name, Role: p.Role, Host: p.Host, Department: p.Department, TokenID: p.TokenID, Remote: p.Remote}))
 		})
 	}
-	return l
+	return m
+}
+
+// PriceLists are the store's PriceList objects as metering rates with them.
+func PriceLists(ctx context.Context, st *store.Store) ([]*metering.PriceList, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*metering.PriceList
+	for _, o := range snap.State.List(config.KindPriceList) {
+		s := o.Spec.(*config.PriceListSpec)
+		p := &metering.PriceList{Name: o.Metadata.Name, Currency: s.CurrencyCode(), EffectiveFrom: s.EffectiveFrom}
+		for _, x := range s.Prices {
+			p.Prices = append(p.Prices, metering.Price{Resource: x.Resource, Unit: x.Unit, UnitSize: uint64(max(x.UnitSize, 1)), Price: x.Price})
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Departments are the store's departments with their display names and cost centres.
+func Departments(ctx context.Context, st *store.Store) ([]metering.Department, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []metering.Department
+	for _, o := range snap.State.List(config.KindDepartment) {
+		s := o.Spec.(*config.DepartmentSpec)
+		out = append(out, metering.Department{Name: o.Metadata.Name, DisplayName: s.DisplayName, CostCentre: s.CostCentre})
+	}
+	return out, nil
+}
+
+// Quotas are each department's quotas and what its VMs and volumes are given now: vcpus,
+// memory_bytes, storage_bytes (volumes), and bandwidth_bits_per_second (quota only).
+func Quotas(ctx context.Context, st *store.Store) ([]metering.QuotaUse, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	alloc := map[string]map[string]float64{}
+	add := func(d, r string, v float64) {
+		if alloc[d] == nil {
+			alloc[d] = map[string]float64{}
+		}
+		alloc[d][r] += v
+	}
+	for _, o := range snap.State.List(config.KindVM) {
+		s := o.Spec.(*config.VMSpec)
+		add(s.Department, "vcpus", float64(s.VCPUs))
+		add(s.Department, "memory_bytes", float64(s.MemoryMiB)*(1<<20))
+	}
+	for _, o := range snap.State.List(config.KindVolume) {
+		s := o.Spec.(*config.VolumeSpec)
+		add(s.Department, "storage_bytes", float64(s.SizeGiB)*(1<<30))
+	}
+	var out []metering.QuotaUse
+	for _, o := range snap.State.List(config.KindDepartment) {
+		d, q := o.Metadata.Name, o.Spec.(*config.DepartmentSpec).Quotas
+		for _, r := range []struct {
+			name  string
+			quota *int
+			scale float64
+		}{{"vcpus", q.VCPUs, 1}, {"memory_bytes", q.MemoryGiB, 1 << 30}, {"storage_bytes", q.StorageGiB, 1 << 30}, {"bandwidth_bits_per_second", q.BandwidthMbps, 1e6}} {
+			u := metering.QuotaUse{Department: d, Resource: r.name, Allocated: alloc[d][r.name], HasQuota: r.quota != nil}
+			if r.quota != nil {
+				u.Quota = float64(*r.quota) * r.scale
+			}
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }
 
 // Audit records a usage report's fate in the store's audit log (action "usage-report";
@@ -88,12 +170,17 @@ func (p Placement) OnHost(ctx context.Context, host string) (*metering.HostPlace
 	if d == nil {
 		return nil, nil
 	}
-	hp := &metering.HostPlacement{Departments: map[string]bool{}, Segments: map[string]bool{}, VMs: map[string]metering.PlacedVM{}}
+	hp := &metering.HostPlacement{Departments: map[string]bool{}, Segments: map[string]bool{}, VMs: map[string]metering.PlacedVM{},
+		SegmentOf: map[string]string{}, ServiceOf: map[string]string{}}
 	for _, o := range snap.State.List(config.KindDepartment) {
 		hp.Departments[o.Metadata.Name] = true
 	}
 	for _, s := range d.Segments {
 		hp.Segments[s.Department] = true
+		hp.SegmentOf[s.Name] = s.Department
+	}
+	for _, s := range d.Services {
+		hp.ServiceOf[s.Name] = s.Department
 	}
 	size := map[string]uint64{}
 	for _, v := range d.Volumes {
@@ -115,7 +202,10 @@ func HTTPError(err error) error {
 	var re *metering.RequestError
 	var fe *metering.ForbiddenError
 	var rf *metering.RefusedError
+	var om *metering.OpenMonthError
 	switch {
+	case errors.As(err, &om):
+		return &api.HTTPError{Status: http.StatusConflict, Code: "month_open", Message: err.Error()}
 	case errors.As(err, &rf):
 		return &api.HTTPError{Status: http.StatusUnprocessableEntity, Code: "refused", Message: err.Error(), Audited: true}
 	case errors.As(err, &re):

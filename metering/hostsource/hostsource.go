@@ -206,7 +206,7 @@ func (s *agentSources) Services() ([]metering.ServiceCounter, error) {
 	}
 	out := make([]metering.ServiceCounter, 0, len(vc))
 	for v, c := range vc {
-		sc := metering.ServiceCounter{Service: v.Addr.String(), Bytes: c.Bytes, Packets: c.Packets, Connections: c.Conns}
+		sc := metering.ServiceCounter{Service: v.Addr.String(), Bytes: c.Bytes, Packets: c.Packets, Connections: c.Conns, Public: v.Domain == 0}
 		if svc, ok := byVIP[vipKey{v.Domain, v.Addr}]; ok {
 			sc.Service, sc.Department = svc.Name, svc.Department
 		}
@@ -244,10 +244,10 @@ func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 	return out, nil
 }
 
-// NetworkReporter reports the host's traffic totals to the controller's usage ledger (run
-// next to the agent; see metering.Reporter). Its epoch is the boot and the inode of the
-// pinned counter map: both change exactly when the counters restart from zero, and neither
-// changes when the agent is restarted or killed.
+// NetworkReporter reports the host's trunk totals to the controller's usage ledger, per
+// department segment (run next to the agent; see metering.Reporter). Its epoch is the boot
+// and the inode of the pinned counter map: both change exactly when the counters restart
+// from zero, and neither changes when the agent is restarted or killed.
 func NetworkReporter(a Agent, tr *trunk.Trunk, host string, c *metering.Client) *metering.Reporter {
 	ts := &Trunk{Trunk: tr, Desired: a.Desired}
 	return &metering.Reporter{
@@ -259,6 +259,24 @@ func NetworkReporter(a Agent, tr *trunk.Trunk, host string, c *metering.Client) 
 		Samples: func() ([]metering.Sample, error) {
 			tr, err := ts.Traffic()
 			return metering.TrafficSamples(tr), err
+		},
+		Send: c.Report,
+	}
+}
+
+// LBReporter reports the bytes to each public VIP this host's load balancer balanced (source
+// lb: its counters live and restart apart from the trunk's). pinPath is where the load
+// balancer pins its maps (lbmap.Options.PinPath); the epoch is the boot and the inode of the
+// pinned per-VIP counter map.
+func LBReporter(a Agent, lb *lbmap.Dataplane, pinPath, host string, c *metering.Client) *metering.Reporter {
+	src := &agentSources{a: a, lb: lb}
+	return &metering.Reporter{
+		Host:   host,
+		Source: metering.SourceLB,
+		Epoch:  func() string { return CounterEpoch(filepath.Join(pinPath, bpfobj.LbMapVipStats)) },
+		Samples: func() ([]metering.Sample, error) {
+			sc, err := src.Services()
+			return metering.VIPSamples(sc), err
 		},
 		Send: c.Report,
 	}
