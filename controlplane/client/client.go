@@ -33,6 +33,9 @@ type Client struct {
 	Token string   // bearer token; empty with a client certificate (Identity) or anonymous reads
 	HTTP  *http.Client
 	err   error // a configuration error (an unreadable GOVCLOUD_CA) every request reports
+	// baseErr is a controller URL that cannot be one (no scheme, e.g. GOVCLOUD_API=127.0.0.1:8480),
+	// reported by every request instead of net/url's "first path segment cannot contain colon".
+	baseErr error
 
 	mu  sync.Mutex
 	cur int // index into Bases of the URL that answered last
@@ -63,6 +66,30 @@ func (c *Client) SetBase(base string) {
 		c.Bases = []string{DefaultAPI}
 	}
 	c.Base, c.cur = c.Bases[0], 0
+	c.baseErr = nil
+	for _, b := range c.Bases {
+		if err := CheckURL(b); err != nil {
+			c.baseErr = err
+			break
+		}
+	}
+}
+
+// CheckURL refuses a controller URL that is not an absolute http(s) URL with a host, naming the
+// fix: "127.0.0.1:8480" wants "https://127.0.0.1:8480".
+func CheckURL(base string) error {
+	u, err := url.Parse(base)
+	switch {
+	case !strings.Contains(base, "://"):
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): no scheme; write https://%s", base, base)
+	case err != nil:
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): %w", base, err)
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): scheme %q: want https (or http with a controller started with --insecure-http)", base, u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): no host; want e.g. %s", base, DefaultAPI)
+	}
+	return nil
 }
 
 // FromEnv uses GOVCLOUD_API (comma-separated URLs), GOVCLOUD_TOKEN and GOVCLOUD_CA.
@@ -73,6 +100,12 @@ func FromEnv() *Client {
 	}
 	return New(base, strings.TrimSpace(os.Getenv("GOVCLOUD_TOKEN")))
 }
+
+// NoTokenHint ends a refusal of a request sent without a token (an anonymous read the
+// controller allows, then a verb that needs a role): where the token goes and where one is.
+const NoTokenHint = "; no token was sent: set GOVCLOUD_TOKEN to a token with that role " +
+	"(the admin token is in the controller's DATA_DIR/admin-token; in the lab: " +
+	"export GOVCLOUD_TOKEN=$(sudo cat /var/lib/govcloud-lab/controller/admin-token))"
 
 // Error is a failure reported by the controller.
 type Error struct {
@@ -94,6 +127,9 @@ func (e *Error) Error() string {
 func (c *Client) send(ctx context.Context, method, path string, hdr map[string]string, body []byte) (*http.Response, string, error) {
 	if c.err != nil {
 		return nil, "", c.err
+	}
+	if c.baseErr != nil {
+		return nil, "", c.baseErr
 	}
 	c.mu.Lock()
 	if len(c.Bases) == 0 {
@@ -157,6 +193,9 @@ func (c *Client) do(ctx context.Context, method, path string, hdr map[string]str
 		e := &Error{Status: resp.StatusCode}
 		if json.Unmarshal(b, e) != nil || e.Message == "" {
 			e.Message = fmt.Sprintf("controller answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		if resp.StatusCode == http.StatusForbidden && c.Token == "" && strings.HasPrefix(e.Message, "anonymous") {
+			e.Message += NoTokenHint
 		}
 		return resp, e
 	}

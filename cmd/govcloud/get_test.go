@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// Issue 22: `govcloud get` with no kind said only "accepts between 1 and 2 arg(s)".
+func TestGetWithoutKindListsKinds(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get"}, "get needs a KIND: one of departments, pools, segments, hosts, volumes, vms, services, all (e.g. 'govcloud get services')"},
+		{[]string{"get", "services", "a", "b"}, "get takes KIND [NAME], got 3 arguments: services a b"},
+		{[]string{"get", "routers"}, `unknown kind "routers" (want one of Department, AddressPool, Segment, Host, Volume, VM, Service, or all)`},
+	} {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(tc.args)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
