@@ -58,7 +58,8 @@ func newUsageCmd(_ *globals) *cobra.Command {
 		Short: "Monthly chargeback: each department's metered quantities and charges, with totals",
 		Long: `usage asks the controller's usage ledger for a month's quantities per department
 (network bytes in and out, vCPU-seconds, memory and volume GiB-seconds) rated with the
-controller's price list (deploy/examples/prices.yaml). Every delta the agents report is counted
+controller's price list: built in (the same as deploy/examples/prices.yaml), or the file
+GOVCLOUD_PRICES names in the controller's environment. Every delta the agents report is counted
 exactly once. Output: table (default), csv or json.`,
 		Example: "  govcloud usage --month 2026-11 -o csv\n  govcloud usage --month 2026-11 --department lands",
 		Args:    cobra.NoArgs,

@@ -27,3 +27,20 @@ func TestGetWithoutKindListsKinds(t *testing.T) {
 		}
 	}
 }
+
+// Issue 22: `usage --help` said the bill is rated with deploy/examples/prices.yaml while the
+// README said the list is built in and GOVCLOUD_PRICES overrides it. Both now say the latter.
+func TestUsageHelpSaysWherePricesComeFrom(t *testing.T) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"usage", "--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"built in (the same as deploy/examples/prices.yaml)", "GOVCLOUD_PRICES names in the controller's environment"} {
+		if !strings.Contains(strings.Join(strings.Fields(out.String()), " "), want) {
+			t.Errorf("usage --help lacks %q:\n%s", want, out.String())
+		}
+	}
+}
