@@ -33,6 +33,22 @@ type Status struct {
 	Advertise []string `json:"advertise,omitempty"`
 	// BGP is the state of each peer session.
 	BGP []bgp.PeerStatus `json:"bgp,omitempty"`
+	// Connections are this host's load balancer's active connections per service and target
+	// when the report was made (connection-table entries used within ActiveWindow); targets
+	// with none are left out. What "govcloud status" shows for a draining backend.
+	Connections []Connections `json:"connections,omitempty"`
+}
+
+// ActiveWindow is how recently a connection-table entry must have been used to count as an
+// active connection.
+const ActiveWindow = time.Minute
+
+// Connections is one service's active connections to one target on one load balancer: the
+// address it sends to, the backend's host (dsr) or the backend itself (nat).
+type Connections struct {
+	Service string     `json:"service"`
+	Target  netip.Addr `json:"target"`
+	Active  int        `json:"active"`
 }
 
 // Report is one stored report as the controller returns it (GET /v1/status, "hosts"): the
