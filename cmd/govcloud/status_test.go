@@ -55,6 +55,20 @@ func TestStatusReportsEachFaultOnce(t *testing.T) {
 			t.Errorf("status lacks\n%q\ngot\n%s", want, got)
 		}
 	}
+	// The agent's own wording (lab): the error names the segment; that is where the fault is.
+	named := "host network: guest gv9a3bbeee on segment \"finance-web\": guest port gv9a3bbeee: Link not found"
+	st = statusOf(t, map[string]hoststatus.Status{"gc-host1": {Ready: false, Error: named,
+		Segments: map[string]string{"lands-web": "not ready: " + named, "finance-web": "not ready: " + named}}})
+	out.Reset()
+	writeStatus(&out, st, nil)
+	got = out.String()
+	for _, want := range []string{
+		"  at: segment finance-web\n  also held back until it is fixed: segment lands-web\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status lacks\n%q\ngot\n%s", want, got)
+		}
+	}
 	for _, l := range strings.Split(strings.TrimRight(got, "\n"), "\n") {
 		if strings.HasPrefix(l, "last seen") || strings.HasPrefix(l, "second line") {
 			t.Errorf("continuation line not indented: %q", l)
@@ -88,13 +102,14 @@ func TestStatusShowsDrains(t *testing.T) {
 		{"connections left", []hoststatus.Connections{{Service: "finance-www", Target: h1, Active: 2}, {Service: "finance-www", Target: h2, Active: 5}},
 			[]hoststatus.Connections{{Service: "finance-www", Target: h1, Active: 1}},
 			"  finance-www/finance-web-1 via its host gc-host1 (198.18.0.11): 3 active connection(s) left [2 on gc-host1, 1 on gc-host2]\n", "safe to remove"},
-		{"none left", []hoststatus.Connections{{Service: "finance-www", Target: h1}}, []hoststatus.Connections{{Service: "finance-www", Target: h1}},
+		{"none left (a host balancing to no target lists none)", []hoststatus.Connections{{Service: "finance-www", Target: h1}}, []hoststatus.Connections{},
 			"finance-www/finance-web-1 via its host gc-host1 (198.18.0.11): no active connections left: safe to remove [0 on gc-host1, 0 on gc-host2]", ""},
-		{"a host without counts", []hoststatus.Connections{{Service: "finance-www", Target: h1}}, nil,
+		{"a host whose agent does not count", []hoststatus.Connections{{Service: "finance-www", Target: h1}}, nil,
 			"0 active connection(s) known; 1 host(s) report no count (?) [0 on gc-host1, ? on gc-host2]", "safe to remove"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := statusOf(t, map[string]hoststatus.Status{"gc-host1": {Ready: true, Connections: tc.c1}, "gc-host2": {Ready: true, Connections: tc.c2}})
+			svcs := map[string]string{"finance-www": "ready"}
+			st := statusOf(t, map[string]hoststatus.Status{"gc-host1": {Ready: true, Services: svcs, Connections: tc.c1}, "gc-host2": {Ready: true, Services: svcs, Connections: tc.c2}})
 			var out bytes.Buffer
 			writeStatus(&out, st, objs)
 			got := out.String()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,8 +88,28 @@ func printHostFaults(w io.Writer, r hoststatus.Status) {
 			indent(w, "  ", kind.what+" "+n+": ", v)
 		}
 	}
-	if len(held) > 0 {
-		fmt.Fprintf(w, "  not ready because of that error: %s\n", strings.Join(held, ", "))
+	if len(held) == 0 {
+		return
+	}
+	// Where the fault is: the objects the error names; the rest only wait on it.
+	var at, waiting []string
+	for _, h := range held {
+		_, name, _ := strings.Cut(h, " ")
+		if strings.Contains(r.Error, strconv.Quote(name)) {
+			at = append(at, h)
+		} else {
+			waiting = append(waiting, h)
+		}
+	}
+	if len(at) > 0 {
+		fmt.Fprintf(w, "  at: %s\n", strings.Join(at, ", "))
+	}
+	if len(waiting) > 0 {
+		label := "not ready because of that error: "
+		if len(at) > 0 {
+			label = "also held back until it is fixed: "
+		}
+		fmt.Fprintf(w, "  %s%s\n", label, strings.Join(waiting, ", "))
 	}
 }
 
@@ -146,14 +167,13 @@ func printDrains(w io.Writer, objs []client.Object, reports map[string]hoststatu
 			var per []string
 			total, unknown := 0, 0
 			for _, h := range names {
+				// An agent that counts lists every target of its plan (a service it balances to
+				// no target has none); one that does not count lists nothing.
 				r := reports[h].Status
-				n, counted := 0, false
+				n, counted := 0, r.Connections != nil || len(r.Services) == 0
 				for _, c := range r.Connections {
-					if c.Service == o.Name {
-						counted = true
-						if c.Target == target {
-							n += c.Active
-						}
+					if c.Service == o.Name && c.Target == target {
+						n += c.Active
 					}
 				}
 				if !counted {

@@ -36,7 +36,7 @@ type Status struct {
 	// Connections are this host's load balancer's active connections per service and target
 	// when the report was made (connection-table entries used within ActiveWindow); targets
 	// with none are left out. What "govcloud status" shows for a draining backend.
-	Connections []Connections `json:"connections,omitempty"`
+	Connections []Connections `json:"connections"` // null: the agent does not count (not omitted: [] is "none")
 }
 
 // ActiveWindow is how recently a connection-table entry must have been used to count as an
