@@ -62,7 +62,7 @@ var docOverrides = map[string]docOverride{
 	"govcloud cert revoke --host host1": {fails: `certificates of host "host1": none unrevoked found`,
 		why: "no agent joined as host1 in the lab (revoking gc-host1 would cut a lab agent off)"},
 	"govcloud controller ... --backup-dir DIR --backup-interval 1h --backup-keep 48 --metrics-listen 127.0.0.1:9482": {
-		skip: "starts a controller ('...' stands for the flags above); TestScheduledBackup in controlplane/e2e runs one"},
+		skip: "starts a controller ('...' stands for the flags above); TestBackupRestore in controlplane/e2e runs one with --backup-dir"},
 	// What the drain walk-through must show.
 	"govcloud get services finance-www": {want: "finance-web-1(w"},
 	"govcloud status":                   {want: "host gc-host1"},
