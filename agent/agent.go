@@ -453,6 +453,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	}
 	slices.Sort(status.Departments)
 	status.Writes = a.writes()
+	status.Connections = a.activeConnections(plan)
 	status.Ready = len(errs) == 0
 	if err := errors.Join(errs...); err != nil {
 		status.Error = err.Error()
@@ -830,6 +831,55 @@ func (a *Agent) report(ctx context.Context, st hoststatus.Status) {
 		return
 	}
 	a.reported = b
+}
+
+// connectionCounter is what a load balancer offers when it can count its connection table
+// (lbmap.Dataplane does; fakes need not).
+type connectionCounter interface {
+	ActiveConnections(idle time.Duration) (map[lbmap.ActiveKey]int, error)
+}
+
+// activeConnections sums the load balancer's active connections per service and target (the
+// report's view of a drain), every target of the plan listed (0: none); nil when the load
+// balancer cannot count them or reading fails.
+func (a *Agent) activeConnections(plan lbPlan) []hoststatus.Connections {
+	cc, ok := a.lb.(connectionCounter)
+	if !ok {
+		return nil
+	}
+	counts, err := cc.ActiveConnections(hoststatus.ActiveWindow)
+	if err != nil {
+		a.log.Warn("reading the connection table", "err", err)
+		return nil
+	}
+	name := map[lb.VIP]string{}
+	sum := map[[2]string]int{} // every target of every service, 0 when it has no connection
+	for _, s := range plan.services {
+		svc, _, _ := strings.Cut(s.Name, "/") // "service/port/proto"
+		name[s.VIP] = svc
+		for _, b := range s.Backends {
+			sum[[2]string{svc, b.Addr.String()}] += 0
+		}
+	}
+	for k, n := range counts {
+		ap, err := netip.ParseAddrPort(k.Backend)
+		svc, ok := name[k.VIP]
+		if err != nil || !ok {
+			continue
+		}
+		sum[[2]string{svc, ap.Addr().String()}] += n
+	}
+	out := make([]hoststatus.Connections, 0, len(sum))
+	for k, n := range sum {
+		out = append(out, hoststatus.Connections{Service: k[0], Target: netip.MustParseAddr(k[1]), Active: n})
+	}
+	slices.SortFunc(out, func(x, y hoststatus.Connections) int {
+		if x.Service != y.Service {
+			return strings.Compare(x.Service, y.Service)
+		}
+		return x.Target.Compare(y.Target)
+	})
+	return out
 }
 
 func readiness(err error) string {

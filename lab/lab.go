@@ -273,6 +273,12 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		}
 	}
 
+	if !l.opt.VMs {
+		// VMs applied later get their guests too (with --vms the compute agents make them).
+		if err := l.start(guestSyncName, "", l.opt.Bin, "lab", "guests", "--dir", l.dir); err != nil {
+			return err
+		}
+	}
 	if err := l.startPrometheus(); err != nil {
 		return err
 	}

@@ -58,6 +58,8 @@ func TestLab(t *testing.T) {
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
 	disasterDrill(t, bin, dir, run)
+	// Docs that run (issue 22): every command of README.md and deploy/README.md.
+	t.Run("docs", func(t *testing.T) { docCommands(t, bin, dir) })
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
 		t.Fatalf("second lab up: %v (it must replace the running lab)", err)
 	}

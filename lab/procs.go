@@ -112,10 +112,13 @@ func (l *Lab) logTail(name string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// waitFor polls check until it succeeds, timeout passes or ctx ends (Ctrl-C), printing progress.
+// waitFor polls check until it succeeds, timeout passes or ctx ends (Ctrl-C). It prints
+// progress only: "waiting (Ns)" every waitProgress once a wait is that long, with the first
+// line of the current reason only once it has lasted waitReason (a transient fault of a wait
+// that then succeeds is not shouted); the whole reason, indented, is in the error on timeout.
 func (l *Lab) waitFor(ctx context.Context, what string, timeout time.Duration, check func() error) error {
 	start := time.Now()
-	last := time.Time{}
+	last := start
 	var err error
 	for {
 		if err = check(); err == nil {
@@ -123,10 +126,18 @@ func (l *Lab) waitFor(ctx context.Context, what string, timeout time.Duration, c
 			return nil
 		}
 		if time.Since(start) > timeout {
-			return fmt.Errorf("%s: not ready after %v: %w", what, timeout, err)
+			return fmt.Errorf("%s: not ready after %v: %s", what, timeout, indentLines(err.Error(), "    "))
 		}
-		if time.Since(last) > 3*time.Second {
-			l.printf("   %s: waiting (%.0fs) — %v\n", what, time.Since(start).Seconds(), err)
+		if time.Since(last) >= waitProgress {
+			line := fmt.Sprintf("   %s: waiting (%.0fs)", what, time.Since(start).Seconds())
+			if time.Since(start) >= waitReason {
+				reason, _, _ := strings.Cut(err.Error(), "\n")
+				if len(reason) > 120 {
+					reason = reason[:117] + "..."
+				}
+				line += ": " + reason
+			}
+			l.printf("%s\n", line)
 			last = time.Now()
 		}
 		select {
@@ -135,4 +146,15 @@ func (l *Lab) waitFor(ctx context.Context, what string, timeout time.Duration, c
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// How often a long wait says so, and after how long it says why.
+var (
+	waitProgress = 5 * time.Second
+	waitReason   = 15 * time.Second
+)
+
+// indentLines indents every line of s but the first with prefix.
+func indentLines(s, prefix string) string {
+	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix)
 }

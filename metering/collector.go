@@ -20,6 +20,7 @@ const (
 	MetricServicePkts   = "govcloud_service_packets_total"
 	MetricServiceConns  = "govcloud_service_connections_total"
 	MetricBackendUp     = "govcloud_backend_up"
+	MetricBackendConns  = "govcloud_backend_active_connections"
 	MetricBGPSessionUp  = "govcloud_bgp_session_up"
 	MetricBGPBFDUp      = "govcloud_bgp_bfd_up"
 	MetricBGPAdvertised = "govcloud_bgp_advertised_prefixes"
@@ -50,22 +51,23 @@ func newDesc(name, help string, labels []string, _ prometheus.Labels) *prometheu
 }
 
 var (
-	trafficLabels  = []string{"department", "segment", "direction", "host"}
-	descDeptBytes  = newDesc(MetricDeptBytes, "Bytes a department segment received (rx) or sent (tx) on the trunk.", trafficLabels, nil)
-	descDeptPkts   = newDesc(MetricDeptPackets, "Packets a department segment received (rx) or sent (tx) on the trunk.", trafficLabels, nil)
-	descDeptDrops  = newDesc(MetricDeptDrops, "Packets dropped, by department segment and reason (department \"\" when not attributable).", []string{"department", "segment", "reason", "host"}, nil)
-	svcLabels      = []string{"department", "service", "host"}
-	descSvcBytes   = newDesc(MetricServiceBytes, "Bytes the load balancer forwarded to a service's VIP.", svcLabels, nil)
-	descSvcPkts    = newDesc(MetricServicePkts, "Packets the load balancer forwarded to a service's VIP.", svcLabels, nil)
-	descSvcConns   = newDesc(MetricServiceConns, "New connections the load balancer saw for a service's VIP.", svcLabels, nil)
-	descBackendUp  = newDesc(MetricBackendUp, "1 when the backend passes its health check on this host.", []string{"department", "service", "backend", "host"}, nil)
-	descBGPUp      = newDesc(MetricBGPSessionUp, "1 when the BGP session to the peer is established.", []string{"peer", "host"}, nil)
-	descBFDUp      = newDesc(MetricBGPBFDUp, "1 when the BFD session to the BGP peer is up (only peers with BFD).", []string{"peer", "host"}, nil)
-	descBGPAdv     = newDesc(MetricBGPAdvertised, "Prefixes this host advertises to the peer.", []string{"peer", "host"}, nil)
-	descVMCPU      = newDesc(MetricVMVCPUSeconds, "CPU seconds a VM's vCPUs used.", []string{"department", "vm", "host"}, nil)
-	descVolBytes   = newDesc(MetricVolumeBytes, "Bytes allocated to a volume.", []string{"department", "volume", "host"}, nil)
-	descSourceUp   = newDesc(MetricSourceUp, "1 when the counter source was read without error in this scrape.", []string{"source", "host"}, nil)
-	directionsBoth = []string{"rx", "tx"}
+	trafficLabels    = []string{"department", "segment", "direction", "host"}
+	descDeptBytes    = newDesc(MetricDeptBytes, "Bytes a department segment received (rx) or sent (tx) on the trunk.", trafficLabels, nil)
+	descDeptPkts     = newDesc(MetricDeptPackets, "Packets a department segment received (rx) or sent (tx) on the trunk.", trafficLabels, nil)
+	descDeptDrops    = newDesc(MetricDeptDrops, "Packets dropped, by department segment and reason (department \"\" when not attributable).", []string{"department", "segment", "reason", "host"}, nil)
+	svcLabels        = []string{"department", "service", "host"}
+	descSvcBytes     = newDesc(MetricServiceBytes, "Bytes the load balancer forwarded to a service's VIP.", svcLabels, nil)
+	descSvcPkts      = newDesc(MetricServicePkts, "Packets the load balancer forwarded to a service's VIP.", svcLabels, nil)
+	descSvcConns     = newDesc(MetricServiceConns, "New connections the load balancer saw for a service's VIP.", svcLabels, nil)
+	descBackendUp    = newDesc(MetricBackendUp, "1 when the backend passes its health check on this host.", []string{"department", "service", "backend", "host"}, nil)
+	descBackendConns = newDesc(MetricBackendConns, "Connections of a service in this host's load-balancer connection table used in the last minute, per target (the backend's host for dsr, the backend for nat), as of the agent's last pass.", []string{"department", "service", "backend", "host"}, nil)
+	descBGPUp        = newDesc(MetricBGPSessionUp, "1 when the BGP session to the peer is established.", []string{"peer", "host"}, nil)
+	descBFDUp        = newDesc(MetricBGPBFDUp, "1 when the BFD session to the BGP peer is up (only peers with BFD).", []string{"peer", "host"}, nil)
+	descBGPAdv       = newDesc(MetricBGPAdvertised, "Prefixes this host advertises to the peer.", []string{"peer", "host"}, nil)
+	descVMCPU        = newDesc(MetricVMVCPUSeconds, "CPU seconds a VM's vCPUs used.", []string{"department", "vm", "host"}, nil)
+	descVolBytes     = newDesc(MetricVolumeBytes, "Bytes allocated to a volume.", []string{"department", "volume", "host"}, nil)
+	descSourceUp     = newDesc(MetricSourceUp, "1 when the counter source was read without error in this scrape.", []string{"source", "host"}, nil)
+	directionsBoth   = []string{"rx", "tx"}
 )
 
 // Collector reads every source at scrape time and emits constant metrics: it keeps no counter
@@ -89,7 +91,7 @@ func NewCollector(src Sources, log *slog.Logger) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDeptBytes, descDeptPkts, descDeptDrops, descSvcBytes, descSvcPkts, descSvcConns,
-		descBackendUp, descBGPUp, descBGPAdv, descBFDUp, descVMCPU, descVolBytes, descSourceUp} {
+		descBackendUp, descBackendConns, descBGPUp, descBGPAdv, descBFDUp, descVMCPU, descVolBytes, descSourceUp} {
 		ch <- d
 	}
 }
@@ -182,6 +184,19 @@ func (c *Collector) collect(ch emitFunc) {
 		}
 		if err == nil {
 			err = berr
+		}
+		if cs, ok := s.(ConnectionSource); ok {
+			conns, cerr := cs.Connections()
+			active := map[bkey]int{}
+			for _, c := range conns {
+				active[bkey{c.Department, c.Service, c.Target}] += c.Active
+			}
+			for k, n := range active {
+				ch(descBackendConns, prometheus.GaugeValue, float64(n), k.dept, k.svc, k.backend, host)
+			}
+			if err == nil {
+				err = cerr
+			}
 		}
 		c.sourceUp(ch, "service", err)
 	}

@@ -65,6 +65,21 @@ type ServiceSource interface {
 	Backends() ([]BackendState, error)
 }
 
+// BackendConnections is one service's active connections to one load-balancer target (the
+// backend's host for dsr, the backend for nat) on this host.
+type BackendConnections struct {
+	Department string
+	Service    string
+	Target     string // address
+	Active     int
+}
+
+// ConnectionSource is what a ServiceSource may also offer: the load balancer's active
+// connections (govcloud_backend_active_connections).
+type ConnectionSource interface {
+	Connections() ([]BackendConnections, error)
+}
+
 // BGPSession is one BGP peer's state and what this host advertises to it.
 type BGPSession struct {
 	Peer       string

@@ -119,7 +119,7 @@ func detail(o client.Object) []string {
 			}
 			ports[i] = fmt.Sprintf("%d/%s", p.Port, proto)
 		}
-		return []string{fmt.Sprintf("vip=%s ports=%s backends=%d", o.VIP, strings.Join(ports, ","), len(s.Backends))}
+		return []string{fmt.Sprintf("vip=%s ports=%s backends=%s", o.VIP, strings.Join(ports, ","), backendList(s))}
 	case *config.HostSpec:
 		return []string{fmt.Sprintf("address=%s uplink=%s peers=%d", s.Address, s.Uplink, len(s.BGPPeers))}
 	case *config.VMSpec:

@@ -22,7 +22,7 @@ func newGetCmd(g *globals) *cobra.Command {
 department, status, and for services "vip", for VMs "addresses". YAML output is what
 'govcloud export' prints: apiVersion/kind/metadata/spec documents that 'apply -f' takes back
 unchanged (no status or server fields).`,
-		Args: cobra.RangeArgs(1, 2),
+		Args: getArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(out, "table", "json", "yaml"); err != nil {
 				return err
@@ -69,4 +69,18 @@ unchanged (no status or server fields).`,
 	cmd.Flags().StringVarP(&out, "output", "o", "table", "table, json or yaml")
 	cmd.Flags().StringVarP(&department, "department", "d", "", "only this department's objects")
 	return cmd
+}
+
+// getKinds is what get takes as KIND, for the message of a get without one.
+const getKinds = "departments, pools, segments, hosts, volumes, vms, services, pricelists, all"
+
+// getArgs wants a KIND and an optional NAME, listing the kinds when none is given.
+func getArgs(_ *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return fmt.Errorf("get needs a KIND: one of %s (e.g. 'govcloud get services')", getKinds)
+	case len(args) > 2:
+		return fmt.Errorf("get takes KIND [NAME], got %d arguments: %s", len(args), strings.Join(args, " "))
+	}
+	return nil
 }

@@ -6,13 +6,11 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/controlplane/client"
-	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/controlplane/lbtables"
 )
@@ -37,84 +35,18 @@ func newStatusCmd(g *globals) *cobra.Command {
 				b, _ := json.Marshal(st)
 				return printData(cmd.OutOrStdout(), b, out)
 			}
-			w := cmd.OutOrStdout()
 			// The controller's shared Maglev tables (an older controller has none: left out).
 			ctl := map[string]lbtables.Summary{}
 			if sums, err := client.FromEnv().LBTableSummaries(cmd.Context()); err == nil {
 				ctl = sums.Tables
 			}
-			fmt.Fprintf(w, "controller: %s\nleader:     %s (this one: %v)\nrevision:   %d\n", st.ID, st.Leader.Leader, st.Leader.IsLeader, st.Revision)
-			for _, k := range config.Kinds {
-				fmt.Fprintf(w, "%-12s %d\n", k+":", st.Objects[k])
+			// Every object, for the drains' weights, placement and host addresses; a token
+			// that may not read them all still gets the rest.
+			var objs []client.Object
+			if all, err := client.FromEnv().List(cmd.Context(), ""); err == nil {
+				objs = all
 			}
-			hosts := make([]string, 0, len(st.Hosts))
-			for h := range st.Hosts {
-				hosts = append(hosts, h)
-			}
-			for h := range st.Compute {
-				if _, ok := st.Hosts[h]; !ok {
-					hosts = append(hosts, h)
-				}
-			}
-			sort.Strings(hosts)
-			for _, h := range hosts {
-				var r hoststatus.Report
-				raw, ok := st.Hosts[h]
-				if !ok {
-					fmt.Fprintf(w, "host %s: no network agent report\n", h)
-					printCompute(w, st.Compute[h])
-					continue
-				}
-				if err := json.Unmarshal(raw, &r); err != nil {
-					fmt.Fprintf(w, "host %s: unreadable network agent report: %v\n", h, err)
-					printCompute(w, st.Compute[h])
-					continue
-				}
-				ready := "ready"
-				if !r.Status.Ready {
-					ready = "NOT READY: " + r.Status.Error
-				}
-				fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time.Format(time.RFC3339Nano))
-				if r.Status.XDP != "" {
-					fmt.Fprintf(w, "  load balancer: %s; advertising %d VIP(s)\n", r.Status.XDP, len(r.Status.Advertise))
-				}
-				for _, p := range r.Status.BGP {
-					fmt.Fprintf(w, "  bgp peer %-15s AS%-6d %-12s advertised %d received %d accepted %d", p.Address, p.ASN, p.State, p.Advertised, p.Received, p.Accepted)
-					if b := p.BFD; b != nil {
-						fmt.Fprintf(w, " bfd %s", b.State)
-						if b.State == "up" {
-							fmt.Fprintf(w, " (tx %s, detect %s)", b.TxInterval, b.DetectTime)
-						} else if b.Diag != "" {
-							fmt.Fprintf(w, " (%s)", b.Diag)
-						}
-					}
-					if p.Reason != "" {
-						fmt.Fprintf(w, " (%s)", p.Reason)
-					}
-					fmt.Fprintln(w)
-				}
-				if raw, ok := st.Compute[h]; ok {
-					printCompute(w, raw)
-				}
-				for _, kind := range []map[string]string{r.Status.Segments, r.Status.Services} {
-					names := make([]string, 0, len(kind))
-					for n := range kind {
-						names = append(names, n)
-					}
-					sort.Strings(names)
-					for _, n := range names {
-						if v := kind[n]; v != "ready" {
-							fmt.Fprintf(w, "  %s: %s\n", n, v)
-						}
-					}
-				}
-				printTables(w, r.Status, ctl)
-				for _, k := range r.Status.Backends.Keys() {
-					if h := r.Status.Backends[k]; !h.Up {
-						fmt.Fprintf(w, "  %s: down: %s\n", k, h.Reason)
-					}
-				}
-			}
+			writeStatus(cmd.OutOrStdout(), st, objs, ctl)
 			return nil
 		},
 	}

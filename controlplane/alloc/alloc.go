@@ -171,11 +171,13 @@ func vips(st *config.State) config.Errors {
 			}
 		}
 	}
+	held := map[*config.Object]string{} // pool each service held its VIP from before this pass
 	for _, o := range svcs {
 		s := o.Spec.(*config.ServiceSpec)
 		if s.VIP != "" {
 			continue
 		}
+		held[o] = o.Status.Pool
 		a, err := netip.ParseAddr(o.Status.VIP)
 		if err == nil && !used[a] && a.Is6() == wantsIPv6(s, pools) {
 			// A VIP allocated before Reserved existed (an IPv6 pool's all-zero address) is
@@ -222,11 +224,20 @@ func vips(st *config.State) config.Errors {
 			}
 			msg := fmt.Sprintf("no free %s VIP for department %q", fam, s.Department)
 			if len(tried) == 0 {
-				msg += ": no address pool serves this department"
+				msg += `: no address pool serves this department (name it in a pool's spec.departments, or give a pool departments: ["*"] to serve every department)`
 			} else {
 				msg += " in pools " + strings.Join(tried, ", ")
 			}
-			es = es.Add(config.ErrAt(o, "spec.vip", "", "%s", msg))
+			// A stored service loses its VIP only through a pool in the input: blame that pool.
+			var cause *config.Object
+			causeField := "spec.departments"
+			if p := st.Get(config.KindAddressPool, held[o]); p != nil {
+				cause = p
+				if p.Spec.(*config.AddressPool).Allows(s.Department) {
+					causeField = "spec.cidrs"
+				}
+			}
+			es = es.Add(config.ErrStranded(o, cause, causeField, "spec.vip", "", "%s", msg))
 		}
 	}
 	return es
@@ -398,7 +409,7 @@ func vms(st *config.State) config.Errors {
 				last = o
 			}
 		}
-		es = es.Add(config.ErrAt(last, "spec.host", h.Metadata.Name, "host capacity exceeded: its VMs would use %d vCPUs and %d MiB, capacity is %d vCPUs and %d MiB (0: no limit)", u.vcpus, u.memMiB, cp.VCPUs, cp.MemoryMiB))
+		es = es.Add(config.ErrStranded(last, h, "spec.capacity", "spec.host", h.Metadata.Name, "host capacity exceeded: its VMs would use %d vCPUs and %d MiB, capacity is %d vCPUs and %d MiB (0: no limit)", u.vcpus, u.memMiB, cp.VCPUs, cp.MemoryMiB))
 	}
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
@@ -442,7 +453,7 @@ func vms(st *config.State) config.Errors {
 					used[ip] = true
 					a.IPv4 = ip.String()
 				} else {
-					es = es.Add(config.ErrAt(o, fmt.Sprintf("spec.networks[%d].segment", i), n.Segment, "no free IPv4 address left in segment (%s)", ss.IPv4))
+					es = es.Add(config.ErrStranded(o, seg, "spec.ipv4", fmt.Sprintf("spec.networks[%d].segment", i), n.Segment, "no free IPv4 address left in segment (%s)", ss.IPv4))
 				}
 			}
 			if p6 := ss.Prefix6(); p6.IsValid() {

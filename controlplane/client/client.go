@@ -63,6 +63,9 @@ type Client struct {
 	AttemptIdle time.Duration
 	RetryFor    time.Duration
 	err         error // a configuration error (an unreadable GOVCLOUD_CA) every request reports
+	// baseErr is a controller URL that cannot be one (no scheme, e.g. GOVCLOUD_API=127.0.0.1:8480),
+	// reported by every request instead of net/url's "first path segment cannot contain colon".
+	baseErr error
 
 	mu     sync.Mutex
 	cur    int // index into targets of the one that answered last
@@ -95,6 +98,30 @@ func (c *Client) SetBase(base string) {
 		c.Bases = []string{DefaultAPI}
 	}
 	c.Base, c.cur = c.Bases[0], 0
+	c.baseErr = nil
+	for _, b := range c.Bases {
+		if err := CheckURL(b); err != nil {
+			c.baseErr = err
+			break
+		}
+	}
+}
+
+// CheckURL refuses a controller URL that is not an absolute http(s) URL with a host, naming the
+// fix: "127.0.0.1:8480" wants "https://127.0.0.1:8480".
+func CheckURL(base string) error {
+	u, err := url.Parse(base)
+	switch {
+	case !strings.Contains(base, "://"):
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): no scheme; write https://%s", base, base)
+	case err != nil:
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): %w", base, err)
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): scheme %q: want https (or http with a controller started with --insecure-http)", base, u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("controller URL %q (GOVCLOUD_API or --controller): no host; want e.g. %s", base, DefaultAPI)
+	}
+	return nil
 }
 
 // Repoint replaces the controller URLs (comma-separated, as New takes them) of a client in
@@ -122,6 +149,12 @@ func FromEnv() *Client {
 	}
 	return New(base, strings.TrimSpace(os.Getenv("GOVCLOUD_TOKEN")))
 }
+
+// NoTokenHint ends a refusal of a request sent without a token (an anonymous read the
+// controller allows, then a verb that needs a role): where the token goes and where one is.
+const NoTokenHint = "; no token was sent: set GOVCLOUD_TOKEN to a token with that role " +
+	"(the admin token is in the controller's DATA_DIR/admin-token; in the lab: " +
+	"export GOVCLOUD_TOKEN=$(sudo cat /var/lib/govcloud-lab/controller/admin-token))"
 
 // Error is a failure reported by the controller.
 type Error struct {
@@ -261,6 +294,9 @@ var errIdle = errors.New("no answer (not even a heartbeat)")
 func (c *Client) send(ctx context.Context, method, path string, hdr map[string]string, body []byte) (*http.Response, string, error) {
 	if c.err != nil {
 		return nil, "", c.err
+	}
+	if c.baseErr != nil {
+		return nil, "", c.baseErr
 	}
 	idle, retryFor := c.AttemptIdle, c.RetryFor
 	if idle <= 0 {
@@ -434,6 +470,9 @@ func (c *Client) do(ctx context.Context, method, path string, hdr map[string]str
 		e := &Error{Status: resp.StatusCode}
 		if json.Unmarshal(b, e) != nil || e.Message == "" {
 			e.Message = fmt.Sprintf("controller answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		if resp.StatusCode == http.StatusForbidden && c.Token == "" && strings.HasPrefix(e.Message, "anonymous") {
+			e.Message += NoTokenHint
 		}
 		return resp, e
 	}

@@ -148,3 +148,22 @@ func errAt(o *Object, field, value, format string, args ...any) *Error {
 func ErrAt(o *Object, field, value, format string, args ...any) *Error {
 	return errAt(o, field, value, format, args...)
 }
+
+// ErrStranded reports a problem of object o caused by input object cause. When o is stored
+// (not in this input: no Source) and cause is from the input, the error is on cause's document
+// and field, naming o: the file:line the user must change, e.g.
+//
+//	lab.yaml:25: document 3: AddressPool "public-vips": spec.departments: strands Service
+//	"finance-www" (stored, not in this input): spec.vip: no free IPv4 VIP ...
+//
+// Otherwise it is ErrAt(o, field, value, ...).
+func ErrStranded(o, cause *Object, causeField, field, value, format string, args ...any) *Error {
+	if o.Source != nil || cause == nil || cause.Source == nil {
+		return errAt(o, field, value, format, args...)
+	}
+	what := field
+	if value != "" {
+		what += fmt.Sprintf(" %q", value)
+	}
+	return errAt(cause, causeField, "", "strands %s %q (stored, not in this input): %s: %s", o.Kind, o.Metadata.Name, what, fmt.Sprintf(format, args...))
+}

@@ -43,6 +43,10 @@ func Parse(file string, data []byte) ([]*Object, error) {
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				e.Line, _ = strconv.Atoi(m[1])
 			}
+			if l, col := tabAt(data, e.Line); l > 0 && (strings.Contains(err.Error(), "tab") || strings.Contains(err.Error(), "cannot start any token")) {
+				e.Line = l
+				e.Msg = fmt.Sprintf("invalid YAML: a tab at column %d; YAML indents with spaces only, replace the tab with spaces (%s)", col, strings.TrimPrefix(err.Error(), "yaml: "))
+			}
 			errs = errs.Add(e)
 			break // the decoder cannot resynchronise after a syntax error
 		}
@@ -295,4 +299,19 @@ func truncate(s string) string {
 		return s[:61] + "..."
 	}
 	return s
+}
+
+// tabAt finds the tab behind a YAML syntax error reported at line (1-based): the first tab in
+// the indentation of that line or the two after it (the scanner may report the line before the
+// tab's). It returns the tab's line and 1-based column, or 0, 0.
+func tabAt(data []byte, line int) (int, int) {
+	lines := strings.Split(string(data), "\n")
+	for l := line; l >= 1 && l <= len(lines) && l <= line+2; l++ {
+		text := lines[l-1]
+		indent := text[:len(text)-len(strings.TrimLeft(text, " \t"))]
+		if i := strings.IndexByte(indent, '\t'); i >= 0 {
+			return l, i + 1
+		}
+	}
+	return 0, 0
 }

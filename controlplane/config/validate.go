@@ -115,7 +115,12 @@ func (c *objectCheck) addressPool(s *AddressPool) {
 		c.bad(fmt.Sprintf("spec.cidrs[%d]", i), s.CIDRs[i], "overlaps %s in the same pool", ps[j])
 	}
 	if len(s.Departments) == 0 {
-		c.bad("spec.departments", "", "list the departments that may draw from this pool")
+		c.bad("spec.departments", "", "list the departments that may draw from this pool, or [\"*\"] for every department")
+	}
+	for i, d := range s.Departments {
+		if d == AllDepartments && len(s.Departments) > 1 {
+			c.bad(fmt.Sprintf("spec.departments[%d]", i), d, "\"*\" already means every department: give it alone")
+		}
 	}
 	if s.Scope != "" && s.Scope != "public" && s.Scope != "internal" {
 		c.bad("spec.scope", s.Scope, "want public or internal")
@@ -486,10 +491,18 @@ func (p *AddressPool) ScopeName() string {
 	return p.Scope
 }
 
-// Allows says whether department may draw from the pool.
+// AllDepartments in a pool's departments lets every department draw from it, present and
+// future: adding a department then needs no edit of the pool.
+const AllDepartments = "*"
+
+// Allows says whether department may draw from the pool: listed by name, or the pool serves
+// every department ("*").
 func (p *AddressPool) Allows(department string) bool {
-	return slices.Contains(p.Departments, department)
+	return slices.Contains(p.Departments, department) || p.ServesAll()
 }
+
+// ServesAll says whether the pool serves every department (departments: ["*"]).
+func (p *AddressPool) ServesAll() bool { return slices.Contains(p.Departments, AllDepartments) }
 
 // EffectiveVLAN is the VLAN a segment uses: given or allocated (0 when pending).
 func EffectiveVLAN(o *Object) int {
@@ -559,10 +572,46 @@ type stateCheck struct {
 	depts, vms, hosts map[string]*Object
 	segs, pools, vols []*Object
 	segIdx, poolIdx   prefixIndex[*Object] // segments and pools by prefix
+	inputFor          map[string]*Object   // inputOf's answers by kind/department
 }
 
 func (c *stateCheck) add(o *Object, field, value, format string, args ...any) {
 	c.es = c.es.Add(errAt(o, field, value, format, args...))
+}
+
+// inputOf returns the first object of list from the input that serves department (a segment
+// of it, a pool it may draw from): the likely cause of a stored object's problem when no
+// better one is known. Results are kept per list and department, so many stranded objects
+// cost one pass.
+func (c *stateCheck) inputOf(list []*Object, department string) *Object {
+	if len(list) == 0 {
+		return nil
+	}
+	k := list[0].Kind + "/" + department
+	if o, ok := c.inputFor[k]; ok {
+		return o
+	}
+	var found *Object
+	for _, o := range list {
+		if o.Source == nil {
+			continue
+		}
+		if p, ok := o.Spec.(*AddressPool); (ok && p.Allows(department)) || o.Department() == department {
+			found = o
+			break
+		}
+	}
+	if c.inputFor == nil {
+		c.inputFor = map[string]*Object{}
+	}
+	c.inputFor[k] = found
+	return found
+}
+
+// addCaused reports a problem of o that input object cause (field causeField) brings about: on
+// cause when o is stored and cause is from the input (ErrStranded), on o otherwise.
+func (c *stateCheck) addCaused(o, cause *Object, causeField, field, value, format string, args ...any) {
+	c.es = c.es.Add(ErrStranded(o, cause, causeField, field, value, format, args...))
 }
 
 func (c *stateCheck) refDept(o *Object, d string) {
@@ -617,7 +666,7 @@ func (c *stateCheck) addressPools() {
 	for i, o := range c.pools {
 		p := o.Spec.(*AddressPool)
 		for j, d := range p.Departments {
-			if c.depts[d] == nil {
+			if d != AllDepartments && c.depts[d] == nil {
 				c.add(o, fmt.Sprintf("spec.departments[%d]", j), d, "unknown department")
 			}
 		}
@@ -673,9 +722,9 @@ func (c *stateCheck) vmList() {
 			case v == nil:
 				c.add(o, f, vn, "unknown volume")
 			case v.Spec.(*VolumeSpec).Department != s.Department:
-				c.add(o, f, vn, "volume belongs to department %q, not %q", v.Spec.(*VolumeSpec).Department, s.Department)
+				c.addCaused(o, v, "spec.department", f, vn, "volume belongs to department %q, not %q", v.Spec.(*VolumeSpec).Department, s.Department)
 			case volOwner[vn] != "":
-				c.add(o, f, vn, "volume already attached to VM %q", volOwner[vn])
+				c.addCaused(o, c.vms[volOwner[vn]], "spec.volumes", f, vn, "volume already attached to VM %q", volOwner[vn])
 			default:
 				volOwner[vn] = o.Metadata.Name
 			}
@@ -689,18 +738,18 @@ func (c *stateCheck) vmList() {
 			}
 			ss := seg.Spec.(*SegmentSpec)
 			if ss.Department != s.Department {
-				c.add(o, f+".segment", n.Segment, "segment belongs to department %q, not %q", ss.Department, s.Department)
+				c.addCaused(o, seg, "spec.department", f+".segment", n.Segment, "segment belongs to department %q, not %q", ss.Department, s.Department)
 				continue
 			}
 			if n.IPv4 != "" {
 				a, _ := netip.ParseAddr(n.IPv4)
 				switch {
 				case !ss.Prefix4().Contains(a):
-					c.add(o, f+".ipv4", n.IPv4, "outside segment %q (%s)", n.Segment, ss.IPv4)
+					c.addCaused(o, seg, "spec.ipv4", f+".ipv4", n.IPv4, "outside segment %q (%s)", n.Segment, ss.IPv4)
 				case a == ss.Gateway4() || a == ss.Prefix4().Addr() || a == lastAddr(ss.Prefix4()):
-					c.add(o, f+".ipv4", n.IPv4, "is the gateway, network or broadcast address of segment %q", n.Segment)
+					c.addCaused(o, seg, "spec.gateway", f+".ipv4", n.IPv4, "is the gateway, network or broadcast address of segment %q", n.Segment)
 				case staticIPs[a] != "":
-					c.add(o, f+".ipv4", n.IPv4, "already used by VM %q", staticIPs[a])
+					c.addCaused(o, c.vms[staticIPs[a]], "spec.networks", f+".ipv4", n.IPv4, "already used by VM %q", staticIPs[a])
 				default:
 					staticIPs[a] = o.Metadata.Name
 				}
@@ -709,11 +758,11 @@ func (c *stateCheck) vmList() {
 				a, _ := netip.ParseAddr(n.IPv6)
 				switch {
 				case !ss.Prefix6().IsValid() || !ss.Prefix6().Contains(a):
-					c.add(o, f+".ipv6", n.IPv6, "outside segment %q (%s)", n.Segment, ss.IPv6)
+					c.addCaused(o, seg, "spec.ipv6", f+".ipv6", n.IPv6, "outside segment %q (%s)", n.Segment, ss.IPv6)
 				case a == ss.Gateway6Addr() || a == ss.Prefix6().Addr():
-					c.add(o, f+".ipv6", n.IPv6, "is the gateway or subnet-router address of segment %q", n.Segment)
+					c.addCaused(o, seg, "spec.gateway6", f+".ipv6", n.IPv6, "is the gateway or subnet-router address of segment %q", n.Segment)
 				case staticIPs[a] != "":
-					c.add(o, f+".ipv6", n.IPv6, "already used by VM %q", staticIPs[a])
+					c.addCaused(o, c.vms[staticIPs[a]], "spec.networks", f+".ipv6", n.IPv6, "already used by VM %q", staticIPs[a])
 				default:
 					staticIPs[a] = o.Metadata.Name
 				}
@@ -734,7 +783,7 @@ func (c *stateCheck) services() {
 			if p == nil {
 				c.add(o, "spec.pool", s.Pool, "unknown address pool")
 			} else if !p.Spec.(*AddressPool).Allows(s.Department) {
-				c.add(o, "spec.pool", s.Pool, "pool does not serve department %q (it serves %s)", s.Department, strings.Join(p.Spec.(*AddressPool).Departments, ", "))
+				c.addCaused(o, p, "spec.departments", "spec.pool", s.Pool, "pool does not serve department %q (it serves %s)", s.Department, strings.Join(p.Spec.(*AddressPool).Departments, ", "))
 			}
 		}
 		if s.VIP != "" {
@@ -767,9 +816,14 @@ func (c *stateCheck) vipInPools(o *Object, s *ServiceSpec) {
 	}
 	switch {
 	case len(in) == 0:
-		c.add(o, "spec.vip", s.VIP, "VIP is outside every address pool")
+		// The pool it was allocated from, else an input pool of its department, shrank.
+		cause := c.st.Get(KindAddressPool, o.Status.Pool)
+		if cause == nil && o.Source == nil {
+			cause = c.inputOf(c.pools, s.Department)
+		}
+		c.addCaused(o, cause, "spec.cidrs", "spec.vip", s.VIP, "VIP is outside every address pool")
 	case len(allowed) == 0:
-		c.add(o, "spec.vip", s.VIP, "VIP is in address pool %q, which does not serve department %q", in[0], s.Department)
+		c.addCaused(o, c.st.Get(KindAddressPool, in[0]), "spec.departments", "spec.vip", s.VIP, "VIP is in address pool %q, which does not serve department %q", in[0], s.Department)
 	}
 }
 
@@ -781,7 +835,7 @@ func (c *stateCheck) backend(o *Object, s *ServiceSpec, f string, b Backend) {
 		case vm == nil:
 			c.add(o, f+".vm", b.VM, "unknown VM")
 		case vm.Spec.(*VMSpec).Department != s.Department:
-			c.add(o, f+".vm", b.VM, "backend VM belongs to department %q, not %q", vm.Spec.(*VMSpec).Department, s.Department)
+			c.addCaused(o, vm, "spec.department", f+".vm", b.VM, "backend VM belongs to department %q, not %q", vm.Spec.(*VMSpec).Department, s.Department)
 		}
 		return
 	}
@@ -791,20 +845,28 @@ func (c *stateCheck) backend(o *Object, s *ServiceSpec, f string, b Backend) {
 	}
 	var mine bool
 	var others []string
+	var cause *Object // an input segment that moved the address out of the department
+	causeField := "spec.department"
 	for _, seg := range c.segIdx.containing(a) {
 		ss := seg.Spec.(*SegmentSpec)
 		if ss.Department == s.Department {
 			mine = true
 		} else {
 			others = append(others, fmt.Sprintf("segment %q of department %q", seg.Metadata.Name, ss.Department))
+			if cause == nil && seg.Source != nil {
+				cause = seg
+			}
 		}
 	}
 	if !mine {
+		if cause == nil && o.Source == nil {
+			cause, causeField = c.inputOf(c.segs, s.Department), "spec.ipv4"
+		}
 		msg := fmt.Sprintf("backend address is not in any segment of department %q", s.Department)
 		if len(others) > 0 {
 			msg += " (it is in " + strings.Join(others, ", ") + ")"
 		}
-		c.add(o, f+".address", b.Address, "%s", msg)
+		c.addCaused(o, cause, causeField, f+".address", b.Address, "%s", msg)
 	}
 }
 
@@ -849,13 +911,13 @@ func (c *stateCheck) quotas() {
 		}
 		q, u := dep.Spec.(*DepartmentSpec).Quotas, uses[d]
 		if q.VCPUs != nil && u.vcpus > *q.VCPUs {
-			c.add(lastVM[d], "spec.vcpus", strconv.Itoa(lastVM[d].Spec.(*VMSpec).VCPUs), "quota exceeded: department %q would use %d vCPUs, quota is %d", d, u.vcpus, *q.VCPUs)
+			c.addCaused(lastVM[d], dep, "spec.quotas.vcpus", "spec.vcpus", strconv.Itoa(lastVM[d].Spec.(*VMSpec).VCPUs), "quota exceeded: department %q would use %d vCPUs, quota is %d", d, u.vcpus, *q.VCPUs)
 		}
 		if q.MemoryGiB != nil && u.memMiB > *q.MemoryGiB*1024 {
-			c.add(lastVM[d], "spec.memoryMiB", strconv.Itoa(lastVM[d].Spec.(*VMSpec).MemoryMiB), "quota exceeded: department %q would use %d MiB of memory, quota is %d GiB", d, u.memMiB, *q.MemoryGiB)
+			c.addCaused(lastVM[d], dep, "spec.quotas.memoryGiB", "spec.memoryMiB", strconv.Itoa(lastVM[d].Spec.(*VMSpec).MemoryMiB), "quota exceeded: department %q would use %d MiB of memory, quota is %d GiB", d, u.memMiB, *q.MemoryGiB)
 		}
 		if q.StorageGiB != nil && u.storage > *q.StorageGiB {
-			c.add(lastVol[d], "spec.sizeGiB", strconv.Itoa(lastVol[d].Spec.(*VolumeSpec).SizeGiB), "quota exceeded: department %q would use %d GiB of storage, quota is %d GiB", d, u.storage, *q.StorageGiB)
+			c.addCaused(lastVol[d], dep, "spec.quotas.storageGiB", "spec.sizeGiB", strconv.Itoa(lastVol[d].Spec.(*VolumeSpec).SizeGiB), "quota exceeded: department %q would use %d GiB of storage, quota is %d GiB", d, u.storage, *q.StorageGiB)
 		}
 	}
 }
@@ -872,7 +934,7 @@ func Dependents(st *State, o *Object) []Key {
 		switch o.Kind {
 		case KindDepartment:
 			refers = x.Department() == name && x.Kind != KindDepartment
-			if p, ok := x.Spec.(*AddressPool); ok && p.Allows(name) {
+			if p, ok := x.Spec.(*AddressPool); ok && slices.Contains(p.Departments, name) { // "*" names no one
 				refers = true
 			}
 		case KindSegment:

@@ -46,6 +46,10 @@ type Status struct {
 	// (each host's own history, kept for comparison).
 	Tables     map[string]LBTable `json:"tables,omitempty"`
 	TablesMode string             `json:"tablesMode,omitempty"`
+	// Connections are this host's load balancer's active connections per service and target
+	// when the report was made (connection-table entries used within ActiveWindow); targets
+	// with none are left out. What "govcloud status" shows for a draining backend.
+	Connections []Connections `json:"connections"` // null: the agent does not count (not omitted: [] is "none")
 }
 
 // LBTable is one shared Maglev table as a host holds it: the generation and hex SHA-256 of
@@ -57,6 +61,18 @@ type LBTable struct {
 	Sum        string `json:"sum"`
 	Mismatch   bool   `json:"mismatch,omitempty"`
 	Error      string `json:"error,omitempty"`
+}
+
+// ActiveWindow is how recently a connection-table entry must have been used to count as an
+// active connection.
+const ActiveWindow = time.Minute
+
+// Connections is one service's active connections to one target on one load balancer: the
+// address it sends to, the backend's host (dsr) or the backend itself (nat).
+type Connections struct {
+	Service string     `json:"service"`
+	Target  netip.Addr `json:"target"`
+	Active  int        `json:"active"`
 }
 
 // Report is one stored report as the controller returns it (GET /v1/status, "hosts"): the

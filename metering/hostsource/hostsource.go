@@ -231,6 +231,22 @@ func (s *agentSources) Backends() ([]metering.BackendState, error) {
 	return out, nil
 }
 
+// Connections reads the load balancer's active connections per service and target from the
+// agent's last report (every target of its plan, 0 when none).
+func (s *agentSources) Connections() ([]metering.BackendConnections, error) {
+	dept := map[string]string{}
+	if st := s.desiredState(); st != nil {
+		for _, svc := range st.Services {
+			dept[svc.Name] = svc.Department
+		}
+	}
+	var out []metering.BackendConnections
+	for _, c := range s.a.Status().Connections {
+		out = append(out, metering.BackendConnections{Department: dept[c.Service], Service: c.Service, Target: c.Target.String(), Active: c.Active})
+	}
+	return out, nil
+}
+
 // Sessions reads the BGP speaker's peers from the agent's status.
 func (s *agentSources) Sessions() ([]metering.BGPSession, error) {
 	var out []metering.BGPSession

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Issue 22: messages that point at the fix.
+
+func TestTabInYAMLSaysTab(t *testing.T) {
+	for _, tc := range []struct {
+		desc, yaml string
+		line, col  int
+	}{
+		{"tab indents a spec field", "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec:\n\tdisplayName: X\n", 5, 1},
+		{"tab after spaces", "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec:\n  displayName: X\n  \tcostCentre: C\n", 6, 3},
+		{"tab in a list", "apiVersion: govcloud/v1\nkind: AddressPool\nmetadata: {name: p}\nspec:\n  cidrs:\n  - 198.19.0.0/24\n\t- 198.19.1.0/24\n", 7, 1},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := Parse("in.yaml", []byte(tc.yaml))
+			es := AsErrors(err)
+			if len(es) != 1 {
+				t.Fatalf("want one error, got %v", err)
+			}
+			if es[0].Line != tc.line || !strings.Contains(es[0].Msg, "a tab at column "+strconv.Itoa(tc.col)) || !strings.Contains(es[0].Msg, "spaces only") {
+				t.Fatalf("error %q (line %d): want line %d naming the tab at column %d", es[0], es[0].Line, tc.line, tc.col)
+			}
+		})
+	}
+	// A tab inside a value is no syntax error and stays one.
+	if _, err := Parse("in.yaml", []byte("apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: x}\nspec: {displayName: \"a\tb\"}\n")); err != nil {
+		t.Fatalf("tab inside a quoted value refused: %v", err)
+	}
+}
+
+func TestPoolForEveryDepartment(t *testing.T) {
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	all := doc("AddressPool", "shared", `{cidrs: [203.0.113.0/28], departments: ["*"]}`)
+	// A department added later draws from it with no edit of the pool.
+	y := base + all + doc("Department", "finance", "{}") + doc("Service", "finance-www", "{department: finance, vip: 203.0.113.5, ports: [{port: 80}]}")
+	if err := parseValidate(t, y); err != nil {
+		t.Fatalf("a pool for every department refused a new department's VIP: %v", err)
+	}
+	objs, err := Parse("in.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if deps := Dependents(st, st.Get(KindDepartment, "finance")); len(deps) != 1 || deps[0] != (Key{KindService, "finance-www"}) {
+		t.Fatalf("finance's dependents = %v: a \"*\" pool must not hold every department", deps)
+	}
+	for _, tc := range []struct{ desc, yaml, want string }{
+		{"no departments", base + doc("AddressPool", "p", "{cidrs: [203.0.113.0/28]}"), `spec.departments: list the departments that may draw from this pool, or ["*"] for every department`},
+		{"star with names", base + doc("AddressPool", "p", `{cidrs: [203.0.113.0/28], departments: [lands, "*"]}`), `spec.departments[1] "*": "*" already means every department`},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if err := parseValidate(t, tc.yaml); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v: want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// stored parses y as what the controller already holds: objects without a source.
+func stored(t *testing.T, y string) *State {
+	t.Helper()
+	objs, err := Parse("stored.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewState()
+	for _, o := range objs {
+		o.Source = nil
+		st.Objects[o.Key()] = o
+	}
+	return st
+}
+
+func TestStrandedErrorsNameTheInputDocument(t *testing.T) {
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	for _, tc := range []struct {
+		desc, stored, input string
+		want                []string // substrings, the first the input's file:line and document
+	}{
+		{"pool no longer serves a stored service's pool", base + doc("Service", "web", "{department: lands, pool: lands-public, ports: [{port: 80}]}"),
+			doc("AddressPool", "lands-public", "{cidrs: [198.19.0.0/24], departments: [health]}"),
+			[]string{"in.yaml:5: document 1: AddressPool \"lands-public\": spec.departments: strands Service \"web\" (stored, not in this input): spec.pool \"lands-public\": pool does not serve department \"lands\""}},
+		{"pool shrinks past a stored static VIP", base + doc("Service", "web", "{department: lands, vip: 198.19.0.200, ports: [{port: 80}]}"),
+			doc("AddressPool", "lands-public", "{cidrs: [198.19.0.0/25], departments: [lands]}"),
+			[]string{"in.yaml:5: document 1: AddressPool \"lands-public\": spec.cidrs: strands Service \"web\"", `spec.vip "198.19.0.200": VIP is outside every address pool`}},
+		{"pool drops the department of a stored static VIP", base + doc("Service", "web", "{department: lands, vip: 198.19.0.7, ports: [{port: 80}]}"),
+			doc("AddressPool", "lands-public", "{cidrs: [198.19.0.0/24], departments: [health]}"),
+			[]string{"in.yaml:5: document 1: AddressPool \"lands-public\": spec.departments: strands Service \"web\"", `which does not serve department "lands"`}},
+		{"segment shrinks past a stored VM's address", base + doc("VM", "v1", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web, ipv4: 198.18.20.200}]}"),
+			doc("Segment", "lands-web", "{department: lands, vlan: 120, ipv4: 198.18.20.0/25, gateway: 198.18.20.1}"),
+			[]string{"in.yaml:5: document 1: Segment \"lands-web\": spec.ipv4: strands VM \"v1\"", `spec.networks[0].ipv4 "198.18.20.200": outside segment`}},
+		{"segment moves to another department", base + doc("VM", "v1", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web}]}"),
+			doc("Segment", "lands-web", "{department: health, vlan: 120, ipv4: 198.18.21.0/24}"),
+			[]string{"in.yaml:5: document 1: Segment \"lands-web\": spec.department: strands VM \"v1\"", "segment belongs to department"}},
+		{"volume moves to another department", base + doc("Volume", "vol", "{department: lands, sizeGiB: 1}") + doc("VM", "v1", "{department: lands, vcpus: 1, memoryMiB: 64, volumes: [vol], networks: [{segment: lands-web}]}"),
+			doc("Volume", "vol", "{department: health, sizeGiB: 1}"),
+			[]string{"in.yaml:5: document 1: Volume \"vol\": spec.department: strands VM \"v1\"", "volume belongs to department"}},
+		{"backend VM moves to another department", base + doc("VM", "v1", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web}]}") + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{vm: v1}]}"),
+			doc("VM", "v1", "{department: health, vcpus: 1, memoryMiB: 64, networks: [{segment: health-web}]}"),
+			[]string{"in.yaml:5: document 1: VM \"v1\": spec.department: strands Service \"web\"", "backend VM belongs to department"}},
+		{"segment no longer holds a stored backend address", base + doc("Service", "web", "{department: lands, ports: [{port: 80}], backends: [{address: 198.18.20.200}]}"),
+			doc("Segment", "lands-web", "{department: lands, vlan: 120, ipv4: 198.18.20.0/25, gateway: 198.18.20.1}"),
+			[]string{"in.yaml:5: document 1: Segment \"lands-web\": spec.ipv4: strands Service \"web\"", "backend address is not in any segment"}},
+		{"quota lowered below stored VMs", base + doc("VM", "v1", "{department: lands, vcpus: 2, memoryMiB: 64, networks: [{segment: lands-web}]}"),
+			doc("Department", "lands", "{quotas: {vcpus: 1}}"),
+			[]string{"in.yaml:5: document 1: Department \"lands\": spec.quotas.vcpus: strands VM \"v1\"", "quota exceeded"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			st := stored(t, tc.stored)
+			in, err := Parse("in.yaml", []byte(tc.input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range in {
+				st.Objects[o.Key()] = o
+			}
+			err = Validate(st).Err()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
