@@ -177,7 +177,7 @@ type lbPlan struct {
 	vlanDomain map[uint16]uint32
 	routes     map[netip.Addr][]viproute.NextHop
 	// local backends per VIP, for status
-	advertise []netip.Addr // public VIPs with at least one healthy backend somewhere
+	advertise []netip.Addr // public VIPs with a healthy backend of weight > 0 somewhere
 }
 
 // loadBalancing turns services into LB services. healthy reports whether a backend is up
@@ -209,7 +209,10 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 		// One LB backend per tunnel endpoint (dsr) or per real server (nat).
 		byKey := map[string]lb.Backend{}
 		var order []string
-		anyHealthy := false
+		// Advertised only while some backend takes new connections: one that is healthy, has
+		// weight > 0 and can be reached. A VIP whose backends are all drained or down would
+		// drop every new flow the fabric sends it.
+		takesNew := false
 		for _, b := range svc.Backends {
 			addr := b.Address
 			if !addr.IsValid() {
@@ -219,7 +222,6 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 			if !healthy(hoststatus.BackendKey{Service: svc.Name, Addr: addr}) {
 				continue
 			}
-			anyHealthy = true
 			w := uint32(max(b.Weight, 0))
 			target := addr
 			if mode == lb.DSR && b.Host != "" {
@@ -235,6 +237,9 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 					}
 				}
 			}
+			if w > 0 {
+				takesNew = true
+			}
 			k := target.String()
 			cur, seen := byKey[k]
 			if !seen {
@@ -244,7 +249,7 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 			cur.Weight += w
 			byKey[k] = cur
 		}
-		if anyHealthy && svc.Scope != "internal" {
+		if takesNew && svc.Scope != "internal" {
 			p.advertise = append(p.advertise, vip)
 		}
 		for _, port := range svc.Ports {

@@ -87,17 +87,25 @@ func (d *Dataplane) Flows() ([]Flow, error) {
 	return out, err
 }
 
+// eachFlow calls fn for every connection-table entry, read in batches (one system call per
+// 4096 entries, not one per entry: the table holds up to a million).
 func (d *Dataplane) eachFlow(fn func(bpfobj.LbFlowKey, bpfobj.LbCtEntry)) error {
-	var k bpfobj.LbFlowKey
-	var v bpfobj.LbCtEntry
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		fn(k, v)
+	const chunk = 4096
+	keys := make([]bpfobj.LbFlowKey, chunk)
+	vals := make([]bpfobj.LbCtEntry, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Conntrack.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading connection table: %w", err)
+		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading connection table: %w", err)
-	}
-	return nil
 }
 
 // ExpireFlows deletes the connection-table entries that are past their life at now
@@ -119,11 +127,22 @@ func (d *Dataplane) ExpireFlows(now time.Duration) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, k := range stale {
-		if err := d.objs.Conntrack.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, fmt.Errorf("deleting expired flow: %w", err)
+	for len(stale) > 0 {
+		batch := stale[:min(len(stale), 4096)]
+		stale = stale[len(batch):]
+		if m, err := d.objs.Conntrack.BatchDelete(batch, nil); err != nil {
+			// An entry gone meanwhile (LRU eviction) fails the batch: delete one by one.
+			for _, k := range batch[m:] {
+				if err := d.objs.Conntrack.Delete(k); err == nil {
+					n++
+				} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return n, fmt.Errorf("deleting expired flow: %w", err)
+				}
+			}
+			n += m
+			continue
 		}
-		n++
+		n += len(batch)
 	}
 	return n, nil
 }

@@ -81,6 +81,8 @@ type Dataplane struct {
 	uplinkMu sync.Mutex
 	uplink   link.Link
 	uplinkIf string
+	// uplinkVLAN is what UplinkVLAN reports.
+	uplinkVLAN string
 }
 
 // Restored reports whether Load found VIPs programmed by an earlier agent.
