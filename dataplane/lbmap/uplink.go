@@ -81,7 +81,7 @@ func (d *Dataplane) closeUplink() error {
 	d.uplinkMu.Lock()
 	defer d.uplinkMu.Unlock()
 	var l link.Link
-	l, d.uplink, d.uplinkIf = d.uplink, nil, ""
+	l, d.uplink, d.uplinkIf, d.uplinkVLAN = d.uplink, nil, "", ""
 	if l == nil {
 		return nil
 	}
