@@ -114,19 +114,23 @@ static __always_inline int ct_live(const struct ct_entry *ct, __u8 proto, __u64 
 }
 
 /* Whether the entry's backend is still a member of the VIP (for a bare SYN: one with weight
- * > 0). An entry checked at the VIP's current generation needs no lookup; a checked one is
- * stamped with it. */
+ * > 0). The generation changes whenever a backend leaves the VIP or is drained, so an entry
+ * checked at the current one needs no lookup (a SYN: if the backend took new connections
+ * then); a checked entry is stamped with it. */
 static __always_inline int ct_member(struct ct_entry *ct, __u32 vip_id, __u32 gen, int syn)
 {
-	if (!syn && gen && ct->gen == gen)
+	if (gen && ct->gen == gen && (!syn || (ct->flags & CT_F_TAKES_NEW)))
 		return 1;
 	struct member_key mk = {.vip_id = vip_id, .backend_id = ct->backend_id};
 	__u32 *m = bpf_map_lookup_elem(&vip_members, &mk);
-	if (!m || (syn && !(*m & F_MEMBER_NEW)))
+	if (!m)
 		return 0;
-	if (ct->gen != gen)
+	__u8 f = *m & F_MEMBER_NEW ? ct->flags | CT_F_TAKES_NEW : ct->flags & ~CT_F_TAKES_NEW;
+	if (ct->gen != gen || ct->flags != f) {
 		ct->gen = gen;
-	return 1;
+		ct->flags = f;
+	}
+	return !syn || (f & CT_F_TAKES_NEW);
 }
 
 /* Record a packet of the flow: FIN or RST starts the short close life, a new SYN on the
@@ -246,9 +250,10 @@ static __always_inline int process(struct xdp_md *ctx)
 		 * (unless it replaces a stale entry); the flow is inserted on its first non-SYN
 		 * packet. ICMP errors never insert. */
 		if (!p.icmp && (nat || !p.syn_only || ct)) {
-			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = now, .gen = gen};
+			/* Maglev tables hold only backends with weight > 0. */
+			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = now, .gen = gen, .flags = CT_F_TAKES_NEW};
 			if (tflags & (TH_FIN | TH_RST))
-				ne.flags = CT_F_CLOSING;
+				ne.flags |= CT_F_CLOSING;
 			if (bpf_map_update_elem(&conntrack, &p.flow, &ne, BPF_ANY) == 0) {
 #ifndef LB_NO_COUNTERS
 				struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);

@@ -94,6 +94,7 @@
 
 /* ct_entry.flags */
 #define CT_F_CLOSING (1U << 0) /* a FIN or RST was seen from the client: short life */
+#define CT_F_TAKES_NEW (1U << 1) /* at generation gen the backend took new connections (weight > 0) */
 
 /* vip_member flags */
 #define F_MEMBER_NEW (1U << 0) /* weight > 0: may take new connections (clear: draining) */

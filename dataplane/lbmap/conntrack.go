@@ -173,19 +173,24 @@ func (d *Dataplane) desiredMembers(services []lb.Service) map[bpfobj.LbMemberKey
 }
 
 // syncMembers makes vip_members equal want: new and changed memberships first, then the ones
-// that ended, and every VIP that lost a backend gets a new generation, so connection-table
-// entries naming a backend that left are scheduled afresh on their next packet.
+// that ended, and every VIP that lost or drained a backend gets a new generation, so
+// connection-table entries naming a backend that left are scheduled afresh on their next
+// packet, and a bare SYN no longer follows one to a backend that was drained.
 func (d *Dataplane) syncMembers(want map[bpfobj.LbMemberKey]uint32) error {
+	left := map[uint32]bool{}
 	for k, v := range want {
-		if cur, ok := d.members[k]; ok && cur == v {
+		cur, ok := d.members[k]
+		if ok && cur == v {
 			continue
 		}
 		if err := d.objs.VipMembers.Put(k, v); err != nil {
 			return fmt.Errorf("VIP id %d backend id %d membership: %w", k.VipId, k.BackendId, err)
 		}
 		d.members[k] = v
+		if ok && cur&memberNew != 0 && v&memberNew == 0 {
+			left[k.VipId] = true // drained: entries stamped as taking new connections are not any more
+		}
 	}
-	left := map[uint32]bool{}
 	for k := range d.members {
 		if _, ok := want[k]; ok {
 			continue
