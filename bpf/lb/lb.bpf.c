@@ -83,7 +83,7 @@ static __always_inline void count(void *map, __u32 id, __u64 bytes)
 #endif
 }
 
-/* TCP flag bits (the 13th byte of the header). */
+/* TCP flag bits (byte 13 of the TCP header). */
 #define TH_FIN 0x01
 #define TH_RST 0x04
 
