@@ -109,6 +109,11 @@ type LoadBalancer interface {
 	SetLocalVIPs([]lbmap.LocalVIP) error
 	// SetVLANDomains maps VLAN IDs to routing domains (department tables).
 	SetVLANDomains(map[uint16]uint32) error
+	// UplinkVLAN says how the attached uplink hands VLAN tags to the program ("": not attached).
+	UplinkVLAN() string
+	// ExpireFlows deletes connection-table entries past their life at now (CLOCK_MONOTONIC,
+	// lbmap.MonotonicNow) and returns how many.
+	ExpireFlows(now time.Duration) (int, error)
 	// Set programs the services.
 	Set([]lb.Service) error
 	// Unpin removes the pinned maps (a shutdown that does not keep the dataplane).
@@ -232,6 +237,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.watchPeers(ctx, kick)
 	resync := time.NewTicker(30 * time.Second) // level-triggered: re-apply even without news
 	defer resync.Stop()
+	// Connection-table entries past their life are ignored by the program at once; this
+	// frees their room (FIN/RST entries live lbmap.FlowLifeClose).
+	expire := time.NewTicker(lbmap.FlowLifeClose)
+	defer expire.Stop()
 	// A pass that did not converge (a guest port not there yet, a device busy) is retried
 	// soon, backing off to 10 s.
 	retry := time.NewTimer(time.Hour)
@@ -249,6 +258,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.checks.Changed():
 		case <-resync.C:
 		case <-retry.C:
+		case <-expire.C:
+			if n, err := a.lb.ExpireFlows(lbmap.MonotonicNow()); err != nil {
+				a.log.Warn("expiring connection-table entries", "err", err)
+			} else if n > 0 {
+				a.log.Debug("expired connection-table entries", "flows", n)
+			}
+			continue
 		}
 		a.mu.Lock()
 		st := a.last
@@ -397,6 +413,9 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	self := st.Address
 	xdp := a.attachXDP(st.Uplink)
 	status.XDP = xdp.String()
+	if v := a.lb.UplinkVLAN(); xdp.attached() && v != "" {
+		status.XDP += "; " + v
+	}
 	if xdp.err != nil {
 		errs = append(errs, xdp.err)
 	}

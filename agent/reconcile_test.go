@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -454,6 +455,19 @@ func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 		{name: "no BGP peers", break_: func(_ *rig, st *desired.State) { st.BGP.Peers = nil }},
 		{name: "no BGP", break_: func(_ *rig, st *desired.State) { st.BGP = nil }},
 		{name: "the service turned internal", break_: func(_ *rig, st *desired.State) { st.Services[0].Scope = "internal" }},
+		// A VIP whose backends are all drained (weight 0) or down takes no new connection:
+		// withdrawn, though its established flows still drain.
+		{name: "every backend drained", break_: func(_ *rig, st *desired.State) { drain(st, 0, 1, 2) }},
+		{name: "this host's backends drained, h2's down", break_: func(_ *rig, st *desired.State) { drain(st, 0, 1) },
+			peerDown: hoststatus.Backends{key("lands-www", "198.18.20.3"): {Reason: "refused"}}},
+		{name: "this host's backends down, h2's drained", break_: func(_ *rig, st *desired.State) { drain(st, 2) }, localDown: allLocal},
+		{name: "one of this host's backends drained, the other down, h2's drained", break_: func(_ *rig, st *desired.State) { drain(st, 0, 2) },
+			localDown: allLocal[1:]},
+		{name: "h2's backend drained, this host's healthy", break_: func(_ *rig, st *desired.State) { drain(st, 2) }, want: vip},
+		{name: "this host's backends drained, h2's healthy", break_: func(_ *rig, st *desired.State) { drain(st, 0, 1) }, want: vip},
+		{name: "uplink would hide VLAN tags from XDP: not attached", break_: func(r *rig, _ *desired.State) {
+			r.lb.AttachErr = fmt.Errorf("attaching xdp to eth0: %w: eth0: rx-vlan-hw-parse is fixed on", lbmap.ErrVLANTagsHidden)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, "h1", false)
@@ -475,8 +489,19 @@ func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 			}
 		})
 	}
-	// Attaching again after a failure brings the advertisement back, on the next pass.
+	// The status says how the uplink hands VLAN tags to XDP, or why it was not attached.
 	r := newRig(t, "h1", false)
+	r.lb.VLANNote = "vlan tags in the frame (rx-vlan-hw-parse off on eth0)"
+	if st := r.pass(t, labState()); st.XDP != "attached to eth0; vlan tags in the frame (rx-vlan-hw-parse off on eth0)" {
+		t.Fatalf("status XDP %q", st.XDP)
+	}
+	r = newRig(t, "h1", false)
+	r.lb.AttachErr = fmt.Errorf("attaching xdp to eth0: %w", lbmap.ErrVLANTagsHidden)
+	if st := r.pass(t, labState()); !strings.Contains(st.XDP, "not attached") || !strings.Contains(st.XDP, "VLAN tags would be hidden") {
+		t.Fatalf("status XDP %q", st.XDP)
+	}
+	// Attaching again after a failure brings the advertisement back, on the next pass.
+	r = newRig(t, "h1", false)
 	r.lb.AttachErr = errBoom
 	r.pass(t, labState())
 	if got := r.bgp.Advertised(); len(got) != 0 {
@@ -486,5 +511,12 @@ func TestReconcileAdvertisesOnlyWhileAttachedAndHealthy(t *testing.T) {
 	r.pass(t, labState())
 	if got := r.bgp.Advertised(); !slices.Equal(got, vip) {
 		t.Fatalf("advertised %v after XDP attached, want %v", got, vip)
+	}
+}
+
+// drain sets the weight of the first service's backends at the indexes to 0.
+func drain(st *desired.State, idx ...int) {
+	for _, i := range idx {
+		st.Services[0].Backends[i].Weight = 0
 	}
 }

@@ -178,7 +178,7 @@ type lbPlan struct {
 	vlanDomain map[uint16]uint32
 	routes     map[netip.Addr][]viproute.NextHop
 	// local backends per VIP, for status
-	advertise []netip.Addr // public VIPs with at least one healthy backend somewhere
+	advertise []netip.Addr // public VIPs with a healthy backend of weight > 0 somewhere
 }
 
 // loadBalancing turns services into LB services. healthy reports whether a backend is up
@@ -208,7 +208,6 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 			domain = uint32(svc.TableID)
 		}
 		// Backends up here; local ones (dsr) get routes from their VIP.
-		anyHealthy := false
 		up := func(b desired.Backend) bool {
 			return healthy(hoststatus.BackendKey{Service: svc.Name, Addr: b.Address})
 		}
@@ -216,7 +215,6 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 			if !b.Address.IsValid() || !up(b) {
 				continue
 			}
-			anyHealthy = true
 			if mode == lb.DSR && b.Host != "" && b.Host == st.Host && b.Weight > 0 {
 				if vlan, ok := vlanOf[b.Segment]; ok {
 					p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: b.Address, Dev: netdev.BridgeName(vlan)})
@@ -227,7 +225,12 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 		// as the controller's shared tables are (lbtables).
 		bs, berrs := lbtables.Backends(svc, mode, hostAddr, up)
 		errs = append(errs, berrs...)
-		if anyHealthy && svc.Scope != "internal" {
+		// Advertised only while some backend takes new connections: one that is healthy, has
+		// weight > 0 and can be reached (bs holds only those, weights summed per target). A
+		// VIP whose backends are all drained or down would drop every new flow the fabric
+		// sends it.
+		takesNew := slices.ContainsFunc(bs, func(b lb.Backend) bool { return b.Weight > 0 })
+		if takesNew && svc.Scope != "internal" {
 			p.advertise = append(p.advertise, vip)
 		}
 		for _, port := range svc.Ports {

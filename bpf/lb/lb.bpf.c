@@ -83,6 +83,71 @@ static __always_inline void count(void *map, __u32 id, __u64 bytes)
 #endif
 }
 
+/* TCP flag bits (byte 13 of the TCP header). */
+#define TH_FIN 0x01
+#define TH_RST 0x04
+
+/* The TCP flags of the client's segment; 0 for UDP and for flows taken from an ICMP error. */
+static __always_inline __u8 tcp_flags(struct xdp_md *ctx, const struct pkt *p)
+{
+	if (p->flow.proto != IPPROTO_TCP || p->icmp)
+		return 0;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 off = p->l4off;
+	if (off > 1024)
+		return 0;
+	__u8 *fl = data + off + 13;
+	if ((void *)(fl + 1) > data_end)
+		return 0;
+	return *fl;
+}
+
+/* Whether a connection-table entry is within its life: LB_CT_CLOSE_LIFE_NS after a FIN or RST,
+ * else LB_CT_TCP_LIFE_NS for TCP and LB_CT_OTHER_LIFE_NS for UDP, since its last packet. */
+static __always_inline int ct_live(const struct ct_entry *ct, __u8 proto, __u64 now)
+{
+	__s64 idle = (__s64)(now - ct->atime_ns); /* another CPU may have stored a later time */
+	if (ct->flags & CT_F_CLOSING)
+		return idle <= (__s64)LB_CT_CLOSE_LIFE_NS;
+	return idle <= (__s64)(proto == IPPROTO_TCP ? LB_CT_TCP_LIFE_NS : LB_CT_OTHER_LIFE_NS);
+}
+
+/* Whether the entry's backend is still a member of the VIP (for a bare SYN: one with weight
+ * > 0). The generation changes whenever a backend leaves the VIP or is drained, so an entry
+ * checked at the current one needs no lookup (a SYN: if the backend took new connections
+ * then); a checked entry is stamped with it. */
+static __always_inline int ct_member(struct ct_entry *ct, __u32 vip_id, __u32 gen, int syn)
+{
+	if (gen && ct->gen == gen && (!syn || (ct->flags & CT_F_TAKES_NEW)))
+		return 1;
+	struct member_key mk = {.vip_id = vip_id, .backend_id = ct->backend_id};
+	__u32 *m = bpf_map_lookup_elem(&vip_members, &mk);
+	if (!m)
+		return 0;
+	__u8 f = *m & F_MEMBER_NEW ? ct->flags | CT_F_TAKES_NEW : ct->flags & ~CT_F_TAKES_NEW;
+	if (ct->gen != gen || ct->flags != f) {
+		ct->gen = gen;
+		ct->flags = f;
+	}
+	return !syn || (f & CT_F_TAKES_NEW);
+}
+
+/* Record a packet of the flow: FIN or RST starts the short close life, a new SYN on the
+ * 5-tuple ends it; the access time moves in LB_CT_ATIME_GRAIN_NS steps. */
+static __always_inline void ct_touch(struct ct_entry *ct, __u8 tflags, int syn, __u64 now)
+{
+	__u8 f = ct->flags;
+	if (tflags & (TH_FIN | TH_RST))
+		f |= CT_F_CLOSING;
+	else if (syn)
+		f &= ~CT_F_CLOSING;
+	if (f != ct->flags || (__s64)(now - ct->atime_ns) > (__s64)LB_CT_ATIME_GRAIN_NS) {
+		ct->flags = f;
+		ct->atime_ns = now;
+	}
+}
+
 /* The frame's routing domain: its VLAN's, or the untagged domain. 0 when a tagged frame's VLAN
  * belongs to no department (such frames are not the LB's). */
 static __always_inline int frame_domain(struct pkt *p, const struct lb_config *cfg)
@@ -146,13 +211,22 @@ static __always_inline int process(struct xdp_md *ctx)
 	__u32 bid = 0;
 	__u16 snat_port = 0;
 	struct backend *be = NULL;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u8 tflags = tcp_flags(ctx, &p);
+	__u32 *genp = bpf_map_lookup_elem(&vip_gen, &vip_id);
+	__u32 gen = genp ? *genp : 0;
 	struct ct_entry *ct = bpf_map_lookup_elem(&conntrack, &p.flow);
-	if (ct) {
+	/* An entry is followed while it lives and its backend is still the VIP's (a bare SYN: one
+	 * that takes new connections); otherwise the flow is scheduled afresh and the entry
+	 * rewritten, so the rest of the flow follows the new choice. */
+	if (ct && ct_live(ct, p.flow.proto, now) && ct_member(ct, vip_id, gen, p.syn_only)) {
 		bid = ct->backend_id;
 		snat_port = ct->snat_port;
 		be = bpf_map_lookup_elem(&backends, &bid);
 		if (be && !(be->flags & F_BACKEND_ACTIVE))
 			be = NULL;
+		if (be && !p.icmp)
+			ct_touch(ct, tflags, p.syn_only, now);
 	}
 	if (!be) {
 		hash = flow_hash(&p.flow);
@@ -172,10 +246,14 @@ static __always_inline int process(struct xdp_md *ctx)
 		if (nat && snat_reserve(&p, be, p.flow.family == LB_AF_INET ? (__u32[4]){cfg->snat_src4} : cfg->snat_src6,
 					bport, hash, &snat_port))
 			return count_drop(DROP_SNAT_EXHAUSTED, bytes);
-		/* SYN-flood guard: a bare SYN is scheduled by Maglev (deterministic) but not remembered;
-		 * the flow is inserted on its first non-SYN packet. ICMP errors never insert. */
-		if (!p.icmp && (nat || !p.syn_only)) {
-			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = bpf_ktime_get_ns()};
+		/* SYN-flood guard: a bare SYN is scheduled by Maglev (deterministic) but not remembered
+		 * (unless it replaces a stale entry); the flow is inserted on its first non-SYN
+		 * packet. ICMP errors never insert. */
+		if (!p.icmp && (nat || !p.syn_only || ct)) {
+			/* Maglev tables hold only backends with weight > 0. */
+			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = now, .gen = gen, .flags = CT_F_TAKES_NEW};
+			if (tflags & (TH_FIN | TH_RST))
+				ne.flags |= CT_F_CLOSING;
 			if (bpf_map_update_elem(&conntrack, &p.flow, &ne, BPF_ANY) == 0) {
 #ifndef LB_NO_COUNTERS
 				struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);

@@ -69,6 +69,36 @@
 #define LB_NEXTHOP_TTL_NS 1000000000ULL
 #endif
 
+/* (VIP, backend) memberships: every backend of every VIP, drained ones included. */
+#ifndef LB_MAX_MEMBERS
+#define LB_MAX_MEMBERS 65536
+#endif
+
+/* How long a connection-table entry lives without a packet, by state (Cilium's defaults):
+ * an established TCP flow 6 h, anything else (UDP) 60 s, a TCP flow after a FIN or RST 10 s.
+ * An entry past its life is treated as absent; dataplane/lbmap.ExpireFlows deletes it. */
+#ifndef LB_CT_TCP_LIFE_NS
+#define LB_CT_TCP_LIFE_NS (21600ULL * 1000000000ULL)
+#endif
+#ifndef LB_CT_OTHER_LIFE_NS
+#define LB_CT_OTHER_LIFE_NS (60ULL * 1000000000ULL)
+#endif
+#ifndef LB_CT_CLOSE_LIFE_NS
+#define LB_CT_CLOSE_LIFE_NS (10ULL * 1000000000ULL)
+#endif
+/* An entry's access time is rewritten at most this often (one store per flow per grain, not
+ * one per packet). */
+#ifndef LB_CT_ATIME_GRAIN_NS
+#define LB_CT_ATIME_GRAIN_NS 500000000ULL
+#endif
+
+/* ct_entry.flags */
+#define CT_F_CLOSING (1U << 0) /* a FIN or RST was seen from the client: short life */
+#define CT_F_TAKES_NEW (1U << 1) /* at generation gen the backend took new connections (weight > 0) */
+
+/* vip_member flags */
+#define F_MEMBER_NEW (1U << 0) /* weight > 0: may take new connections (clear: draining) */
+
 /* vip_meta.flags */
 #define F_VIP_NAT (1U << 0) /* full DNAT+SNAT at the LB host; otherwise dsr (IPIP/IP6IP6) */
 

@@ -65,6 +65,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+/* (VIP id, backend id) -> F_MEMBER_* for every backend of every VIP (weight 0 included): a
+ * connection-table entry is followed only to a backend that is still a member of its VIP, and
+ * a bare SYN only to one that takes new connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_MEMBERS);
+	__type(key, struct member_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_members SEC(".maps");
+
+/* VIP id -> membership generation, bumped (to a value never used before) whenever a backend
+ * leaves the VIP or the id is given to a new VIP. An entry whose gen equals it needs no
+ * vip_members lookup: the hot path pays one array read. 0: unknown, always look. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_gen SEC(".maps");
+
 /* nat mode: reply tuple (backend -> snat address:port) -> client and VIP. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

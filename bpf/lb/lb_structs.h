@@ -87,12 +87,22 @@ struct flow_key {
 	__u8 pad[2];
 };
 
-/* Connection-table entry. */
+/* Connection-table entry. It is followed only while backend_id is still a member of the
+ * flow's VIP: gen is the VIP's membership generation (vip_gen) when that was last checked. */
 struct ct_entry {
 	__u32 backend_id;
 	__u16 snat_port; /* nat mode: the source port used toward the backend, network order */
-	__u16 pad;
-	__u64 atime_ns;
+	__u8 flags;      /* CT_F_* */
+	__u8 pad;
+	__u64 atime_ns;  /* last packet, CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns), LB_CT_ATIME_GRAIN_NS steps */
+	__u32 gen;
+	__u32 pad2;
+};
+
+/* (VIP id, backend id): the backend is one of the VIP's (vip_members). */
+struct member_key {
+	__u32 vip_id;
+	__u32 backend_id;
 };
 
 /* NAT reverse entry: what a reply from a backend is rewritten back to. */

@@ -10,7 +10,9 @@
  * Untagged uplink traffic (the host's own underlay) is left alone.
  *
  * The tag of a received frame may be in-band (BPF_PROG_TEST_RUN, some drivers) or already in
- * skb metadata (the kernel untags on receive before TC runs); both are handled.
+ * skb metadata (the kernel untags on receive before TC runs); both are handled. Tag
+ * classification agrees with xdp_lb (bpf/lb/parse.h): 802.1Q and 802.1ad outer tags alike,
+ * VID 0 (a priority tag) is untagged traffic, a tag behind a tag is never a department's.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -108,18 +110,43 @@ static __always_inline int is_gateway_nd(struct __sk_buff *skb, const struct tru
 	return 0;
 }
 
-/* trunk_from_segment: on the segment-side port; tag and send out the uplink. */
-SEC("tcx/ingress")
-int trunk_from_segment(struct __sk_buff *skb)
+/* outer_tag finds the frame's outer tag, 802.1Q or 802.1ad alike, in skb metadata or in-band:
+ * 0 untagged, 1 tagged (*tci host order, *next the ethertype after it), -1 truncated. */
+static __always_inline int outer_tag(struct __sk_buff *skb, __u16 *tci, __be16 *next)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (skb->vlan_present) {
+		/* The outer tag is already in metadata; data holds the next ethertype. */
+		*tci = skb->vlan_tci;
+		*next = eth->h_proto;
+		return 1;
+	}
+	if (!is_vlan_proto(eth->h_proto))
+		return 0;
+	__be16 *tag = data + ETH_HLEN_;
+	if ((void *)(tag + 2) > end)
+		return -1;
+	*tci = bpf_ntohs(tag[0]);
+	*next = tag[1];
+	return 1;
+}
+
+/* trunk_from_segment: on the segment-side port; tag and send out the uplink. */
+SEC("tcx/ingress")
+int trunk_from_segment(struct __sk_buff *skb)
+{
 	struct trunk_segment *seg;
 	struct trunk_config *cfg;
 	struct trunk_port *port;
 	__u32 ifindex = skb->ifindex, zero = 0, vlan, dept, segid, uplink;
 	__u64 len = skb->len;
+	__u16 tci = 0;
+	__be16 next = 0;
 
 	port = bpf_map_lookup_elem(&trunk_ports, &ifindex);
 	if (!port)
@@ -131,16 +158,20 @@ int trunk_from_segment(struct __sk_buff *skb)
 	dept = seg->dept_id;
 	segid = seg->seg_id;
 
-	if ((void *)(eth + 1) > end)
+	/* A segment port is an access port: a tag on it is foreign, two tags are QinQ. A priority
+	 * tag (VID 0, any PCP) is untagged traffic, as Linux delivers it: it is removed. */
+	int tagged = outer_tag(skb, &tci, &next);
+	if (tagged < 0)
 		return drop(dept, segid, TRUNK_DROP_MALFORMED, len);
-	/* A segment port is an access port: any tag on it is foreign; two tags are QinQ. */
-	if (skb->vlan_present)
-		return drop(dept, segid, is_vlan_proto(eth->h_proto) ? TRUNK_DROP_DOUBLE_TAG : TRUNK_DROP_WRONG_VLAN, len);
-	if (is_vlan_proto(eth->h_proto)) {
-		__be16 *inner = data + ETH_HLEN_ + 2;
-		if ((void *)(inner + 1) > end)
+	if (tagged) {
+		if (is_vlan_proto(next))
+			return drop(dept, segid, TRUNK_DROP_DOUBLE_TAG, len);
+		if (tci & VLAN_VID_MASK)
+			return drop(dept, segid, TRUNK_DROP_WRONG_VLAN, len);
+		if (!skb->vlan_present)
+			len -= VLAN_HLEN_;
+		if (bpf_skb_vlan_pop(skb))
 			return drop(dept, segid, TRUNK_DROP_MALFORMED, len);
-		return drop(dept, segid, is_vlan_proto(*inner) ? TRUNK_DROP_DOUBLE_TAG : TRUNK_DROP_WRONG_VLAN, len);
 	}
 	if (is_gateway_nd(skb, seg))
 		return drop(dept, segid, TRUNK_DROP_GATEWAY_ND, len);
@@ -155,44 +186,39 @@ int trunk_from_segment(struct __sk_buff *skb)
 	return bpf_redirect(uplink, 0);
 }
 
-/* trunk_from_uplink: on the uplink; untag and deliver to the VLAN's segment. */
+/* trunk_from_uplink: on the uplink; untag and deliver to the VLAN's segment. 802.1Q and
+ * 802.1ad outer tags are treated alike (as xdp_lb does); a priority tag (VID 0, any PCP) is
+ * untagged traffic, the host's own, as Linux delivers it: removed and passed on. */
 SEC("tcx/ingress")
 int trunk_from_uplink(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 	struct trunk_segment *seg;
 	__u32 vid, dept, segid, ifindex;
 	__u64 len = skb->len;
+	__u16 tci = 0;
+	__be16 next = 0;
 
-	if ((void *)(eth + 1) > end)
-		return TC_ACT_UNSPEC;
-	if (skb->vlan_present) {
-		/* Outer tag already in metadata; data holds the next ethertype. */
-		if (is_vlan_proto(eth->h_proto))
-			return drop(0, 0, TRUNK_DROP_DOUBLE_TAG, len);
-		if (skb->vlan_proto != bpf_htons(ETH_P_8021Q))
-			return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
-		vid = skb->vlan_tci & VLAN_VID_MASK;
-	} else {
-		__be16 *tci, *inner;
-		if (!is_vlan_proto(eth->h_proto))
-			return TC_ACT_UNSPEC; /* untagged: the host's own traffic (TCX_NEXT) */
-		tci = data + ETH_HLEN_;
-		inner = data + ETH_HLEN_ + 2;
-		if ((void *)(inner + 1) > end)
-			return drop(0, 0, TRUNK_DROP_MALFORMED, len);
-		if (is_vlan_proto(*inner))
-			return drop(0, 0, TRUNK_DROP_DOUBLE_TAG, len);
-		if (eth->h_proto != bpf_htons(ETH_P_8021Q))
-			return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
-		vid = bpf_ntohs(*tci) & VLAN_VID_MASK;
+	int tagged = outer_tag(skb, &tci, &next);
+	if (tagged == 0)
+		return TC_ACT_UNSPEC; /* untagged: the host's own traffic (TCX_NEXT) */
+	if (tagged < 0) {
+		if (len < ETH_HLEN_)
+			return TC_ACT_UNSPEC;
+		return drop(0, 0, TRUNK_DROP_MALFORMED, len);
+	}
+	if (is_vlan_proto(next))
+		return drop(0, 0, TRUNK_DROP_DOUBLE_TAG, len);
+	if (!skb->vlan_present)
 		len -= VLAN_HLEN_;
+	vid = tci & VLAN_VID_MASK;
+	if (vid == 0) {
+		if (bpf_skb_vlan_pop(skb))
+			return drop(0, 0, TRUNK_DROP_MALFORMED, len);
+		return TC_ACT_UNSPEC;
 	}
 
 	seg = bpf_map_lookup_elem(&trunk_segments, &vid);
-	if (!seg || !seg->ifindex || vid == 0)
+	if (!seg || !seg->ifindex)
 		return drop(0, 0, TRUNK_DROP_UNKNOWN_VLAN, len);
 	dept = seg->dept_id;
 	segid = seg->seg_id;

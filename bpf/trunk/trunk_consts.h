@@ -23,9 +23,9 @@
 #define TRUNK_DIR_TX 1
 
 /* trunk_drop_key.reason. Mirrored by name in dataplane/trunk (DropReason). */
-#define TRUNK_DROP_UNKNOWN_VLAN 1 /* uplink: tag maps to no segment on this host (also VLAN 0) */
+#define TRUNK_DROP_UNKNOWN_VLAN 1 /* uplink: tag maps to no segment on this host (VID 0 is untagged) */
 #define TRUNK_DROP_DOUBLE_TAG   2 /* a tag behind a tag (QinQ / 802.1ad) in either direction */
-#define TRUNK_DROP_WRONG_VLAN   3 /* segment port: the frame already carries a tag */
+#define TRUNK_DROP_WRONG_VLAN   3 /* segment port: the frame already carries a tag (not VID 0) */
 #define TRUNK_DROP_GATEWAY_ND   4 /* ARP / IPv6 ND for the distributed gateway crossing the trunk */
 #define TRUNK_DROP_NO_PORT      5 /* program attached to a port that has no segment (stale) */
 #define TRUNK_DROP_MALFORMED    6 /* shorter than an Ethernet (+ tag) header */

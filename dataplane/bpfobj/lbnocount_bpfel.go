@@ -25,8 +25,11 @@ type LbNocountCtEntry struct {
 	_         structs.HostLayout
 	BackendId uint32
 	SnatPort  uint16
-	Pad       uint16
+	Flags     uint8
+	Pad       uint8
 	AtimeNs   uint64
+	Gen       uint32
+	Pad2      uint32
 }
 
 type LbNocountDecap4Key struct {
@@ -85,6 +88,12 @@ type LbNocountLbCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type LbNocountMemberKey struct {
+	_         structs.HostLayout
+	VipId     uint32
+	BackendId uint32
 }
 
 type LbNocountNatEntry struct {
@@ -180,6 +189,8 @@ const (
 	LbNocountMapTunnelSrcs   = "tunnel_srcs"
 	LbNocountMapTunnelSrcs4  = "tunnel_srcs4"
 	LbNocountMapVipAddrs     = "vip_addrs"
+	LbNocountMapVipGen       = "vip_gen"
+	LbNocountMapVipMembers   = "vip_members"
 	LbNocountMapVipStats     = "vip_stats"
 	LbNocountMapVips         = "vips"
 	LbNocountMapVlanDomain   = "vlan_domain"
@@ -255,6 +266,8 @@ type LbNocountMapSpecs struct {
 	TunnelSrcs   *ebpf.MapSpec `ebpf:"tunnel_srcs"`
 	TunnelSrcs4  *ebpf.MapSpec `ebpf:"tunnel_srcs4"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipGen       *ebpf.MapSpec `ebpf:"vip_gen"`
+	VipMembers   *ebpf.MapSpec `ebpf:"vip_members"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 	VlanDomain   *ebpf.MapSpec `ebpf:"vlan_domain"`
@@ -302,6 +315,8 @@ type LbNocountMaps struct {
 	TunnelSrcs   *ebpf.Map `ebpf:"tunnel_srcs"`
 	TunnelSrcs4  *ebpf.Map `ebpf:"tunnel_srcs4"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipGen       *ebpf.Map `ebpf:"vip_gen"`
+	VipMembers   *ebpf.Map `ebpf:"vip_members"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 	VlanDomain   *ebpf.Map `ebpf:"vlan_domain"`
@@ -325,6 +340,8 @@ func (m *LbNocountMaps) Close() error {
 		m.TunnelSrcs,
 		m.TunnelSrcs4,
 		m.VipAddrs,
+		m.VipGen,
+		m.VipMembers,
 		m.VipStats,
 		m.Vips,
 		m.VlanDomain,

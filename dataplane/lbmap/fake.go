@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/govcloud/govcloud/lb"
 )
@@ -20,6 +21,8 @@ type Fake struct {
 	// AttachErr, when set, is returned by every AttachUplink (the program stays where it was);
 	// SetErr likewise by every Set (the services stay as they were). Set them before use.
 	AttachErr, SetErr error
+	// VLANNote is what UplinkVLAN reports while attached (lbmap.Dataplane: what it changed).
+	VLANNote string
 }
 
 // FakeState is what a Fake has been told, as a copy.
@@ -35,7 +38,9 @@ type FakeState struct {
 	VLANDomains   map[uint16]uint32
 	Services      []lb.Service
 	// Sets counts Set calls that were accepted.
-	Sets             int
+	Sets int
+	// Expires counts ExpireFlows calls.
+	Expires          int
 	Unpinned, Closed bool
 }
 
@@ -53,6 +58,24 @@ func (f *Fake) State() FakeState {
 	s.VLANDomains = maps.Clone(s.VLANDomains)
 	s.Services = slices.Clone(s.Services)
 	return s
+}
+
+// UplinkVLAN reports VLANNote while attached, "" otherwise.
+func (f *Fake) UplinkVLAN() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.st.Uplink == "" {
+		return ""
+	}
+	return f.VLANNote
+}
+
+// ExpireFlows counts the call; a fake holds no flows.
+func (f *Fake) ExpireFlows(time.Duration) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st.Expires++
+	return 0, nil
 }
 
 // Restored reports false: a fake starts empty.

@@ -264,6 +264,16 @@ func TestXDPPackets(t *testing.T) {
 	doubleTag := serialize(t, &layers.Ethernet{SrcMAC: ext, DstMAC: upMAC, EthernetType: layers.EthernetTypeDot1Q},
 		&layers.Dot1Q{VLANIdentifier: 120, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 130, Type: layers.EthernetTypeIPv4}, gopacket.Payload(lands))
 
+	// retag rewrites a tagged frame's outer tag: TPID and whole TCI (priority, DEI, VID).
+	retag := func(f []byte, tpid, tci uint16) []byte {
+		g := append([]byte(nil), f...)
+		g[12], g[13], g[14], g[15] = byte(tpid>>8), byte(tpid), byte(tci>>8), byte(tci)
+		return g
+	}
+	tagged := func(l3 []byte, tpid, tci uint16) []byte { return retag(frame(t, ext, upMAC, 120, l3), tpid, tci) }
+	qinqPrio := serialize(t, &layers.Ethernet{SrcMAC: ext, DstMAC: upMAC, EthernetType: layers.EthernetTypeDot1Q},
+		&layers.Dot1Q{VLANIdentifier: 0, Priority: 5, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 120, Type: layers.EthernetTypeIPv4}, gopacket.Payload(lands))
+
 	tests := []struct {
 		name    string
 		in      []byte
@@ -271,6 +281,20 @@ func TestXDPPackets(t *testing.T) {
 		out     []byte // nil: output must equal input
 		drop    string // drop counter that must move by one
 	}{
+		// Tag classification (the trunk program agrees): 802.1Q and 802.1ad alike, VID 0 with
+		// any PCP/DEI is untagged, a tag behind a tag is never a department's.
+		{name: "priority tag (802.1Q VID 0) is untagged: public VIP, tag kept", in: tagged(web4, 0x8100, 0), verdict: xdpTX, out: retag(dsrTo(t, hostA4, 120, web4), 0x8100, 0)},
+		{name: "priority tag PCP 5 on v6 is untagged", in: tagged(web6, 0x8100, 5<<13), verdict: xdpTX, out: retag(dsrTo(t, hostA6, 120, web6), 0x8100, 5<<13)},
+		{name: "802.1ad VID 0 is untagged", in: tagged(web4, 0x88a8, 0), verdict: xdpTX, out: retag(dsrTo(t, hostA4, 120, web4), 0x88a8, 0)},
+		{name: "priority-tagged frame to a department-only VIP passes (public domain)", in: tagged(lands, 0x8100, 3<<13)},
+		{name: "802.1ad VLAN 120 -> lands backend like 802.1Q", in: tagged(lands, 0x88a8, 120), verdict: xdpTX, out: retag(dsrTo(t, hostA4, 120, lands), 0x88a8, 120)},
+		{name: "VLAN 120 with PCP 6 and DEI -> lands backend", in: tagged(lands, 0x8100, 6<<13|1<<12|120), verdict: xdpTX, out: retag(dsrTo(t, hostA4, 120, lands), 0x8100, 6<<13|1<<12|120)},
+		{name: "VLAN 130 in 802.1ad -> health backend", in: tagged(health, 0x88a8, 130), verdict: xdpTX, out: retag(dsrTo(t, hostB4, 120, health), 0x88a8, 130)},
+		{name: "VID 4095 (reserved) passes untouched", in: tagged(web4, 0x8100, 4095)},
+		{name: "priority tag over VLAN 120 (QinQ) passes untouched", in: qinqPrio},
+		{name: "VLAN 120 to a non-VIP passes untouched", in: tagged(notVIP, 0x8100, 120)},
+		{name: "VLAN 120 to a public-only VIP passes untouched", in: tagged(web6, 0x8100, 120)},
+
 		{name: "v4 tcp untagged dsr -> IPIP to host A", in: frame(t, ext, upMAC, 0, web4), verdict: xdpTX, out: dsrTo(t, hostA4, 0, web4)},
 		{name: "v4 udp untagged dsr -> IPIP to host B", in: frame(t, ext, upMAC, 0, dns4), verdict: xdpTX, out: dsrTo(t, hostB4, 0, dns4)},
 		{name: "v6 tcp dsr -> IP6IP6 to host A", in: frame(t, ext, upMAC, 0, web6), verdict: xdpTX, out: dsrTo(t, hostA6, 0, web6)},

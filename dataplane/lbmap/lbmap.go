@@ -70,6 +70,11 @@ type Dataplane struct {
 	tunnelSrcs map[netip.Addr]bool
 	// localVIPs are the VIPs with a backend here (SetLocalVIPs).
 	localVIPs []LocalVIP
+	// members mirrors vip_members: (VIP id, backend id) -> F_MEMBER_* flags.
+	members map[bpfobj.LbMemberKey]uint32
+	// vipGen mirrors vip_gen (0: none yet); gen is the highest generation handed out.
+	vipGen map[uint32]uint32
+	gen    uint32
 	// restored is true when pinned maps held VIPs at Load: an earlier agent left the
 	// dataplane forwarding (a restart or an upgrade).
 	restored bool
@@ -80,6 +85,8 @@ type Dataplane struct {
 	uplinkMu sync.Mutex
 	uplink   link.Link
 	uplinkIf string
+	// uplinkVLAN is what UplinkVLAN reports.
+	uplinkVLAN string
 }
 
 // Writes is the number of map updates and deletions the setters (Set, SetConfig,
@@ -123,8 +130,11 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
 	} else if err := resizeCounterPin(opts.PinPath, spec.Maps[bpfobj.LbMapDropStats], opts.Log); err != nil {
 		return nil, err
+	} else if err := replaceConntrackPin(opts.PinPath, spec.Maps[bpfobj.LbMapConntrack], opts.Log); err != nil {
+		return nil, err
 	}
-	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{}}
+	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{},
+		members: map[bpfobj.LbMemberKey]uint32{}, vipGen: map[uint32]uint32{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
@@ -345,10 +355,21 @@ func (d *Dataplane) SetDecapAddrs(addrs []netip.Addr) error {
 
 // Set programs the whole desired set of services. Calling it twice with the same services
 // changes nothing. Each VIP's table is built in a fresh inner map and swapped in with one
-// update of the outer map, so no packet sees a half-written table.
+// update of the outer map, so no packet sees a half-written table. Then each VIP's
+// memberships are written: a connection-table entry is followed only to a backend that is
+// still a member of its VIP (one removed from this VIP alone included), and a bare SYN only to
+// one with weight > 0. Errors: invalid services, more than MaxVIPs VIPs, MaxBackends
+// backends or MaxMembers (VIP, backend) pairs, and map writes (naming VIP or backend).
 func (d *Dataplane) Set(services []lb.Service) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	n := 0
+	for _, s := range services {
+		n += len(s.Backends)
+	}
+	if n > MaxMembers {
+		return fmt.Errorf("%d (VIP, backend) pairs exceed the dataplane's %d", n, MaxMembers)
+	}
 	plan, err := d.state.Plan(services)
 	if err != nil {
 		return err
@@ -359,7 +380,7 @@ func (d *Dataplane) Set(services []lb.Service) error {
 	diff := plan.Diff
 	d.writes.Add(uint64(len(diff.UpsertBackends) + len(diff.UpsertVIPs) + len(diff.DeleteVIPs) + len(diff.DeleteBackends)))
 	d.state.Commit(plan)
-	return nil
+	return d.syncMembers(d.desiredMembers(services))
 }
 
 // TableKeys returns VIP v's programmed Maglev table as the key (lb.Backend.Key) of each slot's
@@ -401,6 +422,11 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 		if u.New {
 			if err := zeroPerCPU(d.objs.VipStats, u.ID, bpfobj.LbVipCounter{}); err != nil {
 				return fmt.Errorf("VIP %s counters: %w", u.VIP, err)
+			}
+			// Entries left by an earlier VIP of this id are checked against the new one's
+			// backends before they are followed.
+			if err := d.newGeneration(u.ID); err != nil {
+				return fmt.Errorf("VIP %s: %w", u.VIP, err)
 			}
 		}
 		if u.Table != nil {
@@ -529,6 +555,9 @@ func (d *Dataplane) restore() error {
 		d.tunnelSrcs[a] = true
 	}
 	if d.localVIPs, err = d.LocalVIPs(); err != nil {
+		return err
+	}
+	if err := d.restoreMembers(); err != nil {
 		return err
 	}
 	if len(vips) > 0 || len(backends) > 0 {

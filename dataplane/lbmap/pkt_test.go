@@ -46,6 +46,7 @@ type flow struct {
 	sport, dport uint16
 	udp          bool
 	syn          bool
+	fin, rst     bool
 	vlan         uint16
 	payload      string
 }
@@ -73,7 +74,7 @@ func ipPacket(t testing.TB, f flow) []byte {
 		_ = u.SetNetworkLayerForChecksum(nl)
 		return serialize(t, l3, u, pl)
 	}
-	tc := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), Seq: 1, ACK: !f.syn, SYN: f.syn, Window: 512, DataOffset: 5}
+	tc := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), Seq: 1, ACK: !f.syn, SYN: f.syn, FIN: f.fin, RST: f.rst, Window: 512, DataOffset: 5}
 	if !f.syn {
 		tc.Ack = 1
 	}

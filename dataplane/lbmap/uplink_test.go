@@ -1,10 +1,14 @@
 package lbmap
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/govcloud/govcloud/dataplane/netnstest"
 	tt "github.com/govcloud/govcloud/dataplane/trunk/trunktest"
@@ -108,5 +112,81 @@ func TestAttachUplink(t *testing.T) {
 	}
 	if err := ns.Do(dp.DetachUplink); err != nil || xdpOn("up0") != 0 || pinned("up0") {
 		t.Fatalf("detach after reload: %v, program %d, pinned %v", err, xdpOn("up0"), pinned("up0"))
+	}
+}
+
+// TestAttachUplinkVLANOffload: AttachUplink turns the uplink's rx VLAN offload and its veth
+// peer's tx VLAN offload off (so tags reach xdp_lb in the frame) and says so; a veth whose
+// peer lives in a namespace it cannot find is refused with ErrVLANTagsHidden and left without
+// the program.
+func TestAttachUplinkVLANOffload(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	ns := netnstest.New(t, "gct-vof")
+	peer := netnstest.New(t, "gct-vofp")
+	if err := netnstest.Veth(ns, "up0", peer, "pup0"); err != nil {
+		t.Fatal(err)
+	}
+	// A namespace no name and no process holds: only this test's handle keeps it alive.
+	var hidden netns.NsHandle
+	if err := ns.Do(func() error {
+		orig, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer orig.Close()
+		if hidden, err = netns.New(); err != nil {
+			return err
+		}
+		return netns.Set(orig)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer hidden.Close()
+	if err := ns.Netlink().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up9"}, PeerName: "hid0", PeerNamespace: netlink.NsFd(int(hidden))}); err != nil {
+		t.Fatal(err)
+	}
+	features := func(n *netnstest.NS, ifname string) string {
+		t.Helper()
+		return n.MustRun(t, "ethtool", "-k", ifname)
+	}
+	netnstest.RequireTool(t, "ethtool")
+	var dp *Dataplane
+	if err := ns.Do(func() (err error) {
+		dp, err = Load(Options{ConnTableSize: 1024, NATTableSize: 1024, TableSize: 251})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	if err := ns.Do(func() error { return dp.AttachUplink("up0") }); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ns.Do(dp.DetachUplink) }()
+	for _, c := range []struct {
+		n       *netnstest.NS
+		ifname  string
+		feature string
+	}{{ns, "up0", "rx-vlan-offload: off"}, {ns, "up0", "rx-vlan-stag-hw-parse: off"}, {peer, "pup0", "tx-vlan-offload: off"}, {peer, "pup0", "tx-vlan-stag-hw-insert: off"}} {
+		if f := features(c.n, c.ifname); !strings.Contains(f, c.feature) {
+			t.Errorf("%s after AttachUplink: want %q in\n%s", c.ifname, c.feature, f)
+		}
+	}
+	if got, want := dp.UplinkVLAN(), "vlan tags in the frame (rx-vlan-hw-parse, rx-vlan-stag-hw-parse off on up0; tx-vlan-hw-insert, tx-vlan-stag-hw-insert off on veth peer pup0)"; got != want {
+		t.Errorf("UplinkVLAN() = %q, want %q", got, want)
+	}
+	// Moving to the veth whose peer cannot be found is refused; nothing is attached there.
+	err := ns.Do(func() error { return dp.AttachUplink("up9") })
+	if !errors.Is(err, ErrVLANTagsHidden) {
+		t.Fatalf("attaching to up9 (peer in an unreachable namespace): %v, want ErrVLANTagsHidden", err)
+	}
+	l, lerr := ns.Netlink().LinkByName("up9")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		t.Fatal("xdp attached to up9 although its peer's tags could be hidden")
+	}
+	if dp.UplinkVLAN() != "" {
+		t.Fatalf("UplinkVLAN() = %q after a refused attach", dp.UplinkVLAN())
 	}
 }

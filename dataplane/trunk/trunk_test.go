@@ -97,16 +97,30 @@ func TestProgRun(t *testing.T) {
 		{name: "segment: tagged frame from an access port (own VLAN)", in: tt.Tag(udp, tt.Ether8021Q, 120), verdict: actShot, drop: trunk.DropWrongVLAN},
 		{name: "segment: tagged frame from an access port (other VLAN)", in: tt.Tag(udp, tt.Ether8021Q, 130), verdict: actShot, drop: trunk.DropWrongVLAN},
 		{name: "segment: double tag", in: tt.Tag(tt.Tag(udp, tt.Ether8021Q, 130), tt.Ether8021Q, 120), verdict: actShot, drop: trunk.DropDoubleTag},
+		// Tag classification agrees with xdp_lb and Linux: a priority tag (VID 0, any PCP, either
+		// TPID) is untagged traffic; 802.1ad is a tag like 802.1Q; a tag behind any tag is QinQ.
+		{name: "segment: priority tag (802.1Q VID 0) is untagged traffic", in: tt.Tag(udp, tt.Ether8021Q, 0), verdict: actRedirect, out: udp},
+		{name: "segment: priority tag with PCP 5 and DEI", in: tt.TagTCI(udp, tt.Ether8021Q, 5<<13|1<<12), verdict: actRedirect, out: udp},
+		{name: "segment: priority tag 802.1ad VID 0", in: tt.Tag(udp, tt.Ether8021AD, 0), verdict: actRedirect, out: udp},
+		{name: "segment: 802.1ad tag from an access port", in: tt.Tag(udp, tt.Ether8021AD, 120), verdict: actShot, drop: trunk.DropWrongVLAN},
+		{name: "segment: priority tag over a VLAN tag is QinQ", in: tt.Tag(tt.Tag(udp, tt.Ether8021Q, 120), tt.Ether8021Q, 0), verdict: actShot, drop: trunk.DropDoubleTag},
 
 		// Trunk -> segment: in-band tags are popped from the data.
 		{name: "pop: tagged VLAN 120 delivered untagged", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 120), verdict: actRedirect, out: udp},
 		{name: "pop: ARP between guests delivered", uplink: true, in: tt.Tag(arpB, tt.Ether8021Q, 120), verdict: actRedirect, out: arpB},
 		{name: "uplink: untagged is the host's own traffic", uplink: true, in: udp, verdict: actNext},
 		{name: "uplink: unknown VLAN", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 999), verdict: actShot, drop: trunk.DropUnknownVLAN},
-		{name: "uplink: VLAN 0 (priority tag) is unknown", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 0), verdict: actShot, drop: trunk.DropUnknownVLAN},
+		{name: "uplink: priority tag (802.1Q VID 0) is the host's untagged traffic", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 0), verdict: actNext, out: udp},
+		{name: "uplink: priority tag with PCP 7", uplink: true, in: tt.TagTCI(udp, tt.Ether8021Q, 7<<13), verdict: actNext, out: udp},
+		{name: "uplink: priority tag 802.1ad VID 0", uplink: true, in: tt.Tag(udp, tt.Ether8021AD, 0), verdict: actNext, out: udp},
+		{name: "uplink: VLAN 120 with PCP 3 and DEI set", uplink: true, in: tt.TagTCI(udp, tt.Ether8021Q, 3<<13|1<<12|120), verdict: actRedirect, out: udp},
+		{name: "uplink: VID 4095 (reserved) is unknown", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 4095), verdict: actShot, drop: trunk.DropUnknownVLAN},
+		{name: "uplink: priority tag over VLAN 120 is QinQ", uplink: true, in: tt.Tag(tt.Tag(udp, tt.Ether8021Q, 120), tt.Ether8021Q, 0), verdict: actShot, drop: trunk.DropDoubleTag},
+		{name: "uplink: 802.1ad in 802.1ad", uplink: true, in: tt.Tag(tt.Tag(udp, tt.Ether8021AD, 120), tt.Ether8021AD, 120), verdict: actShot, drop: trunk.DropDoubleTag},
 		{name: "uplink: double tag 802.1Q in 802.1Q", uplink: true, in: tt.Tag(tt.Tag(udp, tt.Ether8021Q, 130), tt.Ether8021Q, 120), verdict: actShot, drop: trunk.DropDoubleTag},
 		{name: "uplink: double tag 802.1ad outer", uplink: true, in: tt.Tag(tt.Tag(udp, tt.Ether8021Q, 120), tt.Ether8021AD, 120), verdict: actShot, drop: trunk.DropDoubleTag},
-		{name: "uplink: single 802.1ad tag", uplink: true, in: tt.Tag(udp, tt.Ether8021AD, 120), verdict: actShot, drop: trunk.DropUnknownVLAN},
+		{name: "uplink: single 802.1ad tag is VLAN 120 like 802.1Q", uplink: true, in: tt.Tag(udp, tt.Ether8021AD, 120), verdict: actRedirect, out: udp},
+		{name: "uplink: single 802.1ad tag, unknown VLAN", uplink: true, in: tt.Tag(udp, tt.Ether8021AD, 999), verdict: actShot, drop: trunk.DropUnknownVLAN},
 		{name: "uplink: gateway ARP from another host", uplink: true, in: tt.Tag(arpGW, tt.Ether8021Q, 120), verdict: actShot, out: arpGW, drop: trunk.DropGatewayND},
 		{name: "uplink: truncated tag", uplink: true, in: tt.Tag(udp, tt.Ether8021Q, 120)[:16], verdict: actShot, drop: trunk.DropMalformed},
 	}

@@ -113,6 +113,32 @@ func TestWire(t *testing.T) {
 		}
 		expect(guestSock, f)
 	})
+	t.Run("802.1ad tag from the trunk (metadata) is VLAN 120 like 802.1Q", func(t *testing.T) {
+		f := frame("pop-ad")
+		if err := torSock.Send(tt.Tag(f, tt.Ether8021AD, 120)); err != nil {
+			t.Fatal(err)
+		}
+		expect(guestSock, f)
+	})
+	t.Run("priority tag from the trunk (metadata) is the host's untagged traffic", func(t *testing.T) {
+		before, err := tr.Drops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := torSock.Send(tt.TagTCI(frame("prio-1"), tt.Ether8021Q, 5<<13)); err != nil {
+			t.Fatal(err)
+		}
+		absent(guestSock, "prio-1")
+		after, err := tr.Drops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r, c := range trunk.DropsByReason(after) {
+			if c.Packets != trunk.DropsByReason(before)[r].Packets {
+				t.Fatalf("priority-tagged frame counted as a %s drop", r)
+			}
+		}
+	})
 	t.Run("double tag from the trunk (outer in metadata)", func(t *testing.T) {
 		before := drops(trunk.DropDoubleTag)
 		if err := torSock.Send(tt.Tag(tt.Tag(frame("dbl-1"), tt.Ether8021Q, 120), tt.Ether8021Q, 120)); err != nil {

@@ -48,6 +48,15 @@ func Tag(frame []byte, tpid uint16, vid uint16) []byte {
 	return append(b, frame[12:]...)
 }
 
+// TagTCI inserts a tag with a whole TCI (priority, DEI and VID) as the outer one.
+func TagTCI(frame []byte, tpid uint16, tci uint16) []byte {
+	b := make([]byte, 0, len(frame)+4)
+	b = append(b, frame[:12]...)
+	b = binary.BigEndian.AppendUint16(b, tpid)
+	b = binary.BigEndian.AppendUint16(b, tci)
+	return append(b, frame[12:]...)
+}
+
 // Untag removes the outer 802.1Q/802.1ad tag; frames without a tag come back unchanged.
 func Untag(frame []byte) []byte {
 	if len(frame) < 18 {
