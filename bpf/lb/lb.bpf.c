@@ -67,6 +67,7 @@ static __always_inline int bad_header(struct pkt *p, __u64 bytes)
 	return XDP_PASS;
 }
 
+#include "icmp_gen.h"
 #include "encap.h"
 #include "decap.h"
 #include "nat.h"
@@ -126,6 +127,8 @@ static __always_inline int process(struct xdp_md *ctx)
 	rc = p.l3proto == bpf_htons(ETH_P_IP) ? parse_ipv4(ctx, &p, bytes) : parse_ipv6(ctx, &p, bytes);
 	if (rc)
 		return rc;
+	if (p.len)
+		bytes = p.len; /* a multi-buffer frame (xdp.frags) */
 
 	struct vip_key vk = {};
 	vk.domain = p.flow.domain;
@@ -139,8 +142,9 @@ static __always_inline int process(struct xdp_md *ctx)
 
 	__u32 vip_id = vm->id;
 	__u32 nat = vm->flags & F_VIP_NAT;
-	if (nat && p.icmp)
-		return count_drop(DROP_UNSUPPORTED, bytes);
+	/* dsr follows only too-big errors (path MTU); nat translates every error (nat.h). */
+	if (p.icmp && !nat && !p.toobig)
+		return XDP_PASS;
 
 	__u32 hash = 0; /* only needed when the connection table has no answer */
 	__u32 bid = 0;
@@ -151,9 +155,13 @@ static __always_inline int process(struct xdp_md *ctx)
 		bid = ct->backend_id;
 		snat_port = ct->snat_port;
 		be = bpf_map_lookup_elem(&backends, &bid);
-		if (be && !(be->flags & F_BACKEND_ACTIVE))
+		if (be && !(be->flags & F_BACKEND_ACTIVE)) {
 			be = NULL;
+			barrier(); /* keeps a branch: a select would mask the pointer, which the verifier refuses */
+		}
 	}
+	if (!be && nat && p.icmp) /* an error about no known flow: no port to translate it to */
+		return count_drop(DROP_NO_BACKEND, bytes);
 	if (!be) {
 		hash = flow_hash(&p.flow);
 		void *ring = bpf_map_lookup_elem(&rings, &vip_id);
@@ -193,13 +201,17 @@ static __always_inline int process(struct xdp_md *ctx)
 		vc->bytes += bytes;
 	}
 #endif
-	count(&backend_stats, bid, bytes);
-
 	if (!nat) {
 		/* The backend's host is this one: the kernel's VIP route delivers it locally. */
-		if (be->flags & F_BACKEND_LOCAL)
+		if (be->flags & F_BACKEND_LOCAL) {
+			count(&backend_stats, bid, bytes);
 			return XDP_PASS;
-		return encap(ctx, &p, bid, be, cfg, hash, bytes);
+		}
+		int sent = 0;
+		rc = encap(ctx, &p, bid, be, cfg, bytes, &sent);
+		if (sent) /* backend counters count what left, not what was chosen */
+			count(&backend_stats, bid, bytes);
+		return rc;
 	}
 
 	if (be->family != p.flow.family)
@@ -214,13 +226,17 @@ static __always_inline int process(struct xdp_md *ctx)
 	rc = backend_nexthop(ctx, bid, be, snat, &nh, bytes);
 	if (rc)
 		return rc;
-	if (rewrite(ctx, &p, snat, baddr, snat_port, be->port ? be->port : p.flow.dport))
+	__u16 bport = be->port ? be->port : p.flow.dport;
+	/* An error about the flow: its quote (VIP -> client) becomes backend -> snat (nat.h). */
+	if (p.icmp ? icmp_xlate(ctx, &p, snat, baddr, bport | ((__u32)snat_port << 16))
+		   : rewrite(ctx, &p, snat, baddr, snat_port, bport))
 		return count_drop(DROP_MALFORMED, bytes);
+	count(&backend_stats, bid, bytes);
 	return transmit(ctx, &nh);
 }
 
 /* The load balancer, attached to the host uplink. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_lb(struct xdp_md *ctx)
 {
 	return process(ctx);
@@ -228,7 +244,7 @@ int xdp_lb(struct xdp_md *ctx)
 
 /* Decapsulation only, for hosts that serve dsr backends but balance nothing: the same checks
  * as xdp_lb (decap.h); every other frame passes untouched. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -246,7 +262,7 @@ int xdp_decap(struct xdp_md *ctx)
 }
 
 /* The cheapest possible program: the baseline the benchmarks print next to xdp_lb's cost. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
