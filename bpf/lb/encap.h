@@ -148,7 +148,7 @@ static __always_inline __u32 entropy_hash(const struct flow_key *f)
 {
 	__u32 h = hash_step(0x9e3779b9, f->src[0] ^ f->src[1] ^ f->src[2] ^ f->src[3]);
 	h = hash_step(h, f->dst[0] ^ f->dst[1] ^ f->dst[2] ^ f->dst[3]);
-	return hash_step(h, (__u32)f->sport | ((__u32)f->dport << 16) | ((__u32)f->proto << 8));
+	return hash_step(h, ((__u32)f->sport | ((__u32)f->dport << 16)) ^ f->proto);
 }
 
 /* Encapsulate a dsr packet to its backend's host and send it, or answer its sender with

@@ -40,7 +40,7 @@ func EntropyHash(src, dst netip.Addr, sport, dport uint16, proto lb.Protocol) ui
 	}
 	h := hashStep(0x9e3779b9, xor(src))
 	h = hashStep(h, xor(dst))
-	return hashStep(h, uint32(htons(sport))|uint32(htons(dport))<<16|uint32(proto)<<8)
+	return hashStep(h, (uint32(htons(sport))|uint32(htons(dport))<<16)^uint32(proto))
 }
 
 // GUESourcePort is the UDP source port the program sends a flow's GUE packets from.

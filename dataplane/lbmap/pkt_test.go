@@ -49,6 +49,8 @@ type flow struct {
 	syn          bool
 	vlan         uint16
 	payload      string
+	df           bool  // IPv4 don't-fragment
+	tos          uint8 // IPv4 TOS / IPv6 traffic class (DSCP+ECN)
 }
 
 // ipPacket is the L3 packet of f (no L2).
@@ -62,10 +64,13 @@ func ipPacket(t testing.TB, f flow) []byte {
 		proto = layers.IPProtocolUDP
 	}
 	if src.Is4() {
-		v := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		v := &layers.IPv4{Version: 4, IHL: 5, TOS: f.tos, TTL: 64, Protocol: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		if f.df {
+			v.Flags = layers.IPv4DontFragment
+		}
 		nl, l3 = v, v
 	} else {
-		v := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		v := &layers.IPv6{Version: 6, HopLimit: 64, TrafficClass: f.tos, NextHeader: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
 		nl, l3 = v, v
 	}
 	pl := gopacket.Payload(f.payload)
