@@ -478,3 +478,79 @@ func TestDecapGUEAndECN(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) { runRows(t, r, p.prog, rows) })
 	}
 }
+
+// dsrFlow is dsrTo for a packet whose flow gopacket cannot read (behind an atomic fragment):
+// the outer flow label comes from the given flow.
+func dsrFlow(t testing.TB, host string, inner []byte, src, dst string, sport, dport uint16, proto lb.Protocol) []byte {
+	e := EntropyHash(netip.MustParseAddr(src), netip.MustParseAddr(dst), sport, dport, proto)
+	outerSrc := self4
+	if netip.MustParseAddr(host).Is6() {
+		outerSrc = self6
+	}
+	return encapsulated(t, upMAC, neighbors[host], 0, outerSrc, host, e, inner)
+}
+
+// Section 4: the IPv6 extension-header chain (RFC 8200 §4, RFC 7045) is walked to a bound;
+// fragments are judged by offset and M, not by the header's presence.
+func TestIPv6ExtensionHeaderChain(t *testing.T) {
+	r := newRig(t, Options{})
+	mustSet(t, r.dp, issue12Services())
+	const vip, dnsVIP = "2001:db8:f::10", "2001:db8:f::11"
+	tcp := ipPacket(t, flow{src: client6, dst: vip, sport: 46000, dport: 80, payload: "GET /"})[40:]
+	udp := ipPacket(t, flow{src: client6, dst: dnsVIP, sport: 46001, dport: 53, udp: true, payload: "query"})[40:]
+	hop := func(nh byte) []byte { return []byte{nh, 0, 1, 4, 0, 0, 0, 0} }
+	routing := func(nh, left byte) []byte { return []byte{nh, 0, 4, left, 0, 0, 0, 0} }
+	ah := func(nh byte) []byte { return append([]byte{nh, 4, 0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1}, make([]byte, 12)...) } // (4+2)*4 = 24 bytes
+	chain := func(hs ...[]byte) []byte { return bytes.Join(hs, nil) }
+	v6 := func(dst string, nh byte, ext, l4 []byte) []byte { return ipv6Hdr(client6, dst, nh, ext, l4) }
+
+	destTCP := v6(vip, 60, dstOpts(6), tcp)
+	hopDestTCP := v6(vip, 0, chain(hop(60), dstOpts(6)), tcp)
+	rh0 := v6(vip, 43, routing(6, 0), tcp)
+	atomic := v6(vip, 44, fragHdr(6, 0, false), tcp)
+	ahTCP := v6(vip, 51, ah(6), tcp)
+	destUDP := v6(dnsVIP, 60, dstOpts(17), udp)
+	sixDest := v6(vip, 60, chain(dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(6)), tcp)
+	sevenDest := v6(vip, 60, chain(dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(60), dstOpts(6)), tcp)
+	tooBig := func() []byte {
+		tb := icmpTooBig(t, "2001:db8:1::fe", vip, client6, 80, 46002)
+		return ipv6Hdr("2001:db8:1::fe", vip, 60, dstOpts(58), tb[40:])
+	}()
+	rows := []pktRow{
+		{name: "destination options (8 bytes) before TCP to a VIP is balanced (issue input)", in: frame(t, ext, upMAC, 0, destTCP), verdict: xdpTX, out: dsrFlow(t, hostA6, destTCP, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "hop-by-hop, destination options, TCP", in: frame(t, ext, upMAC, 0, hopDestTCP), verdict: xdpTX, out: dsrFlow(t, hostA6, hopDestTCP, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "routing header, no segments left: this is the final destination", in: frame(t, ext, upMAC, 0, rh0), verdict: xdpTX, out: dsrFlow(t, hostA6, rh0, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "atomic fragment (offset 0, M clear) is no fragment", in: frame(t, ext, upMAC, 0, atomic), verdict: xdpTX, out: dsrFlow(t, hostA6, atomic, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "AH before TCP", in: frame(t, ext, upMAC, 0, ahTCP), verdict: xdpTX, out: dsrFlow(t, hostA6, ahTCP, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "destination options before UDP", in: frame(t, ext, upMAC, 0, destUDP), verdict: xdpTX, out: dsrFlow(t, hostB6, destUDP, client6, dnsVIP, 46001, 53, lb.UDP), sent: true},
+		{name: "six extension headers (the bound) are walked", in: frame(t, ext, upMAC, 0, sixDest), verdict: xdpTX, out: dsrFlow(t, hostA6, sixDest, client6, vip, 46000, 80, lb.TCP), sent: true},
+		{name: "packet-too-big behind destination options follows its flow", in: frame(t, ext, upMAC, 0, tooBig), verdict: xdpTX, out: dsrFlow(t, hostA6, tooBig, client6, vip, 46002, 80, lb.TCP), sent: true},
+		{name: "first fragment (offset 0, M set) to a VIP dropped", in: frame(t, ext, upMAC, 0, v6(vip, 44, fragHdr(6, 0, true), tcp)), verdict: xdpDrop, drop: "fragment"},
+		{name: "later fragment (offset 3) to a VIP dropped", in: frame(t, ext, upMAC, 0, v6(vip, 44, fragHdr(6, 3, false), tcp[:16])), verdict: xdpDrop, drop: "fragment"},
+		{name: "fragment behind destination options to a VIP dropped", in: frame(t, ext, upMAC, 0, v6(vip, 60, chain(dstOpts(44), fragHdr(6, 3, true)), tcp[:16])), verdict: xdpDrop, drop: "fragment"},
+		{name: "routing header with segments left: not the final destination", in: frame(t, ext, upMAC, 0, v6(vip, 43, routing(6, 1), tcp)), verdict: xdpDrop, drop: "unsupported"},
+		{name: "seven extension headers: beyond the bound", in: frame(t, ext, upMAC, 0, sevenDest), verdict: xdpDrop, drop: "unsupported"},
+		{name: "hop-by-hop not first: malformed", in: frame(t, ext, upMAC, 0, v6(vip, 60, chain(dstOpts(0), hop(6)), tcp)), verdict: xdpDrop, drop: "malformed"},
+		{name: "extension header runs past the packet: malformed", in: frame(t, ext, upMAC, 0, v6(vip, 60, []byte{6, 8, 1, 4, 0, 0, 0, 0}, tcp)), verdict: xdpDrop, drop: "malformed"},
+		{name: "ESP to a VIP: no ports to balance by", in: frame(t, ext, upMAC, 0, v6(vip, 50, nil, make([]byte, 24))), verdict: xdpDrop, drop: "unsupported"},
+		{name: "destination options before TCP to another address pass", in: frame(t, ext, upMAC, 0, v6("2001:db8:f::99", 60, dstOpts(6), tcp))},
+		{name: "fragment to another address passes", in: frame(t, ext, upMAC, 0, v6("2001:db8:f::99", 44, fragHdr(6, 0, true), tcp))},
+	}
+	runRows(t, r, r.dp.Program(), rows)
+
+	// The backend's host accepts what the LB sent: the inner chain is walked alike.
+	setupDecap(t, r)
+	inner := ipv6Hdr(client6, localTCP6, 60, dstOpts(6), tcp)
+	innerUDP := ipv6Hdr(client6, localUDP6, 0, hop(17), udp)
+	decapped := func(inner []byte) []byte { return frame(t, ext, upMAC, 0, inner)[:14+len(inner)] }
+	drows := []pktRow{
+		{name: "decap: IP6IP6, inner destination options before TCP to a local VIP", in: frame(t, ext, upMAC, 0, tunnel6(lbHost6, self6, inner)), out: decapped(inner), decap: true},
+		{name: "decap: GUE/IPv4, inner hop-by-hop before UDP to a local VIP", in: frame(t, ext, upMAC, 0, ipv4Hdr(lbHost4, self4, 17, nil, gueHdr(50000, DefaultGUEPort, innerUDP), nil)), out: decapped(innerUDP), decap: true},
+		{name: "decap: inner atomic fragment", in: frame(t, ext, upMAC, 0, tunnel6(lbHost6, self6, ipv6Hdr(client6, localTCP6, 44, fragHdr(6, 0, false), tcp))), out: decapped(ipv6Hdr(client6, localTCP6, 44, fragHdr(6, 0, false), tcp)), decap: true},
+		{name: "decap: inner real fragment behind destination options", in: frame(t, ext, upMAC, 0, tunnel6(lbHost6, self6, ipv6Hdr(client6, localTCP6, 60, chain(dstOpts(44), fragHdr(6, 0, true)), tcp))), verdict: xdpDrop, drop: "decap_fragment"},
+		{name: "decap: inner routing header with segments left", in: frame(t, ext, upMAC, 0, tunnel6(lbHost6, self6, ipv6Hdr(client6, localTCP6, 43, routing(6, 2), tcp))), verdict: xdpDrop, drop: "decap_not_local_vip"},
+	}
+	for _, p := range []*ebpf.Program{r.dp.Program(), r.dp.DecapProgram()} {
+		runRows(t, r, p, drows)
+	}
+}
