@@ -500,7 +500,9 @@ func TestIPv6ExtensionHeaderChain(t *testing.T) {
 	udp := ipPacket(t, flow{src: client6, dst: dnsVIP, sport: 46001, dport: 53, udp: true, payload: "query"})[40:]
 	hop := func(nh byte) []byte { return []byte{nh, 0, 1, 4, 0, 0, 0, 0} }
 	routing := func(nh, left byte) []byte { return []byte{nh, 0, 4, left, 0, 0, 0, 0} }
-	ah := func(nh byte) []byte { return append([]byte{nh, 4, 0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1}, make([]byte, 12)...) } // (4+2)*4 = 24 bytes
+	ah := func(nh byte) []byte {
+		return append([]byte{nh, 4, 0, 0, 0, 0, 0x10, 0x01, 0, 0, 0, 1}, make([]byte, 12)...)
+	} // (4+2)*4 = 24 bytes
 	chain := func(hs ...[]byte) []byte { return bytes.Join(hs, nil) }
 	v6 := func(dst string, nh byte, ext, l4 []byte) []byte { return ipv6Hdr(client6, dst, nh, ext, l4) }
 
