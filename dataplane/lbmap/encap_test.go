@@ -556,3 +556,108 @@ func TestIPv6ExtensionHeaderChain(t *testing.T) {
 		runRows(t, r, p, drows)
 	}
 }
+
+// ipOnly is the IP packet without the Ethernet padding behind it.
+func ipOnly(p []byte) []byte {
+	if p[0]>>4 == 4 {
+		return p[:binary.BigEndian.Uint16(p[2:])]
+	}
+	return p[:40+int(binary.BigEndian.Uint16(p[4:]))]
+}
+
+// icmpErr is an ICMP / ICMPv6 error from src to dst, its second word (frag-needed MTU,
+// packet-too-big MTU, or unused) word, quoting quote.
+func icmpErr(t testing.TB, src, dst string, typ, code uint8, word uint32, quote []byte) []byte {
+	t.Helper()
+	if netip.MustParseAddr(src).Is4() {
+		o := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: ip(src), DstIP: ip(dst)}
+		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Id: uint16(word >> 16), Seq: uint16(word)}
+		return serialize(t, o, ic, gopacket.Payload(quote))
+	}
+	o := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: ip(src), DstIP: ip(dst)}
+	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, code)}
+	_ = ic.SetNetworkLayerForChecksum(o)
+	return serialize(t, o, ic, gopacket.Payload(append(binary.BigEndian.AppendUint32(nil, word), quote...)))
+}
+
+// Section 5: nat mode translates ICMP errors both ways (RFC 5508): an error from the backend's
+// side about what the LB sent it reaches the client in the VIP's view; an error from the
+// client's side about the VIP's reply reaches the backend in its view. Outer header, quoted IP
+// header, quoted TCP/UDP checksum (when quoted) and ICMP checksum are all checked, by comparing
+// with packets gopacket builds whole: the translated quote must equal what the other side sent.
+func TestNATICMPTranslation(t *testing.T) {
+	r := newRig(t, Options{})
+	mustSet(t, r.dp, issue12Services())
+	const router4, router6 = "198.51.100.1", "2001:db8:1::fe"
+	type natFlow struct {
+		client, vip, be, self string
+		cport, vport, bport   uint16
+		udp                   bool
+		// req is the client's packet, fwd what the LB sent the backend; rep the backend's
+		// reply, back what the LB sent the client.
+		req, fwd, rep, back []byte
+	}
+	// open sends the client's first packet and a backend reply through the program.
+	open := func(client, vip, be string, cport, vport, bport uint16, udp bool) natFlow {
+		t.Helper()
+		f := natFlow{client: client, vip: vip, be: be, self: self4, cport: cport, vport: vport, bport: bport, udp: udp}
+		if netip.MustParseAddr(vip).Is6() {
+			f.self = self6
+		}
+		f.req = ipPacket(t, flow{src: client, dst: vip, sport: cport, dport: vport, udp: udp, payload: "a request of some length"})
+		v, out := r.run(t, r.dp.Program(), frame(t, ext, upMAC, 0, f.req))
+		if v != xdpTX {
+			t.Fatalf("request %s -> %s: verdict %s", client, vip, verdictName[v])
+		}
+		f.fwd = ipOnly(out[14:])
+		sp := binary.BigEndian.Uint16(f.fwd[map[bool]int{true: 40, false: 20}[netip.MustParseAddr(vip).Is6()]:])
+		f.rep = ipPacket(t, flow{src: be, dst: f.self, sport: bport, dport: sp, udp: udp, payload: "the reply"})
+		v, out = r.run(t, r.dp.Program(), frame(t, neighbors[be], upMAC, 0, f.rep))
+		if v != xdpTX {
+			t.Fatalf("reply %s -> %s: verdict %s", be, f.self, verdictName[v])
+		}
+		f.back = ipOnly(out[14:])
+		return f
+	}
+	u4 := open(client4, "203.0.113.16", natBE4, 47000, 53, 5353, true)
+	t4 := open(client4, "203.0.113.12", natBE4, 47001, 80, 8080, false)
+	u6 := open(client6, "2001:db8:f::12", natBE6, 47002, 53, 5353, true)
+	t6 := open(client6, "2001:db8:f::17", natBE6, 47003, 80, 8080, false)
+	fromBE := func(l3 []byte) []byte { return frame(t, neighbors[natBE4], upMAC, 0, l3) }
+	toClient := func(l3 []byte) []byte { return frame(t, upMAC, clientMAC, 0, l3) }
+	toBE := func(be string, l3 []byte) []byte { return frame(t, upMAC, neighbors[be], 0, l3) }
+	cut := func(p []byte, n int) []byte { return p[:n] }
+
+	rows := []pktRow{
+		// Backend side -> client.
+		{name: "v4 port-unreachable from the nat backend quoting the NATed UDP datagram (issue input)",
+			in: fromBE(icmpErr(t, natBE4, self4, 3, 3, 0, u4.fwd)), verdict: xdpTX, out: toClient(icmpErr(t, u4.vip, client4, 3, 3, 0, u4.req))},
+		{name: "v4 host-unreachable from a router behind the LB, quote cut after 8 bytes of TCP: router address kept",
+			in: fromBE(icmpErr(t, router4, self4, 3, 1, 0, cut(t4.fwd, 28))), verdict: xdpTX, out: toClient(icmpErr(t, router4, client4, 3, 1, 0, cut(t4.req, 28)))},
+		{name: "v4 time-exceeded from a router quoting the whole TCP segment (TCP checksum in the quote)",
+			in: fromBE(icmpErr(t, router4, self4, 11, 0, 0, t4.fwd)), verdict: xdpTX, out: toClient(icmpErr(t, router4, client4, 11, 0, 0, t4.req))},
+		{name: "v6 port-unreachable from the nat backend quoting the NATed UDP datagram",
+			in: fromBE(icmpErr(t, natBE6, self6, 1, 4, 0, u6.fwd)), verdict: xdpTX, out: toClient(icmpErr(t, u6.vip, client6, 1, 4, 0, u6.req))},
+		{name: "v6 time-exceeded from a router quoting the whole TCP segment",
+			in: fromBE(icmpErr(t, router6, self6, 3, 0, 0, t6.fwd)), verdict: xdpTX, out: toClient(icmpErr(t, router6, client6, 3, 0, 0, t6.req))},
+		{name: "v6 packet-too-big from the backend's side",
+			in: fromBE(icmpErr(t, router6, self6, 2, 0, 1400, t6.fwd)), verdict: xdpTX, out: toClient(icmpErr(t, router6, client6, 2, 0, 1400, t6.req))},
+		// Client side -> backend.
+		{name: "v4 frag-needed to a nat VIP about its reply: to the backend, quote translated (issue input)",
+			in: frame(t, ext, upMAC, 0, icmpErr(t, router4, t4.vip, 3, 4, 1400, t4.back)), verdict: xdpTX, out: toBE(natBE4, icmpErr(t, router4, natBE4, 3, 4, 1400, t4.rep)), sent: true},
+		{name: "v4 port-unreachable from the client itself about the VIP's UDP reply: from the SNAT address",
+			in: frame(t, ext, upMAC, 0, icmpErr(t, client4, u4.vip, 3, 3, 0, u4.back)), verdict: xdpTX, out: toBE(natBE4, icmpErr(t, self4, natBE4, 3, 3, 0, u4.rep)), sent: true},
+		{name: "v6 packet-too-big to a nat VIP about its UDP reply",
+			in: frame(t, ext, upMAC, 0, icmpErr(t, router6, u6.vip, 2, 0, 1280, u6.back)), verdict: xdpTX, out: toBE(natBE6, icmpErr(t, router6, natBE6, 2, 0, 1280, u6.rep)), sent: true},
+		{name: "v6 time-exceeded to a nat VIP about its TCP reply, quote cut short",
+			in: frame(t, ext, upMAC, 0, icmpErr(t, router6, t6.vip, 3, 0, 0, cut(t6.back, 48))), verdict: xdpTX, out: toBE(natBE6, icmpErr(t, router6, natBE6, 3, 0, 0, cut(t6.rep, 48))), sent: true},
+		// Not ours to translate.
+		{name: "frag-needed to a nat VIP about a flow it never saw: dropped",
+			in: frame(t, ext, upMAC, 0, icmpErr(t, router4, t4.vip, 3, 4, 1400, ipPacket(t, flow{src: t4.vip, dst: client4, sport: 80, dport: 9})[:28])), verdict: xdpDrop, drop: "no_backend"},
+		{name: "error to the SNAT address about a port nobody reserved passes",
+			in: fromBE(icmpErr(t, natBE4, self4, 3, 3, 0, ipPacket(t, flow{src: self4, dst: natBE4, sport: 9, dport: 5353, udp: true})))},
+		{name: "error to the SNAT address quoting another source passes",
+			in: fromBE(icmpErr(t, natBE4, self4, 3, 3, 0, ipPacket(t, flow{src: "198.18.0.77", dst: natBE4, sport: 9, dport: 5353, udp: true})))},
+	}
+	runRows(t, r, r.dp.Program(), rows)
+}
