@@ -137,7 +137,10 @@ func TestJumboVeth(t *testing.T) {
 	t.Cleanup(func() { _ = dp.DetachUplink() })
 	// The client side receives XDP_TX frames through an XDP program of its own.
 	var passDP *Dataplane
-	must(cl.Do(func() (err error) { passDP, err = Load(Options{ConnTableSize: 1024, NATTableSize: 1024, TableSize: 251}); return }))
+	must(cl.Do(func() (err error) {
+		passDP, err = Load(Options{ConnTableSize: 1024, NATTableSize: 1024, TableSize: 251})
+		return
+	}))
 	t.Cleanup(func() { passDP.Close() })
 	keepAttached(t, cl, passDP, "c0", passDP.PassProgram())
 
