@@ -3,7 +3,10 @@
  *
  * A frame is a tunnel to this host when its outer destination is one of the host's tunnel
  * endpoints (decap_addrs) and its outer protocol is IPIP (4) or IPv6 (41): IPIP, 6in4, 4in6,
- * IP6IP6 (for IPv6 also behind extension headers). Such a frame is decapsulated or dropped here,
+ * IP6IP6 (for IPv6 also behind extension headers); or UDP to lb_config.gue_port (an outer IPv4
+ * header without options, or an IPv6 header right before UDP) carrying GUE variant 1, the inner
+ * packet right behind the UDP header, its version nibble naming it (the UDP checksum is not
+ * verified, RFC 6936: the inner headers carry their own). Such a frame is decapsulated or dropped here,
  * in XDP, so the kernel never gets to reassemble, decapsulate or route it. It is decapsulated
  * only when it is what a load balancer sends (bpf/lb/lb.bpf.c encap()):
  *   outer  not a fragment (IPv4 MF or offset; an IPv6 fragment header) -> else DROP_DECAP_FRAGMENT;
@@ -11,7 +14,8 @@
  *          checksum is not verified: the addresses are checked against the maps, and the
  *          header is gone after decapsulation);
  *          IPv6: version 6, the tunnel protocol as the first next header, payload within the
- *          frame -> else DROP_DECAP_MALFORMED;
+ *          frame; GUE: UDP length equal to the outer payload, inner version 4 or 6 (not a GUE
+ *          header, variant 0) -> else DROP_DECAP_MALFORMED;
  *          (source, destination) in tunnel_srcs4/tunnel_srcs (from a load-balancer host) -> else
  *          DROP_DECAP_SOURCE;
  *   inner  version matching the outer protocol, IPv4 without options (IHL 5), length equal to the outer
@@ -20,6 +24,10 @@
  *          local_vips4/local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
  *          that VIP's flow (the LB forwards those for path MTU discovery) -> else
  *          DROP_DECAP_NOT_LOCAL_VIP (nested tunnels, ICMP echo, guest addresses, other ports).
+ *          An inner IPv6 extension-header chain is walked as the LB walks it (ipv6_ext.h).
+ *   ECN    the outer ECN field is merged into the inner header (RFC 6040 §4.2; the inner IPv4
+ *          checksum follows); outer CE over a Not-ECT inner packet -> DROP_DECAP_ECN.
+ * Frames of several buffers (xdp.frags) are judged by their whole length.
  * The domain is the frame's: its VLAN's (vlan_domain) or, untagged, lb_config.untagged_domain;
  * a VLAN without a domain matches no local VIP.
  *

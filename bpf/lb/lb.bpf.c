@@ -4,19 +4,25 @@
  * On the host uplink: parse Ethernet (untagged or one 802.1Q tag), IPv4/IPv6, TCP/UDP; for a
  * packet to a VIP — keyed by (department routing domain, address, port, protocol) — pick a
  * backend (connection table first, then the VIP's Maglev table) and forward it:
- *   dsr: encapsulate (IPIP, IP6IP6, 4in6, 6in4 by backend family) to the backend's host, whose
- *        agent decapsulates (xdp_decap, or this program for local tunnel endpoints) only
- *        what a load-balancer host sent to a VIP with a backend there (decap.h);
+ *   dsr: encapsulate (GUE with a per-flow source port by default, or IPIP; IPv4 or IPv6 outer
+ *        header by backend family, RFC 2003/2473/4213/6040 fields) to the backend's host,
+ *        whose agent decapsulates (xdp_decap, or this program for local tunnel endpoints)
+ *        only what a load-balancer host sent to a VIP with a backend there (decap.h); a
+ *        packet that would not fit the egress MTU is answered with frag-needed /
+ *        packet-too-big (icmp_gen.h);
  *   nat: rewrite to the backend (DNAT) from the host's SNAT address (SNAT), and rewrite the
- *        backend's replies back.
- * ICMP frag-needed / packet-too-big about a VIP flow follows the flow (hash of the embedded
- * header, swapped). Fragments to a VIP are counted and dropped, never misrouted. Truncated or
+ *        backend's replies back; ICMP errors are translated both ways (RFC 5508).
+ * ICMP frag-needed / packet-too-big about a dsr VIP flow follows the flow (hash of the embedded
+ * header, swapped). Fragments to a VIP (by offset and M; IPv6 behind its extension-header
+ * chain) are counted and dropped, never misrouted. Truncated or
  * inconsistent headers to a VIP are counted and dropped; anything not to a VIP passes untouched.
  *
  * One header per job (Katran's split): lb_consts.h, lb_structs.h, lb_maps.h; lb_pkt.h (the
- * parsed packet, flow hash), parse.h (parsing), encap.h (next hop, transmit, dsr
- * encapsulation), decap.h (decapsulation and its checks), nat.h (nat rewrites). This file holds
- * the counters, the per-packet decision (process) and the programs.
+ * parsed packet, flow hash), parse.h (parsing), ipv6_ext.h (the IPv6 extension-header chain),
+ * icmp_gen.h (too-big answers, IP IDs), encap.h (next hop, transmit, dsr encapsulation),
+ * decap.h (decapsulation and its checks), nat.h (nat rewrites, ICMP translation). This file
+ * holds the counters, the per-packet decision (process) and the programs, all multi-buffer
+ * (SEC("xdp.frags")) so they attach to MTU 9000 uplinks.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
