@@ -1,8 +1,12 @@
 package lbmap
 
 import (
+	"os"
+	"path/filepath"
+
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
 	"net"
 	"net/netip"
 	"strings"
@@ -218,4 +222,31 @@ func TestJumboVeth(t *testing.T) {
 		t.Errorf("too_big moved by %d, want 1", d)
 	}
 	fmt.Printf("jumbo over a real veth: 9000-byte DF datagram answered with frag-needed; client path MTU to %s now %d\n", vip, mtu)
+}
+
+// An agent upgraded over pinned maps of the layout before the encapsulation fields (lb_config
+// of 48 bytes) loads: the pinned config is replaced, not refused as incompatible.
+func TestLoadReplacesOldConfigPin(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "gct-cfg-")
+	if err != nil {
+		t.Skipf("no bpffs at /sys/fs/bpf: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "config", Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, "config")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	dp, err := Load(Options{PinPath: dir, ConnTableSize: 1024, NATTableSize: 1024, TableSize: 251})
+	if err != nil {
+		t.Fatalf("Load over an old config pin: %v", err)
+	}
+	defer dp.Close()
+	if err := dp.SetConfig(Config{Encap: EncapIPIP, MTU: 1500}); err != nil {
+		t.Fatal(err)
+	}
 }

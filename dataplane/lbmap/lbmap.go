@@ -144,6 +144,8 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("pin path %s: %w (is bpffs mounted at /sys/fs/bpf?)", opts.PinPath, err)
 	} else if err := resizeCounterPin(opts.PinPath, spec.Maps[bpfobj.LbMapDropStats], opts.Log); err != nil {
 		return nil, err
+	} else if err := resizeConfigPin(opts.PinPath, spec.Maps[bpfobj.LbMapConfig], opts.Log); err != nil {
+		return nil, err
 	}
 	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{}}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
@@ -188,6 +190,31 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	return d, nil
+}
+
+// resizeConfigPin removes a pinned config map whose value size differs from spec's (lb_config
+// grew the encapsulation fields): the agent writes the whole config again with SetConfig, and
+// until then the program balances with ring size and GUE port from Load. Flow state is never
+// touched here.
+func resizeConfigPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(pinPath, spec.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening pinned map %s: %w", path, err)
+	}
+	size := m.ValueSize()
+	m.Close()
+	if size == spec.ValueSize {
+		return nil
+	}
+	log.Info("replacing pinned config map of another layout; SetConfig writes it again", "map", path, "value_size", size, "want", spec.ValueSize)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing pinned map %s (value size %d, want %d): %w", path, size, spec.ValueSize, err)
+	}
+	return nil
 }
 
 // resizeCounterPin removes a pinned counter map whose size differs from spec's (drop_stats
