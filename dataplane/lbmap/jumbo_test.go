@@ -1,19 +1,18 @@
 package lbmap
 
 import (
-	"os"
-	"path/filepath"
-
 	"errors"
 	"fmt"
-	"github.com/cilium/ebpf"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
