@@ -28,7 +28,7 @@ build: ## build bin/govcloud (version, commit, date and eBPF object hash stamped
 
 generate: ## rebuild the committed eBPF objects with the pinned clang (clang-19)
 	@command -v $(CLANG) >/dev/null || { echo "generate: $(CLANG) not found; run 'sudo make deps'" >&2; exit 1; }
-	BPF_CLANG=$(CLANG) $(GO) generate ./dataplane/bpfobj/...
+	PATH="$$(dirname $$(command -v $(GO))):$$PATH" ./scripts/generate-bpf.sh $(CLANG)
 
 check-generate: generate ## fail if the committed eBPF objects are stale
 	@git diff --exit-code --stat -- dataplane/bpfobj || { \
