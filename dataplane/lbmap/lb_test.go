@@ -241,24 +241,6 @@ func flowOf(p gopacket.Packet) (src, dst netip.Addr, sport, dport uint16, proto 
 	return src, dst, 0, 0, 0
 }
 
-// flowHashOf computes the program's flow hash of a client packet (or of the flow an ICMP
-// error quotes, swapped back to client -> VIP).
-func flowHashOf(p gopacket.Packet) uint32 {
-	var src, dst netip.Addr
-	if l, ok := p.NetworkLayer().(*layers.IPv4); ok {
-		src, dst = netip.AddrFrom4([4]byte(l.SrcIP.To4())), netip.AddrFrom4([4]byte(l.DstIP.To4()))
-	} else if l, ok := p.NetworkLayer().(*layers.IPv6); ok {
-		src, dst = netip.AddrFrom16([16]byte(l.SrcIP)), netip.AddrFrom16([16]byte(l.DstIP))
-	}
-	switch l := p.TransportLayer().(type) {
-	case *layers.TCP:
-		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.TCP)
-	case *layers.UDP:
-		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.UDP)
-	}
-	return 0
-}
-
 func TestXDPPackets(t *testing.T) {
 	r := newRig(t, Options{})
 	mustSet(t, r.dp, testServices())
