@@ -59,9 +59,7 @@ const (
 	LbNocountDropReasonDROP_DECAP_SOURCE        LbNocountDropReason = 10
 	LbNocountDropReasonDROP_DECAP_MALFORMED     LbNocountDropReason = 11
 	LbNocountDropReasonDROP_DECAP_NOT_LOCAL_VIP LbNocountDropReason = 12
-	LbNocountDropReasonDROP_TOO_BIG             LbNocountDropReason = 13
-	LbNocountDropReasonDROP_DECAP_ECN           LbNocountDropReason = 14
-	LbNocountDropReasonDROP_MAX                 LbNocountDropReason = 15
+	LbNocountDropReasonDROP_MAX                 LbNocountDropReason = 13
 )
 
 type LbNocountFlowKey struct {
@@ -84,10 +82,6 @@ type LbNocountLbConfig struct {
 	EncapSrc6      [4]uint32
 	SnatSrc4       uint32
 	SnatSrc6       [4]uint32
-	EncapMode      uint32
-	GuePort        uint16
-	Pad            uint16
-	Mtu            uint32
 }
 
 type LbNocountLbCounter struct {
@@ -118,7 +112,7 @@ type LbNocountNexthopCache struct {
 	Smac      [6]uint8
 	Ifindex   uint32
 	Ingress   uint32
-	Mtu       uint32
+	Pad       uint32
 	ExpiresNs uint64
 }
 
@@ -187,8 +181,6 @@ const (
 	LbNocountMapDecapAllow4  = "decap_allow4"
 	LbNocountMapDecapStats   = "decap_stats"
 	LbNocountMapDropStats    = "drop_stats"
-	LbNocountMapFibScratch   = "fib_scratch"
-	LbNocountMapIpIds        = "ip_ids"
 	LbNocountMapLocalVips    = "local_vips"
 	LbNocountMapLocalVips4   = "local_vips4"
 	LbNocountMapNatRev       = "nat_rev"
@@ -266,8 +258,6 @@ type LbNocountMapSpecs struct {
 	DecapAllow4  *ebpf.MapSpec `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
-	FibScratch   *ebpf.MapSpec `ebpf:"fib_scratch"`
-	IpIds        *ebpf.MapSpec `ebpf:"ip_ids"`
 	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	LocalVips4   *ebpf.MapSpec `ebpf:"local_vips4"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
@@ -317,8 +307,6 @@ type LbNocountMaps struct {
 	DecapAllow4  *ebpf.Map `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
-	FibScratch   *ebpf.Map `ebpf:"fib_scratch"`
-	IpIds        *ebpf.Map `ebpf:"ip_ids"`
 	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	LocalVips4   *ebpf.Map `ebpf:"local_vips4"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
@@ -344,8 +332,6 @@ func (m *LbNocountMaps) Close() error {
 		m.DecapAllow4,
 		m.DecapStats,
 		m.DropStats,
-		m.FibScratch,
-		m.IpIds,
 		m.LocalVips,
 		m.LocalVips4,
 		m.NatRev,
