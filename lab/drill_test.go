@@ -176,8 +176,17 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	if len(files) != 1 {
 		t.Fatalf("drill: backups in %s: %v, want one", backups, files)
 	}
-	if _, err := c.Apply(ctx, "late.yaml", []byte(lateYAML), client.ApplyOptions{}); err != nil {
-		t.Fatalf("drill: apply after the backup: %v", err)
+	// A backup's snapshot can stall the embedded etcd long enough for the leader lease to
+	// lapse; the controller then refuses writes (nothing changed) until it leads again.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := c.Apply(ctx, "late.yaml", []byte(lateYAML), client.ApplyOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "leader lease") {
+			t.Fatalf("drill: apply after the backup: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	if err := waitHostsHold(30*time.Second, func(s hoststatus.Status) bool {
 		_, ok := s.Segments["lands-late"]
