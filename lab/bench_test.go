@@ -3,10 +3,12 @@ package lab
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,21 +83,26 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 		var ready time.Duration
 		deadline := start.Add(30 * time.Second)
 		for {
-			if time.Now().After(deadline) {
-				b.Fatalf("round %d: service %s not answering from both hosts after 30s", i, vip)
-			}
-			ok := true
+			var why error
 			for _, h := range Hosts {
 				st, err := c.Desired(ctx, h, 0, time.Second)
-				if err != nil || l.syncGuests(h, st) != nil {
-					ok = false
+				if err == nil {
+					err = l.syncGuests(h, st)
+				}
+				if err != nil {
+					why = fmt.Errorf("guests of %s: %w", h, err)
 				}
 			}
-			if ok && ready == 0 {
+			if why == nil && ready == 0 {
 				ready = time.Since(start)
 			}
-			if ok && l.bothAnswer(vip, i) {
-				break
+			if why == nil {
+				if why = l.bothAnswer(vip); why == nil {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("round %d: service %s not answering from both hosts after 30s: %v", i, vip, why)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -126,19 +133,30 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// bothAnswer reports whether FRR has a path to vip through each host and the VIP answers
-// from the backends of both hosts.
-func (l *Lab) bothAnswer(vip string, round int) bool {
+// probePorts hands out bothAnswer's client ports (20000-59999, in turn): a probe never
+// reuses the 5-tuple of a recent one. A reused tuple would follow the load balancer's
+// conntrack entry of the earlier probe; probes repeated every few milliseconds keep such an
+// entry alive, so entries made while only one backend was healthy would hide the other one
+// for good (the benchmark's old fixed ports made it fail that way now and then).
+var probePorts atomic.Uint32
+
+// bothAnswer returns nil when FRR has a path to vip through each host and the VIP answers
+// from the backends of both hosts, else what is missing.
+func (l *Lab) bothAnswer(vip string) error {
 	if _, err := l.frrPaths(vip); err != nil {
-		return false
+		return fmt.Errorf("FRR: %w", err)
 	}
 	seen := map[string]bool{}
 	for j := 0; j < 16 && len(seen) < 2; j++ {
-		out, err := nsOut(NSClient, "curl", "-sS", "--max-time", "1", "--local-port", fmt.Sprint(30000+round*64+j), "http://"+vip+"/")
+		port := 20000 + probePorts.Add(1)%40000
+		out, err := nsOut(NSClient, "curl", "-sS", "--max-time", "1", "--local-port", fmt.Sprint(port), "http://"+vip+"/")
 		if err != nil {
-			return false
+			return err
 		}
 		seen[strings.TrimSpace(out)] = true
 	}
-	return len(seen) == 2
+	if len(seen) < 2 {
+		return fmt.Errorf("16 connections answered only by %v", slices.Collect(maps.Keys(seen)))
+	}
+	return nil
 }
