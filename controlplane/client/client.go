@@ -125,13 +125,25 @@ func CheckURL(base string) error {
 }
 
 // Repoint replaces the controller URLs (comma-separated, as New takes them) of a client in
-// use, safely against requests under way (they finish against the URL they started with).
+// use, safely against requests under way: an attempt in flight finishes against the URL it
+// started with, and a request that retries makes its next attempt to the new URLs.
 func (c *Client) Repoint(base string) {
 	n := &Client{}
 	n.SetBase(base)
 	c.mu.Lock()
 	c.Bases, c.Base, c.cur = n.Bases, n.Base, 0
 	c.mu.Unlock()
+}
+
+// repointed returns the client's controller URLs and the index in use when they are no
+// longer bases (a Repoint since bases was read).
+func (c *Client) repointed(bases []string) ([]string, int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.Bases) == 0 || slices.Equal(bases, c.Bases) {
+		return nil, 0, false
+	}
+	return slices.Clone(c.Bases), c.cur, true
 }
 
 // CurrentBase is the URL in use (the one that answered last), safe against Repoint.
@@ -321,6 +333,14 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 	var errs []error
 	var last503 *http.Response
 	for i := 0; ; i++ {
+		if nb, ncur, moved := c.repointed(bases); moved {
+			// Repointed while this request was retrying (its controllers may all be gone):
+			// the next attempt goes to the new ones, with a fresh retry window.
+			bases, start, i = nb, ncur, 0
+			targets = c.targets(ctx, bases)
+			start %= len(targets)
+			deadline = time.Now().Add(retryFor)
+		}
 		t := targets[(start+i)%len(targets)]
 		if i > 0 && i%len(targets) == 0 {
 			// Every controller failed once: wait a little before the next round.

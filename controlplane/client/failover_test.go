@@ -204,3 +204,61 @@ func TestFailoverHTTP(t *testing.T) {
 		t.Errorf("body %q, request %q", b, auth.Load())
 	}
 }
+
+// TestRepointWhileRetrying: a request retrying against controllers that are gone (the drill's
+// lost controller) moves to the URLs a Repoint gives, at its next attempt, instead of
+// retrying the old ones for the rest of its RetryFor. Also through FailoverHTTP (the usage
+// reporters).
+func TestRepointWhileRetrying(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		old  func(t *testing.T) string
+	}{
+		{"connection refused", deadURL},
+		{"answers 503 (no leader)", func(t *testing.T) string { return newFake(t, http.StatusServiceUnavailable, 0, false).srv.URL }},
+		{"silent (paused)", silentURL},
+		{"two refused", func(t *testing.T) string { return deadURL(t) + "," + deadURL(t) }},
+	} {
+		for _, via := range []string{"client", "FailoverHTTP"} {
+			t.Run(tc.name+"/"+via, func(t *testing.T) {
+				ok := newFake(t, 200, 0, false)
+				c := New(tc.old(t), "tok")
+				c.RetryFor = 20 * time.Second
+				done := make(chan error, 1)
+				t0 := time.Now()
+				go func() {
+					if via == "client" {
+						_, err := c.Status(context.Background())
+						done <- err
+						return
+					}
+					req, _ := http.NewRequest(http.MethodGet, "http://ignored.invalid/v1/status", nil)
+					resp, err := c.FailoverHTTP().Do(req)
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							err = errors.New(resp.Status)
+						}
+					}
+					done <- err
+				}()
+				time.Sleep(1500 * time.Millisecond) // retrying by now
+				c.Repoint(ok.srv.URL)
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("after the repoint: %v", err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("still retrying the old controllers %v after the repoint", time.Since(t0))
+				}
+				if ok.hits.Load() != 1 {
+					t.Errorf("the new controller saw %d requests, want 1", ok.hits.Load())
+				}
+				if got := c.CurrentBase(); got != ok.srv.URL {
+					t.Errorf("CurrentBase %q, want %q", got, ok.srv.URL)
+				}
+			})
+		}
+	}
+}
