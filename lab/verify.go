@@ -155,6 +155,12 @@ func scrape(metric string) (float64, error) {
 // scrapeBy sums the values of the named metric over every agent's /metrics, by the value of
 // label ("" sums everything).
 func scrapeBy(metric, label string) (map[string]float64, error) {
+	return scrapeByWhere(metric, label, "")
+}
+
+// scrapeByWhere is scrapeBy over the series whose labels hold match (e.g. `direction="tx"`;
+// "" for all).
+func scrapeByWhere(metric, label, match string) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, h := range Hosts {
 		body, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
@@ -166,7 +172,7 @@ func scrapeBy(metric, label string) (map[string]float64, error) {
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") || !strings.Contains(line, match) {
 				continue
 			}
 			f := strings.Fields(line)
@@ -267,16 +273,22 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 		return fmt.Errorf("stopping the server of %s: %w", victim, err)
 	}
 	defer func() { _ = l.startServer(victim) }()
-	// Taken out within interval x threshold (1 s x 2 in the lab) plus a report round.
-	time.Sleep(4 * time.Second)
-	for i := 0; i < 20; i++ {
+	// Taken out within interval x threshold (1 s x 2 in the lab) plus a report round: by then
+	// 20 requests in a row answer, none from the victim.
+	stopped := time.Now()
+	for streak, i := 0, 0; streak < 20; i++ {
 		body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+v.VIP+"/")
-		if err != nil {
-			return fmt.Errorf("%s stopped: VIP %s failed request %d: %w", victim, v.VIP, i+1, err)
-		}
-		if strings.TrimSpace(body) == victim {
+		switch {
+		case err == nil && strings.TrimSpace(body) == victim:
 			return fmt.Errorf("%s stopped but still answered", victim)
+		case err == nil:
+			streak++
+			continue
+		case time.Since(stopped) > 4*time.Second:
+			return fmt.Errorf("%s stopped: VIP %s still failed request %d %.1fs later: %w", victim, v.VIP, i+1, time.Since(stopped).Seconds(), err)
 		}
+		streak = 0
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err := l.startServer(victim); err != nil {
 		return err
