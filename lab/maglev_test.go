@@ -73,6 +73,10 @@ func TestLabMaglevECMP(t *testing.T) {
 	t.Logf("maglev tables local:  %s", local)
 	fmt.Printf("lab maglev: shared tables: %s\nlab maglev: local tables (before issue 19): %s\n", shared, local)
 	if shared.brokenSame != 0 {
+		for _, h := range Hosts {
+			body, _ := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
+			t.Logf("%s drops: %s", h, grepLines(body, "govcloud_department_drops_total"))
+		}
 		t.Errorf("shared tables: %d connections broken whose backend did not change", shared.brokenSame)
 	}
 	if shared.same < shared.total/3 {
@@ -197,6 +201,33 @@ func (m *maglevLab) restartAgent(h, mode string, wipe bool) {
 		"--management", torClient+"/32", "--maglev-tables", mode)
 	if err != nil {
 		m.t.Fatal(err)
+	}
+	m.waitRestarted(h)
+}
+
+// waitRestarted waits until host h's new agent itself (its /status, which no earlier process
+// serves) reports ready at m.rev. The controller's copy of h's status is no proof: it still
+// holds the killed agent's last report, ready at the same revision, and the ToR keeps the
+// killed agent's routes through graceful restart, while the new agent has not yet attached
+// XDP and the VIP route delivers every flow to the local backend.
+func (m *maglevLab) waitRestarted(h string) {
+	m.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last string
+	for {
+		body, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/status")
+		var s hoststatus.Status
+		if err == nil {
+			err = json.Unmarshal([]byte(body), &s)
+		}
+		if err == nil && s.Ready && s.Revision >= m.rev {
+			return
+		}
+		last = fmt.Sprint(s.Revision, " ", s.Ready, " ", s.Error, " ", err)
+		if time.Now().After(deadline) {
+			m.t.Fatalf("restarted agent of %s not ready at revision %d within 60s: %s\n%s", h, m.rev, last, m.l.logTail("agent-"+h, 20))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -333,6 +364,9 @@ func (m *maglevLab) scenario(mode string, churn [][2]int) maglevResult {
 		}
 		got, err := c.get(m.vip.String())
 		broken := err != nil || got != c.backend
+		if broken {
+			m.t.Logf("%s tables: broken %s: first answer from %s, final table's %q (slot %d), now %q %v", mode, c.src, c.backend, want, slot, got, err)
+		}
 		r.total++
 		if want == c.backend {
 			r.same++
