@@ -3,6 +3,8 @@ package firewall_test
 import (
 	"fmt"
 	"net/netip"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,4 +170,143 @@ func TestApplyLarge(t *testing.T) {
 	if n := strings.Count(out, `"gcbr`); n != 4094 {
 		t.Fatalf("gateway4 holds %d elements, want 4094", n)
 	}
+}
+
+// TestUpdateMatchesApply changes a rule set step by step with Update (in place) and checks after
+// each step that the kernel holds exactly what a fresh Apply of the same plan makes in another
+// namespace, and that small changes left the tables in place (same table handles).
+func TestUpdateMatchesApply(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "nft")
+	inPlace, fresh := netnstest.New(t, "gct-fu"), netnstest.New(t, "gct-fv")
+	conn := func(ns *netnstest.NS) *nftables.Conn {
+		c, err := nftables.New(nftables.WithNetNSFd(int(ns.Handle())), firewall.BigBuffers())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ci, cf := conn(inPlace), conn(fresh)
+	base := func() firewall.Config {
+		var cfg firewall.Config
+		for d := 1; d <= 3; d++ {
+			cfg.Departments = append(cfg.Departments, firewall.Department{ID: uint32(d), Mark: uint32(100 * d),
+				Prefixes: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(d), 0}), 24)}})
+		}
+		for v := 1; v <= 12; v++ {
+			br := fmt.Sprintf("gcbr%d", v)
+			cfg.Departments[v%3].Bridges = append(cfg.Departments[v%3].Bridges, br)
+			cfg.Gateways = append(cfg.Gateways, firewall.Gateway{Bridge: br, Addr: netip.AddrFrom4([4]byte{198, 18, byte(v%3 + 1), byte(v)})})
+		}
+		for i := 0; i < 6; i++ {
+			cfg.Ports = append(cfg.Ports, firewall.Port{Ifname: fmt.Sprintf("vm%d", i), Dept: uint32(i%3 + 1),
+				MAC: tt.MAC(fmt.Sprintf("02:00:00:00:00:%02x", i+1)), Addrs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, byte(i%3 + 1), byte(100 + i)})}})
+		}
+		cfg.Management = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+		return cfg
+	}
+	steps := []struct {
+		name    string
+		change  func(*firewall.Config)
+		inPlace bool // the tables must keep their handles
+	}{
+		{"first", func(*firewall.Config) {}, false},
+		{"one gateway changed", func(c *firewall.Config) { c.Gateways[4].Addr = netip.MustParseAddr("198.18.2.200") }, true},
+		{"port added", func(c *firewall.Config) {
+			c.Ports = append(c.Ports, firewall.Port{Ifname: "vm9", Dept: 2, MAC: tt.MAC("02:00:00:00:00:99"), Addrs: []netip.Addr{netip.MustParseAddr("198.18.2.99")}})
+		}, true},
+		{"port removed", func(c *firewall.Config) { c.Ports = c.Ports[1:] }, true},
+		{"port's address changed", func(c *firewall.Config) { c.Ports[2].Addrs = []netip.Addr{netip.MustParseAddr("198.18.3.150")} }, true},
+		{"management prefix added", func(c *firewall.Config) {
+			c.Management = append(c.Management, netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:ffff::/48"))
+		}, true},
+		{"department added", func(c *firewall.Config) {
+			c.Departments = append(c.Departments, firewall.Department{ID: 4, Mark: 400, Bridges: []string{"gcbr40"}})
+			c.Gateways = append(c.Gateways, firewall.Gateway{Bridge: "gcbr40", Addr: netip.MustParseAddr("198.18.4.1")})
+		}, false},
+		{"department removed", func(c *firewall.Config) {
+			c.Departments = c.Departments[:3]
+			c.Gateways = c.Gateways[:len(c.Gateways)-1]
+		}, false},
+		{"VIP port and tenant exception added", func(c *firewall.Config) {
+			c.VIPPorts = append(c.VIPPorts, firewall.VIPPort{Bridge: "gcbr3", VIP: netip.MustParseAddr("203.0.113.10"), Proto: 6, Port: 80})
+			c.TenantAllow = append(c.TenantAllow, firewall.Allow{Proto: 17, Addr: netip.MustParseAddr("192.0.2.53"), Port: 53})
+		}, false},
+	}
+	handles := func(ns *netnstest.NS) string {
+		return ns.MustRun(t, "sh", "-c", "nft -a list tables; nft -a list table inet govcloud | head -1; nft -a list table bridge govcloud | head -1")
+	}
+	ruleset := func(ns *netnstest.NS) string { return canonicalRuleset(t, ns.MustRun(t, "nft", "-j", "list", "ruleset")) }
+	cfg := base()
+	var prev *firewall.Plan
+	for _, s := range steps {
+		s.change(&cfg)
+		plan, err := firewall.Build(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		before := handles(inPlace)
+		if changed, err := firewall.Update(ci, prev, plan); err != nil || !changed {
+			t.Fatalf("%s: update: changed=%v err=%v", s.name, changed, err)
+		}
+		if s.inPlace && handles(inPlace) != before {
+			t.Errorf("%s: tables replaced, want changed in place:\n%s\n%s", s.name, before, handles(inPlace))
+		}
+		if err := firewall.Delete(cf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := firewall.Apply(cf, plan); err != nil {
+			t.Fatalf("%s: apply: %v", s.name, err)
+		}
+		if a, b := ruleset(inPlace), ruleset(fresh); a != b {
+			t.Fatalf("%s: updated rule set differs from a fresh one:\n--- updated\n%s\n--- fresh\n%s", s.name, a, b)
+		}
+		if h, err := firewall.Applied(ci); err != nil || h != plan.Hash {
+			t.Fatalf("%s: applied hash %q (%v), want %q", s.name, h, err, plan.Hash)
+		}
+		if changed, err := firewall.Update(ci, plan, plan); err != nil || changed {
+			t.Fatalf("%s: the same plan again: changed=%v err=%v", s.name, changed, err)
+		}
+		prev = plan
+	}
+}
+
+// canonicalRuleset is `nft -j list ruleset` without handles and counter values, with tables,
+// sets, chains and counters sorted (the kernel lists them in creation order) and every chain's
+// rules in their order.
+func canonicalRuleset(t *testing.T, js string) string {
+	t.Helper()
+	var doc struct {
+		Nftables []map[string]map[string]any `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(js), &doc); err != nil {
+		t.Fatalf("nft -j: %v", err)
+	}
+	var objs []string
+	rules := map[string][]string{}
+	for _, item := range doc.Nftables {
+		for kind, o := range item {
+			if kind == "metainfo" {
+				continue
+			}
+			delete(o, "handle")
+			if kind == "counter" {
+				delete(o, "packets")
+				delete(o, "bytes")
+			}
+			b, _ := json.Marshal(o)
+			if kind == "rule" {
+				chain := fmt.Sprint(o["family"], " ", o["table"], " ", o["chain"])
+				rules[chain] = append(rules[chain], string(b))
+				continue
+			}
+			objs = append(objs, kind+" "+string(b))
+		}
+	}
+	slices.Sort(objs)
+	for chain, rs := range rules {
+		objs = append(objs, "rules of "+chain+":\n  "+strings.Join(rs, "\n  "))
+	}
+	slices.Sort(objs)
+	return strings.Join(objs, "\n")
 }

@@ -63,6 +63,7 @@ type Host struct {
 	nl       *netlink.Handle
 	nd       *netdev.Manager
 	nft      *nftables.Conn
+	fwPlan   *firewall.Plan // the rule set last applied through nft (nil: unknown), what firewall.Update diffs against
 	nftRead  *nftables.Conn // counters, read without waiting for a Set
 	tr       *trunk.Trunk
 	attached map[string]int // role/name -> ifindex attached by this process
@@ -545,15 +546,20 @@ func (h *Host) setFirewall(d HostNetwork, p *Plan) error {
 			return err
 		}
 		h.writes++
+		h.fwPlan = nil
 		return firewall.Delete(h.nft)
 	}
 	plan, err := firewall.Build(cfg)
 	if err != nil {
 		return err
 	}
-	changed, err := firewall.Apply(h.nft, plan)
+	changed, err := firewall.Update(h.nft, h.fwPlan, plan)
 	if changed {
 		h.writes++
+	}
+	h.fwPlan = plan
+	if err != nil {
+		h.fwPlan = nil // unknown: the next Set replaces both tables
 	}
 	return err
 }
