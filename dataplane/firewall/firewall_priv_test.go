@@ -1,9 +1,9 @@
 package firewall_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -236,7 +236,9 @@ func TestUpdateMatchesApply(t *testing.T) {
 	handles := func(ns *netnstest.NS) string {
 		return ns.MustRun(t, "sh", "-c", "nft -a list tables; nft -a list table inet govcloud | head -1; nft -a list table bridge govcloud | head -1")
 	}
-	ruleset := func(ns *netnstest.NS) string { return canonicalRuleset(t, ns.MustRun(t, "nft", "-j", "list", "ruleset")) }
+	ruleset := func(ns *netnstest.NS) string {
+		return canonicalRuleset(t, ns.MustRun(t, "nft", "-j", "list", "ruleset"))
+	}
 	cfg := base()
 	var prev *firewall.Plan
 	for _, s := range steps {
