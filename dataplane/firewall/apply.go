@@ -269,9 +269,6 @@ func tableCounters(c *nftables.Conn, t *nftables.Table) (map[string]Counter, err
 // keep counting. One changed segment among thousands then costs a few messages instead of both
 // tables (issue 13: 21 s for one gateway with 4094 segments). Otherwise it is Apply.
 func Update(c *nftables.Conn, prev, plan *Plan) (changed bool, err error) {
-	if prev == nil || !sameShape(prev, plan) {
-		return Apply(c, plan)
-	}
 	h, err := Applied(c)
 	if err != nil {
 		return false, err
@@ -279,8 +276,8 @@ func Update(c *nftables.Conn, prev, plan *Plan) (changed bool, err error) {
 	if h == plan.Hash {
 		return false, nil
 	}
-	if h != prev.Hash {
-		return Apply(c, plan) // changed by hand, or by another process
+	if prev == nil || h != prev.Hash || !sameShape(prev, plan) {
+		return Apply(c, plan) // unknown, changed by hand or by another process, or reshaped
 	}
 	type chainDiff struct{ old, new *ChainPlan }
 	for i, tp := range plan.Tables {
