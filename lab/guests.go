@@ -15,13 +15,16 @@ const guestSyncName = "guests"
 // starts it as the process "guests" (logs/guests.log), 'lab down' stops it. Failures are
 // logged and retried on the next pass.
 func (l *Lab) SyncGuests(ctx context.Context) error {
+	if err := l.followUp(); err != nil {
+		return err
+	}
 	admin, err := l.adminToken()
 	if err != nil {
 		return err
 	}
 	c := l.client(admin)
 	for {
-		for _, h := range Hosts {
+		for _, h := range l.hosts {
 			st, err := c.Desired(ctx, h, 0, time.Second)
 			if err == nil && st != nil {
 				err = l.syncGuests(h, st)

@@ -87,7 +87,7 @@ func (l *Lab) checkIsolationFuzz(ctx context.Context, states map[string]*desired
 		l.printf("   (the isolation fuzz needs namespace guests to capture in; this lab runs VMs: not run)\n")
 		return nil
 	}
-	topo, err := fuzzTopology(states)
+	topo, err := l.fuzzTopology(states)
 	if err != nil {
 		return fmt.Errorf("isolation fuzz: reading the lab: %w", err)
 	}
@@ -105,7 +105,7 @@ func (l *Lab) checkIsolationFuzz(ctx context.Context, states map[string]*desired
 	for _, g := range topo.Guests {
 		points = append(points, isofuzz.CapturePoint{NS: g.NS, Kind: isofuzz.PointGuest, Guest: g.Name})
 	}
-	for _, h := range Hosts {
+	for _, h := range l.hosts {
 		points = append(points, isofuzz.CapturePoint{NS: h, Kind: isofuzz.PointHost})
 	}
 	points = append(points, isofuzz.CapturePoint{NS: NSTor, Kind: isofuzz.PointTor})
@@ -116,7 +116,7 @@ func (l *Lab) checkIsolationFuzz(ctx context.Context, states map[string]*desired
 	res, err := isofuzz.Run(ctx, topo, positions, points, isofuzz.Options{
 		Seed: FuzzSeed,
 		AfterPosition: func(pos string) error {
-			by, err := scrapeBy("govcloud_department_drops_total", "reason")
+			by, err := l.scrapeBy("govcloud_department_drops_total", "reason")
 			drops[pos] = by
 			return err
 		},
@@ -277,7 +277,7 @@ func hostOfPos(t *isofuzz.Topology, p isofuzz.Position) string {
 
 // fuzzTopology reads the lab: guests, hosts, VIPs from the desired states; MACs and link-local
 // addresses from the namespaces.
-func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
+func (l *Lab) fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
 	u, err := url.Parse(API)
 	if err != nil {
 		return nil, fmt.Errorf("lab API %q: %w", API, err)
@@ -288,7 +288,7 @@ func fuzzTopology(states map[string]*desired.State) (*isofuzz.Topology, error) {
 	}
 	t := &isofuzz.Topology{Controller: ctl}
 	seenVIP := map[string]bool{}
-	for _, h := range Hosts {
+	for _, h := range l.hosts {
 		st := states[h]
 		if st == nil {
 			return nil, fmt.Errorf("no desired state for %s", h)
