@@ -29,7 +29,7 @@ const DefaultPinPath = "/sys/fs/bpf/govcloud/lb"
 
 // Capacities compiled into the object (bpf/lb/lb_consts.h).
 const (
-	MaxVIPs     = 1024
+	MaxVIPs     = 4096
 	MaxBackends = 16384
 )
 
