@@ -12,6 +12,7 @@ package lb
 // indices to local IDs when it writes the table.
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"crypto/sha256"
@@ -298,36 +299,15 @@ func deflateUvarints(n int, emit func(put func(uint64))) []byte {
 	return out.Bytes()
 }
 
-// uvarintReader reads uvarints from an inflated buffer: the whole input is inflated at once
-// and parsed in place (a byte-at-a-time reader over the inflater cost about 1.5 ms of a
-// 65537-slot table, seconds for a host fetching 1200 tables).
-type uvarintReader struct {
-	b   []byte
-	err error // why inflating stopped early (the values before it are read)
-}
+type uvarintReader struct{ r io.ByteReader }
 
 // newUvarintReader inflates b, reading at most limit bytes of it uncompressed (a small input
 // cannot make the reader inflate gigabytes).
-func newUvarintReader(b []byte, limit int64) *uvarintReader {
-	raw, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(b)), limit))
-	return &uvarintReader{b: raw, err: err}
+func newUvarintReader(b []byte, limit int64) uvarintReader {
+	return uvarintReader{r: bufio.NewReader(io.LimitReader(flate.NewReader(bytes.NewReader(b)), limit))}
 }
 
-func (u *uvarintReader) next() (uint64, error) {
-	v, n := binary.Uvarint(u.b)
-	switch {
-	case n > 0:
-		u.b = u.b[n:]
-		return v, nil
-	case n < 0:
-		return 0, errors.New("uvarint overflows 64 bits")
-	case u.err != nil:
-		return 0, u.err
-	case len(u.b) > 0:
-		return 0, io.ErrUnexpectedEOF
-	}
-	return 0, io.EOF
-}
+func (u uvarintReader) next() (uint64, error) { return binary.ReadUvarint(u.r) }
 
 // EncodeSlotGen is t.SlotGen in the form the controller stores next to the full table:
 // DEFLATE of one uvarint per slot, Generation minus the slot's generation. Without SlotGen it
