@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        deb dashboards bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-backup bench-bgp bench-metering fuzz-config clean help
+        deb dashboards bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-scale bench-backup bench-bgp bench-metering fuzz-config clean help
 
 all: build
 
@@ -89,8 +89,12 @@ bench-agent: ## agent: apply -> forwarding on both hosts (lab), 4094 VLAN mappin
 bench-compare: ## before/after in one run: make bench-compare BASE=<git rev> TARGET=bench-lb [ROUNDS=3] (alternates both sides, prints min/median/max and ratios)
 	./scripts/bench-compare.sh $(or $(BASE),main) $(or $(TARGET),bench-lb) $(or $(ROUNDS),3)
 
-bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments x 10 services, API p50/p99 under load; apply p50/p99 on a 3-member etcd cluster vs embedded, leader failover time (root)
+bench-controlplane: ## control plane: apply/plan of 30 departments x 4 segments x 10 services, API p50/p99 under load; apply p50/p99 on a 3-member etcd cluster vs embedded, leader failover time; then bench-scale (root)
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkControlPlane|BenchmarkHAReport' -benchtime 1x -timeout 20m ./controlplane/e2e/
+	$(MAKE) bench-scale
+
+bench-scale: ## scale lab: 8 hosts, apply 30 departments x 4 segments x 10 services -> every VIP answering on every host, min/median/max over ROUNDS rounds (default 3; goal < 30 s; root)
+	GC_SCALE_ROUNDS=$(or $(ROUNDS),3) $(GO) test -count=1 -run '^$$' -bench BenchmarkScaleLab -benchtime 1x -timeout 60m ./lab/
 
 bench-backup: ## backup and restore of the 30 departments x 4 segments x 10 services store (rounds, min/median/max); the lab's disaster drill recovery time (root)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkBackup -benchtime 1x -timeout 20m ./controlplane/e2e/

@@ -57,8 +57,19 @@ func markedDialer() *net.Dialer {
 	}}
 }
 
+// probeID is what one check probes: backends of several services that name the same address,
+// port, check and mark (a VM behind ten VIPs) share one probe and its state.
+type probeID struct {
+	addr netip.AddrPort
+	hc   desired.HealthCheck
+	mark int
+}
+
+func (t probeTarget) id() probeID { return probeID{t.addr, t.hc, t.mark} }
+
 type probeState struct {
-	target   probeTarget
+	target   probeTarget // the first of its backends: what is probed
+	services []string    // the services of the backends sharing it (logs)
 	up       bool
 	pending  bool // added while the agent ran and not checked yet: down until its first success
 	streak   int  // consecutive results against the current state
@@ -72,19 +83,21 @@ type probeState struct {
 // until healthyThreshold consecutive successes. Backends of the first Set (what a restarted
 // agent finds) start up, so a restart moves no flow; backends added later start down until
 // their first check succeeds, so a VM still booting gets no traffic and its VIP is not
-// advertised for it.
+// advertised for it. Backends that name the same address, port, check and mark (a VM behind
+// several services) share one probe and its state.
 type Checker struct {
 	log     *slog.Logger
 	changed chan struct{}
 	mu      sync.Mutex
 	seeded  bool // the first Set happened
-	probes  map[hoststatus.BackendKey]*probeState
+	probes  map[probeID]*probeState
+	keys    map[hoststatus.BackendKey]probeID // each probed backend's probe
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewChecker returns a checker; changed receives (without blocking) on every state change.
 func NewChecker(log *slog.Logger) *Checker {
-	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[hoststatus.BackendKey]*probeState{}, dial: markedDialer().DialContext}
+	return &Checker{log: log, changed: make(chan struct{}, 1), probes: map[probeID]*probeState{}, keys: map[hoststatus.BackendKey]probeID{}, dial: markedDialer().DialContext}
 }
 
 // Changed is signalled when any backend changes state.
@@ -95,28 +108,39 @@ func (c *Checker) Changed() <-chan struct{} { return c.changed }
 func (c *Checker) Set(targets []probeTarget) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	want := map[hoststatus.BackendKey]probeTarget{}
+	keys := make(map[hoststatus.BackendKey]probeID, len(targets))
+	services := map[probeID][]string{}
+	first := map[probeID]probeTarget{}
 	for _, t := range targets {
-		want[t.key] = t
-	}
-	for k, p := range c.probes {
-		if t, ok := want[k]; !ok || t != p.target {
-			p.cancel()
-			delete(c.probes, k)
+		id := t.id()
+		if _, dup := keys[t.key]; !dup {
+			services[id] = append(services[id], t.key.Service)
+		}
+		keys[t.key] = id
+		if _, ok := first[id]; !ok {
+			first[id] = t
 		}
 	}
-	for k, t := range want {
-		if _, ok := c.probes[k]; ok {
+	for id, p := range c.probes {
+		if _, ok := first[id]; !ok {
+			p.cancel()
+			delete(c.probes, id)
+		}
+	}
+	for id, t := range first {
+		if p, ok := c.probes[id]; ok {
+			p.services = services[id]
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		p := &probeState{target: t, up: !c.seeded, pending: c.seeded, cancel: cancel}
+		p := &probeState{target: t, services: services[id], up: !c.seeded, pending: c.seeded, cancel: cancel}
 		if p.pending {
 			p.lastErr = "not checked yet"
 		}
-		c.probes[k] = p
+		c.probes[id] = p
 		go c.run(ctx, p)
 	}
+	c.keys = keys
 	c.seeded = true
 }
 
@@ -124,8 +148,8 @@ func (c *Checker) Set(targets []probeTarget) {
 func (c *Checker) Healthy(k hoststatus.BackendKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p, ok := c.probes[k]; ok {
-		return p.up
+	if id, ok := c.keys[k]; ok {
+		return c.probes[id].up
 	}
 	return true
 }
@@ -135,8 +159,9 @@ func (c *Checker) Healthy(k hoststatus.BackendKey) bool {
 func (c *Checker) States() hoststatus.Backends {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(hoststatus.Backends, len(c.probes))
-	for k, p := range c.probes {
+	out := make(hoststatus.Backends, len(c.keys))
+	for k, id := range c.keys {
+		p := c.probes[id]
 		h := hoststatus.Health{Up: p.up}
 		if !p.up {
 			h.Reason = p.lastErr
@@ -196,10 +221,11 @@ func (c *Checker) record(p *probeState, err error) {
 	}
 	p.lastSeen = time.Now()
 	key := p.target.key
+	services := slices.Clone(p.services)
 	up := p.up
 	c.mu.Unlock()
 	if flip {
-		c.log.Info("backend health changed", "service", key.Service, "backend", key.Addr, "up", up, "error", errString(err))
+		c.log.Info("backend health changed", "services", services, "backend", key.Addr, "up", up, "error", errString(err))
 		select {
 		case c.changed <- struct{}{}:
 		default:

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -122,5 +123,64 @@ func TestHTTPProbeStaysOnTheBackend(t *testing.T) {
 	case u := <-hit:
 		t.Fatalf("a probe reached another server: %s", u)
 	default:
+	}
+}
+
+// countingDialer is a fakeDialer that counts dials per address.
+type countingDialer struct {
+	fakeDialer
+	n map[string]int
+}
+
+func (f *countingDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	f.mu.Lock()
+	f.n[addr]++
+	f.mu.Unlock()
+	return f.fakeDialer.dial(ctx, network, addr)
+}
+
+func (f *countingDialer) count(addr string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n[addr]
+}
+
+// TestCheckerSharesProbes: backends of ten services on one VM (same address, port and check,
+// as the scale lab's 10 services per VM) are one probe, not ten; each service still has its
+// backend's state, and a service added later on a VM already found up is up at once (the
+// same check has passed). A different check on the same address is a probe of its own.
+func TestCheckerSharesProbes(t *testing.T) {
+	fd := &countingDialer{fakeDialer: fakeDialer{open: map[string]bool{"198.18.20.2:80": true}}, n: map[string]int{}}
+	c := NewChecker(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c.dial = fd.dial
+	defer c.Close()
+	var ts []probeTarget
+	for i := range 10 {
+		ts = append(ts, target(fmt.Sprintf("svc%d", i), "198.18.20.2"))
+	}
+	c.Set(ts[:9])
+	c.Set(ts)                          // svc9 added while running
+	time.Sleep(550 * time.Millisecond) // about 5 intervals of 100 ms
+	if n := fd.count("198.18.20.2:80"); n < 3 || n > 8 {
+		t.Fatalf("%d dials to the shared backend in 550 ms with a 100 ms interval, want one probe's (about 6)", n)
+	}
+	st := c.States()
+	for _, tg := range ts {
+		if !c.Healthy(tg.key) || !st[tg.key].Up {
+			t.Errorf("%s: not up (%+v)", tg.key, st[tg.key])
+		}
+	}
+	if len(st) != 10 {
+		t.Errorf("%d states, want one per service: %v", len(st), st)
+	}
+	slow := target("slow", "198.18.20.2")
+	slow.hc.IntervalMs = 10000
+	c.Set(append(ts, slow))
+	if c.Healthy(slow.key) {
+		t.Error("a backend with a check of its own, added later, is up before its first check")
+	}
+	c.Set(ts[:1])
+	if _, ok := c.States()[ts[1].key]; ok || len(c.States()) != 1 {
+		t.Errorf("removed services still reported: %v", c.States())
 	}
 }

@@ -136,7 +136,7 @@ type rig struct {
 	health *fakeHealth
 }
 
-func newRig(t *testing.T, host string, keep bool) *rig {
+func newRig(t testing.TB, host string, keep bool) *rig {
 	t.Helper()
 	r := &rig{ctl: &fakeController{}, hn: &hostnet.Fake{}, lb: &lbmap.Fake{}, routes: &viproute.Fake{}, bgp: &bgp.Fake{},
 		health: &fakeHealth{down: map[hoststatus.BackendKey]bool{}, changed: make(chan struct{}, 1)}}
@@ -153,7 +153,7 @@ func newRig(t *testing.T, host string, keep bool) *rig {
 }
 
 // pass sets the agent's last desired state and applies it once, as Run does.
-func (r *rig) pass(t *testing.T, st *desired.State) hoststatus.Status {
+func (r *rig) pass(t testing.TB, st *desired.State) hoststatus.Status {
 	t.Helper()
 	r.a.mu.Lock()
 	r.a.last = st

@@ -84,10 +84,10 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 		deadline := start.Add(30 * time.Second)
 		for {
 			var why error
-			for _, h := range Hosts {
+			for _, h := range defaultHosts {
 				st, err := c.Desired(ctx, h, 0, time.Second)
 				if err == nil {
-					err = l.syncGuests(h, st)
+					err = l.syncGuests(h, st, nil)
 				}
 				if err != nil {
 					why = fmt.Errorf("guests of %s: %w", h, err)
@@ -114,9 +114,9 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 			}
 		}
 		// Untimed: remove this round's guests and let the agents take the segment down.
-		for _, h := range Hosts {
+		for _, h := range defaultHosts {
 			if st, err := c.Desired(ctx, h, 0, time.Second); err == nil {
-				_ = l.syncGuests(h, st)
+				_ = l.syncGuests(h, st, nil)
 			}
 		}
 		time.Sleep(time.Second)

@@ -142,7 +142,7 @@ func TestLabBilling(t *testing.T) {
 					fresh++
 				}
 			}
-			if fresh == 2*len(Hosts) {
+			if fresh == 2*len(defaultHosts) {
 				return b
 			}
 			if time.Now().After(deadline) {

@@ -12,18 +12,21 @@ import (
 	"time"
 )
 
-// Down removes everything the lab made: processes (agents first, so they take their
-// dataplane down), namespaces, the lab's bpffs and its directory. It is safe to run twice and
-// after a failed or interrupted Up, and touches only gc-* namespaces and its own directory.
+// Down removes everything the lab made, whatever its number of hosts: processes (agents
+// first, so they take their dataplane down), namespaces, the lab's bpffs and its directory. It
+// is safe to run twice and after a failed or interrupted Up, and touches only gc-* namespaces
+// and its own directory.
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
+	// However many hosts Up made: every agent's pid file, every gc-host* namespace.
 	var agents []string
-	for _, h := range Hosts {
-		agents = append(agents, "agent-"+h)
+	pids, _ := filepath.Glob(filepath.Join(l.dir, "pids", "agent-*.pid"))
+	for _, p := range pids {
+		agents = append(agents, strings.TrimSuffix(filepath.Base(p), ".pid"))
 	}
 	l.stopAll(agents, 5*time.Second)
 	var rest []string
-	pids, _ := filepath.Glob(filepath.Join(l.dir, "pids", "*.pid"))
+	pids, _ = filepath.Glob(filepath.Join(l.dir, "pids", "*.pid"))
 	for _, p := range pids {
 		rest = append(rest, strings.TrimSuffix(filepath.Base(p), ".pid"))
 	}

@@ -68,7 +68,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// through the last one.
 	vip := vips[len(vips)-1]
 	states := map[string]*desired.State{}
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		if states[h], err = c.Desired(ctx, h, 0, time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// The bill rates east-west bytes once, where they leave a host (network_tx_bytes); the
 	// receiving host's count (rx) is metered, not billed.
 	wire := func() (uint64, error) {
-		by, err := scrapeByWhere("govcloud_department_bytes_total", "department", `direction="tx"`)
+		by, err := l.scrapeByWhere("govcloud_department_bytes_total", "department", `direction="tx"`)
 		return uint64(by[dept]), err
 	}
 	// unbilled is what the sending side's counters saw that the bill does not hold: the
@@ -238,7 +238,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// What the hosts hold that the restored store lacks: lost by name.
 	held := map[string]map[string]bool{"departments": {}, "segments": {}, "services": {}}
 	before := map[string]map[string]uint64{}
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		s, err := agentStatus(h)
 		if err != nil {
 			t.Fatal(err)
@@ -281,7 +281,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 
 	// 5. The agents follow the controller file (SIGHUP: no restart, the dataplane untouched).
 	rev := int64(0)
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		st, err := c.Desired(ctx, h, 0, time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -296,7 +296,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 		if err != nil {
 			return err
 		}
-		for _, h := range Hosts {
+		for _, h := range defaultHosts {
 			var rep hoststatus.Report
 			if err := json.Unmarshal(hs[h], &rep); err != nil {
 				return fmt.Errorf("%s has not reported to the restored controller (%v)", h, err)
@@ -309,7 +309,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		s, err := agentStatus(h)
 		if err != nil {
 			t.Fatal(err)
@@ -384,7 +384,7 @@ func waitHostsHold(d time.Duration, ok func(hoststatus.Status) bool) error {
 	for {
 		var err error
 		all := true
-		for _, h := range Hosts {
+		for _, h := range defaultHosts {
 			s, e := agentStatus(h)
 			if e != nil || !ok(s) {
 				all, err = false, fmt.Errorf("%s: %v (revision %d)", h, e, s.Revision)

@@ -11,21 +11,13 @@ import (
 	"time"
 )
 
-// startFRR runs zebra and bgpd in gc-tor without systemd: AS 65000, one eBGP neighbour per
-// host, multipath across different neighbour ASNs, graceful restart, no policy required.
+// startFRR runs zebra and bgpd in gc-tor without systemd, configured by frrConfig.
 func (l *Lab) startFRR() error {
 	dir := l.frrDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	var conf strings.Builder
-	fmt.Fprintf(&conf, "frr defaults datacenter\nhostname gc-tor\nlog file %s/frr.log\n!\n", dir)
-	fmt.Fprintf(&conf, "router bgp 65000\n bgp router-id %s\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n", torFabric)
-	for i := range Hosts {
-		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr(i), 65001+i)
-	}
-	conf.WriteString(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n!\n")
-	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(frrConfig(dir, len(l.hosts))), 0o644); err != nil {
 		return err
 	}
 	if err := sh("chown", "-R", "frr:frr", dir); err != nil {
@@ -40,6 +32,20 @@ func (l *Lab) startFRR() error {
 		return fmt.Errorf("bgpd: %w", err)
 	}
 	return nil
+}
+
+// frrConfig is the ToR's FRR configuration for a lab of n hosts (logging into dir): AS 65000,
+// one eBGP neighbour per host, multipath across different neighbour ASNs (up to MaxHosts
+// paths), graceful restart, no policy required.
+func frrConfig(dir string, n int) string {
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "frr defaults datacenter\nhostname gc-tor\nlog file %s/frr.log\n!\n", dir)
+	fmt.Fprintf(&conf, "router bgp 65000\n bgp router-id %s\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n", torFabric)
+	for i := range n {
+		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr(i), hostASN(i))
+	}
+	fmt.Fprintf(&conf, " address-family ipv4 unicast\n  maximum-paths %d\n exit-address-family\n!\n", MaxHosts)
+	return conf.String()
 }
 
 // frrDir holds FRR's config, sockets and pid files. FRR drops to user frr, which must be
@@ -85,7 +91,7 @@ func (l *Lab) frrPaths(vip string) ([]string, error) {
 		}
 	}
 	sort.Strings(hops)
-	if len(hops) < len(Hosts) {
+	if len(hops) < len(l.hosts) {
 		return hops, fmt.Errorf("FRR has %d path(s) to %s (%v), want one per host", len(hops), vip, hops)
 	}
 	return hops, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,9 @@ type Options struct {
 	Config string    // YAML file or directory applied on up (default deploy/examples/lab)
 	VMs    bool      // real VMs through libvirt instead of namespace guests
 	Out    io.Writer // progress and the walk-through
+	// Hosts is how many hosts Up makes, 1 to MaxHosts (0: DefaultHosts). Verify, Down and the
+	// guests' sync follow what Up made instead (recorded in Dir).
+	Hosts int
 }
 
 // DefaultDir holds everything the lab writes.
@@ -38,9 +43,10 @@ const DefaultDir = "/var/lib/govcloud-lab"
 
 // Lab is one lab on this machine.
 type Lab struct {
-	opt Options
-	dir string
-	out io.Writer
+	opt   Options
+	dir   string
+	out   io.Writer
+	hosts []string // the host namespaces, in order (HostNames)
 }
 
 // New fills in defaults.
@@ -61,7 +67,88 @@ func New(opt Options) (*Lab, error) {
 	if opt.Config == "" {
 		opt.Config = "deploy/examples/lab"
 	}
-	return &Lab{opt: opt, dir: opt.Dir, out: opt.Out}, nil
+	if opt.Hosts == 0 {
+		opt.Hosts = DefaultHosts
+	}
+	if err := CheckHosts(opt.Hosts); err != nil {
+		return nil, err
+	}
+	return &Lab{opt: opt, dir: opt.Dir, out: opt.Out, hosts: HostNames(opt.Hosts)}, nil
+}
+
+// hostsFile records how many hosts Up made, for Verify, Down and the guests' sync.
+const hostsFile = "hosts"
+
+// followUp makes l's hosts those of the lab Up made in l's directory, when one did.
+func (l *Lab) followUp() error {
+	f := filepath.Join(l.dir, hostsFile)
+	b, err := os.ReadFile(f)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the lab's host count: %w", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("%s: host count %q: %w", f, strings.TrimSpace(string(b)), err)
+	}
+	if err := CheckHosts(n); err != nil {
+		return fmt.Errorf("%s: %w", f, err)
+	}
+	l.hosts = HostNames(n)
+	return nil
+}
+
+// Hosts returns the lab's host namespaces, in order.
+func (l *Lab) Hosts() []string { return slices.Clone(l.hosts) }
+
+// hostIndex is h's position among the lab's hosts (its fabric address is hostAddr of it).
+func (l *Lab) hostIndex(h string) int { return slices.Index(l.hosts, h) }
+
+// allHosts says "the host", "both hosts" or "all N hosts", for progress lines.
+func (l *Lab) allHosts() string {
+	switch len(l.hosts) {
+	case 1:
+		return "the host"
+	case 2:
+		return "both hosts"
+	}
+	return fmt.Sprintf("all %d hosts", len(l.hosts))
+}
+
+// allAgents says "the agent", "both agents" or "all N agents".
+func (l *Lab) allAgents() string { return strings.Replace(l.allHosts(), "host", "agent", 1) }
+
+// backendHosts says where checkVIPs wants answers from: the two backends of the lab's
+// services run on gc-host1 and gc-host2 ("both hosts"; "the host" when it is the only one).
+func (l *Lab) backendHosts() string {
+	switch len(l.hosts) {
+	case 1:
+		return "the host"
+	case 2:
+		return "both hosts"
+	}
+	return "two hosts"
+}
+
+// fromAll says "the host", "both" or "all N", for progress lines.
+func (l *Lab) fromAll() string {
+	switch len(l.hosts) {
+	case 1:
+		return "the host"
+	case 2:
+		return "both"
+	}
+	return fmt.Sprintf("all %d", len(l.hosts))
+}
+
+// hostList names the hosts, "gc-host1, gc-host2" (and: "gc-host1 and gc-host2").
+func (l *Lab) hostList(and bool) string {
+	if !and || len(l.hosts) == 1 {
+		return strings.Join(l.hosts, ", ")
+	}
+	return strings.Join(l.hosts[:len(l.hosts)-1], ", ") + " and " + l.hosts[len(l.hosts)-1]
 }
 
 func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.out, format, args...) }
@@ -145,8 +232,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	l.step(1, steps, "network namespaces: gc-tor (bridge + router), gc-host1, gc-host2, gc-client")
-	if err := buildTopology(); err != nil {
+	if err := os.WriteFile(filepath.Join(l.dir, hostsFile), []byte(strconv.Itoa(len(l.hosts))+"\n"), 0o644); err != nil {
+		return err
+	}
+	l.step(1, steps, "network namespaces: gc-tor (bridge + router), "+l.hostList(false)+", gc-client")
+	if err := buildTopology(l.hosts); err != nil {
 		return err
 	}
 	// 'ip netns exec' remounts /sys: agents pin into a bpffs of the lab's own, which every
@@ -167,8 +257,8 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if err := os.MkdirAll(filepath.Join(l.dir, "bpf", "tor"), 0o700); err != nil {
 		return err
 	}
-	for i := range Hosts {
-		port := fmt.Sprintf("gc-tor-h%d", i+1)
+	for i := range l.hosts {
+		port := torPort(i)
 		if err := inNS(NSTor, func() error { return lbmap.AttachPass(port, filepath.Join(l.dir, "bpf", "tor", port)) }); err != nil {
 			return err
 		}
@@ -204,11 +294,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 
-	l.step(5, steps, "agents in gc-host1 and gc-host2 (join with single-use join tokens, then mTLS with host certificates)")
+	l.step(5, steps, "agents in "+l.hostList(true)+" (join with single-use join tokens, then mTLS with host certificates)")
 	if err := os.WriteFile(l.controllerFile(), []byte(API+"\n"), 0o644); err != nil {
 		return err
 	}
-	for _, h := range Hosts {
+	for _, h := range l.hosts {
 		// One join token per agent: the network agent, and the compute agent with --vms.
 		for _, who := range []string{"agent", "compute"} {
 			if who == "compute" && !l.opt.VMs {
@@ -234,7 +324,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	states := map[string]*desired.State{}
 	if err := l.waitFor(ctx, "agents built the segment bridges", 60*time.Second, func() error {
-		for _, h := range Hosts {
+		for _, h := range l.hosts {
 			st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
 			if err != nil {
 				return err
@@ -266,7 +356,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			return err
 		}
 	} else {
-		for _, h := range Hosts {
+		for _, h := range l.hosts {
 			if err := l.startGuests(h, states[h]); err != nil {
 				return err
 			}
@@ -283,7 +373,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 
-	l.step(7, steps, "waiting until every host reports ready, each VIP answers from backends on both hosts and FRR learns it from both")
+	l.step(7, steps, "waiting until every host reports ready, each VIP answers from backends on "+l.backendHosts()+" and FRR learns it from "+l.fromAll())
 	vips, err := l.vips(ctx, admin)
 	if err != nil {
 		return err
@@ -306,12 +396,39 @@ func (l *Lab) apply(ctx context.Context, token string) error {
 	if len(files) == 0 {
 		return fmt.Errorf("no YAML in %s", l.opt.Config)
 	}
-	for _, f := range files {
+	// The configuration names its hosts; the lab fits it to the hosts it makes (fitConfig) and
+	// declares those the configuration does not, first, so VMs may be placed on them.
+	fitted := make([][]byte, len(files))
+	var declared []string
+	for i, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return err
 		}
-		res, err := l.client(token).Apply(ctx, f, data, client.ApplyOptions{})
+		var decl, notes []string
+		if fitted[i], decl, notes, err = fitConfig(f, data, l.hosts); err != nil {
+			return err
+		}
+		declared = append(declared, decl...)
+		for _, n := range notes {
+			l.printf("   %s: %s\n", f, n)
+		}
+	}
+	var missing []string
+	for _, h := range l.hosts {
+		if !slices.Contains(declared, h) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) > 0 {
+		res, err := l.client(token).Apply(ctx, "lab-hosts.yaml", []byte(l.hostsYAML(missing)), client.ApplyOptions{})
+		if err != nil {
+			return fmt.Errorf("apply the lab's hosts %s: %w", strings.Join(missing, ", "), err)
+		}
+		l.printf("   applied Host %s (the lab's, not in %s; revision %d)\n", strings.Join(missing, ", "), l.opt.Config, res.Revision)
+	}
+	for i, f := range files {
+		res, err := l.client(token).Apply(ctx, f, fitted[i], client.ApplyOptions{})
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", f, err)
 		}
@@ -340,7 +457,7 @@ func (l *Lab) joinTokenFile(h, who string) string {
 func (l *Lab) startAgent(h string) error {
 	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
 		"--usage-interval", usageInterval.String(),
-		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
+		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(l.hostIndex(h))+":9480",
 		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h),
 		// The ToR's fabric address is in the uplink's prefix (management already); its
 		// client-side address is management too.
@@ -349,7 +466,9 @@ func (l *Lab) startAgent(h string) error {
 
 // startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name
 // the agent's anti-spoofing expects) joins the segment bridge, the controller's MAC and
-// address, the gateway, the VIPs it serves on lo (dsr), and an HTTP server naming the VM.
+// address, the gateway, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
+// links and addresses of each namespace are made by one 'ip -batch' (the scale lab makes 120
+// guests at once; a process per command took most of a minute).
 func (l *Lab) startGuests(h string, st *desired.State) error {
 	for _, vm := range st.VMs {
 		ns := "gc-vm-" + vm.Name
@@ -359,37 +478,39 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		if err := sh("ip", "netns", "add", ns); err != nil {
 			return err
 		}
-		if err := sh("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
-			return err
-		}
+		var inHost []string
+		inGuest := []string{"link set lo up"}
 		for i, ifc := range vm.Interfaces {
 			port := agent.GuestPort(vm.Name, ifc.Segment)
 			gif := fmt.Sprintf("eth%d", i)
-			cmds := [][]string{
-				{"ip", "-n", h, "link", "add", port, "type", "veth", "peer", "name", gif, "netns", ns},
-				{"ip", "-n", h, "link", "set", port, "master", netdev.BridgeName(uint16(ifc.VLAN))},
-				{"ip", "-n", h, "link", "set", port, "up"},
-				{"ip", "-n", ns, "link", "set", gif, "address", ifc.MAC},
-				{"ip", "-n", ns, "addr", "add", ifc.Prefix4.String(), "dev", gif},
-				{"ip", "-n", ns, "link", "set", gif, "up"},
-				{"ip", "netns", "exec", ns, "ethtool", "-K", gif, "tx", "off"},
-			}
+			inHost = append(inHost,
+				fmt.Sprintf("link add %s type veth peer name %s netns %s", port, gif, ns),
+				fmt.Sprintf("link set %s master %s", port, netdev.BridgeName(uint16(ifc.VLAN))),
+				fmt.Sprintf("link set %s up", port))
+			inGuest = append(inGuest,
+				fmt.Sprintf("link set %s address %s", gif, ifc.MAC),
+				fmt.Sprintf("addr add %s dev %s", ifc.Prefix4, gif),
+				fmt.Sprintf("link set %s up", gif))
 			if i == 0 {
-				cmds = append(cmds, []string{"ip", "-n", ns, "route", "add", "default", "via", ifc.Gateway4.String()})
-			}
-			for _, c := range cmds {
-				if err := sh(c[0], c[1:]...); err != nil {
-					return fmt.Errorf("guest %s: %w", vm.Name, err)
-				}
+				inGuest = append(inGuest, "route add default via "+ifc.Gateway4.String())
 			}
 		}
 		for _, svc := range st.Services {
 			for _, b := range svc.Backends {
 				if b.VM == vm.Name && svc.Mode == "dsr" {
-					if err := sh("ip", "-n", ns, "addr", "add", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen()).String(), "dev", "lo"); err != nil && !strings.Contains(err.Error(), "exists") {
-						return fmt.Errorf("guest %s: VIP %s: %w", vm.Name, svc.VIP, err)
-					}
+					inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen())))
 				}
+			}
+		}
+		if err := ipBatch(h, inHost); err != nil {
+			return fmt.Errorf("guest %s: %w", vm.Name, err)
+		}
+		if err := ipBatch(ns, inGuest); err != nil {
+			return fmt.Errorf("guest %s: %w", vm.Name, err)
+		}
+		for i := range vm.Interfaces {
+			if err := nsx(ns, "ethtool", "-K", fmt.Sprintf("eth%d", i), "tx", "off"); err != nil {
+				return fmt.Errorf("guest %s: %w", vm.Name, err)
 			}
 		}
 		if err := l.startGuestServer(vm.Name); err != nil {
@@ -399,14 +520,38 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 	return nil
 }
 
+// ipBatch runs ip commands (one per line, without "ip") in namespace ns, stopping at the
+// first that fails.
+func ipBatch(ns string, lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip -n %s -batch (%s): %v: %s", ns, strings.Join(lines, "; "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // syncGuests makes guests for VMs placed on host h since the last call and removes guests of
-// VMs no longer there: the lab's stand-in for the compute agent's namespace provider.
-func (l *Lab) syncGuests(h string, st *desired.State) error {
+// VMs no longer there: the lab's stand-in for the compute agent's namespace provider. keep
+// holds guests wanted on other hosts (nil: not known), which are not looked at for removal.
+// Every pass reads the host's links and each guest's once: the scale lab has 120 guests.
+func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) error {
 	want := map[string]bool{}
+	var links string
 	for _, vm := range st.VMs {
 		want["gc-vm-"+vm.Name] = true
 		for _, ifc := range vm.Interfaces {
-			if err := nsx(h, "ip", "link", "show", netdev.BridgeName(uint16(ifc.VLAN))); err != nil {
+			if links == "" {
+				out, err := nsOut(h, "ip", "-o", "link", "show", "type", "bridge")
+				if err != nil {
+					return err
+				}
+				links = out
+			}
+			if !slices.Contains(strings.Fields(links), netdev.BridgeName(uint16(ifc.VLAN))+":") {
 				return fmt.Errorf("%s: bridge for %s not there yet", h, ifc.Segment)
 			}
 		}
@@ -416,7 +561,7 @@ func (l *Lab) syncGuests(h string, st *desired.State) error {
 	}
 	prefix := "gc-vm-"
 	for _, ns := range labNamespaces() {
-		if !strings.HasPrefix(ns, prefix) || want[ns] || hostOfGuest(ns) != h {
+		if !strings.HasPrefix(ns, prefix) || want[ns] || keep[ns] || l.hostOfGuest(ns) != h {
 			continue
 		}
 		l.stop("vm-"+strings.TrimPrefix(ns, prefix), time.Second)
@@ -426,14 +571,15 @@ func (l *Lab) syncGuests(h string, st *desired.State) error {
 }
 
 // hostOfGuest finds the host namespace holding the guest's port (the veth peer).
-func hostOfGuest(ns string) string {
-	for _, h := range Hosts {
-		out, err := exec.Command("ip", "-n", ns, "-o", "link", "show").Output()
-		if err != nil {
-			return ""
-		}
-		if strings.Contains(string(out), "link-netns "+h) {
-			return h
+func (l *Lab) hostOfGuest(ns string) string {
+	out, err := exec.Command("ip", "-n", ns, "-o", "link", "show").Output()
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "link-netns" && slices.Contains(l.hosts, f[i+1]) {
+			return f[i+1]
 		}
 	}
 	return ""
@@ -473,7 +619,7 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 		if err != nil {
 			return err
 		}
-		for _, h := range Hosts {
+		for _, h := range l.hosts {
 			if !l.alive("agent-" + h) {
 				return fmt.Errorf("agent on %s exited:\n%s", h, l.logTail("agent-"+h, 15))
 			}
@@ -496,12 +642,12 @@ func (l *Lab) waitReady(ctx context.Context, admin string, vips []vipInfo) error
 	// Backends count as up until their checks fail, and VMs take seconds to boot: wait for
 	// answers from both hosts' backends first, then for the routes (a host re-advertises a VIP
 	// once its backend passes its checks).
-	if err := l.waitFor(ctx, "each VIP answers HTTP from gc-client, from backends on both hosts", 90*time.Second, func() error {
+	if err := l.waitFor(ctx, "each VIP answers HTTP from gc-client, from backends on "+l.backendHosts(), 90*time.Second, func() error {
 		return l.checkVIPs(vips)
 	}); err != nil {
 		return err
 	}
-	return l.waitFor(ctx, "FRR holds each VIP from both hosts", 90*time.Second, func() error {
+	return l.waitFor(ctx, "FRR holds each VIP from "+l.allHosts(), 90*time.Second, func() error {
 		for _, v := range vips {
 			if _, err := l.frrPaths(v.VIP); err != nil {
 				return err
@@ -520,7 +666,11 @@ func curl(vip string) (string, error) {
 func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 	p := l.printf
 	p("\n== govcloud lab is up ==\n\n")
-	p("Topology: gc-client -- gc-tor (FRR, AS 65000; bridge 'fabric' = L2 trunk) -- gc-host1 (198.18.0.11), gc-host2 (198.18.0.12)\n")
+	var tops []string
+	for i, h := range l.hosts {
+		tops = append(tops, fmt.Sprintf("%s (%s)", h, hostAddr(i)))
+	}
+	p("Topology: gc-client -- gc-tor (FRR, AS 65000; bridge 'fabric' = L2 trunk) -- %s\n", strings.Join(tops, ", "))
 	p("Controller: %s   admin token: %s\n", API, filepath.Join(l.dir, "controller", "admin-token"))
 	p("  export GOVCLOUD_API=%s GOVCLOUD_CA=%s GOVCLOUD_TOKEN=$(sudo cat %s)\n", API, l.caFile(), filepath.Join(l.dir, "controller", "admin-token"))
 	p("  (HTTPS only: curl --cacert %s %s/v1/status; plain http:// is refused)\n\n", l.caFile(), API)
@@ -529,7 +679,7 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 		body, _ := curl(v.VIP)
 		p("  %-12s department %-8s VIP %-15s  sudo ip netns exec %s curl http://%s/   -> %s\n", v.Service, v.Department, v.VIP, NSClient, v.VIP, body)
 	}
-	p("\nFRR's routes to the VIPs (ECMP over both hosts):\n")
+	p("\nFRR's routes to the VIPs (ECMP over %s):\n", l.allHosts())
 	for _, v := range vips {
 		paths, _ := l.frrPaths(v.VIP)
 		p("  %s via %s\n", v.VIP, strings.Join(paths, ", "))
@@ -544,19 +694,19 @@ func (l *Lab) walkthrough(ctx context.Context, admin string, vips []vipInfo) {
 			p("  %s\n", line)
 		}
 	}
-	p("\nMeters so far (both agents' /metrics, bytes):\n")
-	if by, err := scrapeBy("govcloud_department_bytes_total", "department"); err == nil {
+	p("\nMeters so far (%s' /metrics, bytes):\n", l.allAgents())
+	if by, err := l.scrapeBy("govcloud_department_bytes_total", "department"); err == nil {
 		for _, d := range slices.Sorted(maps.Keys(by)) {
 			p("  department %-10s %8.0f  (govcloud_department_bytes_total: VLAN trunk, both directions)\n", d, by[d])
 		}
 	}
-	if by, err := scrapeBy("govcloud_service_bytes_total", "service"); err == nil {
+	if by, err := l.scrapeBy("govcloud_service_bytes_total", "service"); err == nil {
 		for _, svc := range slices.Sorted(maps.Keys(by)) {
 			p("  service    %-10s %8.0f  (govcloud_service_bytes_total: through the load balancer)\n", svc, by[svc])
 		}
 	}
 	p("  sudo ip netns exec gc-host1 curl -s http://%s/metrics | grep govcloud_\n", Metrics)
-	p("Prometheus (scraping both agents, with the recording rules) in gc-tor at http://%s:\n", promListen)
+	p("Prometheus (scraping %s, with the recording rules) in gc-tor at http://%s:\n", l.allAgents(), promListen)
 	p("  sudo ip netns exec %s curl -s 'http://%s/api/v1/query?query=sum+by+(department)(govcloud_department_bytes_total)'\n", NSTor, promListen)
 	p("Agent:    sudo ip netns exec gc-host1 curl -s http://%s/status\n", Metrics)
 	if l.vmMode() {

@@ -21,6 +21,9 @@ import (
 	"github.com/govcloud/govcloud/lb"
 )
 
+// defaultHosts are the hosts of the default lab (DefaultHosts) these tests bring up.
+var defaultHosts = HostNames(DefaultHosts)
+
 // TestLab runs the user's first hour as a test: 'lab up', 'lab verify', the disaster drill
 // (disasterDrill: the controller lost and restored from a backup elsewhere while traffic
 // runs), 'lab up' again over the running lab, 'lab down', then an 'up' interrupted half-way followed by 'down'; after each
@@ -168,7 +171,7 @@ func reconcileThroughController(t *testing.T, bin, dir string) {
 	eventually := func(what string, check func(h string) error) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
-		for _, h := range Hosts {
+		for _, h := range defaultHosts {
 			for {
 				err := check(h)
 				if err == nil {
@@ -402,7 +405,7 @@ func trustOverTLS(t *testing.T, bin, dir string) {
 	if err != nil {
 		t.Fatalf("certificates over HTTPS: %v", err)
 	}
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		if !strings.Contains(string(raw), `"`+h+`"`) {
 			t.Errorf("no host certificate for %s: %s", h, raw)
 		}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,7 +63,7 @@ func TestLabMaglevECMP(t *testing.T) {
 
 	shared := m.scenario("shared", [][2]int{{4, 1}, {1, 4}, {2, 3}})
 	// The old, history-dependent tables: both agents restarted (pins kept) in local mode.
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		m.restartAgent(h, "local", false)
 	}
 	m.waitReady(m.rev)
@@ -73,7 +72,7 @@ func TestLabMaglevECMP(t *testing.T) {
 	t.Logf("maglev tables local:  %s", local)
 	fmt.Printf("lab maglev: shared tables: %s\nlab maglev: local tables (before issue 19): %s\n", shared, local)
 	if shared.brokenSame != 0 {
-		for _, h := range Hosts {
+		for _, h := range defaultHosts {
 			body, _ := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
 			t.Logf("%s drops: %s", h, grepLines(body, "govcloud_department_drops_total"))
 		}
@@ -158,7 +157,7 @@ func (m *maglevLab) waitHost(h string, rev int64) {
 // waitReady waits for both hosts at rev and for the ToR's route to the VIP through both.
 func (m *maglevLab) waitReady(rev int64) {
 	m.t.Helper()
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		m.waitHost(h, rev)
 	}
 	m.waitPaths(2)
@@ -196,7 +195,7 @@ func (m *maglevLab) restartAgent(h, mode string, wipe bool) {
 		}
 	}
 	err := m.l.start("agent-"+h, h, m.l.opt.Bin, "agent", "--host", h, "--controller", API, "--ca", m.l.caFile(), "--api-netns", m.l.rootNS(),
-		"--join-token-file", m.l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(slices.Index(Hosts, h))+":9480",
+		"--join-token-file", m.l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(m.l.hostIndex(h))+":9480",
 		"--pin-root", filepath.Join(m.l.dir, "bpf", h), "--state-dir", filepath.Join(m.l.dir, "state", h),
 		"--management", torClient+"/32", "--maglev-tables", mode)
 	if err != nil {
@@ -298,7 +297,7 @@ func (m *maglevLab) sharedTable() *lb.SharedTable {
 	m.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	resp, err := m.l.client(m.admin).LBTables(ctx, Hosts[0], lbtables.FetchRequest{MinRevision: m.rev})
+	resp, err := m.l.client(m.admin).LBTables(ctx, defaultHosts[0], lbtables.FetchRequest{MinRevision: m.rev})
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -331,19 +330,19 @@ func (m *maglevLab) scenario(mode string, churn [][2]int) maglevResult {
 
 	// (1) churn host2 sees coalesced: its agent stopped (SIGSTOP; under the ToR's 9 s hold
 	// time) while host1 applies each change.
-	h2 := m.l.pid("agent-" + Hosts[1])
+	h2 := m.l.pid("agent-" + defaultHosts[1])
 	if err := syscall.Kill(h2, syscall.SIGSTOP); err != nil {
 		m.t.Fatal(err)
 	}
 	for _, w := range churn {
-		m.waitHost(Hosts[0], m.apply(w))
+		m.waitHost(defaultHosts[0], m.apply(w))
 	}
 	if err := syscall.Kill(h2, syscall.SIGCONT); err != nil {
 		m.t.Fatal(err)
 	}
 	m.waitReady(m.rev)
 	// (2) host2's agent restarted with its load balancer's pins removed.
-	m.restartAgent(Hosts[1], mode, true)
+	m.restartAgent(defaultHosts[1], mode, true)
 	m.waitReady(m.rev)
 	// (3) host1 withdrawn from the ToR's ECMP: every flow moves to host2.
 	m.torNeighbour(0, true)

@@ -17,8 +17,7 @@ const promListen = "127.0.0.1:9090"
 // (deploy/examples/lab).
 func (l *Lab) deployDir() string { return filepath.Dir(filepath.Dir(l.opt.Config)) }
 
-// startPrometheus runs Debian's prometheus in gc-tor, scraping both agents (and with --vms both
-// compute agents) over the fabric every second with the project's recording rules, as an operator's would.
+// startPrometheus runs Debian's prometheus in gc-tor with promConfig, as an operator's would.
 func (l *Lab) startPrometheus() error {
 	dir := filepath.Join(l.dir, "prometheus")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -32,8 +31,20 @@ func (l *Lab) startPrometheus() error {
 			return err
 		}
 	}
+	cfg := promConfig(rules, len(l.hosts), l.vmMode())
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	return l.start("prometheus", NSTor, "prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promListen, "--log.level=warn")
+}
+
+// promConfig is the lab's prometheus.yml: every one of the n hosts' agents (and with vms every
+// compute agent) scraped over the fabric every second, with the recording rules in the file
+// rules ("" for none).
+func promConfig(rules string, n int, vms bool) string {
 	var targets []string
-	for i := range Hosts {
+	for i := range n {
 		targets = append(targets, fmt.Sprintf("%q", hostAddr(i)+":9480"))
 	}
 	cfg := "global: {scrape_interval: 1s, evaluation_interval: 5s}\n"
@@ -41,18 +52,14 @@ func (l *Lab) startPrometheus() error {
 		cfg += fmt.Sprintf("rule_files: [%q]\n", rules)
 	}
 	cfg += fmt.Sprintf("scrape_configs:\n  - job_name: govcloud-agent\n    honor_labels: true\n    static_configs: [{targets: [%s]}]\n", strings.Join(targets, ", "))
-	if l.vmMode() {
+	if vms {
 		var ct []string
-		for i := range Hosts {
+		for i := range n {
 			ct = append(ct, fmt.Sprintf("%q", hostAddr(i)+":"+computeMetricsPort))
 		}
 		cfg += fmt.Sprintf("  - job_name: govcloud-compute\n    honor_labels: true\n    static_configs: [{targets: [%s]}]\n", strings.Join(ct, ", "))
 	}
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	return l.start("prometheus", NSTor, "prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promListen, "--log.level=warn")
+	return cfg
 }
 
 type promSeries struct {

@@ -1,5 +1,6 @@
 // Package lab builds the whole system on one machine out of network namespaces: a
-// top-of-rack router (gc-tor, FRR), two hosts running the agent (gc-host1, gc-host2), a
+// top-of-rack router (gc-tor, FRR), hosts running the agent (gc-host1, gc-host2 by default;
+// up to MaxHosts with Options.Hosts), a
 // client outside the cloud (gc-client) and namespace guests (gc-vm-<name>) as VM backends (or,
 // with Options.VMs, real VMs under libvirt made by a compute agent in each host), with the
 // controller and its embedded etcd on the machine itself. Up builds and starts it,
@@ -21,8 +22,29 @@ const (
 	Metrics  = "127.0.0.1:9480"
 )
 
-// Hosts are the lab's host namespaces, in order.
-var Hosts = []string{"gc-host1", "gc-host2"}
+// How many hosts the lab makes: DefaultHosts unless Options.Hosts says otherwise, at most
+// MaxHosts (the ToR's FRR installs up to 8 equal-cost paths: maximum-paths 8).
+const (
+	DefaultHosts = 2
+	MaxHosts     = 8
+)
+
+// HostNames returns the host namespaces of a lab of n hosts, in order: gc-host1 .. gc-hostN.
+func HostNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("gc-host%d", i+1)
+	}
+	return out
+}
+
+// CheckHosts refuses a host count the lab cannot make (what --hosts takes: 1 to MaxHosts).
+func CheckHosts(n int) error {
+	if n < 1 || n > MaxHosts {
+		return fmt.Errorf("--hosts %d: the lab makes from 1 to %d hosts", n, MaxHosts)
+	}
+	return nil
+}
 
 // Addresses of the lab (198.18.0.0/15 and documentation prefixes only).
 const (
@@ -34,7 +56,14 @@ const (
 	fabricRange = "198.18.0.0/24"
 )
 
+// hostAddr is the fabric address of the lab's i-th host (from 0): 198.18.0.11 onwards.
 func hostAddr(i int) string { return fmt.Sprintf("198.18.0.%d", 11+i) }
+
+// hostASN is the i-th host's AS number, each host its own (eBGP to the ToR, multipath-relax).
+func hostASN(i int) int { return 65001 + i }
+
+// torPort is the ToR's veth port toward the i-th host, a port of its bridge 'fabric'.
+func torPort(i int) string { return fmt.Sprintf("gc-tor-h%d", i+1) }
 
 // sh runs a command and returns a wrapped error with its output.
 func sh(name string, args ...string) error {
@@ -76,10 +105,21 @@ func labNamespaces() []string {
 	return out
 }
 
-// buildTopology makes the namespaces and links: the ToR's bridge is a plain (VLAN-unaware)
-// bridge that carries the hosts' tagged department frames and the untagged fabric, on which
-// the ToR routes 198.18.0.1; the client hangs off the ToR on its own routed link.
-func buildTopology() error {
+// buildTopology makes the namespaces and links of topologySteps(hosts), then the ToR's edge filter.
+func buildTopology(hosts []string) error {
+	for _, s := range topologySteps(hosts) {
+		if err := sh(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return edgeFilter()
+}
+
+// topologySteps are the commands that make the namespaces and links: the ToR's bridge is a
+// plain (VLAN-unaware) bridge that carries the hosts' tagged department frames and the
+// untagged fabric, on which the ToR routes 198.18.0.1; each host hangs off it on its own
+// port; the client hangs off the ToR on its own routed link.
+func topologySteps(hosts []string) [][]string {
 	steps := [][]string{
 		{"ip", "netns", "add", NSTor},
 		{"ip", "netns", "add", NSClient},
@@ -99,8 +139,8 @@ func buildTopology() error {
 		// XDP forwards raw frames: senders must finish their checksums, as a NIC would.
 		{"ip", "netns", "exec", NSClient, "ethtool", "-K", "eth0", "tx", "off"},
 	}
-	for i, h := range Hosts {
-		port := fmt.Sprintf("gc-tor-h%d", i+1)
+	for i, h := range hosts {
+		port := torPort(i)
 		steps = append(steps,
 			[]string{"ip", "netns", "add", h},
 			[]string{"ip", "-n", h, "link", "set", "lo", "up"},
@@ -113,12 +153,7 @@ func buildTopology() error {
 			[]string{"ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0"},
 		)
 	}
-	for _, s := range steps {
-		if err := sh(s[0], s[1:]...); err != nil {
-			return err
-		}
-	}
-	return edgeFilter()
+	return steps
 }
 
 // torEdge is what the README's "What the fabric must do" asks of the top-of-rack edge, for the

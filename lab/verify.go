@@ -15,6 +15,9 @@ import (
 
 // Verify re-checks the lab's story and returns an error naming the first failing step.
 func (l *Lab) Verify(ctx context.Context) error {
+	if err := l.followUp(); err != nil {
+		return fmt.Errorf("lab verify: %w", err)
+	}
 	admin, err := l.adminToken()
 	if err != nil {
 		return fmt.Errorf("lab verify: is the lab up? (%w)", err)
@@ -24,7 +27,7 @@ func (l *Lab) Verify(ctx context.Context) error {
 		return fmt.Errorf("lab verify: reading services: %w", err)
 	}
 	states := map[string]*desired.State{}
-	for _, h := range Hosts {
+	for _, h := range l.hosts {
 		st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
 		if err != nil {
 			return fmt.Errorf("lab verify: desired state of %s: %w", h, err)
@@ -35,8 +38,8 @@ func (l *Lab) Verify(ctx context.Context) error {
 		name string
 		fn   func() error
 	}{
-		{"each VIP answers HTTP from gc-client, from backends on both hosts", func() error { return l.checkVIPs(vips) }},
-		{"FRR holds each VIP from both hosts", func() error {
+		{"each VIP answers HTTP from gc-client, from backends on " + l.backendHosts(), func() error { return l.checkVIPs(vips) }},
+		{"FRR holds each VIP from " + l.allHosts(), func() error {
 			for _, v := range vips {
 				if _, err := l.frrPaths(v.VIP); err != nil {
 					return err
@@ -47,7 +50,7 @@ func (l *Lab) Verify(ctx context.Context) error {
 		{"departments cannot reach each other", func() error { return l.checkIsolation(states) }},
 		{"the meters moved by what the checks sent", func() error { return l.checkMeters(vips, states) }},
 		{"a stopped backend is taken out and its VIP still answers", func() error { return l.checkFailover(vips, states) }},
-		{"Prometheus scrapes both agents; every dashboard panel returns data per department and for All", func() error { return l.checkDashboard(states) }},
+		{"Prometheus scrapes " + l.allAgents() + "; every dashboard panel returns data per department and for All", func() error { return l.checkDashboard(states) }},
 		// Last: its spoofed and foreign frames must not disturb the checks above.
 		{"isolation fuzz: crafted frames from a guest of each department, the ToR's L2 and gc-client cross no department and reach no management plane", func() error {
 			return l.checkIsolationFuzz(ctx, states)
@@ -83,7 +86,7 @@ func (l *Lab) checkVIPs(vips []vipInfo) error {
 			seen[strings.TrimSpace(body)]++
 		}
 		if len(seen) < 2 {
-			return fmt.Errorf("%s (%s): only %v answered in 30 requests, want backends on both hosts", v.Service, v.VIP, seen)
+			return fmt.Errorf("%s (%s): only %v answered in 30 requests, want backends on %s", v.Service, v.VIP, seen, l.backendHosts())
 		}
 	}
 	return nil
@@ -147,22 +150,22 @@ func (l *Lab) probeFrom(a guestInfo, gs []guestInfo) error {
 }
 
 // scrape sums the values of the named metric over every agent's /metrics.
-func scrape(metric string) (float64, error) {
-	by, err := scrapeBy(metric, "")
+func (l *Lab) scrape(metric string) (float64, error) {
+	by, err := l.scrapeBy(metric, "")
 	return by[""], err
 }
 
 // scrapeBy sums the values of the named metric over every agent's /metrics, by the value of
 // label ("" sums everything).
-func scrapeBy(metric, label string) (map[string]float64, error) {
-	return scrapeByWhere(metric, label, "")
+func (l *Lab) scrapeBy(metric, label string) (map[string]float64, error) {
+	return l.scrapeByWhere(metric, label, "")
 }
 
 // scrapeByWhere is scrapeBy over the series whose labels hold match (e.g. `direction="tx"`;
 // "" for all).
-func scrapeByWhere(metric, label, match string) (map[string]float64, error) {
+func (l *Lab) scrapeByWhere(metric, label, match string) (map[string]float64, error) {
 	out := map[string]float64{}
-	for _, h := range Hosts {
+	for _, h := range l.hosts {
 		body, err := nsOut(h, "curl", "-sS", "--max-time", "2", "http://"+Metrics+"/metrics")
 		if err != nil {
 			return nil, fmt.Errorf("metrics of %s: %w", h, err)
@@ -205,7 +208,7 @@ func (l *Lab) checkMeters(vips []vipInfo, states map[string]*desired.State) erro
 	metrics := []string{"govcloud_service_bytes_total", "govcloud_department_bytes_total"}
 	before := map[string]float64{}
 	for _, m := range metrics {
-		v, err := scrape(m)
+		v, err := l.scrape(m)
 		if err != nil {
 			return err
 		}
@@ -238,7 +241,7 @@ func (l *Lab) checkMeters(vips []vipInfo, states map[string]*desired.State) erro
 	deadline := time.Now().Add(5 * time.Second)
 	for _, m := range metrics {
 		for {
-			after, err := scrape(m)
+			after, err := l.scrape(m)
 			if err != nil {
 				return err
 			}
@@ -319,16 +322,16 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	if err != nil {
 		return err
 	}
-	if len(up) != len(Hosts) {
-		return fmt.Errorf("prometheus scrapes %d of %d agents", len(up), len(Hosts))
+	if len(up) != len(l.hosts) {
+		return fmt.Errorf("prometheus scrapes %d of %d agents", len(up), len(l.hosts))
 	}
 	if l.vmMode() {
 		up, err := promQuery(`up{job="govcloud-compute"} == 1`)
 		if err != nil {
 			return err
 		}
-		if len(up) != len(Hosts) {
-			return fmt.Errorf("prometheus scrapes %d of %d compute agents", len(up), len(Hosts))
+		if len(up) != len(l.hosts) {
+			return fmt.Errorf("prometheus scrapes %d of %d compute agents", len(up), len(l.hosts))
 		}
 	}
 	depts := map[string]bool{}

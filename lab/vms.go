@@ -82,7 +82,7 @@ func (l *Lab) startVMs(ctx context.Context) error {
 	if err := libvirt.StartDaemon(ctx, libvirtSocket); err != nil {
 		return err
 	}
-	for i, h := range Hosts {
+	for i, h := range l.hosts {
 		if err := os.MkdirAll(l.computeDir(h), 0o755); err != nil {
 			return err
 		}
@@ -106,9 +106,11 @@ func (l *Lab) removeVMs(ctx context.Context) error {
 		return nil // no libvirtd: no domains
 	}
 	c.Close()
-	errs := make([]error, len(Hosts))
+	// Every host Up may have made: Down does not rely on knowing how many it did.
+	hosts := HostNames(MaxHosts)
+	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
-	for i, h := range Hosts {
+	for i, h := range hosts {
 		if !dirExists(l.computeDir(h)) {
 			continue
 		}
@@ -187,7 +189,7 @@ func (l *Lab) startServer(vm string) error {
 // computeReady waits until each host's compute agent runs every VM placed on it.
 func (l *Lab) computeReady(ctx context.Context, vms map[string][]string) error {
 	return l.waitFor(ctx, "VMs running under libvirt (qemu)", 120*time.Second, func() error {
-		for i, h := range Hosts {
+		for i, h := range l.hosts {
 			if !l.alive("compute-" + h) {
 				return fmt.Errorf("compute agent on %s exited:\n%s", h, l.logTail("compute-"+h, 15))
 			}

@@ -107,7 +107,7 @@ func TestLabVMs(t *testing.T) {
 	}
 	cli("apply", "-f", f)
 	states := map[string]*desired.State{}
-	for _, h := range Hosts {
+	for _, h := range defaultHosts {
 		if states[h], err = l.client(admin).Desired(ctx, h, 0, time.Second); err != nil {
 			t.Fatal(err)
 		}

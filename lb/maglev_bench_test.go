@@ -2,6 +2,7 @@ package lb
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -32,6 +33,25 @@ func BenchmarkTable(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkDeltaApply is what a host does per shared table it fetches whole: inflate and
+// check a full 65537-slot table of 4 backends, hash included.
+func BenchmarkDeltaApply(b *testing.B) {
+	var bs []Backend
+	for i := range 4 {
+		bs = append(bs, Backend{Addr: netip.AddrFrom4([4]byte{198, 18, 1, byte(1 + i)}), Port: 80, Weight: 1})
+	}
+	t, _, err := NextShared(DefaultTableSize, nil, bs, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := t.DeltaSince(0)
+	for b.Loop() {
+		if _, err := d.Apply(nil); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -6,7 +6,7 @@
 /* Most VIPs (department, address, port, protocol) one host serves. Also the size of the
  * outer Maglev map: each VIP id indexes one inner table. */
 #ifndef LB_MAX_VIPS
-#define LB_MAX_VIPS 1024
+#define LB_MAX_VIPS 4096
 #endif
 
 /* Most backends across all VIPs. Backend id 0 is never used: it marks an empty slot. */

@@ -25,6 +25,12 @@ real component in it:
 
 The controller (embedded etcd) listens on 127.0.0.1:8480 on the machine itself.
 
+With --hosts N (1 to 8, default 2) the lab has hosts gc-host1 .. gc-hostN, host K at
+198.18.0.(10+K) with AS 6500K, each an eBGP neighbour of the ToR (ECMP over all of them).
+Hosts the applied configuration does not declare are declared by the lab (as the example
+declares gc-host1 and gc-host2); with --hosts 1, the example's gc-host2 is left out and its
+VMs are placed on gc-host1. verify and down follow what up made.
+
 With --vms the guests are real VMs instead: libvirtd on the machine (started when it is not
 running; it keeps running after down), a compute agent in each host making the VMs the
 controller placed there (qemu under TCG, the built-in tiny guest), each NIC reaching the host's
@@ -44,6 +50,9 @@ Needs root and the packages of 'sudo make deps'.`,
 		ValidArgs: []string{"up", "verify", "down"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Out = cmd.OutOrStdout()
+			if err := lab.CheckHosts(opt.Hosts); err != nil { // 0 too: lab.Options reads it as the default
+				return err
+			}
 			l, err := lab.New(opt)
 			if err != nil {
 				return err
@@ -65,5 +74,6 @@ Needs root and the packages of 'sudo make deps'.`,
 	f.StringVar(&opt.Dir, "dir", lab.DefaultDir, "where the lab keeps state, logs and pins")
 	f.StringVar(&opt.Config, "config", "deploy/examples/lab", "YAML file or directory to apply")
 	f.BoolVar(&opt.VMs, "vms", false, "up: real VMs through libvirt instead of namespace guests (verify and down follow what up made)")
+	f.IntVar(&opt.Hosts, "hosts", lab.DefaultHosts, fmt.Sprintf("up: how many hosts, 1 to %d (verify and down follow what up made)", lab.MaxHosts))
 	return cmd
 }

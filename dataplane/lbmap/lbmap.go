@@ -5,6 +5,7 @@
 package lbmap
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
@@ -29,7 +31,7 @@ const DefaultPinPath = "/sys/fs/bpf/govcloud/lb"
 
 // Capacities compiled into the object (bpf/lb/lb_consts.h).
 const (
-	MaxVIPs     = 1024
+	MaxVIPs     = 4096
 	MaxBackends = 16384
 )
 
@@ -87,6 +89,9 @@ type Dataplane struct {
 	uplinkIf string
 	// uplinkVLAN is what UplinkVLAN reports.
 	uplinkVLAN string
+	// plainTables: the pinned rings map takes only tables that are not memory-mappable (an
+	// earlier build's template), written slot by slot.
+	plainTables bool
 }
 
 // Writes is the number of map updates and deletions the setters (Set, SetConfig,
@@ -494,18 +499,68 @@ const (
 
 // swapTable writes table into a new inner map and installs it for VIP id in one update.
 func (d *Dataplane) swapTable(id uint32, table []uint32) error {
-	inner, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size})
+	if !d.plainTables {
+		err := d.installTable(id, table, true)
+		if !errors.Is(err, errPlainTemplate) {
+			return err
+		}
+		// Pinned by a build whose table template is not memory-mappable (an upgrade that
+		// kept the pins): the kernel takes only tables like the template.
+		d.log.Info("pinned maglev tables are not memory-mappable (an earlier build's); filling tables slot by slot")
+		d.plainTables = true
+	}
+	return d.installTable(id, table, false)
+}
+
+// errPlainTemplate: the outer map refused a memory-mappable table.
+var errPlainTemplate = errors.New("outer map's table template is not memory-mappable")
+
+// installTable makes a table holding table and puts it at id in rings. mapped creates it
+// memory-mappable and writes every slot with one copy through a mapping; otherwise each slot
+// is one update of a batch (the kernel copies and updates element by element: about 6 ms for
+// 65537 slots, seconds for a thousand VIPs).
+func (d *Dataplane) installTable(id uint32, table []uint32, mapped bool) error {
+	spec := &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size}
+	if mapped {
+		spec.Flags = unix.BPF_F_MMAPABLE
+	}
+	inner, err := ebpf.NewMap(spec)
 	if err != nil {
 		return fmt.Errorf("creating maglev table: %w", err)
 	}
 	defer inner.Close()
-	if _, err := inner.BatchUpdate(d.slots, table, nil); err != nil {
+	if mapped {
+		err = writeMapped(inner, table)
+	} else {
+		_, err = inner.BatchUpdate(d.slots, table, nil)
+	}
+	if err != nil {
 		return fmt.Errorf("filling maglev table: %w", err)
 	}
 	if err := d.objs.Rings.Put(id, inner); err != nil {
+		if mapped && errors.Is(err, unix.EINVAL) {
+			return errPlainTemplate
+		}
 		return fmt.Errorf("installing maglev table: %w", err)
 	}
 	return nil
+}
+
+// writeMapped writes table into the memory-mappable array m (4-byte values) through a shared
+// mapping: an array lays its values out 8 bytes apart. The mapping is removed before return.
+func writeMapped(m *ebpf.Map, table []uint32) error {
+	if len(table) != int(m.MaxEntries()) {
+		return fmt.Errorf("%d slots for a table of %d", len(table), m.MaxEntries())
+	}
+	size := (8*len(table) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping: %w", err)
+	}
+	for i, v := range table {
+		binary.NativeEndian.PutUint32(b[8*i:], v)
+	}
+	return unix.Munmap(b)
 }
 
 // restore reads back VIPs, backends and tables left in pinned maps by a previous run.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -36,8 +37,8 @@ func labTopology() *Topology {
 			g("lands-web-2", "lands", "gc-host2", "02:c6:c7:c3:fa:c5", "198.18.20.3", 120, "198.18.20.1"),
 		},
 		Hosts: []Host{
-			{Name: "gc-host1", MAC: mac("f2:ba:b5:ea:7a:4f"), Addr: a("198.18.0.11"), LinkLocal: a("fe80::f0ba:b5ff:feea:7a4f")},
-			{Name: "gc-host2", MAC: mac("96:2c:1a:c6:cc:ea"), Addr: a("198.18.0.12"), LinkLocal: a("fe80::942c:1aff:fec6:ccea")},
+			{Name: "gc-host1", MAC: mac("f2:ba:b5:ea:7a:4f"), Addr: a("198.18.0.11"), LinkLocal: a("fe80::f0ba:b5ff:feea:7a4f"), Uplink: "eth0"},
+			{Name: "gc-host2", MAC: mac("96:2c:1a:c6:cc:ea"), Addr: a("198.18.0.12"), LinkLocal: a("fe80::942c:1aff:fec6:ccea"), Uplink: "eth0"},
 		},
 		VIPs: []VIP{
 			{Service: "health-www", Dept: "health", Addr: a("198.19.255.1"), Port: 80, Backends: []string{"health-web-1", "health-web-2"}},
@@ -283,5 +284,53 @@ func TestMarkers(t *testing.T) {
 	}
 	if !bytes.Equal(marker(1, 2)[:4], []byte("GCFZ")) {
 		t.Fatal("magic")
+	}
+}
+
+// TestIntoSegment: an outside ping to a VIP must reach a segment (and be counted from_fabric)
+// exactly when the capture shows it arriving on the uplink of a host holding one of the VIP's
+// backends; a host without one (most hosts of a lab larger than 2) hands it back to the
+// fabric. TCP to the VIP's port is balanced by XDP, never routed to a segment.
+func TestIntoSegment(t *testing.T) {
+	topo := labTopology()
+	for i := 3; i <= 8; i++ {
+		topo.Hosts = append(topo.Hosts, Host{Name: fmt.Sprintf("gc-host%d", i), Addr: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)}), Uplink: "eth0"})
+	}
+	frames := Generate(topo, labPositions(topo)[2:], seed)
+	var ping, balanced *Frame
+	for i := range frames {
+		f := &frames[i]
+		if f.Class != "ip4" || len(f.Dsts) != 1 || f.Dsts[0] != a("198.19.255.2") {
+			continue
+		}
+		if f.Probe.Proto == protoTCP {
+			balanced = f
+		} else {
+			ping = f
+		}
+	}
+	if ping == nil || balanced == nil {
+		t.Fatal("no routed ping or TCP to lands-www's VIP from outside")
+	}
+	arrivedAt := func(f *Frame, host string) []Packet {
+		return []Packet{{Point: host, Kind: PointHost, Ifname: "eth0", Data: f.Wire[0]}}
+	}
+	for _, tc := range []struct {
+		name string
+		f    *Frame
+		pkts []Packet
+		want bool
+	}{
+		{"ping at a host with a backend", ping, arrivedAt(ping, "gc-host2"), true},
+		{"ping at a host without backends", ping, arrivedAt(ping, "gc-host5"), false},
+		{"ping seen leaving a host with a backend only", ping, []Packet{{Point: "gc-host1", Kind: PointHost, Ifname: "eth0", Outgoing: true, Data: ping.Wire[0]}}, false},
+		{"ping seen on a host's bridge, not its uplink", ping, []Packet{{Point: "gc-host1", Kind: PointHost, Ifname: "br120", Data: ping.Wire[0]}}, false},
+		{"ping never delivered", ping, nil, false},
+		{"TCP to the VIP's port at a host with a backend", balanced, arrivedAt(balanced, "gc-host1"), false},
+	} {
+		v := Judge(topo, frames, seed, tc.pkts)
+		if got := IntoSegment(topo, v, tc.f); got != tc.want {
+			t.Errorf("%s: IntoSegment %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -65,6 +65,9 @@ type Verdict struct {
 	FabricAnswered int
 	// Regressions maps each named regression row to whether it crossed.
 	Regressions map[string]bool
+	// Arrived maps a frame to the hosts whose stack received it from outside the host (on the
+	// uplink, not sent by the host itself): where the ToR's ECMP actually delivered it.
+	Arrived map[uint32]map[string]bool
 }
 
 // Tally is the number of wire frames sent and of cases that crossed, per position and class.
@@ -86,7 +89,7 @@ type tuple struct {
 
 // Judge decides crossings from the captures of one run.
 func Judge(t *Topology, frames []Frame, run uint32, pkts []Packet) *Verdict {
-	v := &Verdict{Regressions: map[string]bool{}}
+	v := &Verdict{Regressions: map[string]bool{}, Arrived: map[uint32]map[string]bool{}}
 	byID := map[uint32]*Frame{}
 	answers := map[tuple]*Frame{} // the answer's tuple -> the probe's frame
 	for i := range frames {
@@ -102,6 +105,10 @@ func Judge(t *Topology, frames []Frame, run uint32, pkts []Packet) *Verdict {
 	mgmt := map[netip.Addr]bool{t.Controller.Addr(): true, netip.MustParseAddr("127.0.0.1"): true, netip.IPv6Loopback(): true}
 	for _, h := range t.Hosts {
 		mgmt[h.Addr], mgmt[h.LinkLocal] = true, true
+	}
+	uplink := map[string]string{} // host namespace -> its uplink
+	for _, h := range t.Hosts {
+		uplink[h.Name] = h.Uplink
 	}
 	tor := map[netip.Addr]bool{}
 	for _, e := range []Endpoint{t.TorFabric, t.TorClient} {
@@ -166,6 +173,14 @@ func Judge(t *Topology, frames []Frame, run uint32, pkts []Packet) *Verdict {
 	for i := range pkts {
 		pk := &pkts[i]
 		ids := findMarkers(pk.Data, run)
+		if pk.Kind == PointHost && !pk.Outgoing && pk.Ifname != "" && pk.Ifname == uplink[pk.Point] {
+			for _, id := range ids {
+				if v.Arrived[id] == nil {
+					v.Arrived[id] = map[string]bool{}
+				}
+				v.Arrived[id][pk.Point] = true
+			}
+		}
 		if pk.Kind == PointGuest && !pk.Outgoing {
 			for _, id := range ids {
 				f := byID[id]
@@ -294,4 +309,33 @@ func Tallies(frames []Frame, v *Verdict) []Tally {
 		}
 	}
 	return out
+}
+
+// IntoSegment reports whether f is a packet from outside the cloud that a host must drop
+// at its segment's edge (reason from_fabric, issue 20 finding 2): not fragmented, to a VIP on
+// another protocol or port than the one the load balancer takes (so the host's route to the VIP
+// forwards it toward a local backend instead), and delivered by the fabric (v.Arrived) to a
+// host that holds one of the VIP's backends. The fabric spreads VIPs over every host that
+// advertises them; hosts without a backend of the VIP hand such a packet back to the fabric,
+// so whether any reached a segment depends on where the ToR's ECMP sent it, which the
+// capture shows.
+func IntoSegment(t *Topology, v *Verdict, f *Frame) bool {
+	if f.Kind != AtOutside || f.Probe == nil || len(f.Wire) != 1 || len(f.Dsts) != 1 {
+		return false
+	}
+	hostOf := map[string]string{}
+	for _, g := range t.Guests {
+		hostOf[g.Name] = g.Host
+	}
+	for _, vip := range t.VIPs {
+		if vip.Addr != f.Dsts[0] || (f.Probe.Proto == protoTCP && f.Probe.Dport == vip.Port) {
+			continue
+		}
+		for _, b := range vip.Backends {
+			if v.Arrived[f.ID][hostOf[b]] {
+				return true
+			}
+		}
+	}
+	return false
 }

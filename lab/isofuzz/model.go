@@ -37,6 +37,7 @@ type Host struct {
 	MAC       net.HardwareAddr
 	Addr      netip.Addr // fabric address
 	LinkLocal netip.Addr // the uplink's
+	Uplink    string     // the uplink's name (where the fabric delivers to the host)
 }
 
 // VIP is a service address and the guests behind it.

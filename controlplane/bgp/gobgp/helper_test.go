@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,12 +36,13 @@ func TestMain(m *testing.M) {
 }
 
 type request struct {
-	Op         string              `json:"op"` // set, status, close, new
+	Op         string              `json:"op"` // set, status, close, new, poll (start; 0 ms: stop)
 	Config     bgp.Config          `json:"config"`
 	Passwords  map[string]string   `json:"passwords,omitempty"` // bgp.Secret never marshals
 	Adverts    []bgp.Advertisement `json:"adverts,omitempty"`
 	Graceful   bool                `json:"graceful,omitempty"`
 	Restarting bool                `json:"restarting,omitempty"`
+	PollMs     int                 `json:"pollMs,omitempty"`
 }
 
 type response struct {
@@ -48,6 +50,7 @@ type response struct {
 	Status []bgp.PeerStatus `json:"status,omitempty"`
 	SetAt  int64            `json:"setAt,omitempty"` // unix ns just before Set
 	Took   int64            `json:"took,omitempty"`  // ns Set took
+	Polls  []int64          `json:"polls,omitempty"` // poll: each Status round trip (ns) since the start
 }
 
 func runHelper(in io.Reader, out io.Writer) {
@@ -57,8 +60,18 @@ func runHelper(in io.Reader, out io.Writer) {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	sp := New(Options{Logger: logger, Restarting: os.Getenv("GOVCLOUD_BGP_RESTARTING") == "1", ConnectRetry: time.Second})
+	// GOVCLOUD_BGP_CPUPROFILE: a CPU profile of this speaker process (benchmarks).
+	if path := os.Getenv("GOVCLOUD_BGP_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	dec := json.NewDecoder(in)
 	enc := json.NewEncoder(out)
+	// poll calls Status every PollMs on its own goroutine, as an agent's reconcile passes do
+	// while its speaker works through a Set.
+	var pollStop chan struct{}
+	var pollDone chan []int64
 	for {
 		var req request
 		if err := dec.Decode(&req); err != nil {
@@ -85,6 +98,29 @@ func runHelper(in io.Reader, out io.Writer) {
 				resp.Err = err.Error()
 			}
 			cancel()
+		case "poll":
+			if pollStop != nil {
+				close(pollStop)
+				resp.Polls = <-pollDone
+				pollStop = nil
+			}
+			if req.PollMs > 0 {
+				pollStop, pollDone = make(chan struct{}), make(chan []int64, 1)
+				go func(stop <-chan struct{}, done chan<- []int64, every time.Duration) {
+					var rtt []int64
+					for {
+						select {
+						case <-stop:
+							done <- rtt
+							return
+						case <-time.After(every):
+						}
+						t0 := time.Now()
+						sp.Status()
+						rtt = append(rtt, int64(time.Since(t0)))
+					}
+				}(pollStop, pollDone, time.Duration(req.PollMs)*time.Millisecond)
+			}
 		case "new":
 			sp = New(Options{Logger: logger, Restarting: req.Restarting, ConnectRetry: time.Second})
 		default:
@@ -195,6 +231,17 @@ func (r *remote) MustSet(cfg bgp.Config, adverts []bgp.Advertisement) time.Time 
 }
 
 func (r *remote) Status() []bgp.PeerStatus { r.t.Helper(); return r.call(request{Op: "status"}).Status }
+
+// Poll makes the child call Status every interval on its own (0: stop) and returns the round
+// trips of the polling it stops.
+func (r *remote) Poll(every time.Duration) []time.Duration {
+	r.t.Helper()
+	var out []time.Duration
+	for _, ns := range r.call(request{Op: "poll", PollMs: int(every.Milliseconds())}).Polls {
+		out = append(out, time.Duration(ns))
+	}
+	return out
+}
 
 func (r *remote) Peer(addr string) bgp.PeerStatus {
 	r.t.Helper()

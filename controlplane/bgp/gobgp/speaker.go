@@ -61,6 +61,10 @@ type Speaker struct {
 	viewPeers map[netip.Addr]bgp.Peer
 	viewBFD   *bfd.Server
 	lastQuery *peerQuery
+	// querying is closed when the query of GoBGP under way ends (nil: none under way).
+	// Callers of Status share it: one query at a time, however many callers wait, so a
+	// server slowed by a large RIB never gets a queue of them in front of Set's routes.
+	querying chan struct{}
 	// restarting is Options.Restarting until the first Set has added its peers: peers added
 	// later are not part of the restart.
 	restarting bool
@@ -599,12 +603,13 @@ const statusWait = 500 * time.Millisecond
 // paths in the global RIB.
 type peerQuery struct {
 	at    time.Time
+	srv   *server.BgpServer
 	got   map[string]*api.Peer
 	inRIB map[string]int
 }
 
 func query(srv *server.BgpServer) *peerQuery {
-	q := &peerQuery{at: time.Now(), got: map[string]*api.Peer{}, inRIB: map[string]int{}}
+	q := &peerQuery{at: time.Now(), srv: srv, got: map[string]*api.Peer{}, inRIB: map[string]int{}}
 	ctx := context.Background()
 	_ = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		if p.Conf != nil {
@@ -614,7 +619,9 @@ func query(srv *server.BgpServer) *peerQuery {
 	// Accepted counts the peer's routes in the global RIB (after the import policy); GoBGP's
 	// own "accepted" counter is taken before the global policy.
 	for _, f := range []*api.Family{familyV4, familyV6} {
-		_ = srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
+		// Only the neighbour is read: binary NLRI and attributes are far cheaper to hand out
+		// than GoBGP's protobuf conversion of each of them.
+		_ = srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f, EnableOnlyBinary: true}, func(d *api.Destination) {
 			for _, p := range d.Paths {
 				if p.NeighborIp != "" && p.NeighborIp != "<nil>" {
 					q.inRIB[p.NeighborIp]++
@@ -639,19 +646,31 @@ func (s *Speaker) Status() []bgp.PeerStatus {
 	q := &peerQuery{got: map[string]*api.Peer{}, inRIB: map[string]int{}}
 	stale := ""
 	if srv != nil {
-		ch := make(chan *peerQuery, 1)
-		go func() { ch <- query(srv) }()
+		s.viewMu.Lock()
+		done := s.querying
+		if done == nil {
+			done = make(chan struct{})
+			s.querying = done
+			go func() {
+				got := query(srv)
+				s.viewMu.Lock()
+				s.lastQuery, s.querying = got, nil
+				s.viewMu.Unlock()
+				close(done)
+			}()
+		}
+		s.viewMu.Unlock()
 		select {
-		case q = <-ch:
-			s.viewMu.Lock()
-			s.lastQuery = q
-			s.viewMu.Unlock()
+		case <-done:
 		case <-time.After(statusWait):
-			s.viewMu.Lock()
-			if s.lastQuery != nil {
-				q = s.lastQuery
-			}
-			s.viewMu.Unlock()
+			stale = "speaker busy"
+		}
+		s.viewMu.Lock()
+		if last := s.lastQuery; last != nil && last.srv == srv {
+			q = last
+		}
+		s.viewMu.Unlock()
+		if stale != "" {
 			stale = fmt.Sprintf("speaker busy: state as of %s ago", time.Since(q.at).Round(time.Millisecond))
 		}
 	}
