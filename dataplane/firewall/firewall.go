@@ -20,7 +20,8 @@
 // reads them and Apply carries their values into a replaced rule set, so they never go
 // backwards. Plan builds the rules as data (so they can be checked without root); Apply
 // replaces both tables in one netlink transaction, or does nothing when the kernel already
-// holds the same plan.
+// holds the same plan; Update, given the plan the kernel holds, sends only the chains, sets and
+// counters that differ, also in one transaction.
 package firewall
 
 import (
