@@ -279,7 +279,6 @@ func Update(c *nftables.Conn, prev, plan *Plan) (changed bool, err error) {
 	if prev == nil || h != prev.Hash || !sameShape(prev, plan) {
 		return Apply(c, plan) // unknown, changed by hand or by another process, or reshaped
 	}
-	type chainDiff struct{ old, new *ChainPlan }
 	for i, tp := range plan.Tables {
 		op := prev.Tables[i]
 		oldChains := map[string]*ChainPlan{}
