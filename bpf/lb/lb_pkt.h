@@ -28,6 +28,8 @@
 /* linux/icmp.h pulls in libc socket headers; the two fields needed are spelled out here. */
 #define ICMP_DEST_UNREACH 3
 #define ICMP_FRAG_NEEDED 4
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 struct icmphdr {
 	__u8 type;
 	__u8 code;
@@ -50,7 +52,10 @@ struct pkt {
 	__u8 tos;
 	__u8 syn_only;/* TCP SYN without ACK */
 	__u8 icmp;    /* the flow was taken from an ICMP error's embedded header */
-	__u8 pad;
+	__u8 toobig;  /* that error is frag-needed / packet-too-big */
+	__u16 quote;  /* ICMP errors: offset of the quoted IP header from the frame start */
+	__u16 quote_l4;/* ICMP errors: offset of the quoted TCP/UDP header from the frame start */
+	__u32 len;    /* multi-buffer frames: the frame's length over all buffers (else 0) */
 	struct flow_key flow;
 };
 

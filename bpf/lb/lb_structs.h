@@ -123,6 +123,10 @@ struct lb_config {
 	__u32 encap_src6[4];   /* outer IPv6 source for dsr */
 	__u32 snat_src4;       /* nat mode source address toward backends */
 	__u32 snat_src6[4];
+	__u32 encap_mode;      /* LB_ENCAP_IPIP or LB_ENCAP_GUE (dsr) */
+	__u16 gue_port;        /* GUE destination port, sent and decapsulated (network order) */
+	__u16 pad;
+	__u32 mtu;             /* dsr egress MTU cap in bytes; 0: the egress device's MTU */
 };
 
 /* A backend's resolved next hop, cached per CPU so the FIB is consulted once a second per
@@ -132,7 +136,7 @@ struct nexthop_cache {
 	__u8 smac[6];
 	__u32 ifindex;   /* egress */
 	__u32 ingress;   /* the ingress this entry was resolved for */
-	__u32 pad;
+	__u32 mtu;       /* the egress device's MTU (bytes, L3) */
 	__u64 expires_ns;
 };
 
