@@ -112,12 +112,12 @@ static __always_inline void trim_padding(struct xdp_md *ctx, __u32 want)
 		bpf_xdp_adjust_tail(ctx, -extra);
 }
 
-/* Next hop toward backend bid (tunnel from src to be->addr), from the per-CPU cache or the FIB. */
+/* Next hop toward backend bid (tunnel from src to be->addr), from the per-CPU cache or the FIB;
+ * now is the caller's bpf_ktime_get_coarse_ns (one clock read per packet). */
 static __always_inline int backend_nexthop(struct xdp_md *ctx, __u32 bid, const struct backend *be, const __u32 *src,
-					   struct nexthop *nh, __u64 bytes)
+					   struct nexthop *nh, __u64 now, __u64 bytes)
 {
 	__u32 ingress = ctx->ingress_ifindex;
-	__u64 now = bpf_ktime_get_coarse_ns();
 	struct nexthop_cache *c = bpf_map_lookup_elem(&nexthops, &bid);
 	if (c && c->expires_ns > now && c->ingress == ingress) {
 		__builtin_memcpy(nh->dmac, c->dmac, ETH_ALEN);
@@ -163,9 +163,10 @@ static __always_inline __u32 entropy_hash(const struct flow_key *f)
  *        source port 14 bits of flow hash from 49152 (RFC 8086 §3.2.1), the inner packet right
  *        behind it (GUE variant 1, direct IP encapsulation), UDP checksum zero (RFC 8086 §3.2 for
  *        IPv4; RFC 6935/6936 for IPv6 between these hosts' decapsulators, xdp_lb / xdp_decap).
- * *sent is set when the packet went to the backend (the backend counters count only those). */
+ * ehash is the flow's entropy_hash when the caller has it (kept in the connection-table entry),
+ * else 0. Only a packet that leaves is counted for the backend (not what was chosen). */
 static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, __u32 bid, const struct backend *be,
-				 const struct lb_config *cfg, __u64 bytes, int *sent)
+				 const struct lb_config *cfg, __u32 ehash, __u64 now, __u64 bytes)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -181,21 +182,15 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, __u32 bid, c
 		return XDP_DROP;
 	__builtin_memcpy(l2, data, 18);
 
-	/* DF of the inner IPv4 header, read before the head moves. */
-	__u16 df = bpf_htons(0x4000);
-	if (p->flow.family == LB_AF_INET) {
-		struct iphdr *ih = data + (l2len == 18 ? 18 : 14);
-		if ((void *)(ih + 1) > data_end)
-			return XDP_DROP;
-		df = ih->frag_off & bpf_htons(0x4000);
-	}
+	/* DF of the inner IPv4 header (parse.h); always over IPv6. */
+	__u16 df = p->flow.family != LB_AF_INET || p->df ? bpf_htons(IP_DF) : 0;
 
 	__u32 ohlen = be->family == LB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
 	if (be->family == LB_AF_INET) {
 		__u32 src[4] = {cfg->encap_src4, 0, 0, 0};
-		rc = backend_nexthop(ctx, bid, be, src, &nh, bytes);
+		rc = backend_nexthop(ctx, bid, be, src, &nh, now, bytes);
 	} else {
-		rc = backend_nexthop(ctx, bid, be, cfg->encap_src6, &nh, bytes);
+		rc = backend_nexthop(ctx, bid, be, cfg->encap_src6, &nh, now, bytes);
 	}
 	if (rc)
 		return rc;
@@ -206,8 +201,8 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, __u32 bid, c
 	if (mtu && p->iplen + hlen > mtu)
 		return send_too_big(ctx, p, mtu > hlen ? mtu - hlen : 0, bytes);
 
-	__u32 hash = 0;
-	if (gue || be->family == LB_AF_INET6)
+	__u32 hash = ehash;
+	if (!hash && (gue || be->family == LB_AF_INET6))
 		hash = entropy_hash(&p->flow);
 	if (bpf_xdp_adjust_head(ctx, -(int)hlen))
 		return count_drop(DROP_ENCAP, bytes);
@@ -258,7 +253,7 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, __u32 bid, c
 		uh->check = 0;
 	}
 	trim_padding(ctx, l2len + hlen + p->iplen);
-	*sent = 1;
+	count(&backend_stats, bid, bytes);
 	return transmit(ctx, &nh);
 }
 

@@ -73,12 +73,6 @@ static __always_inline int bad_header(struct pkt *p, __u64 bytes)
 	return XDP_PASS;
 }
 
-#include "icmp_gen.h"
-#include "encap.h"
-#include "decap.h"
-#include "nat.h"
-#include "parse.h"
-
 static __always_inline void count(void *map, __u32 id, __u64 bytes)
 {
 #ifndef LB_NO_COUNTERS
@@ -90,25 +84,15 @@ static __always_inline void count(void *map, __u32 id, __u64 bytes)
 #endif
 }
 
-/* TCP flag bits (byte 13 of the TCP header). */
+#include "icmp_gen.h"
+#include "encap.h"
+#include "decap.h"
+#include "nat.h"
+#include "parse.h"
+
+/* TCP flag bits (byte 13 of the TCP header; struct pkt.tflags). */
 #define TH_FIN 0x01
 #define TH_RST 0x04
-
-/* The TCP flags of the client's segment; 0 for UDP and for flows taken from an ICMP error. */
-static __always_inline __u8 tcp_flags(struct xdp_md *ctx, const struct pkt *p)
-{
-	if (p->flow.proto != IPPROTO_TCP || p->icmp)
-		return 0;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u32 off = p->l4off;
-	if (off > 1024)
-		return 0;
-	__u8 *fl = data + off + 13;
-	if ((void *)(fl + 1) > data_end)
-		return 0;
-	return *fl;
-}
 
 /* Whether a connection-table entry is within its life: LB_CT_CLOSE_LIFE_NS after a FIN or RST,
  * else LB_CT_TCP_LIFE_NS for TCP and LB_CT_OTHER_LIFE_NS for UDP, since its last packet. */
@@ -218,11 +202,12 @@ static __always_inline int process(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	__u32 hash = 0; /* only needed when the connection table has no answer */
+	__u32 ehash = 0; /* dsr outer-header entropy: kept in the entry, else encap computes it */
 	__u32 bid = 0;
 	__u16 snat_port = 0;
 	struct backend *be = NULL;
 	__u64 now = bpf_ktime_get_coarse_ns();
-	__u8 tflags = tcp_flags(ctx, &p);
+	__u8 tflags = p.tflags;
 	__u32 *genp = bpf_map_lookup_elem(&vip_gen, &vip_id);
 	__u32 gen = genp ? *genp : 0;
 	struct ct_entry *ct = bpf_map_lookup_elem(&conntrack, &p.flow);
@@ -232,6 +217,7 @@ static __always_inline int process(struct xdp_md *ctx)
 	if (ct && ct_live(ct, p.flow.proto, now) && ct_member(ct, vip_id, gen, p.syn_only)) {
 		bid = ct->backend_id;
 		snat_port = ct->snat_port;
+		ehash = ct->ehash;
 		be = bpf_map_lookup_elem(&backends, &bid);
 		if (be && !(be->flags & F_BACKEND_ACTIVE)) {
 			be = NULL;
@@ -268,6 +254,8 @@ static __always_inline int process(struct xdp_md *ctx)
 			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = now, .gen = gen, .flags = CT_F_TAKES_NEW};
 			if (tflags & (TH_FIN | TH_RST))
 				ne.flags |= CT_F_CLOSING;
+			if (!nat)
+				ne.ehash = ehash = entropy_hash(&p.flow);
 			if (bpf_map_update_elem(&conntrack, &p.flow, &ne, BPF_ANY) == 0) {
 #ifndef LB_NO_COUNTERS
 				struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);
@@ -291,11 +279,7 @@ static __always_inline int process(struct xdp_md *ctx)
 			count(&backend_stats, bid, bytes);
 			return XDP_PASS;
 		}
-		int sent = 0;
-		rc = encap(ctx, &p, bid, be, cfg, bytes, &sent);
-		if (sent) /* backend counters count what left, not what was chosen */
-			count(&backend_stats, bid, bytes);
-		return rc;
+		return encap(ctx, &p, bid, be, cfg, ehash, now, bytes);
 	}
 
 	if (be->family != p.flow.family)
@@ -307,7 +291,7 @@ static __always_inline int process(struct xdp_md *ctx)
 	else
 		__builtin_memcpy(snat, cfg->snat_src6, 16);
 	struct nexthop nh;
-	rc = backend_nexthop(ctx, bid, be, snat, &nh, bytes);
+	rc = backend_nexthop(ctx, bid, be, snat, &nh, now, bytes);
 	if (rc)
 		return rc;
 	__u16 bport = be->port ? be->port : p.flow.dport;

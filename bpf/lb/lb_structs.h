@@ -96,7 +96,8 @@ struct ct_entry {
 	__u8 pad;
 	__u64 atime_ns;  /* last packet, CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns), LB_CT_ATIME_GRAIN_NS steps */
 	__u32 gen;
-	__u32 pad2;
+	__u32 ehash;     /* dsr: entropy_hash of the flow (GUE source port, IPv6 flow label), kept so an
+			  * established flow does not hash each packet; 0: not kept (computed) */
 };
 
 /* (VIP id, backend id): the backend is one of the VIP's (vip_members). */

@@ -52,6 +52,7 @@ static __always_inline int parse_ports(void *l4, void *data_end, __u8 proto, str
 			return -1;
 		p->flow.sport = th->source;
 		p->flow.dport = th->dest;
+		p->tflags = ((__u8 *)th)[13];
 		p->syn_only = th->syn && !th->ack;
 		return 0;
 	}
@@ -107,6 +108,7 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->flow.src[0] = iph->saddr;
 	p->flow.dst[0] = iph->daddr;
 	p->tos = iph->tos;
+	p->df = !!(iph->frag_off & bpf_htons(IP_DF));
 	__u32 ihl = iph->ihl * 4;
 	__u32 avail = (long)data_end - (long)iph;
 	p->iplen = bpf_ntohs(iph->tot_len);

@@ -29,7 +29,7 @@ type LbCtEntry struct {
 	Pad       uint8
 	AtimeNs   uint64
 	Gen       uint32
-	Pad2      uint32
+	Ehash     uint32
 }
 
 type LbDecap4Key struct {
