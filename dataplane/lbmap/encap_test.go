@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
 )
 
@@ -660,4 +661,57 @@ func TestNATICMPTranslation(t *testing.T) {
 			in: fromBE(icmpErr(t, natBE4, self4, 3, 3, 0, ipPacket(t, flow{src: "198.18.0.77", dst: natBE4, sport: 9, dport: 5353, udp: true})))},
 	}
 	runRows(t, r, r.dp.Program(), rows)
+}
+
+// TestEncapEntropyKept: an established flow's outer entropy comes from its connection-table
+// entry (the packet is not hashed again); an entry without it (an older agent's, ehash 0) is
+// hashed, so both leave with the source port its first packet had.
+func TestEncapEntropyKept(t *testing.T) {
+	r := newRig(t, Options{})
+	mustSet(t, r.dp, issue12Services())
+	if err := r.dp.SetConfig(rigConfig(EncapGUE)); err != nil {
+		t.Fatal(err)
+	}
+	id := r.dp.state.BackendIDs()[netip.AddrPortFrom(netip.MustParseAddr(hostA4), 0).String()]
+	for _, row := range []struct {
+		name  string
+		sport uint16
+		ehash uint32 // planted in the entry
+		want  uint16 // GUE source port
+	}{
+		{"entry without entropy (older agent): hashed", 45001, 0, GUESourcePort(netip.MustParseAddr(client4), netip.MustParseAddr("203.0.113.10"), 45001, 80, lb.TCP)},
+		{"entry with entropy: taken from it", 45002, 0x1234, 49152 | 0x1234},
+		{"entry with entropy, high bits masked", 45003, 0xffffabcd, 49152 | (0xabcd & 0x3fff)},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			// The flow's first packet makes its entry; the row's entropy is then planted in it.
+			p := ipPacket(t, flow{src: client4, dst: "203.0.113.10", sport: row.sport, dport: 80, payload: "a"})
+			if v, _ := r.run(t, r.dp.Program(), frame(t, ext, upMAC, 0, p)); v != xdpTX {
+				t.Fatalf("first packet: verdict %s", verdictName[v])
+			}
+			k := bpfobj.LbFlowKey{Src: addrWords(netip.MustParseAddr(client4)), Dst: addrWords(netip.MustParseAddr("203.0.113.10")),
+				Sport: htons(row.sport), Dport: htons(80), Proto: 6, Family: 4}
+			var e bpfobj.LbCtEntry
+			if err := r.dp.objs.Conntrack.Lookup(k, &e); err != nil {
+				t.Fatalf("entry of the flow: %v", err)
+			}
+			if e.BackendId != id {
+				t.Fatalf("entry's backend %d, want %d", e.BackendId, id)
+			}
+			if want := EntropyHash(netip.MustParseAddr(client4), netip.MustParseAddr("203.0.113.10"), row.sport, 80, lb.TCP); e.Ehash != want {
+				t.Errorf("entry keeps entropy %#x, want EntropyHash %#x", e.Ehash, want)
+			}
+			e.Ehash = row.ehash
+			if err := r.dp.objs.Conntrack.Put(k, e); err != nil {
+				t.Fatal(err)
+			}
+			v, out := r.run(t, r.dp.Program(), frame(t, ext, upMAC, 0, p))
+			if v != xdpTX {
+				t.Fatalf("verdict %s", verdictName[v])
+			}
+			if got := binary.BigEndian.Uint16(out[34:36]); got != row.want {
+				t.Errorf("GUE source port %d, want %d", got, row.want)
+			}
+		})
+	}
 }
