@@ -19,7 +19,7 @@ struct {
 } sink_stats SEC(".maps");
 
 /* Count and drop: the receiving end of a benchmark wire, as cheap as a receiver can be. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_sink(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
@@ -55,7 +55,7 @@ struct {
 /* Traffic generator for BPF_PROG_TEST_RUN's live-frames mode: the kernel recycles frame pages
  * without restoring their content, so a program that rewrites packets would otherwise see its
  * own output on the next lap. Restore the template, then tail-call the program under test. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_gen(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
@@ -75,7 +75,7 @@ int xdp_gen(struct xdp_md *ctx)
 }
 
 /* Send the frame back out unchanged: the transmit path's own cost, with no balancing. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_tx(struct xdp_md *ctx)
 {
 	return XDP_TX;

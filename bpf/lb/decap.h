@@ -3,7 +3,10 @@
  *
  * A frame is a tunnel to this host when its outer destination is one of the host's tunnel
  * endpoints (decap_addrs) and its outer protocol is IPIP (4) or IPv6 (41): IPIP, 6in4, 4in6,
- * IP6IP6 (for IPv6 also behind extension headers). Such a frame is decapsulated or dropped here,
+ * IP6IP6 (for IPv6 also behind extension headers); or UDP to lb_config.gue_port (an outer IPv4
+ * header without options, or an IPv6 header right before UDP) carrying GUE variant 1, the inner
+ * packet right behind the UDP header, its version nibble naming it (the UDP checksum is not
+ * verified, RFC 6936: the inner headers carry their own). Such a frame is decapsulated or dropped here,
  * in XDP, so the kernel never gets to reassemble, decapsulate or route it. It is decapsulated
  * only when it is what a load balancer sends (bpf/lb/lb.bpf.c encap()):
  *   outer  not a fragment (IPv4 MF or offset; an IPv6 fragment header) -> else DROP_DECAP_FRAGMENT;
@@ -11,7 +14,8 @@
  *          checksum is not verified: the addresses are checked against the maps, and the
  *          header is gone after decapsulation);
  *          IPv6: version 6, the tunnel protocol as the first next header, payload within the
- *          frame -> else DROP_DECAP_MALFORMED;
+ *          frame; GUE: UDP length equal to the outer payload, inner version 4 or 6 (not a GUE
+ *          header, variant 0) -> else DROP_DECAP_MALFORMED;
  *          (source, destination) in tunnel_srcs4/tunnel_srcs (from a load-balancer host) -> else
  *          DROP_DECAP_SOURCE;
  *   inner  version matching the outer protocol, IPv4 without options (IHL 5), length equal to the outer
@@ -20,6 +24,10 @@
  *          local_vips4/local_vips, or an ICMP frag-needed / ICMPv6 packet-too-big to a local VIP quoting
  *          that VIP's flow (the LB forwards those for path MTU discovery) -> else
  *          DROP_DECAP_NOT_LOCAL_VIP (nested tunnels, ICMP echo, guest addresses, other ports).
+ *          An inner IPv6 extension-header chain is walked as the LB walks it (ipv6_ext.h).
+ *   ECN    the outer ECN field is merged into the inner header (RFC 6040 §4.2; the inner IPv4
+ *          checksum follows); outer CE over a Not-ECT inner packet -> DROP_DECAP_ECN.
+ * Frames of several buffers (xdp.frags) are judged by their whole length.
  * The domain is the frame's: its VLAN's (vlan_domain) or, untagged, lb_config.untagged_domain;
  * a VLAN without a domain matches no local VIP.
  *
@@ -43,6 +51,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "lb_maps.h"
+#include "ipv6_ext.h"
 
 /* decap_tunnel's answer for a frame that is no tunnel to this host: the caller goes on. */
 #define DECAP_NONE (-1)
@@ -74,15 +83,60 @@ static __always_inline int is_decap_addr(__u8 family, const void *addr)
 	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
 }
 
-/* Strip an outer IPv4/IPv6 header of outer_len bytes whose payload is an inner_proto packet;
- * the L2 header (and its tag) is kept. */
-static __always_inline int decap(struct xdp_md *ctx, __u32 l2len, __u32 outer_len, __u16 inner_proto)
+/* RFC 6040 §4.2: merge the outer ECN field (outer_ecn, 0-3) into the inner header at in
+ * (inner_proto, network order) before the outer header goes: outer CE marks an ECN-capable
+ * inner CE, outer ECT(1) turns inner ECT(0) into ECT(1); the inner IPv4 checksum follows.
+ * -1: outer CE over a Not-ECT inner packet, which must be dropped. */
+static __always_inline int ecn_decap(void *in, void *data_end, __u16 inner_proto, __u8 outer_ecn)
+{
+	if (outer_ecn != 3 && outer_ecn != 1)
+		return 0; /* Not-ECT and ECT(0) leave the inner header as it is */
+	if (inner_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ih = in;
+		if ((void *)(ih + 1) > data_end)
+			return 0;
+		__u8 iecn = ih->tos & 3, ecn = iecn;
+		if (outer_ecn == 3) {
+			if (iecn == 0)
+				return -1;
+			ecn = 3;
+		} else if (iecn == 2) {
+			ecn = 1;
+		}
+		if (ecn != iecn) {
+			__u16 old = *(__u16 *)ih;
+			ih->tos = (ih->tos & ~3) | ecn;
+			csum_replace2(&ih->check, old, *(__u16 *)ih);
+		}
+		return 0;
+	}
+	__u8 *b = in;
+	if ((void *)(b + 2) > data_end)
+		return 0;
+	__u8 iecn = (b[1] >> 4) & 3, ecn = iecn;
+	if (outer_ecn == 3) {
+		if (iecn == 0)
+			return -1;
+		ecn = 3;
+	} else if (iecn == 2) {
+		ecn = 1;
+	}
+	b[1] = (b[1] & 0xcf) | (ecn << 4);
+	return 0;
+}
+
+/* Strip an outer header (IPv4/IPv6, and the UDP header of GUE) of outer_len bytes whose payload
+ * is an inner_proto packet, after merging the outer ECN field (outer_ecn) into it; the L2 header
+ * (and its tag) is kept. */
+static __always_inline int decap(struct xdp_md *ctx, __u32 l2len, __u32 outer_len, __u16 inner_proto, __u8 outer_ecn)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 l2[18];
 	if (data + 18 > data_end)
 		return XDP_DROP;
+	if (outer_ecn && ecn_decap(data + (l2len == 18 ? 18 : 14) + (outer_len & 0x3f), data_end, inner_proto, outer_ecn))
+		return count_drop(DROP_DECAP_ECN, (long)data_end - (long)data);
 	__builtin_memcpy(l2, data, 18);
 	if (bpf_xdp_adjust_head(ctx, (int)outer_len))
 		return count_drop(DROP_ENCAP, 0);
@@ -97,6 +151,23 @@ static __always_inline int decap(struct xdp_md *ctx, __u32 l2len, __u32 outer_le
 	return XDP_PASS;
 }
 
+/* GUE (lb_config.gue_port) behind an outer header: the inner protocol as a tunnel protocol
+ * (IPPROTO_IPIP, IPPROTO_IPV6) read from the version nibble right behind the UDP header (GUE
+ * variant 1), GUE_BAD for GUE of another form (variant 0, a control message), 0 when the UDP
+ * datagram is no GUE (another port, no GUE port configured). */
+#define GUE_BAD 255
+static __always_inline __u8 gue_inner(struct udphdr *uh, void *data_end)
+{
+	__u32 zero = 0;
+	if ((void *)(uh + 1) + 1 > data_end)
+		return 0;
+	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->gue_port == 0 || uh->dest != cfg->gue_port)
+		return 0;
+	__u8 v = *(__u8 *)(uh + 1) >> 4;
+	return v == 4 ? IPPROTO_IPIP : v == 6 ? IPPROTO_IPV6 : GUE_BAD;
+}
+
 static __always_inline int is_ipv6_exthdr(__u8 nh)
 {
 	return nh == DECAP_NEXTHDR_HOP || nh == DECAP_NEXTHDR_ROUTING || nh == DECAP_NEXTHDR_FRAGMENT ||
@@ -104,6 +175,14 @@ static __always_inline int is_ipv6_exthdr(__u8 nh)
 }
 
 #ifndef LB_NO_DECAP_CHECKS
+
+/* The UDP length of a GUE header (0 when the header is not inside the frame). */
+static __always_inline __u32 gue_len(struct udphdr *uh, void *data_end)
+{
+	if ((void *)(uh + 1) > data_end)
+		return 0;
+	return bpf_ntohs(uh->len);
+}
 
 /* A tunnel from an LB host to this host: (src, dst) in tunnel_srcs. */
 static __always_inline int is_lb_tunnel(__u8 family, const void *src, const void *dst)
@@ -152,19 +231,22 @@ static __always_inline __u32 l4_reason(void *l4, void *data_end, __u32 l4len, __
 	return local_vip_reason(domain, family, dst, uh->dest, IPPROTO_UDP);
 }
 
-/* The common case, IPv4 in IPv4 from an LB host to a local IPv4 VIP, in one lookup: 1 when o
- * (an outer IPv4 header, IPIP, in the frame) is such a tunnel, well formed by every check
- * below; 0 sends it through the full checks (which decide and name the drop reason). */
-static __always_inline int fast4_accept(struct iphdr *o, void *data_end, __u32 domain)
+/* The common case, IPv4 in IPv4 (directly or in GUE, hl 20 or 28 bytes of outer headers) from
+ * an LB host to a local IPv4 VIP, in one lookup: 1 when o (an outer IPv4 header in the frame,
+ * tot bytes long by its header, avail bytes in the frame) is such a tunnel, well formed by
+ * every check below; 0 sends it through the full checks (which decide and name the drop
+ * reason). */
+static __always_inline int fast4_accept(struct iphdr *o, void *data_end, __u32 domain, __u32 hl, __u32 tot, __u32 avail)
 {
-	__u32 tot = bpf_ntohs(o->tot_len);
-	struct iphdr *in = (void *)(o + 1);
+	struct iphdr *in = (void *)o + (hl & 0x3f);
 	if ((void *)(in + 1) > data_end || (o->frag_off & bpf_htons(IP_MF_OFFSET)) || *(__u8 *)o != 0x45 ||
-	    tot > (long)data_end - (long)o || *(__u8 *)in != 0x45 || bpf_ntohs(in->tot_len) + sizeof(*o) != tot ||
+	    tot > avail || *(__u8 *)in != 0x45 || bpf_ntohs(in->tot_len) + hl != tot ||
 	    (in->frag_off & bpf_htons(IP_MF_OFFSET)))
 		return 0;
+	if (hl != sizeof(*o) && gue_len((void *)(o + 1), data_end) != tot - sizeof(*o))
+		return 0;
 	struct decap4_key k = {.src = o->saddr, .dst = o->daddr, .domain = domain, .vip = in->daddr, .proto = in->protocol};
-	__u32 l4len = tot - 2 * sizeof(*o);
+	__u32 l4len = tot - hl - sizeof(*o);
 	if (in->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = (void *)(in + 1);
 		if ((void *)(th + 1) > data_end || l4len < sizeof(*th) || th->doff < 5 || th->doff * 4U > l4len)
@@ -226,18 +308,31 @@ static __always_inline __u32 inner6_reason(struct ipv6hdr *in, void *data_end, _
 		return DROP_DECAP_MALFORMED;
 	if (in->version != 6 || bpf_ntohs(in->payload_len) + sizeof(*in) != len)
 		return DROP_DECAP_MALFORMED;
-	void *l4 = (void *)(in + 1);
-	__u32 l4len = len - sizeof(*in);
-	switch (in->nexthdr) {
+	/* The same chain the load balancer walked (ipv6_ext.h) before it sent the packet. */
+	__u32 off = 0;
+	__u8 nh = 0;
+	switch (ipv6_walk(in, data_end, len - sizeof(*in), &off, &nh)) {
+	case EXT_OK:
+		break;
+	case EXT_FRAGMENT:
+		return DROP_DECAP_FRAGMENT;
+	case EXT_TRUNCATED:
+	case EXT_MALFORMED:
+		return DROP_DECAP_MALFORMED;
+	default:
+		return DROP_DECAP_NOT_LOCAL_VIP; /* not its final destination, a chain too long */
+	}
+	off &= 0x3fff;
+	void *l4 = (void *)in + off;
+	__u32 l4len = len - off;
+	switch (nh) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
-		return l4_reason(l4, data_end, l4len, in->nexthdr, domain, LB_AF_INET6, &in->daddr);
-	case DECAP_NEXTHDR_FRAGMENT:
-		return DROP_DECAP_FRAGMENT;
+		return l4_reason(l4, data_end, l4len, nh, domain, LB_AF_INET6, &in->daddr);
 	case IPPROTO_ICMPV6:
 		break;
 	default:
-		return DROP_DECAP_NOT_LOCAL_VIP; /* nested tunnels, extension headers, the rest */
+		return DROP_DECAP_NOT_LOCAL_VIP; /* nested tunnels, the rest */
 	}
 	struct icmp6hdr *ic = l4;
 	if ((void *)(ic + 1) > data_end || l4len < sizeof(*ic))
@@ -291,17 +386,17 @@ static __always_inline __u32 exthdr_reason(struct ipv6hdr *o, void *data_end)
 /* Decapsulate or drop a tunnel to this host (see the top of this file). l2len is 14 or 18,
  * l3proto the ethertype (network order), domain the frame's routing domain, valid when
  * domain_ok. Returns DECAP_NONE for any other frame, else the XDP verdict.
- * With the checks, IPv4 in IPv4 to a local IPv4 VIP is accepted by one lookup (fast4_accept);
- * everything else, and every drop, goes through the full checks, where the pair lookup in
- * tunnel_srcs4/tunnel_srcs answers "ours, from an LB host" and only a miss asks decap_addrs
- * whether the frame is ours at all (then its source is wrong). */
+ * With the checks, IPv4 in IPv4 (direct or GUE) to a local IPv4 VIP is accepted by one lookup
+ * (fast4_accept); everything else, and every drop, goes through the full checks, where the
+ * pair lookup in tunnel_srcs4/tunnel_srcs answers "ours, from an LB host" and only a miss asks
+ * decap_addrs whether the frame is ours at all (then its source is wrong). */
 static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l3proto, __u32 domain, int domain_ok)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	void *l3 = data + (l2len == 18 ? 18 : 14);
-#ifndef LB_NO_DECAP_CHECKS
 	__u64 bytes = (long)data_end - (long)data;
+#ifndef LB_NO_DECAP_CHECKS
 	__u32 reason = 0;
 #endif
 
@@ -309,37 +404,53 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 		struct iphdr *o = l3;
 		if ((void *)(o + 1) > data_end)
 			return DECAP_NONE;
-		if (o->protocol != IPPROTO_IPIP && o->protocol != IPPROTO_IPV6)
+		__u8 tp = o->protocol;
+		__u32 hl = sizeof(*o);
+		if (tp == IPPROTO_UDP) {
+			if (*(__u8 *)o != 0x45 || !(tp = gue_inner((void *)(o + 1), data_end)))
+				return DECAP_NONE;
+			hl += sizeof(struct udphdr);
+		} else if (tp != IPPROTO_IPIP && tp != IPPROTO_IPV6) {
 			return DECAP_NONE;
-		__u16 inner = o->protocol == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+		}
+		__u16 inner = tp == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+		__u8 ecn = o->tos & 3;
+		__u32 tot = bpf_ntohs(o->tot_len);
+		__u32 avail = (long)data_end - (long)o;
+		if (tot > avail) {
+			bytes = bpf_xdp_get_buff_len(ctx);
+			avail = bytes - (l2len == 18 ? 18 : 14);
+		}
 #ifdef LB_NO_DECAP_CHECKS
 		if (!is_decap_addr(LB_AF_INET, &o->daddr))
 			return DECAP_NONE;
-		if (o->ihl != 5 || (o->frag_off & bpf_htons(IP_MF_OFFSET)))
+		if (o->ihl != 5 || (o->frag_off & bpf_htons(IP_MF_OFFSET)) || tp == GUE_BAD)
 			return DECAP_NONE;
+		(void)tot;
+		(void)avail;
 #else
-		if (o->protocol == IPPROTO_IPIP && domain_ok && fast4_accept(o, data_end, domain))
-			return decap(ctx, l2len, sizeof(*o), inner);
+		if (tp == IPPROTO_IPIP && domain_ok && fast4_accept(o, data_end, domain, hl, tot, avail))
+			return decap(ctx, l2len, hl, inner, ecn);
 		int from_lb = is_lb_tunnel(LB_AF_INET, &o->saddr, &o->daddr);
 		if (!from_lb && !is_decap_addr(LB_AF_INET, &o->daddr))
 			return DECAP_NONE;
-		__u32 tot = bpf_ntohs(o->tot_len);
 		if (o->frag_off & bpf_htons(IP_MF_OFFSET))
 			reason = DROP_DECAP_FRAGMENT;
-		else if (o->version != 4 || o->ihl != 5 || tot < sizeof(*o) || tot > (long)data_end - (long)o)
+		else if (o->version != 4 || o->ihl != 5 || tot < hl || tot > avail || tp == GUE_BAD ||
+			 (hl != sizeof(*o) && gue_len((void *)(o + 1), data_end) != tot - sizeof(*o)))
 			reason = DROP_DECAP_MALFORMED;
 		else if (!from_lb)
 			reason = DROP_DECAP_SOURCE;
 		else if (!domain_ok)
 			reason = DROP_DECAP_NOT_LOCAL_VIP;
-		else if (o->protocol == IPPROTO_IPIP)
-			reason = inner4_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
+		else if (tp == IPPROTO_IPIP)
+			reason = inner4_reason((void *)o + (hl & 0x3f), data_end, tot - hl, domain);
 		else
-			reason = inner6_reason((void *)(o + 1), data_end, tot - sizeof(*o), domain);
+			reason = inner6_reason((void *)o + (hl & 0x3f), data_end, tot - hl, domain);
 		if (reason)
 			return count_drop(reason, bytes);
 #endif
-		return decap(ctx, l2len, sizeof(*o), inner);
+		return decap(ctx, l2len, hl, inner, ecn);
 	}
 	if (l3proto != bpf_htons(ETH_P_IPV6))
 		return DECAP_NONE;
@@ -348,8 +459,15 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 	if ((void *)(o + 1) > data_end)
 		return DECAP_NONE;
 	__u8 nh = o->nexthdr;
-	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 && !is_ipv6_exthdr(nh))
+	__u32 hl = sizeof(*o);
+	if (nh == IPPROTO_UDP) {
+		if (!(nh = gue_inner((void *)(o + 1), data_end)))
+			return DECAP_NONE;
+		hl += sizeof(struct udphdr);
+	} else if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 && !is_ipv6_exthdr(nh)) {
 		return DECAP_NONE;
+	}
+	__u8 ecn = (o->flow_lbl[0] >> 4) & 3;
 #ifdef LB_NO_DECAP_CHECKS
 	if (!is_decap_addr(LB_AF_INET6, &o->daddr))
 		return DECAP_NONE;
@@ -359,25 +477,31 @@ static __always_inline int decap_tunnel(struct xdp_md *ctx, __u32 l2len, __u16 l
 	int from_lb = is_lb_tunnel(LB_AF_INET6, &o->saddr, &o->daddr);
 	if (!from_lb && !is_decap_addr(LB_AF_INET6, &o->daddr))
 		return DECAP_NONE;
-	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6) {
+	if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 && nh != GUE_BAD) {
 		reason = exthdr_reason(o, data_end);
 		return reason ? count_drop(reason, bytes) : DECAP_NONE;
 	}
 	__u32 plen = bpf_ntohs(o->payload_len);
-	if (o->version != 6 || plen + sizeof(*o) > (long)data_end - (long)o)
+	__u32 avail = (long)data_end - (long)o;
+	if (plen + sizeof(*o) > avail) {
+		bytes = bpf_xdp_get_buff_len(ctx);
+		avail = bytes - (l2len == 18 ? 18 : 14);
+	}
+	if (o->version != 6 || plen + sizeof(*o) > avail || plen + sizeof(*o) < hl || nh == GUE_BAD ||
+	    (hl != sizeof(*o) && gue_len((void *)(o + 1), data_end) != plen))
 		reason = DROP_DECAP_MALFORMED;
 	else if (!from_lb)
 		reason = DROP_DECAP_SOURCE;
 	else if (!domain_ok)
 		reason = DROP_DECAP_NOT_LOCAL_VIP;
 	else if (nh == IPPROTO_IPIP)
-		reason = inner4_reason((void *)(o + 1), data_end, plen, domain);
+		reason = inner4_reason((void *)o + (hl & 0x3f), data_end, plen + sizeof(*o) - hl, domain);
 	else
-		reason = inner6_reason((void *)(o + 1), data_end, plen, domain);
+		reason = inner6_reason((void *)o + (hl & 0x3f), data_end, plen + sizeof(*o) - hl, domain);
 	if (reason)
 		return count_drop(reason, bytes);
 #endif
-	return decap(ctx, l2len, sizeof(*o), nh == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6));
+	return decap(ctx, l2len, hl, nh == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6), ecn);
 }
 
 #endif

@@ -4,19 +4,25 @@
  * On the host uplink: parse Ethernet (untagged or one 802.1Q tag), IPv4/IPv6, TCP/UDP; for a
  * packet to a VIP — keyed by (department routing domain, address, port, protocol) — pick a
  * backend (connection table first, then the VIP's Maglev table) and forward it:
- *   dsr: encapsulate (IPIP, IP6IP6, 4in6, 6in4 by backend family) to the backend's host, whose
- *        agent decapsulates (xdp_decap, or this program for local tunnel endpoints) only
- *        what a load-balancer host sent to a VIP with a backend there (decap.h);
+ *   dsr: encapsulate (GUE with a per-flow source port by default, or IPIP; IPv4 or IPv6 outer
+ *        header by backend family, RFC 2003/2473/4213/6040 fields) to the backend's host,
+ *        whose agent decapsulates (xdp_decap, or this program for local tunnel endpoints)
+ *        only what a load-balancer host sent to a VIP with a backend there (decap.h); a
+ *        packet that would not fit the egress MTU is answered with frag-needed /
+ *        packet-too-big (icmp_gen.h);
  *   nat: rewrite to the backend (DNAT) from the host's SNAT address (SNAT), and rewrite the
- *        backend's replies back.
- * ICMP frag-needed / packet-too-big about a VIP flow follows the flow (hash of the embedded
- * header, swapped). Fragments to a VIP are counted and dropped, never misrouted. Truncated or
+ *        backend's replies back; ICMP errors are translated both ways (RFC 5508).
+ * ICMP frag-needed / packet-too-big about a dsr VIP flow follows the flow (hash of the embedded
+ * header, swapped). Fragments to a VIP (by offset and M; IPv6 behind its extension-header
+ * chain) are counted and dropped, never misrouted. Truncated or
  * inconsistent headers to a VIP are counted and dropped; anything not to a VIP passes untouched.
  *
  * One header per job (Katran's split): lb_consts.h, lb_structs.h, lb_maps.h; lb_pkt.h (the
- * parsed packet, flow hash), parse.h (parsing), encap.h (next hop, transmit, dsr
- * encapsulation), decap.h (decapsulation and its checks), nat.h (nat rewrites). This file holds
- * the counters, the per-packet decision (process) and the programs.
+ * parsed packet, flow hash), parse.h (parsing), ipv6_ext.h (the IPv6 extension-header chain),
+ * icmp_gen.h (too-big answers, IP IDs), encap.h (next hop, transmit, dsr encapsulation),
+ * decap.h (decapsulation and its checks), nat.h (nat rewrites, ICMP translation). This file
+ * holds the counters, the per-packet decision (process) and the programs, all multi-buffer
+ * (SEC("xdp.frags")) so they attach to MTU 9000 uplinks.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -67,11 +73,6 @@ static __always_inline int bad_header(struct pkt *p, __u64 bytes)
 	return XDP_PASS;
 }
 
-#include "encap.h"
-#include "decap.h"
-#include "nat.h"
-#include "parse.h"
-
 static __always_inline void count(void *map, __u32 id, __u64 bytes)
 {
 #ifndef LB_NO_COUNTERS
@@ -83,25 +84,15 @@ static __always_inline void count(void *map, __u32 id, __u64 bytes)
 #endif
 }
 
-/* TCP flag bits (byte 13 of the TCP header). */
+#include "icmp_gen.h"
+#include "encap.h"
+#include "decap.h"
+#include "nat.h"
+#include "parse.h"
+
+/* TCP flag bits (byte 13 of the TCP header; struct pkt.tflags). */
 #define TH_FIN 0x01
 #define TH_RST 0x04
-
-/* The TCP flags of the client's segment; 0 for UDP and for flows taken from an ICMP error. */
-static __always_inline __u8 tcp_flags(struct xdp_md *ctx, const struct pkt *p)
-{
-	if (p->flow.proto != IPPROTO_TCP || p->icmp)
-		return 0;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u32 off = p->l4off;
-	if (off > 1024)
-		return 0;
-	__u8 *fl = data + off + 13;
-	if ((void *)(fl + 1) > data_end)
-		return 0;
-	return *fl;
-}
 
 /* Whether a connection-table entry is within its life: LB_CT_CLOSE_LIFE_NS after a FIN or RST,
  * else LB_CT_TCP_LIFE_NS for TCP and LB_CT_OTHER_LIFE_NS for UDP, since its last packet. */
@@ -191,6 +182,8 @@ static __always_inline int process(struct xdp_md *ctx)
 	rc = p.l3proto == bpf_htons(ETH_P_IP) ? parse_ipv4(ctx, &p, bytes) : parse_ipv6(ctx, &p, bytes);
 	if (rc)
 		return rc;
+	if (p.len)
+		bytes = p.len; /* a multi-buffer frame (xdp.frags) */
 
 	struct vip_key vk = {};
 	vk.domain = p.flow.domain;
@@ -204,15 +197,17 @@ static __always_inline int process(struct xdp_md *ctx)
 
 	__u32 vip_id = vm->id;
 	__u32 nat = vm->flags & F_VIP_NAT;
-	if (nat && p.icmp)
-		return count_drop(DROP_UNSUPPORTED, bytes);
+	/* dsr follows only too-big errors (path MTU); nat translates every error (nat.h). */
+	if (p.icmp && !nat && !p.toobig)
+		return XDP_PASS;
 
 	__u32 hash = 0; /* only needed when the connection table has no answer */
+	__u32 ehash = 0; /* dsr outer-header entropy: kept in the entry, else encap computes it */
 	__u32 bid = 0;
 	__u16 snat_port = 0;
 	struct backend *be = NULL;
 	__u64 now = bpf_ktime_get_coarse_ns();
-	__u8 tflags = tcp_flags(ctx, &p);
+	__u8 tflags = p.tflags;
 	__u32 *genp = bpf_map_lookup_elem(&vip_gen, &vip_id);
 	__u32 gen = genp ? *genp : 0;
 	struct ct_entry *ct = bpf_map_lookup_elem(&conntrack, &p.flow);
@@ -222,12 +217,17 @@ static __always_inline int process(struct xdp_md *ctx)
 	if (ct && ct_live(ct, p.flow.proto, now) && ct_member(ct, vip_id, gen, p.syn_only)) {
 		bid = ct->backend_id;
 		snat_port = ct->snat_port;
+		ehash = ct->ehash;
 		be = bpf_map_lookup_elem(&backends, &bid);
-		if (be && !(be->flags & F_BACKEND_ACTIVE))
+		if (be && !(be->flags & F_BACKEND_ACTIVE)) {
 			be = NULL;
+			barrier(); /* keeps a branch: a select would mask the pointer, which the verifier refuses */
+		}
 		if (be && !p.icmp)
 			ct_touch(ct, tflags, p.syn_only, now);
 	}
+	if (!be && nat && p.icmp) /* an error about no known flow: no port to translate it to */
+		return count_drop(DROP_NO_BACKEND, bytes);
 	if (!be) {
 		hash = flow_hash(&p.flow);
 		void *ring = bpf_map_lookup_elem(&rings, &vip_id);
@@ -254,6 +254,8 @@ static __always_inline int process(struct xdp_md *ctx)
 			struct ct_entry ne = {.backend_id = bid, .snat_port = snat_port, .atime_ns = now, .gen = gen, .flags = CT_F_TAKES_NEW};
 			if (tflags & (TH_FIN | TH_RST))
 				ne.flags |= CT_F_CLOSING;
+			if (!nat)
+				ne.ehash = ehash = entropy_hash(&p.flow);
 			if (bpf_map_update_elem(&conntrack, &p.flow, &ne, BPF_ANY) == 0) {
 #ifndef LB_NO_COUNTERS
 				struct vip_counter *vc = bpf_map_lookup_elem(&vip_stats, &vip_id);
@@ -271,13 +273,13 @@ static __always_inline int process(struct xdp_md *ctx)
 		vc->bytes += bytes;
 	}
 #endif
-	count(&backend_stats, bid, bytes);
-
 	if (!nat) {
 		/* The backend's host is this one: the kernel's VIP route delivers it locally. */
-		if (be->flags & F_BACKEND_LOCAL)
+		if (be->flags & F_BACKEND_LOCAL) {
+			count(&backend_stats, bid, bytes);
 			return XDP_PASS;
-		return encap(ctx, &p, bid, be, cfg, hash, bytes);
+		}
+		return encap(ctx, &p, bid, be, cfg, ehash, now, bytes);
 	}
 
 	if (be->family != p.flow.family)
@@ -289,16 +291,20 @@ static __always_inline int process(struct xdp_md *ctx)
 	else
 		__builtin_memcpy(snat, cfg->snat_src6, 16);
 	struct nexthop nh;
-	rc = backend_nexthop(ctx, bid, be, snat, &nh, bytes);
+	rc = backend_nexthop(ctx, bid, be, snat, &nh, now, bytes);
 	if (rc)
 		return rc;
-	if (rewrite(ctx, &p, snat, baddr, snat_port, be->port ? be->port : p.flow.dport))
+	__u16 bport = be->port ? be->port : p.flow.dport;
+	/* An error about the flow: its quote (VIP -> client) becomes backend -> snat (nat.h). */
+	if (p.icmp ? icmp_xlate(ctx, &p, snat, baddr, bport | ((__u32)snat_port << 16))
+		   : rewrite(ctx, &p, snat, baddr, snat_port, bport))
 		return count_drop(DROP_MALFORMED, bytes);
+	count(&backend_stats, bid, bytes);
 	return transmit(ctx, &nh);
 }
 
 /* The load balancer, attached to the host uplink. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_lb(struct xdp_md *ctx)
 {
 	return process(ctx);
@@ -306,7 +312,7 @@ int xdp_lb(struct xdp_md *ctx)
 
 /* Decapsulation only, for hosts that serve dsr backends but balance nothing: the same checks
  * as xdp_lb (decap.h); every other frame passes untouched. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -324,7 +330,7 @@ int xdp_decap(struct xdp_md *ctx)
 }
 
 /* The cheapest possible program: the baseline the benchmarks print next to xdp_lb's cost. */
-SEC("xdp")
+SEC("xdp.frags")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;

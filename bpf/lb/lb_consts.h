@@ -58,6 +58,31 @@
 #define LB_DECAP_MAX_EXTHDRS 4
 #endif
 
+/* IPv6 extension headers (hop-by-hop, destination options, routing, fragment, AH) walked
+ * before the upper-layer header of a packet to a VIP (RFC 8200 §4, RFC 7045); a longer chain
+ * to a VIP is dropped as unsupported. */
+#ifndef LB_MAX_EXTHDRS
+#define LB_MAX_EXTHDRS 6
+#endif
+
+/* Header offsets kept in struct pkt are masked with this before use (the verifier's bound; the
+ * walk of ipv6_ext.h stays far below it). */
+#define LB_OFF_MASK 0x3fff
+
+/* dsr encapsulation (lb_config.encap_mode). */
+#define LB_ENCAP_IPIP 0 /* IPIP / IP6IP6 / 4in6 / 6in4 (RFC 2003, RFC 2473, RFC 4213) */
+#define LB_ENCAP_GUE 1  /* IP in UDP, GUE variant 1 (RFC 8086-style hashed source port) */
+
+/* GUE source ports come from the dynamic range 49152-65535, 14 bits of flow hash
+ * (RFC 8086 §3.2.1). */
+#define LB_GUE_SPORT_BASE 49152
+#define LB_GUE_SPORT_MASK 0x3fff
+
+/* Bytes of the offending packet quoted in a generated frag-needed / packet-too-big: as much
+ * as fits in 576 (ICMPv4, RFC 1812 §4.3.2.3) and 1280 (ICMPv6, RFC 4443 §2.4) bytes. */
+#define LB_ICMP4_QUOTE 548
+#define LB_ICMP6_QUOTE 1232
+
 /* Tries to find a free SNAT source port before the packet is dropped. */
 #define LB_SNAT_TRIES 4
 #define LB_SNAT_PORT_MIN 1024
@@ -127,7 +152,11 @@ enum drop_reason {
 	DROP_DECAP_SOURCE = 10,       /* outer source is not a load-balancer host (tunnel_srcs) */
 	DROP_DECAP_MALFORMED = 11,    /* outer or inner header truncated, inconsistent or with options */
 	DROP_DECAP_NOT_LOCAL_VIP = 12,/* inner packet is not TCP/UDP (or ICMP too-big) to a local VIP */
-	DROP_MAX = 13,
+	/* Encapsulated, the packet would exceed the egress MTU: the sender got ICMP frag-needed /
+	 * packet-too-big from the program (encap.h, icmp_gen.h), the packet was not sent. */
+	DROP_TOO_BIG = 13,
+	DROP_DECAP_ECN = 14,    /* outer CE over a not-ECN-capable inner packet (RFC 6040 §4.2) */
+	DROP_MAX = 15,
 };
 
 /* Entries of drop_stats: room for reasons added later without re-creating a pinned map. */

@@ -191,6 +191,23 @@ struct {
 	__type(value, struct nexthop_cache);
 } nexthops SEC(".maps");
 
+/* Index 0: the IPv4 ID of the next outer header or generated ICMP error this CPU sends (per
+ * CPU, seeded at random on first use; RFC 6864 asks uniqueness only of fragmentable ones). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ip_ids SEC(".maps");
+
+/* Index 0: room for the FIB lookup's parameters (64 bytes), off the 512-byte stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct bpf_fib_lookup)); /* no BTF type: bpf2go cannot mirror its unions */
+} fib_scratch SEC(".maps");
+
 /* Per-VIP counters by VIP id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

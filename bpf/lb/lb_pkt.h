@@ -23,11 +23,14 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IP_MF_OFFSET 0x3fff
+#define IP_DF 0x4000
 #define NEXTHDR_FRAGMENT 44
 
 /* linux/icmp.h pulls in libc socket headers; the two fields needed are spelled out here. */
 #define ICMP_DEST_UNREACH 3
 #define ICMP_FRAG_NEEDED 4
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 struct icmphdr {
 	__u8 type;
 	__u8 code;
@@ -50,7 +53,13 @@ struct pkt {
 	__u8 tos;
 	__u8 syn_only;/* TCP SYN without ACK */
 	__u8 icmp;    /* the flow was taken from an ICMP error's embedded header */
-	__u8 pad;
+	__u8 toobig;  /* that error is frag-needed / packet-too-big */
+	__u16 quote;  /* ICMP errors: offset of the quoted IP header from the frame start */
+	__u16 quote_l4;/* ICMP errors: offset of the quoted TCP/UDP header from the frame start */
+	__u32 len;    /* multi-buffer frames: the frame's length over all buffers (else 0) */
+	__u8 tflags;  /* the TCP flags of the client's segment (0: UDP, or a flow from an ICMP error) */
+	__u8 df;      /* IPv4 DF set (the outer header copies it) */
+	__u8 pad[2];
 	struct flow_key flow;
 };
 

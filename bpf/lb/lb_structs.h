@@ -96,7 +96,8 @@ struct ct_entry {
 	__u8 pad;
 	__u64 atime_ns;  /* last packet, CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns), LB_CT_ATIME_GRAIN_NS steps */
 	__u32 gen;
-	__u32 pad2;
+	__u32 ehash;     /* dsr: entropy_hash of the flow (GUE source port, IPv6 flow label), kept so an
+			  * established flow does not hash each packet; 0: not kept (computed) */
 };
 
 /* (VIP id, backend id): the backend is one of the VIP's (vip_members). */
@@ -123,6 +124,10 @@ struct lb_config {
 	__u32 encap_src6[4];   /* outer IPv6 source for dsr */
 	__u32 snat_src4;       /* nat mode source address toward backends */
 	__u32 snat_src6[4];
+	__u32 encap_mode;      /* LB_ENCAP_IPIP or LB_ENCAP_GUE (dsr) */
+	__u16 gue_port;        /* GUE destination port, sent and decapsulated (network order) */
+	__u16 pad;
+	__u32 mtu;             /* dsr egress MTU cap in bytes; 0: the egress device's MTU */
 };
 
 /* A backend's resolved next hop, cached per CPU so the FIB is consulted once a second per
@@ -132,7 +137,7 @@ struct nexthop_cache {
 	__u8 smac[6];
 	__u32 ifindex;   /* egress */
 	__u32 ingress;   /* the ingress this entry was resolved for */
-	__u32 pad;
+	__u32 mtu;       /* the egress device's MTU (bytes, L3) */
 	__u64 expires_ns;
 };
 

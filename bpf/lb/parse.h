@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* parse.h — Ethernet (untagged or one 802.1Q tag), IPv4 and IPv6 (extension headers, fragments),
- * TCP/UDP ports and the flow an ICMP error is about. Included by lb.bpf.c after count_drop,
+/* parse.h — Ethernet (untagged or one 802.1Q tag), IPv4 and IPv6 (the extension-header chain,
+ * fragments by offset and M), TCP/UDP ports and the flow an ICMP error is about; frames of
+ * several buffers (xdp.frags) by their whole length. Included by lb.bpf.c after count_drop,
  * is_vip_addr and bad_header. */
 #ifndef GOVCLOUD_LB_PARSE_H
 #define GOVCLOUD_LB_PARSE_H
@@ -18,6 +19,7 @@
 
 #include "../common/csum.h"
 #include "lb_maps.h"
+#include "ipv6_ext.h"
 
 static __always_inline int parse_l2(void *data, void *data_end, struct pkt *p)
 {
@@ -50,6 +52,7 @@ static __always_inline int parse_ports(void *l4, void *data_end, __u8 proto, str
 			return -1;
 		p->flow.sport = th->source;
 		p->flow.dport = th->dest;
+		p->tflags = ((__u8 *)th)[13];
 		p->syn_only = th->syn && !th->ack;
 		return 0;
 	}
@@ -61,7 +64,39 @@ static __always_inline int parse_ports(void *l4, void *data_end, __u8 proto, str
 	return 0;
 }
 
-/* Parse IPv4 up to the flow key. Returns 0 to continue, else an XDP verdict. */
+/* ICMPv4 errors whose quote names a flow (RFC 792, RFC 1812 §4.3.2): destination
+ * unreachable (frag-needed among them), time exceeded, parameter problem. */
+static __always_inline int icmp4_is_error(__u8 type)
+{
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+}
+
+static __always_inline int icmp6_is_error(__u8 type)
+{
+	return type == ICMPV6_DEST_UNREACH || type == ICMPV6_PKT_TOOBIG || type == ICMPV6_TIME_EXCEED ||
+	       type == ICMPV6_PARAMPROB;
+}
+
+/* An ICMP error that could not be read: a too-big to a VIP is the LB's and is dropped with
+ * reason; anything else is the kernel's. */
+static __always_inline int icmp_unusable(struct pkt *p, int to_vip, __u32 reason, __u64 bytes)
+{
+	if (p->toobig && to_vip)
+		return count_drop(reason, bytes);
+	return XDP_PASS;
+}
+
+/* The frame's length: the linear part, or all buffers of a multi-buffer frame (xdp.frags),
+ * asked only when the IP header claims more than the linear part holds. */
+static __always_inline __u32 frame_len(struct xdp_md *ctx, struct pkt *p, __u32 linear)
+{
+	p->len = bpf_xdp_get_buff_len(ctx);
+	return p->len > linear ? p->len : linear;
+}
+
+/* Parse IPv4 up to the flow key. Returns 0 to continue, else an XDP verdict. ICMP errors
+ * (icmp4_is_error) sent to the source of the packet they quote, whose quote is TCP/UDP, yield
+ * the quoted flow swapped (p->icmp); the caller decides whose they are. */
 static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 bytes)
 {
 	void *data = (void *)(long)ctx->data;
@@ -73,9 +108,14 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->flow.src[0] = iph->saddr;
 	p->flow.dst[0] = iph->daddr;
 	p->tos = iph->tos;
+	p->df = !!(iph->frag_off & bpf_htons(IP_DF));
 	__u32 ihl = iph->ihl * 4;
 	__u32 avail = (long)data_end - (long)iph;
 	p->iplen = bpf_ntohs(iph->tot_len);
+	if (p->iplen > avail) {
+		bytes = frame_len(ctx, p, bytes);
+		avail = bytes - (p->l2len == 18 ? 18 : 14);
+	}
 	if (iph->version != 4 || ihl < sizeof(*iph) || p->iplen < ihl || p->iplen > avail)
 		return bad_header(p, bytes);
 
@@ -102,22 +142,27 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 	if (iph->protocol != IPPROTO_ICMP)
 		return XDP_PASS;
 
-	/* ICMP: only frag-needed about a VIP flow is ours; echo and the rest go to the kernel. */
+	/* ICMP: errors about a flow may be the LB's (frag-needed to a VIP follows the flow; nat
+	 * mode translates errors both ways); echo and the rest go to the kernel. */
 	struct icmphdr *ic = l4;
 	if ((void *)(ic + 1) > data_end)
 		return bad_header(p, bytes);
-	if (ic->type != ICMP_DEST_UNREACH || ic->code != ICMP_FRAG_NEEDED)
+	if (!icmp4_is_error(ic->type))
 		return XDP_PASS;
-	if (!is_vip_addr(&p->flow))
-		return XDP_PASS;
+	int to_vip = is_vip_addr(&p->flow);
+	p->toobig = ic->type == ICMP_DEST_UNREACH && ic->code == ICMP_FRAG_NEEDED && to_vip;
 	struct iphdr *in = (void *)(ic + 1);
 	if ((void *)(in + 1) > data_end || in->ihl < 5 || in->version != 4)
-		return count_drop(DROP_MALFORMED, bytes);
-	__u16 *ports = (void *)in + in->ihl * 4;
+		return icmp_unusable(p, to_vip, DROP_MALFORMED, bytes);
+	__u32 qhl = in->ihl * 4;
+	__u16 *ports = (void *)in + qhl;
 	if ((void *)(ports + 2) > data_end)
-		return count_drop(DROP_MALFORMED, bytes);
+		return icmp_unusable(p, to_vip, DROP_MALFORMED, bytes);
 	if (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP)
-		return count_drop(DROP_UNSUPPORTED, bytes);
+		return icmp_unusable(p, to_vip, DROP_UNSUPPORTED, bytes);
+	/* An error goes to the source of the packet it quotes. */
+	if (in->saddr != iph->daddr)
+		return icmp_unusable(p, to_vip, DROP_MALFORMED, bytes);
 	/* The embedded packet went VIP -> client; the flow is client -> VIP. */
 	p->flow.src[0] = in->daddr;
 	p->flow.dst[0] = in->saddr;
@@ -125,6 +170,8 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->flow.dport = ports[0];
 	p->flow.proto = in->protocol;
 	p->icmp = 1;
+	p->quote = p->l4off + sizeof(*ic);
+	p->quote_l4 = p->quote + qhl;
 	return 0;
 }
 
@@ -141,26 +188,46 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, struct pkt *p, __u64 b
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	__u32 avail = (long)data_end - (long)ip6;
 	p->iplen = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	if (p->iplen > avail) {
+		bytes = frame_len(ctx, p, bytes);
+		avail = bytes - (p->l2len == 18 ? 18 : 14);
+	}
 	if (ip6->version != 6 || p->iplen > avail)
 		return bad_header(p, bytes);
 
-	p->l4off = p->l2len + sizeof(*ip6);
-	void *l4 = (void *)(ip6 + 1);
-	switch (ip6->nexthdr) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-		p->flow.proto = ip6->nexthdr;
-		if (parse_ports(l4, data_end, ip6->nexthdr, p))
-			return bad_header(p, bytes);
-		return 0;
-	case NEXTHDR_FRAGMENT:
+	/* The extension-header chain (ipv6_ext.h): fragments are judged by offset and M, not by
+	 * the header's presence; the chain is walked to LB_MAX_EXTHDRS. */
+	__u32 off = 0;
+	__u8 nh = 0;
+	switch (ipv6_walk(ip6, data_end, p->iplen - sizeof(*ip6), &off, &nh)) {
+	case EXT_OK:
+		break;
+	case EXT_FRAGMENT:
 		if (is_vip_addr(&p->flow))
 			return count_drop(DROP_FRAGMENT, bytes);
 		return XDP_PASS;
+	case EXT_TRUNCATED:
+	case EXT_MALFORMED:
+		return bad_header(p, bytes);
+	default: /* routing header not at its last segment, chain too long */
+		if (is_vip_addr(&p->flow))
+			return count_drop(DROP_UNSUPPORTED, bytes);
+		return XDP_PASS;
+	}
+	off &= 0x3fff;
+	p->l4off = p->l2len + off;
+	void *l4 = (void *)ip6 + off;
+	switch (nh) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		p->flow.proto = nh;
+		if (parse_ports(l4, data_end, nh, p))
+			return bad_header(p, bytes);
+		return 0;
 	case IPPROTO_ICMPV6:
 		break;
 	default:
-		/* Extension headers before L4 are not parsed: never guess the ports of a VIP flow. */
+		/* Not TCP/UDP to a VIP (ESP, SCTP, no next header): no ports to balance by. */
 		if (is_vip_addr(&p->flow))
 			return count_drop(DROP_UNSUPPORTED, bytes);
 		return XDP_PASS;
@@ -169,20 +236,27 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, struct pkt *p, __u64 b
 	struct icmp6hdr *ic = l4;
 	if ((void *)(ic + 1) > data_end)
 		return bad_header(p, bytes);
-	if (ic->icmp6_type != ICMPV6_PKT_TOOBIG || !is_vip_addr(&p->flow))
+	if (!icmp6_is_error(ic->icmp6_type))
 		return XDP_PASS;
+	int to_vip = is_vip_addr(&p->flow);
+	p->toobig = ic->icmp6_type == ICMPV6_PKT_TOOBIG && to_vip;
 	struct ipv6hdr *in = (void *)(ic + 1);
 	__u16 *ports = (void *)(in + 1);
 	if ((void *)(ports + 2) > data_end || in->version != 6)
-		return count_drop(DROP_MALFORMED, bytes);
+		return icmp_unusable(p, to_vip, DROP_MALFORMED, bytes);
 	if (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP)
-		return count_drop(DROP_UNSUPPORTED, bytes);
+		return icmp_unusable(p, to_vip, DROP_UNSUPPORTED, bytes);
+	const __u32 *qs = (const __u32 *)&in->saddr, *d = (const __u32 *)&ip6->daddr;
+	if (qs[0] != d[0] || qs[1] != d[1] || qs[2] != d[2] || qs[3] != d[3])
+		return icmp_unusable(p, to_vip, DROP_MALFORMED, bytes);
 	__builtin_memcpy(p->flow.src, &in->daddr, 16);
 	__builtin_memcpy(p->flow.dst, &in->saddr, 16);
 	p->flow.sport = ports[1];
 	p->flow.dport = ports[0];
 	p->flow.proto = in->nexthdr;
 	p->icmp = 1;
+	p->quote = p->l4off + sizeof(*ic);
+	p->quote_l4 = p->quote + sizeof(*in);
 	return 0;
 }
 

@@ -29,7 +29,7 @@ type LbCtEntry struct {
 	Pad       uint8
 	AtimeNs   uint64
 	Gen       uint32
-	Pad2      uint32
+	Ehash     uint32
 }
 
 type LbDecap4Key struct {
@@ -59,7 +59,9 @@ const (
 	LbDropReasonDROP_DECAP_SOURCE        LbDropReason = 10
 	LbDropReasonDROP_DECAP_MALFORMED     LbDropReason = 11
 	LbDropReasonDROP_DECAP_NOT_LOCAL_VIP LbDropReason = 12
-	LbDropReasonDROP_MAX                 LbDropReason = 13
+	LbDropReasonDROP_TOO_BIG             LbDropReason = 13
+	LbDropReasonDROP_DECAP_ECN           LbDropReason = 14
+	LbDropReasonDROP_MAX                 LbDropReason = 15
 )
 
 type LbFlowKey struct {
@@ -82,6 +84,10 @@ type LbLbConfig struct {
 	EncapSrc6      [4]uint32
 	SnatSrc4       uint32
 	SnatSrc6       [4]uint32
+	EncapMode      uint32
+	GuePort        uint16
+	Pad            uint16
+	Mtu            uint32
 }
 
 type LbLbCounter struct {
@@ -112,7 +118,7 @@ type LbNexthopCache struct {
 	Smac      [6]uint8
 	Ifindex   uint32
 	Ingress   uint32
-	Pad       uint32
+	Mtu       uint32
 	ExpiresNs uint64
 }
 
@@ -181,6 +187,8 @@ const (
 	LbMapDecapAllow4  = "decap_allow4"
 	LbMapDecapStats   = "decap_stats"
 	LbMapDropStats    = "drop_stats"
+	LbMapFibScratch   = "fib_scratch"
+	LbMapIpIds        = "ip_ids"
 	LbMapLocalVips    = "local_vips"
 	LbMapLocalVips4   = "local_vips4"
 	LbMapNatRev       = "nat_rev"
@@ -258,6 +266,8 @@ type LbMapSpecs struct {
 	DecapAllow4  *ebpf.MapSpec `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	FibScratch   *ebpf.MapSpec `ebpf:"fib_scratch"`
+	IpIds        *ebpf.MapSpec `ebpf:"ip_ids"`
 	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	LocalVips4   *ebpf.MapSpec `ebpf:"local_vips4"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
@@ -307,6 +317,8 @@ type LbMaps struct {
 	DecapAllow4  *ebpf.Map `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	FibScratch   *ebpf.Map `ebpf:"fib_scratch"`
+	IpIds        *ebpf.Map `ebpf:"ip_ids"`
 	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	LocalVips4   *ebpf.Map `ebpf:"local_vips4"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
@@ -332,6 +344,8 @@ func (m *LbMaps) Close() error {
 		m.DecapAllow4,
 		m.DecapStats,
 		m.DropStats,
+		m.FibScratch,
+		m.IpIds,
 		m.LocalVips,
 		m.LocalVips4,
 		m.NatRev,

@@ -29,7 +29,7 @@ type LbNocountCtEntry struct {
 	Pad       uint8
 	AtimeNs   uint64
 	Gen       uint32
-	Pad2      uint32
+	Ehash     uint32
 }
 
 type LbNocountDecap4Key struct {
@@ -59,7 +59,9 @@ const (
 	LbNocountDropReasonDROP_DECAP_SOURCE        LbNocountDropReason = 10
 	LbNocountDropReasonDROP_DECAP_MALFORMED     LbNocountDropReason = 11
 	LbNocountDropReasonDROP_DECAP_NOT_LOCAL_VIP LbNocountDropReason = 12
-	LbNocountDropReasonDROP_MAX                 LbNocountDropReason = 13
+	LbNocountDropReasonDROP_TOO_BIG             LbNocountDropReason = 13
+	LbNocountDropReasonDROP_DECAP_ECN           LbNocountDropReason = 14
+	LbNocountDropReasonDROP_MAX                 LbNocountDropReason = 15
 )
 
 type LbNocountFlowKey struct {
@@ -82,6 +84,10 @@ type LbNocountLbConfig struct {
 	EncapSrc6      [4]uint32
 	SnatSrc4       uint32
 	SnatSrc6       [4]uint32
+	EncapMode      uint32
+	GuePort        uint16
+	Pad            uint16
+	Mtu            uint32
 }
 
 type LbNocountLbCounter struct {
@@ -112,7 +118,7 @@ type LbNocountNexthopCache struct {
 	Smac      [6]uint8
 	Ifindex   uint32
 	Ingress   uint32
-	Pad       uint32
+	Mtu       uint32
 	ExpiresNs uint64
 }
 
@@ -181,6 +187,8 @@ const (
 	LbNocountMapDecapAllow4  = "decap_allow4"
 	LbNocountMapDecapStats   = "decap_stats"
 	LbNocountMapDropStats    = "drop_stats"
+	LbNocountMapFibScratch   = "fib_scratch"
+	LbNocountMapIpIds        = "ip_ids"
 	LbNocountMapLocalVips    = "local_vips"
 	LbNocountMapLocalVips4   = "local_vips4"
 	LbNocountMapNatRev       = "nat_rev"
@@ -258,6 +266,8 @@ type LbNocountMapSpecs struct {
 	DecapAllow4  *ebpf.MapSpec `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	FibScratch   *ebpf.MapSpec `ebpf:"fib_scratch"`
+	IpIds        *ebpf.MapSpec `ebpf:"ip_ids"`
 	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	LocalVips4   *ebpf.MapSpec `ebpf:"local_vips4"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
@@ -307,6 +317,8 @@ type LbNocountMaps struct {
 	DecapAllow4  *ebpf.Map `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	FibScratch   *ebpf.Map `ebpf:"fib_scratch"`
+	IpIds        *ebpf.Map `ebpf:"ip_ids"`
 	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	LocalVips4   *ebpf.Map `ebpf:"local_vips4"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
@@ -332,6 +344,8 @@ func (m *LbNocountMaps) Close() error {
 		m.DecapAllow4,
 		m.DecapStats,
 		m.DropStats,
+		m.FibScratch,
+		m.IpIds,
 		m.LocalVips,
 		m.LocalVips4,
 		m.NatRev,

@@ -29,7 +29,7 @@ type LbNodecapchecksCtEntry struct {
 	Pad       uint8
 	AtimeNs   uint64
 	Gen       uint32
-	Pad2      uint32
+	Ehash     uint32
 }
 
 type LbNodecapchecksDecap4Key struct {
@@ -59,7 +59,9 @@ const (
 	LbNodecapchecksDropReasonDROP_DECAP_SOURCE        LbNodecapchecksDropReason = 10
 	LbNodecapchecksDropReasonDROP_DECAP_MALFORMED     LbNodecapchecksDropReason = 11
 	LbNodecapchecksDropReasonDROP_DECAP_NOT_LOCAL_VIP LbNodecapchecksDropReason = 12
-	LbNodecapchecksDropReasonDROP_MAX                 LbNodecapchecksDropReason = 13
+	LbNodecapchecksDropReasonDROP_TOO_BIG             LbNodecapchecksDropReason = 13
+	LbNodecapchecksDropReasonDROP_DECAP_ECN           LbNodecapchecksDropReason = 14
+	LbNodecapchecksDropReasonDROP_MAX                 LbNodecapchecksDropReason = 15
 )
 
 type LbNodecapchecksFlowKey struct {
@@ -82,6 +84,10 @@ type LbNodecapchecksLbConfig struct {
 	EncapSrc6      [4]uint32
 	SnatSrc4       uint32
 	SnatSrc6       [4]uint32
+	EncapMode      uint32
+	GuePort        uint16
+	Pad            uint16
+	Mtu            uint32
 }
 
 type LbNodecapchecksLbCounter struct {
@@ -112,7 +118,7 @@ type LbNodecapchecksNexthopCache struct {
 	Smac      [6]uint8
 	Ifindex   uint32
 	Ingress   uint32
-	Pad       uint32
+	Mtu       uint32
 	ExpiresNs uint64
 }
 
@@ -181,6 +187,8 @@ const (
 	LbNodecapchecksMapDecapAllow4  = "decap_allow4"
 	LbNodecapchecksMapDecapStats   = "decap_stats"
 	LbNodecapchecksMapDropStats    = "drop_stats"
+	LbNodecapchecksMapFibScratch   = "fib_scratch"
+	LbNodecapchecksMapIpIds        = "ip_ids"
 	LbNodecapchecksMapLocalVips    = "local_vips"
 	LbNodecapchecksMapLocalVips4   = "local_vips4"
 	LbNodecapchecksMapNatRev       = "nat_rev"
@@ -258,6 +266,8 @@ type LbNodecapchecksMapSpecs struct {
 	DecapAllow4  *ebpf.MapSpec `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.MapSpec `ebpf:"decap_stats"`
 	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	FibScratch   *ebpf.MapSpec `ebpf:"fib_scratch"`
+	IpIds        *ebpf.MapSpec `ebpf:"ip_ids"`
 	LocalVips    *ebpf.MapSpec `ebpf:"local_vips"`
 	LocalVips4   *ebpf.MapSpec `ebpf:"local_vips4"`
 	NatRev       *ebpf.MapSpec `ebpf:"nat_rev"`
@@ -307,6 +317,8 @@ type LbNodecapchecksMaps struct {
 	DecapAllow4  *ebpf.Map `ebpf:"decap_allow4"`
 	DecapStats   *ebpf.Map `ebpf:"decap_stats"`
 	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	FibScratch   *ebpf.Map `ebpf:"fib_scratch"`
+	IpIds        *ebpf.Map `ebpf:"ip_ids"`
 	LocalVips    *ebpf.Map `ebpf:"local_vips"`
 	LocalVips4   *ebpf.Map `ebpf:"local_vips4"`
 	NatRev       *ebpf.Map `ebpf:"nat_rev"`
@@ -332,6 +344,8 @@ func (m *LbNodecapchecksMaps) Close() error {
 		m.DecapAllow4,
 		m.DecapStats,
 		m.DropStats,
+		m.FibScratch,
+		m.IpIds,
 		m.LocalVips,
 		m.LocalVips4,
 		m.NatRev,

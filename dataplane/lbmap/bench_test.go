@@ -246,7 +246,7 @@ func benchThroughput(b *testing.B) {
 	nftSeen := nftCounter(b, w2.ns, "forwarded") - fwd0
 
 	fmt.Printf("-- forwarding rate on one core (CPU 0): %d flows over 64 VIPs, TCP with 64-byte payload, kernel live-frames injection\n", nflows)
-	fmt.Printf("  xdp_lb (dsr, IPIP, XDP_TX)      : %8.3f Mpps  (%d packets, %d balanced)\n", xdpPPS/1e6, xdpSent, xdpSeen)
+	fmt.Printf("  xdp_lb (dsr, GUE, XDP_TX)       : %8.3f Mpps  (%d packets, %d balanced)\n", xdpPPS/1e6, xdpSent, xdpSeen)
 	fmt.Printf("  nftables DNAT (jhash map) + fwd : %8.3f Mpps  (%d packets, %d DNATed and forwarded)\n", nftPPS/1e6, nftSent, nftSeen)
 	fmt.Printf("  harness alone (restore + drop)  : %8.3f Mpps  (included in both rates above)\n", harnessPPS/1e6)
 	fmt.Printf("  bare XDP_TX, no balancing       : %8.3f Mpps  (the veth transmit + receiver ceiling)\n", txPPS/1e6)

@@ -93,6 +93,7 @@ func TestWireDepartmentClassification(t *testing.T) {
 	if err := dp.SetConfig(Config{EncapSource4: netip.MustParseAddr("198.18.0.2"), SNATSource4: netip.MustParseAddr("198.18.0.2")}); err != nil {
 		t.Fatal(err)
 	}
+	h2.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1") // the FIB lookup answers only a router
 	if err := h2.AddrAdd("up2", "198.18.0.2/24"); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,8 @@ func TestWireDepartmentClassification(t *testing.T) {
 				wantPub, wantDept = n, 0
 			}
 			if pub != wantPub || dept != wantDept {
-				t.Fatalf("public backend got %d, lands backend %d; want %d and %d", pub, dept, wantPub, wantDept)
+				drops, _ := dp.Drops()
+				t.Fatalf("public backend got %d, lands backend %d; want %d and %d (drops %v)", pub, dept, wantPub, wantDept, drops)
 			}
 		})
 	}

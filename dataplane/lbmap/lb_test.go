@@ -2,6 +2,7 @@ package lbmap
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"net/netip"
@@ -95,16 +96,22 @@ func newRig(t testing.TB, opts Options) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
-	if err := dp.SetConfig(Config{
-		EncapSource4: netip.MustParseAddr(self4), EncapSource6: netip.MustParseAddr(self6),
-		SNATSource4: netip.MustParseAddr(self4), SNATSource6: netip.MustParseAddr(self6),
-	}); err != nil {
+	if err := dp.SetConfig(rigConfig(EncapIPIP)); err != nil {
 		t.Fatal(err)
 	}
 	if err := dp.SetVLANDomains(map[uint16]uint32{120: 7, 130: 8}); err != nil {
 		t.Fatal(err)
 	}
 	return &rig{ns: ns, dp: dp, ifindex: up.Attrs().Index}
+}
+
+// rigConfig is the rig's host configuration with encapsulation enc.
+func rigConfig(enc Encapsulation) Config {
+	return Config{
+		EncapSource4: netip.MustParseAddr(self4), EncapSource6: netip.MustParseAddr(self6),
+		SNATSource4: netip.MustParseAddr(self4), SNATSource6: netip.MustParseAddr(self6),
+		Encap: enc,
+	}
 }
 
 func familyOf(a string) int {
@@ -119,6 +126,7 @@ func (r *rig) run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) 
 	t.Helper()
 	var verdict uint32
 	out := make([]byte, len(in)+256)
+	setIPID(t, r.dp, testIPID-1)
 	err := r.ns.Do(func() error {
 		opts := ebpf.RunOptions{Data: in, DataOut: out, Context: xdpMd{DataEnd: uint32(len(in)), IngressIfindex: uint32(r.ifindex)}}
 		var err error
@@ -130,6 +138,18 @@ func (r *rig) run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) 
 		t.Fatalf("prog.Run: %v", err)
 	}
 	return verdict, out
+}
+
+// setIPID sets every CPU's IPv4 ID counter (bpf/lb/icmp_gen.h), so the next ID is v+1.
+func setIPID(t testing.TB, dp *Dataplane, v uint32) {
+	t.Helper()
+	vals := make([]uint32, ebpf.MustPossibleCPU())
+	for i := range vals {
+		vals[i] = v
+	}
+	if err := dp.Objects().IpIds.Put(uint32(0), vals); err != nil {
+		t.Fatalf("setting IP ID counters: %v", err)
+	}
 }
 
 func svc(name string, domain uint32, vip string, port uint16, proto lb.Protocol, mode lb.Mode, bes ...lb.Backend) lb.Service {
@@ -171,21 +191,42 @@ func dsrTo(t testing.TB, host string, vlan uint16, inner []byte) []byte {
 	if netip.MustParseAddr(host).Is6() {
 		outerSrc = self6
 	}
-	var fl uint32
-	if inner[0]>>4 == 4 {
-		p := gopacket.NewPacket(inner, layers.LayerTypeIPv4, gopacket.Default)
-		fl = flowHashOf(p)
-	} else {
-		p := gopacket.NewPacket(inner, layers.LayerTypeIPv6, gopacket.Default)
-		fl = flowHashOf(p)
-	}
-	return encapsulated(t, upMAC, neighbors[host], vlan, outerSrc, host, fl, inner)
+	return encapsulated(t, upMAC, neighbors[host], vlan, outerSrc, host, entropyOf(inner), inner)
 }
 
-// flowHashOf computes the program's flow hash of a client packet (or of the flow an ICMP
-// error quotes, swapped back to client -> VIP).
-func flowHashOf(p gopacket.Packet) uint32 {
-	var src, dst netip.Addr
+// entropyOf is the program's entropy hash (EntropyHash) of a client packet's flow, or of the
+// flow an ICMP error quotes, swapped back to client -> VIP.
+func entropyOf(inner []byte) uint32 {
+	lt := layers.LayerTypeIPv4
+	if inner[0]>>4 == 6 {
+		lt = layers.LayerTypeIPv6
+	}
+	src, dst, sport, dport, proto := flowOf(gopacket.NewPacket(inner, lt, gopacket.Default))
+	return EntropyHash(src, dst, sport, dport, proto)
+}
+
+// flowOf is the flow of a client packet, or of the ICMP error's quote swapped back.
+func flowOf(p gopacket.Packet) (src, dst netip.Addr, sport, dport uint16, proto lb.Protocol) {
+	var quote []byte
+	if ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok {
+		quote = ic.Payload
+	}
+	if ic, ok := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6); ok {
+		quote = ic.Payload[4:] // behind the MTU / unused word
+	}
+	if quote != nil {
+		// The quote (often cut short of a whole TCP header), read by hand: IP header, ports.
+		var qs, qd netip.Addr
+		var l4 []byte
+		if quote[0]>>4 == 4 {
+			qs, qd = netip.AddrFrom4([4]byte(quote[12:16])), netip.AddrFrom4([4]byte(quote[16:20]))
+			proto, l4 = lb.Protocol(quote[9]), quote[int(quote[0]&0xf)*4:]
+		} else {
+			qs, qd = netip.AddrFrom16([16]byte(quote[8:24])), netip.AddrFrom16([16]byte(quote[24:40]))
+			proto, l4 = lb.Protocol(quote[6]), quote[40:]
+		}
+		return qd, qs, binary.BigEndian.Uint16(l4[2:]), binary.BigEndian.Uint16(l4[0:]), proto
+	}
 	if l, ok := p.NetworkLayer().(*layers.IPv4); ok {
 		src, dst = netip.AddrFrom4([4]byte(l.SrcIP.To4())), netip.AddrFrom4([4]byte(l.DstIP.To4()))
 	} else if l, ok := p.NetworkLayer().(*layers.IPv6); ok {
@@ -193,11 +234,11 @@ func flowHashOf(p gopacket.Packet) uint32 {
 	}
 	switch l := p.TransportLayer().(type) {
 	case *layers.TCP:
-		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.TCP)
+		return src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.TCP
 	case *layers.UDP:
-		return FlowHash(src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.UDP)
+		return src, dst, uint16(l.SrcPort), uint16(l.DstPort), lb.UDP
 	}
-	return 0
+	return src, dst, 0, 0, 0
 }
 
 func TestXDPPackets(t *testing.T) {

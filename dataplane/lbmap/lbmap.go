@@ -48,6 +48,27 @@ type Options struct {
 	Log          *slog.Logger
 }
 
+// Encapsulation is how a dsr packet travels to its backend's host (bpf/lb/encap.h). Every
+// host decapsulates both kinds in XDP (bpf/lb/decap.h), so hosts may send different ones.
+type Encapsulation string
+
+const (
+	// EncapGUE (the default) puts the client's packet in UDP to the GUE port, right behind
+	// the UDP header (GUE variant 1, direct IP), with a source port hashed from the flow
+	// (49152-65535, RFC 8086 §3.2.1): NIC RSS and fabric ECMP spread the flows of one backend
+	// host. IPv6 outer headers also carry a flow label hashed from the flow.
+	EncapGUE Encapsulation = "gue"
+	// EncapIPIP is plain IP in IP (RFC 2003, RFC 2473, RFC 4213): IPIP, 6in4, 4in6, IP6IP6.
+	// An IPv4 outer header has only (source, destination, protocol) to spread by.
+	EncapIPIP Encapsulation = "ipip"
+)
+
+// DefaultGUEPort is the UDP port GUE is sent to and accepted on when Config.GUEPort is 0.
+const DefaultGUEPort = 6080
+
+// MinMTU is the smallest Config.MTU accepted: the IPv6 minimum link MTU (RFC 8200 §5).
+const MinMTU = 1280
+
 // Config is the host-wide LB configuration.
 type Config struct {
 	UntaggedDomain uint32     // routing domain of untagged frames (0: public fabric)
@@ -55,6 +76,15 @@ type Config struct {
 	EncapSource6   netip.Addr
 	SNATSource4    netip.Addr // nat mode source toward backends
 	SNATSource6    netip.Addr
+	// Encap is the dsr encapsulation sent ("" is EncapGUE).
+	Encap Encapsulation
+	// GUEPort is the UDP destination port of GUE, sent and decapsulated (0 is
+	// DefaultGUEPort). UDP to this port on a tunnel endpoint is the decapsulator's.
+	GUEPort uint16
+	// MTU caps an encapsulated packet (bytes, L3, MinMTU-65535); 0 leaves only the egress
+	// device's MTU. A packet that would not fit is answered with ICMP frag-needed /
+	// packet-too-big and counted as drop reason "too_big".
+	MTU uint32
 }
 
 // Dataplane is a loaded load balancer.
@@ -137,6 +167,8 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	} else if err := replaceConntrackPin(opts.PinPath, spec.Maps[bpfobj.LbMapConntrack], opts.Log); err != nil {
 		return nil, err
+	} else if err := resizeConfigPin(opts.PinPath, spec.Maps[bpfobj.LbMapConfig], opts.Log); err != nil {
+		return nil, err
 	}
 	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{},
 		members: map[bpfobj.LbMemberKey]uint32{}, vipGen: map[uint32]uint32{}}
@@ -169,14 +201,44 @@ func Load(opts Options) (*Dataplane, error) {
 		d.objs.Close()
 		return nil, fmt.Errorf("reading lb config: %w", err)
 	}
-	if cfg.RingSize != opts.TableSize {
+	if cfg.RingSize != opts.TableSize || cfg.GuePort == 0 {
+		// A fresh (or older) config: GUE is decapsulated on its default port before the
+		// first SetConfig, so a restarted host never drops its peers' tunnels.
 		cfg.RingSize = opts.TableSize
+		if cfg.GuePort == 0 {
+			cfg.GuePort = htons(DefaultGUEPort)
+		}
 		if err := d.objs.Config.Put(uint32(0), &cfg); err != nil {
 			d.objs.Close()
 			return nil, fmt.Errorf("writing lb config: %w", err)
 		}
 	}
 	return d, nil
+}
+
+// resizeConfigPin removes a pinned config map whose value size differs from spec's (lb_config
+// grew the encapsulation fields): the agent writes the whole config again with SetConfig, and
+// until then the program balances with ring size and GUE port from Load. Flow state is never
+// touched here.
+func resizeConfigPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
+	path := filepath.Join(pinPath, spec.Name)
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening pinned map %s: %w", path, err)
+	}
+	size := m.ValueSize()
+	m.Close()
+	if size == spec.ValueSize {
+		return nil
+	}
+	log.Info("replacing pinned config map of another layout; SetConfig writes it again", "map", path, "value_size", size, "want", spec.ValueSize)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing pinned map %s (value size %d, want %d): %w", path, size, spec.ValueSize, err)
+	}
+	return nil
 }
 
 // resizeCounterPin removes a pinned counter map whose size differs from spec's (drop_stats
@@ -232,7 +294,21 @@ func (d *Dataplane) Unpin() error {
 func (d *Dataplane) SetConfig(c Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cfg := bpfobj.LbLbConfig{RingSize: d.size, UntaggedDomain: c.UntaggedDomain}
+	cfg := bpfobj.LbLbConfig{RingSize: d.size, UntaggedDomain: c.UntaggedDomain, GuePort: htons(DefaultGUEPort), Mtu: c.MTU}
+	switch c.Encap {
+	case "", EncapGUE:
+		cfg.EncapMode = encapGUE
+	case EncapIPIP:
+		cfg.EncapMode = encapIPIP
+	default:
+		return fmt.Errorf("encapsulation %q: want %q or %q", c.Encap, EncapGUE, EncapIPIP)
+	}
+	if c.GUEPort != 0 {
+		cfg.GuePort = htons(c.GUEPort)
+	}
+	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > 65535) {
+		return fmt.Errorf("encapsulation MTU %d: want 0 (the egress device's) or %d-65535", c.MTU, MinMTU)
+	}
 	for _, a := range []struct {
 		addr netip.Addr
 		v4   *uint32
@@ -490,6 +566,12 @@ func (d *Dataplane) backendValue(b lb.Backend) *bpfobj.LbBackend {
 	}
 	return v
 }
+
+// lb_config.encap_mode (bpf/lb/lb_consts.h).
+const (
+	encapIPIP = 0
+	encapGUE  = 1
+)
 
 // Backend flags (bpf/lb/lb_consts.h).
 const (

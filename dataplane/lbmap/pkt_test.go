@@ -1,6 +1,7 @@
 package lbmap
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -49,6 +50,8 @@ type flow struct {
 	fin, rst     bool
 	vlan         uint16
 	payload      string
+	df           bool  // IPv4 don't-fragment
+	tos          uint8 // IPv4 TOS / IPv6 traffic class (DSCP+ECN)
 }
 
 // ipPacket is the L3 packet of f (no L2).
@@ -62,10 +65,13 @@ func ipPacket(t testing.TB, f flow) []byte {
 		proto = layers.IPProtocolUDP
 	}
 	if src.Is4() {
-		v := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		v := &layers.IPv4{Version: 4, IHL: 5, TOS: f.tos, TTL: 64, Protocol: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		if f.df {
+			v.Flags = layers.IPv4DontFragment
+		}
 		nl, l3 = v, v
 	} else {
-		v := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
+		v := &layers.IPv6{Version: 6, HopLimit: 64, TrafficClass: f.tos, NextHeader: proto, SrcIP: ip(f.src), DstIP: ip(f.dst)}
 		nl, l3 = v, v
 	}
 	pl := gopacket.Payload(f.payload)
@@ -93,23 +99,55 @@ func frame(t testing.TB, src, dst net.HardwareAddr, vlan uint16, l3 []byte) []by
 	return serialize(t, ls...)
 }
 
-// encapsulated is what the LB sends for dsr: L2 toward the backend host, an outer header, the
-// client's packet unchanged.
+// testIPID is the IPv4 ID the program gives the next header it originates in a test run: rig.run
+// sets every CPU's counter (bpf/lb/icmp_gen.h next_ip_id) to the one before it.
+const testIPID = 0x1234
+
+// innerTOS is the DSCP+ECN byte of an IPv4 packet or the traffic class of an IPv6 one.
+func innerTOS(inner []byte) uint8 {
+	if inner[0]>>4 == 4 {
+		return inner[1]
+	}
+	return inner[0]<<4 | inner[1]>>4
+}
+
+// encapsulated is what the LB sends for dsr in IPIP mode: L2 toward the backend host, an outer
+// header (RFC 2003 / RFC 2473: DSCP+ECN copied, IPv4 DF copied from an inner IPv4 header and set
+// over IPv6, the run's IP ID), the client's packet unchanged.
 func encapsulated(t testing.TB, smac, dmac net.HardwareAddr, vlan uint16, outerSrc, outerDst string, flowLabel uint32, inner []byte) []byte {
+	t.Helper()
+	return encapsulatedGUE(t, smac, dmac, vlan, outerSrc, outerDst, flowLabel, 0, inner)
+}
+
+// encapsulatedGUE is encapsulated with a UDP header from sport to DefaultGUEPort between the
+// outer header and the inner packet; sport 0 is plain IPIP.
+func encapsulatedGUE(t testing.TB, smac, dmac net.HardwareAddr, vlan uint16, outerSrc, outerDst string, flowLabel uint32, sport uint16, inner []byte) []byte {
 	t.Helper()
 	innerProto := layers.IPProtocolIPv4
 	if inner[0]>>4 == 6 {
 		innerProto = layers.IPProtocolIPv6
 	}
-	if netip.MustParseAddr(outerDst).Is4() {
-		o := &layers.IPv4{Version: 4, IHL: 5, TOS: inner[1] * 0, TTL: 64, Protocol: innerProto, SrcIP: ip(outerSrc), DstIP: ip(outerDst)}
-		if inner[0]>>4 == 4 {
-			o.TOS = inner[1]
-		}
-		return serialize(t, append(l2(smac, dmac, vlan, layers.EthernetTypeIPv4), o, gopacket.Payload(inner))...)
+	var rest []gopacket.SerializableLayer
+	if sport != 0 {
+		// The UDP checksum stays zero (RFC 8086 §3.2, RFC 6935): serialized by hand.
+		u := make([]byte, 8)
+		binary.BigEndian.PutUint16(u[0:], sport)
+		binary.BigEndian.PutUint16(u[2:], DefaultGUEPort)
+		binary.BigEndian.PutUint16(u[4:], uint16(8+len(inner)))
+		rest = append(rest, gopacket.Payload(append(u, inner...)))
+		innerProto = layers.IPProtocolUDP
+	} else {
+		rest = append(rest, gopacket.Payload(inner))
 	}
-	o := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: innerProto, FlowLabel: flowLabel & 0xfffff, SrcIP: ip(outerSrc), DstIP: ip(outerDst)}
-	return serialize(t, append(l2(smac, dmac, vlan, layers.EthernetTypeIPv6), o, gopacket.Payload(inner))...)
+	if netip.MustParseAddr(outerDst).Is4() {
+		o := &layers.IPv4{Version: 4, IHL: 5, TOS: innerTOS(inner), Id: testIPID, TTL: 64, Protocol: innerProto, SrcIP: ip(outerSrc), DstIP: ip(outerDst)}
+		if inner[0]>>4 == 6 || inner[6]&0x40 != 0 {
+			o.Flags = layers.IPv4DontFragment
+		}
+		return serialize(t, append(append(l2(smac, dmac, vlan, layers.EthernetTypeIPv4), o), rest...)...)
+	}
+	o := &layers.IPv6{Version: 6, HopLimit: 64, TrafficClass: innerTOS(inner), NextHeader: innerProto, FlowLabel: flowLabel & 0xfffff, SrcIP: ip(outerSrc), DstIP: ip(outerDst)}
+	return serialize(t, append(append(l2(smac, dmac, vlan, layers.EthernetTypeIPv6), o), rest...)...)
 }
 
 // icmpTooBig is a router's frag-needed (v4) / packet-too-big (v6) about a packet that went
