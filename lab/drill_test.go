@@ -182,15 +182,8 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	}
 	// A backup's snapshot can stall the embedded etcd long enough for the leader lease to
 	// lapse; the controller then refuses writes (nothing changed) until it leads again.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		_, err := c.Apply(ctx, "late.yaml", []byte(lateYAML), client.ApplyOptions{})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || !strings.Contains(err.Error(), "leader lease") {
-			t.Fatalf("drill: apply after the backup: %v", err)
-		}
-		time.Sleep(500 * time.Millisecond)
+	if err := applyLeading(ctx, c, "late.yaml", lateYAML); err != nil {
+		t.Fatalf("drill: apply after the backup: %v", err)
 	}
 	if err := waitHostsHold(30*time.Second, func(s hoststatus.Status) bool {
 		_, ok := s.Segments["lands-late"]
@@ -275,7 +268,8 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	if want := []string{"segments/lands-late"}; !slices.Equal(lost, want) {
 		t.Fatalf("drill: lost %v, want %v", lost, want)
 	}
-	if _, err := c.Apply(ctx, "late.yaml", []byte(lateYAML), client.ApplyOptions{}); err != nil {
+	// The restored controller may not hold its leader lease yet (refused, nothing changed).
+	if err := applyLeading(ctx, c, "late.yaml", lateYAML); err != nil {
 		t.Fatalf("drill: apply the lost objects again: %v", err)
 	}
 
@@ -611,4 +605,16 @@ func grepLines(text string, words ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// applyLeading applies doc, retrying for up to 30 s while the controller refuses writes for
+// want of its leader lease (a refusal changes nothing); any other error is returned at once.
+func applyLeading(ctx context.Context, c *client.Client, name, doc string) error {
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := c.Apply(ctx, name, []byte(doc), client.ApplyOptions{})
+		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "leader lease") {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
