@@ -11,8 +11,9 @@ PKGS=(
   # the lab's top-of-rack router and the BGP tests' peer; BIRD 2 is the second implementation
   frr bird2
   # control plane: a real external etcd (TLS, client certificates) for the controller's tests;
-  # setpriv (util-linux) runs a client as another user in the embedded etcd's test
-  etcd-server util-linux
+  # setpriv (util-linux) runs a client as another user in the embedded etcd's test; etcdctl
+  # (etcd-client) drives the three-member cluster of the HA test
+  etcd-server etcd-client util-linux
   # metering: a real Prometheus scrapes /metrics in tests; promtool tests the recording rules
   prometheus
   # compute: libvirtd + qemu (TCG) run real VMs; the tiny guest is Debian's kernel + busybox
