@@ -221,24 +221,8 @@ func Load(opts Options) (*Dataplane, error) {
 // until then the program balances with ring size and GUE port from Load. Flow state is never
 // touched here.
 func resizeConfigPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
-	path := filepath.Join(pinPath, spec.Name)
-	m, err := ebpf.LoadPinnedMap(path, nil)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("opening pinned map %s: %w", path, err)
-	}
-	size := m.ValueSize()
-	m.Close()
-	if size == spec.ValueSize {
-		return nil
-	}
-	log.Info("replacing pinned config map of another layout; SetConfig writes it again", "map", path, "value_size", size, "want", spec.ValueSize)
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing pinned map %s (value size %d, want %d): %w", path, size, spec.ValueSize, err)
-	}
-	return nil
+	return removePinIf(pinPath, spec, log, "value_size", (*ebpf.Map).ValueSize, spec.ValueSize,
+		"replacing pinned config map of another layout; SetConfig writes it again")
 }
 
 // resizeCounterPin removes a pinned counter map whose size differs from spec's (drop_stats
@@ -246,6 +230,13 @@ func resizeConfigPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error
 // counter reset, instead of the whole load failing with ErrMapIncompatible. Flow state is
 // never touched here.
 func resizeCounterPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) error {
+	return removePinIf(pinPath, spec, log, "size", (*ebpf.Map).MaxEntries, spec.MaxEntries,
+		"replacing pinned counter map of another size; its counters restart")
+}
+
+// removePinIf removes spec's map pinned under pinPath when attr of the pinned map (named what)
+// differs from want, logging why; a missing pin is fine.
+func removePinIf(pinPath string, spec *ebpf.MapSpec, log *slog.Logger, what string, attr func(*ebpf.Map) uint32, want uint32, why string) error {
 	path := filepath.Join(pinPath, spec.Name)
 	m, err := ebpf.LoadPinnedMap(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -254,14 +245,14 @@ func resizeCounterPin(pinPath string, spec *ebpf.MapSpec, log *slog.Logger) erro
 	if err != nil {
 		return fmt.Errorf("opening pinned map %s: %w", path, err)
 	}
-	size := m.MaxEntries()
+	have := attr(m)
 	m.Close()
-	if size == spec.MaxEntries {
+	if have == want {
 		return nil
 	}
-	log.Info("replacing pinned counter map of another size; its counters restart", "map", path, "size", size, "want", spec.MaxEntries)
+	log.Info(why, "map", path, what, have, "want", want)
 	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing pinned map %s (size %d, want %d): %w", path, size, spec.MaxEntries, err)
+		return fmt.Errorf("removing pinned map %s (%s %d, want %d): %w", path, what, have, want, err)
 	}
 	return nil
 }
