@@ -68,14 +68,7 @@ func (l *Lab) frrPaths(vip string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var routes map[string][]struct {
-		Protocol string `json:"protocol"`
-		Selected bool   `json:"selected"`
-		Nexthops []struct {
-			IP     string `json:"ip"`
-			Active bool   `json:"active"`
-		} `json:"nexthops"`
-	}
+	var routes map[string][]frrRoute
 	if err := json.Unmarshal(out, &routes); err != nil {
 		return nil, fmt.Errorf("FRR route to %s: %v", vip, err)
 	}
@@ -95,4 +88,14 @@ func (l *Lab) frrPaths(vip string) ([]string, error) {
 		return hops, fmt.Errorf("FRR has %d path(s) to %s (%v), want one per host", len(hops), vip, hops)
 	}
 	return hops, nil
+}
+
+// frrRoute is one route of vtysh's "show ip route ... json", by prefix.
+type frrRoute struct {
+	Protocol string `json:"protocol"`
+	Selected bool   `json:"selected"`
+	Nexthops []struct {
+		IP     string `json:"ip"`
+		Active bool   `json:"active"`
+	} `json:"nexthops"`
 }

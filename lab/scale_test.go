@@ -266,13 +266,7 @@ func (l *Lab) frrHeld() (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	var routes map[string][]struct {
-		Protocol string `json:"protocol"`
-		Selected bool   `json:"selected"`
-		Nexthops []struct {
-			Active bool `json:"active"`
-		} `json:"nexthops"`
-	}
+	var routes map[string][]frrRoute
 	if err := json.Unmarshal(out, &routes); err != nil {
 		return nil, fmt.Errorf("FRR's BGP routes: %w", err)
 	}
