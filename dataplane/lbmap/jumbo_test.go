@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -227,11 +226,7 @@ func TestJumboVeth(t *testing.T) {
 // of 48 bytes) loads: the pinned config is replaced, not refused as incompatible.
 func TestLoadReplacesOldConfigPin(t *testing.T) {
 	netnstest.RequirePrivileged(t)
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "gct-cfg-")
-	if err != nil {
-		t.Skipf("no bpffs at /sys/fs/bpf: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := netnstest.TempPinDir(t)
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "config", Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,22 @@ func RequireTool(tb testing.TB, names ...string) {
 	}
 }
 
+// TempPinDir makes a directory on bpffs (/sys/fs/bpf) that is removed with tb; without bpffs it
+// skips naming it (or fails under CI, whose 'make deps' mounts it).
+func TempPinDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "gct-")
+	if err != nil {
+		msg := fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf (mounted by 'sudo make deps'): %v", err)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // NS is a named network namespace (visible to 'ip netns exec') owned by one test.
 type NS struct {
 	Name   string
