@@ -83,6 +83,15 @@ static __always_inline int is_decap_addr(__u8 family, const void *addr)
 	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
 }
 
+/* RFC 6040 §4.2's table for the outer ECN codepoints decapsulation acts on (CE = 3, ECT(1) = 1):
+ * the inner packet's new ECN field, or -1 for CE over Not-ECT (drop). */
+static __always_inline int ecn_merge(__u8 outer_ecn, __u8 iecn)
+{
+	if (outer_ecn == 3)
+		return iecn == 0 ? -1 : 3;
+	return iecn == 2 ? 1 : iecn;
+}
+
 /* RFC 6040 §4.2: merge the outer ECN field (outer_ecn, 0-3) into the inner header at in
  * (inner_proto, network order) before the outer header goes: outer CE marks an ECN-capable
  * inner CE, outer ECT(1) turns inner ECT(0) into ECT(1); the inner IPv4 checksum follows.
@@ -95,14 +104,10 @@ static __always_inline int ecn_decap(void *in, void *data_end, __u16 inner_proto
 		struct iphdr *ih = in;
 		if ((void *)(ih + 1) > data_end)
 			return 0;
-		__u8 iecn = ih->tos & 3, ecn = iecn;
-		if (outer_ecn == 3) {
-			if (iecn == 0)
-				return -1;
-			ecn = 3;
-		} else if (iecn == 2) {
-			ecn = 1;
-		}
+		__u8 iecn = ih->tos & 3;
+		int ecn = ecn_merge(outer_ecn, iecn);
+		if (ecn < 0)
+			return -1;
 		if (ecn != iecn) {
 			__u16 old = *(__u16 *)ih;
 			ih->tos = (ih->tos & ~3) | ecn;
@@ -113,14 +118,9 @@ static __always_inline int ecn_decap(void *in, void *data_end, __u16 inner_proto
 	__u8 *b = in;
 	if ((void *)(b + 2) > data_end)
 		return 0;
-	__u8 iecn = (b[1] >> 4) & 3, ecn = iecn;
-	if (outer_ecn == 3) {
-		if (iecn == 0)
-			return -1;
-		ecn = 3;
-	} else if (iecn == 2) {
-		ecn = 1;
-	}
+	int ecn = ecn_merge(outer_ecn, (b[1] >> 4) & 3);
+	if (ecn < 0)
+		return -1;
 	b[1] = (b[1] & 0xcf) | (ecn << 4);
 	return 0;
 }
