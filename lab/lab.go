@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/govcloud/govcloud/agent"
@@ -47,6 +48,9 @@ type Lab struct {
 	dir   string
 	out   io.Writer
 	hosts []string // the host namespaces, in order (HostNames)
+
+	mu        sync.Mutex
+	servesRev map[string]int64 // host -> desired revision whose dsr VIPs its guests' lo holds
 }
 
 // New fills in defaults.
@@ -470,9 +474,19 @@ func (l *Lab) startAgent(h string) error {
 // links and addresses of each namespace are made by one 'ip -batch' (the scale lab makes 120
 // guests at once; a process per command took most of a minute).
 func (l *Lab) startGuests(h string, st *desired.State) error {
+	serves := st.DSRVIPs()
+	l.mu.Lock()
+	resync := l.servesRev[h] != st.Revision
+	l.mu.Unlock()
 	for _, vm := range st.VMs {
 		ns := "gc-vm-" + vm.Name
 		if nsExists(ns) {
+			// A service applied or deleted since: the guest's lo holds the dsr VIPs it backs.
+			if resync {
+				if err := guestServes(ns, serves[vm.Name]); err != nil {
+					return fmt.Errorf("guest %s: %w", vm.Name, err)
+				}
+			}
 			continue
 		}
 		if err := sh("ip", "netns", "add", ns); err != nil {
@@ -495,12 +509,8 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				inGuest = append(inGuest, "route add default via "+ifc.Gateway4.String())
 			}
 		}
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if b.VM == vm.Name && svc.Mode == "dsr" {
-					inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen())))
-				}
-			}
+		for _, vip := range serves[vm.Name] {
+			inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(vip, vip.BitLen())))
 		}
 		if err := ipBatch(h, inHost); err != nil {
 			return fmt.Errorf("guest %s: %w", vm.Name, err)
@@ -517,6 +527,12 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 			return err
 		}
 	}
+	l.mu.Lock()
+	if l.servesRev == nil {
+		l.servesRev = map[string]int64{}
+	}
+	l.servesRev[h] = st.Revision
+	l.mu.Unlock()
 	return nil
 }
 
@@ -568,6 +584,39 @@ func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) erro
 		_ = sh("ip", "netns", "del", ns)
 	}
 	return nil
+}
+
+// guestServes makes the global addresses on guest namespace ns's lo exactly want (the dsr
+// VIPs its VM backs), the way the compute agent's netns provider does for its guests.
+func guestServes(ns string, want []netip.Addr) error {
+	out, err := exec.Command("ip", "-n", ns, "-o", "addr", "show", "dev", "lo", "scope", "global").Output()
+	if err != nil {
+		return fmt.Errorf("listing VIPs on lo: %w", err)
+	}
+	var have []netip.Addr
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "inet" || f[i] == "inet6" {
+			if p, err := netip.ParsePrefix(f[i+1]); err == nil {
+				have = append(have, p.Addr())
+			}
+		}
+	}
+	var cmds []string
+	for _, v := range want {
+		if !slices.Contains(have, v) {
+			cmds = append(cmds, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		}
+	}
+	for _, v := range have {
+		if !slices.Contains(want, v) {
+			cmds = append(cmds, fmt.Sprintf("addr del %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	return ipBatch(ns, cmds)
 }
 
 // hostOfGuest finds the host namespace holding the guest's port (the veth peer).

@@ -58,6 +58,7 @@ func TestLab(t *testing.T) {
 		t.Fatalf("lab verify: %v", err)
 	}
 	trustOverTLS(t, bin, dir)
+	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
 	disasterDrill(t, bin, dir, run)
