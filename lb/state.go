@@ -147,9 +147,14 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 	for _, b := range s.backends {
 		usedBE[b.id] = true
 	}
-	for _, svc := range services {
-		for _, b := range svc.Backends {
-			k := b.Key()
+	// Each service's backends by key, each key made once (Backend.Key allocates).
+	sorted := make([][]keyedBackend, len(services))
+	for i, svc := range services {
+		sorted[i] = sortedByKey(svc.Backends)
+	}
+	for i, svc := range services {
+		for _, kb := range sorted[i] {
+			k, b := kb.key, kb.b
 			if _, ok := p.backends[k]; ok {
 				continue
 			}
@@ -171,9 +176,11 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 	for _, v := range s.vips {
 		usedVIP[v.id] = true
 	}
-	for _, svc := range services {
-		bs := slices.Clone(svc.Backends)
-		slices.SortFunc(bs, func(a, b Backend) int { return cmpString(a.Key(), b.Key()) })
+	for i, svc := range services {
+		bs := make([]Backend, len(sorted[i]))
+		for j, kb := range sorted[i] {
+			bs[j] = kb.b
+		}
 		old := s.vips[svc.VIP]
 		nv := &vipState{mode: svc.Mode, backends: bs}
 		upd := VIPUpdate{VIP: svc.VIP, Mode: svc.Mode}
@@ -210,8 +217,8 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 			}
 		} else {
 			ws := make([]Weighted, len(bs))
-			for i, b := range bs {
-				ws[i] = Weighted{ID: p.backends[b.Key()].id, Key: b.Key(), Weight: b.Weight}
+			for j, kb := range sorted[i] {
+				ws[j] = Weighted{ID: p.backends[kb.key].id, Key: kb.key, Weight: kb.b.Weight}
 			}
 			t, err := Table(s.tableSize, prev, ws)
 			if err != nil {
@@ -328,4 +335,21 @@ func (s *State) TableOf(v VIP) []uint32 {
 		return st.table
 	}
 	return nil
+}
+
+// keyedBackend is a backend with its key (Backend.Key).
+type keyedBackend struct {
+	key string
+	b   Backend
+}
+
+// sortedByKey returns bs with their keys, in the order of the keys compared as strings (the
+// order tables are built in).
+func sortedByKey(bs []Backend) []keyedBackend {
+	ks := make([]keyedBackend, len(bs))
+	for i, b := range bs {
+		ks[i] = keyedBackend{b.Key(), b}
+	}
+	slices.SortFunc(ks, func(a, b keyedBackend) int { return cmpString(a.key, b.key) })
+	return ks
 }

@@ -104,6 +104,9 @@ type Dataplane struct {
 	localVIPs []LocalVIP
 	// members mirrors vip_members: (VIP id, backend id) -> F_MEMBER_* flags.
 	members map[bpfobj.LbMemberKey]uint32
+	// membersSynced: the last Set's membership sync succeeded, so a Set whose plan changes
+	// nothing (same VIPs, ids, backends and weights) has no membership to change either.
+	membersSynced bool
 	// vipGen mirrors vip_gen (0: none yet); gen is the highest generation handed out.
 	vipGen map[uint32]uint32
 	gen    uint32
@@ -450,9 +453,18 @@ func (d *Dataplane) Set(services []lb.Service) error {
 		return err
 	}
 	diff := plan.Diff
-	d.writes.Add(uint64(len(diff.UpsertBackends) + len(diff.UpsertVIPs) + len(diff.DeleteVIPs) + len(diff.DeleteBackends)))
+	changes := len(diff.UpsertBackends) + len(diff.UpsertVIPs) + len(diff.DeleteVIPs) + len(diff.DeleteBackends)
+	d.writes.Add(uint64(changes))
 	d.state.Commit(plan)
-	return d.syncMembers(d.desiredMembers(services))
+	if changes == 0 && d.membersSynced {
+		return nil
+	}
+	d.membersSynced = false
+	if err := d.syncMembers(d.desiredMembers(services)); err != nil {
+		return err
+	}
+	d.membersSynced = true
+	return nil
 }
 
 // TableKeys returns VIP v's programmed Maglev table as the key (lb.Backend.Key) of each slot's
