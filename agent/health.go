@@ -71,7 +71,7 @@ type probeState struct {
 	target   probeTarget // the first of its backends: what is probed
 	services []string    // the services of the backends sharing it (logs)
 	up       bool
-	pending  bool // added while the agent ran and not checked yet: down until its first success
+	pending  bool // added while the agent ran and never answered yet: down until its first success
 	streak   int  // consecutive results against the current state
 	cancel   context.CancelFunc
 	lastErr  string
@@ -178,14 +178,24 @@ func (c *Checker) run(ctx context.Context, p *probeState) {
 	hc := p.target.hc
 	interval := time.Duration(max(hc.IntervalMs, 100)) * time.Millisecond
 	timeout := time.Duration(max(hc.TimeoutMs, 50)) * time.Millisecond
-	t := time.NewTicker(interval)
+	// A backend added while the agent runs is usually a guest still booting: until its first
+	// success it is probed at fastInterval, doubling after each failure up to interval
+	// (HAProxy's fastinter for a server in transition), so it takes traffic soon after it
+	// answers without probing a dead one faster than 10 times in its first interval.
+	fast := min(fastInterval, interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
+		start := time.Now()
 		err := c.probe(ctx, p.target, timeout)
 		if ctx.Err() != nil {
 			return
 		}
-		c.record(p, err)
+		next := interval
+		if c.record(p, err) {
+			next, fast = fast, min(2*fast, interval)
+		}
+		t.Reset(max(next-time.Since(start), 0))
 		select {
 		case <-ctx.Done():
 			return
@@ -194,7 +204,12 @@ func (c *Checker) run(ctx context.Context, p *probeState) {
 	}
 }
 
-func (c *Checker) record(p *probeState, err error) {
+// fastInterval is the first probe interval of a new backend until it answers (run).
+const fastInterval = 100 * time.Millisecond
+
+// record takes one probe's result and says whether the backend is still pending (added while
+// the agent ran and never answered).
+func (c *Checker) record(p *probeState, err error) (pending bool) {
 	c.mu.Lock()
 	ok := err == nil
 	if err != nil {
@@ -202,9 +217,10 @@ func (c *Checker) record(p *probeState, err error) {
 	}
 	flip := false
 	if p.pending {
-		// The first result decides a new backend: up at once, or down like any failed one.
-		p.pending = false
+		// A new backend is up at its first success, whatever the healthy threshold: failures
+		// before it (a guest still booting) are not a backend going down.
 		if ok {
+			p.pending = false
 			p.up, p.streak, flip = true, 0, true
 		}
 	} else if ok == p.up {
@@ -222,7 +238,7 @@ func (c *Checker) record(p *probeState, err error) {
 	p.lastSeen = time.Now()
 	key := p.target.key
 	services := slices.Clone(p.services)
-	up := p.up
+	up, pending := p.up, p.pending
 	c.mu.Unlock()
 	if flip {
 		c.log.Info("backend health changed", "services", services, "backend", key.Addr, "up", up, "error", errString(err))
@@ -231,6 +247,7 @@ func (c *Checker) record(p *probeState, err error) {
 		default:
 		}
 	}
+	return pending
 }
 
 func errString(err error) string {

@@ -184,3 +184,41 @@ func TestCheckerSharesProbes(t *testing.T) {
 		t.Errorf("removed services still reported: %v", c.States())
 	}
 }
+
+// A backend added while the agent runs is probed fast until it first answers (a guest still
+// booting takes traffic soon after it does, not an interval or a healthy threshold later),
+// and a dead one is not probed faster than the backoff allows; both with a 1 s interval.
+func TestCheckerProbesNewBackendsFastUntilTheyAnswer(t *testing.T) {
+	cd := &countingDialer{fakeDialer: fakeDialer{open: map[string]bool{}}, n: map[string]int{}}
+	c := NewChecker(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c.dial = cd.dial
+	defer c.Close()
+	slow := func(service, addr string) probeTarget {
+		t := target(service, addr)
+		t.hc.IntervalMs = 1000
+		return t
+	}
+	seed, booting, dead := slow("www", "198.18.20.2"), slow("www", "198.18.20.3"), slow("www", "198.18.20.4")
+	c.Set([]probeTarget{seed})
+	start := time.Now()
+	c.Set([]probeTarget{seed, booting, dead})
+	time.Sleep(150 * time.Millisecond)
+	cd.set(booting.addr.String(), true)
+	for !c.Healthy(booting.key) {
+		if time.Since(start) > 900*time.Millisecond {
+			t.Fatalf("booting backend (answering from 150 ms, interval 1 s) not up after %v", time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	up := time.Since(start)
+	time.Sleep(2*time.Second - up)
+	n := cd.count(dead.addr.String())
+	// 0, 100, 300, 700, 1500 ms: 5 probes in the first 2 s (one more or less for scheduling).
+	if n < 4 || n > 6 {
+		t.Fatalf("dead backend probed %d times in its first 2 s, want about 5 (100 ms doubling to the 1 s interval)", n)
+	}
+	if c.Healthy(dead.key) {
+		t.Fatal("a backend that never answered is up")
+	}
+	t.Logf("booting backend up after %v; dead one probed %d times in 2 s", up, n)
+}
