@@ -72,6 +72,10 @@ type Config struct {
 	// Tables fetches the controller's shared Maglev tables (issue 19; *client.Client
 	// implements it). nil: every VIP's table is built from this host's own history.
 	Tables TableSource
+	// DeviceChanges is signalled when a guest port appears on the host (netdev.WatchNewLinks):
+	// a pass that did not converge, waiting for that port, is retried at once instead of at its
+	// backoff. nil: backoff only.
+	DeviceChanges <-chan struct{}
 	// LocalTables keeps the history-dependent tables although Tables is set: the shared
 	// tables are fetched and compared (status, mismatch) but not written, and advertising is
 	// not gated on them. For comparison runs.
@@ -246,10 +250,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := 500 * time.Millisecond
+	converged := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.cfg.DeviceChanges: // nil: never
+			if converged {
+				continue
+			}
 		case st := <-states:
 			a.mu.Lock()
 			a.last = st
@@ -272,7 +281,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if st == nil {
 			continue
 		}
-		if a.apply(ctx, st) {
+		if converged = a.apply(ctx, st); converged {
 			backoff = 500 * time.Millisecond
 			retry.Stop()
 		} else {

@@ -524,3 +524,35 @@ func drain(st *desired.State, idx ...int) {
 		st.Services[0].Backends[i].Weight = 0
 	}
 }
+
+// A pass that did not converge (the host network waits for a guest port) is retried as soon
+// as a guest port appears (Config.DeviceChanges), not at its backoff; a device appearing
+// while everything converged starts no pass.
+func TestDeviceChangeRetriesAFailedPass(t *testing.T) {
+	r := newRig(t, "h1", false)
+	devices := make(chan struct{}, 1)
+	r.a.cfg.DeviceChanges = devices
+	r.hn.SetErr(errors.New(`guest port gv0001: Link not found`))
+	r.ctl.set(func(c *fakeController) { c.states = []*desired.State{labState()} })
+	passes := func() int { return r.lb.State().Sets } // every pass sets the LB, converged or not
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.a.Run(ctx)
+	eventually(t, "two failed passes", 3*time.Second, func() bool { return passes() >= 2 }) // at 0 and 500 ms; the next at +1 s
+	time.Sleep(100 * time.Millisecond)
+	before := passes()
+	r.hn.SetErr(nil)
+	start := time.Now()
+	devices <- struct{}{}
+	eventually(t, "a pass after the guest port appeared", 2*time.Second, func() bool { _, ok := r.hn.Current(); return ok })
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("pass %v after the device appeared: the backoff (1 s) decided, not the device", d)
+	}
+	time.Sleep(50 * time.Millisecond)
+	after := passes()
+	devices <- struct{}{} // converged: no pass
+	time.Sleep(200 * time.Millisecond)
+	if passes() != after || after != before+1 {
+		t.Fatalf("passes: %d before the device, %d after its pass, %d after a device while converged", before, after, passes())
+	}
+}

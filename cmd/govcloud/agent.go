@@ -17,9 +17,11 @@ import (
 
 	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/bgp/gobgp"
+	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
+	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/dataplane/viproute"
 	"github.com/govcloud/govcloud/metering"
@@ -104,6 +106,14 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if !noBGP {
 				// A dataplane an earlier agent left forwarding: graceful restart.
 				cfg.Speaker = gobgp.New(gobgp.Options{Logger: g.log.With("component", "bgp"), Restarting: dp.lb.Restored()})
+			}
+			// A pass waiting for a guest port the compute agent is making is retried when it
+			// appears (without the watch, at the pass's backoff).
+			devices := make(chan struct{}, 1)
+			if err := netdev.WatchNewLinks(cmd.Context(), desired.GuestPortPrefix, devices); err != nil {
+				g.log.Warn("not watching for guest ports; passes waiting for one retry at their backoff", "err", err)
+			} else {
+				cfg.DeviceChanges = devices
 			}
 			a, err := agent.New(cfg)
 			if err != nil {

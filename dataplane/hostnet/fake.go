@@ -27,6 +27,13 @@ func (f *Fake) Set(desired HostNetwork) error {
 	return nil
 }
 
+// SetErr sets what Set returns from now on (nil: success), safely while Set is in use.
+func (f *Fake) SetErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Err = err
+}
+
 // Current returns the last desired state Set accepted.
 func (f *Fake) Current() (HostNetwork, bool) {
 	f.mu.Lock()
