@@ -25,6 +25,7 @@
 package firewall
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -491,8 +492,11 @@ func Build(cfg Config) (*Plan, error) {
 	slices.Sort(it.Counters)
 
 	p := &Plan{Tables: []*TablePlan{bt, it}}
-	sum := sha256.Sum256([]byte(p.String()))
-	p.Hash = hex.EncodeToString(sum[:8])
+	h := sha256.New()
+	w := bufio.NewWriterSize(h, 64<<10)
+	p.render(w)
+	w.Flush()
+	p.Hash = hex.EncodeToString(h.Sum(nil)[:8])
 	st := it.Chains[len(it.Chains)-1]
 	st.Rules = append(st.Rules, rule(counter())) // carries the hash as its comment (Apply)
 	return p, nil
@@ -793,6 +797,26 @@ func buildFabricPorts(cfg Config, br *nftables.Table, bt *TablePlan, guests *Cha
 	ll := netip.MustParseAddr("fe80::").As16()
 	llMask := netip.MustParseAddr("ffc0::").As16()
 	unspec := netip.IPv6Unspecified().As16()
+	// The gateway's sources are the department's prefixes, the same on each of its ports: one
+	// pair of sets per distinct list (per department, normally), not per port, which at 4094
+	// segments of 30 departments was 4094 sets of ~136 prefixes each.
+	fabnets, perDept := map[string][2]string{}, map[uint32]int{}
+	fabnetOf := func(fp FabricPort) [2]string {
+		key := fmt.Sprint(fp.Dept, fp.Prefixes)
+		if n, ok := fabnets[key]; ok {
+			return n
+		}
+		perDept[fp.Dept]++
+		suffix := fmt.Sprintf("d%d", fp.Dept)
+		if n := perDept[fp.Dept]; n > 1 {
+			suffix += fmt.Sprintf("-%d", n)
+		}
+		n4 := intervalSet(br, "fabnet4-"+suffix, fp.Prefixes, false)
+		n6 := intervalSet(br, "fabnet6-"+suffix, fp.Prefixes, true)
+		bt.Sets = append(bt.Sets, n4, n6)
+		fabnets[key] = [2]string{n4.Set.Name, n6.Set.Name}
+		return fabnets[key]
+	}
 	for _, fp := range cfg.FabricPorts {
 		s4 := &SetPlan{Set: &nftables.Set{Table: br, Name: "fab4-" + fp.Ifname, KeyType: etherIP4, Concatenation: true}}
 		s6 := &SetPlan{Set: &nftables.Set{Table: br, Name: "fab6-" + fp.Ifname, KeyType: etherIP6, Concatenation: true}}
@@ -831,12 +855,10 @@ func buildFabricPorts(cfg Config, br *nftables.Table, bt *TablePlan, guests *Cha
 		if len(cfg.GatewayMAC) == 6 {
 			// IP a peer host's gateway routed to a guest here (it never ARPs across the trunk),
 			// from one of the department's guests.
-			n4 := intervalSet(br, "fabnet4-"+fp.Ifname, fp.Prefixes, false)
-			n6 := intervalSet(br, "fabnet6-"+fp.Ifname, fp.Prefixes, true)
-			bt.Sets = append(bt.Sets, n4, n6)
+			n := fabnetOf(fp)
 			c.Rules = append(c.Rules,
-				rule(etherType(unix.ETH_P_IP), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(12, 4), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n4.Set.Name}}, accept()),
-				rule(etherType(unix.ETH_P_IPV6), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(8, 16), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n6.Set.Name}}, accept()))
+				rule(etherType(unix.ETH_P_IP), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(12, 4), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n[0]}}, accept()),
+				rule(etherType(unix.ETH_P_IPV6), etherSaddr(), eq(cfg.GatewayMAC), payloadNet(8, 16), []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: n[1]}}, accept()))
 		}
 		c.Rules = append(c.Rules, rule(bc.drop(fp.Dept, ReasonFromFabric)))
 		bt.Chains = append(bt.Chains, c)

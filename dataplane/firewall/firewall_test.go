@@ -3,6 +3,7 @@ package firewall
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -227,8 +228,8 @@ func TestBuildFabricPorts(t *testing.T) {
   set fab4-gcvb120 { type ether_addr . ipv4_addr; elements = { 02000000000b . 198.18.20.11 } }
   set fab6-gcvb120 { type ether_addr . ipv6_addr; elements = { 02000000000b . 2001:db8:20::b } }
   set fabmac-gcvb120 { type ether_addr; elements = { 02000000000b } }
-  set fabnet4-gcvb120 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.20.255 } }
-  set fabnet6-gcvb120 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
+  set fabnet4-d3 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.20.255 } }
+  set fabnet6-d3 { type ipv6_addr; flags interval; elements = { 2001:db8:20::-2001:db8:20:0:ffff:ffff:ffff:ffff } }
   chain guests { type filter hook prerouting priority -200 }
     iifname == "gcvb120" jump fabric-gcvb120
   chain fabric-gcvb120
@@ -237,12 +238,45 @@ func TestBuildFabricPorts(t *testing.T) {
     ether type == 0x86dd ether saddr . ip6 saddr @fab6-gcvb120 accept
     ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr & ffc0:: == fe80:: accept
     ether type == 0x86dd ether saddr @fabmac-gcvb120 ip6 saddr == :: accept
-    ether type == 0x0800 ether saddr == 02:67:63:00:00:01 ip saddr @fabnet4-gcvb120 accept
-    ether type == 0x86dd ether saddr == 02:67:63:00:00:01 ip6 saddr @fabnet6-gcvb120 accept
+    ether type == 0x0800 ether saddr == 02:67:63:00:00:01 ip saddr @fabnet4-d3 accept
+    ether type == 0x86dd ether saddr == 02:67:63:00:00:01 ip6 saddr @fabnet6-d3 accept
     counter name "drop-3-from_fabric" drop
 `
 	if got != want {
 		t.Errorf("bridge table:\n%s\nwant:\n%s", got, want)
+	}
+	// The gateway's source sets are per distinct prefix list: a second port of department 3
+	// shares its set, a port of department 4 and one of department 3 with other prefixes get
+	// their own.
+	more := cfg
+	pf := netip.MustParsePrefix
+	more.FabricPorts = append(slices.Clone(cfg.FabricPorts),
+		FabricPort{Ifname: "gcvb121", Dept: 3, Prefixes: cfg.FabricPorts[0].Prefixes},
+		FabricPort{Ifname: "gcvb130", Dept: 4, Prefixes: []netip.Prefix{pf("198.18.30.0/24")}},
+		FabricPort{Ifname: "gcvb122", Dept: 3, Prefixes: []netip.Prefix{pf("198.18.22.0/24")}})
+	p, err = Build(more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := p.String()
+	for _, want := range []string{
+		"set fabnet4-d3 { type ipv4_addr; flags interval; elements = { 198.18.20.0-198.18.20.255 } }",
+		"set fabnet4-d4 { type ipv4_addr; flags interval; elements = { 198.18.30.0-198.18.30.255 } }",
+		"set fabnet4-d3-2 { type ipv4_addr; flags interval; elements = { 198.18.22.0-198.18.22.255 } }",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q in:\n%s", want, text)
+		}
+	}
+	for port, set := range map[string]string{"gcvb120": "fabnet4-d3", "gcvb121": "fabnet4-d3", "gcvb130": "fabnet4-d4", "gcvb122": "fabnet4-d3-2"} {
+		_, chain, _ := strings.Cut(text, "chain fabric-"+port+"\n")
+		chain, _, _ = strings.Cut(chain, "chain ")
+		if !strings.Contains(chain, "ip saddr @"+set+" accept") {
+			t.Errorf("fabric port %s does not check the gateway's sources against %s:\n%s", port, set, chain)
+		}
+	}
+	if n := strings.Count(text, "set fabnet4-"); n != 3 {
+		t.Errorf("%d gateway source sets for 4 ports of 3 distinct lists", n)
 	}
 	cfg.FabricPorts[0].Guests[0].MAC = net.HardwareAddr{1, 2, 3}
 	if _, err := Build(cfg); err == nil || !strings.Contains(err.Error(), "gcvb120") {

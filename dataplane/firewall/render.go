@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -15,13 +16,29 @@ import (
 // sends. It is what the hash covers and what unprivileged tests compare.
 func (p *Plan) String() string {
 	var b strings.Builder
+	p.render(&b)
+	return b.String()
+}
+
+// render writes String's text to w piece by piece: the hash of a plan for thousands of
+// segments streams through sha256 instead of holding the text (tens of MB) in memory.
+func (p *Plan) render(b io.Writer) {
 	for _, t := range p.Tables {
-		fmt.Fprintf(&b, "table %s %s\n", family(t.Table.Family), t.Table.Name)
+		fmt.Fprintf(b, "table %s %s\n", family(t.Table.Family), t.Table.Name)
 		for _, c := range t.Counters {
-			fmt.Fprintf(&b, "  counter %s\n", c)
+			fmt.Fprintf(b, "  counter %s\n", c)
 		}
 		for _, s := range t.Sets {
-			var el []string
+			typ := s.Set.KeyType.Name
+			if s.Set.IsMap {
+				typ += " : " + s.Set.DataType.Name
+			}
+			flags := ""
+			if s.Set.Interval {
+				flags = " flags interval;"
+			}
+			fmt.Fprintf(b, "  set %s { type %s;%s elements = { ", s.Set.Name, typ, flags)
+			first := true
 			for i := 0; i < len(s.Elems); i++ {
 				e := s.Elems[i]
 				name := elemString(s.Set, e.Key)
@@ -38,30 +55,26 @@ func (p *Plan) String() string {
 				if s.Set.IsMap {
 					name += fmt.Sprintf(" : %d", binaryutil.NativeEndian.Uint32(e.Val))
 				}
-				el = append(el, name)
+				if first {
+					io.WriteString(b, name)
+					first = false
+				} else {
+					io.WriteString(b, ", "+name)
+				}
 			}
-			typ := s.Set.KeyType.Name
-			if s.Set.IsMap {
-				typ += " : " + s.Set.DataType.Name
-			}
-			flags := ""
-			if s.Set.Interval {
-				flags = " flags interval;"
-			}
-			fmt.Fprintf(&b, "  set %s { type %s;%s elements = { %s } }\n", s.Set.Name, typ, flags, strings.Join(el, ", "))
+			io.WriteString(b, " } }\n")
 		}
 		for _, c := range t.Chains {
-			fmt.Fprintf(&b, "  chain %s", c.Chain.Name)
+			fmt.Fprintf(b, "  chain %s", c.Chain.Name)
 			if c.Chain.Hooknum != nil {
-				fmt.Fprintf(&b, " { type %s hook %s priority %d }", c.Chain.Type, hook(t.Table.Family, *c.Chain.Hooknum), *c.Chain.Priority)
+				fmt.Fprintf(b, " { type %s hook %s priority %d }", c.Chain.Type, hook(t.Table.Family, *c.Chain.Hooknum), *c.Chain.Priority)
 			}
-			b.WriteString("\n")
+			io.WriteString(b, "\n")
 			for _, r := range c.Rules {
-				fmt.Fprintf(&b, "    %s\n", renderRule(r))
+				fmt.Fprintf(b, "    %s\n", renderRule(r))
 			}
 		}
 	}
-	return b.String()
 }
 
 // elemString prints a set key by its (possibly concatenated) type: each part of a

@@ -76,6 +76,10 @@ type snapshot struct {
 	links map[string]netlink.Link
 	addrs map[int][]netlink.Addr
 	neigh map[int][]netlink.Neigh
+	// created holds links made since the snapshot, by index, with the global addresses
+	// EnsureAddrs gave them: listing a new link's addresses would dump every address of the
+	// namespace (the kernel filters nothing), which made a cold Set of n segments O(n²).
+	created map[int][]netlink.Addr
 }
 
 // Refresh takes a snapshot that later lookups use until Forget. Objects created after it are
@@ -89,7 +93,7 @@ func (m *Manager) Refresh() error {
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
 	}
-	sn := &snapshot{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}, neigh: map[int][]netlink.Neigh{}}
+	sn := &snapshot{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}, neigh: map[int][]netlink.Neigh{}, created: map[int][]netlink.Addr{}}
 	for _, l := range links {
 		sn.links[l.Attrs().Name] = l
 	}
@@ -128,8 +132,27 @@ func (m *Manager) addrList(l netlink.Link) ([]netlink.Addr, error) {
 		if _, ok := m.snap.links[l.Attrs().Name]; ok {
 			return m.snap.addrs[l.Attrs().Index], nil
 		}
+		if as, ok := m.snap.created[l.Attrs().Index]; ok {
+			return as, nil
+		}
 	}
 	return m.nl.AddrList(l, unix.AF_UNSPEC)
+}
+
+// createdAddrs returns the addresses given to l when it was made since the snapshot.
+func (sn *snapshot) createdAddrs(l netlink.Link) ([]netlink.Addr, bool) {
+	if sn == nil {
+		return nil, false
+	}
+	as, ok := sn.created[l.Attrs().Index]
+	return as, ok
+}
+
+// created records a link made since the snapshot (see snapshot.created).
+func (m *Manager) created(l netlink.Link) {
+	if m.snap != nil {
+		m.snap.created[l.Attrs().Index] = nil
+	}
 }
 
 func (m *Manager) changed(what string, args ...any) {
@@ -207,6 +230,7 @@ func (m *Manager) ensureBridge(name string, mac net.HardwareAddr, mtu int) (netl
 		if l, err = m.nl.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("bridge %s after create: %w", name, err)
 		}
+		m.created(l)
 	} else if l.Type() != "bridge" {
 		return nil, fmt.Errorf("link %s exists but is a %s, not a bridge", name, l.Type())
 	}
@@ -331,6 +355,9 @@ func (m *Manager) EnsureAddrs(l netlink.Link, want []netip.Prefix) error {
 		a := &netlink.Addr{IPNet: ipnet(p), Flags: unix.IFA_F_NODAD | unix.IFA_F_NOPREFIXROUTE}
 		if err := m.nl.AddrAdd(l, a); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", p, l.Attrs().Name, err)
+		}
+		if as, ok := m.snap.createdAddrs(l); ok {
+			m.snap.created[l.Attrs().Index] = append(as, *a)
 		}
 		m.changed("address added", "link", l.Attrs().Name, "addr", p)
 	}
