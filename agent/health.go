@@ -182,17 +182,27 @@ func (c *Checker) run(ctx context.Context, p *probeState) {
 	// success it is probed at fastInterval, doubling after each failure up to interval
 	// (HAProxy's fastinter for a server in transition), so it takes traffic soon after it
 	// answers without probing a dead one faster than 10 times in its first interval.
+	// Its probes time out at twice the fast interval (at least 200 ms, at most the check's
+	// timeout): a probe to a guest port not plugged yet waits for ARP to give up, which would
+	// otherwise hold the first probe for the whole timeout.
 	fast := min(fastInterval, interval)
+	c.mu.Lock()
+	pending := p.pending
+	c.mu.Unlock()
 	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
 		start := time.Now()
-		err := c.probe(ctx, p.target, timeout)
+		limit := timeout
+		if pending {
+			limit = min(timeout, max(2*fast, 200*time.Millisecond))
+		}
+		err := c.probe(ctx, p.target, limit)
 		if ctx.Err() != nil {
 			return
 		}
 		next := interval
-		if c.record(p, err) {
+		if pending = c.record(p, err); pending {
 			next, fast = fast, min(2*fast, interval)
 		}
 		t.Reset(max(next-time.Since(start), 0))

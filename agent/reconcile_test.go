@@ -556,3 +556,43 @@ func TestDeviceChangeRetriesAFailedPass(t *testing.T) {
 		t.Fatalf("passes: %d before the device, %d after its pass, %d after a device while converged", before, after, passes())
 	}
 }
+
+// A backend placed on another host after the first pass takes no traffic and makes no VIP
+// advertised until its host reports it up (as a local one waits for its first check); the
+// backends of the first pass (a restarted agent's) count as up at once.
+func TestNewRemoteBackendWaitsForItsHost(t *testing.T) {
+	r := newRig(t, "h1", false)
+	st := labState()
+	r.pass(t, st)
+	if got := lbBackends(t, r.lb, "lands-www/80/tcp"); !slices.Equal(got, []string{"198.18.0.11/3", "198.18.0.12/1"}) {
+		t.Fatalf("first pass: backends %v, want both hosts' (seeded)", got)
+	}
+	// A new public service whose only backend is on h2.
+	st = labState()
+	st.Revision = 2
+	st.Services = append(st.Services, desired.Service{Name: "new-www", Department: "lands", VIP: netip.MustParseAddr("198.19.255.9"), Scope: "public", Mode: "dsr", TableID: 1001,
+		Ports:    []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}},
+		Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.9"), Weight: 1, VM: "new-1", Host: "h2", Segment: "lands-web"}}})
+	r.pass(t, st)
+	if got := lbBackends(t, r.lb, "new-www/80/tcp"); len(got) != 0 || slices.Contains(r.bgp.Advertised(), "198.19.255.9/32") {
+		t.Fatalf("new remote backend before its host checked it: backends %v, advertised %v", got, r.bgp.Advertised())
+	}
+	for _, tc := range []struct {
+		name   string
+		report hoststatus.Backends
+		from   string
+		want   bool
+	}{
+		{"its host reports it not checked yet", hoststatus.Backends{key("new-www", "198.18.20.9"): {Reason: "not checked yet"}}, "h2", false},
+		{"another host reports it up", hoststatus.Backends{key("new-www", "198.18.20.9"): {Up: true}}, "h9", false},
+		{"its host reports it up", hoststatus.Backends{key("new-www", "198.18.20.9"): {Up: true}}, "h2", true},
+	} {
+		r.ctl.set(func(c *fakeController) { c.peers = map[string]hoststatus.Backends{tc.from: tc.report} })
+		r.a.pollPeers(context.Background())
+		r.pass(t, st)
+		got := lbBackends(t, r.lb, "new-www/80/tcp")
+		if adv := slices.Contains(r.bgp.Advertised(), "198.19.255.9/32"); adv != tc.want || (len(got) == 1) != tc.want {
+			t.Fatalf("%s: backends %v, advertised %v; want in use %v", tc.name, got, adv, tc.want)
+		}
+	}
+}
