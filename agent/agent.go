@@ -174,10 +174,10 @@ type Agent struct {
 	remotePending map[hoststatus.BackendKey]bool
 	remoteSeeded  bool
 	status        hoststatus.Status
-	reported   []byte
-	nudged     map[netip.Addr]time.Time
-	hnWrites   uint64        // host network writes summed over passes (hostnet reports per Set)
-	wake       chan struct{} // Reconnect: end the controller watch's backoff now
+	reported      []byte
+	nudged        map[netip.Addr]time.Time
+	hnWrites      uint64        // host network writes summed over passes (hostnet reports per Set)
+	wake          chan struct{} // Reconnect: end the controller watch's backoff now
 
 	// holder is this host's copy of the shared tables; programmed the services last written
 	// (a service whose table cannot be verified keeps what it had).
