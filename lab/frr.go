@@ -35,7 +35,8 @@ func (l *Lab) startFRR() error {
 }
 
 // frrConfig is the ToR's FRR configuration for a lab of n hosts (logging into dir): AS 65000,
-// one eBGP neighbour per host, multipath across different neighbour ASNs (up to MaxHosts
+// two eBGP neighbours per host (IPv4 unicast over the IPv4 fabric, IPv6 unicast over the IPv6
+// one), multipath across different neighbour ASNs (up to MaxHosts
 // paths), graceful restart, no policy required.
 func frrConfig(dir string, n int) string {
 	var conf strings.Builder
@@ -44,7 +45,19 @@ func frrConfig(dir string, n int) string {
 	for i := range n {
 		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr(i), hostASN(i))
 	}
-	fmt.Fprintf(&conf, " address-family ipv4 unicast\n  maximum-paths %d\n exit-address-family\n!\n", MaxHosts)
+	// A second session per host over the IPv6 fabric carries the IPv6 VIPs (IPv6 unicast only).
+	for i := range n {
+		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr6(i), hostASN(i))
+	}
+	fmt.Fprintf(&conf, " address-family ipv4 unicast\n  maximum-paths %d\n", MaxHosts)
+	for i := range n {
+		fmt.Fprintf(&conf, "  no neighbor %s activate\n", hostAddr6(i))
+	}
+	fmt.Fprintf(&conf, " exit-address-family\n address-family ipv6 unicast\n  maximum-paths %d\n", MaxHosts)
+	for i := range n {
+		fmt.Fprintf(&conf, "  neighbor %s activate\n", hostAddr6(i))
+	}
+	conf.WriteString(" exit-address-family\n!\n")
 	return conf.String()
 }
 

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/govcloud/govcloud/agent"
@@ -47,6 +48,9 @@ type Lab struct {
 	dir   string
 	out   io.Writer
 	hosts []string // the host namespaces, in order (HostNames)
+
+	servedMu sync.Mutex
+	served   map[string][]netip.Addr // VIPs this process put on each guest's lo (syncServed)
 }
 
 // New fills in defaults.
@@ -491,16 +495,19 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				fmt.Sprintf("link set %s address %s", gif, ifc.MAC),
 				fmt.Sprintf("addr add %s dev %s", ifc.Prefix4, gif),
 				fmt.Sprintf("link set %s up", gif))
+			if ifc.Prefix6.IsValid() {
+				inGuest = append(inGuest, fmt.Sprintf("addr add %s dev %s nodad", ifc.Prefix6, gif))
+			}
 			if i == 0 {
 				inGuest = append(inGuest, "route add default via "+ifc.Gateway4.String())
-			}
-		}
-		for _, svc := range st.Services {
-			for _, b := range svc.Backends {
-				if b.VM == vm.Name && svc.Mode == "dsr" {
-					inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(svc.VIP, svc.VIP.BitLen())))
+				if ifc.Prefix6.IsValid() && ifc.Gateway6.IsValid() {
+					inGuest = append(inGuest, "route add ::/0 via "+ifc.Gateway6.String())
 				}
 			}
+		}
+		served := servedVIPs(st, vm.Name)
+		for _, v := range served {
+			inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
 		}
 		if err := ipBatch(h, inHost); err != nil {
 			return fmt.Errorf("guest %s: %w", vm.Name, err)
@@ -516,8 +523,81 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		if err := l.startGuestServer(vm.Name); err != nil {
 			return err
 		}
+		l.setServed(vm.Name, served)
 	}
 	return nil
+}
+
+// servedVIPs are the VIPs vm answers from as a dsr backend in st, sorted.
+func servedVIPs(st *desired.State, vm string) []netip.Addr {
+	var out []netip.Addr
+	for _, svc := range st.Services {
+		for _, b := range svc.Backends {
+			if b.VM == vm && svc.Mode == "dsr" && svc.VIP.IsValid() && !slices.Contains(out, svc.VIP) {
+				out = append(out, svc.VIP)
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// setServed records the VIPs a guest has on its lo.
+func (l *Lab) setServed(vm string, vips []netip.Addr) {
+	l.servedMu.Lock()
+	defer l.servedMu.Unlock()
+	if l.served == nil {
+		l.served = map[string][]netip.Addr{}
+	}
+	l.served[vm] = vips
+}
+
+// syncServed keeps the VIPs on the lo of host h's running guests those of the services they
+// are dsr backends of (a service applied after the guest was made, or its VIP changed), as
+// the compute agent's providers do. A guest is looked at only when its set changed since this
+// process last set it, or when this process has not set it yet.
+func (l *Lab) syncServed(h string, st *desired.State) error {
+	var errs []error
+	for _, vm := range st.VMs {
+		ns := "gc-vm-" + vm.Name
+		want := servedVIPs(st, vm.Name)
+		l.servedMu.Lock()
+		had, known := l.served[vm.Name]
+		l.servedMu.Unlock()
+		if (known && slices.Equal(had, want)) || !nsExists(ns) {
+			continue
+		}
+		var lines []string
+		for _, v := range want {
+			lines = append(lines, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		}
+		if !known { // what is on lo now, as this process did not put it there
+			out, err := nsOut(ns, "ip", "-o", "addr", "show", "dev", "lo", "scope", "global")
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 4 {
+					if p, err := netip.ParsePrefix(f[3]); err == nil {
+						had = append(had, p.Addr())
+					}
+				}
+			}
+		}
+		for _, v := range had {
+			if !slices.Contains(want, v) {
+				lines = append(lines, fmt.Sprintf("addr del %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+			}
+		}
+		if err := ipBatch(ns, lines); err != nil {
+			errs = append(errs, fmt.Errorf("%s: guest %s VIPs: %w", h, vm.Name, err))
+			continue
+		}
+		l.setServed(vm.Name, want)
+	}
+	return errors.Join(errs...)
 }
 
 // ipBatch runs ip commands (one per line, without "ip") in namespace ns, stopping at the
@@ -557,6 +637,9 @@ func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) erro
 		}
 	}
 	if err := l.startGuests(h, st); err != nil {
+		return err
+	}
+	if err := l.syncServed(h, st); err != nil {
 		return err
 	}
 	prefix := "gc-vm-"
