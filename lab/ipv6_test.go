@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/controlplane/desired"
 )
 
 // ipv6YAML is what ipv6EndToEnd adds to the lab: a second dual-stack segment of lands with a
@@ -70,25 +71,22 @@ func ipv6EndToEnd(t *testing.T, bin, dir string) {
 	}
 
 	// Every guest's IPv6 address, from the controller's desired state.
-	addr6 := map[string]string{} // VM -> IPv6 address
-	dept := map[string]string{}
+	var addr6, dept map[string]string
 	eventually("every guest has an IPv6 address", 30*time.Second, func() error {
+		states := map[string]*desired.State{}
 		for _, h := range l.hosts {
 			st, err := c.Desired(ctx, h, 0, time.Second)
 			if err != nil {
 				return err
 			}
-			for _, vm := range st.VMs {
-				for _, ifc := range vm.Interfaces {
-					if !ifc.Prefix6.IsValid() {
-						return fmt.Errorf("%s on %s has no IPv6 address", vm.Name, ifc.Segment)
-					}
-					addr6[vm.Name], dept[vm.Name] = ifc.Prefix6.Addr().String(), vm.Department
-				}
-			}
+			states[h] = st
 		}
-		if _, ok := addr6["lands-app-1"]; !ok {
-			return fmt.Errorf("lands-app-1 not placed yet (%v)", addr6)
+		addr6, dept = guestAddrs6(states)
+		if _, ok := dept["lands-app-1"]; !ok {
+			return fmt.Errorf("lands-app-1 not placed yet (%v)", dept)
+		}
+		if len(addr6) != len(dept) {
+			return fmt.Errorf("guests %v, with IPv6 %v", dept, addr6)
 		}
 		return nil
 	})
@@ -112,47 +110,21 @@ func ipv6EndToEnd(t *testing.T, bin, dir string) {
 		t.Fatalf("ipv6: lands-www6 VIP %s, want 2001:db8:255::1 (the pool's first usable IPv6 address; never 2001:db8:255::)", vip)
 	}
 
-	ping := func(from, to string) error {
-		_, err := nsOut("gc-vm-"+from, "ping", "-6", "-c", "1", "-W", "1", to)
-		return err
-	}
+	ipv6Probes(t, l, addr6, dept, 30*time.Second,
+		// Same department: two hosts on one segment, two segments on two hosts and on one host.
+		[][2]string{
+			{"lands-web-1", "lands-web-2"}, {"lands-web-2", "lands-web-1"},
+			{"lands-web-1", "lands-app-1"}, {"lands-app-1", "lands-web-1"},
+			{"lands-web-2", "lands-app-1"}, {"health-web-1", "health-web-2"},
+		},
+		// Across departments, on one host and across hosts, either way.
+		[][2]string{
+			{"lands-web-1", "health-web-1"}, {"lands-web-1", "health-web-2"}, {"health-web-2", "lands-app-1"},
+			{"health-web-1", "lands-web-2"}, {"lands-app-1", "health-web-2"},
+		})
 	get := func(ns, to string) (string, error) {
 		out, err := nsOut(ns, "curl", "-g", "-sS", "--max-time", "1", "http://["+to+"]/")
 		return strings.TrimSpace(out), err
-	}
-	// Same department: two hosts on one segment, two segments on two hosts and on one host.
-	for _, p := range [][2]string{
-		{"lands-web-1", "lands-web-2"}, {"lands-web-2", "lands-web-1"},
-		{"lands-web-1", "lands-app-1"}, {"lands-app-1", "lands-web-1"},
-		{"lands-web-2", "lands-app-1"}, {"health-web-1", "health-web-2"},
-	} {
-		a, b := p[0], p[1]
-		eventually(fmt.Sprintf("%s -> %s (%s) over IPv6", a, b, addr6[b]), 30*time.Second, func() error {
-			if err := ping(a, addr6[b]); err != nil {
-				return err
-			}
-			body, err := get("gc-vm-"+a, addr6[b])
-			if err != nil || body != b {
-				return fmt.Errorf("HTTP: %q, %v (want %q)", body, err, b)
-			}
-			return nil
-		})
-	}
-	// Across departments: no IPv6 path, on one host and across hosts, either way.
-	for _, p := range [][2]string{
-		{"lands-web-1", "health-web-1"}, {"lands-web-1", "health-web-2"}, {"health-web-2", "lands-app-1"},
-		{"health-web-1", "lands-web-2"}, {"lands-app-1", "health-web-2"},
-	} {
-		a, b := p[0], p[1]
-		if dept[a] == dept[b] {
-			t.Fatalf("ipv6: %s and %s are both in %s", a, b, dept[a])
-		}
-		if err := ping(a, addr6[b]); err == nil {
-			t.Errorf("ipv6: %s (%s) pings %s (%s, %s) across departments", a, dept[a], b, dept[b], addr6[b])
-		}
-		if body, err := get("gc-vm-"+a, addr6[b]); err == nil {
-			t.Errorf("ipv6: %s (%s) gets %q over HTTP from %s (%s) across departments", a, dept[a], body, b, dept[b])
-		}
 	}
 
 	// The IPv6 VIP: held by FRR from both hosts, answering gc-client from both backends.
@@ -215,4 +187,89 @@ func ipv6EndToEnd(t *testing.T, bin, dir string) {
 		}
 		return nil
 	})
+}
+
+// ipv6Probes checks IPv6 between the lab's guests (namespaces or VMs) by address: each pair
+// of same reaches the other's address by ping and HTTP (answered by that guest) within d, and
+// no pair of cross does either. addr6 and dept are each guest's IPv6 address and department.
+func ipv6Probes(t *testing.T, l *Lab, addr6, dept map[string]string, d time.Duration, same, cross [][2]string) {
+	t.Helper()
+	for _, p := range same {
+		a, b := p[0], p[1]
+		deadline := time.Now().Add(d)
+		for {
+			err := l.guestPing(a, addr6[b], 1)
+			if err == nil {
+				var body string
+				body, err = l.guestHTTP(a, addr6[b])
+				if body = strings.TrimSpace(body); err == nil && body != b {
+					err = fmt.Errorf("HTTP answered %q, want %q", body, b)
+				}
+			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ipv6: %s -> %s (%s, same department %s): %v", a, b, addr6[b], dept[a], err)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	for _, p := range cross {
+		a, b := p[0], p[1]
+		if dept[a] == dept[b] || addr6[b] == "" {
+			t.Fatalf("ipv6: %s (%s) and %s (%s, %q): not a cross-department pair with an address", a, dept[a], b, dept[b], addr6[b])
+		}
+		if err := l.guestPing(a, addr6[b], 1); err == nil {
+			t.Errorf("ipv6: %s (%s) pings %s (%s, %s) across departments", a, dept[a], b, dept[b], addr6[b])
+		}
+		if body, err := l.guestHTTP(a, addr6[b]); err == nil {
+			t.Errorf("ipv6: %s (%s) gets %q over HTTP from %s (%s) across departments", a, dept[a], body, b, dept[b])
+		}
+	}
+}
+
+// guestAddrs6 returns every guest's IPv6 address and department from the hosts' desired states.
+func guestAddrs6(states map[string]*desired.State) (addr6, dept map[string]string) {
+	addr6, dept = map[string]string{}, map[string]string{}
+	for _, st := range states {
+		for _, vm := range st.VMs {
+			for _, ifc := range vm.Interfaces {
+				if ifc.Prefix6.IsValid() {
+					addr6[vm.Name] = ifc.Prefix6.Addr().String()
+				}
+				dept[vm.Name] = vm.Department
+			}
+		}
+	}
+	return addr6, dept
+}
+
+// vmIPv6 (issue 17 §3, libvirt guests): each VM has its IPv6 address and its segment's gateway6
+// as IPv6 default route (from the kernel command line's gc.ip6=), VMs of a department reach
+// each other across hosts by ping and HTTP over IPv6, and not another department's.
+func vmIPv6(t *testing.T, l *Lab, admin string) {
+	t.Helper()
+	ctx := context.Background()
+	states := map[string]*desired.State{}
+	for _, h := range l.hosts {
+		st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states[h] = st
+	}
+	addr6, dept := guestAddrs6(states)
+	for _, st := range states {
+		for _, vm := range st.VMs {
+			ifc := vm.Interfaces[0]
+			out, err := l.inGuest(vm.Name, "ip -6 addr show dev eth0; ip -6 route")
+			if err != nil || !strings.Contains(out, ifc.Prefix6.String()) || !strings.Contains(out, "default via "+ifc.Gateway6.String()) {
+				t.Fatalf("ipv6: vm %s: want %s and a default route via %s: %v\n%s", vm.Name, ifc.Prefix6, ifc.Gateway6, err, out)
+			}
+		}
+	}
+	ipv6Probes(t, l, addr6, dept, 60*time.Second,
+		[][2]string{{"lands-web-1", "lands-web-2"}, {"health-web-2", "health-web-1"}},
+		[][2]string{{"lands-web-1", "health-web-2"}, {"health-web-1", "lands-web-2"}})
 }
