@@ -74,10 +74,14 @@ func (l *Lab) vtysh(cmd string) ([]byte, error) {
 	return out, nil
 }
 
-// frrPaths returns the next hops of FRR's installed route to vip; it fails unless there is
-// one per host (ECMP).
+// frrPaths returns the next hops of FRR's installed route to vip (IPv4 or IPv6); it fails
+// unless there is one per host (ECMP).
 func (l *Lab) frrPaths(vip string) ([]string, error) {
-	out, err := l.vtysh("show ip route " + vip + "/32 json")
+	show, host := "show ip route ", "/32"
+	if strings.Contains(vip, ":") {
+		show, host = "show ipv6 route ", "/128"
+	}
+	out, err := l.vtysh(show + vip + host + " json")
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,7 @@ func (l *Lab) frrPaths(vip string) ([]string, error) {
 		return nil, fmt.Errorf("FRR route to %s: %v", vip, err)
 	}
 	var hops []string
-	for _, r := range routes[vip+"/32"] {
+	for _, r := range routes[vip+host] {
 		if r.Protocol != "bgp" || !r.Selected {
 			continue
 		}

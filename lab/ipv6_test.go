@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -129,26 +128,8 @@ func ipv6EndToEnd(t *testing.T, bin, dir string) {
 
 	// The IPv6 VIP: held by FRR from both hosts, answering gc-client from both backends.
 	eventually("FRR holds "+vip+" from each host", 30*time.Second, func() error {
-		out, err := l.vtysh("show ipv6 route " + vip + "/128 json")
-		if err != nil {
-			return err
-		}
-		var routes map[string][]frrRoute
-		if err := json.Unmarshal(out, &routes); err != nil {
-			return fmt.Errorf("FRR route to %s: %v", vip, err)
-		}
-		var hops []string
-		for _, r := range routes[vip+"/128"] {
-			for _, nh := range r.Nexthops {
-				if r.Protocol == "bgp" && r.Selected && nh.Active {
-					hops = append(hops, nh.IP)
-				}
-			}
-		}
-		if len(hops) < len(l.hosts) {
-			return fmt.Errorf("%d path(s) %v, want one per host", len(hops), hops)
-		}
-		return nil
+		_, err := l.frrPaths(vip)
+		return err
 	})
 	eventually("HTTP to "+vip+" from gc-client reaches both backends", 30*time.Second, func() error {
 		seen := map[string]int{}
