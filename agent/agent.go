@@ -769,8 +769,8 @@ func (a *Agent) setBGP(st *desired.State, plan lbPlan, advertise bool) error {
 // decapPolicy is what this host's XDP decapsulation accepts (issue 20): tunnels whose outer
 // source is the fabric address of another host in the desired state (every host's agent runs
 // xdp_lb; this host never tunnels to itself), carrying TCP/UDP to a port of a dsr service with
-// at least one backend on this host, in the VIP's routing domain (0 when public, the
-// department's table when internal). Backends count whatever their health or weight, so
+// at least one backend on this host, in the public routing domain (internal VIPs are not the
+// load balancer's: the department's tables route them, see loadBalancing). Backends count whatever their health or weight, so
 // draining flows keep arriving. Hosts whose address does not parse are reported and left out.
 func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.LocalVIP, []error) {
 	var srcs []netip.Addr
@@ -793,13 +793,10 @@ func decapPolicy(st *desired.State, self netip.Addr) ([]netip.Addr, []lbmap.Loca
 		mode, err := lb.ParseMode(svc.Mode)
 		local := slices.ContainsFunc(svc.Backends, func(b desired.Backend) bool { return b.Host == st.Host })
 		vip := svc.VIP
-		if err != nil || !vip.IsValid() || mode != lb.DSR || !local {
-			continue // bad modes and VIPs are reported by loadBalancing
+		if err != nil || !vip.IsValid() || mode != lb.DSR || !local || svc.Scope == "internal" {
+			continue // bad modes and VIPs are reported by loadBalancing; internal VIPs are routed
 		}
 		domain := uint32(0)
-		if svc.Scope == "internal" {
-			domain = uint32(svc.TableID)
-		}
 		for _, p := range svc.Ports {
 			proto, err := lb.ParseProtocol(strings.ToLower(p.Protocol))
 			if err != nil {

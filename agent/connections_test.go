@@ -37,7 +37,6 @@ func TestReportCarriesActiveConnections(t *testing.T) {
 	st := labState()
 	got := r.pass(t, st).Connections
 	want := []hoststatus.Connections{
-		{Service: "health-api", Target: netip.MustParseAddr("198.18.0.12"), Active: 0},
 		{Service: "lands-www", Target: netip.MustParseAddr("198.18.0.11"), Active: 0},
 		{Service: "lands-www", Target: netip.MustParseAddr("198.18.0.12"), Active: 3},
 		{Service: "lands-www", Target: netip.MustParseAddr("198.18.0.99"), Active: 7},

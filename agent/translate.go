@@ -38,8 +38,15 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 			}
 		}
 	}
+	// The VIPs a department's dsr backends answer from, on any host.
+	vips := map[string][]netip.Addr{}
+	for _, svc := range st.Services {
+		if svc.Mode == "dsr" && svc.VIP.IsValid() && !slices.Contains(vips[svc.Department], svc.VIP) {
+			vips[svc.Department] = append(vips[svc.Department], svc.VIP)
+		}
+	}
 	for _, d := range st.Departments {
-		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6})
+		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6, VIPs: vips[d.Name]})
 	}
 	// dsr backends answer from the VIP.
 	serves := st.DSRVIPs()
@@ -205,23 +212,37 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 			errs = append(errs, fmt.Errorf("service %q: %w", svc.Name, err))
 			continue
 		}
-		domain := uint32(0)
-		if svc.Scope == "internal" {
-			domain = uint32(svc.TableID)
+		// An internal VIP is the department's own: its guests reach it through their gateway,
+		// which routes it (department table) to a backend on any host; dsr backends answer from
+		// the VIP through their own gateway. A nat backend would answer from its own address,
+		// which the client never asked, so internal VIPs are dsr only.
+		internal := svc.Scope == "internal"
+		if internal && (mode != lb.DSR || svc.TableID == 0) {
+			errs = append(errs, fmt.Errorf("service %q: internal VIP %s: needs mode dsr and a department routing table (mode %s, table %d)", svc.Name, vip, mode, svc.TableID))
+			continue
 		}
-		// Backends up here; local ones (dsr) get routes from their VIP.
+		// Backends up here get routes from their VIP: every one for an internal VIP, the local
+		// ones (dsr) for a public one.
 		up := func(b desired.Backend) bool {
 			return healthy(hoststatus.BackendKey{Service: svc.Name, Addr: b.Address})
 		}
 		for _, b := range svc.Backends {
-			if !b.Address.IsValid() || !up(b) {
+			if !b.Address.IsValid() || !up(b) || mode != lb.DSR || b.Weight <= 0 {
 				continue
 			}
-			if mode == lb.DSR && b.Host != "" && b.Host == st.Host && b.Weight > 0 {
-				if vlan, ok := vlanOf[b.Segment]; ok {
-					p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: b.Address, Dev: netdev.BridgeName(vlan)})
-				}
+			vlan, ok := vlanOf[b.Segment]
+			switch {
+			case !ok:
+			case internal:
+				p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: b.Address, Dev: netdev.BridgeName(vlan), Table: svc.TableID})
+			case b.Host != "" && b.Host == st.Host:
+				p.routes[vip] = append(p.routes[vip], viproute.NextHop{Addr: b.Address, Dev: netdev.BridgeName(vlan)})
 			}
+		}
+		if internal {
+			// Not the XDP load balancer's: the department's own frames to a backend cross the
+			// trunk as they are, and an LB on the uplink would take them for itself.
+			continue
 		}
 		// One LB backend per tunnel endpoint (dsr) or per real server (nat), named and keyed
 		// as the controller's shared tables are (lbtables).
@@ -242,7 +263,7 @@ func loadBalancing(st *desired.State, self netip.Addr, healthy func(hoststatus.B
 				continue
 			}
 			ls := lb.Service{Name: lbtables.Name(svc.Name, uint16(port.Port), proto), Mode: mode,
-				VIP:      lb.VIP{Domain: domain, Addr: vip, Port: uint16(port.Port), Proto: proto},
+				VIP:      lb.VIP{Domain: 0, Addr: vip, Port: uint16(port.Port), Proto: proto},
 				Backends: lbtables.PortBackends(bs, mode, port)}
 			p.services = append(p.services, ls)
 		}

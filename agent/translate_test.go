@@ -1,14 +1,18 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/hostnet"
+	"github.com/govcloud/govcloud/dataplane/viproute"
 	"github.com/govcloud/govcloud/lb"
 )
 
@@ -53,8 +57,8 @@ func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	if len(p.services) != 2 {
-		t.Fatalf("%d LB services, want 2", len(p.services))
+	if len(p.services) != 1 { // the internal VIP is routed, not load-balanced in XDP
+		t.Fatalf("%d LB services, want 1", len(p.services))
 	}
 	www := p.services[0]
 	if www.VIP != (lb.VIP{Domain: 0, Addr: netip.MustParseAddr("198.19.255.2"), Port: 80, Proto: lb.TCP}) {
@@ -65,10 +69,10 @@ func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
 	if !slices.Equal(www.Backends, want) {
 		t.Fatalf("backends %v, want %v", www.Backends, want)
 	}
-	// Internal service: keyed by its department's routing domain, never advertised.
-	api := p.services[1]
-	if api.VIP.Domain != 1000 || slices.Contains(p.advertise, api.VIP.Addr) {
-		t.Fatalf("internal VIP: domain %d, advertised %v", api.VIP.Domain, p.advertise)
+	// Internal service: never advertised.
+	apiVIP := netip.MustParseAddr("198.19.0.10")
+	if slices.Contains(p.advertise, apiVIP) {
+		t.Fatalf("internal VIP advertised: %v", p.advertise)
 	}
 	if !slices.Contains(p.advertise, www.VIP.Addr) {
 		t.Fatal("public VIP with healthy backends not advertised")
@@ -78,8 +82,9 @@ func TestLoadBalancingAggregatesBackendsPerHost(t *testing.T) {
 	if len(nh) != 2 || nh[0].Dev != "gcbr120" || nh[0].Addr.String() != "198.18.20.2" || nh[1].Addr.String() != "198.18.20.4" {
 		t.Fatalf("local next hops %v", nh)
 	}
-	if _, ok := p.routes[api.VIP.Addr]; ok {
-		t.Fatal("route to a VIP whose only backend is on another host")
+	// Internal: the department's table routes to every backend, on any host.
+	if nh := p.routes[apiVIP]; len(nh) != 1 || nh[0] != (viproute.NextHop{Addr: netip.MustParseAddr("198.18.30.3"), Dev: "gcbr130", Table: 1000}) {
+		t.Fatalf("internal VIP next hops %v, want the remote backend in table 1000", nh)
 	}
 	if p.vlanDomain[120] != 1001 || p.vlanDomain[130] != 1000 {
 		t.Fatalf("vlan domains %v", p.vlanDomain)
@@ -112,9 +117,14 @@ func TestHostNetworkEgressAndServedVIPs(t *testing.T) {
 	if err := hn.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Each department's dsr VIPs, public and internal, are what its backends answer from.
+	wantVIPs := map[string]string{"lands": "[198.19.255.2]", "health": "[198.19.0.10]"}
 	for _, d := range hn.Departments {
 		if d.Egress.String() != "198.18.0.1" || d.Table == 0 {
 			t.Fatalf("department %s: egress %s table %d", d.Name, d.Egress, d.Table)
+		}
+		if got := fmt.Sprint(d.VIPs); got != wantVIPs[d.Name] {
+			t.Fatalf("department %s: VIPs %s, want %s", d.Name, got, wantVIPs[d.Name])
 		}
 	}
 	if len(hn.Guests) != 1 {
@@ -288,5 +298,60 @@ func TestGuestsIPv6AllowedOut(t *testing.T) {
 				t.Errorf("%s on %s: anti-spoofing allows %v, want %s among them", c.vm, c.segment, allowed, w)
 			}
 		}
+	}
+}
+
+// Internal VIPs (issue 17 §2) are routed in their department's table to every healthy
+// backend of weight > 0 on any host; public ones in the main table to local backends only;
+// an internal service that cannot be routed so is an error naming it, never a route in main.
+func TestInternalVIPRoutes(t *testing.T) {
+	internalVIP, publicVIP := netip.MustParseAddr("198.19.0.10"), netip.MustParseAddr("198.19.255.2")
+	nh := func(addr, dev string, table int) viproute.NextHop {
+		return viproute.NextHop{Addr: netip.MustParseAddr(addr), Dev: dev, Table: table}
+	}
+	for _, tc := range []struct {
+		name    string
+		edit    func(*desired.State)
+		down    string // a backend address reported down
+		want    map[netip.Addr][]viproute.NextHop
+		wantErr bool
+	}{
+		{name: "remote backend only", want: map[netip.Addr][]viproute.NextHop{
+			internalVIP: {nh("198.18.30.3", "gcbr130", 1000)},
+			publicVIP:   {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+		{name: "local and remote backends, two segments", edit: func(st *desired.State) {
+			st.Segments = append(st.Segments, desired.Segment{Name: "health-db", Department: "health", VLAN: 131, TableID: 1000})
+			st.Services[1].Backends = append(st.Services[1].Backends, desired.Backend{Address: netip.MustParseAddr("198.18.31.2"), Weight: 1, Host: "h1", Segment: "health-db"})
+		}, want: map[netip.Addr][]viproute.NextHop{
+			internalVIP: {nh("198.18.30.3", "gcbr130", 1000), nh("198.18.31.2", "gcbr131", 1000)},
+			publicVIP:   {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+		{name: "backend down", down: "198.18.30.3", want: map[netip.Addr][]viproute.NextHop{
+			publicVIP: {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+		{name: "backend drained (weight 0)", edit: func(st *desired.State) { st.Services[1].Backends[0].Weight = 0 },
+			want: map[netip.Addr][]viproute.NextHop{publicVIP: {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+		{name: "internal nat refused", edit: func(st *desired.State) { st.Services[1].Mode = "nat" }, wantErr: true,
+			want: map[netip.Addr][]viproute.NextHop{publicVIP: {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+		{name: "internal without a department table refused", edit: func(st *desired.State) { st.Services[1].TableID = 0 }, wantErr: true,
+			want: map[netip.Addr][]viproute.NextHop{publicVIP: {nh("198.18.20.2", "gcbr120", 0), nh("198.18.20.4", "gcbr120", 0)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := labState()
+			if tc.edit != nil {
+				tc.edit(st)
+			}
+			p, errs := loadBalancing(st, st.Address, func(k hoststatus.BackendKey) bool { return k.Addr.String() != tc.down }, hostAddrOf(st))
+			if (len(errs) > 0) != tc.wantErr {
+				t.Fatalf("errors %v, want error %v", errs, tc.wantErr)
+			}
+			if tc.wantErr && !strings.Contains(errors.Join(errs...).Error(), `service "health-api"`) {
+				t.Fatalf("error %v does not name the service", errs)
+			}
+			if !maps.EqualFunc(p.routes, tc.want, slices.Equal) {
+				t.Fatalf("routes %v, want %v", p.routes, tc.want)
+			}
+			if slices.Contains(p.advertise, internalVIP) {
+				t.Fatal("internal VIP advertised")
+			}
+		})
 	}
 }

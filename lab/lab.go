@@ -49,8 +49,8 @@ type Lab struct {
 	out   io.Writer
 	hosts []string // the host namespaces, in order (HostNames)
 
-	servedMu sync.Mutex
-	served   map[string][]netip.Addr // VIPs this process put on each guest's lo (syncServed)
+	mu        sync.Mutex
+	servesRev map[string]int64 // host -> desired revision whose dsr VIPs its guests' lo holds
 }
 
 // New fills in defaults.
@@ -470,13 +470,23 @@ func (l *Lab) startAgent(h string) error {
 
 // startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name
 // the agent's anti-spoofing expects) joins the segment bridge, the controller's MAC and
-// address, the gateway, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
+// addresses (IPv6 too on a dual-stack segment), the gateways, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
 // links and addresses of each namespace are made by one 'ip -batch' (the scale lab makes 120
 // guests at once; a process per command took most of a minute).
 func (l *Lab) startGuests(h string, st *desired.State) error {
+	serves := st.DSRVIPs()
+	l.mu.Lock()
+	resync := l.servesRev[h] != st.Revision
+	l.mu.Unlock()
 	for _, vm := range st.VMs {
 		ns := "gc-vm-" + vm.Name
 		if nsExists(ns) {
+			// A service applied or deleted since: the guest's lo holds the dsr VIPs it backs.
+			if resync {
+				if err := guestServes(ns, serves[vm.Name]); err != nil {
+					return fmt.Errorf("guest %s: %w", vm.Name, err)
+				}
+			}
 			continue
 		}
 		if err := sh("ip", "netns", "add", ns); err != nil {
@@ -505,9 +515,8 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				}
 			}
 		}
-		served := servedVIPs(st, vm.Name)
-		for _, v := range served {
-			inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		for _, vip := range serves[vm.Name] {
+			inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(vip, vip.BitLen())))
 		}
 		if err := ipBatch(h, inHost); err != nil {
 			return fmt.Errorf("guest %s: %w", vm.Name, err)
@@ -523,81 +532,14 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 		if err := l.startGuestServer(vm.Name); err != nil {
 			return err
 		}
-		l.setServed(vm.Name, served)
 	}
+	l.mu.Lock()
+	if l.servesRev == nil {
+		l.servesRev = map[string]int64{}
+	}
+	l.servesRev[h] = st.Revision
+	l.mu.Unlock()
 	return nil
-}
-
-// servedVIPs are the VIPs vm answers from as a dsr backend in st, sorted.
-func servedVIPs(st *desired.State, vm string) []netip.Addr {
-	var out []netip.Addr
-	for _, svc := range st.Services {
-		for _, b := range svc.Backends {
-			if b.VM == vm && svc.Mode == "dsr" && svc.VIP.IsValid() && !slices.Contains(out, svc.VIP) {
-				out = append(out, svc.VIP)
-			}
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
-}
-
-// setServed records the VIPs a guest has on its lo.
-func (l *Lab) setServed(vm string, vips []netip.Addr) {
-	l.servedMu.Lock()
-	defer l.servedMu.Unlock()
-	if l.served == nil {
-		l.served = map[string][]netip.Addr{}
-	}
-	l.served[vm] = vips
-}
-
-// syncServed keeps the VIPs on the lo of host h's running guests those of the services they
-// are dsr backends of (a service applied after the guest was made, or its VIP changed), as
-// the compute agent's providers do. A guest is looked at only when its set changed since this
-// process last set it, or when this process has not set it yet.
-func (l *Lab) syncServed(h string, st *desired.State) error {
-	var errs []error
-	for _, vm := range st.VMs {
-		ns := "gc-vm-" + vm.Name
-		want := servedVIPs(st, vm.Name)
-		l.servedMu.Lock()
-		had, known := l.served[vm.Name]
-		l.servedMu.Unlock()
-		if (known && slices.Equal(had, want)) || !nsExists(ns) {
-			continue
-		}
-		var lines []string
-		for _, v := range want {
-			lines = append(lines, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
-		}
-		if !known { // what is on lo now, as this process did not put it there
-			out, err := nsOut(ns, "ip", "-o", "addr", "show", "dev", "lo", "scope", "global")
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			for _, line := range strings.Split(out, "\n") {
-				f := strings.Fields(line)
-				if len(f) >= 4 {
-					if p, err := netip.ParsePrefix(f[3]); err == nil {
-						had = append(had, p.Addr())
-					}
-				}
-			}
-		}
-		for _, v := range had {
-			if !slices.Contains(want, v) {
-				lines = append(lines, fmt.Sprintf("addr del %s dev lo", netip.PrefixFrom(v, v.BitLen())))
-			}
-		}
-		if err := ipBatch(ns, lines); err != nil {
-			errs = append(errs, fmt.Errorf("%s: guest %s VIPs: %w", h, vm.Name, err))
-			continue
-		}
-		l.setServed(vm.Name, want)
-	}
-	return errors.Join(errs...)
 }
 
 // ipBatch runs ip commands (one per line, without "ip") in namespace ns, stopping at the
@@ -639,9 +581,6 @@ func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) erro
 	if err := l.startGuests(h, st); err != nil {
 		return err
 	}
-	if err := l.syncServed(h, st); err != nil {
-		return err
-	}
 	prefix := "gc-vm-"
 	for _, ns := range labNamespaces() {
 		if !strings.HasPrefix(ns, prefix) || want[ns] || keep[ns] || l.hostOfGuest(ns) != h {
@@ -651,6 +590,39 @@ func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) erro
 		_ = sh("ip", "netns", "del", ns)
 	}
 	return nil
+}
+
+// guestServes makes the global addresses on guest namespace ns's lo exactly want (the dsr
+// VIPs its VM backs), the way the compute agent's netns provider does for its guests.
+func guestServes(ns string, want []netip.Addr) error {
+	out, err := exec.Command("ip", "-n", ns, "-o", "addr", "show", "dev", "lo", "scope", "global").Output()
+	if err != nil {
+		return fmt.Errorf("listing VIPs on lo: %w", err)
+	}
+	var have []netip.Addr
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "inet" || f[i] == "inet6" {
+			if p, err := netip.ParsePrefix(f[i+1]); err == nil {
+				have = append(have, p.Addr())
+			}
+		}
+	}
+	var cmds []string
+	for _, v := range want {
+		if !slices.Contains(have, v) {
+			cmds = append(cmds, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		}
+	}
+	for _, v := range have {
+		if !slices.Contains(want, v) {
+			cmds = append(cmds, fmt.Sprintf("addr del %s dev lo", netip.PrefixFrom(v, v.BitLen())))
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	return ipBatch(ns, cmds)
 }
 
 // hostOfGuest finds the host namespace holding the guest's port (the veth peer).

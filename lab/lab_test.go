@@ -59,6 +59,7 @@ func TestLab(t *testing.T) {
 	}
 	ipv6EndToEnd(t, bin, dir)
 	trustOverTLS(t, bin, dir)
+	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
 	disasterDrill(t, bin, dir, run)

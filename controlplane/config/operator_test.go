@@ -139,3 +139,29 @@ func TestStrandedErrorsNameTheInputDocument(t *testing.T) {
 		})
 	}
 }
+
+// An internal pool's VIPs are dsr only (issue 17 §2): nat is refused naming the service, the
+// field and the pool, whichever way the service reaches the pool; dsr and no mode pass.
+func TestInternalPoolModes(t *testing.T) {
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	pool := doc("AddressPool", "lands-internal", `{cidrs: [198.19.250.0/28], departments: [lands], scope: internal}`) // base has the public pool lands-public
+	for _, tc := range []struct{ desc, spec, want string }{
+		{"named pool, nat", "{department: lands, pool: lands-internal, mode: nat, ports: [{port: 80}]}", `Service "api": spec.mode "nat": pool "lands-internal" is internal`},
+		{"static VIP in the pool, nat", "{department: lands, vip: 198.19.250.5, mode: nat, ports: [{port: 80}]}", `spec.mode "nat": pool "lands-internal" is internal`},
+		{"public pool, nat", "{department: lands, pool: lands-public, mode: nat, ports: [{port: 80}]}", ""},
+		{"named pool, dsr", "{department: lands, pool: lands-internal, mode: dsr, ports: [{port: 80}]}", ""},
+		{"named pool, no mode", "{department: lands, pool: lands-internal, ports: [{port: 80}]}", ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			err := parseValidate(t, base+pool+doc("Service", "api", tc.spec))
+			if tc.want == "" && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("error %v: want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -483,6 +483,31 @@ func (p *AddressPool) Prefixes() []netip.Prefix {
 	return out
 }
 
+// ServicePool is the address pool a service's VIP is in: the one it was allocated from
+// (status), else the one it names, else, for a static VIP, the first pool holding it; nil
+// when none is known.
+func ServicePool(st *State, o *Object) *Object {
+	s := o.Spec.(*ServiceSpec)
+	for _, name := range []string{o.Status.Pool, s.Pool} {
+		if p := st.Get(KindAddressPool, name); name != "" && p != nil {
+			return p
+		}
+	}
+	vip, err := netip.ParseAddr(s.VIP)
+	if err != nil {
+		return nil
+	}
+	for _, p := range st.List(KindAddressPool) {
+		if slices.ContainsFunc(p.Spec.(*AddressPool).CIDRs, func(c string) bool {
+			pf, err := netip.ParsePrefix(c)
+			return err == nil && pf.Contains(vip)
+		}) {
+			return p
+		}
+	}
+	return nil
+}
+
 // ScopeName returns public or internal.
 func (p *AddressPool) ScopeName() string {
 	if p.Scope == "" {
@@ -788,6 +813,9 @@ func (c *stateCheck) services() {
 		}
 		if s.VIP != "" {
 			c.vipInPools(o, s)
+		}
+		if p := ServicePool(c.st, o); p != nil && p.Spec.(*AddressPool).ScopeName() == "internal" && s.Mode == "nat" {
+			c.add(o, "spec.mode", s.Mode, "pool %q is internal: its VIPs are dsr only (the department's gateways route them to a backend, which answers from the VIP); leave mode out or set dsr", p.Metadata.Name)
 		}
 		if vip := EffectiveVIP(o); vip.IsValid() {
 			if other := vips[vip]; other != nil {

@@ -86,7 +86,8 @@ func PortBackends(bs []lb.Backend, mode lb.Mode, port desired.Port) []lb.Backend
 
 // Desired is every table's backend set for st: by Name, every backend counted whatever its
 // health (hosts leave out the ones they hold down when writing, lb.SharedTable.Effective).
-// Services and ports that do not translate are left out and reported.
+// Services and ports that do not translate are left out and reported; internal services are
+// left out (no load balancer holds them).
 func Desired(st *desired.State) (map[string][]lb.Backend, []error) {
 	hostAddr := func(h string) (netip.Addr, bool) {
 		a := st.Hosts[h]
@@ -95,6 +96,9 @@ func Desired(st *desired.State) (map[string][]lb.Backend, []error) {
 	out := map[string][]lb.Backend{}
 	var errs []error
 	for _, svc := range st.Services {
+		if svc.Scope == "internal" { // routed by the department's tables, not load-balanced (agent)
+			continue
+		}
 		mode, err := lb.ParseMode(svc.Mode)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("service %q: %w", svc.Name, err))

@@ -57,14 +57,17 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		s := o.Spec.(*config.ServiceSpec)
 		ds := desired.Service{Name: o.Metadata.Name, Department: s.Department, VIP: config.EffectiveVIP(o),
 			Scope: "public", Mode: s.Mode, Ports: []desired.Port{}, Backends: []desired.Backend{}, TableID: table[s.Department]}
-		if ds.Mode == "" {
-			ds.Mode = "nat"
-		}
 		if s.BGP != nil {
 			ds.LocalPref, ds.MED = s.BGP.LocalPref, s.BGP.MED
 		}
-		if p := st.Get(config.KindAddressPool, o.Status.Pool); p != nil {
+		if p := config.ServicePool(st, o); p != nil {
 			ds.Scope = p.Spec.(*config.AddressPool).ScopeName()
+		}
+		if ds.Mode == "" { // internal VIPs are dsr only (config.Validate refuses nat)
+			ds.Mode = "nat"
+			if ds.Scope == "internal" {
+				ds.Mode = "dsr"
+			}
 		}
 		for _, p := range s.Ports {
 			dp := desired.Port{Port: p.Port, Protocol: p.Protocol, TargetPort: p.TargetPort}

@@ -80,6 +80,9 @@ func (d HostNetwork) plan(rulePriority int) *Plan {
 		}
 		p.Sysctls = append(p.Sysctls, Sysctl{"net.ipv4.fwmark_reflect", "1"}, Sysctl{"net.ipv4.tcp_fwmark_accept", "1"},
 			Sysctl{"net.ipv6.fwmark_reflect", "1"})
+		// Multipath VIP routes (viproute) spread flows by their 5-tuple, not by address pair:
+		// one client's connections reach every backend.
+		p.Sysctls = append(p.Sysctls, Sysctl{"net.ipv4.fib_multipath_hash_policy", "1"}, Sysctl{"net.ipv6.fib_multipath_hash_policy", "1"})
 	}
 
 	// Segments: bridge with the gateway addresses (no prefix route: segment routes live only
@@ -192,7 +195,7 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 	}
 	cfg.TenantAllow = d.TenantAllow
 	// What may come in from the fabric on each segment's trunk port: its remote guests, and IP
-	// routed by a peer host's gateway.
+	// routed by a peer host's gateway (from the department's guests or VIPs).
 	cfg.GatewayMAC = d.GatewayMAC
 	remote := map[string][]firewall.Remote{}
 	for _, g := range d.Guests {
@@ -215,6 +218,11 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 				if o.IPv6.IsValid() {
 					prefixes = append(prefixes, o.IPv6)
 				}
+			}
+		}
+		for _, v := range depts[s.Department].VIPs {
+			if v.IsValid() {
+				prefixes = append(prefixes, netip.PrefixFrom(v, v.BitLen()))
 			}
 		}
 		cfg.FabricPorts = append(cfg.FabricPorts, firewall.FabricPort{Ifname: netdev.BridgePortName(s.VLAN),

@@ -25,7 +25,7 @@ func TestPlanGolden(t *testing.T) {
 		IPv6: p("2001:db8:20::/64")}
 	health := hostnet.Segment{Name: "health-web", Department: "health", VLAN: 130, IPv4: p("198.18.30.0/24"), Gateway: a("198.18.30.1")}
 	depts := []hostnet.Department{
-		{Name: "lands", ID: 1, Table: 1000, Egress: a("198.18.0.1"), Egress6: a("2001:db8::1")},
+		{Name: "lands", ID: 1, Table: 1000, Egress: a("198.18.0.1"), Egress6: a("2001:db8::1"), VIPs: []netip.Addr{a("198.19.0.10")}},
 		{Name: "health", ID: 2, Table: 1001},
 	}
 	for _, tc := range []struct {

@@ -64,6 +64,10 @@ type Department struct {
 	// table ends in an unreachable default. Egress6 is the IPv6 counterpart.
 	Egress  netip.Addr
 	Egress6 netip.Addr
+	// VIPs are the addresses the department's dsr backends answer from (its services' VIPs,
+	// public and internal): a peer host's gateway routes those replies onto a shared segment,
+	// so they may come in from the fabric with the gateway's MAC.
+	VIPs []netip.Addr
 }
 
 // Segment is one L2 segment of a department.

@@ -11,7 +11,7 @@ import (
 
 // Fake keeps VIP routes in memory for unit tests of callers (the agent). Set refuses the
 // whole set, changing nothing, on what the kernel would refuse (an invalid VIP, a next hop of
-// the other family or without device) and when Err is set; Routes returns what it holds.
+// the other family or without device, next hops in different tables) and when Err is set; Routes returns what it holds.
 type Fake struct {
 	mu     sync.Mutex
 	routes map[netip.Addr][]NextHop
@@ -37,6 +37,9 @@ func (f *Fake) Set(want map[netip.Addr][]NextHop) error {
 			}
 		}
 		if len(nhs) > 0 {
+			if _, err := table(vip, nhs); err != nil {
+				errs = append(errs, err)
+			}
 			s := slices.Clone(nhs)
 			slices.SortFunc(s, func(a, b NextHop) int { return a.Addr.Compare(b.Addr) })
 			next[vip] = s

@@ -1,8 +1,14 @@
-// Package viproute keeps the routes that deliver decapsulated VIP traffic to the backends
-// running on this host: one /32 (or /128) per VIP in the main table, with a next hop per
-// healthy local backend (multipath: the kernel spreads flows by hash). Set is declarative:
-// routes it made that are no longer wanted are removed. Routes carry their own protocol
-// number so nothing else on the host is touched.
+// Package viproute keeps the kernel routes of VIPs: one /32 (or /128) per VIP with a next hop
+// per healthy backend (multipath: the kernel spreads flows by hash, L4 with the host network's
+// fib_multipath_hash_policy).
+//   - A public VIP's route is in the main table and lists the backends on this host: it
+//     delivers what the load balancer passed or decapsulated.
+//   - An internal VIP's route is in its department's table and lists every backend, on any
+//     host (remote guests are reached over their segment's bridge and the trunk): the
+//     department's guests reach it through their gateway, and no other table knows it.
+//
+// Set is declarative: routes it made that are no longer wanted are removed, in any table.
+// Routes carry their own protocol number so nothing else on the host is touched.
 package viproute
 
 import (
@@ -22,10 +28,27 @@ import (
 // Proto marks the routes this package owns (rtnetlink protocol number, unused by iproute2).
 const Proto netlink.RouteProtocol = 0x47
 
-// NextHop is one local backend: its address and the bridge it sits on.
+// NextHop is one backend: its address and the bridge of its segment. Table is the routing
+// table of the VIP's route (0: main); every next hop of a VIP names the same table.
 type NextHop struct {
-	Addr netip.Addr
-	Dev  string
+	Addr  netip.Addr
+	Dev   string
+	Table int
+}
+
+// table is the routing table of a VIP's route: its next hops' (0 meaning main), or an error
+// when they disagree.
+func table(vip netip.Addr, nhs []NextHop) (int, error) {
+	t := nhs[0].Table
+	for _, nh := range nhs[1:] {
+		if nh.Table != t {
+			return 0, fmt.Errorf("route to VIP %s: next hops in tables %d and %d", vip, t, nh.Table)
+		}
+	}
+	if t == 0 {
+		t = unix.RT_TABLE_MAIN
+	}
+	return t, nil
 }
 
 // Routes realises VIP routes through one netlink handle (the host's namespace).
@@ -85,8 +108,15 @@ func (r *Routes) Set(want map[netip.Addr][]NextHop) error {
 			errs = append(errs, err)
 			continue
 		}
-		if old, ok := have[vip]; ok && sameNextHops(old, route) {
+		if old, ok := have[vip]; ok && old.Table == route.Table && sameNextHops(old, route) {
 			continue
+		}
+		if old, ok := have[vip]; ok && old.Table != route.Table { // moved to another table (scope change)
+			r.writes.Add(1)
+			if err := r.nl.RouteDel(&old); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("removing route to VIP %s from table %d: %w", vip, old.Table, err))
+				continue
+			}
 		}
 		r.writes.Add(1)
 		if err := r.nl.RouteReplace(route); err != nil {
@@ -112,7 +142,11 @@ func (r *Routes) route(vip netip.Addr, nhs []NextHop) (*netlink.Route, error) {
 	if vip.Is6() {
 		bits = 128
 	}
-	rt := &netlink.Route{Dst: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}, Protocol: Proto, Table: unix.RT_TABLE_MAIN}
+	t, err := table(vip, nhs)
+	if err != nil {
+		return nil, err
+	}
+	rt := &netlink.Route{Dst: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}, Protocol: Proto, Table: t}
 	sorted := slices.Clone(nhs)
 	slices.SortFunc(sorted, func(a, b NextHop) int { return a.Addr.Compare(b.Addr) })
 	for _, nh := range sorted {
@@ -132,7 +166,8 @@ func (r *Routes) route(vip netip.Addr, nhs []NextHop) (*netlink.Route, error) {
 func (r *Routes) list() (map[netip.Addr]netlink.Route, error) {
 	out := map[netip.Addr]netlink.Route{}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := r.nl.RouteListFiltered(fam, &netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		// Table unspecified with RT_FILTER_TABLE: every table's.
+		rs, err := r.nl.RouteListFiltered(fam, &netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("listing VIP routes: %w", err)
 		}
