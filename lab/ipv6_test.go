@@ -250,4 +250,5 @@ func vmIPv6(t *testing.T, l *Lab, admin string) {
 	ipv6Probes(t, l, addr6, dept, 60*time.Second,
 		[][2]string{{"lands-web-1", "lands-web-2"}, {"health-web-2", "health-web-1"}},
 		[][2]string{{"lands-web-1", "health-web-2"}, {"health-web-1", "lands-web-2"}})
+	t.Logf("ipv6: VMs %v have their IPv6 address and gateway6 route, reach their department over IPv6 and not the other", addr6)
 }
