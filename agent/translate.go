@@ -72,6 +72,8 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 				g.MAC = mac
 			}
 			g.Addr = ifc.Prefix4.Addr() // zero when the NIC has no IPv4 address
+			// The NIC's IPv6 address, so anti-spoofing lets its IPv6 source out (zero: none).
+			g.Addr6 = ifc.Prefix6.Addr()
 			hn.Guests = append(hn.Guests, g)
 		}
 	}

@@ -238,6 +238,69 @@ func TestProbeTargetsMarkTheDepartment(t *testing.T) {
 	}
 }
 
+// TestGuestsIPv6AllowedOut: a local guest's IPv6 address reaches the host network's guest and
+// the anti-spoofing port of its plan (issue 17: only the IPv4 one did, so the guest's IPv6
+// source was dropped), for a dual-stack NIC, an IPv4-only NIC and a second NIC of another
+// dual-stack segment.
+func TestGuestsIPv6AllowedOut(t *testing.T) {
+	a, p := netip.MustParseAddr, netip.MustParsePrefix
+	st := labState()
+	st.Segments[0].Prefix6, st.Segments[0].Gateway6 = p("2001:db8:20::/64"), a("2001:db8:20::1")
+	st.Segments = append(st.Segments, desired.Segment{Name: "lands-app", Department: "lands", VLAN: 121,
+		Prefix4: p("198.18.21.0/24"), Gateway4: a("198.18.21.1"), Prefix6: p("2001:db8:21::/120"), Gateway6: a("2001:db8:21::1"), TableID: 1001})
+	st.VMs = []desired.VM{
+		{Name: "dual", Department: "lands", Interfaces: []desired.Interface{
+			{Segment: "lands-web", VLAN: 120, MAC: "02:00:00:00:20:02", Prefix4: p("198.18.20.2/24"), Gateway4: a("198.18.20.1"), Prefix6: p("2001:db8:20::2/64"), Gateway6: a("2001:db8:20::1")},
+			{Segment: "lands-app", VLAN: 121, MAC: "02:00:00:00:21:02", Prefix4: p("198.18.21.2/24"), Gateway4: a("198.18.21.1"), Prefix6: p("2001:db8:21::2/120"), Gateway6: a("2001:db8:21::1")}}},
+		{Name: "four", Department: "lands", Interfaces: []desired.Interface{
+			{Segment: "lands-web", VLAN: 120, MAC: "02:00:00:00:20:03", Prefix4: p("198.18.20.3/24"), Gateway4: a("198.18.20.1")}}},
+	}
+	hn, err := hostNetwork(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := hostnet.PlanFor(hn, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		vm, segment string
+		addr6       string // "" when the NIC has none
+		allowed     []string
+	}{
+		{"dual", "lands-web", "2001:db8:20::2", []string{"198.18.20.2", "2001:db8:20::2"}},
+		{"dual", "lands-app", "2001:db8:21::2", []string{"198.18.21.2", "2001:db8:21::2"}},
+		{"four", "lands-web", "", []string{"198.18.20.3"}},
+	} {
+		port := GuestPort(c.vm, c.segment)
+		var g *hostnet.Guest
+		for i := range hn.Guests {
+			if hn.Guests[i].Ifname == port {
+				g = &hn.Guests[i]
+			}
+		}
+		if g == nil {
+			t.Fatalf("%s on %s: no host network guest", c.vm, c.segment)
+		}
+		if got := g.Addr6; (c.addr6 == "" && got.IsValid()) || (c.addr6 != "" && got.String() != c.addr6) {
+			t.Errorf("%s on %s: guest Addr6 %v, want %q", c.vm, c.segment, got, c.addr6)
+		}
+		var allowed []string
+		for _, fp := range plan.Firewall.Ports {
+			if fp.Ifname == port {
+				for _, x := range fp.Addrs {
+					allowed = append(allowed, x.String())
+				}
+			}
+		}
+		for _, w := range c.allowed {
+			if !slices.Contains(allowed, w) {
+				t.Errorf("%s on %s: anti-spoofing allows %v, want %s among them", c.vm, c.segment, allowed, w)
+			}
+		}
+	}
+}
+
 // Internal VIPs (issue 17 §2) are routed in their department's table to every healthy
 // backend of weight > 0 on any host; public ones in the main table to local backends only;
 // an internal service that cannot be routed so is an error naming it, never a route in main.

@@ -30,16 +30,20 @@ const (
 	Deleting State = "deleting"
 )
 
-// NIC is one VM interface on a segment: the guest side gets MAC and Addr, the host side is a
-// port named Port on the bridge Bridge.
+// NIC is one VM interface on a segment: the guest side gets MAC, Addr and Addr6 (each with the
+// segment's prefix length: 198.18.20.10/24, 2001:db8:20::a/64; Addr6 zero on a segment without
+// IPv6), the host side is a port named Port on the bridge Bridge. Gateway and Gateway6 are the
+// segment's gateways, the guest's default routes.
 type NIC struct {
-	Segment string
-	VLAN    int
-	MAC     net.HardwareAddr
-	Addr    netip.Prefix
-	Gateway netip.Addr
-	Bridge  string // segment bridge on the host
-	Port    string // host-side interface name (tap or veth); the network agent filters on it
+	Segment  string
+	VLAN     int
+	MAC      net.HardwareAddr
+	Addr     netip.Prefix
+	Gateway  netip.Addr
+	Addr6    netip.Prefix
+	Gateway6 netip.Addr
+	Bridge   string // segment bridge on the host
+	Port     string // host-side interface name (tap or veth); the network agent filters on it
 }
 
 // VolumeSpec is a block volume attached to a VM.
@@ -176,6 +180,9 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 				}
 			}
 			nic.Addr, nic.Gateway = ifc.Prefix4, ifc.Gateway4
+			if ifc.Prefix6.IsValid() {
+				nic.Addr6, nic.Gateway6 = ifc.Prefix6, ifc.Gateway6
+			}
 			s.NICs = append(s.NICs, nic)
 		}
 		out = append(out, s)
@@ -203,6 +210,9 @@ func (s VMSpec) Fingerprint() string {
 	}
 	for _, n := range s.NICs {
 		fmt.Fprintf(&b, "|n:%s:%d:%s:%s:%s:%s:%s", n.Segment, n.VLAN, n.MAC, n.Addr, n.Gateway, n.Bridge, n.Port)
+		if n.Addr6.IsValid() { // only then: an IPv4-only guest's fingerprint is what it was
+			fmt.Fprintf(&b, ":6:%s:%s", n.Addr6, n.Gateway6)
+		}
 	}
 	return b.String()
 }

@@ -161,3 +161,46 @@ func TestAgentResyncsWithoutChanges(t *testing.T) {
 	}
 	waitUntil("vm a made again by a resync pass", func() bool { return has("a") })
 }
+
+// TestFromDesiredIPv6: a NIC on a dual-stack segment gets its IPv6 address and gateway6, and
+// only such a NIC changes the spec's fingerprint (an IPv4-only guest made before NICs had
+// IPv6 is not replaced); rows: dual-stack /64, dual-stack /120, IPv4 only.
+func TestFromDesiredIPv6(t *testing.T) {
+	v4only, err := compute.FromDesired(state(), naming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, prefix6, gateway6 string
+	}{
+		{"/64", "2001:db8:20::a/64", "2001:db8:20::1"},
+		{"/120", "2001:db8:20::a/120", "2001:db8:20::1"},
+		{"IPv4 only", "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st := state()
+			ifc := &st.VMs[1].Interfaces[0] // VM a
+			if c.prefix6 != "" {
+				ifc.Prefix6, ifc.Gateway6 = netip.MustParsePrefix(c.prefix6), netip.MustParseAddr(c.gateway6)
+			}
+			specs, err := compute.FromDesired(st, naming)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := specs[0].NICs[0]
+			if got := n.Addr6.String(); c.prefix6 != "" && (got != c.prefix6 || n.Gateway6.String() != c.gateway6) {
+				t.Fatalf("nic addr6 %s gateway6 %s, want %s %s", n.Addr6, n.Gateway6, c.prefix6, c.gateway6)
+			}
+			if c.prefix6 == "" && (n.Addr6.IsValid() || n.Gateway6.IsValid()) {
+				t.Fatalf("IPv4-only nic has addr6 %s gateway6 %s", n.Addr6, n.Gateway6)
+			}
+			same := specs[0].Fingerprint() == v4only[0].Fingerprint()
+			if same != (c.prefix6 == "") {
+				t.Fatalf("fingerprint same as IPv4-only: %v\n%s\n%s", same, specs[0].Fingerprint(), v4only[0].Fingerprint())
+			}
+			if c.prefix6 != "" && !strings.Contains(specs[0].Fingerprint(), c.prefix6) {
+				t.Fatalf("fingerprint %q does not name the IPv6 address", specs[0].Fingerprint())
+			}
+		})
+	}
+}

@@ -35,7 +35,8 @@ func (l *Lab) startFRR() error {
 }
 
 // frrConfig is the ToR's FRR configuration for a lab of n hosts (logging into dir): AS 65000,
-// one eBGP neighbour per host, multipath across different neighbour ASNs (up to MaxHosts
+// two eBGP neighbours per host (IPv4 unicast over the IPv4 fabric, IPv6 unicast over the IPv6
+// one), multipath across different neighbour ASNs (up to MaxHosts
 // paths), graceful restart, no policy required.
 func frrConfig(dir string, n int) string {
 	var conf strings.Builder
@@ -44,7 +45,19 @@ func frrConfig(dir string, n int) string {
 	for i := range n {
 		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr(i), hostASN(i))
 	}
-	fmt.Fprintf(&conf, " address-family ipv4 unicast\n  maximum-paths %d\n exit-address-family\n!\n", MaxHosts)
+	// A second session per host over the IPv6 fabric carries the IPv6 VIPs (IPv6 unicast only).
+	for i := range n {
+		fmt.Fprintf(&conf, " neighbor %s remote-as %d\n", hostAddr6(i), hostASN(i))
+	}
+	fmt.Fprintf(&conf, " address-family ipv4 unicast\n  maximum-paths %d\n", MaxHosts)
+	for i := range n {
+		fmt.Fprintf(&conf, "  no neighbor %s activate\n", hostAddr6(i))
+	}
+	fmt.Fprintf(&conf, " exit-address-family\n address-family ipv6 unicast\n  maximum-paths %d\n", MaxHosts)
+	for i := range n {
+		fmt.Fprintf(&conf, "  neighbor %s activate\n", hostAddr6(i))
+	}
+	conf.WriteString(" exit-address-family\n!\n")
 	return conf.String()
 }
 
@@ -61,10 +74,14 @@ func (l *Lab) vtysh(cmd string) ([]byte, error) {
 	return out, nil
 }
 
-// frrPaths returns the next hops of FRR's installed route to vip; it fails unless there is
-// one per host (ECMP).
+// frrPaths returns the next hops of FRR's installed route to vip (IPv4 or IPv6); it fails
+// unless there is one per host (ECMP).
 func (l *Lab) frrPaths(vip string) ([]string, error) {
-	out, err := l.vtysh("show ip route " + vip + "/32 json")
+	show, host := "show ip route ", "/32"
+	if strings.Contains(vip, ":") {
+		show, host = "show ipv6 route ", "/128"
+	}
+	out, err := l.vtysh(show + vip + host + " json")
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +90,7 @@ func (l *Lab) frrPaths(vip string) ([]string, error) {
 		return nil, fmt.Errorf("FRR route to %s: %v", vip, err)
 	}
 	var hops []string
-	for _, r := range routes[vip+"/32"] {
+	for _, r := range routes[vip+host] {
 		if r.Protocol != "bgp" || !r.Selected {
 			continue
 		}

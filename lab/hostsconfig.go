@@ -100,13 +100,13 @@ func scalar(m *yaml.Node, key string) string {
 
 // hostsYAML is the Host documents of the lab's hosts named in which, as the example
 // configuration declares gc-host1 and gc-host2: uplink eth0, the fabric address, an AS of its
-// own, and the ToR as its BGP peer.
+// own, and the ToR as its BGP peer over IPv4 and over IPv6.
 func (l *Lab) hostsYAML(which []string) string {
 	var b strings.Builder
 	for _, h := range which {
 		i := l.hostIndex(h)
-		fmt.Fprintf(&b, "---\napiVersion: govcloud/v1\nkind: Host\nmetadata: {name: %s}\nspec:\n  uplink: eth0\n  address: %s\n  asn: %d\n  routerID: %s\n  bgpPeers: [{address: %s, asn: 65000, gracefulRestart: true}]\n",
-			h, hostAddr(i), hostASN(i), hostAddr(i), torFabric)
+		fmt.Fprintf(&b, "---\napiVersion: govcloud/v1\nkind: Host\nmetadata: {name: %s}\nspec:\n  uplink: eth0\n  address: %s\n  asn: %d\n  routerID: %s\n  bgpPeers: [{address: %s, asn: 65000, gracefulRestart: true}, {address: \"%s\", asn: 65000, gracefulRestart: true}]\n",
+			h, hostAddr(i), hostASN(i), hostAddr(i), torFabric, torFabric6)
 	}
 	return b.String()
 }

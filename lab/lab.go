@@ -470,7 +470,7 @@ func (l *Lab) startAgent(h string) error {
 
 // startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name
 // the agent's anti-spoofing expects) joins the segment bridge, the controller's MAC and
-// address, the gateway, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
+// addresses (IPv6 too on a dual-stack segment), the gateways, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
 // links and addresses of each namespace are made by one 'ip -batch' (the scale lab makes 120
 // guests at once; a process per command took most of a minute).
 func (l *Lab) startGuests(h string, st *desired.State) error {
@@ -505,8 +505,14 @@ func (l *Lab) startGuests(h string, st *desired.State) error {
 				fmt.Sprintf("link set %s address %s", gif, ifc.MAC),
 				fmt.Sprintf("addr add %s dev %s", ifc.Prefix4, gif),
 				fmt.Sprintf("link set %s up", gif))
+			if ifc.Prefix6.IsValid() {
+				inGuest = append(inGuest, fmt.Sprintf("addr add %s dev %s nodad", ifc.Prefix6, gif))
+			}
 			if i == 0 {
 				inGuest = append(inGuest, "route add default via "+ifc.Gateway4.String())
+				if ifc.Prefix6.IsValid() && ifc.Gateway6.IsValid() {
+					inGuest = append(inGuest, "route add ::/0 via "+ifc.Gateway6.String())
+				}
 			}
 		}
 		for _, vip := range serves[vm.Name] {

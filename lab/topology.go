@@ -54,7 +54,16 @@ const (
 	clientAddr  = "198.51.100.10"
 	clientCIDR  = "/24"
 	fabricRange = "198.18.0.0/24"
+	// IPv6 beside them (documentation prefix): the fabric's /64 and the client's link.
+	torFabric6  = "2001:db8:18::1"
+	fabric6CIDR = "/64"
+	fabric6     = "2001:db8:18::/64"
+	torClient6  = "2001:db8:51::1"
+	clientAddr6 = "2001:db8:51::10"
 )
+
+// hostAddr6 is the IPv6 fabric address of the lab's i-th host (from 0): 2001:db8:18::11 onwards.
+func hostAddr6(i int) string { return fmt.Sprintf("2001:db8:18::%d", 11+i) }
 
 // hostAddr is the fabric address of the lab's i-th host (from 0): 198.18.0.11 onwards.
 func hostAddr(i int) string { return fmt.Sprintf("198.18.0.%d", 11+i) }
@@ -134,8 +143,14 @@ func topologySteps(hosts []string) [][]string {
 		{"ip", "-n", NSClient, "addr", "add", clientAddr + clientCIDR, "dev", "eth0"},
 		{"ip", "-n", NSClient, "link", "set", "eth0", "up"},
 		{"ip", "-n", NSClient, "route", "add", "default", "via", torClient},
+		// IPv6: no duplicate address detection (nodad), so addresses are usable at once.
+		{"ip", "-n", NSTor, "addr", "add", torFabric6 + fabric6CIDR, "dev", "fabric", "nodad"},
+		{"ip", "-n", NSTor, "addr", "add", torClient6 + "/64", "dev", "gc-tor-cl", "nodad"},
+		{"ip", "-n", NSClient, "addr", "add", clientAddr6 + "/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", NSClient, "-6", "route", "add", "default", "via", torClient6},
 		// ECMP over the hosts per flow (L4 hash), as a top-of-rack switch does.
-		{"ip", "netns", "exec", NSTor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1"},
+		{"ip", "netns", "exec", NSTor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1",
+			"net.ipv6.conf.all.forwarding=1", "net.ipv6.fib_multipath_hash_policy=1"},
 		// XDP forwards raw frames: senders must finish their checksums, as a NIC would.
 		{"ip", "netns", "exec", NSClient, "ethtool", "-K", "eth0", "tx", "off"},
 	}
@@ -150,6 +165,8 @@ func topologySteps(hosts []string) [][]string {
 			[]string{"ip", "-n", h, "addr", "add", hostAddr(i) + fabricCIDR, "dev", "eth0"},
 			[]string{"ip", "-n", h, "link", "set", "eth0", "up"},
 			[]string{"ip", "-n", h, "route", "add", "default", "via", torFabric},
+			[]string{"ip", "-n", h, "addr", "add", hostAddr6(i) + fabric6CIDR, "dev", "eth0", "nodad"},
+			[]string{"ip", "-n", h, "-6", "route", "add", "default", "via", torFabric6},
 			[]string{"ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0"},
 		)
 	}
@@ -158,17 +175,21 @@ func topologySteps(hosts []string) [][]string {
 
 // torEdge is what the README's "What the fabric must do" asks of the top-of-rack edge, for the
 // lab's ToR: on its port toward the outside (gc-client), sources inside the cloud (fabric,
-// segments, VIPs: 198.18.0.0/15) are spoofed and dropped, and the fabric's addresses (every
-// host's management plane and the ToR itself) are unreachable; VIPs and ICMP are not touched.
+// segments, VIPs: 198.18.0.0/15; the IPv6 fabric 2001:db8:18::/64) are spoofed and dropped, and
+// the fabric's addresses (every host's management plane and the ToR itself) are unreachable;
+// VIPs and ICMP (ICMPv6 too: neighbour discovery) are not touched.
 const torEdge = `table inet gc-edge {
 	chain forward {
 		type filter hook forward priority 0; policy accept;
 		iifname "gc-tor-cl" ip saddr 198.18.0.0/15 counter drop
 		iifname "gc-tor-cl" ip daddr 198.18.0.0/24 counter drop
+		iifname "gc-tor-cl" ip6 saddr 2001:db8:18::/64 counter drop
+		iifname "gc-tor-cl" ip6 daddr 2001:db8:18::/64 counter drop
 	}
 	chain input {
 		type filter hook input priority 0; policy accept;
 		iifname "gc-tor-cl" ip protocol icmp accept
+		iifname "gc-tor-cl" meta l4proto ipv6-icmp accept
 		iifname "gc-tor-cl" counter drop
 	}
 }

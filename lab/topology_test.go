@@ -81,6 +81,8 @@ func TestTopologySteps(t *testing.T) {
 				"ip link add " + torPort(i) + " netns gc-tor type veth peer name eth0 netns " + h,
 				"ip -n gc-tor link set " + torPort(i) + " master fabric",
 				"ip -n " + h + " route add default via 198.18.0.1",
+				"ip -n " + h + " addr add " + hostAddr6(i) + "/64 dev eth0 nodad",
+				"ip -n " + h + " -6 route add default via 2001:db8:18::1",
 			} {
 				if !slices.Contains(joined, want) {
 					t.Errorf("%d hosts: no step %q", tc.n, want)
@@ -90,9 +92,9 @@ func TestTopologySteps(t *testing.T) {
 		if !slices.Equal(ports, wantPorts) || !slices.Equal(addrs, wantAddrs) {
 			t.Errorf("%d hosts: ports %v addresses %v, want %v %v", tc.n, ports, addrs, wantPorts, wantAddrs)
 		}
-		// 15 steps for the ToR and the client, 9 per host.
-		if len(joined) != 15+9*tc.n {
-			t.Errorf("%d hosts: %d steps, want %d", tc.n, len(joined), 15+9*tc.n)
+		// 19 steps for the ToR and the client, 11 per host.
+		if len(joined) != 19+11*tc.n {
+			t.Errorf("%d hosts: %d steps, want %d", tc.n, len(joined), 19+11*tc.n)
 		}
 	}
 }
@@ -103,7 +105,9 @@ func TestTopologyFRR(t *testing.T) {
 	const two = "frr defaults datacenter\nhostname gc-tor\nlog file /run/x/frr.log\n!\n" +
 		"router bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n" +
 		" neighbor 198.18.0.11 remote-as 65001\n neighbor 198.18.0.12 remote-as 65002\n" +
-		" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n!\n"
+		" neighbor 2001:db8:18::11 remote-as 65001\n neighbor 2001:db8:18::12 remote-as 65002\n" +
+		" address-family ipv4 unicast\n  maximum-paths 8\n  no neighbor 2001:db8:18::11 activate\n  no neighbor 2001:db8:18::12 activate\n exit-address-family\n" +
+		" address-family ipv6 unicast\n  maximum-paths 8\n  neighbor 2001:db8:18::11 activate\n  neighbor 2001:db8:18::12 activate\n exit-address-family\n!\n"
 	if got := frrConfig("/run/x", 2); got != two {
 		t.Errorf("FRR config of the default lab:\n%s\nwant:\n%s", got, two)
 	}
@@ -116,11 +120,11 @@ func TestTopologyFRR(t *testing.T) {
 		}
 		return out
 	}
-	if got := neighbours(frrConfig("/run/x", 1)); !slices.Equal(got, []string{"neighbor 198.18.0.11 remote-as 65001"}) {
+	if got := neighbours(frrConfig("/run/x", 1)); !slices.Equal(got, []string{"neighbor 198.18.0.11 remote-as 65001", "neighbor 2001:db8:18::11 remote-as 65001"}) {
 		t.Errorf("1 host: neighbours %v", got)
 	}
 	got := neighbours(frrConfig("/run/x", 8))
-	if len(got) != 8 || got[7] != "neighbor 198.18.0.18 remote-as 65008" || got[2] != "neighbor 198.18.0.13 remote-as 65003" {
+	if len(got) != 16 || got[7] != "neighbor 198.18.0.18 remote-as 65008" || got[2] != "neighbor 198.18.0.13 remote-as 65003" || got[15] != "neighbor 2001:db8:18::18 remote-as 65008" {
 		t.Errorf("8 hosts: neighbours %v", got)
 	}
 }

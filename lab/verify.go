@@ -79,7 +79,11 @@ func (l *Lab) checkVIPs(vips []vipInfo) error {
 	for _, v := range vips {
 		seen := map[string]int{}
 		for i := 0; i < 30 && len(seen) < 2; i++ {
-			body, err := nsOut(NSClient, "curl", "-sS", "--max-time", "2", "http://"+v.VIP+"/")
+			host := v.VIP
+			if strings.Contains(host, ":") { // IPv6, in brackets; -g: they are not a curl glob
+				host = "[" + host + "]"
+			}
+			body, err := nsOut(NSClient, "curl", "-g", "-sS", "--max-time", "2", "http://"+host+"/")
 			if err != nil {
 				return fmt.Errorf("%s (%s): %w", v.Service, v.VIP, err)
 			}

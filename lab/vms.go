@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,13 +157,18 @@ func (l *Lab) guestPing(vm, addr string, n int) error {
 	return err
 }
 
-// guestHTTP fetches http://addr/ from vm, giving up after 1-2 s.
+// guestHTTP fetches http://addr/ from vm (an IPv6 addr goes in brackets), giving up after 1-2 s.
 func (l *Lab) guestHTTP(vm, addr string) (string, error) {
+	host := addr
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() {
+		host = "[" + addr + "]"
+	}
 	if l.vmMode() {
 		// busybox wget's own -T crashes (1.35, static); timeout(1) bounds it instead.
-		return l.inGuest(vm, "timeout 2 wget -q -O - http://"+addr+"/")
+		return l.inGuest(vm, "timeout 2 wget -q -O - http://"+host+"/")
 	}
-	return l.inGuest(vm, "curl -sS --max-time 1 http://"+addr+"/")
+	// -g: the brackets of an IPv6 address are not a curl glob.
+	return l.inGuest(vm, "curl -g -sS --max-time 1 http://"+host+"/")
 }
 
 // stopServer and startServer stop and start a guest's HTTP server (the backend of a service).

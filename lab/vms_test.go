@@ -92,6 +92,7 @@ func TestLabVMs(t *testing.T) {
 		t.Fatalf("govcloud status: want both hosts ready, each with 2 running VMs:\n%s", out)
 	}
 	computeBilled(t, l, admin, "lands-web-1")
+	vmIPv6(t, l, admin)
 	qemuPID := func(vm string) string {
 		b, _ := os.ReadFile("/run/libvirt/qemu/gc-" + vm + ".pid")
 		return strings.TrimSpace(string(b))

@@ -2,7 +2,7 @@
 // downloading anything: Debian's kernel (package linux-image-amd64, /boot/vmlinuz-*) and an
 // initramfs assembled here from busybox-static and the kernel package's own virtio modules. Its
 // init loads the modules, configures each NIC from the kernel command line (ip=ADDR::GW:MASK::ethN:off,
-// one per NIC; the kernel itself has no IP autoconfiguration), puts the VIPs it serves as a dsr
+// one per NIC, and gc.ip6=ADDR/LEN,GW,ethN for IPv6; the kernel itself has no IP autoconfiguration), puts the VIPs it serves as a dsr
 // backend on lo (gc.vip=ADDR, repeated), and serves HTTP with busybox httpd answering the VM's
 // name (gc.name=NAME). A shell listens on the second serial port (ttyS1) when the VM has one: the
 // host runs commands in the guest through it (see Run), without any network path.
@@ -40,6 +40,7 @@ var Modules = []string{
 const ReadyMarker = "GOVCLOUD-GUEST-READY"
 
 const initScript = `#!/bin/busybox sh
+` + netScript + `
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -53,7 +54,26 @@ for x in $(cat /proc/cmdline); do
   esac
 done
 ip link set lo up
-for x in $(cat /proc/cmdline); do
+configure_net /proc/cmdline
+if [ -e /dev/ttyS1 ]; then
+  (while true; do setsid sh -c 'stty -echo -onlcr 2>/dev/null; PS1= exec sh' </dev/ttyS1 >/dev/ttyS1 2>&1; sleep 1; done) &
+fi
+mkdir -p /www
+echo "$name" > /www/index.html
+httpd -p 80 -h /www
+echo "` + ReadyMarker + ` $name" > /dev/console
+echo "` + ReadyMarker + ` $name" > /dev/ttyS0 2>/dev/null
+while true; do sleep 3600; done
+`
+
+// netScript defines configure_net FILE: it configures the NICs and the served VIPs from the
+// kernel command line in FILE (the init calls it with /proc/cmdline; a test with its own file).
+// Per NIC: ip=ADDR::GW:MASK::ethN:off for IPv4 (the syntax of the kernel's nfsroot.txt) and
+// gc.ip6=ADDR/LEN,GW,ethN for IPv6 (GW may be empty); the first gateway of each family is the
+// default route. IPv6 addresses skip duplicate address detection (the controller hands each
+// out once; a tentative address could not be a source for the first second).
+const netScript = `configure_net() {
+for x in $(cat "$1"); do
   case "$x" in
     ip=*)
       v="${x#ip=}"
@@ -65,22 +85,23 @@ for x in $(cat /proc/cmdline); do
       arping -U -c 1 -I "$dev" "$addr" >/dev/null 2>&1 &
       if [ -n "$gw" ] && ! ip route | grep -q '^default'; then ip route add default via "$gw" dev "$dev"; fi
       ;;
+    gc.ip6=*)
+      v="${x#gc.ip6=}"
+      addr=$(echo "$v" | cut -d, -f1); gw=$(echo "$v" | cut -d, -f2); dev=$(echo "$v" | cut -d, -f3)
+      [ -n "$dev" ] || dev=eth0
+      i=0; while [ ! -e /sys/class/net/$dev ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+      echo 0 > /proc/sys/net/ipv6/conf/$dev/accept_dad
+      ip link set "$dev" up
+      ip -6 addr add "$addr" dev "$dev"
+      if [ -n "$gw" ] && ! ip -6 route | grep -q '^default'; then ip -6 route add default via "$gw" dev "$dev"; fi
+      ;;
     gc.vip=*)
       v="${x#gc.vip=}"
       case "$v" in *:*) ip -6 addr add "$v/128" dev lo ;; *) ip addr add "$v/32" dev lo ;; esac
       ;;
   esac
 done
-if [ -e /dev/ttyS1 ]; then
-  (while true; do setsid sh -c 'stty -echo -onlcr 2>/dev/null; PS1= exec sh' </dev/ttyS1 >/dev/ttyS1 2>&1; sleep 1; done) &
-fi
-mkdir -p /www
-echo "$name" > /www/index.html
-httpd -p 80 -h /www
-echo "` + ReadyMarker + ` $name" > /dev/console
-echo "` + ReadyMarker + ` $name" > /dev/ttyS0 2>/dev/null
-while true; do sleep 3600; done
-`
+}`
 
 // Options say where the kernel, its modules and busybox are.
 type Options struct {
@@ -201,10 +222,13 @@ func Initramfs(o Options) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// NIC is one guest interface for the command line.
+// NIC is one guest interface for the command line: its IPv4 and IPv6 addresses with the
+// segment's prefix length (either may be zero) and the gateway of each family.
 type NIC struct {
-	Addr    netip.Prefix
-	Gateway netip.Addr
+	Addr     netip.Prefix
+	Gateway  netip.Addr
+	Addr6    netip.Prefix
+	Gateway6 netip.Addr
 }
 
 // Cmdline is the kernel command line for a guest named name with its NICs (eth0, eth1, ...) and
@@ -213,14 +237,20 @@ func Cmdline(name string, nics []NIC, vips []netip.Addr) string {
 	// No timer/TSC calibration and no mitigations: each costs a lot under TCG.
 	parts := []string{"console=ttyS0", "panic=-1", "quiet", "mitigations=off", "tsc=reliable", "no_timer_check", "lpj=8000000", "gc.name=" + name}
 	for i, n := range nics {
-		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
-			continue
+		if n.Addr.IsValid() && n.Addr.Addr().Is4() {
+			gw := ""
+			if n.Gateway.IsValid() {
+				gw = n.Gateway.String()
+			}
+			parts = append(parts, fmt.Sprintf("ip=%s::%s:%s::eth%d:off", n.Addr.Addr(), gw, mask4(n.Addr.Bits()), i))
 		}
-		gw := ""
-		if n.Gateway.IsValid() {
-			gw = n.Gateway.String()
+		if n.Addr6.IsValid() && n.Addr6.Addr().Is6() {
+			gw := ""
+			if n.Gateway6.IsValid() {
+				gw = n.Gateway6.String()
+			}
+			parts = append(parts, fmt.Sprintf("gc.ip6=%s,%s,eth%d", n.Addr6, gw, i))
 		}
-		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s::eth%d:off", n.Addr.Addr(), gw, mask4(n.Addr.Bits()), i))
 	}
 	for _, v := range vips {
 		if v.IsValid() {

@@ -6,10 +6,13 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/govcloud/govcloud/dataplane/netnstest"
 )
 
 func TestCmdline(t *testing.T) {
@@ -108,5 +111,83 @@ func TestBuildInitramfs(t *testing.T) {
 	os.Remove(filepath.Join(root, "lib/modules/9.9.9-amd64/kernel/drivers/block/virtio_blk.ko"))
 	if _, err := Initramfs(Options{Root: root, KernelVersion: "9.9.9-amd64", Busybox: filepath.Join(root, "bin/busybox")}); err == nil || !strings.Contains(err.Error(), "virtio_blk.ko") {
 		t.Fatalf("missing module: %v", err)
+	}
+}
+
+// TestCmdlineIPv6: a NIC's IPv6 address goes on the command line as gc.ip6=ADDR/LEN,GW,ethN,
+// beside (or without) its ip=; rows: dual-stack /64 with a gateway, IPv6-only /120, dual-stack
+// /127 without a gateway.
+func TestCmdlineIPv6(t *testing.T) {
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	for _, c := range []struct {
+		nic  NIC
+		want string
+	}{
+		{NIC{Addr: p("198.18.20.10/24"), Gateway: a("198.18.20.1"), Addr6: p("2001:db8:20::a/64"), Gateway6: a("2001:db8:20::1")},
+			"ip=198.18.20.10::198.18.20.1:255.255.255.0::eth0:off gc.ip6=2001:db8:20::a/64,2001:db8:20::1,eth0"},
+		{NIC{Addr6: p("2001:db8:21::a/120"), Gateway6: a("2001:db8:21::1")}, "gc.ip6=2001:db8:21::a/120,2001:db8:21::1,eth0"},
+		{NIC{Addr: p("198.18.22.10/31"), Addr6: p("2001:db8:22::1/127")}, "ip=198.18.22.10:::255.255.255.254::eth0:off gc.ip6=2001:db8:22::1/127,,eth0"},
+	} {
+		got := Cmdline("g", []NIC{c.nic}, nil)
+		if want := "console=ttyS0 panic=-1 quiet mitigations=off tsc=reliable no_timer_check lpj=8000000 gc.name=g " + c.want; got != want {
+			t.Errorf("cmdline\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+// TestGuestNetScript runs the guest init's network configuration (busybox sh) in a namespace
+// with the command line Cmdline makes: eth0 dual-stack with both default routes, eth1 IPv6
+// only (its gateway is not a second default), a served IPv6 VIP on lo.
+func TestGuestNetScript(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "busybox")
+	ns := netnstest.New(t, "gct-gi6-")
+	for i, dev := range []string{"eth0", "eth1"} {
+		peer := "p" + strconv.Itoa(i)
+		ns.MustRun(t, "ip", "link", "add", dev, "type", "veth", "peer", "name", peer)
+		ns.MustRun(t, "ip", "link", "set", peer, "up")
+	}
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	line := Cmdline("g", []NIC{
+		{Addr: p("198.18.20.10/24"), Gateway: a("198.18.20.1"), Addr6: p("2001:db8:20::a/64"), Gateway6: a("2001:db8:20::1")},
+		{Addr6: p("2001:db8:21::a/120"), Gateway6: a("2001:db8:21::1")},
+	}, []netip.Addr{a("2001:db8:ff::1")})
+	file := filepath.Join(t.TempDir(), "cmdline")
+	if err := os.WriteFile(file, []byte(line+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("busybox", "--install", "-s", bin).CombinedOutput(); err != nil {
+		t.Fatalf("busybox --install: %v: %s", err, out)
+	}
+	cmd := ns.Cmd("busybox", "sh", "-c", netScript+"\nconfigure_net "+file)
+	cmd.Env = []string{"PATH=" + bin}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("configure_net: %v: %s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		want []string
+		not  []string
+	}{
+		{[]string{"-4", "-o", "addr", "show", "dev", "eth0"}, []string{"198.18.20.10/24"}, nil},
+		{[]string{"-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"}, []string{"2001:db8:20::a/64"}, []string{"tentative"}},
+		{[]string{"-6", "-o", "addr", "show", "dev", "eth1", "scope", "global"}, []string{"2001:db8:21::a/120"}, []string{"tentative"}},
+		{[]string{"-6", "-o", "addr", "show", "dev", "lo"}, []string{"2001:db8:ff::1/128"}, nil},
+		{[]string{"-4", "route", "show", "default"}, []string{"default via 198.18.20.1 dev eth0"}, nil},
+		{[]string{"-6", "route", "show", "default"}, []string{"default via 2001:db8:20::1 dev eth0"}, []string{"eth1"}},
+	} {
+		out := ns.MustRun(t, "ip", c.args...)
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("ip %s: %q, want %q", strings.Join(c.args, " "), out, w)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(out, n) {
+				t.Errorf("ip %s: %q, want no %q", strings.Join(c.args, " "), out, n)
+			}
+		}
 	}
 }

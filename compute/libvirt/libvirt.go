@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,8 +340,10 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	}
 	var addrs []string
 	for _, n := range s.NICs {
-		if n.Addr.IsValid() {
-			addrs = append(addrs, n.Addr.Addr().String())
+		for _, a := range []netip.Prefix{n.Addr, n.Addr6} {
+			if a.IsValid() {
+				addrs = append(addrs, a.Addr().String())
+			}
 		}
 	}
 	m.Addresses = strings.Join(addrs, ",")
@@ -408,7 +411,7 @@ func (p *Provider) ConsoleLog(vm string) string {
 func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
 	var nics []guestimage.NIC
 	for _, n := range s.NICs {
-		nics = append(nics, guestimage.NIC{Addr: n.Addr, Gateway: n.Gateway})
+		nics = append(nics, guestimage.NIC{Addr: n.Addr, Gateway: n.Gateway, Addr6: n.Addr6, Gateway6: n.Gateway6})
 	}
 	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
 	var b strings.Builder

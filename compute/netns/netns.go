@@ -209,8 +209,10 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	r := record{Name: s.Name, Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, Created: time.Now().UTC()}
 	for _, n := range s.NICs {
 		r.Ports = append(r.Ports, n.Port)
-		if n.Addr.IsValid() {
-			r.Addresses = append(r.Addresses, n.Addr.Addr().String())
+		for _, a := range []netip.Prefix{n.Addr, n.Addr6} {
+			if a.IsValid() {
+				r.Addresses = append(r.Addresses, a.Addr().String())
+			}
 		}
 	}
 	if err := p.save(r); err != nil { // intent first: a crash from here on is found by List
@@ -239,7 +241,7 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 		steps = append(steps, []string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"})
 		r.Serves = append(r.Serves, v.String())
 	}
-	var gw string
+	var gw, gw6 string
 	for i, n := range s.NICs {
 		dev := fmt.Sprintf("eth%d", i)
 		steps = append(steps, []string{"ip", "link", "add", n.Port, "type", "veth", "peer", "name", dev, "netns", ns})
@@ -250,12 +252,21 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 		if n.Addr.IsValid() {
 			steps = append(steps, []string{"ip", "-n", ns, "addr", "add", n.Addr.String(), "dev", dev})
 		}
+		if n.Addr6.IsValid() {
+			// nodad: the address is the controller's alone, and a tentative one cannot be a
+			// source for the second or so duplicate address detection takes.
+			steps = append(steps, []string{"ip", "-n", ns, "addr", "add", n.Addr6.String(), "dev", dev, "nodad"})
+		}
 		steps = append(steps, []string{"ip", "-n", ns, "link", "set", dev, "up"})
 		// Checksums: veth leaves TX checksums to the receiver, which XDP on the host cannot do.
 		steps = append(steps, []string{"ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"})
 		if gw == "" && n.Gateway.IsValid() {
 			gw = n.Gateway.String()
 			steps = append(steps, []string{"ip", "-n", ns, "route", "replace", "default", "via", gw, "dev", dev})
+		}
+		if gw6 == "" && n.Addr6.IsValid() && n.Gateway6.IsValid() {
+			gw6 = n.Gateway6.String()
+			steps = append(steps, []string{"ip", "-n", ns, "-6", "route", "replace", "default", "via", gw6, "dev", dev})
 		}
 	}
 	for _, st := range steps {

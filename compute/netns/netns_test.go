@@ -142,3 +142,83 @@ func TestGuestsOnABridge(t *testing.T) {
 		t.Fatalf("list %+v: want only gb", l)
 	}
 }
+
+// TestDualStackGuests: namespace guests on a dual-stack segment get their IPv6 address (not
+// tentative: no duplicate address detection) and an IPv6 default route via gateway6, reach
+// each other by ping and HTTP over IPv6, and an IPv4-only guest gets neither.
+func TestDualStackGuests(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "busybox", "ethtool", "curl", "ping")
+	ctx := context.Background()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3905"}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	netlink.LinkSetUp(br)
+	dir := t.TempDir()
+	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-n6-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dual := func(name, addr, addr6, mac string) compute.VMSpec {
+		s := guest(name, addr, mac)
+		s.NICs[0].Bridge, s.NICs[0].VLAN, s.NICs[0].Gateway = "gcbr3905", 3905, netip.MustParseAddr("198.18.205.1")
+		if addr6 != "" {
+			s.NICs[0].Addr6, s.NICs[0].Gateway6 = netip.MustParsePrefix(addr6), netip.MustParseAddr("2001:db8:205::1")
+		}
+		return s
+	}
+	specs := []compute.VMSpec{
+		dual("g6a", "198.18.205.10/24", "2001:db8:205::a/64", "02:00:00:c7:05:0a"),
+		dual("g6b", "198.18.205.11/24", "2001:db8:205::b/64", "02:00:00:c7:05:0b"),
+		dual("g4c", "198.18.205.12/24", "", "02:00:00:c7:05:0c"),
+	}
+	for _, s := range specs {
+		t.Cleanup(func() { p.Delete(ctx, s.Name) })
+		st, err := p.Ensure(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{s.NICs[0].Addr.Addr().String()}
+		if s.NICs[0].Addr6.IsValid() {
+			want = append(want, s.NICs[0].Addr6.Addr().String())
+		}
+		if !slices.Equal(st.Addresses, want) {
+			t.Errorf("%s: addresses %v, want %v", s.Name, st.Addresses, want)
+		}
+	}
+	for _, c := range []struct {
+		ns, addr6, route6 string // "" when the guest must have none
+	}{
+		{"gct-n6-g6a", "2001:db8:205::a/64", "default via 2001:db8:205::1 dev eth0"},
+		{"gct-n6-g6b", "2001:db8:205::b/64", "default via 2001:db8:205::1 dev eth0"},
+		{"gct-n6-g4c", "", ""},
+	} {
+		addrs, _ := exec.Command("ip", "-n", c.ns, "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global").CombinedOutput()
+		routes, _ := exec.Command("ip", "-n", c.ns, "-6", "route", "show", "default").CombinedOutput()
+		switch {
+		case c.addr6 == "" && (strings.TrimSpace(string(addrs)) != "" || strings.TrimSpace(string(routes)) != ""):
+			t.Errorf("%s: IPv4-only guest has IPv6 %q, routes %q", c.ns, addrs, routes)
+		case c.addr6 != "" && (!strings.Contains(string(addrs), c.addr6) || strings.Contains(string(addrs), "tentative")):
+			t.Errorf("%s: eth0 IPv6 %q, want %s, not tentative", c.ns, addrs, c.addr6)
+		case c.addr6 != "" && !strings.Contains(string(routes), c.route6):
+			t.Errorf("%s: IPv6 default route %q, want %q", c.ns, routes, c.route6)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "exec", "gct-n6-g6b", "ping", "-6", "-c", "1", "-W", "2", "2001:db8:205::a").CombinedOutput(); err != nil {
+		t.Fatalf("ping -6 from g6b to g6a: %v: %s", err, out)
+	}
+	var body string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := exec.Command("ip", "netns", "exec", "gct-n6-g6b", "curl", "-sS", "--max-time", "1", "http://[2001:db8:205::a]/").CombinedOutput()
+		if body = strings.TrimSpace(string(out)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if body != "g6a" {
+		t.Fatalf("HTTP over IPv6 from g6b to g6a: %q, want g6a", body)
+	}
+}

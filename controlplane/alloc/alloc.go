@@ -225,6 +225,8 @@ func vips(st *config.State) config.Errors {
 			msg := fmt.Sprintf("no free %s VIP for department %q", fam, s.Department)
 			if len(tried) == 0 {
 				msg += `: no address pool serves this department (name it in a pool's spec.departments, or give a pool departments: ["*"] to serve every department)`
+			} else if p := st.Get(config.KindAddressPool, s.Pool); p != nil && s.IPFamily != "" && !hasFamily(p, v6) {
+				msg += fmt.Sprintf(": pool %q has no %s prefix (spec.ipFamily is %s); leave ipFamily out to take the pool's family, or name a pool with %s prefixes", s.Pool, fam, s.IPFamily, fam)
 			} else {
 				msg += " in pools " + strings.Join(tried, ", ")
 			}
@@ -258,6 +260,16 @@ func wantsIPv6(s *config.ServiceSpec, pools []*config.Object) bool {
 			v4, v6 = v4 || q.Addr().Is4(), v6 || q.Addr().Is6()
 		}
 		return v6 && !v4
+	}
+	return false
+}
+
+// hasFamily reports whether pool p has a prefix of the family (IPv6 when v6).
+func hasFamily(p *config.Object, v6 bool) bool {
+	for _, q := range p.Spec.(*config.AddressPool).Prefixes() {
+		if q.Addr().Is6() == v6 {
+			return true
+		}
 	}
 	return false
 }

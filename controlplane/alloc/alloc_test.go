@@ -236,3 +236,75 @@ func TestVIPFamilyFromThePool(t *testing.T) {
 		}
 	}
 }
+
+// TestVIPsPerPrefixLength: the VIPs a pool of one prefix hands out, in order, until it is
+// exhausted: never an IPv4 network or broadcast address below /31, never an IPv6 pool's
+// Subnet-Router anycast address below /127 (the issue 17 bug: 2001:db8:ffff:: was the first
+// IPv6 VIP) nor its RFC 2526 anycast IDs in a /64; /31, /32, /127 and /128 use every address.
+// The service names no ipFamily: the single-family pool it names decides.
+func TestVIPsPerPrefixLength(t *testing.T) {
+	for _, c := range []struct {
+		cidr string
+		want []string // VIPs of services s0, s1, ... in order; one more service finds none
+	}{
+		{"2001:db8:ffff::/64", []string{"2001:db8:ffff::1", "2001:db8:ffff::2", "2001:db8:ffff::3"}},
+		{"2001:db8:ffff::/126", []string{"2001:db8:ffff::1", "2001:db8:ffff::2", "2001:db8:ffff::3"}},
+		{"2001:db8:ffff::/120", []string{"2001:db8:ffff::1", "2001:db8:ffff::2"}},
+		{"2001:db8:ffff::/127", []string{"2001:db8:ffff::", "2001:db8:ffff::1"}},
+		{"2001:db8:ffff::7/128", []string{"2001:db8:ffff::7"}},
+		{"198.19.3.0/24", []string{"198.19.3.1", "198.19.3.2"}},
+		{"198.19.3.0/30", []string{"198.19.3.1", "198.19.3.2"}},
+		{"198.19.3.0/31", []string{"198.19.3.0", "198.19.3.1"}},
+		{"198.19.3.7/32", []string{"198.19.3.7"}},
+	} {
+		t.Run(c.cidr, func(t *testing.T) {
+			y := depts + doc("AddressPool", "p", "{cidrs: [\""+c.cidr+"\"], departments: [a]}")
+			// Exhaustion is checked where the prefix holds few addresses.
+			exhaust := !strings.HasSuffix(c.cidr, "/64") && !strings.HasSuffix(c.cidr, "/120") && !strings.HasSuffix(c.cidr, "/24")
+			n := len(c.want)
+			if exhaust {
+				n++
+			}
+			for i := range n {
+				y += doc("Service", "s"+string(rune('0'+i)), "{department: a, pool: p, ports: [{port: 80}]}")
+			}
+			st := state(t, y)
+			es := Allocate(st, DefaultConfig())
+			for i, w := range c.want {
+				if got := st.Get(config.KindService, "s"+string(rune('0'+i))).Status.VIP; got != w {
+					t.Errorf("service s%d: VIP %q, want %s", i, got, w)
+				}
+			}
+			if exhaust {
+				last := "s" + string(rune('0'+len(c.want)))
+				if len(es) != 1 || !strings.Contains(es.Error(), last) || !strings.Contains(es.Error(), "no free") {
+					t.Errorf("pool exhausted: errors %v, want one for %s", es, last)
+				}
+			} else if len(es) > 0 {
+				t.Fatal(es)
+			}
+		})
+	}
+}
+
+// TestVIPFamilyAgainstThePool: a service whose ipFamily its named pool cannot give is told so,
+// naming the pool and what to change, for each family and a dual-stack pool that has both.
+func TestVIPFamilyAgainstThePool(t *testing.T) {
+	for _, c := range []struct {
+		cidrs, family, wantVIP, wantErr string
+	}{
+		{`["2001:db8:ffff::/120"]`, "ipv4", "", `pool "p" has no IPv4 prefix (spec.ipFamily is ipv4); leave ipFamily out`},
+		{`[198.19.3.0/24]`, "ipv6", "", `pool "p" has no IPv6 prefix (spec.ipFamily is ipv6); leave ipFamily out`},
+		{`[198.19.3.0/24, "2001:db8:ffff::/120"]`, "ipv6", "2001:db8:ffff::1", ""},
+	} {
+		st := state(t, depts+doc("AddressPool", "p", "{cidrs: "+c.cidrs+", departments: [a]}")+
+			doc("Service", "s", "{department: a, pool: p, ipFamily: "+c.family+", ports: [{port: 80}]}"))
+		es := Allocate(st, DefaultConfig())
+		if got := st.Get(config.KindService, "s").Status.VIP; got != c.wantVIP {
+			t.Errorf("pool %s, ipFamily %s: VIP %q, want %q", c.cidrs, c.family, got, c.wantVIP)
+		}
+		if (c.wantErr == "") != (len(es) == 0) || (c.wantErr != "" && !strings.Contains(es.Error(), c.wantErr)) {
+			t.Errorf("pool %s, ipFamily %s: errors %v, want %q", c.cidrs, c.family, es, c.wantErr)
+		}
+	}
+}

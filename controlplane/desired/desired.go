@@ -163,6 +163,9 @@ type Interface struct {
 	Prefix4  netip.Prefix `json:"prefix4,omitzero"`
 	Prefix6  netip.Prefix `json:"prefix6,omitzero"`
 	Gateway4 netip.Addr   `json:"gateway4,omitzero"`
+	// Gateway6 is the segment's IPv6 gateway, set when Prefix6 is (the guest's IPv6 default
+	// route).
+	Gateway6 netip.Addr `json:"gateway6,omitzero"`
 }
 
 // Volume is a block volume used by a VM on this host.

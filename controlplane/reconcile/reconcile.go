@@ -176,7 +176,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 				in.Prefix4 = netip.PrefixFrom(a, ss.Prefix4().Bits())
 			}
 			if a := parseAddr(n.IPv6); a.IsValid() && ss.Prefix6().IsValid() {
-				in.Prefix6 = netip.PrefixFrom(a, ss.Prefix6().Bits())
+				in.Prefix6, in.Gateway6 = netip.PrefixFrom(a, ss.Prefix6().Bits()), ss.Gateway6Addr()
 			}
 			vm.Interfaces = append(vm.Interfaces, in)
 		}

@@ -82,3 +82,46 @@ func TestExampleDesiredState(t *testing.T) {
 		}
 	}
 }
+
+// TestInterfaceIPv6AndGateway6: a VM's interface on a dual-stack segment carries its IPv6
+// address with the segment's length and the segment's gateway6 (given, or the first address),
+// and one on an IPv4-only segment neither.
+func TestInterfaceIPv6AndGateway6(t *testing.T) {
+	y := "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: a}\nspec: {}\n"
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	y += doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11}") +
+		doc("Segment", "s64", `{department: a, ipv4: 198.18.60.0/24, ipv6: "2001:db8:60::/64"}`) +
+		doc("Segment", "s120", `{department: a, ipv4: 198.18.61.0/24, ipv6: "2001:db8:61::/120", gateway6: "2001:db8:61::fe"}`) +
+		doc("Segment", "s4", `{department: a, ipv4: 198.18.62.0/24}`) +
+		doc("VM", "v", `{department: a, vcpus: 1, memoryMiB: 64, image: tiny, host: h1, networks: [{segment: s64}, {segment: s120}, {segment: s4}]}`)
+	objs, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := config.NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if err := config.Validate(st).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.Allocate(st, alloc.DefaultConfig()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := ForHost(st, "h1", 1)
+	if len(d.VMs) != 1 || len(d.VMs[0].Interfaces) != 3 {
+		t.Fatalf("VMs %+v", d.VMs)
+	}
+	want := map[string][2]string{ // segment -> prefix6, gateway6
+		"s64":  {"2001:db8:60::2/64", "2001:db8:60::1"},
+		"s120": {"2001:db8:61::1/120", "2001:db8:61::fe"},
+		"s4":   {"invalid Prefix", "invalid IP"},
+	}
+	for _, ifc := range d.VMs[0].Interfaces {
+		if got := [2]string{ifc.Prefix6.String(), ifc.Gateway6.String()}; got != want[ifc.Segment] {
+			t.Errorf("interface on %s: prefix6, gateway6 %v, want %v", ifc.Segment, got, want[ifc.Segment])
+		}
+	}
+}

@@ -274,10 +274,32 @@ func NetworkReporter(a Agent, tr *trunk.Trunk, host string, c *metering.Client) 
 		},
 		Samples: func() ([]metering.Sample, error) {
 			tr, err := ts.Traffic()
-			return metering.TrafficSamples(tr), err
+			return metering.TrafficSamples(KnownTraffic(tr, a.Desired())), err
 		},
 		Send: c.Report,
 	}
+}
+
+// KnownTraffic leaves out the counters of segments and departments st no longer names: the
+// trunk keeps a deleted segment's counters (named by id, "vlan121"), and the controller
+// refuses a whole report holding a sample of a segment not on the host, so one deleted
+// segment that had traffic would stop the host's billing. What such a segment carried since
+// the last accepted report is not billed. With no desired state yet (nil) nothing is left out.
+func KnownTraffic(tr []metering.Traffic, st *desired.State) []metering.Traffic {
+	if st == nil {
+		return tr
+	}
+	segs := map[[2]string]bool{}
+	for _, sg := range st.Segments {
+		segs[[2]string{sg.Department, sg.Name}] = true
+	}
+	out := make([]metering.Traffic, 0, len(tr))
+	for _, t := range tr {
+		if segs[[2]string{t.Department, t.Segment}] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // LBReporter reports the bytes to each public VIP this host's load balancer balanced (source

@@ -344,3 +344,30 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestKnownTraffic: the network reporter sends only the traffic of segments the desired state
+// names (a deleted segment's counters, named by VLAN, made the controller refuse every
+// report); rows: a named segment, a deleted segment (vlan121), a deleted department's segment,
+// another department's name on a segment, and no desired state yet.
+func TestKnownTraffic(t *testing.T) {
+	st := &desired.State{Segments: []desired.Segment{{Name: "lands-web", Department: "lands", VLAN: 120}, {Name: "health-web", Department: "health", VLAN: 130}}}
+	tr := []metering.Traffic{
+		{Department: "lands", Segment: "lands-web", Direction: "rx", Bytes: 1},
+		{Department: "lands", Segment: "vlan121", Direction: "rx", Bytes: 2},
+		{Department: "dept1002", Segment: "vlan140", Direction: "tx", Bytes: 4},
+		{Department: "health", Segment: "lands-web", Direction: "tx", Bytes: 8},
+		{Department: "health", Segment: "health-web", Direction: "tx", Bytes: 16},
+	}
+	sum := func(tr []metering.Traffic) (n uint64) {
+		for _, x := range tr {
+			n += x.Bytes
+		}
+		return n
+	}
+	if got := sum(KnownTraffic(tr, st)); got != 1+16 {
+		t.Errorf("known traffic: %d bytes (each row a power of two), want %d (lands-web and health-web only)", got, 1+16)
+	}
+	if got := sum(KnownTraffic(tr, nil)); got != 31 {
+		t.Errorf("no desired state: %d bytes kept, want all 31", got)
+	}
+}
