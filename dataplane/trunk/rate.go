@@ -25,14 +25,20 @@ const MinBurst = 128 << 10
 const MaxBurst = 1 << 33
 
 // burstTime is how much traffic at the limit the bucket holds. A policer drops where a
-// shaper would queue; TCP halves its window on each loss, so the bucket must carry a flow
-// over its recovery or the average falls well short of the limit. 20 ms of traffic (250 kB at
-// 100 Mbit/s) keeps an iperf3 TCP flow within a few percent of the limit between guests
-// (RTT well under 1 ms), while letting a flow exceed the limit by at most 20 ms worth, once.
-const burstTime = 20e-3
+// shaper would queue, and between guests on one host or two the RTT is tens of microseconds:
+// TCP's smallest window is then far above any limit, so the bucket always runs dry and the
+// flow loses a run of segments, retransmissions included, and waits out a retransmission
+// timeout (Linux's minimum is 200 ms) before it sends again. Measured with iperf3 between
+// guests (dataplane/hostnet TestBandwidthLimit): TCP gets about min(limit, burst / 200 ms),
+// so 5 and 10 Mbit/s at a limit of 100 with buckets of 128 kB and 250 kB, 40 with 1 MB; with
+// 200, 300 and 500 ms of traffic it got 94, 98 and 98 Mbit/s at 100 and 194, 203 and 203 at
+// 200. 300 ms leaves a margin over the 200 ms timeout; the price is that a flow may run
+// ahead of the limit by 300 ms worth of traffic (3.75 MB at 100 Mbit/s) after an idle spell,
+// so one-second samples swing about 15% around the limit while longer averages hold it.
+const burstTime = 300e-3
 
-// DefaultBurst is the bucket depth for a limit of bps bits per second: 20 ms of traffic at the
-// limit, at least MinBurst.
+// DefaultBurst is the bucket depth for a limit of bps bits per second: 300 ms of traffic at
+// the limit, at least MinBurst, at most MaxBurst.
 func DefaultBurst(bps uint64) uint64 {
 	b := uint64(float64(bps) / 8 * burstTime)
 	return min(max(b, MinBurst), MaxBurst)

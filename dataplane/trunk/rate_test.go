@@ -120,10 +120,10 @@ func TestRateEncoding(t *testing.T) {
 		want    trunk.Rate // read back
 		wantErr bool
 	}{
-		{name: "100 Mbit/s, default burst", rate: trunk.MbpsRate(100), want: trunk.Rate{BitsPerSecond: 100e6, BurstBytes: 250_000}},
+		{name: "100 Mbit/s, default burst (300 ms)", rate: trunk.MbpsRate(100), want: trunk.Rate{BitsPerSecond: 100e6, BurstBytes: 3_750_000}},
 		{name: "1 Mbit/s: burst at least MinBurst", rate: trunk.MbpsRate(1), want: trunk.Rate{BitsPerSecond: 1e6, BurstBytes: trunk.MinBurst}},
-		{name: "400 Gbit/s: burst 1 GB", rate: trunk.MbpsRate(400_000), want: trunk.Rate{BitsPerSecond: 400e9, BurstBytes: 1_000_000_000}},
-		{name: "zero burst takes the default", rate: trunk.Rate{BitsPerSecond: 200e6}, want: trunk.Rate{BitsPerSecond: 200e6, BurstBytes: 500_000}},
+		{name: "400 Gbit/s: burst at most MaxBurst", rate: trunk.MbpsRate(400_000), want: trunk.Rate{BitsPerSecond: 400e9, BurstBytes: trunk.MaxBurst}},
+		{name: "zero burst takes the default", rate: trunk.Rate{BitsPerSecond: 200e6}, want: trunk.Rate{BitsPerSecond: 200e6, BurstBytes: 7_500_000}},
 		{name: "under one byte per second", rate: trunk.Rate{BitsPerSecond: 7}, wantErr: true},
 		{name: "burst beyond MaxBurst", rate: trunk.Rate{BitsPerSecond: 8e9, BurstBytes: trunk.MaxBurst + 1}, wantErr: true},
 	}
