@@ -18,13 +18,13 @@ import (
 // entries and the firewall. It is a pure function of its input, so it has golden tests without
 // root (TestPlanGolden); Set applies it, leaving out what depends on a segment it could not make.
 type Plan struct {
-	Sysctls   []Sysctl // host-wide; per-bridge ones are in Segments
-	Segments  []SegmentPlan
-	Ports     []PortPlan // local guest ports and the bridge each joins
+	Sysctls  []Sysctl // host-wide; per-bridge ones are in Segments
+	Segments []SegmentPlan
+	Ports    []PortPlan // local guest ports and the bridge each joins
 	// Rates are the departments' bandwidth limits (those with one); Policed the local guest
 	// ports that carry the limiter (the ports of those departments).
-	Rates   []RatePlan
-	Policed []PolicedPort
+	Rates     []RatePlan
+	Policed   []PolicedPort
 	Neighbors []netdev.Neighbor
 	Rules     []netdev.Rule
 	Routes    []netdev.Route
