@@ -169,6 +169,9 @@ func TestBandwidthLimit(t *testing.T) {
 	// Leave out the first second (slow start, full bucket) and the seconds around the change.
 	before, after, healthMbps := meanMbps(lv, 1, change-1), meanMbps(lv, change+1, secs), meanMbps(hv, 1, change-2)
 	t.Logf("lands at 100: %.1f Mbit/s; at 200: %.1f Mbit/s; health meanwhile %.1f Mbit/s", before, after, healthMbps)
+	if len(lv) < secs || len(hv) < change-2 {
+		t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
+	}
 	if math.Abs(before-100) > 10 {
 		t.Errorf("lands at a 100 Mbit/s quota got %.1f Mbit/s, want 90-110", before)
 	}
