@@ -33,10 +33,11 @@ func bwHost(t *testing.T) (*hostnet.Host, func(landsMbps int) hostnet.HostNetwor
 		t.Fatal(err)
 	}
 	guests := map[string]*bwGuest{
-		"lands-web": {port: "vlw", seg: "lands-web", addr: "198.18.20.10", mac: "02:00:00:00:20:10"},
-		"lands-db":  {port: "vld", seg: "lands-db", addr: "198.18.21.10", mac: "02:00:00:00:21:10"},
-		"health-a":  {port: "vha", seg: "health-web", addr: "198.18.30.10", mac: "02:00:00:00:30:10"},
-		"health-b":  {port: "vhb", seg: "health-web", addr: "198.18.30.11", mac: "02:00:00:00:30:11"},
+		"lands-web":  {port: "vlw", seg: "lands-web", addr: "198.18.20.10", mac: "02:00:00:00:20:10"},
+		"lands-db":   {port: "vld", seg: "lands-db", addr: "198.18.21.10", mac: "02:00:00:00:21:10"},
+		"lands-web2": {port: "vlw2", seg: "lands-web", addr: "198.18.20.11", mac: "02:00:00:00:20:11"},
+		"health-a":   {port: "vha", seg: "health-web", addr: "198.18.30.10", mac: "02:00:00:00:30:10"},
+		"health-b":   {port: "vhb", seg: "health-web", addr: "198.18.30.11", mac: "02:00:00:00:30:11"},
 	}
 	gw := map[string]string{"lands-web": "198.18.20.1", "lands-db": "198.18.21.1", "health-web": "198.18.30.1"}
 	for _, g := range guests {
@@ -142,8 +143,8 @@ func meanMbps(xs []float64, from, to int) float64 {
 }
 
 // TestBandwidthLimit: lands at 100 Mbit/s gets 100 +-10% between its two segments on one host
-// (the host routes between the bridges: no trunk on the path) while health, on the same host
-// at the same time, is not held to it; lands' quota raised to 200 speeds the same connection
+// (the host routes between the bridges: no trunk on the path) and within one segment (bridged),
+// while health, on the same host at the same time, is not held to it; lands' quota raised to 200 speeds the same connection
 // up to 200 +-10%; the drops are counted as rate_limit of lands.
 func TestBandwidthLimit(t *testing.T) {
 	netnstest.RequirePrivileged(t)
@@ -152,48 +153,51 @@ func TestBandwidthLimit(t *testing.T) {
 	if err := h.Set(state(100)); err != nil {
 		t.Fatal(err)
 	}
-	g["lands-web"].ns.MustRun(t, "ping", "-c1", "-W5", g["lands-db"].addr)
 	g["health-a"].ns.MustRun(t, "ping", "-c1", "-W5", g["health-b"].addr)
 
-	const secs, change = 16, 8
-	lands := startIperf(t, g["lands-web"].ns, g["lands-db"].ns, g["lands-db"].addr, "5301", secs)
-	health := startIperf(t, g["health-a"].ns, g["health-b"].ns, g["health-b"].addr, "5302", change-2)
-	time.Sleep(change * time.Second)
-	if err := h.Set(state(200)); err != nil {
-		t.Fatal(err)
-	}
-	hv := health.wait(t)
-	lv := lands.wait(t)
-	t.Logf("lands Mbit/s per second: %.0f", scale(lv))
-	t.Logf("health Mbit/s per second: %.0f", scale(hv))
-	// Leave out the first second (slow start, full bucket) and the seconds around the change.
-	before, after, healthMbps := meanMbps(lv, 1, change-1), meanMbps(lv, change+1, secs), meanMbps(hv, 1, change-2)
-	t.Logf("lands at 100: %.1f Mbit/s; at 200: %.1f Mbit/s; health meanwhile %.1f Mbit/s", before, after, healthMbps)
-	if len(lv) < secs || len(hv) < change-2 {
-		t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
-	}
-	if math.Abs(before-100) > 10 {
-		t.Errorf("lands at a 100 Mbit/s quota got %.1f Mbit/s, want 90-110", before)
-	}
-	if math.Abs(after-200) > 20 {
-		t.Errorf("lands' same connection after the quota went to 200 got %.1f Mbit/s, want 180-220", after)
-	}
-	// health's own limit is 1000: at least twice lands' shows it was not held to lands'.
-	if healthMbps < 200 {
-		t.Errorf("health got %.1f Mbit/s next to lands, want >= 200 (not lands' limit)", healthMbps)
-	}
-	drops, err := h.Trunk().Drops()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var landsDrops uint64
-	for k, c := range drops {
-		if k.Reason == trunk.DropRateLimit && k.Department == 3 {
-			landsDrops += c.Packets
-		}
-	}
-	if landsDrops == 0 {
-		t.Errorf("no rate_limit drops counted for lands: %v", drops)
+	// Both paths a department's traffic takes on one host; the trunk's is the lab's.
+	for _, tc := range []struct{ name, from, to string }{
+		{"routed by the host between two segments", "lands-db", "lands-web"},
+		{"bridged within a segment", "lands-web2", "lands-web"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := h.Set(state(100)); err != nil {
+				t.Fatal(err)
+			}
+			from, to := g[tc.from], g[tc.to]
+			to.ns.MustRun(t, "ping", "-c1", "-W5", from.addr)
+			dropsBefore := landsDrops(t, h)
+			const secs, change = 16, 8
+			lands := startIperf(t, to.ns, from.ns, from.addr, "5301", secs)
+			health := startIperf(t, g["health-a"].ns, g["health-b"].ns, g["health-b"].addr, "5302", change-2)
+			time.Sleep(change * time.Second)
+			if err := h.Set(state(200)); err != nil {
+				t.Fatal(err)
+			}
+			hv := health.wait(t)
+			lv := lands.wait(t)
+			t.Logf("lands Mbit/s per second: %.0f", scale(lv))
+			t.Logf("health Mbit/s per second: %.0f", scale(hv))
+			if len(lv) < secs || len(hv) < change-2 {
+				t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
+			}
+			// Leave out the first second (slow start, full bucket) and the seconds around the change.
+			before, after, healthMbps := meanMbps(lv, 1, change-1), meanMbps(lv, change+1, secs), meanMbps(hv, 1, change-2)
+			t.Logf("lands at 100: %.1f Mbit/s; at 200: %.1f Mbit/s; health meanwhile %.1f Mbit/s", before, after, healthMbps)
+			if math.Abs(before-100) > 10 {
+				t.Errorf("lands at a 100 Mbit/s quota got %.1f Mbit/s, want 90-110", before)
+			}
+			if math.Abs(after-200) > 20 {
+				t.Errorf("lands' same connection after the quota went to 200 got %.1f Mbit/s, want 180-220", after)
+			}
+			// health's own limit is 1000: at least twice lands' shows it was not held to lands'.
+			if healthMbps < 200 {
+				t.Errorf("health got %.1f Mbit/s next to lands, want >= 200 (not lands' limit)", healthMbps)
+			}
+			if d := landsDrops(t, h) - dropsBefore; d == 0 {
+				t.Errorf("no rate_limit drops counted for lands")
+			}
+		})
 	}
 	rates, err := h.Trunk().Rates()
 	if err != nil {
@@ -213,6 +217,28 @@ func TestBandwidthLimit(t *testing.T) {
 	if n := len(att[trunk.RoleGuestTX]) + len(att[trunk.RoleGuestRX]); n != 4 { // health's two ports, each way
 		t.Errorf("guest limiter attachments after lands' quota was unset: %v, want health's only", att)
 	}
+	if gp, err := h.Trunk().Guests(); err != nil || len(gp) != 2 {
+		t.Errorf("policed guest ports after lands' quota was unset: %v (%v), want health's two", gp, err)
+	}
+	if r, err := h.Trunk().Rates(); err != nil || len(r) != 1 || r[4].BitsPerSecond != 1000e6 {
+		t.Errorf("rates after lands' quota was unset: %v (%v), want health's only", r, err)
+	}
+}
+
+// landsDrops is the rate_limit drops of lands (department 3), all segments.
+func landsDrops(t *testing.T, h *hostnet.Host) uint64 {
+	t.Helper()
+	drops, err := h.Trunk().Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for k, c := range drops {
+		if k.Reason == trunk.DropRateLimit && k.Department == 3 {
+			n += c.Packets
+		}
+	}
+	return n
 }
 
 func scale(xs []float64) []float64 {
