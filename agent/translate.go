@@ -48,6 +48,10 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 	for _, d := range st.Departments {
 		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6, VIPs: vips[d.Name]})
 	}
+	// Bandwidth quotas: every host enforces each department's on its own guest ports.
+	for i, d := range st.Departments {
+		hn.Departments[i].BandwidthMbps = d.BandwidthMbps
+	}
 	// dsr backends answer from the VIP.
 	serves := st.DSRVIPs()
 	for _, s := range st.Segments {

@@ -58,6 +58,7 @@ func TestLab(t *testing.T) {
 		t.Fatalf("lab verify: %v", err)
 	}
 	ipv6EndToEnd(t, bin, dir)
+	bandwidthQuota(t, bin, dir)
 	trustOverTLS(t, bin, dir)
 	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)

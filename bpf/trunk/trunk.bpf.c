@@ -13,6 +13,12 @@
  * skb metadata (the kernel untags on receive before TC runs); both are handled. Tag
  * classification agrees with xdp_lb (bpf/lb/parse.h): 802.1Q and 802.1ad outer tags alike,
  * VID 0 (a priority tag) is untagged traffic, a tag behind a tag is never a department's.
+ *
+ * guest_tx / guest_rx police departments' bandwidth (spec.quotas.bandwidthMbps) on the host
+ * side of each guest port, at TCX ingress (what guests send) and egress (what they receive):
+ * every guest byte passes there, whether it is bridged within a segment, routed by the host
+ * between two segments, or crosses the trunk. One token bucket per (department, direction)
+ * per host.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -230,4 +236,78 @@ int trunk_from_uplink(struct __sk_buff *skb)
 		return drop(dept, segid, TRUNK_DROP_GATEWAY_ND, len);
 	count_traffic(dept, segid, TRUNK_DIR_RX, len);
 	return bpf_redirect(ifindex, 0);
+}
+
+/* police charges a frame on a policed guest port to its department's bucket for dir:
+ * TC_ACT_UNSPEC (pass on, TCX_NEXT) when the port or its department has no limit or the
+ * bucket holds the frame, TC_ACT_SHOT (counted as rate_limit) when it does not. ARP passes
+ * uncharged: a guest that lost its neighbours at the limit would stall its own recovery.
+ *
+ * A policer, not a shaper (this kernel has no fq for EDT pacing): an empty bucket drops and
+ * TCP backs off. The bucket is shared by all CPUs under a spin lock, so the limit holds
+ * however many queues the department's traffic is spread over. */
+static __always_inline int police(struct __sk_buff *skb, __u32 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct trunk_guest *g = bpf_map_lookup_elem(&trunk_guests, &ifindex);
+	if (!g)
+		return TC_ACT_UNSPEC;
+	__u32 dept = g->dept_id, segid = g->seg_id;
+	struct trunk_rate *r = bpf_map_lookup_elem(&trunk_rates, &dept);
+	if (!r || !r->rate)
+		return TC_ACT_UNSPEC;
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return TC_ACT_UNSPEC;
+	__u64 rate = r->rate, fill_ns = r->fill_ns;
+	__u64 cap = r->burst * TRUNK_NSEC_PER_SEC;
+	__u64 len = skb->len;
+	__u64 cost = len * TRUNK_NSEC_PER_SEC;
+	__u64 now = bpf_ktime_get_ns();
+
+	struct trunk_bucket_key k = { .dept_id = dept, .dir = dir };
+	struct trunk_bucket *b = bpf_map_lookup_elem(&trunk_buckets, &k);
+	if (!b) {
+		struct trunk_bucket fresh = { .tokens = cap, .last_ns = now };
+		bpf_map_update_elem(&trunk_buckets, &k, &fresh, BPF_NOEXIST);
+		b = bpf_map_lookup_elem(&trunk_buckets, &k);
+		if (!b)
+			return TC_ACT_UNSPEC;
+	}
+
+	int pass = 0;
+	bpf_spin_lock(&b->lock);
+	__u64 tokens = b->tokens;
+	if (now > b->last_ns) {
+		/* Another CPU may have refilled after our clock read: then nothing elapsed. */
+		__u64 elapsed = now - b->last_ns;
+		/* elapsed < fill_ns keeps elapsed * rate below cap: no overflow at any rate. */
+		tokens = elapsed >= fill_ns ? cap : tokens + elapsed * rate;
+		b->last_ns = now;
+	}
+	if (tokens > cap) /* also after a lowered limit */
+		tokens = cap;
+	if (tokens >= cost) {
+		tokens -= cost;
+		pass = 1;
+	}
+	b->tokens = tokens;
+	bpf_spin_unlock(&b->lock);
+
+	if (pass)
+		return TC_ACT_UNSPEC;
+	return drop(dept, segid, TRUNK_DROP_RATE_LIMIT, len);
+}
+
+/* guest_tx: TCX ingress of a guest port, i.e. what the guest sends (the department's tx). */
+SEC("tcx/ingress")
+int guest_tx(struct __sk_buff *skb)
+{
+	return police(skb, TRUNK_DIR_TX);
+}
+
+/* guest_rx: TCX egress of a guest port, i.e. what is delivered to the guest (its rx). */
+SEC("tcx/egress")
+int guest_rx(struct __sk_buff *skb)
+{
+	return police(skb, TRUNK_DIR_RX);
 }

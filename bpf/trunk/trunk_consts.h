@@ -18,7 +18,14 @@
 #define TRUNK_MAX_COUNTERS 16384
 #endif
 
-/* trunk_stat_key.dir: traffic leaving a segment onto the trunk (tx) or arriving from it (rx). */
+/* Departments with a bandwidth limit (trunk_rates) and their buckets (two each). */
+#ifndef TRUNK_MAX_DEPTS
+#define TRUNK_MAX_DEPTS 4096
+#endif
+
+#define TRUNK_NSEC_PER_SEC 1000000000ULL
+
+/* trunk_stat_key.dir, trunk_bucket_key.dir: traffic leaving a segment onto the trunk (tx) or arriving from it (rx). */
 #define TRUNK_DIR_RX 0
 #define TRUNK_DIR_TX 1
 
@@ -30,6 +37,7 @@
 #define TRUNK_DROP_NO_PORT      5 /* program attached to a port that has no segment (stale) */
 #define TRUNK_DROP_MALFORMED    6 /* shorter than an Ethernet (+ tag) header */
 #define TRUNK_DROP_NO_UPLINK    7 /* no uplink configured, or a helper failed */
+#define TRUNK_DROP_RATE_LIMIT   8 /* guest port: the department's bandwidth bucket is empty */
 
 #define ETH_P_8021Q_BE  0x0081 /* htons(0x8100) on little endian, kept for readability below */
 #define VLAN_VID_MASK   0x0fff

@@ -54,4 +54,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trunk_drops SEC(".maps");
 
+/* Guest port ifindex -> department and segment, for the ports of departments with a limit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TRUNK_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, struct trunk_guest);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trunk_guests SEC(".maps");
+
+/* Department id -> its bandwidth limit on this host (absent: unlimited). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TRUNK_MAX_DEPTS);
+	__type(key, __u32);
+	__type(value, struct trunk_rate);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trunk_rates SEC(".maps");
+
+/* (department, direction) -> token bucket, shared by all CPUs under its spin lock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * TRUNK_MAX_DEPTS);
+	__type(key, struct trunk_bucket_key);
+	__type(value, struct trunk_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trunk_buckets SEC(".maps");
+
 #endif

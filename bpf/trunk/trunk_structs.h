@@ -48,4 +48,33 @@ struct trunk_counter {
 	__u64 bytes;
 };
 
+/* A policed guest port (host side of a guest's tap or veth): whose traffic it carries. */
+struct trunk_guest {
+	__u32 dept_id; /* department id: the bucket and the drop counter */
+	__u32 seg_id;  /* segment id: the drop counter */
+};
+
+/* A department's bandwidth limit on this host, the same in each direction. Written whole by
+ * the agent (a hash map value is replaced atomically), never by the program. */
+struct trunk_rate {
+	__u64 rate;    /* bytes per second; 0: unlimited */
+	__u64 burst;   /* bucket depth in bytes, at least one maximal (GSO) frame */
+	__u64 fill_ns; /* time to fill an empty bucket: burst * 1e9 / rate, rounded up */
+};
+
+struct trunk_bucket_key {
+	__u32 dept_id;
+	__u32 dir; /* TRUNK_DIR_TX: sent by the department's guests; TRUNK_DIR_RX: delivered to them */
+};
+
+/* A token bucket. Tokens are in nano-bytes (bytes * 1e9), so a refill is elapsed_ns * rate
+ * with no division and no rounding at any rate. Created full by the program on first use; a
+ * limit change leaves it alone (flows keep their tokens). */
+struct trunk_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 tokens;  /* nano-bytes, at most burst * 1e9 */
+	__u64 last_ns; /* bpf_ktime_get_ns of the last refill */
+};
+
 #endif

@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TrunkTrunkBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad    uint32
+	Tokens uint64
+	LastNs uint64
+}
+
+type TrunkTrunkBucketKey struct {
+	_      structs.HostLayout
+	DeptId uint32
+	Dir    uint32
+}
+
 type TrunkTrunkConfig struct {
 	_             structs.HostLayout
 	UplinkIfindex uint32
@@ -31,9 +48,22 @@ type TrunkTrunkDropKey struct {
 	Reason uint32
 }
 
+type TrunkTrunkGuest struct {
+	_      structs.HostLayout
+	DeptId uint32
+	SegId  uint32
+}
+
 type TrunkTrunkPort struct {
 	_    structs.HostLayout
 	Vlan uint32
+}
+
+type TrunkTrunkRate struct {
+	_      structs.HostLayout
+	Rate   uint64
+	Burst  uint64
+	FillNs uint64
 }
 
 type TrunkTrunkSegment struct {
@@ -58,11 +88,16 @@ type TrunkTrunkStatKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TrunkMapTrunkBuckets      = "trunk_buckets"
 	TrunkMapTrunkCfg          = "trunk_cfg"
 	TrunkMapTrunkDrops        = "trunk_drops"
+	TrunkMapTrunkGuests       = "trunk_guests"
 	TrunkMapTrunkPorts        = "trunk_ports"
+	TrunkMapTrunkRates        = "trunk_rates"
 	TrunkMapTrunkSegments     = "trunk_segments"
 	TrunkMapTrunkStats        = "trunk_stats"
+	TrunkProgGuestRx          = "guest_rx"
+	TrunkProgGuestTx          = "guest_tx"
 	TrunkProgTrunkFromSegment = "trunk_from_segment"
 	TrunkProgTrunkFromUplink  = "trunk_from_uplink"
 )
@@ -109,6 +144,8 @@ type TrunkSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrunkProgramSpecs struct {
+	GuestRx          *ebpf.ProgramSpec `ebpf:"guest_rx"`
+	GuestTx          *ebpf.ProgramSpec `ebpf:"guest_tx"`
 	TrunkFromSegment *ebpf.ProgramSpec `ebpf:"trunk_from_segment"`
 	TrunkFromUplink  *ebpf.ProgramSpec `ebpf:"trunk_from_uplink"`
 }
@@ -117,9 +154,12 @@ type TrunkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrunkMapSpecs struct {
+	TrunkBuckets  *ebpf.MapSpec `ebpf:"trunk_buckets"`
 	TrunkCfg      *ebpf.MapSpec `ebpf:"trunk_cfg"`
 	TrunkDrops    *ebpf.MapSpec `ebpf:"trunk_drops"`
+	TrunkGuests   *ebpf.MapSpec `ebpf:"trunk_guests"`
 	TrunkPorts    *ebpf.MapSpec `ebpf:"trunk_ports"`
+	TrunkRates    *ebpf.MapSpec `ebpf:"trunk_rates"`
 	TrunkSegments *ebpf.MapSpec `ebpf:"trunk_segments"`
 	TrunkStats    *ebpf.MapSpec `ebpf:"trunk_stats"`
 }
@@ -150,18 +190,24 @@ func (o *TrunkObjects) Close() error {
 //
 // It can be passed to LoadTrunkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrunkMaps struct {
+	TrunkBuckets  *ebpf.Map `ebpf:"trunk_buckets"`
 	TrunkCfg      *ebpf.Map `ebpf:"trunk_cfg"`
 	TrunkDrops    *ebpf.Map `ebpf:"trunk_drops"`
+	TrunkGuests   *ebpf.Map `ebpf:"trunk_guests"`
 	TrunkPorts    *ebpf.Map `ebpf:"trunk_ports"`
+	TrunkRates    *ebpf.Map `ebpf:"trunk_rates"`
 	TrunkSegments *ebpf.Map `ebpf:"trunk_segments"`
 	TrunkStats    *ebpf.Map `ebpf:"trunk_stats"`
 }
 
 func (m *TrunkMaps) Close() error {
 	return _TrunkClose(
+		m.TrunkBuckets,
 		m.TrunkCfg,
 		m.TrunkDrops,
+		m.TrunkGuests,
 		m.TrunkPorts,
+		m.TrunkRates,
 		m.TrunkSegments,
 		m.TrunkStats,
 	)
@@ -177,12 +223,16 @@ type TrunkVariables struct {
 //
 // It can be passed to LoadTrunkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrunkPrograms struct {
+	GuestRx          *ebpf.Program `ebpf:"guest_rx"`
+	GuestTx          *ebpf.Program `ebpf:"guest_tx"`
 	TrunkFromSegment *ebpf.Program `ebpf:"trunk_from_segment"`
 	TrunkFromUplink  *ebpf.Program `ebpf:"trunk_from_uplink"`
 }
 
 func (p *TrunkPrograms) Close() error {
 	return _TrunkClose(
+		p.GuestRx,
+		p.GuestTx,
 		p.TrunkFromSegment,
 		p.TrunkFromUplink,
 	)

@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TrunkNocountTrunkBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad    uint32
+	Tokens uint64
+	LastNs uint64
+}
+
+type TrunkNocountTrunkBucketKey struct {
+	_      structs.HostLayout
+	DeptId uint32
+	Dir    uint32
+}
+
 type TrunkNocountTrunkConfig struct {
 	_             structs.HostLayout
 	UplinkIfindex uint32
@@ -31,9 +48,22 @@ type TrunkNocountTrunkDropKey struct {
 	Reason uint32
 }
 
+type TrunkNocountTrunkGuest struct {
+	_      structs.HostLayout
+	DeptId uint32
+	SegId  uint32
+}
+
 type TrunkNocountTrunkPort struct {
 	_    structs.HostLayout
 	Vlan uint32
+}
+
+type TrunkNocountTrunkRate struct {
+	_      structs.HostLayout
+	Rate   uint64
+	Burst  uint64
+	FillNs uint64
 }
 
 type TrunkNocountTrunkSegment struct {
@@ -58,11 +88,16 @@ type TrunkNocountTrunkStatKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TrunkNocountMapTrunkBuckets      = "trunk_buckets"
 	TrunkNocountMapTrunkCfg          = "trunk_cfg"
 	TrunkNocountMapTrunkDrops        = "trunk_drops"
+	TrunkNocountMapTrunkGuests       = "trunk_guests"
 	TrunkNocountMapTrunkPorts        = "trunk_ports"
+	TrunkNocountMapTrunkRates        = "trunk_rates"
 	TrunkNocountMapTrunkSegments     = "trunk_segments"
 	TrunkNocountMapTrunkStats        = "trunk_stats"
+	TrunkNocountProgGuestRx          = "guest_rx"
+	TrunkNocountProgGuestTx          = "guest_tx"
 	TrunkNocountProgTrunkFromSegment = "trunk_from_segment"
 	TrunkNocountProgTrunkFromUplink  = "trunk_from_uplink"
 )
@@ -109,6 +144,8 @@ type TrunkNocountSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrunkNocountProgramSpecs struct {
+	GuestRx          *ebpf.ProgramSpec `ebpf:"guest_rx"`
+	GuestTx          *ebpf.ProgramSpec `ebpf:"guest_tx"`
 	TrunkFromSegment *ebpf.ProgramSpec `ebpf:"trunk_from_segment"`
 	TrunkFromUplink  *ebpf.ProgramSpec `ebpf:"trunk_from_uplink"`
 }
@@ -117,9 +154,12 @@ type TrunkNocountProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrunkNocountMapSpecs struct {
+	TrunkBuckets  *ebpf.MapSpec `ebpf:"trunk_buckets"`
 	TrunkCfg      *ebpf.MapSpec `ebpf:"trunk_cfg"`
 	TrunkDrops    *ebpf.MapSpec `ebpf:"trunk_drops"`
+	TrunkGuests   *ebpf.MapSpec `ebpf:"trunk_guests"`
 	TrunkPorts    *ebpf.MapSpec `ebpf:"trunk_ports"`
+	TrunkRates    *ebpf.MapSpec `ebpf:"trunk_rates"`
 	TrunkSegments *ebpf.MapSpec `ebpf:"trunk_segments"`
 	TrunkStats    *ebpf.MapSpec `ebpf:"trunk_stats"`
 }
@@ -150,18 +190,24 @@ func (o *TrunkNocountObjects) Close() error {
 //
 // It can be passed to LoadTrunkNocountObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrunkNocountMaps struct {
+	TrunkBuckets  *ebpf.Map `ebpf:"trunk_buckets"`
 	TrunkCfg      *ebpf.Map `ebpf:"trunk_cfg"`
 	TrunkDrops    *ebpf.Map `ebpf:"trunk_drops"`
+	TrunkGuests   *ebpf.Map `ebpf:"trunk_guests"`
 	TrunkPorts    *ebpf.Map `ebpf:"trunk_ports"`
+	TrunkRates    *ebpf.Map `ebpf:"trunk_rates"`
 	TrunkSegments *ebpf.Map `ebpf:"trunk_segments"`
 	TrunkStats    *ebpf.Map `ebpf:"trunk_stats"`
 }
 
 func (m *TrunkNocountMaps) Close() error {
 	return _TrunkNocountClose(
+		m.TrunkBuckets,
 		m.TrunkCfg,
 		m.TrunkDrops,
+		m.TrunkGuests,
 		m.TrunkPorts,
+		m.TrunkRates,
 		m.TrunkSegments,
 		m.TrunkStats,
 	)
@@ -177,12 +223,16 @@ type TrunkNocountVariables struct {
 //
 // It can be passed to LoadTrunkNocountObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrunkNocountPrograms struct {
+	GuestRx          *ebpf.Program `ebpf:"guest_rx"`
+	GuestTx          *ebpf.Program `ebpf:"guest_tx"`
 	TrunkFromSegment *ebpf.Program `ebpf:"trunk_from_segment"`
 	TrunkFromUplink  *ebpf.Program `ebpf:"trunk_from_uplink"`
 }
 
 func (p *TrunkNocountPrograms) Close() error {
 	return _TrunkNocountClose(
+		p.GuestRx,
+		p.GuestTx,
 		p.TrunkFromSegment,
 		p.TrunkFromUplink,
 	)

@@ -460,6 +460,12 @@ func (h *Host) setTrunk(d HostNetwork, p *Plan, portIdx map[uint16]int) error {
 	for idx, v := range wantPorts {
 		wantLinks[string(trunk.RoleSegment)+"/"+netdev.TrunkPortName(v)] = idx
 	}
+	policed, err := h.setRates(p)
+	errs = append(errs, err)
+	for name, idx := range policed {
+		wantLinks[string(trunk.RoleGuestTX)+"/"+name] = idx
+		wantLinks[string(trunk.RoleGuestRX)+"/"+name] = idx
+	}
 	attached, err := h.tr.Attached()
 	if err != nil {
 		errs = append(errs, err)
@@ -517,6 +523,63 @@ func (h *Host) setTrunk(d HostNetwork, p *Plan, portIdx map[uint16]int) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// setRates converges the trunk's bandwidth limits and policed guest ports to p, and returns
+// the policed ports that exist (name -> ifindex), which then need their programs. A limit
+// change rewrites only the rate: the buckets, and the flows through them, carry on.
+func (h *Host) setRates(p *Plan) (map[string]int, error) {
+	var errs []error
+	have, err := h.tr.Rates()
+	if err != nil {
+		return nil, err
+	}
+	want := map[uint32]bool{}
+	for _, r := range p.Rates {
+		want[r.ID] = true
+		if have[r.ID] != r.Rate {
+			if err := h.tr.SetRate(r.ID, r.Rate); err != nil {
+				errs = append(errs, fmt.Errorf("department %q: %w", r.Department, err))
+			}
+			h.writes++
+		}
+	}
+	for id := range have {
+		if !want[id] {
+			errs = append(errs, h.tr.SetRate(id, trunk.Rate{}))
+			h.writes++
+		}
+	}
+
+	policed := map[string]int{}
+	wantPorts := map[int]trunk.GuestPort{}
+	for _, g := range p.Policed {
+		l, err := h.nl.LinkByName(g.Ifname)
+		if err != nil {
+			continue // not there (yet): Set reports the missing port with the bridge ports
+		}
+		policed[g.Ifname] = l.Attrs().Index
+		wantPorts[l.Attrs().Index] = g.Port
+	}
+	cur, err := h.tr.Guests()
+	if err != nil {
+		return policed, errors.Join(append(errs, err)...)
+	}
+	for idx := range cur {
+		if _, ok := wantPorts[idx]; !ok {
+			errs = append(errs, h.tr.DeleteGuest(idx))
+			h.writes++
+		}
+	}
+	for idx, g := range wantPorts {
+		if c, ok := cur[idx]; !ok || c != g {
+			if err := h.tr.SetGuest(idx, g); err != nil {
+				errs = append(errs, err)
+			}
+			h.writes++
+		}
+	}
+	return policed, errors.Join(errs...)
 }
 
 func (h *Host) setFirewall(d HostNetwork, p *Plan) error {

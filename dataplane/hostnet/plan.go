@@ -18,9 +18,13 @@ import (
 // entries and the firewall. It is a pure function of its input, so it has golden tests without
 // root (TestPlanGolden); Set applies it, leaving out what depends on a segment it could not make.
 type Plan struct {
-	Sysctls   []Sysctl // host-wide; per-bridge ones are in Segments
-	Segments  []SegmentPlan
-	Ports     []PortPlan // local guest ports and the bridge each joins
+	Sysctls  []Sysctl // host-wide; per-bridge ones are in Segments
+	Segments []SegmentPlan
+	Ports    []PortPlan // local guest ports and the bridge each joins
+	// Rates are the departments' bandwidth limits (those with one); Policed the local guest
+	// ports that carry the limiter (the ports of those departments).
+	Rates     []RatePlan
+	Policed   []PolicedPort
 	Neighbors []netdev.Neighbor
 	Rules     []netdev.Rule
 	Routes    []netdev.Route
@@ -44,6 +48,19 @@ type SegmentPlan struct {
 // PortPlan is a local guest port joining its segment's bridge.
 type PortPlan struct {
 	Ifname, Bridge, Segment string
+}
+
+// RatePlan is one department's bandwidth limit in the trunk's rate table.
+type RatePlan struct {
+	Department string
+	ID         uint32
+	Rate       trunk.Rate
+}
+
+// PolicedPort is a local guest port whose traffic is charged to its department's buckets.
+type PolicedPort struct {
+	Ifname string
+	Port   trunk.GuestPort
 }
 
 // PlanFor works out the Plan of desired, with the department rules at rulePriority.
@@ -105,6 +122,9 @@ func (d HostNetwork) plan(rulePriority int) *Plan {
 		s := segs[g.Segment]
 		if g.Ifname != "" {
 			p.Ports = append(p.Ports, PortPlan{Ifname: g.Ifname, Bridge: bridgeOf(s), Segment: s.Name})
+			if dp := depts[s.Department]; dp.BandwidthMbps > 0 {
+				p.Policed = append(p.Policed, PolicedPort{Ifname: g.Ifname, Port: trunk.GuestPort{Department: dp.ID, Segment: s.ID}})
+			}
 		}
 		fdb := ""
 		if g.Ifname == "" {
@@ -151,6 +171,12 @@ func (d HostNetwork) plan(rulePriority int) *Plan {
 			v6.Dev, v6.Via = d.Uplink, dp.Egress6
 		}
 		p.Routes = append(p.Routes, v4, v6)
+	}
+
+	for _, dp := range d.Departments {
+		if dp.BandwidthMbps > 0 {
+			p.Rates = append(p.Rates, RatePlan{Department: dp.Name, ID: dp.ID, Rate: trunk.MbpsRate(dp.BandwidthMbps)})
+		}
 	}
 
 	p.Firewall = d.firewallConfig(segs, depts)
@@ -246,6 +272,12 @@ func (p *Plan) String() string {
 	}
 	for _, g := range p.Ports {
 		fmt.Fprintf(&b, "port %s master %s (segment %s)\n", g.Ifname, g.Bridge, g.Segment)
+	}
+	for _, r := range p.Rates {
+		fmt.Fprintf(&b, "rate %s (dept %d) %d bit/s burst %d bytes, each direction\n", r.Department, r.ID, r.Rate.BitsPerSecond, r.Rate.BurstBytes)
+	}
+	for _, g := range p.Policed {
+		fmt.Fprintf(&b, "police port %s dept %d segment %d\n", g.Ifname, g.Port.Department, g.Port.Segment)
 	}
 	for _, n := range p.Neighbors {
 		fmt.Fprintf(&b, "neigh %s dev %s lladdr %s", addrOrDash(n.IP), n.Dev, n.MAC)

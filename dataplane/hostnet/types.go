@@ -68,6 +68,10 @@ type Department struct {
 	// public and internal): a peer host's gateway routes those replies onto a shared segment,
 	// so they may come in from the fabric with the gateway's MAC.
 	VIPs []netip.Addr
+	// BandwidthMbps limits the department's traffic on this host (spec.quotas.bandwidthMbps,
+	// 10^6 bit/s): what its local guests send, and separately what they receive, each at most
+	// this rate (trunk.MbpsRate). 0 is unlimited. Every host enforces the whole limit.
+	BandwidthMbps int
 }
 
 // Segment is one L2 segment of a department.
@@ -127,6 +131,8 @@ func (h HostNetwork) normalize() (HostNetwork, error) {
 			return out, fmt.Errorf("department %q: routing table %d is reserved or invalid", d.Name, d.Table)
 		case tables[d.Table] != "":
 			return out, fmt.Errorf("department %q: routing table %d already used by %q", d.Name, d.Table, tables[d.Table])
+		case d.BandwidthMbps < 0:
+			return out, fmt.Errorf("department %q: bandwidth %d Mbit/s is negative", d.Name, d.BandwidthMbps)
 		}
 		depts[d.Name], ids[d.ID], tables[d.Table] = d, d.Name, d.Name
 		out.Departments = append(out.Departments, d)

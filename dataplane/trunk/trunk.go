@@ -57,6 +57,7 @@ const (
 	DropNoPort      DropReason = 5
 	DropMalformed   DropReason = 6
 	DropNoUplink    DropReason = 7
+	DropRateLimit   DropReason = 8 // a guest port's department is over its bandwidth limit
 )
 
 func (r DropReason) String() string {
@@ -75,6 +76,8 @@ func (r DropReason) String() string {
 		return "malformed"
 	case DropNoUplink:
 		return "no_uplink"
+	case DropRateLimit:
+		return "rate_limit"
 	}
 	return fmt.Sprintf("reason%d", uint32(r))
 }
@@ -131,7 +134,8 @@ func Load(pinPath string) (*Trunk, error) {
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		// Pinned by an agent whose maps had another layout (an upgrade): the old maps cannot
 		// serve the new program. Start them afresh (counters restart from zero).
-		for _, name := range []string{bpfobj.TrunkMapTrunkSegments, bpfobj.TrunkMapTrunkPorts, bpfobj.TrunkMapTrunkCfg, bpfobj.TrunkMapTrunkStats, bpfobj.TrunkMapTrunkDrops} {
+		for _, name := range []string{bpfobj.TrunkMapTrunkSegments, bpfobj.TrunkMapTrunkPorts, bpfobj.TrunkMapTrunkCfg, bpfobj.TrunkMapTrunkStats, bpfobj.TrunkMapTrunkDrops,
+			bpfobj.TrunkMapTrunkGuests, bpfobj.TrunkMapTrunkRates, bpfobj.TrunkMapTrunkBuckets} {
 			_ = os.Remove(filepath.Join(pinPath, name))
 		}
 		err = bpfobj.LoadTrunkObjects(&t.objs, opts)
@@ -161,7 +165,8 @@ func (t *Trunk) Close() error { return t.objs.Close() }
 // Unpin removes every pinned map and link (the links detach). Call Close as well.
 func (t *Trunk) Unpin() error {
 	var errs []error
-	for _, m := range []*ebpf.Map{t.objs.TrunkSegments, t.objs.TrunkPorts, t.objs.TrunkCfg, t.objs.TrunkStats, t.objs.TrunkDrops} {
+	for _, m := range []*ebpf.Map{t.objs.TrunkSegments, t.objs.TrunkPorts, t.objs.TrunkCfg, t.objs.TrunkStats, t.objs.TrunkDrops,
+		t.objs.TrunkGuests, t.objs.TrunkRates, t.objs.TrunkBuckets} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}
@@ -377,20 +382,34 @@ type Role string
 const (
 	RoleUplink  Role = "uplink"
 	RoleSegment Role = "segment"
+	// RoleGuestTX and RoleGuestRX police a guest port: TCX ingress (what the guest sends)
+	// and egress (what it receives).
+	RoleGuestTX Role = "guesttx"
+	RoleGuestRX Role = "guestrx"
 )
+
+// program is the role's program and TCX attach point.
+func (t *Trunk) program(role Role) (*ebpf.Program, ebpf.AttachType) {
+	switch role {
+	case RoleUplink:
+		return t.objs.TrunkFromUplink, ebpf.AttachTCXIngress
+	case RoleGuestTX:
+		return t.objs.GuestTx, ebpf.AttachTCXIngress
+	case RoleGuestRX:
+		return t.objs.GuestRx, ebpf.AttachTCXEgress
+	}
+	return t.objs.TrunkFromSegment, ebpf.AttachTCXIngress
+}
 
 func (t *Trunk) linkPin(role Role, name string) string {
 	return filepath.Join(t.pinPath, "links", string(role)+"_"+name)
 }
 
-// Attach puts the role's program on ifindex's TCX ingress and pins the link as
+// Attach puts the role's program on ifindex's TCX hook (egress for RoleGuestRX, else ingress) and pins the link as
 // role_name, where name identifies the interface (its name). If a pinned link exists, it is
 // re-pointed at this process's program instead (an agent restart never detaches).
 func (t *Trunk) Attach(role Role, name string, ifindex int) error {
-	prog := t.objs.TrunkFromSegment
-	if role == RoleUplink {
-		prog = t.objs.TrunkFromUplink
-	}
+	prog, where := t.program(role)
 	pin := t.linkPin(role, name)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
@@ -410,7 +429,7 @@ func (t *Trunk) Attach(role Role, name string, ifindex int) error {
 		_ = l.Unpin()
 		l.Close()
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: where})
 	if err != nil {
 		return fmt.Errorf("attaching %s program to %s (ifindex %d): %w", role, name, ifindex, err)
 	}

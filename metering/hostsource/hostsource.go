@@ -43,7 +43,7 @@ func Network(a Agent, hn *hostnet.Host, lb *lbmap.Dataplane, host string) http.H
 	ts := &Trunk{Trunk: hn.Trunk(), Desired: a.Desired, LBDrops: lb.Drops, FirewallDrops: hn.Drops}
 	c := metering.NewCollector(metering.Sources{Host: host, Traffic: ts, Service: s, BGP: s}, nil)
 	// Reasons a department's own segment can cause; a 0 series each from the start.
-	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String()}
+	c.ZeroDropReasons = []string{trunk.DropWrongVLAN.String(), trunk.DropDoubleTag.String(), trunk.DropNoPort.String(), trunk.DropRateLimit.String()}
 	return metering.Handler(c)
 }
 

@@ -1,0 +1,213 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/trunk"
+)
+
+// landsBandwidthYAML is lab.yaml's lands with another bandwidth quota.
+const landsBandwidthYAML = `apiVersion: govcloud/v1
+kind: Department
+metadata: {name: lands}
+spec:
+  displayName: Department of Lands
+  costCentre: CC-1001
+  quotas: {vcpus: 8, memoryGiB: 8, storageGiB: 50, bandwidthMbps: %d}
+`
+
+// bandwidthQuota (issue 17): lands at bandwidthMbps 100 gets 100 Mbit/s +-10% between its
+// guests on the two hosts (across the trunk) while health's guests, on the same hosts at the
+// same time, are not held to it; the quota raised to 200 speeds the same TCP connection up to
+// 200 +-10%; the drops are govcloud_department_drops_total{reason="rate_limit"} of lands. The
+// lab's quota (1000) is restored at the end.
+func bandwidthQuota(t *testing.T, bin, dir string) {
+	t.Helper()
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Fatal("bandwidth quota: needs iperf3 (installed by 'sudo make deps')")
+	}
+	ctx := context.Background()
+	l, admin := openLab(t, bin, dir)
+	c := l.client(admin)
+	setQuota := func(mbps int) {
+		t.Helper()
+		if _, err := c.Apply(ctx, "lands-bandwidth.yaml", []byte(fmt.Sprintf(landsBandwidthYAML, mbps)), client.ApplyOptions{}); err != nil {
+			t.Fatalf("apply lands bandwidthMbps %d: %v", mbps, err)
+		}
+		// Every host's kernel holds the new rate before traffic is measured against it.
+		deadline := time.Now().Add(30 * time.Second)
+		for _, h := range defaultHosts {
+			for {
+				r, err := l.landsRate(dir, h)
+				if err == nil && r == uint64(mbps)*1e6 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("lands' rate on %s: %d bit/s (%v), want %d Mbit/s", h, r, err, mbps)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+	defer setQuota(1000)
+	dropsBefore, err := l.scrapeByWhere("govcloud_department_drops_total", "department", `reason="rate_limit"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	setQuota(100)
+	// Ten seconds each side of the change: one-second samples of a policed TCP flow swing about
+	// 15% (README "Bandwidth quota"), the mean over nine holds the limit.
+	const secs, change = 20, 10
+	lands := labIperf(t, "lands-web-1", "lands-web-2", "5311", secs)
+	health := labIperf(t, "health-web-1", "health-web-2", "5312", change-2)
+	time.Sleep(change * time.Second)
+	setQuota(200)
+	hv, lv := health.wait(t), lands.wait(t)
+	t.Logf("lands Mbit/s each second (quota 100, then 200 from second %d): %v", change, mbps(lv))
+	t.Logf("health Mbit/s each second (quota 1000): %v", mbps(hv))
+	before, after, healthMbps := meanOf(lv, 1, change-1), meanOf(lv, change+2, secs), meanOf(hv, 1, change-2)
+	t.Logf("lands at 100: %.1f Mbit/s, at 200: %.1f Mbit/s (same connection); health meanwhile %.1f Mbit/s", before, after, healthMbps)
+	if len(lv) < secs || len(hv) < change-2 {
+		t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
+	}
+	if math.Abs(before-100) > 10 {
+		t.Errorf("lands at bandwidthMbps 100 got %.1f Mbit/s, want 90-110", before)
+	}
+	if math.Abs(after-200) > 20 {
+		t.Errorf("lands' connection after bandwidthMbps went to 200 got %.1f Mbit/s, want 180-220", after)
+	}
+	if healthMbps < 200 {
+		t.Errorf("health got %.1f Mbit/s beside lands, want >= 200 (not held to lands' 100)", healthMbps)
+	}
+	drops, err := l.scrapeByWhere("govcloud_department_drops_total", "department", `reason="rate_limit"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := drops["lands"] - dropsBefore["lands"]; d <= 0 {
+		t.Errorf("govcloud_department_drops_total{department=\"lands\",reason=\"rate_limit\"} moved by %v, want > 0 (%v)", d, drops)
+	} else {
+		t.Logf("rate_limit drops: lands %v, health %v", d, drops["health"]-dropsBefore["health"])
+	}
+}
+
+// landsRate reads lands' limit in host h's kernel (0: none).
+func (l *Lab) landsRate(dir, h string) (uint64, error) {
+	tr, err := trunk.Load(filepath.Join(dir, "bpf", h, "trunk"))
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	id, err := l.landsID(h)
+	if err != nil {
+		return 0, err
+	}
+	rates, err := tr.Rates()
+	if err != nil {
+		return 0, err
+	}
+	return rates[id].BitsPerSecond, nil
+}
+
+// landsID is lands' department id on host h (its routing table, as the agent uses it).
+func (l *Lab) landsID(h string) (uint32, error) {
+	admin, err := l.adminToken()
+	if err != nil {
+		return 0, err
+	}
+	st, err := l.client(admin).Desired(context.Background(), h, 0, time.Second)
+	if err != nil || st == nil {
+		return 0, fmt.Errorf("desired state of %s: %v", h, err)
+	}
+	for _, d := range st.Departments {
+		if d.Name == "lands" {
+			return uint32(d.TableID), nil
+		}
+	}
+	return 0, fmt.Errorf("%s's desired state has no lands", h)
+}
+
+// labIperfRun is an iperf3 TCP test between two lab guests, data from the server's guest to
+// the client's (-R), so the client's one-second intervals are what was received.
+type labIperfRun struct {
+	cmd    *exec.Cmd
+	out    strings.Builder
+	server *exec.Cmd
+}
+
+func labIperf(t *testing.T, from, to, port string, secs int) *labIperfRun {
+	t.Helper()
+	addr, _ := guestAddr(t, "gc-vm-"+from)
+	r := &labIperfRun{server: exec.Command("ip", "netns", "exec", "gc-vm-"+from, "iperf3", "-s", "-1", "-p", port)}
+	if err := r.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.server.Process.Kill(); r.server.Wait() })
+	for i := 0; ; i++ {
+		if out, _ := nsOut("gc-vm-"+from, "ss", "-Hltn", "sport = :"+port); strings.Contains(out, port) {
+			break
+		}
+		if i == 300 {
+			t.Fatalf("iperf3 server in %s not listening after 30s", from)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.cmd = exec.Command("ip", "netns", "exec", "gc-vm-"+to, "iperf3", "-c", addr, "-p", port, "-R", "-t", fmt.Sprint(secs), "-J")
+	r.cmd.Stdout = &r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// wait returns the bit rate received in each one-second interval.
+func (r *labIperfRun) wait(t *testing.T) []float64 {
+	t.Helper()
+	err := r.cmd.Wait()
+	var res struct {
+		Error     string `json:"error"`
+		Intervals []struct {
+			Sum struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum"`
+		} `json:"intervals"`
+	}
+	if jerr := json.Unmarshal([]byte(r.out.String()), &res); err != nil || jerr != nil || res.Error != "" {
+		t.Fatalf("iperf3: %v %v %q\n%s", err, jerr, res.Error, r.out.String())
+	}
+	out := make([]float64, len(res.Intervals))
+	for i, iv := range res.Intervals {
+		out[i] = iv.Sum.BitsPerSecond
+	}
+	return out
+}
+
+// meanOf is the mean of xs[from:to] in Mbit/s.
+func meanOf(xs []float64, from, to int) float64 {
+	to = min(to, len(xs))
+	if from >= to {
+		return math.NaN()
+	}
+	s := 0.0
+	for _, x := range xs[from:to] {
+		s += x
+	}
+	return s / float64(to-from) / 1e6
+}
+
+func mbps(xs []float64) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(math.Round(x / 1e6))
+	}
+	return out
+}
