@@ -378,14 +378,25 @@ func (a *Agent) pollPeers(ctx context.Context) bool {
 	return changed
 }
 
-// trackRemote notes the backends st places on other hosts: those first seen after the first
-// pass are pending until their host reports them up (pollPeers).
+// trackRemote notes the checked backends st places on other hosts: those first seen after the
+// first pass are pending until their host reports them up (pollPeers). A backend of a service
+// without a health check is never reported, so never pending.
 func (a *Agent) trackRemote(st *desired.State) {
-	placed := placedBackends(st)
+	checked := map[hoststatus.BackendKey]bool{}
+	for _, svc := range st.Services {
+		if svc.HealthCheck == nil || len(svc.Ports) == 0 { // what healthTargets leaves out
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.Address.IsValid() && b.Host != "" && b.Host != a.cfg.Host {
+				checked[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = true
+			}
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k, h := range placed {
-		if h == a.cfg.Host || a.remoteSeen[k] {
+	for k := range checked {
+		if a.remoteSeen[k] {
 			continue
 		}
 		a.remoteSeen[k] = true
@@ -394,7 +405,7 @@ func (a *Agent) trackRemote(st *desired.State) {
 		}
 	}
 	for k := range a.remoteSeen {
-		if h, ok := placed[k]; !ok || h == a.cfg.Host {
+		if !checked[k] {
 			delete(a.remoteSeen, k)
 			delete(a.remotePending, k)
 		}

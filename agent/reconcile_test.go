@@ -570,10 +570,18 @@ func TestNewRemoteBackendWaitsForItsHost(t *testing.T) {
 	// A new public service whose only backend is on h2.
 	st = labState()
 	st.Revision = 2
+	hc := &desired.HealthCheck{Type: "tcp", IntervalMs: 1000, TimeoutMs: 500, HealthyThreshold: 2, UnhealthyThreshold: 2}
 	st.Services = append(st.Services, desired.Service{Name: "new-www", Department: "lands", VIP: netip.MustParseAddr("198.19.255.9"), Scope: "public", Mode: "dsr", TableID: 1001,
-		Ports:    []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}},
-		Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.9"), Weight: 1, VM: "new-1", Host: "h2", Segment: "lands-web"}}})
+		Ports: []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}}, HealthCheck: hc,
+		Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.9"), Weight: 1, VM: "new-1", Host: "h2", Segment: "lands-web"}}},
+		// No health check: its host never reports it, so it is in use at once.
+		desired.Service{Name: "new-udp", Department: "lands", VIP: netip.MustParseAddr("198.19.255.10"), Scope: "public", Mode: "dsr", TableID: 1001,
+			Ports:    []desired.Port{{Port: 53, Protocol: "udp", TargetPort: 53}},
+			Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.10"), Weight: 1, VM: "new-2", Host: "h2", Segment: "lands-web"}}})
 	r.pass(t, st)
+	if got := lbBackends(t, r.lb, "new-udp/53/udp"); len(got) != 1 || !slices.Contains(r.bgp.Advertised(), "198.19.255.10/32") {
+		t.Fatalf("new remote backend without a health check: backends %v, advertised %v; want in use at once", got, r.bgp.Advertised())
+	}
 	if got := lbBackends(t, r.lb, "new-www/80/tcp"); len(got) != 0 || slices.Contains(r.bgp.Advertised(), "198.19.255.9/32") {
 		t.Fatalf("new remote backend before its host checked it: backends %v, advertised %v", got, r.bgp.Advertised())
 	}
