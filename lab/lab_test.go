@@ -57,6 +57,7 @@ func TestLab(t *testing.T) {
 	if _, err := run("verify"); err != nil {
 		t.Fatalf("lab verify: %v", err)
 	}
+	securityPolicy(t, bin, dir)
 	trustOverTLS(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
