@@ -26,9 +26,9 @@ func TestGuardTCP(t *testing.T) {
 	// Bridged IP must pass the inet hooks (hostnet sets these whenever a guard exists).
 	host.MustRun(t, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1", "net.ipv4.ip_forward=1")
 	type guest struct {
-		ns              *netnstest.NS
-		port, br, addr  string
-		mac, gw, prefix string
+		ns             *netnstest.NS
+		port, br, addr string
+		mac, gw        string
 	}
 	mk := func(name, port, br, addr, mac, gw string) guest {
 		return guest{ns: netnstest.New(t, "gct-g"+name), port: port, br: br, addr: addr, mac: mac, gw: gw}
