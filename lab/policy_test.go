@@ -113,13 +113,19 @@ func securityPolicy(t *testing.T, bin, dir string) {
 				}
 			}
 		}
-		// Before: the department reaches db on both ports (waits for the new guests' ports).
-		waitFor(t, 30*time.Second, "lands-web-2 reaching lands-db before any policy", func() error {
-			return dialFrom("gc-vm-lands-web-2", addr["lands-db"], dbPort, 500*time.Millisecond)
-		})
-		check("no policy", []probe{
-			{"web-1 to db across the trunk", "lands-web-1", "lands-db", dbPort, true},
-			{"app to db's other port", "lands-app", "lands-db", dbOtherPort, true},
+		// Before: the department reaches db on both ports, across the trunk too (waits for the
+		// new guests' ports and both hosts' neighbour entries).
+		waitFor(t, 30*time.Second, "lands reaching lands-db before any policy", func() error {
+			for _, p := range []probe{
+				{"web-2 to db, bridged", "lands-web-2", "lands-db", dbPort, true},
+				{"web-1 to db across the trunk", "lands-web-1", "lands-db", dbPort, true},
+				{"app to db's other port across the trunk", "lands-app", "lands-db", dbOtherPort, true},
+			} {
+				if err := dialFrom("gc-vm-"+p.from, addr[p.to], p.port, 500*time.Millisecond); err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+			}
+			return nil
 		})
 
 		if _, err := c.Apply(ctx, "policy.yaml", []byte(fmt.Sprintf(policyDoc, "db-from-app", "db", dbPort)), client.ApplyOptions{}); err != nil {
