@@ -108,6 +108,7 @@ func securityPolicy(t *testing.T, bin, dir string) {
 			t.Helper()
 			for _, p := range ps {
 				err := dialFrom("gc-vm-"+p.from, addr[p.to], p.port, 700*time.Millisecond)
+				t.Logf("%s: %s -> %s:%d (%s): connected=%v", step, p.from, p.to, p.port, p.name, err == nil)
 				if (err == nil) != p.allowed {
 					t.Errorf("%s: %s (%s -> %s %s:%d): connected=%v (%v), want %v", step, p.name, p.from, p.to, addr[p.to], p.port, err == nil, err, p.allowed)
 				}
