@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -130,6 +132,12 @@ func detail(o client.Object) []string {
 		return []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
 	case *config.VolumeSpec:
 		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
+	case *config.SecurityPolicySpec:
+		sel := make([]string, 0, len(s.Selector))
+		for _, k := range slices.Sorted(maps.Keys(s.Selector)) {
+			sel = append(sel, k+"="+s.Selector[k])
+		}
+		return []string{fmt.Sprintf("selector=%s rules=%d", strings.Join(sel, ","), len(s.Allow))}
 	}
 	return nil
 }
