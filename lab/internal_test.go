@@ -43,9 +43,10 @@ spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segm
 
 // internalVIP (issue 17 §2): a service of lands on an internal pool (backends lands-web-1 and
 // -2, one per host) answers HTTP and ping from lands' guests on another segment
-// (lands-api-clients, one guest per host), each reaching both backends, and from nobody else: health's guests,
-// gc-client and gc-tor, also when the ToR is given a static route to either host (the VIP is
-// never advertised, and no table but lands' routes it). The objects are deleted after.
+// (lands-api-clients, one guest per host), each reaching both backends, and from nobody else:
+// health's guests, gc-client and gc-tor, also when the ToR is given a static route to either
+// host (the VIP is never advertised, and no table but lands' routes it). The objects are
+// deleted after.
 func internalVIP(t *testing.T, bin, dir string) {
 	t.Helper()
 	ctx := context.Background()
