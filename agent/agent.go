@@ -165,11 +165,20 @@ type Agent struct {
 	mu         sync.Mutex
 	last       *desired.State
 	remoteDown map[hoststatus.BackendKey]bool
-	status     hoststatus.Status
-	reported   []byte
-	nudged     map[netip.Addr]time.Time
-	hnWrites   uint64        // host network writes summed over passes (hostnet reports per Set)
-	wake       chan struct{} // Reconnect: end the controller watch's backoff now
+	// Checked backends placed on other hosts (remoteSeen), and when each was first seen after
+	// the first pass (unconfirmed): such a backend is new, and its host reports it down ("not
+	// checked yet") only once it has taken the same desired state. It counts as down until a
+	// peer read that began peerSettle after it appeared (then it is whatever its host says), so
+	// a new VIP is not announced on a peer's backend nobody checked and withdrawn a moment
+	// later, which the speaker's hold-down would then keep out for 2 s.
+	remoteSeen        map[hoststatus.BackendKey]bool
+	remoteUnconfirmed map[hoststatus.BackendKey]time.Time
+	remoteSeeded      bool
+	status            hoststatus.Status
+	reported          []byte
+	nudged            map[netip.Addr]time.Time
+	hnWrites          uint64        // host network writes summed over passes (hostnet reports per Set)
+	wake              chan struct{} // Reconnect: end the controller watch's backoff now
 
 	// holder is this host's copy of the shared tables; programmed the services last written
 	// (a service whose table cannot be verified keeps what it had).
@@ -205,7 +214,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
-		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
+		remoteDown: map[hoststatus.BackendKey]bool{}, remoteSeen: map[hoststatus.BackendKey]bool{}, remoteUnconfirmed: map[hoststatus.BackendKey]time.Time{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
 		holder: lbtables.NewHolder(), programmed: map[string]lb.Service{}}, nil
 }
 
@@ -347,6 +356,7 @@ func (a *Agent) watchPeers(ctx context.Context, kick chan<- struct{}) {
 // pollPeers reads the peers' reports once and says whether the backends they hold down
 // changed. A controller that does not answer changes nothing.
 func (a *Agent) pollPeers(ctx context.Context) bool {
+	began := time.Now()
 	hosts, err := a.cfg.Controller.PeerHealth(ctx, a.cfg.Host)
 	if err != nil {
 		return false
@@ -359,7 +369,52 @@ func (a *Agent) pollPeers(ctx context.Context) bool {
 	defer a.mu.Unlock()
 	changed := !reflect.DeepEqual(down, a.remoteDown)
 	a.remoteDown = down
+	for k, seen := range a.remoteUnconfirmed {
+		if began.Sub(seen) >= peerSettle {
+			delete(a.remoteUnconfirmed, k)
+			changed = true
+		}
+	}
 	return changed
+}
+
+// peerSettle is how long after a new remote backend appears a peer read must begin to count
+// for it: time for its host to take the same desired state and report it unchecked.
+const peerSettle = 300 * time.Millisecond
+
+// trackRemote notes the checked backends st places on other hosts; those first seen after the
+// first pass are unconfirmed until a peer read confirms them (pollPeers). A backend of a
+// service without a health check is never reported, and never unconfirmed.
+func (a *Agent) trackRemote(st *desired.State) {
+	checked := map[hoststatus.BackendKey]bool{}
+	for _, svc := range st.Services {
+		if svc.HealthCheck == nil || len(svc.Ports) == 0 { // what healthTargets leaves out
+			continue
+		}
+		for _, b := range svc.Backends {
+			if b.Address.IsValid() && b.Host != "" && b.Host != a.cfg.Host {
+				checked[hoststatus.BackendKey{Service: svc.Name, Addr: b.Address}] = true
+			}
+		}
+	}
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range checked {
+		if !a.remoteSeen[k] {
+			a.remoteSeen[k] = true
+			if a.remoteSeeded {
+				a.remoteUnconfirmed[k] = now
+			}
+		}
+	}
+	for k := range a.remoteSeen {
+		if !checked[k] {
+			delete(a.remoteSeen, k)
+			delete(a.remoteUnconfirmed, k)
+		}
+	}
+	a.remoteSeeded = true
 }
 
 // peersDown reads the peers' health reports (host -> backends it found down) for backends they
@@ -399,7 +454,8 @@ func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
 
 func (a *Agent) healthy(k hoststatus.BackendKey) bool {
 	a.mu.Lock()
-	down := a.remoteDown[k]
+	_, unconfirmed := a.remoteUnconfirmed[k]
+	down := a.remoteDown[k] || unconfirmed
 	a.mu.Unlock()
 	return !down && a.checks.Healthy(k)
 }
@@ -410,6 +466,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	start := time.Now()
 	status := hoststatus.Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
+	a.trackRemote(st)
 
 	hnErr := a.setHostNetwork(st)
 	for _, s := range st.Segments {

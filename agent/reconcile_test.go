@@ -557,3 +557,52 @@ func TestDeviceChangeRetriesAFailedPass(t *testing.T) {
 	}
 }
 
+
+// A checked backend placed on another host after the first pass counts as down until a peer
+// read that began peerSettle after it appeared: then it is what its host reports (down while
+// unchecked, up once absent from the down list). Backends of the first pass (a restarted
+// agent's) and of services without a check are in use at once.
+func TestNewRemoteBackendWaitsForAPeerRead(t *testing.T) {
+	r := newRig(t, "h1", false)
+	st := labState()
+	r.pass(t, st)
+	if got := lbBackends(t, r.lb, "lands-www/80/tcp"); !slices.Equal(got, []string{"198.18.0.11/3", "198.18.0.12/1"}) {
+		t.Fatalf("first pass: backends %v, want both hosts' (seeded)", got)
+	}
+	st = labState()
+	st.Revision = 2
+	hc := &desired.HealthCheck{Type: "tcp", IntervalMs: 1000, TimeoutMs: 500, HealthyThreshold: 2, UnhealthyThreshold: 2}
+	st.Services = append(st.Services,
+		desired.Service{Name: "new-www", Department: "lands", VIP: netip.MustParseAddr("198.19.255.9"), Scope: "public", Mode: "dsr", TableID: 1001,
+			Ports: []desired.Port{{Port: 80, Protocol: "tcp", TargetPort: 80}}, HealthCheck: hc,
+			Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.9"), Weight: 1, VM: "new-1", Host: "h2", Segment: "lands-web"}}},
+		desired.Service{Name: "new-udp", Department: "lands", VIP: netip.MustParseAddr("198.19.255.10"), Scope: "public", Mode: "dsr", TableID: 1001,
+			Ports:    []desired.Port{{Port: 53, Protocol: "udp", TargetPort: 53}},
+			Backends: []desired.Backend{{Address: netip.MustParseAddr("198.18.20.10"), Weight: 1, VM: "new-2", Host: "h2", Segment: "lands-web"}}})
+	inUse := func(when string, want bool) {
+		t.Helper()
+		got := lbBackends(t, r.lb, "new-www/80/tcp")
+		if adv := slices.Contains(r.bgp.Advertised(), "198.19.255.9/32"); adv != want || (len(got) == 1) != want {
+			t.Fatalf("%s: new remote backend: LB backends %v, advertised %v; want in use %v", when, got, adv, want)
+		}
+	}
+	unchecked := map[string]hoststatus.Backends{"h2": {key("new-www", "198.18.20.9"): {Reason: "not checked yet"}}}
+	r.pass(t, st)
+	inUse("before any peer read", false)
+	if got := lbBackends(t, r.lb, "new-udp/53/udp"); len(got) != 1 {
+		t.Fatalf("new remote backend without a check: LB backends %v, want it in use at once", got)
+	}
+	r.ctl.set(func(c *fakeController) { c.peers = nil }) // its host has not reported it yet
+	r.a.pollPeers(context.Background())                 // began right after it appeared: does not count
+	r.pass(t, st)
+	inUse("after a read that began too early", false)
+	time.Sleep(peerSettle)
+	r.ctl.set(func(c *fakeController) { c.peers = unchecked })
+	r.a.pollPeers(context.Background())
+	r.pass(t, st)
+	inUse("its host reports it unchecked", false)
+	r.ctl.set(func(c *fakeController) { c.peers = nil })
+	r.a.pollPeers(context.Background())
+	r.pass(t, st)
+	inUse("its host checked it (no longer down)", true)
+}
