@@ -62,6 +62,7 @@ func Allocate(st *config.State, c Config) config.Errors {
 	es = es.Add(vlans(st, c)...)
 	es = es.Add(vips(st)...)
 	es = es.Add(vms(st)...)
+	es = es.Add(publicAddrs(st)...)
 	return es
 }
 
