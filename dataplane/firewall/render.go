@@ -132,6 +132,8 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 		return "forward"
 	case *nftables.ChainHookOutput:
 		return "output"
+	case *nftables.ChainHookPostrouting:
+		return "postrouting"
 	}
 	return fmt.Sprintf("hook%d", h)
 }
@@ -168,12 +170,21 @@ func renderRule(r []expr.Any) string {
 				op = "!="
 			}
 			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
+		case *expr.Immediate:
+			regs[x.Register] = immediate(x.Data)
+		case *expr.NAT:
+			kind := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[x.Type]
+			parts = append(parts, fmt.Sprintf("%s ip to %s", kind, regs[x.RegAddrMin]))
 		case *expr.Ct:
 			switch {
+			case x.SourceRegister && x.Key == expr.CtKeyZONE:
+				parts = append(parts, fmt.Sprintf("ct zone set %s", regs[x.Register]))
 			case x.SourceRegister:
 				parts = append(parts, fmt.Sprintf("ct mark set %s", regs[x.Register]))
 			case x.Key == expr.CtKeyDIRECTION:
 				load(x.Register, "ct direction")
+			case x.Key == expr.CtKeySTATUS:
+				load(x.Register, "ct status")
 			default:
 				load(x.Register, "ct mark")
 			}
@@ -210,6 +221,19 @@ func renderRule(r []expr.Any) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// immediate prints an immediate value: 4 bytes as an IPv4 address and as a native-endian
+// number (an address to translate to, or a mark), 2 bytes as a native-endian number (a zone).
+func immediate(b []byte) string {
+	switch len(b) {
+	case 2:
+		return fmt.Sprint(binaryutil.NativeEndian.Uint16(b))
+	case 4:
+		a, _ := netip.AddrFromSlice(b)
+		return fmt.Sprintf("%s/%d", a, binaryutil.NativeEndian.Uint32(b))
+	}
+	return fmt.Sprintf("0x%x", b)
 }
 
 func payloadName(p *expr.Payload) string {
@@ -260,6 +284,8 @@ func value(reg string, b []byte) string {
 		return fmt.Sprint(b[0])
 	case reg == "ct direction" && len(b) == 1:
 		return map[byte]string{0: "original", 1: "reply"}[b[0]]
+	case strings.HasPrefix(reg, "ct status") && len(b) == 4:
+		return fmt.Sprintf("%#x", binaryutil.NativeEndian.Uint32(b))
 	case strings.HasSuffix(reg, "mark") && len(b) == 4:
 		return fmt.Sprint(binaryutil.NativeEndian.Uint32(b))
 	case strings.HasPrefix(reg, "iifname"), strings.HasPrefix(reg, "oifname"):

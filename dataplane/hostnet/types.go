@@ -40,6 +40,8 @@ type HostNetwork struct {
 	// TenantAllow are explicit exceptions to the management plane's isolation (e.g. DNS on
 	// udp:192.0.2.53:53), for every department.
 	TenantAllow []TenantAllow
+	// FloatingIPs are the floating IPs of guests on this host.
+	FloatingIPs []FloatingIP
 }
 
 // VIPPort is VIP delivery into one segment: Proto (unix.IPPROTO_TCP or IPPROTO_UDP) to VIP
@@ -68,6 +70,18 @@ type Department struct {
 	// public and internal): a peer host's gateway routes those replies onto a shared segment,
 	// so they may come in from the fabric with the gateway's MAC.
 	VIPs []netip.Addr
+	// SNAT, when set, is the department's public egress address on this host (IPv4): its
+	// segments' connections leaving through the uplink take it as source (firewall.Department).
+	// The fabric learns it from the host's BGP announcement.
+	SNAT netip.Addr
+}
+
+// FloatingIP is a public address (IPv4) mapped 1:1 to a local guest's address in one of the
+// department's segments.
+type FloatingIP struct {
+	Department string
+	Public     netip.Addr
+	Private    netip.Addr
 }
 
 // Segment is one L2 segment of a department.
@@ -210,6 +224,26 @@ func (h HostNetwork) normalize() (HostNetwork, error) {
 			return out, fmt.Errorf("tenant exception %s port %d: protocol %d is neither TCP nor UDP", a.Addr, a.Port, a.Proto)
 		}
 		out.TenantAllow = append(out.TenantAllow, a)
+	}
+	for _, f := range h.FloatingIPs {
+		inDept := false
+		for _, s := range out.Segments {
+			inDept = inDept || (s.Department == f.Department && s.IPv4.Contains(f.Private))
+		}
+		switch {
+		case depts[f.Department].Name == "":
+			return out, fmt.Errorf("floating IP %s: unknown department %q", f.Public, f.Department)
+		case !f.Public.Is4():
+			return out, fmt.Errorf("floating IP %q of department %q: want an IPv4 address", f.Public, f.Department)
+		case !inDept:
+			return out, fmt.Errorf("floating IP %s: address %q is not in a segment of department %q", f.Public, f.Private, f.Department)
+		}
+		out.FloatingIPs = append(out.FloatingIPs, f)
+	}
+	for _, d := range out.Departments {
+		if d.SNAT.IsValid() && !d.SNAT.Is4() {
+			return out, fmt.Errorf("department %q: egress address %q: want an IPv4 address", d.Name, d.SNAT)
+		}
 	}
 	if len(out.Segments) > 0 && out.Uplink == "" {
 		return out, fmt.Errorf("segments need an uplink interface")
