@@ -144,6 +144,7 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 func renderRule(r []expr.Any) string {
 	var parts []string
 	regs := map[uint32]string{}
+	imm := map[uint32][]byte{} // immediate values, for NAT addresses
 	var concat []string
 	load := func(reg uint32, what string) {
 		regs[reg] = what
@@ -172,9 +173,11 @@ func renderRule(r []expr.Any) string {
 			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
 		case *expr.Immediate:
 			regs[x.Register] = immediate(x.Data)
+			imm[x.Register] = x.Data
 		case *expr.NAT:
 			kind := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[x.Type]
-			parts = append(parts, fmt.Sprintf("%s ip to %s", kind, regs[x.RegAddrMin]))
+			a, _ := netip.AddrFromSlice(imm[x.RegAddrMin])
+			parts = append(parts, fmt.Sprintf("%s ip to %s", kind, a))
 		case *expr.Ct:
 			switch {
 			case x.SourceRegister && x.Key == expr.CtKeyZONE:
@@ -223,15 +226,13 @@ func renderRule(r []expr.Any) string {
 	return strings.Join(parts, " ")
 }
 
-// immediate prints an immediate value: 4 bytes as an IPv4 address and as a native-endian
-// number (an address to translate to, or a mark), 2 bytes as a native-endian number (a zone).
+// immediate prints an immediate value as a native-endian number (a mark, a zone).
 func immediate(b []byte) string {
 	switch len(b) {
 	case 2:
 		return fmt.Sprint(binaryutil.NativeEndian.Uint16(b))
 	case 4:
-		a, _ := netip.AddrFromSlice(b)
-		return fmt.Sprintf("%s/%d", a, binaryutil.NativeEndian.Uint32(b))
+		return fmt.Sprint(binaryutil.NativeEndian.Uint32(b))
 	}
 	return fmt.Sprintf("0x%x", b)
 }
