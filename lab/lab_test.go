@@ -57,6 +57,7 @@ func TestLab(t *testing.T) {
 	if _, err := run("verify"); err != nil {
 		t.Fatalf("lab verify: %v", err)
 	}
+	egressAndFloatingIPs(t, bin, dir)
 	trustOverTLS(t, bin, dir)
 	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)

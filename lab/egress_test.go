@@ -1,0 +1,239 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/govcloud/govcloud/controlplane/client"
+)
+
+// parksYAML is a third department whose segment has lands' CIDR (198.18.20.0/24): a guest on
+// each host, the one on gc-host2 with a floating IP.
+const parksYAML = `apiVersion: govcloud/v1
+kind: Department
+metadata: {name: parks}
+spec: {displayName: Parks, costCentre: CC-4004, egress: public-egress}
+---
+apiVersion: govcloud/v1
+kind: Segment
+metadata: {name: parks-web}
+spec: {department: parks, vlan: 150, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: parks-web-1}
+spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host1}
+---
+apiVersion: govcloud/v1
+kind: VM
+metadata: {name: parks-web-2}
+spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host2, floatingIP: public-egress}
+`
+
+// egressAndFloatingIPs (issue 17 §4): a guest of each department on each host connects to a
+// server in gc-client, which must see the department's egress address for that host; lands
+// and parks, with the same CIDR, do so at the same time from the same address and source
+// port on gc-host1, each seen as its own department; parks-web-2 leaves as its floating IP,
+// and the floating IP answers HTTP from gc-client with parks-web-2's name. Parks is removed
+// at the end, and its addresses are no longer routed by the ToR.
+func egressAndFloatingIPs(t *testing.T, bin, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	l, admin := openLab(t, bin, dir)
+	c := l.client(admin)
+	if _, err := c.Apply(ctx, "parks.yaml", []byte(parksYAML), client.ApplyOptions{}); err != nil {
+		t.Fatalf("apply parks.yaml: %v", err)
+	}
+	defer func() {
+		for _, o := range [][2]string{{"vms", "parks-web-1"}, {"vms", "parks-web-2"}, {"segments", "parks-web"}, {"departments", "parks"}} {
+			if _, err := c.Delete(ctx, o[0], o[1], false); err != nil {
+				t.Errorf("delete %s %s: %v", o[0], o[1], err)
+			}
+		}
+	}()
+	egress := map[[2]string]netip.Addr{} // (department, host) -> egress address
+	for _, d := range []string{"lands", "health", "parks"} {
+		o, err := c.Get(ctx, "departments", d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range defaultHosts {
+			a, err := netip.ParseAddr(o.Status.Egress[h])
+			if err != nil {
+				t.Fatalf("department %s: no egress address on %s (status %v)", d, h, o.Status.Egress)
+			}
+			egress[[2]string{d, h}] = a
+		}
+	}
+	vm, err := c.Get(ctx, "vms", "parks-web-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fip, err := netip.ParseAddr(vm.Status.FloatingIP)
+	if err != nil {
+		t.Fatalf("parks-web-2: no floating IP (status %+v)", vm.Status)
+	}
+	addrOf := func(name string) string {
+		o, err := c.Get(ctx, "vms", name)
+		if err != nil || len(o.Addresses) == 0 {
+			t.Fatalf("vm %s: %v %v", name, o, err)
+		}
+		return o.Addresses[0]
+	}
+	if a, b := addrOf("lands-web-1"), addrOf("parks-web-1"); a != b {
+		t.Logf("lands-web-1 has %s, parks-web-1 %s: the same-tuple row uses different sources", a, b)
+	}
+
+	// The server in gc-client answers each connection with the source address it sees and
+	// keeps it open until the client closes it.
+	var ln net.Listener
+	if err := inNS(NSClient, func() (err error) { ln, err = net.Listen("tcp", clientAddr+":8090"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ap, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+			fmt.Fprintf(conn, "%s\n", ap.Addr().Unmap())
+			go func() { _, _ = bufio.NewReader(conn).ReadString('\n'); conn.Close() }()
+		}
+	}()
+	// seen connects from guest vm (source port sport, 0: any) and returns what the server saw;
+	// the connection stays open until closeAll.
+	var mu sync.Mutex
+	var open []net.Conn
+	closeAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range open {
+			c.Close()
+		}
+		open = nil
+	}
+	defer closeAll()
+	seen := func(vm string, sport int) (string, error) {
+		var conn net.Conn
+		err := inNS("gc-vm-"+vm, func() (err error) {
+			d := net.Dialer{Timeout: 2 * time.Second}
+			if sport != 0 {
+				d.LocalAddr = &net.TCPAddr{Port: sport}
+			}
+			conn, err = d.Dial("tcp", clientAddr+":8090")
+			return
+		})
+		if err != nil {
+			return "", err
+		}
+		mu.Lock()
+		open = append(open, conn)
+		mu.Unlock()
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		s, err := bufio.NewReader(conn).ReadString('\n')
+		return strings.TrimSpace(s), err
+	}
+	eventually := func(what string, check func() error) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			err := check()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			closeAll()
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	rows := []struct {
+		vm, dept, host string
+		sport          int
+		want           netip.Addr
+	}{
+		{"lands-web-1", "lands", "gc-host1", 40001, egress[[2]string{"lands", "gc-host1"}]},
+		{"parks-web-1", "parks", "gc-host1", 40001, egress[[2]string{"parks", "gc-host1"}]}, // same CIDR, same port, at once
+		{"lands-web-2", "lands", "gc-host2", 0, egress[[2]string{"lands", "gc-host2"}]},
+		{"health-web-1", "health", "gc-host1", 0, egress[[2]string{"health", "gc-host1"}]},
+		{"health-web-2", "health", "gc-host2", 0, egress[[2]string{"health", "gc-host2"}]},
+		{"parks-web-2", "parks", "gc-host2", 0, fip}, // its floating IP, not the egress address
+	}
+	eventually("every guest reaches gc-client from its department's address", func() error {
+		var bad []string
+		for _, r := range rows {
+			got, err := seen(r.vm, r.sport)
+			if err != nil || got != r.want.String() {
+				bad = append(bad, fmt.Sprintf("%s (%s on %s): server saw %q (%v), want %s", r.vm, r.dept, r.host, got, err, r.want))
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+	for _, r := range rows {
+		t.Logf("egress: %-12s (%s on %s) seen by gc-client as %s", r.vm, r.dept, r.host, r.want)
+	}
+	closeAll()
+	eventually("the floating IP answers", func() error {
+		body, err := curl(fip.String())
+		if err != nil || body != "parks-web-2" {
+			return fmt.Errorf("curl http://%s/ from gc-client: %q (%v), want parks-web-2", fip, body, err)
+		}
+		return nil
+	})
+	t.Logf("floating IP %s answers from gc-client with parks-web-2", fip)
+	// The ToR routes each egress address to its own host.
+	for k, a := range egress {
+		hops, err := l.frrRouteVia(a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := hostAddrOf(k[1]); len(hops) != 1 || hops[0] != want {
+			t.Errorf("ToR routes %s's egress %s on %s via %v, want %s only", k[0], a, k[1], hops, want)
+		}
+	}
+}
+
+// hostAddrOf is the fabric address of the lab host named h (gc-host1 -> 198.18.0.11).
+func hostAddrOf(h string) string {
+	var i int
+	_, _ = fmt.Sscanf(h, "gc-host%d", &i)
+	return hostAddr(i - 1)
+}
+
+// frrRouteVia returns the active next hops of the ToR's selected BGP route to addr/32.
+func (l *Lab) frrRouteVia(addr string) ([]string, error) {
+	out, err := l.vtysh("show ip route " + addr + "/32 json")
+	if err != nil {
+		return nil, err
+	}
+	var routes map[string][]frrRoute
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, fmt.Errorf("FRR route to %s: %v", addr, err)
+	}
+	var hops []string
+	for _, r := range routes[addr+"/32"] {
+		if r.Protocol != "bgp" || !r.Selected {
+			continue
+		}
+		for _, nh := range r.Nexthops {
+			if nh.Active {
+				hops = append(hops, nh.IP)
+			}
+		}
+	}
+	return hops, nil
+}
