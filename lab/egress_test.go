@@ -20,7 +20,7 @@ import (
 const parksYAML = `apiVersion: govcloud/v1
 kind: Department
 metadata: {name: parks}
-spec: {displayName: Parks, costCentre: CC-4004, egress: public-egress}
+spec: {displayName: Parks, costCentre: CC-4004, egress: public-vips}
 ---
 apiVersion: govcloud/v1
 kind: Segment
@@ -35,7 +35,7 @@ spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segm
 apiVersion: govcloud/v1
 kind: VM
 metadata: {name: parks-web-2}
-spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host2, floatingIP: public-egress}
+spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host2, floatingIP: public-vips}
 `
 
 // egressAndFloatingIPs (issue 17 §4): a guest of each department on each host connects to a

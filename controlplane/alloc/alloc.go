@@ -172,6 +172,10 @@ func vips(st *config.State) config.Errors {
 			}
 		}
 	}
+	// Egress addresses and floating IPs drawn from the same pools stay theirs (publicAddrs).
+	for _, a := range heldPublic(st) {
+		used[a] = true
+	}
 	held := map[*config.Object]string{} // pool each service held its VIP from before this pass
 	for _, o := range svcs {
 		s := o.Spec.(*config.ServiceSpec)

@@ -119,3 +119,22 @@ func publicAddrs(st *config.State) config.Errors {
 	}
 	return es
 }
+
+// heldPublic lists the egress addresses and floating IPs held in status, so a service's VIP
+// drawn from the same pool never takes one.
+func heldPublic(st *config.State) []netip.Addr {
+	var out []netip.Addr
+	for _, o := range st.List(config.KindDepartment) {
+		for _, h := range slices.Sorted(maps.Keys(o.Status.Egress)) {
+			if a, err := netip.ParseAddr(o.Status.Egress[h]); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	for _, o := range st.List(config.KindVM) {
+		if a, err := netip.ParseAddr(o.Status.FloatingIP); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}

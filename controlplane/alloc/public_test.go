@@ -93,3 +93,39 @@ func TestEgressPoolChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestVIPsSkipEgressAddresses: a service added later to the pool the egress addresses came
+// from gets a free address, never one a department or VM holds.
+func TestVIPsSkipEgressAddresses(t *testing.T) {
+	st := state(t, egressBase("203.0.113.0/28"))
+	if es := Allocate(st, DefaultConfig()); len(es) > 0 {
+		t.Fatal(es)
+	}
+	more := state(t, egressBase("203.0.113.0/28")+
+		doc("Service", "www2", "{department: a, pool: pub, ports: [{port: 80}], backends: [{address: 198.18.1.9}]}")+
+		doc("Service", "www3", "{department: b, ports: [{port: 80}], backends: [{address: 198.18.1.9}]}"))
+	for k, o := range more.Objects {
+		if old := st.Objects[k]; old != nil {
+			o.Status = old.Status // what the store holds
+		}
+	}
+	if es := Allocate(more, DefaultConfig()); len(es) > 0 {
+		t.Fatal(es)
+	}
+	held := map[string]string{}
+	for _, d := range []string{"a", "b"} {
+		for h, a := range more.Get(config.KindDepartment, d).Status.Egress {
+			held[a] = d + "@" + h
+		}
+	}
+	held[more.Get(config.KindVM, "v1").Status.FloatingIP] = "v1"
+	for _, s := range []string{"www2", "www3"} {
+		vip := more.Get(config.KindService, s).Status.VIP
+		if who, ok := held[vip]; ok || vip == "" {
+			t.Errorf("service %s got VIP %q, held by %s", s, vip, who)
+		}
+	}
+	if a := more.Get(config.KindDepartment, "a").Status.Egress["h1"]; a != "203.0.113.2" {
+		t.Errorf("a's egress on h1 moved to %s", a)
+	}
+}
