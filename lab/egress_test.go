@@ -16,7 +16,8 @@ import (
 )
 
 // parksYAML is a third department whose segment has lands' CIDR (198.18.20.0/24): a guest on
-// each host, the one on gc-host2 with a floating IP.
+// each host, the one on gc-host1 with lands-web-1's address (%s), the one on gc-host2 with a
+// floating IP.
 const parksYAML = `apiVersion: govcloud/v1
 kind: Department
 metadata: {name: parks}
@@ -30,7 +31,7 @@ spec: {department: parks, vlan: 150, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
 apiVersion: govcloud/v1
 kind: VM
 metadata: {name: parks-web-1}
-spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host1}
+spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web, ipv4: %s}], host: gc-host1}
 ---
 apiVersion: govcloud/v1
 kind: VM
@@ -49,7 +50,15 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 	ctx := context.Background()
 	l, admin := openLab(t, bin, dir)
 	c := l.client(admin)
-	if _, err := c.Apply(ctx, "parks.yaml", []byte(parksYAML), client.ApplyOptions{}); err != nil {
+	addrOf := func(name string) string {
+		o, err := c.Get(ctx, "vms", name)
+		if err != nil || len(o.Addresses) == 0 {
+			t.Fatalf("vm %s: %v %v", name, o, err)
+		}
+		return o.Addresses[0]
+	}
+	same := addrOf("lands-web-1")
+	if _, err := c.Apply(ctx, "parks.yaml", []byte(fmt.Sprintf(parksYAML, same)), client.ApplyOptions{}); err != nil {
 		t.Fatalf("apply parks.yaml: %v", err)
 	}
 	defer func() {
@@ -81,15 +90,8 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 	if err != nil {
 		t.Fatalf("parks-web-2: no floating IP (status %+v)", vm.Status)
 	}
-	addrOf := func(name string) string {
-		o, err := c.Get(ctx, "vms", name)
-		if err != nil || len(o.Addresses) == 0 {
-			t.Fatalf("vm %s: %v %v", name, o, err)
-		}
-		return o.Addresses[0]
-	}
-	if a, b := addrOf("lands-web-1"), addrOf("parks-web-1"); a != b {
-		t.Logf("lands-web-1 has %s, parks-web-1 %s: the same-tuple row uses different sources", a, b)
+	if a := addrOf("parks-web-1"); a != same {
+		t.Fatalf("parks-web-1 has %s, want lands-web-1's %s", a, same)
 	}
 
 	// The server in gc-client answers each connection with the source address it sees and
@@ -163,19 +165,25 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 		sport          int
 		want           netip.Addr
 	}{
-		{"lands-web-1", "lands", "gc-host1", 40001, egress[[2]string{"lands", "gc-host1"}]},
-		{"parks-web-1", "parks", "gc-host1", 40001, egress[[2]string{"parks", "gc-host1"}]}, // same CIDR, same port, at once
+		{"lands-web-1", "lands", "gc-host1", 40000, egress[[2]string{"lands", "gc-host1"}]},
+		{"parks-web-1", "parks", "gc-host1", 40000, egress[[2]string{"parks", "gc-host1"}]}, // same CIDR, same port, at once
 		{"lands-web-2", "lands", "gc-host2", 0, egress[[2]string{"lands", "gc-host2"}]},
 		{"health-web-1", "health", "gc-host1", 0, egress[[2]string{"health", "gc-host1"}]},
 		{"health-web-2", "health", "gc-host2", 0, egress[[2]string{"health", "gc-host2"}]},
 		{"parks-web-2", "parks", "gc-host2", 0, fip}, // its floating IP, not the egress address
 	}
+	attempt := 0
 	eventually("every guest reaches gc-client from its department's address", func() error {
 		var bad []string
+		attempt++ // a fresh source port each attempt: the last one's are in TIME_WAIT
 		for _, r := range rows {
-			got, err := seen(r.vm, r.sport)
+			sport := r.sport
+			if sport != 0 {
+				sport += attempt
+			}
+			got, err := seen(r.vm, sport)
 			if err != nil || got != r.want.String() {
-				bad = append(bad, fmt.Sprintf("%s (%s on %s): server saw %q (%v), want %s", r.vm, r.dept, r.host, got, err, r.want))
+				bad = append(bad, fmt.Sprintf("%s (%s on %s, port %d): server saw %q (%v), want %s", r.vm, r.dept, r.host, sport, got, err, r.want))
 			}
 		}
 		if len(bad) > 0 {
