@@ -61,11 +61,18 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 	if _, err := c.Apply(ctx, "parks.yaml", []byte(fmt.Sprintf(parksYAML, same)), client.ApplyOptions{}); err != nil {
 		t.Fatalf("apply parks.yaml: %v", err)
 	}
-	defer func() {
+	removed := false
+	removeParks := func() {
+		removed = true
 		for _, o := range [][2]string{{"vms", "parks-web-1"}, {"vms", "parks-web-2"}, {"segments", "parks-web"}, {"departments", "parks"}} {
 			if _, err := c.Delete(ctx, o[0], o[1], false); err != nil {
 				t.Errorf("delete %s %s: %v", o[0], o[1], err)
 			}
+		}
+	}
+	defer func() {
+		if !removed {
+			removeParks()
 		}
 	}()
 	egress := map[[2]string]netip.Addr{} // (department, host) -> egress address
@@ -213,6 +220,17 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 			t.Errorf("ToR routes %s's egress %s on %s via %v, want %s only", k[0], a, k[1], hops, want)
 		}
 	}
+	// Parks removed: its egress addresses and floating IP are withdrawn.
+	removeParks()
+	gone := []netip.Addr{fip, egress[[2]string{"parks", "gc-host1"}], egress[[2]string{"parks", "gc-host2"}]}
+	eventually("parks' addresses withdrawn at the ToR", func() error {
+		for _, a := range gone {
+			if hops, err := l.frrRouteVia(a.String()); err != nil || len(hops) > 0 {
+				return fmt.Errorf("ToR still routes %s via %v (%v)", a, hops, err)
+			}
+		}
+		return nil
+	})
 }
 
 // hostAddrOf is the fabric address of the lab host named h (gc-host1 -> 198.18.0.11).
