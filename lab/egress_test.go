@@ -161,6 +161,7 @@ func egressAndFloatingIPs(t *testing.T, bin, dir string) {
 				return
 			}
 			if time.Now().After(deadline) {
+				egressDiagnostics(t)
 				t.Fatalf("%s: %v", what, err)
 			}
 			closeAll()
@@ -262,4 +263,25 @@ func (l *Lab) frrRouteVia(addr string) ([]string, error) {
 		}
 	}
 	return hops, nil
+}
+
+// egressDiagnostics logs what explains a failed egress check: each host's rules, routes,
+// NAT chains, conntrack entries and drop counters, the guests' view, and the ToR's routes.
+func egressDiagnostics(t *testing.T) {
+	t.Helper()
+	run := func(ns string, args ...string) {
+		out, err := nsOut(ns, args...)
+		t.Logf("%s$ %s (%v)\n%s", ns, strings.Join(args, " "), err, out)
+	}
+	for _, h := range defaultHosts {
+		run(h, "ip", "rule")
+		run(h, "sh", "-c", "ip route show table all | grep -v '^local\\|^broadcast\\|^multicast\\|fe80\\|ff00'")
+		run(h, "sh", "-c", "nft list ruleset | sed -n '/chain prerouting/,/chain input/p;/chain zone/,/chain output/p'")
+		run(h, "sh", "-c", "cat /proc/net/nf_conntrack | grep -v 'dport=9480\\|dport=179\\|sport=179\\|dport=8480' | head -60")
+		run(h, "sh", "-c", "nft list counters | grep -B1 -A1 'packets [1-9]' | head -60")
+	}
+	for _, g := range []string{"lands-web-1", "parks-web-1", "health-web-1"} {
+		run("gc-vm-"+g, "sh", "-c", "ip addr; ip route; ip neigh; ping -c1 -W1 "+clientAddr)
+	}
+	run(NSTor, "vtysh", "-c", "show ip route 198.19.255.0/24 longer-prefixes")
 }
