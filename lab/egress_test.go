@@ -283,5 +283,5 @@ func egressDiagnostics(t *testing.T) {
 	for _, g := range []string{"lands-web-1", "parks-web-1", "health-web-1"} {
 		run("gc-vm-"+g, "sh", "-c", "ip addr; ip route; ip neigh; ping -c1 -W1 "+clientAddr)
 	}
-	run(NSTor, "vtysh", "-c", "show ip route 198.19.255.0/24 longer-prefixes")
+	run(NSTor, "vtysh", "--vty_socket", (&Lab{}).frrDir(), "-c", "show ip route 198.19.255.0/24 longer-prefixes")
 }
