@@ -28,7 +28,7 @@ spec: {displayName: Parks, costCentre: CC-4004, egress: public-vips}
 apiVersion: govcloud/v1
 kind: Segment
 metadata: {name: parks-web}
-spec: {department: parks, vlan: 150, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
+spec: {department: parks, vlan: 170, ipv4: 198.18.20.0/24, gateway: 198.18.20.1}
 ---
 apiVersion: govcloud/v1
 kind: VM
