@@ -69,8 +69,11 @@ func bgpConfig(st *desired.State) (bgp.Config, error) {
 // next hop is left to each session (the speaker's own address on it), so every ToR of a
 // dual-homed host gets an address on its own subnet.
 func adverts(st *desired.State, plan lbPlan, attached bool) []bgp.Advertisement {
-	if !attached || st.BGP == nil {
+	if st.BGP == nil {
 		return nil
+	}
+	if !attached {
+		return natAdverts(st)
 	}
 	var fabricASN uint32
 	if len(st.BGP.Peers) > 0 {
@@ -92,6 +95,34 @@ func adverts(st *desired.State, plan lbPlan, attached bool) []bgp.Advertisement 
 		a := bgp.Advertisement{Prefix: netip.PrefixFrom(vip, vip.BitLen()), Communities: cs,
 			LargeCommunities: []bgp.LargeCommunity{lc}, LocalPref: svc.LocalPref, MED: svc.MED}
 		out = append(out, a)
+	}
+	return append(out, natAdverts(st)...)
+}
+
+// natAdverts lists this host's egress addresses and floating IPs as /32s with their
+// department's communities: the fabric routes their return traffic (and a floating IP's
+// inbound) to this host, which holds the translation. They do not depend on the load
+// balancer.
+func natAdverts(st *desired.State) []bgp.Advertisement {
+	var fabricASN uint32
+	if len(st.BGP.Peers) > 0 {
+		fabricASN = st.BGP.Peers[0].ASN
+	}
+	table := map[string]int{}
+	var out []bgp.Advertisement
+	add := func(a netip.Addr, t int) {
+		if !a.Is4() {
+			return
+		}
+		cs, lc := bgp.DepartmentCommunities(fabricASN, st.BGP.ASN, uint32(t))
+		out = append(out, bgp.Advertisement{Prefix: netip.PrefixFrom(a, 32), Communities: cs, LargeCommunities: []bgp.LargeCommunity{lc}})
+	}
+	for _, d := range st.Departments {
+		table[d.Name] = d.TableID
+		add(d.Egress, d.TableID)
+	}
+	for _, f := range floatingIPs(st) { // only those mapped to an address here
+		add(f.Public, table[f.Department])
 	}
 	return out
 }

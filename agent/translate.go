@@ -46,7 +46,7 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 		}
 	}
 	for _, d := range st.Departments {
-		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6, VIPs: vips[d.Name]})
+		hn.Departments = append(hn.Departments, hostnet.Department{Name: d.Name, ID: uint32(d.TableID), Table: d.TableID, Egress: egress4, Egress6: egress6, VIPs: vips[d.Name], SNAT: d.Egress})
 	}
 	// Bandwidth quotas: every host enforces each department's on its own guest ports.
 	for i, d := range st.Departments {
@@ -112,7 +112,26 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 		return hn, err
 	}
 	hn.Guards = g
+	hn.FloatingIPs = floatingIPs(st)
 	return hn, nil
+}
+
+// floatingIPs lists the floating IPs of the VMs on this host, each mapped to the VM's first
+// IPv4 address.
+func floatingIPs(st *desired.State) []hostnet.FloatingIP {
+	var out []hostnet.FloatingIP
+	for _, vm := range st.VMs {
+		if !vm.FloatingIP.IsValid() {
+			continue
+		}
+		for _, ifc := range vm.Interfaces {
+			if a := ifc.Prefix4.Addr(); a.Is4() {
+				out = append(out, hostnet.FloatingIP{Department: vm.Department, Public: vm.FloatingIP, Private: a})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // vipPorts lists the VIP delivery into segments of this host: every port of a dsr service

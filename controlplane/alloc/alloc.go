@@ -62,6 +62,7 @@ func Allocate(st *config.State, c Config) config.Errors {
 	es = es.Add(vlans(st, c)...)
 	es = es.Add(vips(st)...)
 	es = es.Add(vms(st)...)
+	es = es.Add(publicAddrs(st)...)
 	return es
 }
 
@@ -170,6 +171,10 @@ func vips(st *config.State) config.Errors {
 				}
 			}
 		}
+	}
+	// Egress addresses and floating IPs drawn from the same pools stay theirs (publicAddrs).
+	for _, a := range heldPublic(st) {
+		used[a] = true
 	}
 	held := map[*config.Object]string{} // pool each service held its VIP from before this pass
 	for _, o := range svcs {

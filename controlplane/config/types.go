@@ -152,6 +152,10 @@ type Status struct {
 	TableID  int         `json:"tableId,omitempty"`  // Department: routing table (VRF-lite)
 	Host     string      `json:"host,omitempty"`     // VM: host it is placed on ("" = pending)
 	Networks []VMAddress `json:"networks,omitempty"` // VM: addresses per segment
+	// Egress maps a host's name to the department's SNAT address on that host (Department
+	// with spec.egress).
+	Egress     map[string]string `json:"egress,omitempty"`
+	FloatingIP string            `json:"floatingIP,omitempty"` // VM: its floating IP (spec.floatingIP)
 }
 
 // VMAddress is one VM interface on a segment.
@@ -175,6 +179,10 @@ type DepartmentSpec struct {
 	DisplayName string `yaml:"displayName" json:"displayName,omitempty"`
 	CostCentre  string `yaml:"costCentre" json:"costCentre,omitempty"`
 	Quotas      Quotas `yaml:"quotas" json:"quotas"`
+	// Egress names a public address pool the department's SNAT addresses come from: one per
+	// department per host (Status.Egress), so return traffic reaches the host holding the
+	// connection. Unset: the department's VMs cannot open connections beyond it.
+	Egress string `yaml:"egress" json:"egress,omitempty"`
 }
 
 // SegmentSpec is an L2 segment with its subnets; VLAN is allocated when omitted.
@@ -304,6 +312,9 @@ type VMSpec struct {
 	Networks     []VMNetwork       `yaml:"networks" json:"networks"`
 	HostSelector map[string]string `yaml:"hostSelector" json:"hostSelector,omitempty"`
 	Host         string            `yaml:"host" json:"host,omitempty"`
+	// FloatingIP names a public address pool: a public address (Status.FloatingIP) is mapped
+	// 1:1 to the VM's first IPv4 address, inbound (DNAT) and outbound (SNAT).
+	FloatingIP string `yaml:"floatingIP" json:"floatingIP,omitempty"`
 }
 
 // VolumeSpec is a block volume.

@@ -587,6 +587,7 @@ func Validate(st *State) Errors {
 	c.hostList()
 	c.vmList()
 	c.services()
+	c.publicPools()
 	c.quotas()
 	c.priceLists()
 	c.securityPolicies()
@@ -834,6 +835,33 @@ func (c *stateCheck) services() {
 	}
 }
 
+// publicPools checks the pools departments draw their egress (SNAT) addresses from and VMs
+// their floating IPs from: each must exist, be public (advertised to the fabric) and serve the
+// department.
+func (c *stateCheck) publicPools() {
+	check := func(o *Object, field, pool, dept string) {
+		if pool == "" {
+			return
+		}
+		p := c.st.Get(KindAddressPool, pool)
+		switch {
+		case p == nil:
+			c.add(o, field, pool, "unknown address pool")
+		case p.Spec.(*AddressPool).ScopeName() != "public":
+			c.addCaused(o, p, "spec.scope", field, pool, "pool is %s; egress and floating IPs need a public pool (advertised to the fabric)", p.Spec.(*AddressPool).ScopeName())
+		case !p.Spec.(*AddressPool).Allows(dept):
+			c.addCaused(o, p, "spec.departments", field, pool, "pool does not serve department %q (it serves %s)", dept, strings.Join(p.Spec.(*AddressPool).Departments, ", "))
+		}
+	}
+	for _, o := range c.st.List(KindDepartment) {
+		check(o, "spec.egress", o.Spec.(*DepartmentSpec).Egress, o.Metadata.Name)
+	}
+	for _, o := range c.st.List(KindVM) {
+		s := o.Spec.(*VMSpec)
+		check(o, "spec.floatingIP", s.FloatingIP, s.Department)
+	}
+}
+
 // vipInPools refuses a static VIP outside every pool, or in pools that do not serve the
 // service's department.
 func (c *stateCheck) vipInPools(o *Object, s *ServiceSpec) {
@@ -994,6 +1022,12 @@ func Dependents(st *State, o *Object) []Key {
 		case KindAddressPool:
 			if svc, ok := x.Spec.(*ServiceSpec); ok {
 				refers = svc.Pool == name || (svc.VIP == "" && x.Status.Pool == name)
+			}
+			if d, ok := x.Spec.(*DepartmentSpec); ok {
+				refers = d.Egress == name
+			}
+			if vm, ok := x.Spec.(*VMSpec); ok {
+				refers = vm.FloatingIP == name
 			}
 		case KindHost:
 			if vm, ok := x.Spec.(*VMSpec); ok {

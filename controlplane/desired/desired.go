@@ -75,6 +75,9 @@ type Department struct {
 	Name          string `json:"name"`
 	TableID       int    `json:"tableId"`
 	BandwidthMbps int    `json:"bandwidthMbps,omitempty"`
+	// Egress is the department's SNAT address on this host (from its spec.egress pool):
+	// its segments' traffic leaving through the uplink takes it as source; unset, none does.
+	Egress netip.Addr `json:"egress,omitzero"`
 }
 
 // Segment is one department L2 segment carried on the host's trunk.
@@ -178,6 +181,9 @@ type VM struct {
 	Image      string      `json:"image,omitempty"`
 	Volumes    []string    `json:"volumes,omitempty"`
 	Interfaces []Interface `json:"interfaces"`
+	// FloatingIP is a public address mapped 1:1 to the first IPv4 address of Interfaces:
+	// inbound to it is translated to the VM (DNAT), the VM's outbound takes it as source.
+	FloatingIP netip.Addr `json:"floatingIP,omitzero"`
 }
 
 // Interface is a VM NIC on a segment.

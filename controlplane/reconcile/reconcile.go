@@ -29,7 +29,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	table := map[string]int{}
 	for _, o := range st.List(config.KindDepartment) {
 		d := o.Spec.(*config.DepartmentSpec)
-		dd := desired.Department{Name: o.Metadata.Name, TableID: o.Status.TableID}
+		dd := desired.Department{Name: o.Metadata.Name, TableID: o.Status.TableID, Egress: parseAddr(o.Status.Egress[host])}
 		if d.Quotas.BandwidthMbps != nil {
 			dd.BandwidthMbps = *d.Quotas.BandwidthMbps
 		}
@@ -164,7 +164,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 		s := o.Spec.(*config.VMSpec)
 		vm := desired.VM{Name: o.Metadata.Name, Department: s.Department, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB,
-			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}}
+			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}, FloatingIP: parseAddr(o.Status.FloatingIP)}
 		for _, n := range o.Status.Networks {
 			seg := st.Get(config.KindSegment, n.Segment)
 			if seg == nil {

@@ -110,6 +110,10 @@ type Department struct {
 	// Prefixes are the department's segment prefixes (IPv4 and IPv6): nothing from a
 	// non-tenant interface may be addressed to them on the host.
 	Prefixes []netip.Prefix
+	// SNAT, when set, is the department's egress address on this host (IPv4): connections
+	// from its segment addresses leaving through Config.Uplink take it as source, in the
+	// department's conntrack zone (its ID), and the replies are routed back in its table (Mark).
+	SNAT netip.Addr
 }
 
 // Gateway is a distributed-gateway address on a segment bridge: the only host address a
@@ -178,6 +182,10 @@ type Config struct {
 	GatewayMAC  net.HardwareAddr // the distributed gateway's MAC, the same on every host
 	// Guards are the security policies' filters in front of local guests (Guard).
 	Guards []Guard
+	// Uplink is the interface toward the fabric that egress and floating-IP traffic leaves and
+	// arrives on; needed only with Department.SNAT or FloatingIPs.
+	Uplink      string
+	FloatingIPs []FloatingIP
 }
 
 // Plan is the rule set as nftables objects, before any are sent.
@@ -226,6 +234,9 @@ func (c *counters) drop(dept uint32, reason string) []expr.Any {
 // Build turns a Config into a Plan. The result only depends on cfg (sorted internally).
 func Build(cfg Config) (*Plan, error) {
 	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	if err := validateNAT(cfg); err != nil {
 		return nil, err
 	}
 	cfg = normalize(cfg)
@@ -364,8 +375,9 @@ func Build(cfg Config) (*Plan, error) {
 	it.Sets = append(it.Sets, vip4, vip6, allow4, allow6)
 
 	// prerouting: a tenant's packets and connections carry its department's mark.
+	var pre *ChainPlan
 	if len(ours.Elems) > 0 {
-		pre := &ChainPlan{Chain: &nftables.Chain{Name: "prerouting", Table: in, Type: nftables.ChainTypeFilter,
+		pre = &ChainPlan{Chain: &nftables.Chain{Name: "prerouting", Table: in, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle}}
 		pre.Rules = append(pre.Rules, rule([]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
@@ -457,10 +469,14 @@ func Build(cfg Config) (*Plan, error) {
 	forward.Rules = append(forward.Rules,
 		rule(iifInSet("tenant", true), nfproto(unix.NFPROTO_IPV4), concatOifDaddrProtoPort(16, 4, "vip4"), accept()),
 		rule(iifInSet("tenant", true), nfproto(unix.NFPROTO_IPV6), concatOifDaddrProtoPort(24, 16, "vip6"), accept()))
+	forward.Rules = append(forward.Rules, natForward(cfg)...)
 	for _, d := range cfg.Departments {
 		forward.Rules = append(forward.Rules, rule(iifInSet("tenant", true), oifInSet(fmt.Sprintf("dept-%d", d.ID), false), ic.drop(d.ID, ReasonFromFabric)))
 	}
 	it.Chains = append(it.Chains, forward)
+	if pre != nil {
+		buildNAT(cfg, in, it, pre) // validateNAT: a department with NAT has a mark
+	}
 	if len(ours.Elems) > 0 {
 		// The host's packets of a tenant's connection carry its department mark, so they are
 		// routed (type route: re-routed when the mark changes) in the department's table.
@@ -612,7 +628,7 @@ func normalize(cfg Config) Config {
 		slices.Sort(b)
 		ps := slices.Clone(d.Prefixes)
 		slices.SortFunc(ps, comparePrefix)
-		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b), Mark: d.Mark, Prefixes: slices.Compact(ps)})
+		out.Departments = append(out.Departments, Department{ID: d.ID, Bridges: slices.Compact(b), Mark: d.Mark, Prefixes: slices.Compact(ps), SNAT: d.SNAT})
 	}
 	slices.SortFunc(out.Departments, func(a, b Department) int { return int(a.ID) - int(b.ID) })
 	out.Gateways = slices.Clone(cfg.Gateways)
@@ -669,6 +685,9 @@ func normalize(cfg Config) Config {
 	}
 	slices.SortFunc(out.FabricPorts, func(a, b FabricPort) int { return strings.Compare(a.Ifname, b.Ifname) })
 	out.Guards = normalizeGuards(cfg.Guards)
+	out.Uplink = cfg.Uplink
+	out.FloatingIPs = slices.Clone(cfg.FloatingIPs)
+	slices.SortFunc(out.FloatingIPs, func(a, b FloatingIP) int { return a.Public.Compare(b.Public) })
 	return out
 }
 

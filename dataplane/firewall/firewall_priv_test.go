@@ -246,6 +246,16 @@ func TestUpdateMatchesApply(t *testing.T) {
 			c.Guards[0].Rules = append(c.Guards[0].Rules, firewall.GuardRule{Sources: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}, Proto: 17})
 		}, true},
 		{"policies removed", func(c *firewall.Config) { c.Guards = nil }, true},
+		{"egress address and floating IP added", func(c *firewall.Config) {
+			c.Uplink = "up0"
+			c.Departments[0].SNAT = netip.MustParseAddr("198.51.100.1")
+			c.FloatingIPs = append(c.FloatingIPs, firewall.FloatingIP{Dept: 1, Public: netip.MustParseAddr("198.51.100.9"), Private: netip.MustParseAddr("198.18.1.100")})
+		}, true},
+		{"floating IP moved to another guest", func(c *firewall.Config) { c.FloatingIPs[0].Private = netip.MustParseAddr("198.18.1.103") }, true},
+		{"second department's egress", func(c *firewall.Config) { c.Departments[1].SNAT = netip.MustParseAddr("198.51.100.2") }, true},
+		{"egress and floating IPs removed", func(c *firewall.Config) {
+			c.Departments[0].SNAT, c.Departments[1].SNAT, c.FloatingIPs = netip.Addr{}, netip.Addr{}, nil
+		}, true},
 	}
 	handles := func(ns *netnstest.NS) string {
 		return ns.MustRun(t, "sh", "-c", "nft -a list tables; nft -a list table inet govcloud | head -1; nft -a list table bridge govcloud | head -1")

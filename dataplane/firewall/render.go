@@ -145,6 +145,8 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 		return "forward"
 	case *nftables.ChainHookOutput:
 		return "output"
+	case *nftables.ChainHookPostrouting:
+		return "postrouting"
 	}
 	return fmt.Sprintf("hook%d", h)
 }
@@ -155,6 +157,7 @@ func hook(f nftables.TableFamily, h nftables.ChainHook) string {
 func renderRule(r []expr.Any) string {
 	var parts []string
 	regs := map[uint32]string{}
+	imm := map[uint32][]byte{} // immediate values, for NAT addresses
 	var concat []string
 	load := func(reg uint32, what string) {
 		regs[reg] = what
@@ -181,14 +184,25 @@ func renderRule(r []expr.Any) string {
 				op = "!="
 			}
 			parts = append(parts, fmt.Sprintf("%s %s %s", regs[x.Register], op, value(regs[x.Register], x.Data)))
+		case *expr.Immediate:
+			regs[x.Register] = immediate(x.Data)
+			imm[x.Register] = x.Data
+		case *expr.NAT:
+			kind := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[x.Type]
+			a, _ := netip.AddrFromSlice(imm[x.RegAddrMin])
+			parts = append(parts, fmt.Sprintf("%s ip to %s", kind, a))
 		case *expr.Ct:
 			switch {
+			case x.SourceRegister && x.Key == expr.CtKeyZONE:
+				parts = append(parts, fmt.Sprintf("ct zone set %s", regs[x.Register]))
 			case x.SourceRegister:
 				parts = append(parts, fmt.Sprintf("ct mark set %s", regs[x.Register]))
 			case x.Key == expr.CtKeyDIRECTION:
 				load(x.Register, "ct direction")
 			case x.Key == expr.CtKeySTATE:
 				load(x.Register, "ct state")
+			case x.Key == expr.CtKeySTATUS:
+				load(x.Register, "ct status")
 			default:
 				load(x.Register, "ct mark")
 			}
@@ -227,6 +241,17 @@ func renderRule(r []expr.Any) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// immediate prints an immediate value as a native-endian number (a mark, a zone).
+func immediate(b []byte) string {
+	switch len(b) {
+	case 2:
+		return fmt.Sprint(binaryutil.NativeEndian.Uint16(b))
+	case 4:
+		return fmt.Sprint(binaryutil.NativeEndian.Uint32(b))
+	}
+	return fmt.Sprintf("0x%x", b)
 }
 
 func payloadName(p *expr.Payload) string {
@@ -281,6 +306,8 @@ func value(reg string, b []byte) string {
 		return fmt.Sprintf("0x%x", binaryutil.NativeEndian.Uint32(b))
 	case reg == "ct direction" && len(b) == 1:
 		return map[byte]string{0: "original", 1: "reply"}[b[0]]
+	case strings.HasPrefix(reg, "ct status") && len(b) == 4:
+		return fmt.Sprintf("%#x", binaryutil.NativeEndian.Uint32(b))
 	case strings.HasSuffix(reg, "mark") && len(b) == 4:
 		return fmt.Sprint(binaryutil.NativeEndian.Uint32(b))
 	case strings.HasPrefix(reg, "iifname"), strings.HasPrefix(reg, "oifname"):

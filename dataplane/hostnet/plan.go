@@ -193,7 +193,7 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 	byDept := map[string]int{}
 	for _, dp := range d.Departments {
 		byDept[dp.Name] = len(cfg.Departments)
-		cfg.Departments = append(cfg.Departments, firewall.Department{ID: dp.ID, Mark: uint32(dp.Table)})
+		cfg.Departments = append(cfg.Departments, firewall.Department{ID: dp.ID, Mark: uint32(dp.Table), SNAT: dp.SNAT})
 	}
 	for _, s := range d.Segments {
 		fd := &cfg.Departments[byDept[s.Department]]
@@ -238,6 +238,11 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 			}
 			cfg.Guards = append(cfg.Guards, fg)
 		}
+	}
+	// Egress and floating IPs leave and arrive on the uplink.
+	cfg.Uplink = d.Uplink
+	for _, f := range d.FloatingIPs {
+		cfg.FloatingIPs = append(cfg.FloatingIPs, firewall.FloatingIP{Dept: depts[f.Department].ID, Public: f.Public, Private: f.Private})
 	}
 	// What may come in from the fabric on each segment's trunk port: its remote guests, and IP
 	// routed by a peer host's gateway (from the department's guests or VIPs).
@@ -313,7 +318,14 @@ func (p *Plan) String() string {
 	}
 	f := p.Firewall
 	for _, d := range f.Departments {
-		fmt.Fprintf(&b, "firewall department %d mark %#x bridges %v prefixes %v\n", d.ID, d.Mark, d.Bridges, d.Prefixes)
+		fmt.Fprintf(&b, "firewall department %d mark %#x bridges %v prefixes %v", d.ID, d.Mark, d.Bridges, d.Prefixes)
+		if d.SNAT.IsValid() {
+			fmt.Fprintf(&b, " snat %s", d.SNAT)
+		}
+		b.WriteByte('\n')
+	}
+	for _, fip := range f.FloatingIPs {
+		fmt.Fprintf(&b, "firewall floating-ip %s -> %s dept %d\n", fip.Public, fip.Private, fip.Dept)
 	}
 	for _, g := range f.Gateways {
 		fmt.Fprintf(&b, "firewall gateway %s %s\n", g.Bridge, g.Addr)

@@ -40,6 +40,8 @@ type HostNetwork struct {
 	// TenantAllow are explicit exceptions to the management plane's isolation (e.g. DNS on
 	// udp:192.0.2.53:53), for every department.
 	TenantAllow []TenantAllow
+	// FloatingIPs are the floating IPs of guests on this host.
+	FloatingIPs []FloatingIP
 	// Guards are the security policies in front of local guests: what the department's
 	// segments send to a guarded guest's own addresses passes only when one of its rules
 	// allows it (or it belongs to an allowed connection). Any guard needs br_netfilter
@@ -84,6 +86,18 @@ type Department struct {
 	// 10^6 bit/s): what its local guests send, and separately what they receive, each at most
 	// this rate (trunk.MbpsRate). 0 is unlimited. Every host enforces the whole limit.
 	BandwidthMbps int
+	// SNAT, when set, is the department's public egress address on this host (IPv4): its
+	// segments' connections leaving through the uplink take it as source (firewall.Department).
+	// The fabric learns it from the host's BGP announcement.
+	SNAT netip.Addr
+}
+
+// FloatingIP is a public address (IPv4) mapped 1:1 to a local guest's address in one of the
+// department's segments.
+type FloatingIP struct {
+	Department string
+	Public     netip.Addr
+	Private    netip.Addr
 }
 
 // Segment is one L2 segment of a department.
@@ -239,6 +253,26 @@ func (h HostNetwork) normalize() (HostNetwork, error) {
 		}
 		guarded[gd.Ifname] = true
 		out.Guards = append(out.Guards, gd)
+	}
+	for _, f := range h.FloatingIPs {
+		inDept := false
+		for _, s := range out.Segments {
+			inDept = inDept || (s.Department == f.Department && s.IPv4.Contains(f.Private))
+		}
+		switch {
+		case depts[f.Department].Name == "":
+			return out, fmt.Errorf("floating IP %s: unknown department %q", f.Public, f.Department)
+		case !f.Public.Is4():
+			return out, fmt.Errorf("floating IP %q of department %q: want an IPv4 address", f.Public, f.Department)
+		case !inDept:
+			return out, fmt.Errorf("floating IP %s: address %q is not in a segment of department %q", f.Public, f.Private, f.Department)
+		}
+		out.FloatingIPs = append(out.FloatingIPs, f)
+	}
+	for _, d := range out.Departments {
+		if d.SNAT.IsValid() && !d.SNAT.Is4() {
+			return out, fmt.Errorf("department %q: egress address %q: want an IPv4 address", d.Name, d.SNAT)
+		}
 	}
 	if len(out.Segments) > 0 && out.Uplink == "" {
 		return out, fmt.Errorf("segments need an uplink interface")
