@@ -23,6 +23,7 @@ spec:
   displayName: Department of Lands
   costCentre: CC-1001
   quotas: {vcpus: 8, memoryGiB: 8, storageGiB: 50, bandwidthMbps: %d}
+  egress: public-vips
 `
 
 // bandwidthQuota (issue 17): lands at bandwidthMbps 100 gets 100 Mbit/s +-10% between its
