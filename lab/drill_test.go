@@ -183,7 +183,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// A backup's snapshot can stall the embedded etcd long enough for the leader lease to
 	// lapse; the controller then refuses writes (nothing changed) until it leads again.
 	if err := applyLeading(ctx, c, "late.yaml", lateYAML); err != nil {
-		t.Fatalf("drill: apply after the backup: %v", err)
+		t.Fatalf("drill: apply after the backup: %v\ncontroller log:\n%s", err, l.logTail("controller", 60))
 	}
 	if err := waitHostsHold(30*time.Second, func(s hoststatus.Status) bool {
 		_, ok := s.Segments["lands-late"]
