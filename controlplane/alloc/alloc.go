@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -187,7 +188,7 @@ func vips(st *config.State) config.Errors {
 		if err == nil && !used[a] && a.Is6() == wantsIPv6(s, pools) {
 			// A VIP allocated before Reserved existed (an IPv6 pool's all-zero address) is
 			// given a new one: routers answer the Subnet-Router anycast address themselves.
-			if p := poolFor(pools, a, s.Department, s.Pool); p != nil && !reservedIn(p, a) {
+			if p := poolFor(pools, a, s.Department, s.Pool); p != nil && !reservedIn(p, a) && (s.Pool != "" || s.Mode != "nat" || p.Spec.(*config.AddressPool).ScopeName() != "internal") {
 				used[a] = true
 				o.Status.Pool = p.Metadata.Name
 				continue
@@ -201,9 +202,23 @@ func vips(st *config.State) config.Errors {
 		v6 := wantsIPv6(s, pools)
 		var found bool
 		var tried []string
-		for _, p := range pools {
+		// A service naming no pool draws from the public pools that serve its department first,
+		// and from internal ones only when none of those has an address and its mode is not nat
+		// (internal VIPs are dsr only; config.Validate checks a named pool).
+		byScope := slices.Clone(pools)
+		internal := func(p *config.Object) int {
+			if p.Spec.(*config.AddressPool).ScopeName() == "internal" {
+				return 1
+			}
+			return 0
+		}
+		slices.SortStableFunc(byScope, func(x, y *config.Object) int { return internal(x) - internal(y) })
+		for _, p := range byScope {
 			ap := p.Spec.(*config.AddressPool)
 			if !ap.Allows(s.Department) || (s.Pool != "" && s.Pool != p.Metadata.Name) {
+				continue
+			}
+			if s.Pool == "" && s.Mode == "nat" && ap.ScopeName() == "internal" {
 				continue
 			}
 			tried = append(tried, p.Metadata.Name)

@@ -308,3 +308,41 @@ func TestVIPFamilyAgainstThePool(t *testing.T) {
 		}
 	}
 }
+
+// A service naming no pool draws from the public pools that serve its department before the
+// internal ones (whatever their names), and never from an internal one in mode nat (internal
+// VIPs are dsr only): rows of pools, the service's mode, and the VIP or error wanted.
+func TestNoPoolServicesPreferPublicPools(t *testing.T) {
+	internal := doc("AddressPool", "aaa-int", "{cidrs: [198.19.2.0/30], departments: [\"*\"], scope: internal}")
+	public := doc("AddressPool", "zzz-pub", "{cidrs: [198.19.3.0/30], departments: [a]}")
+	for _, tc := range []struct {
+		name, pools, mode, want, wantErr string
+	}{
+		{"public pool named after an internal one", internal + public, "", "198.19.3.1", ""},
+		{"public pool, mode nat", internal + public, "nat", "198.19.3.1", ""},
+		{"only an internal pool, no mode (dsr)", internal, "", "198.19.2.1", ""},
+		{"only an internal pool, mode dsr", internal, "dsr", "198.19.2.1", ""},
+		{"only an internal pool, mode nat", internal, "nat", "", "no free IPv4 VIP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mode := ""
+			if tc.mode != "" {
+				mode = ", mode: " + tc.mode
+			}
+			st := state(t, depts+tc.pools+doc("Service", "s", "{department: a, ports: [{port: 80}]"+mode+"}"))
+			es := Allocate(st, DefaultConfig())
+			if tc.wantErr != "" {
+				if len(es) == 0 || !strings.Contains(es.Err().Error(), tc.wantErr) {
+					t.Fatalf("errors %v, want %q", es, tc.wantErr)
+				}
+				return
+			}
+			if len(es) > 0 {
+				t.Fatal(es)
+			}
+			if got := st.Get(config.KindService, "s").Status.VIP; got != tc.want {
+				t.Fatalf("VIP %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

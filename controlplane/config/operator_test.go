@@ -165,3 +165,98 @@ func TestInternalPoolModes(t *testing.T) {
 		})
 	}
 }
+
+// A static VIP is never an address a department holds for egress or a VM as its floating IP
+// (issue 17 §4: it would take another department's public address): refused naming the
+// holder; a free address of the same pool passes.
+func TestStaticVIPNotAHeldPublicAddress(t *testing.T) {
+	for _, tc := range []struct{ desc, vip, want string }{
+		{"another department's egress address", "198.19.0.5", `spec.vip "198.19.0.5": address is department "health"'s egress address on host "h1"`},
+		{"a VM's floating IP", "198.19.0.6", `spec.vip "198.19.0.6": address is VM "v1"'s floating IP`},
+		{"its own department's egress address", "198.19.0.7", `department "lands"'s egress address on host "h2"`},
+		{"a free address", "198.19.0.9", ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			objs, err := Parse("in.yaml", []byte(base+"---\napiVersion: govcloud/v1\nkind: Service\nmetadata: {name: web}\nspec: {department: lands, vip: "+tc.vip+", ports: [{port: 80}]}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := NewState()
+			for _, o := range objs {
+				st.Objects[o.Key()] = o
+			}
+			st.Get(KindDepartment, "health").Status.Egress = map[string]string{"h1": "198.19.0.5"}
+			st.Get(KindDepartment, "lands").Status.Egress = map[string]string{"h2": "198.19.0.7"}
+			vm := &Object{APIVersion: "govcloud/v1", Kind: KindVM, Metadata: Metadata{Name: "v1"}, Spec: &VMSpec{Department: "health"}}
+			vm.Status.FloatingIP = "198.19.0.6"
+			st.Objects[vm.Key()] = vm
+			err = Validate(st).Err()
+			if tc.want == "" {
+				if err != nil && strings.Contains(err.Error(), "spec.vip") {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Segment prefixes too small for a gateway and a guest are refused, IPv4 and IPv6 alike.
+func TestSegmentPrefixTooSmall(t *testing.T) {
+	seg := func(spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: Segment\nmetadata: {name: tiny}\nspec: " + spec + "\n"
+	}
+	for _, tc := range []struct{ desc, spec, want string }{
+		{"IPv4 /31", "{department: lands, ipv4: 198.18.90.0/31}", `spec.ipv4 "198.18.90.0/31": prefix too small`},
+		{"IPv6 /128", `{department: lands, ipv4: 198.18.90.0/24, ipv6: "2001:db8:90::/128"}`, `spec.ipv6 "2001:db8:90::/128": prefix too small`},
+		{"IPv6 /127", `{department: lands, ipv4: 198.18.90.0/24, ipv6: "2001:db8:90::/127"}`, `spec.ipv6 "2001:db8:90::/127": prefix too small`},
+		{"IPv6 /126", `{department: lands, ipv4: 198.18.90.0/24, ipv6: "2001:db8:90::/126"}`, ""},
+		{"IPv6 /64", `{department: lands, ipv4: 198.18.90.0/24, ipv6: "2001:db8:90::/64"}`, ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			err := parseValidate(t, base+seg(tc.spec))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A pool never overlaps a segment of a department it serves (its VIPs would be gateways' and
+// guests' addresses there); the error lands on the document of the input.
+func TestPoolOverlapsServedSegment(t *testing.T) {
+	d := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	for _, tc := range []struct{ desc, yaml, want string }{
+		{"internal pool inside lands' segment", base + d("AddressPool", "in", `{cidrs: [198.18.20.0/28], departments: [lands], scope: internal}`),
+			`AddressPool "in": spec.cidrs "198.18.20.0/28": overlaps 198.18.20.0/24 of segment "lands-web" of department "lands"`},
+		{"pool for every department over health's segment", base + d("AddressPool", "all", `{cidrs: [198.18.30.128/25], departments: ["*"]}`),
+			`spec.cidrs "198.18.30.128/25": overlaps 198.18.30.0/24 of segment "health-web"`},
+		{"IPv6 pool inside a segment's IPv6 prefix", base + d("Segment", "lands-v6", `{department: lands, ipv4: 198.18.91.0/24, ipv6: "2001:db8:91::/64"}`) + d("AddressPool", "v6", `{cidrs: ["2001:db8:91::/120"], departments: [lands]}`),
+			`overlaps 2001:db8:91::/64 of segment "lands-v6"`},
+		{"pool over a segment of a department it does not serve", base + d("AddressPool", "other", `{cidrs: [198.18.30.0/28], departments: [lands]}`), ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			err := parseValidate(t, tc.yaml)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -76,14 +76,35 @@ func (r PolicyRule) ProtocolName() string {
 	return r.Protocol
 }
 
+// Bounds of one SecurityPolicy: rules, sources a rule, and ports or ranges a rule.
+const (
+	MaxPolicyRules   = 256
+	MaxPolicySources = 256
+	MaxPolicyPorts   = 64
+)
+
 func (c *objectCheck) securityPolicy(s *SecurityPolicySpec) {
 	c.need("spec.department", s.Department)
 	if len(s.Selector) == 0 {
 		c.bad("spec.selector", "", "required: the labels of the VMs the policy guards (an empty selector would guard every VM of the department; a policy selecting no VM does nothing)")
 	}
 	c.labels("spec.selector", s.Selector)
+	// Bounded: every rule, source and port range becomes nftables rules and set elements on
+	// each host of a selected VM, and every packet to it walks the rules in order.
+	if len(s.Allow) > MaxPolicyRules {
+		c.bad("spec.allow", strconv.Itoa(len(s.Allow))+" rules", "at most %d rules a policy (merge rules, or use CIDRs)", MaxPolicyRules)
+		return
+	}
 	for i, r := range s.Allow {
 		f := fmt.Sprintf("spec.allow[%d]", i)
+		if len(r.From) > MaxPolicySources {
+			c.bad(f+".from", strconv.Itoa(len(r.From))+" sources", "at most %d sources a rule", MaxPolicySources)
+			continue
+		}
+		if len(r.Ports) > MaxPolicyPorts {
+			c.bad(f+".ports", strconv.Itoa(len(r.Ports))+" ports", "at most %d ports or ranges a rule (use endPort for a range)", MaxPolicyPorts)
+			continue
+		}
 		proto := r.ProtocolName()
 		if !slices.Contains(PolicyProtocols, proto) {
 			c.bad(f+".protocol", r.Protocol, "want one of %s", strings.Join(PolicyProtocols, ", "))

@@ -94,8 +94,12 @@ func (c *objectCheck) segment(s *SegmentSpec) {
 		}
 	}
 	if s.IPv6 != "" {
-		if p, ok := prefix(c.bad, "spec.ipv6", s.IPv6, true); ok && s.Gateway6 != "" {
-			gatewayIn(c.bad, "spec.gateway6", s.Gateway6, p)
+		if p, ok := prefix(c.bad, "spec.ipv6", s.IPv6, true); ok {
+			if p.Bits() > 126 { // room for the gateway and a guest besides the subnet-router anycast address
+				c.bad("spec.ipv6", s.IPv6, "prefix too small for hosts (want /126 or larger; /64 is usual)")
+			} else if s.Gateway6 != "" {
+				gatewayIn(c.bad, "spec.gateway6", s.Gateway6, p)
+			}
 		}
 	} else if s.Gateway6 != "" {
 		c.bad("spec.gateway6", s.Gateway6, "given without spec.ipv6")
@@ -716,6 +720,32 @@ func (c *stateCheck) addressPools() {
 		}
 		c.add(x, "spec.cidrs", px.String(), "overlaps %s of address pool %q", py, y.Metadata.Name)
 	}
+	// A VIP inside a segment of a department the pool serves would be a gateway's or a guest's
+	// address there: pools and those segments never overlap.
+	for _, o := range c.pools {
+		p := o.Spec.(*AddressPool)
+		for _, seg := range c.st.List(KindSegment) {
+			ss := seg.Spec.(*SegmentSpec)
+			if !p.Allows(ss.Department) {
+				continue
+			}
+			for _, q := range p.Prefixes() {
+				for _, sp := range []netip.Prefix{ss.Prefix4(), ss.Prefix6()} {
+					if sp.IsValid() && q.Overlaps(sp) {
+						if x, _ := blame(o, seg); x == o {
+							c.add(o, "spec.cidrs", q.String(), "overlaps %s of segment %q of department %q, which the pool serves", sp, seg.Metadata.Name, ss.Department)
+						} else {
+							field := "spec.ipv4"
+							if sp.Addr().Is6() {
+								field = "spec.ipv6"
+							}
+							c.add(seg, field, sp.String(), "overlaps %s of address pool %q, which serves department %q", q, o.Metadata.Name, ss.Department)
+						}
+					}
+				}
+			}
+		}
+	}
 }
 
 // hostList indexes the hosts and refuses two hosts with one address.
@@ -804,6 +834,20 @@ func (c *stateCheck) vmList() {
 // unique, backends in the service's department.
 func (c *stateCheck) services() {
 	vips := map[netip.Addr]*Object{}
+	// Public addresses a department holds for egress or a VM as its floating IP: never a VIP.
+	held := map[netip.Addr]string{}
+	for _, o := range c.st.List(KindDepartment) {
+		for h, a := range o.Status.Egress {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				held[ip] = fmt.Sprintf("department %q's egress address on host %q", o.Metadata.Name, h)
+			}
+		}
+	}
+	for _, o := range c.st.List(KindVM) {
+		if ip, err := netip.ParseAddr(o.Status.FloatingIP); err == nil {
+			held[ip] = fmt.Sprintf("VM %q's floating IP", o.Metadata.Name)
+		}
+	}
 	for _, o := range c.st.List(KindService) {
 		s := o.Spec.(*ServiceSpec)
 		c.refDept(o, s.Department)
@@ -817,6 +861,9 @@ func (c *stateCheck) services() {
 		}
 		if s.VIP != "" {
 			c.vipInPools(o, s)
+			if ip, err := netip.ParseAddr(s.VIP); err == nil && held[ip] != "" {
+				c.add(o, "spec.vip", s.VIP, "address is %s; choose another", held[ip])
+			}
 		}
 		if p := ServicePool(c.st, o); p != nil && p.Spec.(*AddressPool).ScopeName() == "internal" && s.Mode == "nat" {
 			c.add(o, "spec.mode", s.Mode, "pool %q is internal: its VIPs are dsr only (the department's gateways route them to a backend, which answers from the VIP); leave mode out or set dsr", p.Metadata.Name)
