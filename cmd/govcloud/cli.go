@@ -127,7 +127,11 @@ func detail(o client.Object) []string {
 		if host == "" {
 			host = "(pending)"
 		}
-		return []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+		d := []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+		if o.Status.Reason != "" {
+			d = append(d, "reason: "+o.Status.Reason)
+		}
+		return d
 	case *config.VolumeSpec:
 		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
 	}

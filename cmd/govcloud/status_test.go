@@ -137,3 +137,36 @@ func TestGetServicesShowsWeights(t *testing.T) {
 		t.Fatalf("table %q %v", out.String(), err)
 	}
 }
+
+// Issue 23: a VM that no host takes showed only host=(pending). `get vms` and `status` now
+// give the controller's reason, and status lists a VM kept on a host over its capacity.
+func TestUnschedulableVMSaysWhy(t *testing.T) {
+	noRoom := `no host with 4 free vCPUs for VM "big" among 2 hosts matching rack=r2 (h1: 2 vCPUs free; h2: 3 vCPUs free)`
+	noMatch := `no host for VM "lost": none of 2 hosts matches hostSelector rack=r9`
+	over := "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"
+	vm := func(name string, st config.Status) client.Object {
+		return client.Object{Object: config.Object{Kind: config.KindVM, Metadata: config.Metadata{Name: name}, Spec: &config.VMSpec{Department: "a", VCPUs: 4, MemoryMiB: 512}, Status: st}, Name: name, Department: "a"}
+	}
+	objs := []client.Object{vm("lost", config.Status{Reason: noMatch}), vm("big", config.Status{Reason: noRoom}),
+		vm("ok", config.Status{Host: "h2"}), vm("kept", config.Status{Host: "h1", Reason: over})}
+	var table bytes.Buffer
+	if err := printTable(&table, objs); err != nil {
+		t.Fatal(err)
+	}
+	var status bytes.Buffer
+	writeStatus(&status, statusOf(t, nil), objs, nil)
+	for _, c := range []struct{ out, want string }{
+		{table.String(), "host=(pending) vcpus=4 mem=512MiB addresses= reason: " + noRoom + "\n"},
+		{table.String(), "host=(pending) vcpus=4 mem=512MiB addresses= reason: " + noMatch + "\n"},
+		{table.String(), "host=h1 vcpus=4 mem=512MiB addresses= reason: " + over + "\n"},
+		{table.String(), "host=h2 vcpus=4 mem=512MiB addresses=\n"},
+		{status.String(), "vm big: pending: " + noRoom + "\nvm kept: on h1: " + over + "\nvm lost: pending: " + noMatch + "\n"},
+	} {
+		if !strings.Contains(c.out, c.want) {
+			t.Errorf("output lacks\n%q\ngot\n%s", c.want, c.out)
+		}
+	}
+	if strings.Contains(status.String(), "vm ok") {
+		t.Errorf("status lists a VM placed within capacity:\n%s", status.String())
+	}
+}
