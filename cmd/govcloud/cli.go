@@ -81,7 +81,7 @@ func printData(w io.Writer, raw json.RawMessage, format string) error {
 func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 	sym := map[string]string{"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 	for _, c := range res.Changes {
-		if c.Action == "unchanged" {
+		if c.Action == "unchanged" && c.Reason == "" {
 			continue
 		}
 		line := fmt.Sprintf("%s %s %s %s", sym[c.Action], c.Action, c.Kind, c.Name)
@@ -91,6 +91,9 @@ func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 		fmt.Fprintln(w, line)
 		for _, v := range c.Values {
 			fmt.Fprintf(w, "    %s: %s -> %s\n", v.Field, v.From, v.To)
+		}
+		if c.Reason != "" {
+			fmt.Fprintf(w, "    placement: %s\n", c.Reason)
 		}
 	}
 	n := res.Counts

@@ -11,6 +11,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
+	"github.com/govcloud/govcloud/controlplane/plan"
 )
 
 func statusOf(t *testing.T, reports map[string]hoststatus.Status) *client.Status {
@@ -168,5 +169,13 @@ func TestUnschedulableVMSaysWhy(t *testing.T) {
 	}
 	if strings.Contains(status.String(), "vm ok") {
 		t.Errorf("status lists a VM placed within capacity:\n%s", status.String())
+	}
+	// apply says it too, also for a VM in the input that did not change.
+	var apply bytes.Buffer
+	printChanges(&apply, &client.ApplyResult{Changes: []plan.Change{{Kind: "VM", Name: "big", Action: "create", Reason: noRoom},
+		{Kind: "VM", Name: "kept", Action: "unchanged", Reason: over}, {Kind: "VM", Name: "ok", Action: "unchanged"}}}, "applied")
+	want := "+ create VM big\n    placement: " + noRoom + "\n= unchanged VM kept\n    placement: " + over + "\napplied:"
+	if !strings.HasPrefix(apply.String(), want) {
+		t.Errorf("apply output\n%s\nwant it to start\n%s", apply.String(), want)
 	}
 }
