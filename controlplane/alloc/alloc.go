@@ -364,9 +364,11 @@ func vms(st *config.State) config.Errors {
 		return len(free) == 0
 	}
 	prev := map[string]map[string]config.VMAddress{}
+	newlyPinned := map[string]bool{} // VMs whose spec.host puts them on a host they were not on
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
 		if s.Host != "" {
+			newlyPinned[o.Metadata.Name] = o.Status.Host != s.Host
 			o.Status.Host = s.Host
 		} else if h := st.Get(config.KindHost, o.Status.Host); h == nil || !matches(h, s.HostSelector) {
 			o.Status.Host = ""
@@ -409,7 +411,7 @@ func vms(st *config.State) config.Errors {
 	}
 	var es config.Errors
 	// Placed VMs beyond their host's capacity (pinned, or the capacity shrank) stay where they
-	// are: each says so in its reason. Only a VM this input pins there is refused.
+	// are: each says so in its reason. Only a VM this input newly pins there is refused.
 	for _, h := range hosts {
 		l, u := limit(h), use[h.Metadata.Name]
 		if free, _ := short(l, u, res{}); len(free) == 0 {
@@ -421,7 +423,7 @@ func vms(st *config.State) config.Errors {
 				continue
 			}
 			o.Status.Reason = why
-			if o.Source != nil && o.Spec.(*config.VMSpec).Host == h.Metadata.Name {
+			if o.Source != nil && newlyPinned[o.Metadata.Name] {
 				es = es.Add(config.ErrAt(o, "spec.host", h.Metadata.Name, "host capacity exceeded: %s", why))
 			}
 		}

@@ -154,7 +154,7 @@ func TestPlacement(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		objs    string
-		placed  map[string]string // stored VMs (not in the input) already on a host
+		placed  map[string]string // VMs already on a host: stored (not in the input) unless "+NAME" is listed too
 		want    map[string]string // VM -> host ("" = pending)
 		reasons map[string]string // VM -> exact reason
 		wantErr string            // "" = none
@@ -203,6 +203,13 @@ func TestPlacement(t *testing.T) {
 				"p2": "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"}, ""},
 		{"a VM this input pins beyond capacity is refused", two + vm("v1", 2, ", host: h2") + vm("v2", 2, ", host: h2") + vm("v3", 2, ", host: h2"), nil,
 			nil, nil, `VM "v3": spec.host "h2": host capacity exceeded: host h2 over capacity: its VMs take 6 vCPUs of 4`},
+		{"a re-applied VM pinned to a host that shrank stays, reported", host("h1", "", "{vcpus: 2, memoryMiB: 4096}") +
+			vm("p1", 2, ", host: h1") + vm("p2", 2, ", host: h1"), map[string]string{"p1": "h1", "p2": "h1", "+p1": "", "+p2": ""},
+			map[string]string{"p1": "h1", "p2": "h1"},
+			map[string]string{"p2": "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"}, ""},
+		{"a VM this input newly pins to a host already full is refused", host("h1", "", "{vcpus: 2, memoryMiB: 4096}") +
+			vm("p1", 2, ", host: h1") + vm("p2", 2, ", host: h1"), map[string]string{"p1": "h1"},
+			nil, nil, `VM "p2": spec.host "h1": host capacity exceeded`},
 		{"hosts without capacity take anything", doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1}") + vm("big", 512, ", volumes: [d20]"), nil,
 			map[string]string{"big": "h1"}, map[string]string{"big": ""}, ""},
 	} {
@@ -210,8 +217,12 @@ func TestPlacement(t *testing.T) {
 			run := func() *config.State {
 				st := state(t, depts+base+tc.objs)
 				for name, h := range tc.placed {
-					o := st.Get(config.KindVM, name)
-					o.Source, o.Status.Host = nil, h
+					if o := st.Get(config.KindVM, name); o != nil {
+						o.Status.Host = h
+						if _, in := tc.placed["+"+name]; !in {
+							o.Source = nil
+						}
+					}
 				}
 				es := Allocate(st, DefaultConfig())
 				if tc.wantErr != "" {
