@@ -165,19 +165,11 @@ type Agent struct {
 	mu         sync.Mutex
 	last       *desired.State
 	remoteDown map[hoststatus.BackendKey]bool
-	// Backends placed on other hosts: seen in some pass, and pending (placed after the first
-	// pass, not reported up by their host yet). Like a local backend added while the agent
-	// runs, a new remote one takes no traffic, and makes no VIP advertised, before its own
-	// host has checked it: advertising first and withdrawing when its host reported it
-	// unchecked made a new VIP flap, and the speaker's hold-down then kept it out 2 s.
-	remoteSeen    map[hoststatus.BackendKey]bool
-	remotePending map[hoststatus.BackendKey]bool
-	remoteSeeded  bool
-	status        hoststatus.Status
-	reported      []byte
-	nudged        map[netip.Addr]time.Time
-	hnWrites      uint64        // host network writes summed over passes (hostnet reports per Set)
-	wake          chan struct{} // Reconnect: end the controller watch's backoff now
+	status     hoststatus.Status
+	reported   []byte
+	nudged     map[netip.Addr]time.Time
+	hnWrites   uint64        // host network writes summed over passes (hostnet reports per Set)
+	wake       chan struct{} // Reconnect: end the controller watch's backoff now
 
 	// holder is this host's copy of the shared tables; programmed the services last written
 	// (a service whose table cannot be verified keeps what it had).
@@ -213,7 +205,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{cfg: cfg, log: cfg.Log, hn: cfg.HostNet, lb: cfg.LB, routes: cfg.Routes, speaker: speaker,
 		checks: NewChecker(cfg.Log), resolve: nudgeNeighbour,
-		remoteDown: map[hoststatus.BackendKey]bool{}, remoteSeen: map[hoststatus.BackendKey]bool{}, remotePending: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
+		remoteDown: map[hoststatus.BackendKey]bool{}, nudged: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1),
 		holder: lbtables.NewHolder(), programmed: map[string]lb.Service{}}, nil
 }
 
@@ -367,39 +359,7 @@ func (a *Agent) pollPeers(ctx context.Context) bool {
 	defer a.mu.Unlock()
 	changed := !reflect.DeepEqual(down, a.remoteDown)
 	a.remoteDown = down
-	for h, backends := range hosts {
-		for k, health := range backends {
-			if health.Up && placed[k] == h && a.remotePending[k] {
-				delete(a.remotePending, k)
-				changed = true
-			}
-		}
-	}
 	return changed
-}
-
-// trackRemote notes the backends st places on other hosts: those first seen after the first
-// pass are pending until their host reports them up (pollPeers).
-func (a *Agent) trackRemote(st *desired.State) {
-	placed := placedBackends(st)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k, h := range placed {
-		if h == a.cfg.Host || a.remoteSeen[k] {
-			continue
-		}
-		a.remoteSeen[k] = true
-		if a.remoteSeeded {
-			a.remotePending[k] = true
-		}
-	}
-	for k := range a.remoteSeen {
-		if h, ok := placed[k]; !ok || h == a.cfg.Host {
-			delete(a.remoteSeen, k)
-			delete(a.remotePending, k)
-		}
-	}
-	a.remoteSeeded = true
 }
 
 // peersDown reads the peers' health reports (host -> backends it found down) for backends they
@@ -439,7 +399,7 @@ func placedBackends(st *desired.State) map[hoststatus.BackendKey]string {
 
 func (a *Agent) healthy(k hoststatus.BackendKey) bool {
 	a.mu.Lock()
-	down := a.remoteDown[k] || a.remotePending[k]
+	down := a.remoteDown[k]
 	a.mu.Unlock()
 	return !down && a.checks.Healthy(k)
 }
@@ -450,7 +410,6 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	start := time.Now()
 	status := hoststatus.Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
-	a.trackRemote(st)
 
 	hnErr := a.setHostNetwork(st)
 	for _, s := range st.Segments {

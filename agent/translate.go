@@ -107,6 +107,11 @@ func hostNetwork(st *desired.State) (hostnet.HostNetwork, error) {
 		}
 	}
 	hn.VIPPorts = vipPorts(st)
+	g, err := guards(st)
+	if err != nil {
+		return hn, err
+	}
+	hn.Guards = g
 	return hn, nil
 }
 

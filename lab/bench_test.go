@@ -131,6 +131,7 @@ func BenchmarkApplyToForwarding(b *testing.B) {
 	fmt.Printf("  guests plugged on both hosts, p99 : %6.0f ms\n", ms(pct(toReady, .99)))
 	fmt.Printf("  VIP answers via both hosts, p50   : %6.0f ms  (from gc-client, FRR ECMP)\n", ms(pct(total, .5)))
 	fmt.Printf("  VIP answers via both hosts, p99   : %6.0f ms  (goal < 500 ms)\n", ms(pct(total, .99)))
+	policyEnforcement(b, l, c)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

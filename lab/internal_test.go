@@ -27,25 +27,26 @@ spec:
 ---
 apiVersion: govcloud/v1
 kind: Segment
-metadata: {name: lands-app}
-spec: {department: lands, vlan: 121, ipv4: 198.18.21.0/24, gateway: 198.18.21.1}
+metadata: {name: lands-api-clients}
+spec: {department: lands, vlan: 122, ipv4: 198.18.22.0/24, gateway: 198.18.22.1}
 ---
 apiVersion: govcloud/v1
 kind: VM
-metadata: {name: lands-app-1}
-spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: lands-app}], host: gc-host1}
+metadata: {name: lands-api-c1}
+spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: lands-api-clients}], host: gc-host1}
 ---
 apiVersion: govcloud/v1
 kind: VM
-metadata: {name: lands-app-2}
-spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: lands-app}], host: gc-host2}
+metadata: {name: lands-api-c2}
+spec: {department: lands, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: lands-api-clients}], host: gc-host2}
 `
 
 // internalVIP (issue 17 §2): a service of lands on an internal pool (backends lands-web-1 and
-// -2, one per host) answers HTTP and ping from lands' guests on another segment (lands-app,
-// one guest per host), each reaching both backends, and from nobody else: health's guests,
-// gc-client and gc-tor, also when the ToR is given a static route to either host (the VIP is
-// never advertised, and no table but lands' routes it). The objects are deleted after.
+// -2, one per host) answers HTTP and ping from lands' guests on another segment
+// (lands-api-clients, one guest per host), each reaching both backends, and from nobody else:
+// health's guests, gc-client and gc-tor, also when the ToR is given a static route to either
+// host (the VIP is never advertised, and no table but lands' routes it). The objects are
+// deleted after.
 func internalVIP(t *testing.T, bin, dir string) {
 	t.Helper()
 	ctx := context.Background()
@@ -55,7 +56,7 @@ func internalVIP(t *testing.T, bin, dir string) {
 		t.Fatalf("apply internal service: %v", err)
 	}
 	defer func() {
-		for _, k := range [][2]string{{"Service", "lands-api"}, {"VM", "lands-app-1"}, {"VM", "lands-app-2"}, {"Segment", "lands-app"}, {"AddressPool", "lands-internal"}} {
+		for _, k := range [][2]string{{"Service", "lands-api"}, {"VM", "lands-api-c1"}, {"VM", "lands-api-c2"}, {"Segment", "lands-api-clients"}, {"AddressPool", "lands-internal"}} {
 			if _, err := c.Delete(ctx, k[0], k[1], false); err != nil {
 				t.Errorf("delete %s %s: %v", k[0], k[1], err)
 			}
@@ -81,7 +82,7 @@ func internalVIP(t *testing.T, bin, dir string) {
 		return err
 	}
 	// Lands' guests on both hosts: every backend answers (the route spreads by 5-tuple).
-	for _, g := range []string{"gc-vm-lands-app-1", "gc-vm-lands-app-2"} {
+	for _, g := range []string{"gc-vm-lands-api-c1", "gc-vm-lands-api-c2"} {
 		seen := map[string]bool{}
 		deadline := time.Now().Add(30 * time.Second)
 		for len(seen) < 2 {

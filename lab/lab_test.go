@@ -60,6 +60,7 @@ func TestLab(t *testing.T) {
 	placementReason(t, bin, dir)
 	ipv6EndToEnd(t, bin, dir)
 	bandwidthQuota(t, bin, dir)
+	securityPolicy(t, bin, dir)
 	trustOverTLS(t, bin, dir)
 	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -137,6 +139,12 @@ func detail(o client.Object) []string {
 		return d
 	case *config.VolumeSpec:
 		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
+	case *config.SecurityPolicySpec:
+		sel := make([]string, 0, len(s.Selector))
+		for _, k := range slices.Sorted(maps.Keys(s.Selector)) {
+			sel = append(sel, k+"="+s.Selector[k])
+		}
+		return []string{fmt.Sprintf("selector=%s rules=%d", strings.Join(sel, ","), len(s.Allow))}
 	}
 	return nil
 }

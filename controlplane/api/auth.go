@@ -21,7 +21,7 @@ import (
 // Roles.
 const (
 	RoleAdmin      = "admin"      // everything
-	RoleNetwork    = "network"    // network resources: departments, pools, segments, services, hosts
+	RoleNetwork    = "network"    // network resources: departments, pools, segments, services, hosts, security policies
 	RoleDepartment = "department" // read-only, its own department's resources and usage
 	RoleAgent      = "agent"      // its own host's desired state and status
 	roleAnonymous  = "anonymous"  // reads without a token when the controller allows it (lab)
@@ -29,7 +29,7 @@ const (
 
 // networkKinds are what the network role may write.
 var networkKinds = map[string]bool{config.KindDepartment: true, config.KindAddressPool: true, config.KindSegment: true,
-	config.KindService: true, config.KindHost: true}
+	config.KindService: true, config.KindHost: true, config.KindSecurityPolicy: true}
 
 // NewToken returns a fresh random token and the hash stored for it.
 func NewToken() (token, hash string) {

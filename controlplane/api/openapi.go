@@ -22,7 +22,7 @@ const openAPI = `{
         "changes": {"type": "array", "items": {"$ref": "#/components/schemas/Change"}},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
       "Object": {"type": "object", "description": "A resource as stored, with convenience fields name, department, vip, addresses, vlan.",
-        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string", "enum": ["Department", "AddressPool", "Segment", "Host", "Volume", "VM", "Service", "PriceList"]},
+        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string", "enum": ["Department", "AddressPool", "Segment", "Host", "Volume", "VM", "Service", "PriceList", "SecurityPolicy"]},
           "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
           "spec": {"type": "object"}, "status": {"type": "object"},
           "name": {"type": "string"}, "department": {"type": "string"}, "vip": {"type": "string"},

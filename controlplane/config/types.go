@@ -1,5 +1,5 @@
 // Package config is the resource model of govcloud (Department, Segment, AddressPool, Service,
-// Host, VM, Volume, PriceList) and its one entry point from YAML: Parse turns a multi-document file into
+// Host, VM, Volume, PriceList, SecurityPolicy) and its one entry point from YAML: Parse turns a multi-document file into
 // objects, rejecting unknown kinds and fields; Validate checks each object and then the whole
 // set (references, overlaps, duplicates, quotas). Every error is an *Error naming the file,
 // line, document, kind, object, field and bad value.
@@ -25,10 +25,12 @@ const (
 	KindVM          = "VM"
 	KindService     = "Service"
 	KindPriceList   = "PriceList"
+	// KindSecurityPolicy restricts traffic between a department's tiers (SecurityPolicySpec).
+	KindSecurityPolicy = "SecurityPolicy"
 )
 
 // Kinds lists every kind in dependency order.
-var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindVolume, KindVM, KindService, KindPriceList}
+var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindVolume, KindVM, KindService, KindPriceList, KindSecurityPolicy}
 
 // KindOrder returns the position of kind in Kinds (len(Kinds) when unknown).
 func KindOrder(kind string) int {
@@ -52,12 +54,18 @@ func NormalizeKind(s string) string {
 		"vm": KindVM, "vms": KindVM,
 		"service": KindService, "services": KindService, "svc": KindService,
 		"pricelist": KindPriceList, "pricelists": KindPriceList, "prices": KindPriceList,
+		"securitypolicy": KindSecurityPolicy, "securitypolicies": KindSecurityPolicy, "policy": KindSecurityPolicy, "policies": KindSecurityPolicy, "secpol": KindSecurityPolicy,
 	}
 	return aliases[l]
 }
 
 // Plural is the URL path element of a kind: "segments", "vms".
-func Plural(kind string) string { return strings.ToLower(kind) + "s" }
+func Plural(kind string) string {
+	if l, ok := strings.CutSuffix(strings.ToLower(kind), "y"); ok {
+		return l + "ies"
+	}
+	return strings.ToLower(kind) + "s"
+}
 
 // Key identifies an object.
 type Key struct {
@@ -124,6 +132,8 @@ func (o *Object) Department() string {
 	case *VMSpec:
 		return s.Department
 	case *VolumeSpec:
+		return s.Department
+	case *SecurityPolicySpec:
 		return s.Department
 	}
 	return ""
@@ -351,6 +361,8 @@ func NewSpec(kind string) Spec {
 		return &VolumeSpec{}
 	case KindPriceList:
 		return &PriceListSpec{}
+	case KindSecurityPolicy:
+		return &SecurityPolicySpec{}
 	}
 	return nil
 }

@@ -38,6 +38,8 @@ func ValidateObject(o *Object) Errors {
 		c.volume(s)
 	case *PriceListSpec:
 		c.priceList(s)
+	case *SecurityPolicySpec:
+		c.securityPolicy(s)
 	}
 	return c.es
 }
@@ -600,6 +602,7 @@ func Validate(st *State) Errors {
 	c.services()
 	c.quotas()
 	c.priceLists()
+	c.securityPolicies()
 	return c.es
 }
 
@@ -982,6 +985,13 @@ func Dependents(st *State, o *Object) []Key {
 			if vm, ok := x.Spec.(*VMSpec); ok {
 				for _, n := range vm.Networks {
 					refers = refers || n.Segment == name
+				}
+			}
+			if sp, ok := x.Spec.(*SecurityPolicySpec); ok {
+				for _, r := range sp.Allow {
+					for _, f := range r.From {
+						refers = refers || f.Segment == name
+					}
 				}
 			}
 		case KindVolume:

@@ -31,6 +31,33 @@ type State struct {
 	// RemoteGuests are the VM interfaces on other hosts: the local distributed gateway needs
 	// their MAC and address to route to them without ARP crossing the trunk.
 	RemoteGuests []RemoteGuest `json:"remoteGuests,omitempty"`
+	// Guards are the security policies of the VMs on this host, resolved by the controller:
+	// hosts get addresses, never labels.
+	Guards []Guard `json:"guards,omitempty"`
+}
+
+// Guard is what the security policies selecting VM allow to it (config.SecurityPolicySpec):
+// traffic from the department's segments to the VM's own addresses passes only when a rule
+// allows it, or belongs to an allowed connection.
+type Guard struct {
+	VM       string      `json:"vm"`
+	Policies []string    `json:"policies"` // the policies that select the VM, by name
+	Rules    []GuardRule `json:"rules"`
+}
+
+// GuardRule allows Protocol (tcp, udp, icmp or any) to Ports (none: every port) from
+// Sources. A rule without sources (its VM labels matched no VM with an address) allows nothing.
+type GuardRule struct {
+	Policy   string         `json:"policy"`
+	Sources  []netip.Prefix `json:"sources"`
+	Protocol string         `json:"protocol"`
+	Ports    []PortRange    `json:"ports,omitempty"`
+}
+
+// PortRange is the destination ports First to Last, inclusive.
+type PortRange struct {
+	First int `json:"first"`
+	Last  int `json:"last"`
 }
 
 // RemoteGuest is one VM interface placed on another host.

@@ -186,6 +186,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		vols = append(vols, s.Volumes...)
 		out.VMs = append(out.VMs, vm)
 	}
+	out.Guards = guards(st, host)
 	for _, o := range st.List(config.KindVolume) {
 		if slices.Contains(vols, o.Metadata.Name) {
 			s := o.Spec.(*config.VolumeSpec)
@@ -200,4 +201,86 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 func parseAddr(s string) netip.Addr {
 	a, _ := netip.ParseAddr(s)
 	return a
+}
+
+// anywhere is a rule's sources when it names none: every address (the host firewall applies
+// guards only to what comes from the department's segments).
+var anywhere = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+
+// guards resolves the security policies of the VMs placed on host: for each VM some policy of
+// its department selects, every rule of those policies with its sources as prefixes (a
+// segment's, a CIDR, the addresses of the department's VMs with the labels).
+func guards(st *config.State, host string) []desired.Guard {
+	pols := st.List(config.KindSecurityPolicy)
+	if len(pols) == 0 {
+		return nil
+	}
+	vms := st.List(config.KindVM)
+	var out []desired.Guard
+	for _, o := range vms {
+		if o.Status.Host != host {
+			continue
+		}
+		dept := o.Spec.(*config.VMSpec).Department
+		g := desired.Guard{VM: o.Metadata.Name, Policies: []string{}, Rules: []desired.GuardRule{}}
+		for _, po := range pols {
+			p := po.Spec.(*config.SecurityPolicySpec)
+			if p.Department != dept || !config.Selects(p.Selector, o.Metadata.Labels) {
+				continue
+			}
+			g.Policies = append(g.Policies, po.Metadata.Name)
+			for _, r := range p.Allow {
+				dr := desired.GuardRule{Policy: po.Metadata.Name, Sources: []netip.Prefix{}, Protocol: r.ProtocolName()}
+				for _, port := range r.Ports {
+					last := port.EndPort
+					if last == 0 {
+						last = port.Port
+					}
+					dr.Ports = append(dr.Ports, desired.PortRange{First: port.Port, Last: last})
+				}
+				if len(r.From) == 0 {
+					dr.Sources = slices.Clone(anywhere)
+				}
+				for _, f := range r.From {
+					switch {
+					case f.Segment != "":
+						if seg := st.Get(config.KindSegment, f.Segment); seg != nil {
+							ss := seg.Spec.(*config.SegmentSpec)
+							dr.Sources = appendPrefix(dr.Sources, ss.Prefix4())
+							dr.Sources = appendPrefix(dr.Sources, ss.Prefix6())
+						}
+					case f.CIDR != "":
+						if pf, err := netip.ParsePrefix(f.CIDR); err == nil {
+							dr.Sources = appendPrefix(dr.Sources, pf.Masked())
+						}
+					case len(f.VMLabels) > 0:
+						for _, src := range vms {
+							if src.Spec.(*config.VMSpec).Department != dept || !config.Selects(f.VMLabels, src.Metadata.Labels) {
+								continue
+							}
+							for _, n := range src.Status.Networks {
+								for _, a := range []netip.Addr{parseAddr(n.IPv4), parseAddr(n.IPv6)} {
+									if a.IsValid() {
+										dr.Sources = appendPrefix(dr.Sources, netip.PrefixFrom(a, a.BitLen()))
+									}
+								}
+							}
+						}
+					}
+				}
+				g.Rules = append(g.Rules, dr)
+			}
+		}
+		if len(g.Policies) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func appendPrefix(ps []netip.Prefix, p netip.Prefix) []netip.Prefix {
+	if !p.IsValid() || slices.Contains(ps, p) {
+		return ps
+	}
+	return append(ps, p)
 }

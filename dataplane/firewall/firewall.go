@@ -14,7 +14,9 @@
 //   - drops tunnel protocols (IPIP, IPv6-in-IP, GRE) and anything addressed to a segment from
 //     non-tenant interfaces before the host's stack acts on them;
 //   - lets the host itself send into a tenant bridge only packets marked with the bridge's
-//     department (replies, health probes) and ND/MLD.
+//     department (replies, health probes) and ND/MLD;
+//   - in front of guests a security policy selects (Guards), lets through from the tenant
+//     bridges only what a rule allows, and established or related connections.
 //
 // Every drop counts in a named counter "drop-<department id>-<reason>" (Reasons); Counters
 // reads them and Apply carries their values into a replaced rule set, so they never go
@@ -73,7 +75,7 @@ const (
 )
 
 // Reasons lists every drop reason, in a fixed order.
-var Reasons = []string{ReasonSpoofed, ReasonCrossDepartment, ReasonToManagement, ReasonToHost, ReasonFromFabric, ReasonFromHost, ReasonTunnel, ReasonIPOptions}
+var Reasons = []string{ReasonSpoofed, ReasonCrossDepartment, ReasonToManagement, ReasonToHost, ReasonFromFabric, ReasonFromHost, ReasonTunnel, ReasonIPOptions, ReasonPolicy}
 
 // CounterName is the named counter of department dept's drops for reason.
 func CounterName(dept uint32, reason string) string { return fmt.Sprintf("drop-%d-%s", dept, reason) }
@@ -174,6 +176,8 @@ type Config struct {
 	TenantAllow []Allow
 	FabricPorts []FabricPort
 	GatewayMAC  net.HardwareAddr // the distributed gateway's MAC, the same on every host
+	// Guards are the security policies' filters in front of local guests (Guard).
+	Guards []Guard
 }
 
 // Plan is the rule set as nftables objects, before any are sent.
@@ -486,6 +490,7 @@ func Build(cfg Config) (*Plan, error) {
 		}
 		it.Chains = append(it.Chains, hostOut)
 	}
+	buildGuards(cfg, in, it, ic)
 	it.Chains = append(it.Chains, &ChainPlan{Chain: &nftables.Chain{Name: "state", Table: in}})
 	bt.Counters, it.Counters = bc.names, ic.names
 	slices.Sort(bt.Counters)
@@ -547,7 +552,7 @@ func validate(cfg Config) error {
 			return fmt.Errorf("tenant exception %s port %d: protocol %d is neither TCP nor UDP", a.Addr, a.Port, a.Proto)
 		}
 	}
-	return nil
+	return validateGuards(cfg.Guards)
 }
 
 // intervalSet makes an interval set of the IPv4 (or IPv6) prefixes among ps: overlapping and
@@ -663,6 +668,7 @@ func normalize(cfg Config) Config {
 		out.FabricPorts = append(out.FabricPorts, n)
 	}
 	slices.SortFunc(out.FabricPorts, func(a, b FabricPort) int { return strings.Compare(a.Ifname, b.Ifname) })
+	out.Guards = normalizeGuards(cfg.Guards)
 	return out
 }
 

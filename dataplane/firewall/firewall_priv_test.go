@@ -232,6 +232,20 @@ func TestUpdateMatchesApply(t *testing.T) {
 			c.VIPPorts = append(c.VIPPorts, firewall.VIPPort{Bridge: "gcbr3", VIP: netip.MustParseAddr("203.0.113.10"), Proto: 6, Port: 80})
 			c.TenantAllow = append(c.TenantAllow, firewall.Allow{Proto: 17, Addr: netip.MustParseAddr("192.0.2.53"), Port: 53})
 		}, false},
+		{"security policy added", func(c *firewall.Config) {
+			c.Guards = append(c.Guards, firewall.Guard{Name: "vm1", Bridge: "gcbr1", Dept: 2, Addrs: []netip.Addr{netip.MustParseAddr("198.18.2.101")},
+				Rules: []firewall.GuardRule{{Sources: []netip.Prefix{netip.MustParsePrefix("198.18.2.100/32")}, Proto: 6, Ports: []firewall.PortRange{{5432, 5432}}}}})
+		}, true},
+		{"policy's source set and ports changed", func(c *firewall.Config) {
+			c.Guards[0].Rules[0].Sources = append(c.Guards[0].Rules[0].Sources, netip.MustParsePrefix("198.18.2.0/28"), netip.MustParsePrefix("2001:db8:2::/64"))
+			c.Guards[0].Rules[0].Ports = append(c.Guards[0].Rules[0].Ports, firewall.PortRange{First: 8000, Last: 8080})
+		}, true},
+		{"second selected guest, rule added", func(c *firewall.Config) {
+			c.Guards = append(c.Guards, firewall.Guard{Name: "vm4", Bridge: "gcbr4", Dept: 2, Addrs: []netip.Addr{netip.MustParseAddr("198.18.2.104")},
+				Rules: []firewall.GuardRule{{Sources: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, Proto: 1}}})
+			c.Guards[0].Rules = append(c.Guards[0].Rules, firewall.GuardRule{Sources: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}, Proto: 17})
+		}, true},
+		{"policies removed", func(c *firewall.Config) { c.Guards = nil }, true},
 	}
 	handles := func(ns *netnstest.NS) string {
 		return ns.MustRun(t, "sh", "-c", "nft -a list tables; nft -a list table inet govcloud | head -1; nft -a list table bridge govcloud | head -1")

@@ -187,6 +187,8 @@ func renderRule(r []expr.Any) string {
 				parts = append(parts, fmt.Sprintf("ct mark set %s", regs[x.Register]))
 			case x.Key == expr.CtKeyDIRECTION:
 				load(x.Register, "ct direction")
+			case x.Key == expr.CtKeySTATE:
+				load(x.Register, "ct state")
 			default:
 				load(x.Register, "ct mark")
 			}
@@ -205,6 +207,8 @@ func renderRule(r []expr.Any) string {
 				op = "!= "
 			}
 			parts = append(parts, fmt.Sprintf("%s %s@%s", key, op, x.SetName))
+		case *expr.Range:
+			parts = append(parts, fmt.Sprintf("%s %s-%s", regs[x.Register], value(regs[x.Register], x.FromData), value(regs[x.Register], x.ToData)))
 		case *expr.Counter:
 			parts = append(parts, "counter")
 		case *expr.Objref:
@@ -271,6 +275,10 @@ func value(reg string, b []byte) string {
 		return fmt.Sprint(b[0])
 	case reg == "icmp type" && len(b) == 1:
 		return fmt.Sprint(b[0])
+	case reg == "th dport" && len(b) == 2:
+		return fmt.Sprint(int(b[0])<<8 | int(b[1]))
+	case strings.HasPrefix(reg, "ct state"):
+		return fmt.Sprintf("0x%x", binaryutil.NativeEndian.Uint32(b))
 	case reg == "ct direction" && len(b) == 1:
 		return map[byte]string{0: "original", 1: "reply"}[b[0]]
 	case strings.HasSuffix(reg, "mark") && len(b) == 4:

@@ -101,6 +101,10 @@ func (d HostNetwork) plan(rulePriority int) *Plan {
 		// one client's connections reach every backend.
 		p.Sysctls = append(p.Sysctls, Sysctl{"net.ipv4.fib_multipath_hash_policy", "1"}, Sysctl{"net.ipv6.fib_multipath_hash_policy", "1"})
 	}
+	// Security policies filter in the inet forward hook: bridged IP must pass it too.
+	if len(d.Guards) > 0 {
+		p.Sysctls = append(p.Sysctls, Sysctl{"net.bridge.bridge-nf-call-iptables", "1"}, Sysctl{"net.bridge.bridge-nf-call-ip6tables", "1"})
+	}
 
 	// Segments: bridge with the gateway addresses (no prefix route: segment routes live only
 	// in the department's table), trunk entry, and bridges never answering ARP for addresses
@@ -220,6 +224,21 @@ func (d HostNetwork) firewallConfig(segs map[string]Segment, depts map[string]De
 		cfg.VIPPorts = append(cfg.VIPPorts, firewall.VIPPort{Bridge: bridgeOf(segs[v.Segment]), VIP: v.VIP, Proto: v.Proto, Port: v.Port})
 	}
 	cfg.TenantAllow = d.TenantAllow
+	for _, gd := range d.Guards {
+		for _, g := range d.Guests {
+			if g.Ifname != gd.Ifname {
+				continue
+			}
+			s := segs[g.Segment]
+			fg := firewall.Guard{Name: g.Ifname, Bridge: bridgeOf(s), Dept: depts[s.Department].ID, Rules: gd.Rules}
+			for _, a := range []netip.Addr{g.Addr, g.Addr6} {
+				if a.IsValid() {
+					fg.Addrs = append(fg.Addrs, a)
+				}
+			}
+			cfg.Guards = append(cfg.Guards, fg)
+		}
+	}
 	// What may come in from the fabric on each segment's trunk port: its remote guests, and IP
 	// routed by a peer host's gateway (from the department's guests or VIPs).
 	cfg.GatewayMAC = d.GatewayMAC
@@ -318,6 +337,9 @@ func (p *Plan) String() string {
 			fmt.Fprintf(&b, " %s%v", g.MAC, g.Addrs)
 		}
 		b.WriteByte('\n')
+	}
+	for _, g := range f.Guards {
+		fmt.Fprintf(&b, "firewall guard %s bridge %s dept %d addrs %v rules %v\n", g.Name, g.Bridge, g.Dept, g.Addrs, g.Rules)
 	}
 	return b.String()
 }

@@ -45,6 +45,15 @@ func TestPlanGolden(t *testing.T) {
 			VIPPorts:    []hostnet.VIPPort{{Segment: "lands-web", VIP: a("198.19.0.10"), Proto: 6, Port: 80}},
 			TenantAllow: []hostnet.TenantAllow{firewall.Allow{Proto: 17, Addr: a("192.0.2.53"), Port: 53}},
 		}},
+		{"security-policy", hostnet.HostNetwork{
+			Uplink: "eth0", Departments: depts, Segments: []hostnet.Segment{lands},
+			Guests: []hostnet.Guest{
+				{Segment: "lands-web", Ifname: "gv00000001", MAC: mac("02:00:00:00:00:01"), Addr: a("198.18.20.2"), Addr6: a("2001:db8:20::2")},
+				{Segment: "lands-web", Ifname: "gv00000002", MAC: mac("02:00:00:00:00:02"), Addr: a("198.18.20.3")},
+			},
+			Guards: []hostnet.Guard{{Ifname: "gv00000001", Rules: []firewall.GuardRule{
+				{Sources: []netip.Prefix{p("198.18.20.3/32")}, Proto: 6, Ports: []firewall.PortRange{{First: 5432, Last: 5432}}}}}},
+		}},
 		{"overlapping-prefixes-across-departments", hostnet.HostNetwork{
 			Uplink: "eth0", Departments: depts,
 			Segments: []hostnet.Segment{
@@ -81,5 +90,17 @@ func TestPlanGolden(t *testing.T) {
 	}
 	if _, err := hostnet.PlanFor(hostnet.HostNetwork{Segments: []hostnet.Segment{lands}}, 1000); err == nil {
 		t.Error("a segment of an unknown department was planned")
+	}
+	local := hostnet.Guest{Segment: "lands-web", Ifname: "gv00000001", MAC: mac("02:00:00:00:00:01"), Addr: a("198.18.20.2")}
+	remote := hostnet.Guest{Segment: "lands-web", MAC: mac("02:00:00:00:00:02"), Addr: a("198.18.20.3")}
+	for name, gs := range map[string][]hostnet.Guard{
+		"guard of an unknown port": {{Ifname: "gv0000000f"}},
+		"guard of a remote guest":  {{Ifname: ""}},
+		"guard listed twice":       {{Ifname: "gv00000001"}, {Ifname: "gv00000001"}},
+	} {
+		hn := hostnet.HostNetwork{Uplink: "eth0", Departments: depts, Segments: []hostnet.Segment{lands}, Guests: []hostnet.Guest{local, remote}, Guards: gs}
+		if _, err := hostnet.PlanFor(hn, 1000); err == nil {
+			t.Errorf("%s: planned", name)
+		}
 	}
 }

@@ -40,6 +40,18 @@ type HostNetwork struct {
 	// TenantAllow are explicit exceptions to the management plane's isolation (e.g. DNS on
 	// udp:192.0.2.53:53), for every department.
 	TenantAllow []TenantAllow
+	// Guards are the security policies in front of local guests: what the department's
+	// segments send to a guarded guest's own addresses passes only when one of its rules
+	// allows it (or it belongs to an allowed connection). Any guard needs br_netfilter
+	// (bridged IP through the inet hooks), which Set turns on.
+	Guards []Guard
+}
+
+// Guard filters what reaches the local guest on port Ifname (firewall.Guard; its bridge,
+// addresses and department come from the guest).
+type Guard struct {
+	Ifname string
+	Rules  []firewall.GuardRule
 }
 
 // VIPPort is VIP delivery into one segment: Proto (unix.IPPROTO_TCP or IPPROTO_UDP) to VIP
@@ -216,6 +228,17 @@ func (h HostNetwork) normalize() (HostNetwork, error) {
 			return out, fmt.Errorf("tenant exception %s port %d: protocol %d is neither TCP nor UDP", a.Addr, a.Port, a.Proto)
 		}
 		out.TenantAllow = append(out.TenantAllow, a)
+	}
+	guarded := map[string]bool{}
+	for _, gd := range h.Guards {
+		switch {
+		case gd.Ifname == "" || !ports[gd.Ifname]:
+			return out, fmt.Errorf("security policy guard %q: not a local guest port", gd.Ifname)
+		case guarded[gd.Ifname]:
+			return out, fmt.Errorf("security policy guard %q listed twice", gd.Ifname)
+		}
+		guarded[gd.Ifname] = true
+		out.Guards = append(out.Guards, gd)
 	}
 	if len(out.Segments) > 0 && out.Uplink == "" {
 		return out, fmt.Errorf("segments need an uplink interface")
