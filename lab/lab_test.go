@@ -57,6 +57,7 @@ func TestLab(t *testing.T) {
 	if _, err := run("verify"); err != nil {
 		t.Fatalf("lab verify: %v", err)
 	}
+	placementReason(t, bin, dir)
 	ipv6EndToEnd(t, bin, dir)
 	bandwidthQuota(t, bin, dir)
 	securityPolicy(t, bin, dir)

@@ -83,7 +83,7 @@ func printData(w io.Writer, raw json.RawMessage, format string) error {
 func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 	sym := map[string]string{"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 	for _, c := range res.Changes {
-		if c.Action == "unchanged" {
+		if c.Action == "unchanged" && c.Reason == "" {
 			continue
 		}
 		line := fmt.Sprintf("%s %s %s %s", sym[c.Action], c.Action, c.Kind, c.Name)
@@ -93,6 +93,9 @@ func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 		fmt.Fprintln(w, line)
 		for _, v := range c.Values {
 			fmt.Fprintf(w, "    %s: %s -> %s\n", v.Field, v.From, v.To)
+		}
+		if c.Reason != "" {
+			fmt.Fprintf(w, "    placement: %s\n", c.Reason)
 		}
 	}
 	n := res.Counts
@@ -129,7 +132,11 @@ func detail(o client.Object) []string {
 		if host == "" {
 			host = "(pending)"
 		}
-		return []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+		d := []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+		if o.Status.Reason != "" {
+			d = append(d, "reason: "+o.Status.Reason)
+		}
+		return d
 	case *config.VolumeSpec:
 		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
 	case *config.SecurityPolicySpec:

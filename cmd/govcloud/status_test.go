@@ -11,6 +11,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
+	"github.com/govcloud/govcloud/controlplane/plan"
 )
 
 func statusOf(t *testing.T, reports map[string]hoststatus.Status) *client.Status {
@@ -135,5 +136,46 @@ func TestGetServicesShowsWeights(t *testing.T) {
 	o := client.Object{Object: config.Object{Kind: config.KindService, Spec: s}, Name: "lands-www", VIP: "198.19.255.1"}
 	if err := printTable(&out, []client.Object{o}); err != nil || !strings.Contains(out.String(), "backends=lands-web-1(w1),lands-web-2(w0,draining)") {
 		t.Fatalf("table %q %v", out.String(), err)
+	}
+}
+
+// Issue 23: a VM that no host takes showed only host=(pending). `get vms` and `status` now
+// give the controller's reason, and status lists a VM kept on a host over its capacity.
+func TestUnschedulableVMSaysWhy(t *testing.T) {
+	noRoom := `no host with 4 free vCPUs for VM "big" among 2 hosts matching rack=r2 (h1: 2 vCPUs free; h2: 3 vCPUs free)`
+	noMatch := `no host for VM "lost": none of 2 hosts matches hostSelector rack=r9`
+	over := "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"
+	vm := func(name string, st config.Status) client.Object {
+		return client.Object{Object: config.Object{Kind: config.KindVM, Metadata: config.Metadata{Name: name}, Spec: &config.VMSpec{Department: "a", VCPUs: 4, MemoryMiB: 512}, Status: st}, Name: name, Department: "a"}
+	}
+	objs := []client.Object{vm("lost", config.Status{Reason: noMatch}), vm("big", config.Status{Reason: noRoom}),
+		vm("ok", config.Status{Host: "h2"}), vm("kept", config.Status{Host: "h1", Reason: over})}
+	var table bytes.Buffer
+	if err := printTable(&table, objs); err != nil {
+		t.Fatal(err)
+	}
+	var status bytes.Buffer
+	writeStatus(&status, statusOf(t, nil), objs, nil)
+	for _, c := range []struct{ out, want string }{
+		{table.String(), "host=(pending) vcpus=4 mem=512MiB addresses= reason: " + noRoom + "\n"},
+		{table.String(), "host=(pending) vcpus=4 mem=512MiB addresses= reason: " + noMatch + "\n"},
+		{table.String(), "host=h1 vcpus=4 mem=512MiB addresses= reason: " + over + "\n"},
+		{table.String(), "host=h2 vcpus=4 mem=512MiB addresses=\n"},
+		{status.String(), "vm big: pending: " + noRoom + "\nvm kept: on h1: " + over + "\nvm lost: pending: " + noMatch + "\n"},
+	} {
+		if !strings.Contains(c.out, c.want) {
+			t.Errorf("output lacks\n%q\ngot\n%s", c.want, c.out)
+		}
+	}
+	if strings.Contains(status.String(), "vm ok") {
+		t.Errorf("status lists a VM placed within capacity:\n%s", status.String())
+	}
+	// apply says it too, also for a VM in the input that did not change.
+	var apply bytes.Buffer
+	printChanges(&apply, &client.ApplyResult{Changes: []plan.Change{{Kind: "VM", Name: "big", Action: "create", Reason: noRoom},
+		{Kind: "VM", Name: "kept", Action: "unchanged", Reason: over}, {Kind: "VM", Name: "ok", Action: "unchanged"}}}, "applied")
+	want := "+ create VM big\n    placement: " + noRoom + "\n= unchanged VM kept\n    placement: " + over + "\napplied:"
+	if !strings.HasPrefix(apply.String(), want) {
+		t.Errorf("apply output\n%s\nwant it to start\n%s", apply.String(), want)
 	}
 }

@@ -277,6 +277,26 @@ func writeStatus(w io.Writer, st *client.Status, objs []client.Object, ctl map[s
 		}
 	}
 	if objs != nil {
+		printPlacement(w, objs)
 		printDrains(w, objs, reports)
+	}
+}
+
+// printPlacement lists the VMs that are pending, or kept on a host now over its capacity,
+// with the controller's reason, by name.
+func printPlacement(w io.Writer, objs []client.Object) {
+	var vms []client.Object
+	for _, o := range objs {
+		if o.Kind == config.KindVM && o.Status.Reason != "" {
+			vms = append(vms, o)
+		}
+	}
+	sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
+	for _, o := range vms {
+		state := "pending"
+		if o.Status.Host != "" {
+			state = "on " + o.Status.Host
+		}
+		indent(w, "", fmt.Sprintf("vm %s: %s: ", o.Name, state), o.Status.Reason)
 	}
 }

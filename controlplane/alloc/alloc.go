@@ -372,26 +372,31 @@ func vms(st *config.State) config.Errors {
 		}
 		return true
 	}
-	// Capacity: what the VMs placed so far use of each host.
-	type usage struct{ vcpus, memMiB int }
-	use := map[string]usage{}
-	fits := func(h *config.Object, s *config.VMSpec) bool {
-		cp, u := h.Spec.(*config.HostSpec).Capacity, use[h.Metadata.Name]
-		return cp == nil || ((cp.VCPUs == 0 || u.vcpus+s.VCPUs <= cp.VCPUs) && (cp.MemoryMiB == 0 || u.memMiB+s.MemoryMiB <= cp.MemoryMiB))
+	// Capacity: what the VMs placed so far take of each host, and what each host may hold.
+	use := map[string]res{}
+	limits := map[string]res{}
+	for _, h := range hosts {
+		limits[h.Metadata.Name] = hostLimit(h)
+	}
+	limit := func(h *config.Object) res { return limits[h.Metadata.Name] }
+	fits := func(h *config.Object, n res) bool {
+		free, _ := short(limit(h), use[h.Metadata.Name], n)
+		return len(free) == 0
 	}
 	prev := map[string]map[string]config.VMAddress{}
+	newlyPinned := map[string]bool{} // VMs whose spec.host puts them on a host they were not on
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
 		if s.Host != "" {
+			newlyPinned[o.Metadata.Name] = o.Status.Host != s.Host
 			o.Status.Host = s.Host
 		} else if h := st.Get(config.KindHost, o.Status.Host); h == nil || !matches(h, s.HostSelector) {
 			o.Status.Host = ""
 		}
+		o.Status.Reason = ""
 		if o.Status.Host != "" {
 			load[o.Status.Host]++
-			u := use[o.Status.Host]
-			u.vcpus, u.memMiB = u.vcpus+s.VCPUs, u.memMiB+s.MemoryMiB
-			use[o.Status.Host] = u
+			use[o.Status.Host] = use[o.Status.Host].plus(vmNeed(st, s))
 		}
 		m := map[string]config.VMAddress{}
 		for _, n := range o.Status.Networks {
@@ -425,34 +430,39 @@ func vms(st *config.State) config.Errors {
 		}
 	}
 	var es config.Errors
-	// Placed VMs beyond their host's capacity (pinned, or the capacity shrank).
+	// Placed VMs beyond their host's capacity (pinned, or the capacity shrank) stay where they
+	// are: each says so in its reason. Only a VM this input newly pins there is refused.
 	for _, h := range hosts {
-		cp, u := h.Spec.(*config.HostSpec).Capacity, use[h.Metadata.Name]
-		if cp == nil {
+		l, u := limit(h), use[h.Metadata.Name]
+		if free, _ := short(l, u, res{}); len(free) == 0 {
 			continue
 		}
-		over := (cp.VCPUs > 0 && u.vcpus > cp.VCPUs) || (cp.MemoryMiB > 0 && u.memMiB > cp.MemoryMiB)
-		if !over {
-			continue
-		}
-		var last *config.Object
+		why := overReason(h.Metadata.Name, l, u)
 		for _, o := range list {
-			if o.Status.Host == h.Metadata.Name && (last == nil || o.Source != nil) {
-				last = o
+			if o.Status.Host != h.Metadata.Name {
+				continue
+			}
+			o.Status.Reason = why
+			if o.Source != nil && newlyPinned[o.Metadata.Name] {
+				es = es.Add(config.ErrAt(o, "spec.host", h.Metadata.Name, "host capacity exceeded: %s", why))
 			}
 		}
-		es = es.Add(config.ErrStranded(last, h, "spec.capacity", "spec.host", h.Metadata.Name, "host capacity exceeded: its VMs would use %d vCPUs and %d MiB, capacity is %d vCPUs and %d MiB (0: no limit)", u.vcpus, u.memMiB, cp.VCPUs, cp.MemoryMiB))
 	}
+	// Pending VMs in name order, each on the matching host with room that holds the fewest
+	// VMs, ties to the lowest host name: spread, so a host failure takes as few VMs as
+	// possible. A VM that fits nowhere stays pending with its reason.
 	for _, o := range list {
 		s := o.Spec.(*config.VMSpec)
 		if o.Status.Host == "" {
-			best, matching := "", 0
+			n := vmNeed(st, s)
+			best := ""
+			var matching []*config.Object
 			for _, h := range hosts {
 				if !matches(h, s.HostSelector) {
 					continue
 				}
-				matching++
-				if fits(h, s) && (best == "" || load[h.Metadata.Name] < load[best]) {
+				matching = append(matching, h)
+				if fits(h, n) && (best == "" || load[h.Metadata.Name] < load[best]) {
 					best = h.Metadata.Name
 				}
 			}
@@ -460,10 +470,11 @@ func vms(st *config.State) config.Errors {
 			case best != "":
 				o.Status.Host = best
 				load[best]++
-				u := use[best]
-				use[best] = usage{u.vcpus + s.VCPUs, u.memMiB + s.MemoryMiB}
-			case matching > 0:
-				es = es.Add(config.ErrAt(o, "spec.vcpus", strconv.Itoa(s.VCPUs), "no host has room: %d matching host(s), none with %d vCPUs and %d MiB free", matching, s.VCPUs, s.MemoryMiB))
+				use[best] = use[best].plus(n)
+			case len(matching) > 0:
+				o.Status.Reason = noRoomReason(o.Metadata.Name, s.HostSelector, matching, limit, use, n)
+			default:
+				o.Status.Reason = noMatchReason(o.Metadata.Name, s.HostSelector, len(hosts))
 			}
 		}
 		for i, n := range s.Networks {

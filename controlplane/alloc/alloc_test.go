@@ -1,7 +1,9 @@
 package alloc
 
 import (
+	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -133,44 +135,138 @@ func TestVMPlacementAndAddresses(t *testing.T) {
 	}
 }
 
-// TestPlacementRespectsCapacity: VMs go only where they fit; what fits nowhere, or a host
-// over its capacity, is an error naming the VM, never a silent overcommit.
-func TestPlacementRespectsCapacity(t *testing.T) {
-	hosts := doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/24}") +
-		doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11, capacity: {vcpus: 4, memoryMiB: 4096}}") +
-		doc("Host", "h2", "{uplink: eth0, address: 198.18.0.12, capacity: {vcpus: 4, memoryMiB: 2048}}")
-	vm := func(name, extra string) string {
-		return doc("VM", name, "{department: a, vcpus: 2, memoryMiB: 1024, networks: [{segment: s1}]"+extra+"}")
+// TestPlacement: VMs go only where their vCPUs, memory and disk fit (capacity × overcommit);
+// pending VMs are placed in name order on the matching host with the fewest VMs, ties to the
+// lowest name; what fits nowhere stays pending with a reason naming the VM, the resource, the
+// counts and the selector; a placed VM is never moved because capacity shrank, only reported.
+func TestPlacement(t *testing.T) {
+	base := doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/24}") +
+		doc("Volume", "d20", "{department: a, sizeGiB: 20}") +
+		doc("Volume", "d5", "{department: a, sizeGiB: 5}")
+	host := func(name, labels, capacity string) string {
+		return doc("Host", name, "{uplink: eth0, address: 198.18.0."+name[1:]+", labels: {"+labels+"}, capacity: "+capacity+"}")
+	}
+	two := host("h1", "rack: r1", "{vcpus: 4, memoryMiB: 4096, diskGiB: 10}") +
+		host("h2", "rack: r2", "{vcpus: 4, memoryMiB: 2048, diskGiB: 10}")
+	vm := func(name string, vcpus int, extra string) string {
+		return doc("VM", name, fmt.Sprintf("{department: a, vcpus: %d, memoryMiB: 1024, networks: [{segment: s1}]%s}", vcpus, extra))
 	}
 	for _, tc := range []struct {
 		name    string
-		vms     string
+		objs    string
+		placed  map[string]string // VMs already on a host: stored (not in the input) unless "+NAME" is listed too
+		want    map[string]string // VM -> host ("" = pending)
+		reasons map[string]string // VM -> exact reason
 		wantErr string            // "" = none
-		want    map[string]string // VM -> host
 	}{
-		{"four 2-vCPU VMs fill two 4-vCPU hosts", vm("v1", "") + vm("v2", "") + vm("v3", "") + vm("v4", ""), "",
-			map[string]string{"v1": "h1", "v2": "h2", "v3": "h1", "v4": "h2"}},
-		{"a fifth fits nowhere", vm("v1", "") + vm("v2", "") + vm("v3", "") + vm("v4", "") + vm("v5", ""), `VM "v5"`, nil},
-		{"memory bounds too: 3 GiB only on h1", doc("VM", "big", "{department: a, vcpus: 1, memoryMiB: 3072, networks: [{segment: s1}]}") + vm("v1", ""), "",
-			map[string]string{"big": "h1", "v1": "h2"}},
-		{"pinned beyond capacity", vm("v1", ", host: h2") + vm("v2", ", host: h2") + vm("v3", ", host: h2"), "host capacity exceeded", nil},
-		{"a selector with no host with room", doc("VM", "huge", "{department: a, vcpus: 8, memoryMiB: 64, networks: [{segment: s1}]}"), "no host has room", nil},
+		{"fits", two + vm("v1", 2, ""), nil,
+			map[string]string{"v1": "h1"}, map[string]string{"v1": ""}, ""},
+		{"too many vCPUs for any host", two + vm("huge", 16, ""), nil,
+			map[string]string{"huge": ""},
+			map[string]string{"huge": `no host with 16 free vCPUs for VM "huge" among 2 hosts (h1: 4 vCPUs free; h2: 4 vCPUs free)`}, ""},
+		{"too much memory for the hosts the selector picks", two + doc("VM", "m", "{department: a, vcpus: 1, memoryMiB: 3072, hostSelector: {rack: r2}, networks: [{segment: s1}]}"), nil,
+			map[string]string{"m": ""},
+			map[string]string{"m": `no host with 3072 MiB free memory for VM "m" among 1 host matching rack=r2 (h2: 2048 MiB memory free)`}, ""},
+		{"too much disk: volumes plus root overlay", two + vm("d", 1, ", volumes: [d5, d5b]") + doc("Volume", "d5b", "{department: a, sizeGiB: 5}"), nil,
+			map[string]string{"d": ""},
+			map[string]string{"d": `no host with 10304 MiB free disk for VM "d" among 2 hosts (h1: 10240 MiB disk free; h2: 10240 MiB disk free)`}, ""},
+		{"selector matches no host", two + vm("x", 1, ", hostSelector: {rack: r9, zone: z1}"), nil,
+			map[string]string{"x": ""},
+			map[string]string{"x": `no host for VM "x": none of 2 hosts matches hostSelector rack=r9,zone=z1`}, ""},
+		{"no hosts at all", vm("x", 1, ""), nil,
+			map[string]string{"x": ""}, map[string]string{"x": `no host for VM "x": no Host objects exist`}, ""},
+		{"capacity exhausted by earlier VMs", two + vm("v1", 2, "") + vm("v2", 2, "") + vm("v3", 2, "") + vm("v4", 2, "") + vm("v5", 2, ""), nil,
+			map[string]string{"v1": "h1", "v2": "h2", "v3": "h1", "v4": "h2", "v5": ""},
+			map[string]string{"v5": `no host with 2 free vCPUs and 1024 MiB free memory for VM "v5" among 2 hosts (h1: 0 vCPUs free; h2: 0 vCPUs free, 0 MiB memory free)`}, ""},
+		{"several resources short, each host its own", two + doc("VM", "w", "{department: a, vcpus: 5, memoryMiB: 3000, networks: [{segment: s1}]}"), nil,
+			map[string]string{"w": ""},
+			map[string]string{"w": `no host with 5 free vCPUs and 3000 MiB free memory for VM "w" among 2 hosts (h1: 4 vCPUs free; h2: 4 vCPUs free, 2048 MiB memory free)`}, ""},
+		{"vCPU overcommit 2: four 2-vCPU VMs on one 4-vCPU host", host("h1", "", "{vcpus: 4, memoryMiB: 8192, overcommit: {vcpus: 2}}") +
+			vm("v1", 2, "") + vm("v2", 2, "") + vm("v3", 2, "") + vm("v4", 2, "") + vm("v5", 2, ""), nil,
+			map[string]string{"v1": "h1", "v2": "h1", "v3": "h1", "v4": "h1", "v5": ""},
+			map[string]string{"v4": "", "v5": `no host with 2 free vCPUs for VM "v5" among 1 host (h1: 0 vCPUs free)`}, ""},
+		{"memory overcommit 1.5 rounds down", host("h1", "", "{vcpus: 8, memoryMiB: 1001, overcommit: {memory: 1.5}}") +
+			doc("VM", "a1", "{department: a, vcpus: 1, memoryMiB: 1486, networks: [{segment: s1}]}") +
+			doc("VM", "a2", "{department: a, vcpus: 1, memoryMiB: 16, networks: [{segment: s1}]}"), nil,
+			map[string]string{"a1": "h1", "a2": ""},
+			map[string]string{"a2": `no host with 16 MiB free memory for VM "a2" among 1 host (h1: 15 MiB memory free)`}, ""},
+		{"three VMs on two hosts: spread, ties to the lowest name", two + vm("a", 1, "") + vm("b", 1, "") + vm("c", 1, ""), nil,
+			map[string]string{"a": "h1", "b": "h2", "c": "h1"}, nil, ""},
+		{"three VMs on two hosts: the third skips the host without room", two + vm("a", 3, "") + vm("b", 1, "") + vm("c", 2, ""), nil,
+			map[string]string{"a": "h1", "b": "h2", "c": "h2"}, nil, ""},
+		{"three VMs on two hosts: a stored VM counts", two + vm("a", 1, "") + vm("b", 1, "") + vm("old", 1, ""), map[string]string{"old": "h1"},
+			map[string]string{"old": "h1", "a": "h2", "b": "h1"}, nil, ""},
+		{"placed VMs stay when their host's capacity shrinks", host("h1", "", "{vcpus: 2, memoryMiB: 4096}") + host("h2", "", "{vcpus: 8, memoryMiB: 4096}") +
+			vm("p1", 2, "") + vm("p2", 2, ""), map[string]string{"p1": "h1", "p2": "h1"},
+			map[string]string{"p1": "h1", "p2": "h1"},
+			map[string]string{"p1": "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved",
+				"p2": "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"}, ""},
+		{"a VM this input pins beyond capacity is refused", two + vm("v1", 2, ", host: h2") + vm("v2", 2, ", host: h2") + vm("v3", 2, ", host: h2"), nil,
+			nil, nil, `VM "v3": spec.host "h2": host capacity exceeded: host h2 over capacity: its VMs take 6 vCPUs of 4`},
+		{"a re-applied VM pinned to a host that shrank stays, reported", host("h1", "", "{vcpus: 2, memoryMiB: 4096}") +
+			vm("p1", 2, ", host: h1") + vm("p2", 2, ", host: h1"), map[string]string{"p1": "h1", "p2": "h1", "+p1": "", "+p2": ""},
+			map[string]string{"p1": "h1", "p2": "h1"},
+			map[string]string{"p2": "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"}, ""},
+		{"a VM this input newly pins to a host already full is refused", host("h1", "", "{vcpus: 2, memoryMiB: 4096}") +
+			vm("p1", 2, ", host: h1") + vm("p2", 2, ", host: h1"), map[string]string{"p1": "h1"},
+			nil, nil, `VM "p2": spec.host "h1": host capacity exceeded`},
+		{"hosts without capacity take anything", doc("Host", "h1", "{uplink: eth0, address: 198.18.0.1}") + vm("big", 512, ", volumes: [d20]"), nil,
+			map[string]string{"big": "h1"}, map[string]string{"big": ""}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := state(t, depts+hosts+tc.vms)
-			es := Allocate(st, DefaultConfig())
-			if tc.wantErr != "" {
-				if err := es.Err(); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			run := func() *config.State {
+				st := state(t, depts+base+tc.objs)
+				for name, h := range tc.placed {
+					if o := st.Get(config.KindVM, name); o != nil {
+						o.Status.Host = h
+						if _, in := tc.placed["+"+name]; !in {
+							o.Source = nil
+						}
+					}
 				}
-				return
+				es := Allocate(st, DefaultConfig())
+				if tc.wantErr != "" {
+					if err := es.Err(); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+						t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+					}
+					return nil
+				}
+				if len(es) > 0 {
+					t.Fatal(es)
+				}
+				return st
 			}
-			if len(es) > 0 {
-				t.Fatal(es)
+			st := run()
+			if st == nil {
+				return
 			}
 			for name, h := range tc.want {
 				if got := st.Get(config.KindVM, name).Status.Host; got != h {
 					t.Errorf("VM %s on %q, want %q", name, got, h)
+				}
+			}
+			for name, r := range tc.reasons {
+				if got := st.Get(config.KindVM, name).Status.Reason; got != r {
+					t.Errorf("VM %s reason\n got %q\nwant %q", name, got, r)
+				}
+			}
+			// Deterministic: a fresh run gives the same statuses; a second pass keeps them.
+			again := run()
+			for _, o := range st.List(config.KindVM) {
+				if g := again.Get(config.KindVM, o.Metadata.Name).Status; !reflect.DeepEqual(g, o.Status) {
+					t.Errorf("VM %s: second run %+v, first %+v", o.Metadata.Name, g, o.Status)
+				}
+			}
+			before := map[string]config.Status{}
+			for _, o := range st.List(config.KindVM) {
+				before[o.Metadata.Name] = o.Status
+			}
+			if es := Allocate(st, DefaultConfig()); len(es) > 0 {
+				t.Fatal(es)
+			}
+			for _, o := range st.List(config.KindVM) {
+				if !reflect.DeepEqual(before[o.Metadata.Name], o.Status) {
+					t.Errorf("VM %s: reallocation changed %+v to %+v", o.Metadata.Name, before[o.Metadata.Name], o.Status)
 				}
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -289,6 +290,16 @@ func decodeStrict(n *yaml.Node, v reflect.Value, path string, src *Source) Error
 			return bad("want an integer from 0 to 4294967295")
 		}
 		v.SetUint(u)
+		return nil
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") {
+			return bad("want a number")
+		}
+		f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return bad("want a finite number")
+		}
+		v.SetFloat(f)
 		return nil
 	}
 	return bad("unsupported field type %s", v.Type())

@@ -156,6 +156,9 @@ type Status struct {
 	// with spec.egress).
 	Egress     map[string]string `json:"egress,omitempty"`
 	FloatingIP string            `json:"floatingIP,omitempty"` // VM: its floating IP (spec.floatingIP)
+	// Reason is why a VM is pending (no host matches its selector, or none has room), or why
+	// its placement is over its host's capacity (kept, never moved); "" when it fits.
+	Reason string `json:"reason,omitempty"`
 }
 
 // VMAddress is one VM interface on a segment.
@@ -289,10 +292,23 @@ type HostSpec struct {
 	Capacity *HostCapacity `yaml:"capacity" json:"capacity,omitempty"`
 }
 
-// HostCapacity is what a host offers its VMs.
+// HostCapacity is what a host offers its VMs. A VM takes its vcpus, its memoryMiB, and as
+// disk the sizeGiB of each volume it names plus its 64 MiB root overlay. Placement puts at most
+// capacity × overcommit of each resource on a host.
 type HostCapacity struct {
 	VCPUs     int `yaml:"vcpus" json:"vcpus,omitempty"`
 	MemoryMiB int `yaml:"memoryMiB" json:"memoryMiB,omitempty"`
+	DiskGiB   int `yaml:"diskGiB" json:"diskGiB,omitempty"`
+	// Overcommit multiplies each capacity; omitted or 0: 1 (no overcommit).
+	Overcommit *Overcommit `yaml:"overcommit" json:"overcommit,omitempty"`
+}
+
+// Overcommit is the ratio of what placement may put on a host to its capacity, per resource,
+// from 1 to 64 (e.g. vcpus: 4 places up to 4 vCPUs per physical one); 0 means 1.
+type Overcommit struct {
+	VCPUs  float64 `yaml:"vcpus" json:"vcpus,omitempty"`
+	Memory float64 `yaml:"memory" json:"memory,omitempty"`
+	Disk   float64 `yaml:"disk" json:"disk,omitempty"`
 }
 
 // VMNetwork attaches a VM to a segment, optionally with fixed addresses.

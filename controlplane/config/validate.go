@@ -264,6 +264,19 @@ func (c *objectCheck) host(s *HostSpec) {
 		if cp.MemoryMiB < 0 || cp.MemoryMiB > 1<<30 {
 			c.bad("spec.capacity.memoryMiB", strconv.Itoa(cp.MemoryMiB), "must be from 0 (no limit) to %d", 1<<30)
 		}
+		if cp.DiskGiB < 0 || cp.DiskGiB > 1<<30 {
+			c.bad("spec.capacity.diskGiB", strconv.Itoa(cp.DiskGiB), "must be from 0 (no limit) to %d", 1<<30)
+		}
+		if o := cp.Overcommit; o != nil {
+			for _, r := range []struct {
+				field string
+				v     float64
+			}{{"vcpus", o.VCPUs}, {"memory", o.Memory}, {"disk", o.Disk}} {
+				if r.v != 0 && !(r.v >= 1 && r.v <= 64) {
+					c.bad("spec.capacity.overcommit."+r.field, strconv.FormatFloat(r.v, 'g', -1, 64), "must be 0 (meaning 1) or from 1 to 64")
+				}
+			}
+		}
 	}
 	c.need("spec.uplink", s.Uplink)
 	if c.need("spec.address", s.Address) {

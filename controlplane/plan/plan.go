@@ -30,6 +30,9 @@ type Change struct {
 	Action string        `json:"action"`
 	Fields []string      `json:"fields,omitempty"` // for updates: top-level spec/status fields that differ
 	Values []FieldChange `json:"values,omitempty"` // the same fields with old and new values (JSON, shortened)
+	// Reason is a VM's placement reason after the change: why it is pending, or why its host
+	// is over capacity ("" when it is placed within capacity).
+	Reason string `json:"reason,omitempty"`
 }
 
 // FieldChange is one changed field of an update.
@@ -157,6 +160,9 @@ func Compute(cur *config.State, raw Rawer, req Request, ac alloc.Config) (*Resul
 			res.Puts = append(res.Puts, o)
 		case inInput[k]:
 			res.Changes = append(res.Changes, Change{Kind: k.Kind, Name: k.Name, Action: Unchanged})
+		}
+		if n := len(res.Changes); n > 0 && res.Changes[n-1].Kind == k.Kind && res.Changes[n-1].Name == k.Name {
+			res.Changes[n-1].Reason = o.Status.Reason
 		}
 	}
 	for i := len(delKeys) - 1; i >= 0; i-- {

@@ -90,3 +90,63 @@ spec: {department: finance, ports: [{port: 80}]}
 		t.Fatalf("re-plan of the lab's file after adding a department: %v", err)
 	}
 }
+
+// Issue 23: a VM no host has room for is accepted pending, the apply says why, and it is
+// placed by the apply that frees room (here the delete of another VM); a host whose capacity
+// shrinks under its VMs keeps them and each says so.
+func TestPendingVMSaysWhyAndIsPlacedWhenRoomFrees(t *testing.T) {
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	base := doc("Department", "a", "{}") + doc("Segment", "s1", "{department: a, ipv4: 198.18.1.0/24}")
+	host := func(vcpus string) string {
+		return doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11, capacity: {vcpus: "+vcpus+", memoryMiB: 4096}}")
+	}
+	vm := func(name, vcpus string) string {
+		return doc("VM", name, "{department: a, vcpus: "+vcpus+", memoryMiB: 512, networks: [{segment: s1}]}")
+	}
+	plan := func(cur *config.State, y string, del ...config.Key) (*Result, *config.State) {
+		t.Helper()
+		objs, err := config.Parse("t.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Compute(cur, noRaw{}, Request{Objects: objs, Deletes: del}, alloc.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range del {
+			delete(res.Next.Objects, k)
+		}
+		for _, o := range res.Next.Objects {
+			o.Source = nil
+		}
+		return res, res.Next
+	}
+	reasonOf := func(res *Result, name string) string {
+		for _, c := range res.Changes {
+			if c.Kind == config.KindVM && c.Name == name {
+				return c.Reason
+			}
+		}
+		t.Fatalf("no change for VM %s in %+v", name, res.Changes)
+		return ""
+	}
+	res, cur := plan(config.NewState(), base+host("4")+vm("a1", "2")+vm("b2", "4"))
+	want := `no host with 4 free vCPUs for VM "b2" among 1 host (h1: 2 vCPUs free)`
+	if got := reasonOf(res, "b2"); got != want || cur.Get(config.KindVM, "b2").Status.Host != "" {
+		t.Fatalf("b2 reason %q on %q, want pending with %q", got, cur.Get(config.KindVM, "b2").Status.Host, want)
+	}
+	if got := reasonOf(res, "a1"); got != "" {
+		t.Errorf("a1 placed within capacity has reason %q", got)
+	}
+	res, cur = plan(cur, "", config.Key{Kind: config.KindVM, Name: "a1"})
+	if b := cur.Get(config.KindVM, "b2").Status; b.Host != "h1" || b.Reason != "" || reasonOf(res, "b2") != "" {
+		t.Fatalf("after deleting a1, b2 is %+v, want on h1 without a reason", b)
+	}
+	res, cur = plan(cur, host("2"))
+	want = "host h1 over capacity: its VMs take 4 vCPUs of 2 (capacity × overcommit); kept there, not moved"
+	if b := cur.Get(config.KindVM, "b2").Status; b.Host != "h1" || b.Reason != want || reasonOf(res, "b2") != want {
+		t.Fatalf("after shrinking h1, b2 is %+v, want kept on h1 with %q", b, want)
+	}
+}

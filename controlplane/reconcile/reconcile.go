@@ -153,6 +153,9 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	}
 	var vols []string
 	for _, o := range st.List(config.KindVM) {
+		if o.Status.Host == "" {
+			continue // pending: runs nowhere, so no host routes to it
+		}
 		if o.Status.Host != host {
 			// Elsewhere: this host's gateway routes to it without ARP across the trunk.
 			for _, n := range o.Status.Networks {

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -122,6 +123,60 @@ func TestInterfaceIPv6AndGateway6(t *testing.T) {
 	for _, ifc := range d.VMs[0].Interfaces {
 		if got := [2]string{ifc.Prefix6.String(), ifc.Gateway6.String()}; got != want[ifc.Segment] {
 			t.Errorf("interface on %s: prefix6, gateway6 %v, want %v", ifc.Segment, got, want[ifc.Segment])
+		}
+	}
+}
+
+// Issue 23: a pending VM (no host matches its selector, or none has room) has addresses but
+// runs nowhere: no host gets it as a VM, nor as a remote guest on another host ("" host).
+func TestPendingVMIsNowhere(t *testing.T) {
+	y := "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: a}\nspec: {}\n"
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	y += doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11, capacity: {vcpus: 2}}") +
+		doc("Host", "h2", "{uplink: eth0, address: 198.18.0.12, labels: {rack: r2}, capacity: {vcpus: 2}}") +
+		doc("Segment", "s4", `{department: a, ipv4: 198.18.62.0/24}`) +
+		doc("VM", "placed", `{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s4}], host: h2}`) +
+		doc("VM", "nomatch", `{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s4}], hostSelector: {rack: r9}}`) +
+		doc("VM", "toobig", `{department: a, vcpus: 3, memoryMiB: 64, networks: [{segment: s4}]}`) +
+		doc("VM", "full", `{department: a, vcpus: 2, memoryMiB: 64, networks: [{segment: s4}], hostSelector: {rack: r2}}`)
+	objs, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := config.NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if err := config.Validate(st).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.Allocate(st, alloc.DefaultConfig()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nomatch", "toobig", "full"} {
+		if o := st.Get(config.KindVM, name); o.Status.Host != "" || o.Status.Reason == "" || len(o.Status.Networks) != 1 {
+			t.Fatalf("VM %s: status %+v, want pending with a reason and an address", name, o.Status)
+		}
+	}
+	for _, h := range []string{"h1", "h2"} {
+		d := ForHost(st, h, 1)
+		for _, vm := range d.VMs {
+			if vm.Name != "placed" {
+				t.Errorf("%s runs pending VM %s", h, vm.Name)
+			}
+		}
+		var remote []string
+		for _, g := range d.RemoteGuests {
+			remote = append(remote, g.VM+"@"+g.Host)
+		}
+		want := "[]"
+		if h == "h1" {
+			want = "[placed@h2]"
+		}
+		if got := fmt.Sprint(remote); got != want {
+			t.Errorf("%s remote guests %s, want %s", h, got, want)
 		}
 	}
 }
