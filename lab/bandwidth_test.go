@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/client"
+	"github.com/govcloud/govcloud/dataplane/netnstest"
 	"github.com/govcloud/govcloud/dataplane/trunk"
 )
 
@@ -76,7 +76,7 @@ func bandwidthQuota(t *testing.T, bin, dir string) {
 	hv, lv := health.wait(t), lands.wait(t)
 	t.Logf("lands Mbit/s each second (quota 100, then 200 from second %d): %v", change, mbps(lv))
 	t.Logf("health Mbit/s each second (quota 1000): %v", mbps(hv))
-	before, after, healthMbps := meanOf(lv, 1, change-1), meanOf(lv, change+2, secs), meanOf(hv, 1, change-2)
+	before, after, healthMbps := netnstest.MeanMbps(lv, 1, change-1), netnstest.MeanMbps(lv, change+2, secs), netnstest.MeanMbps(hv, 1, change-2)
 	t.Logf("lands at 100: %.1f Mbit/s, at 200: %.1f Mbit/s (same connection); health meanwhile %.1f Mbit/s", before, after, healthMbps)
 	if len(lv) < secs || len(hv) < change-2 {
 		t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
@@ -174,35 +174,11 @@ func labIperf(t *testing.T, from, to, port string, secs int) *labIperfRun {
 func (r *labIperfRun) wait(t *testing.T) []float64 {
 	t.Helper()
 	err := r.cmd.Wait()
-	var res struct {
-		Error     string `json:"error"`
-		Intervals []struct {
-			Sum struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum"`
-		} `json:"intervals"`
-	}
-	if jerr := json.Unmarshal([]byte(r.out.String()), &res); err != nil || jerr != nil || res.Error != "" {
-		t.Fatalf("iperf3: %v %v %q\n%s", err, jerr, res.Error, r.out.String())
-	}
-	out := make([]float64, len(res.Intervals))
-	for i, iv := range res.Intervals {
-		out[i] = iv.Sum.BitsPerSecond
+	out, perr := netnstest.IperfIntervals([]byte(r.out.String()))
+	if err != nil || perr != nil {
+		t.Fatalf("iperf3: %v %v\n%s", err, perr, r.out.String())
 	}
 	return out
-}
-
-// meanOf is the mean of xs[from:to] in Mbit/s.
-func meanOf(xs []float64, from, to int) float64 {
-	to = min(to, len(xs))
-	if from >= to {
-		return math.NaN()
-	}
-	s := 0.0
-	for _, x := range xs[from:to] {
-		s += x
-	}
-	return s / float64(to-from) / 1e6
 }
 
 func mbps(xs []float64) []int {

@@ -1,7 +1,6 @@
 package hostnet_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"os/exec"
@@ -111,35 +110,11 @@ func (r *iperfRun) wait(t *testing.T) []float64 {
 	t.Helper()
 	err := r.cmd.Wait()
 	r.stop()
-	var res struct {
-		Error     string `json:"error"`
-		Intervals []struct {
-			Sum struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum"`
-		} `json:"intervals"`
-	}
-	if jerr := json.Unmarshal([]byte(r.out.String()), &res); err != nil || jerr != nil || res.Error != "" {
-		t.Fatalf("iperf3: %v %v %q\n%s", err, jerr, res.Error, r.out.String())
-	}
-	out := make([]float64, len(res.Intervals))
-	for i, iv := range res.Intervals {
-		out[i] = iv.Sum.BitsPerSecond
+	out, perr := netnstest.IperfIntervals([]byte(r.out.String()))
+	if err != nil || perr != nil {
+		t.Fatalf("iperf3: %v %v\n%s", err, perr, r.out.String())
 	}
 	return out
-}
-
-// mean of xs[from:to] in Mbit/s.
-func meanMbps(xs []float64, from, to int) float64 {
-	to = min(to, len(xs))
-	if from >= to {
-		return math.NaN()
-	}
-	s := 0.0
-	for _, x := range xs[from:to] {
-		s += x
-	}
-	return s / float64(to-from) / 1e6
 }
 
 // TestBandwidthLimit: lands at 100 Mbit/s gets 100 +-10% between its two segments on one host
@@ -182,7 +157,7 @@ func TestBandwidthLimit(t *testing.T) {
 				t.Fatalf("iperf3 reported %d and %d one-second intervals, want %d and %d", len(lv), len(hv), secs, change-2)
 			}
 			// Leave out the first second (slow start, full bucket) and the seconds around the change.
-			before, after, healthMbps := meanMbps(lv, 1, change-1), meanMbps(lv, change+1, secs), meanMbps(hv, 1, change-2)
+			before, after, healthMbps := netnstest.MeanMbps(lv, 1, change-1), netnstest.MeanMbps(lv, change+1, secs), netnstest.MeanMbps(hv, 1, change-2)
 			t.Logf("lands at 100: %.1f Mbit/s; at 200: %.1f Mbit/s; health meanwhile %.1f Mbit/s", before, after, healthMbps)
 			if math.Abs(before-100) > 10 {
 				t.Errorf("lands at a 100 Mbit/s quota got %.1f Mbit/s, want 90-110", before)
