@@ -557,7 +557,6 @@ func TestDeviceChangeRetriesAFailedPass(t *testing.T) {
 	}
 }
 
-
 // A checked backend placed on another host after the first pass counts as down until a peer
 // read that began peerSettle after it appeared: then it is what its host reports (down while
 // unchecked, up once absent from the down list). Backends of the first pass (a restarted
@@ -593,7 +592,7 @@ func TestNewRemoteBackendWaitsForAPeerRead(t *testing.T) {
 		t.Fatalf("new remote backend without a check: LB backends %v, want it in use at once", got)
 	}
 	r.ctl.set(func(c *fakeController) { c.peers = nil }) // its host has not reported it yet
-	r.a.pollPeers(context.Background())                 // began right after it appeared: does not count
+	r.a.pollPeers(context.Background())                  // began right after it appeared: does not count
 	r.pass(t, st)
 	inUse("after a read that began too early", false)
 	time.Sleep(peerSettle)

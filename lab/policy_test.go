@@ -51,10 +51,7 @@ spec:
 // VMs are removed at the end.
 func securityPolicy(t *testing.T, bin, dir string) {
 	t.Run("security-policy", func(t *testing.T) {
-		l, admin := openLab(t, bin, dir)
-		if l.vmMode() {
-			t.Skip("the scenario listens in namespace guests; this lab runs real VMs")
-		}
+		l, admin := openLab(t, bin, dir) // TestLab's namespace lab: guests are namespaces it can listen in
 		c := l.client(admin)
 		ctx := context.Background()
 		if _, err := c.Apply(ctx, "policy-vms.yaml", []byte(policyVMs), client.ApplyOptions{}); err != nil {

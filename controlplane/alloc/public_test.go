@@ -54,8 +54,8 @@ func TestEgressPerDepartmentPerHost(t *testing.T) {
 func TestEgressPoolExhausted(t *testing.T) {
 	for _, tc := range []struct{ cidr, want string }{
 		{"203.0.113.0/30", `department "a"'s egress on host "h2"`}, // .1 VIP, .2 a/h1, then nothing
-		{"203.0.113.0/29", ""},                                      // fits exactly
-		{"203.0.113.0/29, 198.51.100.0/30", ""},                     // second prefix unused
+		{"203.0.113.0/29", ""},                  // fits exactly
+		{"203.0.113.0/29, 198.51.100.0/30", ""}, // second prefix unused
 		{"203.0.113.0/28, 198.51.100.0/32", ""},
 	} {
 		st := state(t, egressBase(tc.cidr))

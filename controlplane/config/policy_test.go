@@ -60,9 +60,9 @@ func TestSecurityPolicyInvalid(t *testing.T) {
 		desc, spec string
 		want       []string
 	}{
-		{"too many rules", allow(strings.Repeat(`{protocol: icmp}, `, MaxPolicyRules)+`{protocol: icmp}`), []string{`spec.allow "257 rules"`, "at most 256 rules"}},
-		{"too many sources", allow(`{from: [`+strings.Repeat(`{cidr: 198.18.20.0/24}, `, MaxPolicySources)+`{cidr: 198.18.20.0/24}]}`), []string{`spec.allow[0].from "257 sources"`, "at most 256 sources"}},
-		{"too many ports", allow(`{protocol: tcp, ports: [`+strings.Repeat(`{port: 80}, `, MaxPolicyPorts)+`{port: 81}]}`), []string{`spec.allow[0].ports "65 ports"`, "at most 64 ports", "endPort"}},
+		{"too many rules", allow(strings.Repeat(`{protocol: icmp}, `, MaxPolicyRules) + `{protocol: icmp}`), []string{`spec.allow "257 rules"`, "at most 256 rules"}},
+		{"too many sources", allow(`{from: [` + strings.Repeat(`{cidr: 198.18.20.0/24}, `, MaxPolicySources) + `{cidr: 198.18.20.0/24}]}`), []string{`spec.allow[0].from "257 sources"`, "at most 256 sources"}},
+		{"too many ports", allow(`{protocol: tcp, ports: [` + strings.Repeat(`{port: 80}, `, MaxPolicyPorts) + `{port: 81}]}`), []string{`spec.allow[0].ports "65 ports"`, "at most 64 ports", "endPort"}},
 		{"unknown segment", allow(`{from: [{segment: lands-db}]}`), []string{`SecurityPolicy "db-only-app"`, `spec.allow[0].from[0].segment "lands-db"`, "unknown segment"}},
 		{"segment of another department", allow(`{from: [{segment: health-web}]}`), []string{`spec.allow[0].from[0].segment "health-web"`, `department "health"`}},
 		{"unknown segment in a later rule", allow(`{protocol: icmp}, {from: [{cidr: 198.18.20.0/24}, {segment: nosuch}]}`), []string{`spec.allow[1].from[1].segment "nosuch"`, "unknown segment"}},
