@@ -65,17 +65,7 @@ spec:
 // TestGuards: the controller resolves a policy's labels and segments to addresses for the
 // hosts of the VMs it selects, only within the department.
 func TestGuards(t *testing.T) {
-	objs, err := config.Parse("g.yaml", []byte(guardsYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := config.NewState()
-	for _, o := range objs {
-		st.Objects[o.Key()] = o
-	}
-	if err := config.Validate(st).Err(); err != nil {
-		t.Fatal(err)
-	}
+	st := validState(t, guardsYAML)
 	// Placement and addresses as the allocator would set them.
 	place := func(vm, host, seg, a4, a6 string) {
 		o := st.Get(config.KindVM, vm)

@@ -97,17 +97,7 @@ func TestInterfaceIPv6AndGateway6(t *testing.T) {
 		doc("Segment", "s120", `{department: a, ipv4: 198.18.61.0/24, ipv6: "2001:db8:61::/120", gateway6: "2001:db8:61::fe"}`) +
 		doc("Segment", "s4", `{department: a, ipv4: 198.18.62.0/24}`) +
 		doc("VM", "v", `{department: a, vcpus: 1, memoryMiB: 64, image: tiny, host: h1, networks: [{segment: s64}, {segment: s120}, {segment: s4}]}`)
-	objs, err := config.Parse("t.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := config.NewState()
-	for _, o := range objs {
-		st.Objects[o.Key()] = o
-	}
-	if err := config.Validate(st).Err(); err != nil {
-		t.Fatal(err)
-	}
+	st := validState(t, y)
 	if err := alloc.Allocate(st, alloc.DefaultConfig()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -141,17 +131,7 @@ func TestPendingVMIsNowhere(t *testing.T) {
 		doc("VM", "nomatch", `{department: a, vcpus: 1, memoryMiB: 64, networks: [{segment: s4}], hostSelector: {rack: r9}}`) +
 		doc("VM", "toobig", `{department: a, vcpus: 3, memoryMiB: 64, networks: [{segment: s4}]}`) +
 		doc("VM", "full", `{department: a, vcpus: 2, memoryMiB: 64, networks: [{segment: s4}], hostSelector: {rack: r2}}`)
-	objs, err := config.Parse("t.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := config.NewState()
-	for _, o := range objs {
-		st.Objects[o.Key()] = o
-	}
-	if err := config.Validate(st).Err(); err != nil {
-		t.Fatal(err)
-	}
+	st := validState(t, y)
 	if err := alloc.Allocate(st, alloc.DefaultConfig()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,4 +159,22 @@ func TestPendingVMIsNowhere(t *testing.T) {
 			t.Errorf("%s remote guests %s, want %s", h, got, want)
 		}
 	}
+}
+
+// validState parses y (YAML documents) into a state and validates it, failing the test on any
+// error.
+func validState(t *testing.T, y string) *config.State {
+	t.Helper()
+	objs, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := config.NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if err := config.Validate(st).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
