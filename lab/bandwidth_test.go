@@ -6,7 +6,6 @@ import (
 	"math"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,11 +68,14 @@ func bandwidthQuota(t *testing.T, bin, dir string) {
 	// Ten seconds each side of the change: one-second samples of a policed TCP flow swing about
 	// 15% (README "Bandwidth quota"), the mean over nine holds the limit.
 	const secs, change = 20, 10
-	lands := labIperf(t, "lands-web-1", "lands-web-2", "5311", secs)
-	health := labIperf(t, "health-web-1", "health-web-2", "5312", change-2)
+	// Data from web-1 (the iperf3 server) to web-2, across the trunk.
+	landsAddr, _ := guestAddr(t, "gc-vm-lands-web-1")
+	healthAddr, _ := guestAddr(t, "gc-vm-health-web-1")
+	lands := netnstest.StartIperf(t, "gc-vm-lands-web-2", "gc-vm-lands-web-1", landsAddr, "5311", secs)
+	health := netnstest.StartIperf(t, "gc-vm-health-web-2", "gc-vm-health-web-1", healthAddr, "5312", change-2)
 	time.Sleep(change * time.Second)
 	setQuota(200)
-	hv, lv := health.wait(t), lands.wait(t)
+	hv, lv := health.Wait(t), lands.Wait(t)
 	t.Logf("lands Mbit/s each second (quota 100, then 200 from second %d): %v", change, mbps(lv))
 	t.Logf("health Mbit/s each second (quota 1000): %v", mbps(hv))
 	before, after, healthMbps := netnstest.MeanMbps(lv, 1, change-1), netnstest.MeanMbps(lv, change+2, secs), netnstest.MeanMbps(hv, 1, change-2)
@@ -135,50 +137,6 @@ func (l *Lab) landsID(h string) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s's desired state has no lands", h)
-}
-
-// labIperfRun is an iperf3 TCP test between two lab guests, data from the server's guest to
-// the client's (-R), so the client's one-second intervals are what was received.
-type labIperfRun struct {
-	cmd    *exec.Cmd
-	out    strings.Builder
-	server *exec.Cmd
-}
-
-func labIperf(t *testing.T, from, to, port string, secs int) *labIperfRun {
-	t.Helper()
-	addr, _ := guestAddr(t, "gc-vm-"+from)
-	r := &labIperfRun{server: exec.Command("ip", "netns", "exec", "gc-vm-"+from, "iperf3", "-s", "-1", "-p", port)}
-	if err := r.server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.server.Process.Kill(); r.server.Wait() })
-	for i := 0; ; i++ {
-		if out, _ := nsOut("gc-vm-"+from, "ss", "-Hltn", "sport = :"+port); strings.Contains(out, port) {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("iperf3 server in %s not listening after 30s", from)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	r.cmd = exec.Command("ip", "netns", "exec", "gc-vm-"+to, "iperf3", "-c", addr, "-p", port, "-R", "-t", fmt.Sprint(secs), "-J")
-	r.cmd.Stdout = &r.out
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// wait returns the bit rate received in each one-second interval.
-func (r *labIperfRun) wait(t *testing.T) []float64 {
-	t.Helper()
-	err := r.cmd.Wait()
-	out, perr := netnstest.IperfIntervals([]byte(r.out.String()))
-	if err != nil || perr != nil {
-		t.Fatalf("iperf3: %v %v\n%s", err, perr, r.out.String())
-	}
-	return out
 }
 
 func mbps(xs []float64) []int {

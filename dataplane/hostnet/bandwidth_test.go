@@ -1,11 +1,8 @@
 package hostnet_test
 
 import (
-	"fmt"
 	"math"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,52 +68,6 @@ func bwHost(t *testing.T) (*hostnet.Host, func(landsMbps int) hostnet.HostNetwor
 	return h, state, guests
 }
 
-// iperfRun is a running iperf3 test: the client receives (-R), so its per-second intervals
-// are what reached the receiving guest, not what its sender buffered.
-type iperfRun struct {
-	cmd  *exec.Cmd
-	out  strings.Builder
-	stop func()
-}
-
-// startIperf runs an iperf3 TCP test of secs seconds, data flowing from server to client.
-func startIperf(t *testing.T, client, server *netnstest.NS, addr, port string, secs int) *iperfRun {
-	t.Helper()
-	srv := server.Cmd("iperf3", "-s", "-1", "-p", port)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &iperfRun{stop: func() { srv.Process.Kill(); srv.Wait() }}
-	t.Cleanup(r.stop)
-	for i := 0; ; i++ {
-		if out, _ := server.Run("ss", "-Hltn", "sport = :"+port); strings.Contains(out, port) {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("iperf3 server in %s not listening after 30s", server.Name)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	r.cmd = client.Cmd("iperf3", "-c", addr, "-p", port, "-R", "-t", fmt.Sprint(secs), "-J")
-	r.cmd.Stdout = &r.out
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// wait returns the received bit rate of each one-second interval, in order.
-func (r *iperfRun) wait(t *testing.T) []float64 {
-	t.Helper()
-	err := r.cmd.Wait()
-	r.stop()
-	out, perr := netnstest.IperfIntervals([]byte(r.out.String()))
-	if err != nil || perr != nil {
-		t.Fatalf("iperf3: %v %v\n%s", err, perr, r.out.String())
-	}
-	return out
-}
-
 // TestBandwidthLimit: lands at 100 Mbit/s gets 100 +-10% between its two segments on one host
 // (the host routes between the bridges: no trunk on the path) and within one segment (bridged),
 // while health, on the same host at the same time, is not held to it; lands' quota raised to 200 speeds the same connection
@@ -143,14 +94,14 @@ func TestBandwidthLimit(t *testing.T) {
 			to.ns.MustRun(t, "ping", "-c1", "-W5", from.addr)
 			dropsBefore := landsDrops(t, h)
 			const secs, change = 16, 8
-			lands := startIperf(t, to.ns, from.ns, from.addr, "5301", secs)
-			health := startIperf(t, g["health-a"].ns, g["health-b"].ns, g["health-b"].addr, "5302", change-2)
+			lands := netnstest.StartIperf(t, to.ns.Name, from.ns.Name, from.addr, "5301", secs)
+			health := netnstest.StartIperf(t, g["health-a"].ns.Name, g["health-b"].ns.Name, g["health-b"].addr, "5302", change-2)
 			time.Sleep(change * time.Second)
 			if err := h.Set(state(200)); err != nil {
 				t.Fatal(err)
 			}
-			hv := health.wait(t)
-			lv := lands.wait(t)
+			hv := health.Wait(t)
+			lv := lands.Wait(t)
 			t.Logf("lands Mbit/s per second: %.0f", scale(lv))
 			t.Logf("health Mbit/s per second: %.0f", scale(hv))
 			if len(lv) < secs || len(hv) < change-2 {

@@ -4,6 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
 )
 
 // IperfIntervals reads iperf3's JSON report (-J) and returns the bit rate received in each
@@ -41,4 +45,52 @@ func MeanMbps(xs []float64, from, to int) float64 {
 		s += x
 	}
 	return s / float64(to-from) / 1e6
+}
+
+// IperfRun is a running iperf3 TCP test between two namespaces, data from the server's to the
+// client's (-R), so the client's intervals are what it received.
+type IperfRun struct {
+	cmd, server *exec.Cmd
+	out         strings.Builder
+}
+
+// StartIperf starts an iperf3 server in namespace serverNS (one test, port), waits up to 30 s
+// for it to listen, and runs a client in clientNS toward addr for secs seconds. The server is
+// killed when the test ends.
+func StartIperf(tb testing.TB, clientNS, serverNS, addr, port string, secs int) *IperfRun {
+	tb.Helper()
+	inNS := func(ns string, args ...string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
+	r := &IperfRun{server: inNS(serverNS, "iperf3", "-s", "-1", "-p", port)}
+	if err := r.server.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.server.Process.Kill(); r.server.Wait() })
+	for i := 0; ; i++ {
+		if out, _ := inNS(serverNS, "ss", "-Hltn", "sport = :"+port).Output(); strings.Contains(string(out), port) {
+			break
+		}
+		if i == 300 {
+			tb.Fatalf("iperf3 server in %s not listening after 30s", serverNS)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.cmd = inNS(clientNS, "iperf3", "-c", addr, "-p", port, "-R", "-t", fmt.Sprint(secs), "-J")
+	r.cmd.Stdout = &r.out
+	if err := r.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// Wait waits for the client and returns the bit rate (bit/s) it received in each interval.
+func (r *IperfRun) Wait(tb testing.TB) []float64 {
+	tb.Helper()
+	err := r.cmd.Wait()
+	out, perr := IperfIntervals([]byte(r.out.String()))
+	if err != nil || perr != nil {
+		tb.Fatalf("iperf3: %v %v\n%s", err, perr, r.out.String())
+	}
+	return out
 }
