@@ -735,9 +735,10 @@ func (c *stateCheck) addressPools() {
 	}
 	// A VIP inside a segment of a department the pool serves would be a gateway's or a guest's
 	// address there: pools and those segments never overlap.
+	segs := c.st.List(KindSegment)
 	for _, o := range c.pools {
 		p := o.Spec.(*AddressPool)
-		for _, seg := range c.st.List(KindSegment) {
+		for _, seg := range segs {
 			ss := seg.Spec.(*SegmentSpec)
 			if !p.Allows(ss.Department) {
 				continue
