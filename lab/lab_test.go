@@ -116,11 +116,32 @@ func labCLI(t testing.TB, dir string) (string, func(args ...string) (string, err
 		return string(out), err
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			logFailureTails(t, dir)
+		}
 		if len(labNamespaces()) > 0 {
 			_, _ = run("down")
 		}
 	})
 	return bin, run
+}
+
+// logFailureTails logs the last lines of each lab process's log in dir (controller, agents,
+// compute agents), and says which had exited, so a failed lab test shows why before 'down'
+// removes the logs.
+func logFailureTails(t testing.TB, dir string) {
+	l := &Lab{dir: dir}
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, f := range logs {
+		name := strings.TrimSuffix(filepath.Base(f), ".log")
+		state := "running"
+		if l.pid(name) == 0 {
+			state = "no pid file"
+		} else if !l.alive(name) {
+			state = "EXITED"
+		}
+		t.Logf("after the failure: %s (%s), last lines of its log:\n%s", name, state, l.logTail(name, 25))
+	}
 }
 
 // openLab opens the running lab in dir and reads its admin token.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,30 @@ func MeanMbps(xs []float64, from, to int) float64 {
 		s += x
 	}
 	return s / float64(to-from) / 1e6
+}
+
+// HeldAt judges a policed flow's one-second rates xs[from:to] (bit/s) against a quota in
+// Mbit/s: the mean may not pass the quota by more than 10% (the limiter holds over the
+// window; its bucket adds at most 300 ms at the rate) and the median second must reach 85% of
+// it (the flow gets its quota). The median, not the mean, judges the floor: one second in
+// which a loaded machine stalls both ends says nothing about the limiter. The error gives both
+// figures; they are returned for the log.
+func HeldAt(xs []float64, from, to int, quotaMbps float64) (mean, median float64, err error) {
+	mean = MeanMbps(xs, from, to)
+	to = min(to, len(xs))
+	if from >= to {
+		return math.NaN(), math.NaN(), fmt.Errorf("no one-second intervals in [%d, %d) of %d", from, to, len(xs))
+	}
+	w := slices.Clone(xs[from:to])
+	slices.Sort(w)
+	median = (w[(len(w)-1)/2] + w[len(w)/2]) / 2 / 1e6
+	switch {
+	case mean > 1.1*quotaMbps:
+		err = fmt.Errorf("mean %.1f Mbit/s over seconds %d-%d passes the %.0f Mbit/s quota by more than 10%%", mean, from, to-1, quotaMbps)
+	case median < 0.85*quotaMbps:
+		err = fmt.Errorf("median second %.1f Mbit/s over seconds %d-%d is under 85%% of the %.0f Mbit/s quota", median, from, to-1, quotaMbps)
+	}
+	return mean, median, err
 }
 
 // IperfRun is a running iperf3 TCP test between two namespaces, data from the server's to the
