@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync/atomic"
+	"strconv"
 	"testing"
 	"time"
 
@@ -26,7 +27,15 @@ func haServer(t *testing.T, prefix string, opt api.Options) (*httptest.Server, *
 	st := apitest.Store(t).WithPrefix(prefix)
 	srv := api.New(st, apitest.Log, opt)
 	srv.Handle("GET /v1/slow", func(w http.ResponseWriter, r *http.Request, p api.Principal) error {
-		time.Sleep(1200 * time.Millisecond)
+		// Sets headers all the while heartbeats go out (the map a 102 reads): a shared map
+		// ended the process with "concurrent map read and map write".
+		for start, i := time.Now(), 0; time.Since(start) < 1200*time.Millisecond; i++ {
+			w.Header().Set("X-Slow", strconv.Itoa(i))
+			if i%1000 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		w.Header().Set("X-Slow", "done")
 		_, err := io.WriteString(w, "done")
 		return err
 	})
@@ -139,7 +148,8 @@ func TestReadiness(t *testing.T) {
 }
 
 // TestHeartbeat: a request asking for heartbeats gets "102 Processing" while the handler works;
-// one that does not ask gets none.
+// one that does not ask gets none. The handler sets headers all the while, and its last ones
+// are in the answer.
 func TestHeartbeat(t *testing.T) {
 	hs, _, tok := haServer(t, "/test/heartbeat/", api.Options{})
 	for _, ask := range []bool{true, false} {
@@ -162,8 +172,8 @@ func TestHeartbeat(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "done" {
-			t.Errorf("heartbeat %v: %d %q", ask, resp.StatusCode, b)
+		if resp.StatusCode != 200 || string(b) != "done" || resp.Header.Get("X-Slow") != "done" {
+			t.Errorf("heartbeat %v: %d %q, X-Slow %q", ask, resp.StatusCode, b, resp.Header.Get("X-Slow"))
 		}
 		if n := beats.Load(); ask && n < 3 || !ask && n != 0 {
 			t.Errorf("heartbeat asked %v: %d heartbeats over 1.2 s at 300 ms", ask, n)

@@ -73,7 +73,7 @@ func heartbeat(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		hw := &beatWriter{ResponseWriter: w}
+		hw := newBeatWriter(w)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -98,12 +98,23 @@ func heartbeat(next http.Handler) http.Handler {
 }
 
 // beatWriter serializes the heartbeat with the handler's writes; after the handler's header
-// no more heartbeats go out.
+// no more heartbeats go out. The handler sets headers on a map of its own (Header), copied to
+// the connection's when its answer starts: a 102 writes the connection's header map, and the
+// handler setting a header at that moment was a concurrent map read and write, which the Go
+// runtime answers by ending the process (a controller lost mid-apply).
 type beatWriter struct {
 	http.ResponseWriter
+	header  http.Header // the handler's headers until its answer starts
 	mu      sync.Mutex
 	written bool
 }
+
+func newBeatWriter(w http.ResponseWriter) *beatWriter {
+	return &beatWriter{ResponseWriter: w, header: w.Header().Clone()}
+}
+
+// Header is the handler's own header map; only the handler's goroutine touches it.
+func (b *beatWriter) Header() http.Header { return b.header }
 
 func (b *beatWriter) beat() {
 	b.mu.Lock()
@@ -113,11 +124,24 @@ func (b *beatWriter) beat() {
 	}
 }
 
+// start copies the handler's headers to the connection's, once, before its answer; mu held.
+func (b *beatWriter) start() {
+	if b.written {
+		return
+	}
+	b.written = true
+	h := b.ResponseWriter.Header()
+	clear(h)
+	for k, v := range b.header {
+		h[k] = v
+	}
+}
+
 func (b *beatWriter) WriteHeader(code int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if code >= 200 {
-		b.written = true
+		b.start()
 	}
 	b.ResponseWriter.WriteHeader(code)
 }
@@ -125,7 +149,7 @@ func (b *beatWriter) WriteHeader(code int) {
 func (b *beatWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.written = true
+	b.start()
 	return b.ResponseWriter.Write(p)
 }
 
@@ -134,7 +158,7 @@ func (b *beatWriter) Flush() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if f, ok := b.ResponseWriter.(http.Flusher); ok {
-		b.written = true
+		b.start()
 		f.Flush()
 	}
 }
