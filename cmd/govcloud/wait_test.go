@@ -53,8 +53,8 @@ func realizedView() waitView {
 
 func TestJudge(t *testing.T) {
 	for _, tc := range []struct {
-		desc                  string
-		edit                  func(v *waitView)
+		desc                   string
+		edit                   func(v *waitView)
 		waiting, faults, fatal []string // each substring must be in one entry; the counts must match
 	}{
 		{desc: "all realized, some hosts past the revision", edit: func(*waitView) {}},
