@@ -42,6 +42,9 @@ a guest cannot drive the terminal.`,
 			if !tail {
 				return errors.New("only the read-only --tail is supported: 'govcloud console " + args[0] + " --tail'")
 			}
+			if every < 100*time.Millisecond {
+				return fmt.Errorf("--interval %s: want 100ms or more", every)
+			}
 			if lines < 0 {
 				return fmt.Errorf("--lines %d: want 0 or more", lines)
 			}
