@@ -44,7 +44,7 @@ func TestConsoleSender(t *testing.T) {
 		}
 	}
 	pass(0, "vm1@5:boot\n", "vm2@104:xxxxxxtail")
-	pass(2*time.Second) // nothing grew
+	pass(2 * time.Second) // nothing grew
 	logs["vm1"] += "login:"
 	fail["vm1"] = true
 	pass(4 * time.Second)
