@@ -16,7 +16,7 @@ type ConsoleSource interface {
 
 // ConsoleSender sends the end of each VM's serial console log to the controller, so that
 // 'govcloud console VM' can show it through the API: after a VM's log grew, and again every
-// Resend (a controller that took over the lead has none). VMs are those Provider lists; Send
+// Resend (a store restored from a backup has an older one, or none). VMs are those Provider lists; Send
 // gets a VM's name, the log's length in bytes (end) and its last Max bytes (data).
 type ConsoleSender struct {
 	Provider Provider
@@ -24,7 +24,7 @@ type ConsoleSender struct {
 	Send     func(ctx context.Context, vm string, end int64, data []byte) error
 	Max      int           // bytes sent at most; default 64 KiB
 	Every    time.Duration // pause between passes; default 2s
-	Resend   time.Duration // send an unchanged log again after this; default 1m
+	Resend   time.Duration // send an unchanged log again after this; default 10m
 	Log      *slog.Logger
 
 	sent map[string]sentLog
@@ -42,7 +42,7 @@ func (s *ConsoleSender) Pass(ctx context.Context, now time.Time) error {
 		max = 64 << 10
 	}
 	if resend <= 0 {
-		resend = time.Minute
+		resend = 10 * time.Minute
 	}
 	if s.sent == nil {
 		s.sent = map[string]sentLog{}

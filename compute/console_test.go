@@ -50,5 +50,5 @@ func TestConsoleSender(t *testing.T) {
 	pass(4 * time.Second)
 	fail["vm1"] = false
 	pass(6*time.Second, "vm1@11:oot\nlogin:")
-	pass(70*time.Second, "vm1@11:oot\nlogin:", "vm2@104:xxxxxxtail") // resent for a new leader
+	pass(70*time.Second, "vm1@11:oot\nlogin:", "vm2@104:xxxxxxtail") // resent: a restored store has an older one
 }

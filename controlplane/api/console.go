@@ -34,12 +34,10 @@ type ConsoleTail struct {
 	Note string `json:"note,omitempty"`
 }
 
-// consoleBook holds the console tails this controller received, by VM, and when each
-// credential's reads of each VM were last audited. Uploads and reads both go to the leader
-// (toLeader), so one book serves them; a new leader has none until the agents send again.
+// consoleBook remembers when each credential's reads of each VM's console were last audited
+// (on this controller). The tails themselves are in the store, which every controller reads.
 type consoleBook struct {
 	mu      sync.Mutex
-	tails   map[string]ConsoleTail
 	audited map[[2]string]time.Time // {token id or name, vm} -> last audit
 }
 
@@ -70,17 +68,17 @@ func (s *Server) handlePutConsole(w http.ResponseWriter, r *http.Request, p *pri
 		return forbidden("VM %q is placed on host %q, not %q: host %q may not send its console", vm, o.Status.Host, host, host)
 	}
 	t.VM, t.Host, t.Updated = vm, host, time.Now().UTC()
-	s.console.mu.Lock()
-	if s.console.tails == nil {
-		s.console.tails = map[string]ConsoleTail{}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return internal(err)
 	}
-	s.console.tails[vm] = t
-	for name := range s.console.tails { // forget VMs deleted since
-		if snap.State.Get(config.KindVM, name) == nil {
-			delete(s.console.tails, name)
-		}
+	if err := s.store.PutConsole(r.Context(), vm, b); err != nil {
+		return storeError(err)
 	}
-	s.console.mu.Unlock()
+	// Forget the consoles of VMs deleted since.
+	if err := s.store.PruneConsoles(r.Context(), func(name string) bool { return snap.State.Get(config.KindVM, name) != nil }); err != nil {
+		s.log.Warn("prune consoles", "err", err)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -130,7 +128,6 @@ func (s *Server) handleGetConsole(w http.ResponseWriter, r *http.Request, p *pri
 	if audit {
 		s.console.audited[[2]string{id, vm}] = now
 	}
-	t, ok := s.console.tails[vm]
 	s.console.mu.Unlock()
 	if audit {
 		ae := p.audit("console")
@@ -140,6 +137,17 @@ func (s *Server) handleGetConsole(w http.ResponseWriter, r *http.Request, p *pri
 			delete(s.console.audited, [2]string{id, vm})
 			s.console.mu.Unlock()
 			return storeError(fmt.Errorf("audit console read of VM %q: %w", vm, err))
+		}
+	}
+	raw, err := s.store.Console(r.Context(), vm)
+	if err != nil {
+		return storeError(err)
+	}
+	var t ConsoleTail
+	ok := raw != nil
+	if ok {
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return internal(fmt.Errorf("stored console of VM %q: %w", vm, err))
 		}
 	}
 	switch {

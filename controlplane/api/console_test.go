@@ -28,8 +28,8 @@ func httpStatus(t *testing.T, err error) int {
 }
 
 // A VM's console goes through the API: only its host's agent sends it, a token is needed to
-// read it (even where anonymous reads are allowed), a department reads only its own VMs, and
-// reads are audited.
+// read it (even where anonymous reads are allowed), a department reads only its own VMs, every
+// controller of the store serves it, and reads are audited.
 func TestConsoleAuthz(t *testing.T) {
 	env, ctx := setup(t)
 	admin := env.Client("admin")
@@ -75,6 +75,7 @@ func TestConsoleAuthz(t *testing.T) {
 		{"unknown VM, department", env.Client("lands"), "nope", http.StatusNotFound, ""},
 		{"no token", env.Client(""), "lands-vm1", http.StatusUnauthorized, ""},
 		{"no token where anonymous reads are allowed", client.New(anon.URL, ""), "lands-vm1", http.StatusUnauthorized, ""},
+		{"admin through another controller on the same store", client.New(anon.URL, env.Tokens["admin"]), "lands-vm1", 0, log},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			tail, err := tc.c.Console(ctx, tc.vm, -1)
@@ -101,7 +102,8 @@ func TestConsoleAuthz(t *testing.T) {
 		t.Errorf("health-vm2: %+v %v, want a note that host2 sent nothing", tail, err)
 	}
 
-	// Audited once per credential and VM (not every poll).
+	// Audited once per credential and VM on each controller (not every poll): admin read
+	// lands-vm1 through both.
 	raw, err := admin.Audit(ctx, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +122,7 @@ func TestConsoleAuthz(t *testing.T) {
 			got[e.Who+"/"+e.Detail["vm"].(string)]++
 		}
 	}
-	want := map[string]int{"admin/lands-vm1": 1, "lands-viewer/lands-vm1": 1, "neteng/lands-vm1": 1, "admin/health-vm2": 1}
+	want := map[string]int{"admin/lands-vm1": 2, "lands-viewer/lands-vm1": 1, "neteng/lands-vm1": 1, "admin/health-vm2": 1}
 	for k, n := range want {
 		if got[k] != n {
 			t.Errorf("audit entries %s: %d, want %d (all: %v)", k, got[k], n, got)

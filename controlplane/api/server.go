@@ -88,7 +88,7 @@ type Server struct {
 	anonAudit *rate.Limiter // refused writes without a valid token: audited at a bounded rate
 
 	extra   []extraRoute
-	console consoleBook // VM console tails (console.go)
+	console consoleBook // when console reads were audited (console.go)
 	trust   trustState  // host certificates (trust.go)
 
 	// hostStates caches each host's desired state by store revision: every agent asks for its
@@ -264,8 +264,8 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/objects/{kind}/{name}", s.handleGet)
 	route("DELETE /v1/objects/{kind}/{name}", s.toLeader(s.handleDelete))
 	route("POST /v1/delete", s.toLeader(s.handleDeleteMany))
-	route("PUT /v1/hosts/{name}/console/{vm}", s.toLeader(s.handlePutConsole))
-	route("GET /v1/vms/{name}/console", s.toLeader(s.handleGetConsole))
+	route("PUT /v1/hosts/{name}/console/{vm}", s.handlePutConsole)
+	route("GET /v1/vms/{name}/console", s.handleGetConsole)
 	route("GET /v1/hosts/{name}/desired", s.handleDesired)
 	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
 	route("GET /v1/hosts/{name}/peer-health", s.handlePeerHealth)
