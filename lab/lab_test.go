@@ -58,6 +58,7 @@ func TestLab(t *testing.T) {
 		t.Fatalf("lab verify: %v", err)
 	}
 	placementReason(t, bin, dir)
+	applyWaitDeleteFile(t, bin, dir)
 	ipv6EndToEnd(t, bin, dir)
 	bandwidthQuota(t, bin, dir)
 	securityPolicy(t, bin, dir)

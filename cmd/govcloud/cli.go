@@ -21,10 +21,16 @@ import (
 // cliError turns a controller error into one line per problem.
 func cliError(err error) error {
 	var ce *client.Error
-	if errors.As(err, &ce) && len(ce.Errors) > 1 {
-		lines := make([]string, 0, len(ce.Errors)+1)
-		lines = append(lines, fmt.Sprintf("%d problems, nothing was changed:", ce.Errors.Count()))
-		for _, e := range ce.Errors {
+	var es config.Errors
+	if errors.As(err, &ce) {
+		es = ce.Errors
+	} else {
+		errors.As(err, &es)
+	}
+	if len(es) > 1 {
+		lines := make([]string, 0, len(es)+1)
+		lines = append(lines, fmt.Sprintf("%d problems, nothing was changed:", es.Count()))
+		for _, e := range es {
 			lines = append(lines, "  "+e.Error())
 		}
 		return errors.New(strings.Join(lines, "\n"))

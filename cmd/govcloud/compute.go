@@ -26,6 +26,7 @@ func newComputeCmd(g *globals) *cobra.Command {
 		host, provider, metricsListen string
 		auth                          hostAuth
 		startLibvirtd, reportStatus   bool
+		sendConsole                   bool
 		lcfg                          libvirt.Config
 		ncfg                          netns.Config
 	)
@@ -49,7 +50,9 @@ service gets the VIP on its lo (at boot, and through the guest's serial shell wh
 
 Everything it makes is named gc-...; at start and on every pass, owned leftovers of a killed
 agent are removed. After 30 s without a change a resync pass puts back what went away (a
-qemu that died). With the controller away nothing changes (fail-static). Serves /status
+qemu that died). With the controller away nothing changes (fail-static). The end of each
+libvirt VM's serial console log (last 64 KiB) goes to the controller when it grows, for
+'govcloud console VM' (--send-console). Serves /status
 (JSON) and /metrics (govcloud_vm_vcpu_seconds_total, govcloud_vm_memory_bytes,
 govcloud_volume_allocated_bytes) on --metrics-listen.`,
 		Args: cobra.NoArgs,
@@ -115,6 +118,12 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 			// vCPU-seconds, memory and volume levels to the controller's usage ledger.
 			go hostsource.ComputeReporter(ctx, p, host, &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}).Run(ctx)
 			go auth.repointOnHangup(ctx, c, g.log, nil)
+			if logs, ok := p.(compute.ConsoleSource); ok && sendConsole {
+				go (&compute.ConsoleSender{Provider: p, Logs: logs, Log: g.log,
+					Send: func(ctx context.Context, vm string, end int64, data []byte) error {
+						return c.PutConsole(ctx, host, vm, end, data)
+					}}).Run(ctx)
+			}
 			g.log.Info("compute agent running", "host", host, "provider", provider, "controllers", c.Bases)
 			return a.Run(ctx)
 		},
@@ -125,6 +134,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&provider, "provider", "libvirt", "libvirt (real VMs) or netns (namespace guests)")
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9481", "serve /status and /metrics here (empty: off)")
 	f.BoolVar(&startLibvirtd, "start-libvirtd", false, "start virtlogd and libvirtd when their socket does not answer (hosts without systemd)")
+	f.BoolVar(&sendConsole, "send-console", true, "send the end of each VM's serial console log (libvirt) to the controller, for 'govcloud console VM'")
 	f.BoolVar(&reportStatus, "report-status", false, "also send each report to the controller (its compute status of the host; 'govcloud status' shows it)")
 	f.StringVar(&lcfg.Socket, "libvirt-socket", "/run/libvirt/libvirt-sock", "libvirtd socket")
 	f.StringVar(&lcfg.Pool, "pool", "gc-pool", "libvirt storage pool for volumes")

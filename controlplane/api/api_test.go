@@ -337,7 +337,7 @@ func TestOpenAPI(t *testing.T) {
 	if err := jsonDecode(resp, &doc); err != nil {
 		t.Fatalf("openapi.json is not JSON: %v", err)
 	}
-	for _, p := range []string{"/v1/apply", "/v1/plan", "/v1/objects/{kind}/{name}", "/v1/hosts/{name}/desired", "/v1/hosts/{name}/status", "/v1/hosts/{name}/compute-status", "/v1/audit", "/v1/tokens"} {
+	for _, p := range []string{"/v1/apply", "/v1/plan", "/v1/objects/{kind}/{name}", "/v1/hosts/{name}/desired", "/v1/hosts/{name}/status", "/v1/hosts/{name}/compute-status", "/v1/audit", "/v1/tokens", "/v1/delete", "/v1/vms/{name}/console", "/v1/hosts/{name}/console/{vm}"} {
 		if doc.Paths[p] == nil {
 			t.Errorf("openapi.json lacks %s", p)
 		}

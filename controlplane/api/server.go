@@ -87,8 +87,9 @@ type Server struct {
 
 	anonAudit *rate.Limiter // refused writes without a valid token: audited at a bounded rate
 
-	extra []extraRoute
-	trust trustState // host certificates (trust.go)
+	extra   []extraRoute
+	console consoleBook // when console reads were audited (console.go)
+	trust   trustState  // host certificates (trust.go)
 
 	// hostStates caches each host's desired state by store revision: every agent asks for its
 	// peer health each second, and working the state out costs milliseconds on a large store.
@@ -262,6 +263,9 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/objects/{kind}", s.handleList)
 	route("GET /v1/objects/{kind}/{name}", s.handleGet)
 	route("DELETE /v1/objects/{kind}/{name}", s.toLeader(s.handleDelete))
+	route("POST /v1/delete", s.toLeader(s.handleDeleteMany))
+	route("PUT /v1/hosts/{name}/console/{vm}", s.handlePutConsole)
+	route("GET /v1/vms/{name}/console", s.handleGetConsole)
 	route("GET /v1/hosts/{name}/desired", s.handleDesired)
 	route("PUT /v1/hosts/{name}/status", s.handleHostStatus)
 	route("GET /v1/hosts/{name}/peer-health", s.handlePeerHealth)
@@ -711,6 +715,58 @@ func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p *princi
 			return nil
 		}
 	}
+}
+
+// DeleteRequest is the body of POST /v1/delete: the objects to delete together.
+type DeleteRequest struct {
+	Objects []config.Key `json:"objects"`
+}
+
+// handleDeleteMany deletes every object of the request in one transaction (all or none), as
+// apply writes: an object another one still uses is refused unless that one is deleted too.
+// A missing object is an error naming it ("not found"), unless ?ignoreNotFound=true.
+func (s *Server) handleDeleteMany(w http.ResponseWriter, r *http.Request, p *principal) *apiError {
+	var req DeleteRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, config.MaxInput)).Decode(&req); err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "decode delete request: " + err.Error()}
+	}
+	if len(req.Objects) == 0 {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: "delete request names no object"}
+	}
+	for i, k := range req.Objects {
+		kind := config.NormalizeKind(k.Kind)
+		if kind == "" {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf("object %d (%q): unknown kind %q", i+1, k.Name, k.Kind)}
+		}
+		if !p.canWrite(kind) {
+			return forbidden("%s may not delete %s objects", p.who(), kind)
+		}
+		req.Objects[i].Kind = kind
+	}
+	keys := req.Objects
+	if boolParam(r, "ignoreNotFound") {
+		snap, err := s.store.Snapshot(r.Context())
+		if err != nil {
+			return storeError(err)
+		}
+		keys = nil
+		for _, k := range req.Objects {
+			if snap.State.Objects[k] != nil {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			writeJSON(w, http.StatusOK, &ApplyResult{DryRun: boolParam(r, "dryRun"), Revision: snap.Revision, Changes: []plan.Change{}, Counts: map[string]int{}})
+			return nil
+		}
+	}
+	base, _ := strconv.ParseInt(r.URL.Query().Get("baseRevision"), 10, 64)
+	res, ae := s.change(r.Context(), p, plan.Request{Deletes: keys}, base, boolParam(r, "dryRun"), "delete")
+	if ae != nil {
+		return ae
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
 }
 
 func (s *Server) handleHostStatus(w http.ResponseWriter, r *http.Request, p *principal) *apiError {

@@ -28,6 +28,7 @@ import (
 //	tokens/SHA256     Token JSON (the token itself is never stored)
 //	hoststatus/HOST   last report of the host's agent
 //	computestatus/HOST last report of the host's compute agent
+//	console/VM        the end of the VM's serial console log (console.go)
 //	leader            election prefix
 const DefaultPrefix = "/govcloud/"
 
