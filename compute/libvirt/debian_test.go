@@ -79,7 +79,20 @@ func TestDebianImageBoots(t *testing.T) {
 	vm.NICs[0].Gateway6 = netip.MustParseAddr("2001:db8:206::1")
 	vm.Image = "debian-12"
 	vm.ImageFile = compute.Image{Name: "debian-12", Source: "debian-12.qcow2", SHA256: sum, OS: "debian"}
+	// A key of this run (ssh-keygen), so the test logs in with it; a fixed one without ssh.
 	vm.SSHKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl govcloud-test"}
+	key := filepath.Join(t.TempDir(), "id")
+	_, sshErr := exec.LookPath("ssh")
+	if sshErr == nil {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "govcloud-test", "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+		pub, err := os.ReadFile(key + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm.SSHKeys = []string{strings.TrimSpace(string(pub))}
+	}
 	t.Cleanup(func() { p.Delete(ctx, vm.Name) })
 
 	// A changed image is refused, naming the image and both sums; nothing is made.
@@ -120,6 +133,32 @@ func TestDebianImageBoots(t *testing.T) {
 		}
 		return nil
 	})
+	// Inside, through SSH with the seed's key: the hostname, both addresses and both default
+	// routes are the seed's.
+	if sshErr != nil {
+		t.Logf("ssh not found (openssh-client): login with the seed's key not tried")
+	} else {
+		out, err := exec.Command("ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "ConnectTimeout=10", "root@198.18.206.10", "hostname; ip -o addr show eth0; ip route show default; ip -6 route show default").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ssh with the seed's key: %v: %s", err, out)
+		}
+		for _, w := range []string{"tdeb1\n", "inet 198.18.206.10/24", "inet6 2001:db8:206::a/64", "default via 198.18.206.1", "default via 2001:db8:206::1"} {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("guest says %q, want %q", out, w)
+			}
+		}
+	}
+	// qemu-guest-agent answers on the VM's channel, through libvirtd.
+	if reply, err := p.AgentCommand(ctx, vm.Name, `{"execute":"guest-ping"}`, 20); err != nil || !strings.Contains(reply, `"return"`) {
+		diag := "ssh not found"
+		if sshErr == nil {
+			out, _ := exec.Command("ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+				"root@198.18.206.10", "ls -l /dev/virtio-ports; systemctl status --no-pager qemu-guest-agent 2>&1 | head -20").CombinedOutput()
+			diag = string(out)
+		}
+		t.Errorf("guest agent ping: %q, %v; in the guest:\n%s", reply, err, diag)
+	}
 	if err := p.Delete(ctx, vm.Name); err != nil {
 		t.Fatal(err)
 	}

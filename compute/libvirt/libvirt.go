@@ -442,12 +442,6 @@ func (p *Provider) seedPath(vm string) string {
 	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+"-seed.iso")
 }
 
-// GuestAgentSocket is the unix socket of the VM's QEMU guest agent channel
-// (org.qemu.guest_agent.0; qemu-guest-agent answers on it in the Debian image).
-func (p *Provider) GuestAgentSocket(vm string) string {
-	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+".qga")
-}
-
 func seedConfig(s compute.VMSpec) seed.Config {
 	c := seed.Config{InstanceID: s.Name, Hostname: s.Name, SSHKeys: s.SSHKeys}
 	for _, n := range s.NICs {
