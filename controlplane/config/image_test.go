@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -71,5 +72,32 @@ func TestImageBad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An image in use cannot go from under its VMs and volumes: they are its dependents (delete
+// refuses while any is left).
+func TestImageDependents(t *testing.T) {
+	y := base + imageDoc("deb", "{source: d.qcow2, sha256: "+goodSHA+", os: debian}") +
+		imageDoc("unused", "{source: u.qcow2, sha256: "+goodSHA+", os: debian}") +
+		vmDoc("d1", "{department: lands, vcpus: 1, memoryMiB: 512, image: deb, networks: [{segment: lands-web}]}") +
+		"---\napiVersion: govcloud/v1\nkind: Volume\nmetadata: {name: vol}\nspec: {department: lands, sizeGiB: 1, image: deb}\n"
+	objs, err := Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewState()
+	for _, o := range objs {
+		st.Objects[o.Key()] = o
+	}
+	if err := Validate(st).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := Dependents(st, st.Get(KindImage, "deb"))
+	if len(got) != 2 || !slices.Contains(got, Key{KindVM, "d1"}) || !slices.Contains(got, Key{KindVolume, "vol"}) {
+		t.Errorf("dependents of image deb: %v", got)
+	}
+	if d := Dependents(st, st.Get(KindImage, "unused")); len(d) != 0 {
+		t.Errorf("dependents of an unused image: %v", d)
 	}
 }
