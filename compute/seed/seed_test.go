@@ -65,7 +65,10 @@ func TestSeedUnitParsesNetworkConfig(t *testing.T) {
 	dir := t.TempDir()
 	prog := strings.ReplaceAll(s[i+len("awk '\n"):j], "/run/systemd/network", dir)
 	nc := filepath.Join(dir, "network-config")
-	if err := os.WriteFile(nc, []byte(Files(testConfig())["network-config"]), 0o644); err != nil {
+	c := testConfig()
+	// A second NIC without a MAC (matched by name), IPv4 only, without a gateway.
+	c.NICs = append(c.NICs, NIC{Addr: netip.MustParsePrefix("198.18.21.10/24")})
+	if err := os.WriteFile(nc, []byte(Files(c)["network-config"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("awk", prog, nc).CombinedOutput(); err != nil {
@@ -79,6 +82,14 @@ func TestSeedUnitParsesNetworkConfig(t *testing.T) {
 		"Address=198.18.20.10/24\nAddress=2001:db8:20::a/64\nGateway=198.18.20.1\nGateway=2001:db8:20::1\n"
 	if string(got) != want {
 		t.Errorf("networkd file:\n%s\nwant\n%s", got, want)
+	}
+	got, err = os.ReadFile(filepath.Join(dir, "10-govcloud-1.network"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "[Match]\nName=eth1\n\n[Network]\nIPv6AcceptRA=no\nLinkLocalAddressing=ipv6\nAddress=198.18.21.10/24\n"
+	if string(got) != want {
+		t.Errorf("networkd file of the second NIC:\n%s\nwant\n%s", got, want)
 	}
 }
 
