@@ -8,7 +8,7 @@ GOTESTFLAGS ?= -count=1 -timeout 30m
 export CGO_ENABLED ?= 0
 
 .PHONY: all build generate check-generate test test-unit vet lint deps demo demo-vms demo-down \
-        deb dashboards bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-scale bench-backup bench-bgp bench-metering fuzz-config clean help
+        deb dashboards bench-lb bench-maglev fuzz-lb bench-agent bench-controlplane bench-scale bench-backup bench-bgp bench-metering fuzz-config image-debian clean help
 
 all: build
 
@@ -119,6 +119,11 @@ bench-compute: build ## compute: apply -> qemu running and apply -> guest answer
 
 fuzz-config: ## fuzz the YAML parser+validator for 60s
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./controlplane/config/
+
+IMAGE_STORE ?= /var/cache/govcloud/images
+
+image-debian: ## Debian 12 guest image (debootstrap, ~9 min once per machine; cached in IMAGE_STORE, rebuilt when its recipe changes; root)
+	./scripts/build-debian-image.sh $(IMAGE_STORE)
 
 demo: deps build ## build and bring up the lab
 	./$(BIN) lab up

@@ -68,6 +68,19 @@ type VMSpec struct {
 	// Serves are the VIPs the VM answers as a dsr backend (on its lo, replying from the VIP).
 	// They are not part of the Fingerprint: a provider applies a change to a running guest.
 	Serves []netip.Addr
+	// ImageFile is the Image object named by Image; zero for the built-in tiny guest.
+	ImageFile Image
+	// SSHKeys are the OpenSSH public keys root accepts in the guest (through its seed).
+	SSHKeys []string
+}
+
+// Image is a guest image file in the host's image store: Source relative to the store, SHA256
+// the lower-case hex sha256 the file must have, OS its family (config.ImageOS).
+type Image struct {
+	Name   string
+	Source string
+	SHA256 string
+	OS     string
 }
 
 // VMStatus is what a provider reports about one VM.
@@ -153,10 +166,19 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 		vols[v.Name] = v
 	}
 	serves := st.DSRVIPs()
+	images := map[string]Image{}
+	for _, im := range st.Images {
+		images[im.Name] = Image{Name: im.Name, Source: im.Source, SHA256: im.SHA256, OS: im.OS}
+	}
 	var out []VMSpec
 	var errs []error
 	for _, vm := range st.VMs {
-		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image, Serves: serves[vm.Name]}
+		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image, Serves: serves[vm.Name],
+			ImageFile: images[vm.Image], SSHKeys: vm.SSHKeys}
+		if vm.Image != "" && vm.Image != "tiny" && s.ImageFile.Name == "" {
+			errs = append(errs, fmt.Errorf("vm %q: image %q is not in the host's desired images", vm.Name, vm.Image))
+			continue
+		}
 		slices.SortFunc(s.Serves, netip.Addr.Compare)
 		if err := ValidName(vm.Name); err != nil {
 			errs = append(errs, fmt.Errorf("vm %q: %w", vm.Name, err))
@@ -205,6 +227,9 @@ func (s VMSpec) ServesText() string {
 func (s VMSpec) Fingerprint() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s|%s|%d|%d|%s", s.Name, s.Department, s.VCPUs, s.MemoryMiB, s.Image)
+	if s.ImageFile.SHA256 != "" { // only then: a tiny guest's fingerprint is what it was
+		fmt.Fprintf(&b, "|i:%s:%s:%s|k:%s", s.ImageFile.Source, s.ImageFile.SHA256, s.ImageFile.OS, strings.Join(s.SSHKeys, ","))
+	}
 	for _, v := range s.Volumes {
 		fmt.Fprintf(&b, "|v:%s:%d:%s", v.Name, v.SizeGiB, v.Image)
 	}

@@ -19,6 +19,9 @@ PKGS=(
   # compute: libvirtd + qemu (TCG) run real VMs; the tiny guest is Debian's kernel + busybox
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static libvirt-daemon-system libvirt-clients
   dnsmasq-base xz-utils
+  # the Debian guest image ('make image-debian'): debootstrap from Debian's packages, a
+  # partition table (sfdisk, in fdisk) and EXTLINUX with syslinux's MBR as its boot loader
+  debootstrap fdisk extlinux syslinux-common
 )
 
 missing=()

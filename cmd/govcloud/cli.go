@@ -145,6 +145,8 @@ func detail(o client.Object) []string {
 		return d
 	case *config.VolumeSpec:
 		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
+	case *config.ImageSpec:
+		return []string{fmt.Sprintf("os=%s source=%s sha256=%.12s…", s.OS, s.Source, s.SHA256)}
 	case *config.SecurityPolicySpec:
 		sel := make([]string, 0, len(s.Selector))
 		for _, k := range slices.Sorted(maps.Keys(s.Selector)) {

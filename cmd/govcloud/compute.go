@@ -43,7 +43,11 @@ changed). Each NIC's host side is named as the network agent expects (agent.Gues
 joins the segment bridge.
 
 --provider libvirt (default) runs real VMs under libvirtd (qemu, direct kernel boot of the
-built-in tiny guest, qcow2 overlays in the storage pool --pool); --provider netns makes a
+built-in tiny guest, qcow2 overlays in the storage pool --pool). A VM whose image is an Image
+object boots an overlay on that file of --image-store ('make image-debian' puts the Debian image
+there) once its sha256 matches the object's (a mismatch is the VM's error, in 'govcloud status'),
+with a NoCloud seed disk (label cidata) of its own: hostname, spec.sshKeys, addresses and
+gateways. --provider netns makes a
 network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests. Domains are
 tagged with --host, so agents of several hosts may share one libvirtd. A VM that backs a dsr
 service gets the VIP on its lo (at boot, and through the guest's serial shell when it changes).
@@ -141,6 +145,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&lcfg.PoolType, "pool-type", "dir", "storage pool type: dir, or another libvirt type with --pool-xml")
 	f.StringVar(&lcfg.PoolXML, "pool-xml", "", "pool definition used when the pool does not exist and is not a dir pool (e.g. rbd)")
 	f.StringVar(&lcfg.LibvirtNetns, "libvirt-netns", "", "libvirtd's network namespace when it is not this process's (the lab): NICs get a bridge there and a veth into this one")
+	f.StringVar(&lcfg.ImageStore, "image-store", "/var/cache/govcloud/images", "libvirt provider: directory of the Image objects' files (spec.source is relative to it)")
 	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
 	f.StringVar(&lcfg.BackupDir, "volume-backup-dir", "", "volume backups ('govcloud volume backup'): a Volume with spec.restoreFrom is made from one here (default STATE-DIR/volume-backups; meant to be shared or remote storage)")
 	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")

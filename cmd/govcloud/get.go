@@ -72,7 +72,7 @@ unchanged (no status or server fields).`,
 }
 
 // getKinds is what get takes as KIND, for the message of a get without one.
-const getKinds = "departments, pools, segments, hosts, volumes, vms, services, pricelists, securitypolicies, all"
+const getKinds = "departments, pools, segments, hosts, images, volumes, vms, services, pricelists, securitypolicies, all"
 
 // getArgs wants a KIND and an optional NAME, listing the kinds when none is given.
 func getArgs(_ *cobra.Command, args []string) error {

@@ -12,9 +12,9 @@ func TestGetWithoutKindListsKinds(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"get"}, "get needs a KIND: one of departments, pools, segments, hosts, volumes, vms, services, pricelists, securitypolicies, all (e.g. 'govcloud get services')"},
+		{[]string{"get"}, "get needs a KIND: one of departments, pools, segments, hosts, images, volumes, vms, services, pricelists, securitypolicies, all (e.g. 'govcloud get services')"},
 		{[]string{"get", "services", "a", "b"}, "get takes KIND [NAME], got 3 arguments: services a b"},
-		{[]string{"get", "routers"}, `unknown kind "routers" (want one of Department, AddressPool, Segment, Host, Volume, VM, Service, PriceList, SecurityPolicy, or all)`},
+		{[]string{"get", "routers"}, `unknown kind "routers" (want one of Department, AddressPool, Segment, Host, Image, Volume, VM, Service, PriceList, SecurityPolicy, or all)`},
 	} {
 		root := newRoot()
 		var out bytes.Buffer

@@ -38,9 +38,12 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/govcloud/govcloud/compute"
 	"github.com/govcloud/govcloud/compute/guestimage"
+	"github.com/govcloud/govcloud/compute/imagestore"
+	"github.com/govcloud/govcloud/compute/seed"
 	"github.com/govcloud/govcloud/controlplane/desired"
 )
 
@@ -71,18 +74,23 @@ type Config struct {
 	// LibvirtNetns is the path of libvirtd's network namespace when it is not the agent's
 	// (e.g. /proc/1/ns/net seen from an agent in a namespace); empty: the same.
 	LibvirtNetns string
-	Log          *slog.Logger
+	// ImageStore is the directory of the Image objects' files (imagestore.DefaultDir when
+	// empty): a VM with such an image boots a qcow2 overlay on the verified file, with a
+	// NoCloud seed of its own.
+	ImageStore string
+	Log        *slog.Logger
 }
 
 // Provider is the libvirt compute provider.
 type Provider struct {
-	cfg  Config
-	l    *golibvirt.Libvirt
-	log  *slog.Logger
-	mu   sync.Mutex
-	pool golibvirt.StoragePool
-	img  guestimage.Image
-	base string // path of the base volume
+	cfg    Config
+	l      *golibvirt.Libvirt
+	log    *slog.Logger
+	mu     sync.Mutex
+	pool   golibvirt.StoragePool
+	img    guestimage.Image
+	images *imagestore.Store
+	base   string // path of the base volume
 	// lh is a netlink handle in libvirtd's namespace (where taps are made); with LibvirtNetns
 	// set, own is this process's namespace, where guest ports join the segment bridges.
 	lh  *netlink.Handle
@@ -116,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Provider{cfg: cfg, log: cfg.Log, own: -1}
+	p := &Provider{cfg: cfg, log: cfg.Log, own: -1, images: imagestore.New(cfg.ImageStore)}
 	if err := p.openNetns(); err != nil {
 		return nil, err
 	}
@@ -247,6 +255,18 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	if err := checkImages(s); err != nil {
 		return compute.VMStatus{}, err
 	}
+	// A real image is verified (sha256) before anything is made; a mismatch is the VM's error.
+	var imagePath string
+	var imageSize uint64
+	if s.ImageFile.Source != "" {
+		var err error
+		if imagePath, err = p.images.Verify(s.ImageFile.Name, s.ImageFile.Source, s.ImageFile.SHA256); err != nil {
+			return compute.VMStatus{}, fmt.Errorf("vm %q: %w", s.Name, err)
+		}
+		if imageSize, err = imagestore.QCOW2Size(imagePath); err != nil {
+			return compute.VMStatus{}, fmt.Errorf("vm %q: image %q: %w", s.Name, s.ImageFile.Name, err)
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := fingerprint(s)
@@ -285,6 +305,7 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		for _, n := range s.NICs {
 			p.unplug(n.Port)
 		}
+		_ = os.Remove(p.seedPath(s.Name))
 		return compute.VMStatus{}, err
 	}
 	for _, n := range s.NICs {
@@ -292,7 +313,11 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 			return fail(fmt.Errorf("vm %q: segment %q: %w", s.Name, n.Segment, err))
 		}
 	}
-	root, created, err := p.volume(rootName(s.Name), 64<<20, p.base)
+	rootSize, rootBacking := uint64(64<<20), p.base
+	if imagePath != "" {
+		rootSize, rootBacking = imageSize, imagePath
+	}
+	root, created, err := p.volume(rootName(s.Name), rootSize, rootBacking)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
 	}
@@ -305,6 +330,11 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		return fail(fmt.Errorf("vm %q: path of %s: %w", s.Name, root.Name, err))
 	}
 	disks = append(disks, rp)
+	if imagePath != "" {
+		if err = seed.WriteISO(p.seedPath(s.Name), seedConfig(s)); err != nil {
+			return fail(fmt.Errorf("vm %q: %w", s.Name, err))
+		}
+	}
 	for _, v := range s.Volumes {
 		backing := ""
 		if v.Image != "" {
@@ -347,7 +377,11 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		}
 	}
 	m.Addresses = strings.Join(addrs, ",")
-	d, err := p.l.DomainCreateXML(p.domainXML(s, m, disks), 0)
+	dx, err := p.domainXML(s, m, disks)
+	if err != nil {
+		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
+	}
+	d, err := p.l.DomainCreateXML(dx, 0)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
 	}
@@ -358,17 +392,18 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	return p.status(d, s.Name, m), nil
 }
 
-// TinyImage is the one image this provider boots: the guestimage built on this host. A VM or
-// volume asking for another is refused rather than silently given this one.
+// TinyImage is the built-in image: the guestimage built on this host, booted directly (kernel,
+// initramfs). Other images are files of the image store (VMSpec.ImageFile) that boot from
+// their own disk.
 const TinyImage = "tiny"
 
 func checkImages(s compute.VMSpec) error {
-	if s.Image != "" && s.Image != TinyImage {
-		return fmt.Errorf("vm %q: image %q: this host boots only the built-in %q guest", s.Name, s.Image, TinyImage)
+	if s.Image != "" && s.Image != TinyImage && s.ImageFile.Source == "" {
+		return fmt.Errorf("vm %q: image %q: no Image object for it reached this host (only the built-in %q needs none)", s.Name, s.Image, TinyImage)
 	}
 	for _, v := range s.Volumes {
 		if v.Image != "" && v.Image != TinyImage {
-			return fmt.Errorf("vm %q: volume %q: image %q: this host has only the built-in %q image", s.Name, v.Name, v.Image, TinyImage)
+			return fmt.Errorf("vm %q: volume %q: image %q: a data volume can start only from the built-in %q image on this host", s.Name, v.Name, v.Image, TinyImage)
 		}
 	}
 	return nil
@@ -402,43 +437,97 @@ func (p *Provider) ShellSocket(vm string) string {
 	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+".sock")
 }
 
+// seedPath is the VM's NoCloud seed image (VMs of the image store's images have one).
+func (p *Provider) seedPath(vm string) string {
+	return filepath.Join(p.cfg.StateDir, "console", domName(vm)+"-seed.iso")
+}
+
+func seedConfig(s compute.VMSpec) seed.Config {
+	c := seed.Config{InstanceID: s.Name, Hostname: s.Name, SSHKeys: s.SSHKeys}
+	for _, n := range s.NICs {
+		c.NICs = append(c.NICs, seed.NIC{MAC: n.MAC, Addr: n.Addr, Gateway: n.Gateway, Addr6: n.Addr6, Gateway6: n.Gateway6})
+	}
+	return c
+}
+
 // ConsoleLog returns what the VM printed on its serial console so far.
 func (p *Provider) ConsoleLog(vm string) string {
 	b, _ := os.ReadFile(p.consoleLog(vm))
 	return string(b)
 }
 
-func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) string {
-	var nics []guestimage.NIC
-	for _, n := range s.NICs {
-		nics = append(nics, guestimage.NIC{Addr: n.Addr, Gateway: n.Gateway, Addr6: n.Addr6, Gateway6: n.Gateway6})
-	}
+// domainXML is the domain of VM s (libvirtxml): the tiny guest boots its kernel and initramfs
+// directly with the NICs on the command line; a VM of the image store boots its root disk
+// (disks[0], an overlay on the verified image) and reads its NoCloud seed from a read-only disk
+// after the others. Every VM has its console log on ttyS0, the tiny guest's shell socket on
+// ttyS1 and a QEMU guest agent channel (GuestAgentSocket).
+func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) (string, error) {
 	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
-	var b strings.Builder
-	fmt.Fprintf(&b, "<domain type='qemu'><name>%s</name>", esc(domName(s.Name)))
-	fmt.Fprintf(&b, "<metadata>%s</metadata>", strings.Replace(metaXML(m), "<vm ", fmt.Sprintf("<gc:vm xmlns:gc='%s' ", metadataURI), 1))
-	fmt.Fprintf(&b, "<memory unit='MiB'>%d</memory><vcpu>%d</vcpu>", mem, vcpus)
-	fmt.Fprintf(&b, "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline></os>",
-		esc(p.img.Kernel), esc(p.img.Initrd), esc(guestimage.Cmdline(s.Name, nics, s.Serves)))
-	b.WriteString("<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash><devices>")
-	fmt.Fprintf(&b, "<emulator>%s</emulator>", esc(p.cfg.Emulator))
-	for i, d := range disks {
-		fmt.Fprintf(&b, "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vd%c' bus='virtio'/></disk>", esc(d), 'a'+i)
+	port0, port1 := uint(0), uint(1)
+	d := libvirtxml.Domain{
+		Type:     "qemu",
+		Name:     domName(s.Name),
+		Metadata: &libvirtxml.DomainMetadata{XML: strings.Replace(metaXML(m), "<vm ", fmt.Sprintf("<gc:vm xmlns:gc='%s' ", metadataURI), 1)},
+		Memory:   &libvirtxml.DomainMemory{Value: uint(mem), Unit: "MiB"},
+		VCPU:     &libvirtxml.DomainVCPU{Value: uint(vcpus)},
+		OS:       &libvirtxml.DomainOS{Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: "pc", Type: "hvm"}},
+		// Destroyed rather than restarted: the agent sees the VM gone and makes it anew.
+		OnPoweroff: "destroy", OnReboot: "destroy", OnCrash: "destroy",
+		Devices: &libvirtxml.DomainDeviceList{Emulator: p.cfg.Emulator},
+	}
+	if s.ImageFile.Source == "" {
+		var nics []guestimage.NIC
+		for _, n := range s.NICs {
+			nics = append(nics, guestimage.NIC{Addr: n.Addr, Gateway: n.Gateway, Addr6: n.Addr6, Gateway6: n.Gateway6})
+		}
+		d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline = p.img.Kernel, p.img.Initrd, guestimage.Cmdline(s.Name, nics, s.Serves)
+	} else {
+		d.OS.BootDevices = []libvirtxml.DomainBootDevice{{Dev: "hd"}}
+	}
+	dev := d.Devices
+	for i, path := range disks {
+		dev.Disks = append(dev.Disks, libvirtxml.DomainDisk{Device: "disk",
+			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: fmt.Sprintf("vd%c", 'a'+i), Bus: "virtio"}})
+	}
+	if s.ImageFile.Source != "" {
+		dev.Disks = append(dev.Disks, libvirtxml.DomainDisk{Device: "disk",
+			Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+			Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: p.seedPath(s.Name)}},
+			Target:   &libvirtxml.DomainDiskTarget{Dev: fmt.Sprintf("vd%c", 'a'+len(disks)), Bus: "virtio"},
+			ReadOnly: &libvirtxml.DomainDiskReadOnly{}})
 	}
 	for _, n := range s.NICs {
-		b.WriteString("<interface type='bridge'>")
-		if len(n.MAC) > 0 {
-			fmt.Fprintf(&b, "<mac address='%s'/>", n.MAC)
+		ifc := libvirtxml.DomainInterface{
+			Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: p.bridgeFor(n)}},
+			Target: &libvirtxml.DomainInterfaceTarget{Dev: n.Port},
+			Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+			// No checksum or segmentation offload: the guest's frames are complete when they
+			// reach the host's XDP and TC programs (which do not finish partial checksums).
+			Driver: &libvirtxml.DomainInterfaceDriver{Name: "qemu",
+				Host:  &libvirtxml.DomainInterfaceDriverHost{CSum: "off", GSO: "off", TSO4: "off", TSO6: "off", ECN: "off", UFO: "off"},
+				Guest: &libvirtxml.DomainInterfaceDriverGuest{CSum: "off", TSO4: "off", TSO6: "off", ECN: "off", UFO: "off"}},
 		}
-		// No checksum or segmentation offload: the guest's frames are complete when they reach
-		// the host's XDP and TC programs (which do not finish partial checksums).
-		fmt.Fprintf(&b, "<source bridge='%s'/><target dev='%s'/><model type='virtio'/>", esc(p.bridgeFor(n)), esc(n.Port))
-		b.WriteString("<driver name='qemu'><host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/><guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/></driver></interface>")
+		if len(n.MAC) > 0 {
+			ifc.MAC = &libvirtxml.DomainInterfaceMAC{Address: n.MAC.String()}
+		}
+		dev.Interfaces = append(dev.Interfaces, ifc)
 	}
-	fmt.Fprintf(&b, "<serial type='file'><source path='%s'/><target port='0'/></serial>", esc(p.consoleLog(s.Name)))
-	fmt.Fprintf(&b, "<serial type='unix'><source mode='bind' path='%s'/><target port='1'/></serial>", esc(p.ShellSocket(s.Name)))
-	b.WriteString("<memballoon model='none'/></devices></domain>")
-	return b.String()
+	dev.Serials = []libvirtxml.DomainSerial{
+		{Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: p.consoleLog(s.Name)}}, Target: &libvirtxml.DomainSerialTarget{Port: &port0}},
+		{Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: p.ShellSocket(s.Name)}}, Target: &libvirtxml.DomainSerialTarget{Port: &port1}},
+	}
+	dev.Channels = []libvirtxml.DomainChannel{{
+		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: p.GuestAgentSocket(s.Name)}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
+	}}
+	dev.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
+	x, err := d.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("domain XML of %s: %w", d.Name, err)
+	}
+	return x, nil
 }
 
 type domXML struct {
@@ -530,6 +619,7 @@ func (p *Provider) deleteLocked(name string) error {
 	}
 	_ = os.Remove(p.consoleLog(name))
 	_ = os.Remove(p.ShellSocket(name))
+	_ = os.Remove(p.seedPath(name))
 	return errors.Join(errs...)
 }
 

@@ -183,6 +183,9 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	if err := compute.ValidName(s.Name); err != nil {
 		return compute.VMStatus{}, err
 	}
+	if s.ImageFile.Source != "" {
+		return compute.VMStatus{}, fmt.Errorf("vm %q: image %q: namespace guests run no disk image (only the built-in tiny guest's role); a host with --provider libvirt boots it", s.Name, s.Image)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := s.Fingerprint()

@@ -1,5 +1,5 @@
 // Package config is the resource model of govcloud (Department, Segment, AddressPool, Service,
-// Host, VM, Volume, PriceList, SecurityPolicy) and its one entry point from YAML: Parse turns a multi-document file into
+// Host, Image, VM, Volume, PriceList, SecurityPolicy) and its one entry point from YAML: Parse turns a multi-document file into
 // objects, rejecting unknown kinds and fields; Validate checks each object and then the whole
 // set (references, overlaps, duplicates, quotas). Every error is an *Error naming the file,
 // line, document, kind, object, field and bad value.
@@ -21,6 +21,7 @@ const (
 	KindAddressPool = "AddressPool"
 	KindSegment     = "Segment"
 	KindHost        = "Host"
+	KindImage       = "Image"
 	KindVolume      = "Volume"
 	KindVM          = "VM"
 	KindService     = "Service"
@@ -30,7 +31,7 @@ const (
 )
 
 // Kinds lists every kind in dependency order.
-var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindVolume, KindVM, KindService, KindPriceList, KindSecurityPolicy}
+var Kinds = []string{KindDepartment, KindAddressPool, KindSegment, KindHost, KindImage, KindVolume, KindVM, KindService, KindPriceList, KindSecurityPolicy}
 
 // KindOrder returns the position of kind in Kinds (len(Kinds) when unknown).
 func KindOrder(kind string) int {
@@ -50,6 +51,7 @@ func NormalizeKind(s string) string {
 		"addresspool": KindAddressPool, "addresspools": KindAddressPool, "pool": KindAddressPool, "pools": KindAddressPool,
 		"segment": KindSegment, "segments": KindSegment, "seg": KindSegment,
 		"host": KindHost, "hosts": KindHost,
+		"image": KindImage, "images": KindImage, "img": KindImage,
 		"volume": KindVolume, "volumes": KindVolume, "vol": KindVolume,
 		"vm": KindVM, "vms": KindVM,
 		"service": KindService, "services": KindService, "svc": KindService,
@@ -331,6 +333,28 @@ type VMSpec struct {
 	// FloatingIP names a public address pool: a public address (Status.FloatingIP) is mapped
 	// 1:1 to the VM's first IPv4 address, inbound (DNAT) and outbound (SNAT).
 	FloatingIP string `yaml:"floatingIP" json:"floatingIP,omitempty"`
+	// SSHKeys are OpenSSH public keys ("ssh-ed25519 AAAA... comment") the guest's root account
+	// accepts; an image other than tiny gets them through its NoCloud seed.
+	SSHKeys []string `yaml:"sshKeys" json:"sshKeys,omitempty"`
+}
+
+// TinyImage is the built-in guest image (a kernel and a busybox initramfs made on each host);
+// it needs no Image object, and no Image may take its name. A VM without an image boots it.
+const TinyImage = "tiny"
+
+// ImageOS lists the values of ImageSpec.OS: the guest families whose images boot from their
+// own disk and take a NoCloud seed (hostname, SSH keys, addresses).
+var ImageOS = []string{"debian", "ubuntu", "linux"}
+
+// ImageSpec is a guest image in the hosts' image store (the compute agent's --image-store
+// directory, /var/cache/govcloud/images by default). Source is the image file's path relative
+// to the store (a bootable qcow2 disk: "debian-12.qcow2"), SHA256 the lower-case hex sha256 of
+// that file (64 characters; the compute agent checks it before booting the image and refuses a
+// mismatch), OS one of ImageOS.
+type ImageSpec struct {
+	Source string `yaml:"source" json:"source"`
+	SHA256 string `yaml:"sha256" json:"sha256"`
+	OS     string `yaml:"os" json:"os"`
 }
 
 // VolumeSpec is a block volume.
@@ -352,6 +376,7 @@ func (*ServiceSpec) kind() string    { return KindService }
 func (*HostSpec) kind() string       { return KindHost }
 func (*VMSpec) kind() string         { return KindVM }
 func (*VolumeSpec) kind() string     { return KindVolume }
+func (*ImageSpec) kind() string      { return KindImage }
 
 // NewSpec returns an empty spec for kind, or nil when the kind is unknown.
 func NewSpec(kind string) Spec {
@@ -370,6 +395,8 @@ func NewSpec(kind string) Spec {
 		return &VMSpec{}
 	case KindVolume:
 		return &VolumeSpec{}
+	case KindImage:
+		return &ImageSpec{}
 	case KindPriceList:
 		return &PriceListSpec{}
 	case KindSecurityPolicy:

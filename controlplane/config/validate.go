@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -36,6 +37,8 @@ func ValidateObject(o *Object) Errors {
 		c.vm(s)
 	case *VolumeSpec:
 		c.volume(s)
+	case *ImageSpec:
+		c.image(s)
 	case *PriceListSpec:
 		c.priceList(s)
 	case *SecurityPolicySpec:
@@ -363,6 +366,11 @@ func (c *objectCheck) vm(s *VMSpec) {
 	if len(s.Networks) == 0 {
 		c.bad("spec.networks", "", "at least one network (segment) required")
 	}
+	for i, k := range s.SSHKeys {
+		if err := sshKey(k); err != nil {
+			c.bad(fmt.Sprintf("spec.sshKeys[%d]", i), k, "%v", err)
+		}
+	}
 	for i, n := range s.Networks {
 		f := fmt.Sprintf("spec.networks[%d]", i)
 		c.need(f+".segment", n.Segment)
@@ -390,6 +398,73 @@ func (c *objectCheck) volume(s *VolumeSpec) {
 	if s.RestoreFrom != "" && s.Image != "" {
 		c.bad("spec.restoreFrom", s.RestoreFrom, "a volume is made from a backup or from image %q, not both", s.Image)
 	}
+}
+
+func (c *objectCheck) image(s *ImageSpec) {
+	if c.o.Metadata.Name == TinyImage {
+		c.bad("metadata.name", TinyImage, "the built-in image; it needs no Image object (choose another name)")
+	}
+	if c.need("spec.source", s.Source) {
+		if err := imageSource(s.Source); err != nil {
+			c.bad("spec.source", s.Source, "%v", err)
+		}
+	}
+	if c.need("spec.sha256", s.SHA256) {
+		if len(s.SHA256) != 64 {
+			c.bad("spec.sha256", s.SHA256, "want 64 hex digits (sha256sum's output), got %d characters", len(s.SHA256))
+		} else if strings.Trim(s.SHA256, "0123456789abcdef") != "" {
+			c.bad("spec.sha256", s.SHA256, "want lower-case hex digits (0-9 a-f)")
+		}
+	}
+	if c.need("spec.os", s.OS) && !slices.Contains(ImageOS, s.OS) {
+		c.bad("spec.os", s.OS, "unknown OS (want one of %s)", strings.Join(ImageOS, ", "))
+	}
+}
+
+// imageSource checks an image's path in the hosts' image store: relative, clean, inside the
+// store (no ".." element), made of 1-255 characters of a-z A-Z 0-9 - . _ /.
+func imageSource(p string) error {
+	switch {
+	case len(p) > 255:
+		return fmt.Errorf("longer than 255 characters")
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("want a path relative to the image store, not an absolute one")
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '/') {
+			return fmt.Errorf("character %q not allowed (a-z A-Z 0-9 - . _ /)", c)
+		}
+	}
+	for _, e := range strings.Split(p, "/") {
+		switch e {
+		case "..":
+			return fmt.Errorf("leaves the image store (\"..\")")
+		case "", ".":
+			return fmt.Errorf("not a clean path (empty or \".\" element)")
+		}
+	}
+	return nil
+}
+
+// sshKey checks one OpenSSH public key line: a known key type, a base64 body that names the
+// same type, an optional comment, one line.
+func sshKey(k string) error {
+	if strings.ContainsAny(k, "\r\n") {
+		return fmt.Errorf("more than one line")
+	}
+	f := strings.Fields(k)
+	if len(f) < 2 {
+		return fmt.Errorf("want \"TYPE BASE64 [comment]\"")
+	}
+	known := []string{"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"}
+	if !slices.Contains(known, f[0]) {
+		return fmt.Errorf("unknown key type %q", f[0])
+	}
+	b, err := base64.StdEncoding.DecodeString(f[1])
+	if err != nil || len(b) < 4+len(f[0]) || string(b[4:4+len(f[0])]) != f[0] {
+		return fmt.Errorf("key body is not a base64 %s key", f[0])
+	}
+	return nil
 }
 
 // validBackupID reports whether id can name a volume backup: a file name in the compute
@@ -600,6 +675,7 @@ func Validate(st *State) Errors {
 	c.addressPools()
 	for _, o := range c.vols {
 		c.refDept(o, o.Spec.(*VolumeSpec).Department)
+		c.refImage(o, "spec.image", o.Spec.(*VolumeSpec).Image)
 	}
 	c.hostList()
 	c.vmList()
@@ -762,6 +838,14 @@ func (c *stateCheck) addressPools() {
 	}
 }
 
+// refImage refuses a reference to an image that is neither built in (tiny) nor an Image object:
+// no host could boot it.
+func (c *stateCheck) refImage(o *Object, field, name string) {
+	if name != "" && name != TinyImage && c.st.Get(KindImage, name) == nil {
+		c.add(o, field, name, "unknown image (declare an Image object; %q is built in)", TinyImage)
+	}
+}
+
 // hostList indexes the hosts and refuses two hosts with one address.
 func (c *stateCheck) hostList() {
 	byAddr := map[string]*Object{}
@@ -785,6 +869,7 @@ func (c *stateCheck) vmList() {
 	for _, o := range c.st.List(KindVM) {
 		s := o.Spec.(*VMSpec)
 		c.refDept(o, s.Department)
+		c.refImage(o, "spec.image", s.Image)
 		if s.Host != "" && c.hosts[s.Host] == nil {
 			c.add(o, "spec.host", s.Host, "unknown host")
 		}
@@ -1073,6 +1158,13 @@ func Dependents(st *State, o *Object) []Key {
 		case KindVolume:
 			if vm, ok := x.Spec.(*VMSpec); ok {
 				refers = slices.Contains(vm.Volumes, name)
+			}
+		case KindImage:
+			if vm, ok := x.Spec.(*VMSpec); ok {
+				refers = vm.Image == name
+			}
+			if v, ok := x.Spec.(*VolumeSpec); ok {
+				refers = v.Image == name
 			}
 		case KindVM:
 			if svc, ok := x.Spec.(*ServiceSpec); ok {

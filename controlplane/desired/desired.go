@@ -25,6 +25,9 @@ type State struct {
 	BGP         *BGP         `json:"bgp,omitempty"`
 	VMs         []VM         `json:"vms"`
 	Volumes     []Volume     `json:"volumes"`
+	// Images are the Image objects this host's VMs and volumes name (the built-in tiny needs
+	// none), sorted by name.
+	Images []Image `json:"images,omitempty"`
 	// Hosts maps every host's name to its fabric address: the dsr tunnel endpoint of the
 	// backends running there.
 	Hosts map[string]netip.Addr `json:"hosts,omitempty"`
@@ -184,6 +187,17 @@ type VM struct {
 	// FloatingIP is a public address mapped 1:1 to the first IPv4 address of Interfaces:
 	// inbound to it is translated to the VM (DNAT), the VM's outbound takes it as source.
 	FloatingIP netip.Addr `json:"floatingIP,omitzero"`
+	// SSHKeys are the OpenSSH public keys the guest's root accepts (its NoCloud seed).
+	SSHKeys []string `json:"sshKeys,omitempty"`
+}
+
+// Image is a guest image in the host's image store: Source is the file's path relative to the
+// store, SHA256 its lower-case hex sha256 (checked before use), OS its family (config.ImageOS).
+type Image struct {
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	SHA256 string `json:"sha256"`
+	OS     string `json:"os"`
 }
 
 // Interface is a VM NIC on a segment.

@@ -151,7 +151,7 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 		out.BGP = b
 	}
-	var vols []string
+	var vols, images []string
 	for _, o := range st.List(config.KindVM) {
 		if o.Status.Host == "" {
 			continue // pending: runs nowhere, so no host routes to it
@@ -167,7 +167,8 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 		s := o.Spec.(*config.VMSpec)
 		vm := desired.VM{Name: o.Metadata.Name, Department: s.Department, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB,
-			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}, FloatingIP: parseAddr(o.Status.FloatingIP)}
+			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}, FloatingIP: parseAddr(o.Status.FloatingIP), SSHKeys: s.SSHKeys}
+		images = append(images, s.Image)
 		for _, n := range o.Status.Networks {
 			seg := st.Get(config.KindSegment, n.Segment)
 			if seg == nil {
@@ -191,6 +192,13 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		if slices.Contains(vols, o.Metadata.Name) {
 			s := o.Spec.(*config.VolumeSpec)
 			out.Volumes = append(out.Volumes, desired.Volume{Name: o.Metadata.Name, Department: s.Department, SizeGiB: s.SizeGiB, Image: s.Image, RestoreFrom: s.RestoreFrom})
+			images = append(images, s.Image)
+		}
+	}
+	for _, o := range st.List(config.KindImage) { // sorted by name
+		if slices.Contains(images, o.Metadata.Name) {
+			s := o.Spec.(*config.ImageSpec)
+			out.Images = append(out.Images, desired.Image{Name: o.Metadata.Name, Source: s.Source, SHA256: s.SHA256, OS: s.OS})
 		}
 	}
 	return out

@@ -178,3 +178,37 @@ func validState(t *testing.T, y string) *config.State {
 	}
 	return st
 }
+
+// Issue 23: a host gets the Image objects its VMs and volumes name (not the others, nor one for
+// the built-in tiny), and each VM its SSH keys.
+func TestImagesForHost(t *testing.T) {
+	y := "apiVersion: govcloud/v1\nkind: Department\nmetadata: {name: a}\nspec: {}\n"
+	doc := func(kind, name, spec string) string {
+		return "---\napiVersion: govcloud/v1\nkind: " + kind + "\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
+	}
+	sha := "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k"
+	y += doc("Host", "h1", "{uplink: eth0, address: 198.18.0.11}") +
+		doc("Host", "h2", "{uplink: eth0, address: 198.18.0.12}") +
+		doc("Segment", "s4", `{department: a, ipv4: 198.18.62.0/24}`) +
+		doc("Image", "deb", "{source: debian-12.qcow2, sha256: "+sha+", os: debian}") +
+		doc("Image", "ubu", "{source: u.qcow2, sha256: "+sha+", os: ubuntu}") +
+		doc("Image", "unused", "{source: x.qcow2, sha256: "+sha+", os: linux}") +
+		doc("Volume", "vol", "{department: a, sizeGiB: 1, image: ubu}") +
+		doc("VM", "d", `{department: a, vcpus: 1, memoryMiB: 64, image: deb, sshKeys: ["`+key+`"], volumes: [vol], host: h1, networks: [{segment: s4}]}`) +
+		doc("VM", "t", `{department: a, vcpus: 1, memoryMiB: 64, image: tiny, host: h2, networks: [{segment: s4}]}`)
+	st := validState(t, y)
+	if err := alloc.Allocate(st, alloc.DefaultConfig()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := ForHost(st, "h1", 1), ForHost(st, "h2", 1)
+	if got := fmt.Sprint(d1.Images); got != "[{deb debian-12.qcow2 "+sha+" debian} {ubu u.qcow2 "+sha+" ubuntu}]" {
+		t.Errorf("h1 images %s", got)
+	}
+	if len(d2.Images) != 0 {
+		t.Errorf("h2 (tiny only) images %+v", d2.Images)
+	}
+	if len(d1.VMs) != 1 || fmt.Sprint(d1.VMs[0].SSHKeys) != "["+key+"]" {
+		t.Errorf("h1 VMs %+v", d1.VMs)
+	}
+}
