@@ -160,7 +160,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	// Allocations are kept: re-applying the same file changes nothing.
 	if r := run(t, c2.url(), tok, "apply", "-f", writeFile(t, apitest.Base)); r.code != 0 || !strings.Contains(r.stdout, "0 to create, 0 to update, 0 to delete") {
-		t.Errorf("re-apply after restore: %+v", r)
+		t.Errorf("re-apply after restore: %+v\nrestored controller's log:\n%s", r, c2.out)
 	}
 
 	// The restored controller leads and writes its first scheduled backup at once.
