@@ -343,8 +343,10 @@ func (c *Client) send(ctx context.Context, method, path string, hdr map[string]s
 		}
 		t := targets[(start+i)%len(targets)]
 		if i > 0 && i%len(targets) == 0 {
-			// Every controller failed once: wait a little before the next round.
-			wait := min(time.Duration(i/len(targets))*200*time.Millisecond, time.Second)
+			// Every controller failed once: wait a little before the next round. The cap is
+			// what a failover may overshoot by (a new leader answers within a round's wait);
+			// 1 s made a 2.2 s election a 5 s failover under load.
+			wait := min(time.Duration(i/len(targets))*100*time.Millisecond, 300*time.Millisecond)
 			if time.Now().Add(wait).After(deadline) {
 				break
 			}
