@@ -56,7 +56,9 @@ deps: ## install what builds, tests and the demo need (Debian/Ubuntu, idempotent
 # a data race on a map ends the process (a 102 heartbeat and a handler's headers did).
 RACE_PKGS ?= ./controlplane/api/ ./controlplane/client/ ./controlplane/hoststatus/
 
-test: build ## every test, privileged ones included (run as root)
+# The Debian guest image is built (once per machine) before the tests, not inside them: its
+# debootstrap would otherwise run beside the lab's timing-sensitive scenarios.
+test: build image-debian ## every test, privileged ones included (run as root)
 	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/controlplane/e2e$$')
 	$(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test $(GOTESTFLAGS) ./controlplane/e2e/
