@@ -54,13 +54,14 @@ deps: ## install what builds, tests and the demo need (Debian/Ubuntu, idempotent
 # to the 3 s goal, which other packages' tests on the same cores would stretch.
 # RACE_PKGS also run under the race detector: the long-running servers' request paths, where
 # a data race on a map ends the process (a 102 heartbeat and a handler's headers did).
+# -race needs cgo (gcc, from 'make deps'); every other build here is CGO_ENABLED=0.
 RACE_PKGS ?= ./controlplane/api/ ./controlplane/client/ ./controlplane/hoststatus/
 
 # The Debian guest image is built (once per machine) before the tests, not inside them: its
 # debootstrap would otherwise run beside the lab's timing-sensitive scenarios.
 test: build image-debian ## every test, privileged ones included (run as root)
 	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/controlplane/e2e$$')
-	$(GO) test -race -count=1 $(RACE_PKGS)
+	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test $(GOTESTFLAGS) ./controlplane/e2e/
 
 test-unit: ## only the tests that need neither root nor tools

@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(
   # eBPF toolchain for 'make generate' (pinned clang) and inspection
   clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool
+  # the race detector ('make test' runs RACE_PKGS under -race) needs cgo and a C compiler
+  gcc libc6-dev
   # kernel-facing tools the privileged tests and the benchmarks drive
   iproute2 nftables ethtool tcpdump iperf3 iputils-ping curl python3-scapy procps
   # the lab's top-of-rack router and the BGP tests' peer; BIRD 2 is the second implementation
