@@ -117,8 +117,8 @@ bench-metering: ## metering: /metrics scrape p50/p99 and series count for 30 dep
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkTrunkThroughput -benchtime 1x -timeout 10m ./dataplane/hostnet/
 	@echo "(the load balancer's counters on vs off: see 'sudo make bench-lb', line 'xdp_lb built without counters')"
 
-bench-compute: build ## compute: apply -> qemu running and apply -> guest answers ping, p50/p95 (root; starts libvirtd)
-	GC_BENCH_N=$(or $(N),10) $(GO) test -count=1 -run '^$$' -bench BenchmarkComputeReport -benchtime 1x -timeout 20m ./compute/libvirt/
+bench-compute: build ## compute: apply -> guest answers ping for namespace, tiny and Debian guests, p50/p95, each beside the same guest by hand (ip netns; qemu-img + virsh), alternated (root; starts libvirtd; N=10, DEBIAN_N=3)
+	GC_BENCH_N=$(or $(N),10) GC_BENCH_DEBIAN_N=$(or $(DEBIAN_N),3) $(GO) test -count=1 -run '^$$' -bench BenchmarkComputeReport -benchtime 1x -timeout 20m ./compute/libvirt/
 
 fuzz-config: ## fuzz the YAML parser+validator for 60s
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./controlplane/config/

@@ -24,7 +24,7 @@ import (
 // the image with scripts/build-debian-image.sh ('make image-debian') when it is missing or its
 // recipe changed: the first run on a machine takes minutes, later ones find it cached. The test
 // is skipped only when debootstrap, which builds it, is not installed.
-func debianImage(t *testing.T) (store, sum string) {
+func debianImage(t testing.TB) (store, sum string) {
 	t.Helper()
 	store = os.Getenv("GOVCLOUD_IMAGE_STORE")
 	if store == "" {
