@@ -284,7 +284,7 @@ func TestProvidersScopedToTheirHost(t *testing.T) {
 			}
 		}
 		for _, n := range []string{"h1a", "h2a"} {
-			if !nsExists("gct-ns-" + n) || !alive(pids[n]) {
+			if !nsExists("gct-ns-"+n) || !alive(pids[n]) {
 				t.Fatalf("round %d: guest %s: namespace there %v, server %d alive %v", round, n, nsExists("gct-ns-"+n), pids[n], alive(pids[n]))
 			}
 		}
