@@ -281,8 +281,11 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 			t.Fatal(err)
 		}
 		rev = max(rev, st.Revision)
-		if err := syscall.Kill(l.pid("agent-"+h), syscall.SIGHUP); err != nil {
-			t.Fatalf("drill: SIGHUP agent of %s: %v", h, err)
+		// The network agent and the compute agent alike.
+		for _, who := range []string{"agent-", "compute-"} {
+			if err := syscall.Kill(l.pid(who+h), syscall.SIGHUP); err != nil {
+				t.Fatalf("drill: SIGHUP %s%s: %v", who, h, err)
+			}
 		}
 	}
 	if err := l.waitFor(ctx, "agents applied the restored controller's state", 30*time.Second, func() error {

@@ -64,8 +64,6 @@ Needs root and the packages of 'sudo make deps'.`,
 				return l.Verify(cmd.Context())
 			case "down":
 				return l.Down(cmd.Context())
-			case "guests": // started by up: the namespace guests of VMs applied later
-				return l.SyncGuests(cmd.Context())
 			}
 			return fmt.Errorf("lab %q: want up, verify or down", args[0])
 		},
