@@ -20,8 +20,11 @@ real component in it:
 
   gc-client --- gc-tor (FRR bgpd, AS 65000; bridge 'fabric' carries the L2 trunk)
                   |                     |
-              gc-host1              gc-host2          (govcloud agent each; XDP LB, BGP)
+              gc-host1              gc-host2          (govcloud agent and compute agent each)
               gc-vm-*               gc-vm-*           (namespace guests = VM backends)
+
+Each host's compute agent (--provider netns) makes the namespace guests of the VMs placed on
+it, so VMs applied after up become real and deleted ones go.
 
 The controller (embedded etcd) listens on 127.0.0.1:8480 on the machine itself.
 
