@@ -116,6 +116,9 @@ func (l *Lab) startCompute(ctx context.Context) error {
 // The compute agents must be stopped first (they would make them again). libvirtd, a system
 // daemon other users may share, keeps running.
 func (l *Lab) removeVMs(ctx context.Context) error {
+	if !l.vmMode() {
+		return nil // namespace guests: their compute dirs hold no libvirt state
+	}
 	c, err := net.DialTimeout("unix", libvirtSocket, time.Second)
 	if err != nil {
 		return nil // no libvirtd: no domains
