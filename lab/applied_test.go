@@ -16,23 +16,23 @@ import (
 
 const appliedYAML = `apiVersion: govcloud/v1
 kind: Department
-metadata: {name: parks}
-spec: {displayName: Parks, costCentre: CC-3180, quotas: {vcpus: 4, memoryGiB: 2, storageGiB: 10, bandwidthMbps: 100}}
+metadata: {name: roads}
+spec: {displayName: Roads, costCentre: CC-3180, quotas: {vcpus: 4, memoryGiB: 2, storageGiB: 10, bandwidthMbps: 100}}
 ---
 apiVersion: govcloud/v1
 kind: Segment
-metadata: {name: parks-web}
-spec: {department: parks, vlan: 180, ipv4: 198.18.80.0/24, gateway: 198.18.80.1}
+metadata: {name: roads-web}
+spec: {department: roads, vlan: 180, ipv4: 198.18.80.0/24, gateway: 198.18.80.1}
 ---
 apiVersion: govcloud/v1
 kind: VM
-metadata: {name: parks-web-1}
-spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host1}
+metadata: {name: roads-web-1}
+spec: {department: roads, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: roads-web}], host: gc-host1}
 ---
 apiVersion: govcloud/v1
 kind: VM
-metadata: {name: parks-web-2}
-spec: {department: parks, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: parks-web}], host: gc-host2}
+metadata: {name: roads-web-2}
+spec: {department: roads, vcpus: 1, memoryMiB: 64, image: tiny, networks: [{segment: roads-web}], host: gc-host2}
 `
 
 // appliedAfterUp (issue 23): a department, a segment and two VMs on different hosts applied
@@ -44,10 +44,10 @@ func appliedAfterUp(t *testing.T, bin, dir string) {
 	ctx := context.Background()
 	l, admin := openLab(t, bin, dir)
 	c := l.client(admin)
-	vms := map[string]string{"parks-web-1": "gc-host1", "parks-web-2": "gc-host2"}
+	vms := map[string]string{"roads-web-1": "gc-host1", "roads-web-2": "gc-host2"}
 	start := time.Now()
-	if _, err := c.Apply(ctx, "parks.yaml", []byte(appliedYAML), client.ApplyOptions{}); err != nil {
-		t.Fatalf("apply parks.yaml: %v", err)
+	if _, err := c.Apply(ctx, "roads.yaml", []byte(appliedYAML), client.ApplyOptions{}); err != nil {
+		t.Fatalf("apply roads.yaml: %v", err)
 	}
 	addr := map[string]string{}
 	deadline := start.Add(10 * time.Second)
@@ -65,7 +65,7 @@ func appliedAfterUp(t *testing.T, bin, dir string) {
 					addr[vm] = a
 				}
 			}
-			for from, to := range map[string]string{"parks-web-1": "parks-web-2", "parks-web-2": "parks-web-1"} {
+			for from, to := range map[string]string{"roads-web-1": "roads-web-2", "roads-web-2": "roads-web-1"} {
 				body, err := l.guestHTTP(from, addr[to])
 				if err != nil {
 					return fmt.Errorf("HTTP from %s to %s (%s): %v", from, to, addr[to], err)
@@ -84,9 +84,9 @@ func appliedAfterUp(t *testing.T, bin, dir string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("applied after up: parks-web-1 (gc-host1) and parks-web-2 (gc-host2) answer each other %.1fs after the apply", time.Since(start).Seconds())
+	t.Logf("applied after up: roads-web-1 (gc-host1) and roads-web-2 (gc-host2) answer each other %.1fs after the apply", time.Since(start).Seconds())
 
-	for _, o := range [][2]string{{"vms", "parks-web-1"}, {"vms", "parks-web-2"}, {"segments", "parks-web"}, {"departments", "parks"}} {
+	for _, o := range [][2]string{{"vms", "roads-web-1"}, {"vms", "roads-web-2"}, {"segments", "roads-web"}, {"departments", "roads"}} {
 		if _, err := c.Delete(ctx, o[0], o[1], false); err != nil {
 			t.Fatalf("delete %s %s: %v", o[0], o[1], err)
 		}
@@ -98,7 +98,7 @@ func appliedAfterUp(t *testing.T, bin, dir string) {
 			if nsExists("gc-vm-" + vm) {
 				left = append(left, "namespace gc-vm-"+vm)
 			}
-			port := agent.GuestPort(vm, "parks-web")
+			port := agent.GuestPort(vm, "roads-web")
 			if exec.Command("ip", "-n", h, "link", "show", port).Run() == nil {
 				left = append(left, "port "+port+" in "+h)
 			}
