@@ -183,7 +183,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// A backup's snapshot can stall the embedded etcd long enough for the leader lease to
 	// lapse; the controller then refuses writes (nothing changed) until it leads again.
 	if err := applyLeading(ctx, c, "late.yaml", lateYAML); err != nil {
-		t.Fatalf("drill: apply after the backup: %v\ncontroller log:\n%s", err, l.logTail("controller", 60))
+		t.Fatalf("drill: apply after the backup: %v\ncontroller log, its lease and etcd lines:\n%s\ncontroller log:\n%s", err, leaseLines(l, 80), l.logTail("controller", 60))
 	}
 	if err := waitHostsHold(30*time.Second, func(s hoststatus.Status) bool {
 		_, ok := s.Segments["lands-late"]
@@ -620,4 +620,21 @@ func applyLeading(ctx context.Context, c *client.Client, name, doc string) error
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// leaseLines are the controller log's lines about its leader lease and etcd (not the refused
+// requests), the last n: why a drill's controller stopped leading.
+func leaseLines(l *Lab, n int) string {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "logs", "controller.log"))
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		lo := strings.ToLower(line)
+		if (strings.Contains(lo, "lease") || strings.Contains(lo, "leader") || strings.Contains(lo, "etcd") || strings.Contains(lo, "backup")) && !strings.Contains(line, "request failed") && !strings.Contains(line, "allocation sweep") {
+			out = append(out, line)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, "\n")
 }
