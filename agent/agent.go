@@ -469,9 +469,13 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	a.trackRemote(st)
 
 	hnErr := a.setHostNetwork(st)
+	// A guest port that is missing (its VM not made yet, or broken) is that guest's fault: the
+	// segments are ready once everything else of the host network is.
+	segErr, portErrs := hostnet.SplitPortErrors(hnErr)
 	for _, s := range st.Segments {
-		status.Segments[s.Name] = readiness(hnErr)
+		status.Segments[s.Name] = readiness(segErr)
 	}
+	status.Guests = guestReadiness(st, segErr, portErrs)
 	if hnErr != nil {
 		errs = append(errs, fmt.Errorf("host network: %w", hnErr))
 	}
@@ -961,6 +965,25 @@ func (a *Agent) activeConnections(plan lbPlan) []hoststatus.Connections {
 		}
 		return x.Target.Compare(y.Target)
 	})
+	return out
+}
+
+// guestReadiness is each local VM's readiness: "not ready" with its ports' errors when one did
+// not join its segment bridge, or when the segments could not be made (segErr).
+func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.PortError) map[string]string {
+	out := make(map[string]string, len(st.VMs))
+	for _, vm := range st.VMs {
+		var errs []error
+		for _, ifc := range vm.Interfaces {
+			if pe := ports[GuestPort(vm.Name, ifc.Segment)]; pe != nil {
+				errs = append(errs, pe)
+			}
+		}
+		if len(errs) == 0 && segErr != nil && len(vm.Interfaces) > 0 {
+			errs = append(errs, errors.New("its segments are not ready (host network error)"))
+		}
+		out[vm.Name] = readiness(errors.Join(errs...))
+	}
 	return out
 }
 

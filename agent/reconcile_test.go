@@ -605,3 +605,44 @@ func TestNewRemoteBackendWaitsForAPeerRead(t *testing.T) {
 	r.pass(t, st)
 	inUse("its host checked it (no longer down)", true)
 }
+
+// TestReadinessPerGuest: one guest's missing port is reported as that guest's (its VM not
+// ready, with the port and the reason), not as every segment of the host being not ready; the
+// other guests and the segments stay ready, and the host's error names the guest. Once the
+// port is there, the guest is ready.
+func TestReadinessPerGuest(t *testing.T) {
+	r := newRig(t, "h1", false)
+	st := labState()
+	st.VMs = append(st.VMs, desired.VM{Name: "health-web-1", Department: "health", Interfaces: []desired.Interface{{Segment: "health-web", VLAN: 130,
+		MAC: "02:00:00:00:30:02", Prefix4: netip.MustParsePrefix("198.18.30.2/24"), Gateway4: netip.MustParseAddr("198.18.30.1")}}})
+	broken := GuestPort("health-web-1", "health-web")
+	r.hn.SetErr(errors.Join(&hostnet.PortError{Ifname: broken, Segment: "health-web", Err: errors.New("Link not found")}))
+	got := r.pass(t, st)
+	for _, s := range st.Segments {
+		if v := got.Segments[s.Name]; v != "ready" {
+			t.Errorf("segment %s: %q, want ready (only a guest is broken)", s.Name, v)
+		}
+	}
+	want := map[string]string{"lands-web-1": "ready", "health-web-1": "not ready: guest " + broken + ` on segment "health-web": Link not found`}
+	if !reflect.DeepEqual(got.Guests, want) {
+		t.Errorf("guests %q, want %q", got.Guests, want)
+	}
+	if got.Ready || !strings.Contains(got.Error, broken) {
+		t.Errorf("host ready=%v error %q: want not ready, naming port %s", got.Ready, got.Error, broken)
+	}
+	// A host-network fault other than a port's: segments and every guest wait on it.
+	r.hn.SetErr(errors.Join(errors.New("trunk: boom"), &hostnet.PortError{Ifname: broken, Segment: "health-web", Err: errors.New("Link not found")}))
+	got = r.pass(t, st)
+	if v := got.Segments["lands-web"]; v != "not ready: trunk: boom" {
+		t.Errorf("segment lands-web: %q, want not ready: trunk: boom", v)
+	}
+	if v := got.Guests["lands-web-1"]; !strings.HasPrefix(v, "not ready: its segments") {
+		t.Errorf("guest lands-web-1 with the segments broken: %q", v)
+	}
+	r.hn.SetErr(nil)
+	got = r.pass(t, st)
+	want = map[string]string{"lands-web-1": "ready", "health-web-1": "ready"}
+	if !reflect.DeepEqual(got.Guests, want) || !got.Ready {
+		t.Errorf("after the port appeared: guests %q ready=%v, want %q, ready", got.Guests, got.Ready, want)
+	}
+}

@@ -183,7 +183,7 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 	// A backup's snapshot can stall the embedded etcd long enough for the leader lease to
 	// lapse; the controller then refuses writes (nothing changed) until it leads again.
 	if err := applyLeading(ctx, c, "late.yaml", lateYAML); err != nil {
-		t.Fatalf("drill: apply after the backup: %v\ncontroller log:\n%s", err, l.logTail("controller", 60))
+		t.Fatalf("drill: apply after the backup: %v\ncontroller log, its lease and etcd lines:\n%s\ncontroller log:\n%s", err, leaseLines(l, 80), l.logTail("controller", 60))
 	}
 	if err := waitHostsHold(30*time.Second, func(s hoststatus.Status) bool {
 		_, ok := s.Segments["lands-late"]
@@ -281,8 +281,11 @@ func disasterDrill(t testing.TB, bin, dir string, run func(args ...string) (stri
 			t.Fatal(err)
 		}
 		rev = max(rev, st.Revision)
-		if err := syscall.Kill(l.pid("agent-"+h), syscall.SIGHUP); err != nil {
-			t.Fatalf("drill: SIGHUP agent of %s: %v", h, err)
+		// The network agent and the compute agent alike.
+		for _, who := range []string{"agent-", "compute-"} {
+			if err := syscall.Kill(l.pid(who+h), syscall.SIGHUP); err != nil {
+				t.Fatalf("drill: SIGHUP %s%s: %v", who, h, err)
+			}
 		}
 	}
 	if err := l.waitFor(ctx, "agents applied the restored controller's state", 30*time.Second, func() error {
@@ -617,4 +620,21 @@ func applyLeading(ctx context.Context, c *client.Client, name, doc string) error
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// leaseLines are the controller log's lines about its leader lease and etcd (not the refused
+// requests), the last n: why a drill's controller stopped leading.
+func leaseLines(l *Lab, n int) string {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "logs", "controller.log"))
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		lo := strings.ToLower(line)
+		if (strings.Contains(lo, "lease") || strings.Contains(lo, "leader") || strings.Contains(lo, "etcd") || strings.Contains(lo, "backup")) && !strings.Contains(line, "request failed") && !strings.Contains(line, "allocation sweep") {
+			out = append(out, line)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, "\n")
 }

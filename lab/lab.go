@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"maps"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,15 +15,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/govcloud/govcloud/agent"
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/desired"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/lbmap"
-	"github.com/govcloud/govcloud/dataplane/netdev"
 )
 
 // Options configure the lab.
@@ -34,8 +30,8 @@ type Options struct {
 	Config string    // YAML file or directory applied on up (default deploy/examples/lab)
 	VMs    bool      // real VMs through libvirt instead of namespace guests
 	Out    io.Writer // progress and the walk-through
-	// Hosts is how many hosts Up makes, 1 to MaxHosts (0: DefaultHosts). Verify, Down and the
-	// guests' sync follow what Up made instead (recorded in Dir).
+	// Hosts is how many hosts Up makes, 1 to MaxHosts (0: DefaultHosts). Verify and Down
+	// follow what Up made instead (recorded in Dir).
 	Hosts int
 }
 
@@ -48,9 +44,6 @@ type Lab struct {
 	dir   string
 	out   io.Writer
 	hosts []string // the host namespaces, in order (HostNames)
-
-	mu        sync.Mutex
-	servesRev map[string]int64 // host -> desired revision whose dsr VIPs its guests' lo holds
 }
 
 // New fills in defaults.
@@ -80,7 +73,7 @@ func New(opt Options) (*Lab, error) {
 	return &Lab{opt: opt, dir: opt.Dir, out: opt.Out, hosts: HostNames(opt.Hosts)}, nil
 }
 
-// hostsFile records how many hosts Up made, for Verify, Down and the guests' sync.
+// hostsFile records how many hosts Up made, for Verify and Down.
 const hostsFile = "hosts"
 
 // followUp makes l's hosts those of the lab Up made in l's directory, when one did.
@@ -303,11 +296,8 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 	for _, h := range l.hosts {
-		// One join token per agent: the network agent, and the compute agent with --vms.
+		// One join token per agent: the network agent and the compute agent.
 		for _, who := range []string{"agent", "compute"} {
-			if who == "compute" && !l.opt.VMs {
-				continue
-			}
 			jt, err := l.client(admin).CreateJoinToken(ctx, client.JoinTokenRequest{Host: h, TTL: "30m"})
 			if err != nil {
 				return fmt.Errorf("join token for the %s of %s: %w", who, h, err)
@@ -324,54 +314,27 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if l.opt.VMs {
 		l.step(6, steps, "guests: VMs under libvirt (qemu), made by a compute agent in each host, on the segment bridges")
 	} else {
-		l.step(6, steps, "guests (namespace VMs gc-vm-<name>) on the segment bridges")
+		l.step(6, steps, "guests: namespace VMs gc-vm-<name>, made by a compute agent (--provider netns) in each host, on the segment bridges")
 	}
 	states := map[string]*desired.State{}
-	if err := l.waitFor(ctx, "agents built the segment bridges", 60*time.Second, func() error {
-		for _, h := range l.hosts {
-			st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
-			if err != nil {
-				return err
-			}
-			states[h] = st
-			for _, vm := range st.VMs {
-				for _, ifc := range vm.Interfaces {
-					if err := nsx(h, "ip", "link", "show", netdev.BridgeName(uint16(ifc.VLAN))); err != nil {
-						return fmt.Errorf("%s: bridge for %s not there yet", h, ifc.Segment)
-					}
-				}
-			}
+	for _, h := range l.hosts {
+		st, err := l.client(admin).Desired(ctx, h, 0, time.Second)
+		if err != nil {
+			return err
 		}
-		return nil
-	}); err != nil {
+		states[h] = st
+	}
+	if err := l.startCompute(ctx); err != nil {
 		return err
 	}
-	if l.opt.VMs {
-		if err := l.startVMs(ctx); err != nil {
-			return err
-		}
-		vms := map[string][]string{}
-		for h, st := range states {
-			for _, vm := range st.VMs {
-				vms[h] = append(vms[h], vm.Name)
-			}
-		}
-		if err := l.computeReady(ctx, vms); err != nil {
-			return err
-		}
-	} else {
-		for _, h := range l.hosts {
-			if err := l.startGuests(h, states[h]); err != nil {
-				return err
-			}
+	vms := map[string][]string{}
+	for h, st := range states {
+		for _, vm := range st.VMs {
+			vms[h] = append(vms[h], vm.Name)
 		}
 	}
-
-	if !l.opt.VMs {
-		// VMs applied later get their guests too (with --vms the compute agents make them).
-		if err := l.start(guestSyncName, "", l.opt.Bin, "lab", "guests", "--dir", l.dir); err != nil {
-			return err
-		}
+	if err := l.computeReady(ctx, vms); err != nil {
+		return err
 	}
 	if err := l.startPrometheus(); err != nil {
 		return err
@@ -468,183 +431,7 @@ func (l *Lab) startAgent(h string) error {
 		"--management", torClient+"/32")
 }
 
-// startGuests makes a namespace per VM placed on host h: a veth whose host end (the port name
-// the agent's anti-spoofing expects) joins the segment bridge, the controller's MAC and
-// addresses (IPv6 too on a dual-stack segment), the gateways, the VIPs it serves on lo (dsr), and an HTTP server naming the VM. The
-// links and addresses of each namespace are made by one 'ip -batch' (the scale lab makes 120
-// guests at once; a process per command took most of a minute).
-func (l *Lab) startGuests(h string, st *desired.State) error {
-	serves := st.DSRVIPs()
-	l.mu.Lock()
-	resync := l.servesRev[h] != st.Revision
-	l.mu.Unlock()
-	for _, vm := range st.VMs {
-		ns := "gc-vm-" + vm.Name
-		if nsExists(ns) {
-			// A service applied or deleted since: the guest's lo holds the dsr VIPs it backs.
-			if resync {
-				if err := guestServes(ns, serves[vm.Name]); err != nil {
-					return fmt.Errorf("guest %s: %w", vm.Name, err)
-				}
-			}
-			continue
-		}
-		if err := sh("ip", "netns", "add", ns); err != nil {
-			return err
-		}
-		var inHost []string
-		inGuest := []string{"link set lo up"}
-		for i, ifc := range vm.Interfaces {
-			port := agent.GuestPort(vm.Name, ifc.Segment)
-			gif := fmt.Sprintf("eth%d", i)
-			inHost = append(inHost,
-				fmt.Sprintf("link add %s type veth peer name %s netns %s", port, gif, ns),
-				fmt.Sprintf("link set %s master %s", port, netdev.BridgeName(uint16(ifc.VLAN))),
-				fmt.Sprintf("link set %s up", port))
-			inGuest = append(inGuest,
-				fmt.Sprintf("link set %s address %s", gif, ifc.MAC),
-				fmt.Sprintf("addr add %s dev %s", ifc.Prefix4, gif),
-				fmt.Sprintf("link set %s up", gif))
-			if ifc.Prefix6.IsValid() {
-				inGuest = append(inGuest, fmt.Sprintf("addr add %s dev %s nodad", ifc.Prefix6, gif))
-			}
-			if i == 0 {
-				inGuest = append(inGuest, "route add default via "+ifc.Gateway4.String())
-				if ifc.Prefix6.IsValid() && ifc.Gateway6.IsValid() {
-					inGuest = append(inGuest, "route add ::/0 via "+ifc.Gateway6.String())
-				}
-			}
-		}
-		for _, vip := range serves[vm.Name] {
-			inGuest = append(inGuest, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(vip, vip.BitLen())))
-		}
-		if err := ipBatch(h, inHost); err != nil {
-			return fmt.Errorf("guest %s: %w", vm.Name, err)
-		}
-		if err := ipBatch(ns, inGuest); err != nil {
-			return fmt.Errorf("guest %s: %w", vm.Name, err)
-		}
-		for i := range vm.Interfaces {
-			if err := nsx(ns, "ethtool", "-K", fmt.Sprintf("eth%d", i), "tx", "off"); err != nil {
-				return fmt.Errorf("guest %s: %w", vm.Name, err)
-			}
-		}
-		if err := l.startGuestServer(vm.Name); err != nil {
-			return err
-		}
-	}
-	l.mu.Lock()
-	if l.servesRev == nil {
-		l.servesRev = map[string]int64{}
-	}
-	l.servesRev[h] = st.Revision
-	l.mu.Unlock()
-	return nil
-}
-
-// ipBatch runs ip commands (one per line, without "ip") in namespace ns, stopping at the
-// first that fails.
-func ipBatch(ns string, lines []string) error {
-	if len(lines) == 0 {
-		return nil
-	}
-	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ip -n %s -batch (%s): %v: %s", ns, strings.Join(lines, "; "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// syncGuests makes guests for VMs placed on host h since the last call and removes guests of
-// VMs no longer there: the lab's stand-in for the compute agent's namespace provider. keep
-// holds guests wanted on other hosts (nil: not known), which are not looked at for removal.
-// Every pass reads the host's links and each guest's once: the scale lab has 120 guests.
-func (l *Lab) syncGuests(h string, st *desired.State, keep map[string]bool) error {
-	want := map[string]bool{}
-	var links string
-	for _, vm := range st.VMs {
-		want["gc-vm-"+vm.Name] = true
-		for _, ifc := range vm.Interfaces {
-			if links == "" {
-				out, err := nsOut(h, "ip", "-o", "link", "show", "type", "bridge")
-				if err != nil {
-					return err
-				}
-				links = out
-			}
-			if !slices.Contains(strings.Fields(links), netdev.BridgeName(uint16(ifc.VLAN))+":") {
-				return fmt.Errorf("%s: bridge for %s not there yet", h, ifc.Segment)
-			}
-		}
-	}
-	if err := l.startGuests(h, st); err != nil {
-		return err
-	}
-	prefix := "gc-vm-"
-	for _, ns := range labNamespaces() {
-		if !strings.HasPrefix(ns, prefix) || want[ns] || keep[ns] || l.hostOfGuest(ns) != h {
-			continue
-		}
-		l.stop("vm-"+strings.TrimPrefix(ns, prefix), time.Second)
-		_ = sh("ip", "netns", "del", ns)
-	}
-	return nil
-}
-
-// guestServes makes the global addresses on guest namespace ns's lo exactly want (the dsr
-// VIPs its VM backs), the way the compute agent's netns provider does for its guests.
-func guestServes(ns string, want []netip.Addr) error {
-	out, err := exec.Command("ip", "-n", ns, "-o", "addr", "show", "dev", "lo", "scope", "global").Output()
-	if err != nil {
-		return fmt.Errorf("listing VIPs on lo: %w", err)
-	}
-	var have []netip.Addr
-	f := strings.Fields(string(out))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "inet" || f[i] == "inet6" {
-			if p, err := netip.ParsePrefix(f[i+1]); err == nil {
-				have = append(have, p.Addr())
-			}
-		}
-	}
-	var cmds []string
-	for _, v := range want {
-		if !slices.Contains(have, v) {
-			cmds = append(cmds, fmt.Sprintf("addr replace %s dev lo", netip.PrefixFrom(v, v.BitLen())))
-		}
-	}
-	for _, v := range have {
-		if !slices.Contains(want, v) {
-			cmds = append(cmds, fmt.Sprintf("addr del %s dev lo", netip.PrefixFrom(v, v.BitLen())))
-		}
-	}
-	if len(cmds) == 0 {
-		return nil
-	}
-	return ipBatch(ns, cmds)
-}
-
-// hostOfGuest finds the host namespace holding the guest's port (the veth peer).
-func (l *Lab) hostOfGuest(ns string) string {
-	out, err := exec.Command("ip", "-n", ns, "-o", "link", "show").Output()
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(out))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "link-netns" && slices.Contains(l.hosts, f[i+1]) {
-			return f[i+1]
-		}
-	}
-	return ""
-}
-
 func (l *Lab) rootNS() string { return filepath.Join(l.dir, "rootns") }
-
-func (l *Lab) startGuestServer(vm string) error {
-	return l.start("vm-"+vm, "gc-vm-"+vm, l.opt.Bin, "guest-http", "--name", vm, "--listen", ":80")
-}
 
 type vipInfo struct {
 	Service, Department, VIP string

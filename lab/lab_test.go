@@ -58,6 +58,7 @@ func TestLab(t *testing.T) {
 		t.Fatalf("lab verify: %v", err)
 	}
 	placementReason(t, bin, dir)
+	appliedAfterUp(t, bin, dir)
 	applyWaitDeleteFile(t, bin, dir)
 	ipv6EndToEnd(t, bin, dir)
 	bandwidthQuota(t, bin, dir)
@@ -378,7 +379,9 @@ func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 		victims = append(victims, strings.SplitN(v.Service, "-", 2)[0]+"-"+g)
 	}
 	for _, vm := range victims {
-		l.stop("vm-"+vm, 2*time.Second)
+		if err := l.stopServer(vm); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFRR := func(want bool) {
 		t.Helper()
@@ -397,7 +400,7 @@ func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 	}
 	waitFRR(false)
 	for _, vm := range victims {
-		if err := l.startGuestServer(vm); err != nil {
+		if err := l.startServer(vm); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,6 +19,17 @@ func (l *Lab) start(name, ns string, args ...string) error {
 	if ns != "" {
 		args = append([]string{"ip", "netns", "exec", ns}, args...)
 	}
+	return l.startArgs(name, args)
+}
+
+// startNet is start in namespace ns's network only (nsenter --net): unlike 'ip netns exec' it
+// keeps the machine's mount namespace, so namespaces the process makes ('ip netns add', the
+// netns compute provider's guests) are seen by everyone.
+func (l *Lab) startNet(name, ns string, args ...string) error {
+	return l.startArgs(name, append([]string{"nsenter", "--net=" + filepath.Join("/run/netns", ns), "--"}, args...))
+}
+
+func (l *Lab) startArgs(name string, args []string) error {
 	logf, err := os.OpenFile(filepath.Join(l.dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

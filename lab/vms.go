@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/govcloud/govcloud/compute"
@@ -75,23 +76,36 @@ func (l *Lab) preflightVMs() error {
 	}
 }
 
-// startVMs starts libvirtd when it is not running and a compute agent in each host.
-func (l *Lab) startVMs(ctx context.Context) error {
-	if err := os.WriteFile(filepath.Join(l.dir, vmsFile), nil, 0o644); err != nil {
-		return err
-	}
-	if err := libvirt.StartDaemon(ctx, libvirtSocket); err != nil {
-		return err
+// startCompute starts a compute agent in each host: --provider netns (namespace guests), or
+// with --vms libvirt (libvirtd started first when it is not running). A netns agent runs in
+// its host's network namespace through nsenter, in the machine's mount namespace, so the
+// guests' namespaces it makes are everyone's (ip netns exec would keep them to itself).
+func (l *Lab) startCompute(ctx context.Context) error {
+	if l.opt.VMs {
+		if err := os.WriteFile(filepath.Join(l.dir, vmsFile), nil, 0o644); err != nil {
+			return err
+		}
+		if err := libvirt.StartDaemon(ctx, libvirtSocket); err != nil {
+			return err
+		}
 	}
 	for i, h := range l.hosts {
 		if err := os.MkdirAll(l.computeDir(h), 0o755); err != nil {
 			return err
 		}
-		if err := l.start("compute-"+h, h, l.opt.Bin, "compute", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
-			"--join-token-file", l.joinTokenFile(h, "compute"), "--provider", "libvirt", "--libvirt-netns", l.rootNS(),
-			"--state-dir", l.computeDir(h), "--pool", labPool(h), "--metrics-listen", hostAddr(i)+":"+computeMetricsPort,
-			"--volume-backup-dir", l.volumeBackupDir(),
-			"--report-status"); err != nil {
+		args := []string{l.opt.Bin, "compute", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
+			"--join-token-file", l.joinTokenFile(h, "compute"), "--state-dir", l.computeDir(h),
+			"--metrics-listen", hostAddr(i) + ":" + computeMetricsPort, "--report-status"}
+		if !l.opt.VMs {
+			// Each host's provider owns the guests in its own state dir only.
+			args = append(args, "--provider", "netns", "--netns-state-dir", filepath.Join(l.computeDir(h), "netns"))
+			if err := l.startNet("compute-"+h, h, args...); err != nil {
+				return err
+			}
+			continue
+		}
+		args = append(args, "--provider", "libvirt", "--libvirt-netns", l.rootNS(), "--pool", labPool(h), "--volume-backup-dir", l.volumeBackupDir())
+		if err := l.start("compute-"+h, h, args...); err != nil {
 			return err
 		}
 	}
@@ -102,6 +116,9 @@ func (l *Lab) startVMs(ctx context.Context) error {
 // The compute agents must be stopped first (they would make them again). libvirtd, a system
 // daemon other users may share, keeps running.
 func (l *Lab) removeVMs(ctx context.Context) error {
+	if !l.vmMode() {
+		return nil // namespace guests: their compute dirs hold no libvirt state
+	}
 	c, err := net.DialTimeout("unix", libvirtSocket, time.Second)
 	if err != nil {
 		return nil // no libvirtd: no domains
@@ -172,13 +189,14 @@ func (l *Lab) guestHTTP(vm, addr string) (string, error) {
 }
 
 // stopServer and startServer stop and start a guest's HTTP server (the backend of a service).
+// A namespace guest's server (guest-http, started by its compute agent) stops serving on
+// SIGUSR1 and serves again on SIGUSR2, staying alive: its agent sees the guest running.
 func (l *Lab) stopServer(vm string) error {
 	if l.vmMode() {
 		_, err := l.inGuest(vm, "killall httpd")
 		return err
 	}
-	l.stop("vm-"+vm, 2*time.Second)
-	return nil
+	return l.signalServer(vm, syscall.SIGUSR1)
 }
 
 func (l *Lab) startServer(vm string) error {
@@ -186,15 +204,38 @@ func (l *Lab) startServer(vm string) error {
 		_, err := l.inGuest(vm, "pidof httpd >/dev/null || httpd -p 80 -h /www")
 		return err
 	}
-	if l.alive("vm-" + vm) {
-		return nil
+	return l.signalServer(vm, syscall.SIGUSR2)
+}
+
+// signalServer signals namespace guest vm's HTTP server, found in its compute agent's state.
+func (l *Lab) signalServer(vm string, sig syscall.Signal) error {
+	recs, _ := filepath.Glob(filepath.Join(l.dir, "compute", "*", "netns", vm+".json"))
+	if len(recs) == 0 {
+		return fmt.Errorf("vm %s: no namespace guest (no state in %s)", vm, filepath.Join(l.dir, "compute", "*", "netns"))
 	}
-	return l.startGuestServer(vm)
+	b, err := os.ReadFile(recs[0])
+	if err != nil {
+		return err
+	}
+	var r struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.PID <= 0 {
+		return fmt.Errorf("vm %s: %s: no server pid (%v)", vm, recs[0], err)
+	}
+	if err := syscall.Kill(r.PID, sig); err != nil {
+		return fmt.Errorf("vm %s: signal server %d: %w", vm, r.PID, err)
+	}
+	return nil
 }
 
 // computeReady waits until each host's compute agent runs every VM placed on it.
 func (l *Lab) computeReady(ctx context.Context, vms map[string][]string) error {
-	return l.waitFor(ctx, "VMs running under libvirt (qemu)", 120*time.Second, func() error {
+	what := "guests running (compute agents, netns)"
+	if l.opt.VMs {
+		what = "VMs running under libvirt (qemu)"
+	}
+	return l.waitFor(ctx, what, 120*time.Second, func() error {
 		for i, h := range l.hosts {
 			if !l.alive("compute-" + h) {
 				return fmt.Errorf("compute agent on %s exited:\n%s", h, l.logTail("compute-"+h, 15))

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,19 +23,46 @@ func newGuestHTTPCmd(g *globals) *cobra.Command {
 		Short:  "Serve the VM's name over HTTP (the lab's namespace guests run it)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
+		// SIGUSR1 stops serving (the port refuses, the process stays: its compute agent sees
+		// the guest running), SIGUSR2 serves again: how the lab takes a backend down and up.
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("--listen %s: %w", listen, err)
-			}
-			srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sig := make(chan os.Signal, 4)
+			signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+			handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(w, "%s\n", name)
-			})}
-			go func() { <-cmd.Context().Done(); srv.Close() }()
-			if err := srv.Serve(ln); err != http.ErrServerClosed {
+			})
+			var srv *http.Server
+			serve := func() error {
+				ln, err := net.Listen("tcp", listen)
+				if err != nil {
+					return fmt.Errorf("--listen %s: %w", listen, err)
+				}
+				srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: handler}
+				go srv.Serve(ln)
+				return nil
+			}
+			if err := serve(); err != nil {
 				return err
 			}
-			return nil
+			for {
+				select {
+				case <-cmd.Context().Done():
+					if srv != nil {
+						srv.Close()
+					}
+					return nil
+				case s := <-sig:
+					switch {
+					case s == syscall.SIGUSR1 && srv != nil:
+						srv.Close()
+						srv = nil
+					case s == syscall.SIGUSR2 && srv == nil:
+						if err := serve(); err != nil {
+							return err
+						}
+					}
+				}
+			}
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "guest", "name to answer with")

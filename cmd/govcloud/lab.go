@@ -20,8 +20,11 @@ real component in it:
 
   gc-client --- gc-tor (FRR bgpd, AS 65000; bridge 'fabric' carries the L2 trunk)
                   |                     |
-              gc-host1              gc-host2          (govcloud agent each; XDP LB, BGP)
+              gc-host1              gc-host2          (govcloud agent and compute agent each)
               gc-vm-*               gc-vm-*           (namespace guests = VM backends)
+
+Each host's compute agent (--provider netns) makes the namespace guests of the VMs placed on
+it, so VMs applied after up become real and deleted ones go.
 
 The controller (embedded etcd) listens on 127.0.0.1:8480 on the machine itself.
 
@@ -64,8 +67,6 @@ Needs root and the packages of 'sudo make deps'.`,
 				return l.Verify(cmd.Context())
 			case "down":
 				return l.Down(cmd.Context())
-			case "guests": // started by up: the namespace guests of VMs applied later
-				return l.SyncGuests(cmd.Context())
 			}
 			return fmt.Errorf("lab %q: want up, verify or down", args[0])
 		},

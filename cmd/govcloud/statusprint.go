@@ -70,7 +70,7 @@ func printHostFaults(w io.Writer, r hoststatus.Status) {
 	for _, kind := range []struct {
 		what string
 		m    map[string]string
-	}{{"segment", r.Segments}, {"service", r.Services}} {
+	}{{"segment", r.Segments}, {"service", r.Services}, {"guest", r.Guests}} {
 		names := make([]string, 0, len(kind.m))
 		for n := range kind.m {
 			names = append(names, n)

@@ -33,7 +33,9 @@ const Prefix = "gc-vm-"
 // Config configures the provider.
 type Config struct {
 	// StateDir keeps one JSON file per VM (written before anything is made, so a killed agent's
-	// half-made VM is found again). Default /run/govcloud/compute/netns.
+	// half-made VM is found again). It is what the provider owns: providers of several hosts
+	// on one machine (the lab) each have their own and never list or delete the others'
+	// guests. Default /run/govcloud/compute/netns.
 	StateDir string
 	// HTTPCommand is the server a guest runs inside its namespace; default: this executable's
 	// hidden "guest-http --name VM --listen :80" subcommand.
@@ -101,6 +103,18 @@ type record struct {
 	PID         int       `json:"pid"`
 	Created     time.Time `json:"created"`
 	Done        bool      `json:"done"` // every step succeeded
+	// NSInode identifies the namespace this provider made (its /run/netns file's inode): a
+	// namespace of the same name made since by another host's provider is not touched.
+	NSInode uint64 `json:"nsInode,omitempty"`
+}
+
+// nsInode is the inode of namespace ns's file (0: none).
+func nsInode(ns string) uint64 {
+	var st syscall.Stat_t
+	if syscall.Stat(filepath.Join("/run/netns", ns), &st) != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 func (p *Provider) recPath(vm string) string { return filepath.Join(p.cfg.StateDir, vm+".json") }
@@ -200,9 +214,9 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 			return compute.VMStatus{}, err
 		}
 	} else if nsExists(p.NamespaceName(s.Name)) {
-		if err := p.deleteLocked(ctx, s.Name); err != nil {
-			return compute.VMStatus{}, err
-		}
+		// Not ours (every guest this provider makes has its state first): another host's
+		// provider holds a VM of that name, moving here once it is deleted there.
+		return compute.VMStatus{}, fmt.Errorf("vm %q: namespace %s exists but is not this host's (no state in %s): another host still holds it", s.Name, p.NamespaceName(s.Name), p.cfg.StateDir)
 	}
 	for _, n := range s.NICs {
 		if _, err := net.InterfaceByName(n.Bridge); err != nil {
@@ -239,6 +253,7 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
 		return err
 	}
+	r.NSInode = nsInode(ns)
 	steps := [][]string{{"ip", "-n", ns, "link", "set", "lo", "up"}}
 	for _, v := range s.Serves {
 		steps = append(steps, []string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"})
@@ -344,7 +359,8 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	ns := p.NamespaceName(name)
 	r, _ := p.load(name)
 	var errs []error
-	if nsExists(ns) {
+	mine := r.NSInode == 0 || nsInode(ns) == r.NSInode // 0: recorded before it was made
+	if nsExists(ns) && mine {
 		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				if pid, err := strconv.Atoi(f); err == nil {
@@ -358,7 +374,9 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	}
 	// An agent killed right after starting the server, before recording its pid, can leave an
 	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line.
-	killByCmdline(p.cfg.HTTPCommand(name))
+	if mine {
+		killByCmdline(p.cfg.HTTPCommand(name))
+	}
 	// Something else (a killed agent's last command) may remove them meanwhile: only what
 	// still exists after a failure is an error.
 	for _, port := range r.Ports {
@@ -370,7 +388,7 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 			}
 		}
 	}
-	if nsExists(ns) {
+	if nsExists(ns) && mine {
 		if err := run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
 			errs = append(errs, err)
 		}
@@ -389,7 +407,9 @@ func inNamespaceCmd(pid int, vm string) bool {
 	return err == nil && strings.Contains(string(b), vm)
 }
 
-// List reports every owned guest: state files and gc-vm-* namespaces.
+// List reports every owned guest: those with a state file in this provider's state dir.
+// Namespaces with the prefix but no state here are another host's (providers of several
+// hosts on one machine, the lab) and are left alone.
 func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -403,20 +423,11 @@ func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
 			names[n] = true
 		}
 	}
-	nss, _ := os.ReadDir("/run/netns")
-	for _, f := range nss {
-		if n, ok := strings.CutPrefix(f.Name(), p.cfg.Prefix); ok {
-			names[n] = true
-		}
-	}
 	var out []compute.VMStatus
 	for n := range names {
-		r, ok := p.load(n)
-		if !ok {
-			out = append(out, compute.VMStatus{Name: n, State: compute.Error, Message: "namespace without state"})
-			continue
+		if r, ok := p.load(n); ok {
+			out = append(out, p.status(r))
 		}
-		out = append(out, p.status(r))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

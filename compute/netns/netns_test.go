@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -220,5 +221,90 @@ func TestDualStackGuests(t *testing.T) {
 	}
 	if body != "g6a" {
 		t.Fatalf("HTTP over IPv6 from g6b to g6a: %q, want g6a", body)
+	}
+}
+
+// TestProvidersScopedToTheirHost: two providers on one machine (two hosts of the lab), each
+// with its own state dir and the same namespace prefix, reconcile their own VMs: neither
+// lists nor deletes the other's guest (the same server keeps running in each), a VM of the
+// other host's name is refused while that host holds it, and once the other host deleted it,
+// it can be made here.
+func TestProvidersScopedToTheirHost(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "busybox", "ethtool")
+	ctx := context.Background()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3904"}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	netlink.LinkSetUp(br)
+	log := slog.New(slog.DiscardHandler)
+	var ps [2]*Provider
+	for i := range ps {
+		dir := t.TempDir()
+		p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-ns-"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	want := [2][]compute.VMSpec{
+		{guest("h1a", "198.18.204.20/24", "02:00:00:c7:04:14")},
+		{guest("h2a", "198.18.204.21/24", "02:00:00:c7:04:15")},
+	}
+	t.Cleanup(func() {
+		for _, p := range ps {
+			for _, n := range []string{"h1a", "h2a"} {
+				p.Delete(ctx, n)
+			}
+		}
+	})
+	pids := map[string]int{}
+	for round := 0; round < 2; round++ {
+		for i, p := range ps {
+			got, err := compute.Reconcile(ctx, p, want[i], log)
+			if err != nil {
+				t.Fatalf("round %d: host %d: %v", round, i+1, err)
+			}
+			for _, st := range got {
+				if st.State != compute.Running {
+					t.Fatalf("round %d: host %d: vm %s %s (%s)", round, i+1, st.Name, st.State, st.Message)
+				}
+				if old, ok := pids[st.Name]; ok && old != st.PID {
+					t.Errorf("round %d: vm %s remade (server pid %d -> %d)", round, st.Name, old, st.PID)
+				}
+				pids[st.Name] = st.PID
+			}
+		}
+		for i, p := range ps {
+			l, err := p.List(ctx)
+			if err != nil || len(l) != 1 || l[0].Name != want[i][0].Name {
+				t.Fatalf("round %d: host %d lists %+v (%v), want only %s", round, i+1, l, err, want[i][0].Name)
+			}
+		}
+		for _, n := range []string{"h1a", "h2a"} {
+			if !nsExists("gct-ns-"+n) || !alive(pids[n]) {
+				t.Fatalf("round %d: guest %s: namespace there %v, server %d alive %v", round, n, nsExists("gct-ns-"+n), pids[n], alive(pids[n]))
+			}
+		}
+	}
+	// h2a moves to host 1: refused while host 2 holds it, made once host 2 deleted it.
+	move := append(slices.Clone(want[0]), want[1][0])
+	if _, err := compute.Reconcile(ctx, ps[0], move, log); err == nil || !strings.Contains(err.Error(), "another host still holds it") {
+		t.Fatalf("host 1 making h2a while host 2 holds it: %v", err)
+	}
+	if !alive(pids["h2a"]) {
+		t.Fatal("host 1 killed host 2's guest h2a")
+	}
+	if _, err := compute.Reconcile(ctx, ps[1], nil, log); err != nil {
+		t.Fatal(err)
+	}
+	got, err := compute.Reconcile(ctx, ps[0], move, log)
+	if err != nil || len(got) != 2 || got[1].State != compute.Running {
+		t.Fatalf("host 1 after host 2 let h2a go: %+v %v", got, err)
+	}
+	if got[0].PID != pids["h1a"] {
+		t.Errorf("h1a remade by the move (pid %d -> %d)", pids["h1a"], got[0].PID)
 	}
 }

@@ -26,6 +26,10 @@ type Status struct {
 	XDP      string            `json:"xdp"`
 	Segments map[string]string `json:"segments"`
 	Services map[string]string `json:"services"`
+	// Guests are the VMs placed on this host, by name: "ready" once each of its ports joined
+	// its segment bridge, else "not ready: reason" (a broken guest is its own fault, not its
+	// segments').
+	Guests map[string]string `json:"guests,omitempty"`
 	// Backends are the health of the backends this host checks; other agents read them (through
 	// the controller's peer health) to stop sending to backends that are down.
 	Backends Backends `json:"backends,omitempty"`

@@ -330,7 +330,7 @@ func (h *Host) Set(desired HostNetwork) error {
 			continue
 		}
 		if err := h.nd.EnsurePort(g.Ifname, g.Bridge); err != nil {
-			errs = append(errs, fmt.Errorf("guest %s on segment %q: %w", g.Ifname, g.Segment, err))
+			errs = append(errs, &PortError{Ifname: g.Ifname, Segment: g.Segment, Err: err})
 		}
 	}
 

@@ -7,6 +7,7 @@
 package hostnet
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -122,6 +123,48 @@ type Guest struct {
 	// Serves are the VIPs the guest answers from (dsr backends reply with the VIP as their
 	// source): anti-spoofing lets them out too.
 	Serves []netip.Addr
+}
+
+// PortError is Set's error for one guest port that could not join its segment bridge (the
+// compute agent has not made it yet, or it went away): a fault of that guest alone, which
+// callers report as the guest's, not as every segment's.
+type PortError struct {
+	Ifname  string
+	Segment string
+	Err     error
+}
+
+func (e *PortError) Error() string {
+	return fmt.Sprintf("guest %s on segment %q: %v", e.Ifname, e.Segment, e.Err)
+}
+
+func (e *PortError) Unwrap() error { return e.Err }
+
+// SplitPortErrors separates the guest ports' errors (PortError, by port name) from the rest
+// of an error Set returned (the joined errors are walked; a PortError wrapped in another error
+// stays with the rest).
+func SplitPortErrors(err error) (rest error, ports map[string]*PortError) {
+	ports = map[string]*PortError{}
+	var others []error
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if pe, ok := e.(*PortError); ok {
+			ports[pe.Ifname] = pe
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		others = append(others, e)
+	}
+	walk(err)
+	return errors.Join(others...), ports
 }
 
 // DefaultGatewayMAC is the gateway MAC used when HostNetwork.GatewayMAC is nil
