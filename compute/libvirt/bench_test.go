@@ -142,7 +142,7 @@ func BenchmarkComputeReport(b *testing.B) {
 		addr := fmt.Sprintf("198.18.205.%d", 100+i)
 		sp := spec(name, 3905, addr+"/24", fmt.Sprintf("52:54:00:c7:05:%02x", 100+i))
 		disk := filepath.Join(lp.cfg.PoolPath, name+".qcow2")
-		x, err := lp.domainXML(sp, meta{}, []string{disk})
+		x, err := lp.domainXML(sp, meta{}, []string{disk}, "")
 		if err != nil {
 			b.Fatal(err)
 		}
