@@ -742,8 +742,13 @@ func (p *Provider) deleteLocked(name string) error {
 	var errs []error
 	if d, err := p.l.DomainLookupByName(domName(name)); err == nil {
 		ports := p.ports(d)
-		if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("destroy domain %s: %w", domName(name), err))
+		// A stopped (defined, not running) domain has nothing to destroy.
+		if active, err := p.l.DomainIsActive(d); err != nil || active == 1 {
+			if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
+				if active, aerr := p.l.DomainIsActive(d); aerr != nil || active == 1 {
+					errs = append(errs, fmt.Errorf("destroy domain %s: %w", domName(name), err))
+				}
+			}
 		}
 		// A persistent domain (defined by someone by hand under our prefix) goes too.
 		if err := p.l.DomainUndefineFlags(d, golibvirt.DomainUndefineNvram); err != nil && !golibvirt.IsNotFound(err) {

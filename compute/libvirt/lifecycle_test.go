@@ -176,9 +176,11 @@ func TestLifecycleKeepsDisks(t *testing.T) {
 	ensure("found stopped", compute.Running)
 	check("found stopped", 2, 192)
 
-	// Delete takes the domain and its root disk.
-	if err := p.Delete(ctx, vm.Name); err != nil {
-		t.Fatal(err)
+	// A stopped VM no longer wanted is deleted with its root disk.
+	vm.PowerState = compute.PowerStopped
+	ensure("stop before delete", compute.Stopped)
+	if _, err := compute.Reconcile(ctx, p, nil, testLog()); err != nil {
+		t.Fatalf("delete of the stopped vm: %v", err)
 	}
 	assertGone(t, p, vm.Name, vm.NICs[0].Port)
 }
