@@ -444,6 +444,7 @@ func (p *Provider) define(ctx context.Context, s compute.VMSpec, img rootImage, 
 	if img.path != "" {
 		rootSize, rootBacking = img.size, img.path
 	}
+	p.adopt(prefix+s.Name+rootSuffix+".qcow2", p.rootName(s.Name))
 	root, created, err := p.volume(p.rootName(s.Name), rootSize, rootBacking)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
@@ -468,6 +469,7 @@ func (p *Provider) define(ctx context.Context, s compute.VMSpec, img rootImage, 
 		}
 		var vol golibvirt.StorageVol
 		var created bool
+		p.adopt(volPrefix+v.Name+".qcow2", p.dataName(v.Name))
 		if _, lerr := p.l.StorageVolLookupByName(p.pool, p.dataName(v.Name)); lerr != nil && v.RestoreFrom != "" {
 			// A volume made from a backup; one that exists is never overwritten.
 			vol, err = p.restoreVolume(ctx, p.dataName(v.Name), uint64(v.SizeGiB)<<30, v.RestoreFrom)
@@ -526,6 +528,33 @@ func (p *Provider) define(ctx context.Context, s compute.VMSpec, img rootImage, 
 		}
 	}
 	return d, m, nil
+}
+
+// adopt renames a volume file made before files carried their host (gc-vol-NAME.qcow2,
+// gc-VM-root.qcow2) to this host's name for it, when this host has none yet: the controller
+// placed the VM using it here, so it is this host's. Only in a dir pool (a file rename; other
+// pool types cannot rename a volume) and only for a provider with a host name.
+func (p *Provider) adopt(legacy, name string) {
+	if p.cfg.Host == "" || p.cfg.PoolType != "dir" || legacy == name {
+		return
+	}
+	if _, err := p.l.StorageVolLookupByName(p.pool, name); err == nil {
+		return
+	}
+	v, err := p.l.StorageVolLookupByName(p.pool, legacy)
+	if err != nil {
+		return
+	}
+	path, err := p.l.StorageVolGetPath(v)
+	if err != nil {
+		return
+	}
+	if err := os.Rename(path, filepath.Join(filepath.Dir(path), name)); err != nil {
+		p.log.Warn("adopting a volume named without its host", "volume", legacy, "as", name, "err", err)
+		return
+	}
+	_ = p.l.StoragePoolRefresh(p.pool, 0)
+	p.log.Info("adopted a volume named without its host", "volume", legacy, "as", name)
 }
 
 func uuidText(u golibvirt.UUID) string {

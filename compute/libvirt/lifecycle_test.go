@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -347,8 +348,52 @@ func TestVolumeSurvivesDetachAndVMDelete(t *testing.T) {
 }
 
 func inode(fi os.FileInfo) uint64 {
+	if fi == nil {
+		return 0
+	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return st.Ino
 	}
 	return 0
+}
+
+// Volume files made before files carried their host (gc-vol-NAME.qcow2, gc-VM-root.qcow2) are
+// adopted (renamed, the same file) by the host whose VM uses them, not replaced by empty ones.
+func TestLegacyVolumesAdopted(t *testing.T) {
+	requireLibvirt(t)
+	ctx := context.Background()
+	bridge(t, 3909)
+	p, err := New(ctx, Config{Pool: "gc-test-pool", StateDir: testStateDir, PoolPath: testStateDir + "/pool", Host: "tleg-h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	vm := spec("tleg", 3909, "198.18.209.10/24", "52:54:00:c7:09:10")
+	vm.Volumes = []compute.VolumeSpec{{Name: "tlegd", SizeGiB: 1}}
+	t.Cleanup(func() { compute.Reconcile(ctx, p, nil, testLog()) })
+	inodes := map[string]uint64{}
+	for _, n := range [][2]string{{"gc-tleg-root.qcow2", p.base}, {"gc-vol-tlegd.qcow2", ""}} {
+		v, _, err := p.volume(n[0], 64<<20, n[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, _ := p.l.StorageVolGetPath(v)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inodes[n[0]] = inode(fi)
+	}
+	if st, err := p.Ensure(ctx, vm); err != nil || st.State != compute.Running {
+		t.Fatalf("ensure: %+v, %v", st, err)
+	}
+	for legacy, now := range map[string]string{"gc-tleg-root.qcow2": p.rootName(vm.Name), "gc-vol-tlegd.qcow2": p.dataName("tlegd")} {
+		if _, err := os.Stat(filepath.Join(testStateDir, "pool", legacy)); err == nil {
+			t.Errorf("%s still there", legacy)
+		}
+		fi, err := os.Stat(filepath.Join(testStateDir, "pool", now))
+		if err != nil || inode(fi) != inodes[legacy] {
+			t.Errorf("%s: %v, inode %d; want the file of %s (inode %d)", now, err, inode(fi), legacy, inodes[legacy])
+		}
+	}
 }
