@@ -72,7 +72,22 @@ type VMSpec struct {
 	ImageFile Image
 	// SSHKeys are the OpenSSH public keys root accepts in the guest (through its seed).
 	SSHKeys []string
+	// PowerState is PowerRunning (also when empty) or PowerStopped: a stopped VM keeps its
+	// definition and disks. Not part of the Fingerprint (Decide reads it).
+	PowerState string
+	// RestartGeneration reboots the VM (stop, start; disks kept) each time it is raised. Not
+	// part of the Fingerprint (Decide reads it).
+	RestartGeneration int
 }
+
+// The values of VMSpec.PowerState (config.VMSpec.PowerState).
+const (
+	PowerRunning = "running"
+	PowerStopped = "stopped"
+)
+
+// WantsRunning says whether the spec asks the VM to run (PowerState empty or running).
+func (s VMSpec) WantsRunning() bool { return s.PowerState != PowerStopped }
 
 // Image is a guest image file in the host's image store: Source relative to the store, SHA256
 // the lower-case hex sha256 the file must have, OS its family (config.ImageOS).
@@ -174,7 +189,7 @@ func FromDesired(st *desired.State, n Naming) ([]VMSpec, error) {
 	var errs []error
 	for _, vm := range st.VMs {
 		s := VMSpec{Name: vm.Name, Department: vm.Department, VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, Image: vm.Image, Serves: serves[vm.Name],
-			ImageFile: images[vm.Image], SSHKeys: vm.SSHKeys}
+			ImageFile: images[vm.Image], SSHKeys: vm.SSHKeys, PowerState: vm.PowerState, RestartGeneration: vm.RestartGeneration}
 		if vm.Image != "" && vm.Image != "tiny" && s.ImageFile.Name == "" {
 			errs = append(errs, fmt.Errorf("vm %q: image %q is not in the host's desired images", vm.Name, vm.Image))
 			continue

@@ -107,6 +107,51 @@ func TestReconcileWithFake(t *testing.T) {
 	}
 }
 
+// A volume of the host's desired state lives on with no VM using it (detached, or its VM
+// deleted): the agent keeps every desired volume, not only the attached ones.
+func TestAgentKeepsDetachedVolumes(t *testing.T) {
+	ctx := context.Background()
+	f := compute.NewFake()
+	a := &compute.Agent{Host: "h1", Provider: f, Naming: naming, Log: quiet}
+	st := state()
+	st.Volumes = append(st.Volumes, desired.Volume{Name: "detached", Department: "lands", SizeGiB: 1})
+	a.Pass(ctx, st)
+	if !f.Kept["d1"] || !f.Kept["detached"] || len(f.Kept) != 2 {
+		t.Fatalf("kept %v: want d1 (attached) and detached", f.Kept)
+	}
+	st.VMs = nil // every VM deleted: their volumes stay while the host's state lists them
+	a.Pass(ctx, st)
+	if !f.Kept["d1"] || !f.Kept["detached"] {
+		t.Fatalf("kept %v after the VMs' delete: want d1 and detached", f.Kept)
+	}
+	st.Volumes = st.Volumes[:1] // Volume "detached" deleted
+	a.Pass(ctx, st)
+	if f.Kept["detached"] || !f.Kept["d1"] {
+		t.Fatalf("kept %v after Volume detached was deleted: want d1 only", f.Kept)
+	}
+	// Plain Reconcile (no desired volumes) keeps the attached ones only.
+	specs, _ := compute.FromDesired(state(), naming)
+	if _, err := compute.Reconcile(ctx, f, specs, quiet); err != nil || !f.Kept["d1"] || len(f.Kept) != 1 {
+		t.Fatalf("Reconcile kept %v (%v): want d1", f.Kept, err)
+	}
+}
+
+// powerState and restartGeneration reach the provider's spec.
+func TestFromDesiredLifecycle(t *testing.T) {
+	st := state()
+	st.VMs[0].PowerState, st.VMs[0].RestartGeneration = "stopped", 4
+	specs, err := compute.FromDesired(st, naming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := specs[1]; b.Name != "b" || b.PowerState != compute.PowerStopped || b.RestartGeneration != 4 || b.WantsRunning() {
+		t.Fatalf("spec of b: power %q generation %d: want stopped, 4", b.PowerState, b.RestartGeneration)
+	}
+	if a := specs[0]; !a.WantsRunning() || a.RestartGeneration != 0 {
+		t.Fatalf("spec of a: power %q generation %d: want running, 0", a.PowerState, a.RestartGeneration)
+	}
+}
+
 func TestAgentPassReports(t *testing.T) {
 	f := compute.NewFake()
 	var got compute.Report

@@ -14,6 +14,16 @@ type Fake struct {
 	Fail    map[string]error
 	Ensures int // calls that created or replaced a VM
 	Deletes int
+	// Kept is the keep set of the last PruneVolumes.
+	Kept map[string]bool
+}
+
+// PruneVolumes records the volumes kept.
+func (f *Fake) PruneVolumes(_ context.Context, keep map[string]bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Kept = keep
+	return nil
 }
 
 // NewFake returns an empty fake provider.

@@ -13,14 +13,24 @@ import (
 // Reconcile makes the provider hold exactly want: owned VMs that are not wanted are deleted
 // first (freeing their names and ports), then every wanted VM is ensured. It returns the status
 // of every wanted VM; a VM that failed is reported in state error with the reason, and the
-// errors are joined into the returned error.
+// errors are joined into the returned error. The volumes it keeps are those the wanted VMs
+// use (ReconcileKeeping keeps more).
 func Reconcile(ctx context.Context, p Provider, want []VMSpec, log *slog.Logger) ([]VMStatus, error) {
+	return ReconcileKeeping(ctx, p, want, nil, log)
+}
+
+// ReconcileKeeping is Reconcile keeping also the volumes named in keep (the host's desired
+// volumes: a Volume lives until it is deleted, attached to a VM or not).
+func ReconcileKeeping(ctx context.Context, p Provider, want []VMSpec, keep []string, log *slog.Logger) ([]VMStatus, error) {
 	have, err := p.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list vms: %w", err)
 	}
 	wanted := map[string]bool{}
 	keepVols := map[string]bool{}
+	for _, v := range keep {
+		keepVols[v] = true
+	}
 	for _, s := range want {
 		wanted[s.Name] = true
 		for _, v := range s.Volumes {
@@ -129,7 +139,11 @@ func (a *Agent) Pass(ctx context.Context, st *desired.State) Report {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	rep.VMs, err = Reconcile(ctx, a.Provider, specs, a.Log)
+	var keep []string
+	for _, v := range st.Volumes {
+		keep = append(keep, v.Name)
+	}
+	rep.VMs, err = ReconcileKeeping(ctx, a.Provider, specs, keep, a.Log)
 	if err != nil {
 		errs = append(errs, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,9 +39,14 @@ It long-polls the controller for the host's desired state over HTTPS (--controll
 GOVCLOUD_API), authenticated by the host's client certificate (host.crt/host.key in
 --state-dir, obtained once with --join-token and renewed before expiry; or an agent token from
 --token-file or GOVCLOUD_TOKEN) and reconciles: VMs no longer wanted are deleted
-with their disk, taps and console log; wanted ones are created (or replaced when their spec
-changed). Each NIC's host side is named as the network agent expects (agent.GuestPort) and
-joins the segment bridge.
+with their root disk, taps and console log; wanted ones are created, and changed ones brought to
+their spec (libvirt: spec.powerState running|stopped stops and starts the VM; raising
+spec.restartGeneration reboots it once; new vCPUs, memory, NICs or volumes restart it; the root
+disk is kept through all of these and only a new image makes a new one; a VM found not running
+is started again). Volumes stay until their Volume object is deleted (detached or with their VM
+deleted too), in files named gc-vol-NAME@HOST: a host touches only its own, so several hosts may
+share one storage pool. Each NIC's host side is named as the network agent expects
+(agent.GuestPort) and joins the segment bridge.
 
 --provider libvirt (default) runs real VMs under libvirtd (qemu, direct kernel boot of the
 built-in tiny guest, qcow2 overlays in the storage pool --pool). A VM whose image is an Image
@@ -48,7 +54,8 @@ object boots an overlay on that file of --image-store ('make image-debian' puts 
 there) once its sha256 matches the object's (a mismatch is the VM's error, in 'govcloud status'),
 with a NoCloud seed disk (label cidata) of its own: hostname, spec.sshKeys, addresses and
 gateways. --provider netns makes a
-network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests. Domains are
+network namespace per VM (gc-vm-NAME) serving HTTP, for the lab and fast tests (no power
+state: powerState stopped is the VM's error). Domains are
 tagged with --host, so agents of several hosts may share one libvirtd. A VM that backs a dsr
 service gets the VIP on its lo (at boot, and through the guest's serial shell when it changes).
 
@@ -146,6 +153,7 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.StringVar(&lcfg.PoolXML, "pool-xml", "", "pool definition used when the pool does not exist and is not a dir pool (e.g. rbd)")
 	f.StringVar(&lcfg.LibvirtNetns, "libvirt-netns", "", "libvirtd's network namespace when it is not this process's (the lab): NICs get a bridge there and a veth into this one")
 	f.StringVar(&lcfg.ImageStore, "image-store", "/var/cache/govcloud/images", "libvirt provider: directory of the Image objects' files (spec.source is relative to it)")
+	f.DurationVar(&lcfg.StopTimeout, "stop-timeout", 30*time.Second, "libvirt provider: how long a VM of an image is given to shut down (ACPI) when stopped or restarted before it is powered off (the tiny guest is powered off at once)")
 	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
 	f.StringVar(&lcfg.BackupDir, "volume-backup-dir", "", "volume backups ('govcloud volume backup'): a Volume with spec.restoreFrom is made from one here (default STATE-DIR/volume-backups; meant to be shared or remote storage)")
 	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")

@@ -118,7 +118,7 @@ func (p *Provider) BackupVolume(ctx context.Context, volume, dir string, progres
 	fail := func(err error) (VolumeBackup, error) {
 		return VolumeBackup{}, fmt.Errorf("backup of volume %q: %w", volume, err)
 	}
-	vol, err := p.l.StorageVolLookupByName(p.pool, dataName(volume))
+	vol, err := p.l.StorageVolLookupByName(p.pool, p.dataName(volume))
 	if err != nil {
 		return fail(fmt.Errorf("not in storage pool %q of this host (%s): %w", p.cfg.Pool, p.cfg.Host, err))
 	}

@@ -20,14 +20,14 @@ func TestVolumeBackupRestore(t *testing.T) {
 	p.cfg.BackupDir = dir
 	cleanup := func(names ...string) {
 		for _, n := range names {
-			if v, err := p.l.StorageVolLookupByName(p.pool, dataName(n)); err == nil {
+			if v, err := p.l.StorageVolLookupByName(p.pool, p.dataName(n)); err == nil {
 				_ = p.l.StorageVolDelete(v, 0)
 			}
 		}
 	}
 	cleanup("tbk", "tbk-restored", "tbk-bad")
 	t.Cleanup(func() { cleanup("tbk", "tbk-restored", "tbk-bad") })
-	vol, _, err := p.volume(dataName("tbk"), 64<<20, "")
+	vol, _, err := p.volume(p.dataName("tbk"), 64<<20, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestVolumeBackupRestore(t *testing.T) {
 		t.Fatalf("temporary files left: %v", leftovers)
 	}
 
-	rv, err := p.restoreVolume(ctx, dataName("tbk-restored"), 32<<20, m.ID)
+	rv, err := p.restoreVolume(ctx, p.dataName("tbk-restored"), 32<<20, m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,10 +86,10 @@ func TestVolumeBackupRestore(t *testing.T) {
 	if _, _, err := VerifyVolumeBackup(dir, m.ID); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("verify of a corrupted backup: %v", err)
 	}
-	if _, err := p.restoreVolume(ctx, dataName("tbk-bad"), 64<<20, m.ID); err == nil || !strings.Contains(err.Error(), m.ID) {
+	if _, err := p.restoreVolume(ctx, p.dataName("tbk-bad"), 64<<20, m.ID); err == nil || !strings.Contains(err.Error(), m.ID) {
 		t.Fatalf("restore from a corrupted backup: %v, want an error naming it", err)
 	}
-	if _, err := p.l.StorageVolLookupByName(p.pool, dataName("tbk-bad")); err == nil {
+	if _, err := p.l.StorageVolLookupByName(p.pool, p.dataName("tbk-bad")); err == nil {
 		t.Fatal("a refused restore left a volume in the pool")
 	}
 	for _, id := range []string{"../etc/passwd", ".hidden", ""} {

@@ -292,7 +292,7 @@ func handNetns(b *testing.B, ns, addr string) func() {
 // a name no agent owns). It returns when virsh returned (libvirt has the domain running).
 func handVirsh(b *testing.B, lp *Provider, dir string, sp compute.VMSpec, backing string) (time.Time, func()) {
 	disk := filepath.Join(lp.cfg.PoolPath, sp.Name+".qcow2")
-	x, err := lp.domainXML(sp, meta{}, []string{disk})
+	x, err := lp.domainXML(sp, meta{}, []string{disk}, "")
 	if err != nil {
 		b.Fatal(err)
 	}

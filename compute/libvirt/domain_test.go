@@ -29,7 +29,7 @@ func TestDomainXML(t *testing.T) {
 		{tiny, "/k/vmlinux", "ip=198.18.200.10::198.18.200.1:255.255.255.0::eth0:off", 0, []string{"vda:/pool/root", "vdb:/pool/data"}},
 		{deb, "", "", 1, []string{"vda:/pool/root", "vdb:/pool/data", "vdc:/s/console/gc-d1-seed.iso:ro"}},
 	} {
-		x, err := p.domainXML(tc.s, meta{Host: "h1", Fingerprint: "f"}, []string{"/pool/root", "/pool/data"})
+		x, err := p.domainXML(tc.s, meta{Host: "h1", Fingerprint: "f", Image: compute.ImageName(tc.s), Generation: 3}, []string{"/pool/root", "/pool/data"}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,8 +40,14 @@ func TestDomainXML(t *testing.T) {
 		if d.Name != "gc-"+tc.s.Name || d.Type != "qemu" || d.OS.Kernel != tc.kernel || !strings.Contains(d.OS.Cmdline, tc.cmdline) || len(d.OS.BootDevices) != tc.boot {
 			t.Errorf("%s: name %q type %q os %+v", tc.s.Name, d.Name, d.Type, d.OS)
 		}
-		if !strings.Contains(d.Metadata.XML, "host='h1'") && !strings.Contains(d.Metadata.XML, `host="h1"`) {
-			t.Errorf("%s: metadata %q lacks the host", tc.s.Name, d.Metadata.XML)
+		for _, attr := range []string{"host='h1'", "image='" + compute.ImageName(tc.s) + "'", "generation='3'"} {
+			if !strings.Contains(d.Metadata.XML, attr) && !strings.Contains(d.Metadata.XML, strings.ReplaceAll(attr, "'", `"`)) {
+				t.Errorf("%s: metadata %q lacks %s", tc.s.Name, d.Metadata.XML, attr)
+			}
+		}
+		// A reboot inside the guest keeps its qemu; a power-off leaves the domain defined.
+		if d.OnReboot != "restart" || d.OnPoweroff != "destroy" {
+			t.Errorf("%s: on_reboot %q on_poweroff %q, want restart, destroy", tc.s.Name, d.OnReboot, d.OnPoweroff)
 		}
 		var disks []string
 		for _, dk := range d.Devices.Disks {
@@ -60,6 +66,38 @@ func TestDomainXML(t *testing.T) {
 		if len(d.Devices.Serials) != 2 || len(d.Devices.Channels) != 1 || d.Devices.Channels[0].Target.VirtIO.Name != "org.qemu.guest_agent.0" ||
 			d.Devices.Channels[0].Source.UNIX.Path != "/s/console/gc-"+tc.s.Name+".qga" {
 			t.Errorf("%s: serials %d, channels %+v", tc.s.Name, len(d.Devices.Serials), d.Devices.Channels)
+		}
+	}
+}
+
+// Volume files carry their host: a provider owns NAME@HOST.qcow2 and nothing of another host
+// (safe on a shared pool); one without a host name owns NAME.qcow2 only.
+func TestVolumeOwnership(t *testing.T) {
+	h1 := &Provider{cfg: Config{Host: "h1"}}
+	none := &Provider{}
+	if got := h1.dataName("data"); got != "gc-vol-data@h1.qcow2" {
+		t.Errorf("h1 data volume file %q, want gc-vol-data@h1.qcow2", got)
+	}
+	if got := h1.rootName("web"); got != "gc-web-root@h1.qcow2" {
+		t.Errorf("h1 root file %q, want gc-web-root@h1.qcow2", got)
+	}
+	for _, tc := range []struct {
+		p    *Provider
+		file string
+		base string // "" : not owned
+	}{
+		{h1, "gc-vol-data@h1.qcow2", "gc-vol-data"},
+		{h1, "gc-web-root@h1.qcow2", "gc-web-root"},
+		{h1, "gc-vol-data@h2.qcow2", ""},
+		{h1, "gc-vol-data@h10.qcow2", ""},
+		{h1, "gc-vol-data.qcow2", ""},
+		{h1, "gc-vol-data@h1.raw", ""},
+		{none, "gc-vol-data.qcow2", "gc-vol-data"},
+		{none, "gc-vol-data@h1.qcow2", ""},
+	} {
+		base, ok := tc.p.ownedBase(tc.file)
+		if ok != (tc.base != "") || ok && base != tc.base {
+			t.Errorf("host %q: ownedBase(%q) = %q, %v; want %q", tc.p.cfg.Host, tc.file, base, ok, tc.base)
 		}
 	}
 }

@@ -14,8 +14,6 @@ package libvirt
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -50,7 +48,7 @@ import (
 const (
 	prefix      = "gc-"           // every domain and volume this provider owns
 	volPrefix   = "gc-vol-"       // data volumes (resources of their own)
-	rootSuffix  = "-root.qcow2"   // a VM's root overlay: gc-NAME-root.qcow2
+	rootSuffix  = "-root"         // a VM's root overlay: gc-NAME-root@HOST.qcow2
 	baseVolume  = "gc-base.qcow2" // the base image overlays sit on
 	metadataURI = "https://govcloud.dev/compute/v1"
 )
@@ -78,7 +76,10 @@ type Config struct {
 	// empty): a VM with such an image boots a qcow2 overlay on the verified file, with a
 	// NoCloud seed of its own.
 	ImageStore string
-	Log        *slog.Logger
+	// StopTimeout is how long a VM of an image (a real OS) is given to shut down when asked
+	// (ACPI) before it is powered off; default 30s. The tiny guest is powered off at once.
+	StopTimeout time.Duration
+	Log         *slog.Logger
 }
 
 // Provider is the libvirt compute provider.
@@ -123,6 +124,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 30 * time.Second
 	}
 	p := &Provider{cfg: cfg, log: cfg.Log, own: -1, images: imagestore.New(cfg.ImageStore)}
 	if err := p.openNetns(); err != nil {
@@ -203,25 +207,53 @@ func (p *Provider) ensurePool() error {
 	return nil
 }
 
-func domName(vm string) string  { return prefix + vm }
-func rootName(vm string) string { return prefix + vm + rootSuffix }
-func dataName(v string) string  { return volPrefix + v + ".qcow2" }
-func esc(s string) string       { return html.EscapeString(s) }
+func domName(vm string) string { return prefix + vm }
+func esc(s string) string      { return html.EscapeString(s) }
 
-func fingerprint(s compute.VMSpec) string {
-	h := sha256.Sum256([]byte(s.Fingerprint()))
-	return hex.EncodeToString(h[:8])
+// Volume files are owned by a host: NAME@HOST.qcow2 (NAME.qcow2 for a provider without a
+// host name), so agents of several hosts may share one storage pool and each deletes only
+// its own. Names of VMs and volumes have no '@' (compute.ValidName).
+func (p *Provider) owned(base string) string {
+	if p.cfg.Host == "" {
+		return base + ".qcow2"
+	}
+	return base + "@" + p.cfg.Host + ".qcow2"
 }
 
+// ownedBase is the NAME of a volume file of this host, ok false for another host's (or one
+// not named so).
+func (p *Provider) ownedBase(file string) (string, bool) {
+	base, ok := strings.CutSuffix(file, ".qcow2")
+	if !ok {
+		return "", false
+	}
+	if p.cfg.Host == "" {
+		return base, !strings.Contains(base, "@")
+	}
+	return strings.CutSuffix(base, "@"+p.cfg.Host)
+}
+
+// rootName is the file of a VM's root overlay: gc-VM-root@HOST.qcow2.
+func (p *Provider) rootName(vm string) string { return p.owned(prefix + vm + rootSuffix) }
+
+// dataName is the file of data volume v: gc-vol-V@HOST.qcow2.
+func (p *Provider) dataName(v string) string { return p.owned(volPrefix + v) }
+
+// meta is the govcloud metadata element of a domain: whose it is and what it was made from,
+// for compute.Decide (Observed) and for the reports.
 type meta struct {
 	XMLName     xml.Name `xml:"vm"`
 	Host        string   `xml:"host,attr"`
 	Serves      string   `xml:"serves,attr"` // VIPs on the guest's lo, comma-separated
 	Department  string   `xml:"department,attr"`
-	Fingerprint string   `xml:"fingerprint,attr"`
+	Fingerprint string   `xml:"fingerprint,attr"` // compute.Shape of the spec
 	VCPUs       int      `xml:"vcpus,attr"`
+	MemoryMiB   int      `xml:"memoryMiB,attr"`
 	Volumes     string   `xml:"volumes,attr"`   // data volumes, comma-separated
 	Addresses   string   `xml:"addresses,attr"` // guest addresses, comma-separated
+	Image       string   `xml:"image,attr"`     // compute.ImageName: the root disk's image
+	ImageSHA256 string   `xml:"imageSHA256,attr"`
+	Generation  int      `xml:"generation,attr"` // the spec's restartGeneration
 }
 
 func (p *Provider) meta(d golibvirt.Domain) (meta, bool) {
@@ -236,18 +268,23 @@ func (p *Provider) meta(d golibvirt.Domain) (meta, bool) {
 	return m, m.Host == p.cfg.Host
 }
 
-// setMeta rewrites a running domain's metadata.
+// setMeta rewrites a running domain's live metadata.
 func (p *Provider) setMeta(d golibvirt.Domain, m meta) error {
 	return p.l.DomainSetMetadata(d, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{metaXML(m)},
 		golibvirt.OptString{"gc"}, golibvirt.OptString{metadataURI}, golibvirt.DomainAffectLive)
 }
 
 func metaXML(m meta) string {
-	return fmt.Sprintf("<vm host='%s' serves='%s' department='%s' fingerprint='%s' vcpus='%d' volumes='%s' addresses='%s'/>",
-		esc(m.Host), esc(m.Serves), esc(m.Department), m.Fingerprint, m.VCPUs, esc(m.Volumes), esc(m.Addresses))
+	return fmt.Sprintf("<vm host='%s' serves='%s' department='%s' fingerprint='%s' vcpus='%d' memoryMiB='%d' volumes='%s' addresses='%s' image='%s' imageSHA256='%s' generation='%d'/>",
+		esc(m.Host), esc(m.Serves), esc(m.Department), esc(m.Fingerprint), m.VCPUs, m.MemoryMiB, esc(m.Volumes), esc(m.Addresses), esc(m.Image), esc(m.ImageSHA256), m.Generation)
 }
 
-// Ensure makes the VM exist and run with spec; a VM running with the same spec is left alone.
+// Ensure brings the VM to spec, as compute.Decide says: a missing VM is made (defined, then
+// started unless spec.PowerState is stopped); one found not running is started again; a change
+// of size or shape rewrites the definition and restarts it, disks kept; raising
+// RestartGeneration restarts it once; only a change of image makes a new root disk. Domains
+// are persistent, so a stopped VM keeps its definition and disks. A running VM whose dsr VIPs
+// changed gets them through its shell, without a restart.
 func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStatus, error) {
 	if err := compute.ValidName(s.Name); err != nil {
 		return compute.VMStatus{}, err
@@ -256,81 +293,171 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		return compute.VMStatus{}, err
 	}
 	// A real image is verified (sha256) before anything is made; a mismatch is the VM's error.
-	var imagePath string
-	var imageSize uint64
+	var img rootImage
 	if s.ImageFile.Source != "" {
 		var err error
-		if imagePath, err = p.images.Verify(s.ImageFile.Name, s.ImageFile.Source, s.ImageFile.SHA256); err != nil {
+		if img.path, err = p.images.Verify(s.ImageFile.Name, s.ImageFile.Source, s.ImageFile.SHA256); err != nil {
 			return compute.VMStatus{}, fmt.Errorf("vm %q: %w", s.Name, err)
 		}
-		if imageSize, err = imagestore.QCOW2Size(imagePath); err != nil {
+		if img.size, err = imagestore.QCOW2Size(img.path); err != nil {
 			return compute.VMStatus{}, fmt.Errorf("vm %q: image %q: %w", s.Name, s.ImageFile.Name, err)
 		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fp := fingerprint(s)
-	if d, err := p.l.DomainLookupByName(domName(s.Name)); err == nil {
-		m, ok := p.meta(d)
-		if !ok && m.Fingerprint != "" {
+	d, err := p.l.DomainLookupByName(domName(s.Name))
+	exists := err == nil
+	var m meta
+	if exists {
+		var ok bool
+		if m, ok = p.meta(d); !ok && m.Host != "" {
 			return compute.VMStatus{}, fmt.Errorf("vm %q: domain %s belongs to host %q, not %q", s.Name, domName(s.Name), m.Host, p.cfg.Host)
 		}
-		state, _, serr := p.l.DomainGetState(d, 0)
-		if ok && m.Fingerprint == fp && serr == nil && golibvirt.DomainState(state) == golibvirt.DomainRunning {
-			if want := s.ServesText(); m.Serves != want {
-				if err := p.setServes(ctx, d, s.Name, m, want); err != nil {
-					return p.status(d, s.Name, m), err
-				}
-				m.Serves = want
+	}
+	obs := p.observe(d, exists, m)
+	dec := compute.Decide(s, obs)
+	if dec.Action != compute.None {
+		p.log.Info("vm lifecycle", "vm", s.Name, "action", dec.Action, "reason", dec.Reason)
+	}
+	switch dec.Action {
+	case compute.None:
+		if want := s.ServesText(); obs.Running && m.Serves != want {
+			if err := p.setServes(ctx, d, s.Name, m, want); err != nil {
+				return p.status(d, s.Name, m), err
 			}
-			return p.status(d, s.Name, m), nil
+			m.Serves = want
 		}
-		p.log.Info("replacing vm", "vm", s.Name, "state", state, "fingerprint", m.Fingerprint, "want", fp)
+		return p.status(d, s.Name, m), nil
+	case compute.Recreate:
 		if err := p.deleteLocked(s.Name); err != nil {
-			return compute.VMStatus{}, err
+			return compute.VMStatus{}, fmt.Errorf("vm %q: recreate: %w", s.Name, err)
+		}
+		exists = false
+	}
+	if exists && obs.Running && (dec.Action == compute.Stop || dec.Action == compute.Restart) {
+		if err := p.stop(ctx, d, s); err != nil {
+			return p.status(d, s.Name, m), fmt.Errorf("vm %q: %s: %w", s.Name, dec.Action, err)
 		}
 	}
+	// Every other action (re)writes the definition from the spec, disks kept.
+	d, m, err = p.define(ctx, s, img, d, exists)
+	if err != nil {
+		return compute.VMStatus{}, err
+	}
+	if s.WantsRunning() && dec.Action != compute.Define {
+		if err := p.start(s, d); err != nil {
+			return p.status(d, s.Name, m), err
+		}
+	}
+	return p.status(d, s.Name, m), nil
+}
+
+// rootImage is a verified image file of the store a root disk is an overlay on (zero: the
+// built-in tiny guest's empty base).
+type rootImage struct {
+	path string
+	size uint64
+}
+
+// observe reads what compute.Decide needs from a domain and its metadata.
+func (p *Provider) observe(d golibvirt.Domain, exists bool, m meta) compute.Observed {
+	if !exists {
+		return compute.Observed{}
+	}
+	o := compute.Observed{Exists: true, Image: m.Image, ImageSHA256: m.ImageSHA256, Generation: m.Generation,
+		VCPUs: m.VCPUs, MemoryMiB: m.MemoryMiB, Shape: m.Fingerprint}
+	if active, err := p.l.DomainIsActive(d); err == nil && active == 1 {
+		o.Running = true
+	}
+	return o
+}
+
+// stop powers the VM off: a VM of an image (a real OS) is asked to shut down (ACPI) and given
+// Config.StopTimeout; the tiny guest (no ACPI handler) and one that does not stop in time are
+// powered off. The definition and the disks stay.
+func (p *Provider) stop(ctx context.Context, d golibvirt.Domain, s compute.VMSpec) error {
+	if s.ImageFile.Source != "" {
+		if err := p.l.DomainShutdown(d); err == nil {
+			deadline := time.Now().Add(p.cfg.StopTimeout)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if active, err := p.l.DomainIsActive(d); err == nil && active == 0 {
+					return nil
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			p.log.Warn("vm did not shut down in time: powering it off", "vm", s.Name, "timeout", p.cfg.StopTimeout)
+		}
+	}
+	if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
+		if active, aerr := p.l.DomainIsActive(d); aerr == nil && active == 0 {
+			return nil // stopped meanwhile
+		}
+		return fmt.Errorf("power off domain %s: %w", d.Name, err)
+	}
+	return nil
+}
+
+// start starts the defined VM: its NICs' host side first (a stopped domain has no taps; with
+// libvirtd in another namespace, each NIC's bridge and veth pair), then the domain.
+func (p *Provider) start(s compute.VMSpec, d golibvirt.Domain) error {
+	if active, err := p.l.DomainIsActive(d); err == nil && active == 1 {
+		return nil
+	}
+	for _, n := range s.NICs {
+		p.unplug(n.Port) // a leftover tap of a crashed qemu (and its plumbing)
+		if err := p.plumb(n); err != nil {
+			return fmt.Errorf("vm %q: segment %q: %w", s.Name, n.Segment, err)
+		}
+	}
+	if err := p.l.DomainCreate(d); err != nil {
+		return fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err)
+	}
+	// The guest's shell is a root shell: only root (and qemu, its owner) may reach its socket.
+	if err := os.Chmod(p.ShellSocket(s.Name), 0o600); err != nil {
+		return fmt.Errorf("vm %q: guest shell socket: %w", s.Name, err)
+	}
+	return nil
+}
+
+// define writes the VM's persistent definition from spec: its disks (the root overlay and the
+// data volumes, each made when missing, never remade), its seed, its metadata. An existing
+// domain keeps its UUID; a running one takes the new definition at its next start. A VM made
+// here for the first time is removed again (disks included) when this fails.
+func (p *Provider) define(ctx context.Context, s compute.VMSpec, img rootImage, old golibvirt.Domain, exists bool) (golibvirt.Domain, meta, error) {
 	// Check before making anything: the segment bridges must exist.
 	for _, n := range s.NICs {
 		if _, err := net.InterfaceByName(n.Bridge); err != nil {
-			return compute.VMStatus{}, fmt.Errorf("vm %q: bridge %q of segment %q: %w", s.Name, n.Bridge, n.Segment, err)
+			return old, meta{}, fmt.Errorf("vm %q: bridge %q of segment %q: %w", s.Name, n.Bridge, n.Segment, err)
 		}
-		p.unplug(n.Port) // a leftover tap of a crashed qemu (and its plumbing)
 	}
 	var made []golibvirt.StorageVol
-	fail := func(err error) (compute.VMStatus, error) {
+	fail := func(err error) (golibvirt.Domain, meta, error) {
 		for _, v := range made {
 			_ = p.l.StorageVolDelete(v, 0)
 		}
-		for _, n := range s.NICs {
-			p.unplug(n.Port)
+		if !exists {
+			_ = os.Remove(p.seedPath(s.Name))
 		}
-		_ = os.Remove(p.seedPath(s.Name))
-		return compute.VMStatus{}, err
-	}
-	for _, n := range s.NICs {
-		if err := p.plumb(n); err != nil {
-			return fail(fmt.Errorf("vm %q: segment %q: %w", s.Name, n.Segment, err))
-		}
+		return old, meta{}, err
 	}
 	rootSize, rootBacking := uint64(64<<20), p.base
-	if imagePath != "" {
-		rootSize, rootBacking = imageSize, imagePath
+	if img.path != "" {
+		rootSize, rootBacking = img.size, img.path
 	}
-	root, created, err := p.volume(rootName(s.Name), rootSize, rootBacking)
+	p.adopt(prefix+s.Name+rootSuffix+".qcow2", p.rootName(s.Name))
+	root, created, err := p.volume(p.rootName(s.Name), rootSize, rootBacking)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
 	}
-	if created {
+	if created && !exists {
 		made = append(made, root)
 	}
-	disks := []string{}
 	rp, err := p.l.StorageVolGetPath(root)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: path of %s: %w", s.Name, root.Name, err))
 	}
-	disks = append(disks, rp)
-	if imagePath != "" {
+	disks := []string{rp}
+	if img.path != "" {
 		if err = seed.WriteISO(p.seedPath(s.Name), seedConfig(s)); err != nil {
 			return fail(fmt.Errorf("vm %q: %w", s.Name, err))
 		}
@@ -342,12 +469,13 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		}
 		var vol golibvirt.StorageVol
 		var created bool
-		if _, lerr := p.l.StorageVolLookupByName(p.pool, dataName(v.Name)); lerr != nil && v.RestoreFrom != "" {
+		p.adopt(volPrefix+v.Name+".qcow2", p.dataName(v.Name))
+		if _, lerr := p.l.StorageVolLookupByName(p.pool, p.dataName(v.Name)); lerr != nil && v.RestoreFrom != "" {
 			// A volume made from a backup; one that exists is never overwritten.
-			vol, err = p.restoreVolume(ctx, dataName(v.Name), uint64(v.SizeGiB)<<30, v.RestoreFrom)
+			vol, err = p.restoreVolume(ctx, p.dataName(v.Name), uint64(v.SizeGiB)<<30, v.RestoreFrom)
 			created = true
 		} else {
-			vol, created, err = p.volume(dataName(v.Name), uint64(v.SizeGiB)<<30, backing)
+			vol, created, err = p.volume(p.dataName(v.Name), uint64(v.SizeGiB)<<30, backing)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("vm %q: volume %q: %w", s.Name, v.Name, err))
@@ -361,13 +489,13 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		}
 		disks = append(disks, vp)
 	}
-	m := meta{Host: p.cfg.Host, Serves: s.ServesText(), Department: s.Department, Fingerprint: fp, VCPUs: s.VCPUs}
-	for i, v := range s.Volumes {
-		if i > 0 {
-			m.Volumes += ","
-		}
-		m.Volumes += v.Name
+	m := meta{Host: p.cfg.Host, Serves: s.ServesText(), Department: s.Department, Fingerprint: compute.Shape(s),
+		VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, Image: compute.ImageName(s), ImageSHA256: s.ImageFile.SHA256, Generation: s.RestartGeneration}
+	var vols []string
+	for _, v := range s.Volumes {
+		vols = append(vols, v.Name)
 	}
+	m.Volumes = strings.Join(vols, ",")
 	var addrs []string
 	for _, n := range s.NICs {
 		for _, a := range []netip.Prefix{n.Addr, n.Addr6} {
@@ -377,19 +505,61 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 		}
 	}
 	m.Addresses = strings.Join(addrs, ",")
-	dx, err := p.domainXML(s, m, disks)
+	uuid := ""
+	if exists {
+		uuid = uuidText(old.UUID)
+	}
+	dx, err := p.domainXML(s, m, disks, uuid)
 	if err != nil {
 		return fail(fmt.Errorf("vm %q: %w", s.Name, err))
 	}
-	d, err := p.l.DomainCreateXML(dx, 0)
+	d, err := p.l.DomainDefineXML(dx)
 	if err != nil {
-		return fail(fmt.Errorf("vm %q: start domain %s: %w", s.Name, domName(s.Name), err))
+		return fail(fmt.Errorf("vm %q: define domain %s: %w", s.Name, domName(s.Name), err))
 	}
-	// The guest's shell is a root shell: only root (and qemu, its owner) may reach its socket.
-	if err := os.Chmod(p.ShellSocket(s.Name), 0o600); err != nil {
-		return fail(fmt.Errorf("vm %q: guest shell socket: %w", s.Name, err))
+	// A running domain takes the new definition at its next start; the metadata the next
+	// pass reads must say what runs now, so the live copy changes only when it is true now:
+	// the generation (recorded without a restart) and the VIPs (changed in the guest).
+	if active, err := p.l.DomainIsActive(d); err == nil && active == 1 {
+		if live, ok := p.meta(d); ok {
+			live.Generation = s.RestartGeneration
+			_ = p.setMeta(d, live)
+			m = live
+		}
 	}
-	return p.status(d, s.Name, m), nil
+	return d, m, nil
+}
+
+// adopt renames a volume file made before files carried their host (gc-vol-NAME.qcow2,
+// gc-VM-root.qcow2) to this host's name for it, when this host has none yet: the controller
+// placed the VM using it here, so it is this host's. Only in a dir pool (a file rename; other
+// pool types cannot rename a volume) and only for a provider with a host name.
+func (p *Provider) adopt(legacy, name string) {
+	if p.cfg.Host == "" || p.cfg.PoolType != "dir" || legacy == name {
+		return
+	}
+	if _, err := p.l.StorageVolLookupByName(p.pool, name); err == nil {
+		return
+	}
+	v, err := p.l.StorageVolLookupByName(p.pool, legacy)
+	if err != nil {
+		return
+	}
+	path, err := p.l.StorageVolGetPath(v)
+	if err != nil {
+		return
+	}
+	if err := os.Rename(path, filepath.Join(filepath.Dir(path), name)); err != nil {
+		p.log.Warn("adopting a volume named without its host", "volume", legacy, "as", name, "err", err)
+		return
+	}
+	_ = p.l.StoragePoolRefresh(p.pool, 0)
+	p.log.Info("adopted a volume named without its host", "volume", legacy, "as", name)
+}
+
+func uuidText(u golibvirt.UUID) string {
+	b := u[:]
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // TinyImage is the built-in image: the guestimage built on this host, booted directly (kernel,
@@ -461,18 +631,21 @@ func (p *Provider) ConsoleLog(vm string) string {
 // (disks[0], an overlay on the verified image) and reads its NoCloud seed from a read-only disk
 // after the others. Every VM has its console log on ttyS0, the tiny guest's shell socket on
 // ttyS1 and a QEMU guest agent channel (GuestAgentSocket).
-func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string) (string, error) {
+func (p *Provider) domainXML(s compute.VMSpec, m meta, disks []string, uuid string) (string, error) {
 	vcpus, mem := max(s.VCPUs, 1), max(s.MemoryMiB, 96)
 	port0, port1 := uint(0), uint(1)
 	d := libvirtxml.Domain{
 		Type:     "qemu",
 		Name:     domName(s.Name),
+		UUID:     uuid,
 		Metadata: &libvirtxml.DomainMetadata{XML: strings.Replace(metaXML(m), "<vm ", fmt.Sprintf("<gc:vm xmlns:gc='%s' ", metadataURI), 1)},
 		Memory:   &libvirtxml.DomainMemory{Value: uint(mem), Unit: "MiB"},
 		VCPU:     &libvirtxml.DomainVCPU{Value: uint(vcpus)},
 		OS:       &libvirtxml.DomainOS{Type: &libvirtxml.DomainOSType{Arch: "x86_64", Machine: "pc", Type: "hvm"}},
-		// Destroyed rather than restarted: the agent sees the VM gone and makes it anew.
-		OnPoweroff: "destroy", OnReboot: "destroy", OnCrash: "destroy",
+		// A reboot inside the guest keeps its qemu; a power-off or crash leaves the domain
+		// stopped (defined, disks kept), and the agent starts it again unless it is wanted
+		// stopped.
+		OnPoweroff: "destroy", OnReboot: "restart", OnCrash: "destroy",
 		Devices: &libvirtxml.DomainDeviceList{Emulator: p.cfg.Emulator},
 	}
 	if s.ImageFile.Source == "" {
@@ -598,8 +771,13 @@ func (p *Provider) deleteLocked(name string) error {
 	var errs []error
 	if d, err := p.l.DomainLookupByName(domName(name)); err == nil {
 		ports := p.ports(d)
-		if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("destroy domain %s: %w", domName(name), err))
+		// A stopped (defined, not running) domain has nothing to destroy.
+		if active, err := p.l.DomainIsActive(d); err != nil || active == 1 {
+			if err := p.l.DomainDestroy(d); err != nil && !golibvirt.IsNotFound(err) {
+				if active, aerr := p.l.DomainIsActive(d); aerr != nil || active == 1 {
+					errs = append(errs, fmt.Errorf("destroy domain %s: %w", domName(name), err))
+				}
+			}
 		}
 		// A persistent domain (defined by someone by hand under our prefix) goes too.
 		if err := p.l.DomainUndefineFlags(d, golibvirt.DomainUndefineNvram); err != nil && !golibvirt.IsNotFound(err) {
@@ -612,9 +790,9 @@ func (p *Provider) deleteLocked(name string) error {
 			p.unplug(port)
 		}
 	}
-	if v, err := p.l.StorageVolLookupByName(p.pool, rootName(name)); err == nil {
+	if v, err := p.l.StorageVolLookupByName(p.pool, p.rootName(name)); err == nil {
 		if err := p.l.StorageVolDelete(v, 0); err != nil {
-			errs = append(errs, fmt.Errorf("delete volume %s: %w", rootName(name), err))
+			errs = append(errs, fmt.Errorf("delete volume %s: %w", p.rootName(name), err))
 		}
 	}
 	_ = os.Remove(p.consoleLog(name))
@@ -651,7 +829,8 @@ func (p *Provider) List(ctx context.Context) ([]compute.VMStatus, error) {
 		return nil, err
 	}
 	for _, v := range vols {
-		if vm, ok := strings.CutSuffix(strings.TrimPrefix(v.Name, prefix), rootSuffix); ok && strings.HasPrefix(v.Name, prefix) && !strings.HasPrefix(v.Name, volPrefix) && !seen[vm] {
+		base, _ := p.ownedBase(v.Name)
+		if vm, ok := strings.CutSuffix(strings.TrimPrefix(base, prefix), rootSuffix); ok && !strings.HasPrefix(base, volPrefix) && !seen[vm] {
 			seen[vm] = true
 			out = append(out, compute.VMStatus{Name: vm, State: compute.Error, Message: "root volume without a domain"})
 		}
@@ -668,14 +847,15 @@ func (p *Provider) ownedVolumes() ([]golibvirt.StorageVol, error) {
 	}
 	var out []golibvirt.StorageVol
 	for _, v := range vols {
-		if strings.HasPrefix(v.Name, prefix) && v.Name != baseVolume {
+		if _, mine := p.ownedBase(v.Name); mine && strings.HasPrefix(v.Name, prefix) && v.Name != baseVolume {
 			out = append(out, v)
 		}
 	}
 	return out, nil
 }
 
-// Volumes lists the owned volumes' names (root overlays and data volumes), for leak checks.
+// Volumes lists the names of this host's volumes (root overlays and data volumes), for leak
+// checks; another host's in a shared pool are not listed.
 func (p *Provider) Volumes(ctx context.Context) ([]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -688,7 +868,8 @@ func (p *Provider) Volumes(ctx context.Context) ([]string, error) {
 	return out, err
 }
 
-// PruneVolumes deletes the data volumes whose names are not in keep.
+// PruneVolumes deletes this host's data volumes whose names are not in keep; another host's
+// volumes in a shared pool are never touched.
 func (p *Provider) PruneVolumes(ctx context.Context, keep map[string]bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -698,11 +879,9 @@ func (p *Provider) PruneVolumes(ctx context.Context, keep map[string]bool) error
 	}
 	var errs []error
 	for _, v := range vols {
-		name, ok := strings.CutPrefix(v.Name, volPrefix)
-		if !ok {
-			continue
-		}
-		if keep[strings.TrimSuffix(name, ".qcow2")] {
+		base, _ := p.ownedBase(v.Name)
+		name, ok := strings.CutPrefix(base, volPrefix)
+		if !ok || keep[name] {
 			continue
 		}
 		p.log.Info("deleting volume", "volume", v.Name)
@@ -727,16 +906,20 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 		if !ok || !strings.HasPrefix(d.Name, prefix) {
 			continue
 		}
-		_, _, memKiB, nrCPU, cpuNs, err := p.l.DomainGetInfo(d)
+		state, _, memKiB, nrCPU, cpuNs, err := p.l.DomainGetInfo(d)
 		if err != nil {
 			continue // gone meanwhile
 		}
 		vm := strings.TrimPrefix(d.Name, prefix)
-		u := compute.Usage{VM: vm, Department: m.Department, VCPUs: int(nrCPU), VCPUSeconds: float64(cpuNs) / 1e9, MemoryBytes: memKiB << 10}
-		vols := map[string]string{compute.RootVolume(vm): rootName(vm)} // reported name -> pool volume
+		u := compute.Usage{VM: vm, Department: m.Department}
+		if golibvirt.DomainState(state) != golibvirt.DomainShutoff {
+			// A stopped VM takes no vCPUs or memory; its disks it keeps.
+			u.VCPUs, u.VCPUSeconds, u.MemoryBytes = int(nrCPU), float64(cpuNs)/1e9, memKiB<<10
+		}
+		vols := map[string]string{compute.RootVolume(vm): p.rootName(vm)} // reported name -> pool volume
 		for _, v := range strings.Split(m.Volumes, ",") {
 			if v != "" {
-				vols[v] = dataName(v)
+				vols[v] = p.dataName(v)
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(vols)) {
@@ -753,8 +936,9 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 	return out, nil
 }
 
-// RemoveAll deletes every VM of this host with its taps, every owned volume including the
-// base, and the storage pool itself: for taking down a whole installation (the lab's down).
+// RemoveAll deletes every VM of this host with its taps and every volume of this host; then,
+// unless another host's volumes are left in the pool (a shared pool), the base volume and
+// the storage pool itself: for taking down a whole installation (the lab's down).
 func (p *Provider) RemoveAll(ctx context.Context) error {
 	vms, err := p.List(ctx)
 	if err != nil {
@@ -770,11 +954,24 @@ func (p *Provider) RemoveAll(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list volumes of pool %q: %w", p.cfg.Pool, err))...)
 	}
+	others := 0
 	for _, v := range vols {
-		if strings.HasPrefix(v.Name, prefix) {
-			if err := p.l.StorageVolDelete(v, 0); err != nil {
-				errs = append(errs, fmt.Errorf("delete volume %s: %w", v.Name, err))
+		if _, mine := p.ownedBase(v.Name); !strings.HasPrefix(v.Name, prefix) || v.Name == baseVolume || !mine {
+			if strings.HasPrefix(v.Name, prefix) && v.Name != baseVolume {
+				others++
 			}
+			continue
+		}
+		if err := p.l.StorageVolDelete(v, 0); err != nil {
+			errs = append(errs, fmt.Errorf("delete volume %s: %w", v.Name, err))
+		}
+	}
+	if others > 0 {
+		return errors.Join(errs...)
+	}
+	if v, err := p.l.StorageVolLookupByName(p.pool, baseVolume); err == nil {
+		if err := p.l.StorageVolDelete(v, 0); err != nil {
+			errs = append(errs, fmt.Errorf("delete volume %s: %w", baseVolume, err))
 		}
 	}
 	if err := p.l.StoragePoolDestroy(p.pool); err != nil && !golibvirt.IsNotFound(err) {

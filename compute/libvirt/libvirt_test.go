@@ -125,7 +125,7 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 			found = true
 			var want uint64
 			var wantVols []compute.VolumeUsage
-			for _, n := range [][2]string{{compute.RootVolume(vm.Name), rootName(vm.Name)}, {"tvd1", dataName("tvd1")}} {
+			for _, n := range [][2]string{{compute.RootVolume(vm.Name), p.rootName(vm.Name)}, {"tvd1", p.dataName("tvd1")}} {
 				v, err := p.l.StorageVolLookupByName(p.pool, n[1])
 				if err != nil {
 					t.Fatalf("volume %s: %v", n[1], err)
@@ -148,7 +148,7 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	}
 
 	x, _ := p.l.DomainGetXMLDesc(mustDomain(t, p, vm.Name), 0)
-	if !strings.Contains(x, dataName("tvd1")) || !strings.Contains(x, "<target dev='vdb' bus='virtio'/>") {
+	if !strings.Contains(x, p.dataName("tvd1")) || !strings.Contains(x, "<target dev='vdb' bus='virtio'/>") {
 		t.Fatalf("domain XML has no data volume as vdb:\n%s", x)
 	}
 
@@ -157,13 +157,13 @@ func TestVMBootsAndAnswersNeighbour(t *testing.T) {
 	}
 	assertGone(t, p, vm.Name, vm.NICs[0].Port)
 	// The data volume outlives the VM until the controller drops it.
-	if _, err := p.l.StorageVolLookupByName(p.pool, dataName("tvd1")); err != nil {
+	if _, err := p.l.StorageVolLookupByName(p.pool, p.dataName("tvd1")); err != nil {
 		t.Fatalf("data volume deleted with the VM: %v", err)
 	}
 	if err := p.PruneVolumes(ctx, map[string]bool{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.l.StorageVolLookupByName(p.pool, dataName("tvd1")); err == nil {
+	if _, err := p.l.StorageVolLookupByName(p.pool, p.dataName("tvd1")); err == nil {
 		t.Fatal("data volume survives PruneVolumes")
 	}
 }
@@ -188,8 +188,8 @@ func assertGone(t testing.TB, p *Provider, vm, port string) {
 	if _, err := p.l.DomainLookupByName(domName(vm)); err == nil {
 		t.Errorf("domain %s still exists", domName(vm))
 	}
-	if _, err := p.l.StorageVolLookupByName(p.pool, rootName(vm)); err == nil {
-		t.Errorf("volume %s still exists", rootName(vm))
+	if _, err := p.l.StorageVolLookupByName(p.pool, p.rootName(vm)); err == nil {
+		t.Errorf("volume %s still exists", p.rootName(vm))
 	}
 	if _, err := netlink.LinkByName(port); err == nil {
 		t.Errorf("tap %s still exists", port)

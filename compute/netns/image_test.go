@@ -23,3 +23,19 @@ func TestImageRefused(t *testing.T) {
 		t.Fatal("state recorded for a refused VM")
 	}
 }
+
+// A namespace guest has no power state: powerState stopped is refused with the VM and the
+// value named, before anything is made.
+func TestStoppedRefused(t *testing.T) {
+	p, err := New(Config{StateDir: t.TempDir(), HTTPCommand: func(string) []string { return []string{"true"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := compute.VMSpec{Name: "s1", PowerState: compute.PowerStopped}
+	if _, err := p.Ensure(context.Background(), s); err == nil || !strings.Contains(err.Error(), `vm "s1": powerState "stopped"`) {
+		t.Fatalf("ensure: %v, want a refusal naming the VM and the power state", err)
+	}
+	if _, ok := p.load("s1"); ok {
+		t.Fatal("state recorded for a refused VM")
+	}
+}

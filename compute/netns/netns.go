@@ -200,6 +200,9 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 	if s.ImageFile.Source != "" {
 		return compute.VMStatus{}, fmt.Errorf("vm %q: image %q: namespace guests run no disk image (only the built-in tiny guest's role); a host with --provider libvirt boots it", s.Name, s.Image)
 	}
+	if !s.WantsRunning() {
+		return compute.VMStatus{}, fmt.Errorf("vm %q: powerState %q: namespace guests have no power state (they are processes, not machines); a host with --provider libvirt stops VMs", s.Name, s.PowerState)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := s.Fingerprint()

@@ -430,6 +430,37 @@ func vms(st *config.State) config.Errors {
 		}
 	}
 	var es config.Errors
+	// Volumes stay on the host that made them (status.host): a VM using one runs there.
+	volHost := map[string]string{} // VM -> the host its volumes hold it to
+	volOn := map[string]string{}   // VM -> the volume naming that host
+	for _, o := range list {
+		s := o.Spec.(*config.VMSpec)
+		for i, vn := range s.Volumes {
+			v := st.Get(config.KindVolume, vn)
+			if v == nil || v.Status.Host == "" {
+				continue
+			}
+			if h := volHost[o.Metadata.Name]; h != "" && h != v.Status.Host {
+				o.Status.Reason = fmt.Sprintf("volume %q is on host %q and volume %q on host %q: a VM runs on one host", volOn[o.Metadata.Name], h, vn, v.Status.Host)
+				if o.Source != nil {
+					es = es.Add(config.ErrAt(o, fmt.Sprintf("spec.volumes[%d]", i), vn, "%s", o.Status.Reason))
+				}
+				continue
+			}
+			volHost[o.Metadata.Name], volOn[o.Metadata.Name] = v.Status.Host, vn
+		}
+		if h := volHost[o.Metadata.Name]; h != "" && o.Status.Host != "" && o.Status.Host != h {
+			why := volumeMoveReason(volOn[o.Metadata.Name], h, o.Metadata.Name, o.Status.Host)
+			if o.Source != nil {
+				field, value := "spec.volumes", volOn[o.Metadata.Name]
+				if s.Host != "" {
+					field, value = "spec.host", s.Host
+				}
+				es = es.Add(config.ErrAt(o, field, value, "%s", why))
+			}
+			o.Status.Reason = why
+		}
+	}
 	// Placed VMs beyond their host's capacity (pinned, or the capacity shrank) stay where they
 	// are: each says so in its reason. Only a VM this input newly pins there is refused.
 	for _, h := range hosts {
@@ -458,7 +489,7 @@ func vms(st *config.State) config.Errors {
 			best := ""
 			var matching []*config.Object
 			for _, h := range hosts {
-				if !matches(h, s.HostSelector) {
+				if !matches(h, s.HostSelector) || volHost[o.Metadata.Name] != "" && h.Metadata.Name != volHost[o.Metadata.Name] {
 					continue
 				}
 				matching = append(matching, h)
@@ -471,6 +502,9 @@ func vms(st *config.State) config.Errors {
 				o.Status.Host = best
 				load[best]++
 				use[best] = use[best].plus(n)
+			case volHost[o.Metadata.Name] != "" && len(matching) == 0:
+				o.Status.Reason = fmt.Sprintf("no host for VM %q: its volume %q is on host %q, which does not match hostSelector %s",
+					o.Metadata.Name, volOn[o.Metadata.Name], volHost[o.Metadata.Name], selectorText(s.HostSelector))
 			case len(matching) > 0:
 				o.Status.Reason = noRoomReason(o.Metadata.Name, s.HostSelector, matching, limit, use, n)
 			default:
@@ -513,6 +547,27 @@ func vms(st *config.State) config.Errors {
 			o.Status.Networks = append(o.Status.Networks, a)
 		}
 	}
+	// A volume first used by a placed VM belongs to that VM's host from then on, until it is
+	// deleted: detaching it or deleting its VM leaves it there.
+	for _, o := range list {
+		if o.Status.Host == "" || (volHost[o.Metadata.Name] != "" && volHost[o.Metadata.Name] != o.Status.Host) {
+			continue
+		}
+		for _, vn := range o.Spec.(*config.VMSpec).Volumes {
+			if v := st.Get(config.KindVolume, vn); v != nil && v.Status.Host == "" {
+				v.Status.Host = o.Status.Host
+			}
+		}
+	}
 	sort.SliceStable(es, func(i, j int) bool { return es[i].Name < es[j].Name })
 	return es
+}
+
+// volumeMoveReason says why VM may not use volume on host vmHost: the volume's data is in
+// the storage pool of host volHost (each host's pool is its own; see README "VM lifecycle
+// and volumes").
+func volumeMoveReason(volume, volHost, vm, vmHost string) string {
+	return fmt.Sprintf("volume %q is on host %q, VM %q on host %q: a volume stays on the host that made it "+
+		"(its data is in that host's storage pool); place the VM on %q, or back the volume up and restore it as a new volume (spec.restoreFrom)",
+		volume, volHost, vm, vmHost, volHost)
 }

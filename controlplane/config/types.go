@@ -336,7 +336,19 @@ type VMSpec struct {
 	// SSHKeys are OpenSSH public keys ("ssh-ed25519 AAAA... comment") the guest's root account
 	// accepts; an image other than tiny gets them through its NoCloud seed.
 	SSHKeys []string `yaml:"sshKeys" json:"sshKeys,omitempty"`
+	// PowerState is PowerRunning (the default, when omitted) or PowerStopped: a stopped VM
+	// keeps its definition, root disk and volumes, and starts again when set back to running.
+	PowerState string `yaml:"powerState" json:"powerState,omitempty"`
+	// RestartGeneration reboots the VM once each time it is raised (the compute agent stops
+	// and starts it, disks kept); 0 or more. Lowering it only records the value.
+	RestartGeneration int `yaml:"restartGeneration" json:"restartGeneration,omitempty"`
 }
+
+// The values of VMSpec.PowerState.
+const (
+	PowerRunning = "running"
+	PowerStopped = "stopped"
+)
 
 // TinyImage is the built-in guest image (a kernel and a busybox initramfs made on each host);
 // it needs no Image object, and no Image may take its name. A VM without an image boots it.

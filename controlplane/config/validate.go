@@ -366,6 +366,12 @@ func (c *objectCheck) vm(s *VMSpec) {
 	if len(s.Networks) == 0 {
 		c.bad("spec.networks", "", "at least one network (segment) required")
 	}
+	if s.PowerState != "" && s.PowerState != PowerRunning && s.PowerState != PowerStopped {
+		c.bad("spec.powerState", s.PowerState, "must be %q or %q (omitted: %q)", PowerRunning, PowerStopped, PowerRunning)
+	}
+	if s.RestartGeneration < 0 {
+		c.bad("spec.restartGeneration", strconv.Itoa(s.RestartGeneration), "must be 0 or more (raise it by one to reboot the VM)")
+	}
 	for i, k := range s.SSHKeys {
 		if err := sshKey(k); err != nil {
 			c.bad(fmt.Sprintf("spec.sshKeys[%d]", i), k, "%v", err)

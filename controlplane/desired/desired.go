@@ -189,6 +189,10 @@ type VM struct {
 	FloatingIP netip.Addr `json:"floatingIP,omitzero"`
 	// SSHKeys are the OpenSSH public keys the guest's root accepts (its NoCloud seed).
 	SSHKeys []string `json:"sshKeys,omitempty"`
+	// PowerState is "running" (also when empty) or "stopped" (config.VMSpec.PowerState).
+	PowerState string `json:"powerState,omitempty"`
+	// RestartGeneration restarts the VM each time it is raised (config.VMSpec).
+	RestartGeneration int `json:"restartGeneration,omitempty"`
 }
 
 // Image is a guest image in the host's image store: Source is the file's path relative to the
@@ -215,7 +219,8 @@ type Interface struct {
 	Gateway6 netip.Addr `json:"gateway6,omitzero"`
 }
 
-// Volume is a block volume used by a VM on this host.
+// Volume is a block volume of this host: used by a VM placed here, or kept here (its
+// status.host) with no VM using it. The compute agent keeps exactly these of its volumes.
 type Volume struct {
 	Name       string `json:"name"`
 	Department string `json:"department"`

@@ -167,7 +167,8 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 		}
 		s := o.Spec.(*config.VMSpec)
 		vm := desired.VM{Name: o.Metadata.Name, Department: s.Department, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB,
-			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}, FloatingIP: parseAddr(o.Status.FloatingIP), SSHKeys: s.SSHKeys}
+			Image: s.Image, Volumes: s.Volumes, Interfaces: []desired.Interface{}, FloatingIP: parseAddr(o.Status.FloatingIP), SSHKeys: s.SSHKeys,
+			PowerState: s.PowerState, RestartGeneration: s.RestartGeneration}
 		images = append(images, s.Image)
 		for _, n := range o.Status.Networks {
 			seg := st.Get(config.KindSegment, n.Segment)
@@ -189,7 +190,10 @@ func ForHost(st *config.State, host string, rev int64) *desired.State {
 	}
 	out.Guards = guards(st, host)
 	for _, o := range st.List(config.KindVolume) {
-		if slices.Contains(vols, o.Metadata.Name) {
+		// The host's volumes: those it holds (status.host, also with no VM using them), and
+		// ones not yet held that a VM placed here uses (a state not allocated since volumes
+		// had a host).
+		if o.Status.Host == host || o.Status.Host == "" && slices.Contains(vols, o.Metadata.Name) {
 			s := o.Spec.(*config.VolumeSpec)
 			out.Volumes = append(out.Volumes, desired.Volume{Name: o.Metadata.Name, Department: s.Department, SizeGiB: s.SizeGiB, Image: s.Image, RestoreFrom: s.RestoreFrom})
 			images = append(images, s.Image)
