@@ -472,6 +472,20 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	// A guest port that is missing (its VM not made yet, or broken) is that guest's fault: the
 	// segments are ready once everything else of the host network is.
 	segErr, portErrs := hostnet.SplitPortErrors(hnErr)
+	// A VM asked to be stopped has no port (libvirt keeps its domain defined, without a tap):
+	// that is its state, not a fault. Its guest stays in the plan, so its guards and
+	// anti-spoofing are in place when it starts.
+	if stopped := stoppedPorts(st); len(stopped) > 0 {
+		var rest []error
+		for name, pe := range portErrs {
+			if stopped[name] {
+				delete(portErrs, name)
+				continue
+			}
+			rest = append(rest, pe)
+		}
+		hnErr = errors.Join(append([]error{segErr}, rest...)...)
+	}
 	for _, s := range st.Segments {
 		status.Segments[s.Name] = readiness(segErr)
 	}
@@ -969,10 +983,15 @@ func (a *Agent) activeConnections(plan lbPlan) []hoststatus.Connections {
 }
 
 // guestReadiness is each local VM's readiness: "not ready" with its ports' errors when one did
-// not join its segment bridge, or when the segments could not be made (segErr).
+// not join its segment bridge, or when the segments could not be made (segErr); "stopped" for a
+// VM whose spec asks powerState stopped.
 func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.PortError) map[string]string {
 	out := make(map[string]string, len(st.VMs))
 	for _, vm := range st.VMs {
+		if vm.PowerState == desired.PowerStopped {
+			out[vm.Name] = desired.PowerStopped
+			continue
+		}
 		var errs []error
 		for _, ifc := range vm.Interfaces {
 			if pe := ports[GuestPort(vm.Name, ifc.Segment)]; pe != nil {
@@ -983,6 +1002,19 @@ func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.P
 			errs = append(errs, errors.New("its segments are not ready (host network error)"))
 		}
 		out[vm.Name] = readiness(errors.Join(errs...))
+	}
+	return out
+}
+
+// stoppedPorts are the guest ports of the local VMs whose spec asks powerState stopped.
+func stoppedPorts(st *desired.State) map[string]bool {
+	out := map[string]bool{}
+	for _, vm := range st.VMs {
+		if vm.PowerState == desired.PowerStopped {
+			for _, ifc := range vm.Interfaces {
+				out[GuestPort(vm.Name, ifc.Segment)] = true
+			}
+		}
 	}
 	return out
 }

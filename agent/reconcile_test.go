@@ -646,3 +646,51 @@ func TestReadinessPerGuest(t *testing.T) {
 		t.Errorf("after the port appeared: guests %q ready=%v, want %q, ready", got.Guests, got.Ready, want)
 	}
 }
+
+// TestStoppedGuestIsNoFault: a VM asked to be stopped has no port (libvirt keeps the domain
+// without a tap). That is reported as "stopped", the host stays ready, and its guest stays in
+// the host network plan (guards and anti-spoofing ready for its start); another guest's
+// missing port is still that guest's fault.
+func TestStoppedGuestIsNoFault(t *testing.T) {
+	r := newRig(t, "h1", false)
+	st := labState()
+	iface := func(mac, addr string) []desired.Interface {
+		return []desired.Interface{{Segment: "health-web", VLAN: 130, MAC: mac, Prefix4: netip.MustParsePrefix(addr), Gateway4: netip.MustParseAddr("198.18.30.1")}}
+	}
+	st.VMs = append(st.VMs,
+		desired.VM{Name: "health-off", Department: "health", PowerState: desired.PowerStopped, Interfaces: iface("02:00:00:00:30:03", "198.18.30.3/24")},
+		desired.VM{Name: "health-on", Department: "health", PowerState: "running", Interfaces: iface("02:00:00:00:30:04", "198.18.30.4/24")})
+	off, on := GuestPort("health-off", "health-web"), GuestPort("health-on", "health-web")
+	missing := func(port string) error {
+		return &hostnet.PortError{Ifname: port, Segment: "health-web", Err: errors.New("Link not found")}
+	}
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantReady bool
+		want      map[string]string
+	}{
+		{"stopped VM's port absent", errors.Join(missing(off)), true,
+			map[string]string{"lands-web-1": "ready", "health-off": "stopped", "health-on": "ready"}},
+		{"stopped absent, running VM's port absent too", errors.Join(missing(off), missing(on)), false,
+			map[string]string{"lands-web-1": "ready", "health-off": "stopped", "health-on": "not ready: guest " + on + ` on segment "health-web": Link not found`}},
+		{"stopped VM's port present (not yet stopped)", nil, true,
+			map[string]string{"lands-web-1": "ready", "health-off": "stopped", "health-on": "ready"}},
+	} {
+		r.hn.SetErr(tc.err)
+		got := r.pass(t, st)
+		if !reflect.DeepEqual(got.Guests, tc.want) || got.Ready != tc.wantReady {
+			t.Errorf("%s: guests %q ready=%v (error %q), want %q ready=%v", tc.name, got.Guests, got.Ready, got.Error, tc.want, tc.wantReady)
+		}
+		if strings.Contains(got.Error, off) {
+			t.Errorf("%s: host error %q names the stopped VM's port %s", tc.name, got.Error, off)
+		}
+	}
+	hn, err := hostNetwork(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(hn.Guests, func(g hostnet.Guest) bool { return g.Ifname == off }) {
+		t.Errorf("stopped VM's guest %s left the host network plan: %+v", off, hn.Guests)
+	}
+}

@@ -189,11 +189,14 @@ type VM struct {
 	FloatingIP netip.Addr `json:"floatingIP,omitzero"`
 	// SSHKeys are the OpenSSH public keys the guest's root accepts (its NoCloud seed).
 	SSHKeys []string `json:"sshKeys,omitempty"`
-	// PowerState is "running" (also when empty) or "stopped" (config.VMSpec.PowerState).
+	// PowerState is "running" (also when empty) or PowerStopped (config.VMSpec.PowerState).
 	PowerState string `json:"powerState,omitempty"`
 	// RestartGeneration restarts the VM each time it is raised (config.VMSpec).
 	RestartGeneration int `json:"restartGeneration,omitempty"`
 }
+
+// PowerStopped is VM.PowerState of a VM asked to be stopped: its guest port is absent by design.
+const PowerStopped = "stopped"
 
 // Image is a guest image in the host's image store: Source is the file's path relative to the
 // store, SHA256 its lower-case hex sha256 (checked before use), OS its family (config.ImageOS).
