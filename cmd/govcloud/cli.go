@@ -139,6 +139,9 @@ func detail(o client.Object) []string {
 			host = "(pending)"
 		}
 		d := []string{fmt.Sprintf("host=%s vcpus=%d mem=%dMiB addresses=%s", host, s.VCPUs, s.MemoryMiB, strings.Join(o.Addresses, ","))}
+		if s.PowerState == config.PowerStopped {
+			d = append(d, "power=stopped")
+		}
 		if o.Status.Reason != "" {
 			d = append(d, "reason: "+o.Status.Reason)
 		}

@@ -148,8 +148,10 @@ func TestUnschedulableVMSaysWhy(t *testing.T) {
 	vm := func(name string, st config.Status) client.Object {
 		return client.Object{Object: config.Object{Kind: config.KindVM, Metadata: config.Metadata{Name: name}, Spec: &config.VMSpec{Department: "a", VCPUs: 4, MemoryMiB: 512}, Status: st}, Name: name, Department: "a"}
 	}
+	off := vm("off", config.Status{Host: "h2"})
+	off.Spec = &config.VMSpec{Department: "a", VCPUs: 1, MemoryMiB: 256, PowerState: config.PowerStopped}
 	objs := []client.Object{vm("lost", config.Status{Reason: noMatch}), vm("big", config.Status{Reason: noRoom}),
-		vm("ok", config.Status{Host: "h2"}), vm("kept", config.Status{Host: "h1", Reason: over})}
+		vm("ok", config.Status{Host: "h2"}), vm("kept", config.Status{Host: "h1", Reason: over}), off}
 	var table bytes.Buffer
 	if err := printTable(&table, objs); err != nil {
 		t.Fatal(err)
@@ -161,6 +163,7 @@ func TestUnschedulableVMSaysWhy(t *testing.T) {
 		{table.String(), "host=(pending) vcpus=4 mem=512MiB addresses= reason: " + noMatch + "\n"},
 		{table.String(), "host=h1 vcpus=4 mem=512MiB addresses= reason: " + over + "\n"},
 		{table.String(), "host=h2 vcpus=4 mem=512MiB addresses=\n"},
+		{table.String(), "host=h2 vcpus=1 mem=256MiB addresses= power=stopped\n"},
 		{status.String(), "vm big: pending: " + noRoom + "\nvm kept: on h1: " + over + "\nvm lost: pending: " + noMatch + "\n"},
 	} {
 		if !strings.Contains(c.out, c.want) {
