@@ -9,6 +9,20 @@ import (
 
 const base = configtest.LandsHealth
 
+// wantRefused fails t unless y is refused with an error containing each of want.
+func wantRefused(t *testing.T, y string, want ...string) {
+	t.Helper()
+	err := parseValidate(t, y)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
 func parseValidate(t testing.TB, y string) error {
 	objs, err := Parse("test.yaml", []byte(y))
 	if err != nil {
@@ -81,17 +95,7 @@ func TestBadInput(t *testing.T) {
 		{"volume of another department", base + doc("Volume", "hvol", "{department: health, sizeGiB: 1}") + doc("VM", "lv", "{department: lands, vcpus: 1, memoryMiB: 64, volumes: [hvol], networks: [{segment: lands-web}]}"), []string{`VM "lv"`, `spec.volumes[0] "hvol"`, `department "health"`}},
 		{"wrong apiVersion", strings.Replace(base, "govcloud/v1", "govcloud/v2", 1), []string{`apiVersion "govcloud/v2"`}},
 	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			err := parseValidate(t, tc.yaml)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
+		t.Run(tc.desc, func(t *testing.T) { wantRefused(t, tc.yaml, tc.want...) })
 	}
 }
 
