@@ -471,7 +471,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	hnErr := a.setHostNetwork(st)
 	// A guest port that is missing (its VM not made yet, or broken) is that guest's fault: the
 	// segments are ready once everything else of the host network is.
-	segErr, portErrs := hostnet.SplitPortErrors(hnErr)
+	portErrs, segErr := hostnet.SplitPortErrors(hnErr)
 	// A VM asked to be stopped has no port (libvirt keeps its domain defined, without a tap):
 	// that is its state, not a fault. Its guest stays in the plan, so its guards and
 	// anti-spoofing are in place when it starts.

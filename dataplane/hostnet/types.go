@@ -143,7 +143,7 @@ func (e *PortError) Unwrap() error { return e.Err }
 // SplitPortErrors separates the guest ports' errors (PortError, by port name) from the rest
 // of an error Set returned (the joined errors are walked; a PortError wrapped in another error
 // stays with the rest).
-func SplitPortErrors(err error) (rest error, ports map[string]*PortError) {
+func SplitPortErrors(err error) (ports map[string]*PortError, rest error) {
 	ports = map[string]*PortError{}
 	var others []error
 	var walk func(error)
@@ -164,7 +164,7 @@ func SplitPortErrors(err error) (rest error, ports map[string]*PortError) {
 		others = append(others, e)
 	}
 	walk(err)
-	return errors.Join(others...), ports
+	return ports, errors.Join(others...)
 }
 
 // DefaultGatewayMAC is the gateway MAC used when HostNetwork.GatewayMAC is nil
