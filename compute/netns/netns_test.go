@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -142,6 +143,78 @@ func TestGuestsOnABridge(t *testing.T) {
 	if l, _ := p.List(ctx); len(l) != 1 || l[0].Name != "gb" {
 		t.Fatalf("list %+v: want only gb", l)
 	}
+}
+
+// TestReusedAddressAnnounced: a guest re-made at an address another MAC held moments ago (a
+// VM deleted and re-applied, or replaced on a MAC change) is reachable from a neighbour at
+// once: its NIC announces itself (gratuitous ARP) instead of the neighbour sending to the old
+// MAC until its entry goes stale.
+func TestReusedAddressAnnounced(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	netnstest.RequireTool(t, "busybox", "ethtool", "ping", "sysctl")
+	ctx := context.Background()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3903"}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	netlink.LinkSetUp(br)
+	dir := t.TempDir()
+	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-ra-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Delete(ctx, "peer"); p.Delete(ctx, "re") })
+	// Its own bridge: TestGuestsOnABridge's may exist at the same time (another test binary).
+	g := func(name, addr, mac string) compute.VMSpec {
+		s := guest(name, addr, mac)
+		s.NICs[0].Bridge, s.NICs[0].Port = "gcbr3903", "gvr"+name
+		return s
+	}
+	if _, err := p.Ensure(ctx, g("peer", "198.18.204.30/24", "02:00:00:c7:04:30")); err != nil {
+		t.Fatal(err)
+	}
+	ping := func(within time.Duration) error {
+		var out []byte
+		var err error
+		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if out, err = exec.Command("ip", "netns", "exec", "gct-ra-peer", "ping", "-c1", "-W0.3", "198.18.204.31").CombinedOutput(); err == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	for i, tc := range []struct {
+		desc string
+		mac  string
+		re   func(s compute.VMSpec) error // how the guest at .31 is re-made
+	}{
+		{"first made", "02:00:00:c7:04:31", func(s compute.VMSpec) error { _, err := p.Ensure(ctx, s); return err }},
+		{"deleted and made again with another MAC", "02:00:00:c7:04:32", func(s compute.VMSpec) error {
+			if err := p.Delete(ctx, "re"); err != nil {
+				return err
+			}
+			_, err := p.Ensure(ctx, s)
+			return err
+		}},
+		{"replaced by a MAC change", "02:00:00:c7:04:33", func(s compute.VMSpec) error { _, err := p.Ensure(ctx, s); return err }},
+	} {
+		if err := tc.re(g("re", "198.18.204.31/24", tc.mac)); err != nil {
+			t.Fatalf("%s: %v", tc.desc, err)
+		}
+		// 2 s: far below the 5 s (DELAY) at least a stale entry takes to be probed again.
+		if err := ping(2 * time.Second); err != nil {
+			t.Fatalf("%s (%d): peer's ping to the guest at its reused address: %v; peer's neighbours: %s", tc.desc, i, err, neighbours("gct-ra-peer"))
+		}
+		if n := neighbours("gct-ra-peer"); !strings.Contains(n, tc.mac) {
+			t.Errorf("%s: peer's neighbour entry %q lacks the guest's MAC %s", tc.desc, n, tc.mac)
+		}
+	}
+}
+
+func neighbours(ns string) string {
+	out, _ := exec.Command("ip", "-n", ns, "neigh", "show", "198.18.204.31").CombinedOutput()
+	return strings.TrimSpace(string(out))
 }
 
 // TestDualStackGuests: namespace guests on a dual-stack segment get their IPv6 address (not
