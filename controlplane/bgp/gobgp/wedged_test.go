@@ -172,12 +172,15 @@ func TestWedgedToR(t *testing.T) {
 				a.MED = &med50
 				ads2 = append(ads2, a)
 			}
+			// Blocked on the wedged ToR, a call would take its 30 s hold time; 3 s leaves room
+			// for a loaded 2-core runner (a re-created peer took 1.114 s there once, 0.2-0.8 s
+			// usually) while still telling the two apart.
 			timed := func(what string, f func()) {
 				t.Helper()
 				t0 := time.Now()
 				f()
-				if d := time.Since(t0); d > time.Second {
-					t.Errorf("%s took %s with a wedged ToR, want < 1s", what, d.Round(time.Millisecond))
+				if d := time.Since(t0); d > 3*time.Second {
+					t.Errorf("%s took %s with a wedged ToR, want < 3s (its hold time is 30s)", what, d.Round(time.Millisecond))
 				} else {
 					t.Logf("%s: %s", what, d.Round(time.Millisecond))
 				}
