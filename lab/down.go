@@ -35,12 +35,8 @@ func (l *Lab) Down(ctx context.Context) error {
 	if err := l.removeVMs(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	for _, f := range []string{"zebra.pid", "bgpd.pid"} {
-		if b, err := os.ReadFile(filepath.Join(l.frrDir(), f)); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-				killWait(pid, 2*time.Second)
-			}
-		}
+	for _, pid := range l.tor().PIDs() {
+		killWait(pid, 2*time.Second)
 	}
 	// Whatever still runs inside a lab namespace is the lab's.
 	for _, ns := range labNamespaces() {

@@ -3,7 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govcloud/govcloud/controlplane/bgp/frr"
 	"github.com/govcloud/govcloud/controlplane/client"
 )
 
@@ -248,28 +249,14 @@ func hostAddrOf(h string) string {
 	return hostAddr(i - 1)
 }
 
-// frrRouteVia returns the active next hops of the ToR's selected BGP route to addr/32.
+// frrRouteVia returns the active next hops of the ToR's selected BGP route to addr/32 (none
+// when it has no such route).
 func (l *Lab) frrRouteVia(addr string) ([]string, error) {
-	out, err := l.vtysh("show ip route " + addr + "/32 json")
-	if err != nil {
-		return nil, err
+	hops, err := l.tor().BGPNexthops(addr + "/32")
+	if errors.Is(err, frr.ErrNoRoute) {
+		return nil, nil
 	}
-	var routes map[string][]frrRoute
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("FRR route to %s: %v", addr, err)
-	}
-	var hops []string
-	for _, r := range routes[addr+"/32"] {
-		if r.Protocol != "bgp" || !r.Selected {
-			continue
-		}
-		for _, nh := range r.Nexthops {
-			if nh.Active {
-				hops = append(hops, nh.IP)
-			}
-		}
-	}
-	return hops, nil
+	return hops, err
 }
 
 // egressDiagnostics logs what explains a failed egress check: each host's rules, routes,

@@ -1,38 +1,21 @@
 package lab
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
 	"strings"
-	"time"
+
+	"github.com/govcloud/govcloud/controlplane/bgp/frr"
 )
 
 // startFRR runs zebra and bgpd in gc-tor without systemd, configured by frrConfig.
 func (l *Lab) startFRR() error {
-	dir := l.frrDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(frrConfig(dir, len(l.hosts))), 0o644); err != nil {
-		return err
-	}
-	if err := sh("chown", "-R", "frr:frr", dir); err != nil {
-		return err
-	}
-	common := []string{"-z", dir + "/zserv.api", "--vty_socket", dir, "-A", "127.0.0.1", "-P", "0", "-u", "frr", "-g", "frr"}
-	if err := nsx(NSTor, append([]string{"/usr/lib/frr/zebra", "-d", "-i", dir + "/zebra.pid"}, common...)...); err != nil {
-		return fmt.Errorf("zebra: %w", err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if err := nsx(NSTor, append([]string{"/usr/lib/frr/bgpd", "-d", "-f", dir + "/frr.conf", "-i", dir + "/bgpd.pid"}, common...)...); err != nil {
-		return fmt.Errorf("bgpd: %w", err)
-	}
-	return nil
+	_, err := frr.Start(NSTor, l.frrDir(), frrConfig(l.frrDir(), len(l.hosts)), frr.Options{Zebra: true})
+	return err
 }
+
+// tor is the lab's FRR instance (running or not).
+func (l *Lab) tor() *frr.Router { return &frr.Router{Netns: NSTor, Dir: l.frrDir()} }
 
 // frrConfig is the ToR's FRR configuration for a lab of n hosts (logging into dir): AS 65000,
 // two eBGP neighbours per host (IPv4 unicast over the IPv4 fabric, IPv6 unicast over the IPv6
@@ -67,52 +50,23 @@ func (l *Lab) frrDir() string { return "/run/govcloud-lab-frr" }
 
 // vtysh runs one FRR command in gc-tor.
 func (l *Lab) vtysh(cmd string) ([]byte, error) {
-	out, err := exec.Command("ip", "netns", "exec", NSTor, "vtysh", "--vty_socket", l.frrDir(), "-c", cmd).CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("vtysh %q: %v: %s", cmd, err, strings.TrimSpace(string(out)))
-	}
-	return out, nil
+	out, err := l.tor().Vtysh(cmd)
+	return []byte(out), err
 }
 
 // frrPaths returns the next hops of FRR's installed route to vip (IPv4 or IPv6); it fails
 // unless there is one per host (ECMP).
 func (l *Lab) frrPaths(vip string) ([]string, error) {
-	show, host := "show ip route ", "/32"
+	prefix := vip + "/32"
 	if strings.Contains(vip, ":") {
-		show, host = "show ipv6 route ", "/128"
+		prefix = vip + "/128"
 	}
-	out, err := l.vtysh(show + vip + host + " json")
-	if err != nil {
+	hops, err := l.tor().BGPNexthops(prefix)
+	if err != nil && !errors.Is(err, frr.ErrNoRoute) {
 		return nil, err
 	}
-	var routes map[string][]frrRoute
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("FRR route to %s: %v", vip, err)
-	}
-	var hops []string
-	for _, r := range routes[vip+host] {
-		if r.Protocol != "bgp" || !r.Selected {
-			continue
-		}
-		for _, nh := range r.Nexthops {
-			if nh.Active {
-				hops = append(hops, nh.IP)
-			}
-		}
-	}
-	sort.Strings(hops)
 	if len(hops) < len(l.hosts) {
 		return hops, fmt.Errorf("FRR has %d path(s) to %s (%v), want one per host", len(hops), vip, hops)
 	}
 	return hops, nil
-}
-
-// frrRoute is one route of vtysh's "show ip route ... json", by prefix.
-type frrRoute struct {
-	Protocol string `json:"protocol"`
-	Selected bool   `json:"selected"`
-	Nexthops []struct {
-		IP     string `json:"ip"`
-		Active bool   `json:"active"`
-	} `json:"nexthops"`
 }

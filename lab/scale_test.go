@@ -262,25 +262,14 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 
 // frrHeld counts FRR's active BGP next hops per VIP (/32) in one read of its table.
 func (l *Lab) frrHeld() (map[string]int, error) {
-	out, err := l.vtysh("show ip route bgp json")
+	routes, err := l.tor().BGPRoutes()
 	if err != nil {
 		return nil, err
 	}
-	var routes map[string][]frrRoute
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("FRR's BGP routes: %w", err)
-	}
 	held := map[string]int{}
-	for p, rs := range routes {
-		for _, r := range rs {
-			if r.Protocol != "bgp" || !r.Selected {
-				continue
-			}
-			for _, nh := range r.Nexthops {
-				if nh.Active {
-					held[strings.TrimSuffix(p, "/32")]++
-				}
-			}
+	for p, hops := range routes {
+		if len(hops) > 0 {
+			held[strings.TrimSuffix(p, "/32")] += len(hops)
 		}
 	}
 	return held, nil
