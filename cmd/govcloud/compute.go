@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +97,9 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 				p = lp
 			case "netns":
 				ncfg.Log = g.log.With("component", "netns")
+				if ncfg.StateDir, err = netnsStateDir(ncfg.StateDir, host); err != nil {
+					return err
+				}
 				np, err := netns.New(ncfg)
 				if err != nil {
 					return err
@@ -156,8 +161,21 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 	f.DurationVar(&lcfg.StopTimeout, "stop-timeout", 30*time.Second, "libvirt provider: how long a VM of an image is given to shut down (ACPI) when stopped or restarted before it is powered off (the tiny guest is powered off at once)")
 	f.StringVar(&lcfg.StateDir, "state-dir", "/var/lib/govcloud/compute", "guest image, dir pool and console logs")
 	f.StringVar(&lcfg.BackupDir, "volume-backup-dir", "", "volume backups ('govcloud volume backup'): a Volume with spec.restoreFrom is made from one here (default STATE-DIR/volume-backups; meant to be shared or remote storage)")
-	f.StringVar(&ncfg.StateDir, "netns-state-dir", "/run/govcloud/compute/netns", "netns provider: per-guest state files")
+	f.StringVar(&ncfg.StateDir, "netns-state-dir", "", "netns provider: per-guest state files; the provider owns exactly the guests here (default /run/govcloud/compute/netns/HOST)")
 	return cmd
+}
+
+// netnsStateDir is the netns provider's state directory: flag when given, else one per host
+// under /run/govcloud/compute/netns. A provider owns (lists, prunes) exactly the guests in its
+// directory, so two hosts' agents on one machine (the lab, a test) keep apart.
+func netnsStateDir(flag, host string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if host == "" || host == "." || host == ".." || strings.ContainsAny(host, "/\\\x00") {
+		return "", fmt.Errorf("--host %q: not usable as a directory name (give --netns-state-dir)", host)
+	}
+	return filepath.Join("/run/govcloud/compute/netns", host), nil
 }
 
 // reportServer serves the last compute report as JSON (metrics come from metering).

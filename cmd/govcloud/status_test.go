@@ -182,3 +182,41 @@ func TestUnschedulableVMSaysWhy(t *testing.T) {
 		t.Errorf("apply output\n%s\nwant it to start\n%s", apply.String(), want)
 	}
 }
+
+// Issue 23: two netns compute agents with default flags shared one state directory and
+// deleted each other's guests; the default is now one directory per host.
+func TestNetnsStateDirPerHost(t *testing.T) {
+	for _, tc := range []struct {
+		flag, host, want, wantErr string
+	}{
+		{"", "gc-host1", "/run/govcloud/compute/netns/gc-host1", ""},
+		{"", "gc-host2", "/run/govcloud/compute/netns/gc-host2", ""},
+		{"/srv/g", "gc-host1", "/srv/g", ""},
+		{"", "../etc", "", `--host "../etc"`},
+		{"", "..", "", `--host ".."`},
+		{"", "a\\b", "", `--host "a\\b"`},
+		{"", "", "", `--host ""`},
+	} {
+		got, err := netnsStateDir(tc.flag, tc.host)
+		if got != tc.want || (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("netnsStateDir(%q, %q) = %q, %v; want %q, error with %q", tc.flag, tc.host, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// Issue 23: `get volumes` names the host a volume lives on (a VM using it is placed there).
+func TestGetVolumesShowsHost(t *testing.T) {
+	vol := func(name, host string) client.Object {
+		return client.Object{Object: config.Object{Kind: config.KindVolume, Metadata: config.Metadata{Name: name},
+			Spec: &config.VolumeSpec{Department: "a", SizeGiB: 2}, Status: config.Status{Host: host}}, Name: name, Department: "a"}
+	}
+	var out bytes.Buffer
+	if err := printTable(&out, []client.Object{vol("data", "h1"), vol("fresh", "")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"data   a           size=2GiB host=h1\n", "fresh  a           size=2GiB host=(none yet)\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
