@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/desired"
@@ -61,8 +62,12 @@ func ReconcileKeeping(ctx context.Context, p Provider, want []VMSpec, keep []str
 	for _, s := range want {
 		st, err := p.Ensure(ctx, s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("vm %q: %w", s.Name, err))
 			st = VMStatus{Name: s.Name, Department: s.Department, State: Error, Message: err.Error()}
+			// The providers' errors name the VM already; others get its name here.
+			if prefix := fmt.Sprintf("vm %q", s.Name); !strings.HasPrefix(err.Error(), prefix) {
+				err = fmt.Errorf("%s: %w", prefix, err)
+			}
+			errs = append(errs, err)
 		}
 		out = append(out, st)
 	}
