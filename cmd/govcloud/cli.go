@@ -147,7 +147,11 @@ func detail(o client.Object) []string {
 		}
 		return d
 	case *config.VolumeSpec:
-		return []string{fmt.Sprintf("size=%dGiB", s.SizeGiB)}
+		host := o.Status.Host
+		if host == "" {
+			host = "(none yet)"
+		}
+		return []string{fmt.Sprintf("size=%dGiB host=%s", s.SizeGiB, host)}
 	case *config.ImageSpec:
 		return []string{fmt.Sprintf("os=%s source=%s sha256=%.12s…", s.OS, s.Source, s.SHA256)}
 	case *config.SecurityPolicySpec:
