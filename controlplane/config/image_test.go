@@ -91,3 +91,19 @@ func TestImageDependents(t *testing.T) {
 		t.Errorf("dependents of an unused image: %v", d)
 	}
 }
+
+// A VM's vCPUs and memory: omitted (0) is said as required, out of range names the value.
+func TestVMSizeBounds(t *testing.T) {
+	for _, tc := range []struct {
+		desc, spec string
+		want       []string
+	}{
+		{"vcpus omitted", "{department: lands, memoryMiB: 64, networks: [{segment: lands-web}]}", []string{"spec.vcpus", "required: from 1 to 1024"}},
+		{"memory omitted", "{department: lands, vcpus: 1, networks: [{segment: lands-web}]}", []string{"spec.memoryMiB", "required: from 16 to"}},
+		{"vcpus negative", "{department: lands, vcpus: -1, memoryMiB: 64, networks: [{segment: lands-web}]}", []string{`spec.vcpus "-1"`, "must be from 1 to 1024"}},
+		{"vcpus too many", "{department: lands, vcpus: 1025, memoryMiB: 64, networks: [{segment: lands-web}]}", []string{`spec.vcpus "1025"`, "must be from 1 to 1024"}},
+		{"memory too small", "{department: lands, vcpus: 1, memoryMiB: 15, networks: [{segment: lands-web}]}", []string{`spec.memoryMiB "15"`, "must be from 16 to"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) { wantRefused(t, base+vmDoc("v1", tc.spec), tc.want...) })
+	}
+}

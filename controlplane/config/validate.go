@@ -357,10 +357,17 @@ func (c *objectCheck) host(s *HostSpec) {
 
 func (c *objectCheck) vm(s *VMSpec) {
 	c.need("spec.department", s.Department)
-	if s.VCPUs < 1 || s.VCPUs > 1024 {
+	// 0 is also what an omitted field decodes to: said as required.
+	switch {
+	case s.VCPUs == 0:
+		c.bad("spec.vcpus", "", "required: from 1 to 1024")
+	case s.VCPUs < 1 || s.VCPUs > 1024:
 		c.bad("spec.vcpus", strconv.Itoa(s.VCPUs), "must be from 1 to 1024")
 	}
-	if s.MemoryMiB < 16 || s.MemoryMiB > MaxVMMemoryMiB {
+	switch {
+	case s.MemoryMiB == 0:
+		c.bad("spec.memoryMiB", "", "required: from 16 to %d (4 TiB)", MaxVMMemoryMiB)
+	case s.MemoryMiB < 16 || s.MemoryMiB > MaxVMMemoryMiB:
 		c.bad("spec.memoryMiB", strconv.Itoa(s.MemoryMiB), "must be from 16 to %d (4 TiB)", MaxVMMemoryMiB)
 	}
 	if len(s.Networks) == 0 {
