@@ -157,6 +157,11 @@ func (l *Lab) preflight() error {
 	if os.Geteuid() != 0 {
 		return errors.New("the lab needs root (network namespaces, eBPF): run 'sudo make demo'")
 	}
+	// Before anything is made: a relative --config is read from the current directory.
+	if _, err := os.Stat(l.opt.Config); err != nil {
+		wd, _ := os.Getwd()
+		return fmt.Errorf("--config %q: %w (a relative path is read from the current directory, %s: run from the repository or give the path)", l.opt.Config, err, wd)
+	}
 	var missing []string
 	for _, t := range []string{"ip", "ethtool", "curl", "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "prometheus"} {
 		if _, err := exec.LookPath(t); err != nil {
