@@ -475,10 +475,12 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	// A VM asked to be stopped has no port (libvirt keeps its domain defined, without a tap):
 	// that is its state, not a fault. Its guest stays in the plan, so its guards and
 	// anti-spoofing are in place when it starts.
+	off := map[string]bool{} // stopped VMs whose port is gone
 	if stopped := stoppedPorts(st); len(stopped) > 0 {
 		var rest []error
 		for name, pe := range portErrs {
-			if stopped[name] {
+			if vm, ok := stopped[name]; ok {
+				off[vm] = true
 				delete(portErrs, name)
 				continue
 			}
@@ -489,7 +491,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
 	for _, s := range st.Segments {
 		status.Segments[s.Name] = readiness(segErr)
 	}
-	status.Guests = guestReadiness(st, segErr, portErrs)
+	status.Guests = guestReadiness(st, segErr, portErrs, off)
 	if hnErr != nil {
 		errs = append(errs, fmt.Errorf("host network: %w", hnErr))
 	}
@@ -984,11 +986,12 @@ func (a *Agent) activeConnections(plan lbPlan) []hoststatus.Connections {
 
 // guestReadiness is each local VM's readiness: "not ready" with its ports' errors when one did
 // not join its segment bridge, or when the segments could not be made (segErr); "stopped" for a
-// VM whose spec asks powerState stopped.
-func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.PortError) map[string]string {
+// VM asked to be stopped whose port is gone (off). A VM asked to be stopped whose port is
+// still there (not stopped yet, or a provider that cannot stop it) is reported as any other.
+func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.PortError, off map[string]bool) map[string]string {
 	out := make(map[string]string, len(st.VMs))
 	for _, vm := range st.VMs {
-		if vm.PowerState == desired.PowerStopped {
+		if off[vm.Name] {
 			out[vm.Name] = desired.PowerStopped
 			continue
 		}
@@ -1006,13 +1009,14 @@ func guestReadiness(st *desired.State, segErr error, ports map[string]*hostnet.P
 	return out
 }
 
-// stoppedPorts are the guest ports of the local VMs whose spec asks powerState stopped.
-func stoppedPorts(st *desired.State) map[string]bool {
-	out := map[string]bool{}
+// stoppedPorts are the guest ports of the local VMs whose spec asks powerState stopped, each
+// to its VM's name.
+func stoppedPorts(st *desired.State) map[string]string {
+	out := map[string]string{}
 	for _, vm := range st.VMs {
 		if vm.PowerState == desired.PowerStopped {
 			for _, ifc := range vm.Interfaces {
-				out[GuestPort(vm.Name, ifc.Segment)] = true
+				out[GuestPort(vm.Name, ifc.Segment)] = vm.Name
 			}
 		}
 	}
