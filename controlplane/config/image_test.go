@@ -107,3 +107,30 @@ func TestVMSizeBounds(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) { wantRefused(t, base+vmDoc("v1", tc.spec), tc.want...) })
 	}
 }
+
+// A VM pinned to a host (spec.host) with a hostSelector that host does not match was placed on
+// the host without a word; it is refused naming the pin, the selector and what misses.
+func TestVMPinMatchesSelector(t *testing.T) {
+	hosts := "---\napiVersion: govcloud/v1\nkind: Host\nmetadata: {name: h1}\nspec: {uplink: eth0, address: 198.18.0.11, labels: {rack: r1, tier: gp}}\n"
+	for _, tc := range []struct {
+		desc, extra string
+		want        []string // empty: accepted
+	}{
+		{"selector matches the pinned host", ", host: h1, hostSelector: {rack: r1}", nil},
+		{"two labels, both match", ", host: h1, hostSelector: {rack: r1, tier: gp}", nil},
+		{"selector alone (placement uses it)", ", hostSelector: {rack: r9}", nil},
+		{"value differs", ", host: h1, hostSelector: {rack: r9}", []string{`spec.hostSelector "rack=r9"`, `pinned to host "h1"`, "does not match rack=r9"}},
+		{"label absent on the host", ", host: h1, hostSelector: {rack: r1, zone: z2}", []string{`spec.hostSelector "rack=r1,zone=z2"`, "does not match zone=z2"}},
+	} {
+		y := base + hosts + vmDoc("v1", "{department: lands, vcpus: 1, memoryMiB: 64, networks: [{segment: lands-web}]"+tc.extra+"}")
+		t.Run(tc.desc, func(t *testing.T) {
+			if tc.want == nil {
+				if err := parseValidate(t, y); err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			wantRefused(t, y, tc.want...)
+		})
+	}
+}

@@ -886,6 +886,19 @@ func (c *stateCheck) vmList() {
 		if s.Host != "" && c.hosts[s.Host] == nil {
 			c.add(o, "spec.host", s.Host, "unknown host")
 		}
+		if h := c.hosts[s.Host]; h != nil && len(s.HostSelector) > 0 {
+			labels := h.Spec.(*HostSpec).Labels
+			var sel, miss []string
+			for _, k := range slices.Sorted(maps.Keys(s.HostSelector)) {
+				sel = append(sel, k+"="+s.HostSelector[k])
+				if v, ok := labels[k]; !ok || v != s.HostSelector[k] {
+					miss = append(miss, k+"="+s.HostSelector[k])
+				}
+			}
+			if len(miss) > 0 {
+				c.addCaused(o, h, "spec.labels", "spec.hostSelector", strings.Join(sel, ","), "the VM is pinned to host %q (spec.host), which does not match %s", s.Host, strings.Join(miss, ","))
+			}
+		}
 		for i, vn := range s.Volumes {
 			f := fmt.Sprintf("spec.volumes[%d]", i)
 			v := c.st.Get(KindVolume, vn)
