@@ -28,6 +28,31 @@ func guest(name, addr, mac string) compute.VMSpec {
 	}}}
 }
 
+// testBridge makes bridge name (in the test's namespace), up, removed when the test ends.
+func testBridge(t *testing.T, name string) {
+	t.Helper()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	if err := netlink.LinkSetUp(br); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testProvider is a provider with its own state dir, serving HTTP with busybox, its
+// namespaces named prefix+VM.
+func testProvider(t *testing.T, prefix string) *Provider {
+	t.Helper()
+	dir := t.TempDir()
+	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Two namespace guests on one segment bridge: each has the controller's MAC and address, a
 // default route via the gateway and TX checksum offload off, and one answers the other's HTTP
 // request with its name. Ensure is idempotent; a changed spec replaces the guest; Delete removes
@@ -36,17 +61,8 @@ func TestGuestsOnABridge(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "busybox", "ethtool", "curl")
 	ctx := context.Background()
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3904"}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netlink.LinkDel(br) })
-	netlink.LinkSetUp(br)
-	dir := t.TempDir()
-	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-nn-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testBridge(t, "gcbr3904")
+	p := testProvider(t, "gct-nn-")
 	a, b := guest("ga", "198.18.204.10/24", "02:00:00:c7:04:0a"), guest("gb", "198.18.204.11/24", "02:00:00:c7:04:0b")
 	t.Cleanup(func() { p.Delete(ctx, "ga"); p.Delete(ctx, "gb") })
 	sa, err := p.Ensure(ctx, a)
@@ -153,17 +169,8 @@ func TestReusedAddressAnnounced(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "busybox", "ethtool", "ping", "sysctl")
 	ctx := context.Background()
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3903"}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netlink.LinkDel(br) })
-	netlink.LinkSetUp(br)
-	dir := t.TempDir()
-	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-ra-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testBridge(t, "gcbr3903")
+	p := testProvider(t, "gct-ra-")
 	t.Cleanup(func() { p.Delete(ctx, "peer"); p.Delete(ctx, "re") })
 	// Its own bridge: TestGuestsOnABridge's may exist at the same time (another test binary).
 	g := func(name, addr, mac string) compute.VMSpec {
@@ -224,17 +231,8 @@ func TestDualStackGuests(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "busybox", "ethtool", "curl", "ping")
 	ctx := context.Background()
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3905"}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netlink.LinkDel(br) })
-	netlink.LinkSetUp(br)
-	dir := t.TempDir()
-	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-n6-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testBridge(t, "gcbr3905")
+	p := testProvider(t, "gct-n6-")
 	dual := func(name, addr, addr6, mac string) compute.VMSpec {
 		s := guest(name, addr, mac)
 		s.NICs[0].Bridge, s.NICs[0].VLAN, s.NICs[0].Gateway = "gcbr3905", 3905, netip.MustParseAddr("198.18.205.1")
@@ -306,21 +304,11 @@ func TestProvidersScopedToTheirHost(t *testing.T) {
 	netnstest.RequirePrivileged(t)
 	netnstest.RequireTool(t, "busybox", "ethtool")
 	ctx := context.Background()
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "gcbr3904"}}
-	if err := netlink.LinkAdd(br); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netlink.LinkDel(br) })
-	netlink.LinkSetUp(br)
+	testBridge(t, "gcbr3904")
 	log := slog.New(slog.DiscardHandler)
 	var ps [2]*Provider
 	for i := range ps {
-		dir := t.TempDir()
-		p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: "gct-ns-"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps[i] = p
+		ps[i] = testProvider(t, "gct-ns-")
 	}
 	want := [2][]compute.VMSpec{
 		{guest("h1a", "198.18.204.20/24", "02:00:00:c7:04:14")},
