@@ -319,6 +319,23 @@ func (e *election) set(leader string, me bool) {
 	e.mu.Unlock()
 }
 
+// observed records the leader etcd reports (the value of the first key under the election
+// prefix). It never changes whether this controller leads: that is its campaign's to set
+// (won) and clear (lead ended: session, lease or context gone). An observation made before
+// the campaign won can arrive after it; taking it as a demotion left a leader that ran its
+// allocators but refused every write until it lost the election.
+func (e *election) observed(leader string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.me {
+		return
+	}
+	if leader != e.leader {
+		e.changed = time.Now()
+	}
+	e.leader = leader
+}
+
 func (e *election) renewed(at time.Time) {
 	e.mu.Lock()
 	if v := at.Add(e.ttl); v.After(e.validUntil) {
@@ -408,7 +425,7 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 		for r := range el.Observe(octx) {
 			if len(r.Kvs) > 0 {
 				l := string(r.Kvs[0].Value)
-				e.set(l, l == e.id && e.isMe())
+				e.observed(l)
 			}
 		}
 	}()

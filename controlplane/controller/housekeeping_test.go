@@ -67,3 +67,29 @@ func TestLeaseLapses(t *testing.T) {
 		t.Fatal("renewal did not restore the lease")
 	}
 }
+
+// TestLateObservationKeepsLeader: an Observe answer naming the previous leader, made before
+// this controller's campaign won and delivered after it, does not demote it (it used to clear
+// "me": the controller then led, ran its allocators and refused every write). Observations
+// still name the leader while this controller does not lead.
+func TestLateObservationKeepsLeader(t *testing.T) {
+	e := &election{id: "c3", ttl: time.Second}
+	for _, step := range []struct {
+		do         func()
+		wantLeader string
+		wantMe     bool
+	}{
+		{func() { e.observed("c2") }, "c2", false},                        // c2 leads, c3 campaigns
+		{func() { e.set("c3", true); e.renewed(time.Now()) }, "c3", true}, // c3's campaign won
+		{func() { e.observed("c2") }, "c3", true},                         // the late observation
+		{func() { e.observed("c3") }, "c3", true},                         // the current one
+		{func() { e.set("", false) }, "", false},                          // c3's lead ended
+		{func() { e.observed("c1") }, "c1", false},                        // another leads
+	} {
+		step.do()
+		info := e.info()
+		if info.Leader != step.wantLeader || e.isMe() != step.wantMe || info.IsLeader != step.wantMe {
+			t.Fatalf("leader %q me=%v isLeader=%v, want %q me=%v", info.Leader, e.isMe(), info.IsLeader, step.wantLeader, step.wantMe)
+		}
+	}
+}
