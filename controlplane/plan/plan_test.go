@@ -107,19 +107,9 @@ func TestPendingVMSaysWhyAndIsPlacedWhenRoomFrees(t *testing.T) {
 	}
 	plan := func(cur *config.State, y string, del ...config.Key) (*Result, *config.State) {
 		t.Helper()
-		objs, err := config.Parse("t.yaml", []byte(y))
+		res, err := applyStep(t, cur, y, del...)
 		if err != nil {
 			t.Fatal(err)
-		}
-		res, err := Compute(cur, noRaw{}, Request{Objects: objs, Deletes: del}, alloc.DefaultConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range del {
-			delete(res.Next.Objects, k)
-		}
-		for _, o := range res.Next.Objects {
-			o.Source = nil
 		}
 		return res, res.Next
 	}
@@ -149,4 +139,25 @@ func TestPendingVMSaysWhyAndIsPlacedWhenRoomFrees(t *testing.T) {
 	if b := cur.Get(config.KindVM, "b2").Status; b.Host != "h1" || b.Reason != want || reasonOf(res, "b2") != want {
 		t.Fatalf("after shrinking h1, b2 is %+v, want kept on h1 with %q", b, want)
 	}
+}
+
+// applyStep plans YAML y (and the deletes del) on cur as the controller's apply does: the
+// result's next state has the deleted objects removed and no sources (as stored).
+func applyStep(t *testing.T, cur *config.State, y string, del ...config.Key) (*Result, error) {
+	t.Helper()
+	objs, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Compute(cur, noRaw{}, Request{Objects: objs, Deletes: del}, alloc.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range del {
+		delete(res.Next.Objects, k)
+	}
+	for _, o := range res.Next.Objects {
+		o.Source = nil
+	}
+	return res, nil
 }

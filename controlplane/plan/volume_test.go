@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/govcloud/govcloud/controlplane/alloc"
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/reconcile"
 )
@@ -26,19 +25,9 @@ func TestVolumeStaysOnItsHost(t *testing.T) {
 	}
 	plan := func(cur *config.State, y string, del ...config.Key) (*config.State, error) {
 		t.Helper()
-		objs, err := config.Parse("t.yaml", []byte(y))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := Compute(cur, noRaw{}, Request{Objects: objs, Deletes: del}, alloc.DefaultConfig())
+		res, err := applyStep(t, cur, y, del...)
 		if err != nil {
 			return nil, err
-		}
-		for _, k := range del {
-			delete(res.Next.Objects, k)
-		}
-		for _, o := range res.Next.Objects {
-			o.Source = nil
 		}
 		return res.Next, nil
 	}
