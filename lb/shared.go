@@ -12,7 +12,6 @@ package lb
 // indices to local IDs when it writes the table.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/flate"
 	"crypto/sha256"
@@ -22,6 +21,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 )
 
 // SharedBackend is one backend of a SharedTable: its Key (Backend.Key) and weight. Key "" marks
@@ -248,6 +248,7 @@ func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
 	out := &SharedTable{Generation: d.Generation, Backends: d.Backends}
 	nb := uint64(len(d.Backends))
 	r := newUvarintReader(d.Slots, int64(d.Size)*20+64)
+	defer r.close()
 	if d.Full {
 		out.Slots = make([]uint32, d.Size)
 		for s := range out.Slots {
@@ -299,15 +300,85 @@ func deflateUvarints(n int, emit func(put func(uint64))) []byte {
 	return out.Bytes()
 }
 
-type uvarintReader struct{ r io.ByteReader }
-
-// newUvarintReader inflates b, reading at most limit bytes of it uncompressed (a small input
-// cannot make the reader inflate gigabytes).
-func newUvarintReader(b []byte, limit int64) uvarintReader {
-	return uvarintReader{r: bufio.NewReader(io.LimitReader(flate.NewReader(bytes.NewReader(b)), limit))}
+// uvarintReader reads uvarints from a DEFLATE stream inflated at once into a pooled buffer: a
+// host inflates one table per service it balances, and a fresh reader and buffer each time
+// (about 40 KiB of inflate state, byte-at-a-time reads) cost more than the decoding itself.
+// Call close when done; the reader must not be used after.
+type uvarintReader struct {
+	in  *inflater
+	b   []byte // what is left of the inflated stream
+	err error  // why inflating stopped before the end (nil: the stream ended)
 }
 
-func (u uvarintReader) next() (uint64, error) { return binary.ReadUvarint(u.r) }
+type inflater struct {
+	src bytes.Reader
+	r   io.ReadCloser // flate reader, Reset for each stream
+	buf []byte
+}
+
+var inflaters = sync.Pool{New: func() any {
+	in := &inflater{}
+	in.r = flate.NewReader(&in.src)
+	return in
+}}
+
+// newUvarintReader inflates b, at most limit bytes of it uncompressed (a small input cannot make
+// the reader inflate gigabytes).
+func newUvarintReader(b []byte, limit int64) *uvarintReader {
+	in := inflaters.Get().(*inflater)
+	in.src.Reset(b)
+	u := &uvarintReader{in: in}
+	if err := in.r.(flate.Resetter).Reset(&in.src, nil); err != nil {
+		u.err = err
+		return u
+	}
+	buf := in.buf[:0]
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(max(2*cap(buf), 64<<10), int(limit))-len(buf))
+		}
+		n, err := in.r.Read(buf[len(buf):min(cap(buf), int(limit))])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			u.err = err
+			break
+		}
+	}
+	in.buf, u.b = buf, buf
+	return u
+}
+
+// next returns the next uvarint. Errors: io.EOF at the end of the stream, io.ErrUnexpectedEOF
+// inside a value, the inflate error where the stream broke, an overflow.
+func (u *uvarintReader) next() (uint64, error) {
+	v, n := binary.Uvarint(u.b)
+	switch {
+	case n > 0:
+		u.b = u.b[n:]
+		return v, nil
+	case n < 0:
+		return 0, errors.New("uvarint overflows a 64-bit integer")
+	case u.err != nil:
+		return 0, u.err
+	case len(u.b) > 0:
+		return 0, io.ErrUnexpectedEOF
+	}
+	return 0, io.EOF
+}
+
+// close returns the buffer and inflate state to the pool.
+func (u *uvarintReader) close() {
+	if u.in == nil {
+		return
+	}
+	if cap(u.in.buf) <= 4<<20 { // keep what a 65537-slot table needs, not an outlier's
+		inflaters.Put(u.in)
+	}
+	u.in, u.b = nil, nil
+}
 
 // EncodeSlotGen is t.SlotGen in the form the controller stores next to the full table:
 // DEFLATE of one uvarint per slot, Generation minus the slot's generation. Without SlotGen it
@@ -331,6 +402,7 @@ func (t *SharedTable) DecodeSlotGen(b []byte) error {
 		return nil
 	}
 	r := newUvarintReader(b, int64(len(t.Slots))*10+64)
+	defer r.close()
 	sg := make([]uint64, len(t.Slots))
 	for s := range sg {
 		v, err := r.next()

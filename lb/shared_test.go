@@ -155,7 +155,7 @@ func TestSharedTablesIdenticalWhateverEachHostSaw(t *testing.T) {
 		}
 		got := map[string][]string{}
 		for _, svc := range svcs {
-			for _, id := range st.TableOf(svc.VIP) {
+			for _, id := range st.TableOf(svc.VIP).List() {
 				got[svc.Name] = append(got[svc.Name], keyOf[id])
 			}
 		}

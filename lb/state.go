@@ -7,14 +7,63 @@ import (
 	"slices"
 )
 
-// VIPUpdate is one VIP the dataplane must (re)program. Table is nil when the VIP's Maglev
+// VIPUpdate is one VIP the dataplane must (re)program. Table is empty when the VIP's Maglev
 // table did not change (only metadata to write) and for deletions.
 type VIPUpdate struct {
 	VIP   VIP
 	ID    uint32
 	Mode  Mode
-	Table []uint32
+	Table Slots
 	New   bool // the id was just assigned: its counters start at zero
+}
+
+// Slots is a VIP's Maglev table in this host's backend IDs: slot i holds IDs[Index[i]], or
+// Index[i] itself when IDs is nil. A table from a SharedTable keeps the shared slots (backend
+// indices, not copied) and this host's ID per index, instead of a translated copy of every
+// slot: a host balancing 1200 VIPs with 65537-slot tables holds (and first touches) 300 MiB
+// less. Do not modify either slice.
+type Slots struct {
+	Index []uint32
+	IDs   []uint32
+}
+
+// Len is the number of slots (0: no table).
+func (t Slots) Len() int { return len(t.Index) }
+
+// At is slot i's backend ID (NoBackend: empty).
+func (t Slots) At(i int) uint32 {
+	if t.IDs == nil {
+		return t.Index[i]
+	}
+	return t.IDs[t.Index[i]]
+}
+
+// List is every slot's backend ID: Index itself when IDs is nil, otherwise a new slice.
+func (t Slots) List() []uint32 {
+	if t.IDs == nil {
+		return t.Index
+	}
+	out := make([]uint32, len(t.Index))
+	for i, idx := range t.Index {
+		out[i] = t.IDs[idx]
+	}
+	return out
+}
+
+// Equal reports whether t and o send every slot to the same backend ID.
+func (t Slots) Equal(o Slots) bool {
+	if len(t.Index) != len(o.Index) {
+		return false
+	}
+	if t.IDs == nil && o.IDs == nil {
+		return slices.Equal(t.Index, o.Index)
+	}
+	for i := range t.Index {
+		if t.At(i) != o.At(i) {
+			return false
+		}
+	}
+	return true
 }
 
 // BackendUpdate is one backend id the dataplane must write.
@@ -42,7 +91,7 @@ type vipState struct {
 	id       uint32
 	mode     Mode
 	backends []Backend // as last programmed, sorted by key
-	table    []uint32
+	table    Slots
 	shared   [32]byte // Sum of the SharedTable the table came from (zero: built here)
 }
 
@@ -102,7 +151,7 @@ func (s *State) Restore(vips []RestoredVIP, backends map[uint32]Backend) {
 	for _, r := range vips {
 		vs := &vipState{id: r.ID, mode: r.Mode}
 		if len(r.Table) == int(s.tableSize) {
-			vs.table = r.Table
+			vs.table = Slots{Index: r.Table}
 		}
 		// The weights are unknown until the next Plan; the table is what matters.
 		s.vips[r.VIP] = vs
@@ -184,10 +233,8 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 		old := s.vips[svc.VIP]
 		nv := &vipState{mode: svc.Mode, backends: bs}
 		upd := VIPUpdate{VIP: svc.VIP, Mode: svc.Mode}
-		var prev []uint32
 		if old != nil {
 			nv.id = old.id
-			prev = old.table
 		} else {
 			id, err := allocID(&p.nextVIP, 0, s.maxVIPs, usedVIP)
 			if err != nil {
@@ -200,7 +247,7 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 		if svc.Shared != nil {
 			nv.shared = svc.Shared.Sum()
 		}
-		if old != nil && old.table != nil && slices.Equal(old.backends, bs) && old.shared == nv.shared {
+		if old != nil && old.table.Len() > 0 && slices.Equal(old.backends, bs) && old.shared == nv.shared {
 			nv.table = old.table
 			if old.mode != svc.Mode {
 				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
@@ -211,7 +258,7 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 				return nil, fmt.Errorf("service %q: shared maglev table: %w", svc.Name, err)
 			}
 			nv.table = t
-			if old == nil || !slices.Equal(old.table, t) || old.mode != svc.Mode {
+			if old == nil || !old.table.Equal(t) || old.mode != svc.Mode {
 				upd.Table = t
 				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
 			}
@@ -220,12 +267,16 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 			for j, kb := range sorted[i] {
 				ws[j] = Weighted{ID: p.backends[kb.key].id, Key: kb.key, Weight: kb.b.Weight}
 			}
+			var prev []uint32 // the base of the incremental build
+			if old != nil {
+				prev = old.table.List()
+			}
 			t, err := Table(s.tableSize, prev, ws)
 			if err != nil {
 				return nil, fmt.Errorf("service %q: maglev: %w", svc.Name, err)
 			}
-			nv.table = t
-			upd.Table = t
+			nv.table = Slots{Index: t}
+			upd.Table = nv.table
 			p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
 		}
 		p.vips[svc.VIP] = nv
@@ -246,14 +297,16 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 	return p, nil
 }
 
-// sharedTable is t's effective index table for bs in this host's backend IDs (ids by key).
-func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backendState) ([]uint32, error) {
+// sharedTable is t's effective table for bs in this host's backend IDs (ids by key): the shared
+// slots, or the table Effective builds when this host's backends differ, with an ID per index.
+// Every slot is checked to name a backend this host balances to.
+func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backendState) (Slots, error) {
 	if len(t.Slots) != int(s.tableSize) {
-		return nil, fmt.Errorf("generation %d has %d slots, the dataplane %d", t.Generation, len(t.Slots), s.tableSize)
+		return Slots{}, fmt.Errorf("generation %d has %d slots, the dataplane %d", t.Generation, len(t.Slots), s.tableSize)
 	}
 	eff, err := t.Effective(bs)
 	if err != nil {
-		return nil, err
+		return Slots{}, err
 	}
 	local := make([]uint32, len(t.Backends)+1) // index -> ID (0: none)
 	for i, b := range t.Backends {
@@ -261,19 +314,18 @@ func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backen
 			local[i+1] = st.id
 		}
 	}
-	out := make([]uint32, len(eff))
 	for slot, idx := range eff {
 		if idx == NoBackend {
 			continue
 		}
 		if int(idx) >= len(local) {
-			return nil, fmt.Errorf("generation %d: slot %d names index %d of %d backends", t.Generation, slot, idx, len(t.Backends))
+			return Slots{}, fmt.Errorf("generation %d: slot %d names index %d of %d backends", t.Generation, slot, idx, len(t.Backends))
 		}
-		if out[slot] = local[idx]; out[slot] == NoBackend {
-			return nil, fmt.Errorf("generation %d: slot %d names backend %q, which this host does not balance to", t.Generation, slot, t.Backends[idx-1].Key)
+		if local[idx] == NoBackend {
+			return Slots{}, fmt.Errorf("generation %d: slot %d names backend %q, which this host does not balance to", t.Generation, slot, t.Backends[idx-1].Key)
 		}
 	}
-	return out, nil
+	return Slots{Index: eff, IDs: local}, nil
 }
 
 // Commit makes a plan the current state.
@@ -329,12 +381,12 @@ func (s *State) BackendIDs() map[string]uint32 {
 	return m
 }
 
-// TableOf returns the VIP's current Maglev table (nil if unknown). Do not modify it.
-func (s *State) TableOf(v VIP) []uint32 {
+// TableOf returns the VIP's current Maglev table (empty if unknown).
+func (s *State) TableOf(v VIP) Slots {
 	if st := s.vips[v]; st != nil {
 		return st.table
 	}
-	return nil
+	return Slots{}
 }
 
 // keyedBackend is a backend with its key (Backend.Key).

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,8 +31,8 @@ func TestPlanIDsAndDiffs(t *testing.T) {
 		t.Fatalf("first plan writes %d VIPs, want 3 (same address in two domains is two VIPs)", got)
 	}
 	for _, u := range p.Diff.UpsertVIPs {
-		if !u.New || len(u.Table) != 251 {
-			t.Fatalf("VIP %s: new=%v table=%d slots", u.VIP, u.New, len(u.Table))
+		if !u.New || u.Table.Len() != 251 {
+			t.Fatalf("VIP %s: new=%v table=%d slots", u.VIP, u.New, u.Table.Len())
 		}
 	}
 	s.Commit(p)
@@ -51,7 +52,7 @@ func TestPlanIDsAndDiffs(t *testing.T) {
 	if len(p.Diff.DeleteBackends)+len(p.Diff.UpsertBackends) != 0 {
 		t.Fatalf("drain must keep the backend programmed (its flows stay): %+v", p.Diff)
 	}
-	for _, id := range p.Diff.UpsertVIPs[0].Table {
+	for _, id := range p.Diff.UpsertVIPs[0].Table.List() {
 		if id == s.BackendIDs()[b.Key()] {
 			t.Fatal("drained backend still owns slots")
 		}
@@ -102,7 +103,7 @@ func TestRestoreKeepsIDsAndTables(t *testing.T) {
 	svc := tsvc("web", 0, "203.0.113.10", bes...)
 	p, _ := s.Plan([]Service{svc})
 	s.Commit(p)
-	table := append([]uint32(nil), s.TableOf(svc.VIP)...)
+	table := slices.Clone(s.TableOf(svc.VIP).List())
 	backends := map[uint32]Backend{}
 	for k, id := range s.BackendIDs() {
 		for _, b := range bes {
@@ -121,7 +122,7 @@ func TestRestoreKeepsIDsAndTables(t *testing.T) {
 		t.Fatalf("restored plan: %+v", p.Diff)
 	}
 	moved := 0
-	for i, id := range p.Diff.UpsertVIPs[0].Table {
+	for i, id := range p.Diff.UpsertVIPs[0].Table.List() {
 		if id != table[i] {
 			moved++
 		}

@@ -54,10 +54,10 @@ func (d *Dataplane) Pick(v lb.VIP, src netip.Addr, sport uint16) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := d.state.TableOf(v)
-	if t == nil {
+	if t.Len() == 0 {
 		return ""
 	}
-	id := t[FlowHash(src, v.Addr, sport, v.Port, v.Proto)%uint32(len(t))]
+	id := t.At(int(FlowHash(src, v.Addr, sport, v.Port, v.Proto) % uint32(t.Len())))
 	for k, bid := range d.state.BackendIDs() {
 		if bid == id {
 			return k

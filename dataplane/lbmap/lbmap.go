@@ -474,16 +474,16 @@ func (d *Dataplane) TableKeys(v lb.VIP) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := d.state.TableOf(v)
-	if t == nil {
+	if t.Len() == 0 {
 		return nil
 	}
 	keys := map[uint32]string{}
 	for k, id := range d.state.BackendIDs() {
 		keys[id] = k
 	}
-	out := make([]string, len(t))
-	for i, id := range t {
-		if id != lb.NoBackend {
+	out := make([]string, t.Len())
+	for i := range out {
+		if id := t.At(i); id != lb.NoBackend {
 			out[i] = keys[id]
 		}
 	}
@@ -513,7 +513,7 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 				return fmt.Errorf("VIP %s: %w", u.VIP, err)
 			}
 		}
-		if u.Table != nil {
+		if u.Table.Len() > 0 {
 			if err := d.swapTable(u.ID, u.Table); err != nil {
 				return fmt.Errorf("VIP %s: %w", u.VIP, err)
 			}
@@ -583,7 +583,7 @@ const (
 )
 
 // swapTable writes table into a new inner map and installs it for VIP id in one update.
-func (d *Dataplane) swapTable(id uint32, table []uint32) error {
+func (d *Dataplane) swapTable(id uint32, table lb.Slots) error {
 	if !d.plainTables {
 		err := d.installTable(id, table, true)
 		if !errors.Is(err, errPlainTemplate) {
@@ -604,7 +604,7 @@ var errPlainTemplate = errors.New("outer map's table template is not memory-mapp
 // memory-mappable and writes every slot with one copy through a mapping; otherwise each slot
 // is one update of a batch (the kernel copies and updates element by element: about 6 ms for
 // 65537 slots, seconds for a thousand VIPs).
-func (d *Dataplane) installTable(id uint32, table []uint32, mapped bool) error {
+func (d *Dataplane) installTable(id uint32, table lb.Slots, mapped bool) error {
 	spec := &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size}
 	if mapped {
 		spec.Flags = unix.BPF_F_MMAPABLE
@@ -617,7 +617,7 @@ func (d *Dataplane) installTable(id uint32, table []uint32, mapped bool) error {
 	if mapped {
 		err = writeMapped(inner, table)
 	} else {
-		_, err = inner.BatchUpdate(d.slots, table, nil)
+		_, err = inner.BatchUpdate(d.slots, table.List(), nil)
 	}
 	if err != nil {
 		return fmt.Errorf("filling maglev table: %w", err)
@@ -632,18 +632,26 @@ func (d *Dataplane) installTable(id uint32, table []uint32, mapped bool) error {
 }
 
 // writeMapped writes table into the memory-mappable array m (4-byte values) through a shared
-// mapping: an array lays its values out 8 bytes apart. The mapping is removed before return.
-func writeMapped(m *ebpf.Map, table []uint32) error {
-	if len(table) != int(m.MaxEntries()) {
-		return fmt.Errorf("%d slots for a table of %d", len(table), m.MaxEntries())
+// mapping: an array lays its values out 8 bytes apart. A shared table's slots are translated
+// to backend IDs as they are written, with no copy in between. The mapping is removed before
+// return.
+func writeMapped(m *ebpf.Map, table lb.Slots) error {
+	if table.Len() != int(m.MaxEntries()) {
+		return fmt.Errorf("%d slots for a table of %d", table.Len(), m.MaxEntries())
 	}
-	size := (8*len(table) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
-	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	size := (8*table.Len() + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return fmt.Errorf("mapping: %w", err)
 	}
-	for i, v := range table {
-		binary.NativeEndian.PutUint32(b[8*i:], v)
+	if table.IDs == nil {
+		for i, v := range table.Index {
+			binary.NativeEndian.PutUint32(b[8*i:], v)
+		}
+	} else {
+		for i, idx := range table.Index {
+			binary.NativeEndian.PutUint32(b[8*i:], table.IDs[idx])
+		}
 	}
 	return unix.Munmap(b)
 }

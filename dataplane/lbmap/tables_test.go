@@ -46,7 +46,7 @@ func TestTablesWrittenThroughMapping(t *testing.T) {
 				t.Errorf("slot-by-slot tables %v, want %v", dp.plainTables, tc.plainPins)
 			}
 			for _, s := range svcs {
-				want := slices.Clone(dp.state.TableOf(s.VIP))
+				want := slices.Clone(dp.state.TableOf(s.VIP).List())
 				got, err := dp.readTable(dp.state.VIPIDs()[s.VIP])
 				if err != nil {
 					t.Fatal(err)
