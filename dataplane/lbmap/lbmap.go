@@ -640,7 +640,7 @@ func writeMapped(m *ebpf.Map, table lb.Slots) error {
 		return fmt.Errorf("%d slots for a table of %d", table.Len(), m.MaxEntries())
 	}
 	size := (8*table.Len() + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
-	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("mapping: %w", err)
 	}
