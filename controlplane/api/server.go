@@ -96,6 +96,8 @@ type Server struct {
 	hostStatesMu sync.Mutex
 	hostStates   map[string]*desired.State
 	hostStatesAt int64
+
+	downs downCache // each host report's down backends, decoded once (PeerHealth)
 }
 
 // hostState is reconcile.ForHost of snap, computed once per host and store revision.
@@ -833,7 +835,7 @@ func (s *Server) handlePeerHealth(w http.ResponseWriter, r *http.Request, p *pri
 	if err != nil {
 		return internal(err)
 	}
-	writeJSON(w, http.StatusOK, PeerHealth(reports, s.hostState(snap, host)))
+	writeJSON(w, http.StatusOK, s.downs.PeerHealth(reports, s.hostState(snap, host)))
 	return nil
 }
 
