@@ -131,3 +131,37 @@ func TestRestoreKeepsIDsAndTables(t *testing.T) {
 		t.Fatalf("restored plan of the same set moved %d slots", moved)
 	}
 }
+
+// TestSlots: a table of backend IDs, given directly or as shared indices with an ID per index,
+// reads the same slot by slot, as a list, and in comparisons.
+func TestSlots(t *testing.T) {
+	index := []uint32{1, 2, 0, 2, 1}
+	for _, tc := range []struct {
+		name  string
+		a, b  Slots
+		equal bool
+		list  []uint32 // a.List()
+	}{
+		{"IDs directly", Slots{Index: []uint32{7, 9, 0, 9, 7}}, Slots{Index: []uint32{7, 9, 0, 9, 7}}, true, []uint32{7, 9, 0, 9, 7}},
+		{"indices with IDs", Slots{Index: index, IDs: []uint32{0, 7, 9}}, Slots{Index: []uint32{7, 9, 0, 9, 7}}, true, []uint32{7, 9, 0, 9, 7}},
+		{"same indices, other IDs", Slots{Index: index, IDs: []uint32{0, 7, 9}}, Slots{Index: index, IDs: []uint32{0, 7, 8}}, false, []uint32{7, 9, 0, 9, 7}},
+		{"other indices, same IDs", Slots{Index: index, IDs: []uint32{0, 7, 9}}, Slots{Index: []uint32{1, 1, 0, 2, 1}, IDs: []uint32{0, 7, 9}}, false, []uint32{7, 9, 0, 9, 7}},
+		{"two indices naming one ID", Slots{Index: []uint32{1, 2}, IDs: []uint32{0, 5, 5}}, Slots{Index: []uint32{5, 5}}, true, []uint32{5, 5}},
+		{"lengths differ", Slots{Index: []uint32{1}}, Slots{Index: []uint32{1, 1}}, false, []uint32{1}},
+		{"empty", Slots{}, Slots{}, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.a.Equal(tc.b); got != tc.equal || tc.b.Equal(tc.a) != tc.equal {
+				t.Errorf("Equal %v, want %v both ways", got, tc.equal)
+			}
+			if got := tc.a.List(); !slices.Equal(got, tc.list) || tc.a.Len() != len(tc.list) {
+				t.Errorf("List %v (Len %d), want %v", got, tc.a.Len(), tc.list)
+			}
+			for i, want := range tc.list {
+				if got := tc.a.At(i); got != want {
+					t.Errorf("At(%d) = %d, want %d", i, got, want)
+				}
+			}
+		})
+	}
+}
