@@ -125,12 +125,23 @@ type Dataplane struct {
 	// plainTables: the pinned rings map takes only tables that are not memory-mappable (an
 	// earlier build's template), written slot by slot.
 	plainTables bool
+	// tables are the Maglev tables this process installed, shared by VIPs with equal ones.
+	tables ringShare
 }
 
 // Writes is the number of map updates and deletions the setters (Set, SetConfig,
 // SetVLANDomains, SetDecapAddrs, SetTunnelSources, SetLocalVIPs) made since Load. A setter
 // given what the maps already hold writes nothing, so a steady state adds 0.
 func (d *Dataplane) Writes() uint64 { return d.writes.Load() }
+
+// Tables is the number of distinct Maglev tables this process installed and of VIPs using
+// them: VIPs with equal tables share one (VIPs restored from pins and not rewritten since are
+// not counted).
+func (d *Dataplane) Tables() (tables, vips int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tables.count()
+}
 
 // Restored reports whether Load found VIPs programmed by an earlier agent.
 func (d *Dataplane) Restored() bool { return d.restored }
@@ -174,7 +185,7 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	}
 	d := &Dataplane{log: opts.Log, pinPath: opts.PinPath, size: opts.TableSize, vipAddr: map[bpfobj.LbVipAddrKey]uint32{}, local: map[netip.Addr]bool{}, tunnelSrcs: map[netip.Addr]bool{},
-		members: map[bpfobj.LbMemberKey]uint32{}, vipGen: map[uint32]uint32{}}
+		members: map[bpfobj.LbMemberKey]uint32{}, vipGen: map[uint32]uint32{}, tables: newRingShare()}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps under %s do not match this build or its sizes (table %d, conntrack %d): %w; remove them to start afresh",
@@ -262,7 +273,12 @@ func removePinIf(pinPath string, spec *ebpf.MapSpec, log *slog.Logger, what stri
 
 // Close releases this process's handles. Pinned maps (and a pinned, attached program) stay,
 // so forwarding goes on while the agent restarts.
-func (d *Dataplane) Close() error { return errors.Join(d.closeUplink(), d.objs.Close()) }
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	d.tables.closeAll()
+	d.mu.Unlock()
+	return errors.Join(d.closeUplink(), d.objs.Close())
+}
 
 // Program returns the load-balancing XDP program.
 func (d *Dataplane) Program() *ebpf.Program { return d.objs.XdpLb }
@@ -540,6 +556,7 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 		if err := d.objs.Rings.Delete(u.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing VIP %s table: %w", u.VIP, err)
 		}
+		d.tables.drop(u.ID)
 		ak := addrKey(u.VIP.Domain, u.VIP.Addr)
 		if d.vipAddr[ak] > 0 {
 			d.vipAddr[ak]--
@@ -582,53 +599,72 @@ const (
 	flagLocal  = 1 << 1
 )
 
-// swapTable writes table into a new inner map and installs it for VIP id in one update.
+// swapTable installs table for VIP id in one update: an equal table already installed for
+// another VIP (ringShare), or a new inner map written with it.
 func (d *Dataplane) swapTable(id uint32, table lb.Slots) error {
-	if !d.plainTables {
-		err := d.installTable(id, table, true)
-		if !errors.Is(err, errPlainTemplate) {
-			return err
+	h := d.tables.hash(table)
+	if r := d.tables.find(h, table); r != nil {
+		if err := d.objs.Rings.Put(id, r.m); err != nil {
+			return fmt.Errorf("installing maglev table: %w", err)
 		}
-		// Pinned by a build whose table template is not memory-mappable (an upgrade that
-		// kept the pins): the kernel takes only tables like the template.
-		d.log.Info("pinned maglev tables are not memory-mappable (an earlier build's); filling tables slot by slot")
-		d.plainTables = true
+		d.tables.use(id, r)
+		return nil
 	}
-	return d.installTable(id, table, false)
+	var m *ebpf.Map
+	var err error
+	if !d.plainTables {
+		m, err = d.installTable(id, table, true)
+		if errors.Is(err, errPlainTemplate) {
+			// Pinned by a build whose table template is not memory-mappable (an upgrade
+			// that kept the pins): the kernel takes only tables like the template.
+			d.log.Info("pinned maglev tables are not memory-mappable (an earlier build's); filling tables slot by slot")
+			d.plainTables = true
+		}
+	}
+	if d.plainTables {
+		m, err = d.installTable(id, table, false)
+	}
+	if err != nil {
+		return err
+	}
+	d.tables.use(id, d.tables.add(m, table, h))
+	return nil
 }
 
 // errPlainTemplate: the outer map refused a memory-mappable table.
 var errPlainTemplate = errors.New("outer map's table template is not memory-mappable")
 
-// installTable makes a table holding table and puts it at id in rings. mapped creates it
+// installTable makes a table holding table, puts it at id in rings and returns it (open; the
+// caller closes it). mapped creates it
 // memory-mappable and writes every slot with one copy through a mapping; otherwise each slot
 // is one update of a batch (the kernel copies and updates element by element: about 6 ms for
 // 65537 slots, seconds for a thousand VIPs).
-func (d *Dataplane) installTable(id uint32, table lb.Slots, mapped bool) error {
+func (d *Dataplane) installTable(id uint32, table lb.Slots, mapped bool) (*ebpf.Map, error) {
 	spec := &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size}
 	if mapped {
 		spec.Flags = unix.BPF_F_MMAPABLE
 	}
 	inner, err := ebpf.NewMap(spec)
 	if err != nil {
-		return fmt.Errorf("creating maglev table: %w", err)
+		return nil, fmt.Errorf("creating maglev table: %w", err)
 	}
-	defer inner.Close()
 	if mapped {
 		err = writeMapped(inner, table)
 	} else {
 		_, err = inner.BatchUpdate(d.slots, table.List(), nil)
 	}
 	if err != nil {
-		return fmt.Errorf("filling maglev table: %w", err)
+		inner.Close()
+		return nil, fmt.Errorf("filling maglev table: %w", err)
 	}
 	if err := d.objs.Rings.Put(id, inner); err != nil {
+		inner.Close()
 		if mapped && errors.Is(err, unix.EINVAL) {
-			return errPlainTemplate
+			return nil, errPlainTemplate
 		}
-		return fmt.Errorf("installing maglev table: %w", err)
+		return nil, fmt.Errorf("installing maglev table: %w", err)
 	}
-	return nil
+	return inner, nil
 }
 
 // writeMapped writes table into the memory-mappable array m (4-byte values) through a shared

@@ -58,3 +58,75 @@ func TestTablesWrittenThroughMapping(t *testing.T) {
 		})
 	}
 }
+
+// TestTablesShared: VIPs whose tables are the same (the same backends, here of two ports and of
+// two protocols) point to one installed table; a VIP whose backends change gets a table of its
+// own while the others keep theirs, and a table no VIP uses any more is released. Every VIP
+// reads back its own plan's table at every step.
+func TestTablesShared(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dp, err := Load(Options{ConnTableSize: 1 << 12, TableSize: 251})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	web := []lb.Backend{be("198.18.1.1", 8080, 1), be("198.18.1.2", 8080, 1)}
+	other := []lb.Backend{be("198.18.1.3", 8080, 1)}
+	steps := []struct {
+		name         string
+		svcs         []lb.Service
+		tables, vips int // distinct tables installed, VIPs using them
+	}{
+		{"80 and 443 on the same backends", []lb.Service{
+			svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, web...),
+			svc("https", 0, "198.51.100.1", 443, lb.TCP, lb.DSR, web...),
+		}, 1, 2},
+		{"a UDP VIP and another service's backend", []lb.Service{
+			svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, web...),
+			svc("https", 0, "198.51.100.1", 443, lb.TCP, lb.DSR, web...),
+			svc("quic", 0, "198.51.100.1", 443, lb.UDP, lb.DSR, web...),
+			svc("db", 0, "198.51.100.2", 5432, lb.TCP, lb.DSR, other...),
+		}, 2, 4},
+		{"https loses a backend", []lb.Service{
+			svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, web...),
+			svc("https", 0, "198.51.100.1", 443, lb.TCP, lb.DSR, web[0]),
+			svc("quic", 0, "198.51.100.1", 443, lb.UDP, lb.DSR, web...),
+			svc("db", 0, "198.51.100.2", 5432, lb.TCP, lb.DSR, other...),
+		}, 3, 4},
+		{"db and https removed", []lb.Service{
+			svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, web...),
+			svc("quic", 0, "198.51.100.1", 443, lb.UDP, lb.DSR, web...),
+		}, 1, 2},
+		{"quic gets https's old table's backends", []lb.Service{
+			svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, web...),
+			svc("quic", 0, "198.51.100.1", 443, lb.UDP, lb.DSR, web[0]),
+		}, 2, 2},
+	}
+	for _, st := range steps {
+		if err := dp.Set(st.svcs); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if tables, vips := dp.Tables(); tables != st.tables || vips != st.vips {
+			t.Errorf("%s: %d tables for %d VIPs, want %d for %d", st.name, tables, vips, st.tables, st.vips)
+		}
+		inner := map[uint32]string{} // inner map ID -> service whose table it is
+		for _, s := range st.svcs {
+			id := dp.state.VIPIDs()[s.VIP]
+			got, err := dp.readTable(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := dp.state.TableOf(s.VIP).List(); len(want) != 251 || !slices.Equal(got, want) {
+				t.Fatalf("%s: %s reads back another table than its plan's", st.name, s.Name)
+			}
+			var innerID uint32
+			if err := dp.objs.Rings.Lookup(id, &innerID); err != nil {
+				t.Fatal(err)
+			}
+			inner[innerID] = s.Name
+		}
+		if len(inner) != st.tables {
+			t.Errorf("%s: the rings map holds %d distinct tables, want %d", st.name, len(inner), st.tables)
+		}
+	}
+}
