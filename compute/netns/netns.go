@@ -471,8 +471,9 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 		_ = syscall.Kill(r.PID, syscall.SIGKILL)
 	}
 	// An agent killed right after starting the server, before recording its pid, can leave an
-	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line.
-	if mine {
+	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line
+	// (reading every process's: only when no pid was recorded).
+	if mine && r.PID == 0 {
 		killByCmdline(p.cfg.HTTPCommand(name))
 	}
 	// Something else (a killed agent's last command) may remove them meanwhile: only what
