@@ -24,7 +24,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/govcloud/govcloud/compute"
+	"github.com/govcloud/govcloud/dataplane/ethtool"
+	"github.com/govcloud/govcloud/dataplane/nsexec"
 )
 
 // Prefix names the namespaces this provider owns.
@@ -180,18 +186,6 @@ func killByCmdline(want []string) {
 	}
 }
 
-// run runs one short command; it dies with the agent (a killed agent leaves no half-run ip
-// commands racing its successor).
-func run(ctx context.Context, args ...string) error {
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
 // Ensure makes the namespace guest exist with spec.
 func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStatus, error) {
 	if err := compute.ValidName(s.Name); err != nil {
@@ -253,61 +247,100 @@ func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStat
 
 func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) error {
 	ns := p.NamespaceName(s.Name)
-	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+	if err := addNamespace(ns); err != nil {
 		return err
 	}
 	r.NSInode = nsInode(ns)
-	steps := [][]string{{"ip", "-n", ns, "link", "set", "lo", "up"}}
+	nsh, nl, err := openNamespace(ns)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer nl.Close()
+	if err := linkUp(nl, "lo"); err != nil {
+		return fmt.Errorf("namespace %s: %w", ns, err)
+	}
 	for _, v := range s.Serves {
-		steps = append(steps, []string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"})
+		if err := addrOn(nl, "lo", netip.PrefixFrom(v, v.BitLen()), false); err != nil {
+			return fmt.Errorf("namespace %s: VIP %s: %w", ns, v, err)
+		}
 		r.Serves = append(r.Serves, v.String())
 	}
-	var gw, gw6 string
+	var gw, gw6 bool
+	var nics []netlink.Link // the guest ends
 	for i, n := range s.NICs {
 		dev := fmt.Sprintf("eth%d", i)
-		steps = append(steps, []string{"ip", "link", "add", n.Port, "type", "veth", "peer", "name", dev, "netns", ns})
-		steps = append(steps, []string{"ip", "link", "set", n.Port, "master", n.Bridge, "up"})
-		if len(n.MAC) > 0 {
-			steps = append(steps, []string{"ip", "-n", ns, "link", "set", dev, "address", n.MAC.String()})
+		br, err := netlink.LinkByName(n.Bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %q of segment %q: %w", n.Bridge, n.Segment, err)
+		}
+		veth := &netlink.Veth{
+			LinkAttrs: netlink.LinkAttrs{Name: n.Port, MasterIndex: br.Attrs().Index, Flags: net.FlagUp},
+			PeerName:  dev, PeerHardwareAddr: n.MAC, PeerNamespace: netlink.NsFd(nsh),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth %s on bridge %s, peer %s in %s: %w", n.Port, n.Bridge, dev, ns, err)
 		}
 		if n.Addr.IsValid() {
-			steps = append(steps, []string{"ip", "-n", ns, "addr", "add", n.Addr.String(), "dev", dev})
+			if err := addrOn(nl, dev, n.Addr, false); err != nil {
+				return fmt.Errorf("%s in %s: address %s: %w", dev, ns, n.Addr, err)
+			}
 		}
 		if n.Addr6.IsValid() {
 			// nodad: the address is the controller's alone, and a tentative one cannot be a
 			// source for the second or so duplicate address detection takes.
-			steps = append(steps, []string{"ip", "-n", ns, "addr", "add", n.Addr6.String(), "dev", dev, "nodad"})
+			if err := addrOn(nl, dev, n.Addr6, true); err != nil {
+				return fmt.Errorf("%s in %s: address %s: %w", dev, ns, n.Addr6, err)
+			}
 		}
-		steps = append(steps, []string{"ip", "-n", ns, "link", "set", dev, "up"})
-		// Checksums: veth leaves TX checksums to the receiver, which XDP on the host cannot do.
-		steps = append(steps, []string{"ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"})
-		if gw == "" && n.Gateway.IsValid() {
-			gw = n.Gateway.String()
-			steps = append(steps, []string{"ip", "-n", ns, "route", "replace", "default", "via", gw, "dev", dev})
+		if err := linkUp(nl, dev); err != nil {
+			return fmt.Errorf("%s in %s: %w", dev, ns, err)
 		}
-		if gw6 == "" && n.Addr6.IsValid() && n.Gateway6.IsValid() {
-			gw6 = n.Gateway6.String()
-			steps = append(steps, []string{"ip", "-n", ns, "-6", "route", "replace", "default", "via", gw6, "dev", dev})
+		link, err := nl.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", dev, ns, err)
+		}
+		nics = append(nics, link)
+		if !gw && n.Gateway.IsValid() {
+			gw = true
+			if err := defaultRoute(nl, link, n.Gateway); err != nil {
+				return fmt.Errorf("%s in %s: default route via %s: %w", dev, ns, n.Gateway, err)
+			}
+		}
+		if !gw6 && n.Addr6.IsValid() && n.Gateway6.IsValid() {
+			gw6 = true
+			if err := defaultRoute(nl, link, n.Gateway6); err != nil {
+				return fmt.Errorf("%s in %s: IPv6 default route via %s: %w", dev, ns, n.Gateway6, err)
+			}
 		}
 	}
-	for _, st := range steps {
-		if err := run(ctx, st...); err != nil {
-			return err
+	// Checksums: veth leaves TX checksums to the receiver, which XDP on the host cannot do
+	// ('ethtool -K ethN tx off').
+	if err := nsexec.Do(nsh, func() error {
+		for _, l := range nics {
+			if _, err := ethtool.FeaturesOff(l.Attrs().Name, ethtool.TxChecksum...); err != nil {
+				return fmt.Errorf("TX checksum offload off: %w", err)
+			}
 		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("in %s: %w", ns, err)
 	}
 	// Each NIC announces its IPv4 address (gratuitous ARP), so a neighbour still holding the
 	// MAC of a guest deleted from this address (a VM re-made, its address reused) learns the
 	// new one at once instead of after its entry goes stale (5-45 s; 8 s seen in
 	// bench-compute). The kernel's arp_notify sent nothing on a veth coming up here. Best
 	// effort: without it the guest is still right, only found later.
-	for i, n := range s.NICs {
-		if n.Addr.IsValid() && n.Addr.Addr().Is4() {
-			dev := fmt.Sprintf("eth%d", i)
-			if err := run(ctx, "ip", "netns", "exec", ns, "busybox", "arping", "-U", "-c", "1", "-I", dev, n.Addr.Addr().String()); err != nil {
-				p.log.Warn("gratuitous ARP", "vm", s.Name, "dev", dev, "err", err)
+	_ = nsexec.Do(nsh, func() error {
+		for i, n := range s.NICs {
+			if a := nics[i].Attrs(); n.Addr.IsValid() && n.Addr.Addr().Is4() {
+				if err := announce(a.Index, a.HardwareAddr, n.Addr.Addr()); err != nil {
+					p.log.Warn("gratuitous ARP", "vm", s.Name, "dev", a.Name, "err", err)
+				}
 			}
 		}
-	}
+		return nil
+	})
 	args := append([]string{"netns", "exec", ns}, p.cfg.HTTPCommand(s.Name)...)
 	logf, err := os.OpenFile(filepath.Join(p.cfg.StateDir, s.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -325,25 +358,78 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 	return nil
 }
 
+// openNamespace opens the named namespace and a route netlink handle working inside it.
+func openNamespace(ns string) (netns.NsHandle, *netlink.Handle, error) {
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		return 0, nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	nl, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
+	if err != nil {
+		nsh.Close()
+		return 0, nil, fmt.Errorf("namespace %s: netlink: %w", ns, err)
+	}
+	return nsh, nl, nil
+}
+
+func linkUp(nl *netlink.Handle, dev string) error {
+	l, err := nl.LinkByName(dev)
+	if err == nil {
+		err = nl.LinkSetUp(l)
+	}
+	if err != nil {
+		return fmt.Errorf("%s up: %w", dev, err)
+	}
+	return nil
+}
+
+// addrOn adds (or replaces) address a on dev; nodad skips IPv6 duplicate address detection.
+func addrOn(nl *netlink.Handle, dev string, a netip.Prefix, nodad bool) error {
+	l, err := nl.LinkByName(dev)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+	if nodad {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	return nl.AddrReplace(l, addr)
+}
+
+// defaultRoute makes gw the default route (of gw's family) through link.
+func defaultRoute(nl *netlink.Handle, link netlink.Link, gw netip.Addr) error {
+	return nl.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.AsSlice()})
+}
+
 // setServes makes the VIPs on a running guest's lo those of want, and records them.
 func (p *Provider) setServes(ctx context.Context, r *record, want []netip.Addr) error {
 	ns := p.NamespaceName(r.Name)
 	var next []string
 	for _, v := range want {
 		next = append(next, v.String())
+	}
+	if slices.Equal(next, r.Serves) {
+		return nil
+	}
+	nsh, nl, err := openNamespace(ns)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	defer nl.Close()
+	for _, v := range want {
 		if !slices.Contains(r.Serves, v.String()) {
-			if err := run(ctx, "ip", "-n", ns, "addr", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"); err != nil {
+			if err := addrOn(nl, "lo", netip.PrefixFrom(v, v.BitLen()), false); err != nil {
 				return fmt.Errorf("VIP %s: %w", v, err)
 			}
 		}
 	}
-	for _, old := range r.Serves {
-		if v, err := netip.ParseAddr(old); err == nil && !slices.Contains(want, v) {
-			_ = run(ctx, "ip", "-n", ns, "addr", "del", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo")
+	if lo, err := nl.LinkByName("lo"); err == nil {
+		for _, old := range r.Serves {
+			if v, err := netip.ParseAddr(old); err == nil && !slices.Contains(want, v) {
+				_ = nl.AddrDel(lo, &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(v.BitLen(), v.BitLen())}})
+			}
 		}
-	}
-	if slices.Equal(next, r.Serves) {
-		return nil
 	}
 	r.Serves = next
 	return p.save(*r)
@@ -377,35 +463,32 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	var errs []error
 	mine := r.NSInode == 0 || nsInode(ns) == r.NSInode // 0: recorded before it was made
 	if nsExists(ns) && mine {
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
+		for _, pid := range nsPids(ns) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	if r.PID > 0 && alive(r.PID) && inNamespaceCmd(r.PID, name) {
 		_ = syscall.Kill(r.PID, syscall.SIGKILL)
 	}
 	// An agent killed right after starting the server, before recording its pid, can leave an
-	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line.
-	if mine {
+	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line
+	// (reading every process's: only when no pid was recorded).
+	if mine && r.PID == 0 {
 		killByCmdline(p.cfg.HTTPCommand(name))
 	}
 	// Something else (a killed agent's last command) may remove them meanwhile: only what
 	// still exists after a failure is an error.
 	for _, port := range r.Ports {
-		if _, err := net.InterfaceByName(port); err == nil {
-			if err := run(ctx, "ip", "link", "del", port); err != nil {
-				if _, gone := net.InterfaceByName(port); gone == nil {
-					errs = append(errs, err)
+		if l, err := netlink.LinkByName(port); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				if _, gone := netlink.LinkByName(port); gone == nil {
+					errs = append(errs, fmt.Errorf("deleting port %s: %w", port, err))
 				}
 			}
 		}
 	}
 	if nsExists(ns) && mine {
-		if err := run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
+		if err := delNamespace(ns); err != nil && nsExists(ns) {
 			errs = append(errs, err)
 		}
 	}
@@ -462,18 +545,16 @@ func (p *Provider) Usage(ctx context.Context) ([]compute.Usage, error) {
 			continue
 		}
 		u := compute.Usage{VM: r.Name, Department: r.Department, VCPUs: r.VCPUs, MemoryBytes: uint64(r.MemoryMiB) << 20}
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", p.NamespaceName(r.Name)).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				u.VCPUSeconds += cpuSeconds(f)
-			}
+		for _, pid := range nsPids(p.NamespaceName(r.Name)) {
+			u.VCPUSeconds += cpuSeconds(pid)
 		}
 		out = append(out, u)
 	}
 	return out, nil
 }
 
-func cpuSeconds(pid string) float64 {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}

@@ -29,7 +29,7 @@ func guest(name, addr, mac string) compute.VMSpec {
 }
 
 // testBridge makes bridge name (in the test's namespace), up, removed when the test ends.
-func testBridge(t *testing.T, name string) {
+func testBridge(t testing.TB, name string) {
 	t.Helper()
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
 	if err := netlink.LinkAdd(br); err != nil {
@@ -43,7 +43,7 @@ func testBridge(t *testing.T, name string) {
 
 // testProvider is a provider with its own state dir, serving HTTP with busybox, its
 // namespaces named prefix+VM.
-func testProvider(t *testing.T, prefix string) *Provider {
+func testProvider(t testing.TB, prefix string) *Provider {
 	t.Helper()
 	dir := t.TempDir()
 	p, err := New(Config{StateDir: dir, HTTPCommand: BusyboxHTTP(dir), Prefix: prefix})
