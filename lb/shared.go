@@ -18,10 +18,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"maps"
 	"slices"
 	"sync"
+	"unsafe"
 )
 
 // SharedBackend is one backend of a SharedTable: its Key (Backend.Key) and weight. Key "" marks
@@ -242,6 +244,12 @@ var ErrSumMismatch = errors.New("maglev table sum mismatch")
 // Errors: a malformed delta (naming the slot), a delta for another generation or size than
 // have, ErrSumMismatch.
 func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
+	return d.ApplyInterned(have, nil)
+}
+
+// ApplyInterned is Apply keeping the result's slots in in (nil: none): a result whose slots
+// equal those of a table in already shares them, and no new array is made for it.
+func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable, error) {
 	if d.Size == 0 || d.Size > 1<<24 {
 		return nil, fmt.Errorf("table generation %d: size %d out of range", d.Generation, d.Size)
 	}
@@ -250,7 +258,7 @@ func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
 	r := newUvarintReader(d.Slots, int64(d.Size)*20+64)
 	defer r.close()
 	if d.Full {
-		out.Slots = make([]uint32, d.Size)
+		out.Slots = in.buffer(int(d.Size))
 		for s := range out.Slots {
 			v, err := r.next()
 			if err != nil || v > nb {
@@ -262,7 +270,7 @@ func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
 		if have == nil || have.Generation != d.Since || len(have.Slots) != int(d.Size) {
 			return nil, fmt.Errorf("table generation %d: delta applies to generation %d of %d slots", d.Generation, d.Since, d.Size)
 		}
-		out.Slots = slices.Clone(have.Slots)
+		out.Slots = append(in.buffer(0), have.Slots...)
 		n, err := r.next()
 		if err != nil || n > uint64(d.Size) {
 			return nil, fmt.Errorf("table generation %d: bad count of changed slots (%d): %v", d.Generation, n, err)
@@ -286,7 +294,73 @@ func (d Delta) Apply(have *SharedTable) (*SharedTable, error) {
 	if sum := out.Sum(); !bytes.Equal(sum[:], d.Sum) {
 		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
 	}
+	out.Slots = in.intern(out.Slots)
 	return out, nil
+}
+
+// SlotInterner keeps one copy of each distinct slot array of the tables a host holds. Services
+// with the same backends (several ports of one VM, every single-backend service) have equal
+// slots; held once, 1200 tables of 65537 slots on 120 VMs take 30 MiB instead of 300. Slot
+// arrays are never modified once made, so sharing them is safe. Not safe for concurrent use;
+// the zero value is ready.
+type SlotInterner struct {
+	seed    maphash.Seed
+	byHash  map[uint64][][]uint32
+	hashOf  map[*uint32]uint64 // an interned array's first slot -> its hash
+	scratch []uint32           // the last array found equal to an interned one, reused
+}
+
+// buffer returns an array of n slots to decode into (nil interner: a new one).
+func (in *SlotInterner) buffer(n int) []uint32 {
+	if in == nil || cap(in.scratch) < n {
+		return make([]uint32, n)
+	}
+	return in.scratch[:n]
+}
+
+// intern returns the interned array equal to s, or s, interned (nil interner or empty s: s).
+func (in *SlotInterner) intern(s []uint32) []uint32 {
+	if in == nil || len(s) == 0 {
+		return s
+	}
+	if in.byHash == nil {
+		in.seed, in.byHash, in.hashOf = maphash.MakeSeed(), map[uint64][][]uint32{}, map[*uint32]uint64{}
+	}
+	h := maphash.Bytes(in.seed, unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 4*len(s)))
+	for _, c := range in.byHash[h] {
+		if slices.Equal(c, s) {
+			if len(in.scratch) == 0 || &in.scratch[0] != &s[0] {
+				in.scratch = s
+			}
+			return c
+		}
+	}
+	in.byHash[h] = append(in.byHash[h], s)
+	in.hashOf[&s[0]] = h
+	if len(in.scratch) > 0 && &in.scratch[0] == &s[0] {
+		in.scratch = nil // s is held now
+	}
+	return s
+}
+
+// Keep forgets every interned array that is not among held (the slots of the tables still
+// held), so a dropped table's slots can be freed.
+func (in *SlotInterner) Keep(held func(yield func([]uint32) bool)) {
+	if in == nil || in.byHash == nil {
+		return
+	}
+	byHash, hashOf := map[uint64][][]uint32{}, map[*uint32]uint64{}
+	for s := range held {
+		if len(s) == 0 {
+			continue
+		}
+		h, ok := in.hashOf[&s[0]]
+		if _, dup := hashOf[&s[0]]; !ok || dup {
+			continue
+		}
+		byHash[h], hashOf[&s[0]] = append(byHash[h], s), h
+	}
+	in.byHash, in.hashOf = byHash, hashOf
 }
 
 func deflateUvarints(n int, emit func(put func(uint64))) []byte {

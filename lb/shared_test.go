@@ -366,3 +366,58 @@ func ExampleSharedTable_DeltaSince() {
 	fmt.Println(moved, d.Full, err, got.Sum() == b.Sum())
 	// Output: 1024 false <nil> true
 }
+
+// TestSlotInterner: tables with equal slots decoded through one interner share one array, a
+// delta applied to a shared array leaves it (and the other tables) as they were, and Keep
+// forgets arrays no table holds.
+func TestSlotInterner(t *testing.T) {
+	mk := func(addrs ...string) []Backend {
+		var bs []Backend
+		for _, a := range addrs {
+			bs = append(bs, Backend{Addr: netip.MustParseAddr(a), Port: 80, Weight: 1})
+		}
+		return bs
+	}
+	build := func(gen uint64, prev *SharedTable, bs []Backend) *SharedTable {
+		t.Helper()
+		tb, _, err := NextShared(251, prev, bs, gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tb
+	}
+	var in SlotInterner
+	apply := func(d Delta, have *SharedTable) *SharedTable {
+		t.Helper()
+		got, err := d.ApplyInterned(have, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	same := func(a, b *SharedTable) bool { return &a.Slots[0] == &b.Slots[0] }
+
+	one1 := build(1, nil, mk("198.18.1.1"))
+	one2 := build(2, nil, mk("198.18.1.2")) // another backend, the same slots (all index 1)
+	two := build(3, nil, mk("198.18.1.1", "198.18.1.2"))
+	a, b, c := apply(one1.DeltaSince(0), nil), apply(one2.DeltaSince(0), nil), apply(two.DeltaSince(0), nil)
+	if !same(a, b) || same(a, c) {
+		t.Fatalf("single-backend tables share slots: %v (want true); two-backend table shares them: %v (want false)", same(a, b), same(a, c))
+	}
+	if a.Sum() != one1.Sum() || b.Sum() != one2.Sum() || c.Sum() != two.Sum() {
+		t.Fatal("an interned table's sum differs from the controller's")
+	}
+	// A delta on b (shared with a): a keeps its slots.
+	grown := build(4, one2, mk("198.18.1.2", "198.18.1.3"))
+	before := slices.Clone(a.Slots)
+	b2 := apply(grown.DeltaSince(2), b)
+	if b2.Sum() != grown.Sum() || !slices.Equal(a.Slots, before) || same(a, b2) {
+		t.Fatalf("delta on a shared array: sum ok %v, the other table kept %v", b2.Sum() == grown.Sum(), slices.Equal(a.Slots, before))
+	}
+	// Only a and c held: b2's array is forgotten, so a table equal to it gets its own.
+	in.Keep(slices.Values([][]uint32{a.Slots, c.Slots}))
+	again := apply(grown.DeltaSince(0), nil)
+	if same(again, b2) || !same(apply(one1.DeltaSince(0), nil), a) {
+		t.Fatal("Keep kept an array no table holds, or dropped one a table holds")
+	}
+}

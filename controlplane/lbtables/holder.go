@@ -16,6 +16,8 @@ type Holder struct {
 	// Revision is the store revision of the last answer applied; Current its summaries.
 	Revision int64
 	Current  map[string]Summary
+
+	slots lb.SlotInterner // the tables' slot arrays, each distinct one held once
 }
 
 // NewHolder returns an empty holder.
@@ -43,7 +45,7 @@ func (h *Holder) Apply(resp *FetchResponse) []error {
 		if !d.Full {
 			have = h.Tables[n]
 		}
-		t, err := d.Apply(have)
+		t, err := d.ApplyInterned(have, &h.slots)
 		if err != nil {
 			delete(h.Tables, n)
 			errs = append(errs, fmt.Errorf("maglev table %q: %w", n, err))
@@ -62,6 +64,13 @@ func (h *Holder) Apply(resp *FetchResponse) []error {
 		}
 	}
 	h.Revision, h.Current = resp.Revision, resp.Current
+	h.slots.Keep(func(yield func([]uint32) bool) {
+		for _, t := range h.Tables {
+			if !yield(t.Slots) {
+				return
+			}
+		}
+	})
 	return errs
 }
 
