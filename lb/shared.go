@@ -363,14 +363,23 @@ func (in *SlotInterner) Keep(held func(yield func([]uint32) bool)) {
 	in.byHash, in.hashOf = byHash, hashOf
 }
 
+// deflaters keeps DEFLATE writers between tables: a new writer allocates over 500 KiB of
+// compressor state, and the controller encodes two streams per table it builds.
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return w
+}}
+
 func deflateUvarints(n int, emit func(put func(uint64))) []byte {
 	var raw []byte
 	raw = slices.Grow(raw, n*2)
 	emit(func(v uint64) { raw = binary.AppendUvarint(raw, v) })
 	var out bytes.Buffer
-	w, _ := flate.NewWriter(&out, flate.BestSpeed)
+	w := deflaters.Get().(*flate.Writer)
+	w.Reset(&out)
 	_, _ = w.Write(raw)
 	_ = w.Close()
+	deflaters.Put(w)
 	return out.Bytes()
 }
 

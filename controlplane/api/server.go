@@ -100,6 +100,9 @@ type Server struct {
 	downs downCache // each host report's down backends, decoded once (PeerHealth)
 }
 
+// Logger is the server's logger, for extensions that log beside it.
+func (s *Server) Logger() *slog.Logger { return s.log }
+
 // hostState is reconcile.ForHost of snap, computed once per host and store revision.
 func (s *Server) hostState(snap *store.Snapshot, host string) *desired.State {
 	s.hostStatesMu.Lock()

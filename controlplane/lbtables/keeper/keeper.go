@@ -503,7 +503,7 @@ func (k *Keeper) follow(ctx context.Context) {
 }
 
 // Extension returns the controller extension (controller.Options.Extend) that runs a keeper
-// of size-slot tables and serves:
+// of size-slot tables, logging to log (nil: the API server's logger), and serves:
 //
 //	POST /v1/hosts/{name}/lbtables   lbtables.FetchRequest -> lbtables.FetchResponse
 //	                                 (the host's agent, admin)
@@ -511,6 +511,9 @@ func (k *Keeper) follow(ctx context.Context) {
 //	                                 but a department)
 func Extension(size uint32, log *slog.Logger) func(ctx context.Context, srv *api.Server, st *store.Store) error {
 	return func(ctx context.Context, srv *api.Server, st *store.Store) error {
+		if log == nil {
+			log = srv.Logger()
+		}
 		k, err := New(st, size, log)
 		if err != nil {
 			return err
