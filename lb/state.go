@@ -58,6 +58,9 @@ func (t Slots) Equal(o Slots) bool {
 	if t.IDs == nil && o.IDs == nil {
 		return slices.Equal(t.Index, o.Index)
 	}
+	if len(t.Index) > 0 && &t.Index[0] == &o.Index[0] && slices.Equal(t.IDs, o.IDs) {
+		return true // one shared slot array (SlotInterner), the same IDs
+	}
 	for i := range t.Index {
 		if t.At(i) != o.At(i) {
 			return false
