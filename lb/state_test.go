@@ -136,6 +136,7 @@ func TestRestoreKeepsIDsAndTables(t *testing.T) {
 // reads the same slot by slot, as a list, and in comparisons.
 func TestSlots(t *testing.T) {
 	index := []uint32{1, 2, 0, 2, 1}
+	shared1 := []uint32{1, 1}
 	for _, tc := range []struct {
 		name  string
 		a, b  Slots
@@ -148,6 +149,8 @@ func TestSlots(t *testing.T) {
 		{"other indices, same IDs", Slots{Index: index, IDs: []uint32{0, 7, 9}}, Slots{Index: []uint32{1, 1, 0, 2, 1}, IDs: []uint32{0, 7, 9}}, false, []uint32{7, 9, 0, 9, 7}},
 		{"two indices naming one ID", Slots{Index: []uint32{1, 2}, IDs: []uint32{0, 5, 5}}, Slots{Index: []uint32{5, 5}}, true, []uint32{5, 5}},
 		{"lengths differ", Slots{Index: []uint32{1}}, Slots{Index: []uint32{1, 1}}, false, []uint32{1}},
+		{"one slot array, equal IDs", Slots{Index: index, IDs: []uint32{0, 7, 9}}, Slots{Index: index, IDs: []uint32{0, 7, 9}}, true, []uint32{7, 9, 0, 9, 7}},
+		{"one slot array, IDs differ where no slot points", Slots{Index: shared1, IDs: []uint32{0, 5, 6}}, Slots{Index: shared1, IDs: []uint32{0, 5, 8}}, true, []uint32{5, 5}},
 		{"empty", Slots{}, Slots{}, true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
