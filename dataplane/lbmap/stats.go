@@ -1,12 +1,14 @@
 package lbmap
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/govcloud/govcloud/dataplane/bpfobj"
 	"github.com/govcloud/govcloud/lb"
@@ -50,22 +52,71 @@ func (d *Dataplane) VIPCounters() (map[lb.VIP]VIPCounter, error) {
 	d.mu.Lock()
 	ids := d.state.VIPIDs()
 	d.mu.Unlock()
-	out := make(map[lb.VIP]VIPCounter, len(ids))
-	vals := make([]bpfobj.LbVipCounter, ebpf.MustPossibleCPU())
+	byID := make(map[uint32]lb.VIP, len(ids))
 	for v, id := range ids {
-		if err := d.objs.VipStats.Lookup(id, &vals); err != nil {
-			return nil, fmt.Errorf("VIP %s counters: %w", v, err)
-		}
+		byID[id] = v
+	}
+	out := make(map[lb.VIP]VIPCounter, len(ids))
+	err := readPerCPU(d.objs.VipStats, byID, func(id uint32, vals []bpfobj.LbVipCounter) {
 		var c VIPCounter
 		for _, x := range vals {
 			c.Packets += x.Packets
 			c.Bytes += x.Bytes
 			c.Conns += x.Conns
 		}
-		out[v] = c
+		out[byID[id]] = c
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VIP counters: %w", err)
 	}
 	return out, nil
 }
+
+// readPerCPU calls each with every CPU's value of each id of want in the per-CPU array m.
+// Many ids are read in batches of perCPUBatch entries, one system call each (a scrape of 1200
+// VIPs was 1200 lookups); a kernel without batch operations on per-CPU arrays gets one lookup
+// per id.
+func readPerCPU[V any, T comparable](m *ebpf.Map, want map[uint32]T, each func(id uint32, vals []V)) error {
+	ncpu := ebpf.MustPossibleCPU()
+	if len(want) >= perCPUBatchFrom {
+		keys := make([]uint32, perCPUBatch)
+		vals := make([]V, perCPUBatch*ncpu)
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := m.BatchLookup(&cursor, keys, vals, nil)
+			for i := range n {
+				if _, ok := want[keys[i]]; ok {
+					each(keys[i], vals[i*ncpu:(i+1)*ncpu])
+				}
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return nil // the end of the array
+			}
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+				return err
+			}
+			break // one by one below
+		}
+	}
+	vals := make([]V, ncpu)
+	for id := range want {
+		if err := m.Lookup(id, &vals); err != nil {
+			return fmt.Errorf("id %d: %w", id, err)
+		}
+		each(id, vals)
+	}
+	return nil
+}
+
+// Batches of per-CPU reads: entries per system call, and the fewest ids worth a batch (a
+// batch reads the whole array, at most MaxVIPs or MaxBackends entries).
+const (
+	perCPUBatch     = 512
+	perCPUBatchFrom = 64
+)
 
 // BackendCounters returns the counters of every programmed backend, by lb.Backend.Key.
 func (d *Dataplane) BackendCounters() (map[string]Counter, error) {

@@ -242,6 +242,13 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 		val  []byte
 	}
 	var writes []write
+	// A table built afresh depends only on its backends (and the generation): services with
+	// the same backends (several ports of one VM) get one build and one encoding.
+	type built struct {
+		rec   record
+		moved int
+	}
+	fresh := map[string]built{}
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		bs := want[name]
 		old := cur[name]
@@ -258,12 +265,25 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 				continue // written by a keeper that saw a newer revision
 			}
 		}
-		next, moved, err := lb.NextShared(k.size, prev, bs, gen)
-		if err != nil {
-			k.log.Warn("maglev table not built", "table", name, "err", err)
-			continue
+		var rec record
+		var moved int
+		freshKey := ""
+		if prev == nil {
+			freshKey = backendSetKey(bs)
 		}
-		rec := record{Table: next.DeltaSince(0), SlotGen: next.EncodeSlotGen()}
+		if b, ok := fresh[freshKey]; ok && freshKey != "" {
+			rec, moved = b.rec, b.moved
+		} else {
+			next, m, err := lb.NextShared(k.size, prev, bs, gen)
+			if err != nil {
+				k.log.Warn("maglev table not built", "table", name, "err", err)
+				continue
+			}
+			rec, moved = record{Table: next.DeltaSince(0), SlotGen: next.EncodeSlotGen()}, m
+			if freshKey != "" {
+				fresh[freshKey] = built{rec, moved}
+			}
+		}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return res, fmt.Errorf("encode maglev table %q: %w", name, err)
@@ -359,6 +379,16 @@ func DesiredTables(st *config.State, rev int64) (map[string][]lb.Backend, []erro
 	// Every host carries every service (reconcile): any host's desired services are all.
 	var ds *desired.State = reconcile.ForHost(st, hosts[0].Metadata.Name, rev)
 	return lbtables.Desired(ds)
+}
+
+// backendSetKey identifies a backend list (keys and weights, in order) for building a table
+// afresh.
+func backendSetKey(bs []lb.Backend) string {
+	var b strings.Builder
+	for _, x := range bs {
+		fmt.Fprintf(&b, "%s/%d\x00", x.Key(), x.Weight)
+	}
+	return b.String()
 }
 
 // Fetch answers a host: it waits until the tables cover req.MinRevision (at most req.WaitMs,

@@ -284,3 +284,43 @@ func TestKeeperGenerationsDeltasAndHashes(t *testing.T) {
 		t.Fatalf("summaries: %+v %v", sum, err)
 	}
 }
+
+// TestKeeperSameBackendsOneBuild: tables built afresh in one step for the same backends (web's
+// port and db's two ports, here) are each what a build of that table alone gives, and one of
+// them changing later leaves the others' generations.
+func TestKeeperSameBackendsOneBuild(t *testing.T) {
+	e := newEnv(t, 251)
+	rev := e.apply(t, web(220, 221))
+	if res := e.step(t); res.Changed != 3 {
+		t.Fatalf("first step built %d tables, want 3", res.Changed)
+	}
+	snap, err := e.st.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, errs := DesiredTables(snap.State, rev)
+	if len(errs) > 0 || len(want) != 3 {
+		t.Fatalf("desired tables %v %v", want, errs)
+	}
+	sums := e.k.Summaries()
+	for name, bs := range want {
+		alone, _, err := lb.NextShared(251, nil, bs, uint64(rev))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sums[name]; got.Sum != fmt.Sprintf("%x", alone.Sum()) || got.Generation != uint64(rev) {
+			t.Errorf("%s: %+v, a build of it alone %x at %d", name, got, alone.Sum(), rev)
+		}
+	}
+	if s := sums["web/80/tcp"]; s.Sum != sums["db/5432/tcp"].Sum || s.Sum != sums["db/5433/tcp"].Sum {
+		t.Errorf("tables of the same backends differ: %+v", sums)
+	}
+	rev2 := e.apply(t, web(220, 221, 0))
+	if res := e.step(t); res.Changed != 1 {
+		t.Fatalf("second step built %d tables, want 1 (web)", res.Changed)
+	}
+	after := e.k.Summaries()
+	if after["web/80/tcp"].Generation != uint64(rev2) || after["db/5432/tcp"] != sums["db/5432/tcp"] || after["db/5433/tcp"] != sums["db/5433/tcp"] {
+		t.Errorf("after web changed: %+v (before %+v)", after, sums)
+	}
+}
