@@ -15,9 +15,11 @@ import (
 	"bytes"
 	"compress/flate"
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/maphash"
 	"io"
 	"maps"
@@ -57,14 +59,25 @@ func (t *SharedTable) Sum() [32]byte {
 		return *t.sum
 	}
 	h := sha256.New()
+	writeSlots(h, t.Slots)
+	return t.finishSum(h)
+}
+
+// writeSlots writes the slot array's part of a table's hash: each slot's index as 4 bytes
+// little endian.
+func writeSlots(h hash.Hash, slots []uint32) {
 	buf := make([]byte, 4*4096)
-	for i := 0; i < len(t.Slots); i += 4096 {
-		part := t.Slots[i:min(i+4096, len(t.Slots))]
+	for i := 0; i < len(slots); i += 4096 {
+		part := slots[i:min(i+4096, len(slots))]
 		for j, v := range part {
 			binary.LittleEndian.PutUint32(buf[4*j:], v)
 		}
 		h.Write(buf[:4*len(part)])
 	}
+}
+
+// finishSum adds the backends to h, which holds the slots (writeSlots), and keeps the sum.
+func (t *SharedTable) finishSum(h hash.Hash) [32]byte {
 	for i, b := range t.Backends {
 		fmt.Fprintf(h, "\x00%d\x00%s\x00%d", i+1, b.Key, b.Weight)
 	}
@@ -255,6 +268,11 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 	}
 	out := &SharedTable{Generation: d.Generation, Backends: d.Backends}
 	nb := uint64(len(d.Backends))
+	if d.Full {
+		if dec := in.decoded(d.Slots, d.Size); dec != nil {
+			return d.applyDecoded(out, dec)
+		}
+	}
 	r := newUvarintReader(d.Slots, int64(d.Size)*20+64)
 	defer r.close()
 	if d.Full {
@@ -295,7 +313,41 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
 	}
 	out.Slots = in.intern(out.Slots)
+	if d.Full {
+		in.remember(d.Slots, d.Size, out.Slots)
+	}
 	return out, nil
+}
+
+// applyDecoded is ApplyInterned of a full delta whose slot stream was decoded before (dec):
+// the same checks on this delta's backends and hash, without inflating the slots again.
+func (d Delta) applyDecoded(out *SharedTable, dec *decodedStream) (*SharedTable, error) {
+	for _, v := range dec.used { // an index must name a backend that holds it
+		if int(v) > len(d.Backends) {
+			return nil, fmt.Errorf("table generation %d: a slot names index %d of %d backends", d.Generation, v, len(d.Backends))
+		}
+		if d.Backends[v-1].Key == "" {
+			return nil, fmt.Errorf("table generation %d: a slot names free index %d", d.Generation, v)
+		}
+	}
+	out.Slots = dec.slots
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(dec.mid); err != nil {
+		return nil, fmt.Errorf("table generation %d: %w", d.Generation, err)
+	}
+	if sum := out.finishSum(h); !bytes.Equal(sum[:], d.Sum) {
+		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
+	}
+	return out, nil
+}
+
+// decodedStream is a full delta's compressed slot stream decoded before: its interned slots,
+// the indices they use, and the hash state after the slots (writeSlots).
+type decodedStream struct {
+	comp  []byte
+	slots []uint32
+	used  []uint32 // the nonzero indices in slots, ascending
+	mid   []byte   // sha256 state after writeSlots(slots), as MarshalBinary gives it
 }
 
 // SlotInterner keeps one copy of each distinct slot array of the tables a host holds. Services
@@ -303,11 +355,56 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 // slots; held once, 1200 tables of 65537 slots on 120 VMs take 30 MiB instead of 300. Slot
 // arrays are never modified once made, so sharing them is safe. Not safe for concurrent use;
 // the zero value is ready.
+//
+// It also remembers which compressed stream of a full delta gave which array, so a table
+// fetched again, or another table with the same slots, is not inflated and hashed again.
 type SlotInterner struct {
 	seed    maphash.Seed
 	byHash  map[uint64][][]uint32
 	hashOf  map[*uint32]uint64 // an interned array's first slot -> its hash
 	scratch []uint32           // the last array found equal to an interned one, reused
+	streams map[uint64][]*decodedStream
+}
+
+// decoded returns what the full delta stream comp of size slots decoded to, or nil.
+func (in *SlotInterner) decoded(comp []byte, size uint32) *decodedStream {
+	if in == nil || in.streams == nil {
+		return nil
+	}
+	for _, e := range in.streams[maphash.Bytes(in.seed, comp)] {
+		if len(e.slots) == int(size) && bytes.Equal(e.comp, comp) {
+			return e
+		}
+	}
+	return nil
+}
+
+// remember records that the full delta stream comp decoded (and verified) to the interned
+// slots.
+func (in *SlotInterner) remember(comp []byte, size uint32, slots []uint32) {
+	if in == nil || len(slots) == 0 || in.decoded(comp, size) != nil {
+		return
+	}
+	if in.streams == nil {
+		in.streams = map[uint64][]*decodedStream{}
+	}
+	h := sha256.New()
+	writeSlots(h, slots)
+	mid, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return
+	}
+	seen := map[uint32]bool{}
+	var used []uint32
+	for _, v := range slots {
+		if v != 0 && !seen[v] {
+			seen[v] = true
+			used = append(used, v)
+		}
+	}
+	slices.Sort(used)
+	k := maphash.Bytes(in.seed, comp)
+	in.streams[k] = append(in.streams[k], &decodedStream{comp: bytes.Clone(comp), slots: slots, used: used, mid: mid})
 }
 
 // buffer returns an array of n slots to decode into (nil interner: a new one).
@@ -361,6 +458,14 @@ func (in *SlotInterner) Keep(held func(yield func([]uint32) bool)) {
 		byHash[h], hashOf[&s[0]] = append(byHash[h], s), h
 	}
 	in.byHash, in.hashOf = byHash, hashOf
+	for k, es := range in.streams {
+		es = slices.DeleteFunc(es, func(e *decodedStream) bool { _, ok := hashOf[&e.slots[0]]; return !ok })
+		if len(es) == 0 {
+			delete(in.streams, k)
+		} else {
+			in.streams[k] = es
+		}
+	}
 }
 
 // deflaters keeps DEFLATE writers between tables: a new writer allocates over 500 KiB of

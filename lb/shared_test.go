@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -419,5 +420,62 @@ func TestSlotInterner(t *testing.T) {
 	again := apply(grown.DeltaSince(0), nil)
 	if same(again, b2) || !same(apply(one1.DeltaSince(0), nil), a) {
 		t.Fatal("Keep kept an array no table holds, or dropped one a table holds")
+	}
+}
+
+// TestSlotInternerDecodedStreams: a full delta whose slot stream was decoded before is checked
+// like any other (its own backends and hash) without inflating it again: the same table, a
+// table of other backends with the same slots, a freed index, a wrong hash, too few backends.
+func TestSlotInternerDecodedStreams(t *testing.T) {
+	mk := func(addrs ...string) []Backend {
+		var bs []Backend
+		for _, a := range addrs {
+			bs = append(bs, Backend{Addr: netip.MustParseAddr(a), Port: 80, Weight: 1})
+		}
+		return bs
+	}
+	one, _, err := NextShared(251, nil, mk("198.18.1.1"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := NextShared(251, nil, mk("198.18.1.9"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in SlotInterner
+	first, err := one.DeltaSince(0).ApplyInterned(nil, &in)
+	if err != nil || in.decoded(one.DeltaSince(0).Slots, 251) == nil {
+		t.Fatalf("first decode: %v, stream remembered: %v", err, in.decoded(one.DeltaSince(0).Slots, 251) != nil)
+	}
+	freed := one.DeltaSince(0)
+	freed.Backends = []SharedBackend{{Key: "", Weight: 1}}
+	badSum := one.DeltaSince(0)
+	badSum.Sum = bytes.Repeat([]byte{7}, 32)
+	none := one.DeltaSince(0)
+	none.Backends = nil
+	for _, tc := range []struct {
+		name string
+		d    Delta
+		want *SharedTable // nil: an error
+		err  string
+	}{
+		{"the same table again", one.DeltaSince(0), one, ""},
+		{"other backends, same slots", other.DeltaSince(0), other, ""},
+		{"its index freed", freed, nil, "free index 1"},
+		{"a wrong hash", badSum, nil, ErrSumMismatch.Error()},
+		{"no backends", none, nil, "index 1 of 0 backends"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.d.ApplyInterned(nil, &in)
+			if tc.want == nil {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got.Sum() != tc.want.Sum() || &got.Slots[0] != &first.Slots[0] {
+				t.Fatalf("err %v, sum ok %v, shares the first decode's slots %v", err, err == nil && got.Sum() == tc.want.Sum(), err == nil && &got.Slots[0] == &first.Slots[0])
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"slices"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -35,10 +36,25 @@ func newRingShare() ringShare {
 	return ringShare{seed: maphash.MakeSeed(), byHash: map[uint64][]*ring{}, of: map[uint32]*ring{}}
 }
 
-// hash is t's hash over its backend IDs, slot by slot.
+// hash is t's hash: a table translated from a shared one by its slot array's address and
+// length and its IDs (a host holds each distinct shared slot array once, lb.SlotInterner, and
+// a ring keeps its array alive, so the address names the content); any other table by its
+// backend IDs, slot by slot. Equal tables of the two forms hash apart: they are only not
+// shared.
 func (s *ringShare) hash(t lb.Slots) uint64 {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
+	if t.IDs != nil && t.Len() > 0 {
+		var b [16]byte
+		binary.LittleEndian.PutUint64(b[:], uint64(uintptr(unsafe.Pointer(&t.Index[0]))))
+		binary.LittleEndian.PutUint64(b[8:], uint64(t.Len()))
+		h.Write(b[:])
+		for _, id := range t.IDs {
+			binary.LittleEndian.PutUint32(b[:], id)
+			h.Write(b[:4])
+		}
+		return h.Sum64()
+	}
 	var buf [4 * 1024]byte
 	n := 0
 	for i := range t.Len() {

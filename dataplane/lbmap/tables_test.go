@@ -130,3 +130,53 @@ func TestTablesShared(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedTablesShared: VIPs programmed from controller tables (lb.SharedTable) whose slots
+// a host holds once share one installed table when their backends are the same, and not when
+// only the slots are: every VIP reads back its own table.
+func TestSharedTablesShared(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	dp, err := Load(Options{ConnTableSize: 1 << 12, TableSize: 251})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	var in lb.SlotInterner
+	shared := func(bs ...lb.Backend) *lb.SharedTable {
+		t.Helper()
+		built, _, err := lb.NextShared(251, nil, bs, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := built.DeltaSince(0).ApplyInterned(nil, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	a, b := be("198.18.1.1", 80, 1), be("198.18.1.2", 80, 1)
+	withTable := func(s lb.Service) lb.Service { s.Shared = shared(s.Backends...); return s }
+	svcs := []lb.Service{
+		withTable(svc("http", 0, "198.51.100.1", 80, lb.TCP, lb.DSR, a)),
+		withTable(svc("https", 0, "198.51.100.1", 443, lb.TCP, lb.DSR, a)), // same backend: one table
+		withTable(svc("db", 0, "198.51.100.2", 5432, lb.TCP, lb.DSR, b)),   // same slots, another backend
+	}
+	if err := dp.Set(svcs); err != nil {
+		t.Fatal(err)
+	}
+	if tables, vips := dp.Tables(); tables != 2 || vips != 3 {
+		t.Errorf("%d tables for %d VIPs, want 2 for 3", tables, vips)
+	}
+	for _, s := range svcs {
+		got, err := dp.readTable(dp.state.VIPIDs()[s.VIP])
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := dp.state.BackendIDs()[s.Backends[0].Key()]
+		for slot, v := range got {
+			if v != id {
+				t.Fatalf("%s: slot %d holds backend id %d, want %d (%s)", s.Name, slot, v, id, s.Backends[0].Key())
+			}
+		}
+	}
+}
