@@ -197,6 +197,9 @@ type StepResult struct {
 	Deleted      int   // tables removed
 	MovedSlots   int   // slots that changed owner, over all tables
 	BytesWritten int   // etcd value bytes written
+	// Built is how long reading the store and building the tables took, Stored how long
+	// writing them did.
+	Built, Stored time.Duration
 }
 
 // Step brings the tables up to the store's current state: each table whose backend set
@@ -219,6 +222,7 @@ func (k *Keeper) Step(ctx context.Context) (StepResult, error) {
 }
 
 func (k *Keeper) step(ctx context.Context) (StepResult, error) {
+	began := time.Now()
 	snap, err := k.st.Snapshot(ctx)
 	if err != nil {
 		return StepResult{}, err
@@ -301,6 +305,7 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 		}
 	}
 	stateVal, _ := json.Marshal(map[string]int64{"revision": snap.Revision})
+	res.Built = time.Since(began)
 
 	const maxBytes, maxOps = 1 << 20, 64
 	for len(writes) > 0 || stateVal != nil {
@@ -353,6 +358,7 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 			stateVal = nil
 		}
 	}
+	res.Stored = time.Since(began) - res.Built
 	return res, nil
 }
 
@@ -482,7 +488,7 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.log.Warn("maglev tables: step", "err", err)
 		} else if res.Revision != 0 && (res.Changed > 0 || res.Deleted > 0) {
 			k.log.Info("maglev tables computed", "revision", res.Revision, "changed", res.Changed, "deleted", res.Deleted,
-				"movedSlots", res.MovedSlots, "bytes", res.BytesWritten, "took", time.Since(start))
+				"movedSlots", res.MovedSlots, "bytes", res.BytesWritten, "took", time.Since(start), "built", res.Built, "stored", res.Stored)
 		}
 		select {
 		case <-ctx.Done():
