@@ -127,6 +127,8 @@ type Dataplane struct {
 	plainTables bool
 	// tables are the Maglev tables this process installed, shared by VIPs with equal ones.
 	tables ringShare
+	// ringsChecked: a table went into the rings map alone, so plainTables is known.
+	ringsChecked bool
 }
 
 // Writes is the number of map updates and deletions the setters (Set, SetConfig,
@@ -518,6 +520,10 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 			return fmt.Errorf("backend %s next hop: %w", b.Backend.Key(), err)
 		}
 	}
+	// Tables first (a VIP is seen by packets only once its meta is written below).
+	if err := d.installTables(diff.UpsertVIPs); err != nil {
+		return err
+	}
 	for _, u := range diff.UpsertVIPs {
 		if u.New {
 			if err := zeroPerCPU(d.objs.VipStats, u.ID, bpfobj.LbVipCounter{}); err != nil {
@@ -526,11 +532,6 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 			// Entries left by an earlier VIP of this id are checked against the new one's
 			// backends before they are followed.
 			if err := d.newGeneration(u.ID); err != nil {
-				return fmt.Errorf("VIP %s: %w", u.VIP, err)
-			}
-		}
-		if u.Table.Len() > 0 {
-			if err := d.swapTable(u.ID, u.Table); err != nil {
 				return fmt.Errorf("VIP %s: %w", u.VIP, err)
 			}
 		}
@@ -549,14 +550,12 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 			return fmt.Errorf("VIP %s address: %w", u.VIP, err)
 		}
 	}
+	var gone []uint32 // VIP ids whose tables go, once their VIPs are gone
 	for _, u := range diff.DeleteVIPs {
 		if err := d.objs.Vips.Delete(vipKey(u.VIP)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing VIP %s: %w", u.VIP, err)
 		}
-		if err := d.objs.Rings.Delete(u.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("removing VIP %s table: %w", u.VIP, err)
-		}
-		d.tables.drop(u.ID)
+		gone = append(gone, u.ID)
 		ak := addrKey(u.VIP.Domain, u.VIP.Addr)
 		if d.vipAddr[ak] > 0 {
 			d.vipAddr[ak]--
@@ -569,6 +568,9 @@ func (d *Dataplane) apply(diff lb.Diff) error {
 		} else if err := d.objs.VipAddrs.Put(ak, d.vipAddr[ak]); err != nil {
 			return fmt.Errorf("VIP address %s: %w", u.VIP.Addr, err)
 		}
+	}
+	if err := d.removeTables(gone); err != nil {
+		return err
 	}
 	for _, id := range diff.DeleteBackends {
 		// Inactive: connection-table entries that still name it pick a new backend.
@@ -598,6 +600,104 @@ const (
 	flagActive = 1 << 0
 	flagLocal  = 1 << 1
 )
+
+// installTables installs the table of each update that has one. Every update of a map of
+// maps makes the kernel wait for an RCU grace period (expedited: all CPUs interrupted), which
+// on a busy host took 12 s for the scale lab's 1200 VIPs; the tables are therefore put in
+// one batch, waiting once. The first table of this process goes alone: it finds out whether
+// the pinned rings map takes memory-mappable tables (swapTable). A kernel without batch
+// updates of a map of maps gets one update per table.
+func (d *Dataplane) installTables(ups []lb.VIPUpdate) error {
+	var ids []uint32
+	var rs []*ring
+	for _, u := range ups {
+		if u.Table.Len() == 0 {
+			continue
+		}
+		if !d.ringsChecked {
+			if err := d.swapTable(u.ID, u.Table); err != nil {
+				return fmt.Errorf("VIP %s: %w", u.VIP, err)
+			}
+			d.ringsChecked = true
+			continue
+		}
+		r, err := d.prepareTable(u.Table)
+		if err != nil {
+			d.tables.closeUnused()
+			return fmt.Errorf("VIP %s: %w", u.VIP, err)
+		}
+		ids, rs = append(ids, u.ID), append(rs, r)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	fds := make([]uint32, len(rs))
+	for i, r := range rs {
+		fds[i] = uint32(r.m.FD())
+	}
+	if _, err := d.objs.Rings.BatchUpdate(ids, fds, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+			d.tables.closeUnused()
+			return fmt.Errorf("installing %d maglev tables: %w", len(ids), err)
+		}
+		for i, id := range ids {
+			if err := d.objs.Rings.Put(id, rs[i].m); err != nil {
+				d.tables.closeUnused()
+				return fmt.Errorf("installing maglev table of VIP id %d: %w", id, err)
+			}
+		}
+	}
+	for i, id := range ids {
+		d.tables.use(id, rs[i])
+	}
+	return nil
+}
+
+// removeTables removes the tables of VIP ids (whose VIPs are gone), in one batch where the
+// kernel allows it (installTables says why).
+func (d *Dataplane) removeTables(ids []uint32) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := d.objs.Rings.BatchDelete(ids, nil); err != nil {
+		for _, id := range ids {
+			if err := d.objs.Rings.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing the maglev table of VIP id %d: %w", id, err)
+			}
+		}
+	}
+	for _, id := range ids {
+		d.tables.drop(id)
+	}
+	return nil
+}
+
+// prepareTable returns an installed table equal to table, or a new one written with it and
+// not yet installed anywhere.
+func (d *Dataplane) prepareTable(table lb.Slots) (*ring, error) {
+	h := d.tables.hash(table)
+	if r := d.tables.find(h, table); r != nil {
+		return r, nil
+	}
+	spec := &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size}
+	if !d.plainTables {
+		spec.Flags = unix.BPF_F_MMAPABLE
+	}
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("creating maglev table: %w", err)
+	}
+	if d.plainTables {
+		_, err = m.BatchUpdate(d.slots, table.List(), nil)
+	} else {
+		err = writeMapped(m, table)
+	}
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("filling maglev table: %w", err)
+	}
+	return d.tables.add(m, table, h), nil
+}
 
 // swapTable installs table for VIP id in one update: an equal table already installed for
 // another VIP (ringShare), or a new inner map written with it.

@@ -114,6 +114,24 @@ func (s *ringShare) release(r *ring) {
 	_ = r.m.Close()
 }
 
+// closeUnused closes the tables no VIP uses (made for an update that failed).
+func (s *ringShare) closeUnused() {
+	for h, rs := range s.byHash {
+		rs = slices.DeleteFunc(rs, func(r *ring) bool {
+			if r.users > 0 {
+				return false
+			}
+			_ = r.m.Close()
+			return true
+		})
+		if len(rs) == 0 {
+			delete(s.byHash, h)
+		} else {
+			s.byHash[h] = rs
+		}
+	}
+}
+
 // closeAll closes every table map this process holds open (the installed tables stay in the
 // pinned rings map).
 func (s *ringShare) closeAll() {
