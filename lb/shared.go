@@ -48,7 +48,36 @@ type SharedTable struct {
 	Slots      []uint32
 	SlotGen    []uint64
 
-	sum *[32]byte // Sum, computed once: a shared table is not modified after it is built
+	sum  *[32]byte // Sum, computed once: a shared table is not modified after it is built
+	used []uint32  // the nonzero indices Slots names, ascending (nil: not worked out yet)
+}
+
+// usedIndices is the nonzero indices t's slots name, ascending, worked out once.
+func (t *SharedTable) usedIndices() []uint32 {
+	if t.used == nil {
+		t.used = usedIndices(t.Slots, len(t.Backends))
+	}
+	return t.used
+}
+
+// usedIndices is the nonzero values of slots, ascending (empty, not nil, when there are none).
+func usedIndices(slots []uint32, hint int) []uint32 {
+	seen := make([]bool, hint+1)
+	used := []uint32{}
+	for _, v := range slots {
+		if v == 0 {
+			continue
+		}
+		if int(v) >= len(seen) {
+			seen = append(seen, make([]bool, int(v)+1-len(seen))...)
+		}
+		if !seen[v] {
+			seen[v] = true
+			used = append(used, v)
+		}
+	}
+	slices.Sort(used)
+	return used
 }
 
 // Sum is the table's SHA-256: over the slot array (each slot's index as 4 bytes little endian)
@@ -309,6 +338,7 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 			return nil, fmt.Errorf("table generation %d: slot %d names free index %d", d.Generation, s, v)
 		}
 	}
+	out.used = usedIndices(out.Slots, len(d.Backends))
 	if sum := out.Sum(); !bytes.Equal(sum[:], d.Sum) {
 		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
 	}
@@ -330,7 +360,7 @@ func (d Delta) applyDecoded(out *SharedTable, dec *decodedStream) (*SharedTable,
 			return nil, fmt.Errorf("table generation %d: a slot names free index %d", d.Generation, v)
 		}
 	}
-	out.Slots = dec.slots
+	out.Slots, out.used = dec.slots, dec.used
 	h := sha256.New()
 	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(dec.mid); err != nil {
 		return nil, fmt.Errorf("table generation %d: %w", d.Generation, err)
@@ -394,15 +424,7 @@ func (in *SlotInterner) remember(comp []byte, size uint32, slots []uint32) {
 	if err != nil {
 		return
 	}
-	seen := map[uint32]bool{}
-	var used []uint32
-	for _, v := range slots {
-		if v != 0 && !seen[v] {
-			seen[v] = true
-			used = append(used, v)
-		}
-	}
-	slices.Sort(used)
+	used := usedIndices(slots, 0)
 	k := maphash.Bytes(in.seed, comp)
 	in.streams[k] = append(in.streams[k], &decodedStream{comp: bytes.Clone(comp), slots: slots, used: used, mid: mid})
 }

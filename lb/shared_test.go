@@ -479,3 +479,23 @@ func TestSlotInternerDecodedStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestUsedIndices: the nonzero indices a slot array names, once each, ascending, whatever the
+// hint of the backend count.
+func TestUsedIndices(t *testing.T) {
+	for _, tc := range []struct {
+		slots []uint32
+		hint  int
+		want  []uint32
+	}{
+		{nil, 0, []uint32{}},
+		{[]uint32{0, 0}, 3, []uint32{}},
+		{[]uint32{1, 1, 1}, 1, []uint32{1}},
+		{[]uint32{3, 0, 1, 3, 2}, 3, []uint32{1, 2, 3}},
+		{[]uint32{7, 2, 7}, 1, []uint32{2, 7}}, // past the hint
+	} {
+		if got := usedIndices(tc.slots, tc.hint); !slices.Equal(got, tc.want) || got == nil {
+			t.Errorf("usedIndices(%v, %d) = %v, want %v", tc.slots, tc.hint, got, tc.want)
+		}
+	}
+}

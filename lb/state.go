@@ -317,15 +317,30 @@ func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backen
 			local[i+1] = st.id
 		}
 	}
-	for slot, idx := range eff {
+	check := func(idx uint32) error {
+		if int(idx) >= len(local) {
+			return fmt.Errorf("generation %d: a slot names index %d of %d backends", t.Generation, idx, len(t.Backends))
+		}
+		if local[idx] == NoBackend {
+			return fmt.Errorf("generation %d: a slot names backend %q, which this host does not balance to", t.Generation, t.Backends[idx-1].Key)
+		}
+		return nil
+	}
+	if len(eff) > 0 && len(t.Slots) > 0 && &eff[0] == &t.Slots[0] {
+		// The shared slots themselves: the indices they name are known (usedIndices).
+		for _, idx := range t.usedIndices() {
+			if err := check(idx); err != nil {
+				return Slots{}, err
+			}
+		}
+		return Slots{Index: eff, IDs: local}, nil
+	}
+	for _, idx := range eff {
 		if idx == NoBackend {
 			continue
 		}
-		if int(idx) >= len(local) {
-			return Slots{}, fmt.Errorf("generation %d: slot %d names index %d of %d backends", t.Generation, slot, idx, len(t.Backends))
-		}
-		if local[idx] == NoBackend {
-			return Slots{}, fmt.Errorf("generation %d: slot %d names backend %q, which this host does not balance to", t.Generation, slot, t.Backends[idx-1].Key)
+		if err := check(idx); err != nil {
+			return Slots{}, err
 		}
 	}
 	return Slots{Index: eff, IDs: local}, nil
