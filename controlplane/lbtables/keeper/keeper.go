@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/govcloud/govcloud/controlplane/api"
@@ -90,6 +91,10 @@ type Keeper struct {
 	prefix string
 
 	stepMu sync.Mutex // one Step at a time
+	// txnOps and txnBytes bound one transaction of Step's writes (smaller after etcd refused
+	// one): a few large transactions instead of one per 64 tables, each of which waited
+	// behind the other writes of a busy store.
+	txnOps, txnBytes int
 
 	mu          sync.Mutex
 	tables      map[string]*entry
@@ -110,7 +115,7 @@ func New(st *store.Store, size uint32, log *slog.Logger) (*Keeper, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Keeper{st: st, cli: st.Client(), log: log, size: size, prefix: st.Prefix() + "lbtables/",
-		tables: map[string]*entry{}, notify: make(chan struct{})}, nil
+		tables: map[string]*entry{}, notify: make(chan struct{}), txnOps: defaultTxnOps, txnBytes: defaultTxnBytes}, nil
 }
 
 func (k *Keeper) stateKey() string { return k.prefix + "state" }
@@ -307,8 +312,8 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 	stateVal, _ := json.Marshal(map[string]int64{"revision": snap.Revision})
 	res.Built = time.Since(began)
 
-	const maxBytes, maxOps = 1 << 20, 64
 	for len(writes) > 0 || stateVal != nil {
+		maxOps, maxBytes := k.txnOps, k.txnBytes
 		var ops []clientv3.Op
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k.stateKey()), "=", stateModRev)}
 		size, n := 0, 0
@@ -332,6 +337,9 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 			ops = append(ops, clientv3.OpPut(k.stateKey(), string(stateVal)))
 		}
 		tr, err := k.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if smaller := k.smallerTxns(err, len(ops), size); smaller {
+			continue // the same writes again, fewer at a time
+		}
 		if err != nil {
 			return res, fmt.Errorf("store %d maglev tables at revision %d: %w", n, snap.Revision, err)
 		}
@@ -360,6 +368,37 @@ func (k *Keeper) step(ctx context.Context) (StepResult, error) {
 	}
 	res.Stored = time.Since(began) - res.Built
 	return res, nil
+}
+
+// The keeper's transactions at first: far below what an apply of the scale lab takes (the
+// controller asks etcd for --max-txn-ops and --max-request-bytes large enough for an apply).
+const (
+	defaultTxnOps   = 1024
+	defaultTxnBytes = 1 << 20
+)
+
+// smallerTxns makes the keeper's transactions smaller when etcd refused one of ops operations
+// and size value bytes as too large (an etcd started with the default --max-txn-ops 128 or
+// --max-request-bytes 1.5 MiB), and says whether it did.
+func (k *Keeper) smallerTxns(err error, ops, size int) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrGRPCTooManyOps):
+		if ops <= 2 {
+			return false
+		}
+		k.txnOps = max(ops/4, 2)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge):
+		if size <= 64<<10 {
+			return false
+		}
+		k.txnBytes = max(size/4, 64<<10)
+	default:
+		return false
+	}
+	k.log.Info("maglev tables: etcd refused a transaction as too large; writing fewer tables at a time", "ops", k.txnOps, "bytes", k.txnBytes, "err", err)
+	return true
 }
 
 // sameSet reports whether bs is the set (keys and weights) a table was built for.

@@ -2,12 +2,15 @@ package keeper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/apitest"
@@ -322,5 +325,33 @@ func TestKeeperSameBackendsOneBuild(t *testing.T) {
 	after := e.k.Summaries()
 	if after["web/80/tcp"].Generation != uint64(rev2) || after["db/5432/tcp"] != sums["db/5432/tcp"] || after["db/5433/tcp"] != sums["db/5433/tcp"] {
 		t.Errorf("after web changed: %+v (before %+v)", after, sums)
+	}
+}
+
+// TestSmallerTxns: a transaction etcd refuses as too large (too many operations, too many
+// bytes) makes the keeper's next ones smaller, down to a floor; other errors do not.
+func TestSmallerTxns(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		ops, size int
+		retry     bool
+		wantOps   int
+		wantBytes int
+	}{
+		{"no error", nil, 1000, 500 << 10, false, 1024, 1 << 20},
+		{"too many operations", rpctypes.ErrTooManyOps, 1000, 500 << 10, true, 250, 1 << 20},
+		{"too many operations (gRPC form)", rpctypes.ErrGRPCTooManyOps, 129, 500 << 10, true, 32, 1 << 20},
+		{"too many operations at the floor", rpctypes.ErrTooManyOps, 2, 100, false, 1024, 1 << 20},
+		{"request too large", rpctypes.ErrRequestTooLarge, 1000, 1 << 20, true, 1024, 256 << 10},
+		{"request too large at the floor", rpctypes.ErrGRPCRequestTooLarge, 10, 64 << 10, false, 1024, 1 << 20},
+		{"another error", errors.New("context deadline exceeded"), 1000, 1 << 20, false, 1024, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &Keeper{log: apitest.Log, txnOps: defaultTxnOps, txnBytes: defaultTxnBytes}
+			if got := k.smallerTxns(tc.err, tc.ops, tc.size); got != tc.retry || k.txnOps != tc.wantOps || k.txnBytes != tc.wantBytes {
+				t.Errorf("retry %v, ops %d, bytes %d; want %v, %d, %d", got, k.txnOps, k.txnBytes, tc.retry, tc.wantOps, tc.wantBytes)
+			}
+		})
 	}
 }
