@@ -90,14 +90,16 @@ func TestTopologyScaleConfig(t *testing.T) {
 
 // BenchmarkScaleLab is 'make bench-scale' (and part of 'make bench-controlplane'): the lab
 // with 8 hosts, then rounds of: apply 30 departments x 4 segments x 10 services (1200 public
-// VIPs, 120 segments, 120 VMs as namespace guests, made by the lab's guest sync as a compute
-// agent would) and measure the time from the apply until
+// VIPs, 120 segments, 120 VMs as namespace guests made by each host's compute agent) and
+// measure the time from the apply until
 //   - FRR in gc-tor holds every VIP from all 8 hosts (BGP, ECMP), and
 //   - every VIP answers on every host: an HTTP request from gc-client through gc-tor, steered
 //     to each host in turn (a source address per host, routed by the ToR to that host's
 //     uplink), is answered by the service's own backend VM (its name in the body). Each
-//     (VIP, host) pair counts from its first answer; once all have, a second full pass must
-//     find every pair answering (untimed).
+//     (VIP, host) pair counts from its first answer (asked every 200 ms once FRR holds its
+//     VIP from all hosts, waitTimeout each); once all have, a second full pass must find
+//     every pair answering (untimed; verifyTimeout, a pair that does not answer is asked
+//     twice more, and fails the round only if it never does).
 //
 // Between rounds the objects are removed (apply with prune) and the hosts and guests settle,
 // untimed. It prints min/median/max over the rounds (GC_SCALE_ROUNDS, default 3).
@@ -178,14 +180,14 @@ func BenchmarkScaleLab(b *testing.B) {
 		// (on this 2-core machine the agents may still be settling) is asked twice more, a
 		// second apart; only a pair that never answers fails the round.
 		again := map[string]bool{}
-		failed := l.probeAll(scale, want, probes, again)
+		failed := l.probeAll(scale, want, probes, again, verifyTimeout)
 		late = append(late, len(failed))
 		if len(failed) > 0 {
 			b.Logf("round %d: %d pairs did not answer the second pass at once, e.g. %s; asking them again", r+1, len(failed), failed[0])
 		}
 		for try := 0; try < 2 && len(failed) > 0; try++ {
 			time.Sleep(time.Second)
-			failed = l.probeAll(scale, want, probes, again)
+			failed = l.probeAll(scale, want, probes, again, verifyTimeout)
 		}
 		if len(failed) > 0 {
 			b.Fatalf("round %d: after every VIP had answered on every host, %d pairs fail three times, e.g. %s", r+1, len(failed), failed[0])
@@ -259,7 +261,7 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 		if inFRR == len(vips) && frr == 0 {
 			frr = time.Since(start)
 		}
-		failed := l.probeAll(ready, want, probes, answered)
+		failed := l.probeAll(ready, want, probes, answered, waitTimeout)
 		if len(failed) > 0 {
 			lastErr = failed[0]
 		}
@@ -289,10 +291,18 @@ func (l *Lab) frrHeld() (map[string]int, error) {
 	return held, nil
 }
 
+// Probe timeouts: while waiting, a pair not answering yet costs its worker waitTimeout (a
+// round over thousands of pairs not ready must not take longer than the system it measures);
+// the check after every pair answered gives each verifyTimeout.
+const (
+	waitTimeout   = 300 * time.Millisecond
+	verifyTimeout = time.Second
+)
+
 // probeAll asks each VIP through each host (probes[i] steers to host i) from gc-client, 64 at
-// a time, skipping pairs already in answered (nil: ask all) and adding those that answer with
-// their service's backend. It returns the failures.
-func (l *Lab) probeAll(vips []vipInfo, want map[string]string, probes []netip.Addr, answered map[string]bool) []string {
+// a time, each with timeout, skipping pairs already in answered (nil: ask all) and adding
+// those that answer with their service's backend. It returns the failures.
+func (l *Lab) probeAll(vips []vipInfo, want map[string]string, probes []netip.Addr, answered map[string]bool, timeout time.Duration) []string {
 	type job struct {
 		v   vipInfo
 		i   int
@@ -308,7 +318,7 @@ func (l *Lab) probeAll(vips []vipInfo, want map[string]string, probes []netip.Ad
 			defer wg.Done()
 			err := inNS(NSClient, func() error {
 				for j := range jobs {
-					body, err := httpFrom(probes[j.i], j.v.VIP, time.Second)
+					body, err := httpFrom(probes[j.i], j.v.VIP, timeout)
 					mu.Lock()
 					switch {
 					case err != nil:
