@@ -36,6 +36,11 @@ import (
 // Prefix names the namespaces this provider owns.
 const Prefix = "gc-vm-"
 
+// announceAgain is when a new guest's second ARP announcement follows its first: past Linux's
+// default neighbour locktime (1 s), shorter than RFC 5227's ANNOUNCE_INTERVAL (2 s) so a
+// neighbour that ignored the first learns the guest within its first ping timeouts.
+const announceAgain = 1100 * time.Millisecond
+
 // Config configures the provider.
 type Config struct {
 	// StateDir keeps one JSON file per VM (written before anything is made, so a killed agent's
@@ -329,17 +334,33 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 	// Each NIC announces its IPv4 address (gratuitous ARP), so a neighbour still holding the
 	// MAC of a guest deleted from this address (a VM re-made, its address reused) learns the
 	// new one at once instead of after its entry goes stale (5-45 s; 8 s seen in
-	// bench-compute). The kernel's arp_notify sent nothing on a veth coming up here. Best
-	// effort: without it the guest is still right, only found later.
-	_ = nsexec.Do(nsh, func() error {
-		for i, n := range s.NICs {
-			if a := nics[i].Attrs(); n.Addr.IsValid() && n.Addr.Addr().Is4() {
-				if err := announce(a.Index, a.HardwareAddr, n.Addr.Addr()); err != nil {
-					p.log.Warn("gratuitous ARP", "vm", s.Name, "dev", a.Name, "err", err)
+	// bench-compute). The kernel's arp_notify sent nothing on a veth coming up here. Twice,
+	// as RFC 5227 announces (ANNOUNCE_NUM 2): a neighbour ignores a new MAC for an entry it
+	// updated less than its locktime ago (Linux: 1 s), as when a guest is re-made at once.
+	// Best effort: without it the guest is still right, only found later.
+	send := func(h netns.NsHandle) {
+		_ = nsexec.Do(h, func() error {
+			for i, n := range s.NICs {
+				if a := nics[i].Attrs(); n.Addr.IsValid() && n.Addr.Addr().Is4() {
+					if err := announce(a.Index, a.HardwareAddr, n.Addr.Addr()); err != nil {
+						p.log.Warn("gratuitous ARP", "vm", s.Name, "dev", a.Name, "err", err)
+					}
 				}
 			}
+			return nil
+		})
+	}
+	send(nsh)
+	inode := r.NSInode
+	time.AfterFunc(announceAgain, func() {
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			return // deleted meanwhile
 		}
-		return nil
+		defer h.Close()
+		if nsInode(ns) == inode { // still this guest's namespace
+			send(h)
+		}
 	})
 	args := append([]string{"netns", "exec", ns}, p.cfg.HTTPCommand(s.Name)...)
 	logf, err := os.OpenFile(filepath.Join(p.cfg.StateDir, s.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
@@ -462,13 +483,23 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	r, _ := p.load(name)
 	var errs []error
 	mine := r.NSInode == 0 || nsInode(ns) == r.NSInode // 0: recorded before it was made
+	var killed []int
 	if nsExists(ns) && mine {
 		for _, pid := range nsPids(ns) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed = append(killed, pid)
+			}
 		}
 	}
 	if r.PID > 0 && alive(r.PID) && inNamespaceCmd(r.PID, name) {
-		_ = syscall.Kill(r.PID, syscall.SIGKILL)
+		if syscall.Kill(r.PID, syscall.SIGKILL) == nil {
+			killed = append(killed, r.PID)
+		}
+	}
+	// A deleted guest's processes are gone when Delete returns (SIGKILL takes effect a
+	// moment after it is sent).
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && slices.ContainsFunc(killed, alive); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	// An agent killed right after starting the server, before recording its pid, can leave an
 	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line
