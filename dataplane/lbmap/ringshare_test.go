@@ -43,7 +43,7 @@ func TestRingShareReleaseBeforeUse(t *testing.T) {
 	}
 	steps := [][]lb.Service{
 		{mk("a", 80, x), mk("b", 81, z)},
-		{mk("a", 80, x, y), mk("b", 81, x)}, // b's new table (all x) equals a's old one
+		{mk("a", 80, x, y), mk("b", 81, x)},                 // b's new table (all x) equals a's old one
 		{mk("a", 80, x, y), mk("b", 81, x), mk("c", 82, x)}, // c's table equals b's
 	}
 	want := [][2]int{{2, 2}, {2, 2}, {2, 3}}
