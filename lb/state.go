@@ -93,7 +93,7 @@ func (d Diff) Empty() bool {
 type vipState struct {
 	id       uint32
 	mode     Mode
-	backends []Backend // as last programmed, sorted by key
+	backends []Backend // as last programmed, sorted by key (nil: restored, not known; a plan's is never nil)
 	table    Slots
 	shared   [32]byte // Sum of the SharedTable the table came from (zero: built here)
 }
@@ -250,7 +250,7 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 		if svc.Shared != nil {
 			nv.shared = svc.Shared.Sum()
 		}
-		if old != nil && old.table.Len() > 0 && slices.Equal(old.backends, bs) && old.shared == nv.shared {
+		if old != nil && old.backends != nil && old.table.Len() > 0 && slices.Equal(old.backends, bs) && old.shared == nv.shared {
 			nv.table = old.table
 			if old.mode != svc.Mode {
 				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)

@@ -647,9 +647,7 @@ func (d *Dataplane) installTables(ups []lb.VIPUpdate) error {
 			}
 		}
 	}
-	for i, id := range ids {
-		d.tables.use(id, rs[i])
-	}
+	d.tables.useAll(ids, rs)
 	return nil
 }
 

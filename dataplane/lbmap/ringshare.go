@@ -95,6 +95,22 @@ func (s *ringShare) use(id uint32, r *ring) {
 	}
 }
 
+// useAll records that each VIP ids[i] now uses rs[i] (one batch): every new use is counted
+// before any table is released, so a table one VIP of the batch leaves and another takes
+// stays open and findable.
+func (s *ringShare) useAll(ids []uint32, rs []*ring) {
+	for _, r := range rs {
+		r.users++
+	}
+	for i, id := range ids {
+		old := s.of[id]
+		s.of[id] = rs[i]
+		if old != nil {
+			s.release(old)
+		}
+	}
+}
+
 // drop records that VIP id uses no table any more.
 func (s *ringShare) drop(id uint32) {
 	if old := s.of[id]; old != nil {
