@@ -62,17 +62,22 @@ func (t *SharedTable) usedIndices() []uint32 {
 
 // usedIndices is the nonzero values of slots, ascending (empty, not nil, when there are none).
 func usedIndices(slots []uint32, hint int) []uint32 {
-	seen := make([]bool, hint+1)
+	seen := make([]bool, min(hint, 1<<16)+1)
+	var far map[uint32]bool // values past seen (a table built by hand may name any)
 	used := []uint32{}
 	for _, v := range slots {
-		if v == 0 {
-			continue
-		}
-		if int(v) >= len(seen) {
-			seen = append(seen, make([]bool, int(v)+1-len(seen))...)
-		}
-		if !seen[v] {
-			seen[v] = true
+		switch {
+		case v == 0:
+		case int(v) < len(seen):
+			if !seen[v] {
+				seen[v] = true
+				used = append(used, v)
+			}
+		case !far[v]:
+			if far == nil {
+				far = map[uint32]bool{}
+			}
+			far[v] = true
 			used = append(used, v)
 		}
 	}
@@ -344,7 +349,7 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 	}
 	out.Slots = in.intern(out.Slots)
 	if d.Full {
-		in.remember(d.Slots, d.Size, out.Slots)
+		in.remember(d.Slots, d.Size, out.Slots, out.used)
 	}
 	return out, nil
 }
@@ -410,8 +415,8 @@ func (in *SlotInterner) decoded(comp []byte, size uint32) *decodedStream {
 }
 
 // remember records that the full delta stream comp decoded (and verified) to the interned
-// slots.
-func (in *SlotInterner) remember(comp []byte, size uint32, slots []uint32) {
+// slots, which name the indices used.
+func (in *SlotInterner) remember(comp []byte, size uint32, slots, used []uint32) {
 	if in == nil || len(slots) == 0 || in.decoded(comp, size) != nil {
 		return
 	}
@@ -424,7 +429,6 @@ func (in *SlotInterner) remember(comp []byte, size uint32, slots []uint32) {
 	if err != nil {
 		return
 	}
-	used := usedIndices(slots, 0)
 	k := maphash.Bytes(in.seed, comp)
 	in.streams[k] = append(in.streams[k], &decodedStream{comp: bytes.Clone(comp), slots: slots, used: used, mid: mid})
 }

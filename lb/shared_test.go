@@ -492,7 +492,8 @@ func TestUsedIndices(t *testing.T) {
 		{[]uint32{0, 0}, 3, []uint32{}},
 		{[]uint32{1, 1, 1}, 1, []uint32{1}},
 		{[]uint32{3, 0, 1, 3, 2}, 3, []uint32{1, 2, 3}},
-		{[]uint32{7, 2, 7}, 1, []uint32{2, 7}}, // past the hint
+		{[]uint32{7, 2, 7}, 1, []uint32{2, 7}},                            // past the hint
+		{[]uint32{0xffffffff, 1, 0xffffffff}, 1, []uint32{1, 0xffffffff}}, // far past it: no 4 GiB of flags
 	} {
 		if got := usedIndices(tc.slots, tc.hint); !slices.Equal(got, tc.want) || got == nil {
 			t.Errorf("usedIndices(%v, %d) = %v, want %v", tc.slots, tc.hint, got, tc.want)
