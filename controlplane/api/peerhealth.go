@@ -1,9 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"hash/maphash"
 	"sort"
 	"sync"
 
@@ -126,18 +126,16 @@ func peerHealth(reports map[string]json.RawMessage, self *desired.State, downOf 
 	return out
 }
 
-// downCache keeps, per host, the down backends of its last stored report, keyed by the
-// report's hash. Every agent reads its peers' health every second; decoding every peer's whole
+// downCache keeps, per host, the down backends of its last stored report, with the report. Every agent reads its peers' health every second; decoding every peer's whole
 // report (about 300 KiB at 1200 VIPs) on every read was a third of the controller's CPU in the
 // 8-host scale lab, while a report changes only when its host's state does.
 type downCache struct {
-	mu   sync.Mutex
-	seed maphash.Seed
-	m    map[string]cachedDown
+	mu sync.Mutex
+	m  map[string]cachedDown
 }
 
 type cachedDown struct {
-	sum  uint64
+	raw  []byte              // the report the down backends came from
 	down hoststatus.Backends // not modified once cached
 }
 
@@ -146,7 +144,7 @@ func (c *downCache) PeerHealth(reports map[string]json.RawMessage, self *desired
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.seed, c.m = maphash.MakeSeed(), map[string]cachedDown{}
+		c.m = map[string]cachedDown{}
 	}
 	for h := range c.m {
 		if _, ok := reports[h]; !ok {
@@ -154,12 +152,11 @@ func (c *downCache) PeerHealth(reports map[string]json.RawMessage, self *desired
 		}
 	}
 	return peerHealth(reports, self, func(h string, raw json.RawMessage) hoststatus.Backends {
-		sum := maphash.Bytes(c.seed, raw)
-		if e, ok := c.m[h]; ok && e.sum == sum {
+		if e, ok := c.m[h]; ok && bytes.Equal(e.raw, raw) {
 			return e.down
 		}
 		down := reportedDown(raw)
-		c.m[h] = cachedDown{sum: sum, down: down}
+		c.m[h] = cachedDown{raw: bytes.Clone(raw), down: down}
 		return down
 	})
 }
