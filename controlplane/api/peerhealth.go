@@ -126,9 +126,10 @@ func peerHealth(reports map[string]json.RawMessage, self *desired.State, downOf 
 	return out
 }
 
-// downCache keeps, per host, the down backends of its last stored report, with the report. Every agent reads its peers' health every second; decoding every peer's whole
-// report (about 300 KiB at 1200 VIPs) on every read was a third of the controller's CPU in the
-// 8-host scale lab, while a report changes only when its host's state does.
+// downCache keeps, per host, the down backends of its last stored report, with the report.
+// Every agent reads its peers' health every second; decoding every peer's whole report (about
+// 300 KiB at 1200 VIPs) on every read was a third of the controller's CPU in the 8-host scale
+// lab, while a report changes only when its host's state does.
 type downCache struct {
 	mu sync.Mutex
 	m  map[string]cachedDown
