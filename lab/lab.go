@@ -33,6 +33,9 @@ type Options struct {
 	// Hosts is how many hosts Up makes, 1 to MaxHosts (0: DefaultHosts). Verify and Down
 	// follow what Up made instead (recorded in Dir).
 	Hosts int
+	// ScrapeInterval is how often the lab's Prometheus scrapes the agents (0: every second,
+	// so the walk-through's queries and the billing tests see counters at once).
+	ScrapeInterval time.Duration
 }
 
 // DefaultDir holds everything the lab writes.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // promListen is where the lab's Prometheus answers, inside gc-tor.
@@ -31,7 +32,7 @@ func (l *Lab) startPrometheus() error {
 			return err
 		}
 	}
-	cfg := promConfig(rules, len(l.hosts), l.vmMode())
+	cfg := promConfig(rules, len(l.hosts), l.vmMode(), l.opt.ScrapeInterval)
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -40,14 +41,21 @@ func (l *Lab) startPrometheus() error {
 }
 
 // promConfig is the lab's prometheus.yml: every one of the n hosts' agents (and with vms every
-// compute agent) scraped over the fabric every second, with the recording rules in the file
-// rules ("" for none).
-func promConfig(rules string, n int, vms bool) string {
+// compute agent) scraped over the fabric every interval (0: every second), with the recording
+// rules in the file rules ("" for none).
+func promConfig(rules string, n int, vms bool, interval time.Duration) string {
 	var targets []string
 	for i := range n {
 		targets = append(targets, fmt.Sprintf("%q", hostAddr(i)+":9480"))
 	}
-	cfg := "global: {scrape_interval: 1s, evaluation_interval: 5s}\n"
+	if interval <= 0 {
+		interval = time.Second
+	}
+	every := fmt.Sprintf("%dms", interval.Milliseconds()) // Prometheus's duration form
+	if interval%time.Second == 0 {
+		every = fmt.Sprintf("%ds", int(interval.Seconds()))
+	}
+	cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: 5s}\n", every)
 	if rules != "" {
 		cfg += fmt.Sprintf("rule_files: [%q]\n", rules)
 	}

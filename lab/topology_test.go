@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -132,8 +133,16 @@ func TestTopologyFRR(t *testing.T) {
 func TestTopologyPrometheus(t *testing.T) {
 	const two = "global: {scrape_interval: 1s, evaluation_interval: 5s}\nrule_files: [\"/r.yml\"]\n" +
 		"scrape_configs:\n  - job_name: govcloud-agent\n    honor_labels: true\n    static_configs: [{targets: [\"198.18.0.11:9480\", \"198.18.0.12:9480\"]}]\n"
-	if got := promConfig("/r.yml", 2, false); got != two {
+	if got := promConfig("/r.yml", 2, false, 0); got != two {
 		t.Errorf("prometheus.yml of the default lab:\n%s\nwant:\n%s", got, two)
+	}
+	for _, tc := range []struct {
+		every time.Duration
+		want  string
+	}{{0, "1s"}, {time.Second, "1s"}, {15 * time.Second, "15s"}, {1500 * time.Millisecond, "1500ms"}, {2 * time.Minute, "120s"}} {
+		if got := promConfig("", 1, false, tc.every); !strings.HasPrefix(got, "global: {scrape_interval: "+tc.want+",") {
+			t.Errorf("every %v: %q, want scrape_interval %s", tc.every, strings.SplitN(got, "\n", 2)[0], tc.want)
+		}
 	}
 	var cfg struct {
 		ScrapeConfigs []struct {
@@ -143,7 +152,7 @@ func TestTopologyPrometheus(t *testing.T) {
 			} `yaml:"static_configs"`
 		} `yaml:"scrape_configs"`
 	}
-	if err := yaml.Unmarshal([]byte(promConfig("", 8, true)), &cfg); err != nil {
+	if err := yaml.Unmarshal([]byte(promConfig("", 8, true, 0)), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.ScrapeConfigs) != 2 {
