@@ -245,6 +245,7 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 	answered := map[string]bool{} // "vip host-index"
 	deadline := start.Add(scaleWait)
 	var lastErr string
+	progress := time.Now()
 	for {
 		if ctx.Err() != nil {
 			return 0, 0, ctx.Err()
@@ -267,6 +268,11 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 		failed := l.probeAll(ready, want, probes, answered, waitTimeout)
 		if len(failed) > 0 {
 			lastErr = failed[0]
+		}
+		if time.Since(progress) >= 2*time.Second {
+			progress = time.Now()
+			fmt.Printf("  %5.1f s: FRR holds %d of %d VIPs from all hosts, %d of %d pairs answered; %d failing, e.g. %s\n",
+				time.Since(start).Seconds(), inFRR, len(vips), len(answered), len(vips)*len(probes), len(failed), lastErr)
 		}
 		if frr > 0 && len(answered) == len(vips)*len(probes) {
 			return frr, time.Since(start), nil

@@ -283,6 +283,32 @@ func (t *Trunk) DeleteSegment(vlan uint16) error {
 // Segments reads every VLAN mapping from the kernel.
 func (t *Trunk) Segments() (map[uint16]Segment, error) {
 	out := make(map[uint16]Segment)
+	// The whole array in batches (a few system calls; iterating takes two per VLAN, 8192,
+	// and the agent reads it on every pass and every scrape).
+	n := int(t.objs.TrunkSegments.MaxEntries())
+	keys, vals := make([]uint32, n), make([]bpfobj.TrunkTrunkSegment, n)
+	var cursor ebpf.MapBatchCursor
+	got := 0
+	var err error
+	for got < n {
+		var c int
+		c, err = t.objs.TrunkSegments.BatchLookup(&cursor, keys[got:], vals[got:], nil)
+		got += c
+		if err != nil {
+			break
+		}
+	}
+	if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+		for i := range got {
+			if vals[i].Ifindex != 0 {
+				out[uint16(keys[i])] = decodeSegment(vals[i])
+			}
+		}
+		return out, nil
+	}
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return nil, fmt.Errorf("reading trunk segments: %w", err)
+	}
 	var (
 		k uint32
 		v bpfobj.TrunkTrunkSegment

@@ -303,3 +303,38 @@ func TestIncompatiblePin(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSegmentsReadBack: Segments returns exactly the segments set, from VLAN 1 to 4094 (the
+// first and last a segment may have), each with its own values (the array is read in
+// batches).
+func TestSegmentsReadBack(t *testing.T) {
+	netnstest.RequirePrivileged(t)
+	tr, err := trunk.Load(filepath.Join(tt.BPFFS(t), "trunk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	want := map[uint16]trunk.Segment{}
+	for i, vlan := range []uint16{1, 2, 100, 2047, 2048, 4093, 4094} {
+		s := trunk.Segment{VLAN: vlan, Ifindex: 10 + i, Department: uint32(1 + i), ID: uint32(100 + i), Gateway4: gw4}
+		if err := tr.SetSegment(s); err != nil {
+			t.Fatalf("VLAN %d: %v", vlan, err)
+		}
+		want[vlan] = s
+	}
+	got, err := tr.Segments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d segments read back, want %d: %v", len(got), len(want), got)
+	}
+	for vlan, s := range want {
+		if g := got[vlan]; g.Ifindex != s.Ifindex || g.Department != s.Department || g.ID != s.ID || g.Gateway4 != gw4 {
+			t.Errorf("VLAN %d: %+v, want %+v", vlan, g, s)
+		}
+	}
+	if err := tr.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+}
