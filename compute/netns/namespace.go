@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/govcloud/govcloud/dataplane/nsexec"
 )
 
 // netnsDir holds the named namespaces ('ip netns' names).
@@ -30,7 +30,7 @@ func addNamespace(name string) error {
 		return fmt.Errorf("namespace %s: %w", name, err)
 	}
 	f.Close()
-	if err := inNewNetns(func() error {
+	if err := nsexec.InNew(func() error {
 		return unix.Mount("/proc/self/task/"+strconv.Itoa(unix.Gettid())+"/ns/net", path, "none", unix.MS_BIND, "")
 	}); err != nil {
 		_ = os.Remove(path)
@@ -55,36 +55,6 @@ func sharedNetnsDir() error {
 		return fmt.Errorf("mount --make-shared %s: %w", netnsDir, err)
 	}
 	return nil
-}
-
-// inNewNetns runs fn on a locked OS thread moved into a new network namespace, then moves the
-// thread back; a thread that cannot be moved back stays locked, so Go ends it with its
-// goroutine instead of reusing it in the wrong namespace.
-func inNewNetns(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("back to the original namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // delNamespace removes the named namespace as 'ip netns del' does: detach its mount (it may

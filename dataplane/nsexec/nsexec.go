@@ -11,11 +11,35 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Do runs fn inside target and returns fn's error (or why the namespace could not be entered
 // or left).
 func Do(target netns.NsHandle, fn func() error) error {
+	return run(func() error {
+		if err := netns.Set(target); err != nil {
+			return fmt.Errorf("entering namespace: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// InNew runs fn inside a new network namespace (unshare), made for it, and returns fn's error
+// (or why the namespace could not be made or left). The namespace lives on while something
+// holds it (a bind mount of /proc/thread-self/ns/net made by fn, a socket).
+func InNew(fn func() error) error {
+	return run(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// run calls enter and then fn on a locked OS thread, and moves the thread back to its
+// namespace afterwards.
+func run(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -26,9 +50,9 @@ func Do(target netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(target); err != nil {
+		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering namespace: %w", err)
+			errc <- err
 			return
 		}
 		ferr := fn()
