@@ -671,7 +671,9 @@ func (d *Dataplane) removeTables(ids []uint32) error {
 }
 
 // prepareTable returns an installed table equal to table, or a new one written with it and
-// not yet installed anywhere.
+// not yet installed anywhere. A new table is memory-mappable and written with one copy
+// through a mapping; under pins of an earlier build (plainTables) each slot is one update of
+// a batch (the kernel copies and updates element by element: about 6 ms for 65537 slots).
 func (d *Dataplane) prepareTable(table lb.Slots) (*ring, error) {
 	h := d.tables.hash(table)
 	if r := d.tables.find(h, table); r != nil {
@@ -697,72 +699,28 @@ func (d *Dataplane) prepareTable(table lb.Slots) (*ring, error) {
 	return d.tables.add(m, table, h), nil
 }
 
-// swapTable installs table for VIP id in one update: an equal table already installed for
-// another VIP (ringShare), or a new inner map written with it.
+// swapTable installs table for VIP id in one update of its own. The first table of a process
+// goes this way: a rings map pinned by an earlier build whose table template is not
+// memory-mappable (an upgrade that kept the pins) refuses a memory-mappable table (EINVAL),
+// and from then on tables are made like the template.
 func (d *Dataplane) swapTable(id uint32, table lb.Slots) error {
-	h := d.tables.hash(table)
-	if r := d.tables.find(h, table); r != nil {
-		if err := d.objs.Rings.Put(id, r.m); err != nil {
+	for {
+		r, err := d.prepareTable(table)
+		if err != nil {
+			return err
+		}
+		err = d.objs.Rings.Put(id, r.m)
+		if err == nil {
+			d.tables.use(id, r)
+			return nil
+		}
+		d.tables.closeUnused()
+		if d.plainTables || !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("installing maglev table: %w", err)
 		}
-		d.tables.use(id, r)
-		return nil
+		d.log.Info("pinned maglev tables are not memory-mappable (an earlier build's); filling tables slot by slot")
+		d.plainTables = true
 	}
-	var m *ebpf.Map
-	var err error
-	if !d.plainTables {
-		m, err = d.installTable(id, table, true)
-		if errors.Is(err, errPlainTemplate) {
-			// Pinned by a build whose table template is not memory-mappable (an upgrade
-			// that kept the pins): the kernel takes only tables like the template.
-			d.log.Info("pinned maglev tables are not memory-mappable (an earlier build's); filling tables slot by slot")
-			d.plainTables = true
-		}
-	}
-	if d.plainTables {
-		m, err = d.installTable(id, table, false)
-	}
-	if err != nil {
-		return err
-	}
-	d.tables.use(id, d.tables.add(m, table, h))
-	return nil
-}
-
-// errPlainTemplate: the outer map refused a memory-mappable table.
-var errPlainTemplate = errors.New("outer map's table template is not memory-mappable")
-
-// installTable makes a table holding table, puts it at id in rings and returns it (open; the
-// caller closes it). mapped creates it
-// memory-mappable and writes every slot with one copy through a mapping; otherwise each slot
-// is one update of a batch (the kernel copies and updates element by element: about 6 ms for
-// 65537 slots, seconds for a thousand VIPs).
-func (d *Dataplane) installTable(id uint32, table lb.Slots, mapped bool) (*ebpf.Map, error) {
-	spec := &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: d.size}
-	if mapped {
-		spec.Flags = unix.BPF_F_MMAPABLE
-	}
-	inner, err := ebpf.NewMap(spec)
-	if err != nil {
-		return nil, fmt.Errorf("creating maglev table: %w", err)
-	}
-	if mapped {
-		err = writeMapped(inner, table)
-	} else {
-		_, err = inner.BatchUpdate(d.slots, table.List(), nil)
-	}
-	if err != nil {
-		inner.Close()
-		return nil, fmt.Errorf("filling maglev table: %w", err)
-	}
-	if err := d.objs.Rings.Put(id, inner); err != nil {
-		inner.Close()
-		if mapped && errors.Is(err, unix.EINVAL) {
-			return nil, errPlainTemplate
-		}
-		return nil, fmt.Errorf("installing maglev table: %w", err)
-	}
-	return inner, nil
 }
 
 // writeMapped writes table into the memory-mappable array m (4-byte values) through a shared
