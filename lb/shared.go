@@ -338,32 +338,45 @@ func (d Delta) ApplyInterned(have *SharedTable, in *SlotInterner) (*SharedTable,
 			out.Slots[s] = uint32(v)
 		}
 	}
-	for s, v := range out.Slots { // an index must name a backend that holds it
-		if v != 0 && d.Backends[v-1].Key == "" {
-			return nil, fmt.Errorf("table generation %d: slot %d names free index %d", d.Generation, s, v)
-		}
-	}
 	out.used = usedIndices(out.Slots, len(d.Backends))
-	if sum := out.Sum(); !bytes.Equal(sum[:], d.Sum) {
+	if err := d.checkUsed(out.used); err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	writeSlots(h, out.Slots)
+	var mid []byte // the hash state after the slots, kept with a full table's stream
+	if d.Full && in != nil {
+		mid, _ = h.(encoding.BinaryMarshaler).MarshalBinary()
+	}
+	if sum := out.finishSum(h); !bytes.Equal(sum[:], d.Sum) {
 		return nil, fmt.Errorf("table generation %d (from %d): %w", d.Generation, d.Since, ErrSumMismatch)
 	}
 	out.Slots = in.intern(out.Slots)
-	if d.Full {
-		in.remember(d.Slots, d.Size, out.Slots, out.used)
+	if mid != nil {
+		in.remember(d.Slots, out.Slots, out.used, mid)
 	}
 	return out, nil
+}
+
+// checkUsed checks that each index the slots use (ascending) names one of d's backends that
+// holds it (not a free index).
+func (d Delta) checkUsed(used []uint32) error {
+	for _, v := range used {
+		if int(v) > len(d.Backends) {
+			return fmt.Errorf("table generation %d: a slot names index %d of %d backends", d.Generation, v, len(d.Backends))
+		}
+		if d.Backends[v-1].Key == "" {
+			return fmt.Errorf("table generation %d: a slot names free index %d", d.Generation, v)
+		}
+	}
+	return nil
 }
 
 // applyDecoded is ApplyInterned of a full delta whose slot stream was decoded before (dec):
 // the same checks on this delta's backends and hash, without inflating the slots again.
 func (d Delta) applyDecoded(out *SharedTable, dec *decodedStream) (*SharedTable, error) {
-	for _, v := range dec.used { // an index must name a backend that holds it
-		if int(v) > len(d.Backends) {
-			return nil, fmt.Errorf("table generation %d: a slot names index %d of %d backends", d.Generation, v, len(d.Backends))
-		}
-		if d.Backends[v-1].Key == "" {
-			return nil, fmt.Errorf("table generation %d: a slot names free index %d", d.Generation, v)
-		}
+	if err := d.checkUsed(dec.used); err != nil {
+		return nil, err
 	}
 	out.Slots, out.used = dec.slots, dec.used
 	h := sha256.New()
@@ -415,19 +428,13 @@ func (in *SlotInterner) decoded(comp []byte, size uint32) *decodedStream {
 }
 
 // remember records that the full delta stream comp decoded (and verified) to the interned
-// slots, which name the indices used.
-func (in *SlotInterner) remember(comp []byte, size uint32, slots, used []uint32) {
-	if in == nil || len(slots) == 0 || in.decoded(comp, size) != nil {
+// slots, which name the indices used, with the hash state mid after the slots.
+func (in *SlotInterner) remember(comp []byte, slots, used []uint32, mid []byte) {
+	if in == nil || len(slots) == 0 || in.decoded(comp, uint32(len(slots))) != nil {
 		return
 	}
 	if in.streams == nil {
 		in.streams = map[uint64][]*decodedStream{}
-	}
-	h := sha256.New()
-	writeSlots(h, slots)
-	mid, err := h.(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		return
 	}
 	k := maphash.Bytes(in.seed, comp)
 	in.streams[k] = append(in.streams[k], &decodedStream{comp: bytes.Clone(comp), slots: slots, used: used, mid: mid})

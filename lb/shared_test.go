@@ -500,3 +500,40 @@ func TestUsedIndices(t *testing.T) {
 		}
 	}
 }
+
+// TestDeltaApplyChecksIndices: a full delta decoded afresh is refused when a slot names an index
+// that is free or past the backends, whichever index it is, as one decoded before is
+// (TestSlotInternerDecodedStreams).
+func TestDeltaApplyChecksIndices(t *testing.T) {
+	mk := func(addrs ...string) []Backend {
+		var bs []Backend
+		for _, a := range addrs {
+			bs = append(bs, Backend{Addr: netip.MustParseAddr(a), Port: 80, Weight: 1})
+		}
+		return bs
+	}
+	two, _, err := NextShared(251, nil, mk("198.18.1.1", "198.18.1.2"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(bs ...SharedBackend) Delta { d := two.DeltaSince(0); d.Backends = bs; return d }
+	k1, k2 := two.Backends[0], two.Backends[1]
+	for _, tc := range []struct {
+		name string
+		d    Delta
+		err  string // "": accepted
+	}{
+		{"both backends", with(k1, k2), ""},
+		{"index 1 freed", with(SharedBackend{Weight: 1}, k2), "free index 1"},
+		{"index 2 freed", with(k1, SharedBackend{Weight: 1}), "free index 2"},
+		{"index 2 past the backends", with(k1), "bad index (2 of 1 backends)"},
+		{"no backends", with(), "bad index"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.d.Apply(nil)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
