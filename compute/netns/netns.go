@@ -171,26 +171,6 @@ func zombie(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
-// killByCmdline kills every process whose command line ends with want (the guest server,
-// whether still under 'ip netns exec' or already exec'd).
-func killByCmdline(want []string) {
-	suffix := strings.Join(want, "\x00")
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		if strings.HasSuffix(strings.TrimRight(string(b), "\x00"), suffix) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
 // Ensure makes the namespace guest exist with spec.
 func (p *Provider) Ensure(ctx context.Context, s compute.VMSpec) (compute.VMStatus, error) {
 	if err := compute.ValidName(s.Name); err != nil {
@@ -362,17 +342,20 @@ func (p *Provider) create(ctx context.Context, s compute.VMSpec, r *record) erro
 			send(h)
 		}
 	})
-	args := append([]string{"netns", "exec", ns}, p.cfg.HTTPCommand(s.Name)...)
 	logf, err := os.OpenFile(filepath.Join(p.cfg.StateDir, s.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("guest log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", args...)
+	argv := p.cfg.HTTPCommand(s.Name)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start guest http server: %w", err)
+	// Forked by a thread inside the namespace, the server is in it from its first instant: an
+	// agent killed at any moment of this leaves no process outside that a later Delete's sweep
+	// of the namespace's processes would miss (as 'ip netns exec' did until it had entered).
+	if err := nsexec.Do(nsh, cmd.Start); err != nil {
+		return fmt.Errorf("start guest http server in %s: %w", ns, err)
 	}
 	r.PID = cmd.Process.Pid
 	go cmd.Wait() // reap it if it dies while we run
@@ -500,12 +483,6 @@ func (p *Provider) deleteLocked(ctx context.Context, name string) error {
 	// moment after it is sent).
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && slices.ContainsFunc(killed, alive); {
 		time.Sleep(5 * time.Millisecond)
-	}
-	// An agent killed right after starting the server, before recording its pid, can leave an
-	// 'ip netns exec' that entered the namespace after the sweep above: find it by command line
-	// (reading every process's: only when no pid was recorded).
-	if mine && r.PID == 0 {
-		killByCmdline(p.cfg.HTTPCommand(name))
 	}
 	// Something else (a killed agent's last command) may remove them meanwhile: only what
 	// still exists after a failure is an error.
