@@ -233,58 +233,114 @@ func (d *Dataplane) LocalVIPs() ([]LocalVIP, error) {
 // pruneHash deletes from a hash map every key not in want (and writes nothing), counting
 // deletions in writes.
 func pruneHash[K comparable](m *ebpf.Map, want map[K]uint32, writes *atomic.Uint64) error {
+	have, err := readHash[K, uint32](m)
+	if err != nil {
+		return err
+	}
 	var stale []K
-	var k K
-	var v uint32
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	for k := range have {
 		if _, ok := want[k]; !ok {
 			stale = append(stale, k)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading map %s: %w", m, err)
-	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("deleting from map %s: %w", m, err)
-		}
-		writes.Add(1)
-	}
-	return nil
+	return deleteHash(m, stale, writes)
 }
 
 // syncHash brings a hash map to want: stale keys are deleted first (what is no longer allowed
 // stops at once, and the map never needs room for both sets), then missing or changed entries
 // are written. Unchanged entries are not touched; deletions and writes are counted in writes.
+// Reads and writes go in batches: a pass over an unchanged map of n entries costs a few
+// system calls, not 2n.
 func syncHash[K comparable](m *ebpf.Map, want map[K]uint32, writes *atomic.Uint64) error {
-	have := map[K]uint32{}
-	var k K
-	var v uint32
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
+	have, err := readHash[K, uint32](m)
+	if err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading map %s: %w", m, err)
-	}
+	var stale, keys []K
+	var vals []uint32
 	for k := range have {
-		if _, ok := want[k]; ok {
-			continue
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
 		}
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("deleting from map %s: %w", m, err)
-		}
-		writes.Add(1)
+	}
+	if err := deleteHash(m, stale, writes); err != nil {
+		return err
 	}
 	for k, v := range want {
-		if old, ok := have[k]; ok && old == v {
-			continue
+		if old, ok := have[k]; !ok || old != v {
+			keys, vals = append(keys, k), append(vals, v)
 		}
-		if err := m.Put(k, v); err != nil {
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
 			return fmt.Errorf("writing map %s: %w", m, err)
 		}
-		writes.Add(1)
+		for i, k := range keys {
+			if err := m.Put(k, vals[i]); err != nil {
+				return fmt.Errorf("writing map %s: %w", m, err)
+			}
+		}
 	}
+	writes.Add(uint64(len(keys)))
+	return nil
+}
+
+// hashBatch is how many entries one system call reads from a hash map. The kernel refuses a
+// batch smaller than one bucket's entries (ENOSPC); buckets hold a handful.
+const hashBatch = 1024
+
+// readHash reads every entry of a hash map, hashBatch entries a system call (one per entry
+// where the kernel has no batch lookup for the map).
+func readHash[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	out := map[K]V{}
+	keys := make([]K, hashBatch)
+	vals := make([]V, hashBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading map %s: %w", m, err)
+		}
+	}
+	clear(out)
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map %s: %w", m, err)
+	}
+	return out, nil
+}
+
+// deleteHash deletes keys from a hash map in one batch, counting them in writes. A key gone
+// meanwhile fails the batch; the rest are then deleted one by one.
+func deleteHash[K comparable](m *ebpf.Map, keys []K, writes *atomic.Uint64) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	done, err := m.BatchDelete(keys, nil)
+	if err != nil {
+		for _, k := range keys[done:] {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("deleting from map %s: %w", m, err)
+			}
+		}
+	}
+	writes.Add(uint64(len(keys)))
 	return nil
 }
