@@ -537,3 +537,79 @@ func TestDeltaApplyChecksIndices(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanSharesEffectiveTables: services whose shared tables have one slot array (the
+// interner's) and whose hosts see the same backends get one effective array, built once, so
+// their dataplane rings are one; a different view (other keys at the same indices, another
+// backend down) gets its own, equal to what Effective builds alone; every service without a
+// backend gets the one empty table.
+func TestPlanSharesEffectiveTables(t *testing.T) {
+	a, _, err := NextShared(sharedSize, nil, set(0, 1, 2), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := *a // another service, the same backends: the same interned slots
+	c := &SharedTable{Generation: 1, Slots: a.Slots}
+	for _, be := range set(10, 11, 12) {
+		c.Backends = append(c.Backends, SharedBackend{Key: be.Key(), Weight: 1})
+	}
+	st, err := NewState(sharedSize, 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := []struct {
+		name   string
+		shared *SharedTable
+		view   []Backend
+		like   string // the row whose array this one's must be ("": its own)
+	}{
+		{"a-all-up", a, set(0, 1, 2), ""},
+		{"a-1-down", a, set(0, 2), ""},
+		{"b-1-down", &b, set(0, 2), "a-1-down"},
+		{"b-2-down", &b, set(0, 1), ""},
+		{"c-11-down", c, set(10, 12), ""},
+		{"a-none", a, nil, ""},
+		{"c-none", c, nil, "a-none"},
+	}
+	var svcs []Service
+	for i, r := range rows {
+		svcs = append(svcs, Service{Name: r.name, VIP: VIP{Addr: netip.MustParseAddr("203.0.113.10"), Port: uint16(80 + i), Proto: TCP}, Backends: r.view, Shared: r.shared})
+	}
+	p, err := st.Plan(svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]Slots{}
+	for i, r := range rows {
+		tables[r.name] = p.vips[svcs[i].VIP].table
+	}
+	for i, r := range rows {
+		got := tables[r.name]
+		want, err := r.shared.Effective(r.view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := range want {
+			if wid := st.idOf(p, r.shared, want[s]); got.At(s) != wid {
+				t.Fatalf("%s: slot %d holds backend id %d, Effective alone gives %d", r.name, s, got.At(s), wid)
+			}
+		}
+		for _, o := range rows[:i] {
+			same := &tables[o.name].Index[0] == &got.Index[0]
+			if wantSame := r.like == o.name; same != wantSame {
+				t.Errorf("%s shares the slot array of %s: %v, want %v", r.name, o.name, same, wantSame)
+			}
+		}
+	}
+	if &tables["a-all-up"].Index[0] != &a.Slots[0] {
+		t.Error("with every backend up, the table is not the shared slots themselves")
+	}
+}
+
+// idOf is the backend id plan p gives index idx of shared table t (NoBackend for 0).
+func (s *State) idOf(p *Plan, t *SharedTable, idx uint32) uint32 {
+	if idx == NoBackend {
+		return NoBackend
+	}
+	return p.backends[t.Backends[idx-1].Key].id
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 )
 
 // VIPUpdate is one VIP the dataplane must (re)program. Table is empty when the VIP's Maglev
@@ -228,6 +230,7 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 	for _, v := range s.vips {
 		usedVIP[v.id] = true
 	}
+	memo := effectiveMemo{}
 	for i, svc := range services {
 		bs := make([]Backend, len(sorted[i]))
 		for j, kb := range sorted[i] {
@@ -256,7 +259,7 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 				p.Diff.UpsertVIPs = append(p.Diff.UpsertVIPs, upd)
 			}
 		} else if svc.Shared != nil {
-			t, err := s.sharedTable(svc.Shared, bs, p.backends)
+			t, err := s.sharedTable(svc.Shared, bs, p.backends, memo)
 			if err != nil {
 				return nil, fmt.Errorf("service %q: shared maglev table: %w", svc.Name, err)
 			}
@@ -302,12 +305,18 @@ func (s *State) Plan(services []Service) (*Plan, error) {
 
 // sharedTable is t's effective table for bs in this host's backend IDs (ids by key): the shared
 // slots, or the table Effective builds when this host's backends differ, with an ID per index.
-// Every slot is checked to name a backend this host balances to.
-func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backendState) (Slots, error) {
+// Every slot is checked to name a backend this host balances to. Effective tables come from
+// memo: services whose shared slots are one array and whose views of their backends are the
+// same get one array (built once), as their dataplane rings are then shared too. A service
+// with no backend here gets the one empty table of its size.
+func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backendState, memo effectiveMemo) (Slots, error) {
 	if len(t.Slots) != int(s.tableSize) {
 		return Slots{}, fmt.Errorf("generation %d has %d slots, the dataplane %d", t.Generation, len(t.Slots), s.tableSize)
 	}
-	eff, err := t.Effective(bs)
+	if len(bs) == 0 {
+		return Slots{Index: emptySlots(len(t.Slots)), IDs: []uint32{NoBackend}}, nil
+	}
+	eff, err := memo.effective(t, bs)
 	if err != nil {
 		return Slots{}, err
 	}
@@ -345,6 +354,58 @@ func (s *State) sharedTable(t *SharedTable, bs []Backend, ids map[string]*backen
 	}
 	return Slots{Index: eff, IDs: local}, nil
 }
+
+// effectiveMemo holds the effective tables one plan built, by shared slot array and view.
+type effectiveMemo map[effectiveKey][]uint32
+
+type effectiveKey struct {
+	slots *uint32 // the shared table's slot array (interned: one per distinct content)
+	n     int
+	view  string // each backend's key and weight, in bs's order
+}
+
+// effective is t.Effective(bs), built once per slot array and view. Effective's result depends
+// only on t's slots and, per backend, its index in t (fixed by its key), key and weight; the
+// index is taken from t here, so a view is equal only where the indices are.
+func (m effectiveMemo) effective(t *SharedTable, bs []Backend) ([]uint32, error) {
+	if len(t.Slots) == 0 {
+		return t.Effective(bs)
+	}
+	idx := t.index()
+	var view strings.Builder
+	for _, b := range bs {
+		k := b.Key()
+		fmt.Fprintf(&view, "%d %s %d\x00", idx[k], k, b.Weight)
+	}
+	key := effectiveKey{slots: &t.Slots[0], n: len(t.Slots), view: view.String()}
+	if eff, ok := m[key]; ok {
+		return eff, nil
+	}
+	eff, err := t.Effective(bs)
+	if err != nil {
+		return nil, err
+	}
+	m[key] = eff
+	return eff, nil
+}
+
+// emptySlots returns the one all-NoBackend slot array of n slots (never written): the table of
+// every VIP without a backend, whose dataplane rings are then one.
+func emptySlots(n int) []uint32 {
+	emptyMu.Lock()
+	defer emptyMu.Unlock()
+	if e, ok := empty[n]; ok {
+		return e
+	}
+	e := make([]uint32, n)
+	empty[n] = e
+	return e
+}
+
+var (
+	emptyMu sync.Mutex
+	empty   = map[int][]uint32{}
+)
 
 // Commit makes a plan the current state.
 func (s *State) Commit(p *Plan) {
