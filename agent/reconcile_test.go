@@ -36,7 +36,8 @@ type fakeController struct {
 	peers    map[string]hoststatus.Backends
 	peersErr error // what PeerHealth fails with when not away
 	reports  []hoststatus.Status
-	failed   int // calls refused while away
+	failed   int           // calls refused while away
+	hold     chan struct{} // non-nil: PutHostStatus waits for it (a controller slow to store)
 }
 
 func (c *fakeController) Desired(ctx context.Context, _ string, _ int64, timeout time.Duration) (*desired.State, error) {
@@ -61,7 +62,17 @@ func (c *fakeController) Desired(ctx context.Context, _ string, _ int64, timeout
 	}
 }
 
-func (c *fakeController) PutHostStatus(_ context.Context, _ string, status any) error {
+func (c *fakeController) PutHostStatus(ctx context.Context, _ string, status any) error {
+	c.mu.Lock()
+	hold := c.hold
+	c.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.away {
@@ -266,6 +277,46 @@ func TestReconcileFailStatic(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSlowReportHoldsNoPass: while the controller takes its time storing a report, the agent's
+// passes go on (a pass does not wait for its report), and what the controller gets once it
+// answers again is the newest report, the ones superseded meanwhile not sent.
+func TestSlowReportHoldsNoPass(t *testing.T) {
+	r := newRig(t, "h1", false)
+	hold := make(chan struct{})
+	first, second := labState(), labState()
+	first.Revision, second.Revision = 10, 11
+	r.ctl.set(func(c *fakeController) { c.hold, c.states = hold, []*desired.State{first} })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.a.Run(ctx) }()
+	eventually(t, "first pass", 5*time.Second, func() bool { return r.a.Status().Revision == first.Revision })
+	r.ctl.set(func(c *fakeController) { c.states = []*desired.State{second} })
+	eventually(t, "second pass while the first report is still being stored", 2*time.Second, func() bool {
+		return r.a.Status().Revision == second.Revision
+	})
+	r.ctl.set(func(c *fakeController) { c.hold = nil })
+	close(hold)
+	eventually(t, "the newest report stored", 5*time.Second, func() bool {
+		r.ctl.mu.Lock()
+		defer r.ctl.mu.Unlock()
+		n := len(r.ctl.reports)
+		return n > 0 && r.ctl.reports[n-1].Revision == second.Revision
+	})
+	r.ctl.mu.Lock()
+	for _, rep := range r.ctl.reports {
+		if rep.Revision != first.Revision && rep.Revision != second.Revision {
+			t.Errorf("report of revision %d, want %d or %d", rep.Revision, first.Revision, second.Revision)
+		}
+	}
+	if len(r.ctl.reports) > 2 {
+		t.Errorf("%d reports stored, want at most 2 (the one held, then the newest)", len(r.ctl.reports))
+	}
+	r.ctl.mu.Unlock()
+	cancel()
+	<-done
 }
 
 // TestCloseKeepsOrRemovesTheDataplane: Close with Keep (an upgrade) leaves XDP attached, the
