@@ -2328,6 +2328,25 @@ func (s *BgpServer) addPathStream(vrfId string, pathList []*table.Path) error {
 	return err
 }
 
+// AddPaths adds paths, or withdraws those marked IsWithdraw, in one management operation: what
+// the gRPC AddPathStream does with one message of its stream, for callers in process. The
+// paths go to the peers together, packed into as few UPDATEs as their attributes allow; no
+// UUID is kept for them (withdraw them by path). govcloud patch 2 (PATCHES.md).
+func (s *BgpServer) AddPaths(ctx context.Context, tableType api.TableType, vrfId string, paths []*api.Path) error {
+	if tableType != api.TableType_GLOBAL && tableType != api.TableType_VRF {
+		return fmt.Errorf("unsupported resource: %s", tableType)
+	}
+	pathList := make([]*table.Path, 0, len(paths))
+	for _, p := range paths {
+		path, err := api2Path(tableType, p, p.IsWithdraw)
+		if err != nil {
+			return err
+		}
+		pathList = append(pathList, path)
+	}
+	return s.addPathStream(vrfId, pathList)
+}
+
 func (s *BgpServer) AddPath(ctx context.Context, r *api.AddPathRequest) (*api.AddPathResponse, error) {
 	if r == nil || r.Path == nil {
 		return nil, fmt.Errorf("nil request")
