@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/govcloud/govcloud/controlplane/client"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/dataplane/netnstest"
@@ -93,12 +96,13 @@ func TestTopologyScaleConfig(t *testing.T) {
 // with 8 hosts, then rounds of: apply 30 departments x 4 segments x 10 services (1200 public
 // VIPs, 120 segments, 120 VMs as namespace guests made by each host's compute agent) and
 // measure the time from the apply until
-//   - FRR in gc-tor holds every VIP from all 8 hosts (BGP, ECMP), and
+//   - FRR in gc-tor holds every VIP from all 8 hosts (BGP, ECMP: the routes zebra installed in
+//     the ToR's kernel, read there so that watching costs FRR nothing), and
 //   - every VIP answers on every host: an HTTP request from gc-client through gc-tor, steered
 //     to each host in turn (a source address per host, routed by the ToR to that host's
 //     uplink), is answered by the service's own backend VM (its name in the body). Each
 //     (VIP, host) pair counts from its first answer (asked every 200 ms once FRR holds its
-//     VIP from all hosts, waitTimeout each); once all have, a second full pass must find
+//     VIP from that host, waitTimeout each); once all have, a second full pass must find
 //     every pair answering (untimed; verifyTimeout, a pair that does not answer is asked
 //     twice more, and fails the round only if it never does).
 //
@@ -183,14 +187,15 @@ func BenchmarkScaleLab(b *testing.B) {
 		// (on this 2-core machine the agents may still be settling) is asked twice more, a
 		// second apart; only a pair that never answers fails the round.
 		again := map[string]bool{}
-		failed := l.probeAll(scale, want, probes, again, verifyTimeout)
+		pairs := allPairs(scale, len(probes))
+		failed := l.probeAll(pairs, want, probes, again, verifyTimeout)
 		late = append(late, len(failed))
 		if len(failed) > 0 {
 			b.Logf("round %d: %d pairs did not answer the second pass at once, e.g. %s; asking them again", r+1, len(failed), failed[0])
 		}
 		for try := 0; try < 2 && len(failed) > 0; try++ {
 			time.Sleep(time.Second)
-			failed = l.probeAll(scale, want, probes, again, verifyTimeout)
+			failed = l.probeAll(pairs, want, probes, again, verifyTimeout)
 		}
 		if len(failed) > 0 {
 			b.Fatalf("round %d: after every VIP had answered on every host, %d pairs fail three times, e.g. %s", r+1, len(failed), failed[0])
@@ -240,7 +245,8 @@ func (l *Lab) steerProbes() ([]netip.Addr, error) {
 }
 
 // waitScale waits (up to scaleWait) until FRR holds every VIP from every host and every
-// (VIP, host) pair has answered, and returns both times since start.
+// (VIP, host) pair has answered, and returns both times since start. A pair is probed once FRR
+// holds the VIP from that host (the host advertises it, so it should answer for it).
 func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, want map[string]string, probes []netip.Addr) (frr, all time.Duration, err error) {
 	answered := map[string]bool{} // "vip host-index"
 	deadline := start.Add(scaleWait)
@@ -255,11 +261,18 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 			lastErr = err.Error()
 		}
 		inFRR := 0
-		var ready []vipInfo // probed only once every host advertises it
+		var ready []vipPair
+		perHost := make([]int, len(probes)) // VIPs FRR holds from each host
 		for _, v := range vips {
-			if held[v.VIP] >= len(l.hosts) {
+			hops := held[v.VIP]
+			if len(hops) >= len(l.hosts) {
 				inFRR++
-				ready = append(ready, v)
+			}
+			for i := range probes {
+				if hops[hostAddr(i)] {
+					ready = append(ready, vipPair{v, i})
+					perHost[i]++
+				}
 			}
 		}
 		if inFRR == len(vips) && frr == 0 {
@@ -271,8 +284,8 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 		}
 		if time.Since(progress) >= 2*time.Second {
 			progress = time.Now()
-			fmt.Printf("  %5.1f s: FRR holds %d of %d VIPs from all hosts, %d of %d pairs answered; %d failing, e.g. %s\n",
-				time.Since(start).Seconds(), inFRR, len(vips), len(answered), len(vips)*len(probes), len(failed), lastErr)
+			fmt.Printf("  %5.1f s: FRR holds %d of %d VIPs from all hosts (from each: %v), %d of %d pairs answered; %d failing, e.g. %s\n",
+				time.Since(start).Seconds(), inFRR, len(vips), perHost, len(answered), len(vips)*len(probes), len(failed), lastErr)
 		}
 		if frr > 0 && len(answered) == len(vips)*len(probes) {
 			return frr, time.Since(start), nil
@@ -285,19 +298,59 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 	}
 }
 
-// frrHeld counts FRR's active BGP next hops per VIP (/32) in one read of its table.
-func (l *Lab) frrHeld() (map[string]int, error) {
-	routes, err := l.tor().BGPRoutes()
-	if err != nil {
-		return nil, err
-	}
-	held := map[string]int{}
-	for p, hops := range routes {
-		if len(hops) > 0 {
-			held[strings.TrimSuffix(p, "/32")] += len(hops)
+// frrHeld reads, once, the routes FRR installed in the ToR's kernel (zebra's FIB, ECMP next
+// hops included): per VIP, the next hops (the hosts' fabric addresses) of its /32. A netlink
+// dump of the kernel's table costs FRR nothing; asking zebra for its table as JSON several
+// times a second took a large part of its CPU and slowed the very route updates measured.
+func (l *Lab) frrHeld() (map[string]map[string]bool, error) {
+	held := map[string]map[string]bool{}
+	err := inNS(NSTor, func() error {
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: unix.RTPROT_BGP}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return fmt.Errorf("ToR routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
+				continue
+			}
+			v := r.Dst.IP.String()
+			hops := held[v]
+			if hops == nil {
+				hops = map[string]bool{}
+				held[v] = hops
+			}
+			if r.Gw != nil {
+				hops[r.Gw.String()] = true
+			}
+			for _, nh := range r.MultiPath {
+				if nh.Gw != nil {
+					hops[nh.Gw.String()] = true
+				}
+			}
+		}
+		return nil
+	})
+	return held, err
+}
+
+// vipPair is a VIP asked through the i-th host.
+type vipPair struct {
+	v vipInfo
+	i int
+}
+
+// allPairs is every VIP through every one of n hosts.
+func allPairs(vips []vipInfo, n int) []vipPair {
+	var out []vipPair
+	for _, v := range vips {
+		for i := range n {
+			out = append(out, vipPair{v, i})
 		}
 	}
-	return held, nil
+	return out
 }
 
 // Probes: while waiting, a pair not answering yet costs its worker waitTimeout to connect (a
@@ -312,11 +365,11 @@ const (
 	probeWorkers    = 192
 )
 
-// probeAll asks each VIP through each host (probes[i] steers to host i) from gc-client,
+// probeAll asks each pair's VIP through its host (probes[i] steers to host i) from gc-client,
 // probeWorkers at a time, each connecting within timeout, skipping pairs already in answered
 // (nil: ask all) and adding those that answer with their service's backend. It returns the
 // failures.
-func (l *Lab) probeAll(vips []vipInfo, want map[string]string, probes []netip.Addr, answered map[string]bool, timeout time.Duration) []string {
+func (l *Lab) probeAll(pairs []vipPair, want map[string]string, probes []netip.Addr, answered map[string]bool, timeout time.Duration) []string {
 	type job struct {
 		v   vipInfo
 		i   int
@@ -355,15 +408,13 @@ func (l *Lab) probeAll(vips []vipInfo, want map[string]string, probes []netip.Ad
 			}
 		}()
 	}
-	for _, v := range vips {
-		for i := range probes {
-			key := fmt.Sprintf("%s %d", v.VIP, i)
-			mu.Lock()
-			done := answered != nil && answered[key]
-			mu.Unlock()
-			if !done {
-				jobs <- job{v, i, key}
-			}
+	for _, p := range pairs {
+		key := fmt.Sprintf("%s %d", p.v.VIP, p.i)
+		mu.Lock()
+		done := answered != nil && answered[key]
+		mu.Unlock()
+		if !done {
+			jobs <- job{p.v, p.i, key}
 		}
 	}
 	close(jobs)
@@ -431,7 +482,7 @@ func (l *Lab) scaleRemove(ctx context.Context, c *client.Client, base string, vi
 			return err
 		}
 		for _, v := range vips {
-			if held[v.VIP] > 0 {
+			if len(held[v.VIP]) > 0 {
 				return fmt.Errorf("FRR still holds %s", v.VIP)
 			}
 		}
