@@ -179,8 +179,9 @@ type Agent struct {
 	reports           chan struct{}      // while Run runs: a report waits in unsent
 	unsent            *hoststatus.Status // the newest report not sent yet
 	nudged            map[netip.Addr]time.Time
-	hnWrites          uint64        // host network writes summed over passes (hostnet reports per Set)
-	wake              chan struct{} // Reconnect: end the controller watch's backoff now
+	hnWrites          uint64         // host network writes summed over passes (hostnet reports per Set)
+	hnConverged       *desired.State // the desired state whose host network the last Set made whole (Run's goroutine only)
+	wake              chan struct{}  // Reconnect: end the controller watch's backoff now
 
 	// holder is this host's copy of the shared tables; programmed the services last written
 	// (a service whose table cannot be verified keeps what it had).
@@ -273,6 +274,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	backoff := 500 * time.Millisecond
 	converged := true
 	for {
+		// A backend's health, here or in a peer's report, changes what the load balancer
+		// does, never the host network: such a pass leaves out a host network that the last
+		// pass made whole for the same desired state (at scale that step took 0.3-3 s a pass).
+		healthOnly := false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -285,7 +290,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.last = st
 			a.mu.Unlock()
 		case <-kick:
+			healthOnly = true
 		case <-a.checks.Changed():
+			healthOnly = true
 		case <-resync.C:
 		case <-retry.C:
 		case <-expire.C:
@@ -302,7 +309,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if st == nil {
 			continue
 		}
-		if converged = a.apply(ctx, st); converged {
+		if converged = a.pass(ctx, st, !healthOnly); converged {
 			backoff = 500 * time.Millisecond
 			retry.Stop()
 		} else {
@@ -474,13 +481,24 @@ func (a *Agent) healthy(k hoststatus.BackendKey) bool {
 
 // apply makes one pass over the whole desired state, one step per part of the dataplane,
 // reports the outcome and says whether everything converged.
-func (a *Agent) apply(ctx context.Context, st *desired.State) bool {
+func (a *Agent) apply(ctx context.Context, st *desired.State) bool { return a.pass(ctx, st, true) }
+
+// pass is apply, leaving out the host network when hostNetwork is false and the last pass
+// that set it converged it for this same desired state (hnConverged).
+func (a *Agent) pass(ctx context.Context, st *desired.State, hostNetwork bool) bool {
 	start := time.Now()
 	status := hoststatus.Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
 	a.trackRemote(st)
 
-	hnErr := a.setHostNetwork(st)
+	var hnErr error
+	if hostNetwork || a.hnConverged != st {
+		hnErr = a.setHostNetwork(st)
+		a.hnConverged = nil
+		if hnErr == nil {
+			a.hnConverged = st
+		}
+	}
 	// A guest port that is missing (its VM not made yet, or broken) is that guest's fault: the
 	// segments are ready once everything else of the host network is.
 	portErrs, segErr := hostnet.SplitPortErrors(hnErr)

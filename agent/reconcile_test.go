@@ -746,3 +746,49 @@ func TestStoppedGuestIsNoFault(t *testing.T) {
 		t.Errorf("stopped VM's guest %s left the host network plan: %+v", off, hn.Guests)
 	}
 }
+
+// TestHealthPassLeavesHostNetwork: a pass for a backend's health (here or a peer's) leaves out
+// the host network the previous pass made whole for the same desired state, and reports the
+// same readiness; a new desired state, a full pass, or a host network the last Set did not
+// converge is set again.
+func TestHealthPassLeavesHostNetwork(t *testing.T) {
+	r := newRig(t, "h1", false)
+	first, second := labState(), labState()
+	steps := []struct {
+		desc       string
+		st         *desired.State
+		full       bool
+		hnErr      error
+		wantSets   int  // Sets the fake took (a failed one is not kept)
+		wantStatus bool // the status equals the previous step's
+	}{
+		{"first pass", first, true, nil, 1, false},
+		{"health changed", first, false, nil, 1, true},
+		{"a peer's report changed", first, false, nil, 1, true},
+		{"resync", first, true, nil, 2, true},
+		{"new desired state, health-triggered", second, false, nil, 3, true},
+		{"a device busy", second, true, errors.New("device busy"), 3, false},
+		{"health changed after a failed Set", second, false, nil, 4, false},
+		{"health changed again", second, false, nil, 4, true},
+	}
+	var prev hoststatus.Status
+	for _, s := range steps {
+		r.hn.SetErr(s.hnErr)
+		r.a.mu.Lock()
+		r.a.last = s.st
+		r.a.mu.Unlock()
+		r.a.pass(context.Background(), s.st, s.full)
+		r.hn.SetErr(nil)
+		if got := len(r.hn.Sets); got != s.wantSets {
+			t.Errorf("%s: host network set %d times, want %d", s.desc, got, s.wantSets)
+		}
+		got := r.a.Status()
+		if s.wantStatus && !reflect.DeepEqual(got.Segments, prev.Segments) {
+			t.Errorf("%s: segments %v, want %v as before", s.desc, got.Segments, prev.Segments)
+		}
+		if s.wantStatus && !reflect.DeepEqual(got.Guests, prev.Guests) {
+			t.Errorf("%s: guests %v, want %v as before", s.desc, got.Guests, prev.Guests)
+		}
+		prev = got
+	}
+}
