@@ -253,12 +253,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.reports = reports
 	a.mu.Unlock()
+	var sender sync.WaitGroup
+	sender.Add(1)
+	go func() { defer sender.Done(); a.sendReports(ctx, reports) }()
 	defer func() {
+		sender.Wait() // no send in flight once Run returns (ctx has ended)
 		a.mu.Lock()
 		a.reports = nil
 		a.mu.Unlock()
 	}()
-	go a.sendReports(ctx, reports)
 	kick := make(chan struct{}, 1)
 	go a.watchPeers(ctx, kick)
 	resync := time.NewTicker(30 * time.Second) // level-triggered: re-apply even without news
@@ -282,6 +285,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-a.cfg.DeviceChanges: // nil: never
+			// A guest port re-made behind a converged host network (its VM re-created by
+			// compute) gets its guards from the next pass that sets the host network: the
+			// health flap that follows must not leave it out.
+			a.hnConverged = nil
 			if converged {
 				continue
 			}

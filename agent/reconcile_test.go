@@ -792,3 +792,43 @@ func TestHealthPassLeavesHostNetwork(t *testing.T) {
 		prev = got
 	}
 }
+
+// TestDeviceChangeSetsHostNetworkAgain: under Run, a health change leaves out a converged host
+// network, but once a guest port appeared meanwhile (a VM re-made: a device change while
+// converged) the next health pass sets the host network again, so the new port gets its guards.
+func TestDeviceChangeSetsHostNetworkAgain(t *testing.T) {
+	r := newRig(t, "h1", false)
+	devices := make(chan struct{}, 1)
+	r.a.cfg.DeviceChanges = devices
+	st := labState()
+	st.Revision = 7
+	r.ctl.set(func(c *fakeController) { c.states = []*desired.State{st} })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.a.Run(ctx) }()
+	sets := r.hn.SetCount
+	eventually(t, "first pass", 5*time.Second, func() bool { return r.a.Status().Revision == st.Revision && sets() == 1 })
+	for _, step := range []struct {
+		desc     string
+		device   bool
+		wantSets int
+	}{
+		{"health changed", false, 1},
+		{"a guest port re-made, then health changed", true, 2},
+		{"health changed again", false, 2},
+	} {
+		if step.device {
+			devices <- struct{}{}
+			time.Sleep(50 * time.Millisecond) // taken while converged: no pass of its own
+		}
+		r.health.changed <- struct{}{}
+		eventually(t, step.desc+": a pass", 5*time.Second, func() bool { return len(r.health.changed) == 0 })
+		time.Sleep(50 * time.Millisecond)
+		if got := sets(); got != step.wantSets {
+			t.Errorf("%s: host network set %d times, want %d", step.desc, got, step.wantSets)
+		}
+	}
+	cancel()
+	<-done
+}

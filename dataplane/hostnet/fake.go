@@ -51,3 +51,10 @@ func (f *Fake) Close() error {
 	f.Closed = true
 	return nil
 }
+
+// SetCount is how many Sets were accepted, safely while Set is in use.
+func (f *Fake) SetCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.Sets)
+}
