@@ -68,7 +68,8 @@ func delNamespace(name string) error {
 	return nil
 }
 
-// nsPids lists the processes in the named namespace, as 'ip netns pids'.
+// nsPids lists the processes in the named namespace, as 'ip netns pids', but never this one
+// (/proc/PID/ns/net is its main thread's, which nsexec may have entered the namespace).
 func nsPids(name string) []int {
 	var ns unix.Stat_t
 	if unix.Stat(filepath.Join(netnsDir, name), &ns) != nil {
@@ -78,8 +79,8 @@ func nsPids(name string) []int {
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+		if err != nil || pid == os.Getpid() {
+			continue // not a process, or this one: its main thread may be inside the namespace for a moment (nsexec)
 		}
 		var st unix.Stat_t
 		if unix.Stat(filepath.Join("/proc", e.Name(), "ns/net"), &st) == nil && st.Dev == ns.Dev && st.Ino == ns.Ino {
