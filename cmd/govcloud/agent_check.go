@@ -78,7 +78,7 @@ func runPreflight(w io.Writer, uplink string) error {
 		case err == nil:
 			fmt.Fprintf(w, "ok       %s\n", c.name)
 		case errors.Is(err, errSkipped):
-			fmt.Fprintf(w, "skipped  %s: %v\n", c.name, err)
+			fmt.Fprintf(w, "skipped  %s: %s\n", c.name, strings.TrimPrefix(err.Error(), errSkipped.Error()+": "))
 		default:
 			fmt.Fprintf(w, "MISSING  %s: %v (%s)\n", c.name, err, c.fix)
 			missing = append(missing, c.name)
@@ -130,7 +130,7 @@ const (
 func xdpNative(ifname string) error {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return fmt.Errorf("uplink %q: %w", ifname, err)
+		return fmt.Errorf("uplink %q: no such interface in this network namespace", ifname)
 	}
 	c, err := netlink.Dial(unix.NETLINK_GENERIC, nil)
 	if err != nil {

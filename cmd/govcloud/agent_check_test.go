@@ -26,9 +26,9 @@ func TestPreflight(t *testing.T) {
 		out     string
 	}{
 		{"up0", nil, "ok       XDP native on the uplink"},
-		{"", nil, "skipped  XDP native on the uplink"},
+		{"", nil, "skipped  XDP native on the uplink: give --uplink IF\n"},
 		{"lo", []string{"XDP native on the uplink"}, "driver of lo has no native XDP"},
-		{"nosuch0", []string{"XDP native on the uplink"}, `uplink "nosuch0"`},
+		{"nosuch0", []string{"XDP native on the uplink"}, `uplink "nosuch0": no such interface`},
 	} {
 		var out bytes.Buffer
 		var err error

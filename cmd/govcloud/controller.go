@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -65,6 +67,14 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if endpoints != "" {
 				opt.EtcdEndpoints = strings.Split(endpoints, ",")
+			}
+			for _, e := range opt.EtcdEndpoints {
+				if err := checkEtcdEndpoint(e); err != nil {
+					return err
+				}
+			}
+			if opt.ElectionTTL <= 0 {
+				return fmt.Errorf("--election-ttl %s: must be more than 0 (default 2s)", opt.ElectionTTL)
 			}
 			opt.Alloc = alloc.DefaultConfig()
 			for _, v := range vlanRanges {
@@ -131,4 +141,27 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 		h(cmd)
 	}
 	return cmd
+}
+
+// checkEtcdEndpoint refuses an --etcd-endpoints entry the etcd client could not dial, before
+// the client's dial timeout would: http(s)://host:port, unix(s)://path, or host:port.
+func checkEtcdEndpoint(e string) error {
+	if u, err := url.Parse(e); err == nil && u.Opaque == "" {
+		switch u.Scheme {
+		case "http", "https":
+			if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
+				return fmt.Errorf("--etcd-endpoints %q: want %s://host:port", e, u.Scheme)
+			}
+			return nil
+		case "unix", "unixs":
+			if u.Host+u.Path == "" {
+				return fmt.Errorf("--etcd-endpoints %q: no socket path", e)
+			}
+			return nil
+		}
+	}
+	if _, port, err := net.SplitHostPort(e); err != nil || port == "" {
+		return fmt.Errorf("--etcd-endpoints %q: want http(s)://host:port, unix://path or host:port", e)
+	}
+	return nil
 }
