@@ -288,8 +288,12 @@ func (l *Lab) waitScale(ctx context.Context, start time.Time, vips []vipInfo, wa
 		}
 		if time.Since(progress) >= 2*time.Second {
 			progress = time.Now()
-			fmt.Printf("  %5.1f s: FRR holds %d of %d VIPs from all hosts (from each: %v), %d of %d pairs answered; %d failing, e.g. %s\n",
-				time.Since(start).Seconds(), inFRR, len(vips), perHost, len(answered), len(vips)*len(probes), len(failed), lastErr)
+			example := "" // this round's first failure (lastErr may be an older one)
+			if len(failed) > 0 {
+				example = ", e.g. " + failed[0]
+			}
+			fmt.Printf("  %5.1f s: FRR holds %d of %d VIPs from all hosts (from each: %v), %d of %d pairs answered; %d failing%s\n",
+				time.Since(start).Seconds(), inFRR, len(vips), perHost, len(answered), len(vips)*len(probes), len(failed), example)
 		}
 		if frr > 0 && len(answered) == len(vips)*len(probes) {
 			return frr, time.Since(start), nil
