@@ -213,24 +213,32 @@ func NextShared(size uint32, prev *SharedTable, backends []Backend, gen uint64) 
 // Errors: a backend t does not know (the host's desired state is newer than the table), and
 // those of Table.
 func (t *SharedTable) Effective(backends []Backend) ([]uint32, error) {
+	ws, same, err := t.weighted(backends)
+	if err != nil || same {
+		return t.Slots, err
+	}
+	return Table(uint32(len(t.Slots)), t.Slots, ws)
+}
+
+// weighted is backends as Table takes them against t (ID: the backend's index in t), and
+// whether they are t's own backends with t's weights (the effective table is then t.Slots).
+// Effective's result depends on these and t.Slots alone. Error: a backend t does not know.
+func (t *SharedTable) weighted(backends []Backend) (ws []Weighted, same bool, err error) {
 	idx := t.index()
-	same := len(backends) == len(idx)
-	ws := make([]Weighted, 0, len(backends))
+	same = len(backends) == len(idx)
+	ws = make([]Weighted, 0, len(backends))
 	for _, b := range backends {
 		k := b.Key()
 		i, ok := idx[k]
 		if !ok {
-			return nil, fmt.Errorf("backend %s is not in the shared table of generation %d", k, t.Generation)
+			return nil, false, fmt.Errorf("backend %s is not in the shared table of generation %d", k, t.Generation)
 		}
 		if t.Backends[i-1].Weight != b.Weight {
 			same = false
 		}
 		ws = append(ws, Weighted{ID: uint32(i), Key: k, Weight: b.Weight})
 	}
-	if same {
-		return t.Slots, nil
-	}
-	return Table(uint32(len(t.Slots)), t.Slots, ws)
+	return ws, same, nil
 }
 
 // Delta is the part of a SharedTable a host fetches: the whole backend list, and either every

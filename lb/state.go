@@ -364,24 +364,27 @@ type effectiveKey struct {
 	view  string // each backend's key and weight, in bs's order
 }
 
-// effective is t.Effective(bs), built once per slot array and view. Effective's result depends
-// only on t's slots and, per backend, its index in t (fixed by its key), key and weight; the
-// index is taken from t here, so a view is equal only where the indices are.
+// effective is t.Effective(bs), built once per slot array and view: the result depends only
+// on t's slots and what Table takes (each backend's index in t, key and weight).
 func (m effectiveMemo) effective(t *SharedTable, bs []Backend) ([]uint32, error) {
-	if len(t.Slots) == 0 {
-		return t.Effective(bs)
+	ws, same, err := t.weighted(bs)
+	switch {
+	case err != nil:
+		return nil, err
+	case same:
+		return t.Slots, nil
+	case len(t.Slots) == 0:
+		return Table(0, nil, ws) // refused: no table of 0 slots
 	}
-	idx := t.index()
 	var view strings.Builder
-	for _, b := range bs {
-		k := b.Key()
-		fmt.Fprintf(&view, "%d %s %d\x00", idx[k], k, b.Weight)
+	for _, w := range ws {
+		fmt.Fprintf(&view, "%d %s %d\x00", w.ID, w.Key, w.Weight)
 	}
 	key := effectiveKey{slots: &t.Slots[0], n: len(t.Slots), view: view.String()}
 	if eff, ok := m[key]; ok {
 		return eff, nil
 	}
-	eff, err := t.Effective(bs)
+	eff, err := Table(uint32(len(t.Slots)), t.Slots, ws)
 	if err != nil {
 		return nil, err
 	}
