@@ -269,6 +269,11 @@ func leaderLoop(ctx context.Context, srv *api.Server, log *slog.Logger) {
 // it sent that etcd confirmed. A leader paused or cut off for longer therefore stops writing on
 // its own, and its commits are guarded by its election key besides (store.Guard), which etcd
 // deletes with the lease.
+//
+// A controller whose lead lapsed or ended does not forward writes for drain (twice the TTL, at
+// least 1 s) after it ended: requests that reached it while it led (queued in its sockets while
+// it was paused or cut off) are read right after it comes back, and would otherwise run late at
+// the new leader, after their client may have retried them elsewhere. They get a 503 instead.
 type election struct {
 	cli    *clientv3.Client
 	id     string
@@ -284,7 +289,12 @@ type election struct {
 	guard      store.Guard // this controller's election key while it leads
 	validUntil time.Time   // monotonic: leadership counts until then
 	changed    time.Time   // when the observed leader last changed
+	ledUntil   time.Time   // monotonic: when this controller's last lead ended
 }
+
+// drain is how long after its lead ended a controller refuses writes instead of forwarding
+// them: twice the TTL, at least 1 s.
+func (e *election) drain() time.Duration { return max(2*e.ttl, time.Second) }
 
 // leaseSeconds is the etcd lease TTL for ttl: whole seconds, rounded up, at least 1.
 func leaseSeconds(ttl time.Duration) int64 {
@@ -311,6 +321,9 @@ func (e *election) set(leader string, me bool) {
 	e.mu.Lock()
 	if leader != e.leader {
 		e.changed = time.Now()
+	}
+	if e.me && !me {
+		e.ledUntil = time.Now()
 	}
 	e.leader, e.me = leader, me
 	if !me {
@@ -344,15 +357,27 @@ func (e *election) renewed(at time.Time) {
 	e.mu.Unlock()
 }
 
-// leaderURL returns the API URL of the leader when it is another controller.
+// forwardTo names the controller writes reaching this one go to: another controller that leads,
+// while this one neither leads (even with a lapsed lease) nor ended its lead within drain.
+// ok=false: serve the write here, where it commits only under a valid lease (else 503).
+func (e *election) forwardTo() (leader string, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.me || e.leader == "" || e.leader == e.id || (!e.ledUntil.IsZero() && time.Since(e.ledUntil) < e.drain()) {
+		return "", false
+	}
+	return e.leader, true
+}
+
+// leaderURL returns the API URL of the leader when writes go to another controller (forwardTo).
 func (e *election) leaderURL(ctx context.Context) (string, bool) {
-	info := e.info()
-	if info.IsLeader || info.Leader == "" {
+	leader, ok := e.forwardTo()
+	if !ok {
 		return "", false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	r, err := e.cli.Get(ctx, e.urls+info.Leader)
+	r, err := e.cli.Get(ctx, e.urls+leader)
 	if err != nil || len(r.Kvs) == 0 {
 		return "", false
 	}

@@ -93,3 +93,39 @@ func TestLateObservationKeepsLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestExLeaderDoesNotForward: writes reaching a controller whose lead lapsed or ended within the
+// drain window are served here (503 without a lease), not forwarded: they may have queued while
+// it was paused as leader, and would run late at the new leader. A controller that never led,
+// or whose lead ended longer ago, forwards to the leader it observes. Found by
+// TestHAControlPlane: the write queued at a paused leader was forwarded when it resumed.
+func TestExLeaderDoesNotForward(t *testing.T) {
+	e := &election{id: "c2", ttl: 100 * time.Millisecond}
+	for i, step := range []struct {
+		name   string
+		do     func()
+		wantTo string // "" = serve here
+	}{
+		{"no leader known", func() {}, ""},
+		{"c1 leads, c2 never led", func() { e.observed("c1") }, "c1"},
+		{"c2 leads", func() { e.set("c2", true); e.renewed(time.Now()) }, ""},
+		{"c2's lease lapsed (paused)", func() { e.validUntil = time.Now().Add(-time.Millisecond) }, ""},
+		{"c2's lead ended", func() { e.set("", false) }, ""},
+		{"c3 observed right after", func() { e.observed("c3") }, ""},
+		{"c3 observed just inside the drain", func() { e.ledUntil = time.Now().Add(-e.drain() + 100*time.Millisecond) }, ""},
+		{"the drain has passed", func() { e.ledUntil = time.Now().Add(-e.drain()) }, "c3"},
+		{"c3's own id never forwards to itself", func() { e.id = "c3" }, ""},
+	} {
+		step.do()
+		to, ok := e.forwardTo()
+		if to != step.wantTo || ok != (step.wantTo != "") {
+			t.Fatalf("step %d (%s): forwardTo = %q, %v; want %q", i, step.name, to, ok, step.wantTo)
+		}
+	}
+	if d := (&election{ttl: 100 * time.Millisecond}).drain(); d != time.Second {
+		t.Errorf("drain with a 100 ms TTL = %v, want the 1 s floor", d)
+	}
+	if d := (&election{ttl: 2 * time.Second}).drain(); d != 4*time.Second {
+		t.Errorf("drain with a 2 s TTL = %v, want 4 s", d)
+	}
+}
