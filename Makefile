@@ -61,6 +61,7 @@ RACE_PKGS ?= ./controlplane/api/ ./controlplane/client/ ./controlplane/hoststatu
 # debootstrap would otherwise run beside the lab's timing-sensitive scenarios.
 test: build image-debian ## every test, privileged ones included (run as root)
 	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/controlplane/e2e$$')
+	$(GO) test -count=1 github.com/osrg/gobgp/v3/pkg/server # the vendored GoBGP's patches (third_party/gobgp/PATCHES.md)
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 	$(GO) test $(GOTESTFLAGS) ./controlplane/e2e/
 

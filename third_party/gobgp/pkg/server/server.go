@@ -2331,7 +2331,8 @@ func (s *BgpServer) addPathStream(vrfId string, pathList []*table.Path) error {
 // AddPaths adds paths, or withdraws those marked IsWithdraw, in one management operation: what
 // the gRPC AddPathStream does with one message of its stream, for callers in process. The
 // paths go to the peers together, packed into as few UPDATEs as their attributes allow; no
-// UUID is kept for them (withdraw them by path). govcloud patch 2 (PATCHES.md).
+// UUID is kept for them (withdraw them by path), and a withdrawal forgets the UUID an AddPath
+// gave its prefix, as DeletePath does. govcloud patch 2 (PATCHES.md).
 func (s *BgpServer) AddPaths(ctx context.Context, tableType api.TableType, vrfId string, paths []*api.Path) error {
 	if tableType != api.TableType_GLOBAL && tableType != api.TableType_VRF {
 		return fmt.Errorf("unsupported resource: %s", tableType)
@@ -2344,7 +2345,17 @@ func (s *BgpServer) AddPaths(ctx context.Context, tableType api.TableType, vrfId
 		}
 		pathList = append(pathList, path)
 	}
-	return s.addPathStream(vrfId, pathList)
+	return s.mgmtOperation(func() error {
+		if err := s.addPathList(vrfId, pathList); err != nil {
+			return err
+		}
+		for _, p := range pathList {
+			if p.IsWithdraw {
+				delete(s.uuidMap, pathTokey(p))
+			}
+		}
+		return nil
+	}, true)
 }
 
 func (s *BgpServer) AddPath(ctx context.Context, r *api.AddPathRequest) (*api.AddPathResponse, error) {
