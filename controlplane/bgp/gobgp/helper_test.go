@@ -170,7 +170,9 @@ func startSpeaker(t testing.TB, ns *netnstest.NS, env ...string) *remote {
 		r.stop()
 		errf.Close()
 		if b, _ := os.ReadFile(errPath); strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
-			t.Errorf("speaker in %s: data race or panic in its log", ns.Name)
+			// The reports, not the log's tail: routes logged after a race bury it.
+			i := max(strings.Index(string(b), "WARNING: DATA RACE"), strings.Index(string(b), "panic:"))
+			t.Errorf("speaker in %s: data race or panic in its log:\n%s", ns.Name, string(b[i:min(len(b), i+12000)]))
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(errPath)

@@ -132,7 +132,19 @@ func (a *logAdapter) Fatal(msg string, f gobgplog.Fields) {
 	os.Exit(1)
 }
 func (a *logAdapter) Error(msg string, f gobgplog.Fields) { a.emit(slog.LevelError, msg, f) }
-func (a *logAdapter) Warn(msg string, f gobgplog.Fields)  { a.emit(slog.LevelWarn, msg, f) }
+func (a *logAdapter) Warn(msg string, f gobgplog.Fields) {
+	if strings.HasPrefix(msg, withdrawNotFound) {
+		a.Debug(msg, f)
+		return
+	}
+	a.emit(slog.LevelWarn, msg, f)
+}
+
+// withdrawNotFound starts the warning GoBGP logs for each route of a peer whose session ends
+// that was never installed: every route a ToR sends back is rejected by the import policy, so
+// a ToR session's end logged one warning per VIP. It is debug here.
+const withdrawNotFound = "No matching path for withdraw found"
+
 func (a *logAdapter) Info(msg string, f gobgplog.Fields)  { a.emit(slog.LevelInfo, msg, f) }
 func (a *logAdapter) Debug(msg string, f gobgplog.Fields) {
 	// GoBGP logs every UPDATE at debug level; only the lines that explain a session's state

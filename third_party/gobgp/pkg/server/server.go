@@ -2496,9 +2496,15 @@ func (s *BgpServer) StartBgp(ctx context.Context, r *api.StartBgpRequest) error 
 			return err
 		}
 		s.bgpConfig.Global = *c
-		// update route selection options
-		table.SelectionOptions = c.RouteSelectionOptions.Config
-		table.UseMultiplePaths = c.UseMultiplePaths.Config
+		// update route selection options. They are process globals that a server still
+		// stopping in the background reads: write them only when they change (govcloud
+		// patch 3, PATCHES.md).
+		if table.SelectionOptions != c.RouteSelectionOptions.Config {
+			table.SelectionOptions = c.RouteSelectionOptions.Config
+		}
+		if table.UseMultiplePaths != c.UseMultiplePaths.Config {
+			table.UseMultiplePaths = c.UseMultiplePaths.Config
+		}
 		return nil
 	}, false)
 }
