@@ -145,7 +145,7 @@ func (a *logAdapter) Warn(msg string, f gobgplog.Fields) {
 // a ToR session's end logged one warning per VIP. It is debug here.
 const withdrawNotFound = "No matching path for withdraw found"
 
-func (a *logAdapter) Info(msg string, f gobgplog.Fields)  { a.emit(slog.LevelInfo, msg, f) }
+func (a *logAdapter) Info(msg string, f gobgplog.Fields) { a.emit(slog.LevelInfo, msg, f) }
 func (a *logAdapter) Debug(msg string, f gobgplog.Fields) {
 	// GoBGP logs every UPDATE at debug level; only the lines that explain a session's state
 	// are kept unless slog's debug level is on.

@@ -45,8 +45,8 @@ func TestAddPathsWithdrawForgetsUUID(t *testing.T) {
 		}
 	}
 	for _, step := range []struct {
-		name              string
-		paths             []*api.Path
+		name               string
+		paths              []*api.Path
 		wantUUIDs, wantRIB int
 	}{
 		{"add two in a batch: no UUID kept", []*api.Path{path("198.51.100.4", false), path("198.51.100.5", false)}, 3, 5},
