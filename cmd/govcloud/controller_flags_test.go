@@ -37,3 +37,34 @@ func TestControllerFlagsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestLabHostsFlag: up refuses a host count the lab cannot make before touching anything;
+// verify and down, which follow what up made, say --hosts and --vms are ignored rather than
+// refuse them (an empty --dir: verify then finds no lab).
+func TestLabHostsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		wantErr   string // in the error
+		wantNote  string // on stderr
+		forbidErr string // never in the error
+	}{
+		{[]string{"up", "--hosts", "9"}, "--hosts 9: the lab makes from 1 to 8 hosts", "", ""},
+		{[]string{"up", "--hosts", "-1"}, "--hosts -1: the lab makes from 1 to 8 hosts", "", ""},
+		{[]string{"up", "--hosts", "0"}, "--hosts 0: the lab makes from 1 to 8 hosts", "", ""},
+		{[]string{"verify", "--hosts", "9"}, "lab verify", "lab verify: --hosts is for up only; verify follows what up made", "--hosts 9"},
+		{[]string{"verify", "--vms"}, "lab verify", "lab verify: --vms is for up only", "--vms"},
+	} {
+		root := newRoot()
+		var out, errOut bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(append([]string{"lab", "--dir", t.TempDir()}, tc.args...))
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) || (tc.forbidErr != "" && strings.Contains(err.Error(), tc.forbidErr)) {
+			t.Errorf("lab %v: error %v, want one containing %q", tc.args, err, tc.wantErr)
+		}
+		if !strings.Contains(errOut.String(), tc.wantNote) {
+			t.Errorf("lab %v: stderr %q, want %q", tc.args, errOut.String(), tc.wantNote)
+		}
+	}
+}

@@ -53,8 +53,17 @@ Needs root and the packages of 'sudo make deps'.`,
 		ValidArgs: []string{"up", "verify", "down"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Out = cmd.OutOrStdout()
-			if err := lab.CheckHosts(opt.Hosts); err != nil { // 0 too: lab.Options reads it as the default
-				return err
+			for _, name := range []string{"hosts", "vms"} {
+				if args[0] != "up" && cmd.Flags().Changed(name) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "lab %s: --%s is for up only; %s follows what up made\n", args[0], name, args[0])
+				}
+			}
+			if args[0] == "up" {
+				if err := lab.CheckHosts(opt.Hosts); err != nil { // 0 too: lab.Options reads it as the default
+					return err
+				}
+			} else {
+				opt.Hosts = lab.DefaultHosts // ignored: what up made is read back
 			}
 			l, err := lab.New(opt)
 			if err != nil {
