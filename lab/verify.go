@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,8 +317,8 @@ func (l *Lab) checkFailover(vips []vipInfo, states map[string]*desired.State) er
 
 // checkDashboard runs every query of the Grafana dashboard against the lab's Prometheus, with
 // $department set to each department and to All (.*), and expects data, of that department
-// only. VM and volume panels need the compute agent, which runs with --vms only: without it
-// they are reported, not checked.
+// only. VM and volume panels need libvirt VMs (lab up --vms) and the usage-ledger panels the
+// controller's metrics, out of gc-tor's reach: those are named, once each, not checked.
 func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	panels, err := l.dashboardQueries()
 	if err != nil {
@@ -348,18 +350,26 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 	for d := range depts {
 		values = append(values, d)
 	}
-	var skipped []string
+	// Panels not checked here, by reason, each named once.
+	const noVMs = "VM and volume panels (the guests are namespaces, not libvirt VMs; lab up --vms checks them)"
+	const ledger = "usage-ledger panels (the controller's ledger is out of gc-tor's reach; metering's TestDashboardAgainstPrometheus checks them)"
+	skipped := map[string]map[string]bool{}
+	skip := func(why, title string) {
+		if skipped[why] == nil {
+			skipped[why] = map[string]bool{}
+		}
+		skipped[why][title] = true
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for title, exprs := range panels {
 		for _, expr := range exprs {
 			if !l.vmMode() && (strings.Contains(expr, "govcloud_vm_") || strings.Contains(expr, "govcloud_volume_")) {
-				skipped = append(skipped, title)
+				skip(noVMs, title)
 				continue
 			}
-			// The controller's usage ledger runs on the machine, out of gc-tor's reach: its
-			// panels are checked against a real Prometheus by metering's TestDashboardAgainstPrometheus.
+			// The controller's usage ledger runs on the machine, out of gc-tor's reach.
 			if strings.Contains(expr, "govcloud_department_month_") || strings.Contains(expr, "govcloud_department_quota") || strings.Contains(expr, "govcloud_department_allocated") {
-				skipped = append(skipped, title)
+				skip(ledger, title)
 				continue
 			}
 			for _, v := range values {
@@ -385,8 +395,10 @@ func (l *Lab) checkDashboard(states map[string]*desired.State) error {
 			}
 		}
 	}
-	if len(skipped) > 0 {
-		l.printf("   (not checked in the lab: no compute agent runs here, or the controller's usage ledger is out of gc-tor's reach: %s)\n", strings.Join(skipped, ", "))
+	for _, why := range []string{noVMs, ledger} {
+		if titles := slices.Sorted(maps.Keys(skipped[why])); len(titles) > 0 {
+			l.printf("   (not checked here: %s: %s)\n", why, strings.Join(titles, ", "))
+		}
 	}
 	return nil
 }
