@@ -69,8 +69,33 @@ host namespaces and gives them a bind mount of the machine's own namespace, wher
 controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Flags that need neither root nor the network are checked first, all of them.
+			var flagErrs []error
+			for _, m := range management {
+				p, err := agent.ParseManagement(m)
+				if err != nil {
+					flagErrs = append(flagErrs, fmt.Errorf("--management: %w", err))
+				}
+				cfg.Management = append(cfg.Management, p)
+			}
+			for _, a := range tenantAllow {
+				ta, err := agent.ParseTenantAllow(a)
+				if err != nil {
+					flagErrs = append(flagErrs, fmt.Errorf("--tenant-allow: %w", err))
+				}
+				cfg.TenantAllow = append(cfg.TenantAllow, ta)
+			}
+			if err := configureTables(&agent.Config{}, tablesMode, nil); err != nil {
+				flagErrs = append(flagErrs, err)
+			}
+			if err := checkListen("--metrics-listen", metricsListen); err != nil {
+				flagErrs = append(flagErrs, err)
+			}
 			if check {
-				return runPreflight(cmd.OutOrStdout(), checkUplink)
+				return runPreflight(cmd.OutOrStdout(), checkUplink, flagErrs...)
+			}
+			if len(flagErrs) > 0 {
+				return errors.Join(flagErrs...)
 			}
 			if host == "" {
 				host, _ = os.Hostname()
@@ -83,20 +108,6 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
 			if err := configureTables(&cfg, tablesMode, c); err != nil {
 				return err
-			}
-			for _, m := range management {
-				p, err := agent.ParseManagement(m)
-				if err != nil {
-					return fmt.Errorf("--management: %w", err)
-				}
-				cfg.Management = append(cfg.Management, p)
-			}
-			for _, a := range tenantAllow {
-				ta, err := agent.ParseTenantAllow(a)
-				if err != nil {
-					return fmt.Errorf("--tenant-allow: %w", err)
-				}
-				cfg.TenantAllow = append(cfg.TenantAllow, ta)
 			}
 			dp, err := openAgentDataplane(g.log, pinRoot, stateDir, cfg.Keep)
 			if err != nil {
@@ -151,7 +162,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 	}
 	f := cmd.Flags()
 	f.StringVar(&host, "host", "", "this host's name, as in its Host object (default: the hostname)")
-	f.BoolVar(&check, "check", false, "preflight: check every kernel feature the agent needs (BPF syscall, BTF, bpffs, TCX, nftables, native XDP on --uplink), name each one missing, change nothing and exit")
+	f.BoolVar(&check, "check", false, "preflight: check the other flags and every kernel feature the agent needs (BPF syscall, BTF, bpffs, TCX, nftables, native XDP on --uplink), name each one missing or bad, change nothing and exit")
 	f.StringVar(&checkUplink, "uplink", "", "with --check: the uplink interface whose driver must run XDP natively")
 	auth.flags(f)
 	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9480", "address(es), comma-separated, for /metrics and /status")

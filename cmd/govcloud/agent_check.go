@@ -68,10 +68,18 @@ var preflightChecks = []preflightCheck{
 	}},
 }
 
-// runPreflight runs every check and prints one line each; it fails naming every missing
-// feature.
-func runPreflight(w io.Writer, uplink string) error {
+// runPreflight prints the flag errors found (flagErrs: one line each, or "ok flags"), runs
+// every check and prints one line each; it fails naming every bad flag and missing feature.
+func runPreflight(w io.Writer, uplink string, flagErrs ...error) error {
 	var missing []string
+	for _, err := range flagErrs {
+		fmt.Fprintf(w, "BAD      %v\n", err)
+	}
+	if len(flagErrs) > 0 {
+		missing = append(missing, fmt.Sprintf("%d bad flag value(s)", len(flagErrs)))
+	} else {
+		fmt.Fprintf(w, "ok       flags\n")
+	}
 	for _, c := range preflightChecks {
 		err := c.run(uplink)
 		switch {

@@ -77,3 +77,59 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version %q, --version %q", text, flag)
 	}
 }
+
+// TestAgentFlagsChecked: the agent's flags that need neither root nor the network are
+// checked before anything else, every bad one named with its value: --check prints one BAD
+// line each (and still runs the kernel checks); without --check the agent refuses to start
+// before it dials the controller.
+func TestAgentFlagsChecked(t *testing.T) {
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--management", "198.18.0.0/33"}, `--management`},
+		{[]string{"--management", "not-an-address"}, `not-an-address`},
+		{[]string{"--tenant-allow", "icmp:198.18.0.53:53"}, `--tenant-allow`},
+		{[]string{"--tenant-allow", "udp:198.18.0.53"}, `--tenant-allow`},
+		{[]string{"--maglev-tables", "sometimes"}, `--maglev-tables "sometimes"`},
+		{[]string{"--metrics-listen", "127.0.0.1"}, `--metrics-listen "127.0.0.1": want host:port`},
+		{[]string{"--metrics-listen", "127.0.0.1:9480,:http"}, `--metrics-listen ":http": port "http" is not a number`},
+		{[]string{"--metrics-listen", "127.0.0.1:65536"}, `port "65536"`},
+	}
+	run := func(args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append([]string{"agent", "--state-dir", t.TempDir(), "--controller", "https://198.18.0.1:1"}, args...))
+		err := root.Execute()
+		return out.String(), err
+	}
+	for _, tc := range bad {
+		if _, err := run(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("agent %v: error %v, want one naming %q", tc.args, err, tc.want)
+		}
+	}
+	// --check with six bad values at once (the slice flags keep each; --metrics-listen its
+	// last): each named on a BAD line.
+	var all []string
+	for _, tc := range bad[:5] {
+		all = append(all, tc.args...)
+	}
+	all = append(all, bad[len(bad)-1].args...)
+	out, err := run(append([]string{"--check"}, all...)...)
+	if err == nil || !strings.Contains(err.Error(), "6 bad flag value(s)") {
+		t.Errorf("agent --check with 6 bad flags: error %v", err)
+	}
+	for _, tc := range append(bad[:5:5], bad[len(bad)-1]) {
+		if !strings.Contains(out, "BAD      ") || !strings.Contains(out, tc.want) {
+			t.Errorf("agent --check: output does not name %q:\n%s", tc.want, out)
+		}
+	}
+	// Good values of each pass the flag check.
+	out, _ = run("--check", "--management", "198.18.0.0/15", "--management", "2001:db8::1", "--tenant-allow", "udp:198.18.0.53:53",
+		"--tenant-allow", "tcp:[2001:db8::53]:53", "--maglev-tables", "local", "--metrics-listen", "127.0.0.1:9480,[::1]:9480,:0")
+	if !strings.Contains(out, "ok       flags\n") || strings.Contains(out, "BAD") {
+		t.Errorf("agent --check with good flags:\n%s", out)
+	}
+}

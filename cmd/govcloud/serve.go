@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,4 +54,21 @@ func (s *statusServer) Close() {
 	for _, ln := range s.lns {
 		ln.Close()
 	}
+}
+
+// checkListen checks a comma-separated list of listen addresses (host:port; the host may be
+// empty for every address, the port a number up to 65535) before anything listens, naming
+// flag and the bad entry.
+func checkListen(flag, list string) error {
+	for _, addr := range strings.Split(list, ",") {
+		addr = strings.TrimSpace(addr)
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: want host:port (%v)", flag, addr, err)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("%s %q: port %q is not a number from 0 to 65535", flag, addr, port)
+		}
+	}
+	return nil
 }
