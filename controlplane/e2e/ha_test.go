@@ -384,9 +384,10 @@ func waitProgress(t testing.TB, recs func() []applyRecord, since time.Time, what
 // own namespace. During a stream of applies (two segments each, VLANs allocated): the leading
 // controller is killed, then the etcd leader; later the leading controller is paused (SIGSTOP)
 // and then cut off from the others. Clients fail over within 3 s each time, a write queued at
-// the paused leader is not executed after it lost its lease, a cut-off controller reports
-// not-ready, an agent's long poll keeps converging, and in the end every apply that
-// returned success is present, none is half-applied, and no VLAN is given twice.
+// the paused leader, directly or through a follower, is not executed after it lost its lease,
+// a cut-off controller reports not-ready, an agent's long poll keeps converging, and in the end
+// every apply that returned success is present, none is half-applied, and no VLAN is given
+// twice.
 func TestHAControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and three controllers")
@@ -479,6 +480,19 @@ func TestHAControlPlane(t *testing.T) {
 		_, err := c.Apply(qctx, "queued.yaml", []byte(strings.ReplaceAll(streamDoc(2000), "ha-2000", "queued")), client.ApplyOptions{})
 		queued <- err
 	}()
+	// The same write through a follower (no failover): the follower forwards it to the paused
+	// leader, gives up when the leader sends nothing, and answers 503; the forwarded copy
+	// waiting in the leader's socket must not run when it resumes either.
+	f := slices.DeleteFunc(slices.Clone(alive), func(i int) bool { return i == l })[0]
+	queuedFwd := make(chan error, 1)
+	go func() {
+		c := h.client(h.cl, f)
+		c.AttemptIdle, c.RetryFor = 20*time.Second, time.Millisecond
+		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := c.Apply(qctx, "queued-fwd.yaml", []byte(strings.ReplaceAll(streamDoc(2001), "ha-2001", "queuedfwd")), client.ApplyOptions{})
+		queuedFwd <- err
+	}()
 	if code, _, err := h.healthz(h.cl, l, time.Second); code == http.StatusOK {
 		t.Errorf("paused controller c%d answered /healthz 200 (%v)", l+1, err)
 	}
@@ -495,8 +509,18 @@ func TestHAControlPlane(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Errorf("the write queued at the paused leader c%d got no answer 15 s after it resumed", l+1)
 	}
-	if _, err := admin.Get(ctx, "segment", "queued-a"); err == nil {
-		t.Errorf("segment queued-a exists: a write was executed after its leader lost the lease")
+	select {
+	case err := <-queuedFwd:
+		if err == nil || !client.Retryable(err) {
+			t.Errorf("the write sent through follower c%d while the leader c%d was paused: %v, want a 503", f+1, l+1, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("the write sent through follower c%d got no answer 15 s after the leader resumed", f+1)
+	}
+	for _, seg := range []string{"queued-a", "queuedfwd-a"} {
+		if _, err := admin.Get(ctx, "segment", seg); err == nil {
+			t.Errorf("segment %s exists: a write was executed after its leader lost the lease", seg)
+		}
 	}
 
 	// 4. Cut the leading controller off from etcd and from clients (nftables in its node; its
