@@ -1108,10 +1108,13 @@ func readiness(err error) string {
 	return "ready"
 }
 
+// SetKeep changes what Close does (Config.Keep). Not safe to call while Close runs.
+func (a *Agent) SetKeep(keep bool) { a.cfg.Keep = keep }
+
 // Close stops the agent and closes the dataplane it was given. Without Keep it first detaches
 // XDP, withdraws the VIP routes and removes the load balancer's pins; with Keep the dataplane
 // keeps forwarding and BGP sessions close gracefully. The host network is torn down or kept
-// as it was opened (hostnet.Config.Keep; cmd/govcloud passes the same Keep).
+// as its own Keep says (hostnet.Config.Keep, hostnet.Host.SetKeep: cmd/govcloud sets both alike).
 func (a *Agent) Close() error {
 	a.checks.Close()
 	var errs []error

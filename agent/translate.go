@@ -186,27 +186,53 @@ func ParseTenantAllow(s string) (hostnet.TenantAllow, error) {
 	if err != nil {
 		return a, fmt.Errorf("tenant exception %q: %w", s, err)
 	}
-	if ap.Port() == 0 {
+	switch addr := ap.Addr(); {
+	case ap.Port() == 0:
 		return a, fmt.Errorf("tenant exception %q: port 0", s)
+	case addr.Zone() != "":
+		return a, fmt.Errorf("tenant exception %q: an address with a zone (%%%s) cannot be matched by a firewall rule", s, addr.Zone())
+	case addr.Unmap().IsUnspecified():
+		return a, fmt.Errorf("tenant exception %q: %s is no address; name the one management address tenants may reach", s, addr)
 	}
 	a.Addr, a.Port = ap.Addr().Unmap(), ap.Port()
 	return a, nil
 }
 
 // ParseManagement parses a management prefix or address (an address is a /32 or /128).
+// IPv4-mapped IPv6 forms (::ffff:198.51.100.1, ::ffff:198.51.100.0/120) become the IPv4
+// address or prefix they name, which is what packets carry. Refused: a zone, which no firewall
+// rule can match, and a prefix of length 0 or an unspecified address (0.0.0.0, ::), which would
+// cut every department off from everything or protect nothing.
 func ParseManagement(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
 			return p, fmt.Errorf("management prefix %q: %w", s, err)
 		}
-		return p.Masked(), nil
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("management address %q: %w", s, err)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("management address %q: an address with a zone (%%%s) cannot be matched by a firewall rule", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("management address %q: %w", s, err)
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("management prefix %q: an IPv4-mapped prefix needs a length of 96 or more", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	switch {
+	case p.Bits() == 0:
+		return netip.Prefix{}, fmt.Errorf("management prefix %q: a length of 0 would cut every department off from every address; name the management networks", s)
+	case p.Addr().IsUnspecified() && p.IsSingleIP():
+		return netip.Prefix{}, fmt.Errorf("management address %q: %s is no address", s, p.Addr())
+	}
+	return p.Masked(), nil
 }
 
 // lbPlan is what the load balancer and the VIP routes need from the desired state.

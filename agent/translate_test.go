@@ -205,19 +205,41 @@ func TestParseTenantAllow(t *testing.T) {
 		{in: "udp:192.0.2.53:0", err: true},
 		{in: "udp:2001:db8::53:53", err: true},
 		{in: "192.0.2.53", err: true},
+		{in: "udp:0.0.0.0:53", err: true},
+		{in: "tcp:[::]:53", err: true},
+		{in: "udp:[::ffff:0.0.0.0]:53", err: true},
+		{in: "udp:[fe80::53%eth0]:53", err: true},
+		{in: "udp:[::ffff:192.0.2.53]:53", want: hostnet.TenantAllow{Proto: 17, Addr: netip.MustParseAddr("192.0.2.53"), Port: 53}},
 	} {
 		got, err := ParseTenantAllow(c.in)
 		if (err != nil) != c.err || (!c.err && got != c.want) {
 			t.Errorf("ParseTenantAllow(%q) = %+v, %v", c.in, got, err)
 		}
 	}
-	for in, want := range map[string]string{"198.51.100.1": "198.51.100.1/32", "198.51.100.7/24": "198.51.100.0/24", "2001:db8::1": "2001:db8::1/128"} {
-		if got, err := ParseManagement(in); err != nil || got.String() != want {
-			t.Errorf("ParseManagement(%q) = %v, %v; want %s", in, got, err, want)
+	for _, c := range []struct{ in, want, err string }{
+		{in: "198.51.100.1", want: "198.51.100.1/32"},
+		{in: "198.51.100.7/24", want: "198.51.100.0/24"},
+		{in: "2001:db8::1", want: "2001:db8::1/128"},
+		{in: "::ffff:198.51.100.1", want: "198.51.100.1/32"},
+		{in: "::ffff:198.51.100.0/120", want: "198.51.100.0/24"},
+		{in: "198.51.100.0/1", want: "128.0.0.0/1"},
+		{in: "not-an-address", err: `management address "not-an-address"`},
+		{in: "198.51.100.0/33", err: `management prefix "198.51.100.0/33"`},
+		{in: "0.0.0.0/0", err: "a length of 0 would cut every department off"},
+		{in: "::/0", err: "a length of 0"},
+		{in: "::ffff:0.0.0.0/96", err: "a length of 0"},
+		{in: "::ffff:198.51.100.0/64", err: "needs a length of 96 or more"},
+		{in: "0.0.0.0", err: "0.0.0.0 is no address"},
+		{in: "::", err: ":: is no address"},
+		{in: "fe80::1%eth0", err: "zone (%eth0)"},
+	} {
+		got, err := ParseManagement(c.in)
+		switch {
+		case c.err == "" && (err != nil || got.String() != c.want):
+			t.Errorf("ParseManagement(%q) = %v, %v; want %s", c.in, got, err, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("ParseManagement(%q) = %v, %v; want an error with %q", c.in, got, err, c.err)
 		}
-	}
-	if _, err := ParseManagement("not-an-address"); err == nil {
-		t.Error("ParseManagement accepted garbage")
 	}
 }
 

@@ -430,13 +430,18 @@ func (l *Lab) joinTokenFile(h, who string) string {
 // startAgent runs host h's agent. On its first start it exchanges its join token for a host
 // certificate, kept in its --state-dir; restarts reuse that certificate (the token is spent).
 func (l *Lab) startAgent(h string) error {
-	return l.start("agent-"+h, h, l.opt.Bin, "agent", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
+	return l.start("agent-"+h, h, append([]string{l.opt.Bin}, l.agentArgs(h)...)...)
+}
+
+// agentArgs are the arguments of host h's agent (after the binary).
+func (l *Lab) agentArgs(h string) []string {
+	return []string{"agent", "--host", h, "--controller-file", l.controllerFile(), "--ca", l.caFile(), "--api-netns", l.rootNS(),
 		"--usage-interval", usageInterval.String(),
-		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics+","+hostAddr(l.hostIndex(h))+":9480",
+		"--join-token-file", l.joinTokenFile(h, "agent"), "--metrics-listen", Metrics + "," + hostAddr(l.hostIndex(h)) + ":9480",
 		"--pin-root", filepath.Join(l.dir, "bpf", h), "--state-dir", filepath.Join(l.dir, "state", h),
 		// The ToR's fabric address is in the uplink's prefix (management already); its
 		// client-side address is management too.
-		"--management", torClient+"/32")
+		"--management", torClient + "/32"}
 }
 
 func (l *Lab) rootNS() string { return filepath.Join(l.dir, "rootns") }

@@ -68,6 +68,7 @@ func TestLab(t *testing.T) {
 	internalVIP(t, bin, dir)
 	reconcileThroughController(t, bin, dir)
 	failStaticAndWithdraw(t, bin, dir)
+	failedStartKeepsDataplane(t, bin, dir)
 	disasterDrill(t, bin, dir, run)
 	if out, err := run("up"); err != nil || !strings.Contains(out, "earlier lab") {
 		t.Fatalf("second lab up: %v (it must replace the running lab)", err)
@@ -414,6 +415,54 @@ func failStaticAndWithdraw(t *testing.T, bin, dir string) {
 			t.Fatalf("VIP %s not back on both hosts", v.VIP)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// failedStartKeepsDataplane: an agent killed (-9) leaves its host forwarding; a new agent
+// that then fails to start (here: a --metrics-listen address the host does not have) changes
+// nothing of it: the links, the nftables tables and the XDP program stay, and every VIP still
+// answers. It used to tear the host down on its way out. A normal start then takes over.
+func failedStartKeepsDataplane(t *testing.T, bin, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	l, admin := openLab(t, bin, dir)
+	vips, err := l.vips(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := l.hosts[0]
+	dataplane := func() string {
+		links, _ := exec.Command("ip", "-n", h, "-o", "link", "show").Output()
+		tables, _ := exec.Command("ip", "netns", "exec", h, "nft", "list", "tables").Output()
+		return fmt.Sprintf("%d links (%d with XDP), nftables tables %q", strings.Count(string(links), "\n"), strings.Count(string(links), " xdp"), strings.Fields(string(tables)))
+	}
+	before := dataplane()
+	l.kill("agent-" + h)
+	args := l.agentArgs(h)
+	for i, a := range args {
+		if a == "--metrics-listen" {
+			args[i+1] = "198.18.0.99:9480" // not an address of the host: bind fails
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, "ip", append([]string{"netns", "exec", h, bin}, args...)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--metrics-listen 198.18.0.99:9480") {
+		t.Fatalf("agent with an address it cannot bind: %v\n%s", err, out)
+	}
+	if after := dataplane(); after != before {
+		t.Errorf("a failed agent start changed %s's dataplane: before %s, after %s\n%s", h, before, after, out)
+	}
+	for _, v := range vips {
+		if _, err := curl(v.VIP); err != nil {
+			t.Errorf("after a failed agent start on %s: VIP %s: %v", h, v.VIP, err)
+		}
+	}
+	if err := l.startAgent(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.waitReady(ctx, admin, vips); err != nil {
+		t.Fatalf("agent on %s after the failed start: %v", h, err)
 	}
 }
 

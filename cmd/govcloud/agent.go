@@ -89,10 +89,16 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				flagErrs = append(flagErrs, err)
 			}
 			if err := checkListen("--metrics-listen", metricsListen); err != nil {
-				flagErrs = append(flagErrs, err)
+				for _, e := range unjoin(err) {
+					flagErrs = append(flagErrs, e)
+				}
 			}
+			if usageInterval < time.Second {
+				flagErrs = append(flagErrs, fmt.Errorf("--usage-interval %v: want 1s or more", usageInterval))
+			}
+			flagErrs = append(flagErrs, auth.check(stateDir)...)
 			if check {
-				return runPreflight(cmd.OutOrStdout(), checkUplink, flagErrs...)
+				return runPreflight(cmd.OutOrStdout(), preflightInput{uplink: checkUplink, pinRoot: pinRoot}, flagErrs...)
 			}
 			if len(flagErrs) > 0 {
 				return errors.Join(flagErrs...)
@@ -109,7 +115,20 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if err := configureTables(&cfg, tablesMode, c); err != nil {
 				return err
 			}
-			dp, err := openAgentDataplane(g.log, pinRoot, stateDir, cfg.Keep)
+			// The status listeners are bound before the dataplane is touched: an address that
+			// cannot be bound fails here, having changed nothing.
+			var statusH, metricsH lateHandler
+			srv, err := serveStatus(metricsListen, &statusH, &metricsH)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			// The dataplane is opened to be kept: whatever fails from here on leaves it forwarding
+			// as an earlier agent left it (fail-static, as after a crash). Only a stop the operator
+			// asked for (SIGTERM, SIGINT) without --keep-dataplane removes it, at the end.
+			removeAtStop := !cfg.Keep
+			cfg.Keep = true
+			dp, err := openAgentDataplane(g.log, pinRoot, stateDir, true)
 			if err != nil {
 				return err
 			}
@@ -130,20 +149,15 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			if err != nil {
 				return errors.Join(err, dp.Close())
 			}
-			status := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			statusH.set(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(a.Status())
-			})
+			}))
 			var metrics http.Handler
 			if h := hostsource.Network(a, dp.hn, dp.lb, host); h != nil {
 				metrics = h
 			}
-			metrics = withTableMismatch(metrics, func() map[string]hoststatus.LBTable { return a.Status().Tables })
-			srv, err := serveStatus(metricsListen, status, metrics)
-			if err != nil {
-				a.Close()
-				return err
-			}
+			metricsH.set(withTableMismatch(metrics, func() map[string]hoststatus.LBTable { return a.Status().Tables }))
 			// Counter totals to the controller's usage ledger (exactly once, by sequence), through
 			// the failover client: after a SIGHUP repoint they reach the new controllers.
 			mc := &metering.Client{Base: c.Base, HTTP: c.FailoverHTTP()}
@@ -156,6 +170,13 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			go auth.repointOnHangup(cmd.Context(), c, g.log, a.Reconnect)
 			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
+			if removeOnExit(removeAtStop, cmd.Context().Err(), err) {
+				g.log.Info("stopping: removing the dataplane (no --keep-dataplane)")
+				a.SetKeep(false)
+				dp.hn.SetKeep(false)
+			} else {
+				g.log.Info("stopping: the dataplane keeps forwarding", "keep-dataplane", !removeAtStop, "err", err)
+			}
 			srv.Close()
 			return errors.Join(err, a.Close())
 		},
@@ -185,6 +206,13 @@ type agentDataplane struct {
 	hn     *hostnet.Host
 	lb     *lbmap.Dataplane
 	routes *viproute.Routes
+}
+
+// removeOnExit says whether an agent ending its run removes its dataplane: only when the
+// operator stopped it (stopped: the signal context's error) and did not ask to keep it
+// (removeAtStop: no --keep-dataplane). A run that ended on its own error keeps forwarding.
+func removeOnExit(removeAtStop bool, stopped, runErr error) bool {
+	return removeAtStop && stopped != nil && (runErr == nil || errors.Is(runErr, context.Canceled))
 }
 
 // openAgentDataplane opens the dataplane: trunk pins under pinRoot/trunk, the load

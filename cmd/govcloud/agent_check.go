@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -24,34 +25,33 @@ import (
 type preflightCheck struct {
 	name string // shown as is
 	fix  string // what to do when missing
-	run  func(uplink string) error
+	run  func(in preflightInput) error
+}
+
+// preflightInput is what the checks look at besides the kernel: the flags naming host objects.
+type preflightInput struct {
+	uplink  string // --uplink: the interface whose driver must run XDP natively ("": skipped)
+	pinRoot string // --pin-root: must be on a bpf filesystem (or be made in one)
 }
 
 // errSkipped marks a check that could not run (an input is missing), not a missing feature.
 var errSkipped = errors.New("skipped")
 
 var preflightChecks = []preflightCheck{
-	{"BPF syscall (XDP programs)", "run as root (CAP_BPF, CAP_NET_ADMIN) on a kernel with CONFIG_BPF_SYSCALL", func(string) error {
+	{"BPF syscall (XDP programs)", "run as root (CAP_BPF, CAP_NET_ADMIN) on a kernel with CONFIG_BPF_SYSCALL", func(preflightInput) error {
 		return features.HaveProgramType(ebpf.XDP)
 	}},
-	{"BTF (/sys/kernel/btf/vmlinux)", "a kernel built with CONFIG_DEBUG_INFO_BTF", func(string) error {
+	{"BTF (/sys/kernel/btf/vmlinux)", "a kernel built with CONFIG_DEBUG_INFO_BTF", func(preflightInput) error {
 		_, err := os.Stat("/sys/kernel/btf/vmlinux")
 		return err
 	}},
-	{"bpffs (/sys/fs/bpf)", "mount -t bpf bpf /sys/fs/bpf", func(string) error {
-		var st unix.Statfs_t
-		if err := unix.Statfs("/sys/fs/bpf", &st); err != nil {
-			return err
-		}
-		if st.Type != unix.BPF_FS_MAGIC {
-			return fmt.Errorf("/sys/fs/bpf is not a bpf filesystem (type %#x)", st.Type)
-		}
-		return nil
+	{"bpffs at --pin-root", "mount -t bpf bpf /sys/fs/bpf, or give a --pin-root on a bpf filesystem", func(in preflightInput) error {
+		return onBPFFS(in.pinRoot)
 	}},
-	{"TCX (tc BPF links, Linux 6.6+)", "a Linux 6.6 or newer kernel", func(string) error {
+	{"TCX (tc BPF links, Linux 6.6+)", "a Linux 6.6 or newer kernel", func(preflightInput) error {
 		return haveTCX()
 	}},
-	{"nftables", "a kernel with nf_tables (CONFIG_NF_TABLES, inet family)", func(string) error {
+	{"nftables", "a kernel with nf_tables (CONFIG_NF_TABLES, inet family)", func(preflightInput) error {
 		c, err := nftables.New(nftables.AsLasting())
 		if err != nil {
 			return err
@@ -60,28 +60,29 @@ var preflightChecks = []preflightCheck{
 		_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
 		return err
 	}},
-	{"XDP native on the uplink", "a NIC driver with native XDP (xdp-features 'basic'), or another uplink", func(uplink string) error {
-		if uplink == "" {
+	{"XDP native on the uplink", "a NIC driver with native XDP (xdp-features 'basic'), or another uplink", func(in preflightInput) error {
+		if in.uplink == "" {
 			return fmt.Errorf("%w: give --uplink IF", errSkipped)
 		}
-		return xdpNative(uplink)
+		return xdpNative(in.uplink)
 	}},
 }
 
 // runPreflight prints the flag errors found (flagErrs: one line each, or "ok flags"), runs
 // every check and prints one line each; it fails naming every bad flag and missing feature.
-func runPreflight(w io.Writer, uplink string, flagErrs ...error) error {
+func runPreflight(w io.Writer, in preflightInput, flagErrs ...error) error {
 	var missing []string
+	var bad string
 	for _, err := range flagErrs {
 		fmt.Fprintf(w, "BAD      %v\n", err)
 	}
 	if len(flagErrs) > 0 {
-		missing = append(missing, fmt.Sprintf("%d bad flag value(s)", len(flagErrs)))
+		bad = fmt.Sprintf("%d bad flag value(s)", len(flagErrs))
 	} else {
 		fmt.Fprintf(w, "ok       flags\n")
 	}
 	for _, c := range preflightChecks {
-		err := c.run(uplink)
+		err := c.run(in)
 		switch {
 		case err == nil:
 			fmt.Fprintf(w, "ok       %s\n", c.name)
@@ -92,7 +93,12 @@ func runPreflight(w io.Writer, uplink string, flagErrs ...error) error {
 			missing = append(missing, c.name)
 		}
 	}
-	if len(missing) > 0 {
+	switch {
+	case bad != "" && len(missing) > 0:
+		return fmt.Errorf("preflight: %s; missing %s", bad, strings.Join(missing, "; "))
+	case bad != "":
+		return fmt.Errorf("preflight: %s", bad)
+	case len(missing) > 0:
 		return fmt.Errorf("preflight: missing %s", strings.Join(missing, "; "))
 	}
 	return nil
@@ -192,4 +198,26 @@ func xdpNative(ifname string) error {
 		}
 	}
 	return fmt.Errorf("the kernel reported no XDP features for %s", ifname)
+}
+
+// onBPFFS says whether dir is on a bpf filesystem: dir itself, or, when the agent is still to
+// make it, its nearest existing parent (a directory made there is on the same filesystem).
+func onBPFFS(dir string) error {
+	if dir == "" {
+		return fmt.Errorf("%w: no --pin-root", errSkipped)
+	}
+	p := filepath.Clean(dir)
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		switch {
+		case err == nil && st.Type == unix.BPF_FS_MAGIC:
+			return nil
+		case err == nil:
+			return fmt.Errorf("--pin-root %s: %s is not a bpf filesystem (type %#x)", dir, p, st.Type)
+		case !errors.Is(err, unix.ENOENT) || p == "/" || p == ".":
+			return fmt.Errorf("--pin-root %s: %w", dir, err)
+		}
+		p = filepath.Dir(p)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -124,10 +125,11 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 		c.Token = strings.TrimSpace(string(b))
 	}
 	join := strings.TrimSpace(h.joinToken)
+	var joinErr error // only when the host has no certificate yet: a used join token may be gone
 	if h.joinTokenFile != "" {
 		b, err := os.ReadFile(h.joinTokenFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--join-token-file: %w", err)
+			joinErr = fmt.Errorf("--join-token-file: %w", err)
 		}
 		join = strings.TrimSpace(string(b))
 	}
@@ -139,6 +141,8 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 	switch {
 	case err == nil:
 		log.Info("host certificate", "host", host, "dir", dir, "notAfter", id.Leaf().NotAfter)
+	case joinErr != nil:
+		return nil, nil, joinErr
 	case join != "":
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Warn("host certificate unusable; joining again", "dir", dir, "err", err)
@@ -162,4 +166,47 @@ func (h *hostAuth) client(ctx context.Context, host, defaultCertDir string, log 
 	}
 	id.Use(c)
 	return c, func(ctx context.Context) { id.RunRenewal(ctx, c, log, 0) }, nil
+}
+
+// check finds, without dialing, what client would refuse: each controller URL (of
+// --controller, --controller-file or GOVCLOUD_API), the CA file, and the token and join-token
+// files, each error naming its flag and value.
+func (h *hostAuth) check(defaultCertDir string) []error {
+	var errs []error
+	urls := h.controller
+	if h.controllerFile != "" {
+		u, err := h.readControllerFile()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		urls = u
+	} else if urls == "" {
+		urls = os.Getenv("GOVCLOUD_API")
+	}
+	for _, b := range strings.Split(urls, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			if err := client.CheckURL(b); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if _, err := client.TLSConfig(h.caFile); err != nil {
+		errs = append(errs, err)
+	}
+	certDir := h.certDir
+	if certDir == "" {
+		certDir = defaultCertDir
+	}
+	_, certErr := os.Stat(filepath.Join(certDir, client.HostCertFile))
+	for _, f := range []struct{ flag, path string }{{"--token-file", h.tokenFile}, {"--join-token-file", h.joinTokenFile}} {
+		if f.path == "" || (f.flag == "--join-token-file" && certErr == nil) {
+			continue // a host with its certificate needs no join token (a used one may be gone)
+		}
+		if b, err := os.ReadFile(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.flag, err))
+		} else if strings.TrimSpace(string(b)) == "" {
+			errs = append(errs, fmt.Errorf("%s %s: empty", f.flag, f.path))
+		}
+	}
+	return errs
 }

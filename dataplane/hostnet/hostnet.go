@@ -682,12 +682,24 @@ func (h *Host) Teardown() error {
 // this process's handles.
 func (h *Host) Close() error {
 	var err error
-	if !h.cfg.Keep {
+	h.mu.Lock()
+	keep := h.cfg.Keep
+	h.mu.Unlock()
+	if !keep {
 		err = h.Teardown()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return errors.Join(err, h.tr.Close(), closeNL(h.nl))
+}
+
+// SetKeep changes what Close does (Config.Keep): the agent opens the host network to keep it,
+// so a start that fails leaves it forwarding, and asks for its removal only when an operator
+// stops it.
+func (h *Host) SetKeep(keep bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cfg.Keep = keep
 }
 
 func closeNL(nl *netlink.Handle) error { nl.Close(); return nil }
