@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -73,8 +74,8 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 					return err
 				}
 			}
-			if opt.ElectionTTL <= 0 {
-				return fmt.Errorf("--election-ttl %s: must be more than 0 (default 2s)", opt.ElectionTTL)
+			if err := checkControllerFlags(&opt, tableRange); err != nil {
+				return err
 			}
 			opt.Alloc = alloc.DefaultConfig()
 			for _, v := range vlanRanges {
@@ -91,11 +92,8 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 				}
 				opt.Alloc.VLANs[fabric] = rr
 			}
-			tr, err := alloc.ParseRange(tableRange)
-			if err != nil {
-				return fmt.Errorf("--table-range: %w", err)
-			}
-			opt.Alloc.Tables = tr
+			opt.Alloc.Tables, _ = parseTableRange(tableRange) // checked above
+			var err error
 			if opt.EtcdTLS, err = store.EtcdTLS(etcdCA, etcdCert, etcdKey); err != nil {
 				return err
 			}
@@ -122,7 +120,7 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.StringArrayVar(&opt.TLS.SANs, "tls-san", nil, "another DNS name or IP address for the made server certificate; repeatable")
 	f.DurationVar(&opt.TLS.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of host certificates issued at join and renewal (renewed at 2/3)")
 	f.StringArrayVar(&vlanRanges, "vlan-range", nil, "VLAN allocation range, [FABRIC=]FIRST-LAST (default 100-3999); repeatable")
-	f.StringVar(&tableRange, "table-range", "1000-1999", "routing table IDs for department VRFs")
+	f.StringVar(&tableRange, "table-range", "1000-1999", "routing table IDs for department VRFs, FIRST-LAST (not the kernel's 253-255)")
 	f.Uint32Var(&asn, "asn", 65000, "unused: departments get no route distinguisher/target (VRF-lite routes by table)")
 	_ = f.MarkDeprecated("asn", "departments have no RD/RT; the flag does nothing and will be removed")
 	f.BoolVar(&opt.AnonymousRead, "anonymous-read", false, "allow reads without a token (lab only)")
@@ -130,7 +128,7 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 	f.DurationVar(&opt.Backup.Interval, "backup-interval", time.Hour, "time between scheduled backups (with --backup-dir)")
 	f.IntVar(&opt.Backup.Keep, "backup-keep", 48, "newest scheduled backups kept in --backup-dir; older ones are removed (0: keep all)")
 	f.StringVar(&opt.MetricsListen, "metrics-listen", "", "ADDR:PORT serving Prometheus /metrics over plain HTTP without a token (backup state and leadership only; nothing secret), e.g. 127.0.0.1:9482")
-	f.DurationVar(&opt.ElectionTTL, "election-ttl", 2*time.Second, "leader lease: a leader not renewing it for this long stops writing at once and is replaced after etcd's lease (this, rounded up to whole seconds) ends; sub-second values are kept")
+	f.DurationVar(&opt.ElectionTTL, "election-ttl", 2*time.Second, "leader lease, 500ms to 1m: a leader not renewing it for this long stops writing at once and is replaced after etcd's lease (this, rounded up to whole seconds) ends; sub-second values are kept")
 	f.StringVar(&opt.AdvertiseURL, "advertise-url", "", "URL other controllers forward writes to, https://HOST:PORT (default: the listen address; required with external etcd when --listen is 0.0.0.0 or [::])")
 	f.DurationVar(&opt.Compaction, "etcd-compaction", controller.DefaultCompaction, "with --etcd-endpoints: the leader compacts etcd's history every this long, to the revision one interval before (negative: never; the embedded etcd compacts itself)")
 	f.DurationVar(&opt.AuditMaxAge, "audit-max-age", controller.DefaultAuditMaxAge, "audit entries older than this are deleted (negative: keep all ages)")
@@ -141,6 +139,64 @@ and keeps the newest --backup-keep; --metrics-listen serves their state as Prome
 		h(cmd)
 	}
 	return cmd
+}
+
+// Bounds of the controller's flags (checkControllerFlags).
+const (
+	minElectionTTL = 500 * time.Millisecond // renewals every TTL/3: more often would load etcd
+	maxElectionTTL = time.Minute            // a dead leader blocks writes this long
+	maxTableID     = 0x7fffffff             // the kernel's routing table IDs the agent accepts
+)
+
+// checkControllerFlags refuses, before anything is written, every flag value the controller
+// cannot work with, naming each flag and value: an election TTL outside 500ms..1m, a table
+// range holding the kernel's reserved tables (253 default, 254 main, 255 local) or beyond
+// 2^31-1, backup and retention intervals of 0 or less, a negative backup count, a host
+// certificate lifetime of 0 or less, and an advertise URL that is not https://HOST:PORT.
+func checkControllerFlags(opt *controller.Options, tableRange string) error {
+	var errs []error
+	if opt.ElectionTTL < minElectionTTL || opt.ElectionTTL > maxElectionTTL {
+		errs = append(errs, fmt.Errorf("--election-ttl %s: want %s to %s (default 2s)", opt.ElectionTTL, minElectionTTL, maxElectionTTL))
+	}
+	if _, err := parseTableRange(tableRange); err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--backup-interval", opt.Backup.Interval}, {"--audit-retention-interval", opt.RetentionInterval}, {"--cert-ttl", opt.TLS.CertTTL}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be more than 0", d.flag, d.v))
+		}
+	}
+	if opt.Backup.Keep < 0 {
+		errs = append(errs, fmt.Errorf("--backup-keep %d: want 0 (keep all) or more", opt.Backup.Keep))
+	}
+	if opt.AdvertiseURL != "" {
+		scheme := "https://"
+		if opt.TLS.InsecureHTTP {
+			scheme = "http://"
+		}
+		if _, err := controller.AdvertiseURL(opt.AdvertiseURL, scheme, opt.Listen, len(opt.EtcdEndpoints) > 0); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseTableRange parses --table-range: FIRST-LAST of routing table IDs for department VRFs,
+// none of them reserved by the kernel (253, 254, 255) and none beyond 2^31-1.
+func parseTableRange(s string) (alloc.Range, error) {
+	r, err := alloc.ParseRange(s)
+	switch {
+	case err != nil:
+		return r, fmt.Errorf("--table-range: %w", err)
+	case r.First <= 255 && r.Last >= 253:
+		return r, fmt.Errorf("--table-range %q: holds the kernel's reserved tables 253 (default), 254 (main) and 255 (local); use e.g. 1000-1999", s)
+	case r.Last > maxTableID:
+		return r, fmt.Errorf("--table-range %q: table IDs stop at %d", s, maxTableID)
+	}
+	return r, nil
 }
 
 // checkEtcdEndpoint refuses an --etcd-endpoints entry the etcd client could not dial, before

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -14,8 +15,22 @@ func TestControllerFlagsRefused(t *testing.T) {
 		args []string
 		want string // in the error
 	}{
-		{[]string{"--election-ttl", "-1s"}, `--election-ttl -1s: must be more than 0`},
-		{[]string{"--election-ttl", "0s"}, `--election-ttl 0s: must be more than 0`},
+		{[]string{"--election-ttl", "-1s"}, `--election-ttl -1s: want 500ms to 1m0s`},
+		{[]string{"--election-ttl", "0s"}, `--election-ttl 0s: want 500ms to 1m0s`},
+		{[]string{"--election-ttl", "1ns"}, `--election-ttl 1ns: want 500ms to 1m0s`},
+		{[]string{"--election-ttl", "1000h"}, `--election-ttl 1000h0m0s: want 500ms to 1m0s`},
+		{[]string{"--table-range", "254-255"}, `--table-range "254-255": holds the kernel's reserved tables`},
+		{[]string{"--table-range", "250-260"}, `--table-range "250-260": holds the kernel's reserved tables`},
+		{[]string{"--table-range", "253-253"}, `reserved tables`},
+		{[]string{"--table-range", "0-10"}, `--table-range: range "0-10"`},
+		{[]string{"--table-range", "2147483000-2147483648"}, `table IDs stop at 2147483647`},
+		{[]string{"--backup-dir", "/tmp/x", "--backup-interval", "0s"}, `--backup-interval 0s: must be more than 0`},
+		{[]string{"--backup-keep", "-1"}, `--backup-keep -1: want 0 (keep all) or more`},
+		{[]string{"--cert-ttl", "-1h"}, `--cert-ttl -1h0m0s: must be more than 0`},
+		{[]string{"--audit-retention-interval", "0s"}, `--audit-retention-interval 0s: must be more than 0`},
+		{[]string{"--advertise-url", "ftp://198.18.0.1:8480"}, `--advertise-url "ftp://198.18.0.1:8480": scheme "ftp"`},
+		{[]string{"--advertise-url", "https://198.18.0.1"}, `want https://HOST:PORT and nothing more`},
+		{[]string{"--advertise-url", "https://0.0.0.0:8480"}, `wildcard address`},
 		{[]string{"--etcd-endpoints", "notaurl"}, `--etcd-endpoints "notaurl"`},
 		{[]string{"--etcd-endpoints", "http://198.18.0.1"}, `--etcd-endpoints "http://198.18.0.1": want http://host:port`},
 		{[]string{"--etcd-endpoints", "http://198.18.0.1:2379,unix://"}, `--etcd-endpoints "unix://": no socket path`},
@@ -29,6 +44,26 @@ func TestControllerFlagsRefused(t *testing.T) {
 		err := root.Execute()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+	// Every bad value is named in one go, and nothing is written to the data dir first.
+	root := newRoot()
+	dir := t.TempDir()
+	root.SetOut(&bytes.Buffer{})
+	root.SetErr(&bytes.Buffer{})
+	root.SetArgs([]string{"controller", "--data-dir", dir, "--election-ttl", "1ns", "--table-range", "254-255", "--backup-keep", "-1", "--advertise-url", "https://198.18.0.1"})
+	err := root.Execute()
+	for _, want := range []string{"--election-ttl 1ns", "--table-range", "--backup-keep -1", "--advertise-url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("four bad flags: error %v does not name %s", err, want)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("refused flags, yet the data dir holds %d entries", len(ents))
+	}
+	for _, r := range []string{"1-252", "256-4000", "1000-1999", "2147483000-2147483647"} {
+		if _, err := parseTableRange(r); err != nil {
+			t.Errorf("--table-range %s: %v", r, err)
 		}
 	}
 	for _, e := range []string{"http://198.18.0.1:2379", "https://[2001:db8::1]:2379", "unix:///run/govcloud/etcd.sock", "198.18.0.1:2379", "localhost:2379"} {
