@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -71,6 +72,23 @@ govcloud_volume_allocated_bytes) on --metrics-listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			// Flags checked before anything is dialed or made, every bad one named.
+			var flagErrs []error
+			if provider != "libvirt" && provider != "netns" {
+				flagErrs = append(flagErrs, fmt.Errorf("--provider %q: want libvirt or netns", provider))
+			}
+			if metricsListen != "" {
+				if err := checkListen("--metrics-listen", metricsListen); err != nil {
+					flagErrs = append(flagErrs, err)
+				}
+			}
+			if lcfg.StopTimeout < 0 {
+				flagErrs = append(flagErrs, fmt.Errorf("--stop-timeout %s: want 0 (power off at once) or more", lcfg.StopTimeout))
+			}
+			flagErrs = append(flagErrs, auth.check(lcfg.StateDir)...)
+			if err := errors.Join(flagErrs...); err != nil {
+				return err
+			}
 			if host == "" {
 				host, _ = os.Hostname()
 			}

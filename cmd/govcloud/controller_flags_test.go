@@ -103,3 +103,18 @@ func TestLabHostsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestComputeFlagsRefused: the compute agent names every bad flag value before it dials the
+// controller or touches libvirt.
+func TestComputeFlagsRefused(t *testing.T) {
+	root := newRoot()
+	root.SetOut(&bytes.Buffer{})
+	root.SetErr(&bytes.Buffer{})
+	root.SetArgs([]string{"compute", "--state-dir", t.TempDir(), "--controller", "not a url", "--provider", "qemu", "--metrics-listen", "127.0.0.1:x,198.18.0.1", "--stop-timeout", "-1s"})
+	err := root.Execute()
+	for _, want := range []string{`controller URL "not a url"`, `--provider "qemu": want libvirt or netns`, `"127.0.0.1:x": port "x"`, `"198.18.0.1": want host:port`, `--stop-timeout -1s`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("compute with bad flags: error %v does not name %s", err, want)
+		}
+	}
+}
