@@ -33,7 +33,7 @@ type hostAuth struct {
 }
 
 func (h *hostAuth) flags(f *pflag.FlagSet) {
-	f.StringVar(&h.controller, "controller", "", "controller URL(s), comma-separated, tried in order (default GOVCLOUD_API or "+client.DefaultAPI+")")
+	f.StringVar(&h.controller, "controller", "", "controller URL(s), comma-separated for failover (round robin, the last that answered first; default GOVCLOUD_API or "+client.DefaultAPI+")")
 	f.StringVar(&h.controllerFile, "controller-file", "", "file holding the controller URL(s), comma-separated (instead of --controller); re-read on SIGHUP, so a host is pointed at a restored or moved controller without a restart")
 	f.StringVar(&h.controller, "api", "", "same as --controller")
 	_ = f.MarkHidden("api")

@@ -42,7 +42,7 @@ serial shells, and also checks the VM and volume panels of the dashboard.
 
   up      build it, apply deploy/examples/lab, wait until every VIP answers, print a tour
   verify  re-check the story; exits non-zero naming the failing check. Its last step is the
-          isolation fuzz (issue 20): about 2,000 crafted frames from a guest of each department,
+          isolation fuzz (issue 20): about 2,100 crafted frames from a guest of each department,
           a port on the ToR's L2 and gc-client, captured in every guest, host and the ToR; any
           crossing, or a drop counter that did not move, fails it (crossings listed in
           DIR/logs/isolation-fuzz-crossings.txt)

@@ -38,7 +38,9 @@ func newRoot() *cobra.Command {
 BGP advertisement of VIPs, metering and VMs from declarative YAML.
 
 The CLI verbs find the controller through GOVCLOUD_API (default https://127.0.0.1:8480;
-several URLs comma-separated are tried in order when one cannot be reached), verify it with
+several URLs comma-separated for failover: a controller that cannot be reached, goes silent
+for 1 s or answers 503 is left for the next, round robin, and the one that answered last is
+tried first), verify it with
 the CA certificate in GOVCLOUD_CA (default: /var/lib/govcloud/ca.crt and the lab's
 /var/lib/govcloud-lab/controller/ca.crt, those readable) and send the bearer token in
 GOVCLOUD_TOKEN.`,

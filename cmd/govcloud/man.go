@@ -14,10 +14,9 @@ func init() { register(newManCmd) }
 // as --help, one page per command.
 func newManCmd(*globals) *cobra.Command {
 	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write the man pages (section 1) of every command into DIR",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Use:   "man DIR",
+		Short: "Write the man pages (section 1) of every command into DIR",
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := os.MkdirAll(args[0], 0o755); err != nil {
 				return err
