@@ -49,6 +49,8 @@ type Config struct {
 	Host       string
 	Controller Controller
 	Log        *slog.Logger
+	// Version is this agent's build as reported in its status (buildinfo.Info.Short).
+	Version string
 	// HostNet is the host network: segments, trunk, VRF-lite, isolation.
 	HostNet hostnet.Network
 	// LB is the XDP load balancer on the uplink.
@@ -494,7 +496,7 @@ func (a *Agent) apply(ctx context.Context, st *desired.State) bool { return a.pa
 // that set it converged it for this same desired state (hnConverged).
 func (a *Agent) pass(ctx context.Context, st *desired.State, hostNetwork bool) bool {
 	start := time.Now()
-	status := hoststatus.Status{Host: a.cfg.Host, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
+	status := hoststatus.Status{Host: a.cfg.Host, Version: a.cfg.Version, Revision: st.Revision, Uplink: st.Uplink, Segments: map[string]string{}, Services: map[string]string{}}
 	var errs []error
 	a.trackRemote(st)
 

@@ -24,6 +24,7 @@ import (
 	"github.com/govcloud/govcloud/dataplane/netdev"
 	"github.com/govcloud/govcloud/dataplane/nsexec"
 	"github.com/govcloud/govcloud/dataplane/viproute"
+	"github.com/govcloud/govcloud/internal/buildinfo"
 	"github.com/govcloud/govcloud/metering"
 	"github.com/govcloud/govcloud/metering/hostsource"
 )
@@ -111,7 +112,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				return err
 			}
 			go renew(cmd.Context())
-			cfg.Host, cfg.Controller, cfg.Log = host, c, g.log
+			cfg.Host, cfg.Controller, cfg.Log, cfg.Version = host, c, g.log, buildinfo.Get().Short()
 			if err := configureTables(&cfg, tablesMode, c); err != nil {
 				return err
 			}

@@ -57,7 +57,7 @@ func TestPreflight(t *testing.T) {
 	}
 }
 
-// TestVersion: 'govcloud version -o json' is the build information, and --version prints
+// TestVersion: 'govcloud version -o json' (and yaml) is the build information, and --version prints
 // the same text as 'govcloud version'.
 func TestVersion(t *testing.T) {
 	run := func(args ...string) string {
@@ -76,6 +76,9 @@ func TestVersion(t *testing.T) {
 	}
 	if want := buildinfo.Get(); got != want || got.Go == "" || got.Version == "" || got.BPFSHA256 == "" {
 		t.Errorf("version -o json %+v, want %+v", got, want)
+	}
+	if y := run("version", "-o", "yaml"); !strings.Contains(y, "bpfSha256: "+got.BPFSHA256) && !strings.Contains(y, got.BPFSHA256) {
+		t.Errorf("version -o yaml does not hold the eBPF hash %s:\n%s", got.BPFSHA256, y)
 	}
 	text, flag := run("version"), run("--version")
 	if text != flag || !strings.HasPrefix(text, "govcloud ") || !strings.Contains(text, "bpf sha256: ") {

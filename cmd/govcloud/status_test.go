@@ -220,3 +220,24 @@ func TestGetVolumesShowsHost(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusShowsVersionSkew: status prints the controller's build and names each host whose
+// agent runs another one (version skew was invisible); a host on the same build, or one
+// whose agent reports none (older agents), gets no line.
+func TestStatusShowsVersionSkew(t *testing.T) {
+	st := statusOf(t, map[string]hoststatus.Status{
+		"gc-host1": {Ready: true, Version: "v0.4.0 (abc1234)"},
+		"gc-host2": {Ready: true, Version: "v0.3.9 (0ddba11)"},
+		"gc-host3": {Ready: true},
+	})
+	st.Version = json.RawMessage(`{"version":"v0.4.0","commit":"abc1234"}`)
+	var out bytes.Buffer
+	writeStatus(&out, st, nil, nil)
+	got := out.String()
+	if !strings.Contains(got, "version:    v0.4.0 (abc1234)\n") {
+		t.Errorf("status lacks the controller's version:\n%s", got)
+	}
+	if n := strings.Count(got, "differs from the controller's"); n != 1 || !strings.Contains(got, "  agent version v0.3.9 (0ddba11) differs from the controller's v0.4.0 (abc1234)\n") {
+		t.Errorf("want one skew line, for gc-host2:\n%s", got)
+	}
+}

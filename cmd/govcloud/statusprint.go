@@ -14,6 +14,7 @@ import (
 	"github.com/govcloud/govcloud/controlplane/config"
 	"github.com/govcloud/govcloud/controlplane/hoststatus"
 	"github.com/govcloud/govcloud/controlplane/lbtables"
+	"github.com/govcloud/govcloud/internal/buildinfo"
 )
 
 // backendWeight is a backend's weight (1 when not given).
@@ -214,6 +215,12 @@ func printDrains(w io.Writer, objs []client.Object, reports map[string]hoststatu
 // table summaries by service (empty: each host's tables are shown without comparison).
 func writeStatus(w io.Writer, st *client.Status, objs []client.Object, ctl map[string]lbtables.Summary) {
 	fmt.Fprintf(w, "controller: %s\nleader:     %s (this one: %v)\nrevision:   %d\n", st.ID, st.Leader.Leader, st.Leader.IsLeader, st.Revision)
+	var ctlVersion string
+	var bi buildinfo.Info
+	if json.Unmarshal(st.Version, &bi) == nil && bi.Version != "" {
+		ctlVersion = bi.Short()
+		fmt.Fprintf(w, "version:    %s\n", ctlVersion)
+	}
 	for _, k := range config.Kinds {
 		fmt.Fprintf(w, "%-12s %d\n", k+":", st.Objects[k])
 	}
@@ -247,6 +254,9 @@ func writeStatus(w io.Writer, st *client.Status, objs []client.Object, ctl map[s
 			ready = "NOT READY"
 		}
 		fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time.Format(time.RFC3339))
+		if v := r.Status.Version; v != "" && ctlVersion != "" && v != ctlVersion {
+			fmt.Fprintf(w, "  agent version %s differs from the controller's %s\n", v, ctlVersion)
+		}
 		printHostFaults(w, r.Status)
 		if r.Status.XDP != "" {
 			fmt.Fprintf(w, "  load balancer: %s; advertising %d VIP(s)\n", r.Status.XDP, len(r.Status.Advertise))

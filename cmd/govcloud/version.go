@@ -24,22 +24,24 @@ stamps them; a plain 'go build' takes commit and date from Go's build informatio
 controller shows the same under "version" on GET /v1/status.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := checkOutput(output, "text", "json", "yaml"); err != nil {
 				return err
 			}
 			return printVersion(cmd.OutOrStdout(), output)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text, json or yaml")
 	return cmd
 }
 
 func printVersion(w io.Writer, output string) error {
 	in := buildinfo.Get()
-	if output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(in)
+	if output == "json" || output == "yaml" {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		return printData(w, raw, output)
 	}
 	_, err := fmt.Fprintf(w, "govcloud %s\ncommit:     %s\ndate:       %s\ngo:         %s\nplatform:   %s\nbpf sha256: %s\n",
 		in.Version, in.Commit, in.Date, in.Go, in.Platform, in.BPFSHA256)

@@ -18,7 +18,9 @@ import (
 
 // Status is one network agent's report: per object "ready" or "not ready: reason".
 type Status struct {
-	Host     string            `json:"host"`
+	Host string `json:"host"`
+	// Version is the agent's build, "VERSION (COMMIT)" (internal/buildinfo.Info.Short).
+	Version  string            `json:"version,omitempty"`
 	Revision int64             `json:"revision"`
 	Ready    bool              `json:"ready"`
 	Error    string            `json:"error,omitempty"`

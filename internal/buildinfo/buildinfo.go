@@ -28,6 +28,10 @@ type Info struct {
 	Module    string `json:"modVersion,omitempty"` // the module version Go recorded ("(devel)" from a checkout)
 }
 
+// Short is the build in a few words, "VERSION (COMMIT)": what hosts report, so version skew
+// between them and the controller shows in 'govcloud status'.
+func (i Info) Short() string { return i.Version + " (" + i.Commit + ")" }
+
 // Get returns this binary's build.
 func Get() Info {
 	in := Info{Version: version, Commit: commit, Date: date, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, BPFSHA256: bpfSHA256}
