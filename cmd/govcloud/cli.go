@@ -105,8 +105,12 @@ func printChanges(w io.Writer, res *client.ApplyResult, verb string) {
 		}
 	}
 	n := res.Counts
-	fmt.Fprintf(w, "%s: %d to create, %d to update, %d to delete, %d unchanged (revision %d)\n",
-		verb, n["create"], n["update"], n["delete"], n["unchanged"], res.Revision)
+	rev := fmt.Sprintf("planned against revision %d", res.Revision)
+	if !res.DryRun {
+		rev = fmt.Sprintf("now at revision %d", res.Revision)
+	}
+	fmt.Fprintf(w, "%s: %d to create, %d to update, %d to delete, %d unchanged (%s)\n",
+		verb, n["create"], n["update"], n["delete"], n["unchanged"], rev)
 }
 
 func detail(o client.Object) []string {
