@@ -21,7 +21,8 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 DATE      ?= $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 BPFSUM    ?= $(shell cat dataplane/bpfobj/*_bpfel.o | sha256sum | cut -d' ' -f1)
-LDFLAGS   := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE) -X $(BUILDINFO).bpfSHA256=$(BPFSUM)
+ldflags    = -X $(BUILDINFO).version=$(1) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE) -X $(BUILDINFO).bpfSHA256=$(BPFSUM)
+LDFLAGS   := $(call ldflags,$(VERSION))
 
 build: ## build bin/govcloud (version, commit, date and eBPF object hash stamped in)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/govcloud
@@ -69,12 +70,16 @@ test-unit: ## only the tests that need neither root nor tools
 	GOVCLOUD_UNPRIVILEGED=1 $(GO) test -count=1 -short ./...
 
 NFPM_VERSION ?= v2.45.2
+# A Debian version must start with a digit: a tag v1.2.3 gives 1.2.3, an untagged commit
+# 0.0.0~gitCOMMIT ('~' sorts before anything, so any release is newer). The packaged binary is
+# stamped with this same string, so 'govcloud version' says what 'dpkg -s govcloud' says (the
+# commit is on its own line either way).
 DEB_VERSION  ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
 DEBDIR       ?= bin
 
 deb: ## Debian package in $(DEBDIR) (nfpm $(NFPM_VERSION)): binary, man pages, systemd units, /etc/govcloud
 	rm -rf bin/deb && mkdir -p bin/deb $(DEBDIR)
-	$(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/deb/govcloud ./cmd/govcloud
+	$(GO) build -trimpath -ldflags "-s -w $(call ldflags,$(DEB_VERSION))" -o bin/deb/govcloud ./cmd/govcloud
 	./bin/deb/govcloud man bin/deb/man && gzip -9n bin/deb/man/*.1
 	printf 'govcloud (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- govcloud maintainers <govcloud@example.org>  %s\n' \
 	  '$(DEB_VERSION)' '$(COMMIT)' "$$(date -R -d '$(DATE)')" | gzip -9n > bin/deb/changelog.gz

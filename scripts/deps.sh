@@ -24,6 +24,9 @@ PKGS=(
   # the Debian guest image ('make image-debian'): debootstrap from Debian's packages, a
   # partition table (sfdisk, in fdisk) and EXTLINUX with syslinux's MBR as its boot loader
   debootstrap fdisk extlinux syslinux-common
+  # the Debian package ('make deb'): deploy's test lints it (no error allowed) and runs its
+  # maintainer scripts under 'dpkg --root' with busybox-static (above) as the root's /bin/sh
+  lintian
 )
 
 missing=()
