@@ -148,15 +148,7 @@ func TestDebPackage(t *testing.T) {
 
 	// Purge: nothing left but dpkg's database.
 	run("dpkg", "--root="+root, "--log=/dev/null", "--purge", "govcloud")
-	var left []string
-	for _, p := range tree(t, root) {
-		if !slices.Contains(before, p) && !strings.HasPrefix(p, "var/lib/dpkg/") {
-			left = append(left, p)
-		}
-	}
-	if len(left) > 0 {
-		t.Errorf("purge left %v", left)
-	}
+	assertNothingLeft(t, root, before)
 
 	t.Run("scripts", func(t *testing.T) { testMaintScripts(t, deb, version, busybox) })
 }
@@ -288,15 +280,7 @@ func testMaintScripts(t *testing.T, deb, version, busybox string) {
 					t.Errorf("upgrade: postinst does not tell that the agent still runs the old binary:\n%s", b)
 				}
 			}
-			var left []string
-			for _, p := range tree(t, root) {
-				if !slices.Contains(before, p) && !strings.HasPrefix(p, "var/lib/dpkg/") {
-					left = append(left, p)
-				}
-			}
-			if len(left) > 0 {
-				t.Errorf("purge left %v", left)
-			}
+			assertNothingLeft(t, root, before)
 		})
 	}
 }
@@ -384,4 +368,19 @@ func tree(t *testing.T, root string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// assertNothingLeft fails t when root holds a path that was not in before (tree's listing),
+// dpkg's own database aside: what a purge must leave.
+func assertNothingLeft(t *testing.T, root string, before []string) {
+	t.Helper()
+	var left []string
+	for _, p := range tree(t, root) {
+		if !slices.Contains(before, p) && !strings.HasPrefix(p, "var/lib/dpkg/") {
+			left = append(left, p)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("purge left %v", left)
+	}
 }
