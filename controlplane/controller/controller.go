@@ -370,18 +370,23 @@ func (e *election) forwardTo() (leader string, ok bool) {
 }
 
 // leaderURL returns the API URL of the leader when writes go to another controller (forwardTo).
-func (e *election) leaderURL(ctx context.Context) (string, bool) {
+// An etcd that does not answer is an error (the write answers 503 at once) rather than a write
+// served here, which would wait for the same etcd again.
+func (e *election) leaderURL(ctx context.Context) (string, bool, error) {
 	leader, ok := e.forwardTo()
 	if !ok {
-		return "", false
+		return "", false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	r, err := e.cli.Get(ctx, e.urls+leader)
-	if err != nil || len(r.Kvs) == 0 {
-		return "", false
+	if err != nil {
+		return "", false, fmt.Errorf("etcd: the API URL of leader %s: %w", leader, err)
 	}
-	return string(r.Kvs[0].Value), true
+	if len(r.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(r.Kvs[0].Value), true, nil
 }
 
 // ready says whether this controller can serve writes: etcd answers a linearizable read (a

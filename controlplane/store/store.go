@@ -89,6 +89,7 @@ func ConnectTLS(endpoints []string, tc *tls.Config, log *slog.Logger) (*Store, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
+	cli.KV = newBoundedKV(cli.KV) // every call honours the Bounds of its context
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := cli.Get(ctx, DefaultPrefix+"state"); err != nil {
