@@ -5,74 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/govcloud/govcloud/controlplane/api"
 	"github.com/govcloud/govcloud/controlplane/controller"
 	"github.com/govcloud/govcloud/controlplane/store"
+	"github.com/govcloud/govcloud/controlplane/store/etcdtest"
 )
-
-// etcdLink is a TCP proxy in front of an embedded etcd that can go silent: while cut, it holds
-// every byte in both directions without closing anything, as a controller whose etcd packets
-// are dropped (nftables) or whose etcd is paused (SIGSTOP) sees it.
-type etcdLink struct {
-	URL string
-	cut atomic.Bool
-}
-
-func newEtcdLink(t *testing.T, endpoint string) *etcdLink {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := &etcdLink{URL: "http://" + l.Addr().String()}
-	sock := strings.TrimPrefix(endpoint, "unix://")
-	var conns sync.WaitGroup
-	t.Cleanup(func() { l.Close(); link.cut.Store(false); conns.Wait() })
-	pipe := func(dst, src net.Conn) {
-		defer dst.Close()
-		defer src.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			for link.cut.Load() {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("unix", sock)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns.Add(2)
-			go func() { defer conns.Done(); pipe(u, c) }()
-			go func() { defer conns.Done(); pipe(c, u) }()
-		}
-	}()
-	return link
-}
 
 func embeddedEtcd(t *testing.T) string {
 	t.Helper()
@@ -199,7 +141,7 @@ func TestStopHandsOverAtOnce(t *testing.T) {
 	ep := embeddedEtcd(t)
 	const ttl = 2 * time.Second
 	handover := func(stopLeader bool) time.Duration {
-		link := newEtcdLink(t, ep)
+		link := etcdtest.NewLink(t, ep)
 		a := runCtrl(t, link.URL, "a", ttl)
 		waitFor(t, 10*time.Second, "a leads", func() bool { return a.readiness().Leader.IsLeader })
 		b := runCtrl(t, ep, "b", ttl)
@@ -207,14 +149,14 @@ func TestStopHandsOverAtOnce(t *testing.T) {
 		if stopLeader {
 			a.stop()
 		} else {
-			link.cut.Store(true)
+			link.Cut.Store(true)
 		}
 		took := waitFor(t, 15*time.Second, "b leads", func() bool { return b.readiness().Leader.IsLeader })
 		b.stop()
 		<-b.done
 		b.done <- nil
 		a.stop()
-		link.cut.Store(false)
+		link.Cut.Store(false)
 		return took
 	}
 	cut := handover(false)
@@ -230,13 +172,13 @@ func TestStopHandsOverAtOnce(t *testing.T) {
 // the way out is bounded. A follower used to wait forever in the campaign's cleanup.
 func TestStopWithSilentEtcd(t *testing.T) {
 	ep := embeddedEtcd(t)
-	link := newEtcdLink(t, ep)
+	link := etcdtest.NewLink(t, ep)
 	const ttl = time.Second
 	a := runCtrl(t, link.URL, "a", ttl)
 	waitFor(t, 10*time.Second, "a leads", func() bool { return a.readiness().Leader.IsLeader })
 	b := runCtrl(t, link.URL, "b", ttl)
 	waitFor(t, 10*time.Second, "b follows a", func() bool { r := b.readiness(); return r.Ready && r.Leader.Leader == "a" })
-	link.cut.Store(true)
+	link.Cut.Store(true)
 	time.Sleep(300 * time.Millisecond)
 	t0 := time.Now()
 	a.stop()
