@@ -126,7 +126,11 @@ func (s *Server) authenticateToken(ctx context.Context, r *http.Request) (*princ
 	}
 	t, err := s.store.GetToken(ctx, hash)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
+		if e := internal(err); e.Status == http.StatusServiceUnavailable {
+			e.Message = "token lookup: " + e.Message
+			return nil, e
+		}
+		return nil, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "token lookup: " + err.Error() + "; nothing was done"}
 	}
 	s.tokens.mu.Lock()
 	if len(s.tokens.m) > 10000 {

@@ -35,6 +35,12 @@ import (
 // quorum they fail with 503 at the latest after it.
 const writeTimeout = 10 * time.Second
 
+// DefaultEtcdReadTimeout bounds each etcd read made while serving a request (token lookups,
+// snapshots, each poll of a long poll): a controller cut off from etcd answers 503 within it,
+// and its client tries another controller, instead of holding the request until the
+// connection is cut.
+const DefaultEtcdReadTimeout = 2 * time.Second
+
 // maxAttempts is how often a write recomputes after another writer moved the state before
 // it gives up with a 503 (contention).
 const maxAttempts = 50
@@ -47,7 +53,8 @@ type Options struct {
 	Leader        func() LeaderInfo // who leads; nil = always this one
 	// LeaderURL returns the leader's API URL when another controller leads: writes are then
 	// forwarded there, so allocation runs on the leader. nil or ok=false: serve locally.
-	LeaderURL func(ctx context.Context) (url string, ok bool)
+	// An error (etcd did not answer who leads) answers 503: nothing was done.
+	LeaderURL func(ctx context.Context) (url string, ok bool, err error)
 	// Trust: the CA that signs host certificates at join and renewal (nil: this server issues
 	// none), their lifetime, and how writes are forwarded to the leader (its CA).
 	Trust TrustOptions
@@ -65,6 +72,9 @@ type Options struct {
 	// (heartbeat or answer) for this long; the client gets a 503 and tries again (default
 	// 1 s, four heartbeats). ForwardTimeout bounds the whole forward (default 2 minutes).
 	ForwardIdle, ForwardTimeout time.Duration
+	// EtcdReadTimeout bounds each etcd read made while serving a request (default
+	// DefaultEtcdReadTimeout); writes are bounded by writeTimeout.
+	EtcdReadTimeout time.Duration
 }
 
 // LeaderInfo describes the election.
@@ -156,6 +166,9 @@ func New(st *store.Store, log *slog.Logger, opt Options) *Server {
 	if opt.Alloc.VLANs == nil {
 		opt.Alloc = alloc.DefaultConfig()
 	}
+	if opt.EtcdReadTimeout <= 0 {
+		opt.EtcdReadTimeout = DefaultEtcdReadTimeout
+	}
 	return &Server{store: st, log: log, opt: opt, tokens: tokenCache{m: map[string]cachedToken{}}, notify: make(chan struct{}), applySem: make(chan struct{}, 1),
 		anonAudit: rate.NewLimiter(10, 50)}
 }
@@ -217,6 +230,13 @@ func invalid(err error) *apiError {
 // internal answers a failure of this controller: 500, or 503 when etcd could not serve (no
 // quorum, no etcd leader, timeout), which the client may retry elsewhere.
 func internal(err error) *apiError {
+	var te *store.TimeoutError
+	if errors.As(err, &te) {
+		if te.Write {
+			return unavailable("unknown_outcome", err.Error()+"; it may or may not have been applied, sending it again is safe")
+		}
+		return unavailable("etcd_timeout", err.Error()+"; nothing was done, try again (another controller may reach etcd)")
+	}
 	if errors.Is(err, context.DeadlineExceeded) || etcdUnavailable(err) {
 		return unavailable("no_quorum", "etcd cannot serve now (no quorum or no etcd leader): "+err.Error())
 	}
@@ -240,8 +260,12 @@ func (s *Server) Handler() http.Handler {
 			if s.opt.ID != "" {
 				w.Header().Set("X-Govcloud-Controller", s.opt.ID)
 			}
-			// An etcd member without a raft leader refuses at once instead of waiting for one.
-			r = r.WithContext(clientv3.WithRequireLeader(r.Context()))
+			// An etcd member without a raft leader refuses at once instead of waiting for one,
+			// and every etcd call made for this request is bounded (store.Bounds): an etcd
+			// that does not answer (this controller cut off from it) is a 503 the client
+			// takes elsewhere, not a request held until the connection is cut.
+			r = r.WithContext(store.WithBounds(clientv3.WithRequireLeader(r.Context()),
+				store.Bounds{Read: s.opt.EtcdReadTimeout, Write: writeTimeout}))
 			p, e := s.authenticate(r.Context(), r)
 			if e == nil {
 				e = h(w, r, p)
@@ -326,7 +350,10 @@ func (s *Server) toLeader(h handler) handler {
 		if s.opt.LeaderURL == nil || boolParam(r, "dryRun") || r.Header.Get("X-Govcloud-Forwarded") != "" {
 			return h(w, r, p)
 		}
-		leader, ok := s.opt.LeaderURL(r.Context())
+		leader, ok, err := s.opt.LeaderURL(r.Context())
+		if err != nil {
+			return unavailable("leader_unknown", fmt.Sprintf("controller %s cannot tell who leads: %v; nothing was done, try again", s.opt.ID, err))
+		}
 		if !ok {
 			return h(w, r, p) // this one leads, or none does (the write then answers 503)
 		}

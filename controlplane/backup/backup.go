@@ -34,6 +34,8 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.uber.org/zap"
+
+	"github.com/govcloud/govcloud/controlplane/store"
 )
 
 // FormatVersion is the backup file format this code writes and the only one it reads.
@@ -85,15 +87,33 @@ func FileName(t time.Time, rev int64) string {
 	return fmt.Sprintf("govcloud-%s-rev%d%s", t.UTC().Format("20060102T150405.000Z"), rev, Ext)
 }
 
+// SnapshotIdle is how long Snapshot waits for each piece of etcd's snapshot stream.
+var SnapshotIdle = 10 * time.Second
+
+var errSnapshotIdle = errors.New("etcd sent nothing of the snapshot in time")
+
 // Snapshot streams a snapshot of cli's etcd (the member cli is connected to) into w through
 // etcd's Maintenance.Snapshot RPC and returns the etcd server's version ("" before etcd 3.6).
 // It calls the RPC itself rather than clientv3's wrapper, which logs each snapshot to stdout.
+//
+// The stream may last as long as the store needs, but etcd must send something every
+// SnapshotIdle: an etcd that stopped answering ends it with a store.TimeoutError (a 503 when
+// the API takes the backup) instead of holding the caller.
 func Snapshot(ctx context.Context, cli *clientv3.Client, w io.Writer) (string, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := SnapshotIdle
+	dog := time.AfterFunc(idle, func() { cancel(errSnapshotIdle) })
+	defer dog.Stop()
+	silent := func(err error) error {
+		if context.Cause(ctx) == errSnapshotIdle {
+			return &store.TimeoutError{After: idle, Err: fmt.Errorf("etcd snapshot: %w", err)}
+		}
+		return fmt.Errorf("etcd snapshot: %w", err)
+	}
 	ss, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Snapshot(ctx, &pb.SnapshotRequest{})
 	if err != nil {
-		return "", fmt.Errorf("etcd snapshot: %w", err)
+		return "", silent(err)
 	}
 	version := ""
 	for {
@@ -102,8 +122,9 @@ func Snapshot(ctx context.Context, cli *clientv3.Client, w io.Writer) (string, e
 			return version, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("etcd snapshot: read stream: %w", err)
+			return "", silent(fmt.Errorf("read stream: %w", err))
 		}
+		dog.Reset(idle)
 		if v := resp.GetVersion(); v != "" {
 			version = v
 		}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -200,10 +201,11 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 	}
 	var wg sync.WaitGroup
 	wg.Add(3)
+	fatal := make(chan error, 1) // the election refused this controller (its id is taken)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
 	go func() {
 		defer wg.Done()
-		el.run(ctx, func(lctx context.Context) {
+		err := el.run(ctx, func(lctx context.Context) {
 			if opt.Backup.Dir != "" {
 				var bw sync.WaitGroup
 				bw.Add(1)
@@ -216,6 +218,10 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 			defer hw.Wait()
 			leaderLoop(lctx, srv, log)
 		})
+		if err != nil {
+			fatal <- err
+			cancel()
+		}
 	}()
 	hs := httpserve.Server(srv.Handler(), lim)
 	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
@@ -239,12 +245,32 @@ func Run(ctx context.Context, log *slog.Logger, opt Options) error {
 		err = hs.Serve(l)
 	}
 	cancel()
-	wg.Wait()
+	// Every etcd call on the way out is bounded; this bounds the whole, so that a controller
+	// whose etcd stopped answering still exits when told to.
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownWait):
+		log.Error("controller: stopping without waiting longer for the election and the API", "waited", shutdownWait)
+	}
+	select {
+	case ferr := <-fatal:
+		return ferr
+	default:
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
+
+// shutdownWait bounds how long a stopping controller waits for its parts to end.
+const shutdownWait = 10 * time.Second
+
+// etcdStopBound bounds each etcd call a controller makes when it stops leading or campaigning
+// (resign, lease revoke): made with a fresh context, since the one of the lead has ended.
+const etcdStopBound = 2 * time.Second
 
 // leaderLoop is the leader's job: sweep allocations so pending values (a VM waiting for a host,
 // a value freed by a failed writer) are filled in without waiting for the next apply.
@@ -370,18 +396,23 @@ func (e *election) forwardTo() (leader string, ok bool) {
 }
 
 // leaderURL returns the API URL of the leader when writes go to another controller (forwardTo).
-func (e *election) leaderURL(ctx context.Context) (string, bool) {
+// An etcd that does not answer is an error (the write answers 503 at once) rather than a write
+// served here, which would wait for the same etcd again.
+func (e *election) leaderURL(ctx context.Context) (string, bool, error) {
 	leader, ok := e.forwardTo()
 	if !ok {
-		return "", false
+		return "", false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	r, err := e.cli.Get(ctx, e.urls+leader)
-	if err != nil || len(r.Kvs) == 0 {
-		return "", false
+	if err != nil {
+		return "", false, fmt.Errorf("etcd: the API URL of leader %s: %w", leader, err)
 	}
-	return string(r.Kvs[0].Value), true
+	if len(r.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(r.Kvs[0].Value), true, nil
 }
 
 // ready says whether this controller can serve writes: etcd answers a linearizable read (a
@@ -411,16 +442,81 @@ func (e *election) isMe() bool {
 	return e.me
 }
 
-// run campaigns until ctx ends, calling lead while this controller leads.
-func (e *election) run(ctx context.Context, lead func(context.Context)) {
+// ErrDuplicateID is the refusal of a controller whose --id another live controller registered.
+var ErrDuplicateID = errors.New("duplicate controller id")
+
+// run campaigns until ctx ends, calling lead while this controller leads. It returns an error
+// only when this controller must not run (ErrDuplicateID).
+func (e *election) run(ctx context.Context, lead func(context.Context)) error {
 	for ctx.Err() == nil {
-		if err := e.once(ctx, lead); err != nil && ctx.Err() == nil {
+		err := e.once(ctx, lead)
+		if errors.Is(err, ErrDuplicateID) {
+			e.log.Error("leader election", "err", err)
+			return err
+		}
+		if err != nil && ctx.Err() == nil {
 			e.log.Warn("leader election", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(min(time.Second, e.ttl)):
 			}
 		}
+	}
+	return nil
+}
+
+// register records this controller's API URL under its id, held by lease, where the others
+// look up the leader's. The key is put only if absent (or already held by this lease): another
+// controller started with the same id would otherwise overwrite it, and writes forwarded to
+// "the leader" would go to whichever registered last. A key held by another lease may be that
+// of this controller's previous run (killed: its lease expires within the TTL), so it is
+// retried until that lease must have expired; still held then, another controller is alive
+// with this id, and this one is refused.
+func (e *election) register(ctx context.Context, lease clientv3.LeaseID) error {
+	key := e.urls + e.id
+	deadline := time.Now().Add(time.Duration(leaseSeconds(e.ttl))*time.Second + 2*time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), max(e.ttl, 2*time.Second))
+		r, err := e.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, e.url, clientv3.WithLease(lease))).Else(clientv3.OpGet(key)).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("register API URL: %w", err)
+		}
+		if r.Succeeded {
+			return nil
+		}
+		var holder *mvccpb.KeyValue
+		if kvs := r.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			holder = kvs[0]
+			if clientv3.LeaseID(holder.Lease) == lease {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			other := "?"
+			if holder != nil {
+				other = fmt.Sprintf("%s, lease %x", holder.Value, holder.Lease)
+			}
+			return fmt.Errorf("%w: controller id %q is registered by another controller (%s) that keeps it alive; give each controller its own --id (the default is hostname/listen address)", ErrDuplicateID, e.id, other)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// revoke ends this controller's lease at once, with a fresh bounded context (the campaign's
+// has ended): its election key and registration go with it, so another controller leads
+// without waiting for the TTL. Without it a controller told to stop handed over no faster
+// than a killed one (the revoke ran with the cancelled context: "context canceled").
+func (e *election) revoke(lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), etcdStopBound)
+	defer cancel()
+	if _, err := e.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		e.log.Warn("leader election: revoking the lease failed; it expires within the TTL", "id", e.id, "err", err)
 	}
 }
 
@@ -435,13 +531,14 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
-	defer sess.Close()
+	defer e.revoke(lg.ID)
+	defer sess.Orphan()
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
 	lost := make(chan struct{})
 	go e.keepAlive(kctx, lg.ID, lost)
-	if _, err := e.cli.Put(ctx, e.urls+e.id, e.url, clientv3.WithLease(sess.Lease())); err != nil {
-		return fmt.Errorf("register API URL: %w", err)
+	if err := e.register(ctx, lg.ID); err != nil {
+		return err
 	}
 	el := concurrency.NewElection(sess, e.prefix)
 	octx, ocancel := context.WithCancel(ctx)
@@ -478,16 +575,15 @@ func (e *election) once(ctx context.Context, lead func(context.Context)) error {
 	ccancel()
 	e.set("", false)
 	select {
-	case <-sess.Done():
-		return errors.New("session expired; campaigning again")
 	case <-lost:
 		return errors.New("lease lost; campaigning again")
+	case <-sess.Done():
+		if ctx.Err() == nil {
+			return errors.New("session expired; campaigning again")
+		}
 	default:
 	}
-	rctx, rc := context.WithTimeout(context.Background(), 2*time.Second)
-	defer rc()
-	_ = el.Resign(rctx)
-	return nil
+	return nil // the deferred revoke ends the lease and with it this controller's election key
 }
 
 // keepAlive renews the lease every TTL/3, recording each confirmed renewal by the time it was

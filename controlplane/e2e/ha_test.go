@@ -530,12 +530,14 @@ func TestHAControlPlane(t *testing.T) {
 	if l < 0 {
 		t.Fatal("no controller leads after the pause")
 	}
-	cut := time.Now()
 	rules := filepath.Join(t.TempDir(), "partition.nft")
 	if err := os.WriteFile(rules, []byte(partitionRules(nodeAddr(l))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h.nodes[l].MustRun(t, "nft", "-f", rules)
+	// Measured from when the rules are in place (nft takes tens of ms): waitProgress counts
+	// only writes that started after it, none that passed before the cut.
+	cut := time.Now()
 	report[fmt.Sprintf("controller c%d cut off (leader)", l+1)] = waitProgress(t, recs, cut, "leader partitioned")
 	notReady := time.Duration(-1)
 	for time.Since(cut) < 10*time.Second {
@@ -552,6 +554,13 @@ func TestHAControlPlane(t *testing.T) {
 	}
 	h.nodes[l].MustRun(t, "nft", "delete", "table", "inet", "gc_partition")
 	waitProgress(t, recs, time.Now(), "after the partition healed")
+
+	// 5. Cut one controller off from etcd only (tcp dport 2379 dropped in its node; clients
+	// still reach its API): a write and a read through a client listing it first succeed
+	// through another controller within 3 s, and through a client of it alone fail with a
+	// retryable 503 within 3 s. Such a controller held every request for 60 s (its etcd calls
+	// had no bound), heartbeats keeping its clients from failing over.
+	h.etcdCutStep(t, alive, report)
 	stopStream()
 
 	// The agent saw the final state.
@@ -609,6 +618,63 @@ func TestHAControlPlane(t *testing.T) {
 		t.Logf("%s: next accepted write after %v", k, report[k].Round(time.Millisecond))
 		if report[k] > 3*time.Second {
 			t.Errorf("%s: clients failed over after %v, want within 3 s", k, report[k].Round(time.Millisecond))
+		}
+	}
+}
+
+// etcdCutRules drop every connection of a node to an etcd client port, nothing else.
+const etcdCutRules = `table inet gc_etcdcut {
+	chain out {
+		type filter hook output priority 0;
+		tcp dport 2379 drop
+	}
+}
+`
+
+// etcdCutStep cuts a follower (the leader's cut is step 4) off from etcd only, and checks
+// that clients do not wait for it (see TestHAControlPlane step 5).
+func (h *haCluster) etcdCutStep(t *testing.T, alive []int, report map[string]time.Duration) {
+	l := h.leader(alive...)
+	if l < 0 {
+		t.Fatal("no controller leads after the partition healed")
+	}
+	f := slices.DeleteFunc(slices.Clone(alive), func(i int) bool { return i == l })[0]
+	rules := filepath.Join(t.TempDir(), "etcdcut.nft")
+	if err := os.WriteFile(rules, []byte(etcdCutRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.nodes[f].MustRun(t, "nft", "-f", rules)
+	defer h.nodes[f].MustRun(t, "nft", "delete", "table", "inet", "gc_etcdcut")
+	ctx := context.Background()
+	first := append([]int{f}, slices.DeleteFunc(slices.Clone(alive), func(i int) bool { return i == f })...)
+	doc := strings.ReplaceAll(streamDoc(2002), "ha-2002", "etcdcut")
+	for _, step := range []struct {
+		what string
+		do   func(c *client.Client) error
+	}{
+		{"apply", func(c *client.Client) error {
+			_, err := c.Apply(ctx, "etcdcut.yaml", []byte(doc), client.ApplyOptions{})
+			return err
+		}},
+		{"get", func(c *client.Client) error { _, err := c.Get(ctx, "segment", "lands-web"); return err }},
+	} {
+		// A client listing the cut-off controller first: served by another one within 3 s.
+		t0 := time.Now()
+		err := step.do(h.client(h.cl, first...))
+		took := time.Since(t0)
+		report[fmt.Sprintf("controller c%d cut off from etcd only (follower): %s through it first", f+1, step.what)] = took
+		if err != nil {
+			t.Errorf("%s through a client listing c%d (cut off from etcd) first: %v after %v, want success through another controller", step.what, f+1, err, took.Round(time.Millisecond))
+		}
+		// A client of that controller alone (no failover, no idle cut): a 503 within 3 s.
+		c := h.client(h.cl, f)
+		c.AttemptIdle, c.RetryFor = 20*time.Second, time.Millisecond
+		t0 = time.Now()
+		err = step.do(c)
+		took = time.Since(t0)
+		t.Logf("%s through c%d alone, cut off from etcd: after %v: %v", step.what, f+1, took.Round(time.Millisecond), err)
+		if err == nil || !client.Retryable(err) || took > 3*time.Second {
+			t.Errorf("%s through c%d alone (cut off from etcd): %v after %v, want a retryable 503 within 3 s", step.what, f+1, err, took.Round(time.Millisecond))
 		}
 	}
 }

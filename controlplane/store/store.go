@@ -65,6 +65,9 @@ type Store struct {
 	reloadMu sync.Mutex
 }
 
+// OwnCallBound bounds the etcd calls the client makes with its own context (Connect).
+const OwnCallBound = 2 * time.Second
+
 // Connect opens a client to endpoints (http://, unix://; https:// needs ConnectTLS).
 func Connect(endpoints []string, log *slog.Logger) (*Store, error) {
 	return ConnectTLS(endpoints, nil, log)
@@ -85,10 +88,15 @@ func ConnectTLS(endpoints []string, tc *tls.Config, log *slog.Logger) (*Store, e
 		MaxCallRecvMsgSize:   256 << 20,
 		TLS:                  tc,
 		Logger:               nil,
+		// Calls the etcd client makes with its own context (an election campaign cleaning up
+		// after its context ended) are bounded too: an etcd that stopped answering must not
+		// hold a controller's shutdown.
+		Context: WithBounds(context.Background(), Bounds{Read: OwnCallBound, Write: OwnCallBound}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
+	cli.KV = newBoundedKV(cli.KV) // every call honours the Bounds of its context
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := cli.Get(ctx, DefaultPrefix+"state"); err != nil {
