@@ -471,28 +471,25 @@ func TestHAControlPlane(t *testing.T) {
 	}
 	pause := time.Now()
 	_ = h.ctl[l].Process.Signal(syscall.SIGSTOP)
-	queued := make(chan error, 1)
-	go func() {
-		c := h.client(h.cl, l)
-		c.AttemptIdle, c.RetryFor = 20*time.Second, time.Millisecond
-		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		_, err := c.Apply(qctx, "queued.yaml", []byte(strings.ReplaceAll(streamDoc(2000), "ha-2000", "queued")), client.ApplyOptions{})
-		queued <- err
-	}()
+	// sendOnce applies streamDoc(n), renamed, through controller i alone: no failover, no retry.
+	sendOnce := func(i, n int, name string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			c := h.client(h.cl, i)
+			c.AttemptIdle, c.RetryFor = 20*time.Second, time.Millisecond
+			qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			_, err := c.Apply(qctx, name+".yaml", []byte(strings.ReplaceAll(streamDoc(n), fmt.Sprintf("ha-%d", n), name)), client.ApplyOptions{})
+			done <- err
+		}()
+		return done
+	}
+	queued := sendOnce(l, 2000, "queued")
 	// The same write through a follower (no failover): the follower forwards it to the paused
 	// leader, gives up when the leader sends nothing, and answers 503; the forwarded copy
 	// waiting in the leader's socket must not run when it resumes either.
 	f := slices.DeleteFunc(slices.Clone(alive), func(i int) bool { return i == l })[0]
-	queuedFwd := make(chan error, 1)
-	go func() {
-		c := h.client(h.cl, f)
-		c.AttemptIdle, c.RetryFor = 20*time.Second, time.Millisecond
-		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		_, err := c.Apply(qctx, "queued-fwd.yaml", []byte(strings.ReplaceAll(streamDoc(2001), "ha-2001", "queuedfwd")), client.ApplyOptions{})
-		queuedFwd <- err
-	}()
+	queuedFwd := sendOnce(f, 2001, "queuedfwd")
 	if code, _, err := h.healthz(h.cl, l, time.Second); code == http.StatusOK {
 		t.Errorf("paused controller c%d answered /healthz 200 (%v)", l+1, err)
 	}
