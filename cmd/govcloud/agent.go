@@ -90,9 +90,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 				flagErrs = append(flagErrs, err)
 			}
 			if err := checkListen("--metrics-listen", metricsListen); err != nil {
-				for _, e := range unjoin(err) {
-					flagErrs = append(flagErrs, e)
-				}
+				flagErrs = append(flagErrs, unjoin(err)...)
 			}
 			if usageInterval < time.Second {
 				flagErrs = append(flagErrs, fmt.Errorf("--usage-interval %v: want 1s or more", usageInterval))
