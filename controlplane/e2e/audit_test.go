@@ -15,7 +15,7 @@ func TestAuditRevisionsMatchApplyAndStatus(t *testing.T) {
 	env := apitest.New(t)
 	admin := env.Tokens["admin"]
 	r := run(t, env.URL, admin, "apply", "-f", writeFile(t, apitest.Base))
-	m := regexp.MustCompile(`\(revision (\d+)\)`).FindStringSubmatch(r.stdout)
+	m := regexp.MustCompile(`\(now at revision (\d+)\)`).FindStringSubmatch(r.stdout)
 	if r.code != 0 || m == nil {
 		t.Fatalf("apply: %+v", r)
 	}
