@@ -169,7 +169,7 @@ controller listens on loopback. Serves /status (JSON) and /metrics on --metrics-
 			go auth.repointOnHangup(cmd.Context(), c, g.log, a.Reconnect)
 			g.log.Info("agent running", "host", host, "controllers", c.Bases, "metrics", metricsListen)
 			err = a.Run(cmd.Context())
-			if removeOnExit(removeAtStop, cmd.Context().Err(), err) {
+			if removeOnExit(removeAtStop, cmd.Context().Err(), err, a.Status().Revision > 0) {
 				g.log.Info("stopping: removing the dataplane (no --keep-dataplane)")
 				a.SetKeep(false)
 				dp.hn.SetKeep(false)
@@ -208,10 +208,12 @@ type agentDataplane struct {
 }
 
 // removeOnExit says whether an agent ending its run removes its dataplane: only when the
-// operator stopped it (stopped: the signal context's error) and did not ask to keep it
-// (removeAtStop: no --keep-dataplane). A run that ended on its own error keeps forwarding.
-func removeOnExit(removeAtStop bool, stopped, runErr error) bool {
-	return removeAtStop && stopped != nil && (runErr == nil || errors.Is(runErr, context.Canceled))
+// operator stopped it (stopped: the signal context's error), did not ask to keep it
+// (removeAtStop: no --keep-dataplane), and this agent made the dataplane its own by applying
+// a desired state (reconciled). A run that ended on its own error keeps forwarding, and so
+// does an agent that never reached the controller: what it found is an earlier agent's.
+func removeOnExit(removeAtStop bool, stopped, runErr error, reconciled bool) bool {
+	return removeAtStop && reconciled && stopped != nil && (runErr == nil || errors.Is(runErr, context.Canceled))
 }
 
 // openAgentDataplane opens the dataplane: trunk pins under pinRoot/trunk, the load

@@ -69,7 +69,8 @@ func TestLateHandler(t *testing.T) {
 }
 
 // TestRemoveOnExit: an agent removes its dataplane only when the operator stopped it without
-// --keep-dataplane; a start or run that fails on its own leaves it forwarding (fail-static).
+// --keep-dataplane after it applied a desired state; a start or run that fails on its own, or
+// an agent that never reached the controller, leaves it forwarding (fail-static).
 func TestRemoveOnExit(t *testing.T) {
 	stopped := context.Canceled
 	runErr := errors.New("watch: controller refused the host")
@@ -77,16 +78,18 @@ func TestRemoveOnExit(t *testing.T) {
 		name            string
 		removeAtStop    bool
 		stopped, runErr error
+		reconciled      bool
 		want            bool
 	}{
-		{"SIGTERM, no --keep-dataplane", true, stopped, nil, true},
-		{"SIGTERM, Run says canceled", true, stopped, fmt.Errorf("watch: %w", context.Canceled), true},
-		{"SIGTERM with --keep-dataplane", false, stopped, nil, false},
-		{"Run failed on its own", true, nil, runErr, false},
-		{"SIGTERM while Run failed on its own", true, stopped, runErr, false},
-		{"Run returned without a stop", true, nil, nil, false},
+		{"SIGTERM, no --keep-dataplane", true, stopped, nil, true, true},
+		{"SIGTERM, Run says canceled", true, stopped, fmt.Errorf("watch: %w", context.Canceled), true, true},
+		{"SIGTERM with --keep-dataplane", false, stopped, nil, true, false},
+		{"Run failed on its own", true, nil, runErr, true, false},
+		{"SIGTERM while Run failed on its own", true, stopped, runErr, true, false},
+		{"Run returned without a stop", true, nil, nil, true, false},
+		{"SIGTERM before any desired state (controller unreachable, wrong CA)", true, stopped, nil, false, false},
 	} {
-		if got := removeOnExit(tc.removeAtStop, tc.stopped, tc.runErr); got != tc.want {
+		if got := removeOnExit(tc.removeAtStop, tc.stopped, tc.runErr, tc.reconciled); got != tc.want {
 			t.Errorf("%s: removeOnExit = %v, want %v", tc.name, got, tc.want)
 		}
 	}

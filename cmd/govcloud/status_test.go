@@ -229,6 +229,7 @@ func TestStatusShowsVersionSkew(t *testing.T) {
 		"gc-host1": {Ready: true, Version: "v0.4.0 (abc1234)"},
 		"gc-host2": {Ready: true, Version: "v0.3.9 (0ddba11)"},
 		"gc-host3": {Ready: true},
+		"gc-host4": {Ready: true, Version: "0.0.0~gitabc1234 (abc1234)"}, // the package's build of the same commit
 	})
 	st.Version = json.RawMessage(`{"version":"v0.4.0","commit":"abc1234"}`)
 	var out bytes.Buffer
@@ -239,5 +240,24 @@ func TestStatusShowsVersionSkew(t *testing.T) {
 	}
 	if n := strings.Count(got, "differs from the controller's"); n != 1 || !strings.Contains(got, "  agent version v0.3.9 (0ddba11) differs from the controller's v0.4.0 (abc1234)\n") {
 		t.Errorf("want one skew line, for gc-host2:\n%s", got)
+	}
+}
+
+func TestSameBuild(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"v0.4.0 (abc1234)", "v0.4.0 (abc1234)", true},
+		{"0.0.0~gitabc1234 (abc1234)", "abc1234 (abc1234)", true},
+		{"v0.4.0 (abc1234)", "v0.4.0 (0ddba11)", false},
+		{"v0.4.0 (abc1234-dirty)", "v0.4.0 (abc1234)", false},
+		{"devel (unknown)", "devel (unknown)", true},
+		{"devel (unknown)", "v0.4.0 (unknown)", false},
+		{"v0.4.0", "v0.4.0 (abc1234)", false},
+	} {
+		if got := sameBuild(tc.a, tc.b); got != tc.want {
+			t.Errorf("sameBuild(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }

@@ -254,7 +254,7 @@ func writeStatus(w io.Writer, st *client.Status, objs []client.Object, ctl map[s
 			ready = "NOT READY"
 		}
 		fmt.Fprintf(w, "host %s: %s (revision %d, last report %s)\n", h, ready, r.Status.Revision, r.Time.Format(time.RFC3339))
-		if v := r.Status.Version; v != "" && ctlVersion != "" && v != ctlVersion {
+		if v := r.Status.Version; v != "" && ctlVersion != "" && !sameBuild(v, ctlVersion) {
 			fmt.Fprintf(w, "  agent version %s differs from the controller's %s\n", v, ctlVersion)
 		}
 		printHostFaults(w, r.Status)
@@ -309,4 +309,25 @@ func printPlacement(w io.Writer, objs []client.Object) {
 		}
 		indent(w, "", fmt.Sprintf("vm %s: %s: ", o.Name, state), o.Status.Reason)
 	}
+}
+
+// sameBuild says whether two builds as reported ("VERSION (COMMIT)", buildinfo.Info.Short) are
+// one: by commit when both name one (a package's version and a plain build's differ for the
+// same commit), else by the whole text.
+func sameBuild(a, b string) bool {
+	commit := func(s string) string {
+		i := strings.LastIndex(s, " (")
+		if i < 0 || !strings.HasSuffix(s, ")") {
+			return ""
+		}
+		c := strings.TrimSuffix(s[i+2:len(s)-1], "-dirty")
+		if c == "unknown" {
+			return ""
+		}
+		return c
+	}
+	if ca, cb := commit(a), commit(b); ca != "" && cb != "" {
+		return ca == cb && strings.HasSuffix(a, "-dirty)") == strings.HasSuffix(b, "-dirty)")
+	}
+	return a == b
 }
