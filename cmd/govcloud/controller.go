@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -169,6 +171,26 @@ func checkControllerFlags(opt *controller.Options, tableRange string) error {
 			errs = append(errs, fmt.Errorf("%s %s: must be more than 0", d.flag, d.v))
 		}
 	}
+	for _, l := range []struct{ flag, v string }{{"--listen", opt.Listen}, {"--metrics-listen", opt.MetricsListen}} {
+		if l.v != "" {
+			if err := checkListen(l.flag, l.v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if (opt.TLS.CertFile == "") != (opt.TLS.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("--tls-cert %q and --tls-key %q: give both or neither", opt.TLS.CertFile, opt.TLS.KeyFile))
+	}
+	for _, f := range []struct{ flag, path string }{{"--tls-cert", opt.TLS.CertFile}, {"--tls-key", opt.TLS.KeyFile}, {"--client-ca", opt.TLS.ClientCAFile}} {
+		if f.path == "" {
+			continue
+		}
+		if b, err := os.ReadFile(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.flag, err))
+		} else if !strings.Contains(string(b), "-----BEGIN ") {
+			errs = append(errs, fmt.Errorf("%s %s: no PEM block", f.flag, f.path))
+		}
+	}
 	if opt.Backup.Keep < 0 {
 		errs = append(errs, fmt.Errorf("--backup-keep %d: want 0 (keep all) or more", opt.Backup.Keep))
 	}
@@ -179,6 +201,10 @@ func checkControllerFlags(opt *controller.Options, tableRange string) error {
 		}
 		if _, err := controller.AdvertiseURL(opt.AdvertiseURL, scheme, opt.Listen, len(opt.EtcdEndpoints) > 0); err != nil {
 			errs = append(errs, err)
+		} else if u, err := url.Parse(opt.AdvertiseURL); err == nil {
+			if _, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || u.Port() == "0" {
+				errs = append(errs, fmt.Errorf("--advertise-url %q: port %q is not a number from 1 to 65535", opt.AdvertiseURL, u.Port()))
+			}
 		}
 	}
 	return errors.Join(errs...)

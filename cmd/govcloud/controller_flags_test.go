@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,6 +12,10 @@ import (
 // could not dial are refused before anything starts, naming the flag and the value; good
 // endpoints of each form pass.
 func TestControllerFlagsRefused(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notPEM, []byte("gc-host1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string // in the error
@@ -31,6 +36,14 @@ func TestControllerFlagsRefused(t *testing.T) {
 		{[]string{"--advertise-url", "ftp://198.18.0.1:8480"}, `--advertise-url "ftp://198.18.0.1:8480": scheme "ftp"`},
 		{[]string{"--advertise-url", "https://198.18.0.1"}, `want https://HOST:PORT and nothing more`},
 		{[]string{"--advertise-url", "https://0.0.0.0:8480"}, `wildcard address`},
+		{[]string{"--advertise-url", "https://198.18.0.1:99999"}, `port "99999" is not a number from 1 to 65535`},
+		{[]string{"--listen", "bogus"}, `--listen "bogus": want host:port`},
+		{[]string{"--listen", "127.0.0.1:99999"}, `--listen "127.0.0.1:99999": port "99999"`},
+		{[]string{"--metrics-listen", "bogus"}, `--metrics-listen "bogus": want host:port`},
+		{[]string{"--tls-cert", notPEM}, `--tls-cert "` + notPEM + `" and --tls-key "": give both or neither`},
+		{[]string{"--tls-cert", "/nonexistent-cert", "--tls-key", "/nonexistent-key"}, `--tls-cert: open /nonexistent-cert`},
+		{[]string{"--client-ca", "/nonexistent-ca"}, `--client-ca: open /nonexistent-ca`},
+		{[]string{"--client-ca", notPEM}, `--client-ca ` + notPEM + `: no PEM block`},
 		{[]string{"--etcd-endpoints", "notaurl"}, `--etcd-endpoints "notaurl"`},
 		{[]string{"--etcd-endpoints", "http://198.18.0.1"}, `--etcd-endpoints "http://198.18.0.1": want http://host:port`},
 		{[]string{"--etcd-endpoints", "http://198.18.0.1:2379,unix://"}, `--etcd-endpoints "unix://": no socket path`},
