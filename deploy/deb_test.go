@@ -326,7 +326,17 @@ func freshRoot(t *testing.T, busybox string, systemd bool) string {
 // libraries (busybox-static's busybox, not busybox's).
 func requireStatic(t *testing.T, name string) string {
 	t.Helper()
-	p, _ := exec.LookPath(name)
+	missing := func(why string) {
+		msg := fmt.Sprintf("%s: needs busybox-static (installed by 'sudo make deps')", why)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		missing(fmt.Sprintf("no %s on PATH", name))
+	}
 	f, err := elf.Open(p)
 	if err != nil {
 		t.Fatalf("%s: %v", p, err)
@@ -334,11 +344,7 @@ func requireStatic(t *testing.T, name string) string {
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			msg := fmt.Sprintf("%s is dynamically linked: needs busybox-static (installed by 'sudo make deps')", p)
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			missing(p + " is dynamically linked")
 		}
 	}
 	return p
